@@ -1,0 +1,63 @@
+# statarb: the two commands a new user needs are `make demo` and `make test`; both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install demo test run web worker beat lint bench migrate seed clean
+
+# Reinstall only when a requirements file changed.
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@if ! pkg-config --exists mysqlclient 2>/dev/null && ! pkg-config --exists mariadb 2>/dev/null; then \
+		echo "Installing the MySQL/MariaDB client headers (needed to build mysqlclient)..."; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq pkg-config libmariadb-dev >/dev/null \
+		|| { echo "Could not install libmariadb-dev; install it (or default-libmysqlclient-dev) by hand."; exit 1; }; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(PY) manage.py setup_periodic_tasks
+	$(PY) manage.py seed_demo
+
+# The main job on the embedded default (SQLite + SQLite broker, no server needed): migrate, seed, and run the
+# dashboard with a real Celery worker and beat beside it.
+demo: seed
+	$(PY) manage.py collectstatic --noinput -v 0
+	$(PY) manage.py run_stack $(DEMO_ARGS)
+
+test: install
+	$(BIN)/pytest -q
+
+run: migrate
+	$(PY) manage.py setup_periodic_tasks
+	$(PY) manage.py run_stack
+
+web: migrate
+	$(PY) manage.py runserver 127.0.0.1:8000
+
+worker: install
+	$(BIN)/celery -A statarb_site worker -l info -Q default,selection,signals,risk,notifications
+
+beat: install
+	$(BIN)/celery -A statarb_site beat -l info
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf var/*.sqlite3* var/static .pytest_cache .ruff_cache

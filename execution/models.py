@@ -1,0 +1,272 @@
+"""The execution layer's tables: accounts, signals, pair trades and their orders, fills, funding, heartbeats."""
+
+from __future__ import annotations
+
+from django.core.validators import MinValueValidator, URLValidator
+from django.db import models
+from django.db.models import Q
+
+from pairs.models import Instrument, Level, Pair
+from statarb_site.db import TimeStampedModel, decimal_field
+
+
+class ExchangeAccount(TimeStampedModel):
+    """One exchange account with one bot. Credentials are never stored in plain text.
+
+    Either name the environment variables that hold the key and secret (``api_key_env``/``api_secret_env``),
+    or store them encrypted (``api_key_encrypted``/``api_secret_encrypted``, Fernet tokens made with
+    STATARB_SECRETS_KEY). Environment variables win when both are set.
+    """
+
+    class Mode(models.TextChoices):
+        PAPER = "paper", "Paper (simulated fills)"
+        DEMO = "demo", "Exchange demo trading"
+        REAL = "real", "Real money"
+
+    class PositionMode(models.TextChoices):
+        ONE_WAY = "one_way", "One-way"
+        HEDGE = "hedge", "Hedge"
+
+    name = models.CharField(max_length=64, unique=True)
+    exchange = models.CharField(max_length=32, default="bybit", help_text="ccxt exchange id")
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.PAPER)
+    level = models.ForeignKey(Level, on_delete=models.PROTECT, related_name="accounts", help_text="Level it trades")
+    capital = decimal_field(validators=[MinValueValidator(0)], help_text="Capital allotted to the bot, quote currency")
+    per_trade_budget = decimal_field(
+        validators=[MinValueValidator(0)], help_text="Notional per leg of one pair trade, quote currency"
+    )
+    max_concurrent_trades = models.PositiveIntegerField(default=5)
+    leverage = decimal_field(default=1, validators=[MinValueValidator(1)])
+    position_mode = models.CharField(max_length=8, choices=PositionMode.choices, default=PositionMode.ONE_WAY)
+    base_url_override = models.CharField(
+        max_length=200, blank=True, validators=[URLValidator(schemes=["http", "https"])],
+        help_text="REST base URL instead of the exchange's default (regional domain or gateway)",
+    )
+    api_key_env = models.CharField(max_length=64, blank=True, help_text="Name of the env variable with the API key")
+    api_secret_env = models.CharField(max_length=64, blank=True, help_text="Name of the env variable with the secret")
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_secret_encrypted = models.TextField(blank=True, editable=False)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.mode})"
+
+    @property
+    def has_stored_credentials(self) -> bool:
+        return bool(self.api_key_encrypted and self.api_secret_encrypted)
+
+    @property
+    def queue_name(self) -> str:
+        """The Celery queue its bot runs on; one worker per queue keeps one account's orders in sequence."""
+        return f"execution.account.{self.pk}"
+
+
+class Signal(models.Model):
+    """The spread rule's verdict for one pair at one closed bar. Written idempotently per (pair, bar)."""
+
+    class Action(models.TextChoices):
+        HOLD = "hold", "Hold"
+        ENTER_LONG = "enter_long", "Enter long spread"
+        ENTER_SHORT = "enter_short", "Enter short spread"
+        EXIT = "exit", "Exit"
+        STOP = "stop", "Stop"
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="signals")
+    timeframe = models.CharField(max_length=8, default="1h")
+    bar_time = models.DateTimeField(help_text="Open time of the closed bar the signal is computed on")
+    zscore = models.FloatField()
+    spread = models.FloatField()
+    action = models.CharField(max_length=16, choices=Action.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pair", "timeframe", "bar_time"], name="signal_pair_bar_uniq")]
+        indexes = [models.Index(fields=["bar_time", "action"], name="signal_bar_action_idx")]
+        ordering = ["-bar_time"]
+
+    def __str__(self) -> str:
+        return f"{self.pair_id} {self.bar_time:%Y-%m-%d %H:%M} z={self.zscore:.2f} {self.action}"
+
+
+class PairTrade(TimeStampedModel):
+    """A two-legged position in one pair on one account, driven through a persisted state machine.
+
+    The state is written before every exchange call, so a restart knows what may have reached the exchange.
+    """
+
+    class Side(models.TextChoices):
+        LONG_SPREAD = "long_spread", "Long spread (buy y, sell x)"
+        SHORT_SPREAD = "short_spread", "Short spread (sell y, buy x)"
+
+    class State(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        OPENING = "opening", "Opening"
+        OPEN = "open", "Open"
+        CLOSING = "closing", "Closing"
+        CLOSED = "closed", "Closed"
+        FAILED = "failed", "Failed"
+        UNWOUND = "unwound", "Unwound"
+
+    ACTIVE_STATES = (State.PLANNED, State.OPENING, State.OPEN, State.CLOSING)
+    FINAL_STATES = (State.CLOSED, State.FAILED, State.UNWOUND)
+
+    class ExitReason(models.TextChoices):
+        EXIT_SIGNAL = "exit_signal", "Exit signal"
+        STOP = "stop", "Stop"
+        MAX_HOLDING = "max_holding", "Maximum holding time"
+        COINTEGRATION_BROKEN = "cointegration_broken", "Cointegration broken"
+        LEVEL_CHANGED = "level_changed", "Pair left the account's level"
+        GUARD_HALT = "guard_halt", "Guard halt"
+        MANUAL = "manual", "Closed by hand"
+        UNWOUND = "unwound", "Unwound after a failed leg"
+
+    account = models.ForeignKey(ExchangeAccount, on_delete=models.PROTECT, related_name="trades")
+    pair = models.ForeignKey(Pair, on_delete=models.PROTECT, related_name="trades")
+    entry_signal = models.ForeignKey(Signal, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    side = models.CharField(max_length=16, choices=Side.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PLANNED, db_index=True)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+    hedge_ratio = models.FloatField()
+    entry_zscore = models.FloatField(null=True, blank=True)
+    exit_zscore = models.FloatField(null=True, blank=True)
+    y_qty = decimal_field(help_text="Planned quantity of the y leg")
+    x_qty = decimal_field(help_text="Planned quantity of the x leg")
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    exit_reason = models.CharField(max_length=24, choices=ExitReason.choices, blank=True)
+    realised_pnl = decimal_field(null=True, blank=True, help_text="Both legs, net of fees and funding")
+    fees = decimal_field(default=0)
+    funding = decimal_field(default=0, help_text="Funding received (+) or paid (-)")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["account", "state"], name="trade_account_state_idx"),
+            models.Index(fields=["closed_at"], name="trade_closed_at_idx"),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"trade {self.pk} {self.pair_id} {self.side} {self.state}"
+
+
+class Order(TimeStampedModel):
+    """One order of one leg for one action of a trade; its client order id is deterministic (Bybit orderLinkId)."""
+
+    class Leg(models.TextChoices):
+        Y = "y", "y leg"
+        X = "x", "x leg"
+
+    class Action(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSE = "close", "Close"
+        COMPLETE = "complete", "Complete a partly filled open"
+        UNWIND = "unwind", "Unwind (reduce-only)"
+
+    class Side(models.TextChoices):
+        BUY = "buy", "Buy"
+        SELL = "sell", "Sell"
+
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned (not sent)"
+        SUBMITTED = "submitted", "Submitted"
+        PARTIALLY_FILLED = "partially_filled", "Partially filled"
+        FILLED = "filled", "Filled"
+        CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
+        UNKNOWN = "unknown", "Unknown (to reconcile)"
+
+    trade = models.ForeignKey(PairTrade, on_delete=models.PROTECT, related_name="orders")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
+    leg = models.CharField(max_length=1, choices=Leg.choices)
+    action = models.CharField(max_length=8, choices=Action.choices)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    order_type = models.CharField(max_length=8, default="market")
+    qty = decimal_field(validators=[MinValueValidator(0)])
+    limit_price = decimal_field(null=True, blank=True)
+    reduce_only = models.BooleanField(default=False)
+    client_order_id = models.CharField(max_length=36, unique=True, help_text="Bybit orderLinkId (max 36 chars)")
+    exchange_order_id = models.CharField(max_length=64, blank=True, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PLANNED, db_index=True)
+    filled_qty = decimal_field(default=0)
+    avg_price = decimal_field(null=True, blank=True)
+    fee = decimal_field(default=0)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["trade", "leg", "action"], name="order_trade_leg_action_uniq"),
+            models.CheckConstraint(condition=Q(filled_qty__lte=models.F("qty")), name="order_filled_lte_qty"),
+        ]
+        ordering = ["trade_id", "created_at"]
+
+    def __str__(self) -> str:
+        return self.client_order_id
+
+
+class Fill(models.Model):
+    """One execution of an order, as the exchange (or the paper simulator) reported it."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    exchange_fill_id = models.CharField(max_length=64)
+    qty = decimal_field(validators=[MinValueValidator(0)])
+    price = decimal_field(validators=[MinValueValidator(0)])
+    fee = decimal_field(default=0)
+    fee_currency = models.CharField(max_length=16, default="USDT")
+    is_maker = models.BooleanField(default=False)
+    filled_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["order", "exchange_fill_id"], name="fill_order_exec_uniq")]
+        ordering = ["filled_at"]
+
+    def __str__(self) -> str:
+        return f"{self.exchange_fill_id} {self.qty}@{self.price}"
+
+
+class FundingPayment(models.Model):
+    """Funding settled on one leg's position; positive amounts were received, negative paid."""
+
+    account = models.ForeignKey(ExchangeAccount, on_delete=models.PROTECT, related_name="funding_payments")
+    trade = models.ForeignKey(
+        PairTrade, on_delete=models.PROTECT, null=True, blank=True, related_name="funding_payments"
+    )
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="+")
+    settled_at = models.DateTimeField()
+    rate = decimal_field()
+    position_qty = decimal_field(help_text="Signed position size at settlement")
+    mark_price = decimal_field(null=True, blank=True)
+    amount = decimal_field()
+
+    class Meta:
+        constraints = [
+            # Per trade: in one-way mode two trades sharing an instrument share the exchange position, and the
+            # settlement is split between them.
+            models.UniqueConstraint(
+                fields=["account", "trade", "instrument", "settled_at"], name="funding_trade_instr_time_uniq"
+            )
+        ]
+        ordering = ["-settled_at"]
+
+    def __str__(self) -> str:
+        return f"funding {self.instrument_id} {self.settled_at:%Y-%m-%d %H:%M} {self.amount}"
+
+
+class BotHeartbeat(models.Model):
+    """The last sign of life of an account's bot; the guard raises an event when it goes stale."""
+
+    account = models.OneToOneField(ExchangeAccount, on_delete=models.CASCADE, related_name="heartbeat")
+    worker = models.CharField(max_length=200, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    beat_at = models.DateTimeField()
+    status = models.CharField(max_length=200, blank=True)
+    last_tick_ms = models.FloatField(null=True, blank=True)
+    open_trades = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.account} @ {self.beat_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,132 @@
+from django.contrib import admin, messages
+
+from pairs.models import Candle, CointegrationRun, Instrument, Level, LevelChange, Pair, PairStatistics, PairTest
+from pairs.services import pair_set_level
+
+
+@admin.register(Instrument)
+class InstrumentAdmin(admin.ModelAdmin):
+    list_display = ("symbol", "exchange", "kind", "status", "excluded", "turnover_24h", "tick_size", "qty_step")
+    list_filter = ("exchange", "kind", "status", "excluded")
+    list_editable = ("excluded",)
+    search_fields = ("symbol", "base", "ccxt_symbol")
+
+
+@admin.register(Candle)
+class CandleAdmin(admin.ModelAdmin):
+    list_display = ("instrument", "timeframe", "open_time", "open", "high", "low", "close", "volume")
+    list_filter = ("timeframe",)
+    search_fields = ("instrument__symbol",)
+    raw_id_fields = ("instrument",)
+    date_hierarchy = "open_time"
+    show_full_result_count = False  # counting millions of candles on every page load is slow on MySQL
+
+
+@admin.register(CointegrationRun)
+class CointegrationRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "exchange", "timeframe", "status", "n_symbols", "n_tests", "n_passed", "n_candidates",
+                    "started_at", "duration_seconds")
+    list_filter = ("status", "exchange", "timeframe")
+    readonly_fields = [f.name for f in CointegrationRun._meta.fields]
+
+
+@admin.register(Level)
+class LevelAdmin(admin.ModelAdmin):
+    list_display = ("number", "name", "trades_real_capital", "requires_live_evidence", "min_trades", "min_win_rate",
+                    "min_profit_factor", "max_drawdown", "max_qvalue", "capital_weight")
+
+
+class LevelChangeInline(admin.TabularInline):
+    model = LevelChange
+    fields = ("created_at", "from_level", "to_level", "reason", "changed_by", "automatic")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-created_at",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class PairStatisticsInline(admin.TabularInline):
+    model = PairStatistics
+    fields = ("window", "trades", "win_rate", "profit_factor", "total_return", "max_drawdown", "sharpe", "computed_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Pair)
+class PairAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "timeframe", "level", "level_locked", "status", "pvalue", "qvalue", "half_life_bars",
+                    "zscore", "consecutive_failures", "last_tested_at")
+    list_filter = ("level", "status", "level_locked", "timeframe")
+    search_fields = ("y_instrument__symbol", "x_instrument__symbol")
+    list_select_related = ("y_instrument", "x_instrument", "level")
+    raw_id_fields = ("y_instrument", "x_instrument", "last_run")
+    inlines = (PairStatisticsInline, LevelChangeInline)
+    actions = ("lock_level", "unlock_level")
+
+    def save_model(self, request, obj, form, change):
+        # A level edited here goes through the audited service, not a bare save.
+        new_level = obj.level
+        new_lock = obj.level_locked
+        if change and ("level" in form.changed_data or "level_locked" in form.changed_data):
+            original = Pair.objects.get(pk=obj.pk)
+            obj.level, obj.level_locked = original.level, original.level_locked
+            super().save_model(request, obj, form, change)
+            pair_set_level(pair=obj, level=new_level, reason="set in the admin", changed_by=request.user, lock=new_lock)
+        else:
+            super().save_model(request, obj, form, change)
+
+    @admin.action(description="Lock the level of the selected pairs")
+    def lock_level(self, request, queryset):
+        for pair in queryset:
+            pair_set_level(
+                pair=pair, level=pair.level, reason="locked in the admin", changed_by=request.user, lock=True
+            )
+        messages.success(request, f"Locked {queryset.count()} pair(s).")
+
+    @admin.action(description="Unlock the level of the selected pairs")
+    def unlock_level(self, request, queryset):
+        for pair in queryset:
+            pair_set_level(
+                pair=pair, level=pair.level, reason="unlocked in the admin", changed_by=request.user, lock=False
+            )
+        messages.success(request, f"Unlocked {queryset.count()} pair(s).")
+
+
+@admin.register(PairTest)
+class PairTestAdmin(admin.ModelAdmin):
+    list_display = ("pair", "run", "adf_stat", "adf_lag", "pvalue", "qvalue", "half_life_bars", "passed",
+                    "confirmed_out_of_sample")
+    list_filter = ("passed", "confirmed_out_of_sample")
+    raw_id_fields = ("pair", "run")
+
+
+@admin.register(PairStatistics)
+class PairStatisticsAdmin(admin.ModelAdmin):
+    list_display = ("pair", "window", "trades", "win_rate", "profit_factor", "total_return", "max_drawdown", "sharpe",
+                    "computed_at")
+    list_filter = ("window",)
+    raw_id_fields = ("pair",)
+
+
+@admin.register(LevelChange)
+class LevelChangeAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "pair", "from_level", "to_level", "reason", "actor", "automatic")
+    list_filter = ("automatic", "to_level")
+    raw_id_fields = ("pair",)
+
+    # The audit is append-only: nobody edits or deletes history.
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False

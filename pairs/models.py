@@ -1,0 +1,271 @@
+"""The selection layer's tables: instruments and candles, cointegration runs, pairs, their statistics, levels."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from statarb_site.db import TimeStampedModel, decimal_field
+
+
+class Instrument(TimeStampedModel):
+    """A tradable contract on one exchange, with the filters an order must respect."""
+
+    class Kind(models.TextChoices):
+        LINEAR_PERPETUAL = "linear_perpetual", "Linear perpetual"
+        INVERSE_PERPETUAL = "inverse_perpetual", "Inverse perpetual"
+        SPOT = "spot", "Spot"
+        FUTURE = "future", "Dated future"
+
+    class Status(models.TextChoices):
+        TRADING = "trading", "Trading"
+        PRELAUNCH = "prelaunch", "Pre-launch"
+        SETTLING = "settling", "Settling"
+        DELISTED = "delisted", "Delisted"
+
+    exchange = models.CharField(max_length=32, help_text="ccxt exchange id, e.g. bybit")
+    symbol = models.CharField(max_length=64, help_text="Exchange's own id, e.g. BTCUSDT")
+    ccxt_symbol = models.CharField(max_length=64, blank=True, help_text="Unified ccxt symbol, e.g. BTC/USDT:USDT")
+    base = models.CharField(max_length=32)
+    quote = models.CharField(max_length=32)
+    settle = models.CharField(max_length=32, blank=True)
+    kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.LINEAR_PERPETUAL)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRADING, db_index=True)
+    tick_size = decimal_field(null=True, blank=True)
+    qty_step = decimal_field(null=True, blank=True)
+    min_qty = decimal_field(null=True, blank=True)
+    max_qty = decimal_field(null=True, blank=True)
+    min_notional = decimal_field(null=True, blank=True)
+    funding_interval_minutes = models.PositiveIntegerField(null=True, blank=True)
+    turnover_24h = decimal_field(null=True, blank=True, help_text="Quote-currency turnover of the last 24h")
+    listed_at = models.DateTimeField(null=True, blank=True)
+    delisted_at = models.DateTimeField(null=True, blank=True)
+    excluded = models.BooleanField(default=False, help_text="Left out of the universe by hand")
+    exclusion_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["exchange", "symbol"], name="instrument_exchange_symbol_uniq")]
+        ordering = ["exchange", "symbol"]
+
+    def __str__(self) -> str:
+        return f"{self.symbol}@{self.exchange}"
+
+
+class Candle(models.Model):
+    """One OHLCV bar; ``open_time`` is the bar's start in UTC. Written by bulk upsert, never row by row."""
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="candles")
+    timeframe = models.CharField(max_length=8, default="1h")
+    open_time = models.DateTimeField()
+    open = decimal_field()
+    high = decimal_field()
+    low = decimal_field()
+    close = decimal_field()
+    volume = decimal_field()
+    turnover = decimal_field(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["instrument", "timeframe", "open_time"], name="candle_instrument_tf_time_uniq"
+            ),
+            models.CheckConstraint(condition=Q(high__gte=models.F("low")), name="candle_high_gte_low"),
+            models.CheckConstraint(
+                condition=Q(low__gt=0, open__gt=0, close__gt=0), name="candle_prices_positive"
+            ),
+        ]
+        ordering = ["instrument", "timeframe", "open_time"]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} {self.timeframe} {self.open_time:%Y-%m-%d %H:%M}"
+
+
+class CointegrationRun(models.Model):
+    """One screening of the universe: its parameters, size and outcome."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    exchange = models.CharField(max_length=32)
+    timeframe = models.CharField(max_length=8, default="1h")
+    lookback_bars = models.PositiveIntegerField()
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    n_symbols = models.PositiveIntegerField(default=0)
+    n_tests = models.PositiveIntegerField(default=0)
+    n_passed = models.PositiveIntegerField(default=0)
+    n_candidates = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} {self.exchange} {self.timeframe} {self.status}"
+
+
+class Level(models.Model):
+    """A rung of the graduation ladder. Thresholds are data so they can be tuned in the admin."""
+
+    number = models.PositiveSmallIntegerField(unique=True)
+    name = models.CharField(max_length=64)
+    description = models.TextField(blank=True)
+    trades_real_capital = models.BooleanField(default=False)
+    requires_live_evidence = models.BooleanField(
+        default=False, help_text="Promotion needs paper or live trades, not only backtests"
+    )
+    min_trades = models.PositiveIntegerField(default=0)
+    min_win_rate = models.FloatField(default=0.0)
+    min_profit_factor = models.FloatField(default=0.0)
+    max_drawdown = models.FloatField(default=1.0, help_text="Largest tolerated drawdown, as a fraction (0.1 = 10%)")
+    max_qvalue = models.FloatField(default=1.0)
+    min_half_life_bars = models.FloatField(default=0.0)
+    max_half_life_bars = models.FloatField(default=1e9)
+    capital_weight = decimal_field(default=0, help_text="Share of an account's budget a trade of this level gets")
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"L{self.number} {self.name}"
+
+
+class Pair(TimeStampedModel):
+    """An ordered pair: the spread is log(y) - hedge_ratio * log(x) - intercept."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        RETIRED = "retired", "Retired"
+
+    y_instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="pairs_as_y")
+    x_instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="pairs_as_x")
+    timeframe = models.CharField(max_length=8, default="1h")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE, db_index=True)
+    level = models.ForeignKey(Level, on_delete=models.PROTECT, null=True, blank=True, related_name="pairs")
+    level_locked = models.BooleanField(default=False, help_text="A person fixed this level; automation leaves it")
+    level_changed_at = models.DateTimeField(null=True, blank=True)
+
+    hedge_ratio = models.FloatField()
+    intercept = models.FloatField(default=0.0)
+    adf_stat = models.FloatField(null=True, blank=True)
+    adf_lag = models.PositiveSmallIntegerField(null=True, blank=True)
+    pvalue = models.FloatField(null=True, blank=True)
+    qvalue = models.FloatField(null=True, blank=True)
+    johansen_trace = models.FloatField(null=True, blank=True)
+    johansen_passed = models.BooleanField(null=True, blank=True)
+    half_life_bars = models.FloatField(null=True, blank=True)
+    hurst = models.FloatField(null=True, blank=True)
+    mean_crossings = models.PositiveIntegerField(null=True, blank=True)
+    spread_mean = models.FloatField(null=True, blank=True)
+    spread_std = models.FloatField(null=True, blank=True)
+    zscore = models.FloatField(null=True, blank=True)
+    return_correlation = models.FloatField(null=True, blank=True)
+
+    last_run = models.ForeignKey(CointegrationRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    last_tested_at = models.DateTimeField(null=True, blank=True)
+    last_passed_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["y_instrument", "x_instrument", "timeframe"], name="pair_legs_uniq"),
+            models.CheckConstraint(condition=~Q(y_instrument=models.F("x_instrument")), name="pair_legs_differ"),
+        ]
+        indexes = [models.Index(fields=["level", "status"], name="pair_level_status_idx")]
+        ordering = ["y_instrument__symbol", "x_instrument__symbol"]
+
+    def __str__(self) -> str:
+        return f"{self.y_instrument.symbol}/{self.x_instrument.symbol}"
+
+
+class PairTest(models.Model):
+    """A pair's result in one run, kept for passing pairs so its degradation over runs is visible."""
+
+    run = models.ForeignKey(CointegrationRun, on_delete=models.CASCADE, related_name="tests")
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="tests")
+    hedge_ratio = models.FloatField()
+    intercept = models.FloatField()
+    adf_stat = models.FloatField()
+    adf_lag = models.PositiveSmallIntegerField()
+    pvalue = models.FloatField()
+    qvalue = models.FloatField(null=True, blank=True)
+    half_life_bars = models.FloatField(null=True, blank=True)
+    hurst = models.FloatField(null=True, blank=True)
+    passed = models.BooleanField(default=False)
+    confirmed_out_of_sample = models.BooleanField(null=True, blank=True)
+    johansen_passed = models.BooleanField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "pair"], name="pairtest_run_pair_uniq")]
+        ordering = ["-run_id"]
+
+    def __str__(self) -> str:
+        return f"{self.pair_id} in run {self.run_id}: p={self.pvalue:.4f}"
+
+
+class PairStatistics(models.Model):
+    """Trading statistics of one pair over one window: backtest in and out of sample, or its live trades."""
+
+    class Window(models.TextChoices):
+        IN_SAMPLE = "in_sample", "Backtest, formation window"
+        OUT_OF_SAMPLE = "out_of_sample", "Backtest, walk-forward"
+        LIVE = "live", "Live and paper trades"
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="statistics")
+    window = models.CharField(max_length=16, choices=Window.choices)
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    computed_at = models.DateTimeField(auto_now=True)
+    trades = models.PositiveIntegerField(default=0)
+    win_rate = models.FloatField(null=True, blank=True)
+    profit_factor = models.FloatField(null=True, blank=True)
+    total_return = models.FloatField(null=True, blank=True)
+    mean_return = models.FloatField(null=True, blank=True)
+    max_drawdown = models.FloatField(null=True, blank=True)
+    sharpe = models.FloatField(null=True, blank=True)
+    sortino = models.FloatField(null=True, blank=True)
+    expectancy = models.FloatField(null=True, blank=True)
+    avg_holding_bars = models.FloatField(null=True, blank=True)
+    recent_adf_stat = models.FloatField(null=True, blank=True)
+    recent_adf_pvalue = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pair", "window"], name="pairstats_pair_window_uniq")]
+        verbose_name_plural = "pair statistics"
+
+    def __str__(self) -> str:
+        return f"{self.pair_id} {self.window}"
+
+
+class LevelChange(models.Model):
+    """Audit of every level change, automatic or by hand."""
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="level_changes")
+    from_level = models.ForeignKey(Level, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    to_level = models.ForeignKey(Level, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    reason = models.CharField(max_length=500)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    automatic = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.pair_id}: {self.from_level_id} -> {self.to_level_id} ({self.reason})"
+
+    @property
+    def actor(self) -> str:
+        return self.changed_by.get_username() if self.changed_by else "system"

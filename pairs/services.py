@@ -1,0 +1,49 @@
+"""Writes of the selection layer."""
+
+from __future__ import annotations
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from pairs.models import Level, LevelChange, Pair
+
+
+@transaction.atomic
+def pair_set_level(
+    *,
+    pair: Pair,
+    level: Level | None,
+    reason: str,
+    changed_by: AbstractBaseUser | None = None,
+    lock: bool | None = None,
+) -> Pair:
+    """Move a pair to ``level`` and audit it; a change by a person may also lock or unlock the level.
+
+    Automation (``changed_by`` empty) never moves a locked pair: the person's choice stands until unlocked.
+    """
+    pair = Pair.objects.select_for_update().get(pk=pair.pk)
+    if changed_by is None and pair.level_locked:
+        return pair
+    if not reason.strip():
+        raise ValueError("A level change needs a reason.")
+    old_level_id = pair.level_id
+    new_level_id = level.pk if level else None
+    lock_changes = lock is not None and lock != pair.level_locked
+    if old_level_id == new_level_id and not lock_changes:
+        return pair
+    if lock is not None:
+        pair.level_locked = lock
+    if old_level_id != new_level_id:
+        pair.level = level
+        pair.level_changed_at = timezone.now()
+    pair.save(update_fields=["level", "level_locked", "level_changed_at", "updated_at"])
+    LevelChange.objects.create(
+        pair=pair,
+        from_level_id=old_level_id,
+        to_level_id=new_level_id,
+        reason=reason if not lock_changes else f"{reason} ({'locked' if pair.level_locked else 'unlocked'})",
+        changed_by=changed_by,
+        automatic=changed_by is None,
+    )
+    return pair

@@ -1,0 +1,79 @@
+"""The default Celery beat schedule, declared in code and written to django_celery_beat's tables.
+
+Seeding is idempotent: a schedule that exists is left as it is, so what someone changed in the admin (a time,
+a disabled entry) survives every deploy; ``reset=True`` puts the defaults back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+
+@dataclass(frozen=True)
+class DefaultSchedule:
+    name: str
+    task: str
+    queue: str
+    crontab: dict[str, str] | None = None  # minute, hour, day_of_week, day_of_month, month_of_year (UTC)
+    every_seconds: int | None = None
+    kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+
+DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
+    DefaultSchedule(
+        name="risk: daily PnL snapshot",
+        task="risk.tasks.snapshot_daily_pnl",
+        queue="risk",
+        crontab={"minute": "*/15"},
+        description="Rewrite today's PnL snapshot of every enabled account from its trades.",
+    ),
+    DefaultSchedule(
+        name="risk: close yesterday's PnL snapshot",
+        task="risk.tasks.snapshot_daily_pnl_previous_day",
+        queue="risk",
+        crontab={"minute": "5", "hour": "0"},
+        description="Final snapshot of the UTC day that just ended, with trades closed up to midnight.",
+    ),
+)
+
+
+def _schedule_objects(default: DefaultSchedule) -> dict:
+    if default.crontab is not None:
+        spec = {"minute": "*", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"}
+        spec.update(default.crontab)
+        crontab, _ = CrontabSchedule.objects.get_or_create(timezone="UTC", **spec)
+        return {"crontab": crontab, "interval": None}
+    interval, _ = IntervalSchedule.objects.get_or_create(every=default.every_seconds, period=IntervalSchedule.SECONDS)
+    return {"interval": interval, "crontab": None}
+
+
+@transaction.atomic
+def periodic_tasks_setup(*, reset: bool = False) -> dict[str, list[str]]:
+    """Create the default schedules that are missing (or, with ``reset``, rewrite all of them)."""
+    created, reset_names, kept = [], [], []
+    for default in DEFAULT_SCHEDULES:
+        values = {
+            "task": default.task,
+            "queue": default.queue,
+            "kwargs": json.dumps(default.kwargs),
+            "description": default.description,
+            "enabled": True,
+            **_schedule_objects(default),
+        }
+        existing = PeriodicTask.objects.filter(name=default.name).first()
+        if existing is None:
+            PeriodicTask.objects.create(name=default.name, **values)
+            created.append(default.name)
+        elif reset:
+            for attribute, value in values.items():
+                setattr(existing, attribute, value)
+            existing.save()
+            reset_names.append(default.name)
+        else:
+            kept.append(default.name)
+    return {"created": created, "reset": reset_names, "kept": kept}

@@ -1,0 +1,81 @@
+"""Secrets: encryption at rest with a key from the environment, and the set of values never to be shown.
+
+Credentials stored on an account are Fernet tokens made with STATARB_SECRETS_KEY; the plain value exists only
+in memory while an exchange client is built. Every plain secret that the process handles is registered here,
+so that logs and notifications can mask it wherever it turns up.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+MASK = "***"
+# Values shorter than this are not masked: masking "1" or "ab" everywhere would garble logs without hiding
+# anything that could be a credential.
+_MIN_SECRET_LENGTH = 6
+
+_registered_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+class SecretsKeyMissing(ImproperlyConfigured):
+    pass
+
+
+def register_secret(value: str | None) -> None:
+    if value and len(value) >= _MIN_SECRET_LENGTH:
+        with _lock:
+            _registered_secrets.add(value)
+
+
+def known_secret_values() -> frozenset[str]:
+    configured = (
+        getattr(settings, "STATARB_SECRETS_KEY", ""),
+        getattr(settings, "TELEGRAM_BOT_TOKEN", ""),
+        getattr(settings, "SECRET_KEY", ""),
+    )
+    with _lock:
+        values = set(_registered_secrets)
+    values.update(v for v in configured if v and len(v) >= _MIN_SECRET_LENGTH)
+    return frozenset(values)
+
+
+def redact(text: str, secrets: frozenset[str] | None = None) -> str:
+    """Replace every known secret in ``text`` with a mask, longest first so overlaps mask fully."""
+    for secret in sorted(secrets if secrets is not None else known_secret_values(), key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _fernet() -> Fernet:
+    key = settings.STATARB_SECRETS_KEY
+    if not key:
+        raise SecretsKeyMissing(
+            "STATARB_SECRETS_KEY is not set: it is needed to store or read encrypted credentials. "
+            "Either set it, or name environment variables on the account instead of storing the secret."
+        )
+    try:
+        return Fernet(key.encode())
+    except ValueError as exc:
+        raise SecretsKeyMissing("STATARB_SECRETS_KEY is not a valid Fernet key (32 url-safe base64 bytes).") from exc
+
+
+def encrypt_secret(plain: str) -> str:
+    register_secret(plain)
+    return _fernet().encrypt(plain.encode()).decode()
+
+
+def decrypt_secret(token: str) -> str:
+    try:
+        plain = _fernet().decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretsKeyMissing(
+            "A stored credential could not be decrypted with STATARB_SECRETS_KEY (was the key rotated?)."
+        ) from exc
+    register_secret(plain)
+    return plain

@@ -1,0 +1,54 @@
+"""Fixtures shared by the whole suite. The suite runs on whatever DATABASE_URL and CELERY_BROKER_URL name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+SHARED_CANDLES_DIR = SHARED_DIR / "data" / "binance-usdt-1h-2021"
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def shared_candles_dir() -> Path:
+    """The real candles at ../shared, read in place. Missing data skips locally and fails in CI."""
+    if not SHARED_CANDLES_DIR.is_dir():
+        message = f"shared candle data not found at {SHARED_CANDLES_DIR}"
+        if running_in_ci():
+            pytest.fail(message + " (CI=true: missing shared data is a failure)")
+        pytest.skip(message)
+    return SHARED_CANDLES_DIR
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    user = django_user_model.objects.create_user(username="trader", password="a-long-test-password", is_staff=True)
+    user.is_superuser = True
+    user.save()
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+@pytest.fixture
+def api_client(staff_client):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(staff_client.user)
+    return api
+
+
+@pytest.fixture
+def secrets_key(settings):
+    from cryptography.fernet import Fernet
+
+    settings.STATARB_SECRETS_KEY = Fernet.generate_key().decode()
+    return settings.STATARB_SECRETS_KEY
