@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from pairs.models import Candle, CointegrationRun, Instrument, Level, LevelChange, Pair, PairStatistics, PairTest
-from pairs.services import pair_set_level
+from pairs.services.levels import pair_set_level
 
 
 @admin.register(Instrument)

@@ -55,7 +55,9 @@ class Instrument(TimeStampedModel):
 class Candle(models.Model):
     """One OHLCV bar; ``open_time`` is the bar's start in UTC. Written by bulk upsert, never row by row."""
 
-    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="candles")
+    # No index of its own: the unique (instrument, timeframe, open_time) index serves the foreign key too, and
+    # one index fewer makes the bulk upsert faster.
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="candles", db_index=False)
     timeframe = models.CharField(max_length=8, default="1h")
     open_time = models.DateTimeField()
     open = decimal_field()

@@ -15,7 +15,7 @@ from statarb_site.secrets import known_secret_values, redact
 # Shapes worth masking even when the value is unknown to us: Telegram bot tokens ("123456:ABC..."), and
 # query or JSON parameters that carry keys and signatures.
 _SECRET_SHAPES = re.compile(
-    r"(\b\d{6,12}:[A-Za-z0-9_-]{30,}\b)"
+    r"((?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}(?![A-Za-z0-9_-]))"  # also inside .../bot<token>/ URLs
     r"|((?:api[_-]?key|secret|sign|signature|password|token|X-BAPI-API-KEY|X-BAPI-SIGN)[\"']?\s*[=:]\s*[\"']?)([^\s&\"',}]+)",
     re.IGNORECASE,
 )

@@ -228,6 +228,8 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # Fernet key that encrypts exchange credentials stored on accounts (credentials named by environment variable
 # need no key). Generate with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
 STATARB_SECRETS_KEY = env("STATARB_SECRETS_KEY", default="")
+# The exchange (ccxt id) whose linear USDT perpetuals form the universe.
+STATARB_EXCHANGE = env("STATARB_EXCHANGE", default="bybit")
 TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
 TELEGRAM_CHAT_ID = env("TELEGRAM_CHAT_ID", default="")
 TELEGRAM_API_BASE_URL = env("TELEGRAM_API_BASE_URL", default="https://api.telegram.org")

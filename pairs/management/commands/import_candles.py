@@ -1,0 +1,42 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from pairs.marketdata.files import CandleFileError
+from pairs.marketdata.validation import TIMEFRAME_MS
+from pairs.services.market_data import candles_import_directory
+
+
+class Command(BaseCommand):
+    help = (
+        "Import candles from DIR, one file per symbol named like BTCUSDT.csv.gz (CSV, gzip CSV, Parquet or "
+        "Feather; columns timestamp in ms, open, high, low, close, volume). Each file is validated whole and "
+        "written in one transaction; a rejected file leaves nothing behind and is reported."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("directory", type=Path)
+        parser.add_argument("--timeframe", default="1h", choices=sorted(TIMEFRAME_MS, key=TIMEFRAME_MS.get))
+        parser.add_argument("--symbols", default="", help="comma-separated symbols (default: every file)")
+        parser.add_argument("--exchange", default=settings.STATARB_EXCHANGE, help="exchange the symbols belong to")
+
+    def handle(self, *args, directory: Path, timeframe: str, symbols: str, exchange: str, verbosity: int, **options):
+        wanted = [s for s in symbols.split(",") if s.strip()] or None
+
+        def progress(result):
+            if result.error:
+                self.stderr.write(self.style.ERROR(f"REJECTED {result.error}"))
+            elif verbosity >= 1:
+                self.stdout.write(result.report.summary())
+
+        try:
+            summary = candles_import_directory(
+                directory=directory, timeframe=timeframe, exchange=exchange, symbols=wanted, progress=progress
+            )
+        except CandleFileError as exc:
+            raise CommandError(str(exc)) from exc
+        imported = len(summary.files) - len(summary.failed)
+        self.stdout.write(f"{imported} file(s), {summary.rows} candle(s) imported ({timeframe}, {exchange}).")
+        if summary.failed:
+            raise CommandError(f"{len(summary.failed)} file(s) rejected: {', '.join(f.symbol for f in summary.failed)}")

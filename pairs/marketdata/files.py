@@ -1,0 +1,75 @@
+"""Reading candle files: one file per symbol, named like BTCUSDT.csv.gz. Pure: pandas only.
+
+Formats: CSV (optionally gzip), Parquet, Feather. The time column is ``timestamp`` (epoch ms), or ``date`` /
+``datetime_utc`` / ``open_time`` (datetimes, as freqtrade writes them); then open, high, low, close, volume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+SUFFIXES = (".csv.gz", ".csv", ".parquet", ".feather")
+_TIME_COLUMNS = ("timestamp", "date", "datetime_utc", "open_time", "datetime")
+
+
+class CandleFileError(ValueError):
+    pass
+
+
+def symbol_of(path: Path) -> str:
+    name = path.name
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)].upper()
+    raise CandleFileError(f"{path}: not a candle file (expected one of {', '.join(SUFFIXES)})")
+
+
+def candle_files(directory: Path, symbols: list[str] | None = None) -> dict[str, Path]:
+    """Symbol -> file for every candle file in ``directory`` (or just ``symbols``, each of which must exist)."""
+    if not directory.is_dir():
+        raise CandleFileError(f"{directory}: no such directory")
+    found: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and path.name.lower().endswith(SUFFIXES):
+            found.setdefault(symbol_of(path), path)
+    if symbols is None:
+        return found
+    wanted = [s.strip().upper() for s in symbols if s.strip()]
+    missing = [s for s in wanted if s not in found]
+    if missing:
+        raise CandleFileError(f"{directory}: no file for symbol(s) {', '.join(missing)}")
+    return {s: found[s] for s in wanted}
+
+
+def read_candle_file(path: Path) -> pd.DataFrame:
+    """A frame with columns timestamp (epoch ms), open, high, low, close, volume, in file order."""
+    name = path.name.lower()
+    try:
+        if name.endswith((".csv", ".csv.gz")):
+            frame = pd.read_csv(path, compression="infer")
+        elif name.endswith(".parquet"):
+            frame = pd.read_parquet(path)
+        elif name.endswith(".feather"):
+            frame = pd.read_feather(path)
+        else:
+            raise CandleFileError(f"{path}: unsupported format")
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        if isinstance(exc, CandleFileError):
+            raise
+        raise CandleFileError(f"{path}: cannot be read: {exc}") from exc
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    time_column = next((c for c in _TIME_COLUMNS if c in frame.columns), None)
+    if time_column is None:
+        raise CandleFileError(f"{path}: no time column (one of {', '.join(_TIME_COLUMNS)})")
+    if time_column != "timestamp" or not pd.api.types.is_numeric_dtype(frame[time_column]):
+        times = pd.to_datetime(frame[time_column], utc=True, errors="coerce")
+        if times.isna().any():
+            row = int(times.isna().to_numpy().nonzero()[0][0]) + 1
+            raise CandleFileError(f"{path}: row {row}: unreadable time {frame[time_column].iloc[row - 1]!r}")
+        frame["timestamp"] = times.astype("datetime64[ms, UTC]").astype("int64")
+    missing = [c for c in ("open", "high", "low", "close", "volume") if c not in frame.columns]
+    if missing:
+        raise CandleFileError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame[["timestamp", "open", "high", "low", "close", "volume"]]

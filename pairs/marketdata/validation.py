@@ -1,0 +1,189 @@
+"""Validation of OHLCV candles before anything is stored. Pure: pandas and numpy only.
+
+Every path that brings candles in (exchange fetch, file import) passes through ``validate_candles``. The rules:
+
+| problem | rule |
+|---|---|
+| unsorted timestamps | repaired: sorted |
+| duplicate timestamp, identical rows | repaired: one kept |
+| duplicate timestamp, different values | rejected: which one is right can't be known |
+| timestamp off the timeframe grid | rejected: the source is not of this timeframe |
+| timestamp in the future (open time > now) | rejected: clock or data error |
+| bar not closed yet (open time + timeframe > now) | repaired: dropped, it will be fetched again once closed |
+| NaN or non-positive open/high/low/close | rejected |
+| high below low, or open/close outside [low, high] | rejected |
+| NaN or negative volume | rejected |
+| gaps (missing bars) | reported, not filled: storage keeps what the source had; the screen forward-fills on its grid |
+
+A rejected batch raises ``CandleValidationError`` listing every problem with symbol and timestamp, and nothing of it
+is stored. Repairs and gaps are reported in the returned ``ValidationReport``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+TIMEFRAME_MS: dict[str, int] = {
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+}
+OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+# A report lists this many examples per kind of problem; the counts are always complete.
+MAX_EXAMPLES = 10
+
+
+class CandleValidationError(ValueError):
+    """A batch of candles that must not be stored; ``problems`` names each with its timestamp."""
+
+    def __init__(self, symbol: str, problems: list[str]):
+        self.symbol = symbol
+        self.problems = problems
+        shown = "\n  ".join(problems[: MAX_EXAMPLES * 3])
+        more = f"\n  ... and {len(problems) - MAX_EXAMPLES * 3} more" if len(problems) > MAX_EXAMPLES * 3 else ""
+        super().__init__(f"{symbol}: candles rejected:\n  {shown}{more}")
+
+
+@dataclass
+class ValidationReport:
+    symbol: str
+    rows_in: int = 0
+    rows_out: int = 0
+    duplicates_dropped: int = 0
+    was_unsorted: bool = False
+    unclosed_dropped: int = 0
+    gaps: int = 0
+    missing_bars: int = 0
+    gap_examples: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.symbol}: {self.rows_out} bars"]
+        if self.was_unsorted:
+            parts.append("sorted")
+        if self.duplicates_dropped:
+            parts.append(f"{self.duplicates_dropped} duplicate(s) dropped")
+        if self.unclosed_dropped:
+            parts.append(f"{self.unclosed_dropped} unclosed bar(s) dropped")
+        if self.gaps:
+            parts.append(f"{self.gaps} gap(s), {self.missing_bars} missing bar(s) (first: {', '.join(self.gap_examples[:3])})")
+        return "; ".join(parts)
+
+
+def timeframe_ms(timeframe: str) -> int:
+    try:
+        return TIMEFRAME_MS[timeframe]
+    except KeyError:
+        raise ValueError(f"unknown timeframe {timeframe!r}; known: {', '.join(TIMEFRAME_MS)}") from None
+
+
+def _iso(ms: int | np.integer) -> str:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _examples(label: str, timestamps: np.ndarray) -> list[str]:
+    shown = [f"{label} at {_iso(ts)}" for ts in timestamps[:MAX_EXAMPLES]]
+    if len(timestamps) > MAX_EXAMPLES:
+        shown.append(f"{label}: {len(timestamps) - MAX_EXAMPLES} more")
+    return shown
+
+
+def validate_candles(
+    frame: pd.DataFrame, *, symbol: str, timeframe: str, now_ms: int | None = None
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check and repair a frame with columns timestamp (ms, int), open, high, low, close, volume.
+
+    Returns the clean frame (sorted, unique timestamps, int64 timestamps, float64 values; the original text of
+    the numbers is the caller's to keep if it needs exact decimals) and the report. Raises CandleValidationError.
+    """
+    step = timeframe_ms(timeframe)
+    missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
+    if missing:
+        raise CandleValidationError(symbol, [f"missing column(s): {', '.join(missing)}"])
+    report = ValidationReport(symbol=symbol, rows_in=len(frame))
+    problems: list[str] = []
+
+    timestamps = pd.to_numeric(frame["timestamp"], errors="coerce")
+    bad_ts = timestamps.isna() | (timestamps != timestamps.round())
+    if bad_ts.any():
+        rows = np.flatnonzero(bad_ts.to_numpy())[:MAX_EXAMPLES]
+        problems.extend(f"row {r + 1}: timestamp {frame['timestamp'].iloc[r]!r} is not an integer of ms" for r in rows)
+        raise CandleValidationError(symbol, problems)
+    data = frame.loc[:, list(OHLCV_COLUMNS)].copy()
+    data["timestamp"] = timestamps.astype("int64")
+    for column in (*PRICE_COLUMNS, "volume"):
+        data[column] = pd.to_numeric(data[column], errors="coerce").astype("float64")
+
+    ts = data["timestamp"].to_numpy()
+    if len(ts) > 1 and not (np.diff(ts) >= 0).all():
+        report.was_unsorted = True
+        data = data.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+    duplicated = data["timestamp"].duplicated(keep=False)
+    if duplicated.any():
+        groups = data[duplicated].groupby("timestamp")
+        conflicting = [t for t, g in groups if len(g.drop_duplicates()) > 1]
+        if conflicting:
+            problems.extend(_examples("duplicate timestamp with different values", np.array(conflicting)))
+        before = len(data)
+        data = data.drop_duplicates(subset="timestamp", keep="first").reset_index(drop=True)
+        report.duplicates_dropped = before - len(data)
+
+    ts = data["timestamp"].to_numpy()
+    off_grid = ts % step != 0
+    if off_grid.any():
+        problems.extend(_examples(f"timestamp off the {timeframe} grid", ts[off_grid]))
+
+    now_ms = int(datetime.now(tz=UTC).timestamp() * 1000) if now_ms is None else now_ms
+    future = ts > now_ms
+    if future.any():
+        problems.extend(_examples("timestamp in the future", ts[future]))
+
+    prices = data[list(PRICE_COLUMNS)].to_numpy()
+    not_positive = ~(prices > 0).all(axis=1)  # also catches NaN
+    if not_positive.any():
+        problems.extend(_examples("NaN or non-positive price", ts[not_positive]))
+    high, low = data["high"].to_numpy(), data["low"].to_numpy()
+    body_max = np.maximum(data["open"].to_numpy(), data["close"].to_numpy())
+    body_min = np.minimum(data["open"].to_numpy(), data["close"].to_numpy())
+    with np.errstate(invalid="ignore"):
+        inverted = (high < low) & ~not_positive
+        outside = ((body_max > high) | (body_min < low)) & ~not_positive & ~inverted
+        bad_volume = ~(data["volume"].to_numpy() >= 0)
+    if inverted.any():
+        problems.extend(_examples("high below low", ts[inverted]))
+    if outside.any():
+        problems.extend(_examples("open or close outside [low, high]", ts[outside]))
+    if bad_volume.any():
+        problems.extend(_examples("NaN or negative volume", ts[bad_volume]))
+    if problems:
+        raise CandleValidationError(symbol, problems)
+
+    unclosed = ts + step > now_ms
+    if unclosed.any():
+        report.unclosed_dropped = int(unclosed.sum())
+        data = data[~unclosed].reset_index(drop=True)
+        ts = data["timestamp"].to_numpy()
+
+    if len(ts) > 1:
+        jumps = np.diff(ts) // step
+        gap_positions = np.flatnonzero(jumps > 1)
+        report.gaps = int(gap_positions.size)
+        report.missing_bars = int((jumps[gap_positions] - 1).sum())
+        report.gap_examples = [
+            f"{_iso(ts[i] + step)}..{_iso(ts[i + 1] - step)}" for i in gap_positions[:MAX_EXAMPLES]
+        ]
+    report.rows_out = len(data)
+    return data, report

@@ -1,0 +1,1 @@
+"""Writes of the selection layer, one module per concern."""

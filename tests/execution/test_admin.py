@@ -1,0 +1,124 @@
+"""The account admin: credentials are write-only, stored encrypted, never rendered."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from execution.models import ExchangeAccount
+from execution.services import account_store_credentials
+from pairs.models import Level
+from statarb_site.secrets import decrypt_secret
+from tests.factories import ExchangeAccountFactory
+
+pytestmark = pytest.mark.django_db
+
+PLAIN_KEY = "admin-plain-key-Xy7Wq3Er5"
+PLAIN_SECRET = "admin-plain-secret-Lk2Jh8Gf4Ds"
+
+
+def _account_form(**overrides) -> dict:
+    data = {
+        "name": "bybit-paper-1",
+        "exchange": "bybit",
+        "mode": ExchangeAccount.Mode.PAPER,
+        "level": Level.objects.get(number=1).pk,
+        "capital": "10000",
+        "per_trade_budget": "500",
+        "max_concurrent_trades": "5",
+        "leverage": "1",
+        "position_mode": ExchangeAccount.PositionMode.ONE_WAY,
+        "base_url_override": "",
+        "api_key_env": "",
+        "api_secret_env": "",
+        "enabled": "on",
+        "new_api_key": "",
+        "new_api_secret": "",
+        "_save": "Save",
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def stored_account(secrets_key):
+    account = ExchangeAccountFactory(name="stored-bot")
+    account_store_credentials(account=account, api_key=PLAIN_KEY, api_secret=PLAIN_SECRET)
+    account.refresh_from_db()
+    return account
+
+
+def test_add_page_renders_no_credential(staff_client, stored_account):
+    response = staff_client.get(reverse("admin:execution_exchangeaccount_add"))
+    assert response.status_code == 200
+    html = response.text
+    assert 'name="new_api_key"' in html and 'type="password"' in html
+    for value in (PLAIN_KEY, PLAIN_SECRET, stored_account.api_key_encrypted, stored_account.api_secret_encrypted):
+        assert value not in html
+
+
+def test_change_page_renders_no_credential(staff_client, stored_account):
+    response = staff_client.get(reverse("admin:execution_exchangeaccount_change", args=[stored_account.pk]))
+    assert response.status_code == 200
+    html = response.text
+    assert "stored encrypted" in html  # the read-only source, not the values
+    assert "api_key_encrypted" not in html and "api_secret_encrypted" not in html
+    for value in (PLAIN_KEY, PLAIN_SECRET, stored_account.api_key_encrypted, stored_account.api_secret_encrypted):
+        assert value not in html
+
+
+def test_changelist_renders_no_credential(staff_client, stored_account):
+    response = staff_client.get(reverse("admin:execution_exchangeaccount_changelist"))
+    assert response.status_code == 200
+    assert "stored-bot" in response.text
+    for value in (PLAIN_KEY, PLAIN_SECRET, stored_account.api_key_encrypted, stored_account.api_secret_encrypted):
+        assert value not in response.text
+
+
+def test_adding_an_account_with_new_credentials_stores_them_encrypted(staff_client, secrets_key):
+    response = staff_client.post(
+        reverse("admin:execution_exchangeaccount_add"),
+        _account_form(new_api_key=PLAIN_KEY, new_api_secret=PLAIN_SECRET),
+    )
+
+    assert response.status_code == 302
+    account = ExchangeAccount.objects.get(name="bybit-paper-1")
+    assert account.api_key_encrypted and account.api_secret_encrypted
+    assert PLAIN_KEY not in account.api_key_encrypted
+    assert PLAIN_SECRET not in account.api_secret_encrypted
+    assert decrypt_secret(account.api_key_encrypted) == PLAIN_KEY
+    assert decrypt_secret(account.api_secret_encrypted) == PLAIN_SECRET
+
+
+def test_changing_credentials_replaces_them_and_blank_keeps_them(staff_client, stored_account):
+    url = reverse("admin:execution_exchangeaccount_change", args=[stored_account.pk])
+    old_ciphertext = stored_account.api_key_encrypted
+
+    response = staff_client.post(url, _account_form(name="stored-bot", capital="20000"))
+    assert response.status_code == 302
+    stored_account.refresh_from_db()
+    assert stored_account.capital == 20000
+    assert stored_account.api_key_encrypted == old_ciphertext
+
+    response = staff_client.post(
+        url, _account_form(name="stored-bot", new_api_key="rotated-key-Nn1", new_api_secret="rotated-secret-Mm2")
+    )
+    assert response.status_code == 302
+    stored_account.refresh_from_db()
+    assert stored_account.api_key_encrypted != old_ciphertext
+    assert decrypt_secret(stored_account.api_key_encrypted) == "rotated-key-Nn1"
+    assert decrypt_secret(stored_account.api_secret_encrypted) == "rotated-secret-Mm2"
+
+
+@pytest.mark.parametrize(
+    "given", [{"new_api_key": PLAIN_KEY}, {"new_api_secret": PLAIN_SECRET}], ids=["key-only", "secret-only"]
+)
+def test_only_one_of_key_and_secret_is_a_form_error(staff_client, secrets_key, given):
+    response = staff_client.post(reverse("admin:execution_exchangeaccount_add"), _account_form(**given))
+
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors["__all__"] == ["Give both the new API key and the new API secret, or neither."]
+    assert not ExchangeAccount.objects.filter(name="bybit-paper-1").exists()
+    # The password widgets don't echo what was typed back into the page.
+    assert PLAIN_KEY not in response.text and PLAIN_SECRET not in response.text

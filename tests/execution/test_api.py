@@ -1,0 +1,119 @@
+"""The execution reporting API: accounts without credentials, trades with their orders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from execution.models import Order, PairTrade
+from execution.services import account_store_credentials
+from tests.factories import ExchangeAccountFactory, InstrumentFactory, OrderFactory, PairFactory, PairTradeFactory
+
+pytestmark = pytest.mark.django_db
+
+PLAIN_KEY = "api-plain-key-Gh6Jk7Lq"
+PLAIN_SECRET = "api-plain-secret-Vb3Nm4Zx"
+
+ACCOUNT_FIELDS = {
+    "id", "name", "exchange", "mode", "level", "capital", "per_trade_budget", "max_concurrent_trades", "leverage",
+    "position_mode", "enabled",
+}
+
+
+def test_accounts_have_no_credential_fields_nor_values(api_client, secrets_key):
+    account = ExchangeAccountFactory(name="bybit-main", api_key_env="SA_KEY_VAR", api_secret_env="SA_SECRET_VAR")
+    account_store_credentials(account=account, api_key=PLAIN_KEY, api_secret=PLAIN_SECRET)
+    account.refresh_from_db()
+
+    response = api_client.get("/api/accounts/")
+
+    assert response.status_code == 200
+    body = response.content.decode()
+    for forbidden in (
+        PLAIN_KEY, PLAIN_SECRET, account.api_key_encrypted, account.api_secret_encrypted,
+        "api_key", "api_secret", "encrypted", "SA_KEY_VAR", "SA_SECRET_VAR",
+    ):
+        assert forbidden not in body
+    [row] = response.json()
+    assert set(row) == ACCOUNT_FIELDS
+    assert row["name"] == "bybit-main"
+    assert row["level"] == 1
+    assert row["capital"] == "10000.000000000000"
+
+
+def test_trades_list_with_their_orders(api_client):
+    pair = PairFactory(
+        y_instrument=InstrumentFactory(symbol="BTCUSDT", base="BTC"),
+        x_instrument=InstrumentFactory(symbol="ETHUSDT", base="ETH"),
+    )
+    account = ExchangeAccountFactory(name="bybit-main")
+    trade = PairTradeFactory(account=account, pair=pair, state=PairTrade.State.OPEN)
+    OrderFactory(
+        trade=trade, instrument=pair.y_instrument, leg=Order.Leg.Y, side=Order.Side.BUY, qty=Decimal("0.5"),
+        filled_qty=Decimal("0.5"), client_order_id="sa-1-y-open", status=Order.Status.FILLED,
+    )
+    OrderFactory(
+        trade=trade, instrument=pair.x_instrument, leg=Order.Leg.X, side=Order.Side.SELL, qty=Decimal("7.25"),
+        client_order_id="sa-1-x-open",
+    )
+
+    response = api_client.get("/api/trades/")
+
+    assert response.status_code == 200
+    data = response.json()
+    assert data["count"] == 1
+    [row] = data["results"]
+    assert (row["id"], row["account"], row["y"], row["x"], row["state"]) == (
+        trade.pk, "bybit-main", "BTCUSDT", "ETHUSDT", "open",
+    )
+    orders = {o["client_order_id"]: o for o in row["orders"]}
+    assert set(orders) == {"sa-1-y-open", "sa-1-x-open"}
+    assert orders["sa-1-y-open"]["symbol"] == "BTCUSDT"
+    assert orders["sa-1-y-open"]["qty"] == "0.500000000000"
+    assert orders["sa-1-y-open"]["filled_qty"] == "0.500000000000"
+    assert orders["sa-1-y-open"]["status"] == "filled"
+    assert (orders["sa-1-x-open"]["symbol"], orders["sa-1-x-open"]["side"], orders["sa-1-x-open"]["qty"]) == (
+        "ETHUSDT", "sell", "7.250000000000",
+    )
+
+
+def test_trades_filter_by_state(api_client):
+    account = ExchangeAccountFactory()
+    open_trade = PairTradeFactory(account=account, state=PairTrade.State.OPEN)
+    closed = PairTradeFactory(
+        account=account, state=PairTrade.State.CLOSED, closed_at=datetime(2021, 3, 2, tzinfo=UTC),
+        realised_pnl=Decimal("12.5"),
+    )
+    failed = PairTradeFactory(account=account, state=PairTrade.State.FAILED)
+
+    def ids(**params):
+        response = api_client.get("/api/trades/", params)
+        assert response.status_code == 200
+        return [row["id"] for row in response.json()["results"]]
+
+    assert ids() == [failed.pk, closed.pk, open_trade.pk]
+    assert ids(state="closed") == [closed.pk]
+    assert ids(state="open") == [open_trade.pk]
+    assert ids(state="closing") == []
+    [row] = api_client.get("/api/trades/", {"state": "closed"}).json()["results"]
+    assert row["realised_pnl"] == "12.500000000000"
+
+
+@pytest.mark.parametrize("path", ["/api/accounts/", "/api/trades/"])
+def test_anonymous_requests_are_refused(client, path):
+    ExchangeAccountFactory()
+    response = client.get(path)
+    assert response.status_code in (401, 403)
+    assert b"account-" not in response.content
+
+
+def test_authenticated_non_staff_user_can_read_but_not_see_credentials(client, django_user_model, secrets_key):
+    account = ExchangeAccountFactory()
+    account_store_credentials(account=account, api_key=PLAIN_KEY, api_secret=PLAIN_SECRET)
+    user = django_user_model.objects.create_user(username="viewer", password="a-long-test-password")
+    client.force_login(user)
+    response = client.get("/api/accounts/")
+    assert response.status_code == 200
+    assert PLAIN_KEY.encode() not in response.content

@@ -1,0 +1,199 @@
+"""The pair admin: filtering, level edits and lock actions through the audited service; the audit is read-only."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from pairs.models import Level, LevelChange, Pair
+from tests.factories import InstrumentFactory, PairFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def levels() -> dict[int, Level]:
+    return {level.number: level for level in Level.objects.all()}
+
+
+def _pair(y: str, x: str, level: Level, **kwargs) -> Pair:
+    return PairFactory(
+        y_instrument=InstrumentFactory(symbol=f"{y}USDT", base=y),
+        x_instrument=InstrumentFactory(symbol=f"{x}USDT", base=x),
+        level=level,
+        **kwargs,
+    )
+
+
+def _change_form_data(pair: Pair, **overrides) -> dict:
+    """What the browser posts for the pair's change form, with the inline formsets' management forms."""
+    data = {
+        "y_instrument": pair.y_instrument_id,
+        "x_instrument": pair.x_instrument_id,
+        "timeframe": pair.timeframe,
+        "status": pair.status,
+        "level": pair.level_id or "",
+        "hedge_ratio": pair.hedge_ratio,
+        "intercept": pair.intercept,
+        "pvalue": pair.pvalue,
+        "qvalue": pair.qvalue,
+        "half_life_bars": pair.half_life_bars,
+        "johansen_passed": "unknown",
+        "consecutive_failures": pair.consecutive_failures,
+        "level_changed_at_0": "",
+        "level_changed_at_1": "",
+        "last_tested_at_0": "",
+        "last_tested_at_1": "",
+        "last_passed_at_0": "",
+        "last_passed_at_1": "",
+        "_save": "Save",
+    }
+    if pair.level_locked:
+        data["level_locked"] = "on"
+    for prefix, initial in (("statistics", pair.statistics.count()), ("level_changes", pair.level_changes.count())):
+        data.update(
+            {
+                f"{prefix}-TOTAL_FORMS": initial,
+                f"{prefix}-INITIAL_FORMS": initial,
+                f"{prefix}-MIN_NUM_FORMS": 0,
+                f"{prefix}-MAX_NUM_FORMS": 1000,
+            }
+        )
+    data.update(overrides)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def test_changelist_loads_and_filters_by_level(staff_client, levels):
+    paper = _pair("BTC", "ETH", levels[1])
+    live = _pair("SOL", "AVAX", levels[2])
+
+    response = staff_client.get(reverse("admin:pairs_pair_changelist"))
+    assert response.status_code == 200
+    assert {p.pk for p in response.context["cl"].result_list} == {paper.pk, live.pk}
+    assert "BTCUSDT/ETHUSDT" in response.text and "SOLUSDT/AVAXUSDT" in response.text
+
+    response = staff_client.get(reverse("admin:pairs_pair_changelist"), {"level__id__exact": levels[2].pk})
+    assert response.status_code == 200
+    assert [p.pk for p in response.context["cl"].result_list] == [live.pk]
+    assert "SOLUSDT/AVAXUSDT" in response.text
+    assert "BTCUSDT/ETHUSDT" not in response.text
+
+
+def test_change_form_loads(staff_client, levels):
+    pair = _pair("BTC", "ETH", levels[1])
+    response = staff_client.get(reverse("admin:pairs_pair_change", args=[pair.pk]))
+    assert response.status_code == 200
+    assert 'name="level"' in response.text
+
+
+def test_level_edited_in_the_change_form_goes_through_the_audited_service(staff_client, levels):
+    pair = _pair("BTC", "ETH", levels[1])
+
+    response = staff_client.post(
+        reverse("admin:pairs_pair_change", args=[pair.pk]), _change_form_data(pair, level=levels[2].pk)
+    )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    stored = Pair.objects.get(pk=pair.pk)
+    assert stored.level_id == levels[2].pk
+    assert stored.level_changed_at is not None
+    change = LevelChange.objects.get(pair=pair)
+    assert (change.from_level_id, change.to_level_id) == (levels[1].pk, levels[2].pk)
+    assert change.changed_by == staff_client.user
+    assert change.automatic is False
+    assert change.reason == "set in the admin"
+
+
+def test_level_and_lock_edited_together_in_the_change_form(staff_client, levels):
+    pair = _pair("BTC", "ETH", levels[1])
+
+    response = staff_client.post(
+        reverse("admin:pairs_pair_change", args=[pair.pk]),
+        _change_form_data(pair, level=levels[3].pk, level_locked="on"),
+    )
+
+    assert response.status_code == 302
+    stored = Pair.objects.get(pk=pair.pk)
+    assert (stored.level_id, stored.level_locked) == (levels[3].pk, True)
+    change = LevelChange.objects.get(pair=pair)
+    assert (change.to_level_id, change.reason, change.changed_by) == (
+        levels[3].pk,
+        "set in the admin (locked)",
+        staff_client.user,
+    )
+
+
+def test_editing_other_fields_writes_no_level_change(staff_client, levels):
+    pair = _pair("BTC", "ETH", levels[1])
+
+    response = staff_client.post(
+        reverse("admin:pairs_pair_change", args=[pair.pk]), _change_form_data(pair, hedge_ratio="0.9")
+    )
+
+    assert response.status_code == 302
+    stored = Pair.objects.get(pk=pair.pk)
+    assert stored.hedge_ratio == 0.9
+    assert stored.level_id == levels[1].pk
+    assert LevelChange.objects.count() == 0
+
+
+def test_lock_and_unlock_actions(staff_client, levels):
+    first = _pair("BTC", "ETH", levels[1])
+    second = _pair("SOL", "AVAX", levels[2])
+    untouched = _pair("XRP", "ADA", levels[2])
+    url = reverse("admin:pairs_pair_changelist")
+
+    response = staff_client.post(url, {"action": "lock_level", "_selected_action": [first.pk, second.pk]})
+
+    assert response.status_code == 302
+    locked = dict(Pair.objects.values_list("pk", "level_locked"))
+    assert locked == {first.pk: True, second.pk: True, untouched.pk: False}
+    rows = LevelChange.objects.filter(changed_by=staff_client.user, automatic=False)
+    assert sorted(rows.values_list("pair_id", "reason")) == [
+        (first.pk, "locked in the admin (locked)"),
+        (second.pk, "locked in the admin (locked)"),
+    ]
+    # Locking does not move the level.
+    assert dict(Pair.objects.values_list("pk", "level__number")) == {first.pk: 1, second.pk: 2, untouched.pk: 2}
+
+    response = staff_client.post(url, {"action": "unlock_level", "_selected_action": [second.pk]})
+
+    assert response.status_code == 302
+    assert dict(Pair.objects.values_list("pk", "level_locked")) == {
+        first.pk: True,
+        second.pk: False,
+        untouched.pk: False,
+    }
+    assert LevelChange.objects.filter(pair=second).order_by("-id").first().reason == "unlocked in the admin (unlocked)"
+    assert LevelChange.objects.count() == 3
+
+
+def test_level_change_admin_is_read_only(staff_client, levels):
+    pair = _pair("BTC", "ETH", levels[1])
+    change = LevelChange.objects.create(
+        pair=pair, from_level=levels[0], to_level=levels[1], reason="original reason", automatic=True
+    )
+
+    assert staff_client.get(reverse("admin:pairs_levelchange_changelist")).status_code == 200
+    # Viewing is allowed (no save button); changing, deleting and adding are not.
+    view = staff_client.get(reverse("admin:pairs_levelchange_change", args=[change.pk]))
+    assert view.status_code == 200
+    assert 'name="_save"' not in view.text
+
+    post = staff_client.post(
+        reverse("admin:pairs_levelchange_change", args=[change.pk]),
+        {"pair": pair.pk, "from_level": levels[2].pk, "to_level": levels[3].pk, "reason": "rewritten"},
+    )
+    assert post.status_code == 403
+    delete_url = reverse("admin:pairs_levelchange_delete", args=[change.pk])
+    assert staff_client.get(delete_url).status_code == 403
+    assert staff_client.post(delete_url, {"post": "yes"}).status_code == 403
+    assert staff_client.get(reverse("admin:pairs_levelchange_add")).status_code == 403
+
+    changelist = staff_client.post(
+        reverse("admin:pairs_levelchange_changelist"), {"action": "delete_selected", "_selected_action": [change.pk]}
+    )
+    assert changelist.status_code in (200, 302)
+
+    stored = LevelChange.objects.get(pk=change.pk)
+    assert (stored.reason, stored.from_level_id, stored.to_level_id) == ("original reason", levels[0].pk, levels[1].pk)

@@ -1,0 +1,117 @@
+"""The default beat schedule: seeded idempotently, admin edits survive, reset restores, every task exists."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from statarb_site.periodic import DEFAULT_SCHEDULES, periodic_tasks_setup
+
+pytestmark = pytest.mark.django_db
+
+NAMES = [default.name for default in DEFAULT_SCHEDULES]
+SNAPSHOT = "risk: daily PnL snapshot"
+CLOSE_DAY = "risk: close yesterday's PnL snapshot"
+
+
+def _crontab(task: PeriodicTask) -> tuple[str, str, str, str, str, str]:
+    c = task.crontab
+    return (c.minute, c.hour, c.day_of_week, c.day_of_month, c.month_of_year, str(c.timezone))
+
+
+def test_the_defaults_hold_the_two_pnl_schedules():
+    assert NAMES == [SNAPSHOT, CLOSE_DAY]
+    assert len(set(NAMES)) == len(NAMES)
+
+
+def test_setup_creates_every_default_with_its_queue_and_crontab():
+    outcome = periodic_tasks_setup()
+
+    assert outcome == {"created": NAMES, "reset": [], "kept": []}
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(DEFAULT_SCHEDULES)
+    for default in DEFAULT_SCHEDULES:
+        task = PeriodicTask.objects.get(name=default.name)
+        assert task.task == default.task
+        assert task.queue == default.queue
+        assert task.enabled is True
+        assert task.interval is None
+        assert json.loads(task.kwargs) == default.kwargs
+        assert task.description == default.description
+
+    assert PeriodicTask.objects.get(name=SNAPSHOT).task == "risk.tasks.snapshot_daily_pnl"
+    assert PeriodicTask.objects.get(name=SNAPSHOT).queue == "risk"
+    assert _crontab(PeriodicTask.objects.get(name=SNAPSHOT)) == ("*/15", "*", "*", "*", "*", "UTC")
+    assert PeriodicTask.objects.get(name=CLOSE_DAY).task == "risk.tasks.snapshot_daily_pnl_previous_day"
+    assert _crontab(PeriodicTask.objects.get(name=CLOSE_DAY)) == ("5", "0", "*", "*", "*", "UTC")
+
+
+def test_running_again_creates_nothing_and_keeps_admin_edits():
+    periodic_tasks_setup()
+    crontabs_before = CrontabSchedule.objects.count()
+    # What someone might change in the admin: disable one schedule, move the other to another time.
+    PeriodicTask.objects.filter(name=SNAPSHOT).update(enabled=False)
+    later, _ = CrontabSchedule.objects.get_or_create(
+        minute="30", hour="1", day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC"
+    )
+    close_day = PeriodicTask.objects.get(name=CLOSE_DAY)
+    close_day.crontab = later
+    close_day.save()
+
+    outcome = periodic_tasks_setup()
+
+    assert outcome == {"created": [], "reset": [], "kept": NAMES}
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 2
+    assert PeriodicTask.objects.get(name=SNAPSHOT).enabled is False
+    assert _crontab(PeriodicTask.objects.get(name=CLOSE_DAY)) == ("30", "1", "*", "*", "*", "UTC")
+    assert CrontabSchedule.objects.count() == crontabs_before + 1  # only the one made above
+
+
+def test_reset_restores_the_defaults():
+    periodic_tasks_setup()
+    PeriodicTask.objects.filter(name=SNAPSHOT).update(enabled=False, queue="default", kwargs='{"day": "2021-01-01"}')
+    later, _ = CrontabSchedule.objects.get_or_create(
+        minute="30", hour="1", day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC"
+    )
+    PeriodicTask.objects.filter(name=CLOSE_DAY).update(crontab=later)
+
+    outcome = periodic_tasks_setup(reset=True)
+
+    assert outcome == {"created": [], "reset": NAMES, "kept": []}
+    snapshot = PeriodicTask.objects.get(name=SNAPSHOT)
+    assert (snapshot.enabled, snapshot.queue, json.loads(snapshot.kwargs)) == (True, "risk", {})
+    assert _crontab(PeriodicTask.objects.get(name=CLOSE_DAY)) == ("5", "0", "*", "*", "*", "UTC")
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 2
+
+
+def test_reset_recreates_a_deleted_schedule():
+    periodic_tasks_setup()
+    PeriodicTask.objects.filter(name=CLOSE_DAY).delete()
+    assert periodic_tasks_setup(reset=True) == {"created": [CLOSE_DAY], "reset": [SNAPSHOT], "kept": []}
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 2
+
+
+def _command(*args: str) -> list[str]:
+    out = StringIO()
+    call_command("setup_periodic_tasks", *args, stdout=out)
+    return out.getvalue().splitlines()
+
+
+def test_management_command_output():
+    assert _command() == [f"created: {SNAPSHOT}", f"created: {CLOSE_DAY}", "2 schedule(s) created."]
+    assert _command() == [f"kept: {SNAPSHOT}", f"kept: {CLOSE_DAY}", "0 schedule(s) created."]
+    assert _command("--reset") == [f"reset: {SNAPSHOT}", f"reset: {CLOSE_DAY}", "0 schedule(s) created."]
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 2
+
+
+def test_every_scheduled_task_is_a_registered_celery_task():
+    from statarb_site.celery import app
+
+    app.loader.import_default_modules()
+    registered = set(app.tasks)
+    missing = [default.task for default in DEFAULT_SCHEDULES if default.task not in registered]
+    assert missing == []
+    assert "risk.tasks.snapshot_daily_pnl" in registered

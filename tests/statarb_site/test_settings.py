@@ -1,0 +1,123 @@
+"""Settings read from the environment, checked in fresh interpreters so each case gets its own environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STRONG_SECRET_KEY = "Vq3$kP9!zL2@wR7#xT5%nB8^mC4&hJ6*dF1(gS0)yU2-eA9_iO3+pQ7=rW5~tZ8"
+
+PRINT_SETTINGS = """
+import json, django
+django.setup()
+from django.conf import settings
+print(json.dumps({name: getattr(settings, name) for name in %r}, default=str))
+"""
+
+
+def _env(tmp_path: Path, **values: str) -> dict[str, str]:
+    env = os.environ.copy()
+    for name in (
+        "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REDIS_URL", "DEBUG", "SECRET_KEY",
+        "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
+        "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "STATIC_ROOT",
+        "BEHIND_TLS_PROXY", "CONN_MAX_AGE",
+    ):
+        env.pop(name, None)
+    env["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings"
+    env["STATARB_VAR_DIR"] = str(tmp_path / "var")
+    env.update(values)
+    return env
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _settings(tmp_path: Path, names: list[str], **values: str) -> dict:
+    result = _run(["-c", PRINT_SETTINGS % (names,)], _env(tmp_path, **values))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_mysql_database_options(tmp_path):
+    databases = _settings(tmp_path, ["DATABASES"], DATABASE_URL="mysql://u:p@127.0.0.1:3306/x")["DATABASES"]
+    default = databases["default"]
+    assert default["ENGINE"] == "django.db.backends.mysql"
+    assert (default["NAME"], default["USER"], default["PASSWORD"], default["HOST"], default["PORT"]) == (
+        "x", "u", "p", "127.0.0.1", 3306,
+    )
+    options = default["OPTIONS"]
+    assert options["charset"] == "utf8mb4"
+    assert "STRICT_TRANS_TABLES" in options["init_command"]
+    assert "time_zone='+00:00'" in options["init_command"]
+    assert options["isolation_level"] == "read committed"
+    assert default["TEST"]["CHARSET"] == "utf8mb4"
+    assert default["CONN_HEALTH_CHECKS"] is True
+
+
+def test_sqlite_default_lives_in_the_var_dir(tmp_path):
+    values = _settings(tmp_path, ["DATABASES", "DEBUG", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"])
+    default = values["DATABASES"]["default"]
+    assert default["ENGINE"] == "django.db.backends.sqlite3"
+    assert default["NAME"] == str(tmp_path / "var" / "statarb.sqlite3")
+    assert default["TEST"]["NAME"] == str(tmp_path / "var" / "test_statarb.sqlite3")
+    assert default["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert values["DEBUG"] is True
+    # Without CELERY_BROKER_URL nor REDIS_URL: the SQLAlchemy transport on a file in the var dir.
+    assert values["CELERY_BROKER_URL"] == f"sqla+sqlite:///{tmp_path / 'var' / 'celery-broker.sqlite3'}"
+    assert values["CELERY_RESULT_BACKEND"] == f"db+sqlite:///{tmp_path / 'var' / 'celery-results.sqlite3'}"
+
+
+def test_broker_falls_back_to_redis_url(tmp_path):
+    values = _settings(
+        tmp_path, ["CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"], REDIS_URL="redis://cache.internal:6379/3"
+    )
+    assert values == {
+        "CELERY_BROKER_URL": "redis://cache.internal:6379/3",
+        "CELERY_RESULT_BACKEND": "redis://cache.internal:6379/3",
+    }
+
+
+def test_explicit_broker_url_wins_over_redis_url(tmp_path):
+    values = _settings(
+        tmp_path,
+        ["CELERY_BROKER_URL"],
+        CELERY_BROKER_URL="redis://broker.internal:6379/0",
+        REDIS_URL="redis://cache.internal:6379/3",
+    )
+    assert values["CELERY_BROKER_URL"] == "redis://broker.internal:6379/0"
+
+
+def test_production_without_secret_key_fails_naming_it(tmp_path):
+    result = _run(["-c", "import statarb_site.settings"], _env(tmp_path, DEBUG="0"))
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_settings_pass_the_deploy_check(tmp_path):
+    env = _env(tmp_path, DEBUG="0", SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com")
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_debug_settings_fail_the_deploy_check(tmp_path):
+    # The same check must be able to fail: DEBUG on and the insecure development key are deploy warnings.
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], _env(tmp_path))
+    assert result.returncode != 0
+    assert "security.W018" in result.stderr + result.stdout  # DEBUG is True
+
+
+def test_models_and_migrations_agree(tmp_path):
+    result = _run(["manage.py", "makemigrations", "--check", "--dry-run"], _env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No changes detected" in result.stdout
+

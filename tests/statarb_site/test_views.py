@@ -1,0 +1,193 @@
+"""The staff dashboard, the health probe and the staff-only API schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from execution.models import BotHeartbeat, ExchangeAccount, PairTrade
+from pairs.models import Level, Pair
+from risk.models import GuardEvent
+from tests.factories import (
+    DailyPnlSnapshotFactory,
+    ExchangeAccountFactory,
+    GuardEventFactory,
+    HaltFactory,
+    InstrumentFactory,
+    PairFactory,
+    PairTradeFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2021, 3, 1, 8, tzinfo=UTC)
+
+
+def test_dashboard_redirects_anonymous_users_to_login(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.url == "/admin/login/?next=/"
+
+
+def test_dashboard_redirects_non_staff_users(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user(username="viewer", password="a-long-test-password"))
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.url.startswith("/admin/login/")
+
+
+def test_empty_dashboard(staff_client):
+    response = staff_client.get("/")
+    assert response.status_code == 200
+    html = response.text
+    assert 'id="kpis"' in html
+    assert "No active halt." in html
+    assert "No open trade." in html
+    assert "No closed trade yet." in html
+    assert "No bot has reported yet." in html
+    assert "No guard event." in html
+    # Levels come from the data migration even with no pair.
+    assert "<tr><td>L0</td><td>watch</td><td class=\"num\">0</td><td>no</td></tr>" in html
+
+
+@pytest.fixture
+def dashboard_data():
+    levels = {level.number: level for level in Level.objects.all()}
+    btc = InstrumentFactory(symbol="BTCUSDT", base="BTC")
+    eth = InstrumentFactory(symbol="ETHUSDT", base="ETH")
+    sol = InstrumentFactory(symbol="SOLUSDT", base="SOL")
+    avax = InstrumentFactory(symbol="AVAXUSDT", base="AVAX")
+    btc_eth = PairFactory(y_instrument=btc, x_instrument=eth, level=levels[1])
+    sol_avax = PairFactory(y_instrument=sol, x_instrument=avax, level=levels[1])
+    PairFactory(y_instrument=eth, x_instrument=btc, level=levels[2])
+    PairFactory(y_instrument=avax, x_instrument=sol, level=levels[2], status=Pair.Status.SUSPENDED)
+
+    account = ExchangeAccountFactory(name="bybit-live-main", mode=ExchangeAccount.Mode.REAL, capital=Decimal("10000"))
+    PairTradeFactory(
+        account=account, pair=btc_eth, state=PairTrade.State.OPEN, entry_zscore=-2.345, opened_at=T0,
+    )
+    PairTradeFactory(
+        account=account, pair=sol_avax, side=PairTrade.Side.SHORT_SPREAD, state=PairTrade.State.CLOSED,
+        opened_at=T0, closed_at=T0 + timedelta(hours=1), exit_reason=PairTrade.ExitReason.EXIT_SIGNAL,
+        realised_pnl=Decimal("100"), fees=Decimal("1.25"), funding=Decimal("0.5"),
+    )
+    PairTradeFactory(
+        account=account, pair=btc_eth, state=PairTrade.State.CLOSED, opened_at=T0,
+        closed_at=T0 + timedelta(hours=2), exit_reason=PairTrade.ExitReason.STOP,
+        realised_pnl=Decimal("-50"), fees=Decimal("2"), funding=Decimal("-1"),
+    )
+    HaltFactory(account=None, reason="exchange maintenance window", flatten=True)
+    HaltFactory(account=account, reason="already cleared halt", cleared_at=T0)
+    GuardEventFactory(
+        account=account, kind="stale_candles", severity=GuardEvent.Severity.CRITICAL,
+        message="no new BTCUSDT candle for 3 bars",
+    )
+    BotHeartbeat.objects.create(
+        account=account, beat_at=datetime(2021, 3, 1, 12, 34, 56, tzinfo=UTC), status="tick ok", last_tick_ms=12.5,
+        open_trades=1,
+    )
+    DailyPnlSnapshotFactory(
+        account=account, date=T0.date(), starting_equity=Decimal("10000"), ending_equity=Decimal("10050"),
+        peak_equity=Decimal("10100"), realised_pnl=Decimal("50"),
+    )
+    return account
+
+
+def test_dashboard_shows_kpis_from_closed_trades(staff_client, dashboard_data):
+    response = staff_client.get("/")
+    assert response.status_code == 200
+    summary = response.context["summary"]
+    assert summary.total_trades == 2
+    assert summary.win_rate == pytest.approx(0.5)
+    assert summary.profit_factor == pytest.approx(2.0)
+    html = response.text
+    assert '<div class="label">Closed trades</div><div class="value">2</div>' in html
+    assert '<div class="label">Win rate</div><div class="value">50%</div>' in html
+    assert '<div class="label">Profit factor</div><div class="value">2.00</div>' in html
+    assert '<div class="value pos">50.00</div>' in html  # realised PnL 100 - 50
+    assert '<div class="label">Return on capital</div><div class="value">0.0050</div>' in html
+    # Equity 10000 -> 10100 -> 10050: drawdown 50 / 10100 = 0.00495
+    assert '<div class="label">Max drawdown</div><div class="value">0.0050</div>' in html
+    assert '<div class="label">Fees / funding</div><div class="value">3.25 / -0.50</div>' in html
+
+
+def test_dashboard_shows_levels_trades_halts_events_and_bots(staff_client, dashboard_data):
+    html = staff_client.get("/").text
+
+    # Active pairs per level: two at L1, one active (and one suspended) at L2.
+    assert '<tr><td>L1</td><td>paper</td><td class="num">2</td><td>no</td></tr>' in html
+    assert '<tr><td>L2</td><td>small live</td><td class="num">1</td><td>yes</td></tr>' in html
+    assert '<tr><td>L3</td><td>full live</td><td class="num">0</td><td>yes</td></tr>' in html
+
+    open_section = html[html.index('id="open-trades"') : html.index('id="closed-trades"')]
+    assert '<span class="badge real">real</span>' in open_section
+    assert "BTCUSDT/ETHUSDT" in open_section
+    assert "-2.35" in open_section
+    assert "SOLUSDT/AVAXUSDT" not in open_section
+
+    closed_section = html[html.index('id="closed-trades"') : html.index('id="daily-pnl"')]
+    assert "SOLUSDT/AVAXUSDT" in closed_section
+    assert "Short spread (sell y, buy x)" in closed_section
+    assert '<td class="num pos">100.0000</td>' in closed_section
+    assert '<td class="num neg">-50.0000</td>' in closed_section
+    assert "exit_signal" in closed_section and "stop" in closed_section
+    # Newest close first.
+    assert closed_section.index("-50.0000") < closed_section.index("100.0000")
+
+    halts = html[html.index('id="halts"') : html.index('id="levels"')]
+    assert "<td>all accounts</td>" in halts
+    assert "exchange maintenance window" in halts
+    assert "already cleared halt" not in halts
+
+    events = html[html.index('id="guard-events"') :]
+    assert "stale_candles" in events
+    assert '<span class="badge critical">critical</span>' in events
+    assert "no new BTCUSDT candle for 3 bars" in events
+
+    bots = html[html.index('id="bots"') : html.index('id="guard-events"')]
+    assert (
+        '<tr><td>bybit-live-main</td><td>2021-03-01 12:34:56</td><td>tick ok</td>'
+        '<td class="num">1</td><td class="num">12.5</td></tr>'
+    ) in bots
+
+    pnl = html[html.index('id="daily-pnl"') : html.index('id="bots"')]
+    assert "<td>March 1, 2021</td><td>bybit-live-main</td>" in pnl
+    assert '<td class="num">10050.00</td>' in pnl
+
+
+def test_dashboard_shows_infinite_profit_factor(staff_client):
+    PairTradeFactory(state=PairTrade.State.CLOSED, closed_at=T0, realised_pnl=Decimal("5"))
+    html = staff_client.get("/").text
+    assert '<div class="label">Profit factor</div><div class="value">∞</div>' in html
+    assert '<div class="label">Win rate</div><div class="value">100%</div>' in html
+
+
+def test_health(client):
+    response = client.get("/health/")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_schema_is_staff_only(client, django_user_model):
+    assert client.get("/api/schema/").status_code in (401, 403)
+    client.force_login(django_user_model.objects.create_user(username="viewer", password="a-long-test-password"))
+    assert client.get("/api/schema/").status_code == 403
+
+
+def test_schema_is_an_openapi_document_with_the_paths(staff_client):
+    response = staff_client.get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] == "statarb API"
+    for path in (
+        "/api/levels/", "/api/pairs/", "/api/accounts/", "/api/trades/", "/api/pnl/daily/", "/api/performance/",
+        "/api/guard-events/", "/api/halts/",
+    ):
+        assert path in document["paths"], path
+    assert "/api/schema/" not in document["paths"]
+    # The account schema carries no credential field.
+    account_schema = str(document["components"]["schemas"])
+    assert "api_key" not in account_schema and "encrypted" not in account_schema
