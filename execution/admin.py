@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 
 from execution.models import BotHeartbeat, ExchangeAccount, Fill, FundingPayment, Order, PairTrade, Signal
@@ -25,6 +26,11 @@ class ExchangeAccountForm(forms.ModelForm):
         cleaned = super().clean()
         if bool(cleaned.get("new_api_key")) != bool(cleaned.get("new_api_secret")):
             raise forms.ValidationError("Give both the new API key and the new API secret, or neither.")
+        if cleaned.get("new_api_key") and not settings.STATARB_SECRETS_KEY:
+            raise forms.ValidationError(
+                "STATARB_SECRETS_KEY is not set, so credentials can't be stored encrypted. Set it, or name "
+                "environment variables in 'API key env' and 'API secret env' instead."
+            )
         return cleaned
 
 

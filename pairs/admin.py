@@ -1,6 +1,16 @@
 from django.contrib import admin, messages
 
-from pairs.models import Candle, CointegrationRun, Instrument, Level, LevelChange, Pair, PairStatistics, PairTest
+from pairs.models import (
+    Candle,
+    CointegrationRun,
+    Instrument,
+    Level,
+    LevelChange,
+    Pair,
+    PairStatistics,
+    PairTest,
+    SelectionConfig,
+)
 from pairs.services.levels import pair_set_level
 
 
@@ -129,4 +139,16 @@ class LevelChangeAdmin(admin.ModelAdmin):
         return False
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(SelectionConfig)
+class SelectionConfigAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "lookback_bars", "confirmation_bars", "max_pvalue", "max_qvalue", "min_turnover_24h",
+                    "min_history_bars", "updated_at")
+
+    def has_add_permission(self, request):
+        return not SelectionConfig.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -271,3 +271,44 @@ class LevelChange(models.Model):
     @property
     def actor(self) -> str:
         return self.changed_by.get_username() if self.changed_by else "system"
+
+
+class SelectionConfig(models.Model):
+    """Parameters of the selection layer, one row, editable in the admin (``SelectionConfig.current()``)."""
+
+    exchange = models.CharField(max_length=32, default="bybit", help_text="ccxt exchange id of the universe")
+    quote = models.CharField(max_length=16, default="USDT", help_text="Settlement currency of the perpetuals")
+    timeframe = models.CharField(max_length=8, default="1h")
+    min_turnover_24h = decimal_field(
+        default=5_000_000, help_text="Instruments below this 24h quote turnover are left out (unknown passes)"
+    )
+    min_history_bars = models.PositiveIntegerField(
+        default=2000, help_text="Instruments with fewer stored bars in the screening window are left out"
+    )
+    backfill_bars = models.PositiveIntegerField(default=3000, help_text="Bars fetched for an instrument with none")
+    lookback_bars = models.PositiveIntegerField(default=2000, help_text="Bars of the screening window")
+    confirmation_bars = models.PositiveIntegerField(
+        default=500,
+        help_text="Last bars of the window held out: the hedge ratio is fitted before them and must hold on them",
+    )
+    max_pvalue = models.FloatField(default=0.05, help_text="Engle-Granger p-value a direction must beat to pass")
+    max_qvalue = models.FloatField(default=0.10, help_text="Benjamini-Hochberg q-value over the run to pass")
+    confirmation_max_pvalue = models.FloatField(
+        default=0.10, help_text="ADF p-value of the held-out spread (formation hedge ratio) to confirm"
+    )
+    min_half_life_bars = models.FloatField(default=2.0)
+    max_half_life_bars = models.FloatField(default=250.0)
+    candle_retention_days = models.PositiveIntegerField(default=400, help_text="Older candles are deleted")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "selection configuration"
+        verbose_name_plural = "selection configuration"
+
+    def __str__(self) -> str:
+        return f"selection on {self.exchange} {self.quote} {self.timeframe}"
+
+    @classmethod
+    def current(cls) -> SelectionConfig:
+        config, _ = cls.objects.get_or_create(pk=1, defaults={"exchange": settings.STATARB_EXCHANGE})
+        return config

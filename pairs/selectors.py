@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from pairs.models import Level, Pair
+import numpy as np
+import pandas as pd
+from django.db.models import Count, Max, Q, QuerySet
+
+from pairs.marketdata.validation import timeframe_ms
+from pairs.models import Candle, Instrument, Level, Pair, SelectionConfig
 
 
 def pairs_with_legs() -> QuerySet[Pair]:
@@ -24,3 +30,89 @@ def level_counts() -> list[dict]:
         .values_list("level_id", "n")
     )
     return [{"level": level, "pairs": counts.get(level.pk, 0)} for level in Level.objects.all()]
+
+
+def universe_instruments(*, config: SelectionConfig) -> QuerySet[Instrument]:
+    """Instruments the screen may use: trading, not excluded by hand, turnover at least the minimum (an instrument
+    whose turnover is unknown, e.g. imported from files, passes). History is checked on the candle window."""
+    return (
+        Instrument.objects.filter(exchange=config.exchange, quote=config.quote, status=Instrument.Status.TRADING,
+                                  excluded=False)
+        .filter(Q(turnover_24h__isnull=True) | Q(turnover_24h__gte=config.min_turnover_24h))
+        .order_by("symbol")
+    )
+
+
+@dataclass
+class PriceWindow:
+    """Close prices of a universe on a common grid: ``closes`` is (bars x symbols), float64, no NaN."""
+
+    timeframe: str
+    times: pd.DatetimeIndex
+    symbols: list[str]
+    instrument_ids: list[int]
+    closes: np.ndarray
+    excluded: dict[str, str] = field(default_factory=dict)  # symbol -> why it was left out
+    filled_bars: dict[str, int] = field(default_factory=dict)  # symbol -> bars forward-filled
+
+
+# A gap longer than this many bars is not papered over: the symbol is left out of the window.
+MAX_FORWARD_FILL_BARS = 6
+
+
+def price_window(
+    *, instruments: list[Instrument], timeframe: str, bars: int, end: datetime | None = None,
+    min_history_bars: int | None = None,
+) -> PriceWindow:
+    """The last ``bars`` bars (ending at ``end``, default the newest stored bar of the universe) on a regular grid.
+
+    Grid rule: every ``timeframe`` step from the window's first to last bar. A symbol's missing bars (exchange
+    maintenance) are forward-filled from its previous close when a gap is at most MAX_FORWARD_FILL_BARS long;
+    a symbol with a longer gap, with fewer than ``min_history_bars`` real bars in the window, or with no bar
+    at the window's start (listed later: short history) is left out, with the reason recorded.
+    """
+    step = pd.Timedelta(milliseconds=timeframe_ms(timeframe))
+    by_id = {i.pk: i for i in instruments}
+    candles = Candle.objects.filter(instrument_id__in=list(by_id), timeframe=timeframe)
+    if end is None:
+        end = candles.aggregate(newest=Max("open_time"))["newest"]
+    window = PriceWindow(timeframe=timeframe, times=pd.DatetimeIndex([], tz="UTC"), symbols=[], instrument_ids=[],
+                         closes=np.empty((0, 0)))
+    if end is None:
+        return window
+    end_ts = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
+    grid = pd.date_range(end=end_ts, periods=bars, freq=step)
+    rows = candles.filter(open_time__gte=grid[0], open_time__lte=grid[-1]).values_list("instrument_id", "open_time",
+                                                                                       "close")
+    frame = pd.DataFrame.from_records(list(rows), columns=["instrument_id", "open_time", "close"])
+    required = bars if min_history_bars is None else min(bars, min_history_bars)
+    columns, ids, symbols = [], [], []
+    grouped = dict(tuple(frame.groupby("instrument_id"))) if not frame.empty else {}
+    for instrument in sorted(instruments, key=lambda i: i.symbol):
+        group = grouped.get(instrument.pk)
+        if group is None:
+            window.excluded[instrument.symbol] = "no candles in the window"
+            continue
+        series = pd.Series(group["close"].astype("float64").to_numpy(),
+                           index=pd.DatetimeIndex(group["open_time"]).tz_convert("UTC")).reindex(grid)
+        real = int(series.notna().sum())
+        if pd.isna(series.iloc[0]):
+            window.excluded[instrument.symbol] = "short history: no bar at the window start"
+            continue
+        if real < required:
+            window.excluded[instrument.symbol] = f"{real} bars in the window, fewer than {required}"
+            continue
+        filled = series.ffill(limit=MAX_FORWARD_FILL_BARS)
+        if filled.isna().any():
+            window.excluded[instrument.symbol] = f"a gap longer than {MAX_FORWARD_FILL_BARS} bars"
+            continue
+        if real < bars:
+            window.filled_bars[instrument.symbol] = bars - real
+        columns.append(filled.to_numpy())
+        ids.append(instrument.pk)
+        symbols.append(instrument.symbol)
+    window.times = grid
+    window.symbols = symbols
+    window.instrument_ids = ids
+    window.closes = np.column_stack(columns) if columns else np.empty((bars, 0))
+    return window

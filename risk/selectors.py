@@ -32,7 +32,8 @@ class PerformanceSummary:
 
 
 def closed_trades(*, account: ExchangeAccount | None = None) -> QuerySet[PairTrade]:
-    trades = PairTrade.objects.filter(state=PairTrade.State.CLOSED, realised_pnl__isnull=False)
+    """Finished trades with a result: closed ones, and failed or unwound ones whose legs cost or made money."""
+    trades = PairTrade.objects.filter(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False)
     if account is not None:
         trades = trades.filter(account=account)
     return trades

@@ -53,8 +53,10 @@ def daily_pnl_snapshot_update(*, account: ExchangeAccount, day: date) -> DailyPn
     )
     starting_equity = previous.ending_equity if previous else account.capital
     previous_peak = previous.peak_equity if previous else account.capital
+    # Failed and unwound trades count too: unwinding a lone leg costs real money.
     closed = PairTrade.objects.filter(
-        account=account, state=PairTrade.State.CLOSED, closed_at__gte=day_start, closed_at__lt=day_end
+        account=account, state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False,
+        closed_at__gte=day_start, closed_at__lt=day_end,
     )
     totals = closed.aggregate(pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"), n=Count("id"))
     realised = totals["pnl"] or Decimal(0)

@@ -230,6 +230,10 @@ CELERY_TASK_EAGER_PROPAGATES = True
 STATARB_SECRETS_KEY = env("STATARB_SECRETS_KEY", default="")
 # The exchange (ccxt id) whose linear USDT perpetuals form the universe.
 STATARB_EXCHANGE = env("STATARB_EXCHANGE", default="bybit")
+# REST base URL for public market data instead of the exchange's default (a regional domain or a gateway).
+STATARB_MARKET_DATA_URL = env("STATARB_MARKET_DATA_URL", default="")
+STATARB_EXCHANGE_RATE_LIMIT = env.bool("STATARB_EXCHANGE_RATE_LIMIT", default=True)
+STATARB_EXCHANGE_TIMEOUT_MS = env.int("STATARB_EXCHANGE_TIMEOUT_MS", default=10_000)
 TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
 TELEGRAM_CHAT_ID = env("TELEGRAM_CHAT_ID", default="")
 TELEGRAM_API_BASE_URL = env("TELEGRAM_API_BASE_URL", default="https://api.telegram.org")

@@ -78,7 +78,8 @@ class ValidationReport:
         if self.unclosed_dropped:
             parts.append(f"{self.unclosed_dropped} unclosed bar(s) dropped")
         if self.gaps:
-            parts.append(f"{self.gaps} gap(s), {self.missing_bars} missing bar(s) (first: {', '.join(self.gap_examples[:3])})")
+            first = ", ".join(self.gap_examples[:3])
+            parts.append(f"{self.gaps} gap(s), {self.missing_bars} missing bar(s) (first: {first})")
         return "; ".join(parts)
 
 

@@ -172,9 +172,7 @@ def _adf_no_constant(series: np.ndarray, maxlag: int) -> tuple[float, int, int]:
     return float(stat), lag, n_final
 
 
-def engle_granger_single(
-    y: np.ndarray, x: np.ndarray, *, maxlag: int | None = None
-) -> EngleGrangerPairResult:
+def engle_granger_single(y: np.ndarray, x: np.ndarray, *, maxlag: int | None = None) -> EngleGrangerPairResult:
     """Engle-Granger test of one pair on explicit design matrices (QR least squares).
 
     The unbatched reference path, also used by ``engle_granger_batch`` for pairs
@@ -229,20 +227,14 @@ class _SymbolCrossSums:
         diffs = np.diff(centred, axis=0)
         level_full = centred.T @ centred
         level = level_full - np.outer(centred[-1], centred[-1])
-        level_diff = np.stack(
-            [centred[lag : n_obs - 1].T @ diffs[: n_obs - 1 - lag] for lag in range(maxlag + 1)]
-        )
-        diff_diff = np.stack(
-            [diffs[lag:].T @ diffs[: n_obs - 1 - lag] for lag in range(maxlag + 1)]
-        )
+        level_diff = np.stack([centred[lag : n_obs - 1].T @ diffs[: n_obs - 1 - lag] for lag in range(maxlag + 1)])
+        diff_diff = np.stack([diffs[lag:].T @ diffs[: n_obs - 1 - lag] for lag in range(maxlag + 1)])
         return cls(means, constant, centred, diffs, level_full, level, level_diff, diff_diff)
 
 
 def _pair_form(sums: np.ndarray, y: np.ndarray, x: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """sum (u_y - beta u_x)(v_y - beta v_x) from symbol sums[..., a, b] = sum u_a v_b."""
-    return (
-        sums[..., y, y] - beta * (sums[..., y, x] + sums[..., x, y]) + beta**2 * sums[..., x, x]
-    )
+    return sums[..., y, y] - beta * (sums[..., y, x] + sums[..., x, y]) + beta**2 * sums[..., x, x]
 
 
 def _cholesky(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -305,9 +297,7 @@ def _edge_rows(
     return head, tail
 
 
-def _screen_block(
-    sums: _SymbolCrossSums, y: np.ndarray, x: np.ndarray, maxlag: int
-) -> _BlockResult:
+def _screen_block(sums: _SymbolCrossSums, y: np.ndarray, x: np.ndarray, maxlag: int) -> _BlockResult:
     n_obs = sums.centred.shape[0]
     n_pairs = len(y)
     size = maxlag + 2
@@ -378,8 +368,7 @@ def _screen_block(
     with np.errstate(divide="ignore", invalid="ignore"):
         amplification = np.maximum(
             (sums.level[y, y] + beta_safe**2 * sums.level[x, x]) / level_level,
-            (sums.diff_diff[0, y, y] + beta_safe**2 * sums.diff_diff[0, x, x])
-            / diff_autocross[0],
+            (sums.diff_diff[0, y, y] + beta_safe**2 * sums.diff_diff[0, x, x]) / diff_autocross[0],
         )
     reliable = (
         search_ok
@@ -459,9 +448,7 @@ def engle_granger_batch(
         nobs[block] = result.nobs
         for offset in np.flatnonzero(result.needs_exact_path):
             index = start + offset
-            exact = engle_granger_single(
-                log_prices[:, pairs[index, 0]], log_prices[:, pairs[index, 1]], maxlag=maxlag
-            )
+            exact = engle_granger_single(log_prices[:, pairs[index, 0]], log_prices[:, pairs[index, 1]], maxlag=maxlag)
             hedge_ratio[index], intercept[index], adf_stat[index] = exact[:3]
             lag[index], nobs[index] = exact.lag, exact.nobs
 

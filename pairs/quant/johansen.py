@@ -203,8 +203,7 @@ def select_k_ar_diff(series: np.ndarray, max_k_ar_diff: int = DEFAULT_MAX_K_AR_D
     for k_ar_diff in range(max_k_ar_diff + 1):
         n_lags = k_ar_diff + 1
         design = np.column_stack(
-            [np.ones(n_rows)]
-            + [system[first_row - lag : n_obs - lag] for lag in range(1, n_lags + 1)]
+            [np.ones(n_rows)] + [system[first_row - lag : n_obs - lag] for lag in range(1, n_lags + 1)]
         )
         coefficients, *_ = np.linalg.lstsq(design, target, rcond=None)
         resid = target - design @ coefficients

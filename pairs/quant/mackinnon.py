@@ -193,9 +193,7 @@ def _check_case(regression: str, n_series: int, max_series: int) -> None:
         raise ValueError(f"n_series must be in 1..{max_series}, got {n_series}")
 
 
-def mackinnon_pvalue(
-    stat: np.ndarray | float, regression: Regression = "c", n_series: int = 1
-) -> np.ndarray:
+def mackinnon_pvalue(stat: np.ndarray | float, regression: Regression = "c", n_series: int = 1) -> np.ndarray:
     """MacKinnon (1994) approximate asymptotic p-values for an array of tau statistics.
 
     Matches ``statsmodels.tsa.adfvalues.mackinnonp(stat, regression, N=n_series)``
@@ -212,20 +210,20 @@ def mackinnon_pvalue(
     large_p_coefficients = _TAU_LARGE_P[regression][index]
     # np.polyval wants the highest power first.
     in_left_tail = tau <= _TAU_STAR[regression][index]
-    polynomial = np.where(
-        in_left_tail,
-        np.polyval(small_p_coefficients[::-1], tau),
-        np.polyval(large_p_coefficients[::-1], tau),
-    )
+    # Infinite statistics make the polynomials NaN; they are clamped below.
+    with np.errstate(invalid="ignore", over="ignore"):
+        polynomial = np.where(
+            in_left_tail,
+            np.polyval(small_p_coefficients[::-1], tau),
+            np.polyval(large_p_coefficients[::-1], tau),
+        )
     pvalue = ndtr(polynomial)
     pvalue = np.where(tau > _TAU_MAX[regression][index], 1.0, pvalue)
     pvalue = np.where(tau < _TAU_MIN[regression][index], 0.0, pvalue)
     return pvalue
 
 
-def mackinnon_critical_values(
-    regression: Regression = "c", n_series: int = 1, nobs: float = np.inf
-) -> np.ndarray:
+def mackinnon_critical_values(regression: Regression = "c", n_series: int = 1, nobs: float = np.inf) -> np.ndarray:
     """MacKinnon (2010) critical values at the 1 %, 5 % and 10 % levels.
 
     Matches ``statsmodels.tsa.adfvalues.mackinnoncrit(N=n_series,

@@ -65,9 +65,7 @@ def half_life(spread: np.ndarray) -> np.ndarray | float:
     return float(result) if result.ndim == 0 else result
 
 
-def hurst_exponent(
-    spread: np.ndarray, *, min_lag: int = 2, max_lag: int = 100
-) -> np.ndarray | float:
+def hurst_exponent(spread: np.ndarray, *, min_lag: int = 2, max_lag: int = 100) -> np.ndarray | float:
     """Hurst exponent from the scaling of lagged-difference variances.
 
     Estimator: for each lag ``k`` in ``min_lag..max_lag`` (inclusive) take
@@ -84,13 +82,12 @@ def hurst_exponent(
     if max_lag - min_lag < 1 or min_lag < 1:
         raise ValueError(f"need at least two lags >= 1 in {min_lag}..{max_lag} for {n_obs} bars")
     lags = np.arange(min_lag, max_lag + 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_variance = np.stack(
-            [np.log(np.var(columns[lag:] - columns[:-lag], axis=0)) for lag in lags]
-        )
     log_lag = np.log(lags) - np.log(lags).mean()
-    centred = log_variance - log_variance.mean(axis=0)
-    slope = log_lag @ centred / (log_lag @ log_lag)
+    # A zero variance gives log 0 = -inf and a NaN slope, replaced below.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_variance = np.stack([np.log(np.var(columns[lag:] - columns[:-lag], axis=0)) for lag in lags])
+        centred = log_variance - log_variance.mean(axis=0)
+        slope = log_lag @ centred / (log_lag @ log_lag)
     hurst = np.where(np.isfinite(log_variance).all(axis=0), slope / 2.0, np.nan)
     return _unwrap(hurst, was_1d)
 
@@ -135,9 +132,7 @@ def pair_spreads(
     return log_prices[:, y_index] - intercept - hedge_ratio * log_prices[:, x_index]
 
 
-def return_correlation(
-    log_prices: np.ndarray, y_index: np.ndarray, x_index: np.ndarray
-) -> np.ndarray:
+def return_correlation(log_prices: np.ndarray, y_index: np.ndarray, x_index: np.ndarray) -> np.ndarray:
     """Pearson correlation of the one-bar log returns of the two legs of each pair."""
     returns = np.diff(np.asarray(log_prices, dtype=np.float64), axis=0)
     y_returns = returns[:, y_index]
@@ -184,21 +179,14 @@ def spread_statistics(
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SpreadStatistics.__dataclass_fields__}
     for start in range(0, len(y_index), block_size):
         block = slice(start, start + block_size)
-        spreads = pair_spreads(
-            log_prices, y_index[block], x_index[block], hedge_ratio[block], intercept[block]
-        )
+        spreads = pair_spreads(log_prices, y_index[block], x_index[block], hedge_ratio[block], intercept[block])
         parts["spread_mean"].append(spreads.mean(axis=0))
         parts["spread_std"].append(spreads.std(axis=0, ddof=1))
         parts["zscore"].append(zscore(spreads))
         parts["half_life"].append(half_life(spreads))
         parts["hurst"].append(hurst_exponent(spreads, max_lag=hurst_max_lag))
         parts["mean_crossings"].append(mean_crossings(spreads))
-        parts["return_correlation"].append(
-            return_correlation(log_prices, y_index[block], x_index[block])
-        )
+        parts["return_correlation"].append(return_correlation(log_prices, y_index[block], x_index[block]))
     return SpreadStatistics(
-        **{
-            name: np.concatenate(values) if values else np.empty(0)
-            for name, values in parts.items()
-        }
+        **{name: np.concatenate(values) if values else np.empty(0) for name, values in parts.items()}
     )

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,17 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
+from execution.exchanges.errors import ExchangeError
+from execution.exchanges.retry import call_with_retry
 from pairs.marketdata.files import CandleFileError, candle_files, read_candle_file
-from pairs.marketdata.validation import TIMEFRAME_MS, CandleValidationError, ValidationReport, validate_candles
+from pairs.marketdata.specs import InstrumentSpec
+from pairs.marketdata.validation import (
+    TIMEFRAME_MS,
+    CandleValidationError,
+    ValidationReport,
+    timeframe_ms,
+    validate_candles,
+)
 from pairs.models import Candle, Instrument
 
 logger = logging.getLogger(__name__)
@@ -30,27 +38,6 @@ logger = logging.getLogger(__name__)
 UPSERT_BATCH_ROWS = 10_000
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
 _UPSERT_COLUMNS = ("instrument_id", "timeframe", "open_time", *_VALUE_COLUMNS)
-
-
-@dataclass(frozen=True)
-class InstrumentSpec:
-    """An instrument as an exchange describes it (what the exchange adapter returns)."""
-
-    symbol: str
-    base: str
-    quote: str
-    settle: str = ""
-    ccxt_symbol: str = ""
-    kind: str = Instrument.Kind.LINEAR_PERPETUAL
-    active: bool = True
-    tick_size: Decimal | None = None
-    qty_step: Decimal | None = None
-    min_qty: Decimal | None = None
-    max_qty: Decimal | None = None
-    min_notional: Decimal | None = None
-    funding_interval_minutes: int | None = None
-    listed_at: datetime | None = None
-    turnover_24h: Decimal | None = None
 
 
 @dataclass
@@ -133,12 +120,11 @@ def _mysql_upsert(cursor, table: str, rows: list[tuple]) -> None:
     quote = connection.ops.quote_name
     names = ", ".join(quote(c) for c in _UPSERT_COLUMNS)
     updates = ", ".join(f"{quote(c)} = VALUES({quote(c)})" for c in _VALUE_COLUMNS)
-    head = f"INSERT INTO {quote(table)} ({names}) VALUES "
+    head = f"INSERT INTO {quote(table)} ({names}) VALUES "  # noqa: S608 - names are ours, values are numbers
     tail = f" ON DUPLICATE KEY UPDATE {updates}"
     for start in range(0, len(rows), UPSERT_BATCH_ROWS):
-        values = ",".join(
-            f"({i},'{tf}','{t}',{o},{h},{lo},{c},{v})" for i, tf, t, o, h, lo, c, v in rows[start : start + UPSERT_BATCH_ROWS]
-        )
+        batch = rows[start : start + UPSERT_BATCH_ROWS]
+        values = ",".join(f"({i},'{tf}','{t}',{o},{h},{lo},{c},{v})" for i, tf, t, o, h, lo, c, v in batch)
         cursor.execute(head + values + tail)
 
 
@@ -148,7 +134,10 @@ def _sqlite_upsert(cursor, table: str, rows: list[tuple]) -> None:
     placeholders = ", ".join(["%s"] * len(_UPSERT_COLUMNS))
     updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in _VALUE_COLUMNS)
     conflict = ", ".join(quote(c) for c in ("instrument_id", "timeframe", "open_time"))
-    sql = f"INSERT INTO {quote(table)} ({names}) VALUES ({placeholders}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+    sql = (
+        f"INSERT INTO {quote(table)} ({names}) VALUES ({placeholders}) "  # noqa: S608 - only our own names
+        f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+    )
     for start in range(0, len(rows), UPSERT_BATCH_ROWS):
         cursor.executemany(sql, rows[start : start + UPSERT_BATCH_ROWS])
 
@@ -235,3 +224,76 @@ def last_candle_time(*, instrument: Instrument, timeframe: str) -> datetime | No
         .first()
     )
     return latest.astimezone(UTC) if latest else None
+
+
+def universe_refresh(*, exchange_client, exchange: str, quote: str) -> InstrumentSyncResult:
+    """Instruments and 24h turnover from the exchange into the instrument table (delisting the missing ones)."""
+    specs = call_with_retry(lambda: exchange_client.linear_instruments(quote=quote), description="load instruments")
+    turnover = call_with_retry(exchange_client.turnover_24h, description="fetch tickers")
+    specs = [replace(spec, turnover_24h=turnover.get(spec.symbol)) for spec in specs]
+    return instruments_sync(exchange=exchange, specs=specs)
+
+
+@dataclass
+class FetchResult:
+    symbol: str
+    rows: int = 0
+    requests: int = 0
+    error: str = ""
+
+
+def candles_fetch_instrument(
+    *, exchange_client, instrument: Instrument, timeframe: str, backfill_bars: int, now_ms: int | None = None
+) -> FetchResult:
+    """Fetch an instrument's closed bars from the last stored one (or ``backfill_bars`` back) up to now, page by
+    page; each page is validated and upserted on its own, so an interrupted fetch resumes where it stopped."""
+    step = timeframe_ms(timeframe)
+    now_ms = int(timezone.now().timestamp() * 1000) if now_ms is None else now_ms
+    last = last_candle_time(instrument=instrument, timeframe=timeframe)
+    since = int(last.timestamp() * 1000) + step if last else (now_ms // step - backfill_bars) * step
+    page_size = exchange_client.max_candles_per_request()
+    result = FetchResult(symbol=instrument.symbol)
+    ccxt_symbol = instrument.ccxt_symbol or instrument.symbol
+    while since + step <= now_ms:  # a bar is closed once its end has passed
+        rows = call_with_retry(
+            lambda since=since: exchange_client.fetch_candles(ccxt_symbol, timeframe, since_ms=since, limit=page_size),
+            description=f"fetch {instrument.symbol} candles",
+        )
+        result.requests += 1
+        rows = [r for r in rows if r[0] >= since]
+        if not rows:
+            break
+        frame = pd.DataFrame(rows, columns=["timestamp", "open", "high", "low", "close", "volume"])
+        try:
+            clean, _ = validate_candles(frame, symbol=instrument.symbol, timeframe=timeframe, now_ms=now_ms)
+        except CandleValidationError as exc:
+            result.error = str(exc)
+            logger.warning("fetched candles rejected: %s", exc)
+            break
+        result.rows += candles_upsert(instrument=instrument, timeframe=timeframe, candles=clean)
+        newest = int(frame["timestamp"].max())
+        if newest < since:
+            break
+        since = newest + step
+    return result
+
+
+def candles_fetch(
+    *, exchange_client, instruments: Iterable[Instrument], timeframe: str, backfill_bars: int,
+    now_ms: int | None = None, progress=None,
+) -> list[FetchResult]:
+    results = []
+    for instrument in instruments:
+        try:
+            result = candles_fetch_instrument(
+                exchange_client=exchange_client, instrument=instrument, timeframe=timeframe,
+                backfill_bars=backfill_bars, now_ms=now_ms,
+            )
+        except ExchangeError as exc:
+            # One instrument's failure (after retries) doesn't stop the others; it is reported.
+            result = FetchResult(symbol=instrument.symbol, error=str(exc))
+            logger.warning("fetching %s failed: %s", instrument.symbol, exc)
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return results

@@ -34,9 +34,9 @@ def test_performance_of_known_closed_trades(api_client):
     _closed(account, 3, "200", fees="3", funding="0.5")
     _closed(account, 2, "-50", fees="1", funding="0")
     _closed(account, 1, "100", fees="4", funding="0.25")
-    # Not closed, or closed without a result: not counted.
+    # Still open, or failed before any leg filled (no result): not counted.
     PairTradeFactory(account=account, state=PairTrade.State.OPEN)
-    PairTradeFactory(account=account, state=PairTrade.State.FAILED, realised_pnl=Decimal("-999"), closed_at=T0)
+    PairTradeFactory(account=account, state=PairTrade.State.FAILED, realised_pnl=None, closed_at=T0)
 
     response = api_client.get("/api/performance/")
 
@@ -53,6 +53,19 @@ def test_performance_of_known_closed_trades(api_client):
     assert data["total_return"] == pytest.approx(150 / 10000)
     # Equity by closing time: 10000 -> 10100 -> 10050 -> 10250 -> 10150; the deepest fall is 10250 -> 10150.
     assert data["max_drawdown"] == pytest.approx(100 / 10250)
+
+
+def test_unwound_trade_with_a_result_counts(api_client):
+    account = ExchangeAccountFactory(capital=Decimal("10000"))
+    _closed(account, 1, "100")
+    PairTradeFactory(account=account, state=PairTrade.State.UNWOUND, realised_pnl=Decimal("-30"),
+                     closed_at=T0 + timedelta(hours=2))
+
+    data = api_client.get("/api/performance/").json()
+
+    assert data["total_trades"] == 2
+    assert data["realised_pnl"] == "70.000000000000"
+    assert data["profit_factor"] == pytest.approx(100 / 30)
 
 
 def test_performance_of_one_account(api_client):

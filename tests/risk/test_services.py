@@ -25,7 +25,7 @@ def _closed(account, closed_at, pnl, fees="0", funding="0", state=PairTrade.Stat
         state=state,
         opened_at=opened_at or closed_at - timedelta(hours=5),
         closed_at=closed_at,
-        realised_pnl=Decimal(pnl),
+        realised_pnl=None if pnl is None else Decimal(pnl),
         fees=Decimal(fees),
         funding=Decimal(funding),
     )
@@ -44,25 +44,27 @@ def test_first_day_starts_from_capital_and_counts_only_that_utc_day(account):
     _closed(account, MIDNIGHT + timedelta(hours=12), "-30", fees="2", funding="-0.75", opened_at=MIDNIGHT)
     _closed(account, NEXT_MIDNIGHT - timedelta(microseconds=1), "5.5", fees="0.5", opened_at=before)
     _closed(account, NEXT_MIDNIGHT, "2000", fees="20", funding="2", opened_at=MIDNIGHT + timedelta(hours=20))
-    # Closed that day but not in the CLOSED state, and a closed trade of another account: not counted.
-    _closed(account, MIDNIGHT + timedelta(hours=3), "-400", state=PairTrade.State.FAILED, opened_at=before)
+    # An unwound trade that lost on its lone leg counts; one that failed with no fill (no result) and a trade of
+    # another account don't.
+    _closed(account, MIDNIGHT + timedelta(hours=3), "-40", state=PairTrade.State.UNWOUND, opened_at=before)
+    _closed(account, MIDNIGHT + timedelta(hours=4), None, state=PairTrade.State.FAILED, opened_at=before)
     _closed(ExchangeAccountFactory(), MIDNIGHT + timedelta(hours=3), "-700", opened_at=MIDNIGHT)
 
     snapshot = daily_pnl_snapshot_update(account=account, day=DAY)
 
     assert snapshot.date == DAY
     assert snapshot.starting_equity == Decimal("10000")
-    assert snapshot.realised_pnl == Decimal("75.5")  # 100 - 30 + 5.5
+    assert snapshot.realised_pnl == Decimal("35.5")  # 100 - 30 + 5.5 - 40
     assert snapshot.fees == Decimal("4")  # 1.5 + 2 + 0.5
     assert snapshot.funding == Decimal("-0.5")  # 0.25 - 0.75 + 0
-    assert snapshot.ending_equity == Decimal("10075.5")
-    assert snapshot.peak_equity == Decimal("10075.5")
-    assert snapshot.trades_closed == 3
+    assert snapshot.ending_equity == Decimal("10035.5")
+    assert snapshot.peak_equity == Decimal("10035.5")
+    assert snapshot.trades_closed == 4
     # Opened during the day (of this account): at 00:00 and at 20:00.
     assert snapshot.trades_opened == 2
     stored = DailyPnlSnapshot.objects.get(account=account, date=DAY)
     assert (stored.starting_equity, stored.ending_equity, stored.realised_pnl) == (
-        Decimal("10000"), Decimal("10075.5"), Decimal("75.5"),
+        Decimal("10000"), Decimal("10035.5"), Decimal("35.5"),
     )
 
 

@@ -1,0 +1,175 @@
+"""The ccxt adapter: the one module that talks to exchanges, and the only one that imports ccxt.
+
+It turns ccxt's unified structures into ours (InstrumentSpec, candle rows) and ccxt's exceptions into
+execution.exchanges.errors, so the rest of the system never handles a ccxt type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import ccxt
+
+from execution.exchanges.errors import (
+    AuthenticationFailed,
+    DuplicateClientOrderId,
+    ExchangeError,
+    InsufficientFunds,
+    InvalidOrder,
+    NotSupported,
+    OrderNotFound,
+    PermanentExchangeError,
+    RateLimited,
+    RequestTimedOut,
+    TemporaryExchangeError,
+)
+from pairs.marketdata.specs import InstrumentSpec
+from statarb_site.secrets import redact
+
+# Bybit answers a re-used orderLinkId with one of these retCodes; ccxt maps them to generic errors.
+_BYBIT_DUPLICATE_ORDER_CODES = ("170141", "12141", "30001")
+_MAX_CANDLES_PER_REQUEST = {"bybit": 1000}
+DEFAULT_MAX_CANDLES_PER_REQUEST = 500
+
+_ERROR_MAP: tuple[tuple[type[Exception], type[ExchangeError]], ...] = (
+    # Order matters: subclasses before their bases.
+    (ccxt.DuplicateOrderId, DuplicateClientOrderId),
+    (ccxt.OrderNotFound, OrderNotFound),
+    (ccxt.InsufficientFunds, InsufficientFunds),
+    (ccxt.InvalidOrder, InvalidOrder),
+    (ccxt.AuthenticationError, AuthenticationFailed),
+    (ccxt.PermissionDenied, AuthenticationFailed),
+    (ccxt.AccountSuspended, AuthenticationFailed),
+    (ccxt.NotSupported, NotSupported),
+    (ccxt.RateLimitExceeded, RateLimited),
+    (ccxt.DDoSProtection, RateLimited),
+    (ccxt.RequestTimeout, RequestTimedOut),
+    (ccxt.NetworkError, TemporaryExchangeError),  # ExchangeNotAvailable, OnMaintenance, ...
+    (ccxt.ExchangeError, PermanentExchangeError),
+    (ccxt.BaseError, PermanentExchangeError),
+)
+
+
+def map_ccxt_error(exc: Exception) -> ExchangeError:
+    message = redact(f"{type(exc).__name__}: {exc}")
+    if any(code in message for code in _BYBIT_DUPLICATE_ORDER_CODES) and isinstance(exc, ccxt.ExchangeError):
+        return DuplicateClientOrderId(message)
+    for ccxt_type, our_type in _ERROR_MAP:
+        if isinstance(exc, ccxt_type):
+            return our_type(message)
+    return PermanentExchangeError(message)
+
+
+@contextlib.contextmanager
+def ccxt_errors_mapped() -> Iterator[None]:
+    try:
+        yield
+    except ccxt.BaseError as exc:
+        raise map_ccxt_error(exc) from None
+
+
+def build_ccxt_client(
+    exchange_id: str,
+    *,
+    api_key: str | None = None,
+    secret: str | None = None,
+    demo: bool = False,
+    base_url: str | None = None,
+    enable_rate_limit: bool = True,
+    timeout_ms: int = 10_000,
+) -> ccxt.Exchange:
+    """A ccxt client for linear perpetuals; demo trading and a REST base URL override applied in the order ccxt
+    needs (demo first: it rewrites the URLs, which the override then replaces)."""
+    try:
+        exchange_class = getattr(ccxt, exchange_id)
+    except AttributeError:
+        raise NotSupported(f"ccxt has no exchange {exchange_id!r}") from None
+    config: dict = {
+        "enableRateLimit": enable_rate_limit,
+        "timeout": timeout_ms,
+        "options": {"defaultType": "swap"},
+    }
+    if exchange_id == "bybit":
+        # Skip the account-type probes (/v5/user/query-api, /v5/account/info): unified trading account assumed.
+        config["options"].update(
+            {"fetchMarkets": {"types": ["linear"]}, "enableUnifiedAccount": True, "enableUnifiedMargin": False}
+        )
+    if api_key and secret:
+        config.update({"apiKey": api_key, "secret": secret})
+    client = exchange_class(config)
+    if demo:
+        with ccxt_errors_mapped():
+            client.enable_demo_trading(True)
+    if base_url:
+        client.urls["api"] = {name: base_url.rstrip("/") for name in client.urls["api"]}
+    return client
+
+
+def _decimal(value) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+class CcxtExchange:
+    """Market data and (later) trading on one exchange through ccxt."""
+
+    def __init__(self, client: ccxt.Exchange):
+        self._client = client
+
+    @property
+    def exchange_id(self) -> str:
+        return self._client.id
+
+    def linear_instruments(self, *, quote: str = "USDT") -> list[InstrumentSpec]:
+        """Every linear perpetual settled in ``quote`` (active or not: inactive ones are marked delisted)."""
+        with ccxt_errors_mapped():
+            markets = self._client.load_markets(reload=True)
+        specs = []
+        for market in markets.values():
+            if not (market.get("swap") and market.get("linear") and market.get("settle") == quote):
+                continue
+            info = market.get("info") or {}
+            launch_ms = info.get("launchTime")
+            funding_minutes = info.get("fundingInterval")
+            specs.append(
+                InstrumentSpec(
+                    symbol=market["id"],
+                    base=market["base"],
+                    quote=market["quote"],
+                    settle=market.get("settle") or "",
+                    ccxt_symbol=market["symbol"],
+                    active=bool(market.get("active", True)),
+                    tick_size=_decimal(market["precision"].get("price")),
+                    qty_step=_decimal(market["precision"].get("amount")),
+                    min_qty=_decimal(market["limits"]["amount"].get("min")),
+                    max_qty=_decimal(market["limits"]["amount"].get("max")),
+                    min_notional=_decimal(market["limits"].get("cost", {}).get("min")),
+                    funding_interval_minutes=int(funding_minutes) if funding_minutes else None,
+                    listed_at=datetime.fromtimestamp(int(launch_ms) / 1000, tz=UTC) if launch_ms else None,
+                )
+            )
+        return specs
+
+    def turnover_24h(self, ccxt_symbols: list[str] | None = None) -> dict[str, Decimal]:
+        """Quote-currency turnover of the last 24 h per exchange symbol id."""
+        with ccxt_errors_mapped():
+            tickers = self._client.fetch_tickers(ccxt_symbols)
+            markets = self._client.markets or {}
+        turnover = {}
+        for unified, ticker in tickers.items():
+            market_id = markets.get(unified, {}).get("id") or ticker.get("info", {}).get("symbol")
+            if market_id and ticker.get("quoteVolume") is not None:
+                turnover[market_id] = Decimal(str(ticker["quoteVolume"]))
+        return turnover
+
+    def max_candles_per_request(self) -> int:
+        return _MAX_CANDLES_PER_REQUEST.get(self.exchange_id, DEFAULT_MAX_CANDLES_PER_REQUEST)
+
+    def fetch_candles(self, ccxt_symbol: str, timeframe: str, *, since_ms: int, limit: int) -> list[list]:
+        """Up to ``limit`` bars from ``since_ms`` on, oldest first: [open_time_ms, open, high, low, close, volume]."""
+        with ccxt_errors_mapped():
+            if not self._client.markets:
+                self._client.load_markets()
+            return self._client.fetch_ohlcv(ccxt_symbol, timeframe, since=since_ms, limit=limit)

@@ -1,0 +1,479 @@
+"""Unmodified ccxt against the fake Bybit v5 server: market data, trading, accounting and injected faults."""
+
+from __future__ import annotations
+
+import socket
+import time
+from decimal import Decimal
+
+import ccxt
+import pytest
+
+from tests.fakes.bybit import (
+    FakeBybit,
+    fake_bybit,  # noqa: F401 - registers the shared fixture for test_shared_fixture
+    make_ccxt_client,
+)
+
+BTC = "BTC/USDT:USDT"
+ETH = "ETH/USDT:USDT"
+DOGE = "DOGE/USDT:USDT"
+HOUR_MS = 3_600_000
+T0 = 1_700_000_000_000 // HOUR_MS * HOUR_MS  # an hour boundary
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch):
+    """Fail any connection attempt that is not to 127.0.0.1 / ::1."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                raise AssertionError(f"test tried to reach {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def seed(fake: FakeBybit) -> None:
+    fake.add_instrument(
+        "BTCUSDT", base="BTC", tick_size="0.1", qty_step="0.001", min_qty="0.001", min_notional="5",
+        max_qty="500", price="50000", turnover_24h="2000000000",
+    )  # fmt: skip
+    fake.add_instrument(
+        "ETHUSDT", base="ETH", tick_size="0.01", qty_step="0.01", min_qty="0.01", min_notional="5",
+        max_qty="5000", price="3000", turnover_24h="900000000", funding_interval_minutes=240,
+    )  # fmt: skip
+    fake.add_instrument(
+        "DOGEUSDT", base="DOGE", tick_size="0.00001", qty_step="1", min_qty="1", min_notional="5",
+        max_qty="10000000", price="0.1", turnover_24h="50000000",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def fake():
+    with FakeBybit(instrument_page_size=2) as server:
+        seed(server)
+        yield server
+    assert server.errors == []
+
+
+@pytest.fixture
+def ex(fake):
+    exchange = make_ccxt_client(fake.base_url, timeout_ms=5000)
+    exchange.load_markets()
+    fake.clear_requests()
+    return exchange
+
+
+# ---------------------------------------------------------------------------------------------------- market data
+
+
+def test_load_markets_precision_limits_and_pagination(fake):
+    fake.add_instrument("NEWUSDT", base="NEW", tick_size="0.0001", qty_step="10", min_qty="10", status="PreLaunch")
+    exchange = make_ccxt_client(fake.base_url)
+    markets = exchange.load_markets()
+
+    assert set(markets) == {BTC, ETH, DOGE, "NEW/USDT:USDT"}
+    btc, eth, doge = markets[BTC], markets[ETH], markets[DOGE]
+    assert (btc["id"], btc["type"], btc["linear"], btc["settle"]) == ("BTCUSDT", "swap", True, "USDT")
+    assert btc["active"] is True
+    assert btc["precision"] == {"amount": 0.001, "price": 0.1}
+    assert btc["limits"]["amount"] == {"min": 0.001, "max": 500.0}
+    assert btc["limits"]["cost"]["min"] == 5.0
+    assert eth["precision"] == {"amount": 0.01, "price": 0.01}
+    assert eth["limits"]["amount"]["min"] == 0.01
+    assert eth["info"]["fundingInterval"] == 240
+    assert doge["precision"] == {"amount": 1.0, "price": 0.00001}
+    assert doge["limits"]["amount"]["min"] == 1.0
+    assert markets["NEW/USDT:USDT"]["active"] is False
+
+    listing = fake.requests_to("/v5/market/instruments-info")
+    assert [r.params.get("status") for r in listing] == [None, "PreLaunch", None]  # page 1, pre-launch, page 2
+    assert listing[-1].params["cursor"] == "c2"
+    assert fake.requests_to("/v5/asset/coin/query-info")  # fetchCurrencies with keys is served
+    assert exchange.currencies["BTC"]["id"] == "BTC"
+
+
+def test_delisted_instrument_is_inactive_or_gone(fake):
+    fake.delist("ETHUSDT", status="Closed")
+    fake.delist("DOGEUSDT", status="Closed", hidden=True)
+    markets = make_ccxt_client(fake.base_url).load_markets()
+    assert markets[ETH]["active"] is False
+    assert markets[BTC]["active"] is True
+    assert DOGE not in markets
+
+
+def test_fetch_ohlcv_pages_oldest_first(fake, ex):
+    rows = [(T0 + i * HOUR_MS, 100 + i, 101 + i, 99 + i, 100.5 + i, 10 + i, 1000 + i) for i in range(30)]
+    fake.set_candles("BTCUSDT", "1h", rows)
+
+    first = ex.fetch_ohlcv(BTC, "1h", since=T0, limit=10)
+    assert [bar[0] for bar in first] == [T0 + i * HOUR_MS for i in range(10)]
+    assert first[0] == [T0, 100.0, 101.0, 99.0, 100.5, 10.0]
+    second = ex.fetch_ohlcv(BTC, "1h", since=first[-1][0] + HOUR_MS, limit=10)
+    assert [bar[0] for bar in second] == [T0 + i * HOUR_MS for i in range(10, 20)]
+    mid_bar = ex.fetch_ohlcv(BTC, "1h", since=T0 + 25 * HOUR_MS + 1, limit=3)  # ccxt aligns `since` upwards
+    assert [bar[0] for bar in mid_bar] == [T0 + i * HOUR_MS for i in (26, 27, 28)]
+    latest = ex.fetch_ohlcv(BTC, "1h", limit=5)
+    assert [bar[0] for bar in latest] == [T0 + i * HOUR_MS for i in range(25, 30)]
+
+    request = fake.requests_to("/v5/market/kline")[0]
+    expected = {"symbol": "BTCUSDT", "start": str(T0), "limit": "10", "interval": "60", "category": "linear"}
+    assert request.params == expected
+    raw = ex.publicGetV5MarketKline({"category": "linear", "symbol": "BTCUSDT", "interval": "60", "limit": 3})
+    assert [row[0] for row in raw["result"]["list"]] == [str(T0 + i * HOUR_MS) for i in (29, 28, 27)]  # newest first
+    assert raw["result"]["list"][0][6] == "1029"  # turnover, as a string
+
+
+def test_tickers(fake, ex):
+    fake.set_ticker("BTCUSDT", 50100, 2_500_000_000, funding_rate="0.00012", next_funding_time_ms=T0 + 8 * HOUR_MS)
+    tickers = ex.fetch_tickers()
+    assert set(tickers) == {BTC, ETH, DOGE}
+    btc = tickers[BTC]
+    assert btc["last"] == 50100.0
+    assert btc["quoteVolume"] == 2_500_000_000.0
+    assert btc["baseVolume"] == pytest.approx(2_500_000_000 / 50100, rel=1e-6)
+    assert btc["markPrice"] == 50100.0
+    assert btc["info"]["fundingRate"] == "0.00012"
+    assert btc["info"]["nextFundingTime"] == str(T0 + 8 * HOUR_MS)
+    one = ex.fetch_ticker(ETH)
+    assert (one["symbol"], one["last"], one["quoteVolume"]) == (ETH, 3000.0, 900_000_000.0)
+
+
+def test_funding_rate_history(fake, ex):
+    fake.set_funding_history("BTCUSDT", [(T0 + i * 8 * HOUR_MS, f"0.000{i + 1}") for i in range(5)])
+    history = ex.fetch_funding_rate_history(BTC, since=T0 + 8 * HOUR_MS, limit=2, params={"until": T0 + 16 * HOUR_MS})
+    assert [h["timestamp"] for h in history] == [T0 + i * 8 * HOUR_MS for i in (1, 2)]
+    assert [h["fundingRate"] for h in history] == [0.0002, 0.0003]
+    # like Bybit, the newest `limit` rows within [startTime, endTime] (ccxt sets endTime = since + limit intervals)
+    history = ex.fetch_funding_rate_history(BTC, since=T0 + 8 * HOUR_MS, limit=3)
+    assert [h["timestamp"] for h in history] == [T0 + i * 8 * HOUR_MS for i in (2, 3, 4)]
+
+
+# ---------------------------------------------------------------------------------------------------- trading
+
+
+def test_market_order_lifecycle_positions_trades_and_balance(fake, ex):
+    created = ex.create_order(BTC, "market", "buy", 0.02, params={"clientOrderId": "pair-1-a"})
+    assert created["id"] and created["clientOrderId"] == "pair-1-a"
+    assert created["status"] is None  # Bybit answers only {orderId, orderLinkId}
+
+    assert ex.fetch_open_orders(BTC) == []
+    [closed] = ex.fetch_closed_orders(BTC)
+    assert (closed["id"], closed["status"]) == (created["id"], "closed")
+    assert (closed["filled"], closed["remaining"], closed["average"]) == (0.02, 0.0, 50000.0)
+    assert closed["fee"] == {"cost": 0.55, "currency": "USDT"}
+    fetched = ex.fetch_order(created["id"], BTC, params={"acknowledged": True})
+    assert fetched["status"] == "closed"
+    assert ex.fetch_open_order(created["id"], BTC)["status"] == "closed"  # realtime by id sees recent closed orders
+
+    [position] = ex.fetch_positions()
+    assert (position["symbol"], position["side"]) == (BTC, "long")
+    assert (position["contracts"], position["entryPrice"]) == (0.02, 50000.0)
+    assert position["hedged"] is False
+
+    # add at a higher price, then reduce at a profit: netted with a weighted average, realised PnL on reduction
+    fake.set_price("BTCUSDT", 51000)
+    ex.create_order(BTC, "market", "buy", 0.02, params={"clientOrderId": "pair-1-b"})
+    assert fake.position("BTCUSDT").avg_price == Decimal("50500")
+    fake.set_price("BTCUSDT", 52000)
+    ex.create_order(BTC, "market", "sell", 0.01, params={"clientOrderId": "pair-1-c", "reduceOnly": True})
+    [position] = ex.fetch_positions([BTC])
+    assert (position["contracts"], position["entryPrice"], position["unrealizedPnl"]) == (0.03, 50500.0, 45.0)
+
+    trades = ex.fetch_my_trades(BTC)
+    assert [t["order"] for t in trades] == [created["id"], fake.order(order_link_id="pair-1-b").order_id,
+                                             fake.order(order_link_id="pair-1-c").order_id]  # fmt: skip
+    assert trades[0]["fee"] == {"cost": 0.55, "currency": "USDT", "rate": 0.00055}
+    assert trades[0]["takerOrMaker"] == "taker"
+    assert [e.exec_type for e in fake.executions()] == ["Trade"] * 3
+
+    fees = Decimal("0.02") * 50000 * Decimal("0.00055") + Decimal("0.02") * 51000 * Decimal("0.00055")
+    fees += Decimal("0.01") * 52000 * Decimal("0.00055")
+    realised = Decimal("0.01") * (52000 - 50500)
+    assert fake.balance() == Decimal(10000) - fees + realised
+    balance = ex.fetch_balance()
+    assert balance["USDT"]["total"] == pytest.approx(float(Decimal(10000) - fees + realised))
+    assert balance["USDT"]["used"] == pytest.approx(0.03 * 50500 / 10)
+
+    ex.create_order(BTC, "market", "sell", 0.03, params={"reduceOnly": True})
+    assert ex.fetch_positions() == []
+    assert fake.positions() == {}
+    [flat] = ex.fetch_positions([BTC])
+    assert flat["contracts"] == 0.0 and flat["side"] is None
+
+
+def test_short_flip_and_realised_pnl(fake, ex):
+    ex.create_order(ETH, "market", "sell", 1)
+    fake.set_price("ETHUSDT", 2900)
+    ex.create_order(ETH, "market", "buy", 3)  # closes the short at +100, opens a 2 ETH long at 2900
+    position = fake.position("ETHUSDT")
+    assert (position.size, position.avg_price) == (Decimal(2), Decimal(2900))
+    fee = (Decimal(3000) + 3 * Decimal(2900)) * Decimal("0.00055")
+    assert fake.balance() == Decimal(10000) + 100 - fee
+
+
+def test_slippage_is_adverse_and_on_tick(fake, ex):
+    fake.set_slippage(10, symbol="BTCUSDT")  # 10 bps
+    ex.create_order(BTC, "market", "buy", 0.01)
+    ex.create_order(BTC, "market", "sell", 0.01)
+    buy, sell = fake.executions("BTCUSDT")
+    assert (buy.exec_price, sell.exec_price) == (Decimal("50050"), Decimal("49950"))
+
+
+def test_limit_order_rests_until_the_price_crosses(fake, ex):
+    order = ex.create_order(ETH, "limit", "buy", 0.5, 2950, params={"clientOrderId": "lim-1"})
+    [open_order] = ex.fetch_open_orders(ETH)
+    assert (open_order["id"], open_order["status"], open_order["price"], open_order["remaining"]) == (
+        order["id"], "open", 2950.0, 0.5,
+    )  # fmt: skip
+    assert ex.fetch_balance()["USDT"]["used"] == pytest.approx(0.5 * 2950 / 10)  # order margin
+    assert ex.fetch_open_orders(ETH, params={"orderLinkId": "lim-1"})[0]["id"] == order["id"]
+    assert ex.fetch_open_order(order["id"], ETH)["clientOrderId"] == "lim-1"
+    fake.set_price("ETHUSDT", 2960)
+    assert fake.order(order["id"]).status == "New"
+    fills = fake.set_price("ETHUSDT", 2940)
+    assert [(f.exec_price, f.is_maker) for f in fills] == [(Decimal(2950), True)]
+    assert ex.fetch_open_orders(ETH) == []
+    [trade] = ex.fetch_my_trades(ETH)
+    assert trade["takerOrMaker"] == "maker" and trade["fee"]["rate"] == 0.0002
+
+    resting = ex.create_order(ETH, "limit", "sell", 0.5, 3100)
+    edited = ex.edit_order(resting["id"], ETH, "limit", "sell", 0.6, 3050)
+    assert edited["id"] == resting["id"]
+    assert (fake.order(resting["id"]).qty, fake.order(resting["id"]).price) == (Decimal("0.6"), Decimal(3050))
+    ex.cancel_order(resting["id"], ETH)
+    [cancelled] = ex.fetch_canceled_and_closed_orders(ETH, params={"orderStatus": "Cancelled"})
+    assert (cancelled["id"], cancelled["status"]) == (resting["id"], "canceled")
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.cancel_order(resting["id"], ETH)
+
+
+def test_marketable_limit_fills_as_taker_and_post_only_is_cancelled(fake, ex):
+    taker = ex.create_order(BTC, "limit", "buy", 0.01, 50100)
+    assert fake.order(taker["id"]).status == "Filled"
+    assert fake.executions(order_id=taker["id"])[0].exec_price == Decimal(50000)
+    post_only = ex.create_order(BTC, "limit", "buy", 0.01, 50100, params={"postOnly": True})
+    assert fake.order(post_only["id"]).status == "Cancelled"
+
+
+def test_min_notional_qty_step_and_min_qty_are_enforced(fake, ex):
+    with pytest.raises(ccxt.InvalidOrder, match="170140"):
+        ex.create_order(DOGE, "market", "buy", 10)  # 10 * 0.1 = 1 USDT < 5
+    raw = {"category": "linear", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Market", "positionIdx": 0}
+    with pytest.raises(ccxt.InvalidOrder, match="170137"):
+        ex.privatePostV5OrderCreate({**raw, "qty": "0.0015"})  # ccxt would have truncated it to the step
+    with pytest.raises(ccxt.InvalidOrder, match="170136"):
+        ex.privatePostV5OrderCreate({**raw, "qty": "0.0001"})
+    with pytest.raises(ccxt.InvalidOrder, match="170135"):
+        ex.privatePostV5OrderCreate({**raw, "qty": "501"})
+    with pytest.raises(ccxt.InvalidOrder, match="170134"):
+        ex.privatePostV5OrderCreate({**raw, "orderType": "Limit", "qty": "0.01", "price": "49999.95"})
+    assert fake.orders() == []
+
+
+def test_insufficient_balance(fake, ex):
+    fake.set_balance("USDT", 40)
+    with pytest.raises(ccxt.InsufficientFunds):
+        ex.create_order(BTC, "market", "buy", 0.01)  # 500 USDT at 10x needs 50 margin
+    assert fake.orders() == []
+
+
+def test_duplicate_order_link_id_is_rejected_and_creates_nothing(fake, ex):
+    ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "dup-1"})
+    with pytest.raises(ccxt.InvalidOrder, match="OrderLinkedID is duplicate") as raised:
+        ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "dup-1"})
+    assert "170141" in str(raised.value)
+    assert len(fake.orders()) == 1
+    assert fake.position("BTCUSDT").size == Decimal("0.01")
+    assert len(fake.requests_to("/v5/order/create", orderLinkId="dup-1")) == 2
+
+
+def test_reduce_only_that_would_increase_is_rejected(fake, ex):
+    with pytest.raises(ccxt.InvalidOrder, match="110017"):
+        ex.create_order(BTC, "market", "sell", 0.01, params={"reduceOnly": True})  # flat
+    ex.create_order(BTC, "market", "buy", 0.01)
+    with pytest.raises(ccxt.InvalidOrder, match="110017"):
+        ex.create_order(BTC, "market", "buy", 0.01, params={"reduceOnly": True})  # would add to the long
+    ex.create_order(BTC, "market", "sell", 0.05, params={"reduceOnly": True})  # cut to the position size
+    assert fake.position("BTCUSDT").size == 0
+    assert fake.orders()[-1].qty == Decimal("0.01")
+
+
+def test_position_idx_must_be_zero_in_one_way_mode(fake, ex):
+    with pytest.raises(ccxt.BadRequest, match="position idx not match position mode"):
+        ex.create_order(BTC, "market", "buy", 0.01, params={"positionIdx": 1})
+    with pytest.raises(ccxt.BadRequest, match="10001"):
+        ex.create_order(BTC, "market", "buy", 0.01, params={"hedged": True})
+    assert fake.orders() == []
+
+
+def test_set_leverage(fake, ex):
+    ex.set_leverage(5, BTC)
+    assert fake.position("BTCUSDT").leverage == 5
+    with pytest.raises(ccxt.BadRequest, match="110043"):
+        ex.set_leverage(5, BTC)
+    with pytest.raises(ccxt.BadRequest):
+        ex.set_leverage(500, BTC)
+    ex.create_order(BTC, "market", "buy", 0.01)
+    assert ex.fetch_positions([BTC])[0]["leverage"] == 5.0
+
+
+def test_partial_fill_rests_then_completes_or_cancels(fake, ex):
+    fake.partial_fill_next("BTCUSDT", "0.4")
+    order = ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "part-1"})
+    [open_order] = ex.fetch_open_orders(BTC)
+    assert (open_order["id"], open_order["filled"], open_order["remaining"]) == (order["id"], 0.004, 0.006)
+    assert fake.order(order["id"]).status == "PartiallyFilled"
+    assert fake.position("BTCUSDT").size == Decimal("0.004")
+    fake.fill_order(order_link_id="part-1")
+    assert fake.order(order["id"]).status == "Filled"
+    assert fake.position("BTCUSDT").size == Decimal("0.01")
+
+    fake.partial_fill_next("BTCUSDT", "0.5")
+    second = ex.create_order(BTC, "market", "buy", 0.01)
+    ex.cancel_order(second["id"], BTC)
+    assert fake.order(second["id"]).status == "PartiallyFilledCanceled"
+    history = ex.fetch_canceled_and_closed_orders(BTC, params={"orderStatus": "PartiallyFilledCanceled"})
+    assert [(o["id"], o["status"], o["filled"]) for o in history] == [(second["id"], "closed", 0.005)]
+    assert fake.position("BTCUSDT").size == Decimal("0.015")
+    closed = ex.fetch_canceled_and_closed_orders(BTC)
+    assert {(o["id"], o["status"]) for o in closed} == {(order["id"], "closed"), (second["id"], "closed")}
+
+
+# ---------------------------------------------------------------------------------------------------- faults
+
+
+def test_timeout_after_accept_leaves_the_order_in_place(fake):
+    slow = make_ccxt_client(fake.base_url, timeout_ms=300)
+    slow.load_markets()
+    fake.timeout_after_accept_next("/v5/order/create", delay_s=1.5)
+    started = time.monotonic()
+    with pytest.raises(ccxt.RequestTimeout):
+        slow.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "slow-1"})
+    assert time.monotonic() - started < 1.2
+
+    [order] = fake.orders()
+    assert (order.order_link_id, order.status) == ("slow-1", "Filled")
+    [found] = slow.fetch_closed_orders(BTC, params={"orderLinkId": "slow-1"})  # the fault was one-shot
+    assert (found["id"], found["status"]) == (order.order_id, "closed")
+    with pytest.raises(ccxt.InvalidOrder):  # a blind retry is refused, not doubled
+        slow.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "slow-1"})
+    assert len(fake.orders()) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(502, ccxt.ExchangeNotAvailable), (503, ccxt.ExchangeNotAvailable), (504, ccxt.RequestTimeout),
+     (429, ccxt.RateLimitExceeded), (403, ccxt.RateLimitExceeded)],
+)  # fmt: skip
+def test_http_errors_map_to_ccxt_classes(fake, ex, status, error):
+    fake.http_error_next("/v5/order/create", status)
+    with pytest.raises(error):
+        ex.create_order(BTC, "market", "buy", 0.01)
+    assert fake.orders() == []
+    ex.create_order(BTC, "market", "buy", 0.01)  # one-shot
+    assert len(fake.orders()) == 1
+
+
+def test_http_error_on_market_data(fake, ex):
+    fake.http_error_next("/v5/market/kline", 502, times=2)
+    for _ in range(2):
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            ex.fetch_ohlcv(BTC, "1h", limit=5)
+    assert ex.fetch_ohlcv(BTC, "1h", limit=5) == []
+
+
+def test_rate_limit_and_ret_code_faults(fake, ex):
+    fake.rate_limit_next("/v5/position/list")
+    with pytest.raises(ccxt.RateLimitExceeded, match="Too many visits"):
+        ex.fetch_positions()
+    assert ex.fetch_positions() == []
+
+    fake.reject_next_order("ETHUSDT", 110007, "ab not enough for new order")
+    ex.create_order(BTC, "market", "buy", 0.01)  # another symbol: not affected
+    with pytest.raises(ccxt.InsufficientFunds):
+        ex.create_order(ETH, "market", "buy", 0.1)
+    ex.create_order(ETH, "market", "buy", 0.1)
+
+    fake.fail_next("/v5/order/create", 10016, "Service is busy", times=2, order_link_id="x-9")
+    for _ in range(2):
+        with pytest.raises(ccxt.ExchangeError, match="10016"):
+            ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "x-9"})
+    ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "x-9"})
+    assert [o.order_link_id for o in fake.orders()] == ["", "", "x-9"]
+    assert fake.pending_faults() == []
+
+
+def test_disconnect_maps_to_network_error(fake, ex):
+    fake.disconnect_next("/v5/order/create", after_accept=True)
+    with pytest.raises(ccxt.NetworkError):
+        ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "cut-1"})
+    assert fake.order(order_link_id="cut-1").status == "Filled"
+
+
+def test_unknown_path_answers_404_naming_the_path(fake, ex):
+    with pytest.raises(ccxt.BadRequest, match="no route for GET /v5/market/orderbook"):
+        ex.fetch_order_book(BTC)
+
+
+# ---------------------------------------------------------------------------------------------------- modes and helpers
+
+
+def test_demo_mode_client_works_against_the_fake(fake):
+    demo = make_ccxt_client(fake.base_url, demo=True)
+    assert demo.options["enableDemoTrading"] is True
+    assert demo.urls["api"]["private"] == fake.base_url
+    demo.load_markets()
+    assert not fake.requests_to("/v5/asset/coin/query-info")  # ccxt skips fetchCurrencies in demo mode
+    demo.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "demo-1"})
+    assert demo.fetch_positions()[0]["contracts"] == 0.01
+    assert demo.fetch_balance()["USDT"]["total"] < 10000
+
+
+def test_funding_settlement_moves_the_wallet(fake, ex):
+    ex.create_order(BTC, "market", "buy", 0.02)
+    before = fake.balance()
+    paid = fake.settle_funding("BTCUSDT", "0.0001", time_ms=T0)
+    assert paid == Decimal("0.02") * 50000 * Decimal("0.0001")
+    assert fake.balance() == before - paid
+    assert [e.exec_type for e in fake.executions()] == ["Trade", "Funding"]
+    assert len(ex.fetch_my_trades(BTC)) == 1  # ccxt asks for execType=Trade
+
+
+def test_delist_closes_positions_and_cancels_orders(fake, ex):
+    ex.create_order(ETH, "market", "buy", 1)
+    ex.create_order(ETH, "limit", "buy", 1, 2000)
+    fake.set_price("ETHUSDT", 3100)
+    fake.delist("ETHUSDT")
+    assert fake.position("ETHUSDT").size == 0
+    assert [o.status for o in fake.orders("ETHUSDT")] == ["Filled", "Cancelled"]
+    assert fake.executions("ETHUSDT")[-1].exec_type == "Delivery"
+    with pytest.raises(ccxt.BadRequest):
+        ex.create_order(ETH, "market", "buy", 1)
+
+
+def test_requests_log_and_context_manager():
+    with FakeBybit() as server:
+        server.add_instrument("BTCUSDT", base="BTC", tick_size="0.1", qty_step="0.001", min_qty="0.001", price=1)
+        client = make_ccxt_client(server.base_url, fetch_currencies=False)
+        client.fetch_ticker(BTC)
+        assert [(r.method, r.path) for r in server.requests] == [
+            ("GET", "/v5/market/instruments-info"),
+            ("GET", "/v5/market/instruments-info"),
+            ("GET", "/v5/market/tickers"),
+        ]
+        method, path, params = server.requests[-1]
+        assert (method, path, params) == ("GET", "/v5/market/tickers", {"symbol": "BTCUSDT", "category": "linear"})
+        url = server.base_url
+    with pytest.raises(ccxt.NetworkError):
+        make_ccxt_client(url, timeout_ms=500).fetch_time()
+
+
+def test_shared_fixture(request):
+    server = request.getfixturevalue("fake_bybit")
+    assert server.base_url.startswith("http://127.0.0.1:")
+    assert server.balance() == Decimal(10000)
