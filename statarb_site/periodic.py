@@ -26,6 +26,20 @@ class DefaultSchedule:
 
 DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
     DefaultSchedule(
+        name="selection: market data",
+        task="pairs.tasks.fetch_market_data",
+        queue="selection",
+        crontab={"minute": "1"},
+        description="Refresh the universe and fetch the candles closed since the last run (hourly, UTC).",
+    ),
+    DefaultSchedule(
+        name="selection: cointegration screening",
+        task="pairs.tasks.screen_pairs",
+        queue="selection",
+        crontab={"minute": "20", "hour": "0"},
+        description="Screen every pair of the universe for cointegration (daily, after the midnight bar).",
+    ),
+    DefaultSchedule(
         name="risk: daily PnL snapshot",
         task="risk.tasks.snapshot_daily_pnl",
         queue="risk",

@@ -234,6 +234,10 @@ STATARB_EXCHANGE = env("STATARB_EXCHANGE", default="bybit")
 STATARB_MARKET_DATA_URL = env("STATARB_MARKET_DATA_URL", default="")
 STATARB_EXCHANGE_RATE_LIMIT = env.bool("STATARB_EXCHANGE_RATE_LIMIT", default=True)
 STATARB_EXCHANGE_TIMEOUT_MS = env.int("STATARB_EXCHANGE_TIMEOUT_MS", default=10_000)
+# Fan the screening out over the workers of the selection queue (a chord); on the embedded default one process
+# screens the whole universe.
+STATARB_SCREEN_FANOUT = env.bool("STATARB_SCREEN_FANOUT", default=BROKER_IS_REDIS)
+STATARB_SCREEN_BLOCK_PAIRS = env.int("STATARB_SCREEN_BLOCK_PAIRS", default=2000)
 TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
 TELEGRAM_CHAT_ID = env("TELEGRAM_CHAT_ID", default="")
 TELEGRAM_API_BASE_URL = env("TELEGRAM_API_BASE_URL", default="https://api.telegram.org")

@@ -312,21 +312,22 @@ def _screen_block(sums: _SymbolCrossSums, y: np.ndarray, x: np.ndarray, maxlag: 
     # Placeholder slope keeps the arithmetic finite for untestable pairs.
     beta_safe = np.where(testable, beta, 0.0)
 
-    # Gram over the full available range in search column order
-    # [e_t, d_{t-1}, ..., d_{t-maxlag}, d_t] (lags 1..maxlag, then the target).
+    # Gram of the zero-padded rows t = 0..T-2 in search column order
+    # [e_t, d_{t-1}, ..., d_{t-maxlag}, d_t] (lags 1..maxlag, then the target):
+    # the symbol sums cover all rows where a lagged column still reaches into
+    # the data, so the tail rows past T-2 are subtracted. Each regression then
+    # only has to drop its own head rows.
     level_level = _pair_form(sums.level, y, x, beta_safe)
     level_diff = _pair_form(sums.level_diff, y, x, beta_safe)
     diff_autocross = _pair_form(sums.diff_diff, y, x, beta_safe)
     search_lags = np.r_[1 : maxlag + 1, 0]
     lag_distance = np.abs(search_lags[:, None] - search_lags[None, :])
-    full_range = np.empty((n_pairs, size, size))
-    full_range[:, 0, 0] = level_level
-    full_range[:, 0, 1:] = level_diff.T[:, search_lags]
-    full_range[:, 1:, 0] = full_range[:, 0, 1:]
-    full_range[:, 1:, 1:] = diff_autocross.T[:, lag_distance]
-
+    common = np.empty((n_pairs, size, size))
+    common[:, 0, 0] = level_level
+    common[:, 0, 1:] = level_diff.T[:, search_lags]
+    common[:, 1:, 0] = common[:, 0, 1:]
+    common[:, 1:, 1:] = diff_autocross.T[:, lag_distance]
     head, tail = _edge_rows(sums, y, x, beta_safe, maxlag)
-    common = full_range
     common[:, 1 : maxlag + 1, 1 : maxlag + 1] -= tail.transpose(0, 2, 1) @ tail
 
     # Lag search on the common sample t = maxlag..T-2.

@@ -1,0 +1,218 @@
+"""The cointegration screen of a whole universe: pure numerics over a (bars x symbols) matrix of log closes.
+
+Steps, all batched over pairs:
+1. Engle-Granger for every requested direction (``engle_granger_batch``: equal to statsmodels' coint).
+2. Spread statistics for every direction from per-symbol moment matrices, never materialising the spreads.
+   The spread ``s = y - a - b x`` is linear in the legs, so its variance, mean, last value, AR(1) slope and the
+   correlation of the legs' returns are quadratic forms in N x N moment matrices: O(N^2) memory for any number
+   of pairs. Gives half-life, spread mean and std, current z-score and return correlation for every test.
+3. Hurst exponent and mean crossings need the series: computed for the directions that pass the p-value
+   threshold (the ones that can become pairs), in blocks; NaN for the rest.
+4. Benjamini-Hochberg q-values over all tests of the run (``merge_and_adjust``; done once the blocks of a
+   fanned-out screen are merged).
+5. Out-of-sample confirmation of candidates (``confirm_out_of_sample``): the hedge ratio is re-fitted on the
+   window without its last ``confirmation_bars`` bars and its spread must be stationary on those held-out bars
+   (ADF with constant, AIC lag); plus the Johansen trace test on the whole window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from pairs.quant.cointegration import all_ordered_pairs, engle_granger_batch
+from pairs.quant.johansen import johansen_test
+from pairs.quant.multiple_testing import benjamini_hochberg
+from pairs.quant.spread import LN_2, hurst_exponent, mean_crossings
+
+# Pairs per block when the series are needed (Hurst, crossings): a (2000 x 4000) float64 block is 64 MB.
+SERIES_BLOCK_PAIRS = 4000
+
+
+@dataclass
+class ScreenResult:
+    """One entry per tested direction; arrays of equal length."""
+
+    y_index: np.ndarray
+    x_index: np.ndarray
+    hedge_ratio: np.ndarray
+    intercept: np.ndarray
+    adf_stat: np.ndarray
+    lag: np.ndarray
+    pvalue: np.ndarray
+    half_life: np.ndarray
+    spread_mean: np.ndarray
+    spread_std: np.ndarray
+    zscore: np.ndarray
+    return_correlation: np.ndarray
+    hurst: np.ndarray
+    mean_crossings: np.ndarray
+    qvalue: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.pvalue)
+
+    def to_columns(self) -> dict[str, list]:
+        """Plain lists, for JSON transport between Celery tasks (NaN becomes None)."""
+        columns = {}
+        for spec in fields(self):
+            values = getattr(self, spec.name)
+            if values is None:
+                continue
+            if values.dtype.kind == "f":
+                columns[spec.name] = [None if not np.isfinite(v) and not np.isinf(v) else float(v)
+                                      for v in values.tolist()]
+            else:
+                columns[spec.name] = values.tolist()
+        return columns
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, list]) -> ScreenResult:
+        values = {}
+        for spec in fields(cls):
+            column = columns.get(spec.name)
+            if column is None:
+                values[spec.name] = None
+            elif spec.name in ("y_index", "x_index", "lag", "mean_crossings"):
+                values[spec.name] = np.asarray(column, dtype=np.int64)
+            else:
+                values[spec.name] = np.asarray([np.nan if v is None else v for v in column], dtype=np.float64)
+        return cls(**values)
+
+    @classmethod
+    def concatenate(cls, parts: list[ScreenResult]) -> ScreenResult:
+        values = {}
+        for spec in fields(cls):
+            arrays = [getattr(p, spec.name) for p in parts]
+            values[spec.name] = None if any(a is None for a in arrays) else np.concatenate(arrays)
+        return cls(**values)
+
+
+def _moments(log_prices: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-symbol moment matrices the spread statistics are quadratic forms of."""
+    levels = log_prices
+    lagged = levels[:-1]
+    changes = np.diff(levels, axis=0)
+    lagged_centred = lagged - lagged.mean(axis=0)
+    changes_centred = changes - changes.mean(axis=0)
+    n_changes = changes.shape[0]
+    levels_centred = levels - levels.mean(axis=0)
+    return {
+        "mean": levels.mean(axis=0),
+        "last": levels[-1],
+        # Sample covariance of levels (ddof=1): the spread's std like pandas' std().
+        "cov_levels": levels_centred.T @ levels_centred / (levels.shape[0] - 1),
+        # Sums for the AR(1) slope of the spread: cov(lagged level, change) and var(lagged level), centred.
+        "lag_change": lagged_centred.T @ changes_centred / n_changes,
+        "lag_lag": lagged_centred.T @ lagged_centred / n_changes,
+        # Returns are the changes of log prices.
+        "ret_cov": changes_centred.T @ changes_centred / n_changes,
+    }
+
+
+def _quadratic(matrix: np.ndarray, y: np.ndarray, x: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """(e_y - b e_x)' M (e_y - b e_x) for every pair."""
+    return matrix[y, y] - beta * (matrix[y, x] + matrix[x, y]) + beta**2 * matrix[x, x]
+
+
+def _spread_moment_statistics(moments, y, x, beta, alpha) -> dict[str, np.ndarray]:
+    spread_mean = moments["mean"][y] - alpha - beta * moments["mean"][x]
+    spread_var = _quadratic(moments["cov_levels"], y, x, beta)
+    spread_std = np.sqrt(np.maximum(spread_var, 0.0))
+    last_spread = moments["last"][y] - alpha - beta * moments["last"][x]
+    lag_change = _quadratic(moments["lag_change"], y, x, beta)
+    lag_var = _quadratic(moments["lag_lag"], y, x, beta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zscore = (last_spread - spread_mean) / spread_std
+        slope = lag_change / lag_var
+        persistence = np.abs(1.0 + slope)
+        half_life = np.where(persistence < 1.0, -LN_2 / np.log(persistence), np.inf)
+        half_life = np.where(np.isnan(slope), np.nan, half_life)
+        ret = moments["ret_cov"]
+        correlation = ret[y, x] / np.sqrt(ret[y, y] * ret[x, x])
+    return {"spread_mean": spread_mean, "spread_std": spread_std, "zscore": zscore, "half_life": half_life,
+            "return_correlation": correlation}
+
+
+def screen(
+    log_prices: np.ndarray,
+    pairs: np.ndarray | None = None,
+    *,
+    series_pvalue_threshold: float = 0.05,
+    maxlag: int | None = None,
+) -> ScreenResult:
+    """Screen ``pairs`` (an (M, 2) array of (y, x) column indices; every ordered pair by default).
+
+    Hurst exponent and mean crossings are computed where p <= ``series_pvalue_threshold`` and are NaN / -1
+    elsewhere. q-values are not set here: they belong to the whole run (see ``merge_and_adjust``).
+    """
+    log_prices = np.ascontiguousarray(log_prices, dtype=np.float64)
+    if pairs is None:
+        pairs = all_ordered_pairs(log_prices.shape[1])
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    eg = engle_granger_batch(log_prices, pairs, maxlag=maxlag)
+    y, x = pairs[:, 0], pairs[:, 1]
+    stats = _spread_moment_statistics(_moments(log_prices), y, x, eg.hedge_ratio, eg.intercept)
+    hurst = np.full(len(pairs), np.nan)
+    crossings = np.full(len(pairs), -1, dtype=np.int64)
+    selected = np.flatnonzero(eg.pvalue <= series_pvalue_threshold)
+    for start in range(0, len(selected), SERIES_BLOCK_PAIRS):
+        block = selected[start : start + SERIES_BLOCK_PAIRS]
+        spreads = (log_prices[:, y[block]] - eg.intercept[block]) - eg.hedge_ratio[block] * log_prices[:, x[block]]
+        hurst[block] = hurst_exponent(spreads)
+        crossings[block] = mean_crossings(spreads)
+    return ScreenResult(
+        y_index=y, x_index=x, hedge_ratio=eg.hedge_ratio, intercept=eg.intercept, adf_stat=eg.adf_stat,
+        lag=eg.lag.astype(np.int64), pvalue=eg.pvalue, hurst=hurst, mean_crossings=crossings, **stats,
+    )
+
+
+def merge_and_adjust(parts: list[ScreenResult]) -> ScreenResult:
+    """Join the blocks of one run and set Benjamini-Hochberg q-values over all of its tests."""
+    merged = ScreenResult.concatenate(parts) if len(parts) != 1 else parts[0]
+    merged.qvalue = benjamini_hochberg(merged.pvalue)
+    return merged
+
+
+def split_pairs(n_symbols: int, n_blocks: int) -> list[np.ndarray]:
+    """Every ordered pair of ``n_symbols``, cut into ``n_blocks`` blocks of near-equal size (for fan-out)."""
+    pairs = all_ordered_pairs(n_symbols)
+    return [block for block in np.array_split(pairs, max(1, n_blocks)) if len(block)]
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    confirmed: bool
+    formation_hedge_ratio: float
+    formation_intercept: float
+    holdout_adf_stat: float
+    holdout_pvalue: float
+    johansen_trace: float
+    johansen_critical_95: float
+    johansen_passed: bool
+
+
+def confirm_out_of_sample(
+    log_y: np.ndarray, log_x: np.ndarray, *, holdout_bars: int, max_pvalue: float
+) -> Confirmation:
+    """Fit the hedge ratio without the last ``holdout_bars`` bars, then test the held-out spread for
+    stationarity (ADF with constant, AIC lag choice; MacKinnon p-value); and Johansen's trace test (r = 0) on the
+    whole window at 95%. Confirmed when both hold."""
+    from statsmodels.tsa.stattools import adfuller  # only here: the batched screen itself needs no statsmodels
+
+    formation_y, formation_x = log_y[:-holdout_bars], log_x[:-holdout_bars]
+    beta = float(np.cov(formation_y, formation_x, ddof=0)[0, 1] / np.var(formation_x))
+    alpha = float(formation_y.mean() - beta * formation_x.mean())
+    holdout_spread = log_y[-holdout_bars:] - alpha - beta * log_x[-holdout_bars:]
+    adf_stat, holdout_p, *_ = adfuller(holdout_spread, regression="c", autolag="AIC", result_object=False)
+    system = np.column_stack([log_y, log_x])
+    johansen = johansen_test(system, det_order=0)  # lag order chosen by AIC
+    trace, critical = float(johansen.trace_stat[0]), float(johansen.trace_critical_values[0, 1])
+    johansen_passed = trace > critical
+    return Confirmation(
+        confirmed=bool(holdout_p <= max_pvalue and johansen_passed),
+        formation_hedge_ratio=beta, formation_intercept=alpha, holdout_adf_stat=float(adf_stat),
+        holdout_pvalue=float(holdout_p), johansen_trace=trace, johansen_critical_95=critical,
+        johansen_passed=johansen_passed,
+    )

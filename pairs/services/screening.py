@@ -1,0 +1,303 @@
+"""The screening run: from stored candles to cointegration runs, pairs and their test history.
+
+A run is three steps so that the middle one can fan out over Celery workers:
+``screening_run_start`` fixes the universe and the window and records the run; ``screening_block`` screens one
+block of pairs (any worker, reading the same window from the database); ``screening_run_finish`` merges the
+blocks, controls the false discovery rate over the whole run, confirms candidates out of sample and writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, SelectionConfig
+from pairs.quant.screening import ScreenResult, confirm_out_of_sample, merge_and_adjust, screen, split_pairs
+from pairs.selectors import PriceWindow, price_window, universe_instruments
+
+logger = logging.getLogger(__name__)
+
+# The watch level new candidates start on; they climb only through grading.
+ENTRY_LEVEL_NUMBER = 0
+# Pairs per fanned-out block: ~2,000 directions keep one block's result message small (a few hundred kB).
+DEFAULT_BLOCK_PAIRS = 2000
+
+
+class ScreeningError(RuntimeError):
+    pass
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def screening_run_start(
+    *, config: SelectionConfig, lookback_bars: int | None = None, end: datetime | None = None,
+    symbols: list[str] | None = None,
+) -> tuple[CointegrationRun, PriceWindow]:
+    """Choose the universe and the window, and record a running CointegrationRun with what was chosen."""
+    lookback = lookback_bars or config.lookback_bars
+    if lookback < 100:
+        raise ScreeningError(f"lookback of {lookback} bars is too short for an Engle-Granger test (at least 100)")
+    instruments = list(universe_instruments(config=config))
+    if symbols:
+        instruments = [i for i in instruments if i.symbol in set(symbols)]
+    window = price_window(instruments=instruments, timeframe=config.timeframe, bars=lookback, end=end,
+                          min_history_bars=min(lookback, config.min_history_bars))
+    if len(window.symbols) < 2:
+        raise ScreeningError(
+            f"only {len(window.symbols)} symbol(s) with {lookback} bars of {config.timeframe} history in the "
+            f"universe of {config.exchange} ({len(instruments)} instruments; import or fetch candles first)"
+        )
+    holdout = min(config.confirmation_bars, lookback // 4)
+    run = CointegrationRun.objects.create(
+        exchange=config.exchange,
+        timeframe=config.timeframe,
+        lookback_bars=lookback,
+        window_start=window.times[0].to_pydatetime(),
+        window_end=window.times[-1].to_pydatetime(),
+        n_symbols=len(window.symbols),
+        parameters={
+            "instrument_ids": window.instrument_ids,
+            "excluded": window.excluded,
+            "max_pvalue": config.max_pvalue,
+            "max_qvalue": config.max_qvalue,
+            "confirmation_bars": holdout,
+            "confirmation_max_pvalue": config.confirmation_max_pvalue,
+            "min_half_life_bars": config.min_half_life_bars,
+            "max_half_life_bars": config.max_half_life_bars,
+            "min_history_bars": config.min_history_bars,
+        },
+    )
+    return run, window
+
+
+def run_window(run: CointegrationRun) -> PriceWindow:
+    """The exact window a run screens, rebuilt from the database (what each fanned-out block reads)."""
+    ids = run.parameters["instrument_ids"]
+    instruments = list(Instrument.objects.filter(pk__in=ids))
+    window = price_window(instruments=instruments, timeframe=run.timeframe, bars=run.lookback_bars,
+                          end=run.window_end, min_history_bars=run.parameters.get("min_history_bars"))
+    if window.instrument_ids != ids:
+        raise ScreeningError(f"run {run.pk}: the window's symbols changed since the run started")
+    return window
+
+
+def screening_blocks(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PAIRS) -> list[np.ndarray]:
+    n = len(window.symbols)
+    return split_pairs(n, max(1, math.ceil(n * (n - 1) / block_pairs)))
+
+
+def screening_block(window: PriceWindow, pairs: np.ndarray, *, max_pvalue: float) -> ScreenResult:
+    return screen(np.log(window.closes), pairs, series_pvalue_threshold=max_pvalue)
+
+
+@dataclass
+class ScreeningOutcome:
+    run: CointegrationRun
+    window: PriceWindow
+    result: ScreenResult
+    passed: np.ndarray
+    candidate: np.ndarray
+    confirmation: dict[int, object]
+
+    def as_json(self) -> dict:
+        symbols = self.window.symbols
+        r = self.result
+        tests = []
+        for k in range(len(r)):
+            check = self.confirmation.get(k)
+            tests.append({
+                "y": symbols[r.y_index[k]],
+                "x": symbols[r.x_index[k]],
+                "hedge_ratio": float(r.hedge_ratio[k]),
+                "intercept": float(r.intercept[k]),
+                "adf_stat": float(r.adf_stat[k]),
+                "lag": int(r.lag[k]),
+                "pvalue": float(r.pvalue[k]),
+                "qvalue": float(r.qvalue[k]),
+                "half_life": _finite_or_none(r.half_life[k]),
+                "hurst": _finite_or_none(r.hurst[k]),
+                "mean_crossings": int(r.mean_crossings[k]) if r.mean_crossings[k] >= 0 else None,
+                "spread_mean": float(r.spread_mean[k]),
+                "spread_std": float(r.spread_std[k]),
+                "zscore": _finite_or_none(r.zscore[k]),
+                "return_correlation": _finite_or_none(r.return_correlation[k]),
+                "passed": bool(self.passed[k]),
+                "confirmed_out_of_sample": None if check is None else bool(check.confirmed),
+                "johansen_passed": None if check is None else bool(check.johansen_passed),
+                "candidate": bool(self.candidate[k]),
+            })
+        return {
+            "run_id": self.run.pk,
+            "exchange": self.run.exchange,
+            "timeframe": self.run.timeframe,
+            "window_start": _iso(self.run.window_start),
+            "window_end": _iso(self.run.window_end),
+            "n_symbols": self.run.n_symbols,
+            "n_tests": len(r),
+            "n_passed": int(self.passed.sum()),
+            "n_candidates": int(self.candidate.sum()),
+            "excluded_symbols": self.window.excluded,
+            "parameters": {k: v for k, v in self.run.parameters.items() if k not in ("instrument_ids", "excluded")},
+            "tests": tests,
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def screening_run_finish(
+    *, run: CointegrationRun, window: PriceWindow, parts: list[ScreenResult], started: float | None = None
+) -> ScreeningOutcome:
+    """Merge, adjust, confirm and write; the run is marked failed (and nothing else written) on any error."""
+    try:
+        outcome = _finish(run=run, window=window, parts=parts)
+    except Exception as exc:
+        CointegrationRun.objects.filter(pk=run.pk).update(
+            status=CointegrationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+        )
+        raise
+    run.refresh_from_db()
+    if started is not None:
+        run.duration_seconds = time.monotonic() - started
+        run.save(update_fields=["duration_seconds"])
+    return outcome
+
+
+def _finish(*, run: CointegrationRun, window: PriceWindow, parts: list[ScreenResult]) -> ScreeningOutcome:
+    params = run.parameters
+    result = merge_and_adjust(parts)
+    passed = (result.pvalue <= params["max_pvalue"]) & (result.qvalue <= params["max_qvalue"])
+    half_life_ok = (result.half_life >= params["min_half_life_bars"]) & (
+        result.half_life <= params["max_half_life_bars"]
+    )
+    log_closes = np.log(window.closes)
+    confirmation = {}
+    for k in np.flatnonzero(passed & half_life_ok):
+        confirmation[int(k)] = confirm_out_of_sample(
+            log_closes[:, result.y_index[k]], log_closes[:, result.x_index[k]],
+            holdout_bars=params["confirmation_bars"], max_pvalue=params["confirmation_max_pvalue"],
+        )
+    candidate = np.zeros(len(result), dtype=bool)
+    for k, check in confirmation.items():
+        candidate[k] = check.confirmed
+    _write(run=run, window=window, result=result, passed=passed, candidate=candidate, confirmation=confirmation)
+    return ScreeningOutcome(run=run, window=window, result=result, passed=passed, candidate=candidate,
+                            confirmation=confirmation)
+
+
+@transaction.atomic
+def _write(*, run, window, result, passed, candidate, confirmation) -> None:
+    now = timezone.now()
+    ids = np.asarray(window.instrument_ids)
+    y_ids, x_ids = ids[result.y_index], ids[result.x_index]
+    index_of = {(int(y), int(x)): k for k, (y, x) in enumerate(zip(y_ids, x_ids, strict=True))}
+    existing = {
+        (p.y_instrument_id, p.x_instrument_id): p
+        for p in Pair.objects.select_for_update().filter(
+            timeframe=run.timeframe, y_instrument_id__in=ids.tolist(), x_instrument_id__in=ids.tolist()
+        )
+    }
+    entry_level = Level.objects.filter(number=ENTRY_LEVEL_NUMBER).first()
+    new_pairs = []
+    for k in np.flatnonzero(candidate):
+        key = (int(y_ids[k]), int(x_ids[k]))
+        if key not in existing:
+            new_pairs.append(Pair(y_instrument_id=key[0], x_instrument_id=key[1], timeframe=run.timeframe,
+                                  status=Pair.Status.ACTIVE, level=entry_level, level_changed_at=now,
+                                  hedge_ratio=float(result.hedge_ratio[k])))
+    if new_pairs:
+        Pair.objects.bulk_create(new_pairs)
+        existing.update({
+            (p.y_instrument_id, p.x_instrument_id): p
+            for p in Pair.objects.filter(timeframe=run.timeframe, y_instrument_id__in=ids.tolist(),
+                                         x_instrument_id__in=ids.tolist())
+        })
+    tests, updated = [], []
+    for key, pair in existing.items():
+        k = index_of.get(key)
+        if k is None:
+            continue
+        check = confirmation.get(k)
+        _apply_latest_test(pair, result, k, run=run, now=now, passed=bool(passed[k]), check=check)
+        updated.append(pair)
+        tests.append(PairTest(
+            run=run, pair=pair, hedge_ratio=float(result.hedge_ratio[k]), intercept=float(result.intercept[k]),
+            adf_stat=float(result.adf_stat[k]), adf_lag=int(result.lag[k]), pvalue=float(result.pvalue[k]),
+            qvalue=float(result.qvalue[k]), half_life_bars=_finite_or_none(result.half_life[k]),
+            hurst=_finite_or_none(result.hurst[k]), passed=bool(passed[k]),
+            confirmed_out_of_sample=None if check is None else check.confirmed,
+            johansen_passed=None if check is None else check.johansen_passed,
+        ))
+    Pair.objects.bulk_update(updated, _LATEST_TEST_FIELDS, batch_size=500)
+    PairTest.objects.bulk_create(tests, batch_size=1000)
+    CointegrationRun.objects.filter(pk=run.pk).update(
+        status=CointegrationRun.Status.SUCCEEDED, n_tests=len(result), n_passed=int(passed.sum()),
+        n_candidates=int(candidate.sum()), finished_at=now,
+    )
+
+
+_LATEST_TEST_FIELDS = [
+    "hedge_ratio", "intercept", "adf_stat", "adf_lag", "pvalue", "qvalue", "johansen_trace", "johansen_passed",
+    "half_life_bars", "hurst", "mean_crossings", "spread_mean", "spread_std", "zscore", "return_correlation",
+    "last_run", "last_tested_at", "last_passed_at", "consecutive_failures", "updated_at",
+]
+
+
+def _apply_latest_test(pair: Pair, result: ScreenResult, k: int, *, run, now, passed: bool, check) -> None:
+    pair.hedge_ratio = float(result.hedge_ratio[k])
+    pair.intercept = float(result.intercept[k])
+    pair.adf_stat = float(result.adf_stat[k])
+    pair.adf_lag = int(result.lag[k])
+    pair.pvalue = float(result.pvalue[k])
+    pair.qvalue = float(result.qvalue[k])
+    pair.half_life_bars = _finite_or_none(result.half_life[k])
+    pair.hurst = _finite_or_none(result.hurst[k])
+    pair.mean_crossings = int(result.mean_crossings[k]) if result.mean_crossings[k] >= 0 else None
+    pair.spread_mean = float(result.spread_mean[k])
+    pair.spread_std = float(result.spread_std[k])
+    pair.zscore = _finite_or_none(result.zscore[k])
+    pair.return_correlation = _finite_or_none(result.return_correlation[k])
+    if check is not None:
+        pair.johansen_trace = check.johansen_trace
+        pair.johansen_passed = check.johansen_passed
+    pair.last_run = run
+    pair.last_tested_at = now
+    pair.updated_at = now
+    if passed:
+        pair.last_passed_at = now
+        pair.consecutive_failures = 0
+    else:
+        pair.consecutive_failures += 1
+
+
+def screening_run(
+    *, config: SelectionConfig, lookback_bars: int | None = None, end: datetime | None = None,
+    symbols: list[str] | None = None, progress=None,
+) -> ScreeningOutcome:
+    """A whole run in this process (the command, and the task on the embedded default)."""
+    started = time.monotonic()
+    run, window = screening_run_start(config=config, lookback_bars=lookback_bars, end=end, symbols=symbols)
+    try:
+        blocks = screening_blocks(window)
+        total = sum(len(block) for block in blocks)
+        parts = []
+        for block in blocks:
+            parts.append(screening_block(window, block, max_pvalue=run.parameters["max_pvalue"]))
+            if progress is not None:
+                progress(len(block), total)
+    except Exception as exc:
+        CointegrationRun.objects.filter(pk=run.pk).update(
+            status=CointegrationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+        )
+        raise
+    return screening_run_finish(run=run, window=window, parts=parts, started=started)

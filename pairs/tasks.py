@@ -1,0 +1,74 @@
+"""Selection tasks: thin wrappers that call services."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from celery import chord, group, shared_task
+from django.conf import settings
+
+from execution.exchanges.factory import market_data_exchange
+from pairs.models import CointegrationRun, SelectionConfig
+from pairs.quant.screening import ScreenResult
+from pairs.selectors import universe_instruments
+from pairs.services.market_data import candles_fetch, universe_refresh
+from pairs.services.screening import (
+    run_window,
+    screening_block,
+    screening_blocks,
+    screening_run,
+    screening_run_finish,
+    screening_run_start,
+)
+
+
+# An upsert of closed bars: running it twice stores nothing twice, so a redelivery is harmless.
+@shared_task(acks_late=True, soft_time_limit=50 * 60, time_limit=55 * 60)
+def fetch_market_data() -> dict:
+    """Refresh the universe from the exchange and fetch new closed candles for it."""
+    config = SelectionConfig.current()
+    client = market_data_exchange(config.exchange)
+    sync = universe_refresh(exchange_client=client, exchange=config.exchange, quote=config.quote)
+    results = candles_fetch(exchange_client=client, instruments=list(universe_instruments(config=config)),
+                            timeframe=config.timeframe, backfill_bars=config.backfill_bars)
+    return {
+        "instruments_created": len(sync.created),
+        "instruments_delisted": len(sync.delisted),
+        "symbols": len(results),
+        "candles": sum(r.rows for r in results),
+        "failed": {r.symbol: r.error for r in results if r.error},
+    }
+
+
+@shared_task(soft_time_limit=30 * 60, time_limit=35 * 60)
+def screen_pairs(lookback_bars: int | None = None) -> dict:
+    """Screen the universe. With fan-out on (Redis in production), the pairs are cut into blocks screened by
+    every worker of the selection queue and merged by a chord callback; otherwise the run stays in this task."""
+    config = SelectionConfig.current()
+    if not settings.STATARB_SCREEN_FANOUT:
+        outcome = screening_run(config=config, lookback_bars=lookback_bars)
+        return {"run_id": outcome.run.pk, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}
+    run, window = screening_run_start(config=config, lookback_bars=lookback_bars)
+    blocks = screening_blocks(window, block_pairs=settings.STATARB_SCREEN_BLOCK_PAIRS)
+    header = group(screen_pairs_block.s(run.pk, block.tolist()) for block in blocks)
+    chord(header)(screen_pairs_merge.s(run.pk, time.time()))
+    return {"run_id": run.pk, "blocks": len(blocks)}
+
+
+# Pure computation over data that doesn't change: safe to run again after a lost worker.
+@shared_task(acks_late=True, soft_time_limit=20 * 60, time_limit=25 * 60)
+def screen_pairs_block(run_id: int, pairs: list[list[int]]) -> dict:
+    run = CointegrationRun.objects.get(pk=run_id)
+    window = run_window(run)
+    result = screening_block(window, np.asarray(pairs, dtype=np.int64), max_pvalue=run.parameters["max_pvalue"])
+    return result.to_columns()
+
+
+@shared_task(soft_time_limit=20 * 60, time_limit=25 * 60)
+def screen_pairs_merge(block_results: list[dict], run_id: int, started_at: float) -> dict:
+    run = CointegrationRun.objects.get(pk=run_id)
+    parts = [ScreenResult.from_columns(columns) for columns in block_results]
+    outcome = screening_run_finish(run=run, window=run_window(run), parts=parts)
+    CointegrationRun.objects.filter(pk=run_id).update(duration_seconds=time.time() - started_at)
+    return {"run_id": run_id, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}
