@@ -39,7 +39,8 @@ class Command(BaseCommand):
         run = outcome.run
         window = f"{run.window_start:%Y-%m-%d %H:%M}..{run.window_end:%Y-%m-%d %H:%M} UTC"
         self.stdout.write(
-            f"run {run.pk}: {run.n_symbols} symbols, {window}, {run.n_tests} tests, {run.n_passed} passed (p<={config.max_pvalue}, q<={config.max_qvalue}), "
+            f"run {run.pk}: {run.n_symbols} symbols, {window}, {run.n_tests} tests, "
+            f"{run.n_passed} passed (p<={config.max_pvalue}, q<={config.max_qvalue}), "
             f"{run.n_candidates} confirmed candidates, {run.duration_seconds:.1f}s"
         )
         if json_path:
