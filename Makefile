@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
+# Real candles for the demo, read in place (see ../shared/data/binance-usdt-1h-2021/SOURCE.md).
+DEMO_DATA ?= ../shared/data/binance-usdt-1h-2021
 
 .PHONY: install demo test run web worker beat lint bench migrate seed clean
 
@@ -31,10 +33,11 @@ seed: migrate
 	$(PY) manage.py setup_periodic_tasks
 	$(PY) manage.py seed_demo
 
-# The main job on the embedded default (SQLite + SQLite broker, no server needed): migrate, seed, and run the
-# dashboard with a real Celery worker and beat beside it.
+# The main job on the embedded default (SQLite + SQLite broker, no server needed): migrate, seed, import the
+# shared real candles, screen the universe, then run the dashboard with a real Celery worker and beat beside it.
 demo: seed
 	$(PY) manage.py collectstatic --noinput -v 0
+	$(PY) manage.py demo_pipeline --data $(DEMO_DATA)
 	$(PY) manage.py run_stack $(DEMO_ARGS)
 
 test: install

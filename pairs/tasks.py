@@ -56,11 +56,23 @@ def screen_pairs(lookback_bars: int | None = None) -> dict:
     return {"run_id": run.pk, "blocks": len(blocks)}
 
 
+# The last run's window, per worker process: every block of a run reads the same candles, so a worker loads
+# them once instead of once per block.
+_window_cache: dict[int, object] = {}
+
+
+def _cached_run_window(run: CointegrationRun):
+    if run.pk not in _window_cache:
+        _window_cache.clear()
+        _window_cache[run.pk] = run_window(run)
+    return _window_cache[run.pk]
+
+
 # Pure computation over data that doesn't change: safe to run again after a lost worker.
 @shared_task(acks_late=True, soft_time_limit=20 * 60, time_limit=25 * 60)
 def screen_pairs_block(run_id: int, pairs: list[list[int]]) -> dict:
     run = CointegrationRun.objects.get(pk=run_id)
-    window = run_window(run)
+    window = _cached_run_window(run)
     result = screening_block(window, np.asarray(pairs, dtype=np.int64), max_pvalue=run.parameters["max_pvalue"])
     return result.to_columns()
 

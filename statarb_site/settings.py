@@ -237,7 +237,8 @@ STATARB_EXCHANGE_TIMEOUT_MS = env.int("STATARB_EXCHANGE_TIMEOUT_MS", default=10_
 # Fan the screening out over the workers of the selection queue (a chord); on the embedded default one process
 # screens the whole universe.
 STATARB_SCREEN_FANOUT = env.bool("STATARB_SCREEN_FANOUT", default=BROKER_IS_REDIS)
-STATARB_SCREEN_BLOCK_PAIRS = env.int("STATARB_SCREEN_BLOCK_PAIRS", default=2000)
+# Pairs per fanned-out block: ~10,000 directions take ~1.5 s to screen and ~2 MB to send back.
+STATARB_SCREEN_BLOCK_PAIRS = env.int("STATARB_SCREEN_BLOCK_PAIRS", default=10_000)
 TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
 TELEGRAM_CHAT_ID = env("TELEGRAM_CHAT_ID", default="")
 TELEGRAM_API_BASE_URL = env("TELEGRAM_API_BASE_URL", default="https://api.telegram.org")

@@ -1,0 +1,253 @@
+"""The batched universe screen (pairs.quant.screening) against statsmodels and the direct spread statistics.
+
+Pure numerics, no database: synthetic log prices made of independent random walks plus constructed
+cointegrated pairs ``y = a + b x + AR(1) noise``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from statsmodels.regression.linear_model import OLS
+from statsmodels.tools import add_constant
+from statsmodels.tsa.stattools import adfuller, coint
+
+from pairs.quant import spread as spread_stats
+from pairs.quant.cointegration import all_ordered_pairs
+from pairs.quant.multiple_testing import benjamini_hochberg
+from pairs.quant.screening import (
+    ScreenResult,
+    confirm_out_of_sample,
+    merge_and_adjust,
+    screen,
+    split_pairs,
+)
+
+N_BARS = 1000
+N_WALKS = 4
+THRESHOLD = 0.05
+# (intercept, hedge ratio, AR(1) coefficient, noise sd, index of the walk it is built on)
+CONSTRUCTED = [(0.3, 1.2, 0.9, 0.01, 0), (-1.0, 0.7, 0.8, 0.005, 1)]
+
+
+def ar1_noise(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
+    shocks = rng.normal(0.0, sd, n)
+    noise = np.zeros(n)
+    for t in range(1, n):
+        noise[t] = phi * noise[t - 1] + shocks[t]
+    return noise
+
+
+def synthetic_log_prices(seed: int = 7, n_bars: int = N_BARS) -> np.ndarray:
+    """Columns 0..3: independent random walks; 4 and 5: cointegrated with walks 0 and 1."""
+    rng = np.random.default_rng(seed)
+    walks = np.cumsum(rng.normal(0.0, 0.01, size=(n_bars, N_WALKS)), axis=0) + np.log([100.0, 20.0, 3.0, 0.5])
+    constructed = [a + b * walks[:, leg] + ar1_noise(rng, n_bars, phi, sd) for a, b, phi, sd, leg in CONSTRUCTED]
+    return np.column_stack([walks, *constructed])
+
+
+@pytest.fixture(scope="module")
+def log_prices() -> np.ndarray:
+    return synthetic_log_prices()
+
+
+@pytest.fixture(scope="module")
+def result(log_prices) -> ScreenResult:
+    return screen(log_prices, series_pvalue_threshold=THRESHOLD)
+
+
+def statsmodels_reference(y: np.ndarray, x: np.ndarray) -> dict:
+    stat, pvalue, _ = coint(y, x, trend="c", autolag="aic")
+    fit = OLS(y, add_constant(x, prepend=False)).fit()
+    adf = adfuller(fit.resid, autolag="aic", regression="n", result_object=True)
+    return {"adf_stat": stat, "pvalue": pvalue, "lag": adf.lags, "hedge_ratio": fit.params[0],
+            "intercept": fit.params[1], "resid_adf_stat": adf.statistic}
+
+
+def test_every_direction_is_screened_once(log_prices, result):
+    n = log_prices.shape[1]
+    assert len(result) == n * (n - 1)
+    np.testing.assert_array_equal(np.column_stack([result.y_index, result.x_index]), all_ordered_pairs(n))
+    assert result.qvalue is None  # q-values belong to the whole run, set by merge_and_adjust
+
+
+def test_engle_granger_equals_statsmodels_for_every_direction(log_prices, result):
+    for k in range(len(result)):
+        y, x = log_prices[:, result.y_index[k]], log_prices[:, result.x_index[k]]
+        ref = statsmodels_reference(y, x)
+        where = f"direction {result.y_index[k]}~{result.x_index[k]}"
+        assert result.pvalue[k] == pytest.approx(ref["pvalue"], rel=1e-9, abs=1e-15), where
+        assert result.adf_stat[k] == pytest.approx(ref["adf_stat"], rel=1e-9), where
+        assert result.adf_stat[k] == pytest.approx(ref["resid_adf_stat"], rel=1e-9), where
+        assert result.lag[k] == ref["lag"], where
+        assert result.hedge_ratio[k] == pytest.approx(ref["hedge_ratio"], rel=1e-9), where
+        assert result.intercept[k] == pytest.approx(ref["intercept"], rel=1e-9, abs=1e-12), where
+
+
+def test_constructed_pairs_are_strongly_cointegrated_and_independent_walks_are_not(log_prices, result):
+    pvalue = {(int(y), int(x)): p for y, x, p in zip(result.y_index, result.x_index, result.pvalue, strict=True)}
+    for offset, (_, hedge_ratio, _, _, leg) in enumerate(CONSTRUCTED):
+        constructed = N_WALKS + offset
+        assert pvalue[(constructed, leg)] < 1e-6
+        k = np.flatnonzero((result.y_index == constructed) & (result.x_index == leg))[0]
+        assert result.hedge_ratio[k] == pytest.approx(hedge_ratio, rel=0.1)
+    walk_pvalues = [p for (y, x), p in pvalue.items() if y < N_WALKS and x < N_WALKS]
+    assert np.median(walk_pvalues) > 0.1
+
+
+def test_moment_statistics_equal_the_materialised_spreads(log_prices, result):
+    spreads = spread_stats.pair_spreads(log_prices, result.y_index, result.x_index, result.hedge_ratio,
+                                        result.intercept)
+    # The OLS residual has mean 0: only rounding noise is left, so an absolute tolerance on it.
+    np.testing.assert_allclose(result.spread_mean, spreads.mean(axis=0), rtol=1e-9, atol=1e-12)
+    assert np.all(np.abs(result.spread_mean) < 1e-12)
+    np.testing.assert_allclose(result.spread_std, spreads.std(axis=0, ddof=1), rtol=1e-9)
+    np.testing.assert_allclose(result.zscore, spread_stats.zscore(spreads), rtol=1e-9)
+    np.testing.assert_allclose(result.half_life, spread_stats.half_life(spreads), rtol=1e-9)
+    np.testing.assert_allclose(
+        result.return_correlation,
+        spread_stats.return_correlation(log_prices, result.y_index, result.x_index),
+        rtol=1e-9,
+    )
+    # Sanity of the values themselves: the constructed AR(0.9) / AR(0.8) spreads revert in a few bars.
+    for offset, (_, _, phi, _, leg) in enumerate(CONSTRUCTED):
+        k = np.flatnonzero((result.y_index == N_WALKS + offset) & (result.x_index == leg))[0]
+        assert result.half_life[k] == pytest.approx(-math.log(2) / math.log(phi), rel=0.5)
+
+
+def test_hurst_and_crossings_only_for_directions_under_the_threshold(log_prices, result):
+    selected = result.pvalue <= THRESHOLD
+    assert selected.any() and (~selected).any()  # the data exercises both branches
+    assert np.all(np.isnan(result.hurst[~selected]))
+    assert np.all(result.mean_crossings[~selected] == -1)
+    spreads = spread_stats.pair_spreads(log_prices, result.y_index[selected], result.x_index[selected],
+                                        result.hedge_ratio[selected], result.intercept[selected])
+    np.testing.assert_allclose(result.hurst[selected], spread_stats.hurst_exponent(spreads), rtol=1e-9)
+    np.testing.assert_array_equal(result.mean_crossings[selected], spread_stats.mean_crossings(spreads))
+    assert np.all(result.hurst[selected] < 0.5)  # mean-reverting spreads
+    assert np.all(result.mean_crossings[selected] > 0)
+
+
+def test_threshold_changes_which_directions_get_series_statistics(log_prices):
+    loose = screen(log_prices, series_pvalue_threshold=1.0)
+    assert np.all(np.isfinite(loose.hurst))
+    assert np.all(loose.mean_crossings >= 0)
+    strict = screen(log_prices, series_pvalue_threshold=1e-6)
+    assert np.isfinite(strict.hurst).sum() == (strict.pvalue <= 1e-6).sum() >= len(CONSTRUCTED)
+
+
+def test_to_columns_and_from_columns_round_trip_nan_and_inf(result):
+    original = merge_and_adjust([screen(synthetic_log_prices())])
+    original.half_life[0] = np.inf
+    original.half_life[1] = np.nan
+    original.zscore[2] = -np.inf
+    original.return_correlation[3] = np.nan
+    original.hurst[4] = np.nan
+
+    columns = original.to_columns()
+    assert columns["half_life"][1] is None  # NaN becomes None (valid JSON)
+    assert columns["half_life"][0] == math.inf
+    # The Celery transport is JSON: go through it.
+    restored = ScreenResult.from_columns(json.loads(json.dumps(columns)))
+
+    for name in ScreenResult.__dataclass_fields__:
+        before, after = getattr(original, name), getattr(restored, name)
+        assert after.dtype == before.dtype, name
+        np.testing.assert_array_equal(after, before, err_msg=name)  # NaN == NaN, inf == inf here
+    assert restored.half_life[0] == np.inf
+    assert np.isnan(restored.half_life[1])
+    assert restored.zscore[2] == -np.inf
+
+
+def test_round_trip_without_qvalues_keeps_none(result):
+    columns = result.to_columns()
+    assert "qvalue" not in columns
+    restored = ScreenResult.from_columns(json.loads(json.dumps(columns)))
+    assert restored.qvalue is None
+    np.testing.assert_array_equal(restored.pvalue, result.pvalue)
+    np.testing.assert_array_equal(restored.mean_crossings, result.mean_crossings)
+
+
+@pytest.mark.parametrize("n_blocks", [2, 3, 7])
+def test_merge_of_split_blocks_equals_one_block(log_prices, n_blocks):
+    whole = merge_and_adjust([screen(log_prices, series_pvalue_threshold=THRESHOLD)])
+    blocks = split_pairs(log_prices.shape[1], n_blocks)
+    assert len(blocks) == n_blocks
+    parts = [screen(log_prices, block, series_pvalue_threshold=THRESHOLD) for block in blocks]
+    # Through JSON, like the fanned-out blocks that come back from the workers.
+    parts = [ScreenResult.from_columns(json.loads(json.dumps(p.to_columns()))) for p in parts]
+    merged = merge_and_adjust(parts)
+
+    np.testing.assert_array_equal(merged.y_index, whole.y_index)
+    np.testing.assert_array_equal(merged.x_index, whole.x_index)
+    np.testing.assert_allclose(merged.qvalue, whole.qvalue, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(merged.pvalue, whole.pvalue, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(merged.lag, whole.lag)
+    np.testing.assert_array_equal(merged.mean_crossings, whole.mean_crossings)
+    np.testing.assert_allclose(merged.hurst, whole.hurst, rtol=1e-12)
+    # q-values are Benjamini-Hochberg over all tests of the run, not per block.
+    np.testing.assert_allclose(merged.qvalue, benjamini_hochberg(whole.pvalue), rtol=1e-12)
+    per_block = np.concatenate([benjamini_hochberg(p.pvalue) for p in parts])
+    assert not np.allclose(per_block, merged.qvalue)
+    assert np.all(merged.qvalue >= merged.pvalue - 1e-15)
+
+
+def test_q_values_follow_benjamini_hochberg_by_hand():
+    pvalues = np.array([0.01, 0.04, 0.03, 0.2])
+    part = ScreenResult(**{name: np.zeros(4) for name in ScreenResult.__dataclass_fields__ if name != "qvalue"})
+    part.pvalue = pvalues
+    merged = merge_and_adjust([part])
+    # sorted: 0.01, 0.03, 0.04, 0.2 -> p * m / rank = 0.04, 0.06, 0.0533, 0.2 -> monotone from the top
+    np.testing.assert_allclose(merged.qvalue, [0.04, 0.05333333333333334, 0.05333333333333334, 0.2], rtol=1e-12)
+
+
+@pytest.mark.parametrize(("n_symbols", "n_blocks"), [(2, 1), (2, 5), (5, 1), (5, 3), (7, 4), (12, 10), (6, 0),
+                                                     (4, 100)])
+def test_split_pairs_covers_every_ordered_pair_exactly_once(n_symbols, n_blocks):
+    blocks = split_pairs(n_symbols, n_blocks)
+    assert all(len(block) for block in blocks)
+    assert len(blocks) == min(max(1, n_blocks), n_symbols * (n_symbols - 1))
+    sizes = [len(block) for block in blocks]
+    assert max(sizes) - min(sizes) <= 1
+    flat = [tuple(map(int, row)) for block in blocks for row in block]
+    assert len(flat) == n_symbols * (n_symbols - 1)
+    assert len(set(flat)) == len(flat)
+    expected = {(y, x) for y in range(n_symbols) for x in range(n_symbols) if y != x}
+    assert set(flat) == expected
+
+
+def test_confirm_out_of_sample_confirms_a_constructed_pair(log_prices):
+    for offset, (intercept, hedge_ratio, _, _, leg) in enumerate(CONSTRUCTED):
+        check = confirm_out_of_sample(log_prices[:, N_WALKS + offset], log_prices[:, leg], holdout_bars=250,
+                                      max_pvalue=0.10)
+        assert check.confirmed
+        assert check.johansen_passed
+        assert check.johansen_trace > check.johansen_critical_95
+        assert check.holdout_pvalue < 0.01
+        assert check.formation_hedge_ratio == pytest.approx(hedge_ratio, rel=0.1)
+        # The formation fit is the OLS fit on the window without its held-out bars.
+        fit = OLS(log_prices[:-250, N_WALKS + offset], add_constant(log_prices[:-250, leg], prepend=False)).fit()
+        assert check.formation_hedge_ratio == pytest.approx(fit.params[0], rel=1e-9)
+        assert check.formation_intercept == pytest.approx(fit.params[1], rel=1e-9, abs=1e-12)
+        holdout = log_prices[-250:, N_WALKS + offset] - fit.params[1] - fit.params[0] * log_prices[-250:, leg]
+        adf = adfuller(holdout, regression="c", autolag="AIC", result_object=True)
+        assert check.holdout_pvalue == pytest.approx(adf.pvalue, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [100, 101, 102, 103, 104])
+def test_confirm_out_of_sample_rejects_independent_random_walks(seed):
+    walks = np.cumsum(np.random.default_rng(seed).normal(0.0, 0.01, size=(N_BARS, 2)), axis=0)
+    check = confirm_out_of_sample(walks[:, 0], walks[:, 1], holdout_bars=250, max_pvalue=0.10)
+    assert not check.confirmed
+    assert not check.johansen_passed
+    assert check.johansen_trace < check.johansen_critical_95
+
+
+def test_confirmation_requires_both_the_holdout_and_johansen(log_prices):
+    k = N_WALKS  # constructed pair on walk 0
+    strict = confirm_out_of_sample(log_prices[:, k], log_prices[:, 0], holdout_bars=250, max_pvalue=1e-12)
+    assert strict.johansen_passed and strict.holdout_pvalue > 1e-12
+    assert not strict.confirmed

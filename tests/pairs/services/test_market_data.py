@@ -1,0 +1,506 @@
+"""Market-data writes: candle upsert, file import, instrument sync, and universe/candle fetch against the fake Bybit."""
+
+from __future__ import annotations
+
+import math
+import socket
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from execution.exchanges.ccxt_exchange import CcxtExchange, build_ccxt_client
+from execution.exchanges.retry import call_with_retry
+from pairs.marketdata.files import CandleFileError
+from pairs.marketdata.specs import InstrumentSpec
+from pairs.models import Candle, Instrument
+from pairs.services.market_data import (
+    candles_fetch,
+    candles_import_directory,
+    candles_upsert,
+    instrument_get_or_create_for_import,
+    instruments_sync,
+    last_candle_time,
+    universe_refresh,
+)
+from tests.factories import InstrumentFactory
+from tests.fakes.bybit import FakeBybit
+
+pytestmark = pytest.mark.django_db
+
+H = 3_600_000
+T0 = 1_609_459_200_000  # 2021-01-01T00:00:00Z
+COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
+KLINE = "/v5/market/kline"
+
+
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def candles_frame(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def stored(instrument: Instrument, timeframe: str = "1h") -> list[tuple]:
+    return list(
+        Candle.objects.filter(instrument=instrument, timeframe=timeframe)
+        .order_by("open_time")
+        .values_list("open_time", "open", "high", "low", "close", "volume")
+    )
+
+
+def file_rows(n: int, *, start: int = T0, base: float = 100.0) -> list[tuple]:
+    return [(start + i * H, base + i, base + i + 1, base + i - 1, base + i + 0.5, 10.0 + i) for i in range(n)]
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch):
+    """Fail any connection that is not to this machine: the tests must never reach a real exchange."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"test tried to reach {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(autouse=True)
+def retry_sleeps(monkeypatch) -> list[float]:
+    """call_with_retry's default ``sleep`` is bound at definition time: swap the default, record the delays."""
+    sleeps: list[float] = []
+    monkeypatch.setitem(call_with_retry.__kwdefaults__, "sleep", sleeps.append)
+    return sleeps
+
+
+# ---------------------------------------------------------------------------------------------------- upsert
+
+
+def test_upsert_twice_stores_each_bar_once_and_updates_changed_values():
+    instrument = InstrumentFactory(symbol="PEPEUSDT", base="PEPE")
+    first = candles_frame(
+        [
+            (T0, 0.00012, 0.000125, 0.000119, 0.00012345, 1234567890.5),
+            (T0 + H, 0.00012345, 0.00013, 0.00012, 0.000129, 0.0),
+            (T0 + 2 * H, 0.00001234, 0.000013, 0.000012, 0.0000125, 42.0),  # repr uses exponent notation
+        ]
+    )
+
+    assert candles_upsert(instrument=instrument, timeframe="1h", candles=first) == 3
+    assert candles_upsert(instrument=instrument, timeframe="1h", candles=first) == 3
+
+    rows = stored(instrument)
+    assert len(rows) == 3
+    assert rows[0] == (
+        utc(T0), Decimal("0.00012"), Decimal("0.000125"), Decimal("0.000119"), Decimal("0.00012345"),
+        Decimal("1234567890.5"),
+    )  # fmt: skip
+    assert rows[1][4] == Decimal("0.000129")
+    assert rows[2][1:5] == (Decimal("0.00001234"), Decimal("0.000013"), Decimal("0.000012"), Decimal("0.0000125"))
+
+    changed = candles_frame(
+        [
+            (T0 + H, 0.00012345, 0.00013, 0.00012, 0.00012999, 7.25),  # close and volume revised
+            (T0 + 3 * H, 0.0000125, 0.0000126, 0.0000124, 0.0000125, 1.0),  # new
+        ]
+    )
+    assert candles_upsert(instrument=instrument, timeframe="1h", candles=changed) == 2
+
+    rows = stored(instrument)
+    assert len(rows) == 4
+    assert rows[0][4] == Decimal("0.00012345")  # untouched
+    assert rows[1][4:] == (Decimal("0.00012999"), Decimal("7.25"))
+    assert rows[3][0] == utc(T0 + 3 * H)
+
+
+def test_upsert_keeps_timeframes_and_instruments_apart():
+    btc, eth = InstrumentFactory(symbol="BTCUSDT", base="BTC"), InstrumentFactory(symbol="ETHUSDT", base="ETH")
+    bars = candles_frame(file_rows(3))
+
+    candles_upsert(instrument=btc, timeframe="1h", candles=bars)
+    candles_upsert(instrument=btc, timeframe="4h", candles=bars.iloc[:1])
+    candles_upsert(instrument=eth, timeframe="1h", candles=bars.iloc[:2])
+
+    assert (len(stored(btc)), len(stored(btc, "4h")), len(stored(eth))) == (3, 1, 2)
+
+
+def test_upsert_refuses_unvalidated_or_unknown_input():
+    instrument = InstrumentFactory()
+    assert candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame([])) == 0
+    with pytest.raises(ValueError, match="must be validated first"):
+        candles_upsert(
+            instrument=instrument, timeframe="1h", candles=candles_frame([(T0, 1.0, 2.0, 0.5, math.nan, 1.0)])
+        )
+    with pytest.raises(ValueError, match="unknown timeframe"):
+        candles_upsert(instrument=instrument, timeframe="7h", candles=candles_frame(file_rows(1)))
+    assert Candle.objects.count() == 0
+
+
+# ---------------------------------------------------------------------------------------------------- file import
+
+
+@pytest.fixture
+def import_dir(tmp_path) -> Path:
+    candles_frame(file_rows(5)).to_csv(tmp_path / "GOODAUSDT.csv", index=False)
+    candles_frame(file_rows(4, base=2.0)).to_csv(tmp_path / "GOODBUSDT.csv.gz", index=False, compression="gzip")
+    bad = file_rows(5, base=50.0)
+    bad[2] = (bad[2][0], 52.0, 53.0, 51.0, math.nan, 12.0)  # NaN close at 02:00, in the middle
+    candles_frame(bad).to_csv(tmp_path / "BADUSDT.csv", index=False)
+    return tmp_path
+
+
+def test_import_stores_the_good_files_and_nothing_of_the_bad_one(import_dir):
+    seen = []
+
+    summary = candles_import_directory(
+        directory=import_dir, timeframe="1h", exchange="bybit", progress=lambda r: seen.append(r.symbol)
+    )
+
+    assert seen == ["BADUSDT", "GOODAUSDT", "GOODBUSDT"]
+    assert summary.rows == 9
+    assert [f.symbol for f in summary.failed] == ["BADUSDT"]
+    error = summary.failed[0].error
+    assert error.startswith("BADUSDT: candles rejected:")
+    assert "NaN or non-positive price at 2021-01-01T02:00:00Z" in error
+
+    good_a = Instrument.objects.get(exchange="bybit", symbol="GOODAUSDT")
+    assert (good_a.base, good_a.quote, good_a.ccxt_symbol) == ("GOODA", "USDT", "GOODA/USDT:USDT")
+    rows = stored(good_a)
+    assert len(rows) == 5
+    assert rows[4] == (utc(T0 + 4 * H), Decimal("104"), Decimal("105"), Decimal("103"), Decimal("104.5"),
+                       Decimal("14"))  # fmt: skip
+    assert len(stored(Instrument.objects.get(symbol="GOODBUSDT"))) == 4
+    assert Candle.objects.filter(instrument__symbol="BADUSDT").count() == 0
+    assert not Instrument.objects.filter(symbol="BADUSDT").exists()
+    reports = {f.symbol: f.report for f in summary.files}
+    assert reports["GOODAUSDT"].rows_out == 5
+    assert reports["BADUSDT"] is None
+
+
+def test_a_rejected_file_leaves_earlier_bars_of_its_symbol_untouched(import_dir):
+    instrument = instrument_get_or_create_for_import(exchange="bybit", symbol="BADUSDT")
+    candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame([(T0 + H, 7.0, 8.0, 6.0, 7.5, 1.0)]))
+
+    summary = candles_import_directory(directory=import_dir, timeframe="1h", exchange="bybit", symbols=["BADUSDT"])
+
+    assert summary.rows == 0
+    assert len(summary.failed) == 1
+    assert stored(instrument) == [
+        (utc(T0 + H), Decimal("7"), Decimal("8"), Decimal("6"), Decimal("7.5"), Decimal("1"))
+    ]
+
+
+def test_import_of_a_missing_symbol_raises_before_anything_is_stored(import_dir):
+    with pytest.raises(CandleFileError, match="no file for symbol"):
+        candles_import_directory(directory=import_dir, timeframe="1h", exchange="bybit",
+                                 symbols=["GOODAUSDT", "NOPEUSDT"])  # fmt: skip
+    assert Candle.objects.count() == 0
+
+
+def test_import_of_the_real_subset_twice_stores_each_bar_once(shared_candles_dir):
+    for _ in range(2):
+        summary = candles_import_directory(
+            directory=shared_candles_dir, timeframe="1h", exchange="bybit", symbols=["BTCUSDT", "ETHUSDT"]
+        )
+        assert summary.failed == []
+        assert summary.rows == 2 * 5482
+        assert (summary.files[0].report.gaps, summary.files[0].report.missing_bars) == (6, 11)
+
+    assert Candle.objects.count() == 2 * 5482
+    btc = Instrument.objects.get(exchange="bybit", symbol="BTCUSDT")
+    assert Candle.objects.filter(instrument=btc).count() == 5482
+    assert last_candle_time(instrument=btc, timeframe="1h") == datetime(2021, 7, 17, 20, tzinfo=UTC)
+    last = stored(btc)[-1]
+    assert last[1:] == (Decimal("31834.33"), Decimal("31898.5"), Decimal("31723.08"), Decimal("31723.09"),
+                        Decimal("831.839377"))  # fmt: skip
+    assert stored(btc)[0][0] == datetime(2020, 12, 1, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------------------------------- instrument sync
+
+
+def spec(symbol: str, **overrides) -> InstrumentSpec:
+    base = symbol.removesuffix("USDT")
+    values = {
+        "symbol": symbol, "base": base, "quote": "USDT", "settle": "USDT", "ccxt_symbol": f"{base}/USDT:USDT",
+        "tick_size": Decimal("0.01"), "qty_step": Decimal("0.001"), "min_qty": Decimal("0.001"),
+        "max_qty": Decimal("1000"), "min_notional": Decimal("5"), "funding_interval_minutes": 480,
+        "listed_at": datetime(2020, 3, 30, tzinfo=UTC), "turnover_24h": Decimal("12000000"),
+    }  # fmt: skip
+    values.update(overrides)
+    return InstrumentSpec(**values)
+
+
+def test_sync_creates_updates_and_delists():
+    result = instruments_sync(exchange="bybit", specs=[spec("BTCUSDT"), spec("ETHUSDT"), spec("SOLUSDT")])
+    assert sorted(result.created) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    eth = Instrument.objects.get(exchange="bybit", symbol="ETHUSDT")
+    assert (eth.tick_size, eth.min_notional, eth.turnover_24h) == (Decimal("0.01"), Decimal("5"), Decimal("12000000"))
+    assert eth.status == Instrument.Status.TRADING
+
+    result = instruments_sync(
+        exchange="bybit",
+        specs=[spec("BTCUSDT", tick_size=Decimal("0.1")), spec("ETHUSDT", active=False)],
+        complete=True,
+    )
+
+    assert result.created == []
+    assert sorted(result.updated) == ["BTCUSDT", "ETHUSDT"]
+    assert sorted(result.delisted) == ["ETHUSDT", "SOLUSDT"]
+    by_symbol = {i.symbol: i for i in Instrument.objects.filter(exchange="bybit")}
+    assert by_symbol["BTCUSDT"].tick_size == Decimal("0.1")
+    assert by_symbol["BTCUSDT"].status == Instrument.Status.TRADING
+    for symbol in ("ETHUSDT", "SOLUSDT"):
+        assert by_symbol[symbol].status == Instrument.Status.DELISTED
+        assert by_symbol[symbol].delisted_at is not None
+
+
+def test_sync_without_changes_writes_nothing():
+    instruments_sync(exchange="bybit", specs=[spec("BTCUSDT")])
+    result = instruments_sync(exchange="bybit", specs=[spec("BTCUSDT")])
+    assert (result.created, result.updated, result.delisted) == ([], [], [])
+
+
+def test_incomplete_sync_leaves_missing_instruments_alone():
+    instruments_sync(exchange="bybit", specs=[spec("BTCUSDT"), spec("ETHUSDT")])
+
+    result = instruments_sync(exchange="bybit", specs=[spec("BTCUSDT")], complete=False)
+
+    assert result.delisted == []
+    assert Instrument.objects.get(symbol="ETHUSDT").status == Instrument.Status.TRADING
+
+
+def test_sync_keeps_the_admins_exclusion_other_exchanges_and_known_turnover():
+    instruments_sync(exchange="bybit", specs=[spec("BTCUSDT")])
+    Instrument.objects.filter(symbol="BTCUSDT").update(excluded=True, exclusion_reason="manipulated")
+    other = InstrumentFactory(exchange="binance", symbol="XRPUSDT", base="XRP")
+
+    result = instruments_sync(exchange="bybit", specs=[spec("BTCUSDT", min_qty=Decimal("0.01"), turnover_24h=None)])
+
+    assert result.updated == ["BTCUSDT"]
+    btc = Instrument.objects.get(exchange="bybit", symbol="BTCUSDT")
+    assert (btc.excluded, btc.exclusion_reason) == (True, "manipulated")
+    assert btc.min_qty == Decimal("0.01")
+    assert btc.turnover_24h == Decimal("12000000")  # an unknown turnover does not erase the known one
+    other.refresh_from_db()
+    assert other.status == Instrument.Status.TRADING
+
+
+# ---------------------------------------------------------------------------------------------------- the fake Bybit
+
+
+@pytest.fixture
+def fake():
+    with FakeBybit() as server:
+        yield server
+    assert server.errors == []
+
+
+def client_for(fake: FakeBybit) -> CcxtExchange:
+    return CcxtExchange(build_ccxt_client("bybit", base_url=fake.base_url, enable_rate_limit=False, timeout_ms=2000))
+
+
+def seed_universe(fake: FakeBybit) -> None:
+    fake.add_instrument("BTCUSDT", base="BTC", tick_size="0.1", qty_step="0.001", min_qty="0.001",
+                        min_notional="5", max_qty="500", price="50000", turnover_24h="2000000000.5")  # fmt: skip
+    fake.add_instrument("PEPEUSDT", base="PEPE", tick_size="0.0000001", qty_step="100", min_qty="100",
+                        min_notional="1", funding_interval_minutes=240, price="0.0000123",
+                        turnover_24h="12345.678", launch_time_ms=1_683_000_000_000)  # fmt: skip
+    fake.add_instrument("OLDUSDT", base="OLD", tick_size="0.001", qty_step="1", min_qty="1", price="2",
+                        turnover_24h="750000")  # fmt: skip
+    fake.add_instrument("BTCPERP", base="BTC", quote="USDC", tick_size="0.1", qty_step="0.001", min_qty="0.001",
+                        price="50000", turnover_24h="1000")  # fmt: skip
+
+
+def test_universe_refresh_stores_filters_and_turnover_as_decimals(fake):
+    seed_universe(fake)
+
+    result = universe_refresh(exchange_client=client_for(fake), exchange="bybit", quote="USDT")
+
+    assert sorted(result.created) == ["BTCUSDT", "OLDUSDT", "PEPEUSDT"]  # the USDC-settled one is not ours
+    pepe = Instrument.objects.get(exchange="bybit", symbol="PEPEUSDT")
+    assert (pepe.base, pepe.quote, pepe.settle, pepe.ccxt_symbol) == ("PEPE", "USDT", "USDT", "PEPE/USDT:USDT")
+    assert pepe.tick_size == Decimal("0.0000001")
+    assert pepe.qty_step == Decimal("100")
+    assert pepe.min_qty == Decimal("100")
+    assert pepe.min_notional == Decimal("1")
+    assert pepe.funding_interval_minutes == 240
+    assert pepe.turnover_24h == Decimal("12345.678")
+    assert pepe.listed_at == datetime.fromtimestamp(1_683_000_000, tz=UTC)
+    assert pepe.status == Instrument.Status.TRADING
+    btc = Instrument.objects.get(exchange="bybit", symbol="BTCUSDT")
+    assert (btc.tick_size, btc.qty_step, btc.min_qty, btc.max_qty, btc.min_notional) == (
+        Decimal("0.1"), Decimal("0.001"), Decimal("0.001"), Decimal("500"), Decimal("5"),
+    )  # fmt: skip
+    assert btc.funding_interval_minutes == 480
+    assert btc.turnover_24h == Decimal("2000000000.5")
+    assert not Instrument.objects.filter(symbol="BTCPERP").exists()
+
+    again = universe_refresh(exchange_client=client_for(fake), exchange="bybit", quote="USDT")
+    assert (again.created, again.updated, again.delisted) == ([], [], [])
+
+
+def test_universe_refresh_marks_delisted_instruments(fake):
+    seed_universe(fake)
+    universe_refresh(exchange_client=client_for(fake), exchange="bybit", quote="USDT")
+    Instrument.objects.filter(symbol="BTCUSDT").update(excluded=True, exclusion_reason="by hand")
+
+    fake.delist("OLDUSDT")  # still listed, status Closed
+    fake.delist("PEPEUSDT", hidden=True)  # gone from the list altogether
+    fake.set_ticker("BTCUSDT", turnover_24h="3000000000")
+    result = universe_refresh(exchange_client=client_for(fake), exchange="bybit", quote="USDT")
+
+    assert sorted(result.delisted) == ["OLDUSDT", "PEPEUSDT"]
+    statuses = dict(Instrument.objects.values_list("symbol", "status"))
+    assert statuses == {"BTCUSDT": "trading", "OLDUSDT": "delisted", "PEPEUSDT": "delisted"}
+    assert Instrument.objects.get(symbol="OLDUSDT").delisted_at is not None
+    btc = Instrument.objects.get(symbol="BTCUSDT")
+    assert btc.turnover_24h == Decimal("3000000000")
+    assert (btc.excluded, btc.exclusion_reason) == (True, "by hand")
+
+
+def hourly_rows(first: int, last: int) -> list[tuple]:
+    """Bars number first..last (inclusive), bar i opening at T0 + i hours, with values derived from i."""
+    return [(T0 + i * H, f"{1000 + i}.5", f"{1001 + i}", f"{999 + i}", f"{1000 + i}.25", f"{i}.125")
+            for i in range(first, last + 1)]  # fmt: skip
+
+
+@pytest.fixture
+def btc(fake) -> Instrument:
+    fake.add_instrument("BTCUSDT", base="BTC", tick_size="0.1", qty_step="0.001", min_qty="0.001", price="50000")
+    return InstrumentFactory(symbol="BTCUSDT", base="BTC", ccxt_symbol="BTC/USDT:USDT")
+
+
+def kline_starts(fake: FakeBybit, symbol: str | None = None) -> list[int]:
+    match = {"symbol": symbol} if symbol else {}
+    return [int(r.params["start"]) for r in fake.requests_to(KLINE, **match)]
+
+
+def test_fetch_pages_through_all_closed_bars_then_resumes_from_the_last_one(fake, btc, retry_sleeps):
+    fake.set_candles("BTCUSDT", "1h", hourly_rows(0, 2499))
+    now = T0 + 2499 * H + 30 * 60_000  # bar 2499 is still open
+
+    [result] = candles_fetch(exchange_client=client_for(fake), instruments=[btc], timeframe="1h",
+                             backfill_bars=3000, now_ms=now)  # fmt: skip
+
+    assert (result.symbol, result.rows, result.error) == ("BTCUSDT", 2499, "")
+    assert result.requests == 3
+    backfill_start = T0 - 501 * H  # 3000 bars before the open bar, earlier than the fake's history
+    assert kline_starts(fake) == [backfill_start, T0 + 1000 * H, T0 + 2000 * H]  # oldest first
+    assert Candle.objects.filter(instrument=btc).count() == 2499
+    assert last_candle_time(instrument=btc, timeframe="1h") == utc(T0 + 2498 * H)
+    assert not Candle.objects.filter(instrument=btc, open_time=utc(T0 + 2499 * H)).exists()
+    sample = Candle.objects.get(instrument=btc, open_time=utc(T0 + 1234 * H))
+    assert (sample.open, sample.high, sample.low, sample.close, sample.volume) == (
+        Decimal("2234.5"), Decimal("2235"), Decimal("2233"), Decimal("2234.25"), Decimal("1234.125"),
+    )  # fmt: skip
+    assert retry_sleeps == []
+
+    fake.add_candles("BTCUSDT", "1h", hourly_rows(2499, 2502))  # 2499 closes; 2502 is the new open bar
+    fake.clear_requests()
+    [result] = candles_fetch(exchange_client=client_for(fake), instruments=[btc], timeframe="1h",
+                             backfill_bars=3000, now_ms=T0 + 2502 * H + 1)  # fmt: skip
+
+    assert (result.rows, result.requests, result.error) == (3, 1, "")
+    assert kline_starts(fake) == [T0 + 2499 * H]
+    assert Candle.objects.filter(instrument=btc).count() == 2502
+    assert last_candle_time(instrument=btc, timeframe="1h") == utc(T0 + 2501 * H)
+
+
+def test_fetch_with_nothing_new_makes_no_request(fake, btc):
+    fake.set_candles("BTCUSDT", "1h", hourly_rows(0, 9))
+    client = client_for(fake)
+    candles_fetch(exchange_client=client, instruments=[btc], timeframe="1h", backfill_bars=5, now_ms=T0 + 10 * H)
+    assert Candle.objects.filter(instrument=btc).count() == 5
+    fake.clear_requests()
+
+    [result] = candles_fetch(exchange_client=client, instruments=[btc], timeframe="1h", backfill_bars=5,
+                             now_ms=T0 + 10 * H + 59 * 60_000)  # fmt: skip
+
+    assert (result.rows, result.requests) == (0, 0)
+    assert kline_starts(fake) == []
+
+
+@pytest.mark.parametrize("fault", ["http_502", "rate_limit"])
+def test_a_temporary_error_is_retried_and_the_fetch_succeeds(fake, btc, retry_sleeps, fault):
+    fake.set_candles("BTCUSDT", "1h", hourly_rows(0, 20))
+    if fault == "http_502":
+        fake.http_error_next(KLINE, 502)
+    else:
+        fake.rate_limit_next(KLINE)
+
+    [result] = candles_fetch(exchange_client=client_for(fake), instruments=[btc], timeframe="1h",
+                             backfill_bars=20, now_ms=T0 + 20 * H + 1)  # fmt: skip
+
+    assert (result.rows, result.error) == (20, "")
+    assert result.requests == 1  # one page, once it got through
+    assert len(retry_sleeps) == 1
+    assert 0.375 <= retry_sleeps[0] <= 0.625  # the first backoff step, 0.5 s with jitter
+    assert kline_starts(fake) == [T0, T0]  # the same request, sent again
+    assert fake.pending_faults() == []
+
+
+def test_a_permanent_error_fails_one_symbol_and_the_others_are_fetched(fake, btc, retry_sleeps):
+    fake.add_instrument("ETHUSDT", base="ETH", tick_size="0.01", qty_step="0.01", min_qty="0.01", price="3000")
+    eth = InstrumentFactory(symbol="ETHUSDT", base="ETH", ccxt_symbol="ETH/USDT:USDT")
+    fake.set_candles("BTCUSDT", "1h", hourly_rows(0, 10))
+    fake.set_candles("ETHUSDT", "1h", hourly_rows(0, 10))
+    fake.fail_next(KLINE, 10001, "params error: something invalid", symbol="BTCUSDT")
+    seen = []
+
+    results = candles_fetch(exchange_client=client_for(fake), instruments=[btc, eth], timeframe="1h",
+                            backfill_bars=10, now_ms=T0 + 10 * H + 1, progress=seen.append)  # fmt: skip
+
+    assert [r.symbol for r in results] == ["BTCUSDT", "ETHUSDT"]
+    assert seen == results
+    failed, ok = results
+    assert failed.rows == 0
+    assert "10001" in failed.error and "params error: something invalid" in failed.error
+    assert (ok.rows, ok.error) == (10, "")
+    assert Candle.objects.filter(instrument=btc).count() == 0
+    assert Candle.objects.filter(instrument=eth).count() == 10
+    assert retry_sleeps == []  # never retried
+    assert len(kline_starts(fake, "BTCUSDT")) == 1
+
+
+def test_fetched_bars_that_fail_validation_are_not_stored(fake, btc):
+    rows = hourly_rows(0, 5)
+    rows[3] = (rows[3][0], "1000", "990", "1010", "1000", "1")  # high below low
+    fake.set_candles("BTCUSDT", "1h", rows)
+
+    [result] = candles_fetch(exchange_client=client_for(fake), instruments=[btc], timeframe="1h",
+                             backfill_bars=6, now_ms=T0 + 6 * H)  # fmt: skip
+
+    assert result.rows == 0
+    assert "high below low at 2021-01-01T03:00:00Z" in result.error
+    assert result.error.startswith("BTCUSDT: candles rejected")
+    assert Candle.objects.filter(instrument=btc).count() == 0
+
+
+def test_fetch_of_an_instrument_the_exchange_does_not_know_is_reported(fake, btc):
+    imported = instrument_get_or_create_for_import(exchange="bybit", symbol="GONEUSDT")
+    fake.set_candles("BTCUSDT", "1h", hourly_rows(0, 3))
+
+    gone, ok = candles_fetch(exchange_client=client_for(fake), instruments=[imported, btc], timeframe="1h",
+                             backfill_bars=3, now_ms=T0 + 3 * H)  # fmt: skip
+
+    assert gone.symbol == "GONEUSDT" and gone.rows == 0 and "GONE/USDT:USDT" in gone.error
+    assert ok.rows == 3
+
+
+def test_backfill_starts_backfill_bars_before_now(fake, btc):
+    fake.set_candles("BTCUSDT", "1h", hourly_rows(0, 100))
+    now = T0 + 100 * H + 5
+
+    [result] = candles_fetch(exchange_client=client_for(fake), instruments=[btc], timeframe="1h",
+                             backfill_bars=24, now_ms=now)  # fmt: skip
+
+    assert result.rows == 24
+    assert kline_starts(fake) == [T0 + 76 * H]
+    times = list(Candle.objects.filter(instrument=btc).order_by("open_time").values_list("open_time", flat=True))
+    assert times[0] == utc(T0 + 76 * H) and times[-1] == utc(T0 + 99 * H)
+    assert times == [utc(T0 + 76 * H) + timedelta(hours=i) for i in range(24)]

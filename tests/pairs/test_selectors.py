@@ -1,0 +1,197 @@
+"""universe_instruments and price_window: who is in the screen's universe, and the close-price grid it works on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pairs.models import Instrument, SelectionConfig
+from pairs.selectors import MAX_FORWARD_FILL_BARS, price_window, universe_instruments
+from pairs.services.market_data import candles_import_directory, candles_upsert
+from tests.factories import InstrumentFactory
+
+pytestmark = pytest.mark.django_db
+
+H = 3_600_000
+T0 = 1_609_459_200_000  # 2021-01-01T00:00:00Z
+
+
+def utc_hour(hour: int) -> pd.Timestamp:
+    return pd.Timestamp(T0 + hour * H, unit="ms", tz="UTC")
+
+
+# ---------------------------------------------------------------------------------------------------- universe
+
+
+def test_universe_leaves_out_excluded_delisted_low_turnover_and_foreign_instruments():
+    config = SelectionConfig.current()
+    config.min_turnover_24h = Decimal("5000000")
+    config.save()
+    InstrumentFactory(symbol="AAAUSDT", turnover_24h=Decimal("10000000"))
+    InstrumentFactory(symbol="BBBUSDT", turnover_24h=Decimal("10000000"), excluded=True, exclusion_reason="x")
+    InstrumentFactory(symbol="CCCUSDT", turnover_24h=Decimal("10000000"), status=Instrument.Status.DELISTED)
+    InstrumentFactory(symbol="DDDUSDT", turnover_24h=Decimal("4999999.99"))
+    InstrumentFactory(symbol="EEEUSDT", turnover_24h=None)  # imported from files: unknown turnover passes
+    InstrumentFactory(symbol="FFFUSDT", turnover_24h=Decimal("5000000"))  # exactly the minimum
+    InstrumentFactory(symbol="GGGUSDC", quote="USDC", settle="USDC", turnover_24h=Decimal("10000000"))
+    InstrumentFactory(exchange="binance", symbol="HHHUSDT", turnover_24h=Decimal("10000000"))
+    InstrumentFactory(symbol="IIIUSDT", turnover_24h=Decimal("10000000"), status=Instrument.Status.PRELAUNCH)
+    InstrumentFactory(symbol="ABCUSDT", turnover_24h=Decimal("99000000"))
+
+    symbols = list(universe_instruments(config=config).values_list("symbol", flat=True))
+
+    assert symbols == ["AAAUSDT", "ABCUSDT", "EEEUSDT", "FFFUSDT"]
+
+
+def test_universe_follows_the_configured_minimum():
+    config = SelectionConfig.current()
+    InstrumentFactory(symbol="AAAUSDT", turnover_24h=Decimal("1000"))
+    config.min_turnover_24h = Decimal("500")
+    config.save()
+    assert [i.symbol for i in universe_instruments(config=config)] == ["AAAUSDT"]
+    config.min_turnover_24h = Decimal("1000.01")
+    config.save()
+    assert list(universe_instruments(config=config)) == []
+
+
+# ---------------------------------------------------------------------------------------------------- synthetic window
+
+
+def store(symbol: str, hours, close=lambda hour: 100.0 + hour) -> Instrument:
+    instrument = InstrumentFactory(symbol=symbol)
+    hours = list(hours)
+    rows = [(T0 + h * H, close(h), close(h) + 1, close(h) - 1, close(h), 1.0) for h in hours]
+    frame = pd.DataFrame(rows, columns=["timestamp", "open", "high", "low", "close", "volume"])
+    candles_upsert(instrument=instrument, timeframe="1h", candles=frame)
+    return instrument
+
+
+def test_grid_has_exactly_bars_steps_ending_at_the_newest_bar():
+    a = store("AAAUSDT", range(100))
+    b = store("BBBUSDT", range(50, 101), close=lambda h: 2.0 + h / 100)  # the newest bar of all: hour 100
+
+    window = price_window(instruments=[b, a], timeframe="1h", bars=24)
+
+    assert len(window.times) == 24
+    assert window.times[-1] == utc_hour(100)
+    assert window.times[0] == utc_hour(77)
+    assert (np.diff(window.times.asi8) == H * 1_000_000).all()  # nanoseconds
+    # AAA has no bar at hour 100: a 1-bar gap at the end is filled only when min_history allows; here it is short
+    assert window.symbols == ["BBBUSDT"]
+    assert window.excluded == {"AAAUSDT": "23 bars in the window, fewer than 24"}
+    assert window.closes.shape == (24, 1)
+    assert window.closes[:, 0].tolist() == [2.0 + h / 100 for h in range(77, 101)]
+    assert window.instrument_ids == [b.pk]
+
+
+def test_window_ending_at_a_given_time():
+    a = store("AAAUSDT", range(100))
+    b = store("BBBUSDT", range(100), close=lambda h: 50.0 - h / 4)
+
+    window = price_window(instruments=[a, b], timeframe="1h", bars=10, end=utc_hour(60).to_pydatetime())
+
+    assert window.times[0] == utc_hour(51) and window.times[-1] == utc_hour(60)
+    assert window.symbols == ["AAAUSDT", "BBBUSDT"]
+    assert window.closes[:, 0].tolist() == [100.0 + h for h in range(51, 61)]
+    assert window.closes[:, 1].tolist() == [50.0 - h / 4 for h in range(51, 61)]
+    assert window.excluded == {} and window.filled_bars == {}
+    assert window.closes.dtype == np.float64
+
+
+def test_short_gap_is_forward_filled_long_gap_short_history_and_no_candles_are_left_out():
+    full = store("AAAUSDT", range(100))
+    gap2 = store("GAP2USDT", [h for h in range(100) if h not in (90, 91)])
+    gap10 = store("GAP10USDT", [h for h in range(100) if not 80 <= h <= 89])
+    late = store("LATEUSDT", range(85, 100))
+    old = store("OLDUSDT", range(40))  # stopped before the window
+    sparse = store("SPARSEUSDT", [h for h in range(100) if h not in (77, 81, 85, 89, 93, 97)])
+    empty = InstrumentFactory(symbol="EMPTYUSDT")
+
+    window = price_window(
+        instruments=[full, gap2, gap10, late, old, sparse, empty], timeframe="1h", bars=24, min_history_bars=12
+    )
+
+    assert window.times[0] == utc_hour(76) and window.times[-1] == utc_hour(99)
+    assert window.symbols == ["AAAUSDT", "GAP2USDT", "SPARSEUSDT"]
+    assert window.filled_bars == {"GAP2USDT": 2, "SPARSEUSDT": 6}
+    gap2_closes = window.closes[:, 1]
+    hours = list(range(76, 100))
+    assert gap2_closes[hours.index(89)] == 189.0
+    assert gap2_closes[hours.index(90)] == 189.0  # forward-filled from the previous close
+    assert gap2_closes[hours.index(91)] == 189.0
+    assert gap2_closes[hours.index(92)] == 192.0
+    assert window.excluded == {
+        "EMPTYUSDT": "no candles in the window",
+        "GAP10USDT": f"a gap longer than {MAX_FORWARD_FILL_BARS} bars",
+        "LATEUSDT": "short history: no bar at the window start",
+        "OLDUSDT": "no candles in the window",
+    }
+    assert not np.isnan(window.closes).any()
+
+
+def test_too_few_real_bars_is_left_out_even_if_every_gap_is_short():
+    sparse = store("SPARSEUSDT", [h for h in range(100) if h % 3 != 1])  # every third bar missing
+    window = price_window(instruments=[sparse], timeframe="1h", bars=24, min_history_bars=20)
+    assert window.symbols == []
+    assert window.excluded == {"SPARSEUSDT": "16 bars in the window, fewer than 20"}
+    assert window.closes.shape == (24, 0)
+
+
+def test_a_gap_of_exactly_the_fill_limit_is_filled():
+    edge = store("EDGEUSDT", [h for h in range(100) if not 90 <= h < 90 + MAX_FORWARD_FILL_BARS])
+    window = price_window(instruments=[edge], timeframe="1h", bars=24, min_history_bars=1)
+    assert window.symbols == ["EDGEUSDT"]
+    assert window.filled_bars == {"EDGEUSDT": MAX_FORWARD_FILL_BARS}
+
+
+def test_no_candles_at_all_gives_an_empty_window():
+    window = price_window(instruments=[InstrumentFactory(symbol="AAAUSDT")], timeframe="1h", bars=24)
+    assert (len(window.times), window.symbols, window.closes.shape) == (0, [], (0, 0))
+
+
+def test_other_timeframes_do_not_leak_in():
+    a = store("AAAUSDT", range(30))
+    frame = pd.DataFrame([(T0 + 40 * H, 1.0, 1.0, 1.0, 1.0, 1.0)],
+                         columns=["timestamp", "open", "high", "low", "close", "volume"])  # fmt: skip
+    candles_upsert(instrument=a, timeframe="4h", candles=frame)
+    window = price_window(instruments=[a], timeframe="1h", bars=10)
+    assert window.times[-1] == utc_hour(29)
+    assert window.closes[:, 0].tolist() == [100.0 + h for h in range(20, 30)]
+
+
+# ---------------------------------------------------------------------------------------------------- real data
+
+REAL_FULL = ["ADAUSDT", "BTCUSDT", "DOGEUSDT", "ETHUSDT", "LINKUSDT"]
+
+
+def test_real_window_of_2000_bars(shared_candles_dir):
+    summary = candles_import_directory(
+        directory=shared_candles_dir, timeframe="1h", exchange="bybit", symbols=[*REAL_FULL, "ARUSDT"]
+    )
+    assert summary.failed == []
+    instruments = list(Instrument.objects.filter(exchange="bybit"))
+
+    window = price_window(instruments=instruments, timeframe="1h", bars=2000, min_history_bars=2000)
+
+    assert window.times[-1] == pd.Timestamp(datetime(2021, 7, 17, 20, tzinfo=UTC))
+    assert window.times[0] == pd.Timestamp(datetime(2021, 4, 25, 13, tzinfo=UTC))
+    assert len(window.times) == 2000
+    assert window.symbols == REAL_FULL
+    assert list(window.excluded) == ["ARUSDT"]
+    assert window.excluded["ARUSDT"].startswith("short history")  # listed 2021-05-14
+    assert window.filled_bars == {}
+    assert window.closes.shape == (2000, 5)
+
+    rng = np.random.default_rng(7)
+    rows = sorted({0, 1, 999, 1999, *rng.integers(0, 2000, size=20).tolist()})
+    for column, symbol in enumerate(REAL_FULL):
+        csv = pd.read_csv(shared_candles_dir / f"{symbol}.csv.gz").set_index("timestamp")["close"]
+        for row in rows:
+            ts_ms = int(window.times[row].value // 1_000_000)
+            assert window.closes[row, column] == csv.loc[ts_ms], (symbol, window.times[row])
+    btc = window.closes[:, REAL_FULL.index("BTCUSDT")]
+    assert btc[-1] == 31723.09
