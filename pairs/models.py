@@ -299,6 +299,21 @@ class SelectionConfig(models.Model):
     min_half_life_bars = models.FloatField(default=2.0)
     max_half_life_bars = models.FloatField(default=250.0)
     candle_retention_days = models.PositiveIntegerField(default=400, help_text="Older candles are deleted")
+    stale_after_bars = models.PositiveIntegerField(
+        default=6, help_text="A symbol whose newest bar lags the universe's newest by more bars than this is stale"
+    )
+    max_consecutive_failures = models.PositiveIntegerField(
+        default=3, help_text="A pair failing this many screening runs in a row has lost its cointegration"
+    )
+    grading_hysteresis = models.FloatField(
+        default=0.2, help_text="Demotion only when a level's thresholds fail by more than this fraction"
+    )
+    live_shortfall_margin = models.FloatField(
+        default=0.3, help_text="Demote when live profit factor or win rate is this fraction below the backtest's"
+    )
+    min_live_trades = models.PositiveIntegerField(
+        default=10, help_text="Live/paper trades needed before live results are compared with the backtest"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

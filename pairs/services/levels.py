@@ -17,13 +17,15 @@ def pair_set_level(
     reason: str,
     changed_by: AbstractBaseUser | None = None,
     lock: bool | None = None,
+    force: bool = False,
 ) -> Pair:
     """Move a pair to ``level`` and audit it; a change by a person may also lock or unlock the level.
 
-    Automation (``changed_by`` empty) never moves a locked pair: the person's choice stands until unlocked.
+    Automation (``changed_by`` empty) never moves a locked pair, the person's choice stands until unlocked,
+    unless ``force``: retiring a pair whose contract was delisted overrides any choice.
     """
     pair = Pair.objects.select_for_update().get(pk=pair.pk)
-    if changed_by is None and pair.level_locked:
+    if changed_by is None and pair.level_locked and not force:
         return pair
     if not reason.strip():
         raise ValueError("A level change needs a reason.")

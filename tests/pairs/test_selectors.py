@@ -71,21 +71,22 @@ def store(symbol: str, hours, close=lambda hour: 100.0 + hour) -> Instrument:
 
 
 def test_grid_has_exactly_bars_steps_ending_at_the_newest_bar():
-    a = store("AAAUSDT", range(100))
-    b = store("BBBUSDT", range(50, 101), close=lambda h: 2.0 + h / 100)  # the newest bar of all: hour 100
+    a = store("AAAUSDT", range(101))
+    b = store("BBBUSDT", range(50, 101), close=lambda h: 2.0 + h / 4)
+    c = store("CCCUSDT", range(60, 90))  # stopped early: the window still ends at the newest bar of all
 
-    window = price_window(instruments=[b, a], timeframe="1h", bars=24)
+    window = price_window(instruments=[c, b, a], timeframe="1h", bars=24, min_history_bars=12)
 
     assert len(window.times) == 24
     assert window.times[-1] == utc_hour(100)
     assert window.times[0] == utc_hour(77)
-    assert (np.diff(window.times.asi8) == H * 1_000_000).all()  # nanoseconds
-    # AAA has no bar at hour 100: a 1-bar gap at the end is filled only when min_history allows; here it is short
-    assert window.symbols == ["BBBUSDT"]
-    assert window.excluded == {"AAAUSDT": "23 bars in the window, fewer than 24"}
-    assert window.closes.shape == (24, 1)
-    assert window.closes[:, 0].tolist() == [2.0 + h / 100 for h in range(77, 101)]
-    assert window.instrument_ids == [b.pk]
+    assert list(window.times[1:] - window.times[:-1]) == [pd.Timedelta(hours=1)] * 23
+    assert window.symbols == ["AAAUSDT", "BBBUSDT"]
+    assert window.excluded == {"CCCUSDT": f"a gap longer than {MAX_FORWARD_FILL_BARS} bars"}
+    assert window.closes.shape == (24, 2)
+    assert window.closes[:, 0].tolist() == [100.0 + h for h in range(77, 101)]
+    assert window.closes[:, 1].tolist() == [2.0 + h / 4 for h in range(77, 101)]
+    assert window.instrument_ids == [a.pk, b.pk]
 
 
 def test_window_ending_at_a_given_time():
@@ -134,7 +135,7 @@ def test_short_gap_is_forward_filled_long_gap_short_history_and_no_candles_are_l
 
 
 def test_too_few_real_bars_is_left_out_even_if_every_gap_is_short():
-    sparse = store("SPARSEUSDT", [h for h in range(100) if h % 3 != 1])  # every third bar missing
+    sparse = store("SPARSEUSDT", [h for h in range(100) if h % 3 != 2])  # every third bar missing
     window = price_window(instruments=[sparse], timeframe="1h", bars=24, min_history_bars=20)
     assert window.symbols == []
     assert window.excluded == {"SPARSEUSDT": "16 bars in the window, fewer than 20"}
@@ -191,7 +192,7 @@ def test_real_window_of_2000_bars(shared_candles_dir):
     for column, symbol in enumerate(REAL_FULL):
         csv = pd.read_csv(shared_candles_dir / f"{symbol}.csv.gz").set_index("timestamp")["close"]
         for row in rows:
-            ts_ms = int(window.times[row].value // 1_000_000)
+            ts_ms = int(window.times[row].timestamp()) * 1000
             assert window.closes[row, column] == csv.loc[ts_ms], (symbol, window.times[row])
     btc = window.closes[:, REAL_FULL.index("BTCUSDT")]
     assert btc[-1] == 31723.09

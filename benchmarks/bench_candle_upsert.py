@@ -1,0 +1,284 @@
+"""Benchmark the candle bulk upsert (``pairs.services.market_data.candles_upsert``) into MariaDB, and SQLite.
+
+Run from the repository root:  python benchmarks/bench_candle_upsert.py
+
+Data: the 126 hourly Binance candle files in ../shared/data/binance-usdt-1h-2021 (read in place), about 628k
+rows, read with ``read_candle_file`` and checked with ``validate_candles`` exactly as the file import does.
+
+Database: ``BENCH_DATABASE_URL`` (default mysql://root@127.0.0.1:3306/statarb_bench). The database is created
+when missing and migrated. The benchmark's rows belong to instruments of the exchange id ``benchmark`` and are
+deleted before and after the run; nothing else in the database is touched. For comparison the same steps run
+on a temporary SQLite file (skip with --no-sqlite). Each backend runs in its own child process, because Django
+reads DATABASE_URL once, at setup. Django runs with DEBUG=0 (as in production: no query log).
+
+Measured per backend, one ``candles_upsert`` call per symbol (each its own transaction, as the import does):
+(a) first insert of all rows into an empty table (for these instruments);
+(b) re-upsert of the same rows (every row hits the unique key: the update path; the values are identical);
+(c) re-upsert with every volume changed (the update path when the values really change);
+plus, separately, the time to read and to validate the files.
+
+MariaDB unreachable: a message and exit status 1; with BENCH_SKIP_MISSING_SERVICES=1, a note and exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "binance-usdt-1h-2021"
+DEFAULT_BENCH_DATABASE_URL = "mysql://root@127.0.0.1:3306/statarb_bench"
+BENCH_EXCHANGE = "benchmark"
+TIMEFRAME = "1h"
+TARGET_ROWS_PER_SECOND = 50_000
+
+
+# --- helpers shared with bench_screen_pipeline.py (no Django needed) ------------------------------------------
+
+
+def bench_database_url() -> str:
+    return os.environ.get("BENCH_DATABASE_URL", DEFAULT_BENCH_DATABASE_URL)
+
+
+def skip_missing_services() -> bool:
+    return os.environ.get("BENCH_SKIP_MISSING_SERVICES", "") in ("1", "true", "yes")
+
+
+def ensure_mysql_database(url: str) -> str | None:
+    """Create the database of a mysql:// URL when missing; None when reachable, else why not."""
+    import environ
+    import MySQLdb
+
+    config = environ.Env.db_url_config(url)
+    name = config["NAME"]
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
+        return f"database name {name!r} in BENCH_DATABASE_URL must be letters, digits and underscores"
+    try:
+        server = MySQLdb.connect(
+            host=config.get("HOST") or "127.0.0.1", port=int(config.get("PORT") or 3306),
+            user=config.get("USER") or "root", password=config.get("PASSWORD") or "", connect_timeout=5,
+        )
+    except MySQLdb.Error as exc:
+        return f"cannot connect to MariaDB/MySQL at {config.get('HOST')}:{config.get('PORT')}: {exc}"
+    try:
+        server.cursor().execute(
+            f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        )
+    except MySQLdb.Error as exc:
+        return f"cannot create database {name}: {exc}"
+    finally:
+        server.close()
+    return None
+
+
+def run_worker(script: Path, database_url: str, extra_args: list[str]) -> dict:
+    """Run ``script --worker`` with DATABASE_URL set and return the JSON it writes."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        result_path = Path(handle.name)
+    try:
+        env = dict(os.environ, DATABASE_URL=database_url)
+        completed = subprocess.run(
+            [sys.executable, str(script), "--worker", "--result-file", str(result_path), *extra_args],
+            env=env, check=False,
+        )
+        if completed.returncode != 0:
+            raise SystemExit(f"benchmark worker for {database_url} failed (exit status {completed.returncode})")
+        return json.loads(result_path.read_text())
+    finally:
+        result_path.unlink(missing_ok=True)
+
+
+def django_setup() -> None:
+    """Django for a worker process: DATABASE_URL is already in the environment."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings"
+    os.environ["DEBUG"] = "0"
+    os.environ.setdefault("SECRET_KEY", "benchmark-only-" + "x" * 50)
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def database_description() -> str:
+    from django.db import connection
+
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, @@log_bin"
+            )
+            version, pool, flush, log_bin = cursor.fetchone()
+        return (
+            f"MariaDB/MySQL {version} (innodb_buffer_pool_size {int(pool) // 2**20} MiB, "
+            f"innodb_flush_log_at_trx_commit={flush}, log_bin={log_bin})"
+        )
+    import sqlite3
+
+    return f"SQLite {sqlite3.sqlite_version} (temporary file, WAL, synchronous=NORMAL as in settings)"
+
+
+def delete_bench_rows() -> None:
+    """Everything the benchmarks wrote: rows of the ``benchmark`` exchange's instruments and runs."""
+    from pairs.models import Candle, CointegrationRun, Instrument, Pair, PairTest
+
+    instruments = Instrument.objects.filter(exchange=BENCH_EXCHANGE)
+    PairTest.objects.filter(run__exchange=BENCH_EXCHANGE).delete()
+    Pair.objects.filter(y_instrument__exchange=BENCH_EXCHANGE).delete()
+    Pair.objects.filter(x_instrument__exchange=BENCH_EXCHANGE).delete()
+    CointegrationRun.objects.filter(exchange=BENCH_EXCHANGE).delete()
+    Candle.objects.filter(instrument__in=instruments).delete()
+    instruments.delete()
+
+
+# --- the worker: one backend ------------------------------------------------------------------------------------
+
+
+def worker(data_dir: Path) -> dict:
+    django_setup()
+    from django.db import connection
+
+    from pairs.marketdata.files import candle_files, read_candle_file
+    from pairs.marketdata.validation import validate_candles
+    from pairs.models import Candle
+    from pairs.services.market_data import candles_upsert, instrument_get_or_create_for_import
+
+    delete_bench_rows()
+    files = candle_files(data_dir)
+
+    read_seconds = validate_seconds = 0.0
+    frames = {}
+    for symbol, path in files.items():
+        start = time.perf_counter()
+        raw = read_candle_file(path)
+        middle = time.perf_counter()
+        frames[symbol], _ = validate_candles(raw, symbol=symbol, timeframe=TIMEFRAME)
+        read_seconds += middle - start
+        validate_seconds += time.perf_counter() - middle
+    n_rows = sum(len(frame) for frame in frames.values())
+    instruments = {
+        symbol: instrument_get_or_create_for_import(exchange=BENCH_EXCHANGE, symbol=symbol) for symbol in frames
+    }
+    changed = {symbol: frame.assign(volume=frame["volume"] + 1.0) for symbol, frame in frames.items()}
+
+    def upsert_all(frames_by_symbol) -> float:
+        start = time.perf_counter()
+        for symbol, frame in frames_by_symbol.items():
+            candles_upsert(instrument=instruments[symbol], timeframe=TIMEFRAME, candles=frame)
+        return time.perf_counter() - start
+
+    try:
+        timings = {
+            "first insert": upsert_all(frames),
+            "re-upsert, same values": upsert_all(frames),
+            "re-upsert, changed volumes": upsert_all(changed),
+        }
+        stored = Candle.objects.filter(instrument__exchange=BENCH_EXCHANGE).count()
+        if stored != n_rows:
+            raise SystemExit(f"{stored} candles stored, expected {n_rows}")
+        description = database_description()
+    finally:
+        start = time.perf_counter()
+        delete_bench_rows()
+        cleanup_seconds = time.perf_counter() - start
+    return {
+        "vendor": connection.vendor,
+        "description": description,
+        "symbols": len(frames),
+        "rows": n_rows,
+        "read_seconds": read_seconds,
+        "validate_seconds": validate_seconds,
+        "timings": timings,
+        "cleanup_seconds": cleanup_seconds,
+    }
+
+
+# --- the report -------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite comparison")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    data_dir = args.data_dir.resolve()
+
+    if args.worker:
+        args.result_file.write_text(json.dumps(worker(data_dir)))
+        return
+
+    url = bench_database_url()
+    problem = ensure_mysql_database(url)
+    if problem is not None:
+        print(f"bench_candle_upsert: MariaDB is needed for this benchmark and is unreachable.\n  {problem}\n"
+              f"  Set BENCH_DATABASE_URL (now {url}) or start MariaDB.", file=sys.stderr)
+        if skip_missing_services():
+            print("BENCH_SKIP_MISSING_SERVICES=1: candle upsert benchmark skipped.")
+            raise SystemExit(0)
+        raise SystemExit(1)
+
+    results = {"MariaDB": run_worker(Path(__file__), url, ["--data-dir", str(data_dir)])}
+    if not args.no_sqlite:
+        with tempfile.TemporaryDirectory(prefix="statarb-bench-") as directory:
+            sqlite_url = f"sqlite:///{Path(directory) / 'bench.sqlite3'}"
+            results["SQLite"] = run_worker(Path(__file__), sqlite_url, ["--data-dir", str(data_dir)])
+
+    first = results["MariaDB"]
+    n_rows = first["rows"]
+    print("# Candle bulk upsert benchmark (candles_upsert, one call per symbol)\n")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+          f"{first['symbols']} symbols, {n_rows:,} hourly candles from {data_dir}\n")
+    for label, result in results.items():
+        print(f"* {label}: {result['description']}")
+    print()
+
+    print("## Reading and validating the files (not part of the upsert)\n")
+    print("| step | time (s) | rows/s |")
+    print("|---|---:|---:|")
+    for step, key in (("read_candle_file", "read_seconds"), ("validate_candles", "validate_seconds")):
+        print(f"| {step} | {first[key]:.2f} | {n_rows / first[key]:,.0f} |")
+    both = first["read_seconds"] + first["validate_seconds"]
+    print(f"| read + validate | {both:.2f} | {n_rows / both:,.0f} |")
+    print()
+
+    print(f"## Upsert of {n_rows:,} rows\n")
+    labels = list(results)
+    head = " | ".join(f"{label} time (s) | {label} rows/s" for label in labels)
+    print(f"| step | {head} |" + (" MariaDB / SQLite |" if "SQLite" in results else ""))
+    print("|---|" + "---:|---:|" * len(labels) + ("---:|" if "SQLite" in results else ""))
+    for step in first["timings"]:
+        cells = " | ".join(
+            f"{results[label]['timings'][step]:.2f} | {n_rows / results[label]['timings'][step]:,.0f}"
+            for label in labels
+        )
+        ratio = ""
+        if "SQLite" in results:
+            ratio = f" {results['SQLite']['timings'][step] / first['timings'][step]:.2f}x |"
+        print(f"| {step} | {cells} |{ratio}")
+    insert_rate = n_rows / first["timings"]["first insert"]
+    slowest = min(n_rows / seconds for seconds in first["timings"].values())
+    met = "met" if insert_rate >= TARGET_ROWS_PER_SECOND else "NOT met"
+    print(
+        f"\nTarget: candle upsert into MariaDB >= {TARGET_ROWS_PER_SECOND:,} rows/s: **{met}** "
+        f"(first insert {insert_rate:,.0f} rows/s; slowest of the three MariaDB passes {slowest:,.0f} rows/s)."
+    )
+    if "SQLite" in results:
+        print("MariaDB / SQLite: SQLite's time divided by MariaDB's (above 1: MariaDB is faster).")
+    print(f"Cleanup (deleting the benchmark's rows) took {first['cleanup_seconds']:.1f} s on MariaDB.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Sanity checks and cleanup of the selection layer, each with a documented rule and a count in the summary.
+
+| check | rule |
+|---|---|
+| candle retention | candles older than ``candle_retention_days`` before the newest stored bar are deleted |
+| stale symbols | a trading instrument whose newest bar lags the universe's newest bar by more than
+  ``stale_after_bars`` bars is stale; its active pairs are suspended ("leg lost data") |
+| stale universe | the universe's newest bar older than ``stale_after_bars`` bars of wall-clock time: the data
+  feed is down; reported, and no pair is touched (a feed outage is not the pairs' fault) |
+| delisted instruments | every non-retired pair with a delisted leg is retired and leaves its level |
+| pairs whose legs lost data | a suspended pair whose legs are fresh again returns to active |
+| orphan rows | delisted instruments with no candles, no pairs and no orders are deleted |
+
+Time is the data's clock (the newest stored bar), not the wall clock, so a replay over history or an offline
+import ages nothing by accident; only the feed check looks at the wall clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Exists, Max, OuterRef, Q
+from django.utils import timezone
+
+from pairs.marketdata.validation import timeframe_ms
+from pairs.models import Candle, Instrument, Pair, SelectionConfig
+from pairs.services.levels import pair_set_level
+
+logger = logging.getLogger(__name__)
+
+# Candles are deleted in chunks so one statement never holds locks on millions of rows.
+DELETE_CHUNK_ROWS = 50_000
+
+
+@dataclass
+class MaintenanceSummary:
+    newest_bar: datetime | None = None
+    feed_stale: bool = False
+    candles_deleted: int = 0
+    stale_symbols: list[str] = field(default_factory=list)
+    pairs_suspended: int = 0
+    pairs_resumed: int = 0
+    pairs_retired: int = 0
+    orphan_instruments_deleted: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "newest_bar": self.newest_bar.isoformat() if self.newest_bar else None,
+            "feed_stale": self.feed_stale,
+            "candles_deleted": self.candles_deleted,
+            "stale_symbols": self.stale_symbols,
+            "pairs_suspended": self.pairs_suspended,
+            "pairs_resumed": self.pairs_resumed,
+            "pairs_retired": self.pairs_retired,
+            "orphan_instruments_deleted": self.orphan_instruments_deleted,
+        }
+
+
+def selection_maintenance(*, config: SelectionConfig, now: datetime | None = None) -> MaintenanceSummary:
+    now = now or timezone.now()
+    summary = MaintenanceSummary()
+    step = timedelta(milliseconds=timeframe_ms(config.timeframe))
+    candles = Candle.objects.filter(instrument__exchange=config.exchange, timeframe=config.timeframe)
+    summary.newest_bar = candles.aggregate(newest=Max("open_time"))["newest"]
+    summary.pairs_retired = _retire_pairs_with_delisted_legs()
+    if summary.newest_bar is None:
+        return summary
+    summary.feed_stale = now - summary.newest_bar > step * (config.stale_after_bars + 1)
+    if summary.feed_stale:
+        logger.warning("market data feed stale: newest %s bar is %s", config.timeframe, summary.newest_bar)
+    summary.candles_deleted = _delete_old_candles(
+        candles, before=summary.newest_bar - timedelta(days=config.candle_retention_days)
+    )
+    if not summary.feed_stale:
+        stale_after = summary.newest_bar - step * config.stale_after_bars
+        newest_per_instrument = dict(
+            candles.values_list("instrument_id")
+            .annotate(newest=Max("open_time"))
+            .values_list("instrument_id", "newest")
+        )
+        trading = Instrument.objects.filter(exchange=config.exchange, status=Instrument.Status.TRADING)
+        stale_ids = {
+            i.pk for i in trading
+            if newest_per_instrument.get(i.pk) is None or newest_per_instrument[i.pk] < stale_after
+        }
+        summary.stale_symbols = sorted(Instrument.objects.filter(pk__in=stale_ids).values_list("symbol", flat=True))
+        summary.pairs_suspended, summary.pairs_resumed = _suspend_or_resume(stale_ids, config)
+    summary.orphan_instruments_deleted = _delete_orphan_instruments()
+    return summary
+
+
+def _delete_old_candles(candles, *, before: datetime) -> int:
+    deleted = 0
+    while True:
+        ids = list(candles.filter(open_time__lt=before).values_list("pk", flat=True)[:DELETE_CHUNK_ROWS])
+        if not ids:
+            return deleted
+        deleted += Candle.objects.filter(pk__in=ids).delete()[0]
+
+
+def _retire_pairs_with_delisted_legs() -> int:
+    delisted = Q(y_instrument__status=Instrument.Status.DELISTED) | Q(x_instrument__status=Instrument.Status.DELISTED)
+    retired = 0
+    for pair in Pair.objects.exclude(status=Pair.Status.RETIRED).filter(delisted).select_related(
+        "y_instrument", "x_instrument"
+    ):
+        with transaction.atomic():
+            reason = "retired: a leg was delisted"
+            # Retiring overrides a person's lock: a delisted contract can't be traded whatever anyone chose.
+            pair_set_level(pair=pair, level=None, reason=reason, changed_by=None, force=True)
+            Pair.objects.filter(pk=pair.pk).update(status=Pair.Status.RETIRED, updated_at=timezone.now())
+        retired += 1
+    return retired
+
+
+def _suspend_or_resume(stale_ids: set[int], config: SelectionConfig) -> tuple[int, int]:
+    stale_leg = Q(y_instrument_id__in=stale_ids) | Q(x_instrument_id__in=stale_ids)
+    now = timezone.now()
+    suspended = Pair.objects.filter(status=Pair.Status.ACTIVE, timeframe=config.timeframe).filter(stale_leg).update(
+        status=Pair.Status.SUSPENDED, updated_at=now
+    )
+    resumed = (
+        Pair.objects.filter(status=Pair.Status.SUSPENDED, timeframe=config.timeframe)
+        .exclude(stale_leg)
+        .update(status=Pair.Status.ACTIVE, updated_at=now)
+    )
+    return suspended, resumed
+
+
+def _delete_orphan_instruments() -> int:
+    from execution.models import FundingPayment, Order  # execution owns these; a local import avoids a cycle
+
+    candles = Candle.objects.filter(instrument=OuterRef("pk"))
+    as_y = Pair.objects.filter(y_instrument=OuterRef("pk"))
+    as_x = Pair.objects.filter(x_instrument=OuterRef("pk"))
+    orders = Order.objects.filter(instrument=OuterRef("pk"))
+    funding = FundingPayment.objects.filter(instrument=OuterRef("pk"))
+    orphans = Instrument.objects.filter(status=Instrument.Status.DELISTED).filter(
+        ~Exists(candles), ~Exists(as_y), ~Exists(as_x), ~Exists(orders), ~Exists(funding)
+    )
+    return orphans.delete()[0]

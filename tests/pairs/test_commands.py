@@ -1,0 +1,236 @@
+"""The import_candles and fetch_candles management commands (the latter against the fake Bybit)."""
+
+from __future__ import annotations
+
+import math
+import socket
+import types
+from datetime import UTC, datetime
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from django.core.management import CommandError, call_command
+from django.db.models import Count
+
+from execution.exchanges.retry import call_with_retry
+from pairs.models import Candle, Instrument, SelectionConfig
+from pairs.services import market_data
+from tests.fakes.bybit import FakeBybit
+
+pytestmark = pytest.mark.django_db
+
+H = 3_600_000
+T0 = 1_609_459_200_000  # 2021-01-01T00:00:00Z
+COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
+
+
+def rows(n: int, base: float = 100.0) -> list[tuple]:
+    return [(T0 + i * H, base + i, base + i + 1, base + i - 1, base + i + 0.5, 10.0 + i) for i in range(n)]
+
+
+def run(*args, **options) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err, **options)
+    return out.getvalue(), err.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------- import_candles
+
+
+@pytest.fixture
+def candle_dir(tmp_path) -> Path:
+    pd.DataFrame(rows(5), columns=COLUMNS).to_csv(tmp_path / "GOODAUSDT.csv", index=False)
+    pd.DataFrame(rows(4, 2.0), columns=COLUMNS).to_parquet(tmp_path / "GOODBUSDT.parquet", index=False)
+    return tmp_path
+
+
+def test_import_candles_reports_and_is_idempotent(candle_dir):
+    out, err = run("import_candles", str(candle_dir), symbols="GOODAUSDT,GOODBUSDT", timeframe="1h")
+
+    assert out.splitlines() == ["GOODAUSDT: 5 bars", "GOODBUSDT: 4 bars", "2 file(s), 9 candle(s) imported (1h, bybit)."]
+    assert err == ""
+    assert Candle.objects.count() == 9
+
+    out, _ = run("import_candles", str(candle_dir), symbols="GOODAUSDT,GOODBUSDT", timeframe="1h")
+
+    assert out.splitlines()[-1] == "2 file(s), 9 candle(s) imported (1h, bybit)."
+    assert Candle.objects.count() == 9
+    close = Candle.objects.get(instrument__symbol="GOODAUSDT", open_time=datetime(2021, 1, 1, 4, tzinfo=UTC)).close
+    assert close == Decimal("104.5")
+
+
+def test_import_candles_symbols_subset_other_exchange_and_quiet(candle_dir):
+    out, _ = run("import_candles", str(candle_dir), symbols="goodbusdt", timeframe="1h", exchange="binance",
+                 verbosity=0)  # fmt: skip
+
+    assert out == "1 file(s), 4 candle(s) imported (1h, binance).\n"
+    assert list(Instrument.objects.values_list("exchange", "symbol")) == [("binance", "GOODBUSDT")]
+
+
+def test_import_candles_bad_file_is_named_and_the_good_ones_are_stored(candle_dir):
+    bad = rows(5, 50.0)
+    bad[2] = (bad[2][0], 52.0, 53.0, 51.0, math.nan, 12.0)
+    pd.DataFrame(bad, columns=COLUMNS).to_csv(candle_dir / "BADUSDT.csv", index=False)
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError) as info:
+        call_command("import_candles", str(candle_dir), timeframe="1h", stdout=out, stderr=err)
+
+    assert str(info.value) == "1 file(s) rejected: BADUSDT"
+    assert "REJECTED BADUSDT: candles rejected:" in err.getvalue()
+    assert "NaN or non-positive price at 2021-01-01T02:00:00Z" in err.getvalue()
+    assert "2 file(s), 9 candle(s) imported (1h, bybit)." in out.getvalue()
+    assert Candle.objects.filter(instrument__symbol="GOODAUSDT").count() == 5
+    assert Candle.objects.filter(instrument__symbol="GOODBUSDT").count() == 4
+    assert Candle.objects.filter(instrument__symbol="BADUSDT").count() == 0
+
+
+def test_import_candles_missing_directory(tmp_path):
+    with pytest.raises(CommandError, match="no such directory") as info:
+        run("import_candles", str(tmp_path / "nowhere"))
+    assert str(tmp_path / "nowhere") in str(info.value)
+
+
+def test_import_candles_missing_symbol(candle_dir):
+    with pytest.raises(CommandError, match="no file for symbol\\(s\\) XRPUSDT"):
+        run("import_candles", str(candle_dir), symbols="GOODAUSDT,XRPUSDT")
+    assert Candle.objects.count() == 0
+
+
+def test_import_candles_real_file(shared_candles_dir):
+    out, _ = run("import_candles", str(shared_candles_dir), symbols="BTCUSDT")
+
+    assert out.splitlines() == [
+        "BTCUSDT: 5482 bars; 6 gap(s), 11 missing bar(s) (first: 2020-12-21T15:00:00Z..2020-12-21T17:00:00Z, "
+        "2020-12-25T02:00:00Z..2020-12-25T02:00:00Z, 2021-02-11T04:00:00Z..2021-02-11T04:00:00Z)",
+        "1 file(s), 5482 candle(s) imported (1h, bybit).",
+    ]
+    assert Candle.objects.filter(instrument__symbol="BTCUSDT").count() == 5482
+
+
+# ---------------------------------------------------------------------------------------------------- fetch_candles
+
+NOW_MS = 1_704_067_200_000 + 500 * H + 20 * 60_000  # 2024-01-21T20:20Z: the 20:00 bar is open
+OPEN_BAR = NOW_MS // H * H
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch):
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"test tried to reach {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(autouse=True)
+def retry_sleeps(monkeypatch) -> list[float]:
+    sleeps: list[float] = []
+    monkeypatch.setitem(call_with_retry.__kwdefaults__, "sleep", sleeps.append)
+    return sleeps
+
+
+@pytest.fixture
+def fixed_now(monkeypatch):
+    """The market-data service's clock, frozen at NOW_MS (the commands take 'now' from it)."""
+    frozen = datetime.fromtimestamp(NOW_MS / 1000, tz=UTC)
+    monkeypatch.setattr(market_data, "timezone", types.SimpleNamespace(now=lambda: frozen))
+
+
+def fake_bars(first: int, last: int) -> list[tuple]:
+    """Bars opening ``first``..``last`` hours before the open bar (so 0 is the open one)."""
+    return [(OPEN_BAR - k * H, "10.5", "11", "10", f"10.{k:03d}", "3") for k in range(last, first - 1, -1)]
+
+
+@pytest.fixture
+def fake(settings, fixed_now):
+    with FakeBybit() as server:
+        server.add_instrument("BTCUSDT", base="BTC", tick_size="0.1", qty_step="0.001", min_qty="0.001",
+                              price="42000", turnover_24h="2000000000")  # fmt: skip
+        server.add_instrument("ETHUSDT", base="ETH", tick_size="0.01", qty_step="0.01", min_qty="0.01",
+                              price="2500", turnover_24h="900000000")  # fmt: skip
+        server.add_instrument("LOWUSDT", base="LOW", tick_size="0.0001", qty_step="1", min_qty="1", price="0.5",
+                              turnover_24h="1000")  # fmt: skip
+        for symbol in ("BTCUSDT", "ETHUSDT", "LOWUSDT"):
+            server.set_candles(symbol, "1h", fake_bars(0, 100))
+        settings.STATARB_MARKET_DATA_URL = server.base_url
+        settings.STATARB_EXCHANGE_RATE_LIMIT = False
+        settings.STATARB_EXCHANGE_TIMEOUT_MS = 2000
+        config = SelectionConfig.current()
+        config.backfill_bars = 48
+        config.save()
+        yield server
+    assert server.errors == []
+
+
+def test_fetch_candles_refreshes_the_universe_and_stores_closed_bars(fake):
+    out, err = run("fetch_candles", verbosity=0)
+
+    assert out.splitlines() == ["universe: 3 new, 0 updated, 0 delisted", "96 candle(s) stored for 2 symbol(s)."]
+    assert err == ""
+    assert set(Instrument.objects.values_list("symbol", flat=True)) == {"BTCUSDT", "ETHUSDT", "LOWUSDT"}
+    assert Instrument.objects.get(symbol="ETHUSDT").tick_size == Decimal("0.01")
+    counts = dict(Candle.objects.values("instrument__symbol").annotate(n=Count("id")).values_list(
+        "instrument__symbol", "n"))  # fmt: skip
+    assert counts == {"BTCUSDT": 48, "ETHUSDT": 48}  # LOWUSDT trades too little to be in the universe
+    newest = Candle.objects.filter(instrument__symbol="BTCUSDT").latest("open_time")
+    assert newest.open_time == datetime.fromtimestamp((OPEN_BAR - H) / 1000, tz=UTC)
+    assert newest.close == Decimal("10.001")
+
+    out, _ = run("fetch_candles", verbosity=0)
+
+    assert out.splitlines() == ["universe: 0 new, 0 updated, 0 delisted", "0 candle(s) stored for 2 symbol(s)."]
+    assert Candle.objects.count() == 96
+
+
+def test_fetch_candles_for_named_symbols_without_universe_refresh(fake):
+    run("fetch_candles", verbosity=0)
+    fake.add_instrument("NEWUSDT", base="NEW", tick_size="0.01", qty_step="1", min_qty="1", price="1",
+                        turnover_24h="100000000")  # fmt: skip
+
+    out, _ = run("fetch_candles", symbols="lowusdt", skip_universe=True, verbosity=0)
+
+    assert out.splitlines() == ["48 candle(s) stored for 1 symbol(s)."]
+    assert Candle.objects.filter(instrument__symbol="LOWUSDT").count() == 48
+    assert not Instrument.objects.filter(symbol="NEWUSDT").exists()
+
+
+def test_fetch_candles_unknown_symbol(fake):
+    with pytest.raises(CommandError, match="unknown symbol\\(s\\) on bybit: NOPEUSDT"):
+        run("fetch_candles", symbols="BTCUSDT,NOPEUSDT", verbosity=0)
+    assert Candle.objects.count() == 0
+
+
+def test_fetch_candles_instruments_info_failing_is_a_clear_error(fake, retry_sleeps):
+    fake.http_error_next("/v5/market/instruments-info", 500, times=5)
+
+    with pytest.raises(CommandError) as info:
+        run("fetch_candles", verbosity=0)
+
+    message = str(info.value)
+    assert message.startswith("could not load instruments from bybit: ExchangeNotAvailable: ")
+    assert "500 Internal Server Error" in message
+    assert len(retry_sleeps) == 4  # five attempts, then it gives up
+    assert len(fake.requests_to("/v5/market/instruments-info")) == 5
+    assert Instrument.objects.count() == 0
+    assert Candle.objects.count() == 0
+
+
+def test_fetch_candles_a_failing_symbol_is_reported_and_the_others_stored(fake):
+    fake.fail_next("/v5/market/kline", 10001, "params error: bad request", symbol="ETHUSDT")
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError, match="^1 symbol\\(s\\) failed$"):
+        call_command("fetch_candles", verbosity=0, stdout=out, stderr=err)
+
+    assert "48 candle(s) stored for 2 symbol(s)." in out.getvalue()
+    assert err.getvalue().startswith("ETHUSDT: BadRequest: bybit ")
+    assert "10001" in err.getvalue()
+    assert Candle.objects.filter(instrument__symbol="BTCUSDT").count() == 48
+    assert Candle.objects.filter(instrument__symbol="ETHUSDT").count() == 0
