@@ -7,7 +7,7 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, Instrument, Level, Pair, SelectionConfig
@@ -58,6 +58,9 @@ class PriceWindow:
 
 # A gap longer than this many bars is not papered over: the symbol is left out of the window.
 MAX_FORWARD_FILL_BARS = 6
+# Nor a symbol with more of its window filled in than this share (or than MAX_FORWARD_FILL_BARS, for short
+# windows): many small gaps mean a thin market, not exchange maintenance.
+MAX_FILLED_FRACTION = 0.02
 
 
 def price_window(
@@ -68,8 +71,10 @@ def price_window(
 
     Grid rule: every ``timeframe`` step from the window's first to last bar. A symbol's missing bars (exchange
     maintenance) are forward-filled from its previous close when a gap is at most MAX_FORWARD_FILL_BARS long;
-    a symbol with a longer gap, with fewer than ``min_history_bars`` real bars in the window, or with no bar
-    at the window's start (listed later: short history) is left out, with the reason recorded.
+    a symbol with a longer gap, with more bars missing than MAX_FILLED_FRACTION of the window (at least
+    MAX_FORWARD_FILL_BARS are tolerated), with fewer than
+    ``min_history_bars`` bars of history up to the window's end, or with no bar at the window's start (listed
+    later: short history) is left out, with the reason recorded.
     """
     step = pd.Timedelta(milliseconds=timeframe_ms(timeframe))
     by_id = {i.pk: i for i in instruments}
@@ -85,7 +90,12 @@ def price_window(
     rows = candles.filter(open_time__gte=grid[0], open_time__lte=grid[-1]).values_list("instrument_id", "open_time",
                                                                                        "close")
     frame = pd.DataFrame.from_records(list(rows), columns=["instrument_id", "open_time", "close"])
-    required = bars if min_history_bars is None else min(bars, min_history_bars)
+    # A bar at the window's start already proves `bars` of history; more than that is checked on the first bar.
+    first_allowed = grid[-1] - step * (min_history_bars - 1) if min_history_bars and min_history_bars > bars else None
+    first_bars = {}
+    if first_allowed is not None:
+        firsts = candles.values_list("instrument_id").annotate(first=Min("open_time"))
+        first_bars = dict(firsts.values_list("instrument_id", "first"))
     columns, ids, symbols = [], [], []
     grouped = dict(tuple(frame.groupby("instrument_id"))) if not frame.empty else {}
     for instrument in sorted(instruments, key=lambda i: i.symbol):
@@ -99,12 +109,15 @@ def price_window(
         if pd.isna(series.iloc[0]):
             window.excluded[instrument.symbol] = "short history: no bar at the window start"
             continue
-        if real < required:
-            window.excluded[instrument.symbol] = f"{real} bars in the window, fewer than {required}"
+        if first_allowed is not None and pd.Timestamp(first_bars[instrument.pk]) > first_allowed:
+            window.excluded[instrument.symbol] = f"short history: less than {min_history_bars} bars"
             continue
         filled = series.ffill(limit=MAX_FORWARD_FILL_BARS)
         if filled.isna().any():
             window.excluded[instrument.symbol] = f"a gap longer than {MAX_FORWARD_FILL_BARS} bars"
+            continue
+        if bars - real > max(MAX_FORWARD_FILL_BARS, MAX_FILLED_FRACTION * bars):
+            window.excluded[instrument.symbol] = f"{bars - real} of {bars} bars missing in the window"
             continue
         if real < bars:
             window.filled_bars[instrument.symbol] = bars - real

@@ -7,6 +7,7 @@ execution.exchanges.errors, so the rest of the system never handles a ccxt type.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,8 +30,9 @@ from execution.exchanges.errors import (
 from pairs.marketdata.specs import InstrumentSpec
 from statarb_site.secrets import redact
 
-# Bybit answers a re-used orderLinkId with one of these retCodes; ccxt maps them to generic errors.
-_BYBIT_DUPLICATE_ORDER_CODES = ("170141", "12141", "30001")
+# Bybit answers a re-used orderLinkId with one of these retCodes; ccxt maps them to generic errors. Only the
+# retCode field counts: the same digits elsewhere in the body (a millisecond timestamp, a price) mean nothing.
+_BYBIT_DUPLICATE_ORDER_CODE = re.compile(r'"retCode"\s*:\s*"?(170141|12141|30001)\b')
 _MAX_CANDLES_PER_REQUEST = {"bybit": 1000}
 DEFAULT_MAX_CANDLES_PER_REQUEST = 500
 
@@ -48,6 +50,8 @@ _ERROR_MAP: tuple[tuple[type[Exception], type[ExchangeError]], ...] = (
     (ccxt.DDoSProtection, RateLimited),
     (ccxt.RequestTimeout, RequestTimedOut),
     (ccxt.NetworkError, TemporaryExchangeError),  # ExchangeNotAvailable, OnMaintenance, ...
+    # ccxt's "operation failed, may succeed later" family: bad or empty responses, a cancel still pending.
+    (ccxt.OperationFailed, TemporaryExchangeError),
     (ccxt.ExchangeError, PermanentExchangeError),
     (ccxt.BaseError, PermanentExchangeError),
 )
@@ -55,7 +59,7 @@ _ERROR_MAP: tuple[tuple[type[Exception], type[ExchangeError]], ...] = (
 
 def map_ccxt_error(exc: Exception) -> ExchangeError:
     message = redact(f"{type(exc).__name__}: {exc}")
-    if any(code in message for code in _BYBIT_DUPLICATE_ORDER_CODES) and isinstance(exc, ccxt.ExchangeError):
+    if isinstance(exc, ccxt.ExchangeError) and _BYBIT_DUPLICATE_ORDER_CODE.search(message):
         return DuplicateClientOrderId(message)
     for ccxt_type, our_type in _ERROR_MAP:
         if isinstance(exc, ccxt_type):

@@ -21,7 +21,7 @@ def call_with_retry(
     attempts: int = 5,
     base_delay_s: float = 0.5,
     max_delay_s: float = 20.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """Run ``operation``; on a retryable ExchangeError wait (0.5 s, 1 s, 2 s, ... capped, with jitter) and retry.
 
@@ -36,5 +36,5 @@ def call_with_retry(
             delay = min(max_delay_s, base_delay_s * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
             logger.warning("%s failed (%s: %s); retry %d/%d in %.1fs", description, type(exc).__name__, exc,
                            attempt, attempts - 1, delay)
-            sleep(delay)
+            (sleep or time.sleep)(delay)
     raise AssertionError("unreachable")

@@ -13,6 +13,7 @@ Every path that brings candles in (exchange fetch, file import) passes through `
 | NaN or non-positive open/high/low/close | rejected |
 | high below low, or open/close outside [low, high] | rejected |
 | NaN or negative volume | rejected |
+| a price below 1e-12 or any value of 1e20 or more | rejected: outside what the database stores exactly |
 | gaps (missing bars) | reported, not filled: storage keeps what the source had; the screen forward-fills on its grid |
 
 A rejected batch raises ``CandleValidationError`` listing every problem with symbol and timestamp, and nothing of it
@@ -42,6 +43,9 @@ TIMEFRAME_MS: dict[str, int] = {
 }
 OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
+# The database keeps 12 digits after the point and 32 in all (statarb_site.db).
+MIN_STORABLE_PRICE = 1e-12
+MAX_STORABLE_VALUE = 1e20
 # A report lists this many examples per kind of problem; the counts are always complete.
 MAX_EXAMPLES = 10
 
@@ -169,6 +173,12 @@ def validate_candles(
         problems.extend(_examples("open or close outside [low, high]", ts[outside]))
     if bad_volume.any():
         problems.extend(_examples("NaN or negative volume", ts[bad_volume]))
+    values = data[[*PRICE_COLUMNS, "volume"]].to_numpy()
+    with np.errstate(invalid="ignore"):
+        too_small = (prices < MIN_STORABLE_PRICE).any(axis=1) & ~not_positive
+        out_of_range = too_small | (values >= MAX_STORABLE_VALUE).any(axis=1)
+    if out_of_range.any():
+        problems.extend(_examples("value outside the stored range [1e-12, 1e20)", ts[out_of_range]))
     if problems:
         raise CandleValidationError(symbol, problems)
 

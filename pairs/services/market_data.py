@@ -74,6 +74,8 @@ def instruments_sync(*, exchange: str, specs: Iterable[InstrumentSpec], complete
         if not spec.active and instrument.status != Instrument.Status.DELISTED:
             values["delisted_at"] = now
             result.delisted.append(spec.symbol)
+        elif spec.active and instrument.delisted_at is not None:
+            values["delisted_at"] = None  # listed again
         changed = [name for name, value in values.items() if getattr(instrument, name) != value]
         if changed:
             for name in changed:

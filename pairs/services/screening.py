@@ -50,7 +50,7 @@ def screening_run_start(
     if symbols:
         instruments = [i for i in instruments if i.symbol in set(symbols)]
     window = price_window(instruments=instruments, timeframe=config.timeframe, bars=lookback, end=end,
-                          min_history_bars=min(lookback, config.min_history_bars))
+                          min_history_bars=config.min_history_bars)
     if len(window.symbols) < 2:
         raise ScreeningError(
             f"only {len(window.symbols)} symbol(s) with {lookback} bars of {config.timeframe} history in the "

@@ -50,7 +50,11 @@ def candle_dir(tmp_path) -> Path:
 def test_import_candles_reports_and_is_idempotent(candle_dir):
     out, err = run("import_candles", str(candle_dir), symbols="GOODAUSDT,GOODBUSDT", timeframe="1h")
 
-    assert out.splitlines() == ["GOODAUSDT: 5 bars", "GOODBUSDT: 4 bars", "2 file(s), 9 candle(s) imported (1h, bybit)."]
+    assert out.splitlines() == [
+        "GOODAUSDT: 5 bars",
+        "GOODBUSDT: 4 bars",
+        "2 file(s), 9 candle(s) imported (1h, bybit).",
+    ]
     assert err == ""
     assert Candle.objects.count() == 9
 
@@ -95,7 +99,7 @@ def test_import_candles_missing_directory(tmp_path):
 
 
 def test_import_candles_missing_symbol(candle_dir):
-    with pytest.raises(CommandError, match="no file for symbol\\(s\\) XRPUSDT"):
+    with pytest.raises(CommandError, match=r"no file for symbol\(s\) XRPUSDT"):
         run("import_candles", str(candle_dir), symbols="GOODAUSDT,XRPUSDT")
     assert Candle.objects.count() == 0
 
@@ -202,7 +206,7 @@ def test_fetch_candles_for_named_symbols_without_universe_refresh(fake):
 
 
 def test_fetch_candles_unknown_symbol(fake):
-    with pytest.raises(CommandError, match="unknown symbol\\(s\\) on bybit: NOPEUSDT"):
+    with pytest.raises(CommandError, match=r"unknown symbol\(s\) on bybit: NOPEUSDT"):
         run("fetch_candles", symbols="BTCUSDT,NOPEUSDT", verbosity=0)
     assert Candle.objects.count() == 0
 
@@ -226,7 +230,7 @@ def test_fetch_candles_a_failing_symbol_is_reported_and_the_others_stored(fake):
     fake.fail_next("/v5/market/kline", 10001, "params error: bad request", symbol="ETHUSDT")
     out, err = StringIO(), StringIO()
 
-    with pytest.raises(CommandError, match="^1 symbol\\(s\\) failed$"):
+    with pytest.raises(CommandError, match=r"^1 symbol\(s\) failed$"):
         call_command("fetch_candles", verbosity=0, stdout=out, stderr=err)
 
     assert "48 candle(s) stored for 2 symbol(s)." in out.getvalue()

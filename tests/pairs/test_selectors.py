@@ -134,12 +134,21 @@ def test_short_gap_is_forward_filled_long_gap_short_history_and_no_candles_are_l
     assert not np.isnan(window.closes).any()
 
 
-def test_too_few_real_bars_is_left_out_even_if_every_gap_is_short():
+def test_too_many_filled_bars_is_left_out_even_if_every_gap_is_short():
     sparse = store("SPARSEUSDT", [h for h in range(100) if h % 3 != 2])  # every third bar missing
     window = price_window(instruments=[sparse], timeframe="1h", bars=24, min_history_bars=20)
     assert window.symbols == []
-    assert window.excluded == {"SPARSEUSDT": "16 bars in the window, fewer than 20"}
+    # 8 missing of 24: more than the 6 bars (MAX_FORWARD_FILL_BARS) tolerated in a window this short.
+    assert window.excluded == {"SPARSEUSDT": "8 of 24 bars missing in the window"}
     assert window.closes.shape == (24, 0)
+
+
+def test_history_longer_than_the_window_is_required_when_configured():
+    young = store("YOUNGUSDT", list(range(76, 100)))  # exactly the 24 bars of the window
+    old = store("OLDERUSDT", list(range(100)))
+    window = price_window(instruments=[young, old], timeframe="1h", bars=24, min_history_bars=48)
+    assert window.symbols == ["OLDERUSDT"]
+    assert window.excluded == {"YOUNGUSDT": "short history: less than 48 bars"}
 
 
 def test_a_gap_of_exactly_the_fill_limit_is_filled():

@@ -87,11 +87,6 @@ def test_a_duplicate_code_on_a_network_error_is_not_a_duplicate():
     assert type(mapped) is RequestTimedOut
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="map_ccxt_error matches the duplicate codes as substrings anywhere in the message, so the digits of "
-    "the response's millisecond 'time' field (or of a price) can turn another error into DuplicateClientOrderId",
-)
 def test_a_duplicate_code_inside_another_number_is_not_a_duplicate():
     body = '{"retCode":110007,"retMsg":"ab not enough for new order","result":{},"time":1795482300012}'
     mapped = map_ccxt_error(ccxt.InsufficientFunds(f"bybit {body}"))
@@ -187,7 +182,7 @@ def test_retries_stop_at_attempts_and_the_last_error_is_raised(no_jitter):
 @pytest.mark.parametrize(
     "error",
     [PermanentExchangeError("no"), InvalidOrder("qty"), InsufficientFunds("funds"), AuthenticationFailed("key"),
-     DuplicateClientOrderId("dup"), OrderNotFound("gone"), NotSupported("nope")],  # fmt: skip
+     DuplicateClientOrderId("dup"), OrderNotFound("gone"), NotSupported("nope")],
     ids=lambda e: type(e).__name__,
 )
 def test_permanent_errors_are_never_retried(error):

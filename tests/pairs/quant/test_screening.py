@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+import pandas as pd
 import pytest
 from statsmodels.regression.linear_model import OLS
 from statsmodels.tools import add_constant
@@ -49,6 +53,50 @@ def synthetic_log_prices(seed: int = 7, n_bars: int = N_BARS) -> np.ndarray:
     return np.column_stack([walks, *constructed])
 
 
+def statsmodels_reference(y: np.ndarray, x: np.ndarray) -> dict:
+    """coint(y, x, trend="c", autolag="aic") plus the pair regression and adfuller's lag on its residual."""
+    stat, pvalue, _ = coint(y, x, trend="c", autolag="aic")
+    fit = OLS(y, add_constant(x, prepend=False)).fit()
+    adf = adfuller(fit.resid, autolag="aic", regression="n", result_object=True)
+    return {"adf_stat": float(stat), "pvalue": float(pvalue), "lag": int(adf.lags),
+            "hedge_ratio": float(fit.params[0]), "intercept": float(fit.params[1]),
+            "resid_adf_stat": float(adf.statistic)}
+
+
+def _references(log_prices: np.ndarray, pairs: list[tuple[int, int]]) -> list[dict]:
+    return [statsmodels_reference(log_prices[:, y], log_prices[:, x]) for y, x in pairs]
+
+
+def statsmodels_references(log_prices: np.ndarray, pairs) -> list[dict]:
+    """``statsmodels_reference`` for every (y, x) column pair, in a few processes with one BLAS thread each.
+
+    statsmodels is slow here, and with threaded BLAS on a busy machine one coint call on 1000 bars takes ~10x
+    longer. Shared with the database tests; it lives in this module because the worker processes import it and
+    must not import Django.
+    """
+    pairs = [(int(y), int(x)) for y, x in pairs]
+    n_workers = max(1, min(os.cpu_count() or 1, 4))
+    chunks = [pairs[k::n_workers] for k in range(n_workers)]
+    saved = dict(os.environ)
+    os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    try:
+        with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_references, [np.asarray(log_prices, dtype=np.float64)] * n_workers, chunks))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    by_pair = {pair: ref for chunk, part in zip(chunks, parts, strict=True) for pair, ref in zip(chunk, part,
+                                                                                                 strict=True)}
+    return [by_pair[pair] for pair in pairs]
+
+
+def coint_pvalues(log_closes: pd.DataFrame, keys: list[tuple[str, str]]) -> np.ndarray:
+    """statsmodels' coint p-value for every (y, x) pair of column names of ``log_closes``."""
+    column = {symbol: k for k, symbol in enumerate(log_closes.columns)}
+    references = statsmodels_references(log_closes.to_numpy(), [(column[y], column[x]) for y, x in keys])
+    return np.array([ref["pvalue"] for ref in references])
+
+
 @pytest.fixture(scope="module")
 def log_prices() -> np.ndarray:
     return synthetic_log_prices()
@@ -59,14 +107,6 @@ def result(log_prices) -> ScreenResult:
     return screen(log_prices, series_pvalue_threshold=THRESHOLD)
 
 
-def statsmodels_reference(y: np.ndarray, x: np.ndarray) -> dict:
-    stat, pvalue, _ = coint(y, x, trend="c", autolag="aic")
-    fit = OLS(y, add_constant(x, prepend=False)).fit()
-    adf = adfuller(fit.resid, autolag="aic", regression="n", result_object=True)
-    return {"adf_stat": stat, "pvalue": pvalue, "lag": adf.lags, "hedge_ratio": fit.params[0],
-            "intercept": fit.params[1], "resid_adf_stat": adf.statistic}
-
-
 def test_every_direction_is_screened_once(log_prices, result):
     n = log_prices.shape[1]
     assert len(result) == n * (n - 1)
@@ -75,9 +115,8 @@ def test_every_direction_is_screened_once(log_prices, result):
 
 
 def test_engle_granger_equals_statsmodels_for_every_direction(log_prices, result):
-    for k in range(len(result)):
-        y, x = log_prices[:, result.y_index[k]], log_prices[:, result.x_index[k]]
-        ref = statsmodels_reference(y, x)
+    references = statsmodels_references(log_prices, zip(result.y_index, result.x_index, strict=True))
+    for k, ref in enumerate(references):
         where = f"direction {result.y_index[k]}~{result.x_index[k]}"
         assert result.pvalue[k] == pytest.approx(ref["pvalue"], rel=1e-9, abs=1e-15), where
         assert result.adf_stat[k] == pytest.approx(ref["adf_stat"], rel=1e-9), where

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from statsmodels.tsa.stattools import coint
 
 from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairTest, SelectionConfig
 from pairs.quant.multiple_testing import benjamini_hochberg
 from pairs.services.market_data import candles_import_directory, candles_upsert
 from pairs.services.screening import ENTRY_LEVEL_NUMBER, ScreeningError, screening_run
 from tests.factories import InstrumentFactory
+from tests.pairs.quant.test_screening import coint_pvalues
 
 pytestmark = pytest.mark.django_db
 
@@ -48,10 +48,6 @@ def reference_closes(directory: Path, symbols: list[str], bars: int) -> pd.DataF
     end = max(s.index[-1] for s in series.values())
     grid = pd.date_range(start, end, freq="h")
     return pd.DataFrame({symbol: s.reindex(grid).ffill() for symbol, s in series.items()}).iloc[-bars:]
-
-
-def reference_pvalue(log_closes: pd.DataFrame, y: str, x: str) -> float:
-    return float(coint(log_closes[y].to_numpy(), log_closes[x].to_numpy(), trend="c", autolag="aic")[1])
 
 
 def pair_keys() -> set[tuple[str, str]]:
@@ -91,7 +87,7 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
     tests = report["tests"]
     assert len(tests) == 132
     assert {(t["y"], t["x"]) for t in tests} == {(y, x) for y in REAL_SYMBOLS for x in REAL_SYMBOLS if y != x}
-    reference_p = np.array([reference_pvalue(log_closes, t["y"], t["x"]) for t in tests])
+    reference_p = coint_pvalues(log_closes, [(t["y"], t["x"]) for t in tests])
     for test, expected in zip(tests, reference_p, strict=True):
         assert test["pvalue"] == pytest.approx(expected, rel=1e-9, abs=1e-15), (test["y"], test["x"])
     # q-values: Benjamini-Hochberg over the whole run.
@@ -210,11 +206,19 @@ def synthetic_universe(seed: int = 11) -> dict[str, np.ndarray]:
     }
 
 
+def synthetic_config() -> SelectionConfig:
+    """The configuration with a history requirement the 600 synthetic bars meet (the default asks 2000)."""
+    config = SelectionConfig.current()
+    config.min_history_bars = 500
+    config.save()
+    return config
+
+
 def test_constructed_pair_becomes_a_candidate_and_independent_walks_do_not():
     for symbol, log_closes in synthetic_universe().items():
         synthetic_instrument(symbol, log_closes)
 
-    outcome = screening_run(config=SelectionConfig.current(), lookback_bars=500)
+    outcome = screening_run(config=synthetic_config(), lookback_bars=500)
 
     run = outcome.run
     assert run.status == CointegrationRun.Status.SUCCEEDED
@@ -242,7 +246,7 @@ def test_symbol_with_short_synthetic_history_is_excluded_and_named():
     late_start = T0 + timedelta(hours=SYNTHETIC_BARS - 200)
     synthetic_instrument("LATEUSDT", universe["WALKAUSDT"][-200:], start=late_start)
 
-    outcome = screening_run(config=SelectionConfig.current(), lookback_bars=500)
+    outcome = screening_run(config=synthetic_config(), lookback_bars=500)
 
     assert outcome.run.n_symbols == 4
     assert "LATEUSDT" not in outcome.window.symbols

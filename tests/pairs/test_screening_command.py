@@ -1,0 +1,109 @@
+"""`manage.py select_pairs` on real candles imported from the shared data."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from statsmodels.tsa.stattools import coint
+
+from pairs.models import CointegrationRun, Pair, PairTest
+from tests.pairs.services.test_screening import LAST_BAR, import_real, reference_closes
+
+pytestmark = pytest.mark.django_db
+
+SYMBOLS = ["ADAUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT", "ONEUSDT", "OXTUSDT", "VETUSDT", "ZILUSDT"]
+TEST_KEYS = {"y", "x", "hedge_ratio", "intercept", "adf_stat", "lag", "pvalue", "qvalue", "half_life", "hurst",
+             "passed"}
+ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def test_select_pairs_writes_every_test_to_json(shared_candles_dir, tmp_path):
+    import_real(shared_candles_dir, SYMBOLS)
+    path = tmp_path / "s.json"
+    out = StringIO()
+
+    call_command("select_pairs", lookback=1000, json_path=path, stdout=out, verbosity=0)
+
+    report = json.loads(path.read_text())
+    assert {"timeframe", "window_start", "window_end", "n_symbols", "tests"} <= set(report)
+    assert report["timeframe"] == "1h"
+    assert ISO_Z.match(report["window_start"]) and ISO_Z.match(report["window_end"])
+    assert report["window_start"] == "2021-06-06T05:00:00Z"  # first bar used: 999 hours before the last
+    assert report["window_end"] == "2021-07-17T20:00:00Z"
+    assert datetime.fromisoformat(report["window_end"]) == LAST_BAR
+    n = report["n_symbols"]
+    assert n == len(SYMBOLS)
+    tests = report["tests"]
+    assert len(tests) == n * (n - 1)
+    assert {(t["y"], t["x"]) for t in tests} == {(y, x) for y in SYMBOLS for x in SYMBOLS if y != x}
+    for test in tests:
+        assert TEST_KEYS <= set(test), set(TEST_KEYS) - set(test)
+        assert isinstance(test["lag"], int) and test["lag"] >= 0
+        assert 0.0 <= test["pvalue"] <= test["qvalue"] <= 1.0
+        assert isinstance(test["passed"], bool)
+        assert (test["hurst"] is None) == (test["pvalue"] > 0.05)
+
+    # A few p-values (the candidates and some others) against statsmodels on the files' own closes.
+    log_closes = np.log(reference_closes(shared_candles_dir, SYMBOLS, 1000))
+    by_key = {(t["y"], t["x"]): t for t in tests}
+    for key in [("VETUSDT", "ZILUSDT"), ("OXTUSDT", "ONEUSDT"), ("BTCUSDT", "ETHUSDT"), ("LTCUSDT", "ADAUSDT")]:
+        expected = coint(log_closes[key[0]].to_numpy(), log_closes[key[1]].to_numpy(), trend="c", autolag="aic")[1]
+        assert by_key[key]["pvalue"] == pytest.approx(expected, rel=1e-9, abs=1e-15), key
+    assert by_key[("VETUSDT", "ZILUSDT")]["passed"] and not by_key[("BTCUSDT", "ETHUSDT")]["passed"]
+
+    # The run and its pairs are stored, and the command says what it did.
+    run = CointegrationRun.objects.get()
+    assert run.status == CointegrationRun.Status.SUCCEEDED
+    assert run.n_tests == len(tests) and run.n_symbols == n
+    assert report["run_id"] == run.pk
+    assert set(Pair.objects.values_list("y_instrument__symbol", "x_instrument__symbol")) == {
+        (t["y"], t["x"]) for t in tests if t["candidate"]
+    }
+    assert PairTest.objects.filter(run=run).count() == Pair.objects.count() > 0
+    text = out.getvalue()
+    assert f"run {run.pk}: {n} symbols" in text
+    assert f"{len(tests)} tests" in text
+    assert f"wrote {path}" in text
+
+
+def test_select_pairs_on_a_subset_of_symbols(shared_candles_dir, tmp_path):
+    import_real(shared_candles_dir, SYMBOLS)
+    path = tmp_path / "subset.json"
+
+    call_command("select_pairs", lookback=500, json_path=path, symbols="vetusdt, ZILUSDT,oneusdt", verbosity=0,
+                 stdout=StringIO())
+
+    report = json.loads(path.read_text())
+    assert report["n_symbols"] == 3
+    assert len(report["tests"]) == 6
+    assert {t["y"] for t in report["tests"]} == {"ONEUSDT", "VETUSDT", "ZILUSDT"}
+    assert report["window_start"] == "2021-06-27T01:00:00Z"  # 500 bars
+    assert CointegrationRun.objects.get().lookback_bars == 500
+
+
+def test_select_pairs_without_a_json_path_writes_no_file(shared_candles_dir, tmp_path, monkeypatch):
+    import_real(shared_candles_dir, ["BTCUSDT", "ETHUSDT"])
+    monkeypatch.chdir(tmp_path)
+    out = StringIO()
+
+    call_command("select_pairs", lookback=300, stdout=out, verbosity=0)
+
+    assert "2 symbols" in out.getvalue() and "wrote" not in out.getvalue()
+    assert list(tmp_path.iterdir()) == []
+    assert CointegrationRun.objects.get().n_tests == 2
+
+
+def test_select_pairs_on_an_empty_database_is_a_command_error(tmp_path):
+    path = tmp_path / "s.json"
+
+    with pytest.raises(CommandError, match=r"import or fetch candles"):
+        call_command("select_pairs", lookback=1000, json_path=path, verbosity=0, stdout=StringIO())
+
+    assert not path.exists()
+    assert not CointegrationRun.objects.exists()

@@ -1,0 +1,206 @@
+"""The screen_pairs task: in one process, and fanned out as a chord over a REAL Celery worker process.
+
+The fan-out test starts `celery worker` on the selection queue against the test database (like
+tests/statarb_site/test_celery_worker.py). The chord's block and merge tasks are routed to "selection" by
+CELERY_TASK_ROUTES, so the worker consumes that queue: on Redis the queue is purged first; on the embedded
+SQLite transport the worker gets a broker file of its own (a demo stack on the default broker file also
+consumes "selection" and would take the blocks). Its result backend is the configured one (Redis, or the
+db+sqlite file), which is what the chord's counting runs on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+
+from pairs.models import CointegrationRun, Level, Pair, PairTest, SelectionConfig
+from pairs.services.screening import ENTRY_LEVEL_NUMBER, screening_run
+from pairs.tasks import screen_pairs
+from statarb_site.celery import app
+from tests.conftest import REPO_ROOT
+from tests.pairs.services.test_screening import LAST_BAR, import_real
+from tests.statarb_site.test_celery_worker import _test_database_url
+
+WORKER_START_TIMEOUT_S = 60
+RUN_TIMEOUT_S = 90
+LOOKBACK = 1000
+# Four candidates among them in the last 1000 bars (VETUSDT~ZILUSDT, ONEUSDT~OXTUSDT, both directions).
+WORKER_SYMBOLS = ["BTCUSDT", "ETHUSDT", "ONEUSDT", "OXTUSDT", "VETUSDT", "ZILUSDT"]
+BLOCK_PAIRS = 8  # 30 directions -> 4 blocks
+
+
+@pytest.mark.django_db
+def test_screen_pairs_without_fanout_runs_in_the_task(shared_candles_dir, settings):
+    settings.STATARB_SCREEN_FANOUT = False
+    import_real(shared_candles_dir, ["ONEUSDT", "OXTUSDT", "VETUSDT"])
+
+    summary = screen_pairs(lookback_bars=500)
+
+    run = CointegrationRun.objects.get()
+    assert summary == {"run_id": run.pk, "n_tests": 6, "n_candidates": run.n_candidates}
+    assert run.status == CointegrationRun.Status.SUCCEEDED
+    assert run.n_symbols == 3 and run.n_tests == 6 and run.lookback_bars == 500
+    assert run.window_end == LAST_BAR and run.window_start == LAST_BAR - timedelta(hours=499)
+    assert run.duration_seconds is not None
+    assert Pair.objects.count() == run.n_candidates
+    assert PairTest.objects.filter(run=run).count() == run.n_candidates
+
+
+def _purge(broker_url: str, queue: str) -> None:
+    with app.connection_for_write(broker_url) as connection:
+        connection.default_channel.queue_purge(queue)
+
+
+@pytest.fixture
+def selection_worker(tmp_path):
+    """A `celery worker` process on the selection queue with fan-out on; yields (broker URL, output lines)."""
+    if settings.BROKER_IS_REDIS:
+        broker_url = settings.CELERY_BROKER_URL
+    else:
+        broker_url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
+    _purge(broker_url, "selection")
+    env = {**os.environ, "DATABASE_URL": _test_database_url(), "CELERY_BROKER_URL": broker_url,
+           "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND, "CELERY_TASK_ALWAYS_EAGER": "0",
+           "STATARB_SCREEN_FANOUT": "1", "STATARB_SCREEN_BLOCK_PAIRS": str(BLOCK_PAIRS),
+           # One BLAS thread: the worker shares the machine with this test process.
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    hostname = f"screen-{os.getpid()}-{time.monotonic_ns()}"
+    command = [sys.executable, "-m", "celery", "-A", "statarb_site", "worker", "--pool", "solo", "-Q", "selection",
+               "--hostname", f"{hostname}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-l", "info"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    output: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:  # keep reading so a full pipe never blocks the worker
+        for line in process.stdout:
+            output.append(line)
+            if " ready." in line:
+                ready.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        while not ready.is_set() and process.poll() is None and time.monotonic() < deadline:
+            ready.wait(0.2)
+        if not ready.is_set():
+            pytest.fail("celery worker did not start:\n" + "".join(output))
+        yield broker_url, output
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=5)
+
+
+def _pair_snapshot() -> dict[tuple[str, str], dict]:
+    return {
+        (row.pop("y_instrument__symbol"), row.pop("x_instrument__symbol")): row
+        for row in Pair.objects.values("y_instrument__symbol", "x_instrument__symbol", "pvalue", "qvalue",
+                                       "hedge_ratio", "intercept", "adf_stat", "adf_lag", "half_life_bars", "hurst",
+                                       "mean_crossings", "spread_std", "zscore", "return_correlation",
+                                       "johansen_passed", "level_id", "status", "consecutive_failures")
+    }
+
+
+def _tests_of(run: CointegrationRun) -> dict[tuple[str, str], dict]:
+    return {
+        (row.pop("pair__y_instrument__symbol"), row.pop("pair__x_instrument__symbol")): row
+        for row in PairTest.objects.filter(run=run).values(
+            "pair__y_instrument__symbol", "pair__x_instrument__symbol", "pvalue", "qvalue", "hedge_ratio",
+            "adf_stat", "adf_lag", "half_life_bars", "hurst", "passed", "confirmed_out_of_sample", "johansen_passed")
+    }
+
+
+def _assert_rows_equal(got: dict, expected: dict, where) -> None:
+    assert set(got) == set(expected), where
+    for name, value in expected.items():
+        if isinstance(value, float):
+            assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-15), (where, name)
+        else:
+            assert got[name] == value, (where, name)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_candles_dir, settings,
+                                                                     selection_worker):
+    broker_url, worker_output = selection_worker
+    settings.STATARB_SCREEN_FANOUT = True
+    settings.STATARB_SCREEN_BLOCK_PAIRS = BLOCK_PAIRS
+    import_real(shared_candles_dir, WORKER_SYMBOLS)
+    n = len(WORKER_SYMBOLS)
+
+    with app.connection_for_write(broker_url) as connection:
+        result = screen_pairs.apply_async(kwargs={"lookback_bars": LOOKBACK}, queue="selection",
+                                          connection=connection)
+    started = result.get(timeout=RUN_TIMEOUT_S)
+    assert started["blocks"] == 4, started  # really fanned out, in several blocks
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    status = CointegrationRun.Status.RUNNING
+    while time.monotonic() < deadline:
+        status = CointegrationRun.objects.filter(pk=started["run_id"]).values_list("status", flat=True).get()
+        if status != CointegrationRun.Status.RUNNING:
+            break
+        time.sleep(0.5)
+    fanned = CointegrationRun.objects.get(pk=started["run_id"])
+    assert status == CointegrationRun.Status.SUCCEEDED, (fanned.error, "".join(worker_output[-60:]))
+    assert fanned.n_symbols == n
+    assert fanned.n_tests == n * (n - 1)
+    assert fanned.window_end == LAST_BAR and fanned.window_start == LAST_BAR - timedelta(hours=LOOKBACK - 1)
+    assert fanned.duration_seconds is not None and fanned.duration_seconds > 0
+    log = "".join(worker_output)
+    assert log.count("pairs.tasks.screen_pairs_block[") >= 4
+    assert "pairs.tasks.screen_pairs_merge[" in log
+    fanned_pairs = _pair_snapshot()
+    fanned_tests = _tests_of(fanned)
+    assert len(fanned_pairs) == fanned.n_candidates >= 4
+    assert set(fanned_tests) == set(fanned_pairs)
+    entry = Level.objects.filter(number=ENTRY_LEVEL_NUMBER).first()
+    assert entry is not None  # seeded by the data migration (restored by serialized_rollback)
+    assert {row["level_id"] for row in fanned_pairs.values()} == {entry.pk}
+
+    # The same screen in this process, on the same data and window.
+    outcome = screening_run(config=SelectionConfig.current(), lookback_bars=LOOKBACK)
+
+    local = outcome.run
+    assert (local.n_symbols, local.n_tests, local.n_passed, local.n_candidates) == (
+        fanned.n_symbols, fanned.n_tests, fanned.n_passed, fanned.n_candidates
+    )
+    assert (local.window_start, local.window_end) == (fanned.window_start, fanned.window_end)
+    assert local.parameters["instrument_ids"] == fanned.parameters["instrument_ids"]
+    local_tests = _tests_of(local)
+    assert set(local_tests) == set(fanned_tests)
+    for key, row in local_tests.items():
+        _assert_rows_equal(fanned_tests[key], row, key)
+    # The pair statistics the worker's merge wrote equal the in-process run's (all its tests, via its JSON).
+    by_key = {(t["y"], t["x"]): t for t in outcome.as_json()["tests"]}
+    assert {key for key, t in by_key.items() if t["candidate"]} == set(fanned_pairs)
+    for key, row in fanned_pairs.items():
+        test = by_key[key]
+        assert row["pvalue"] == pytest.approx(test["pvalue"], rel=1e-9, abs=1e-15), key
+        assert row["qvalue"] == pytest.approx(test["qvalue"], rel=1e-9), key
+        assert row["hedge_ratio"] == pytest.approx(test["hedge_ratio"], rel=1e-9), key
+        assert row["adf_stat"] == pytest.approx(test["adf_stat"], rel=1e-9), key
+        assert row["adf_lag"] == test["lag"], key
+        assert row["half_life_bars"] == pytest.approx(test["half_life"], rel=1e-9), key
+        assert row["hurst"] == pytest.approx(test["hurst"], rel=1e-9), key
+        assert row["mean_crossings"] == test["mean_crossings"], key
+        assert row["zscore"] == pytest.approx(test["zscore"], rel=1e-9), key
+        assert row["johansen_passed"] is True
+        assert row["consecutive_failures"] == 0
+    assert Pair.objects.count() == len(fanned_pairs)  # the second run added no duplicates
