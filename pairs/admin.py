@@ -78,7 +78,7 @@ class PairAdmin(admin.ModelAdmin):
     list_select_related = ("y_instrument", "x_instrument", "level")
     raw_id_fields = ("y_instrument", "x_instrument", "last_run")
     inlines = (PairStatisticsInline, LevelChangeInline)
-    actions = ("lock_level", "unlock_level")
+    actions = ("promote", "demote", "lock_level", "unlock_level")
 
     def save_model(self, request, obj, form, change):
         # A level edited here goes through the audited service, not a bare save.
@@ -91,6 +91,25 @@ class PairAdmin(admin.ModelAdmin):
             pair_set_level(pair=obj, level=new_level, reason="set in the admin", changed_by=request.user, lock=new_lock)
         else:
             super().save_model(request, obj, form, change)
+
+    def _move(self, request, queryset, step: int, verb: str) -> None:
+        levels = list(Level.objects.order_by("number"))
+        moved = 0
+        for pair in queryset.select_related("level"):
+            index = levels.index(pair.level) if pair.level in levels else -1
+            target = index + step
+            if 0 <= target < len(levels):
+                pair_set_level(pair=pair, level=levels[target], reason=f"{verb} in the admin", changed_by=request.user)
+                moved += 1
+        messages.success(request, f"{verb.capitalize()} {moved} pair(s); a pair at the end of the ladder stays.")
+
+    @admin.action(description="Promote the selected pairs one level")
+    def promote(self, request, queryset):
+        self._move(request, queryset, +1, "promoted")
+
+    @admin.action(description="Demote the selected pairs one level")
+    def demote(self, request, queryset):
+        self._move(request, queryset, -1, "demoted")
 
     @admin.action(description="Lock the level of the selected pairs")
     def lock_level(self, request, queryset):

@@ -314,6 +314,23 @@ class SelectionConfig(models.Model):
     min_live_trades = models.PositiveIntegerField(
         default=10, help_text="Live/paper trades needed before live results are compared with the backtest"
     )
+    # The spread rule: one set of parameters for the backtest, the replay and the live signals.
+    entry_z = models.FloatField(default=2.0, help_text="Enter when |z| reaches this")
+    exit_z = models.FloatField(default=0.0, help_text="Exit when z comes back to this (0: the mean)")
+    stop_z = models.FloatField(default=4.0, help_text="Stop out when |z| reaches this against the position")
+    max_holding_half_lives = models.FloatField(default=3.0, help_text="Close after this many half-lives")
+    cooldown_bars = models.PositiveIntegerField(default=24, help_text="No new entry for this many bars after a stop")
+    zscore_window_bars = models.PositiveIntegerField(
+        default=500, help_text="Bars the rolling hedge ratio, mean and std of the z-score are fitted on"
+    )
+    backtest_oos_bars = models.PositiveIntegerField(
+        default=1000, help_text="Bars before the screening window that the walk-forward backtest trades"
+    )
+    taker_fee = models.FloatField(default=0.00055, help_text="Per fill, fraction of notional (Bybit VIP0 taker)")
+    slippage = models.FloatField(default=0.0002, help_text="Per fill, fraction of notional")
+    default_funding_rate = models.FloatField(
+        default=0.0001, help_text="Funding rate per settlement when no rate is stored (longs pay shorts)"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -12,6 +12,7 @@ from execution.exchanges.factory import market_data_exchange
 from pairs.models import CointegrationRun, SelectionConfig
 from pairs.quant.screening import ScreenResult
 from pairs.selectors import universe_instruments
+from pairs.services.maintenance import selection_maintenance
 from pairs.services.market_data import candles_fetch, universe_refresh
 from pairs.services.screening import (
     run_window,
@@ -21,6 +22,7 @@ from pairs.services.screening import (
     screening_run_finish,
     screening_run_start,
 )
+from pairs.services.statistics import pair_statistics_update
 
 
 # An upsert of closed bars: running it twice stores nothing twice, so a redelivery is harmless.
@@ -48,6 +50,7 @@ def screen_pairs(lookback_bars: int | None = None) -> dict:
     config = SelectionConfig.current()
     if not settings.STATARB_SCREEN_FANOUT:
         outcome = screening_run(config=config, lookback_bars=lookback_bars)
+        update_pair_statistics.delay_on_commit()
         return {"run_id": outcome.run.pk, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}
     run, window = screening_run_start(config=config, lookback_bars=lookback_bars)
     blocks = screening_blocks(window, block_pairs=settings.STATARB_SCREEN_BLOCK_PAIRS)
@@ -83,4 +86,17 @@ def screen_pairs_merge(block_results: list[dict], run_id: int, started_at: float
     parts = [ScreenResult.from_columns(columns) for columns in block_results]
     outcome = screening_run_finish(run=run, window=run_window(run), parts=parts)
     CointegrationRun.objects.filter(pk=run_id).update(duration_seconds=time.time() - started_at)
+    update_pair_statistics.delay_on_commit()
     return {"run_id": run_id, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}
+
+
+# Rewrites each pair's statistics from the data; a level move is audited and idempotent for the same evidence.
+@shared_task(acks_late=True, soft_time_limit=30 * 60, time_limit=35 * 60)
+def update_pair_statistics() -> dict:
+    """Sanity checks and cleanup, then statistics and grading of every pair (chained after each screening)."""
+    config = SelectionConfig.current()
+    maintenance = selection_maintenance(config=config)
+    outcome = pair_statistics_update(config=config)
+    data = outcome.as_json()
+    return {"n_pairs": data["n_pairs"], "promoted": data["promoted"], "demoted": data["demoted"],
+            "maintenance": maintenance.as_dict()}

@@ -40,6 +40,13 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         description="Screen every pair of the universe for cointegration (daily, after the midnight bar).",
     ),
     DefaultSchedule(
+        name="selection: statistics and levels",
+        task="pairs.tasks.update_pair_statistics",
+        queue="selection",
+        crontab={"minute": "50", "hour": "0"},
+        description="Sanity checks, per-pair statistics and level grading (also chained after each screening).",
+    ),
+    DefaultSchedule(
         name="risk: daily PnL snapshot",
         task="risk.tasks.snapshot_daily_pnl",
         queue="risk",

@@ -13,7 +13,6 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-import pandas as pd
 import pytest
 from statsmodels.regression.linear_model import OLS
 from statsmodels.tools import add_constant
@@ -67,34 +66,42 @@ def _references(log_prices: np.ndarray, pairs: list[tuple[int, int]]) -> list[di
     return [statsmodels_reference(log_prices[:, y], log_prices[:, x]) for y, x in pairs]
 
 
-def statsmodels_references(log_prices: np.ndarray, pairs) -> list[dict]:
-    """``statsmodels_reference`` for every (y, x) column pair, in a few processes with one BLAS thread each.
+class StatsmodelsReferences:
+    """``statsmodels_reference`` for every (y, x) column pair, computed in a few processes with one BLAS thread each.
 
-    statsmodels is slow here, and with threaded BLAS on a busy machine one coint call on 1000 bars takes ~10x
-    longer. Shared with the database tests; it lives in this module because the worker processes import it and
-    must not import Django.
+    statsmodels is slow here (and with threaded BLAS on a busy machine one coint call on 1000 bars takes ~10x
+    longer), so the work starts at construction and ``result()`` collects it: a test can start it before its own
+    database work. Shared with the database tests; it lives in this module because the worker processes import
+    it and must not import Django.
     """
-    pairs = [(int(y), int(x)) for y, x in pairs]
-    n_workers = max(1, min(os.cpu_count() or 1, 4))
-    chunks = [pairs[k::n_workers] for k in range(n_workers)]
-    saved = dict(os.environ)
-    os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
-    try:
-        with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_references, [np.asarray(log_prices, dtype=np.float64)] * n_workers, chunks))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    by_pair = {pair: ref for chunk, part in zip(chunks, parts, strict=True) for pair, ref in zip(chunk, part,
-                                                                                                 strict=True)}
-    return [by_pair[pair] for pair in pairs]
+
+    def __init__(self, log_prices: np.ndarray, pairs) -> None:
+        self.pairs = [(int(y), int(x)) for y, x in pairs]
+        n_workers = max(1, min(os.cpu_count() or 1, 4))
+        self.chunks = [self.pairs[k::n_workers] for k in range(n_workers)]
+        values = np.asarray(log_prices, dtype=np.float64)
+        saved = dict(os.environ)
+        # The spawned processes read these when they load numpy's BLAS.
+        os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+        try:
+            self.pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+            self.futures = [self.pool.submit(_references, values, chunk) for chunk in self.chunks]
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def result(self) -> list[dict]:
+        try:
+            parts = [future.result() for future in self.futures]
+        finally:
+            self.pool.shutdown()
+        by_pair = {pair: ref for chunk, part in zip(self.chunks, parts, strict=True)
+                   for pair, ref in zip(chunk, part, strict=True)}
+        return [by_pair[pair] for pair in self.pairs]
 
 
-def coint_pvalues(log_closes: pd.DataFrame, keys: list[tuple[str, str]]) -> np.ndarray:
-    """statsmodels' coint p-value for every (y, x) pair of column names of ``log_closes``."""
-    column = {symbol: k for k, symbol in enumerate(log_closes.columns)}
-    references = statsmodels_references(log_closes.to_numpy(), [(column[y], column[x]) for y, x in keys])
-    return np.array([ref["pvalue"] for ref in references])
+def statsmodels_references(log_prices: np.ndarray, pairs) -> list[dict]:
+    return StatsmodelsReferences(log_prices, pairs).result()
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +266,7 @@ def test_split_pairs_covers_every_ordered_pair_exactly_once(n_symbols, n_blocks)
 
 
 def test_confirm_out_of_sample_confirms_a_constructed_pair(log_prices):
-    for offset, (intercept, hedge_ratio, _, _, leg) in enumerate(CONSTRUCTED):
+    for offset, (_, hedge_ratio, _, _, leg) in enumerate(CONSTRUCTED):
         check = confirm_out_of_sample(log_prices[:, N_WALKS + offset], log_prices[:, leg], holdout_bars=250,
                                       max_pvalue=0.10)
         assert check.confirmed

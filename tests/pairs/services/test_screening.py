@@ -18,7 +18,7 @@ from pairs.quant.multiple_testing import benjamini_hochberg
 from pairs.services.market_data import candles_import_directory, candles_upsert
 from pairs.services.screening import ENTRY_LEVEL_NUMBER, ScreeningError, screening_run
 from tests.factories import InstrumentFactory
-from tests.pairs.quant.test_screening import coint_pvalues
+from tests.pairs.quant.test_screening import StatsmodelsReferences
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +55,12 @@ def pair_keys() -> set[tuple[str, str]]:
 
 
 def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_candles_dir):
+    # statsmodels on the files' own closes, started first: it runs in other processes while the screen runs here.
+    reference = reference_closes(shared_candles_dir, REAL_SYMBOLS, LOOKBACK)
+    directions = [(y, x) for y in REAL_SYMBOLS for x in REAL_SYMBOLS if y != x]
+    column = {symbol: k for k, symbol in enumerate(reference.columns)}
+    statsmodels_pending = StatsmodelsReferences(np.log(reference.to_numpy()),
+                                                [(column[y], column[x]) for y, x in directions])
     import_real(shared_candles_dir, REAL_SYMBOLS)
     config = SelectionConfig.current()
 
@@ -76,20 +82,24 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
     assert len(run.parameters["instrument_ids"]) == 12
 
     # The window is the files' own closes on the grid.
-    reference = reference_closes(shared_candles_dir, REAL_SYMBOLS, LOOKBACK)
     assert reference.index[0] == FIRST_BAR and reference.index[-1] == LAST_BAR
     assert outcome.window.symbols == REAL_SYMBOLS
     assert list(outcome.window.times) == list(reference.index)
     np.testing.assert_allclose(outcome.window.closes, reference[REAL_SYMBOLS].to_numpy(), rtol=1e-15)
-    log_closes = np.log(reference)
 
     report = outcome.as_json()
     tests = report["tests"]
     assert len(tests) == 132
     assert {(t["y"], t["x"]) for t in tests} == {(y, x) for y in REAL_SYMBOLS for x in REAL_SYMBOLS if y != x}
-    reference_p = coint_pvalues(log_closes, [(t["y"], t["x"]) for t in tests])
-    for test, expected in zip(tests, reference_p, strict=True):
-        assert test["pvalue"] == pytest.approx(expected, rel=1e-9, abs=1e-15), (test["y"], test["x"])
+    statsmodels = dict(zip(directions, statsmodels_pending.result(), strict=True))
+    reference_p = np.array([statsmodels[(t["y"], t["x"])]["pvalue"] for t in tests])
+    for test in tests:
+        expected = statsmodels[(test["y"], test["x"])]
+        where = (test["y"], test["x"])
+        assert test["pvalue"] == pytest.approx(expected["pvalue"], rel=1e-9, abs=1e-15), where
+        assert test["adf_stat"] == pytest.approx(expected["adf_stat"], rel=1e-9), where
+        assert test["lag"] == expected["lag"], where
+        assert test["hedge_ratio"] == pytest.approx(expected["hedge_ratio"], rel=1e-9), where
     # q-values: Benjamini-Hochberg over the whole run.
     np.testing.assert_allclose([t["qvalue"] for t in tests], benjamini_hochberg(reference_p), rtol=1e-8)
 
