@@ -10,7 +10,7 @@ from pairs.models import Candle
 class Command(BaseCommand):
     help = (
         "The demo's main job on the embedded default: import the candle files in --data (once), screen the "
-        "universe for cointegrated pairs, and write the run to var/demo-selection.json."
+        "universe for cointegrated pairs (var/demo-selection.json), then grade them (var/demo-levels.json)."
     )
 
     def add_arguments(self, parser):
@@ -26,5 +26,5 @@ class Command(BaseCommand):
                 return
             self.stdout.write(f"Importing candles from {data} ...")
             call_command("import_candles", str(data), verbosity=0)
-        output = settings.VAR_DIR / "demo-selection.json"
-        call_command("select_pairs", json_path=output, verbosity=1)
+        call_command("select_pairs", json_path=settings.VAR_DIR / "demo-selection.json", verbosity=1)
+        call_command("update_stats", json_path=settings.VAR_DIR / "demo-levels.json")
