@@ -10,11 +10,37 @@ import pandas as pd
 from django.db.models import Count, Max, Min, Q, QuerySet
 
 from pairs.marketdata.validation import timeframe_ms
-from pairs.models import Candle, Instrument, Level, Pair, SelectionConfig
+from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairStatistics, SelectionConfig
 
 
 def pairs_with_legs() -> QuerySet[Pair]:
     return Pair.objects.select_related("y_instrument", "x_instrument", "level")
+
+
+def latest_screening_run() -> CointegrationRun | None:
+    return CointegrationRun.objects.order_by("-started_at", "-pk").first()
+
+
+def ladder_pairs(*, min_level: int = 1, limit: int = 50) -> list[dict]:
+    """Pairs on a trading rung (level >= ``min_level``), highest first, with their out-of-sample statistics."""
+    pairs = list(
+        pairs_with_legs()
+        .filter(level__number__gte=min_level)
+        .exclude(status=Pair.Status.RETIRED)
+        .order_by("-level__number", "qvalue")[:limit]
+    )
+    stats = {
+        (s.pair_id, s.window): s
+        for s in PairStatistics.objects.filter(pair__in=pairs)
+    }
+    return [
+        {
+            "pair": pair,
+            "out_of_sample": stats.get((pair.pk, PairStatistics.Window.OUT_OF_SAMPLE)),
+            "live": stats.get((pair.pk, PairStatistics.Window.LIVE)),
+        }
+        for pair in pairs
+    ]
 
 
 def pairs_of_level(*, level: Level) -> QuerySet[Pair]:

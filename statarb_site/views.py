@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from execution.models import BotHeartbeat, PairTrade
-from pairs.selectors import level_counts
+from pairs.selectors import ladder_pairs, latest_screening_run, level_counts
 from risk.selectors import active_halts, daily_pnl, performance_summary, recent_guard_events
 
 
@@ -27,6 +27,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         "summary": performance_summary(),
         "levels": level_counts(),
+        "latest_run": latest_screening_run(),
+        "ladder": ladder_pairs(),
         "open_trades": open_trades,
         "recent_closed": recent_closed,
         "halts": active_halts(),
