@@ -23,9 +23,18 @@ def _crontab(task: PeriodicTask) -> tuple[str, str, str, str, str, str]:
     return (c.minute, c.hour, c.day_of_week, c.day_of_month, c.month_of_year, str(c.timezone))
 
 
-def test_the_defaults_hold_the_two_pnl_schedules():
-    assert NAMES == [SNAPSHOT, CLOSE_DAY]
+def test_the_defaults_hold_the_selection_and_pnl_schedules():
+    assert NAMES == [
+        "selection: market data",
+        "selection: cointegration screening",
+        "selection: statistics and levels",
+        SNAPSHOT,
+        CLOSE_DAY,
+    ]
     assert len(set(NAMES)) == len(NAMES)
+    by_name = {default.name: default for default in DEFAULT_SCHEDULES}
+    assert by_name["selection: market data"].crontab == {"minute": "1"}  # hourly
+    assert by_name["selection: cointegration screening"].crontab == {"minute": "20", "hour": "0"}  # daily
 
 
 def test_setup_creates_every_default_with_its_queue_and_crontab():
@@ -64,7 +73,7 @@ def test_running_again_creates_nothing_and_keeps_admin_edits():
     outcome = periodic_tasks_setup()
 
     assert outcome == {"created": [], "reset": [], "kept": NAMES}
-    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 2
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(NAMES)
     assert PeriodicTask.objects.get(name=SNAPSHOT).enabled is False
     assert _crontab(PeriodicTask.objects.get(name=CLOSE_DAY)) == ("30", "1", "*", "*", "*", "UTC")
     assert CrontabSchedule.objects.count() == crontabs_before + 1  # only the one made above
@@ -84,14 +93,16 @@ def test_reset_restores_the_defaults():
     snapshot = PeriodicTask.objects.get(name=SNAPSHOT)
     assert (snapshot.enabled, snapshot.queue, json.loads(snapshot.kwargs)) == (True, "risk", {})
     assert _crontab(PeriodicTask.objects.get(name=CLOSE_DAY)) == ("5", "0", "*", "*", "*", "UTC")
-    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 2
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(NAMES)
 
 
 def test_reset_recreates_a_deleted_schedule():
     periodic_tasks_setup()
     PeriodicTask.objects.filter(name=CLOSE_DAY).delete()
-    assert periodic_tasks_setup(reset=True) == {"created": [CLOSE_DAY], "reset": [SNAPSHOT], "kept": []}
-    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 2
+    assert periodic_tasks_setup(reset=True) == {
+        "created": [CLOSE_DAY], "reset": [n for n in NAMES if n != CLOSE_DAY], "kept": []
+    }
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(NAMES)
 
 
 def _command(*args: str) -> list[str]:
@@ -101,10 +112,10 @@ def _command(*args: str) -> list[str]:
 
 
 def test_management_command_output():
-    assert _command() == [f"created: {SNAPSHOT}", f"created: {CLOSE_DAY}", "2 schedule(s) created."]
-    assert _command() == [f"kept: {SNAPSHOT}", f"kept: {CLOSE_DAY}", "0 schedule(s) created."]
-    assert _command("--reset") == [f"reset: {SNAPSHOT}", f"reset: {CLOSE_DAY}", "0 schedule(s) created."]
-    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 2
+    assert _command() == [*(f"created: {n}" for n in NAMES), f"{len(NAMES)} schedule(s) created."]
+    assert _command() == [*(f"kept: {n}" for n in NAMES), "0 schedule(s) created."]
+    assert _command("--reset") == [*(f"reset: {n}" for n in NAMES), "0 schedule(s) created."]
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(NAMES)
 
 
 def test_every_scheduled_task_is_a_registered_celery_task():
