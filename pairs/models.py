@@ -302,6 +302,9 @@ class SelectionConfig(models.Model):
     stale_after_bars = models.PositiveIntegerField(
         default=6, help_text="A symbol whose newest bar lags the universe's newest by more bars than this is stale"
     )
+    retire_after_stale_bars = models.PositiveIntegerField(
+        default=168, help_text="A pair whose leg has been stale this many bars is retired (168 h: a week)"
+    )
     max_consecutive_failures = models.PositiveIntegerField(
         default=3, help_text="A pair failing this many screening runs in a row has lost its cointegration"
     )

@@ -8,7 +8,8 @@
 | stale universe | the universe's newest bar older than ``stale_after_bars`` bars of wall-clock time: the data
   feed is down; reported, and no pair is touched (a feed outage is not the pairs' fault) |
 | delisted instruments | every non-retired pair with a delisted leg is retired and leaves its level |
-| pairs whose legs lost data | a suspended pair whose legs are fresh again returns to active |
+| pairs whose legs lost data | a suspended pair whose legs are fresh again returns to active; one whose leg
+  has been stale for more than ``retire_after_stale_bars`` bars is retired and leaves its level |
 | orphan rows | delisted instruments with no candles, no pairs and no orders are deleted |
 
 Time is the data's clock (the newest stored bar), not the wall clock, so a replay over history or an offline
@@ -44,6 +45,7 @@ class MaintenanceSummary:
     pairs_suspended: int = 0
     pairs_resumed: int = 0
     pairs_retired: int = 0
+    pairs_retired_stale: int = 0
     orphan_instruments_deleted: int = 0
 
     def as_dict(self) -> dict:
@@ -55,6 +57,7 @@ class MaintenanceSummary:
             "pairs_suspended": self.pairs_suspended,
             "pairs_resumed": self.pairs_resumed,
             "pairs_retired": self.pairs_retired,
+            "pairs_retired_stale": self.pairs_retired_stale,
             "orphan_instruments_deleted": self.orphan_instruments_deleted,
         }
 
@@ -88,6 +91,15 @@ def selection_maintenance(*, config: SelectionConfig, now: datetime | None = Non
         }
         summary.stale_symbols = sorted(Instrument.objects.filter(pk__in=stale_ids).values_list("symbol", flat=True))
         summary.pairs_suspended, summary.pairs_resumed = _suspend_or_resume(stale_ids, config)
+        long_stale_before = summary.newest_bar - step * config.retire_after_stale_bars
+        long_stale_ids = {
+            i for i in stale_ids
+            if newest_per_instrument.get(i) is None or newest_per_instrument[i] < long_stale_before
+        }
+        summary.pairs_retired_stale = _retire(
+            Pair.objects.filter(Q(y_instrument_id__in=long_stale_ids) | Q(x_instrument_id__in=long_stale_ids)),
+            reason=f"retired: a leg has had no data for more than {config.retire_after_stale_bars} bars",
+        )
     summary.orphan_instruments_deleted = _delete_orphan_instruments()
     return summary
 
@@ -103,13 +115,14 @@ def _delete_old_candles(candles, *, before: datetime) -> int:
 
 def _retire_pairs_with_delisted_legs() -> int:
     delisted = Q(y_instrument__status=Instrument.Status.DELISTED) | Q(x_instrument__status=Instrument.Status.DELISTED)
+    return _retire(Pair.objects.filter(delisted), reason="retired: a leg was delisted")
+
+
+def _retire(pairs, *, reason: str) -> int:
     retired = 0
-    for pair in Pair.objects.exclude(status=Pair.Status.RETIRED).filter(delisted).select_related(
-        "y_instrument", "x_instrument"
-    ):
+    for pair in pairs.exclude(status=Pair.Status.RETIRED):
         with transaction.atomic():
-            reason = "retired: a leg was delisted"
-            # Retiring overrides a person's lock: a delisted contract can't be traded whatever anyone chose.
+            # Retiring overrides a person's lock: a contract without data can't be traded whatever anyone chose.
             pair_set_level(pair=pair, level=None, reason=reason, changed_by=None, force=True)
             Pair.objects.filter(pk=pair.pk).update(status=Pair.Status.RETIRED, updated_at=timezone.now())
         retired += 1
