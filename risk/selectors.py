@@ -26,6 +26,14 @@ class PerformanceSummary:
     max_drawdown: float | None
 
     @property
+    def total_return_pct(self) -> float | None:
+        return None if self.total_return is None else 100 * self.total_return
+
+    @property
+    def max_drawdown_pct(self) -> float | None:
+        return None if self.max_drawdown is None else 100 * self.max_drawdown
+
+    @property
     def profit_factor_unbounded(self) -> bool:
         """True when there were wins and no losing trade (profit factor +inf)."""
         return self.profit_factor == math.inf
