@@ -76,7 +76,7 @@ def _cached_run_window(run: CointegrationRun):
 def screen_pairs_block(run_id: int, pairs: list[list[int]]) -> dict:
     run = CointegrationRun.objects.get(pk=run_id)
     window = _cached_run_window(run)
-    result = screening_block(window, np.asarray(pairs, dtype=np.int64), max_pvalue=run.parameters["max_pvalue"])
+    result = screening_block(window, np.asarray(pairs, dtype=np.int64))
     return result.to_columns()
 
 

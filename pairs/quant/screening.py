@@ -6,8 +6,9 @@ Steps, all batched over pairs:
    The spread ``s = y - a - b x`` is linear in the legs, so its variance, mean, last value, AR(1) slope and the
    correlation of the legs' returns are quadratic forms in N x N moment matrices: O(N^2) memory for any number
    of pairs. Gives half-life, spread mean and std, current z-score and return correlation for every test.
-3. Hurst exponent and mean crossings need the series: computed for the directions that pass the p-value
-   threshold (the ones that can become pairs), in blocks; NaN for the rest.
+3. Hurst exponent and mean crossings need the series, T x 99 operations per direction for the Hurst lags: they
+   are computed (``add_series_statistics``) only for the directions that pass the run's tests, the ones that can
+   become pairs; NaN / -1 for the rest.
 4. Benjamini-Hochberg q-values over all tests of the run (``merge_and_adjust``; done once the blocks of a
    fanned-out screen are merged).
 5. Out-of-sample confirmation of candidates (``confirm_out_of_sample``): the hedge ratio is re-fitted on the
@@ -139,13 +140,14 @@ def screen(
     log_prices: np.ndarray,
     pairs: np.ndarray | None = None,
     *,
-    series_pvalue_threshold: float = 0.05,
+    series_pvalue_threshold: float | None = None,
     maxlag: int | None = None,
 ) -> ScreenResult:
     """Screen ``pairs`` (an (M, 2) array of (y, x) column indices; every ordered pair by default).
 
-    Hurst exponent and mean crossings are computed where p <= ``series_pvalue_threshold`` and are NaN / -1
-    elsewhere. q-values are not set here: they belong to the whole run (see ``merge_and_adjust``).
+    Hurst exponent and mean crossings are computed where p <= ``series_pvalue_threshold`` (not at all when it is
+    None: see ``add_series_statistics``) and are NaN / -1 elsewhere. q-values are not set here: they belong to
+    the whole run (see ``merge_and_adjust``).
     """
     log_prices = np.ascontiguousarray(log_prices, dtype=np.float64)
     if pairs is None:
@@ -154,18 +156,26 @@ def screen(
     eg = engle_granger_batch(log_prices, pairs, maxlag=maxlag)
     y, x = pairs[:, 0], pairs[:, 1]
     stats = _spread_moment_statistics(_moments(log_prices), y, x, eg.hedge_ratio, eg.intercept)
-    hurst = np.full(len(pairs), np.nan)
-    crossings = np.full(len(pairs), -1, dtype=np.int64)
-    selected = np.flatnonzero(eg.pvalue <= series_pvalue_threshold)
+    result = ScreenResult(
+        y_index=y, x_index=x, hedge_ratio=eg.hedge_ratio, intercept=eg.intercept, adf_stat=eg.adf_stat,
+        lag=eg.lag.astype(np.int64), pvalue=eg.pvalue, hurst=np.full(len(pairs), np.nan),
+        mean_crossings=np.full(len(pairs), -1, dtype=np.int64), **stats,
+    )
+    if series_pvalue_threshold is not None:
+        add_series_statistics(result, log_prices, np.flatnonzero(eg.pvalue <= series_pvalue_threshold))
+    return result
+
+
+def add_series_statistics(result: ScreenResult, log_prices: np.ndarray, selected: np.ndarray) -> None:
+    """Fill in the Hurst exponent and mean crossings of the ``selected`` directions (indices into ``result``)."""
+    y, x = result.y_index, result.x_index
     for start in range(0, len(selected), SERIES_BLOCK_PAIRS):
         block = selected[start : start + SERIES_BLOCK_PAIRS]
-        spreads = (log_prices[:, y[block]] - eg.intercept[block]) - eg.hedge_ratio[block] * log_prices[:, x[block]]
-        hurst[block] = hurst_exponent(spreads)
-        crossings[block] = mean_crossings(spreads)
-    return ScreenResult(
-        y_index=y, x_index=x, hedge_ratio=eg.hedge_ratio, intercept=eg.intercept, adf_stat=eg.adf_stat,
-        lag=eg.lag.astype(np.int64), pvalue=eg.pvalue, hurst=hurst, mean_crossings=crossings, **stats,
-    )
+        spreads = (log_prices[:, y[block]] - result.intercept[block]) - result.hedge_ratio[block] * log_prices[
+            :, x[block]
+        ]
+        result.hurst[block] = hurst_exponent(spreads)
+        result.mean_crossings[block] = mean_crossings(spreads)
 
 
 def merge_and_adjust(parts: list[ScreenResult]) -> ScreenResult:

@@ -19,7 +19,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, SelectionConfig
-from pairs.quant.screening import ScreenResult, confirm_out_of_sample, merge_and_adjust, screen, split_pairs
+from pairs.quant.screening import (
+    ScreenResult,
+    add_series_statistics,
+    confirm_out_of_sample,
+    merge_and_adjust,
+    screen,
+    split_pairs,
+)
 from pairs.selectors import PriceWindow, price_window, universe_instruments
 
 logger = logging.getLogger(__name__)
@@ -95,8 +102,8 @@ def screening_blocks(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PA
     return split_pairs(n, max(1, math.ceil(n * (n - 1) / block_pairs)))
 
 
-def screening_block(window: PriceWindow, pairs: np.ndarray, *, max_pvalue: float) -> ScreenResult:
-    return screen(np.log(window.closes), pairs, series_pvalue_threshold=max_pvalue)
+def screening_block(window: PriceWindow, pairs: np.ndarray) -> ScreenResult:
+    return screen(np.log(window.closes), pairs)
 
 
 @dataclass
@@ -181,6 +188,7 @@ def _finish(*, run: CointegrationRun, window: PriceWindow, parts: list[ScreenRes
         result.half_life <= params["max_half_life_bars"]
     )
     log_closes = np.log(window.closes)
+    add_series_statistics(result, log_closes, np.flatnonzero(passed))
     confirmation = {}
     for k in np.flatnonzero(passed & half_life_ok):
         confirmation[int(k)] = confirm_out_of_sample(
@@ -292,7 +300,7 @@ def screening_run(
         total = sum(len(block) for block in blocks)
         parts = []
         for block in blocks:
-            parts.append(screening_block(window, block, max_pvalue=run.parameters["max_pvalue"]))
+            parts.append(screening_block(window, block))
             if progress is not None:
                 progress(len(block), total)
     except Exception as exc:

@@ -23,6 +23,7 @@ from pairs.quant.cointegration import all_ordered_pairs
 from pairs.quant.multiple_testing import benjamini_hochberg
 from pairs.quant.screening import (
     ScreenResult,
+    add_series_statistics,
     confirm_out_of_sample,
     merge_and_adjust,
     screen,
@@ -66,42 +67,29 @@ def _references(log_prices: np.ndarray, pairs: list[tuple[int, int]]) -> list[di
     return [statsmodels_reference(log_prices[:, y], log_prices[:, x]) for y, x in pairs]
 
 
-class StatsmodelsReferences:
-    """``statsmodels_reference`` for every (y, x) column pair, computed in a few processes with one BLAS thread each.
-
-    statsmodels is slow here (and with threaded BLAS on a busy machine one coint call on 1000 bars takes ~10x
-    longer), so the work starts at construction and ``result()`` collects it: a test can start it before its own
-    database work. Shared with the database tests; it lives in this module because the worker processes import
-    it and must not import Django.
-    """
-
-    def __init__(self, log_prices: np.ndarray, pairs) -> None:
-        self.pairs = [(int(y), int(x)) for y, x in pairs]
-        n_workers = max(1, min(os.cpu_count() or 1, 4))
-        self.chunks = [self.pairs[k::n_workers] for k in range(n_workers)]
-        values = np.asarray(log_prices, dtype=np.float64)
-        saved = dict(os.environ)
-        # The spawned processes read these when they load numpy's BLAS.
-        os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
-        try:
-            self.pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
-            self.futures = [self.pool.submit(_references, values, chunk) for chunk in self.chunks]
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-
-    def result(self) -> list[dict]:
-        try:
-            parts = [future.result() for future in self.futures]
-        finally:
-            self.pool.shutdown()
-        by_pair = {pair: ref for chunk, part in zip(self.chunks, parts, strict=True)
-                   for pair, ref in zip(chunk, part, strict=True)}
-        return [by_pair[pair] for pair in self.pairs]
-
-
 def statsmodels_references(log_prices: np.ndarray, pairs) -> list[dict]:
-    return StatsmodelsReferences(log_prices, pairs).result()
+    """``statsmodels_reference`` for every (y, x) column pair, in a few processes with one BLAS thread each.
+
+    statsmodels is slow here, and with threaded BLAS on a busy machine one coint call on 1000 bars takes ~10x
+    longer. Shared with the database tests; it lives in this module because the worker processes import it and
+    must not import Django.
+    """
+    pairs = [(int(y), int(x)) for y, x in pairs]
+    n_workers = max(1, min(os.cpu_count() or 1, 4))
+    chunks = [pairs[k::n_workers] for k in range(n_workers)]
+    values = np.asarray(log_prices, dtype=np.float64)
+    saved = dict(os.environ)
+    # The spawned processes read these when they load numpy's BLAS.
+    os.environ.update({name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    try:
+        with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_references, [values] * n_workers, chunks))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    by_pair = {pair: ref for chunk, part in zip(chunks, parts, strict=True) for pair, ref in zip(chunk, part,
+                                                                                                 strict=True)}
+    return [by_pair[pair] for pair in pairs]
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +171,19 @@ def test_threshold_changes_which_directions_get_series_statistics(log_prices):
     assert np.all(loose.mean_crossings >= 0)
     strict = screen(log_prices, series_pvalue_threshold=1e-6)
     assert np.isfinite(strict.hurst).sum() == (strict.pvalue <= 1e-6).sum() >= len(CONSTRUCTED)
+
+
+def test_without_a_threshold_no_series_statistics_until_they_are_added(log_prices, result):
+    bare = screen(log_prices)
+    assert np.all(np.isnan(bare.hurst)) and np.all(bare.mean_crossings == -1)
+    np.testing.assert_array_equal(bare.pvalue, result.pvalue)
+    np.testing.assert_array_equal(bare.half_life, result.half_life)
+
+    selected = np.flatnonzero(bare.pvalue <= THRESHOLD)
+    add_series_statistics(bare, log_prices, selected)
+
+    np.testing.assert_array_equal(bare.hurst, result.hurst)
+    np.testing.assert_array_equal(bare.mean_crossings, result.mean_crossings)
 
 
 def test_to_columns_and_from_columns_round_trip_nan_and_inf(result):

@@ -160,7 +160,9 @@ def test_market_round_trips_through_the_database(market):
     window = price_window(instruments=list(market.instruments.values()), timeframe="1h", bars=N_BARS)
     assert window.times[-1].to_pydatetime() == LAST_BAR
     assert window.symbols == sorted(market.closes.columns)
-    assert np.array_equal(window.closes, market.closes[window.symbols].to_numpy())
+    # The database keeps the 6-decimal closes; a read as double may land one ulp off (SQLite's own text-to-real
+    # conversion), which is far below anything the statistics could notice.
+    np.testing.assert_allclose(window.closes, market.closes[window.symbols].to_numpy(), rtol=1e-15, atol=0)
 
 
 def test_windows_are_stored_for_both_pairs_and_do_not_overlap(market):
@@ -240,6 +242,20 @@ def test_out_of_sample_ignores_the_in_sample_bars(market):
     # ...while the in-sample statistics did see the change.
     in_before, in_after = before[PairStatistics.Window.IN_SAMPLE], after[PairStatistics.Window.IN_SAMPLE]
     assert (in_before.total_return, in_before.recent_adf_stat) != (in_after.total_return, in_after.recent_adf_stat)
+
+
+@pytest.mark.xfail(strict=True, reason="known leak: the walk-forward's holding limit comes from the pair's latest "
+                   "half-life, which the screen fits on the in-sample bars (after the out-of-sample ones)")
+def test_out_of_sample_ignores_the_latest_tests_half_life(market):
+    # A new screening of changed in-sample candles rewrites the pair's half-life; the bars before the screening
+    # window did not change, so neither should their walk-forward statistics.
+    pair = market.pair("Y1USDT", "XUSDT")
+    pair_statistics_update(config=market.config)
+    before = stats_of(pair, PairStatistics.Window.OUT_OF_SAMPLE)
+    Pair.objects.filter(pk=pair.pk).update(half_life_bars=1.0)
+    pair_statistics_update(config=market.config)
+    after = stats_of(pair, PairStatistics.Window.OUT_OF_SAMPLE)
+    assert [getattr(after, name) for name in COMPARED] == [getattr(before, name) for name in COMPARED]
 
 
 def test_running_twice_keeps_one_row_per_pair_and_window(market):
