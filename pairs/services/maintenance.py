@@ -70,6 +70,7 @@ def selection_maintenance(*, config: SelectionConfig, now: datetime | None = Non
     summary.newest_bar = candles.aggregate(newest=Max("open_time"))["newest"]
     summary.pairs_retired = _retire_pairs_with_delisted_legs()
     if summary.newest_bar is None:
+        summary.orphan_instruments_deleted = _delete_orphan_instruments()
         return summary
     summary.feed_stale = now - summary.newest_bar > step * (config.stale_after_bars + 1)
     if summary.feed_stale:

@@ -26,10 +26,12 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 
 from execution.models import Fill, Order, PairTrade
+from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Level, Pair, PairStatistics, SelectionConfig
 from pairs.quant.backtest import BacktestStatistics, Costs, backtest
 from pairs.quant.grading import GradingParams, LevelRule, PairEvidence, TradeEvidence, grade
 from pairs.quant.performance import max_drawdown, trade_metrics
+from pairs.quant.spread import half_life
 from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars, rolling_zscore_pairs
 from pairs.quant.stationarity import adf_fixed_lag
 from pairs.selectors import price_window
@@ -77,8 +79,8 @@ class StatisticsOutcome:
         return {
             "window_end": self.window_end.strftime("%Y-%m-%dT%H:%M:%SZ") if self.window_end else None,
             "n_pairs": len(self.graded),
-            "promoted": sum(1 for g in self.graded if _rank(g.level) > _rank(g.previous_level)),
-            "demoted": sum(1 for g in self.graded if _rank(g.level) < _rank(g.previous_level)),
+            "promoted": sum(1 for g in self.graded if _moved(g) > 0),
+            "demoted": sum(1 for g in self.graded if _moved(g) < 0),
             "pairs": [
                 {
                     "y": g.pair.y_instrument.symbol,
@@ -95,8 +97,11 @@ class StatisticsOutcome:
         }
 
 
-def _rank(level: int | None) -> int:
-    return -1 if level is None else level
+def _moved(graded: GradedPair) -> int:
+    """+1 promoted, -1 demoted, 0 otherwise (entering the ladder at its bottom is neither)."""
+    if graded.previous_level is None or graded.level is None:
+        return 0
+    return (graded.level > graded.previous_level) - (graded.level < graded.previous_level)
 
 
 def _finite(value) -> float | None:
@@ -117,7 +122,7 @@ def _stats_dict(stats: BacktestStatistics) -> dict:
 
 def gradable_pairs(config: SelectionConfig) -> list[Pair]:
     return list(
-        Pair.objects.filter(timeframe=config.timeframe)
+        Pair.objects.filter(timeframe=config.timeframe, y_instrument__exchange=config.exchange)
         .exclude(status=Pair.Status.RETIRED)
         .select_related("y_instrument", "x_instrument", "level")
         .order_by("pk")
@@ -168,8 +173,13 @@ def _backtest_windows(pairs: list[Pair], config: SelectionConfig, end: datetime 
         y = np.array([column[p.y_instrument_id] for p in walk])
         x = np.array([column[p.x_instrument_id] for p in walk])
         traded = slice(z_window, z_window + oos)  # the OOS bars: after the first fit, before the screening window
-        rolling = rolling_zscore_pairs(np.log(full.closes[: z_window + oos]), y, x, z_window)
-        holding = max_holding_bars(np.array([p.half_life_bars or np.nan for p in walk], dtype=float), params)
+        log_prices = np.log(full.closes[: z_window + oos])
+        rolling = rolling_zscore_pairs(log_prices, y, x, z_window)
+        # The holding limit needs a half-life known before the first traded bar: the one of the spread fitted on
+        # the bars before it (the pair's latest half-life comes from later bars and would leak).
+        first_fit = (rolling.hedge_ratio[z_window], rolling.intercept[z_window])
+        prior_spreads = log_prices[:z_window, y] - first_fit[1] - first_fit[0] * log_prices[:z_window, x]
+        holding = max_holding_bars(np.atleast_1d(half_life(prior_spreads)), params)
         result = backtest(full.closes[traded][:, y], full.closes[traded][:, x], rolling.zscore[traded],
                           rolling.hedge_ratio[traded], params, fees, full.times[traded].as_unit("ms").asi8,
                           max_holding_bars=holding)
@@ -186,7 +196,7 @@ def live_statistics(pairs: list[Pair]) -> dict[int, dict]:
     trades = (
         PairTrade.objects.filter(pair__in=pairs, state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False)
         .order_by("closed_at", "pk")
-        .values_list("pk", "pair_id", "realised_pnl", "opened_at", "closed_at")
+        .values_list("pk", "pair_id", "realised_pnl", "opened_at", "closed_at", "pair__timeframe")
     )
     notional = dict(
         Fill.objects.filter(order__trade__pair__in=pairs, order__action=Order.Action.OPEN)
@@ -195,12 +205,12 @@ def live_statistics(pairs: list[Pair]) -> dict[int, dict]:
         .values_list("order__trade_id", "total")
     )
     by_pair: dict[int, list[tuple[float, float]]] = {}
-    for trade_id, pair_id, pnl, opened_at, closed_at in trades:
+    for trade_id, pair_id, pnl, opened_at, closed_at, timeframe in trades:
         gross = float(notional.get(trade_id) or 0)
         if gross <= 0:
             continue
-        hours = (closed_at - opened_at).total_seconds() / 3600 if opened_at and closed_at else np.nan
-        by_pair.setdefault(pair_id, []).append((float(pnl) / gross, hours))
+        held_ms = (closed_at - opened_at).total_seconds() * 1000 if opened_at and closed_at else np.nan
+        by_pair.setdefault(pair_id, []).append((float(pnl) / gross, held_ms / timeframe_ms(timeframe)))
     stats = {}
     for pair_id, rows in by_pair.items():
         returns = np.array([r for r, _ in rows])
@@ -247,7 +257,7 @@ def pair_statistics_update(*, config: SelectionConfig, end: datetime | None = No
     params = GradingParams(hysteresis=config.grading_hysteresis,
                            max_consecutive_failures=config.max_consecutive_failures,
                            live_shortfall_margin=config.live_shortfall_margin, min_live_trades=config.min_live_trades)
-    graded = []
+    graded, moves = [], []
     for pair in pairs:
         windows = backtests[pair.pk]
         if pair.pk in live:
@@ -265,9 +275,13 @@ def pair_statistics_update(*, config: SelectionConfig, end: datetime | None = No
             if pair.level_locked:
                 level, reason = previous, f"locked at L{previous} ({decision.reason})"
             elif decision.level != previous:
-                pair_set_level(pair=pair, level=levels[decision.level], reason=decision.reason)
+                moves.append((pair, levels[decision.level], decision.reason))
         graded.append(GradedPair(pair=pair, previous_level=previous, level=level, reason=reason, windows=windows))
-    _store_statistics(graded)
+    # The evidence and the moves it justifies are written together, or not at all.
+    with transaction.atomic():
+        _store_statistics(graded)
+        for pair, level, reason in moves:
+            pair_set_level(pair=pair, level=level, reason=reason)
     return StatisticsOutcome(graded, time.monotonic() - started, window_end)
 
 

@@ -11,6 +11,7 @@ db+sqlite file), which is what the chord's counting runs on.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 
-from pairs.models import CointegrationRun, Level, Pair, PairTest, SelectionConfig
+from pairs.models import CointegrationRun, Level, LevelChange, Pair, PairTest, SelectionConfig
 from pairs.services.screening import ENTRY_LEVEL_NUMBER, screening_run
 from pairs.tasks import screen_pairs
 from statarb_site.celery import app
@@ -106,10 +107,31 @@ def selection_worker(tmp_path):
         reader.join(timeout=5)
 
 
+TASK_LINE = re.compile(r"Task ([\w.]+)\[([0-9a-f-]+)\] (received|succeeded|raised|failed)")
+
+
+def _wait_until_idle(output: list[str], *, after: str, timeout: float, quiet: float = 2.0) -> None:
+    """Wait until a task named ``after`` has finished, then until every task the worker received has finished
+    and nothing new arrived for ``quiet`` seconds (the merge sends the statistics-and-levels task on)."""
+    deadline = time.monotonic() + timeout
+    seen, last_change = 0, time.monotonic()
+    while time.monotonic() < deadline:
+        events = [m.groups() for m in map(TASK_LINE.search, list(output)) if m]
+        received = {task_id for _, task_id, what in events if what == "received"}
+        finished = {task_id for _, task_id, what in events if what != "received"}
+        if len(events) != seen:
+            seen, last_change = len(events), time.monotonic()
+        after_done = any(name == after and what != "received" for name, _, what in events)
+        if after_done and received <= finished and time.monotonic() - last_change >= quiet:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the worker did not become idle after {after}:\n" + "".join(output[-60:]))
+
+
 def _pair_snapshot() -> dict[tuple[str, str], dict]:
     return {
         (row.pop("y_instrument__symbol"), row.pop("x_instrument__symbol")): row
-        for row in Pair.objects.values("y_instrument__symbol", "x_instrument__symbol", "pvalue", "qvalue",
+        for row in Pair.objects.values("pk", "y_instrument__symbol", "x_instrument__symbol", "pvalue", "qvalue",
                                        "hedge_ratio", "intercept", "adf_stat", "adf_lag", "half_life_bars", "hurst",
                                        "mean_crossings", "spread_std", "zscore", "return_correlation",
                                        "johansen_passed", "level_id", "status", "consecutive_failures")
@@ -159,6 +181,10 @@ def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_can
         time.sleep(0.5)
     fanned = CointegrationRun.objects.get(pk=started["run_id"])
     assert status == CointegrationRun.Status.SUCCEEDED, (fanned.error, "".join(worker_output[-60:]))
+    # The merge passes on to the statistics-and-levels task (grading may promote the new pairs): let it finish
+    # before this process reads and writes the same pairs.
+    _wait_until_idle(worker_output, after="pairs.tasks.screen_pairs_merge", timeout=RUN_TIMEOUT_S)
+    fanned.refresh_from_db()
     assert fanned.n_symbols == n
     assert fanned.n_tests == n * (n - 1)
     assert fanned.window_end == LAST_BAR and fanned.window_start == LAST_BAR - timedelta(hours=LOOKBACK - 1)
@@ -166,6 +192,7 @@ def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_can
     log = "".join(worker_output)
     assert log.count("pairs.tasks.screen_pairs_block[") >= 4
     assert "pairs.tasks.screen_pairs_merge[" in log
+    assert not re.search(r"Task [\w.]+\[[0-9a-f-]+\] (raised|failed)", log), log
     if settings.CELERY_RESULT_BACKEND.startswith("db+"):
         # The database result backend has no native chords: Celery polls the header with celery.chord_unlock
         # (routed like the merge task, so to the selection queue this worker consumes).
@@ -176,7 +203,12 @@ def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_can
     assert set(fanned_tests) == set(fanned_pairs)
     entry = Level.objects.filter(number=ENTRY_LEVEL_NUMBER).first()
     assert entry is not None  # seeded by the data migration (restored by serialized_rollback)
-    assert {row["level_id"] for row in fanned_pairs.values()} == {entry.pk}
+    for key, row in fanned_pairs.items():
+        # New pairs start on the entry level; any other level is grading's audited move from it.
+        moves = list(LevelChange.objects.filter(pair_id=row["pk"]).order_by("pk").values_list("from_level_id",
+                                                                                                "to_level_id"))
+        if row["level_id"] != entry.pk:
+            assert moves and moves[0][0] == entry.pk and moves[-1][1] == row["level_id"], key
 
     # The same screen in this process, on the same data and window.
     outcome = screening_run(config=SelectionConfig.current(), lookback_bars=LOOKBACK)
@@ -195,6 +227,7 @@ def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_can
     by_key = {(t["y"], t["x"]): t for t in outcome.as_json()["tests"]}
     assert {key for key, t in by_key.items() if t["candidate"]} == set(fanned_pairs)
     for key, row in fanned_pairs.items():
+        row.pop("pk")
         test = by_key[key]
         assert row["pvalue"] == pytest.approx(test["pvalue"], rel=1e-9, abs=1e-15), key
         assert row["qvalue"] == pytest.approx(test["qvalue"], rel=1e-9), key

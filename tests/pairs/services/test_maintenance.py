@@ -276,8 +276,6 @@ def test_orphan_delisted_instruments_are_deleted_the_others_kept(config, levels)
     assert selection_maintenance(config=config, now=FRESH_NOW).orphan_instruments_deleted == 0
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: selection_maintenance returns before the orphan cleanup when no "
-                   "candle of the exchange is stored at all")
 def test_orphans_are_deleted_even_without_any_candle(config):
     orphan = instrument("GONEUSDT", status=Instrument.Status.DELISTED)
     summary = selection_maintenance(config=config, now=FRESH_NOW)

@@ -244,8 +244,6 @@ def test_out_of_sample_ignores_the_in_sample_bars(market):
     assert (in_before.total_return, in_before.recent_adf_stat) != (in_after.total_return, in_after.recent_adf_stat)
 
 
-@pytest.mark.xfail(strict=True, reason="known leak: the walk-forward's holding limit comes from the pair's latest "
-                   "half-life, which the screen fits on the in-sample bars (after the out-of-sample ones)")
 def test_out_of_sample_ignores_the_latest_tests_half_life(market):
     # A new screening of changed in-sample candles rewrites the pair's half-life; the bars before the screening
     # window did not change, so neither should their walk-forward statistics.
@@ -267,6 +265,20 @@ def test_running_twice_keeps_one_row_per_pair_and_window(market):
     assert PairStatistics.objects.count() == len(pairs) * len(WINDOWS)
     assert set(first) == set(second) == {(p.pk, w) for p in pairs for w in WINDOWS}
     assert [v[1:] for v in first.values()] == [second[k][1:] for k in first]
+
+
+def test_a_window_the_pair_no_longer_has_is_removed(market):
+    from pairs.models import Candle
+
+    pair = market.pair("Y1USDT", "XUSDT")
+    pair_statistics_update(config=market.config)
+    in_sample_start = stats_of(pair, PairStatistics.Window.IN_SAMPLE).window_start
+    # X loses its history before the screening window: no walk-forward any more, the in-sample one stays.
+    Candle.objects.filter(instrument=market.instruments["XUSDT"], open_time__lt=in_sample_start).delete()
+    outcome = pair_statistics_update(config=market.config)
+    assert set(PairStatistics.objects.filter(pair=pair).values_list("window", flat=True)) == {
+        PairStatistics.Window.IN_SAMPLE}
+    assert outcome.as_json()["pairs"][0]["out_of_sample"] is None
 
 
 def test_pairs_without_data_or_retired_are_left_out(market):
