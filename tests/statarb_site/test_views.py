@@ -109,7 +109,7 @@ def test_dashboard_shows_kpis_from_closed_trades(staff_client, dashboard_data):
     assert '<div class="value pos">50.00</div>' in html  # realised PnL 100 - 50
     assert '<div class="label">Return on capital</div><div class="value">0.50%</div>' in html
     # Equity 10000 -> 10100 -> 10050: drawdown 50 / 10100 = 0.495%
-    assert '<div class="label">Max drawdown</div><div class="value">−0.50%</div>' in html
+    assert '<div class="label">Max drawdown</div><div class="value">-0.50%</div>' in html
     assert '<div class="label">Fees / funding</div><div class="value">3.25 / -0.50</div>' in html
 
 
