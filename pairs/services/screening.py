@@ -60,8 +60,9 @@ def screening_run_start(
                           min_history_bars=config.min_history_bars)
     if len(window.symbols) < 2:
         raise ScreeningError(
-            f"only {len(window.symbols)} symbol(s) with {lookback} bars of {config.timeframe} history in the "
-            f"universe of {config.exchange} ({len(instruments)} instruments; import or fetch candles first)"
+            f"only {len(window.symbols)} symbol(s) with {max(lookback, config.min_history_bars)} bars of "
+            f"{config.timeframe} history in the universe of {config.exchange} ({len(instruments)} instruments; "
+            "import or fetch candles first, or lower min_history_bars in the selection configuration)"
         )
     holdout = min(config.confirmation_bars, lookback // 4)
     run = CointegrationRun.objects.create(

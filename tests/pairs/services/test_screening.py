@@ -286,7 +286,7 @@ def test_real_symbol_with_short_history_is_excluded_and_named(shared_candles_dir
 def test_fewer_than_two_symbols_with_history_is_a_clear_error(shared_candles_dir):
     import_real(shared_candles_dir, ["BTCUSDT", "LPTUSDT"])
 
-    with pytest.raises(ScreeningError, match=r"only 1 symbol\(s\) with 1300 bars .*import or fetch candles first"):
+    with pytest.raises(ScreeningError, match=r"only 1 symbol\(s\) with 2000 bars .*import or fetch candles first"):
         screening_run(config=SelectionConfig.current(), lookback_bars=1300)
 
     assert not CointegrationRun.objects.exists()  # nothing recorded for a run that could not start
