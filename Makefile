@@ -40,8 +40,10 @@ demo: seed
 	$(PY) manage.py demo_pipeline --data $(DEMO_DATA)
 	$(PY) manage.py run_stack $(DEMO_ARGS)
 
+# One BLAS thread: the suite's many small regressions (statsmodels references) run several times faster without
+# thread start-up on every call, and two test processes (worker + pytest) don't oversubscribe two cores.
 test: install
-	$(BIN)/pytest -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest -q
 
 run: migrate
 	$(PY) manage.py setup_periodic_tasks
