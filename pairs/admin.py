@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from pairs.models import (
     Candle,
     CointegrationRun,
+    FundingRate,
     Instrument,
     Level,
     LevelChange,
@@ -171,3 +172,12 @@ class SelectionConfigAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(FundingRate)
+class FundingRateAdmin(admin.ModelAdmin):
+    list_display = ("instrument", "funding_time", "rate")
+    search_fields = ("instrument__symbol",)
+    raw_id_fields = ("instrument",)
+    date_hierarchy = "funding_time"
+    show_full_result_count = False

@@ -347,3 +347,21 @@ class SelectionConfig(models.Model):
     def current(cls) -> SelectionConfig:
         config, _ = cls.objects.get_or_create(pk=1, defaults={"exchange": settings.STATARB_EXCHANGE})
         return config
+
+
+class FundingRate(models.Model):
+    """A funding settlement of a perpetual: at ``funding_time`` longs paid shorts ``rate`` x position value."""
+
+    # The unique index below serves the foreign key too.
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="funding_rates", db_index=False)
+    funding_time = models.DateTimeField()
+    rate = decimal_field()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["instrument", "funding_time"], name="fundingrate_instrument_time_uniq")
+        ]
+        ordering = ["instrument", "funding_time"]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} {self.funding_time:%Y-%m-%d %H:%M} {self.rate}"

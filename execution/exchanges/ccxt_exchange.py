@@ -35,6 +35,8 @@ from statarb_site.secrets import redact
 _BYBIT_DUPLICATE_ORDER_CODE = re.compile(r'"retCode"\s*:\s*"?(170141|12141|30001)\b')
 _MAX_CANDLES_PER_REQUEST = {"bybit": 1000}
 DEFAULT_MAX_CANDLES_PER_REQUEST = 500
+# Bybit serves at most 200 funding settlements a request.
+FUNDING_RATES_PER_REQUEST = 200
 
 _ERROR_MAP: tuple[tuple[type[Exception], type[ExchangeError]], ...] = (
     # Order matters: subclasses before their bases.
@@ -170,6 +172,17 @@ class CcxtExchange:
 
     def max_candles_per_request(self) -> int:
         return _MAX_CANDLES_PER_REQUEST.get(self.exchange_id, DEFAULT_MAX_CANDLES_PER_REQUEST)
+
+    def fetch_funding_rates(self, ccxt_symbol: str, *, since_ms: int, until_ms: int) -> list[tuple[int, Decimal]]:
+        """Funding settlements in [since_ms, until_ms], oldest first, as (time ms, rate)."""
+        with ccxt_errors_mapped():
+            if not self._client.markets:
+                self._client.load_markets()
+            rows = self._client.fetch_funding_rate_history(
+                ccxt_symbol, since=since_ms, limit=FUNDING_RATES_PER_REQUEST, params={"until": until_ms}
+            )
+        return sorted((int(r["timestamp"]), Decimal(str(r["fundingRate"]))) for r in rows
+                      if r.get("timestamp") is not None and r.get("fundingRate") is not None)
 
     def fetch_candles(self, ccxt_symbol: str, timeframe: str, *, since_ms: int, limit: int) -> list[list]:
         """Up to ``limit`` bars from ``since_ms`` on, oldest first: [open_time_ms, open, high, low, close, volume]."""

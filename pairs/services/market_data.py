@@ -29,7 +29,7 @@ from pairs.marketdata.validation import (
     timeframe_ms,
     validate_candles,
 )
-from pairs.models import Candle, Instrument
+from pairs.models import Candle, FundingRate, Instrument
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,7 @@ class FetchResult:
     symbol: str
     rows: int = 0
     requests: int = 0
+    funding_rates: int = 0
     error: str = ""
 
 
@@ -291,6 +292,11 @@ def candles_fetch(
                 exchange_client=exchange_client, instrument=instrument, timeframe=timeframe,
                 backfill_bars=backfill_bars, now_ms=now_ms,
             )
+            if instrument.kind == Instrument.Kind.LINEAR_PERPETUAL and instrument.funding_interval_minutes:
+                result.funding_rates = funding_rates_fetch_instrument(
+                    exchange_client=exchange_client, instrument=instrument,
+                    backfill_ms=backfill_bars * timeframe_ms(timeframe), now_ms=now_ms,
+                )
         except ExchangeError as exc:
             # One instrument's failure (after retries) doesn't stop the others; it is reported.
             result = FetchResult(symbol=instrument.symbol, error=str(exc))
@@ -299,3 +305,32 @@ def candles_fetch(
         if progress is not None:
             progress(result)
     return results
+
+
+def funding_rates_fetch_instrument(
+    *, exchange_client, instrument: Instrument, backfill_ms: int, now_ms: int | None = None
+) -> int:
+    """Fetch an instrument's funding settlements from the last stored one (or ``backfill_ms`` back) up to now,
+    in windows of 200 settlements; stored once each (a re-fetch updates nothing it already has)."""
+    now_ms = int(timezone.now().timestamp() * 1000) if now_ms is None else now_ms
+    interval_ms = (instrument.funding_interval_minutes or 480) * 60_000
+    last = instrument.funding_rates.order_by("-funding_time").values_list("funding_time", flat=True).first()
+    since = int(last.timestamp() * 1000) + 1 if last else now_ms - backfill_ms
+    ccxt_symbol = instrument.ccxt_symbol or instrument.symbol
+    stored = 0
+    while since <= now_ms:
+        until = min(now_ms, since + 200 * interval_ms - 1)
+        rows = call_with_retry(
+            lambda since=since, until=until: exchange_client.fetch_funding_rates(
+                ccxt_symbol, since_ms=since, until_ms=until
+            ),
+            description=f"fetch {instrument.symbol} funding rates",
+        )
+        rates = [
+            FundingRate(instrument=instrument, funding_time=datetime.fromtimestamp(ts / 1000, tz=UTC), rate=rate)
+            for ts, rate in rows if since <= ts <= until
+        ]
+        FundingRate.objects.bulk_create(rates, ignore_conflicts=True)
+        stored += len(rates)
+        since = until + 1
+    return stored

@@ -11,7 +11,8 @@ Windows (all bars on the same grid as the screening, see ``pairs.selectors.price
 
 The same rule (``pairs.quant.spread_rule``) with the same parameters (``SelectionConfig``) drives the backtests,
 the replay and the live signals. Costs: taker fee and slippage on each of the four fills, funding at every
-settlement on both legs at ``default_funding_rate`` (no funding history is stored yet).
+settlement on both legs at the stored rate of that settlement (``FundingRate``, fetched with the candles), or
+``default_funding_rate`` where none is stored.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import connection, transaction
@@ -27,7 +28,7 @@ from django.db.models import F, Sum
 
 from execution.models import Fill, Order, PairTrade
 from pairs.marketdata.validation import timeframe_ms
-from pairs.models import Level, Pair, PairStatistics, SelectionConfig
+from pairs.models import FundingRate, Level, Pair, PairStatistics, SelectionConfig
 from pairs.quant.backtest import BacktestStatistics, Costs, backtest
 from pairs.quant.grading import GradingParams, LevelRule, PairEvidence, TradeEvidence, grade
 from pairs.quant.performance import max_drawdown, trade_metrics
@@ -120,6 +121,27 @@ def _stats_dict(stats: BacktestStatistics) -> dict:
     }
 
 
+def funding_rate_matrix(window) -> np.ndarray:
+    """(bars x symbols) stored funding rates, each on the bar whose close it falls on or before (open < time <=
+    close, as the backtest attributes settlements); NaN where none is stored, so the default rate applies."""
+    rates = np.full(window.closes.shape, np.nan)
+    if not len(window.times):
+        return rates
+    bar_ms = timeframe_ms(window.timeframe)
+    first_open_ms = int(window.times.as_unit("ms").asi8[0])
+    column = {iid: k for k, iid in enumerate(window.instrument_ids)}
+    stored = FundingRate.objects.filter(
+        instrument_id__in=window.instrument_ids,
+        funding_time__gt=window.times[0].to_pydatetime(),
+        funding_time__lte=window.times[-1].to_pydatetime() + timedelta(milliseconds=bar_ms),
+    ).values_list("instrument_id", "funding_time", "rate")
+    for instrument_id, funding_time, rate in stored:
+        bar = -(-(int(funding_time.timestamp() * 1000) - first_open_ms) // bar_ms) - 1  # ceil, then the bar before
+        if 0 <= bar < rates.shape[0]:
+            rates[bar, column[instrument_id]] = float(rate)
+    return rates
+
+
 def gradable_pairs(config: SelectionConfig) -> list[Pair]:
     return list(
         Pair.objects.filter(timeframe=config.timeframe, y_instrument__exchange=config.exchange)
@@ -156,8 +178,9 @@ def _backtest_windows(pairs: list[Pair], config: SelectionConfig, end: datetime 
         std = np.array([p.spread_std for p in in_sample])
         z = fixed_zscore(log_prices[:, y], log_prices[:, x], beta, alpha, mean, std)
         holding = max_holding_bars(np.array([p.half_life_bars or np.nan for p in in_sample], dtype=float), params)
+        funding = funding_rate_matrix(recent)
         result = backtest(recent.closes[:, y], recent.closes[:, x], z, beta, params, fees,
-                          recent.times.as_unit("ms").asi8, max_holding_bars=holding)
+                          recent.times.as_unit("ms").asi8, funding[:, y], funding[:, x], max_holding_bars=holding)
         spreads = log_prices[:, y] - alpha - beta * log_prices[:, x]
         adf_stat, adf_p = adf_fixed_lag(spreads[-RECENT_ADF_BARS:], lags=1)
         for k, pair in enumerate(in_sample):
@@ -180,9 +203,10 @@ def _backtest_windows(pairs: list[Pair], config: SelectionConfig, end: datetime 
         first_fit = (rolling.hedge_ratio[z_window], rolling.intercept[z_window])
         prior_spreads = log_prices[:z_window, y] - first_fit[1] - first_fit[0] * log_prices[:z_window, x]
         holding = max_holding_bars(np.atleast_1d(half_life(prior_spreads)), params)
+        funding = funding_rate_matrix(full)[traded]
         result = backtest(full.closes[traded][:, y], full.closes[traded][:, x], rolling.zscore[traded],
                           rolling.hedge_ratio[traded], params, fees, full.times[traded].as_unit("ms").asi8,
-                          max_holding_bars=holding)
+                          funding[:, y], funding[:, x], max_holding_bars=holding)
         for k, pair in enumerate(walk):
             stats = _stats_dict(result.statistics[k])
             stats.update(window_start=full.times[traded][0].to_pydatetime(),

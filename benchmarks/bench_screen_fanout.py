@@ -1,0 +1,531 @@
+"""Benchmark the Celery fan-out of the screening (``pairs.tasks.screen_pairs`` with STATARB_SCREEN_FANOUT=1).
+
+Run from the repository root:  python benchmarks/bench_screen_fanout.py
+
+What it shows: the same screening run through real ``celery -A statarb_site worker -Q selection,default
+--pool prefork`` subprocesses with 1 worker process (``--concurrency 1``) and with 2 (``--concurrency 2``), timed
+from ``screen_pairs.apply_async()`` until the run's CointegrationRun row says succeeded (the driver polls the
+database every 0.1 s); and, for reference, the whole run in one process (``screening_run``, no Celery).
+
+Services (``--backend``, default auto):
+* redis: Redis as broker and result backend (``BENCH_REDIS_URL``, default redis://127.0.0.1:6379/13; this Redis
+  database must be the benchmark's own: it is flushed before each run and at the end) and MariaDB as the
+  database (``BENCH_FANOUT_DATABASE_URL``, default mysql://root@127.0.0.1:3306/statarb_bench_fanout; the
+  benchmark's own database: dropped and created again at the start, dropped at the end);
+* sqlite: the embedded default, everything in a temporary directory /tmp/statarb-fanout-<random>/: the database
+  db.sqlite3, the kombu SQLAlchemy broker broker-<run>.sqlite3 and the result backend results-<run>.sqlite3
+  (fresh broker and result files for every run, so nothing queued by one run reaches the next);
+* auto: redis when both Redis and MariaDB answer, else sqlite (with a note).
+
+Universe (about 400 symbols, ``--symbols``): the real hourly Binance candles in
+../shared/data/binance-usdt-1h-2021, imported in place with ``candles_import_directory`` (126 files, 119 of them
+have the 2,000 bars of history the window needs), plus derived symbols. Derived symbol ``<BASE>S<k*500>USDT`` is a
+full-history real symbol shifted forward in time by k*500 hours: its candle at hour t is the real candle of hour
+t - k*500 (k = 1, 2, 3, ..., every full-history symbol for k = 1 first, then k = 2, ...). Only its last 2,100 bars
+are written. Each is a real price path of an earlier period on the current clock, so every derived series is
+distinct from the real ones and from each other (a 500-hour shift of one symbol against itself is not the same
+series). Selection configuration: the defaults, lookback 2,000 bars, on the benchmark's exchange id ``benchfanout``.
+
+Every run starts from no pairs (pairs and their tests are deleted before each run, outside the timing), so each run
+creates the same candidates. Block size: STATARB_SCREEN_BLOCK_PAIRS (``--block-pairs``, default 10,000 directions).
+Workers and the other child processes run with one BLAS thread (OPENBLAS/OMP/MKL_NUM_THREADS=1). Phases of the
+fanned-out runs come from the worker's own log (INFO: task received / succeeded in N s).
+
+The machine matters: with 2 cores a speed-up close to 2x is the best to expect, less by the serial parts (the
+``screen_pairs`` task loading the window and dispatching the blocks, each worker process loading the window for
+its first block, the merge with the out-of-sample confirmations and the writes) and by other load.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "binance-usdt-1h-2021"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
+DEFAULT_DATABASE_URL = "mysql://root@127.0.0.1:3306/statarb_bench_fanout"
+EXCHANGE = "benchfanout"
+TIMEFRAME = "1h"
+HOUR_MS = 3_600_000
+LOOKBACK_BARS = 2000
+DERIVED_SHIFT_BARS = 500
+DERIVED_KEEP_BARS = 2100
+WORKER_READY_SECONDS = 90
+RUN_TIMEOUT_SECONDS = 600
+
+
+# --- child processes (Django set up from the environment the parent prepared) ----------------------------------
+
+
+def django_setup(migrate: bool = False) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings"
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import django
+
+    django.setup()
+    if migrate:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+
+
+def derived_frames(data_dir: Path, n_derived: int):
+    """(symbol, validated frame) of the derived symbols: real full-history symbols shifted by k*500 hours."""
+    from pairs.marketdata.files import candle_files, read_candle_file
+    from pairs.marketdata.validation import validate_candles
+
+    frames = {}
+    for symbol, path in candle_files(data_dir).items():
+        frames[symbol], _ = validate_candles(read_candle_file(path), symbol=symbol, timeframe=TIMEFRAME)
+    end = max(int(frame["timestamp"].iloc[-1]) for frame in frames.values())
+    start = min(int(frame["timestamp"].iloc[0]) for frame in frames.values())
+    full = [s for s, f in frames.items() if int(f["timestamp"].iloc[0]) == start and int(f["timestamp"].iloc[-1]) == end]
+    keep_from = end - (DERIVED_KEEP_BARS - 1) * HOUR_MS
+    derived = []
+    k = 1
+    while len(derived) < n_derived:
+        shift = k * DERIVED_SHIFT_BARS * HOUR_MS
+        if keep_from - shift < start:
+            raise SystemExit(f"not enough history for {n_derived} derived symbols (ran out at shift {k * 500} h)")
+        for symbol in full:
+            if len(derived) == n_derived:
+                break
+            frame = frames[symbol]
+            shifted = frame.assign(timestamp=frame["timestamp"] + shift)
+            shifted = shifted[(shifted["timestamp"] >= keep_from) & (shifted["timestamp"] <= end)]
+            base = symbol[: -len("USDT")]
+            derived.append((f"{base}S{k * DERIVED_SHIFT_BARS}USDT", shifted.reset_index(drop=True)))
+        k += 1
+    return derived, len(full), end
+
+
+def setup_child(data_dir: Path, n_symbols: int) -> dict:
+    """Migrate, import the real files and the derived symbols, configure the selection."""
+    start = time.perf_counter()
+    django_setup(migrate=True)
+    migrate_seconds = time.perf_counter() - start
+    from django.db import connection, transaction
+
+    from pairs.models import SelectionConfig
+    from pairs.services.market_data import (
+        candles_import_directory,
+        candles_upsert,
+        instrument_get_or_create_for_import,
+    )
+    from pairs.services.screening import screening_run_start
+
+    start = time.perf_counter()
+    summary = candles_import_directory(directory=data_dir, timeframe=TIMEFRAME, exchange=EXCHANGE)
+    if summary.failed:
+        raise SystemExit(f"import failed: {[f.error for f in summary.failed]}")
+    import_seconds = time.perf_counter() - start
+
+    config, _ = SelectionConfig.objects.update_or_create(
+        pk=1, defaults={"exchange": EXCHANGE, "quote": "USDT", "timeframe": TIMEFRAME, "lookback_bars": LOOKBACK_BARS}
+    )
+    # How many real symbols the window keeps decides how many derived ones are needed.
+    probe, window = screening_run_start(config=config, lookback_bars=LOOKBACK_BARS)
+    n_real = len(window.symbols)
+    probe.delete()
+    derived, n_full, _ = derived_frames(data_dir, max(0, n_symbols - n_real))
+    start = time.perf_counter()
+    derived_rows = 0
+    for symbol, frame in derived:
+        with transaction.atomic():
+            instrument = instrument_get_or_create_for_import(exchange=EXCHANGE, symbol=symbol)
+            derived_rows += candles_upsert(instrument=instrument, timeframe=TIMEFRAME, candles=frame)
+    derived_seconds = time.perf_counter() - start
+    probe, window = screening_run_start(config=config, lookback_bars=LOOKBACK_BARS)
+    probe.delete()
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT VERSION()")
+            database = f"MariaDB/MySQL {cursor.fetchone()[0]}"
+    else:
+        import sqlite3
+
+        database = f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL as in settings)"
+    return {
+        "database": database,
+        "migrate_seconds": migrate_seconds,
+        "real_files": len(summary.files),
+        "real_rows": summary.rows,
+        "real_in_window": n_real,
+        "real_excluded": sorted(window.excluded),
+        "import_seconds": import_seconds,
+        "full_history_symbols": n_full,
+        "derived": len(derived),
+        "derived_rows": derived_rows,
+        "derived_seconds": derived_seconds,
+        "window_symbols": len(window.symbols),
+        "directions": len(window.symbols) * (len(window.symbols) - 1),
+    }
+
+
+def reset_pairs() -> None:
+    """Every run starts from no pairs (the benchmark's database holds nothing else)."""
+    from pairs.models import Pair, PairTest
+
+    PairTest.objects.all().delete()
+    Pair.objects.all().delete()
+
+
+def inprocess_child() -> dict:
+    django_setup()
+    import pairs.services.screening as screening
+    from pairs.models import SelectionConfig
+
+    reset_pairs()
+    config = SelectionConfig.current()
+    blocks = [0]
+    original = screening.screening_block
+
+    def counted(*args, **kwargs):
+        blocks[0] += 1
+        return original(*args, **kwargs)
+
+    screening.screening_block = counted
+    start, cpu_start = time.perf_counter(), time.process_time()
+    outcome = screening.screening_run(config=config, lookback_bars=LOOKBACK_BARS)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    run = outcome.run
+    return {"seconds": seconds, "cpu_seconds": cpu, "blocks": blocks[0], "tests": run.n_tests,
+            "passed": run.n_passed, "candidates": run.n_candidates, "status": run.status,
+            "symbols": run.n_symbols}
+
+
+def drive_child() -> dict:
+    """Send screen_pairs to the running worker and wait for the run to succeed (the worker is up already)."""
+    django_setup()
+    from pairs.models import CointegrationRun
+    from pairs.tasks import screen_pairs
+
+    reset_pairs()
+    last = CointegrationRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    sent_at = time.time()
+    start = time.perf_counter()
+    screen_pairs.apply_async()
+    while True:
+        row = (CointegrationRun.objects.filter(pk__gt=last).order_by("pk")
+               .values("pk", "status", "error", "n_tests", "n_passed", "n_candidates", "n_symbols").first())
+        if row and row["status"] == CointegrationRun.Status.SUCCEEDED:
+            seconds = time.perf_counter() - start
+            break
+        if row and row["status"] == CointegrationRun.Status.FAILED:
+            raise SystemExit(f"run {row['pk']} failed: {row['error']}")
+        if time.perf_counter() - start > RUN_TIMEOUT_SECONDS:
+            raise SystemExit(f"no succeeded run after {RUN_TIMEOUT_SECONDS} s (last seen: {row})")
+        time.sleep(0.1)
+    return {"seconds": seconds, "sent_at": sent_at, "done_at": sent_at + seconds, "tests": row["n_tests"],
+            "passed": row["n_passed"], "candidates": row["n_candidates"], "symbols": row["n_symbols"]}
+
+
+# --- the parent: services, workers, report ----------------------------------------------------------------------
+
+
+def redis_ok(url: str) -> str | None:
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+        return f"Redis at {url} unreachable: {exc}"
+    return None
+
+
+def redis_flush(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+
+
+def mysql_recreate(url: str, drop_only: bool = False) -> str | None:
+    import environ
+    import MySQLdb
+
+    config = environ.Env.db_url_config(url)
+    name = config["NAME"]
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
+        return f"database name {name!r} must be letters, digits and underscores"
+    try:
+        server = MySQLdb.connect(
+            host=config.get("HOST") or "127.0.0.1", port=int(config.get("PORT") or 3306),
+            user=config.get("USER") or "root", password=config.get("PASSWORD") or "", connect_timeout=5,
+        )
+    except MySQLdb.Error as exc:
+        return f"MariaDB at {config.get('HOST')}:{config.get('PORT')} unreachable: {exc}"
+    try:
+        cursor = server.cursor()
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        if not drop_only:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    finally:
+        server.close()
+    return None
+
+
+def run_child(mode: str, env: dict, extra: list[str] | None = None) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        result_path = Path(handle.name)
+    try:
+        completed = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--result-file", str(result_path),
+             *(extra or [])],
+            env=env, cwd=REPO_ROOT, check=False,
+        )
+        if completed.returncode != 0:
+            raise SystemExit(f"{mode} step failed (exit status {completed.returncode})")
+        return json.loads(result_path.read_text())
+    finally:
+        result_path.unlink(missing_ok=True)
+
+
+def celery_command() -> list[str]:
+    script = Path(sys.executable).parent / "celery"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "celery"]
+
+
+def start_worker(concurrency: int, env: dict, log_path: Path) -> subprocess.Popen:
+    command = [*celery_command(), "-A", "statarb_site", "worker", "-Q", "selection,default",
+               "--concurrency", str(concurrency), "--pool", "prefork", "--loglevel", "INFO",
+               "--hostname", f"benchfanout{concurrency}-{os.getpid()}@%h",
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    log = log_path.open("w")
+    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + WORKER_READY_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"worker exited with status {process.returncode}; log {log_path}:\n"
+                             + log_path.read_text()[-3000:])
+        if " ready." in log_path.read_text():
+            return process
+        time.sleep(0.2)
+    stop_worker(process)
+    raise SystemExit(f"worker not ready after {WORKER_READY_SECONDS} s; log {log_path}")
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    """Cold shutdown of the worker we started (its own process group), then kill whatever is left of the group."""
+    if process.poll() is None:
+        try:
+            process.send_signal(signal.SIGQUIT)
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+_LOG_LINE = re.compile(
+    r"^\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): \w+/[\w-]+\] Task (?P<task>[\w.]+)\[[^\]]+\] "
+    r"(?P<what>received|succeeded in (?P<seconds>[\d.e-]+)s)"
+)
+
+
+def log_phases(log_path: Path) -> dict:
+    """From the worker's log: when each task was received / succeeded, and how long each ran."""
+    events = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        match = _LOG_LINE.match(line)
+        if match:
+            at = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            events.append((at, match["task"].rsplit(".", 1)[-1], match["what"].split()[0],
+                           float(match["seconds"]) if match["seconds"] else None))
+
+    def times(task, what):
+        return [e for e in events if e[1] == task and e[2] == what]
+
+    blocks_done = times("screen_pairs_block", "succeeded")
+    blocks_received = times("screen_pairs_block", "received")
+    start_done = times("screen_pairs", "succeeded")
+    merge_done = times("screen_pairs_merge", "succeeded")
+    return {
+        "blocks": len(blocks_done),
+        "start_task": start_done[0][3] if start_done else None,
+        "blocks_first_received": min(e[0] for e in blocks_received) if blocks_received else None,
+        "blocks_last_done": max(e[0] for e in blocks_done) if blocks_done else None,
+        "block_task_sum": sum(e[3] for e in blocks_done),
+        "block_task_max": max((e[3] for e in blocks_done), default=0.0),
+        "merge_task": merge_done[0][3] if merge_done else None,
+    }
+
+
+def machine_line() -> str:
+    load = os.getloadavg()
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}; load average {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--backend", choices=("auto", "redis", "sqlite"), default="auto")
+    parser.add_argument("--symbols", type=int, default=400, help="universe size (real + derived)")
+    parser.add_argument("--block-pairs", type=int, default=10_000, help="STATARB_SCREEN_BLOCK_PAIRS")
+    parser.add_argument("--workers", default="1,2", help="worker process counts to run, comma-separated")
+    parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process screening_run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker logs)")
+    parser.add_argument("--child", choices=("setup", "inprocess", "drive"), help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    data_dir = args.data_dir.resolve()
+
+    if args.child:
+        if args.child == "setup":
+            result = setup_child(data_dir, args.symbols)
+        elif args.child == "inprocess":
+            result = inprocess_child()
+        else:
+            result = drive_child()
+        args.result_file.write_text(json.dumps(result))
+        return
+
+    started = time.perf_counter()
+    worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
+    redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    database_url = os.environ.get("BENCH_FANOUT_DATABASE_URL", DEFAULT_DATABASE_URL)
+    notes = []
+    backend = args.backend
+    if backend in ("auto", "redis"):
+        problem = redis_ok(redis_url) or mysql_recreate(database_url)
+        if problem is None:
+            backend = "redis"
+        elif backend == "redis":
+            raise SystemExit(f"bench_screen_fanout: {problem}")
+        else:
+            notes.append(f"Redis + MariaDB not used ({problem}): SQLite database, broker and result backend.")
+            backend = "sqlite"
+
+    directory = Path(tempfile.mkdtemp(prefix="statarb-fanout-", dir="/tmp"))
+    base_env = dict(os.environ, DEBUG="0", SECRET_KEY="benchmark-only-" + "x" * 50, STATARB_VAR_DIR=str(directory),
+                    STATARB_SCREEN_FANOUT="1", STATARB_SCREEN_BLOCK_PAIRS=str(args.block_pairs),
+                    OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", LOG_LEVEL="WARNING",
+                    PYTHONPATH=str(REPO_ROOT))
+    base_env.pop("DJANGO_SETTINGS_MODULE", None)
+    if backend == "redis":
+        base_env.update(DATABASE_URL=database_url, CELERY_BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)
+        services = f"Redis broker and result backend ({redis_url}), MariaDB database ({database_url})"
+    else:
+        base_env["DATABASE_URL"] = f"sqlite:///{directory / 'db.sqlite3'}"
+        services = (f"SQLite database, kombu SQLAlchemy broker and SQLAlchemy result backend, temporary files in "
+                    f"{directory}")
+
+    def run_env(label: str) -> dict:
+        env = dict(base_env)
+        if backend == "redis":
+            redis_flush(redis_url)
+        else:
+            env["CELERY_BROKER_URL"] = f"sqla+sqlite:///{directory / f'broker-{label}.sqlite3'}"
+            env["CELERY_RESULT_BACKEND"] = f"db+sqlite:///{directory / f'results-{label}.sqlite3'}"
+        return env
+
+    print("# Screening fan-out benchmark (screen_pairs over Celery workers)\n")
+    print(f"{machine_line()}\n")
+    print(f"* services: {services}")
+    for note in notes:
+        print(f"* {note}")
+
+    workers = []
+    fanout = {}
+    try:
+        setup = run_child("setup", run_env("setup"), ["--data-dir", str(data_dir), "--symbols", str(args.symbols)])
+        print(f"* database: {setup['database']}; migrate {setup['migrate_seconds']:.1f} s")
+        print(f"* real symbols: {setup['real_files']} files, {setup['real_rows']:,} candles imported in "
+              f"{setup['import_seconds']:.1f} s; {setup['real_in_window']} have {LOOKBACK_BARS:,} bars of history "
+              f"(left out: {', '.join(setup['real_excluded']) or 'none'})")
+        print(f"* derived symbols: {setup['derived']} (real full-history symbols, {setup['full_history_symbols']} of "
+              f"them, shifted by k x {DERIVED_SHIFT_BARS} h), {setup['derived_rows']:,} candles written in "
+              f"{setup['derived_seconds']:.1f} s")
+        print(f"* universe in the window: {setup['window_symbols']} symbols, {setup['directions']:,} directions; "
+              f"lookback {LOOKBACK_BARS:,} bars; block size {args.block_pairs:,} directions (fan-out)\n")
+
+        inprocess = None
+        if not args.no_inprocess:
+            inprocess = run_child("inprocess", run_env("inprocess"))
+        for count in worker_counts:
+            env = run_env(f"w{count}")
+            log_path = directory / f"worker-{count}.log"
+            process = start_worker(count, env, log_path)
+            workers.append(process)
+            try:
+                result = run_child("drive", env)
+            finally:
+                stop_worker(process)
+                workers.remove(process)
+            result["log"] = log_phases(log_path)
+            fanout[count] = result
+            print(f"<!-- {count} worker process(es): {result['seconds']:.2f} s -->", flush=True)
+    finally:
+        for process in workers:
+            stop_worker(process)
+        if backend == "redis":
+            redis_flush(redis_url)
+            mysql_recreate(database_url, drop_only=True)
+        if args.keep:
+            print(f"\n(kept {directory})")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    print("\n## Time to a succeeded run\n")
+    print("| workers | how | blocks | seconds | speed-up vs 1 worker | tests | passed | candidates |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    base = fanout.get(1, {}).get("seconds")
+    if inprocess:
+        ratio = f"{base / inprocess['seconds']:.2f}x" if base else "-"
+        print(f"| - | in-process `screening_run` (no Celery; blocks of 2,000) | {inprocess['blocks']} "
+              f"| {inprocess['seconds']:.2f} | {ratio} | {inprocess['tests']:,} | {inprocess['passed']:,} "
+              f"| {inprocess['candidates']:,} |")
+    for count, result in fanout.items():
+        ratio = f"**{base / result['seconds']:.2f}x**" if base else "-"
+        print(f"| {count} | Celery fan-out, `--concurrency {count}` | {result['log']['blocks']} "
+              f"| {result['seconds']:.2f} | {ratio} | {result['tests']:,} | {result['passed']:,} "
+              f"| {result['candidates']:,} |")
+
+    print("\n## Where the fanned-out time goes (from the worker log)\n")
+    print("| workers | screen_pairs task: window + dispatch (s) | blocks: first received to last done (s) "
+          "| block tasks, sum of run times (s) | longest block task (s) | merge task (s) | rest: queueing, "
+          "chord, polling (s) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for count, result in fanout.items():
+        log = result["log"]
+        span = (log["blocks_last_done"] - log["blocks_first_received"]
+                if log["blocks_first_received"] is not None else float("nan"))
+        start_task = log["start_task"] or 0.0
+        merge = log["merge_task"] or 0.0
+        rest = result["seconds"] - start_task - span - merge
+        print(f"| {count} | {start_task:.2f} | {span:.2f} | {log['block_task_sum']:.2f} "
+              f"| {log['block_task_max']:.2f} | {merge:.2f} | {rest:.2f} |")
+    if inprocess:
+        print(f"\nIn-process `screening_run`: {inprocess['seconds']:.2f} s wall, {inprocess['cpu_seconds']:.2f} s CPU.")
+    print("The merge task's time is until it returns, a moment after the run is marked succeeded; 'rest' can be "
+          "slightly negative for that reason.")
+    if 1 in fanout and 2 in fanout:
+        print(f"\nFan-out speed-up with 2 worker processes vs 1: **{fanout[1]['seconds'] / fanout[2]['seconds']:.2f}x** "
+              f"({os.cpu_count()} CPUs; at most about 2x on 2 cores).")
+    print(f"\nWhole benchmark: {time.perf_counter() - started:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
