@@ -206,9 +206,18 @@ def inprocess_child() -> dict:
     outcome = screening.screening_run(config=config, lookback_bars=LOOKBACK_BARS)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     run = outcome.run
+    # Reference: the same window's directions in one screen() call (what the blocks add up to, without the
+    # per-block work and without the database and the finish).
+    import numpy as np
+    from pairs.quant.screening import screen
+
+    log_closes = np.log(outcome.window.closes)
+    start = time.perf_counter()
+    whole = screen(log_closes)
+    one_call = time.perf_counter() - start
     return {"seconds": seconds, "cpu_seconds": cpu, "blocks": blocks[0], "tests": run.n_tests,
             "passed": run.n_passed, "candidates": run.n_candidates, "status": run.status,
-            "symbols": run.n_symbols}
+            "symbols": run.n_symbols, "one_call_seconds": one_call, "one_call_tests": len(whole)}
 
 
 def drive_child() -> dict:
