@@ -96,7 +96,8 @@ def derived_frames(data_dir: Path, n_derived: int):
         frames[symbol], _ = validate_candles(read_candle_file(path), symbol=symbol, timeframe=TIMEFRAME)
     end = max(int(frame["timestamp"].iloc[-1]) for frame in frames.values())
     start = min(int(frame["timestamp"].iloc[0]) for frame in frames.values())
-    full = [s for s, f in frames.items() if int(f["timestamp"].iloc[0]) == start and int(f["timestamp"].iloc[-1]) == end]
+    full = [symbol for symbol, frame in frames.items()
+            if int(frame["timestamp"].iloc[0]) == start and int(frame["timestamp"].iloc[-1]) == end]
     keep_from = end - (DERIVED_KEEP_BARS - 1) * HOUR_MS
     derived = []
     k = 1
@@ -209,6 +210,7 @@ def inprocess_child() -> dict:
     # Reference: the same window's directions in one screen() call (what the blocks add up to, without the
     # per-block work and without the database and the finish).
     import numpy as np
+
     from pairs.quant.screening import screen
 
     log_closes = np.log(outcome.window.closes)
@@ -392,7 +394,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--backend", choices=("auto", "redis", "sqlite"), default="auto")
     parser.add_argument("--symbols", type=int, default=400, help="universe size (real + derived)")
-    parser.add_argument("--block-pairs", type=int, default=10_000, help="STATARB_SCREEN_BLOCK_PAIRS")
+    parser.add_argument("--block-pairs", default="10000",
+                        help="STATARB_SCREEN_BLOCK_PAIRS; comma-separated to compare several sizes")
     parser.add_argument("--workers", default="1,2", help="worker process counts to run, comma-separated")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process screening_run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker logs)")
@@ -413,6 +416,7 @@ def main() -> None:
 
     started = time.perf_counter()
     worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
+    block_sizes = [int(n) for n in args.block_pairs.split(",") if n.strip()]
     redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
     database_url = os.environ.get("BENCH_FANOUT_DATABASE_URL", DEFAULT_DATABASE_URL)
     notes = []
@@ -429,20 +433,19 @@ def main() -> None:
 
     directory = Path(tempfile.mkdtemp(prefix="statarb-fanout-", dir="/tmp"))
     base_env = dict(os.environ, DEBUG="0", SECRET_KEY="benchmark-only-" + "x" * 50, STATARB_VAR_DIR=str(directory),
-                    STATARB_SCREEN_FANOUT="1", STATARB_SCREEN_BLOCK_PAIRS=str(args.block_pairs),
-                    OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", LOG_LEVEL="WARNING",
-                    PYTHONPATH=str(REPO_ROOT))
+                    STATARB_SCREEN_FANOUT="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                    LOG_LEVEL="WARNING", PYTHONPATH=str(REPO_ROOT))
     base_env.pop("DJANGO_SETTINGS_MODULE", None)
     if backend == "redis":
         base_env.update(DATABASE_URL=database_url, CELERY_BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)
         services = f"Redis broker and result backend ({redis_url}), MariaDB database ({database_url})"
     else:
         base_env["DATABASE_URL"] = f"sqlite:///{directory / 'db.sqlite3'}"
-        services = (f"SQLite database, kombu SQLAlchemy broker and SQLAlchemy result backend, temporary files in "
-                    f"{directory}")
+        services = (f"SQLite database, kombu SQLAlchemy broker and SQLAlchemy result backend (temporary files in "
+                    f"{directory})")
 
-    def run_env(label: str) -> dict:
-        env = dict(base_env)
+    def run_env(label: str, block_pairs: int = block_sizes[0]) -> dict:
+        env = dict(base_env, STATARB_SCREEN_BLOCK_PAIRS=str(block_pairs))
         if backend == "redis":
             redis_flush(redis_url)
         else:
@@ -458,6 +461,7 @@ def main() -> None:
 
     workers = []
     fanout = {}
+    inprocess = None
     try:
         setup = run_child("setup", run_env("setup"), ["--data-dir", str(data_dir), "--symbols", str(args.symbols)])
         print(f"* database: {setup['database']}; migrate {setup['migrate_seconds']:.1f} s")
@@ -468,24 +472,24 @@ def main() -> None:
               f"them, shifted by k x {DERIVED_SHIFT_BARS} h), {setup['derived_rows']:,} candles written in "
               f"{setup['derived_seconds']:.1f} s")
         print(f"* universe in the window: {setup['window_symbols']} symbols, {setup['directions']:,} directions; "
-              f"lookback {LOOKBACK_BARS:,} bars; block size {args.block_pairs:,} directions (fan-out)\n")
+              f"lookback {LOOKBACK_BARS:,} bars", flush=True)
 
-        inprocess = None
         if not args.no_inprocess:
             inprocess = run_child("inprocess", run_env("inprocess"))
-        for count in worker_counts:
-            env = run_env(f"w{count}")
-            log_path = directory / f"worker-{count}.log"
-            process = start_worker(count, env, log_path)
-            workers.append(process)
-            try:
-                result = run_child("drive", env)
-            finally:
-                stop_worker(process)
-                workers.remove(process)
-            result["log"] = log_phases(log_path)
-            fanout[count] = result
-            print(f"<!-- {count} worker process(es): {result['seconds']:.2f} s -->", flush=True)
+        for block_pairs in block_sizes:
+            for count in worker_counts:
+                label = f"b{block_pairs}-w{count}"
+                env = run_env(label, block_pairs)
+                log_path = directory / f"worker-{label}.log"
+                process = start_worker(count, env, log_path)
+                workers.append(process)
+                try:
+                    result = run_child("drive", env)
+                finally:
+                    stop_worker(process)
+                    workers.remove(process)
+                result["log"] = log_phases(log_path)
+                fanout[(block_pairs, count)] = result
     finally:
         for process in workers:
             stop_worker(process)
@@ -493,46 +497,50 @@ def main() -> None:
             redis_flush(redis_url)
             mysql_recreate(database_url, drop_only=True)
         if args.keep:
-            print(f"\n(kept {directory})")
+            print(f"* kept {directory}")
         else:
             shutil.rmtree(directory, ignore_errors=True)
 
     print("\n## Time to a succeeded run\n")
-    print("| workers | how | blocks | seconds | speed-up vs 1 worker | tests | passed | candidates |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    base = fanout.get(1, {}).get("seconds")
+    print("| workers | how | block size (directions) | blocks | seconds | speed-up vs 1 worker | tests | passed "
+          "| candidates |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     if inprocess:
-        ratio = f"{base / inprocess['seconds']:.2f}x" if base else "-"
-        print(f"| - | in-process `screening_run` (no Celery; blocks of 2,000) | {inprocess['blocks']} "
-              f"| {inprocess['seconds']:.2f} | {ratio} | {inprocess['tests']:,} | {inprocess['passed']:,} "
+        print(f"| 1 (this process) | in-process `screening_run`, no Celery | 2,000 | {inprocess['blocks']} "
+              f"| {inprocess['seconds']:.2f} | - | {inprocess['tests']:,} | {inprocess['passed']:,} "
               f"| {inprocess['candidates']:,} |")
-    for count, result in fanout.items():
+    for (block_pairs, count), result in fanout.items():
+        base = fanout.get((block_pairs, 1), {}).get("seconds")
         ratio = f"**{base / result['seconds']:.2f}x**" if base else "-"
-        print(f"| {count} | Celery fan-out, `--concurrency {count}` | {result['log']['blocks']} "
+        print(f"| {count} | Celery fan-out, `--concurrency {count}` | {block_pairs:,} | {result['log']['blocks']} "
               f"| {result['seconds']:.2f} | {ratio} | {result['tests']:,} | {result['passed']:,} "
               f"| {result['candidates']:,} |")
+    if inprocess:
+        print(f"\nIn-process `screening_run`: {inprocess['seconds']:.2f} s wall, {inprocess['cpu_seconds']:.2f} s CPU. "
+              f"For reference, one `screen()` call over all {inprocess['one_call_tests']:,} directions of the same "
+              f"window (no blocks, no database, no finish): {inprocess['one_call_seconds']:.2f} s.")
 
     print("\n## Where the fanned-out time goes (from the worker log)\n")
-    print("| workers | screen_pairs task: window + dispatch (s) | blocks: first received to last done (s) "
+    print("| workers | block size | screen_pairs task: window + dispatch (s) | blocks: first received to last done (s) "
           "| block tasks, sum of run times (s) | longest block task (s) | merge task (s) | rest: queueing, "
           "chord, polling (s) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for count, result in fanout.items():
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (block_pairs, count), result in fanout.items():
         log = result["log"]
         span = (log["blocks_last_done"] - log["blocks_first_received"]
                 if log["blocks_first_received"] is not None else float("nan"))
         start_task = log["start_task"] or 0.0
         merge = log["merge_task"] or 0.0
         rest = result["seconds"] - start_task - span - merge
-        print(f"| {count} | {start_task:.2f} | {span:.2f} | {log['block_task_sum']:.2f} "
+        print(f"| {count} | {block_pairs:,} | {start_task:.2f} | {span:.2f} | {log['block_task_sum']:.2f} "
               f"| {log['block_task_max']:.2f} | {merge:.2f} | {rest:.2f} |")
-    if inprocess:
-        print(f"\nIn-process `screening_run`: {inprocess['seconds']:.2f} s wall, {inprocess['cpu_seconds']:.2f} s CPU.")
-    print("The merge task's time is until it returns, a moment after the run is marked succeeded; 'rest' can be "
-          "slightly negative for that reason.")
-    if 1 in fanout and 2 in fanout:
-        print(f"\nFan-out speed-up with 2 worker processes vs 1: **{fanout[1]['seconds'] / fanout[2]['seconds']:.2f}x** "
-              f"({os.cpu_count()} CPUs; at most about 2x on 2 cores).")
+    print("\nThe merge task's time runs until it returns, a moment after the run is marked succeeded, so 'rest' "
+          "(total minus the three phases) can come out slightly low.")
+    for block_pairs in block_sizes:
+        if (block_pairs, 1) in fanout and (block_pairs, 2) in fanout:
+            ratio = fanout[(block_pairs, 1)]["seconds"] / fanout[(block_pairs, 2)]["seconds"]
+            print(f"\nFan-out speed-up with 2 worker processes vs 1 (blocks of {block_pairs:,}): **{ratio:.2f}x** "
+                  f"({os.cpu_count()} CPUs: at most about 2x).")
     print(f"\nWhole benchmark: {time.perf_counter() - started:.0f} s.")
 
 

@@ -1,0 +1,125 @@
+"""What the exchange adapter answers about orders, fills, positions and balances: our types, never ccxt dicts.
+
+Every price, quantity and amount is a Decimal; symbols are ccxt unified ("BTC/USDT:USDT"); times are epoch ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+# The order status vocabulary of execution.models.Order (without "planned" and "unknown", which only we know).
+SUBMITTED = "submitted"
+PARTIALLY_FILLED = "partially_filled"
+FILLED = "filled"
+CANCELLED = "cancelled"
+REJECTED = "rejected"
+ORDER_STATUSES = (SUBMITTED, PARTIALLY_FILLED, FILLED, CANCELLED, REJECTED)
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """An order as the exchange reports it.
+
+    ``status`` says how much is filled; ``is_open`` whether more can still fill. An order that filled in part and
+    then ended (cancelled, or the rest of an IOC market order dropped) is ``partially_filled`` with
+    ``is_open=False``; ``cancelled`` always means nothing was filled.
+    """
+
+    exchange_order_id: str
+    client_order_id: str
+    symbol: str
+    side: str  # "buy" / "sell"
+    order_type: str  # "market" / "limit"
+    status: str  # one of ORDER_STATUSES
+    is_open: bool
+    qty: Decimal
+    filled_qty: Decimal
+    avg_price: Decimal | None  # None until something filled
+    fee: Decimal  # cumulative, in fee_currency (the settle coin, i.e. the quote currency of a linear perpetual)
+    fee_currency: str
+    reduce_only: bool
+    limit_price: Decimal | None = None  # for a market order: None (Bybit reports a protection price there)
+    raw_status: str = ""  # the exchange's own word, for logs
+    created_ms: int | None = None
+    updated_ms: int | None = None
+
+    @property
+    def remaining_qty(self) -> Decimal:
+        return self.qty - self.filled_qty
+
+
+@dataclass(frozen=True)
+class OrderAck:
+    """The answer to place_order.
+
+    ``existing=False``: the create call was answered; the order exists, but its fills must be read afterwards
+    (``state`` is None). ``existing=True``: the order was found by its client order id instead, because the exchange
+    said the id was taken (a retried create had reached it before) or the create call timed out after the exchange
+    had accepted it; ``state`` is what the lookup found.
+    """
+
+    exchange_order_id: str
+    client_order_id: str
+    symbol: str
+    existing: bool = False
+    state: OrderState | None = None
+
+
+@dataclass(frozen=True)
+class FillState:
+    """One execution (trade) of an order."""
+
+    exec_id: str
+    exchange_order_id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    is_maker: bool
+    time_ms: int
+
+    @property
+    def filled_at(self) -> datetime:
+        return datetime.fromtimestamp(self.time_ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True)
+class PositionState:
+    """A net (one-way mode) position; ``qty`` is signed: positive long, negative short."""
+
+    symbol: str
+    qty: Decimal
+    avg_price: Decimal
+    mark_price: Decimal | None
+    unrealised_pnl: Decimal
+    leverage: Decimal | None = None
+
+    @property
+    def side(self) -> str:
+        return "long" if self.qty > 0 else "short" if self.qty < 0 else "flat"
+
+
+@dataclass(frozen=True)
+class BalanceState:
+    """One coin of the (unified) account. ``available`` = equity minus the initial margin of positions and orders."""
+
+    coin: str
+    equity: Decimal
+    wallet_balance: Decimal
+    available: Decimal
+    unrealised_pnl: Decimal
+
+
+@dataclass(frozen=True)
+class AccountSetup:
+    """What prepare_account did; ``*_changed`` False / empty when everything was already as asked."""
+
+    position_mode: str  # "one_way"
+    position_mode_changed: bool
+    leverage: Decimal
+    leverage_changed: tuple[str, ...]  # symbols whose leverage was changed
