@@ -5,7 +5,10 @@ Run from the repository root:  python benchmarks/bench_screen_fanout.py
 What it shows: the same screening run through real ``celery -A statarb_site worker -Q selection,default
 --pool prefork`` subprocesses with 1 worker process (``--concurrency 1``) and with 2 (``--concurrency 2``), timed
 from ``screen_pairs.apply_async()`` until the run's CointegrationRun row says succeeded (the driver polls the
-database every 0.1 s); and, for reference, the whole run in one process (``screening_run``, no Celery).
+database every 0.1 s). For reference: the whole run in one process (``screening_run``, no Celery), one
+``screen()`` call over all directions of the same window, and the machine's ceiling (``screen()`` on 40,000
+directions in one process alone, then in two processes started together: how much a second process can add on
+this machine at this moment).
 
 Services (``--backend``, default auto):
 * redis: Redis as broker and result backend (``BENCH_REDIS_URL``, default redis://127.0.0.1:6379/13; this Redis
@@ -155,6 +158,9 @@ def setup_child(data_dir: Path, n_symbols: int) -> dict:
     derived_seconds = time.perf_counter() - start
     probe, window = screening_run_start(config=config, lookback_bars=LOOKBACK_BARS)
     probe.delete()
+    import numpy as np
+
+    np.save(os.environ["BENCH_WINDOW_FILE"], np.log(window.closes))
     if connection.vendor == "mysql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT VERSION()")
@@ -246,6 +252,53 @@ def drive_child() -> dict:
         time.sleep(0.1)
     return {"seconds": seconds, "sent_at": sent_at, "done_at": sent_at + seconds, "tests": row["n_tests"],
             "passed": row["n_passed"], "candidates": row["n_candidates"], "symbols": row["n_symbols"]}
+
+
+CEILING_PAIRS = 40_000
+
+
+def ceiling_child(window_file: Path, barrier: Path) -> dict:
+    """The machine's own ceiling: screen() on a fixed 40,000 directions of the window, started with the others
+    at once (a file barrier), no Celery and no database."""
+    import numpy as np
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from pairs.quant.cointegration import all_ordered_pairs
+    from pairs.quant.screening import screen
+
+    log_closes = np.load(window_file)
+    pairs = all_ordered_pairs(log_closes.shape[1])[:CEILING_PAIRS]
+    screen(log_closes, pairs[:1000])  # warm-up
+    (barrier / f"ready-{os.getpid()}").touch()
+    while not (barrier / "go").exists():
+        time.sleep(0.01)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    screen(log_closes, pairs)
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
+
+
+def machine_ceiling(env: dict, window_file: Path, directory: Path, processes: int) -> list[dict]:
+    barrier = directory / f"barrier-{processes}"
+    barrier.mkdir()
+    children = []
+    for k in range(processes):
+        result_path = barrier / f"result-{k}.json"
+        children.append((subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--child", "ceiling", "--result-file", str(result_path),
+             "--window-file", str(window_file), "--barrier", str(barrier)], env=env, cwd=REPO_ROOT,
+        ), result_path))
+    deadline = time.monotonic() + 120
+    while len(list(barrier.glob("ready-*"))) < processes and time.monotonic() < deadline:
+        if any(child.poll() not in (None, 0) for child, _ in children):
+            break
+        time.sleep(0.01)
+    (barrier / "go").touch()
+    results = []
+    for child, result_path in children:
+        if child.wait() != 0:
+            raise SystemExit(f"ceiling child failed (exit status {child.returncode})")
+        results.append(json.loads(result_path.read_text()))
+    return results
 
 
 # --- the parent: services, workers, report ----------------------------------------------------------------------
@@ -399,7 +452,10 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="worker process counts to run, comma-separated")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process screening_run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker logs)")
-    parser.add_argument("--child", choices=("setup", "inprocess", "drive"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the 1-vs-2-process ceiling measurement")
+    parser.add_argument("--child", choices=("setup", "inprocess", "drive", "ceiling"), help=argparse.SUPPRESS)
+    parser.add_argument("--window-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--barrier", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
@@ -407,6 +463,8 @@ def main() -> None:
     if args.child:
         if args.child == "setup":
             result = setup_child(data_dir, args.symbols)
+        elif args.child == "ceiling":
+            result = ceiling_child(args.window_file, args.barrier)
         elif args.child == "inprocess":
             result = inprocess_child()
         else:
@@ -434,7 +492,7 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="statarb-fanout-", dir="/tmp"))
     base_env = dict(os.environ, DEBUG="0", SECRET_KEY="benchmark-only-" + "x" * 50, STATARB_VAR_DIR=str(directory),
                     STATARB_SCREEN_FANOUT="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                    LOG_LEVEL="WARNING", PYTHONPATH=str(REPO_ROOT))
+                    LOG_LEVEL="WARNING", PYTHONPATH=str(REPO_ROOT), BENCH_WINDOW_FILE=str(directory / "window.npy"))
     base_env.pop("DJANGO_SETTINGS_MODULE", None)
     if backend == "redis":
         base_env.update(DATABASE_URL=database_url, CELERY_BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)
@@ -462,6 +520,7 @@ def main() -> None:
     workers = []
     fanout = {}
     inprocess = None
+    ceiling = None
     try:
         setup = run_child("setup", run_env("setup"), ["--data-dir", str(data_dir), "--symbols", str(args.symbols)])
         print(f"* database: {setup['database']}; migrate {setup['migrate_seconds']:.1f} s")
@@ -476,6 +535,9 @@ def main() -> None:
 
         if not args.no_inprocess:
             inprocess = run_child("inprocess", run_env("inprocess"))
+        if not args.no_ceiling:
+            window_file = directory / "window.npy"
+            ceiling = {n: machine_ceiling(base_env, window_file, directory, n) for n in (1, 2)}
         for block_pairs in block_sizes:
             for count in worker_counts:
                 label = f"b{block_pairs}-w{count}"
@@ -519,6 +581,16 @@ def main() -> None:
         print(f"\nIn-process `screening_run`: {inprocess['seconds']:.2f} s wall, {inprocess['cpu_seconds']:.2f} s CPU. "
               f"For reference, one `screen()` call over all {inprocess['one_call_tests']:,} directions of the same "
               f"window (no blocks, no database, no finish): {inprocess['one_call_seconds']:.2f} s.")
+
+    if ceiling:
+        one = ceiling[1][0]["seconds"]
+        two = max(r["seconds"] for r in ceiling[2])
+        walls = " and ".join(f"{r['seconds']:.2f} s" for r in ceiling[2])
+        cpus = " and ".join(f"{r['cpu_seconds']:.2f} s" for r in ceiling[2])
+        print(f"\nThe machine's ceiling, measured just before the workers ran: `screen()` on {CEILING_PAIRS:,} "
+              f"directions of this window took {one:.2f} s in one process alone, and {walls} (CPU {cpus}) in two "
+              f"processes started together: two processes do **{2 * one / two:.2f}x** the work of one in the same "
+              "time. That is the most the fan-out can gain from a second worker process now.")
 
     print("\n## Where the fanned-out time goes (from the worker log)\n")
     print("| workers | block size | screen_pairs task: window + dispatch (s) | blocks: first received to last done (s) "

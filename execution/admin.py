@@ -2,9 +2,18 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 
-from execution.models import BotHeartbeat, ExchangeAccount, Fill, FundingPayment, Order, PairTrade, Signal
+from execution.models import (
+    BotHeartbeat,
+    ExchangeAccount,
+    Fill,
+    FundingPayment,
+    Order,
+    PairTrade,
+    Signal,
+    SignalState,
+)
 from execution.selectors import credentials_source
-from execution.services import account_store_credentials
+from execution.services.accounts import account_store_credentials
 
 
 class ExchangeAccountForm(forms.ModelForm):
@@ -109,3 +118,10 @@ class FundingPaymentAdmin(admin.ModelAdmin):
 @admin.register(BotHeartbeat)
 class BotHeartbeatAdmin(admin.ModelAdmin):
     list_display = ("account", "beat_at", "status", "worker", "last_tick_ms", "open_trades")
+
+
+@admin.register(SignalState)
+class SignalStateAdmin(admin.ModelAdmin):
+    list_display = ("pair", "last_bar_time", "position", "bars_held", "cooldown", "bar_index")
+    list_filter = ("position",)
+    raw_id_fields = ("pair",)

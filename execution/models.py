@@ -73,6 +73,7 @@ class Signal(models.Model):
         ENTER_SHORT = "enter_short", "Enter short spread"
         EXIT = "exit", "Exit"
         STOP = "stop", "Stop"
+        MAX_HOLDING = "max_holding", "Maximum holding time"
 
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="signals")
     timeframe = models.CharField(max_length=8, default="1h")
@@ -89,6 +90,22 @@ class Signal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pair_id} {self.bar_time:%Y-%m-%d %H:%M} z={self.zscore:.2f} {self.action}"
+
+
+class SignalState(models.Model):
+    """Where the spread rule stands for one pair: the state ``pairs.quant.spread_rule.step`` carries from bar to
+    bar, persisted so the live signals continue exactly as the backtest would."""
+
+    pair = models.OneToOneField(Pair, on_delete=models.CASCADE, related_name="signal_state")
+    last_bar_time = models.DateTimeField(help_text="Open time of the last bar the rule was advanced on")
+    bar_index = models.PositiveIntegerField(default=0, help_text="Bars the rule has seen for this pair")
+    position = models.SmallIntegerField(default=0, help_text="-1 short spread, 0 flat, +1 long spread")
+    entry_bar = models.IntegerField(default=-1)
+    bars_held = models.PositiveIntegerField(default=0)
+    cooldown = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.pair_id} at {self.last_bar_time:%Y-%m-%d %H:%M}: position {self.position}"
 
 
 class PairTrade(TimeStampedModel):

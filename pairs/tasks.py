@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from celery import chord, group, shared_task
+from celery import chord, current_app, group, shared_task
 from django.conf import settings
 
 from execution.exchanges.factory import market_data_exchange
@@ -34,6 +34,8 @@ def fetch_market_data() -> dict:
     sync = universe_refresh(exchange_client=client, exchange=config.exchange, quote=config.quote)
     results = candles_fetch(exchange_client=client, instruments=list(universe_instruments(config=config)),
                             timeframe=config.timeframe, backfill_bars=config.backfill_bars)
+    # The new bar is stored: the signals can be computed on it now rather than at the next beat.
+    current_app.send_task("execution.tasks.compute_signals", queue="signals")
     return {
         "instruments_created": len(sync.created),
         "instruments_delisted": len(sync.delisted),

@@ -47,6 +47,14 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         description="Sanity checks, per-pair statistics and level grading (also chained after each screening).",
     ),
     DefaultSchedule(
+        name="execution: signals",
+        task="execution.tasks.compute_signals",
+        queue="signals",
+        crontab={"minute": "15"},
+        description="Every active pair's z-score and rule action at the newest closed bar (also chained after each "
+        "market-data fetch; this run catches up if a fetch failed).",
+    ),
+    DefaultSchedule(
         name="risk: daily PnL snapshot",
         task="risk.tasks.snapshot_daily_pnl",
         queue="risk",

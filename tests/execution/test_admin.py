@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from execution.models import ExchangeAccount
-from execution.services import account_store_credentials
+from execution.services.accounts import account_store_credentials
 from pairs.models import Level
 from statarb_site.secrets import decrypt_secret
 from tests.factories import ExchangeAccountFactory

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from execution.models import Order, PairTrade
-from execution.services import account_store_credentials
+from execution.services.accounts import account_store_credentials
 from tests.factories import ExchangeAccountFactory, InstrumentFactory, OrderFactory, PairFactory, PairTradeFactory
 
 pytestmark = pytest.mark.django_db

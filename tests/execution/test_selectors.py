@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from execution.selectors import Credentials, CredentialsMissing, account_credentials, credentials_source
-from execution.services import account_store_credentials
+from execution.services.accounts import account_store_credentials
 from tests.factories import ExchangeAccountFactory
 
 pytestmark = pytest.mark.django_db

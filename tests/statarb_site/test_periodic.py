@@ -28,6 +28,7 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
         "selection: market data",
         "selection: cointegration screening",
         "selection: statistics and levels",
+        "execution: signals",
         SNAPSHOT,
         CLOSE_DAY,
     ]

@@ -1,0 +1,1 @@
+"""Writes of the execution layer, one module per concern."""

@@ -1,0 +1,162 @@
+"""Live signals: every active pair's z-score and the rule's action at each closed bar.
+
+The z-score is ``pairs.quant.spread_rule.rolling_zscore`` (fitted on the ``zscore_window_bars`` bars before the
+bar, as in the walk-forward backtest) and the action is ``spread_rule.step`` advanced from the pair's persisted
+``SignalState``: the same code, parameters and state as the backtest, bar by bar. Each (pair, bar) is written
+once: a bar already signalled is never advanced again, so a repeated or overlapping run changes nothing, and a
+run after an outage catches up on every bar it missed, in order.
+
+A pair seen for the first time starts flat at the newest closed bar (its history was the backtest's business).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Max
+
+from execution.models import Signal, SignalState
+from pairs.marketdata.validation import timeframe_ms
+from pairs.models import Candle, Pair, SelectionConfig
+from pairs.quant.spread_rule import ACTION_LABELS, RuleState, max_holding_bars, rolling_zscore_pairs, step
+from pairs.selectors import price_window
+from pairs.services.statistics import rule_params
+
+
+@dataclass
+class SignalRun:
+    bars: int = 0
+    signals: int = 0
+    entries: int = 0
+    closes: int = 0
+    pairs: int = 0
+    skipped_pairs: int = 0  # a leg without enough history, or without the newest bar
+
+
+def signal_pairs(config: SelectionConfig) -> list[Pair]:
+    return list(
+        Pair.objects.filter(status=Pair.Status.ACTIVE, timeframe=config.timeframe,
+                            y_instrument__exchange=config.exchange)
+        .select_related("y_instrument", "x_instrument", "signal_state")
+        .order_by("pk")
+    )
+
+
+# An outage longer than this (a week of hourly bars) is not replayed bar by bar: the rule restarts from the window.
+MAX_CATCH_UP_BARS = 168
+
+
+def signals_update(
+    *, config: SelectionConfig, end: datetime | None = None, max_catch_up_bars: int = MAX_CATCH_UP_BARS
+) -> SignalRun:
+    """Advance every active pair's rule to the newest closed bar (or ``end``), writing one Signal per new bar."""
+    run = SignalRun()
+    pairs = signal_pairs(config)
+    if not pairs:
+        return run
+    legs = {p.y_instrument_id: p.y_instrument for p in pairs} | {p.x_instrument_id: p.x_instrument for p in pairs}
+    candles = Candle.objects.filter(instrument_id__in=list(legs), timeframe=config.timeframe)
+    if end is not None:
+        candles = candles.filter(open_time__lte=end)
+    newest_of = dict(candles.values_list("instrument_id").annotate(newest=Max("open_time"))
+                     .values_list("instrument_id", "newest"))
+    if not newest_of:
+        return run
+    # Load just the bars needed: the z-score's fit window plus every bar some pair has not been advanced on.
+    newest_bar = max(newest_of.values())
+    oldest_state = min((p.signal_state.last_bar_time for p in pairs if hasattr(p, "signal_state")), default=newest_bar)
+    behind = round((newest_bar - oldest_state) / timedelta(milliseconds=timeframe_ms(config.timeframe)))
+    window = price_window(instruments=list(legs.values()), timeframe=config.timeframe,
+                          bars=config.zscore_window_bars + 1 + min(max(behind, 1), max_catch_up_bars), end=newest_bar,
+                          min_history_bars=None)
+    if not len(window.times):
+        return run
+    # A leg whose newest bar is missing would be forward-filled into the newest bar: such a pair waits for the
+    # next run (it catches up then) instead of trading on a stale price.
+    fresh = {iid for iid, newest in newest_of.items() if newest >= window.times[-1].to_pydatetime()}
+    column = {iid: k for k, iid in enumerate(window.instrument_ids) if iid in fresh}
+    tradable = [p for p in pairs if p.y_instrument_id in column and p.x_instrument_id in column]
+    run.skipped_pairs = len(pairs) - len(tradable)
+    run.pairs = len(tradable)
+    if not tradable:
+        return run
+    y = np.array([column[p.y_instrument_id] for p in tradable])
+    x = np.array([column[p.x_instrument_id] for p in tradable])
+    log_prices = np.log(window.closes)
+    rolling = rolling_zscore_pairs(log_prices, y, x, config.zscore_window_bars)
+    spreads = log_prices[:, y] - rolling.intercept - rolling.hedge_ratio * log_prices[:, x]
+    times = [t.to_pydatetime() for t in window.times]
+    newest = times[-1]
+
+    states = []
+    for pair in tradable:
+        state = getattr(pair, "signal_state", None)
+        if state is None:
+            # First sight: flat, as if it had been advanced up to the bar before the newest one.
+            state = SignalState(pair=pair, last_bar_time=times[-2] if len(times) > 1 else newest)
+        states.append(state)
+    open_ns = window.times.as_unit("ns").asi8
+    last_seen = np.array([np.searchsorted(open_ns, _ns(s.last_bar_time), side="right") - 1 for s in states])
+    first_bar = max(int(last_seen.min()) + 1, config.zscore_window_bars)
+    params = rule_params(config)
+    holding = max_holding_bars(np.array([p.half_life_bars or np.nan for p in tradable], dtype=float), params)
+    rule = RuleState(
+        position=np.array([s.position for s in states], dtype=np.int8),
+        entry_bar=np.array([s.entry_bar for s in states], dtype=np.int64),
+        bars_held=np.array([s.bars_held for s in states], dtype=np.int64),
+        cooldown=np.array([s.cooldown for s in states], dtype=np.int64),
+    )
+    bar_index = np.array([s.bar_index for s in states], dtype=np.int64)
+    new_signals = []
+    for t in range(first_bar, len(times)):
+        due = last_seen < t  # pairs not yet advanced on this bar
+        if not due.any():
+            continue
+        # Entry bars count each pair's own bars (bar_index), so they mean the same thing from run to run.
+        actions, advanced = step(rule, rolling.zscore[t], params, max_holding_bars=holding, bar_index=bar_index + 1)
+        rule = RuleState(
+            position=np.where(due, advanced.position, rule.position).astype(np.int8),
+            entry_bar=np.where(due, advanced.entry_bar, rule.entry_bar),
+            bars_held=np.where(due, advanced.bars_held, rule.bars_held),
+            cooldown=np.where(due, advanced.cooldown, rule.cooldown),
+        )
+        bar_index = np.where(due, bar_index + 1, bar_index)
+        last_seen = np.where(due, t, last_seen)
+        run.bars += 1
+        for k in np.flatnonzero(due):
+            z = rolling.zscore[t, k]
+            if not np.isfinite(z):
+                continue  # not enough history for a z-score yet: nothing to signal
+            label = ACTION_LABELS[int(actions[k])]
+            new_signals.append(Signal(pair=tradable[k], timeframe=config.timeframe, bar_time=times[t],
+                                      zscore=float(z), spread=float(spreads[t, k]), action=label))
+            run.entries += label in (Signal.Action.ENTER_LONG, Signal.Action.ENTER_SHORT)
+            run.closes += label in (Signal.Action.EXIT, Signal.Action.STOP, Signal.Action.MAX_HOLDING)
+    for k, state in enumerate(states):
+        state.last_bar_time = times[int(last_seen[k])]
+        state.bar_index = int(bar_index[k])
+        state.position = int(rule.position[k])
+        state.entry_bar = int(rule.entry_bar[k])
+        state.bars_held = int(rule.bars_held[k])
+        state.cooldown = int(rule.cooldown[k])
+    _store(states, new_signals)
+    run.signals = len(new_signals)
+    return run
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000_000)
+
+
+@transaction.atomic
+def _store(states: list[SignalState], signals: list[Signal]) -> None:
+    # A signal already written for a (pair, bar) is left as it was: the first computation of a bar is the one
+    # the bots may have acted on.
+    Signal.objects.bulk_create(signals, ignore_conflicts=True, batch_size=1000)
+    fields = ["last_bar_time", "bar_index", "position", "entry_bar", "bars_held", "cooldown"]
+    existing = [s for s in states if s.pk]
+    SignalState.objects.bulk_update(existing, fields, batch_size=500)
+    SignalState.objects.bulk_create([s for s in states if not s.pk], batch_size=500)
