@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,26 @@ def secrets_key(settings):
 
     settings.STATARB_SECRETS_KEY = Fernet.generate_key().decode()
     return settings.STATARB_SECRETS_KEY
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch):
+    """Fail any connection that is not to this machine: no test may reach a real exchange or any other host."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"test tried to reach {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture
+def retry_sleeps(monkeypatch) -> list[float]:
+    """No real waiting between exchange retries: record the delays instead (call_with_retry's ``sleep``)."""
+    from execution.exchanges.retry import call_with_retry
+
+    sleeps: list[float] = []
+    monkeypatch.setitem(call_with_retry.__kwdefaults__, "sleep", sleeps.append)
+    return sleeps

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from decimal import Decimal
 
@@ -22,19 +21,6 @@ HOUR_MS = 3_600_000
 T0 = 1_700_000_000_000 // HOUR_MS * HOUR_MS  # an hour boundary
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    """Fail any connection attempt that is not to 127.0.0.1 / ::1."""
-    real_connect = socket.socket.connect
-
-    def guarded(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            if host not in ("127.0.0.1", "::1", "localhost"):
-                raise AssertionError(f"test tried to reach {address!r}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 def seed(fake: FakeBybit) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 import types
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,12 +14,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 
-from execution.exchanges.retry import call_with_retry
 from pairs.models import Candle, Instrument, SelectionConfig
 from pairs.services import market_data
 from tests.fakes.bybit import FakeBybit
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("retry_sleeps")]
 
 H = 3_600_000
 T0 = 1_609_459_200_000  # 2021-01-01T00:00:00Z
@@ -121,23 +119,8 @@ NOW_MS = 1_704_067_200_000 + 500 * H + 20 * 60_000  # 2024-01-21T20:20Z: the 20:
 OPEN_BAR = NOW_MS // H * H
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    real_connect = socket.socket.connect
-
-    def guarded(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
-            raise AssertionError(f"test tried to reach {address!r}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
-@pytest.fixture(autouse=True)
-def retry_sleeps(monkeypatch) -> list[float]:
-    sleeps: list[float] = []
-    monkeypatch.setitem(call_with_retry.__kwdefaults__, "sleep", sleeps.append)
-    return sleeps
 
 
 @pytest.fixture

@@ -2,43 +2,26 @@
 
 from __future__ import annotations
 
-import socket
 import types
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from execution.exchanges.retry import call_with_retry
 from pairs.models import Candle, Instrument, SelectionConfig
 from pairs.services import market_data
 from pairs.tasks import fetch_market_data
 from tests.fakes.bybit import FakeBybit
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("retry_sleeps")]
 
 H = 3_600_000
 NOW_MS = 1_704_067_200_000 + 300 * H + 45 * 60_000  # 2024-01-13T12:45Z
 OPEN_BAR = NOW_MS // H * H
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    real_connect = socket.socket.connect
-
-    def guarded(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
-            raise AssertionError(f"test tried to reach {address!r}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
-@pytest.fixture(autouse=True)
-def retry_sleeps(monkeypatch) -> list[float]:
-    sleeps: list[float] = []
-    monkeypatch.setitem(call_with_retry.__kwdefaults__, "sleep", sleeps.append)
-    return sleeps
 
 
 @pytest.fixture

