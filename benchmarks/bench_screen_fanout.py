@@ -50,6 +50,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -225,7 +226,8 @@ def inprocess_child() -> dict:
     one_call = time.perf_counter() - start
     return {"seconds": seconds, "cpu_seconds": cpu, "blocks": blocks[0], "tests": run.n_tests,
             "passed": run.n_passed, "candidates": run.n_candidates, "status": run.status,
-            "symbols": run.n_symbols, "one_call_seconds": one_call, "one_call_tests": len(whole)}
+            "symbols": run.n_symbols, "one_call_seconds": one_call, "one_call_tests": len(whole),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def drive_child() -> dict:
@@ -578,7 +580,8 @@ def main() -> None:
               f"| {result['seconds']:.2f} | {ratio} | {result['tests']:,} | {result['passed']:,} "
               f"| {result['candidates']:,} |")
     if inprocess:
-        print(f"\nIn-process `screening_run`: {inprocess['seconds']:.2f} s wall, {inprocess['cpu_seconds']:.2f} s CPU. "
+        print(f"\nIn-process `screening_run`: {inprocess['seconds']:.2f} s wall, {inprocess['cpu_seconds']:.2f} s CPU, "
+              f"process peak RSS {inprocess['peak_rss_mib']:,.0f} MiB. "
               f"For reference, one `screen()` call over all {inprocess['one_call_tests']:,} directions of the same "
               f"window (no blocks, no database, no finish): {inprocess['one_call_seconds']:.2f} s.")
 

@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 # The watch level new candidates start on; they climb only through grading.
 ENTRY_LEVEL_NUMBER = 0
-# Pairs per fanned-out block: ~2,000 directions keep one block's result message small (a few hundred kB).
-DEFAULT_BLOCK_PAIRS = 2000
+# Pairs per fanned-out block (STATARB_SCREEN_BLOCK_PAIRS overrides it for the task).
+DEFAULT_BLOCK_PAIRS = 10_000
 
 
 class ScreeningError(RuntimeError):
@@ -297,7 +297,9 @@ def screening_run(
     started = time.monotonic()
     run, window = screening_run_start(config=config, lookback_bars=lookback_bars, end=end, symbols=symbols)
     try:
-        blocks = screening_blocks(window)
+        # One block in process: the Engle-Granger cross sums are computed once for the whole universe (any split
+        # costs them again per block), and the batch bounds its own memory.
+        blocks = screening_blocks(window, block_pairs=len(window.symbols) ** 2)
         total = sum(len(block) for block in blocks)
         parts = []
         for block in blocks:
