@@ -32,7 +32,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from _shared import DEFAULT_DATA_DIR, load_closes  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -42,25 +42,6 @@ from pairs.quant.cointegration import all_ordered_pairs  # noqa: E402
 from pairs.quant.performance import trade_metrics  # noqa: E402
 from pairs.quant.spread import half_life  # noqa: E402
 from pairs.quant.spread_rule import ACTION_LABELS, RuleParams, max_holding_bars, rolling_zscore_pairs  # noqa: E402
-
-DEFAULT_DATA_DIR = REPO_ROOT / ".." / "shared" / "data" / "binance-usdt-1h-2021"
-
-
-def load_full_history_closes(data_dir: Path) -> pd.DataFrame:
-    """Closes of the symbols covering the whole range, on the full hourly grid, forward-filled."""
-    closes = {}
-    for path in sorted(data_dir.glob("*.csv.gz")):
-        frame = pd.read_csv(path, usecols=["timestamp", "close"])
-        closes[path.name.split(".")[0]] = pd.Series(
-            frame["close"].to_numpy(), index=pd.to_datetime(frame["timestamp"], unit="ms")
-        )
-    if not closes:
-        raise SystemExit(f"no *.csv.gz files in {data_dir}")
-    first_bar = min(series.index[0] for series in closes.values())
-    last_bar = max(series.index[-1] for series in closes.values())
-    grid = pd.date_range(first_bar, last_bar, freq="h")
-    full = [name for name, series in closes.items() if series.index[0] == first_bar]
-    return pd.DataFrame({name: closes[name].reindex(grid).ffill() for name in full})
 
 
 def run_block(log_prices, times, y_index, x_index, window, params, costs) -> tuple[float, float, BacktestResult]:
@@ -92,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
 
     load_start = time.perf_counter()
-    closes = load_full_history_closes(args.data_dir.resolve())
+    closes = load_closes(args.data_dir.resolve(), full_history_only=True)
     panel = closes.iloc[-(args.window + args.bars) :]
     log_prices = np.log(panel.to_numpy())
     times = panel.index.to_numpy().astype("datetime64[ms]")

@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "binance-usdt-1h-2021"
+from _shared import DEFAULT_DATA_DIR, django_setup
+
 DEFAULT_BENCH_DATABASE_URL = "mysql://root@127.0.0.1:3306/statarb_bench"
 BENCH_EXCHANGE = "benchmark"
 TIMEFRAME = "1h"
@@ -96,19 +96,6 @@ def run_worker(script: Path, database_url: str, extra_args: list[str]) -> dict:
         result_path.unlink(missing_ok=True)
 
 
-def django_setup() -> None:
-    """Django for a worker process: DATABASE_URL is already in the environment."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings"
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", "benchmark-only-" + "x" * 50)
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def database_description() -> str:

@@ -45,6 +45,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _shared import DEFAULT_DATA_DIR, load_closes  # noqa: E402
 from statsmodels.tsa.stattools import coint  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,25 +53,10 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from pairs.quant.cointegration import all_ordered_pairs, engle_granger_batch  # noqa: E402
 
-DEFAULT_DATA_DIR = REPO_ROOT / ".." / "shared" / "data" / "binance-usdt-1h-2021"
 N_BARS = 2000
 DERIVED_OFFSET_STEP = 500
 
 
-def load_closes(data_dir: Path) -> pd.DataFrame:
-    """All symbols' closes on the full hourly grid, forward-filled (NaN before listing)."""
-    closes = {}
-    for path in sorted(data_dir.glob("*.csv.gz")):
-        frame = pd.read_csv(path, usecols=["timestamp", "close"])
-        closes[path.name.split(".")[0]] = pd.Series(
-            frame["close"].to_numpy(), index=pd.to_datetime(frame["timestamp"], unit="ms")
-        )
-    if not closes:
-        raise SystemExit(f"no *.csv.gz files in {data_dir}")
-    first_bar = min(series.index[0] for series in closes.values())
-    last_bar = max(series.index[-1] for series in closes.values())
-    grid = pd.date_range(first_bar, last_bar, freq="h")
-    return pd.DataFrame({name: series.reindex(grid).ffill() for name, series in closes.items()})
 
 
 def build_universe(closes: pd.DataFrame, n_symbols: int) -> np.ndarray:

@@ -38,22 +38,19 @@ import argparse  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from _shared import DEFAULT_DATA_DIR, REPO_ROOT, django_setup, peak_rss_mib  # noqa: E402
 from bench_candle_upsert import (  # noqa: E402
     BENCH_EXCHANGE,
-    DEFAULT_DATA_DIR,
-    REPO_ROOT,
     TIMEFRAME,
     bench_database_url,
     database_description,
     delete_bench_rows,
-    django_setup,
     ensure_mysql_database,
     run_worker,
 )
@@ -82,8 +79,6 @@ SCREEN_PARTS = (
 )
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --- worker: one database -------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ import argparse  # noqa: E402
 import functools  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
-import resource  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -44,8 +43,8 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "binance-usdt-1h-2021"
+from _shared import DEFAULT_DATA_DIR, django_setup, peak_rss_mib  # noqa: E402
+
 BENCH_EXCHANGE = "bench8"
 TIMEFRAME = "1h"
 N_PAIRS = 5000
@@ -64,8 +63,6 @@ PHASES = (
 )
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def ensure_mysql_database(url: str) -> None:
@@ -90,20 +87,6 @@ def ensure_mysql_database(url: str) -> None:
         server.close()
 
 
-def django_setup(database_url: str) -> None:
-    """Django on ``database_url``: the environment must be set before settings are read, then migrate."""
-    os.environ["DATABASE_URL"] = database_url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings"
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", "benchmark-only-" + "x" * 50)
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def full_range_symbols(data_dir: Path) -> list[str]:
