@@ -44,10 +44,6 @@ def ladder_pairs(*, min_level: int = 1, limit: int = 50) -> list[dict]:
     ]
 
 
-def pairs_of_level(*, level: Level) -> QuerySet[Pair]:
-    return pairs_with_legs().filter(level=level, status=Pair.Status.ACTIVE)
-
-
 def level_counts() -> list[dict]:
     """Each level with how many active pairs it holds, in ladder order (levels with none included)."""
     counts = dict(

@@ -17,11 +17,3 @@ def account_store_credentials(*, account: ExchangeAccount, api_key: str, api_sec
     account.api_secret_encrypted = encrypt_secret(api_secret)
     account.save(update_fields=["api_key_encrypted", "api_secret_encrypted", "updated_at"])
     return account
-
-
-@transaction.atomic
-def account_clear_credentials(*, account: ExchangeAccount) -> ExchangeAccount:
-    account.api_key_encrypted = ""
-    account.api_secret_encrypted = ""
-    account.save(update_fields=["api_key_encrypted", "api_secret_encrypted", "updated_at"])
-    return account
