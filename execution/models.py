@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
@@ -139,6 +140,7 @@ class PairTrade(TimeStampedModel):
         GUARD_HALT = "guard_halt", "Guard halt"
         MANUAL = "manual", "Closed by hand"
         UNWOUND = "unwound", "Unwound after a failed leg"
+        RECONCILED = "reconciled", "Found closed on the exchange"
 
     account = models.ForeignKey(ExchangeAccount, on_delete=models.PROTECT, related_name="trades")
     pair = models.ForeignKey(Pair, on_delete=models.PROTECT, related_name="trades")
@@ -151,6 +153,7 @@ class PairTrade(TimeStampedModel):
     exit_zscore = models.FloatField(null=True, blank=True)
     y_qty = decimal_field(help_text="Planned quantity of the y leg")
     x_qty = decimal_field(help_text="Planned quantity of the x leg")
+    gross_notional = decimal_field(default=0, help_text="Both legs' planned notional at the planning prices")
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     exit_reason = models.CharField(max_length=24, choices=ExitReason.choices, blank=True)
@@ -158,8 +161,16 @@ class PairTrade(TimeStampedModel):
     fees = decimal_field(default=0)
     funding = decimal_field(default=0, help_text="Funding received (+) or paid (-)")
     error = models.TextField(blank=True)
+    close_requested_at = models.DateTimeField(null=True, blank=True, help_text="Someone asked to close it by hand")
+    close_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
+        constraints = [
+            # One trade per entry signal and account: a retried or doubled tick can never open a signal twice.
+            models.UniqueConstraint(fields=["account", "entry_signal"], name="trade_account_signal_uniq"),
+        ]
         indexes = [
             models.Index(fields=["account", "state"], name="trade_account_state_idx"),
             models.Index(fields=["closed_at"], name="trade_closed_at_idx"),
@@ -200,6 +211,9 @@ class Order(TimeStampedModel):
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
     leg = models.CharField(max_length=1, choices=Leg.choices)
     action = models.CharField(max_length=8, choices=Action.choices)
+    attempt = models.PositiveSmallIntegerField(
+        default=1, help_text="A rejected or partly filled close is retried as attempt 2, 3, ... (a new client id)"
+    )
     side = models.CharField(max_length=4, choices=Side.choices)
     order_type = models.CharField(max_length=8, default="market")
     qty = decimal_field(validators=[MinValueValidator(0)])
@@ -216,7 +230,7 @@ class Order(TimeStampedModel):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["trade", "leg", "action"], name="order_trade_leg_action_uniq"),
+            models.UniqueConstraint(fields=["trade", "leg", "action", "attempt"], name="order_trade_leg_action_uniq"),
             models.CheckConstraint(condition=Q(filled_qty__lte=models.F("qty")), name="order_filled_lte_qty"),
         ]
         ordering = ["trade_id", "created_at"]
@@ -284,6 +298,94 @@ class BotHeartbeat(models.Model):
     status = models.CharField(max_length=200, blank=True)
     last_tick_ms = models.FloatField(null=True, blank=True)
     open_trades = models.PositiveIntegerField(default=0)
+    # The lease is the lock that keeps a second bot of the same account from trading: taken and renewed by one
+    # conditional UPDATE, it expires on its own when its holder dies.
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True, help_text="Last successful reconciliation")
+    funding_synced_until = models.DateTimeField(null=True, blank=True, help_text="Funding recorded up to here")
 
     def __str__(self) -> str:
         return f"{self.account} @ {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+# ------------------------------------------------------------------------------------------------- paper exchange
+# What a paper account's simulated exchange knows: its own orders, fills, positions, balance and funding, kept
+# apart from the bot's tables so that reconciliation compares two independent records, as it does on Bybit.
+
+
+class PaperAccount(models.Model):
+    """The simulated exchange's balance of one paper account."""
+
+    account = models.OneToOneField(ExchangeAccount, on_delete=models.CASCADE, related_name="paper")
+    wallet_balance = decimal_field(help_text="Deposits plus realised PnL, minus fees, plus funding")
+    funding_settled_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"paper {self.account_id}: {self.wallet_balance}"
+
+
+class PaperPosition(models.Model):
+    account = models.ForeignKey(ExchangeAccount, on_delete=models.CASCADE, related_name="paper_positions")
+    symbol = models.CharField(max_length=64)
+    qty = decimal_field(default=0, help_text="Signed: positive long, negative short")
+    avg_price = decimal_field(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "symbol"], name="paperpos_account_symbol_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.qty}@{self.avg_price}"
+
+
+class PaperOrder(models.Model):
+    account = models.ForeignKey(ExchangeAccount, on_delete=models.CASCADE, related_name="paper_orders")
+    client_order_id = models.CharField(max_length=36)
+    symbol = models.CharField(max_length=64)
+    side = models.CharField(max_length=4)
+    order_type = models.CharField(max_length=8, default="market")
+    qty = decimal_field()
+    filled_qty = decimal_field(default=0)
+    avg_price = decimal_field(null=True, blank=True)
+    fee = decimal_field(default=0)
+    status = models.CharField(max_length=16)
+    reduce_only = models.BooleanField(default=False)
+    reject_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "client_order_id"], name="paperorder_account_client_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"paper order {self.client_order_id}"
+
+
+class PaperFill(models.Model):
+    order = models.ForeignKey(PaperOrder, on_delete=models.CASCADE, related_name="fills")
+    qty = decimal_field()
+    price = decimal_field()
+    fee = decimal_field()
+    filled_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"paper fill {self.qty}@{self.price}"
+
+
+class PaperFunding(models.Model):
+    account = models.ForeignKey(ExchangeAccount, on_delete=models.CASCADE, related_name="paper_funding")
+    symbol = models.CharField(max_length=64)
+    settled_at = models.DateTimeField()
+    rate = decimal_field()
+    position_qty = decimal_field()
+    mark_price = decimal_field()
+    amount = decimal_field(help_text="Received (+) or paid (-)")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "symbol", "settled_at"], name="paperfunding_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"paper funding {self.symbol} {self.settled_at:%Y-%m-%d %H:%M} {self.amount}"

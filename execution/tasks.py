@@ -6,6 +6,8 @@ from dataclasses import asdict
 
 from celery import shared_task
 
+from execution.models import ExchangeAccount
+from execution.services.bot import bot_tick_live
 from execution.services.signals import signals_update
 from pairs.models import SelectionConfig
 
@@ -13,5 +15,25 @@ from pairs.models import SelectionConfig
 # Each (pair, bar) is signalled once and the rule state advances only on new bars: safe to run twice.
 @shared_task(acks_late=True, soft_time_limit=10 * 60, time_limit=12 * 60)
 def compute_signals() -> dict:
-    """Advance every active pair's spread rule to the newest closed bar and write its signals."""
-    return asdict(signals_update(config=SelectionConfig.current()))
+    """Advance every active pair's spread rule to the newest closed bar and write its signals, then wake the bots."""
+    result = asdict(signals_update(config=SelectionConfig.current()))
+    dispatch_bots.delay()
+    return result
+
+
+# A tick is safe to run twice (lease, persisted state machine, idempotent client order ids), so a worker that dies
+# mid-tick may hand it to another: acks_late.
+@shared_task(bind=True, acks_late=True, soft_time_limit=4 * 60, time_limit=5 * 60)
+def run_bot(self, account_id: int) -> dict:
+    """One tick of one account's bot. Runs on the account's own queue (execution.account.<id>)."""
+    account = ExchangeAccount.objects.select_related("level").get(pk=account_id)
+    return bot_tick_live(account, task_id=self.request.id or "").as_dict()
+
+
+@shared_task(acks_late=True)
+def dispatch_bots() -> list[int]:
+    """Send one tick to the queue of every enabled account."""
+    accounts = list(ExchangeAccount.objects.filter(enabled=True).values_list("pk", flat=True))
+    for account_id in accounts:
+        run_bot.apply_async((account_id,), queue=f"execution.account.{account_id}")
+    return accounts

@@ -11,7 +11,7 @@ from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from execution.models import ExchangeAccount, PairTrade
-from risk.models import DailyPnlSnapshot, Halt
+from risk.models import DailyPnlSnapshot, GuardEvent, Halt
 
 
 @transaction.atomic
@@ -31,6 +31,14 @@ def halt_raise(
             existing.save(update_fields=["flatten"])
         return existing
     return Halt.objects.create(account=account, source=source, reason=reason, flatten=flatten, created_by=created_by)
+
+
+def guard_event_record(
+    *, account: ExchangeAccount | None, kind: str, message: str, severity: str = GuardEvent.Severity.WARNING,
+    details: dict | None = None,
+) -> GuardEvent:
+    return GuardEvent.objects.create(account=account, kind=kind, severity=severity, message=message[:1000],
+                                     details=details or {})
 
 
 @transaction.atomic

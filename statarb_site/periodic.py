@@ -55,6 +55,14 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         "market-data fetch; this run catches up if a fetch failed).",
     ),
     DefaultSchedule(
+        name="execution: bots",
+        task="execution.tasks.dispatch_bots",
+        queue="signals",
+        every_seconds=60,
+        description="A tick of every enabled account's bot on its own queue: in-flight trades, reconciliation "
+        "every 5 minutes, funding, closes and opens (also sent after each signal run).",
+    ),
+    DefaultSchedule(
         name="risk: daily PnL snapshot",
         task="risk.tasks.snapshot_daily_pnl",
         queue="risk",

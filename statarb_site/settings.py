@@ -214,7 +214,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "pairs.tasks.*": {"queue": "selection"},
     "execution.tasks.compute_signals*": {"queue": "signals"},
-    # Bot ticks are routed per account at call time (execution.queues.account_queue_name).
+    "execution.tasks.dispatch_bots": {"queue": "signals"},
+    # Bot ticks (execution.tasks.run_bot) are routed per account at call time: ExchangeAccount.queue_name.
     "risk.tasks.*": {"queue": "risk"},
     "notifications.tasks.*": {"queue": "notifications"},
 }

@@ -37,6 +37,7 @@ from execution.exchanges.types import (
     AccountSetup,
     BalanceState,
     FillState,
+    FundingState,
     OrderAck,
     OrderState,
     PositionState,
@@ -151,6 +152,9 @@ _ORDER_TYPES = ("market", "limit")
 _FILLS_PER_REQUEST = 100  # Bybit's maximum for /v5/execution/list
 _POSITIONS_PER_REQUEST = 200  # and for /v5/position/list
 _MAX_PAGES = 50
+# Bybit's execution list spans at most 7 days a request (endTime - startTime <= 7 days).
+_EXECUTION_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
+_MAX_FUNDING_PAGES_PER_WINDOW = 200  # 20,000 settlements a week: far more than an account of a few pairs has
 
 
 def _ret_code(exc: Exception) -> str | None:
@@ -280,6 +284,37 @@ def _position_state(position: dict) -> PositionState:
     )
 
 
+def _funding_state(row: dict, symbol: str) -> FundingState | None:
+    """One Bybit funding execution (execType "Funding") as a FundingState, from the raw strings in ``info``.
+
+    Bybit's execFee is what the account paid: positive paid, negative received; ``amount`` is the opposite.
+    The position's sign: paid = qty * price * rate, so it follows from the signs of execFee and feeRate; when either
+    is zero, from the side of the funding execution ("Sell" closes the funding "trade" of a long, as in Bybit's
+    sample answers: a negative rate received by a long shows side "Sell").
+    """
+    info = row.get("info") or {}
+    fee = _first_decimal(info.get("execFee"), row.get("amount"))
+    rate = _first_decimal(info.get("feeRate"), row.get("rate"))
+    qty = _first_decimal(info.get("execQty"))
+    time_ms = _first_decimal(info.get("execTime"), row.get("timestamp"))
+    if fee is None or rate is None or time_ms is None:
+        logger.warning("funding execution without fee, rate or time ignored: %s", redact(str(info)))
+        return None
+    size = abs(qty) if qty is not None else Decimal(0)
+    if fee and rate:
+        long = (fee > 0) == (rate > 0)
+    else:
+        long = str(info.get("side") or "") == "Sell"
+    return FundingState(
+        symbol=symbol,
+        time_ms=int(time_ms),
+        rate=rate,
+        position_qty=size if long else -size,
+        mark_price=_first_decimal(info.get("execPrice"), info.get("markPrice")),
+        amount=Decimal(0) - fee,
+    )
+
+
 def _next_cursor(rows: list[dict]) -> str | None:
     """ccxt's Bybit parsers put the answer's nextPageCursor into one row's info (the first of the raw list, which
     need not be the first after ccxt sorted the rows)."""
@@ -358,8 +393,11 @@ class CcxtExchange:
             rows = self._client.fetch_funding_rate_history(
                 ccxt_symbol, since=since_ms, limit=FUNDING_RATES_PER_REQUEST, params={"until": until_ms}
             )
-        return sorted((int(r["timestamp"]), Decimal(str(r["fundingRate"]))) for r in rows
-                      if r.get("timestamp") is not None and r.get("fundingRate") is not None)
+        return sorted(
+            (int(r["timestamp"]), Decimal(str(r["fundingRate"])))
+            for r in rows
+            if r.get("timestamp") is not None and r.get("fundingRate") is not None
+        )
 
     def fetch_candles(self, ccxt_symbol: str, timeframe: str, *, since_ms: int, limit: int) -> list[list]:
         """Up to ``limit`` bars from ``since_ms`` on, oldest first: [open_time_ms, open, high, low, close, volume]."""
@@ -369,6 +407,15 @@ class CcxtExchange:
             return self._client.fetch_ohlcv(ccxt_symbol, timeframe, since=since_ms, limit=limit)
 
     # ------------------------------------------------------------------------------------------------ order side
+
+    def symbol_for(self, instrument) -> str:
+        """The unified ccxt symbol the order side speaks ("BTC/USDT:USDT") of a pairs.models.Instrument."""
+        if not instrument.ccxt_symbol:
+            raise NotSupported(
+                f"instrument {instrument.symbol} has no ccxt symbol (imported from files?): sync the universe from "
+                "the exchange before trading it"
+            )
+        return instrument.ccxt_symbol
 
     def _ensure_markets(self) -> None:
         if not self._client.markets:
@@ -630,3 +677,72 @@ class CcxtExchange:
         total = _first_decimal(unified.get("total")) or Decimal(0)
         free = _first_decimal(unified.get("free"))
         return BalanceState(coin, total, total, free if free is not None else total, Decimal(0))
+
+    def funding_payments(self, *, since_ms: int, until_ms: int, settle_coin: str = "USDT") -> list[FundingState]:
+        """The funding this account paid or received on its ``settle_coin`` positions in [since_ms, until_ms]
+        (both inclusive), oldest first.
+
+        Bybit's execution list (execType "Funding", through ccxt's fetch_funding_history) spans at most 7 days a
+        request: a longer window is asked in 7-day pieces, each read page by page (cursor). Symbols are ccxt
+        unified; every number comes from the exchange's raw strings.
+        """
+        if since_ms > until_ms:
+            raise ValueError(f"since_ms {since_ms} is after until_ms {until_ms}")
+        payments: dict[str, tuple[int, int, str, FundingState]] = {}
+        with ccxt_errors_mapped():
+            self._ensure_markets()
+            start = since_ms
+            while start <= until_ms:
+                end = min(start + _EXECUTION_WINDOW_MS, until_ms)
+                for row in self._funding_rows(start, end):
+                    info = row.get("info") or {}
+                    symbol = self._funding_symbol(row, settle_coin)
+                    if symbol is None:
+                        continue
+                    payment = _funding_state(row, symbol)
+                    if payment is None or not since_ms <= payment.time_ms <= until_ms:
+                        continue
+                    seq = _first_decimal(info.get("seq"))
+                    key = str(info.get("execId") or row.get("id") or f"{symbol}@{payment.time_ms}")
+                    payments[key] = (payment.time_ms, int(seq) if seq is not None else 0, symbol, payment)
+                start = end + 1
+        return [payment for *_, payment in sorted(payments.values(), key=lambda item: item[:3])]
+
+    def _funding_rows(self, start_ms: int, end_ms: int) -> list[dict]:
+        """Every funding execution in [start_ms, end_ms] (at most 7 days apart), all pages."""
+        rows: list[dict] = []
+        cursor = None
+        seen: set[str] = set()
+        for _ in range(_MAX_FUNDING_PAGES_PER_WINDOW):
+            # ccxt sends its ``limit`` as "size", which Bybit's execution list does not know: "limit" goes in params
+            params = {"until": end_ms, "limit": _FILLS_PER_REQUEST}
+            if cursor:
+                params["cursor"] = cursor
+            page = self._client.fetch_funding_history(None, start_ms, _FILLS_PER_REQUEST, params)
+            rows.extend(page)
+            cursor = _next_cursor(page)
+            if not page or not cursor:
+                return rows
+            if cursor in seen:
+                raise PermanentExchangeError(f"funding history: the exchange repeated the page cursor {cursor!r}")
+            seen.add(cursor)
+        raise PermanentExchangeError(
+            f"funding history from {start_ms} to {end_ms}: more than {_MAX_FUNDING_PAGES_PER_WINDOW} pages"
+        )
+
+    def _funding_symbol(self, row: dict, settle_coin: str) -> str | None:
+        """The unified symbol of a funding row if its contract settles in ``settle_coin``, else None.
+
+        A contract no longer in the markets (delisted since) keeps its money: a linear id "XYZUSDT" ending in the
+        settle coin is taken as "XYZ/USDT:USDT".
+        """
+        markets = self._client.markets or {}
+        symbol = row.get("symbol") or ""
+        market = markets.get(symbol)
+        if market is not None:
+            return symbol if market.get("settle") == settle_coin else None
+        market_id = str((row.get("info") or {}).get("symbol") or symbol)
+        base = market_id.removesuffix(settle_coin)
+        if base and base != market_id and base.isalnum():
+            return f"{base}/{settle_coin}:{settle_coin}"
+        return None

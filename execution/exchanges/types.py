@@ -123,3 +123,19 @@ class AccountSetup:
     position_mode_changed: bool
     leverage: Decimal
     leverage_changed: tuple[str, ...]  # symbols whose leverage was changed
+
+
+@dataclass(frozen=True)
+class FundingState:
+    """One funding settlement on one position: ``amount`` received (+) or paid (-), in the settle coin."""
+
+    symbol: str
+    time_ms: int
+    rate: Decimal
+    position_qty: Decimal  # signed, at settlement
+    mark_price: Decimal | None
+    amount: Decimal
+
+    @property
+    def settled_at(self) -> datetime:
+        return datetime.fromtimestamp(self.time_ms / 1000, tz=UTC)

@@ -21,7 +21,9 @@ Simulation rules (kept deliberately simple, see each method):
 - reduce-only orders that would open or increase a position are rejected (110017); a reduce-only market order
   larger than the position is cut to the position size (Bybit does the same);
 - faults (error codes, HTTP errors, timeouts after the order was applied, dropped connections, partial fills)
-  are injected one-shot or counted, keyed by path and optionally by symbol / orderLinkId.
+  are injected one-shot or counted, keyed by path and optionally by symbol / orderLinkId;
+- the execution list (trades, funding, delivery) spans at most 7 days a request, as on Bybit: startTime/endTime
+  further apart is a params error (10001), one of them alone means 7 days from / up to it, neither the last 7 days.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ CCXT_TIMEFRAMES = {
 OPEN_STATUSES = ("New", "PartiallyFilled")
 CLOSED_STATUSES = ("Filled", "Cancelled", "PartiallyFilledCanceled", "Rejected", "Deactivated")
 DAY_MS = 86_400_000
+EXECUTION_WINDOW_MS = 7 * DAY_MS  # /v5/execution/list: endTime - startTime <= 7 days; the default window is 7 days
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -2037,6 +2040,19 @@ class FakeBybit:
         inst = self._require_symbol(params, required=False)
         start = self._time_param(params, "startTime")
         end = self._time_param(params, "endTime")
+        # Bybit: both given -> at most 7 days apart; one given -> 7 days from / up to it; neither -> the last 7 days
+        if start is not None and end is not None:
+            if end < start:
+                raise BybitError(10001, "params error: endTime must not be earlier than startTime")
+            if end - start > EXECUTION_WINDOW_MS:
+                raise BybitError(10001, "params error: the time range between startTime and endTime exceeds 7 days")
+        elif start is not None:
+            end = start + EXECUTION_WINDOW_MS
+        elif end is not None:
+            start = end - EXECUTION_WINDOW_MS
+        else:
+            end = self.now_ms()
+            start = end - EXECUTION_WINDOW_MS
         exec_type = params.get("execType")
         rows = []
         for e in sorted(self._executions, key=lambda e: e.seq, reverse=True):

@@ -1,0 +1,607 @@
+"""One tick of one account's bot: the same engine for paper, demo and real accounts, live and in a replay.
+
+A tick, in order:
+1. takes (or renews) the account's lease, so that a second bot of the same account does nothing;
+2. drives every trade that is in flight (planned, opening, closing) as far as the exchange lets it;
+3. reconciles the database with the exchange when the lease is new (a start or a restart) and every
+   RECONCILE_EVERY: a bot that can't reconcile trades nothing; a mismatch it can't explain halts openings;
+4. records funding settled on the trades' positions;
+5. closes open trades that must close (by hand, guard flatten, broken cointegration, level change, exit / stop /
+   maximum holding signal);
+6. opens trades on fresh entry signals of the account's level, within its halts and limits;
+7. writes its heartbeat.
+The clock (``now``) and the market (``feed``, ``exchange``) are inputs: nothing here reads the wall clock except
+the lease, which is about processes, not markets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from execution.exchanges.base import TradingExchange
+from execution.exchanges.errors import ExchangeError
+from execution.exchanges.retry import call_with_retry
+from execution.feeds import PriceFeed
+from execution.models import BotHeartbeat, ExchangeAccount, FundingPayment, Order, PairTrade, Signal, SignalState
+from execution.services.trades import (
+    LEGS,
+    TickAborted,
+    TradingContext,
+    advance_trade,
+    client_order_id,
+    leg_net,
+    start_close,
+    trade_pnl,
+)
+from execution.sizing import LegFilters, size_pair_trade
+from notifications.models import Notification
+from notifications.services import notify
+from pairs.marketdata.validation import timeframe_ms
+from pairs.models import Instrument, Pair, SelectionConfig
+from risk.models import GuardEvent, Halt, RiskLimit
+from risk.services import guard_event_record, halt_raise, halts_clear
+
+logger = logging.getLogger(__name__)
+
+State = PairTrade.State
+Reason = PairTrade.ExitReason
+LEASE_TTL = timedelta(seconds=120)
+RECONCILE_EVERY = timedelta(minutes=5)
+# An entry signal is acted on only while its bar is the newest closed one (or one bar late, for a slow tick).
+MAX_ENTRY_SIGNAL_AGE_BARS = 1
+CLOSE_SIGNALS = {
+    Signal.Action.EXIT: Reason.EXIT_SIGNAL,
+    Signal.Action.STOP: Reason.STOP,
+    Signal.Action.MAX_HOLDING: Reason.MAX_HOLDING,
+}
+ENTRY_SIGNALS = {Signal.Action.ENTER_LONG: PairTrade.Side.LONG_SPREAD, Signal.Action.ENTER_SHORT:
+                 PairTrade.Side.SHORT_SPREAD}
+_PROCESS_TOKEN = uuid.uuid4().hex[:8]
+
+
+def default_lease_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_PROCESS_TOKEN}"
+
+
+@dataclass
+class TickReport:
+    account: str
+    now: str
+    status: str = "ok"  # ok | locked | disabled | exchange_unreachable | reconcile_failed
+    reconciled: bool = False
+    mismatches: list[str] = field(default_factory=list)
+    opened: int = 0
+    closed: int = 0
+    skipped: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    error: str = ""
+    duration_ms: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------------------ lease
+
+
+def lease_acquire(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEASE_TTL) -> str | None:
+    """Take or renew the account's lease with one conditional UPDATE. Returns "renewed" (this owner held it),
+    "new" (it was free or expired: the caller must reconcile before trading) or None (another live bot has it)."""
+    now = timezone.now()
+    try:
+        BotHeartbeat.objects.get_or_create(account=account, defaults={"beat_at": now})
+    except IntegrityError:  # created by a concurrent bot between the read and the insert
+        pass
+    rows = BotHeartbeat.objects.filter(account=account)
+    if rows.filter(lease_owner=owner, lease_expires_at__gt=now).update(lease_expires_at=now + ttl):
+        return "renewed"
+    if rows.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)).update(
+        lease_owner=owner, lease_expires_at=now + ttl, started_at=now
+    ):
+        return "new"
+    return None
+
+
+def lease_release(account: ExchangeAccount, owner: str) -> None:
+    BotHeartbeat.objects.filter(account=account, lease_owner=owner).update(lease_expires_at=None)
+
+
+# ------------------------------------------------------------------------------------------------------------- tick
+
+
+def bot_tick(
+    *, account: ExchangeAccount, exchange: TradingExchange, feed: PriceFeed, now: datetime | None = None,
+    config: SelectionConfig | None = None, owner: str | None = None, require_enabled: bool = True,
+    checkpoint: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+    task_id: str = "",
+) -> TickReport:
+    started = time.monotonic()
+    now = now or timezone.now()
+    owner = owner or default_lease_owner()
+    report = TickReport(account=account.name, now=now.isoformat())
+    if require_enabled and not account.enabled:
+        report.status = "disabled"
+        return report
+    lease = lease_acquire(account, owner)
+    if lease is None:
+        report.status = "locked"
+        report.error = "another bot holds this account's lease"
+        return report
+    config = config or SelectionConfig.current()
+    ctx = TradingContext(account=account, exchange=exchange, now=now, config=config, feed=feed, sleep=sleep,
+                         checkpoint=checkpoint or (lambda step: None))
+    heartbeat = BotHeartbeat.objects.get(account=account)
+    try:
+        _tick(ctx, report, heartbeat, fresh_lease=lease == "new")
+    except TickAborted as exc:
+        report.status = "exchange_unreachable"
+        report.error = str(exc)
+        guard_event_record(account=account, kind="exchange_unreachable", message=str(exc))
+    finally:
+        report.events.extend(ctx.events)
+        report.duration_ms = (time.monotonic() - started) * 1000
+        open_trades = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).count()
+        BotHeartbeat.objects.filter(account=account, lease_owner=owner).update(
+            beat_at=timezone.now(), worker=owner[:200], task_id=task_id[:64], status=report.status[:200],
+            last_tick_ms=report.duration_ms, open_trades=open_trades,
+        )
+    return report
+
+
+def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
+    trades = list(
+        PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
+        .select_related("account", "pair__y_instrument", "pair__x_instrument", "entry_signal")
+        .prefetch_related("orders__instrument")
+        .order_by("pk")
+    )
+    for trade in trades:
+        trade.order_list = list(trade.orders.all())
+    return trades
+
+
+def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, fresh_lease: bool) -> None:
+    account = ctx.account
+    trades = _active_trades(account)
+    # 2. trades in flight first: a restart finishes what the last run started before anything else
+    for trade in trades:
+        if trade.state in (State.PLANNED, State.OPENING, State.CLOSING):
+            advance_trade(ctx, trade, trade.order_list)
+    trades = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
+    # 3. reconciliation
+    if fresh_lease or heartbeat.reconciled_at is None or ctx.now - heartbeat.reconciled_at >= RECONCILE_EVERY:
+        try:
+            mismatches = reconcile(ctx, trades)
+        except ExchangeError as exc:
+            report.status = "reconcile_failed"
+            report.error = f"reconciliation failed, not trading: {exc}"
+            guard_event_record(account=account, kind="reconcile_failed", severity=GuardEvent.Severity.CRITICAL,
+                               message=report.error)
+            notify(topic="reconcile_failed", severity=Notification.Severity.CRITICAL,
+                   text=f"[{account.name}] {report.error}",
+                   dedupe_key=f"reconcile_failed:{account.pk}:{ctx.now:%Y%m%d%H}")
+            return
+        report.reconciled = True
+        report.mismatches = mismatches
+        trades = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
+    # 4. funding
+    sync_funding(ctx, trades, heartbeat)
+    halts = list(Halt.objects.filter(Q(account=account) | Q(account__isnull=True), cleared_at__isnull=True))
+    # 5. closes
+    for trade, reason, zscore in close_decisions(ctx, [t for t in trades if t.state == State.OPEN], halts):
+        start_close(ctx, trade, reason=reason, zscore=zscore)
+        advance_trade(ctx, trade, trade.order_list)
+        report.closed += trade.state in PairTrade.FINAL_STATES
+    # 6. opens
+    if halts:
+        report.skipped.append("no new trades: " + "; ".join(h.reason for h in halts)[:500])
+        return
+    active = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
+    for trade in open_new_trades(ctx, active, report):
+        advance_trade(ctx, trade, trade.order_list)
+        report.opened += trade.state == State.OPEN
+
+
+# --------------------------------------------------------------------------------------------------- reconciliation
+
+
+def reconcile(ctx: TradingContext, trades: list[PairTrade]) -> list[str]:
+    """Compare what the open trades hold with the exchange's positions, symbol by symbol.
+
+    - A trade whose every leg is gone from the exchange (closed by hand, liquidated) is closed here with reason
+      ``reconciled`` and a note: its PnL counts only the fills the bot knows of.
+    - Every other difference (a position no trade explains, a size that doesn't match) is flagged: a guard event
+      and a bot halt stop new trades until a clean reconciliation lifts the halt again.
+    Orders the bot had planned or sent are adopted before this runs (advance_trade looks each up by client id).
+    """
+    positions = call_with_retry(lambda: ctx.exchange.positions(), description="positions", sleep=ctx.sleep)
+    held = {p.symbol: p.qty for p in positions}
+    expected: dict[str, Decimal] = {}
+    holders: dict[str, list[PairTrade]] = {}
+    for trade in trades:
+        for leg in LEGS:
+            net = leg_net(trade.order_list, leg)
+            if net:
+                symbol = ctx.symbol(_instrument(trade, leg))
+                expected[symbol] = expected.get(symbol, Decimal(0)) + net
+                holders.setdefault(symbol, []).append(trade)
+    gone = []
+    for trade in trades:
+        symbols = [ctx.symbol(_instrument(trade, leg)) for leg in LEGS if leg_net(trade.order_list, leg)]
+        if symbols and all(held.get(s, Decimal(0)) == 0 for s in symbols):
+            gone.append(trade)
+    for trade in gone:
+        _close_as_reconciled(ctx, trade)
+        for leg in LEGS:
+            net = leg_net(trade.order_list, leg)
+            if net:
+                symbol = ctx.symbol(_instrument(trade, leg))
+                expected[symbol] -= net
+    mismatches = [
+        f"{symbol}: exchange holds {held.get(symbol, Decimal(0))}, trades hold {expected.get(symbol, Decimal(0))}"
+        for symbol in sorted(set(held) | set(expected))
+        if held.get(symbol, Decimal(0)) != expected.get(symbol, Decimal(0))
+    ]
+    bot_halts = Halt.objects.filter(account=ctx.account, source=Halt.Source.BOT, cleared_at__isnull=True)
+    if mismatches:
+        message = "reconciliation mismatch: " + "; ".join(mismatches)
+        with transaction.atomic():
+            halt_raise(account=ctx.account, source=Halt.Source.BOT, reason=message[:500])
+            guard_event_record(account=ctx.account, kind="reconcile_mismatch", severity=GuardEvent.Severity.CRITICAL,
+                               message=message, details={"mismatches": mismatches})
+            notify(topic="reconcile_mismatch", severity=Notification.Severity.CRITICAL,
+                   text=f"[{ctx.account.name}] {message}. New trades are halted until it is resolved.",
+                   dedupe_key=f"reconcile_mismatch:{ctx.account.pk}:{hash(tuple(mismatches)) & 0xFFFFFFFF:x}")
+    else:
+        if bot_halts.exists():
+            halts_clear(halts=bot_halts, cleared_by=None)
+            guard_event_record(account=ctx.account, kind="reconcile_clean", severity=GuardEvent.Severity.INFO,
+                               message="reconciliation is clean again: bot halt lifted")
+        BotHeartbeat.objects.filter(account=ctx.account).update(reconciled_at=ctx.now)
+    ctx.events.extend(f"mismatch {m}" for m in mismatches)
+    return mismatches
+
+
+def _instrument(trade: PairTrade, leg: str) -> Instrument:
+    return trade.pair.y_instrument if leg == Order.Leg.Y else trade.pair.x_instrument
+
+
+def _close_as_reconciled(ctx: TradingContext, trade: PairTrade) -> None:
+    note = "both legs were found closed on the exchange (by hand or liquidation); PnL counts only the bot's fills"
+    with transaction.atomic():
+        for order in trade.order_list:
+            if order.status not in (Order.Status.FILLED, Order.Status.PARTIALLY_FILLED, Order.Status.CANCELLED,
+                                    Order.Status.REJECTED):
+                order.status = Order.Status.CANCELLED
+                order.error = "reconciliation: position gone"
+                order.save(update_fields=["status", "error", "updated_at"])
+        pnl = trade_pnl(trade)
+        trade.state = State.CLOSED
+        trade.state_changed_at = ctx.now
+        trade.closed_at = ctx.now
+        trade.exit_reason = Reason.RECONCILED
+        trade.error = (trade.error + "\n" + note).strip()
+        trade.fees = pnl.fees
+        trade.funding = pnl.funding
+        trade.save(update_fields=["state", "state_changed_at", "closed_at", "exit_reason", "error", "fees", "funding",
+                                  "updated_at"])
+        guard_event_record(account=ctx.account, kind="trade_closed_outside", message=f"trade {trade.pk}: {note}")
+        notify(topic="trade_closed_outside", severity=Notification.Severity.WARNING,
+               text=f"[{ctx.account.name}] trade {trade.pk} {trade.pair}: {note}")
+    ctx.events.append(f"trade {trade.pk} closed by reconciliation")
+
+
+# ---------------------------------------------------------------------------------------------------------- funding
+
+
+def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHeartbeat) -> int:
+    """Record funding settled since the last sync, split over the trades holding each symbol by their size."""
+    since = heartbeat.funding_synced_until
+    if since is None:
+        opened = [t.opened_at for t in trades if t.opened_at]
+        since = min(opened) if opened else ctx.now
+    if since >= ctx.now:
+        return 0
+    since_ms, until_ms = int(since.timestamp() * 1000) + 1, int(ctx.now.timestamp() * 1000)
+    try:
+        payments = call_with_retry(lambda: ctx.exchange.funding_payments(since_ms=since_ms, until_ms=until_ms),
+                                   description="funding payments", sleep=ctx.sleep)
+    except ExchangeError as exc:
+        ctx.events.append(f"funding not synced this tick: {exc}")
+        return 0
+    by_symbol: dict[str, list[tuple[PairTrade, Instrument, Decimal]]] = {}
+    for trade in trades:
+        for leg in LEGS:
+            net = leg_net(trade.order_list, leg)
+            if net:
+                instrument = _instrument(trade, leg)
+                by_symbol.setdefault(ctx.symbol(instrument), []).append((trade, instrument, net))
+    rows, touched = [], set()
+    unknown: dict[str, Instrument | None] = {}
+    for payment in payments:
+        holders = [h for h in by_symbol.get(payment.symbol, []) if h[2] * payment.position_qty > 0]
+        total = sum((abs(net) for _, _, net in holders), Decimal(0))
+        if not holders or total == 0:
+            if payment.symbol not in unknown:
+                unknown[payment.symbol] = _instrument_for_symbol(ctx, payment.symbol)
+            if unknown[payment.symbol] is not None:
+                rows.append(FundingPayment(account=ctx.account, trade=None, instrument=unknown[payment.symbol],
+                                           settled_at=payment.settled_at, rate=payment.rate,
+                                           position_qty=payment.position_qty, mark_price=payment.mark_price,
+                                           amount=payment.amount))
+            continue
+        for trade, instrument, net in holders:
+            share = abs(net) / total
+            rows.append(FundingPayment(account=ctx.account, trade=trade, instrument=instrument,
+                                       settled_at=payment.settled_at, rate=payment.rate, position_qty=net,
+                                       mark_price=payment.mark_price,
+                                       amount=(payment.amount * share).quantize(Decimal("1e-12"))))
+            touched.add(trade.pk)
+    with transaction.atomic():
+        FundingPayment.objects.bulk_create(rows, ignore_conflicts=True)
+        if touched:
+            totals = dict(FundingPayment.objects.filter(trade_id__in=touched).values_list("trade_id")
+                          .annotate(total=Sum("amount")).values_list("trade_id", "total"))
+            for trade in trades:
+                if trade.pk in totals:
+                    trade.funding = totals[trade.pk]
+                    PairTrade.objects.filter(pk=trade.pk).update(funding=trade.funding)
+        BotHeartbeat.objects.filter(pk=heartbeat.pk).update(funding_synced_until=ctx.now)
+    return len(rows)
+
+
+def _instrument_for_symbol(ctx: TradingContext, symbol: str) -> Instrument | None:
+    return (Instrument.objects.filter(exchange=ctx.account.exchange).filter(Q(symbol=symbol) | Q(ccxt_symbol=symbol))
+            .first())
+
+
+# ----------------------------------------------------------------------------------------------------------- closes
+
+
+def close_decisions(
+    ctx: TradingContext, open_trades: list[PairTrade], halts: list[Halt]
+) -> list[tuple[PairTrade, str, float | None]]:
+    """Which open trades must close now, and why (first reason that applies, in this order)."""
+    if not open_trades:
+        return []
+    bar = timedelta(milliseconds=timeframe_ms(ctx.config.timeframe))
+    newest_closed_bar = ctx.now - bar
+    entry_bar = {t.pk: (t.entry_signal.bar_time if t.entry_signal else (t.opened_at or ctx.now) - bar)
+                 for t in open_trades}
+    pair_ids = {t.pair_id for t in open_trades}
+    close_signals: dict[int, list[tuple[datetime, str, float]]] = {}
+    for pair_id, bar_time, action, zscore in (
+        Signal.objects.filter(pair_id__in=pair_ids, action__in=list(CLOSE_SIGNALS),
+                              bar_time__gt=min(entry_bar.values()), bar_time__lte=newest_closed_bar)
+        .order_by("bar_time").values_list("pair_id", "bar_time", "action", "zscore")
+    ):
+        close_signals.setdefault(pair_id, []).append((bar_time, action, zscore))
+    rule_position = dict(SignalState.objects.filter(pair_id__in=pair_ids).values_list("pair_id", "position"))
+    flatten = next((h for h in halts if h.flatten), None)
+    decisions = []
+    for trade in open_trades:
+        pair: Pair = trade.pair
+        reason, zscore = None, None
+        if trade.close_requested_at:
+            reason = Reason.MANUAL
+        elif flatten is not None:
+            reason = Reason.GUARD_HALT
+        elif pair.consecutive_failures >= ctx.config.max_consecutive_failures:
+            reason = Reason.COINTEGRATION_BROKEN
+        elif pair.level_id != ctx.account.level_id or pair.status == Pair.Status.RETIRED:
+            reason = Reason.LEVEL_CHANGED
+        else:
+            signal = next((s for s in close_signals.get(pair.pk, []) if s[0] > entry_bar[trade.pk]), None)
+            if signal is not None:
+                reason, zscore = CLOSE_SIGNALS[signal[1]], signal[2]
+            elif rule_position.get(pair.pk, 0) != (1 if trade.side == PairTrade.Side.LONG_SPREAD else -1):
+                # The rule is flat (or the other way) without an exit signal the bot saw, e.g. it restarted.
+                reason = Reason.EXIT_SIGNAL
+        if reason is not None:
+            decisions.append((trade, reason, zscore))
+    return decisions
+
+
+# ------------------------------------------------------------------------------------------------------------ opens
+
+
+def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickReport) -> list[PairTrade]:
+    """Plan trades for fresh entry signals of the account's level, best |z| first, within the account's limits.
+
+    Each plan is written in one transaction that locks the account row and re-checks halts and limits there, so
+    two bots (or a bot and a person raising a halt) can't both pass the checks with stale counts.
+    """
+    account = ctx.account
+    bar = timedelta(milliseconds=timeframe_ms(ctx.config.timeframe))
+    newest_closed_bar = ctx.now - bar
+    signals = list(
+        Signal.objects.filter(
+            timeframe=ctx.config.timeframe, action__in=list(ENTRY_SIGNALS), bar_time__lte=newest_closed_bar,
+            bar_time__gt=newest_closed_bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1),
+            pair__level_id=account.level_id, pair__status=Pair.Status.ACTIVE,
+        )
+        .select_related("pair__y_instrument", "pair__x_instrument", "pair__signal_state", "pair__level")
+        .order_by("-bar_time", "pk")
+    )
+    if not signals:
+        return []
+    busy_pairs = {t.pair_id for t in active}
+    used = set(PairTrade.objects.filter(account=account, entry_signal__in=signals).values_list("entry_signal_id",
+                                                                                                  flat=True))
+    latest: dict[int, Signal] = {}
+    for signal in signals:
+        latest.setdefault(signal.pair_id, signal)
+    candidates = []
+    for signal in latest.values():
+        side = ENTRY_SIGNALS[signal.action]
+        state = getattr(signal.pair, "signal_state", None)
+        if signal.pk in used or signal.pair_id in busy_pairs:
+            continue
+        if state is None or state.position != (1 if side == PairTrade.Side.LONG_SPREAD else -1):
+            continue  # the rule has left this position since
+        candidates.append((signal, side))
+    candidates.sort(key=lambda c: (-abs(c[0].zscore), c[0].pair_id))
+    if not candidates:
+        return []
+    limits = _limits(account)
+    max_trades = min(account.max_concurrent_trades, limits.max_open_trades or account.max_concurrent_trades)
+    free = max_trades - len(active)
+    if free <= 0:
+        report.skipped.append(f"{len(candidates)} entry signal(s): the account already has {len(active)} trades")
+        return []
+    prices = ctx.feed_closes({i for s, _ in candidates for i in (s.pair.y_instrument_id, s.pair.x_instrument_id)})
+    budget = _budget_per_leg(account)
+    exposure_cap = account.capital * account.leverage
+    if limits.max_gross_exposure is not None:
+        exposure_cap = min(exposure_cap, limits.max_gross_exposure)
+    planned = []
+    for signal, side in candidates[:free]:
+        pair = signal.pair
+        y_price, x_price = prices.get(pair.y_instrument_id), prices.get(pair.x_instrument_id)
+        if y_price is None or x_price is None:
+            report.skipped.append(f"{pair}: no recent price for a leg")
+            continue
+        sizing = size_pair_trade(side=side, hedge_ratio=pair.hedge_ratio, budget_per_leg=budget, y_price=y_price,
+                                 x_price=x_price, y_filters=_filters(pair.y_instrument),
+                                 x_filters=_filters(pair.x_instrument))
+        if not sizing.ok:
+            logger.info("account %s: %s not traded: %s", account.name, pair, sizing.reason)
+            report.skipped.append(f"{pair}: {sizing.reason}")
+            continue
+        trade = _plan_trade(ctx, signal, side, sizing, max_trades=max_trades, exposure_cap=exposure_cap,
+                            report=report)
+        if trade is None:
+            break
+        planned.append(trade)
+    return planned
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_open_trades: int | None
+    max_gross_exposure: Decimal | None
+
+
+def _limits(account: ExchangeAccount) -> _Limits:
+    """The account's own limits where set, else the system-wide ones."""
+    rows = {r.account_id: r for r in RiskLimit.objects.filter(Q(account=account) | Q(account__isnull=True),
+                                                               enabled=True)}
+    own, default = rows.get(account.pk), rows.get(None)
+
+    def pick(name):
+        for row in (own, default):
+            if row is not None and getattr(row, name) is not None:
+                return getattr(row, name)
+        return None
+
+    return _Limits(pick("max_open_trades"), pick("max_gross_exposure"))
+
+
+def _budget_per_leg(account: ExchangeAccount) -> Decimal:
+    """The per-trade budget, scaled by the level's capital weight on levels that trade real capital."""
+    level = account.level
+    if level.trades_real_capital:
+        return account.per_trade_budget * level.capital_weight
+    return account.per_trade_budget
+
+
+def _filters(instrument: Instrument) -> LegFilters:
+    return LegFilters(instrument.qty_step, instrument.min_qty, instrument.max_qty, instrument.min_notional)
+
+
+def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_trades: int, exposure_cap: Decimal,
+                report: TickReport) -> PairTrade | None:
+    account = ctx.account
+    pair = signal.pair
+    with transaction.atomic():
+        ExchangeAccount.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).first()
+        halt = Halt.objects.filter(Q(account=account) | Q(account__isnull=True), cleared_at__isnull=True).first()
+        if halt is not None:
+            report.skipped.append(f"halted while planning: {halt.reason}"[:500])
+            return None
+        active = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
+        totals = active.aggregate(exposure=Sum("gross_notional"))
+        count = active.count()
+        if count >= max_trades:
+            report.skipped.append(f"{pair}: the account has {count} trades (limit {max_trades})")
+            return None
+        exposure = totals["exposure"] or Decimal(0)
+        if exposure + sizing.gross_notional > exposure_cap:
+            report.skipped.append(f"{pair}: gross exposure {exposure + sizing.gross_notional:.2f} would exceed "
+                                  f"{exposure_cap:.2f}")
+            return None
+        if active.filter(pair=pair).exists():
+            return None
+        try:
+            with transaction.atomic():
+                trade = PairTrade.objects.create(
+                    account=account, pair=pair, entry_signal=signal, side=side, state=State.PLANNED,
+                    state_changed_at=ctx.now, hedge_ratio=pair.hedge_ratio, entry_zscore=signal.zscore,
+                    y_qty=sizing.y.qty, x_qty=sizing.x.qty, gross_notional=sizing.gross_notional,
+                )
+        except IntegrityError:
+            return None  # this signal was taken by another run of the account's bot
+        orders = []
+        for leg, leg_order, instrument in ((Order.Leg.Y, sizing.y, pair.y_instrument),
+                                           (Order.Leg.X, sizing.x, pair.x_instrument)):
+            orders.append(Order.objects.create(
+                trade=trade, instrument=instrument, leg=leg, action=Order.Action.OPEN, attempt=1,
+                side=leg_order.side, qty=leg_order.qty,
+                client_order_id=client_order_id(trade, leg, Order.Action.OPEN, 1),
+            ))
+    ctx.planned_now.update(o.pk for o in orders)
+    trade.order_list = orders
+    ctx.checkpoint("planned:trade")
+    return trade
+
+
+# ------------------------------------------------------------------------------------------------- manual requests
+
+
+def trade_request_close(*, trade: PairTrade, user=None, now: datetime | None = None) -> bool:
+    """Ask the account's bot to close a trade at its next tick (admin and API). False if it is already final."""
+    updated = PairTrade.objects.filter(pk=trade.pk, state__in=PairTrade.ACTIVE_STATES,
+                                       close_requested_at__isnull=True).update(
+        close_requested_at=now or timezone.now(), close_requested_by=user)
+    return bool(updated) or PairTrade.objects.filter(pk=trade.pk, state__in=PairTrade.ACTIVE_STATES).exists()
+
+
+# ------------------------------------------------------------------------------------------------------- live runs
+
+
+def account_trading_exchange(account: ExchangeAccount, *, feed: PriceFeed, now: datetime,
+                             config: SelectionConfig) -> TradingExchange:
+    """The exchange an account trades on: the paper simulator, or Bybit (demo / real) through ccxt."""
+    if account.mode == ExchangeAccount.Mode.PAPER:
+        from execution.exchanges.paper import paper_exchange_for
+        from execution.feeds import SymbolPrices
+
+        return paper_exchange_for(account, price_of=SymbolPrices(feed, exchange=account.exchange),
+                                  now=lambda: now, config=config)
+    from execution.exchanges.accounts import account_exchange
+    from execution.selectors import account_credentials
+
+    return account_exchange(account, account_credentials(account=account))
+
+
+def bot_tick_live(account: ExchangeAccount, *, task_id: str = "") -> TickReport:
+    """A tick at the wall clock, priced from the newest stored candles (what the Celery task runs)."""
+    from execution.feeds import StoredCandleFeed
+
+    config = SelectionConfig.current()
+    now = timezone.now()
+    feed = StoredCandleFeed(timeframe=config.timeframe, now=now)
+    exchange = account_trading_exchange(account, feed=feed, now=now, config=config)
+    return bot_tick(account=account, exchange=exchange, feed=feed, now=now, config=config, task_id=task_id)

@@ -1,0 +1,92 @@
+"""A small market for bot tests: two instruments with candles, a pair on the account's level, signals, a paper
+account, and a tick function that runs the real engine against the paper exchange (or any TradingExchange)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from execution.exchanges.paper import paper_exchange_for
+from execution.feeds import StoredCandleFeed, SymbolPrices
+from execution.models import ExchangeAccount, PairTrade, Signal, SignalState
+from execution.services.bot import bot_tick
+from pairs.models import Candle, Level, Pair, SelectionConfig
+from tests.factories import ExchangeAccountFactory, InstrumentFactory, PairFactory
+
+HOUR = timedelta(hours=1)
+START = datetime(2021, 3, 1, tzinfo=UTC)
+
+
+class BotWorld:
+    def __init__(self, *, y_price="100", x_price="50", hedge_ratio=0.85, budget="500", owner="bot-1", **account):
+        self.level = Level.objects.get(number=1)
+        self.y = InstrumentFactory(base="YYY", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
+        self.x = InstrumentFactory(base="XXX", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
+        self.pair = PairFactory(y_instrument=self.y, x_instrument=self.x, level=self.level, hedge_ratio=hedge_ratio)
+        self.account = ExchangeAccountFactory(level=self.level, per_trade_budget=Decimal(budget), **account)
+        self.config = SelectionConfig.current()
+        self.owner = owner
+        self.bar = START
+        self.prices = {self.y.pk: Decimal(y_price), self.x.pk: Decimal(x_price)}
+        self._write_bar()
+
+    # ----------------------------------------------------------------------------------------- market and signals
+    def _write_bar(self) -> None:
+        for instrument_id, price in self.prices.items():
+            Candle.objects.update_or_create(
+                instrument_id=instrument_id, timeframe="1h", open_time=self.bar,
+                defaults={"open": price, "high": price, "low": price, "close": price, "volume": 1},
+            )
+
+    def next_bar(self, *, y: str | None = None, x: str | None = None, action: str | None = None,
+                 zscore: float = 0.0, position: int | None = None) -> datetime:
+        """Close one more bar (optionally with new prices) and, if given, the rule's signal on it."""
+        self.bar += HOUR
+        if y is not None:
+            self.prices[self.y.pk] = Decimal(y)
+        if x is not None:
+            self.prices[self.x.pk] = Decimal(x)
+        self._write_bar()
+        if action is not None:
+            self.signal(action, zscore=zscore, position=position)
+        return self.bar
+
+    def signal(self, action: str, *, zscore: float = 0.0, position: int | None = None, pair: Pair | None = None
+               ) -> Signal:
+        pair = pair or self.pair
+        if position is None:
+            position = {Signal.Action.ENTER_LONG: 1, Signal.Action.ENTER_SHORT: -1}.get(action, 0)
+        signal = Signal.objects.create(pair=pair, timeframe="1h", bar_time=self.bar, zscore=zscore, spread=0.0,
+                                       action=action)
+        SignalState.objects.update_or_create(pair=pair, defaults={"last_bar_time": self.bar, "position": position})
+        return signal
+
+    # ---------------------------------------------------------------------------------------------------- ticking
+    @property
+    def now(self) -> datetime:
+        return self.bar + HOUR  # the bar at self.bar has closed
+
+    def paper_exchange(self, now: datetime | None = None):
+        now = now or self.now
+        feed = StoredCandleFeed(timeframe="1h", now=now)
+        return paper_exchange_for(self.account, price_of=SymbolPrices(feed, exchange="bybit"), now=lambda: now,
+                                  config=self.config), feed
+
+    def tick(self, *, exchange=None, owner: str | None = None, checkpoint=None, now: datetime | None = None):
+        now = now or self.now
+        paper, feed = self.paper_exchange(now)
+        self.account.refresh_from_db()
+        return bot_tick(account=self.account, exchange=exchange or paper, feed=feed, now=now, config=self.config,
+                        owner=owner or self.owner, checkpoint=checkpoint, sleep=lambda s: None)
+
+    def trades(self) -> list[PairTrade]:
+        return list(PairTrade.objects.filter(account=self.account).order_by("pk"))
+
+    def trade(self) -> PairTrade:
+        trades = self.trades()
+        assert len(trades) == 1, trades
+        return trades[0]
+
+    @staticmethod
+    def paper_positions(account: ExchangeAccount) -> dict[str, Decimal]:
+        return {p.symbol: p.qty for p in account.paper_positions.all() if p.qty}
