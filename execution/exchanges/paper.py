@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from execution.exchanges.errors import (
     DuplicateClientOrderId,
@@ -125,7 +125,8 @@ class PaperExchange:
     ``price_of(symbol)`` is the latest price (the newest candle close; in a replay the current bar's close), None
     when unknown; ``now()`` is the clock (aware datetimes; the bar time in a replay). Every state change
     (place_order, and the funding that balance, positions and funding_payments settle first) runs in one
-    transaction holding the PaperAccount row lock, so two processes never interleave on one account.
+    transaction holding the account's row locks (ExchangeAccount, then PaperAccount), so two processes never interleave
+    on one account.
     """
 
     def __init__(
@@ -198,18 +199,19 @@ class PaperExchange:
 
     def _locked_account(self, now: datetime) -> PaperAccount:
         """The PaperAccount row, locked until the transaction ends; created on first use with the account's capital
-        and no funding due for the past. Call inside transaction.atomic."""
+        and no funding due for the past. Call inside transaction.atomic.
+
+        The ExchangeAccount row is locked first, always: every insert of a paper row takes a shared lock on it (the
+        foreign key check, InnoDB), so a process holding only the PaperAccount lock could deadlock with one that
+        creates the PaperAccount; with one lock order (ExchangeAccount, then PaperAccount) calls simply queue.
+        """
+        ExchangeAccount.objects.select_for_update().filter(pk=self.account.pk).values_list("pk").first()
         paper = PaperAccount.objects.select_for_update().filter(account=self.account).first()
         if paper is not None:
             return paper
-        try:
-            with transaction.atomic():
-                PaperAccount.objects.create(
-                    account=self.account, wallet_balance=_stored(self.account.capital), funding_settled_until=now
-                )
-        except IntegrityError:
-            pass  # another process created it first
-        return PaperAccount.objects.select_for_update().get(account=self.account)
+        return PaperAccount.objects.create(
+            account=self.account, wallet_balance=_stored(self.account.capital), funding_settled_until=now
+        )
 
     def _settle_funding(self, paper: PaperAccount, now: datetime, marks: dict[str, Decimal | None]) -> None:
         """Settle every funding time t with funding_settled_until < t <= now on each open position.

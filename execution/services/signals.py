@@ -7,12 +7,17 @@ once: a bar already signalled is never advanced again, so a repeated or overlapp
 run after an outage catches up on every bar it missed, in order.
 
 A pair seen for the first time starts flat at the newest closed bar (its history was the backtest's business).
+
+Prices come from a ``PriceSource``: by default ``StoredPrices`` (the Candle table, read at every call, as live
+trading does); a replay passes one that answers from history held in memory, with the same rules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 from django.db import transaction
@@ -20,9 +25,9 @@ from django.db.models import Max
 
 from execution.models import Signal, SignalState
 from pairs.marketdata.validation import timeframe_ms
-from pairs.models import Candle, Pair, SelectionConfig
+from pairs.models import Candle, Instrument, Pair, SelectionConfig
 from pairs.quant.spread_rule import ACTION_LABELS, RuleState, max_holding_bars, rolling_zscore_pairs, step
-from pairs.selectors import price_window
+from pairs.selectors import PriceWindow, price_window
 from pairs.services.statistics import rule_params
 
 
@@ -34,6 +39,35 @@ class SignalRun:
     closes: int = 0
     pairs: int = 0
     skipped_pairs: int = 0  # a leg without enough history, or without the newest bar
+
+
+class PriceSource(Protocol):
+    """Where the signals read closes from. Both methods see only bars with open time <= ``end``."""
+
+    def newest_bars(self, *, instrument_ids: Iterable[int], timeframe: str, end: datetime | None
+                    ) -> dict[int, datetime]:
+        """Open time of each instrument's newest bar up to ``end`` (all bars if None); instruments without any are
+        absent."""
+        ...
+
+    def window(self, *, instruments: list[Instrument], timeframe: str, bars: int, end: datetime) -> PriceWindow:
+        """``pairs.selectors.price_window`` with ``min_history_bars=None``: the last ``bars`` bars ending at ``end``."""
+        ...
+
+
+class StoredPrices:
+    """The Candle table, read afresh at every call (live signals)."""
+
+    def newest_bars(self, *, instrument_ids: Iterable[int], timeframe: str, end: datetime | None
+                    ) -> dict[int, datetime]:
+        candles = Candle.objects.filter(instrument_id__in=list(instrument_ids), timeframe=timeframe)
+        if end is not None:
+            candles = candles.filter(open_time__lte=end)
+        return dict(candles.values_list("instrument_id").annotate(newest=Max("open_time"))
+                    .values_list("instrument_id", "newest"))
+
+    def window(self, *, instruments: list[Instrument], timeframe: str, bars: int, end: datetime) -> PriceWindow:
+        return price_window(instruments=instruments, timeframe=timeframe, bars=bars, end=end, min_history_bars=None)
 
 
 def signal_pairs(config: SelectionConfig) -> list[Pair]:
@@ -50,28 +84,26 @@ MAX_CATCH_UP_BARS = 168
 
 
 def signals_update(
-    *, config: SelectionConfig, end: datetime | None = None, max_catch_up_bars: int = MAX_CATCH_UP_BARS
+    *, config: SelectionConfig, end: datetime | None = None, max_catch_up_bars: int = MAX_CATCH_UP_BARS,
+    prices: PriceSource | None = None,
 ) -> SignalRun:
-    """Advance every active pair's rule to the newest closed bar (or ``end``), writing one Signal per new bar."""
+    """Advance every active pair's rule to the newest closed bar (or ``end``), writing one Signal per new bar.
+    ``prices``: where closes come from (default: the Candle table)."""
     run = SignalRun()
     pairs = signal_pairs(config)
     if not pairs:
         return run
+    prices = prices or StoredPrices()
     legs = {p.y_instrument_id: p.y_instrument for p in pairs} | {p.x_instrument_id: p.x_instrument for p in pairs}
-    candles = Candle.objects.filter(instrument_id__in=list(legs), timeframe=config.timeframe)
-    if end is not None:
-        candles = candles.filter(open_time__lte=end)
-    newest_of = dict(candles.values_list("instrument_id").annotate(newest=Max("open_time"))
-                     .values_list("instrument_id", "newest"))
+    newest_of = prices.newest_bars(instrument_ids=list(legs), timeframe=config.timeframe, end=end)
     if not newest_of:
         return run
     # Load just the bars needed: the z-score's fit window plus every bar some pair has not been advanced on.
     newest_bar = max(newest_of.values())
     oldest_state = min((p.signal_state.last_bar_time for p in pairs if hasattr(p, "signal_state")), default=newest_bar)
     behind = round((newest_bar - oldest_state) / timedelta(milliseconds=timeframe_ms(config.timeframe)))
-    window = price_window(instruments=list(legs.values()), timeframe=config.timeframe,
-                          bars=config.zscore_window_bars + 1 + min(max(behind, 1), max_catch_up_bars), end=newest_bar,
-                          min_history_bars=None)
+    window = prices.window(instruments=list(legs.values()), timeframe=config.timeframe,
+                           bars=config.zscore_window_bars + 1 + min(max(behind, 1), max_catch_up_bars), end=newest_bar)
     if not len(window.times):
         return run
     # A leg whose newest bar is missing would be forward-filled into the newest bar: such a pair waits for the

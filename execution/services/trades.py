@@ -323,6 +323,7 @@ def start_close(ctx: TradingContext, trade: PairTrade, *, reason: str, zscore: f
     """Mark an open trade to be closed (written before any close order is sent)."""
     _set_state(ctx, trade, State.CLOSING, exit_reason=reason, exit_zscore=zscore)
     ctx.events.append(f"trade {trade.pk} closing: {reason}")
+    ctx.checkpoint("closing")
 
 
 def _drive_close(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> bool:

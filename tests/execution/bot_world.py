@@ -10,8 +10,8 @@ from execution.exchanges.paper import paper_exchange_for
 from execution.feeds import StoredCandleFeed, SymbolPrices
 from execution.models import ExchangeAccount, PairTrade, Signal, SignalState
 from execution.services.bot import bot_tick
-from pairs.models import Candle, Level, Pair, SelectionConfig
-from tests.factories import ExchangeAccountFactory, InstrumentFactory, PairFactory
+from pairs.models import Candle, Pair, SelectionConfig
+from tests.factories import ExchangeAccountFactory, InstrumentFactory, LevelFactory, PairFactory
 
 HOUR = timedelta(hours=1)
 START = datetime(2021, 3, 1, tzinfo=UTC)
@@ -19,7 +19,8 @@ START = datetime(2021, 3, 1, tzinfo=UTC)
 
 class BotWorld:
     def __init__(self, *, y_price="100", x_price="50", hedge_ratio=0.85, budget="500", owner="bot-1", **account):
-        self.level = Level.objects.get(number=1)
+        # get-or-create: a transactional test's flush removes the levels the data migration seeded
+        self.level = LevelFactory(number=1, name="paper")
         self.y = InstrumentFactory(base="YYY", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
         self.x = InstrumentFactory(base="XXX", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
         self.pair = PairFactory(y_instrument=self.y, x_instrument=self.x, level=self.level, hedge_ratio=hedge_ratio)
@@ -74,9 +75,12 @@ class BotWorld:
 
     def tick(self, *, exchange=None, owner: str | None = None, checkpoint=None, now: datetime | None = None):
         now = now or self.now
-        paper, feed = self.paper_exchange(now)
         self.account.refresh_from_db()
-        return bot_tick(account=self.account, exchange=exchange or paper, feed=feed, now=now, config=self.config,
+        if exchange is None:
+            exchange, feed = self.paper_exchange(now)
+        else:
+            feed = StoredCandleFeed(timeframe="1h", now=now)
+        return bot_tick(account=self.account, exchange=exchange, feed=feed, now=now, config=self.config,
                         owner=owner or self.owner, checkpoint=checkpoint, sleep=lambda s: None)
 
     def trades(self) -> list[PairTrade]:
