@@ -14,6 +14,7 @@ from execution.models import (
 )
 from execution.selectors import credentials_source
 from execution.services.accounts import account_store_credentials
+from execution.services.manual import trade_request_close
 
 
 class ExchangeAccountForm(forms.ModelForm):
@@ -89,8 +90,17 @@ class PairTradeAdmin(admin.ModelAdmin):
     list_filter = ("state", "side", "exit_reason", "account")
     list_select_related = ("account", "pair__y_instrument", "pair__x_instrument")
     raw_id_fields = ("pair", "entry_signal")
+    readonly_fields = ("close_requested_at", "close_requested_by")
     inlines = (OrderInline,)
     date_hierarchy = "created_at"
+    actions = ("close_by_hand",)
+
+    @admin.action(description="Close the selected trades (the bot closes them at once, reason: by hand)")
+    def close_by_hand(self, request, queryset):
+        asked = [trade.pk for trade in queryset if trade_request_close(trade=trade, user=request.user)]
+        skipped = queryset.count() - len(asked)
+        self.message_user(request, f"Close requested for {len(asked)} trade(s)"
+                                   + (f"; {skipped} had already finished" if skipped else "") + ".")
 
 
 @admin.register(Order)

@@ -1,9 +1,15 @@
-"""Read-only reporting API of the execution layer. Accounts are shown without any credential field."""
+"""Reporting API of the execution layer (read-only, plus closing a trade by hand for staff). Accounts are shown
+without any credential field."""
 
+from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
-from rest_framework import generics, serializers
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import generics, permissions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from execution.models import ExchangeAccount, Order, PairTrade
+from execution.services.manual import trade_request_close
 
 
 class AccountListApi(generics.ListAPIView):
@@ -59,3 +65,21 @@ class TradeListApi(generics.ListAPIView):
         .order_by("-id")
     )
     filterset_class = TradeFilter
+
+
+class TradeCloseApi(APIView):
+    """Ask the account's bot to close an active trade (exit reason "manual"). Staff only."""
+
+    permission_classes = (permissions.IsAdminUser,)
+
+    @extend_schema(request=None, responses={202: inline_serializer("TradeCloseOutput", {
+        "id": serializers.IntegerField(), "state": serializers.CharField(),
+        "close_requested_at": serializers.DateTimeField()}), 409: None})
+    def post(self, request, pk: int):
+        trade = get_object_or_404(PairTrade, pk=pk)
+        if not trade_request_close(trade=trade, user=request.user):
+            return Response({"detail": f"trade {trade.pk} is already {trade.state}: nothing to close"},
+                            status=status.HTTP_409_CONFLICT)
+        trade.refresh_from_db()
+        return Response({"id": trade.pk, "state": trade.state, "close_requested_at": trade.close_requested_at},
+                        status=status.HTTP_202_ACCEPTED)

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from execution.api import AccountListApi, TradeListApi
+from execution.api import AccountListApi, TradeCloseApi, TradeListApi
 from pairs.api import LevelListApi, PairListApi
 from risk.api import DailyPnlListApi, GuardEventListApi, HaltListApi, PerformanceApi
 from statarb_site import views
@@ -12,6 +12,7 @@ api_patterns = [
     path("pairs/", PairListApi.as_view(), name="pairs"),
     path("accounts/", AccountListApi.as_view(), name="accounts"),
     path("trades/", TradeListApi.as_view(), name="trades"),
+    path("trades/<int:pk>/close/", TradeCloseApi.as_view(), name="trade-close"),
     path("pnl/daily/", DailyPnlListApi.as_view(), name="daily-pnl"),
     path("performance/", PerformanceApi.as_view(), name="performance"),
     path("guard-events/", GuardEventListApi.as_view(), name="guard-events"),

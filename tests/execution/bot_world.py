@@ -18,7 +18,8 @@ START = datetime(2021, 3, 1, tzinfo=UTC)
 
 
 class BotWorld:
-    def __init__(self, *, y_price="100", x_price="50", hedge_ratio=0.85, budget="500", owner="bot-1", **account):
+    def __init__(self, *, y_price="100", x_price="50", hedge_ratio=0.85, budget="500", owner="bot-1", start=START,
+                 **account):
         # get-or-create: a transactional test's flush removes the levels the data migration seeded
         self.level = LevelFactory(number=1, name="paper")
         self.y = InstrumentFactory(base="YYY", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
@@ -27,7 +28,7 @@ class BotWorld:
         self.account = ExchangeAccountFactory(level=self.level, per_trade_budget=Decimal(budget), **account)
         self.config = SelectionConfig.current()
         self.owner = owner
-        self.bar = START
+        self.bar = start
         self.prices = {self.y.pk: Decimal(y_price), self.x.pk: Decimal(x_price)}
         self._write_bar()
 

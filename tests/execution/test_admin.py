@@ -122,3 +122,21 @@ def test_only_one_of_key_and_secret_is_a_form_error(staff_client, secrets_key, g
     assert not ExchangeAccount.objects.filter(name="bybit-paper-1").exists()
     # The password widgets don't echo what was typed back into the page.
     assert PLAIN_KEY not in response.text and PLAIN_SECRET not in response.text
+
+
+def test_admin_action_closes_trades_by_hand(staff_client):
+    from execution.models import PairTrade
+    from tests.factories import PairTradeFactory
+
+    open_trade = PairTradeFactory(state=PairTrade.State.OPEN)
+    closed_trade = PairTradeFactory(state=PairTrade.State.CLOSED)
+    response = staff_client.post(
+        "/admin/execution/pairtrade/",
+        {"action": "close_by_hand", "_selected_action": [open_trade.pk, closed_trade.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "Close requested for 1 trade(s); 1 had already finished." in response.content.decode()
+    open_trade.refresh_from_db()
+    closed_trade.refresh_from_db()
+    assert open_trade.close_requested_at is not None and closed_trade.close_requested_at is None

@@ -117,3 +117,29 @@ def test_authenticated_non_staff_user_can_read_but_not_see_credentials(client, d
     response = client.get("/api/accounts/")
     assert response.status_code == 200
     assert PLAIN_KEY.encode() not in response.content
+
+
+def test_staff_closes_a_trade_by_hand_through_the_api(api_client, django_capture_on_commit_callbacks):
+    trade = PairTradeFactory(state=PairTrade.State.OPEN)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api_client.post(f"/api/trades/{trade.pk}/close/")
+    assert response.status_code == 202, response.content
+    assert response.json()["state"] == "open" and response.json()["close_requested_at"]
+    trade.refresh_from_db()
+    assert trade.close_requested_at is not None and trade.close_requested_by is not None
+    assert len(callbacks) == 1  # the account's bot is woken once the request is committed
+
+
+def test_closing_a_finished_trade_is_a_conflict_and_unknown_is_404(api_client):
+    trade = PairTradeFactory(state=PairTrade.State.CLOSED)
+    assert api_client.post(f"/api/trades/{trade.pk}/close/").status_code == 409
+    assert api_client.post("/api/trades/999999/close/").status_code == 404
+
+
+def test_only_staff_may_close_trades(client, django_user_model):
+    trade = PairTradeFactory(state=PairTrade.State.OPEN)
+    user = django_user_model.objects.create_user("viewer", password="pw-Viewer-1")
+    client.force_login(user)
+    assert client.post(f"/api/trades/{trade.pk}/close/").status_code == 403
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None

@@ -6,6 +6,7 @@ separate `celery worker` process, which opens its own connection to the test dat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,6 +47,13 @@ def _test_database_url() -> str:
 def worker_queue():
     """Start `celery worker` on a queue of its own (so stale messages of other runs can't interfere)."""
     queue = f"test-{uuid.uuid4().hex[:10]}"
+    with start_worker(queue):
+        yield queue
+
+
+@contextlib.contextmanager
+def start_worker(queue: str):
+    """A `celery worker` process (solo pool) consuming ``queue``, on this session's test database and broker."""
     env = {**os.environ, "DATABASE_URL": _test_database_url(), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
            "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND, "CELERY_TASK_ALWAYS_EAGER": "0"}
     command = [sys.executable, "-m", "celery", "-A", "statarb_site", "worker", "--pool", "solo", "-Q", queue,
