@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from execution.models import BotHeartbeat, Fill, Order, PairTrade, Signal
+from execution.models import BotHeartbeat, Fill, FundingPayment, Order, PairTrade, Signal
 from execution.services.bot import trade_request_close
 from notifications.models import Notification
 from pairs.models import Level
@@ -169,3 +169,27 @@ def test_second_owner_is_locked_out(world):
     assert world.tick(owner="bot-1").status == "ok"
     report = world.tick(owner="bot-2")
     assert report.status == "locked"
+
+
+def test_funding_settled_while_open_is_recorded_and_counted_in_pnl(world):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)  # bar 01:00, the trade opens at 02:00
+    world.tick()
+    for _ in range(7):  # through the 08:00 settlement
+        world.next_bar(action=Signal.Action.HOLD, position=1)
+        world.tick()
+    trade = world.trade()
+    payments = list(FundingPayment.objects.filter(trade=trade).order_by("instrument__symbol"))
+    assert [p.instrument.symbol for p in payments] == ["XXXUSDT", "YYYUSDT"]
+    rate = Decimal(str(world.config.default_funding_rate))
+    long_y, short_x = payments[1], payments[0]
+    assert long_y.amount == (-Decimal("5") * Decimal("100") * rate).quantize(Decimal("1e-12"))  # longs pay
+    assert short_x.amount == (Decimal("8.5") * Decimal("50") * rate).quantize(Decimal("1e-12"))  # shorts receive
+    assert trade.funding == long_y.amount + short_x.amount
+    world.next_bar(action=Signal.Action.EXIT)
+    world.tick()
+    trade.refresh_from_db()
+    assert trade.state == PairTrade.State.CLOSED and trade.funding == long_y.amount + short_x.amount
+    fills = Fill.objects.filter(order__trade=trade).select_related("order")
+    cash = sum((f.qty * f.price if f.order.side == "sell" else -f.qty * f.price) for f in fills)
+    assert trade.realised_pnl == cash - trade.fees + trade.funding
+    assert FundingPayment.objects.filter(trade=trade).count() == 2  # later ticks recorded nothing twice

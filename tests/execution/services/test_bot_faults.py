@@ -14,7 +14,7 @@ import pytest
 from django.db import DatabaseError, connection
 
 from execution.exchanges.accounts import account_exchange
-from execution.models import BotHeartbeat, ExchangeAccount, Order, PairTrade, Signal
+from execution.models import BotHeartbeat, ExchangeAccount, FundingPayment, Order, PairTrade, Signal
 from execution.selectors import Credentials
 from execution.services.trades import LEGS, leg_net
 from tests.execution.bot_world import BotWorld
@@ -288,3 +288,17 @@ def test_position_closed_outside_the_bot_is_settled_and_orphans_halt(world, fake
     from risk.models import Halt
 
     assert not Halt.objects.filter(cleared_at__isnull=True).exists()
+
+
+def test_funding_from_the_exchange_is_recorded_on_the_trade(world, fake):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    world.next_bar(action=Signal.Action.HOLD, position=1)
+    settled_ms = int(world.bar.timestamp() * 1000)
+    fake.settle_funding("YYYUSDT", "0.0001", time_ms=settled_ms)
+    fake.settle_funding("XXXUSDT", "0.0001", time_ms=settled_ms)
+    tick(world)
+    trade = world.trade()
+    amounts = dict(FundingPayment.objects.filter(trade=trade).values_list("instrument__symbol", "amount"))
+    assert amounts["YYYUSDT"] < 0 < amounts["XXXUSDT"]
+    assert trade.funding == amounts["YYYUSDT"] + amounts["XXXUSDT"]
