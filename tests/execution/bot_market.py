@@ -40,6 +40,7 @@ class BotMarket:
             name=f"{name}-paper", exchange=exchange, mode=ExchangeAccount.Mode.PAPER, level=self.level,
             capital=Decimal(capital), per_trade_budget=Decimal(budget), max_concurrent_trades=100_000,
         )
+        self.account.refresh_from_db()  # the decimals as the database gives them back (leverage defaults to 1)
         self.config = SelectionConfig.current()
         if self.config.timeframe != TIMEFRAME:
             raise ValueError(f"the selection configuration's timeframe is {self.config.timeframe}, not {TIMEFRAME}")

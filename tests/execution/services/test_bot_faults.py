@@ -294,7 +294,7 @@ def test_funding_from_the_exchange_is_recorded_on_the_trade(world, fake):
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
     tick(world)
     world.next_bar(action=Signal.Action.HOLD, position=1)
-    settled_ms = int(world.bar.timestamp() * 1000)
+    settled_ms = int(world.now.timestamp() * 1000) - 60_000  # a minute before this tick, after the trade opened
     fake.settle_funding("YYYUSDT", "0.0001", time_ms=settled_ms)
     fake.settle_funding("XXXUSDT", "0.0001", time_ms=settled_ms)
     tick(world)
