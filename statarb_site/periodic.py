@@ -58,7 +58,7 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         name="execution: bots",
         task="execution.tasks.dispatch_bots",
         queue="signals",
-        every_seconds=60,
+        crontab={"minute": "*"},
         description="A tick of every enabled account's bot on its own queue: in-flight trades, reconciliation "
         "every 5 minutes, funding, closes and opens (also sent after each signal run).",
     ),

@@ -16,7 +16,6 @@ class serves live paper trading (wall clock, newest candle close) and a replay (
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -119,6 +118,34 @@ def stored_funding_rate(symbol: str, time: datetime, *, exchange: str, default: 
     return default
 
 
+class StoredFundingRates:
+    """``stored_funding_rate`` as the paper exchange's ``funding_rate_of``, plus ``many``: the rates of many
+    (symbol, time) settlements in one query, for a settlement of every open position at once."""
+
+    def __init__(self, *, exchange: str, default: Decimal | None = None):
+        self.exchange = exchange
+        self.default = default
+
+    def __call__(self, symbol: str, time: datetime) -> Decimal:
+        return stored_funding_rate(symbol, time, exchange=self.exchange, default=self.default)
+
+    def many(self, keys: Iterable[tuple[str, datetime]]) -> dict[tuple[str, datetime], Decimal]:
+        keys = set(keys)
+        if not keys:
+            return {}
+        stored = {
+            (symbol, time): rate
+            for symbol, time, rate in FundingRate.objects.filter(
+                instrument__exchange=self.exchange, instrument__symbol__in={s for s, _ in keys},
+                funding_time__in={t for _, t in keys},
+            ).values_list("instrument__symbol", "funding_time", "rate")
+        }  # fmt: skip
+        default = self.default
+        if default is None and len(stored.keys() & keys) < len(keys):
+            default = Decimal(str(SelectionConfig.current().default_funding_rate))
+        return {key: stored.get(key, default) for key in keys}
+
+
 class PaperExchange:
     """TradingExchange of a paper account (ExchangeAccount.mode == "paper"), simulated in the database.
 
@@ -151,7 +178,7 @@ class PaperExchange:
         self.settle_coin = settle_coin
         self._price_of = price_of
         self._now = now
-        self._funding_rate_of = funding_rate_of or functools.partial(stored_funding_rate, exchange=account.exchange)
+        self._funding_rate_of = funding_rate_of or StoredFundingRates(exchange=account.exchange)
         self._instruments: dict[str, Instrument | None] = {}
 
     # ------------------------------------------------------------------------------------------------ lookups
@@ -163,6 +190,21 @@ class PaperExchange:
         if symbol not in self._instruments:
             self._instruments[symbol] = Instrument.objects.filter(exchange=self.account.exchange, symbol=symbol).first()
         return self._instruments[symbol]
+
+    def _instruments_load(self, symbols: Iterable[str]) -> None:
+        """Look up, in one query, the instruments of ``symbols`` that ``_instrument`` has not cached yet."""
+        missing = {symbol for symbol in symbols if symbol not in self._instruments}
+        if missing:
+            found = {i.symbol: i for i in Instrument.objects.filter(exchange=self.account.exchange, symbol__in=missing)}
+            self._instruments.update({symbol: found.get(symbol) for symbol in missing})
+
+    def _marks_load(self, symbols: Iterable[str], marks: dict[str, Decimal | None]) -> None:
+        """Let ``price_of`` fetch the prices of ``symbols`` at once when it can (``price_of.prefetch``, as
+        SymbolPrices has: one feed query), before ``_mark`` asks for them one by one."""
+        prefetch = getattr(self._price_of, "prefetch", None)
+        missing = [symbol for symbol in symbols if symbol not in marks]
+        if prefetch is not None and missing:
+            prefetch(missing)
 
     def _settle_of(self, symbol: str) -> str:
         instrument = self._instrument(symbol)
@@ -213,37 +255,69 @@ class PaperExchange:
             account=self.account, wallet_balance=_stored(self.account.capital), funding_settled_until=now
         )
 
-    def _settle_funding(self, paper: PaperAccount, now: datetime, marks: dict[str, Decimal | None]) -> None:
+    def _settle_funding(
+        self, paper: PaperAccount, now: datetime, marks: dict[str, Decimal | None]
+    ) -> list[PaperPosition] | None:
         """Settle every funding time t with funding_settled_until < t <= now on each open position.
 
         Positions change only inside place_order, which settles first, so the position at each such t is the
         current one. The price at t is not known lazily: the mark is ``price_of`` now (the position's entry price
         when there is none), a simplification whose lag is at most one bar in a replay (the engine calls the
         exchange every bar). A PaperFunding row is unique per (account, symbol, time): a settlement is never paid
-        twice.
+        twice. Returns the open positions, by symbol, when it read them (None when it had nothing to settle).
         """
         since = paper.funding_settled_until
         if since is not None and now <= since:
-            return
+            return None
+        positions = None
         if since is not None:
-            positions = PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol")
+            positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
+            self._instruments_load(p.symbol for p in positions)
+            due = []  # (position, settlement time), by symbol then time
             for position in positions:
                 instrument = self._instrument(position.symbol)
                 interval = (instrument and instrument.funding_interval_minutes) or DEFAULT_FUNDING_INTERVAL_MINUTES
-                for time in settlement_times(since, now, interval):
+                due.extend((position, time) for time in settlement_times(since, now, interval))
+            if due:
+                # Paid already (a settlement is never paid twice): the rows are written under the account's locks.
+                paid = set(
+                    PaperFunding.objects.filter(
+                        account=self.account, settled_at__gt=since, settled_at__lte=now
+                    ).values_list("symbol", "settled_at")
+                )
+                due = [(position, time) for position, time in due if (position.symbol, time) not in paid]
+                self._marks_load([p.symbol for p in positions], marks)
+                rates = self._funding_rates([(position.symbol, time) for position, time in due])
+                rows = []
+                for position, time in due:
                     mark = self._mark(position.symbol, marks) or position.avg_price
-                    rate = self._funding_rate_of(position.symbol, time)
+                    rate = rates[position.symbol, time]
                     rate = _stored(rate if isinstance(rate, Decimal) else Decimal(str(rate)))
                     amount = _stored(-position.qty * mark * rate)  # longs pay a positive rate
-                    _, created = PaperFunding.objects.get_or_create(
-                        account=self.account, symbol=position.symbol, settled_at=time,
-                        defaults={"rate": rate, "position_qty": position.qty, "mark_price": _stored(mark),
-                                  "amount": amount},
-                    )  # fmt: skip
-                    if created:
-                        paper.wallet_balance = _stored(paper.wallet_balance + amount)
+                    rows.append(
+                        PaperFunding(
+                            account=self.account,
+                            symbol=position.symbol,
+                            settled_at=time,
+                            rate=rate,
+                            position_qty=position.qty,
+                            mark_price=_stored(mark),
+                            amount=amount,
+                        )
+                    )
+                    paper.wallet_balance = _stored(paper.wallet_balance + amount)
+                PaperFunding.objects.bulk_create(rows)
         paper.funding_settled_until = now
         paper.save(update_fields=["wallet_balance", "funding_settled_until"])
+        return positions
+
+    def _funding_rates(self, keys: list[tuple[str, datetime]]) -> dict[tuple[str, datetime], Decimal]:
+        """``funding_rate_of`` for every (symbol, time) of ``keys``; in one go when it can (``funding_rate_of.many``,
+        as StoredFundingRates has: one query)."""
+        many = getattr(self._funding_rate_of, "many", None)
+        if many is not None:
+            return many(keys)
+        return {key: self._funding_rate_of(*key) for key in keys}
 
     def _settled(self) -> tuple[PaperAccount, list[PaperPosition], dict[str, Decimal | None]]:
         """Settle funding due up to now (in its own transaction) and return the account, its open positions and
@@ -252,8 +326,10 @@ class PaperExchange:
         with transaction.atomic():
             now = self._clock()
             paper = self._locked_account(now)
-            self._settle_funding(paper, now, marks)
-            positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
+            positions = self._settle_funding(paper, now, marks)  # the open positions, if it had to read them
+            if positions is None:
+                positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
+        self._instruments_load(p.symbol for p in positions)
         return paper, positions, marks
 
     def _margin_view(
@@ -263,6 +339,9 @@ class PaperExchange:
         no unrealised PnL and its margin at the entry price."""
         unrealised = Decimal(0)
         notional = Decimal(0)
+        positions = list(positions)
+        self._instruments_load(p.symbol for p in positions)
+        self._marks_load([p.symbol for p in positions if self._settle_of(p.symbol) == coin], marks)
         for position in positions:
             if self._settle_of(position.symbol) != coin:
                 continue
@@ -484,6 +563,14 @@ class PaperExchange:
         settled first. mark_price is ``price_of`` (None if unknown, and then unrealised PnL 0)."""
         _, positions, marks = self._settled()
         wanted = None if symbols is None else set(symbols)
+        self._marks_load(
+            [
+                p.symbol
+                for p in positions
+                if (wanted is None or p.symbol in wanted) and self._settle_of(p.symbol) == settle_coin
+            ],
+            marks,
+        )
         states = []
         for position in positions:
             if wanted is not None and position.symbol not in wanted:
@@ -519,6 +606,8 @@ class PaperExchange:
         rows = PaperFunding.objects.filter(
             account=self.account, settled_at__gte=_from_ms(since_ms), settled_at__lte=_from_ms(until_ms)
         ).order_by("settled_at", "symbol")
+        rows = list(rows)
+        self._instruments_load(row.symbol for row in rows)
         return [
             FundingState(
                 symbol=row.symbol,
@@ -573,7 +662,7 @@ def paper_exchange_for(
         now=now,
         fee_rate=Decimal(str(config.taker_fee)),
         slippage=Decimal(str(config.slippage)),
-        funding_rate_of=functools.partial(
-            stored_funding_rate, exchange=account.exchange, default=Decimal(str(config.default_funding_rate))
+        funding_rate_of=StoredFundingRates(
+            exchange=account.exchange, default=Decimal(str(config.default_funding_rate))
         ),
     )

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
@@ -141,7 +141,8 @@ def bot_tick(
         return report
     config = config or SelectionConfig.current()
     ctx = TradingContext(account=account, exchange=exchange, now=now, config=config, feed=feed, sleep=sleep,
-                         checkpoint=checkpoint or (lambda step: None))
+                         checkpoint=checkpoint or (lambda step: None),
+                         keep_lease=lambda: lease_acquire(account, owner) is not None)
     heartbeat = BotHeartbeat.objects.get(account=account)
     try:
         _tick(ctx, report, heartbeat, fresh_lease=lease == "new")
@@ -152,11 +153,15 @@ def bot_tick(
     finally:
         report.events.extend(ctx.events)
         report.duration_ms = (time.monotonic() - started) * 1000
-        open_trades = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).count()
-        BotHeartbeat.objects.filter(account=account, lease_owner=owner).update(
-            beat_at=timezone.now(), worker=owner[:200], task_id=task_id[:64], status=report.status[:200],
-            last_tick_ms=report.duration_ms, open_trades=open_trades,
-        )
+        try:
+            open_trades = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).count()
+            BotHeartbeat.objects.filter(account=account, lease_owner=owner).update(
+                beat_at=timezone.now(), worker=owner[:200], task_id=task_id[:64], status=report.status[:200],
+                last_tick_ms=report.duration_ms, open_trades=open_trades,
+            )
+        except DatabaseError:
+            # The database itself failed (the tick's own error is the one worth raising); the next tick beats.
+            logger.exception("account %s: heartbeat not written", account.name)
     return report
 
 
@@ -164,11 +169,16 @@ def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
     trades = list(
         PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
         .select_related("account", "pair__y_instrument", "pair__x_instrument", "entry_signal")
-        .prefetch_related("orders__instrument")
+        .prefetch_related("orders")
         .order_by("pk")
     )
     for trade in trades:
         trade.order_list = list(trade.orders.all())
+        # An order is on one of its pair's legs: share those instruments instead of loading them again.
+        legs = {i.pk: i for i in (trade.pair.y_instrument, trade.pair.x_instrument)}
+        for order in trade.order_list:
+            if order.instrument_id in legs:
+                order.instrument = legs[order.instrument_id]
     return trades
 
 
@@ -354,10 +364,10 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
         if touched:
             totals = dict(FundingPayment.objects.filter(trade_id__in=touched).values_list("trade_id")
                           .annotate(total=Sum("amount")).values_list("trade_id", "total"))
-            for trade in trades:
-                if trade.pk in totals:
-                    trade.funding = totals[trade.pk]
-                    PairTrade.objects.filter(pk=trade.pk).update(funding=trade.funding)
+            changed = [trade for trade in trades if trade.pk in totals]
+            for trade in changed:
+                trade.funding = totals[trade.pk]
+            PairTrade.objects.bulk_update(changed, ["funding"])  # one statement, not one per trade
         BotHeartbeat.objects.filter(pk=heartbeat.pk).update(funding_synced_until=ctx.now)
     return len(rows)
 
@@ -426,18 +436,23 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
     account = ctx.account
     bar = timedelta(milliseconds=timeframe_ms(ctx.config.timeframe))
     newest_closed_bar = ctx.now - bar
+    busy_pairs = {t.pair_id for t in active}
     signals = list(
         Signal.objects.filter(
             timeframe=ctx.config.timeframe, action__in=list(ENTRY_SIGNALS), bar_time__lte=newest_closed_bar,
             bar_time__gt=newest_closed_bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1),
             pair__level_id=account.level_id, pair__status=Pair.Status.ACTIVE,
+            pair__y_instrument__exchange=account.exchange,
         )
+        .exclude(pair_id__in=busy_pairs)  # a pair with an active trade takes no entry: don't load its signals
         .select_related("pair__y_instrument", "pair__x_instrument", "pair__signal_state", "pair__level")
         .order_by("-bar_time", "pk")
     )
     if not signals:
         return []
-    busy_pairs = {t.pair_id for t in active}
+    # One trade per instrument at a time: in one-way mode the exchange nets an account's positions per symbol, and
+    # only a leg that is alone on its symbol can be closed exactly with reduce-only orders and reconciled.
+    busy_instruments = {i for t in active for i in (t.pair.y_instrument_id, t.pair.x_instrument_id)}
     used = set(PairTrade.objects.filter(account=account, entry_signal__in=signals).values_list("entry_signal_id",
                                                                                                   flat=True))
     latest: dict[int, Signal] = {}
@@ -448,6 +463,9 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
         side = ENTRY_SIGNALS[signal.action]
         state = getattr(signal.pair, "signal_state", None)
         if signal.pk in used or signal.pair_id in busy_pairs:
+            continue
+        if {signal.pair.y_instrument_id, signal.pair.x_instrument_id} & busy_instruments:
+            report.skipped.append(f"{signal.pair}: a leg is already held by another trade of this account")
             continue
         if state is None or state.position != (1 if side == PairTrade.Side.LONG_SPREAD else -1):
             continue  # the rule has left this position since
@@ -480,12 +498,35 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
             logger.info("account %s: %s not traded: %s", account.name, pair, sizing.reason)
             report.skipped.append(f"{pair}: {sizing.reason}")
             continue
+        if {pair.y_instrument_id, pair.x_instrument_id} & busy_instruments:
+            report.skipped.append(f"{pair}: a leg is already held by another trade of this account")
+            continue
+        try:
+            _prepare_symbols(ctx, [pair.y_instrument, pair.x_instrument])
+        except ExchangeError as exc:
+            report.skipped.append(f"{pair}: the exchange can't trade it now: {exc}"[:500])
+            continue
         trade = _plan_trade(ctx, signal, side, sizing, max_trades=max_trades, exposure_cap=exposure_cap,
                             report=report)
         if trade is None:
             break
         planned.append(trade)
+        busy_instruments |= {pair.y_instrument_id, pair.x_instrument_id}
     return planned
+
+
+# (account, symbol, leverage) already set up by this process: one-way mode and leverage are set once per symbol.
+_prepared: set[tuple[int, str, Decimal]] = set()
+
+
+def _prepare_symbols(ctx: TradingContext, instruments: list[Instrument]) -> None:
+    """Symbols known to the exchange, in one-way mode at the account's leverage, before the first order on them."""
+    symbols = [ctx.symbol(i) for i in instruments]  # an instrument the exchange can't name fails here
+    todo = [s for s in symbols if (ctx.account.pk, s, ctx.account.leverage) not in _prepared]
+    if todo:
+        call_with_retry(lambda: ctx.exchange.prepare_account(todo, leverage=ctx.account.leverage),
+                        description=f"account set-up for {', '.join(todo)}", sleep=ctx.sleep)
+        _prepared.update((ctx.account.pk, s, ctx.account.leverage) for s in todo)
 
 
 @dataclass(frozen=True)

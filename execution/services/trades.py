@@ -53,6 +53,8 @@ NOT_FOUND_GRACE = timedelta(minutes=2)
 # A planned order found unsent (the process died before sending it) is sent late only within this time; after it,
 # the market has moved on and the trade is treated as if the order had been rejected.
 STALE_PLAN = timedelta(minutes=5)
+# Renew the bot's lease (2 minutes) when a tick has run this long.
+LEASE_RENEW_AFTER_S = 30.0
 
 
 class TickAborted(Exception):
@@ -75,9 +77,19 @@ class TradingContext:
     feed: PriceFeed | None = None
     checkpoint: Callable[[str], None] = _no_checkpoint
     sleep: Callable[[float], None] = time.sleep
+    keep_lease: Callable[[], bool] | None = None  # renews the bot's lease; False when another bot took it
     planned_now: set[int] = field(default_factory=set)  # orders written this tick: known not to be sent yet
+    _lease_renewed: float = field(default_factory=time.monotonic)
     events: list[str] = field(default_factory=list)
     _symbols: dict[int, str] = field(default_factory=dict)
+
+    def renew_lease(self) -> None:
+        """Renew the lease during a long tick (exchange retries can take a while); stop if it was lost."""
+        if self.keep_lease is None or time.monotonic() - self._lease_renewed < LEASE_RENEW_AFTER_S:
+            return
+        if not self.keep_lease():
+            raise TickAborted("the bot's lease was lost to another bot: stopping this tick")
+        self._lease_renewed = time.monotonic()
 
     def feed_closes(self, instrument_ids) -> dict[int, Decimal]:
         return self.feed.closes(instrument_ids) if self.feed is not None else {}
@@ -139,8 +151,11 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState) -> None:
     fills = []
     if state.filled_qty > 0:
         symbol = ctx.symbol(order.instrument)
-        found = call_with_retry(lambda: ctx.exchange.fills_of(symbol, order.client_order_id),
-                                description=f"fills of {order.client_order_id}", sleep=ctx.sleep)
+        try:
+            found = call_with_retry(lambda: ctx.exchange.fills_of(symbol, order.client_order_id),
+                                    description=f"fills of {order.client_order_id}", sleep=ctx.sleep)
+        except ExchangeError as exc:
+            raise TickAborted(f"fills of {order.client_order_id} could not be read: {exc}") from exc
         fills = [Fill(order=order, exchange_fill_id=f.exec_id, qty=f.qty, price=f.price, fee=f.fee,
                       fee_currency=f.fee_currency, is_maker=f.is_maker, filled_at=f.filled_at) for f in found]
     with transaction.atomic():
@@ -245,6 +260,7 @@ def _plan_order(ctx: TradingContext, trade: PairTrade, *, leg: str, action: str,
 def advance_trade(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> None:
     """Drive one trade as far as the exchange lets it go in this tick. ``orders`` are the trade's orders."""
     for _ in range(8):  # enough for open -> complete -> unwind within one tick
+        ctx.renew_lease()
         if not _resolve_in_flight(ctx, trade, orders):
             return  # something is still working at the exchange, or the first leg decided the outcome
         if trade.state in (State.PLANNED, State.OPENING):
@@ -296,8 +312,18 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
         missing = abs(targets[leg]) - abs(nets[leg]) if nets[leg] * targets[leg] >= 0 else abs(targets[leg])
         if missing <= 0:
             continue
-        if any(o.leg == leg and o.action == Order.Action.COMPLETE for o in orders) or not _tradable(trade, leg,
-                                                                                                      missing):
+        if not _tradable(trade, leg, missing):
+            # The rest is below what the exchange accepts: keep the leg as filled (a tiny hedge mismatch) rather
+            # than unwind both legs over it.
+            field_name = "y_qty" if leg == Order.Leg.Y else "x_qty"
+            note = f"the {leg} leg filled {abs(nets[leg])} of {abs(targets[leg])}; the rest is below the minimum"
+            setattr(trade, field_name, abs(nets[leg]))
+            trade.error = (trade.error + "\n" + note).strip()[:2000]
+            trade.save(update_fields=[field_name, "error", "updated_at"])
+            ctx.events.append(f"trade {trade.pk}: {note}")
+            placed = True  # go round again: the targets changed
+            continue
+        if any(o.leg == leg and o.action == Order.Action.COMPLETE for o in orders):
             reason = (f"the {leg} leg holds {abs(nets[leg])} of {abs(targets[leg])} after completing it failed; "
                       "unwinding both legs")
             _set_state(ctx, trade, State.CLOSING, exit_reason=PairTrade.ExitReason.UNWOUND,

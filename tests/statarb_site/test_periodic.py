@@ -29,6 +29,7 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
         "selection: cointegration screening",
         "selection: statistics and levels",
         "execution: signals",
+        "execution: bots",
         SNAPSHOT,
         CLOSE_DAY,
     ]
@@ -36,6 +37,7 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
     by_name = {default.name: default for default in DEFAULT_SCHEDULES}
     assert by_name["selection: market data"].crontab == {"minute": "1"}  # hourly
     assert by_name["selection: cointegration screening"].crontab == {"minute": "20", "hour": "0"}  # daily
+    assert by_name["execution: bots"].crontab == {"minute": "*"}  # a tick of every bot each minute
 
 
 def test_setup_creates_every_default_with_its_queue_and_crontab():

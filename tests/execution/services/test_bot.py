@@ -12,7 +12,7 @@ from notifications.models import Notification
 from pairs.models import Level
 from risk.models import Halt
 from tests.execution.bot_world import BotWorld
-from tests.factories import HaltFactory, RiskLimitFactory
+from tests.factories import HaltFactory, InstrumentFactory, PairFactory, RiskLimitFactory
 
 pytestmark = pytest.mark.django_db
 Reason = PairTrade.ExitReason
@@ -193,3 +193,22 @@ def test_funding_settled_while_open_is_recorded_and_counted_in_pnl(world):
     cash = sum((f.qty * f.price if f.order.side == "sell" else -f.qty * f.price) for f in fills)
     assert trade.realised_pnl == cash - trade.fees + trade.funding
     assert FundingPayment.objects.filter(trade=trade).count() == 2  # later ticks recorded nothing twice
+
+
+def test_a_second_pair_sharing_a_held_instrument_is_not_opened(world):
+    zzz = InstrumentFactory(base="ZZZ")
+    other = PairFactory(y_instrument=world.y, x_instrument=zzz, level=world.level)
+    world.prices[zzz.pk] = Decimal("20")
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    world.signal(Signal.Action.ENTER_SHORT, zscore=3.0, pair=other)  # better |z|: planned first
+    report = world.tick()
+    assert [t.pair_id for t in world.trades()] == [other.pk]
+    assert any("already held" in reason for reason in report.skipped)
+
+
+def test_pairs_of_another_exchange_are_not_traded(world):
+    foreign = PairFactory(y_instrument=InstrumentFactory(exchange="binance", base="AAA"),
+                          x_instrument=InstrumentFactory(exchange="binance", base="BBB"), level=world.level)
+    world.signal(Signal.Action.ENTER_LONG, zscore=-3.0, pair=foreign)
+    world.tick()
+    assert world.trades() == []

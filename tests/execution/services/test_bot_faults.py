@@ -302,3 +302,15 @@ def test_funding_from_the_exchange_is_recorded_on_the_trade(world, fake):
     amounts = dict(FundingPayment.objects.filter(trade=trade).values_list("instrument__symbol", "amount"))
     assert amounts["YYYUSDT"] < 0 < amounts["XXXUSDT"]
     assert trade.funding == amounts["YYYUSDT"] + amounts["XXXUSDT"]
+
+
+def test_a_remainder_below_the_minimum_is_kept_rather_than_unwound(world, fake):
+    world.x.min_qty = Decimal("5")
+    world.x.save()
+    fake.partial_fill_next("XXXUSDT", "0.6", then="cancel")  # 5.1 of 8.5: the missing 3.4 is below min qty 5
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    trade = world.trade()
+    assert trade.state == PairTrade.State.OPEN and trade.x_qty == Decimal("5.1")
+    assert "below the minimum" in trade.error
+    assert_consistent(world, fake)
