@@ -608,17 +608,6 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
     return trade
 
 
-# ------------------------------------------------------------------------------------------------- manual requests
-
-
-def trade_request_close(*, trade: PairTrade, user=None, now: datetime | None = None) -> bool:
-    """Ask the account's bot to close a trade at its next tick (admin and API). False if it is already final."""
-    updated = PairTrade.objects.filter(pk=trade.pk, state__in=PairTrade.ACTIVE_STATES,
-                                       close_requested_at__isnull=True).update(
-        close_requested_at=now or timezone.now(), close_requested_by=user)
-    return bool(updated) or PairTrade.objects.filter(pk=trade.pk, state__in=PairTrade.ACTIVE_STATES).exists()
-
-
 # ------------------------------------------------------------------------------------------------------- live runs
 
 

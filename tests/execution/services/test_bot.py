@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from execution.models import BotHeartbeat, Fill, FundingPayment, Order, PairTrade, Signal
-from execution.services.bot import trade_request_close
+from execution.services.manual import trade_request_close
 from notifications.models import Notification
 from pairs.models import Level
 from risk.models import Halt
@@ -117,12 +117,12 @@ def test_manual_close_request(world, django_user_model):
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
     world.tick()
     user = django_user_model.objects.create_user("trader")
-    assert trade_request_close(trade=world.trade(), user=user)
+    assert trade_request_close(trade=world.trade(), user=user, wake_bot=False)
     world.tick()
     trade = world.trade()
     assert trade.state == PairTrade.State.CLOSED and trade.exit_reason == Reason.MANUAL
     assert trade.close_requested_by == user
-    assert not trade_request_close(trade=trade)
+    assert not trade_request_close(trade=trade, wake_bot=False)
 
 
 def test_halt_blocks_openings_and_flatten_halt_closes(world):
