@@ -225,6 +225,7 @@ class Order(TimeStampedModel):
     filled_qty = decimal_field(default=0)
     avg_price = decimal_field(null=True, blank=True)
     fee = decimal_field(default=0)
+    planned_at = models.DateTimeField(null=True, blank=True, help_text="When the bot decided it (the bot's clock)")
     submitted_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
 

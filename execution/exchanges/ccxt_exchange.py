@@ -632,6 +632,23 @@ class CcxtExchange:
             raise OrderNotFound(f"order {client_order_id} on {symbol} was cancelled but cannot be found")
         return state
 
+    def open_orders(self, *, settle_coin: str = "USDT") -> list[OrderState]:
+        """Every order still working on contracts settled in ``settle_coin`` (all symbols), oldest first."""
+        states: list[OrderState] = []
+        cursor = None
+        with ccxt_errors_mapped():
+            self._ensure_markets()
+            for _ in range(_MAX_PAGES):
+                params = {"settleCoin": settle_coin, "limit": 50}
+                if cursor:
+                    params["cursor"] = cursor
+                page = self._client.fetch_open_orders(None, None, None, params)
+                states.extend(_order_state(order, settle=settle_coin) for order in page)
+                cursor = _next_cursor(page)
+                if not page or not cursor:
+                    break
+        return sorted((s for s in states if s.is_open), key=lambda s: s.created_ms or 0)
+
     def positions(self, symbols: list[str] | None = None, *, settle_coin: str = "USDT") -> list[PositionState]:
         """Open (non-zero) positions settled in ``settle_coin``, all or those of ``symbols``, by symbol.
 

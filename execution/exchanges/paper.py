@@ -558,6 +558,10 @@ class PaperExchange:
             raise OrderNotFound(f"paper exchange: no order {client_order_id} on {symbol}")
         return state
 
+    def open_orders(self, *, settle_coin: str = SETTLE_COIN) -> list[OrderState]:
+        """Nothing ever works here: a paper market order fills (or is refused) when placed."""
+        return []
+
     def positions(self, symbols: list[str] | None = None, *, settle_coin: str = SETTLE_COIN) -> list[PositionState]:
         """Open (non-zero) positions settled in ``settle_coin``, all or those of ``symbols``, by symbol; funding due is
         settled first. mark_price is ``price_of`` (None if unknown, and then unrealised PnL 0)."""

@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 State = PairTrade.State
 Reason = PairTrade.ExitReason
 LEASE_TTL = timedelta(seconds=120)
+FUNDING_OVERLAP = timedelta(hours=1)
 RECONCILE_EVERY = timedelta(minutes=5)
 # An entry signal is acted on only while its bar is the newest closed one (or one bar late, for a slow tick).
 MAX_ENTRY_SIGNAL_AGE_BARS = 1
@@ -142,7 +143,8 @@ def bot_tick(
     config = config or SelectionConfig.current()
     ctx = TradingContext(account=account, exchange=exchange, now=now, config=config, feed=feed, sleep=sleep,
                          checkpoint=checkpoint or (lambda step: None),
-                         keep_lease=lambda: lease_acquire(account, owner) is not None)
+                         keep_lease=lambda: lease_acquire(account, owner) is not None,
+                         halted=lambda: _active_halts(account).exists())
     heartbeat = BotHeartbeat.objects.get(account=account)
     try:
         _tick(ctx, report, heartbeat, fresh_lease=lease == "new")
@@ -150,6 +152,11 @@ def bot_tick(
         report.status = "exchange_unreachable"
         report.error = str(exc)
         guard_event_record(account=account, kind="exchange_unreachable", message=str(exc))
+    except Exception as exc:
+        # The heartbeat must not say "ok" for a tick that crashed; the task fails and the next tick carries on.
+        report.status = f"error: {type(exc).__name__}"
+        report.error = f"{type(exc).__name__}: {exc}"[:1000]
+        raise
     finally:
         report.events.extend(ctx.events)
         report.duration_ms = (time.monotonic() - started) * 1000
@@ -182,18 +189,26 @@ def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
     return trades
 
 
+def _active_halts(account: ExchangeAccount):
+    return Halt.objects.filter(Q(account=account) | Q(account__isnull=True), cleared_at__isnull=True)
+
+
 def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, fresh_lease: bool) -> None:
     account = ctx.account
     trades = _active_trades(account)
-    # 2. trades in flight first: a restart finishes what the last run started before anything else
-    for trade in trades:
-        if trade.state in (State.PLANNED, State.OPENING, State.CLOSING):
-            advance_trade(ctx, trade, trade.order_list)
+    # Funding first, while every trade that held a position through a settlement is still active (one closing
+    # in this tick takes its funding into its PnL).
+    sync_funding(ctx, trades, heartbeat)
+    # 2. trades in flight: a restart finishes what the last run started before anything else
+    in_flight = [t for t in trades if t.state in (State.PLANNED, State.OPENING, State.CLOSING)]
+    for trade in in_flight:
+        _advance_isolated(ctx, trade, report)
     trades = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
-    # 3. reconciliation
+    ctx.renew_lease()
+    # 3. reconciliation (trades that just traded wait for the next pass: a positions list may lag the fills)
     if fresh_lease or heartbeat.reconciled_at is None or ctx.now - heartbeat.reconciled_at >= RECONCILE_EVERY:
         try:
-            mismatches = reconcile(ctx, trades)
+            mismatches = reconcile(ctx, trades, just_traded={t.pk for t in in_flight})
         except ExchangeError as exc:
             report.status = "reconcile_failed"
             report.error = f"reconciliation failed, not trading: {exc}"
@@ -206,37 +221,57 @@ def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, f
         report.reconciled = True
         report.mismatches = mismatches
         trades = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
-    # 4. funding
-    sync_funding(ctx, trades, heartbeat)
-    halts = list(Halt.objects.filter(Q(account=account) | Q(account__isnull=True), cleared_at__isnull=True))
+    ctx.renew_lease()
+    halts = list(_active_halts(account))
     # 5. closes
     for trade, reason, zscore in close_decisions(ctx, [t for t in trades if t.state == State.OPEN], halts):
         start_close(ctx, trade, reason=reason, zscore=zscore)
-        advance_trade(ctx, trade, trade.order_list)
+        _advance_isolated(ctx, trade, report)
         report.closed += trade.state in PairTrade.FINAL_STATES
     # 6. opens
     if halts:
         report.skipped.append("no new trades: " + "; ".join(h.reason for h in halts)[:500])
         return
     active = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
+    ctx.renew_lease()
     for trade in open_new_trades(ctx, active, report):
-        advance_trade(ctx, trade, trade.order_list)
+        _advance_isolated(ctx, trade, report)
         report.opened += trade.state == State.OPEN
+
+
+def _advance_isolated(ctx: TradingContext, trade: PairTrade, report: TickReport) -> None:
+    """Advance one trade; a bug or bad data in one trade must not stop the account's other trades. Exchange
+    outages (TickAborted) and database failures stop the tick, as nothing else could succeed either."""
+    try:
+        advance_trade(ctx, trade, trade.order_list)
+    except (TickAborted, DatabaseError):
+        raise
+    except Exception as exc:
+        logger.exception("account %s: trade %s failed to advance", ctx.account.name, trade.pk)
+        message = f"trade {trade.pk} could not advance: {type(exc).__name__}: {exc}"[:1000]
+        report.events.append(message)
+        guard_event_record(account=ctx.account, kind="trade_error", severity=GuardEvent.Severity.CRITICAL,
+                           message=message, details={"trade": trade.pk})
+        notify(topic="trade_error", severity=Notification.Severity.CRITICAL, text=f"[{ctx.account.name}] {message}",
+               dedupe_key=f"trade_error:{trade.pk}:{type(exc).__name__}")
 
 
 # --------------------------------------------------------------------------------------------------- reconciliation
 
 
-def reconcile(ctx: TradingContext, trades: list[PairTrade]) -> list[str]:
+def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[int] = frozenset()) -> list[str]:
     """Compare what the open trades hold with the exchange's positions, symbol by symbol.
 
     - A trade whose every leg is gone from the exchange (closed by hand, liquidated) is closed here with reason
       ``reconciled`` and a note: its PnL counts only the fills the bot knows of.
     - Every other difference (a position no trade explains, a size that doesn't match) is flagged: a guard event
       and a bot halt stop new trades until a clean reconciliation lifts the halt again.
-    Orders the bot had planned or sent are adopted before this runs (advance_trade looks each up by client id).
+    - Orders: the bot's own orders in flight are adopted before this runs (advance_trade looks each up by its client
+      id); an order still working at the exchange that no active trade is waiting for is cancelled if it is the
+      bot's (its client id says so) and flagged either way.
     """
     positions = call_with_retry(lambda: ctx.exchange.positions(), description="positions", sleep=ctx.sleep)
+    working = call_with_retry(lambda: ctx.exchange.open_orders(), description="open orders", sleep=ctx.sleep)
     held = {p.symbol: p.qty for p in positions}
     expected: dict[str, Decimal] = {}
     holders: dict[str, list[PairTrade]] = {}
@@ -250,7 +285,7 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade]) -> list[str]:
     gone = []
     for trade in trades:
         symbols = [ctx.symbol(_instrument(trade, leg)) for leg in LEGS if leg_net(trade.order_list, leg)]
-        if symbols and all(held.get(s, Decimal(0)) == 0 for s in symbols):
+        if symbols and trade.pk not in just_traded and all(held.get(s, Decimal(0)) == 0 for s in symbols):
             gone.append(trade)
     for trade in gone:
         _close_as_reconciled(ctx, trade)
@@ -264,6 +299,7 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade]) -> list[str]:
         for symbol in sorted(set(held) | set(expected))
         if held.get(symbol, Decimal(0)) != expected.get(symbol, Decimal(0))
     ]
+    mismatches += _reconcile_orders(ctx, trades, working)
     bot_halts = Halt.objects.filter(account=ctx.account, source=Halt.Source.BOT, cleared_at__isnull=True)
     if mismatches:
         message = "reconciliation mismatch: " + "; ".join(mismatches)
@@ -282,6 +318,34 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade]) -> list[str]:
         BotHeartbeat.objects.filter(account=ctx.account).update(reconciled_at=ctx.now)
     ctx.events.extend(f"mismatch {m}" for m in mismatches)
     return mismatches
+
+
+def _reconcile_orders(ctx: TradingContext, trades: list[PairTrade], working) -> list[str]:
+    """Orders working at the exchange that no active trade is waiting for: the bot's own are cancelled (a trade
+    that ended, a database restored from a backup), anyone else's flagged: the bot doesn't own the account alone."""
+    awaited = {o.client_order_id for t in trades for o in t.order_list
+               if o.status not in (Order.Status.FILLED, Order.Status.PARTIALLY_FILLED, Order.Status.CANCELLED,
+                                   Order.Status.REJECTED)}
+    ours = f"sa{ctx.account.pk}-"
+    problems = []
+    for state in working:
+        if state.client_order_id in awaited:
+            continue
+        if state.client_order_id.startswith(ours):
+            try:
+                call_with_retry(lambda s=state: ctx.exchange.cancel(s.symbol, s.client_order_id),
+                                description=f"cancel of stray order {state.client_order_id}", sleep=ctx.sleep)
+                ctx.events.append(f"cancelled stray order {state.client_order_id} ({state.symbol})")
+                guard_event_record(account=ctx.account, kind="stray_order_cancelled",
+                                   message=f"order {state.client_order_id} on {state.symbol} was working with no "
+                                           "trade waiting for it: cancelled")
+                continue
+            except ExchangeError as exc:
+                problems.append(f"order {state.client_order_id} on {state.symbol}: could not cancel it ({exc})")
+                continue
+        problems.append(f"order {state.client_order_id or state.exchange_order_id} on {state.symbol} "
+                        f"({state.side} {state.remaining_qty}) is working and is not the bot's")
+    return problems
 
 
 def _instrument(trade: PairTrade, leg: str) -> Instrument:
@@ -324,6 +388,8 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
         since = min(opened) if opened else ctx.now
     if since >= ctx.now:
         return 0
+    # Read an hour back again: a settlement the exchange listed late is caught; one already recorded is skipped.
+    since = since - FUNDING_OVERLAP
     since_ms, until_ms = int(since.timestamp() * 1000) + 1, int(ctx.now.timestamp() * 1000)
     try:
         payments = call_with_retry(lambda: ctx.exchange.funding_payments(since_ms=since_ms, until_ms=until_ms),
@@ -338,6 +404,8 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
             if net:
                 instrument = _instrument(trade, leg)
                 by_symbol.setdefault(ctx.symbol(instrument), []).append((trade, instrument, net))
+    recorded = set(FundingPayment.objects.filter(account=ctx.account, settled_at__gte=since)
+                   .values_list("instrument_id", "settled_at"))
     rows, touched = [], set()
     unknown: dict[str, Instrument | None] = {}
     for payment in payments:
@@ -346,11 +414,14 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
         if not holders or total == 0:
             if payment.symbol not in unknown:
                 unknown[payment.symbol] = _instrument_for_symbol(ctx, payment.symbol)
-            if unknown[payment.symbol] is not None:
+            instrument = unknown[payment.symbol]
+            if instrument is not None and (instrument.pk, payment.settled_at) not in recorded:
                 rows.append(FundingPayment(account=ctx.account, trade=None, instrument=unknown[payment.symbol],
                                            settled_at=payment.settled_at, rate=payment.rate,
                                            position_qty=payment.position_qty, mark_price=payment.mark_price,
                                            amount=payment.amount))
+            continue
+        if (holders[0][1].pk, payment.settled_at) in recorded:
             continue
         for trade, instrument, net in holders:
             share = abs(net) / total

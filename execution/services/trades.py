@@ -24,7 +24,12 @@ from django.db import transaction
 from django.db.models import Sum
 
 from execution.exchanges.base import TradingExchange
-from execution.exchanges.errors import ExchangeError, PermanentExchangeError, TemporaryExchangeError
+from execution.exchanges.errors import (
+    DuplicateClientOrderId,
+    ExchangeError,
+    PermanentExchangeError,
+    TemporaryExchangeError,
+)
 from execution.exchanges.retry import call_with_retry
 from execution.exchanges.types import OrderState
 from execution.feeds import PriceFeed
@@ -55,6 +60,10 @@ NOT_FOUND_GRACE = timedelta(minutes=2)
 STALE_PLAN = timedelta(minutes=5)
 # Renew the bot's lease (2 minutes) when a tick has run this long.
 LEASE_RENEW_AFTER_S = 30.0
+# A market order still working this long after it was sent is cancelled, and the trade decided on what filled.
+MAX_WORKING = timedelta(seconds=30)
+# Fills lagging the order status are read again this many times before the order is left for the next tick.
+FILL_READS = 3
 
 
 class TickAborted(Exception):
@@ -78,6 +87,7 @@ class TradingContext:
     checkpoint: Callable[[str], None] = _no_checkpoint
     sleep: Callable[[float], None] = time.sleep
     keep_lease: Callable[[], bool] | None = None  # renews the bot's lease; False when another bot took it
+    halted: Callable[[], bool] | None = None  # is an active halt stopping new trades (asked before a first leg)
     planned_now: set[int] = field(default_factory=set)  # orders written this tick: known not to be sent yet
     _lease_renewed: float = field(default_factory=time.monotonic)
     events: list[str] = field(default_factory=list)
@@ -151,11 +161,21 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState) -> None:
     fills = []
     if state.filled_qty > 0:
         symbol = ctx.symbol(order.instrument)
-        try:
-            found = call_with_retry(lambda: ctx.exchange.fills_of(symbol, order.client_order_id),
-                                    description=f"fills of {order.client_order_id}", sleep=ctx.sleep)
-        except ExchangeError as exc:
-            raise TickAborted(f"fills of {order.client_order_id} could not be read: {exc}") from exc
+        for attempt in range(FILL_READS):
+            if attempt:
+                ctx.sleep(ORDER_POLL_INTERVAL_S)
+            try:
+                found = call_with_retry(lambda: ctx.exchange.fills_of(symbol, order.client_order_id),
+                                        description=f"fills of {order.client_order_id}", sleep=ctx.sleep)
+            except ExchangeError as exc:
+                raise TickAborted(f"fills of {order.client_order_id} could not be read: {exc}") from exc
+            if sum((f.qty for f in found), Decimal(0)) >= state.filled_qty:
+                break
+        else:
+            # The execution list lags the order: an order isn't final until its fills are all recorded (the PnL
+            # is computed from them), so it is read again next tick.
+            order.status = Status.SUBMITTED
+            ctx.events.append(f"{order.client_order_id}: {state.filled_qty} filled, fewer fills listed yet")
         fills = [Fill(order=order, exchange_fill_id=f.exec_id, qty=f.qty, price=f.price, fee=f.fee,
                       fee_currency=f.fee_currency, is_maker=f.is_maker, filled_at=f.filled_at) for f in found]
     with transaction.atomic():
@@ -186,7 +206,9 @@ def _poll_until_final(ctx: TradingContext, order: Order, state: OrderState | Non
 def _reject(ctx: TradingContext, order: Order, status: str, reason: str) -> None:
     order.status = status
     order.error = reason[:1000]
-    order.save(update_fields=["status", "error", "updated_at"])
+    if status == Status.UNKNOWN and order.submitted_at is None:
+        order.submitted_at = ctx.now  # the grace before "it never arrived" runs from here
+    order.save(update_fields=["status", "error", "submitted_at", "updated_at"])
     ctx.events.append(f"{order.client_order_id}: {reason}")
 
 
@@ -200,6 +222,11 @@ def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
                                              client_order_id=order.client_order_id, reduce_only=order.reduce_only),
             description=f"order {order.client_order_id}", sleep=ctx.sleep,
         )
+    except DuplicateClientOrderId as exc:
+        # The exchange has an order with this id that it could not show us yet: it exists, so it is looked up
+        # again next tick, never taken for rejected (that would leave its fill unaccounted for).
+        _reject(ctx, order, Status.UNKNOWN, f"{type(exc).__name__}: {exc}")
+        return
     except PermanentExchangeError as exc:
         _reject(ctx, order, Status.REJECTED, f"{type(exc).__name__}: {exc}")
         _notify_error(trade, order, exc)
@@ -214,20 +241,45 @@ def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
     order.submitted_at = ctx.now
     order.save(update_fields=["exchange_order_id", "status", "submitted_at", "updated_at"])
     state = _poll_until_final(ctx, order, ack.state)
+    if state is not None and state.is_open:
+        state = _cancel(ctx, order, state)  # a market order should not rest: decide on what filled
     if state is not None:
         _apply_state(ctx, order, state)
 
 
-def _resolve(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
+def _cancel(ctx: TradingContext, order: Order, state: OrderState) -> OrderState:
+    symbol = ctx.symbol(order.instrument)
+    ctx.checkpoint(f"before_cancel:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
+    try:
+        cancelled = call_with_retry(lambda: ctx.exchange.cancel(symbol, order.client_order_id),
+                                    description=f"cancel of {order.client_order_id}", sleep=ctx.sleep)
+    except ExchangeError as exc:
+        raise TickAborted(f"order {order.client_order_id} still works and could not be cancelled: {exc}") from exc
+    ctx.events.append(f"{order.client_order_id}: cancelled the unfilled rest of {state.remaining_qty}")
+    return cancelled
+
+
+def _first_leg_halted(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> bool:
+    """An open order about to go out while nothing of the trade has filled, under an active halt."""
+    if order.action != Order.Action.OPEN or any(o.filled_qty > 0 for o in orders):
+        return False
+    return ctx.halted is not None and ctx.halted()
+
+
+def _resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> None:
     """Bring one order that is not final up to date: send it, or look it up."""
     if order.status == Status.PLANNED and order.pk not in ctx.planned_now:
         # Written by an earlier tick that may have died right after sending it.
         state = _lookup(ctx, order)
         if state is not None:
-            _apply_state(ctx, order, _poll_until_final(ctx, order, state) or state)
+            _apply_found(ctx, order, state)
             return
-        if trade.state_changed_at and ctx.now - trade.state_changed_at > STALE_PLAN:
+        planned_at = order.planned_at or trade.state_changed_at
+        if planned_at and ctx.now - planned_at > STALE_PLAN:
             _reject(ctx, order, Status.CANCELLED, "never sent, and too old to send now")
+            return
+        if _first_leg_halted(ctx, trade, order, orders):
+            _reject(ctx, order, Status.CANCELLED, "not sent: a halt was raised before the first leg went out")
             return
     if order.status == Status.PLANNED:
         if trade.state == State.PLANNED:
@@ -236,9 +288,17 @@ def _resolve(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
         return
     state = _lookup(ctx, order)
     if state is not None:
-        _apply_state(ctx, order, _poll_until_final(ctx, order, state) or state)
+        _apply_found(ctx, order, state)
     elif order.submitted_at is None or ctx.now - order.submitted_at > NOT_FOUND_GRACE:
         _reject(ctx, order, Status.REJECTED, "the exchange has no order with this client id: it never arrived")
+
+
+def _apply_found(ctx: TradingContext, order: Order, state: OrderState) -> None:
+    state = _poll_until_final(ctx, order, state) or state
+    sent = order.submitted_at or order.planned_at
+    if state.is_open and (sent is None or ctx.now - sent >= MAX_WORKING):
+        state = _cancel(ctx, order, state)
+    _apply_state(ctx, order, state)
 
 
 def _plan_order(ctx: TradingContext, trade: PairTrade, *, leg: str, action: str, side: str, qty: Decimal,
@@ -247,7 +307,7 @@ def _plan_order(ctx: TradingContext, trade: PairTrade, *, leg: str, action: str,
     instrument = trade.pair.y_instrument if leg == Order.Leg.Y else trade.pair.x_instrument
     order = Order.objects.create(
         trade=trade, instrument=instrument, leg=leg, action=action, attempt=attempt, side=side, qty=qty,
-        reduce_only=reduce_only, client_order_id=client_order_id(trade, leg, action, attempt),
+        reduce_only=reduce_only, client_order_id=client_order_id(trade, leg, action, attempt), planned_at=ctx.now,
     )
     ctx.planned_now.add(order.pk)
     orders.append(order)
@@ -285,7 +345,7 @@ def _resolve_in_flight(ctx: TradingContext, trade: PairTrade, orders: list[Order
             if first is not None and first.filled_qty == 0 and order.status == Status.PLANNED:
                 _reject(ctx, order, Status.CANCELLED, "not sent: the y leg did not fill")
                 continue
-        _resolve(ctx, trade, order)
+        _resolve(ctx, trade, order, orders)
         if order.status not in FINAL_ORDER_STATUSES:
             return False
     return True
@@ -312,7 +372,7 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
         missing = abs(targets[leg]) - abs(nets[leg]) if nets[leg] * targets[leg] >= 0 else abs(targets[leg])
         if missing <= 0:
             continue
-        if not _tradable(trade, leg, missing):
+        if not _tradable(trade, leg, missing, _leg_price(orders, leg)):
             # The rest is below what the exchange accepts: keep the leg as filled (a tiny hedge mismatch) rather
             # than unwind both legs over it.
             field_name = "y_qty" if leg == Order.Leg.Y else "x_qty"
@@ -338,11 +398,20 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
     return placed
 
 
-def _tradable(trade: PairTrade, leg: str, qty: Decimal) -> bool:
+def _tradable(trade: PairTrade, leg: str, qty: Decimal, price: Decimal | None) -> bool:
+    """Would the exchange accept an order of ``qty`` on this leg (step, min qty, min notional at ``price``)?"""
     instrument = trade.pair.y_instrument if leg == Order.Leg.Y else trade.pair.x_instrument
     if instrument.min_qty is not None and qty < instrument.min_qty:
         return False
+    if instrument.min_notional is not None and price is not None and qty * price < instrument.min_notional:
+        return False
     return instrument.qty_step is None or (qty % instrument.qty_step) == 0
+
+
+def _leg_price(orders: list[Order], leg: str) -> Decimal | None:
+    """The leg's latest fill price: what a completion order would roughly pay."""
+    prices = [o.avg_price for o in orders if o.leg == leg and o.avg_price]
+    return prices[-1] if prices else None
 
 
 def start_close(ctx: TradingContext, trade: PairTrade, *, reason: str, zscore: float | None = None) -> None:
@@ -365,6 +434,8 @@ def _drive_close(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> 
         if attempts >= MAX_CLOSE_ATTEMPTS:
             _stuck(ctx, trade, leg, net)
             continue
+        if any(o.leg == leg and o.pk in ctx.planned_now for o in orders if o.action == action):
+            continue  # one attempt per leg and tick: the next tries again a minute later, not a millisecond
         side = Order.Side.SELL if net > 0 else Order.Side.BUY
         order = _plan_order(ctx, trade, leg=leg, action=action, side=side, qty=abs(net), reduce_only=True,
                             orders=orders)

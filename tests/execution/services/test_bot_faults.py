@@ -8,16 +8,18 @@ known to the database), and every trade in a consistent state.
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import DatabaseError, connection
 
 from execution.exchanges.accounts import account_exchange
-from execution.models import BotHeartbeat, ExchangeAccount, FundingPayment, Order, PairTrade, Signal
+from execution.models import BotHeartbeat, ExchangeAccount, Fill, FundingPayment, Order, PairTrade, Signal
 from execution.selectors import Credentials
 from execution.services.trades import LEGS, leg_net
 from tests.execution.bot_world import BotWorld
+from tests.factories import HaltFactory
 from tests.fakes.bybit import FakeBybit
 
 CREATE = "/v5/order/create"
@@ -153,6 +155,10 @@ def test_partial_fill_on_close_is_closed_by_a_second_attempt(world, fake):
     fake.partial_fill_next("YYYUSDT", "0.4", then="cancel")
     world.next_bar(action=Signal.Action.EXIT)
     tick(world)
+    assert world.trade().state == PairTrade.State.CLOSING  # one close attempt per leg and tick
+    assert_consistent_positions = fake.position("YYYUSDT").size == Decimal("3")
+    assert assert_consistent_positions
+    tick(world, now=world.now + timedelta(minutes=1))
     trade = world.trade()
     assert trade.state == PairTrade.State.CLOSED
     assert trade.orders.filter(action=Order.Action.CLOSE, leg="y").count() == 2
@@ -314,3 +320,114 @@ def test_a_remainder_below_the_minimum_is_kept_rather_than_unwound(world, fake):
     assert trade.state == PairTrade.State.OPEN and trade.x_qty == Decimal("5.1")
     assert "below the minimum" in trade.error
     assert_consistent(world, fake)
+
+
+# ---------------------------------------------------------------------------------------------- review findings
+
+
+class LaggingExchange:
+    """The real adapter, but the exchange's order look-up and execution list lag behind its order book for the
+    first ``lookups`` / ``fills`` calls (as an eventually consistent API can)."""
+
+    def __init__(self, inner, *, lookups: int = 0, fills: int = 0):
+        self._inner, self._lookups, self._fills = inner, lookups, fills
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def order_by_client_id(self, symbol, client_order_id):
+        if self._lookups > 0:
+            self._lookups -= 1
+            return None
+        return self._inner.order_by_client_id(symbol, client_order_id)
+
+    def fills_of(self, symbol, client_order_id=None, **kwargs):
+        if self._fills > 0:
+            self._fills -= 1
+            return []
+        return self._inner.fills_of(symbol, client_order_id, **kwargs)
+
+
+def test_a_halt_raised_after_planning_stops_the_first_leg(world, fake):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    with pytest.raises(Killed):
+        tick(world, checkpoint=killer("planned:trade"))
+    HaltFactory(account=world.account, reason="trader stops everything")
+    restart(world)
+    trade = world.trade()
+    assert trade.state == PairTrade.State.FAILED and "halt" in trade.error
+    assert fake.orders() == []
+    assert_consistent(world, fake)
+
+
+def test_restart_with_a_lagging_order_lookup_never_leaves_a_lone_leg(world, fake):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    with pytest.raises(Killed):
+        tick(world, checkpoint=killer("after_send:yo1"))
+    BotHeartbeat.objects.filter(account=world.account).update(lease_expires_at=None)
+    world.tick(exchange=LaggingExchange(exchange_of(world), lookups=2), owner="bot-restarted")
+    assert world.trade().state in (PairTrade.State.OPENING, PairTrade.State.OPEN)
+    tick(world, owner="bot-restarted", now=world.now + timedelta(minutes=1))
+    assert world.trade().state == PairTrade.State.OPEN
+    assert_consistent(world, fake)
+
+
+def test_fills_listed_late_are_waited_for_and_pnl_is_complete(world, fake):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    world.tick(exchange=LaggingExchange(exchange_of(world), fills=3))
+    assert world.trade().state == PairTrade.State.OPENING  # the y leg filled, its fills aren't listed yet
+    tick(world, now=world.now + timedelta(minutes=1))
+    assert world.trade().state == PairTrade.State.OPEN
+    world.next_bar(y="102", action=Signal.Action.EXIT)
+    fake.set_price("YYYUSDT", "102")
+    tick(world)
+    trade = world.trade()
+    fills = Fill.objects.filter(order__trade=trade)
+    assert sum(f.qty for f in fills) == sum(o.filled_qty for o in trade.orders.all())
+    assert trade.state == PairTrade.State.CLOSED and Decimal("5") < trade.realised_pnl < Decimal("11")
+
+
+def test_a_resting_remainder_is_cancelled_and_completed(world, fake):
+    fake.partial_fill_next("XXXUSDT", "0.5", then="rest")
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    trade = world.trade()
+    assert trade.state == PairTrade.State.OPEN
+    assert fake.order(order_link_id=trade.orders.get(leg="x", action=Order.Action.OPEN).client_order_id).status \
+        == "PartiallyFilledCanceled"
+    assert_consistent(world, fake)
+
+
+def test_a_remainder_below_the_minimum_notional_is_kept(world, fake):
+    world.x.min_notional = Decimal("5")
+    world.x.save()
+    fake.partial_fill_next("XXXUSDT", "0.995", then="cancel")  # 8.45 of 8.5: the 0.05 left is 2.5 USDT
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    trade = world.trade()
+    assert trade.state == PairTrade.State.OPEN and trade.x_qty == Decimal("8.45")
+    assert_consistent(world, fake)
+
+
+def test_a_crashing_tick_does_not_report_ok(world, fake):
+    def crash(step):
+        if step == "planned:trade":
+            raise RuntimeError("a bug")
+
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    with pytest.raises(RuntimeError):
+        tick(world, checkpoint=crash)
+    assert BotHeartbeat.objects.get(account=world.account).status == "error: RuntimeError"
+
+
+def test_stray_orders_are_cancelled_if_ours_and_flagged_if_not(world, fake):
+    client = exchange_of(world)
+    fake.partial_fill_next("YYYUSDT", "0", then="rest")
+    ours = f"sa{world.account.pk}-9-0-yo1"  # the bot's id scheme, but no trade of the database waits for it
+    client.place_order(symbol="YYY/USDT:USDT", side="buy", qty=Decimal("1"), client_order_id=ours)
+    fake.partial_fill_next("XXXUSDT", "0", then="rest")
+    client.place_order(symbol="XXX/USDT:USDT", side="buy", qty=Decimal("1"), client_order_id="someone-else-1")
+    report = restart(world)
+    assert fake.order(order_link_id=ours).status == "Cancelled"
+    assert fake.order(order_link_id="someone-else-1").status in ("New", "PartiallyFilled")
+    assert any("someone-else-1" in m and "not the bot's" in m for m in report.mismatches)
