@@ -13,9 +13,11 @@ reads DATABASE_URL once, at setup. Django runs with DEBUG=0 (as in production: n
 
 Measured per backend, one ``candles_upsert`` call per symbol (each its own transaction, as the import does):
 (a) first insert of all rows into an empty table (for these instruments);
-(b) re-upsert of the same rows (every row hits the unique key: the update path; the values are identical);
-(c) re-upsert with every volume changed (the update path when the values really change);
-plus, separately, the time to read and to validate the files.
+(b) re-upsert of the same rows (every row is stored already, no value differs: nothing needs writing);
+(c) re-upsert with every row changed (its volume + 1: every stored row is rewritten);
+plus, separately, the time to read and to validate the files. After (c) the stored values of a few symbols are
+compared with what was sent, and the row count with the number of bars. The target (>= 50,000 rows/s on MariaDB)
+is judged on the slowest of the three passes.
 
 MariaDB unreachable: a message and exit status 1; with BENCH_SKIP_MISSING_SERVICES=1, a note and exit status 0.
 """
@@ -180,11 +182,12 @@ def worker(data_dir: Path) -> dict:
         timings = {
             "first insert": upsert_all(frames),
             "re-upsert, same values": upsert_all(frames),
-            "re-upsert, changed volumes": upsert_all(changed),
+            "re-upsert, every row changed": upsert_all(changed),
         }
         stored = Candle.objects.filter(instrument__exchange=BENCH_EXCHANGE).count()
         if stored != n_rows:
             raise SystemExit(f"{stored} candles stored, expected {n_rows}")
+        check_stored(instruments, changed)
         description = database_description()
     finally:
         start = time.perf_counter()
@@ -200,6 +203,21 @@ def worker(data_dir: Path) -> dict:
         "timings": timings,
         "cleanup_seconds": cleanup_seconds,
     }
+
+
+def check_stored(instruments, frames, *, symbols: int = 5) -> None:
+    """The stored bars of a few symbols are the ones sent (to 1e-12 relative: SQLite keeps 15 digits)."""
+    import numpy as np
+
+    from pairs.models import Candle
+
+    columns = ["open", "high", "low", "close", "volume"]
+    for symbol in list(frames)[:symbols]:
+        rows = Candle.objects.filter(instrument=instruments[symbol], timeframe=TIMEFRAME).order_by("open_time")
+        got = np.array(rows.values_list(*columns), dtype="float64")
+        sent = frames[symbol][columns].to_numpy(dtype="float64")
+        if got.shape != sent.shape or not np.allclose(got, sent, rtol=1e-12, atol=0):
+            raise SystemExit(f"{symbol}: the stored candles differ from the ones sent")
 
 
 # --- the report -------------------------------------------------------------------------------------------------
@@ -267,17 +285,17 @@ def main() -> None:
         if compare:
             ratio = f" {results['SQLite']['timings'][step]['total'] / first['timings'][step]['total']:.2f} |"
         print(f"| {step} | {' | '.join(cells)} |{ratio}")
-    insert_rate = n_rows / first["timings"]["first insert"]["total"]
-    slowest = min(n_rows / timing["total"] for timing in first["timings"].values())
-    met = "met" if insert_rate >= TARGET_ROWS_PER_SECOND else "NOT met"
+    rates = {step: n_rows / timing["total"] for step, timing in first["timings"].items()}
+    slowest = min(rates, key=rates.get)
+    met = "met" if rates[slowest] >= TARGET_ROWS_PER_SECOND else "NOT met"
     print(
         "\n\"in execute\": time inside cursor.execute/executemany (driver and server; measured with "
         "connection.execute_wrapper); the rest is candles_upsert's Python work (timestamps, decimal text, SQL "
         "text) and the commit of each symbol's transaction."
     )
     print(
-        f"\nTarget: candle upsert into MariaDB >= {TARGET_ROWS_PER_SECOND:,} rows/s: **{met}** "
-        f"(first insert {insert_rate:,.0f} rows/s; slowest of the three MariaDB passes {slowest:,.0f} rows/s)."
+        f"\nTarget: candle upsert into MariaDB >= {TARGET_ROWS_PER_SECOND:,} rows/s in every pass: **{met}** "
+        f"(" + "; ".join(f"{step} {rate:,.0f}" for step, rate in rates.items()) + f" rows/s; slowest: {slowest})."
     )
     print(f"Cleanup (deleting the benchmark's rows) took {first['cleanup_seconds']:.1f} s on MariaDB.")
 

@@ -1,7 +1,8 @@
 """Writes of market data: instruments and candles.
 
-Candles are written by one bulk upsert statement per batch (MySQL ``ON DUPLICATE KEY UPDATE``, SQLite
-``ON CONFLICT DO UPDATE``), so importing or fetching the same bars twice stores each bar once, with the latest
+Candles are written in bulk, a few statements per batch of up to UPSERT_BATCH_ROWS rows (SQLite: ``ON CONFLICT DO
+UPDATE``; MySQL: ``ON DUPLICATE KEY UPDATE`` for new bars, an ``UPDATE ... JOIN`` from a staging table for stored
+ones, see ``_mysql_upsert``), so importing or fetching the same bars twice stores each bar once, with the latest
 values. Numbers travel as decimal text, never as binary floats, so the database holds the source's digits.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 UPSERT_BATCH_ROWS = 10_000
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
 _UPSERT_COLUMNS = ("instrument_id", "timeframe", "open_time", *_VALUE_COLUMNS)
+_MYSQL_STAGING = "`candle_upsert_staging`"
 
 
 @dataclass
@@ -114,20 +116,89 @@ def _decimal_text(values: np.ndarray) -> list[str]:
 
 
 def _mysql_upsert(cursor, table: str, rows: list[tuple]) -> None:
-    """MySQL/MariaDB: multi-row INSERT ... ON DUPLICATE KEY UPDATE with the rows written as literals.
+    """MySQL/MariaDB: rows of one instrument and timeframe, in open-time order, one key each, in chunks.
 
-    Every value is an integer id, a timeframe from TIMEFRAME_MS, a datetime text we formatted, or the repr of a
-    finite float, so nothing needs escaping; skipping the driver's per-value escaping doubles the rate.
+    A chunk whose time range holds no stored bar (a first import, the next page of a fetch) is one multi-row
+    ``INSERT ... ON DUPLICATE KEY UPDATE``. Any other chunk is loaded into a MEMORY staging table, then
+    ``UPDATE candle JOIN staging`` rewrites the stored bars: the server compares each stored row with the new one
+    in the columns' own decimal type and writes only the rows that differ. Unless that UPDATE found every row of
+    the chunk, ``INSERT ... SELECT`` adds the missing bars. Why: ``ON DUPLICATE KEY UPDATE`` on a stored bar first
+    inserts a clustered-index record under a fresh id and takes it back when the unique key clashes, which made
+    re-upserting half as fast as inserting; the join goes to the stored row through the unique key directly.
+    When the chunk covers most bars of its time range the UPDATE walks the stored range in index order and looks
+    each bar up in the staging table (a 40% cheaper UPDATE than one index descent per staged row); a sparse chunk
+    is driven from the staging table, so it never scans a long range for a few bars.
+
+    Literals: every value is an integer id, a timeframe from TIMEFRAME_MS, a datetime text we formatted, or the
+    repr of a finite float, so nothing needs escaping; skipping the driver's per-value escaping doubles the rate.
     """
     quote = connection.ops.quote_name
-    names = ", ".join(quote(c) for c in _UPSERT_COLUMNS)
-    updates = ", ".join(f"{quote(c)} = VALUES({quote(c)})" for c in _VALUE_COLUMNS)
-    head = f"INSERT INTO {quote(table)} ({names}) VALUES "  # noqa: S608 - names are ours, values are numbers
-    tail = f" ON DUPLICATE KEY UPDATE {updates}"
+    target = quote(table)
+    columns = ", ".join(quote(c) for c in _UPSERT_COLUMNS)
+    on_duplicate = "ON DUPLICATE KEY UPDATE " + ", ".join(f"{quote(c)} = VALUES({quote(c)})" for c in _VALUE_COLUMNS)
+    instrument_id, timeframe = rows[0][0], rows[0][1]
+    key = [instrument_id, timeframe]
+    same_series = f"c.{quote('instrument_id')} = %s AND c.{quote('timeframe')} = %s"
+    same_bar = f"{same_series} AND c.{quote('open_time')} = s.{quote('open_time')}"
+    staged = [quote("open_time"), *(quote(c) for c in _VALUE_COLUMNS)]
+    missing = f"c.{quote(Candle._meta.pk.column)} IS NULL"
+    # S608 (noqa below): the names are ours, the values are numbers and texts we formatted (see above).
+    probe = f"SELECT 1 FROM {target} c WHERE {same_series} AND c.{quote('open_time')} BETWEEN %s AND %s LIMIT 1"  # noqa: S608
+    assignments = ", ".join(f"c.{name} = s.{name}" for name in staged[1:])
+    update_staged = f"UPDATE {target} c JOIN {_MYSQL_STAGING} s ON {same_bar} SET {assignments}"  # noqa: S608
+    update_range = (
+        f"UPDATE {target} c STRAIGHT_JOIN {_MYSQL_STAGING} s ON c.{quote('open_time')} = s.{quote('open_time')} "  # noqa: S608
+        f"SET {assignments} WHERE {same_series} AND c.{quote('open_time')} BETWEEN %s AND %s"
+    )
+    step = timedelta(milliseconds=TIMEFRAME_MS[timeframe])
+    insert_missing = (
+        f"INSERT INTO {target} ({columns}) SELECT %s, %s, "  # noqa: S608
+        + ", ".join(f"s.{name}" for name in staged)
+        + f" FROM {_MYSQL_STAGING} s LEFT JOIN {target} c ON {same_bar} WHERE {missing} "
+        + on_duplicate  # a bar another transaction added since: updated, as the row-by-row upsert would
+    )
+    staging_created = False
     for start in range(0, len(rows), UPSERT_BATCH_ROWS):
         batch = rows[start : start + UPSERT_BATCH_ROWS]
-        values = ",".join(f"({i},'{tf}','{t}',{o},{h},{lo},{c},{v})" for i, tf, t, o, h, lo, c, v in batch)
-        cursor.execute(head + values + tail)
+        first, last = batch[0][2], batch[-1][2]
+        cursor.execute(probe, [*key, first, last])
+        if cursor.fetchone() is None:
+            values = ",".join(f"({i},'{tf}','{t}',{o},{h},{lo},{c},{v})" for i, tf, t, o, h, lo, c, v in batch)
+            cursor.execute(f"INSERT INTO {target} ({columns}) VALUES {values} {on_duplicate}")  # noqa: S608
+            continue
+        if not staging_created:
+            _mysql_staging_create(cursor)
+            staging_created = True
+        values = ",".join(f"('{t}',{o},{h},{lo},{c},{v})" for _, _, t, o, h, lo, c, v in batch)
+        cursor.execute(f"INSERT INTO {_MYSQL_STAGING} ({', '.join(staged)}) VALUES {values}")  # noqa: S608
+        bars_in_range = (datetime.fromisoformat(last) - datetime.fromisoformat(first)) // step + 1
+        if bars_in_range <= 2 * len(batch):
+            cursor.execute(update_range, [*key, first, last])
+        else:
+            cursor.execute(update_staged, key)
+        # Django's MySQL connections count the rows an UPDATE found, changed or not (CLIENT_FOUND_ROWS). With a
+        # driver that counts only changed rows the INSERT below still runs, and still adds just the missing bars.
+        if cursor.rowcount < len(batch):
+            cursor.execute(insert_missing, [*key, *key])
+        cursor.execute(f"DELETE FROM {_MYSQL_STAGING}")  # noqa: S608
+    if staging_created:
+        cursor.execute(f"DROP TEMPORARY TABLE {_MYSQL_STAGING}")
+
+
+def _mysql_staging_create(cursor) -> None:
+    """The session's staging table for ``_mysql_upsert``: open time and values, typed as in the candle table.
+
+    Temporary tables belong to the connection and don't end the transaction. MEMORY, because nothing has to
+    survive a crash and it loads fastest (InnoDB and Aria staging tables measured slower). One left behind by a
+    failed call is replaced here.
+    """
+    quote = connection.ops.quote_name
+    fields = [Candle._meta.get_field(name) for name in ("open_time", *_VALUE_COLUMNS)]
+    definitions = ", ".join(f"{quote(f.column)} {f.db_type(connection)} NOT NULL" for f in fields)
+    cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {_MYSQL_STAGING}")
+    cursor.execute(
+        f"CREATE TEMPORARY TABLE {_MYSQL_STAGING} ({definitions}, PRIMARY KEY ({quote('open_time')})) ENGINE=MEMORY"
+    )
 
 
 def _sqlite_upsert(cursor, table: str, rows: list[tuple]) -> None:
@@ -162,10 +233,16 @@ def candles_upsert(*, instrument: Instrument, timeframe: str, candles: pd.DataFr
     upsert = _UPSERTS.get(connection.vendor)
     if upsert is None:
         raise NotImplementedError(f"candle upsert is not written for {connection.vendor}")
-    open_times = pd.to_datetime(candles["timestamp"].to_numpy(), unit="ms").strftime("%Y-%m-%d %H:%M:%S").tolist()
+    n = len(candles)
+    # Bars are stored to the second. One row per open time, the last given winning as it would row by row, in
+    # time order (so each chunk of the MySQL path covers one time range).
+    seconds = np.floor_divide(candles["timestamp"].to_numpy(), 1000).astype("int64")
+    unique_seconds, last_in_reversed = np.unique(seconds[::-1], return_index=True)
+    values = values[n - 1 - last_in_reversed]
+    open_times = pd.to_datetime(unique_seconds, unit="s").strftime("%Y-%m-%d %H:%M:%S").tolist()
     value_texts = [_decimal_text(values[:, k]) for k in range(len(_VALUE_COLUMNS))]
-    n = len(open_times)
-    rows = list(zip([instrument.pk] * n, [timeframe] * n, open_times, *value_texts, strict=True))
+    m = len(open_times)
+    rows = list(zip([instrument.pk] * m, [timeframe] * m, open_times, *value_texts, strict=True))
     with transaction.atomic(), connection.cursor() as cursor:
         upsert(cursor, Candle._meta.db_table, rows)
     return n
