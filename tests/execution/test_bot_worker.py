@@ -14,7 +14,7 @@ from execution.tasks import dispatch_bots
 from tests.execution.bot_world import BotWorld
 from tests.statarb_site.test_celery_worker import TASK_TIMEOUT_S, start_worker
 
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
 def test_dispatched_tick_runs_on_the_account_queue_and_opens_a_trade():

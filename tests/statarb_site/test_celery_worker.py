@@ -25,7 +25,7 @@ from risk.tasks import snapshot_daily_pnl
 from tests.conftest import REPO_ROOT
 from tests.factories import ExchangeAccountFactory, PairTradeFactory
 
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 WORKER_START_TIMEOUT_S = 60
 TASK_TIMEOUT_S = 60

@@ -623,7 +623,8 @@ def test_paper_exchange_for_takes_the_costs_of_the_configuration(account, prices
 
 
 @pytest.mark.skipif("connection.vendor == 'sqlite'", reason="row locks need a server database")
-def test_two_processes_do_not_interleave(transactional_db, prices, clock, instruments):
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_processes_do_not_interleave(prices, clock, instruments):
     acc = ExchangeAccountFactory(capital=Decimal("10000"), leverage=Decimal("10"))
     errors: list[BaseException] = []
 

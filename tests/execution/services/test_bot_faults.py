@@ -22,6 +22,10 @@ from tests.execution.bot_world import BotWorld
 from tests.factories import HaltFactory
 from tests.fakes.bybit import FakeBybit
 
+# Transactional (other threads and processes must see the rows); serialized rollback puts the migrations' seed rows
+# back afterwards, as the other transactional tests of the suite expect.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
 CREATE = "/v5/order/create"
 SYMBOL = {"y": "YYYUSDT", "x": "XXXUSDT"}
 
@@ -40,7 +44,7 @@ def fake():
 
 
 @pytest.fixture(params=[ExchangeAccount.Mode.DEMO, ExchangeAccount.Mode.REAL])
-def world(request, fake, transactional_db) -> BotWorld:
+def world(request, fake) -> BotWorld:
     world = BotWorld(mode=request.param, base_url_override=fake.base_url)
     return world
 
