@@ -59,6 +59,7 @@ State = PairTrade.State
 Reason = PairTrade.ExitReason
 LEASE_TTL = timedelta(seconds=120)
 FUNDING_OVERLAP = timedelta(hours=1)
+DEFAULT_FUNDING_INTERVAL_MINUTES = 480
 RECONCILE_EVERY = timedelta(minutes=5)
 # An entry signal is acted on only while its bar is the newest closed one (or one bar late, for a slow tick).
 MAX_ENTRY_SIGNAL_AGE_BARS = 1
@@ -101,13 +102,13 @@ def lease_acquire(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEAS
     """Take or renew the account's lease with one conditional UPDATE. Returns "renewed" (this owner held it),
     "new" (it was free or expired: the caller must reconcile before trading) or None (another live bot has it)."""
     now = timezone.now()
+    rows = BotHeartbeat.objects.filter(account=account)
+    if rows.filter(lease_owner=owner, lease_expires_at__gt=now).update(lease_expires_at=now + ttl):
+        return "renewed"  # the common case: one statement
     try:
         BotHeartbeat.objects.get_or_create(account=account, defaults={"beat_at": now})
     except IntegrityError:  # created by a concurrent bot between the read and the insert
         pass
-    rows = BotHeartbeat.objects.filter(account=account)
-    if rows.filter(lease_owner=owner, lease_expires_at__gt=now).update(lease_expires_at=now + ttl):
-        return "renewed"
     if rows.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)).update(
         lease_owner=owner, lease_expires_at=now + ttl, started_at=now
     ):
@@ -353,7 +354,8 @@ def _instrument(trade: PairTrade, leg: str) -> Instrument:
 
 
 def _close_as_reconciled(ctx: TradingContext, trade: PairTrade) -> None:
-    note = "both legs were found closed on the exchange (by hand or liquidation); PnL counts only the bot's fills"
+    note = ("both legs were found closed on the exchange (by hand or liquidation); the closing fills were not the "
+            "bot's, so its realised PnL is left empty (fees and funding are the bot's records)")
     with transaction.atomic():
         for order in trade.order_list:
             if order.status not in (Order.Status.FILLED, Order.Status.PARTIALLY_FILLED, Order.Status.CANCELLED,
@@ -382,11 +384,12 @@ def _close_as_reconciled(ctx: TradingContext, trade: PairTrade) -> None:
 
 def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHeartbeat) -> int:
     """Record funding settled since the last sync, split over the trades holding each symbol by their size."""
-    since = heartbeat.funding_synced_until
-    if since is None:
-        opened = [t.opened_at for t in trades if t.opened_at]
-        since = min(opened) if opened else ctx.now
-    if since >= ctx.now:
+    opened = [t.opened_at for t in trades if t.opened_at]
+    if not opened:
+        return 0  # nothing held: no funding to attribute
+    # Funding before the oldest trade opened concerns none of them (and a long idle spell needs no reading).
+    since = max(heartbeat.funding_synced_until or min(opened), min(opened) - FUNDING_OVERLAP)
+    if since >= ctx.now or not _settlement_between(since, ctx.now, trades):
         return 0
     # Read an hour back again: a settlement the exchange listed late is caught; one already recorded is skipped.
     since = since - FUNDING_OVERLAP
@@ -404,24 +407,26 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
             if net:
                 instrument = _instrument(trade, leg)
                 by_symbol.setdefault(ctx.symbol(instrument), []).append((trade, instrument, net))
-    recorded = set(FundingPayment.objects.filter(account=ctx.account, settled_at__gte=since)
-                   .values_list("instrument_id", "settled_at"))
+    # What is recorded already, by the exchange's symbol for this account (the overlap reads it again).
+    recorded = set()
+    already = FundingPayment.objects.filter(account=ctx.account, settled_at__gte=since)
+    for symbol, ccxt_symbol, settled_at in already.values_list("instrument__symbol", "instrument__ccxt_symbol",
+                                                               "settled_at"):
+        recorded.update({(symbol, settled_at), (ccxt_symbol, settled_at)})
+    payments = [p for p in payments if (p.symbol, p.settled_at) not in recorded]
     rows, touched = [], set()
-    unknown: dict[str, Instrument | None] = {}
-    for payment in payments:
-        holders = [h for h in by_symbol.get(payment.symbol, []) if h[2] * payment.position_qty > 0]
+    holders_of = [[h for h in by_symbol.get(p.symbol, []) if h[2] * p.position_qty > 0] for p in payments]
+    orphans = {p.symbol for p, holders in zip(payments, holders_of, strict=True) if not holders}
+    unknown = _instruments_for_symbols(ctx, orphans)
+    for payment, holders in zip(payments, holders_of, strict=True):
         total = sum((abs(net) for _, _, net in holders), Decimal(0))
         if not holders or total == 0:
-            if payment.symbol not in unknown:
-                unknown[payment.symbol] = _instrument_for_symbol(ctx, payment.symbol)
-            instrument = unknown[payment.symbol]
-            if instrument is not None and (instrument.pk, payment.settled_at) not in recorded:
+            instrument = unknown.get(payment.symbol)
+            if instrument is not None:
                 rows.append(FundingPayment(account=ctx.account, trade=None, instrument=unknown[payment.symbol],
                                            settled_at=payment.settled_at, rate=payment.rate,
                                            position_qty=payment.position_qty, mark_price=payment.mark_price,
                                            amount=payment.amount))
-            continue
-        if (holders[0][1].pk, payment.settled_at) in recorded:
             continue
         for trade, instrument, net in holders:
             share = abs(net) / total
@@ -443,9 +448,29 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
     return len(rows)
 
 
-def _instrument_for_symbol(ctx: TradingContext, symbol: str) -> Instrument | None:
-    return (Instrument.objects.filter(exchange=ctx.account.exchange).filter(Q(symbol=symbol) | Q(ccxt_symbol=symbol))
-            .first())
+def _settlement_between(since: datetime, until: datetime, trades: list[PairTrade]) -> bool:
+    """Did any held instrument's funding settle in (since, until]? Settlements fall on multiples of the funding
+    interval (8 h unless the instrument says otherwise); no trade, no funding to attribute."""
+    epoch = datetime(1970, 1, 1, tzinfo=until.tzinfo)
+    intervals = {(_instrument(t, leg).funding_interval_minutes or DEFAULT_FUNDING_INTERVAL_MINUTES)
+                 for t in trades for leg in LEGS}
+    for minutes in intervals:
+        interval = timedelta(minutes=minutes)
+        if (until - epoch) // interval != (since - epoch) // interval:
+            return True
+    return False
+
+
+def _instruments_for_symbols(ctx: TradingContext, symbols: set[str]) -> dict[str, Instrument | None]:
+    """The instruments of exchange symbols no trade holds (funding of a position the bot doesn't know), one query."""
+    if not symbols:
+        return {}
+    found = Instrument.objects.filter(exchange=ctx.account.exchange).filter(Q(symbol__in=symbols)
+                                                                            | Q(ccxt_symbol__in=symbols))
+    by_symbol = {}
+    for instrument in found:
+        by_symbol[instrument.symbol] = by_symbol[instrument.ccxt_symbol] = instrument
+    return {symbol: by_symbol.get(symbol) for symbol in symbols}
 
 
 # ----------------------------------------------------------------------------------------------------------- closes
@@ -464,7 +489,7 @@ def close_decisions(
     pair_ids = {t.pair_id for t in open_trades}
     close_signals: dict[int, list[tuple[datetime, str, float]]] = {}
     for pair_id, bar_time, action, zscore in (
-        Signal.objects.filter(pair_id__in=pair_ids, action__in=list(CLOSE_SIGNALS),
+        Signal.objects.filter(pair_id__in=pair_ids, timeframe=ctx.config.timeframe, action__in=list(CLOSE_SIGNALS),
                               bar_time__gt=min(entry_bar.values()), bar_time__lte=newest_closed_bar)
         .order_by("bar_time").values_list("pair_id", "bar_time", "action", "zscore")
     ):

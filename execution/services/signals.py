@@ -20,8 +20,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
+from django.db.models.constants import OnConflict
+from django.utils import timezone
 
 from execution.models import Signal, SignalState
 from pairs.marketdata.validation import timeframe_ms
@@ -85,12 +87,14 @@ MAX_CATCH_UP_BARS = 168
 
 def signals_update(
     *, config: SelectionConfig, end: datetime | None = None, max_catch_up_bars: int = MAX_CATCH_UP_BARS,
-    prices: PriceSource | None = None,
+    prices: PriceSource | None = None, pairs: list[Pair] | None = None,
 ) -> SignalRun:
     """Advance every active pair's rule to the newest closed bar (or ``end``), writing one Signal per new bar.
-    ``prices``: where closes come from (default: the Candle table)."""
+    ``prices``: where closes come from (default: the Candle table). ``pairs``: the active pairs as ``signal_pairs``
+    loads them (default: loaded now); a caller that passes the same list again (a replay, bar after bar) gets each
+    pair's ``signal_state`` kept up to date in place."""
     run = SignalRun()
-    pairs = signal_pairs(config)
+    pairs = signal_pairs(config) if pairs is None else pairs
     if not pairs:
         return run
     prices = prices or StoredPrices()
@@ -120,7 +124,7 @@ def signals_update(
     log_prices = np.log(window.closes)
     rolling = rolling_zscore_pairs(log_prices, y, x, config.zscore_window_bars)
     spreads = log_prices[:, y] - rolling.intercept - rolling.hedge_ratio * log_prices[:, x]
-    times = [t.to_pydatetime() for t in window.times]
+    times = list(window.times.to_pydatetime())
     newest = times[-1]
 
     states = []
@@ -183,12 +187,76 @@ def _ns(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000_000)
 
 
+_STATE_FIELDS = ("last_bar_time", "bar_index", "position", "entry_bar", "bars_held", "cooldown")
+
+
 @transaction.atomic
 def _store(states: list[SignalState], signals: list[Signal]) -> None:
     # A signal already written for a (pair, bar) is left as it was: the first computation of a bar is the one
     # the bots may have acted on.
-    Signal.objects.bulk_create(signals, ignore_conflicts=True, batch_size=1000)
-    fields = ["last_bar_time", "bar_index", "position", "entry_bar", "bars_held", "cooldown"]
-    existing = [s for s in states if s.pk]
-    SignalState.objects.bulk_update(existing, fields, batch_size=500)
+    _insert_signals(signals)
+    _update_states([s for s in states if s.pk])
     SignalState.objects.bulk_create([s for s in states if not s.pk], batch_size=500)
+
+
+def _insert_signals(signals: list[Signal]) -> None:
+    """``bulk_create(signals, ignore_conflicts=True)`` as one prepared INSERT run for every row (the driver batches
+    it): building the statement through the ORM costs more than the insert when it runs every bar (a replay)."""
+    if not signals:
+        return
+    ops = connection.ops
+    names = ("pair", "timeframe", "bar_time", "zscore", "spread", "action", "created_at")
+    fields = [Signal._meta.get_field(name) for name in names]
+    sql = (
+        f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {ops.quote_name(Signal._meta.db_table)} "
+        f"({', '.join(ops.quote_name(f.column) for f in fields)}) VALUES ({', '.join(['%s'] * len(fields))}) "
+        + ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)
+    ).strip()
+    created = ops.adapt_datetimefield_value(timezone.now())
+    adapted: dict[datetime, object] = {}
+    rows = []
+    for signal in signals:
+        if signal.bar_time not in adapted:
+            adapted[signal.bar_time] = ops.adapt_datetimefield_value(signal.bar_time)
+        rows.append([signal.pair_id, signal.timeframe, adapted[signal.bar_time], float(signal.zscore),
+                     float(signal.spread), signal.action, created])
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _INSERT_BATCH_ROWS):
+            cursor.executemany(sql, rows[start : start + _INSERT_BATCH_ROWS])
+
+
+# Rows per executemany of the signal insert (MySQL's driver turns each into one multi-row INSERT).
+_INSERT_BATCH_ROWS = 1000
+
+
+def _update_states(states: list[SignalState]) -> None:
+    """``bulk_update(states, _STATE_FIELDS)`` as one UPDATE with a CASE per field for each batch of states, built
+    directly: the ORM's version costs more than the update itself when it runs every bar (a replay)."""
+    quote = connection.ops.quote_name
+    pk = quote(SignalState._meta.pk.column)
+    columns = [quote(SignalState._meta.get_field(name).column) for name in _STATE_FIELDS]
+    adapted: dict[datetime, object] = {}  # the states of one run share a few bar times
+    for start in range(0, len(states), _UPDATE_BATCH_ROWS):
+        batch = states[start : start + _UPDATE_BATCH_ROWS]
+        whens = " ".join(["WHEN %s THEN %s"] * len(batch))
+        sql = (
+            f"UPDATE {quote(SignalState._meta.db_table)} SET "  # noqa: S608
+            + ", ".join(f"{column} = CASE {pk} {whens} END" for column in columns)
+            + f" WHERE {pk} IN ({', '.join(['%s'] * len(batch))})"
+        )
+        params: list = []
+        for name in _STATE_FIELDS:
+            for state in batch:
+                value = getattr(state, name)
+                if name == "last_bar_time":
+                    if value not in adapted:
+                        adapted[value] = connection.ops.adapt_datetimefield_value(value)
+                    value = adapted[value]
+                params += [state.pk, value]
+        params += [state.pk for state in batch]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+
+
+# States per UPDATE: 13 parameters each, well within every backend's limit on parameters per statement.
+_UPDATE_BATCH_ROWS = 500

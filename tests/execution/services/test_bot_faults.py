@@ -301,10 +301,11 @@ def test_position_closed_outside_the_bot_is_settled_and_orphans_halt(world, fake
 
 
 def test_funding_from_the_exchange_is_recorded_on_the_trade(world, fake):
-    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)  # opens at 02:00
     tick(world)
-    world.next_bar(action=Signal.Action.HOLD, position=1)
-    settled_ms = int(world.now.timestamp() * 1000) - 60_000  # a minute before this tick, after the trade opened
+    while world.now.hour != 9:  # the 08:00 settlement lies between this tick and the last
+        world.next_bar(action=Signal.Action.HOLD, position=1)
+    settled_ms = int(world.now.replace(hour=8).timestamp() * 1000)
     fake.settle_funding("YYYUSDT", "0.0001", time_ms=settled_ms)
     fake.settle_funding("XXXUSDT", "0.0001", time_ms=settled_ms)
     tick(world)

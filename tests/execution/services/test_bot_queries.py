@@ -74,10 +74,13 @@ def test_tick_queries_do_not_grow_with_pairs_and_trades(monkeypatch):
 
     for kind, budget in BUDGETS.items():
         (n_small, _), (n_large, sql) = small[kind], large[kind]
-        assert n_large == n_small, f"{kind} tick: {n_small} queries with 5 pairs, {n_large} with 100:\n" + "\n".join(
-            sql
+        # Funding: the bot reads an hour of settlements again (late listings), which may name symbols of trades
+        # closed since; the paper exchange then looks their instruments up: one query for all of them.
+        slack = 1 if kind == "funding" else 0
+        assert n_small <= n_large <= n_small + slack, (
+            f"{kind} tick: {n_small} queries with 5 pairs, {n_large} with 100:\n" + "\n".join(sql)
         )
-        assert n_small <= budget, f"{kind} tick: {n_small} queries, budget {budget}:\n" + "\n".join(sql)
+        assert n_large <= budget, f"{kind} tick: {n_large} queries, budget {budget}:\n" + "\n".join(sql)
 
 
 def test_steady_tick_within_budget(django_assert_max_num_queries):

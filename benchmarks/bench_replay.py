@@ -1,0 +1,319 @@
+"""Benchmark the replay (``execution.services.replay.replay_run``): 6 months of 1h bars, 50 active pairs.
+
+Run from the repository root:  python benchmarks/bench_replay.py
+On MariaDB:                    python benchmarks/bench_replay.py --database-url mysql://root@127.0.0.1:3306/statarb_h4
+
+Data: the 100 symbols of ../shared/data/binance-usdt-1h-2021 that cover the whole range, imported in place with
+``candles_import_directory`` (setup, timed apart).
+
+Pairs: a fixed set, because the data can't give 50 walk-forward pairs over 6 months. One selection step reads
+lookback + out-of-sample + z-score window = 3,500 bars with the defaults, so on 5,483 bars the walk-forward replay
+covers less than 3 months, and the level-1 ladder promotes only a handful of pairs per step. The benchmark therefore
+takes the 50 unordered pairs (one direction each) with the lowest Engle-Granger p-values (``engle_granger_batch``,
+as the screen) and a half-life of 5 to 200 bars on the 1,000 bars *before* the replay's first bar (no look-ahead),
+stores them active on level 1 (paper) with that fit's hedge ratio, intercept, spread mean/std and half-life, and
+replays with reselection off (``reselect_every=None``): the pairs stay as they are, no screening or grading runs
+during the replay, and everything else (signals from memory, bot ticks, the paper exchange, funding, equity) is the
+replay's normal path. The selection steps' own cost is measured by bench_screen_pipeline and bench_statistics.
+
+Replay: 2021-01-17 00:00 to 2021-07-17 20:00 UTC (the last stored bar), 4,365 hourly bars, the default selection
+configuration (z-score window 500 bars, entry 2, exit 0, stop 4), on the default replay account (10,000 USDT,
+500 per leg, at most 10 trades). Timed: ``replay_run`` end to end, with its main phases measured by wrapping the
+functions the replay module calls.
+
+Database: by default a temporary SQLite file (deleted afterwards). With ``--database-url`` a mysql:// database that
+belongs to the benchmark: it is dropped and created again at the start and dropped at the end. Django runs with
+DEBUG=0 (no query log); INFO logging (one line per paper fill) is off. Single-threaded BLAS.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import functools  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import pstats  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from _shared import DEFAULT_DATA_DIR, django_setup, peak_rss_mib  # noqa: E402
+
+TIMEFRAME = "1h"
+N_PAIRS = 50
+FORMATION_BARS = 1000
+START = datetime(2021, 1, 17, tzinfo=UTC)
+END = datetime(2021, 7, 17, 20, tzinfo=UTC)
+TARGET_SECONDS = 120.0
+MIN_HALF_LIFE, MAX_HALF_LIFE = 5.0, 200.0
+# Wrapped in execution.services.replay: (attribute, label), in report order.
+PHASES = (
+    ("signals_update", "signals (signals_update, prices from memory)"),
+    ("bot_tick", "bot ticks (bot_tick: reconcile, funding, closes, opens, paper fills)"),
+)
+
+
+def mysql_recreate(url: str, *, drop_only: bool = False) -> None:
+    import environ
+    import MySQLdb
+
+    config = environ.Env.db_url_config(url)
+    name = config["NAME"]
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
+        raise SystemExit(f"database name {name!r} must be letters, digits and underscores")
+    try:
+        server = MySQLdb.connect(
+            host=config.get("HOST") or "127.0.0.1",
+            port=int(config.get("PORT") or 3306),
+            user=config.get("USER") or "root",
+            password=config.get("PASSWORD") or "",
+            connect_timeout=5,
+        )
+    except MySQLdb.Error as exc:
+        raise SystemExit(f"cannot connect to {config.get('HOST')}:{config.get('PORT')}: {exc}") from exc
+    try:
+        cursor = server.cursor()
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        if not drop_only:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    finally:
+        server.close()
+
+
+def full_range_symbols(data_dir: Path) -> list[str]:
+    import pandas as pd
+
+    from pairs.marketdata.files import candle_files
+
+    firsts = {
+        symbol: int(pd.read_csv(path, usecols=["timestamp"], nrows=1)["timestamp"].iloc[0])
+        for symbol, path in candle_files(data_dir).items()
+    }
+    earliest = min(firsts.values())
+    return sorted(symbol for symbol, first in firsts.items() if first == earliest)
+
+
+def create_pairs(config) -> list:
+    """The N_PAIRS unordered pairs with the lowest Engle-Granger p-value (half-life in range) on the
+    FORMATION_BARS bars before START, active on level 1."""
+    import numpy as np
+
+    from pairs.models import Instrument, Level, Pair
+    from pairs.quant.cointegration import all_ordered_pairs, engle_granger_batch
+    from pairs.quant.spread import half_life, pair_spreads
+    from pairs.selectors import price_window
+
+    instruments = list(Instrument.objects.filter(exchange=config.exchange))
+    window = price_window(
+        instruments=instruments, timeframe=TIMEFRAME, bars=FORMATION_BARS, end=START - timedelta(hours=1)
+    )
+    log_prices = np.log(window.closes)
+    ordered = all_ordered_pairs(len(window.symbols))
+    eg = engle_granger_batch(log_prices, ordered)
+    spreads = pair_spreads(log_prices, eg.y_index, eg.x_index, eg.hedge_ratio, eg.intercept)
+    half_lives = np.asarray(half_life(spreads))
+    by_id = {i.pk: i for i in instruments}
+    level = Level.objects.get(number=1)
+    taken: set[frozenset] = set()
+    rows = []
+    for k in np.argsort(eg.pvalue, kind="stable"):
+        key = frozenset((int(eg.y_index[k]), int(eg.x_index[k])))
+        if key in taken or not MIN_HALF_LIFE <= half_lives[k] <= MAX_HALF_LIFE:
+            continue
+        taken.add(key)
+        rows.append(
+            Pair(
+                y_instrument=by_id[window.instrument_ids[eg.y_index[k]]],
+                x_instrument=by_id[window.instrument_ids[eg.x_index[k]]],
+                timeframe=TIMEFRAME,
+                status=Pair.Status.ACTIVE,
+                level=level,
+                hedge_ratio=float(eg.hedge_ratio[k]),
+                intercept=float(eg.intercept[k]),
+                adf_stat=float(eg.adf_stat[k]),
+                adf_lag=int(eg.lag[k]),
+                pvalue=float(eg.pvalue[k]),
+                half_life_bars=float(half_lives[k]),
+                spread_mean=float(spreads[:, k].mean()),
+                spread_std=float(spreads[:, k].std(ddof=1)),
+            )
+        )
+        if len(rows) == N_PAIRS:
+            break
+    Pair.objects.bulk_create(rows)
+    return rows
+
+
+def instrument_phases(module, seconds: dict[str, float]) -> None:
+    """Replace module-level functions by timed wrappers (the replay looks them up in its module at call time)."""
+    for name, _ in PHASES:
+        original = getattr(module, name)
+
+        @functools.wraps(original)
+        def timed(*args, _original=original, _name=name, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                seconds[_name] += time.perf_counter() - start
+
+        setattr(module, name, timed)
+
+
+def database_description() -> str:
+    from django.db import connection
+
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit")
+            version, pool, flush = cursor.fetchone()
+        return f"MariaDB/MySQL {version} (buffer pool {int(pool) // 2**20} MiB, flush_log_at_trx_commit={flush})"
+    import sqlite3
+
+    return f"SQLite {sqlite3.sqlite_version} (temporary file, WAL, synchronous=NORMAL)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a mysql:// database of the benchmark's own (dropped and created again), e.g. "
+        "mysql://root@127.0.0.1:3306/statarb_h4; default: a temporary SQLite file",
+    )
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print cProfile's top N functions")
+    parser.add_argument(
+        "--days", type=float, default=None, help="replay only this many days from the start (a quick check)"
+    )
+    args = parser.parse_args()
+    if not args.data_dir.is_dir():
+        raise SystemExit(f"no candle data at {args.data_dir}")
+    temporary = None
+    database_url = args.database_url
+    if database_url is None:
+        temporary = Path(tempfile.gettempdir()) / f"bench_replay_{uuid.uuid4().hex}.sqlite3"
+        database_url = f"sqlite:///{temporary}"
+    elif database_url.startswith("mysql://"):
+        mysql_recreate(database_url)
+    else:
+        raise SystemExit("--database-url must be a mysql:// URL (the default is a temporary SQLite file)")
+    try:
+        run(args, database_url)
+    finally:
+        if temporary is not None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{temporary}{suffix}").unlink(missing_ok=True)
+        else:
+            from django.db import connections
+
+            connections.close_all()
+            mysql_recreate(database_url, drop_only=True)
+
+
+def run(args, database_url: str) -> None:
+    django_setup(database_url)
+    logging.disable(logging.INFO)
+    import execution.services.replay as replay
+    from execution.models import Fill, Order, PairTrade, Signal
+    from notifications.models import Notification
+    from pairs.models import CointegrationRun, SelectionConfig
+    from pairs.services.market_data import candles_import_directory
+
+    config = SelectionConfig.current()
+    symbols = full_range_symbols(args.data_dir)
+    started = time.perf_counter()
+    summary = candles_import_directory(
+        directory=args.data_dir, timeframe=TIMEFRAME, exchange=config.exchange, symbols=symbols
+    )
+    import_seconds = time.perf_counter() - started
+    if summary.failed:
+        raise SystemExit(f"import failed: {[(f.symbol, f.error) for f in summary.failed]}")
+    started = time.perf_counter()
+    pairs = create_pairs(config)
+    pairs_seconds = time.perf_counter() - started
+
+    seconds = {name: 0.0 for name, _ in PHASES}
+    instrument_phases(replay, seconds)
+    profiler = cProfile.Profile() if args.profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    end = END if args.days is None else min(END, START + timedelta(days=args.days))
+    result = replay.replay_run(start=START, end=end, config=config, reselect_every=None)
+    if profiler:
+        profiler.disable()
+    replay_seconds = time.perf_counter() - started
+    data = result.as_json()
+    json_seconds = time.perf_counter() - started - replay_seconds
+    trades = data["trades"]
+    finished = sum(1 for t in trades if t["pnl"] is not None)
+    still_open = sum(1 for t in trades if t["opened_at"] and not t["closed_at"])
+    counts = {
+        "signals": Signal.objects.count(),
+        "trades": PairTrade.objects.count(),
+        "orders": Order.objects.count(),
+        "fills": Fill.objects.count(),
+        "notifications": Notification.objects.count(),
+        "selection runs": CointegrationRun.objects.count(),
+    }
+    description = database_description()
+
+    command = shlex.join([Path(sys.executable).name, "benchmarks/bench_replay.py", *sys.argv[1:]])
+    s = data["summary"]
+    print(f"## replay_run: {result.bars:,} hourly bars x {len(pairs)} active pairs\n")
+    print(f"Command: `{command}`  ")
+    print(f"Database: {description}  ")
+    print(
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, single-threaded BLAS  "
+    )
+    print(
+        f"Setup (not timed below): import of {len(symbols)} full-range symbols ({summary.rows:,} candle rows) "
+        f"{import_seconds:.1f} s; {len(pairs)} pairs (lowest Engle-Granger p on the {FORMATION_BARS:,} bars before "
+        f"{START:%Y-%m-%d}, half-life {MIN_HALF_LIFE:g}-{MAX_HALF_LIFE:g} bars, p from {pairs[0].pvalue:.2e} to "
+        f"{pairs[-1].pvalue:.2e}) {pairs_seconds:.1f} s  "
+    )
+    print(
+        f"Replay: {result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC, reselection off, "
+        f"tick statuses {result.tick_statuses}\n"
+    )
+    verdict = "ok" if replay_seconds < TARGET_SECONDS else "MISSED"
+    print("| bars | pairs | seconds | bars/s | trades (finished / open at the end) | target |")
+    print("|---:|---:|---:|---:|---|---|")
+    print(
+        f"| {result.bars:,} | {len(pairs)} | {replay_seconds:.1f} | {result.bars / replay_seconds:.0f} "
+        f"| {len(trades):,} ({finished:,} / {still_open}) | < {TARGET_SECONDS:.0f} s {verdict} |"
+    )
+    print("\n| phase | seconds | ms per bar |")
+    print("|---|---:|---:|")
+    for name, label in PHASES:
+        print(f"| {label} | {seconds[name]:.1f} | {seconds[name] / result.bars * 1000:.1f} |")
+    rest = replay_seconds - sum(seconds.values())
+    print(f"| the rest (loading closes, equity, transactions) | {rest:.1f} | {rest / result.bars * 1000:.1f} |")
+    print(f"| JSON of the result (not in the replay's time) | {json_seconds:.1f} | |")
+    print("\nRows written: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".  ")
+    print(
+        f"Summary: win rate {s['win_rate']}, profit factor {s['profit_factor']}, total return {s['total_return']}, "
+        f"max drawdown {s['max_drawdown']}, Sharpe {s['sharpe']}, equity {s['start_equity']} -> "
+        f"{s['end_equity']}. Peak RSS {peak_rss_mib():,.0f} MiB."
+    )
+    if profiler:
+        print("\n```")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile)
+        print("```")
+
+
+if __name__ == "__main__":
+    main()
