@@ -127,7 +127,7 @@ def bot_tick(
     *, account: ExchangeAccount, exchange: TradingExchange, feed: PriceFeed, now: datetime | None = None,
     config: SelectionConfig | None = None, owner: str | None = None, require_enabled: bool = True,
     checkpoint: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-    task_id: str = "",
+    task_id: str = "", reconcile_every: timedelta = RECONCILE_EVERY,
 ) -> TickReport:
     started = time.monotonic()
     now = now or timezone.now()
@@ -148,7 +148,7 @@ def bot_tick(
                          halted=lambda: _active_halts(account).exists())
     heartbeat = BotHeartbeat.objects.get(account=account)
     try:
-        _tick(ctx, report, heartbeat, fresh_lease=lease == "new")
+        _tick(ctx, report, heartbeat, fresh_lease=lease == "new", reconcile_every=reconcile_every)
     except TickAborted as exc:
         report.status = "exchange_unreachable"
         report.error = str(exc)
@@ -194,7 +194,8 @@ def _active_halts(account: ExchangeAccount):
     return Halt.objects.filter(Q(account=account) | Q(account__isnull=True), cleared_at__isnull=True)
 
 
-def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, fresh_lease: bool) -> None:
+def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, fresh_lease: bool,
+          reconcile_every: timedelta) -> None:
     account = ctx.account
     trades = _active_trades(account)
     # Funding first, while every trade that held a position through a settlement is still active (one closing
@@ -207,7 +208,7 @@ def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, f
     trades = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
     ctx.renew_lease()
     # 3. reconciliation (trades that just traded wait for the next pass: a positions list may lag the fills)
-    if fresh_lease or heartbeat.reconciled_at is None or ctx.now - heartbeat.reconciled_at >= RECONCILE_EVERY:
+    if fresh_lease or heartbeat.reconciled_at is None or ctx.now - heartbeat.reconciled_at >= reconcile_every:
         try:
             mismatches = reconcile(ctx, trades, just_traded={t.pk for t in in_flight})
         except ExchangeError as exc:

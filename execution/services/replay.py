@@ -75,6 +75,9 @@ DEFAULT_PER_TRADE_BUDGET = Decimal("500")
 DEFAULT_MAX_CONCURRENT_TRADES = 10
 DEFAULT_LEVERAGE = Decimal("2")
 DEFAULT_RESELECT_EVERY = timedelta(days=7)
+# Live bots reconcile every 5 minutes of wall clock; a replay's clock moves an hour a bar, and its paper exchange
+# can't drift from the database, so it reconciles once a simulated day (and at its first bar).
+REPLAY_RECONCILE_EVERY = timedelta(days=1)
 DAYS_PER_YEAR = 365  # crypto trades every day
 # The bar's open time and an ISO 8601 UTC timestamp, as the other JSON outputs write them.
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -493,7 +496,8 @@ def replay_run(
                     active = signal_pairs(config)
                 signals_update(config=config, end=bar, prices=market, pairs=active)
                 report = bot_tick(account=account, exchange=exchange, feed=feed, now=clock.now, config=config,
-                                  owner=owner, require_enabled=False, sleep=_no_sleep)  # fmt: skip
+                                  owner=owner, require_enabled=False, sleep=_no_sleep,
+                                  reconcile_every=REPLAY_RECONCILE_EVERY)  # fmt: skip
                 result.equity.append((clock.now, exchange.balance().equity))
             result.tick_statuses[report.status] = result.tick_statuses.get(report.status, 0) + 1
             if report.status != "ok":

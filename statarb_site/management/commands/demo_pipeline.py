@@ -1,16 +1,21 @@
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db.models import Max
 
-from pairs.models import Candle
+from pairs.models import Candle, Pair
+
+DEMO_REPLAY_DAYS = 21
 
 
 class Command(BaseCommand):
     help = (
         "The demo's main job on the embedded default: import the candle files in --data (once), screen the "
-        "universe for cointegrated pairs (var/demo-selection.json), then grade them (var/demo-levels.json)."
+        "universe for cointegrated pairs (var/demo-selection.json), then grade them (var/demo-levels.json). On a "
+        "database without pairs it first replays the last weeks through the paper bot (var/demo-replay.json)."
     )
 
     def add_arguments(self, parser):
@@ -26,5 +31,12 @@ class Command(BaseCommand):
                 return
             self.stdout.write(f"Importing candles from {data} ...")
             call_command("import_candles", str(data), verbosity=0)
+        if not Pair.objects.exists():
+            # The execution path on history before any pair exists (a replay needs a database without pairs: its
+            # walk-forward selection creates them): the last DEMO_REPLAY_DAYS through signals -> bot -> paper.
+            newest = Candle.objects.aggregate(newest=Max("open_time"))["newest"]
+            start = (newest - timedelta(days=DEMO_REPLAY_DAYS)).date().isoformat()
+            self.stdout.write(f"Replaying the last {DEMO_REPLAY_DAYS} days through the paper bot ...")
+            call_command("replay", start=start, json_path=settings.VAR_DIR / "demo-replay.json", verbosity=1)
         call_command("select_pairs", json_path=settings.VAR_DIR / "demo-selection.json", verbosity=1)
         call_command("update_stats", json_path=settings.VAR_DIR / "demo-levels.json")
