@@ -52,3 +52,92 @@ def django_setup(database_url: str | None = None) -> None:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _mysql_server(url: str):
+    """(a server connection without a database, the database name) for a mysql:// URL."""
+    import re
+
+    import environ
+    import MySQLdb
+
+    config = environ.Env.db_url_config(url)
+    name = config["NAME"]
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
+        raise SystemExit(f"database name {name!r} must be letters, digits and underscores")
+    try:
+        server = MySQLdb.connect(host=config.get("HOST") or "127.0.0.1", port=int(config.get("PORT") or 3306),
+                                 user=config.get("USER") or "root", password=config.get("PASSWORD") or "",
+                                 connect_timeout=5)
+    except MySQLdb.Error as exc:
+        raise SystemExit(f"cannot connect to {config.get('HOST')}:{config.get('PORT')}: {exc}") from exc
+    return server, name
+
+
+def ensure_mysql_database(url: str) -> None:
+    """Create the database of a mysql:// URL if it doesn't exist (utf8mb4)."""
+    server, name = _mysql_server(url)
+    try:
+        server.cursor().execute(
+            f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        )
+    finally:
+        server.close()
+
+
+def recreate_mysql_database(url: str, *, drop_only: bool = False) -> None:
+    """Drop the database of a mysql:// URL and (unless ``drop_only``) create it empty again."""
+    server, name = _mysql_server(url)
+    try:
+        cursor = server.cursor()
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        if not drop_only:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    finally:
+        server.close()
+
+
+def temporary_sqlite(prefix: str) -> Path:
+    """A path for a throw-away SQLite database (remove it with ``remove_sqlite``)."""
+    import tempfile
+    import uuid
+
+    return Path(tempfile.gettempdir()) / f"{prefix}_{uuid.uuid4().hex}.sqlite3"
+
+
+def remove_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def database_description() -> str:
+    from django.db import connection
+
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit")
+            version, pool, flush = cursor.fetchone()
+        return f"MariaDB/MySQL {version} (buffer pool {int(pool) // 2**20} MiB, flush_log_at_trx_commit={flush})"
+    import sqlite3
+
+    return f"SQLite {sqlite3.sqlite_version} (temporary file, WAL, synchronous=NORMAL)"
+
+
+def instrument_phases(module, names, seconds: dict[str, float]) -> None:
+    """Replace the module-level functions ``names`` by wrappers adding their time to ``seconds[name]`` (callers
+    look them up in the module at call time)."""
+    import functools
+    import time
+
+    for name in names:
+        original = getattr(module, name)
+
+        @functools.wraps(original)
+        def timed(*args, _original=original, _name=name, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                seconds[_name] += time.perf_counter() - start
+
+        setattr(module, name, timed)

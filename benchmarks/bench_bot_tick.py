@@ -41,17 +41,14 @@ import io
 import os
 import platform
 import pstats
-import re
 import shlex
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from _shared import django_setup
+from _shared import database_description, django_setup, ensure_mysql_database, remove_sqlite, temporary_sqlite
 
 BENCH_EXCHANGE = "benchbot"
 NAME = "bb"  # account "bb-paper", symbols BB0USDT, BB1USDT, ...
@@ -59,43 +56,8 @@ TARGET_STEADY_MS = 100.0
 FUNDING_INTERVAL = timedelta(hours=8)
 
 
-def ensure_mysql_database(url: str) -> None:
-    import environ
-    import MySQLdb
-
-    config = environ.Env.db_url_config(url)
-    name = config["NAME"]
-    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
-        raise SystemExit(f"database name {name!r} must be letters, digits and underscores")
-    try:
-        server = MySQLdb.connect(
-            host=config.get("HOST") or "127.0.0.1",
-            port=int(config.get("PORT") or 3306),
-            user=config.get("USER") or "root",
-            password=config.get("PASSWORD") or "",
-            connect_timeout=5,
-        )
-    except MySQLdb.Error as exc:
-        raise SystemExit(f"cannot connect to {config.get('HOST')}:{config.get('PORT')}: {exc}") from exc
-    try:
-        server.cursor().execute(
-            f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        )
-    finally:
-        server.close()
 
 
-def database_description() -> str:
-    from django.db import connection
-
-    if connection.vendor == "mysql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit")
-            version, pool, flush = cursor.fetchone()
-        return f"MariaDB/MySQL {version} (buffer pool {int(pool) // 2**20} MiB, flush_log_at_trx_commit={flush})"
-    import sqlite3
-
-    return f"SQLite {sqlite3.sqlite_version} (temporary file, WAL, synchronous=NORMAL)"
 
 
 def delete_bench_rows() -> None:
@@ -188,7 +150,7 @@ def main() -> None:
     temporary = None
     database_url = args.database_url
     if database_url is None:
-        temporary = Path(tempfile.gettempdir()) / f"bench_bot_tick_{uuid.uuid4().hex}.sqlite3"
+        temporary = temporary_sqlite("bench_bot_tick")
         database_url = f"sqlite:///{temporary}"
     elif database_url.startswith("mysql://"):
         ensure_mysql_database(database_url)
@@ -196,8 +158,7 @@ def main() -> None:
         run(args, database_url)
     finally:
         if temporary is not None:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{temporary}{suffix}").unlink(missing_ok=True)
+            remove_sqlite(temporary)
 
 
 def run(args, database_url: str) -> None:

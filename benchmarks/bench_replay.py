@@ -35,20 +35,25 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
-import functools  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import pstats  # noqa: E402
-import re  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from _shared import DEFAULT_DATA_DIR, django_setup, peak_rss_mib  # noqa: E402
+from _shared import (  # noqa: E402
+    DEFAULT_DATA_DIR,
+    database_description,
+    django_setup,
+    instrument_phases,
+    peak_rss_mib,
+    recreate_mysql_database,
+    remove_sqlite,
+    temporary_sqlite,
+)
 
 TIMEFRAME = "1h"
 N_PAIRS = 50
@@ -64,31 +69,6 @@ PHASES = (
 )
 
 
-def mysql_recreate(url: str, *, drop_only: bool = False) -> None:
-    import environ
-    import MySQLdb
-
-    config = environ.Env.db_url_config(url)
-    name = config["NAME"]
-    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
-        raise SystemExit(f"database name {name!r} must be letters, digits and underscores")
-    try:
-        server = MySQLdb.connect(
-            host=config.get("HOST") or "127.0.0.1",
-            port=int(config.get("PORT") or 3306),
-            user=config.get("USER") or "root",
-            password=config.get("PASSWORD") or "",
-            connect_timeout=5,
-        )
-    except MySQLdb.Error as exc:
-        raise SystemExit(f"cannot connect to {config.get('HOST')}:{config.get('PORT')}: {exc}") from exc
-    try:
-        cursor = server.cursor()
-        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        if not drop_only:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    finally:
-        server.close()
 
 
 def full_range_symbols(data_dir: Path) -> list[str]:
@@ -155,33 +135,8 @@ def create_pairs(config) -> list:
     return rows
 
 
-def instrument_phases(module, seconds: dict[str, float]) -> None:
-    """Replace module-level functions by timed wrappers (the replay looks them up in its module at call time)."""
-    for name, _ in PHASES:
-        original = getattr(module, name)
-
-        @functools.wraps(original)
-        def timed(*args, _original=original, _name=name, **kwargs):
-            start = time.perf_counter()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                seconds[_name] += time.perf_counter() - start
-
-        setattr(module, name, timed)
 
 
-def database_description() -> str:
-    from django.db import connection
-
-    if connection.vendor == "mysql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit")
-            version, pool, flush = cursor.fetchone()
-        return f"MariaDB/MySQL {version} (buffer pool {int(pool) // 2**20} MiB, flush_log_at_trx_commit={flush})"
-    import sqlite3
-
-    return f"SQLite {sqlite3.sqlite_version} (temporary file, WAL, synchronous=NORMAL)"
 
 
 def main() -> None:
@@ -203,23 +158,22 @@ def main() -> None:
     temporary = None
     database_url = args.database_url
     if database_url is None:
-        temporary = Path(tempfile.gettempdir()) / f"bench_replay_{uuid.uuid4().hex}.sqlite3"
+        temporary = temporary_sqlite("bench_replay")
         database_url = f"sqlite:///{temporary}"
     elif database_url.startswith("mysql://"):
-        mysql_recreate(database_url)
+        recreate_mysql_database(database_url)
     else:
         raise SystemExit("--database-url must be a mysql:// URL (the default is a temporary SQLite file)")
     try:
         run(args, database_url)
     finally:
         if temporary is not None:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{temporary}{suffix}").unlink(missing_ok=True)
+            remove_sqlite(temporary)
         else:
             from django.db import connections
 
             connections.close_all()
-            mysql_recreate(database_url, drop_only=True)
+            recreate_mysql_database(database_url, drop_only=True)
 
 
 def run(args, database_url: str) -> None:
@@ -245,7 +199,7 @@ def run(args, database_url: str) -> None:
     pairs_seconds = time.perf_counter() - started
 
     seconds = {name: 0.0 for name, _ in PHASES}
-    instrument_phases(replay, seconds)
+    instrument_phases(replay, [name for name, _ in PHASES], seconds)
     profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()
     if profiler:

@@ -36,6 +36,7 @@ from execution.exchanges.retry import call_with_retry
 from execution.feeds import PriceFeed
 from execution.models import BotHeartbeat, ExchangeAccount, FundingPayment, Order, PairTrade, Signal, SignalState
 from execution.services.trades import (
+    FINAL_ORDER_STATUSES,
     LEGS,
     TickAborted,
     TradingContext,
@@ -326,8 +327,7 @@ def _reconcile_orders(ctx: TradingContext, trades: list[PairTrade], working) -> 
     """Orders working at the exchange that no active trade is waiting for: the bot's own are cancelled (a trade
     that ended, a database restored from a backup), anyone else's flagged: the bot doesn't own the account alone."""
     awaited = {o.client_order_id for t in trades for o in t.order_list
-               if o.status not in (Order.Status.FILLED, Order.Status.PARTIALLY_FILLED, Order.Status.CANCELLED,
-                                   Order.Status.REJECTED)}
+               if o.status not in FINAL_ORDER_STATUSES}
     ours = f"sa{ctx.account.pk}-"
     problems = []
     for state in working:
@@ -359,8 +359,7 @@ def _close_as_reconciled(ctx: TradingContext, trade: PairTrade) -> None:
             "bot's, so its realised PnL is left empty (fees and funding are the bot's records)")
     with transaction.atomic():
         for order in trade.order_list:
-            if order.status not in (Order.Status.FILLED, Order.Status.PARTIALLY_FILLED, Order.Status.CANCELLED,
-                                    Order.Status.REJECTED):
+            if order.status not in FINAL_ORDER_STATUSES:
                 order.status = Order.Status.CANCELLED
                 order.error = "reconciliation: position gone"
                 order.save(update_fields=["status", "error", "updated_at"])
@@ -665,7 +664,7 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
     pair = signal.pair
     with transaction.atomic():
         ExchangeAccount.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).first()
-        halt = Halt.objects.filter(Q(account=account) | Q(account__isnull=True), cleared_at__isnull=True).first()
+        halt = _active_halts(account).first()
         if halt is not None:
             report.skipped.append(f"halted while planning: {halt.reason}"[:500])
             return None
