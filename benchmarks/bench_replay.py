@@ -38,6 +38,7 @@ import cProfile  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import pstats  # noqa: E402
+import re  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -69,6 +70,32 @@ PHASES = (
 )
 
 
+
+
+class StatementShapes:
+    """A Django execute wrapper that counts statements by shape (numbers and quoted strings stripped) and times
+    them, the wrapper's own time included (it is small beside the ORM's)."""
+
+    LITERALS = re.compile(r"'[^']*'|\b\d+(\.\d+)?\b")
+    LISTS = re.compile(r"\((\s*[?%]s?\s*,)+\s*[?%]s?\s*\)|\(\s*%s(\s*,\s*%s)+\s*\)")
+
+    def __init__(self):
+        self.shapes: dict[str, list] = {}
+        self.total = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            shape = self.LISTS.sub("(...)", self.LITERALS.sub("?", sql))
+            entry = self.shapes.setdefault(shape, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - started
+            self.total += 1
+
+    def top(self, n: int):
+        return sorted(self.shapes.items(), key=lambda item: -item[1][0])[:n]
 
 
 def full_range_symbols(data_dir: Path) -> list[str]:
@@ -150,6 +177,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print cProfile's top N functions")
     parser.add_argument(
+        "--queries", type=int, default=0, metavar="N",
+        help="print the N statement shapes the replay ran most (count per bar, seconds), literals stripped",
+    )
+    parser.add_argument(
         "--days", type=float, default=None, help="replay only this many days from the start (a quick check)"
     )
     args = parser.parse_args()
@@ -201,11 +232,18 @@ def run(args, database_url: str) -> None:
     seconds = {name: 0.0 for name, _ in PHASES}
     instrument_phases(replay, [name for name, _ in PHASES], seconds)
     profiler = cProfile.Profile() if args.profile else None
+    statements = StatementShapes() if args.queries else None
     started = time.perf_counter()
     if profiler:
         profiler.enable()
     end = END if args.days is None else min(END, START + timedelta(days=args.days))
-    result = replay.replay_run(start=START, end=end, config=config, reselect_every=None)
+    if statements is not None:
+        from django.db import connection
+
+        with connection.execute_wrapper(statements):
+            result = replay.replay_run(start=START, end=end, config=config, reselect_every=None)
+    else:
+        result = replay.replay_run(start=START, end=end, config=config, reselect_every=None)
     if profiler:
         profiler.disable()
     replay_seconds = time.perf_counter() - started
@@ -263,6 +301,12 @@ def run(args, database_url: str) -> None:
         f"max drawdown {s['max_drawdown']}, Sharpe {s['sharpe']}, equity {s['start_equity']} -> "
         f"{s['end_equity']}. Peak RSS {peak_rss_mib():,.0f} MiB."
     )
+    if statements is not None:
+        print(f"\nStatements: {statements.total:,} in all, {statements.total / result.bars:.1f} per bar.\n")
+        print("| per bar | seconds | statement (literals stripped) |")
+        print("|---:|---:|---|")
+        for shape, (count, spent) in statements.top(args.queries):
+            print(f"| {count / result.bars:.2f} | {spent:.2f} | `{shape[:160]}` |")
     if profiler:
         print("\n```")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile)

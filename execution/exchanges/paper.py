@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 
 from django.db import transaction
+from django.db.models import Q
 
 from execution.exchanges.errors import (
     DuplicateClientOrderId,
@@ -257,19 +258,23 @@ class PaperExchange:
 
     def _settle_funding(
         self, paper: PaperAccount, now: datetime, marks: dict[str, Decimal | None]
-    ) -> list[PaperPosition] | None:
-        """Settle every funding time t with funding_settled_until < t <= now on each open position.
+    ) -> tuple[list[PaperPosition] | None, bool]:
+        """Settle every funding time t with funding_settled_until < t <= now on each open position, in ``paper``
+        (the caller saves it). Returns the open positions, by symbol, when it read them (None when it had nothing to
+        settle), and whether ``paper`` changed and must be saved.
 
-        Positions change only inside place_order, which settles first, so the position at each such t is the
-        current one. The price at t is not known lazily: the mark is ``price_of`` now (the position's entry price
+        Positions change only inside place_order, which settles first and always saves the watermark, so the position
+        at each such t is the current one. A call that finds no settlement time due leaves the watermark where it is
+        (read-only calls then write nothing): the positions are still those held since it. The price at t is not known lazily: the mark is ``price_of`` now (the position's entry price
         when there is none), a simplification whose lag is at most one bar in a replay (the engine calls the
         exchange every bar). A PaperFunding row is unique per (account, symbol, time): a settlement is never paid
-        twice. Returns the open positions, by symbol, when it read them (None when it had nothing to settle).
+        twice.
         """
         since = paper.funding_settled_until
         if since is not None and now <= since:
-            return None
+            return None, False
         positions = None
+        changed = since is None
         if since is not None:
             positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
             self._instruments_load(p.symbol for p in positions)
@@ -279,6 +284,7 @@ class PaperExchange:
                 interval = (instrument and instrument.funding_interval_minutes) or DEFAULT_FUNDING_INTERVAL_MINUTES
                 due.extend((position, time) for time in settlement_times(since, now, interval))
             if due:
+                changed = True
                 # Paid already (a settlement is never paid twice): the rows are written under the account's locks.
                 paid = set(
                     PaperFunding.objects.filter(
@@ -307,9 +313,9 @@ class PaperExchange:
                     )
                     paper.wallet_balance = _stored(paper.wallet_balance + amount)
                 PaperFunding.objects.bulk_create(rows)
-        paper.funding_settled_until = now
-        paper.save(update_fields=["wallet_balance", "funding_settled_until"])
-        return positions
+        if changed:
+            paper.funding_settled_until = now
+        return positions, changed
 
     def _funding_rates(self, keys: list[tuple[str, datetime]]) -> dict[tuple[str, datetime], Decimal]:
         """``funding_rate_of`` for every (symbol, time) of ``keys``; in one go when it can (``funding_rate_of.many``,
@@ -326,7 +332,9 @@ class PaperExchange:
         with transaction.atomic():
             now = self._clock()
             paper = self._locked_account(now)
-            positions = self._settle_funding(paper, now, marks)  # the open positions, if it had to read them
+            positions, changed = self._settle_funding(paper, now, marks)  # the open positions, if it read them
+            if changed:
+                paper.save(update_fields=["wallet_balance", "funding_settled_until"])
             if positions is None:
                 positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
         self._instruments_load(p.symbol for p in positions)
@@ -406,9 +414,11 @@ class PaperExchange:
         with transaction.atomic():
             now = self._clock()
             paper = self._locked_account(now)
-            self._settle_funding(paper, now, marks)
+            _, changed = self._settle_funding(paper, now, marks)
             existing = PaperOrder.objects.filter(account=self.account, client_order_id=client_order_id).first()
             if existing is not None:
+                if changed:
+                    paper.save(update_fields=["wallet_balance", "funding_settled_until"])
                 return self._existing(existing, symbol, side, reduce_only)
             fill_base = self._price(symbol)
             marks[symbol] = fill_base
@@ -417,7 +427,12 @@ class PaperExchange:
                     f"order value {_plain(qty * fill_base)} of {symbol} ({_plain(qty)} x {_plain(fill_base)}) is "
                     f"below its minimum notional {_plain(instrument.min_notional)}"
                 )
-            position = PaperPosition.objects.select_for_update().filter(account=self.account, symbol=symbol).first()
+            # The symbol's row (even at zero) and every open position (the margin check), locked, in one read.
+            rows = list(
+                PaperPosition.objects.select_for_update().filter(account=self.account)
+                .filter(Q(symbol=symbol) | ~Q(qty=0)).order_by("symbol")
+            )
+            position = next((row for row in rows if row.symbol == symbol), None)
             held = position.qty if position is not None else Decimal(0)
             signed = qty if side == "buy" else -qty
             if reduce_only:
@@ -432,7 +447,7 @@ class PaperExchange:
             fee = _stored(qty * fill_price * self.fee_rate)
             opening = qty if held == 0 or (held > 0) == (signed > 0) else max(Decimal(0), qty - abs(held))
             if opening > 0:
-                positions = PaperPosition.objects.filter(account=self.account).exclude(qty=0)
+                positions = [row for row in rows if row.qty != 0]
                 unrealised, margin = self._margin_view(positions, marks, self._settle_of(symbol))
                 available = paper.wallet_balance + unrealised - margin
                 required = opening * fill_base / self.account.leverage + fee
@@ -449,7 +464,9 @@ class PaperExchange:
             position.avg_price = _stored(new_avg)
             position.save()
             paper.wallet_balance = _stored(paper.wallet_balance + realised - fee)
-            paper.save(update_fields=["wallet_balance"])
+            if paper.funding_settled_until is None or paper.funding_settled_until < now:
+                paper.funding_settled_until = now  # the position changes now: funding up to now is settled
+            paper.save(update_fields=["wallet_balance", "funding_settled_until"])  # with the funding, one write
             order = PaperOrder.objects.create(
                 account=self.account, client_order_id=client_order_id, symbol=symbol, side=side, order_type="market",
                 qty=qty, filled_qty=qty, avg_price=fill_price, fee=fee, status=FILLED, reduce_only=bool(reduce_only),

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from execution.exchanges.base import TradingExchange
@@ -148,8 +148,9 @@ def bot_tick(
                          keep_lease=lambda: lease_acquire(account, owner) is not None,
                          halted=lambda: _active_halts(account).exists())
     heartbeat = BotHeartbeat.objects.get(account=account)
+    held: list[PairTrade] | None = None  # the tick's trades when it ends normally: the heartbeat counts them
     try:
-        _tick(ctx, report, heartbeat, fresh_lease=lease == "new", reconcile_every=reconcile_every)
+        held = _tick(ctx, report, heartbeat, fresh_lease=lease == "new", reconcile_every=reconcile_every)
     except TickAborted as exc:
         report.status = "exchange_unreachable"
         report.error = str(exc)
@@ -163,7 +164,10 @@ def bot_tick(
         report.events.extend(ctx.events)
         report.duration_ms = (time.monotonic() - started) * 1000
         try:
-            open_trades = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).count()
+            if held is not None:
+                open_trades = sum(1 for t in held if t.state in PairTrade.ACTIVE_STATES)
+            else:
+                open_trades = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).count()
             BotHeartbeat.objects.filter(account=account, lease_owner=owner).update(
                 beat_at=timezone.now(), worker=owner[:200], task_id=task_id[:64], status=report.status[:200],
                 last_tick_ms=report.duration_ms, open_trades=open_trades,
@@ -175,17 +179,27 @@ def bot_tick(
 
 
 def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
+    """The account's active trades with their pair, both instruments and their orders (``order_list``), in two
+    queries. Every tick runs this, so it loads only what a tick reads: the account is the caller's object and of
+    the entry signal only its bar time (``entry_bar_time``) is needed."""
     trades = list(
         PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
-        .select_related("account", "pair__y_instrument", "pair__x_instrument", "entry_signal")
-        .prefetch_related("orders")
+        .select_related("pair__y_instrument", "pair__x_instrument")
+        .annotate(entry_bar_time=F("entry_signal__bar_time"))
         .order_by("pk")
     )
+    if not trades:
+        return trades
+    orders: dict[int, list[Order]] = {trade.pk: [] for trade in trades}
+    for order in Order.objects.filter(trade_id__in=list(orders)).order_by("pk"):
+        orders[order.trade_id].append(order)
     for trade in trades:
-        trade.order_list = list(trade.orders.all())
+        trade.account = account
+        trade.order_list = orders[trade.pk]
         # An order is on one of its pair's legs: share those instruments instead of loading them again.
         legs = {i.pk: i for i in (trade.pair.y_instrument, trade.pair.x_instrument)}
         for order in trade.order_list:
+            order.trade = trade
             if order.instrument_id in legs:
                 order.instrument = legs[order.instrument_id]
     return trades
@@ -196,7 +210,9 @@ def _active_halts(account: ExchangeAccount):
 
 
 def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, fresh_lease: bool,
-          reconcile_every: timedelta) -> None:
+          reconcile_every: timedelta) -> list[PairTrade]:
+    """Run steps 2-6; returns every trade the tick holds at its end (the lease keeps other bots out, so these are
+    all of the account's trades that were active at its start or planned by it)."""
     account = ctx.account
     trades = _active_trades(account)
     # Funding first, while every trade that held a position through a settlement is still active (one closing
@@ -220,7 +236,7 @@ def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, f
             notify(topic="reconcile_failed", severity=Notification.Severity.CRITICAL,
                    text=f"[{account.name}] {report.error}",
                    dedupe_key=f"reconcile_failed:{account.pk}:{ctx.now:%Y%m%d%H}")
-            return
+            return trades
         report.reconciled = True
         report.mismatches = mismatches
         trades = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
@@ -234,12 +250,14 @@ def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, f
     # 6. opens
     if halts:
         report.skipped.append("no new trades: " + "; ".join(h.reason for h in halts)[:500])
-        return
+        return trades
     active = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
     ctx.renew_lease()
-    for trade in open_new_trades(ctx, active, report):
+    planned = open_new_trades(ctx, active, report)
+    for trade in planned:
         _advance_isolated(ctx, trade, report)
         report.opened += trade.state == State.OPEN
+    return active + planned
 
 
 def _advance_isolated(ctx: TradingContext, trade: PairTrade, report: TickReport) -> None:
@@ -484,8 +502,7 @@ def close_decisions(
         return []
     bar = timedelta(milliseconds=timeframe_ms(ctx.config.timeframe))
     newest_closed_bar = ctx.now - bar
-    entry_bar = {t.pk: (t.entry_signal.bar_time if t.entry_signal else (t.opened_at or ctx.now) - bar)
-                 for t in open_trades}
+    entry_bar = {t.pk: _entry_bar_time(t) or (t.opened_at or ctx.now) - bar for t in open_trades}
     pair_ids = {t.pair_id for t in open_trades}
     close_signals: dict[int, list[tuple[datetime, str, float]]] = {}
     for pair_id, bar_time, action, zscore in (
@@ -520,6 +537,13 @@ def close_decisions(
     return decisions
 
 
+def _entry_bar_time(trade: PairTrade) -> datetime | None:
+    """The bar of the signal the trade was opened on (None without one): annotated by _active_trades, else read."""
+    if hasattr(trade, "entry_bar_time"):
+        return trade.entry_bar_time
+    return trade.entry_signal.bar_time if trade.entry_signal_id else None
+
+
 # ------------------------------------------------------------------------------------------------------------ opens
 
 
@@ -533,7 +557,9 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
     bar = timedelta(milliseconds=timeframe_ms(ctx.config.timeframe))
     newest_closed_bar = ctx.now - bar
     busy_pairs = {t.pair_id for t in active}
-    signals = list(
+    # Most ticks have no entry to act on: a narrow read of the fresh entry signals first (pair, action, z and the
+    # rule's position now), then whole rows only for the signals that can still become trades.
+    rows = (
         Signal.objects.filter(
             timeframe=ctx.config.timeframe, action__in=list(ENTRY_SIGNALS), bar_time__lte=newest_closed_bar,
             bar_time__gt=newest_closed_bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1),
@@ -541,39 +567,44 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
             pair__y_instrument__exchange=account.exchange,
         )
         .exclude(pair_id__in=busy_pairs)  # a pair with an active trade takes no entry: don't load its signals
-        .select_related("pair__y_instrument", "pair__x_instrument", "pair__signal_state", "pair__level")
         .order_by("-bar_time", "pk")
+        .values_list("pk", "pair_id", "action", "pair__signal_state__position", "pair__y_instrument_id",
+                     "pair__x_instrument_id", "pair__y_instrument__symbol", "pair__x_instrument__symbol")
     )
-    if not signals:
-        return []
+    latest: dict[int, tuple] = {}
+    for row in rows:
+        latest.setdefault(row[1], row)
     # One trade per instrument at a time: in one-way mode the exchange nets an account's positions per symbol, and
     # only a leg that is alone on its symbol can be closed exactly with reduce-only orders and reconciled.
     busy_instruments = {i for t in active for i in (t.pair.y_instrument_id, t.pair.x_instrument_id)}
-    used = set(PairTrade.objects.filter(account=account, entry_signal__in=signals).values_list("entry_signal_id",
-                                                                                                  flat=True))
-    latest: dict[int, Signal] = {}
-    for signal in signals:
-        latest.setdefault(signal.pair_id, signal)
-    candidates = []
-    for signal in latest.values():
-        side = ENTRY_SIGNALS[signal.action]
-        state = getattr(signal.pair, "signal_state", None)
-        if signal.pk in used or signal.pair_id in busy_pairs:
-            continue
-        if {signal.pair.y_instrument_id, signal.pair.x_instrument_id} & busy_instruments:
-            report.skipped.append(f"{signal.pair}: a leg is already held by another trade of this account")
-            continue
-        if state is None or state.position != (1 if side == PairTrade.Side.LONG_SPREAD else -1):
+    fresh = []
+    for signal_id, _, action, position, y_id, x_id, y_symbol, x_symbol in latest.values():
+        if position != (1 if ENTRY_SIGNALS[action] == PairTrade.Side.LONG_SPREAD else -1):
             continue  # the rule has left this position since
-        candidates.append((signal, side))
-    candidates.sort(key=lambda c: (-abs(c[0].zscore), c[0].pair_id))
-    if not candidates:
+        if {y_id, x_id} & busy_instruments:
+            report.skipped.append(f"{y_symbol}/{x_symbol}: a leg is already held by another trade of this account")
+            continue
+        fresh.append(signal_id)
+    if not fresh:
+        return []
+    if len(active) >= account.max_concurrent_trades:  # the account's own cap (limits can only lower it)
+        report.skipped.append(f"{len(fresh)} entry signal(s): the account already has {len(active)} trades")
+        return []
+    used = set(PairTrade.objects.filter(account=account, entry_signal_id__in=fresh)
+               .values_list("entry_signal_id", flat=True))
+    fresh = [signal_id for signal_id in fresh if signal_id not in used]
+    if not fresh:
         return []
     limits = _limits(account)
     max_trades = min(account.max_concurrent_trades, limits.max_open_trades or account.max_concurrent_trades)
     free = max_trades - len(active)
     if free <= 0:
-        report.skipped.append(f"{len(candidates)} entry signal(s): the account already has {len(active)} trades")
+        report.skipped.append(f"{len(fresh)} entry signal(s): the account already has {len(active)} trades")
+        return []
+    candidates = [(signal, ENTRY_SIGNALS[signal.action]) for signal in
+                  Signal.objects.filter(pk__in=fresh).select_related("pair__y_instrument", "pair__x_instrument")]
+    candidates.sort(key=lambda c: (-abs(c[0].zscore), c[0].pair_id))
+    if not candidates:
         return []
     prices = ctx.feed_closes({i for s, _ in candidates for i in (s.pair.y_instrument_id, s.pair.x_instrument_id)})
     budget = _budget_per_leg(account)

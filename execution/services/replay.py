@@ -196,7 +196,9 @@ class ReplayMarket:
                     ) -> dict[int, datetime]:  # fmt: skip
         self._check_timeframe(timeframe)
         ids = list(instrument_ids)
-        self._ensure(Instrument.objects.filter(pk__in=[i for i in ids if i not in self._column]))
+        missing = [i for i in ids if i not in self._column]
+        if missing:
+            self._ensure(Instrument.objects.filter(pk__in=missing))
         row = self.row_at_or_before(end)
         if row < 0:
             return {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from django.db import connection, transaction
@@ -112,7 +112,8 @@ def signals_update(
         return run
     # A leg whose newest bar is missing would be forward-filled into the newest bar: such a pair waits for the
     # next run (it catches up then) instead of trading on a stale price.
-    fresh = {iid for iid, newest in newest_of.items() if newest >= window.times[-1].to_pydatetime()}
+    window_end = window.times[-1].to_pydatetime()
+    fresh = {iid for iid, newest in newest_of.items() if newest >= window_end}
     column = {iid: k for k, iid in enumerate(window.instrument_ids) if iid in fresh}
     tradable = [p for p in pairs if p.y_instrument_id in column and p.x_instrument_id in column]
     run.skipped_pairs = len(pairs) - len(tradable)
@@ -167,8 +168,7 @@ def signals_update(
             if not np.isfinite(z):
                 continue  # not enough history for a z-score yet: nothing to signal
             label = ACTION_LABELS[int(actions[k])]
-            new_signals.append(Signal(pair=tradable[k], timeframe=config.timeframe, bar_time=times[t],
-                                      zscore=float(z), spread=float(spreads[t, k]), action=label))
+            new_signals.append(NewSignal(tradable[k].pk, times[t], float(z), float(spreads[t, k]), label))
             run.entries += label in (Signal.Action.ENTER_LONG, Signal.Action.ENTER_SHORT)
             run.closes += label in (Signal.Action.EXIT, Signal.Action.STOP, Signal.Action.MAX_HOLDING)
     for k, state in enumerate(states):
@@ -178,7 +178,7 @@ def signals_update(
         state.entry_bar = int(rule.entry_bar[k])
         state.bars_held = int(rule.bars_held[k])
         state.cooldown = int(rule.cooldown[k])
-    _store(states, new_signals)
+    _store(states, new_signals, config.timeframe)
     run.signals = len(new_signals)
     return run
 
@@ -187,19 +187,29 @@ def _ns(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000_000)
 
 
+class NewSignal(NamedTuple):
+    """A Signal row to insert: plain values, as a model instance per row and bar costs more than the insert."""
+
+    pair_id: int
+    bar_time: datetime
+    zscore: float
+    spread: float
+    action: str
+
+
 _STATE_FIELDS = ("last_bar_time", "bar_index", "position", "entry_bar", "bars_held", "cooldown")
 
 
 @transaction.atomic
-def _store(states: list[SignalState], signals: list[Signal]) -> None:
+def _store(states: list[SignalState], signals: list[NewSignal], timeframe: str) -> None:
     # A signal already written for a (pair, bar) is left as it was: the first computation of a bar is the one
     # the bots may have acted on.
-    _insert_signals(signals)
+    _insert_signals(signals, timeframe)
     _update_states([s for s in states if s.pk])
     SignalState.objects.bulk_create([s for s in states if not s.pk], batch_size=500)
 
 
-def _insert_signals(signals: list[Signal]) -> None:
+def _insert_signals(signals: list[NewSignal], timeframe: str) -> None:
     """``bulk_create(signals, ignore_conflicts=True)`` as one prepared INSERT run for every row (the driver batches
     it): building the statement through the ORM costs more than the insert when it runs every bar (a replay)."""
     if not signals:
@@ -218,8 +228,8 @@ def _insert_signals(signals: list[Signal]) -> None:
     for signal in signals:
         if signal.bar_time not in adapted:
             adapted[signal.bar_time] = ops.adapt_datetimefield_value(signal.bar_time)
-        rows.append([signal.pair_id, signal.timeframe, adapted[signal.bar_time], float(signal.zscore),
-                     float(signal.spread), signal.action, created])
+        rows.append([signal.pair_id, timeframe, adapted[signal.bar_time], signal.zscore, signal.spread,
+                     signal.action, created])
     with connection.cursor() as cursor:
         for start in range(0, len(rows), _INSERT_BATCH_ROWS):
             cursor.executemany(sql, rows[start : start + _INSERT_BATCH_ROWS])

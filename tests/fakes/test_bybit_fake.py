@@ -171,10 +171,13 @@ def test_market_order_lifecycle_positions_trades_and_balance(fake, ex):
     assert (position["contracts"], position["entryPrice"], position["unrealizedPnl"]) == (0.03, 50500.0, 45.0)
 
     trades = ex.fetch_my_trades(BTC)
-    assert [t["order"] for t in trades] == [created["id"], fake.order(order_link_id="pair-1-b").order_id,
-                                             fake.order(order_link_id="pair-1-c").order_id]  # fmt: skip
-    assert trades[0]["fee"] == {"cost": 0.55, "currency": "USDT", "rate": 0.00055}
-    assert trades[0]["takerOrMaker"] == "taker"
+    # Oldest first; orders placed within one millisecond tie on time, and ccxt's sort leaves ties in any order.
+    assert [t["timestamp"] for t in trades] == sorted(t["timestamp"] for t in trades)
+    assert sorted(t["order"] for t in trades) == sorted([created["id"], fake.order(order_link_id="pair-1-b").order_id,
+                                                         fake.order(order_link_id="pair-1-c").order_id])  # fmt: skip
+    [first] = [t for t in trades if t["order"] == created["id"]]
+    assert first["fee"] == {"cost": 0.55, "currency": "USDT", "rate": 0.00055}
+    assert first["takerOrMaker"] == "taker"
     assert [e.exec_type for e in fake.executions()] == ["Trade"] * 3
 
     fees = Decimal("0.02") * 50000 * Decimal("0.00055") + Decimal("0.02") * 51000 * Decimal("0.00055")
