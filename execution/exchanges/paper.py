@@ -263,12 +263,12 @@ class PaperExchange:
         (the caller saves it). Returns the open positions, by symbol, when it read them (None when it had nothing to
         settle), and whether ``paper`` changed and must be saved.
 
-        Positions change only inside place_order, which settles first and always saves the watermark, so the position
-        at each such t is the current one. A call that finds no settlement time due leaves the watermark where it is
-        (read-only calls then write nothing): the positions are still those held since it. The price at t is not known lazily: the mark is ``price_of`` now (the position's entry price
-        when there is none), a simplification whose lag is at most one bar in a replay (the engine calls the
-        exchange every bar). A PaperFunding row is unique per (account, symbol, time): a settlement is never paid
-        twice.
+        Positions change only inside place_order, which settles first and always moves the watermark to its time, so
+        the position at each such t is the current one. A call that finds no settlement time due leaves the watermark
+        where it is (read-only calls then write nothing): the positions are still those held since it. The price at t
+        is not known lazily: the mark is ``price_of`` now (the position's entry price when there is none), a
+        simplification whose lag is at most one bar in a replay (the engine calls the exchange every bar). A
+        PaperFunding row is unique per (account, symbol, time): a settlement is never paid twice.
         """
         since = paper.funding_settled_until
         if since is not None and now <= since:

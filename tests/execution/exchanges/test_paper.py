@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from execution.exchanges.accounts import account_exchange
 from execution.exchanges.errors import (
@@ -547,6 +548,28 @@ def test_funding_settled_before_an_order_changes_the_position(plain, account, cl
 
     (row,) = plain.funding_payments(since_ms=0, until_ms=ms(clock.now))
     assert (row.time_ms, row.position_qty, row.amount) == (ms(T0.replace(hour=8)), Decimal("0.1"), Decimal("-0.5"))
+
+
+def test_reads_between_settlements_write_nothing_and_later_positions_pay_only_their_own_times(plain, account, clock):
+    at = T0.replace  # T0 is 07:00; BTC settles 8-hourly (00, 08, 16), XRP 4-hourly (also 04, 12, 20)
+    clock.set(at(hour=9))
+    buy(plain, BTC, "0.1", "o1")
+    clock.set(at(hour=12, minute=30))  # 12:00 is no BTC settlement: nothing is due
+    with CaptureQueriesContext(connection) as queries:
+        plain.balance()
+        plain.positions()
+    assert not [q["sql"] for q in queries.captured_queries if q["sql"].startswith(("UPDATE", "INSERT"))]
+    assert PaperAccount.objects.get(account=account).funding_settled_until == at(hour=9)  # the reads left it
+
+    # Opened after 12:00 although the watermark was still at 09:00: XRP must not pay the 12:00 settlement.
+    clock.set(at(hour=12, minute=45))
+    buy(plain, XRP, "100", "o2")
+    clock.set(at(hour=16, minute=30))
+
+    rows = plain.funding_payments(since_ms=0, until_ms=ms(clock.now))
+
+    assert [(r.symbol, r.settled_at.hour) for r in rows] == [(BTC, 16), (XRP, 16)]
+    assert PaperAccount.objects.get(account=account).funding_settled_until == clock.now
 
 
 def test_funding_uses_stored_rates_and_the_current_price(plain, account, clock, prices, instruments):
