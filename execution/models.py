@@ -282,6 +282,8 @@ class FundingPayment(models.Model):
                 fields=["account", "trade", "instrument", "settled_at"], name="funding_trade_instr_time_uniq"
             )
         ]
+        # The bot reads an account's settlements since a time (what is recorded already): a range, not a scan.
+        indexes = [models.Index(fields=["account", "settled_at"], name="funding_account_time_idx")]
         ordering = ["-settled_at"]
 
     def __str__(self) -> str:
@@ -387,6 +389,8 @@ class PaperFunding(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["account", "symbol", "settled_at"], name="paperfunding_uniq")
         ]
+        # Settlements are read by account and time range (what is paid already, funding_payments).
+        indexes = [models.Index(fields=["account", "settled_at"], name="paperfunding_account_time_idx")]
 
     def __str__(self) -> str:
         return f"paper funding {self.symbol} {self.settled_at:%Y-%m-%d %H:%M} {self.amount}"

@@ -180,12 +180,13 @@ def bot_tick(
 
 def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
     """The account's active trades with their pair, both instruments and their orders (``order_list``), in two
-    queries. Every tick runs this, so it loads only what a tick reads: the account is the caller's object and of
-    the entry signal only its bar time (``entry_bar_time``) is needed."""
+    queries. Every tick runs this, so it loads only what a tick reads: the account is the caller's object, of the
+    entry signal only its bar time is needed (``entry_bar_time``), and the rule's position of the pair now
+    (``rule_position``, None before its first signal) comes along for the close decisions."""
     trades = list(
         PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
         .select_related("pair__y_instrument", "pair__x_instrument")
-        .annotate(entry_bar_time=F("entry_signal__bar_time"))
+        .annotate(entry_bar_time=F("entry_signal__bar_time"), rule_position=F("pair__signal_state__position"))
         .order_by("pk")
     )
     if not trades:
@@ -511,7 +512,10 @@ def close_decisions(
         .order_by("bar_time").values_list("pair_id", "bar_time", "action", "zscore")
     ):
         close_signals.setdefault(pair_id, []).append((bar_time, action, zscore))
-    rule_position = dict(SignalState.objects.filter(pair_id__in=pair_ids).values_list("pair_id", "position"))
+    if all(hasattr(t, "rule_position") for t in open_trades):  # read with the trades (_active_trades)
+        rule_position = {t.pair_id: t.rule_position or 0 for t in open_trades}
+    else:
+        rule_position = dict(SignalState.objects.filter(pair_id__in=pair_ids).values_list("pair_id", "position"))
     flatten = next((h for h in halts if h.flatten), None)
     decisions = []
     for trade in open_trades:
@@ -557,32 +561,43 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
     bar = timedelta(milliseconds=timeframe_ms(ctx.config.timeframe))
     newest_closed_bar = ctx.now - bar
     busy_pairs = {t.pair_id for t in active}
+    # The pairs that may open: the level's active pairs on the account's exchange without an active trade. Named
+    # by id, so that the signal read below is a short range of the (pair, timeframe, bar_time) key per pair on
+    # every database (joined to the pair table instead, MariaDB walks each pair's whole signal history).
+    eligible = [
+        pair_id
+        for pair_id in Pair.objects.filter(level_id=account.level_id, status=Pair.Status.ACTIVE,
+                                           y_instrument__exchange=account.exchange)
+        .order_by().values_list("pk", flat=True)
+        if pair_id not in busy_pairs
+    ]
+    if not eligible:
+        return []
     # Most ticks have no entry to act on: a narrow read of the fresh entry signals first (pair, action, z and the
     # rule's position now), then whole rows only for the signals that can still become trades.
     rows = (
         Signal.objects.filter(
-            timeframe=ctx.config.timeframe, action__in=list(ENTRY_SIGNALS), bar_time__lte=newest_closed_bar,
-            bar_time__gt=newest_closed_bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1),
-            pair__level_id=account.level_id, pair__status=Pair.Status.ACTIVE,
-            pair__y_instrument__exchange=account.exchange,
+            pair_id__in=eligible, timeframe=ctx.config.timeframe, action__in=list(ENTRY_SIGNALS),
+            bar_time__lte=newest_closed_bar, bar_time__gt=newest_closed_bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1),
         )
-        .exclude(pair_id__in=busy_pairs)  # a pair with an active trade takes no entry: don't load its signals
         .order_by("-bar_time", "pk")
         .values_list("pk", "pair_id", "action", "pair__signal_state__position", "pair__y_instrument_id",
-                     "pair__x_instrument_id", "pair__y_instrument__symbol", "pair__x_instrument__symbol")
+                     "pair__x_instrument_id")
     )
     latest: dict[int, tuple] = {}
     for row in rows:
         latest.setdefault(row[1], row)
     # One trade per instrument at a time: in one-way mode the exchange nets an account's positions per symbol, and
     # only a leg that is alone on its symbol can be closed exactly with reduce-only orders and reconciled.
-    busy_instruments = {i for t in active for i in (t.pair.y_instrument_id, t.pair.x_instrument_id)}
+    held_symbols = {i.pk: i.symbol for t in active for i in (t.pair.y_instrument, t.pair.x_instrument)}
     fresh = []
-    for signal_id, _, action, position, y_id, x_id, y_symbol, x_symbol in latest.values():
+    for signal_id, pair_id, action, position, y_id, x_id in latest.values():
         if position != (1 if ENTRY_SIGNALS[action] == PairTrade.Side.LONG_SPREAD else -1):
             continue  # the rule has left this position since
-        if {y_id, x_id} & busy_instruments:
-            report.skipped.append(f"{y_symbol}/{x_symbol}: a leg is already held by another trade of this account")
+        held = [held_symbols[i] for i in (y_id, x_id) if i in held_symbols]
+        if held:
+            report.skipped.append(f"pair {pair_id}: {' and '.join(held)} already held by another trade of this "
+                                  "account")
             continue
         fresh.append(signal_id)
     if not fresh:
@@ -601,6 +616,7 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
     if free <= 0:
         report.skipped.append(f"{len(fresh)} entry signal(s): the account already has {len(active)} trades")
         return []
+    busy_instruments = set(held_symbols)  # grows with each trade planned below
     candidates = [(signal, ENTRY_SIGNALS[signal.action]) for signal in
                   Signal.objects.filter(pk__in=fresh).select_related("pair__y_instrument", "pair__x_instrument")]
     candidates.sort(key=lambda c: (-abs(c[0].zscore), c[0].pair_id))
