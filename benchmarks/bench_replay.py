@@ -77,6 +77,7 @@ class StatementShapes:
     them, the wrapper's own time included (it is small beside the ORM's)."""
 
     LITERALS = re.compile(r"'[^']*'|\b\d+(\.\d+)?\b")
+    SAVEPOINT_IDS = re.compile(r"\bs\d+_x\d+\b")
     LISTS = re.compile(r"\((\s*[?%]s?\s*,)+\s*[?%]s?\s*\)|\(\s*%s(\s*,\s*%s)+\s*\)")
 
     def __init__(self):
@@ -88,7 +89,7 @@ class StatementShapes:
         try:
             return execute(sql, params, many, context)
         finally:
-            shape = self.LISTS.sub("(...)", self.LITERALS.sub("?", sql))
+            shape = self.LISTS.sub("(...)", self.LITERALS.sub("?", self.SAVEPOINT_IDS.sub("s?", sql)))
             entry = self.shapes.setdefault(shape, [0, 0.0])
             entry[0] += 1
             entry[1] += time.perf_counter() - started

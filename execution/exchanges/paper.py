@@ -257,11 +257,11 @@ class PaperExchange:
         )
 
     def _settle_funding(
-        self, paper: PaperAccount, now: datetime, marks: dict[str, Decimal | None]
-    ) -> tuple[list[PaperPosition] | None, bool]:
-        """Settle every funding time t with funding_settled_until < t <= now on each open position, in ``paper``
-        (the caller saves it). Returns the open positions, by symbol, when it read them (None when it had nothing to
-        settle), and whether ``paper`` changed and must be saved.
+        self, paper: PaperAccount, now: datetime, marks: dict[str, Decimal | None], positions: list[PaperPosition]
+    ) -> bool:
+        """Settle every funding time t with funding_settled_until < t <= now on each of ``positions`` (the account's
+        open positions, read by the caller under the account's locks), in ``paper`` (the caller saves it). Returns
+        whether ``paper`` changed and must be saved.
 
         Positions change only inside place_order, which settles first and always moves the watermark to its time, so
         the position at each such t is the current one. A call that finds no settlement time due leaves the watermark
@@ -272,11 +272,9 @@ class PaperExchange:
         """
         since = paper.funding_settled_until
         if since is not None and now <= since:
-            return None, False
-        positions = None
+            return False
         changed = since is None
         if since is not None:
-            positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
             self._instruments_load(p.symbol for p in positions)
             due = []  # (position, settlement time), by symbol then time
             for position in positions:
@@ -315,7 +313,7 @@ class PaperExchange:
                 PaperFunding.objects.bulk_create(rows)
         if changed:
             paper.funding_settled_until = now
-        return positions, changed
+        return changed
 
     def _funding_rates(self, keys: list[tuple[str, datetime]]) -> dict[tuple[str, datetime], Decimal]:
         """``funding_rate_of`` for every (symbol, time) of ``keys``; in one go when it can (``funding_rate_of.many``,
@@ -329,14 +327,14 @@ class PaperExchange:
         """Settle funding due up to now (in its own transaction) and return the account, its open positions and
         the prices asked for on the way."""
         marks: dict[str, Decimal | None] = {}
-        with transaction.atomic():
+        # No savepoint: nothing inside is caught by a caller that goes on in the same transaction (a replay's bar),
+        # and a savepoint costs two round trips on every call.
+        with transaction.atomic(savepoint=False):
             now = self._clock()
             paper = self._locked_account(now)
-            positions, changed = self._settle_funding(paper, now, marks)  # the open positions, if it read them
-            if changed:
+            positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
+            if self._settle_funding(paper, now, marks, positions):
                 paper.save(update_fields=["wallet_balance", "funding_settled_until"])
-            if positions is None:
-                positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
         self._instruments_load(p.symbol for p in positions)
         return paper, positions, marks
 
@@ -414,7 +412,12 @@ class PaperExchange:
         with transaction.atomic():
             now = self._clock()
             paper = self._locked_account(now)
-            _, changed = self._settle_funding(paper, now, marks)
+            # The symbol's row (even at zero) and every open position (funding, the margin check), locked, at once.
+            rows = list(
+                PaperPosition.objects.select_for_update().filter(account=self.account)
+                .filter(Q(symbol=symbol) | ~Q(qty=0)).order_by("symbol")
+            )
+            changed = self._settle_funding(paper, now, marks, [row for row in rows if row.qty != 0])
             existing = PaperOrder.objects.filter(account=self.account, client_order_id=client_order_id).first()
             if existing is not None:
                 if changed:
@@ -427,11 +430,6 @@ class PaperExchange:
                     f"order value {_plain(qty * fill_base)} of {symbol} ({_plain(qty)} x {_plain(fill_base)}) is "
                     f"below its minimum notional {_plain(instrument.min_notional)}"
                 )
-            # The symbol's row (even at zero) and every open position (the margin check), locked, in one read.
-            rows = list(
-                PaperPosition.objects.select_for_update().filter(account=self.account)
-                .filter(Q(symbol=symbol) | ~Q(qty=0)).order_by("symbol")
-            )
             position = next((row for row in rows if row.symbol == symbol), None)
             held = position.qty if position is not None else Decimal(0)
             signed = qty if side == "buy" else -qty

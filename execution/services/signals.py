@@ -200,7 +200,7 @@ class NewSignal(NamedTuple):
 _STATE_FIELDS = ("last_bar_time", "bar_index", "position", "entry_bar", "bars_held", "cooldown")
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # nothing catches its errors and goes on: the savepoint's round trips buy nothing
 def _store(states: list[SignalState], signals: list[NewSignal], timeframe: str) -> None:
     # A signal already written for a (pair, bar) is left as it was: the first computation of a bar is the one
     # the bots may have acted on.
