@@ -179,31 +179,52 @@ def bot_tick(
 
 
 def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
-    """The account's active trades with their pair, both instruments and their orders (``order_list``), in two
-    queries. Every tick runs this, so it loads only what a tick reads: the account is the caller's object, of the
-    entry signal only its bar time is needed (``entry_bar_time``), and the rule's position of the pair now
-    (``rule_position``, None before its first signal) comes along for the close decisions."""
+    """The account's active trades with their pair and both instruments, in one query. Every tick runs this, so it
+    loads only what a tick reads: the account is the caller's object, of the entry signal only its bar time is
+    needed (``entry_bar_time``), the rule's position of the pair now (``rule_position``, None before its first
+    signal) comes along for the close decisions, and the orders are read when first asked for (``_orders_of``)."""
     trades = list(
         PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
         .select_related("pair__y_instrument", "pair__x_instrument")
         .annotate(entry_bar_time=F("entry_signal__bar_time"), rule_position=F("pair__signal_state__position"))
         .order_by("pk")
     )
-    if not trades:
-        return trades
-    orders: dict[int, list[Order]] = {trade.pk: [] for trade in trades}
-    for order in Order.objects.filter(trade_id__in=list(orders)).order_by("pk"):
-        orders[order.trade_id].append(order)
+    batch = _TickOrders(trades)
     for trade in trades:
         trade.account = account
-        trade.order_list = orders[trade.pk]
-        # An order is on one of its pair's legs: share those instruments instead of loading them again.
-        legs = {i.pk: i for i in (trade.pair.y_instrument, trade.pair.x_instrument)}
-        for order in trade.order_list:
-            order.trade = trade
-            if order.instrument_id in legs:
-                order.instrument = legs[order.instrument_id]
+        trade.order_list = None  # not read yet
+        trade.tick_orders = batch
     return trades
+
+
+class _TickOrders:
+    """The orders of one tick's trades, read in one query the first time any of them is asked for: in most ticks
+    every trade is simply open, and nothing looks at its orders (they matter for trades in flight, closes, funding
+    and reconciliation)."""
+
+    def __init__(self, trades: list[PairTrade]):
+        self._trades = trades
+
+    def load(self) -> None:
+        waiting = {trade.pk: trade for trade in self._trades if trade.order_list is None}
+        orders: dict[int, list[Order]] = {pk: [] for pk in waiting}
+        for order in Order.objects.filter(trade_id__in=list(waiting)).order_by("pk"):
+            orders[order.trade_id].append(order)
+        for pk, trade in waiting.items():
+            trade.order_list = orders[pk]
+            # An order is on one of its pair's legs: share those instruments instead of loading them again.
+            legs = {i.pk: i for i in (trade.pair.y_instrument, trade.pair.x_instrument)}
+            for order in trade.order_list:
+                order.trade = trade
+                if order.instrument_id in legs:
+                    order.instrument = legs[order.instrument_id]
+
+
+def _orders_of(trade: PairTrade) -> list[Order]:
+    """The trade's orders (``order_list``), read now together with those of the tick's other trades if not yet."""
+    if trade.order_list is None:
+        trade.tick_orders.load()
+    return trade.order_list
 
 
 def _active_halts(account: ExchangeAccount):
@@ -265,7 +286,7 @@ def _advance_isolated(ctx: TradingContext, trade: PairTrade, report: TickReport)
     """Advance one trade; a bug or bad data in one trade must not stop the account's other trades. Exchange
     outages (TickAborted) and database failures stop the tick, as nothing else could succeed either."""
     try:
-        advance_trade(ctx, trade, trade.order_list)
+        advance_trade(ctx, trade, _orders_of(trade))
     except (TickAborted, DatabaseError):
         raise
     except Exception as exc:
@@ -299,20 +320,20 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[
     holders: dict[str, list[PairTrade]] = {}
     for trade in trades:
         for leg in LEGS:
-            net = leg_net(trade.order_list, leg)
+            net = leg_net(_orders_of(trade), leg)
             if net:
                 symbol = ctx.symbol(_instrument(trade, leg))
                 expected[symbol] = expected.get(symbol, Decimal(0)) + net
                 holders.setdefault(symbol, []).append(trade)
     gone = []
     for trade in trades:
-        symbols = [ctx.symbol(_instrument(trade, leg)) for leg in LEGS if leg_net(trade.order_list, leg)]
+        symbols = [ctx.symbol(_instrument(trade, leg)) for leg in LEGS if leg_net(_orders_of(trade), leg)]
         if symbols and trade.pk not in just_traded and all(held.get(s, Decimal(0)) == 0 for s in symbols):
             gone.append(trade)
     for trade in gone:
         _close_as_reconciled(ctx, trade)
         for leg in LEGS:
-            net = leg_net(trade.order_list, leg)
+            net = leg_net(_orders_of(trade), leg)
             if net:
                 symbol = ctx.symbol(_instrument(trade, leg))
                 expected[symbol] -= net
@@ -345,7 +366,7 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[
 def _reconcile_orders(ctx: TradingContext, trades: list[PairTrade], working) -> list[str]:
     """Orders working at the exchange that no active trade is waiting for: the bot's own are cancelled (a trade
     that ended, a database restored from a backup), anyone else's flagged: the bot doesn't own the account alone."""
-    awaited = {o.client_order_id for t in trades for o in t.order_list
+    awaited = {o.client_order_id for t in trades for o in _orders_of(t)
                if o.status not in FINAL_ORDER_STATUSES}
     ours = f"sa{ctx.account.pk}-"
     problems = []
@@ -377,7 +398,7 @@ def _close_as_reconciled(ctx: TradingContext, trade: PairTrade) -> None:
     note = ("both legs were found closed on the exchange (by hand or liquidation); the closing fills were not the "
             "bot's, so its realised PnL is left empty (fees and funding are the bot's records)")
     with transaction.atomic():
-        for order in trade.order_list:
+        for order in _orders_of(trade):
             if order.status not in FINAL_ORDER_STATUSES:
                 order.status = Order.Status.CANCELLED
                 order.error = "reconciliation: position gone"
@@ -422,7 +443,7 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
     by_symbol: dict[str, list[tuple[PairTrade, Instrument, Decimal]]] = {}
     for trade in trades:
         for leg in LEGS:
-            net = leg_net(trade.order_list, leg)
+            net = leg_net(_orders_of(trade), leg)
             if net:
                 instrument = _instrument(trade, leg)
                 by_symbol.setdefault(ctx.symbol(instrument), []).append((trade, instrument, net))
