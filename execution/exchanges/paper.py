@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 SETTLE_COIN = "USDT"
 # Bybit's usual funding interval (00:00, 08:00, 16:00 UTC) for instruments that don't say theirs.
 DEFAULT_FUNDING_INTERVAL_MINUTES = 480
+# Every Bybit funding interval is a whole number of hours (1, 2, 4 or 8): every settlement falls on a whole hour.
+FUNDING_GRID_MINUTES = 60
 # Bybit orderLinkId: at most 36 characters of letters, digits, dashes and underscores (as in CcxtExchange).
 _CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 _ORDER_SIDES = ("buy", "sell")
@@ -264,8 +266,10 @@ class PaperExchange:
         whether ``paper`` changed and must be saved.
 
         Positions change only inside place_order, which settles first and always moves the watermark to its time, so
-        the position at each such t is the current one. A call that finds no settlement time due leaves the watermark
-        where it is (read-only calls then write nothing): the positions are still those held since it. The price at t
+        the position at each such t is the current one. Each t is judged with the funding intervals known at the first
+        call after it, as the watermark then passes it (an instrument's interval can change: Bybit moves capped symbols
+        from 8 h to 1 h). Between two whole hours no instrument settles (``FUNDING_GRID_MINUTES``), so a call that
+        passes no whole hour leaves the watermark where it is and, reading, writes nothing. The price at t
         is not known lazily: the mark is ``price_of`` now (the position's entry price when there is none), a
         simplification whose lag is at most one bar in a replay (the engine calls the exchange every bar). A
         PaperFunding row is unique per (account, symbol, time): a settlement is never paid twice.
@@ -273,7 +277,7 @@ class PaperExchange:
         since = paper.funding_settled_until
         if since is not None and now <= since:
             return False
-        changed = since is None
+        changed = since is None or next(settlement_times(since, now, FUNDING_GRID_MINUTES), None) is not None
         if since is not None:
             self._instruments_load(p.symbol for p in positions)
             due = []  # (position, settlement time), by symbol then time
@@ -327,8 +331,9 @@ class PaperExchange:
         """Settle funding due up to now (in its own transaction) and return the account, its open positions and
         the prices asked for on the way."""
         marks: dict[str, Decimal | None] = {}
-        # No savepoint: nothing inside is caught by a caller that goes on in the same transaction (a replay's bar),
-        # and a savepoint costs two round trips on every call.
+        # No savepoint: nothing inside raises anything but database errors (``price_of`` answers None for a price it
+        # doesn't know), which no caller catches to go on in the same transaction (a replay's bar); a savepoint costs
+        # two round trips on every call.
         with transaction.atomic(savepoint=False):
             now = self._clock()
             paper = self._locked_account(now)

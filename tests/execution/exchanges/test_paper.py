@@ -550,18 +550,22 @@ def test_funding_settled_before_an_order_changes_the_position(plain, account, cl
     assert (row.time_ms, row.position_qty, row.amount) == (ms(T0.replace(hour=8)), Decimal("0.1"), Decimal("-0.5"))
 
 
-def test_reads_between_settlements_write_nothing_and_later_positions_pay_only_their_own_times(plain, account, clock):
+def test_reads_within_an_hour_write_nothing_and_later_positions_pay_only_their_own_times(plain, account, clock):
     at = T0.replace  # T0 is 07:00; BTC settles 8-hourly (00, 08, 16), XRP 4-hourly (also 04, 12, 20)
     clock.set(at(hour=9))
     buy(plain, BTC, "0.1", "o1")
-    clock.set(at(hour=12, minute=30))  # 12:00 is no BTC settlement: nothing is due
+    clock.set(at(hour=9, minute=40))  # no whole hour passed: no instrument can have settled
     with CaptureQueriesContext(connection) as queries:
         plain.balance()
         plain.positions()
     assert not [q["sql"] for q in queries.captured_queries if q["sql"].startswith(("UPDATE", "INSERT"))]
     assert PaperAccount.objects.get(account=account).funding_settled_until == at(hour=9)  # the reads left it
 
-    # Opened after 12:00 although the watermark was still at 09:00: XRP must not pay the 12:00 settlement.
+    clock.set(at(hour=11, minute=30))
+    plain.balance()  # 10:00 and 11:00 passed: no settlement of BTC, but the watermark passes them
+    assert PaperAccount.objects.get(account=account).funding_settled_until == clock.now
+
+    # Opened after 12:00: XRP must not pay the 12:00 settlement, whatever the watermark was.
     clock.set(at(hour=12, minute=45))
     buy(plain, XRP, "100", "o2")
     clock.set(at(hour=16, minute=30))
@@ -569,7 +573,23 @@ def test_reads_between_settlements_write_nothing_and_later_positions_pay_only_th
     rows = plain.funding_payments(since_ms=0, until_ms=ms(clock.now))
 
     assert [(r.symbol, r.settled_at.hour) for r in rows] == [(BTC, 16), (XRP, 16)]
-    assert PaperAccount.objects.get(account=account).funding_settled_until == clock.now
+
+
+def test_an_interval_change_applies_from_the_reads_after_it(make_paper, account, clock, instruments):
+    """Bybit moves a capped symbol from 8-hourly to hourly funding: the hours before the change, which the bot's reads
+    (every few minutes live) passed, are not settled again with the new interval."""
+    clock.set(T0.replace(hour=8, minute=1))
+    buy(make_paper(fee_rate=Decimal(0), slippage=Decimal(0)), BTC, "0.1", "o1")
+    for hour in range(9, 14):
+        clock.set(T0.replace(hour=hour, minute=5))
+        make_paper(fee_rate=Decimal(0), slippage=Decimal(0)).positions()  # a live bot builds its exchange each tick
+    instruments[BTC].funding_interval_minutes = 60
+    instruments[BTC].save(update_fields=["funding_interval_minutes"])
+    clock.set(T0.replace(hour=14, minute=5))
+
+    rows = make_paper(fee_rate=Decimal(0), slippage=Decimal(0)).funding_payments(since_ms=0, until_ms=ms(clock.now))
+
+    assert [(r.symbol, r.settled_at.hour) for r in rows] == [(BTC, 14)]
 
 
 def test_funding_uses_stored_rates_and_the_current_price(plain, account, clock, prices, instruments):
