@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 
@@ -45,16 +45,18 @@ from execution.exchanges.types import (
     PositionState,
 )
 from execution.models import ExchangeAccount, PaperAccount, PaperFill, PaperFunding, PaperOrder, PaperPosition
+from pairs.marketdata.funding import (
+    FUNDING_GRID_MINUTES,
+    funding_interval_minutes,
+    settlement_times,
+    settles_between,
+)
 from pairs.models import FundingRate, Instrument, SelectionConfig
 from statarb_site.db import DECIMAL_PLACES
 
 logger = logging.getLogger(__name__)
 
 SETTLE_COIN = "USDT"
-# Bybit's usual funding interval (00:00, 08:00, 16:00 UTC) for instruments that don't say theirs.
-DEFAULT_FUNDING_INTERVAL_MINUTES = 480
-# Every Bybit funding interval is a whole number of hours (1, 2, 4 or 8): every settlement falls on a whole hour.
-FUNDING_GRID_MINUTES = 60
 # Bybit orderLinkId: at most 36 characters of letters, digits, dashes and underscores (as in CcxtExchange).
 _CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 _ORDER_SIDES = ("buy", "sell")
@@ -93,17 +95,6 @@ def _clean(value: Decimal | None) -> Decimal | None:
 def _plain(number: Decimal) -> str:
     text = format(number.normalize(), "f")
     return "0" if text in ("-0", "") else text
-
-
-def settlement_times(after: datetime, until: datetime, interval_minutes: int) -> Iterator[datetime]:
-    """Funding settlement times t with ``after`` < t <= ``until``: the multiples of the interval since the epoch
-    (for 8 h: 00:00, 08:00 and 16:00 UTC)."""
-    step = interval_minutes * 60_000
-    t = (_ms(after) // step + 1) * step
-    last = _ms(until)
-    while t <= last:
-        yield _from_ms(t)
-        t += step
 
 
 def stored_funding_rate(symbol: str, time: datetime, *, exchange: str, default: Decimal | None = None) -> Decimal:
@@ -277,13 +268,13 @@ class PaperExchange:
         since = paper.funding_settled_until
         if since is not None and now <= since:
             return False
-        changed = since is None or next(settlement_times(since, now, FUNDING_GRID_MINUTES), None) is not None
+        changed = since is None or settles_between(since, now, FUNDING_GRID_MINUTES)
         if since is not None:
             self._instruments_load(p.symbol for p in positions)
             due = []  # (position, settlement time), by symbol then time
             for position in positions:
                 instrument = self._instrument(position.symbol)
-                interval = (instrument and instrument.funding_interval_minutes) or DEFAULT_FUNDING_INTERVAL_MINUTES
+                interval = funding_interval_minutes(instrument.funding_interval_minutes if instrument else None)
                 due.extend((position, time) for time in settlement_times(since, now, interval))
             if due:
                 changed = True

@@ -34,7 +34,7 @@ from execution.exchanges.base import TradingExchange
 from execution.exchanges.errors import ExchangeError
 from execution.exchanges.retry import call_with_retry
 from execution.feeds import PriceFeed
-from execution.models import BotHeartbeat, ExchangeAccount, FundingPayment, Order, PairTrade, Signal, SignalState
+from execution.models import BotHeartbeat, ExchangeAccount, FundingPayment, Order, PairTrade, Signal
 from execution.services.trades import (
     FINAL_ORDER_STATUSES,
     LEGS,
@@ -49,6 +49,7 @@ from execution.services.trades import (
 from execution.sizing import LegFilters, size_pair_trade
 from notifications.models import Notification
 from notifications.services import notify
+from pairs.marketdata.funding import funding_interval_minutes, settles_between
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Instrument, Pair, SelectionConfig
 from risk.models import GuardEvent, Halt, RiskLimit
@@ -60,7 +61,6 @@ State = PairTrade.State
 Reason = PairTrade.ExitReason
 LEASE_TTL = timedelta(seconds=120)
 FUNDING_OVERLAP = timedelta(hours=1)
-DEFAULT_FUNDING_INTERVAL_MINUTES = 480
 RECONCILE_EVERY = timedelta(minutes=5)
 # An entry signal is acted on only while its bar is the newest closed one (or one bar late, for a slow tick).
 MAX_ENTRY_SIGNAL_AGE_BARS = 1
@@ -489,16 +489,9 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
 
 
 def _settlement_between(since: datetime, until: datetime, trades: list[PairTrade]) -> bool:
-    """Did any held instrument's funding settle in (since, until]? Settlements fall on multiples of the funding
-    interval (8 h unless the instrument says otherwise); no trade, no funding to attribute."""
-    epoch = datetime(1970, 1, 1, tzinfo=until.tzinfo)
-    intervals = {(_instrument(t, leg).funding_interval_minutes or DEFAULT_FUNDING_INTERVAL_MINUTES)
-                 for t in trades for leg in LEGS}
-    for minutes in intervals:
-        interval = timedelta(minutes=minutes)
-        if (until - epoch) // interval != (since - epoch) // interval:
-            return True
-    return False
+    """Did any held instrument's funding settle in (since, until]? No trade, no funding to attribute."""
+    intervals = {funding_interval_minutes(_instrument(t, leg).funding_interval_minutes) for t in trades for leg in LEGS}
+    return any(settles_between(since, until, minutes) for minutes in intervals)
 
 
 def _instruments_for_symbols(ctx: TradingContext, symbols: set[str]) -> dict[str, Instrument | None]:
@@ -519,12 +512,13 @@ def _instruments_for_symbols(ctx: TradingContext, symbols: set[str]) -> dict[str
 def close_decisions(
     ctx: TradingContext, open_trades: list[PairTrade], halts: list[Halt]
 ) -> list[tuple[PairTrade, str, float | None]]:
-    """Which open trades must close now, and why (first reason that applies, in this order)."""
+    """Which open trades must close now, and why (first reason that applies, in this order). The trades are
+    ``_active_trades``'s: each carries its entry signal's bar time and the rule's position of its pair."""
     if not open_trades:
         return []
     bar = timedelta(milliseconds=timeframe_ms(ctx.config.timeframe))
     newest_closed_bar = ctx.now - bar
-    entry_bar = {t.pk: _entry_bar_time(t) or (t.opened_at or ctx.now) - bar for t in open_trades}
+    entry_bar = {t.pk: t.entry_bar_time or (t.opened_at or ctx.now) - bar for t in open_trades}
     pair_ids = {t.pair_id for t in open_trades}
     close_signals: dict[int, list[tuple[datetime, str, float]]] = {}
     for pair_id, bar_time, action, zscore in (
@@ -533,10 +527,6 @@ def close_decisions(
         .order_by("bar_time").values_list("pair_id", "bar_time", "action", "zscore")
     ):
         close_signals.setdefault(pair_id, []).append((bar_time, action, zscore))
-    if all(hasattr(t, "rule_position") for t in open_trades):  # read with the trades (_active_trades)
-        rule_position = {t.pair_id: t.rule_position or 0 for t in open_trades}
-    else:
-        rule_position = dict(SignalState.objects.filter(pair_id__in=pair_ids).values_list("pair_id", "position"))
     flatten = next((h for h in halts if h.flatten), None)
     decisions = []
     for trade in open_trades:
@@ -554,19 +544,12 @@ def close_decisions(
             signal = next((s for s in close_signals.get(pair.pk, []) if s[0] > entry_bar[trade.pk]), None)
             if signal is not None:
                 reason, zscore = CLOSE_SIGNALS[signal[1]], signal[2]
-            elif rule_position.get(pair.pk, 0) != (1 if trade.side == PairTrade.Side.LONG_SPREAD else -1):
+            elif (trade.rule_position or 0) != (1 if trade.side == PairTrade.Side.LONG_SPREAD else -1):
                 # The rule is flat (or the other way) without an exit signal the bot saw, e.g. it restarted.
                 reason = Reason.EXIT_SIGNAL
         if reason is not None:
             decisions.append((trade, reason, zscore))
     return decisions
-
-
-def _entry_bar_time(trade: PairTrade) -> datetime | None:
-    """The bar of the signal the trade was opened on (None without one): annotated by _active_trades, else read."""
-    if hasattr(trade, "entry_bar_time"):
-        return trade.entry_bar_time
-    return trade.entry_signal.bar_time if trade.entry_signal_id else None
 
 
 # ------------------------------------------------------------------------------------------------------------ opens
@@ -623,19 +606,16 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
         fresh.append(signal_id)
     if not fresh:
         return []
-    if len(active) >= account.max_concurrent_trades:  # the account's own cap (limits can only lower it)
+    limits = _limits(account)
+    max_trades = min(account.max_concurrent_trades, limits.max_open_trades or account.max_concurrent_trades)
+    free = max_trades - len(active)
+    if free <= 0:
         report.skipped.append(f"{len(fresh)} entry signal(s): the account already has {len(active)} trades")
         return []
     used = set(PairTrade.objects.filter(account=account, entry_signal_id__in=fresh)
                .values_list("entry_signal_id", flat=True))
     fresh = [signal_id for signal_id in fresh if signal_id not in used]
     if not fresh:
-        return []
-    limits = _limits(account)
-    max_trades = min(account.max_concurrent_trades, limits.max_open_trades or account.max_concurrent_trades)
-    free = max_trades - len(active)
-    if free <= 0:
-        report.skipped.append(f"{len(fresh)} entry signal(s): the account already has {len(active)} trades")
         return []
     busy_instruments = set(held_symbols)  # grows with each trade planned below
     candidates = [(signal, ENTRY_SIGNALS[signal.action]) for signal in

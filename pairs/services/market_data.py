@@ -22,6 +22,7 @@ from django.utils import timezone
 from execution.exchanges.errors import ExchangeError
 from execution.exchanges.retry import call_with_retry
 from pairs.marketdata.files import CandleFileError, candle_files, read_candle_file
+from pairs.marketdata.funding import funding_interval_minutes
 from pairs.marketdata.specs import InstrumentSpec
 from pairs.marketdata.validation import (
     TIMEFRAME_MS,
@@ -390,7 +391,7 @@ def funding_rates_fetch_instrument(
     """Fetch an instrument's funding settlements from the last stored one (or ``backfill_ms`` back) up to now,
     in windows of 200 settlements; stored once each (a re-fetch updates nothing it already has)."""
     now_ms = int(timezone.now().timestamp() * 1000) if now_ms is None else now_ms
-    interval_ms = (instrument.funding_interval_minutes or 480) * 60_000
+    interval_ms = funding_interval_minutes(instrument.funding_interval_minutes) * 60_000
     last = instrument.funding_rates.order_by("-funding_time").values_list("funding_time", flat=True).first()
     since = int(last.timestamp() * 1000) + 1 if last else now_ms - backfill_ms
     ccxt_symbol = instrument.ccxt_symbol or instrument.symbol

@@ -22,7 +22,7 @@ from execution.exchanges.errors import (
     PermanentExchangeError,
     TemporaryExchangeError,
 )
-from execution.exchanges.paper import PaperExchange, paper_exchange_for, settlement_times, stored_funding_rate
+from execution.exchanges.paper import PaperExchange, paper_exchange_for, stored_funding_rate
 from execution.exchanges.types import AccountSetup, BalanceState, FillState, FundingState, OrderAck, PositionState
 from execution.models import ExchangeAccount, PaperAccount, PaperFill, PaperFunding, PaperOrder, PaperPosition
 from execution.selectors import Credentials
@@ -493,14 +493,6 @@ def test_a_second_instance_sees_the_same_account(make_paper, ex, account):
 
 
 # ---------------------------------------------------------------------------------------------------- funding
-
-
-def test_settlement_times():
-    day = datetime(2021, 3, 1, tzinfo=UTC)
-    assert list(settlement_times(day.replace(hour=7), day.replace(hour=16), 480)) == [
-        day.replace(hour=8), day.replace(hour=16)]  # fmt: skip
-    assert list(settlement_times(day.replace(hour=8), day.replace(hour=8), 480)) == []
-    assert list(settlement_times(day, day + timedelta(hours=9), 240)) == [day.replace(hour=h) for h in (4, 8)]
 
 
 def test_funding_long_pays_short_receives(plain, account, clock):
