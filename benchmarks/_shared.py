@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import resource
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +56,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class DatabaseUnavailable(Exception):
+    """A mysql:// database a benchmark can't use: a bad name, an unreachable server, a refused statement."""
+
+
 def _mysql_server(url: str):
     """(a server connection without a database, the database name) for a mysql:// URL."""
     import re
@@ -64,37 +70,88 @@ def _mysql_server(url: str):
     config = environ.Env.db_url_config(url)
     name = config["NAME"]
     if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
-        raise SystemExit(f"database name {name!r} must be letters, digits and underscores")
+        raise DatabaseUnavailable(f"database name {name!r} must be letters, digits and underscores")
     try:
         server = MySQLdb.connect(host=config.get("HOST") or "127.0.0.1", port=int(config.get("PORT") or 3306),
                                  user=config.get("USER") or "root", password=config.get("PASSWORD") or "",
                                  connect_timeout=5)
     except MySQLdb.Error as exc:
-        raise SystemExit(f"cannot connect to {config.get('HOST')}:{config.get('PORT')}: {exc}") from exc
+        raise DatabaseUnavailable(f"cannot connect to MariaDB/MySQL at {config.get('HOST')}:{config.get('PORT')}: "
+                                  f"{exc}") from exc
     return server, name
 
 
-def ensure_mysql_database(url: str) -> None:
-    """Create the database of a mysql:// URL if it doesn't exist (utf8mb4)."""
-    server, name = _mysql_server(url)
-    try:
-        server.cursor().execute(
-            f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        )
-    finally:
-        server.close()
+def _on_server(url: str, statements) -> None:
+    """Run ``statements(name)`` (SQL texts) on the server of a mysql:// URL."""
+    import MySQLdb
 
-
-def recreate_mysql_database(url: str, *, drop_only: bool = False) -> None:
-    """Drop the database of a mysql:// URL and (unless ``drop_only``) create it empty again."""
     server, name = _mysql_server(url)
     try:
         cursor = server.cursor()
-        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        if not drop_only:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        for statement in statements(name):
+            cursor.execute(statement)
+    except MySQLdb.Error as exc:
+        raise DatabaseUnavailable(f"database {name}: {exc}") from exc
     finally:
         server.close()
+
+
+def _create(name: str, *, if_missing: bool) -> str:
+    exists = "IF NOT EXISTS " if if_missing else ""
+    return f"CREATE DATABASE {exists}`{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+
+
+def ensure_mysql_database(url: str) -> None:
+    """Create the database of a mysql:// URL if it doesn't exist (utf8mb4). Raises DatabaseUnavailable."""
+    _on_server(url, lambda name: [_create(name, if_missing=True)])
+
+
+def recreate_mysql_database(url: str, *, drop_only: bool = False) -> None:
+    """Drop the database of a mysql:// URL and (unless ``drop_only``) create it empty again. Raises
+    DatabaseUnavailable."""
+    _on_server(url, lambda name: [f"DROP DATABASE IF EXISTS `{name}`"] + ([] if drop_only else
+                                                                          [_create(name, if_missing=False)]))
+
+
+def mysql_problem(action, url: str, **kwargs) -> str | None:
+    """``action(url, **kwargs)`` (ensure_mysql_database, recreate_mysql_database); None if it worked, else why not."""
+    try:
+        action(url, **kwargs)
+    except DatabaseUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@contextmanager
+def benchmark_database(prefix: str, database_url: str | None, *, fresh: bool = False) -> Iterator[str]:
+    """The database URL a benchmark runs on: a throw-away SQLite file when ``database_url`` is None (removed at the
+    end); a mysql:// database, created if missing, or with ``fresh`` dropped and created again at the start and
+    dropped at the end (it belongs to the benchmark); any other URL as it is."""
+    if database_url is None:
+        path = temporary_sqlite(prefix)
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            remove_sqlite(path)
+        return
+    if not database_url.startswith("mysql://"):
+        if fresh:
+            raise SystemExit(f"{prefix}: the database must be a mysql:// URL of the benchmark's own (the default is a "
+                             "temporary SQLite file)")
+        yield database_url  # another database the caller named, used as it is
+        return
+    try:
+        (recreate_mysql_database if fresh else ensure_mysql_database)(database_url)
+    except DatabaseUnavailable as exc:
+        raise SystemExit(f"{prefix}: {exc}") from exc
+    try:
+        yield database_url
+    finally:
+        if fresh:
+            from django.db import connections
+
+            connections.close_all()
+            recreate_mysql_database(database_url, drop_only=True)
 
 
 def temporary_sqlite(prefix: str) -> Path:
@@ -123,9 +180,9 @@ def database_description() -> str:
     return f"SQLite {sqlite3.sqlite_version} (temporary file, WAL, synchronous=NORMAL)"
 
 
-def instrument_phases(module, names, seconds: dict[str, float]) -> None:
-    """Replace the module-level functions ``names`` by wrappers adding their time to ``seconds[name]`` (callers
-    look them up in the module at call time)."""
+def instrument_phases(module, names, seconds: dict[str, float], calls: dict[str, int] | None = None) -> None:
+    """Replace the module-level functions ``names`` by wrappers adding their time to ``seconds[name]`` and, with
+    ``calls``, counting them in ``calls[name]`` (callers look them up in the module at call time)."""
     import functools
     import time
 
@@ -139,5 +196,7 @@ def instrument_phases(module, names, seconds: dict[str, float]) -> None:
                 return _original(*args, **kwargs)
             finally:
                 seconds[_name] += time.perf_counter() - start
+                if calls is not None:
+                    calls[_name] += 1
 
         setattr(module, name, timed)

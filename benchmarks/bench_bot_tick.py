@@ -48,7 +48,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from _shared import database_description, django_setup, ensure_mysql_database, remove_sqlite, temporary_sqlite
+from _shared import benchmark_database, database_description, django_setup
 
 BENCH_EXCHANGE = "benchbot"
 NAME = "bb"  # account "bb-paper", symbols BB0USDT, BB1USDT, ...
@@ -147,18 +147,8 @@ def main() -> None:
     if 2 * args.trades > args.instruments:
         raise SystemExit("every open trade needs two instruments of its own: --instruments >= 2 x --trades")
 
-    temporary = None
-    database_url = args.database_url
-    if database_url is None:
-        temporary = temporary_sqlite("bench_bot_tick")
-        database_url = f"sqlite:///{temporary}"
-    elif database_url.startswith("mysql://"):
-        ensure_mysql_database(database_url)
-    try:
+    with benchmark_database("bench_bot_tick", args.database_url) as database_url:
         run(args, database_url)
-    finally:
-        if temporary is not None:
-            remove_sqlite(temporary)
 
 
 def run(args, database_url: str) -> None:

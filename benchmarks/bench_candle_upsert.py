@@ -28,14 +28,13 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _shared import DEFAULT_DATA_DIR, django_setup
+from _shared import DEFAULT_DATA_DIR, django_setup, ensure_mysql_database, mysql_problem
 
 DEFAULT_BENCH_DATABASE_URL = "mysql://root@127.0.0.1:3306/statarb_bench"
 BENCH_EXCHANGE = "benchmark"
@@ -52,33 +51,6 @@ def bench_database_url() -> str:
 
 def skip_missing_services() -> bool:
     return os.environ.get("BENCH_SKIP_MISSING_SERVICES", "") in ("1", "true", "yes")
-
-
-def ensure_mysql_database(url: str) -> str | None:
-    """Create the database of a mysql:// URL when missing; None when reachable, else why not."""
-    import environ
-    import MySQLdb
-
-    config = environ.Env.db_url_config(url)
-    name = config["NAME"]
-    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
-        return f"database name {name!r} in BENCH_DATABASE_URL must be letters, digits and underscores"
-    try:
-        server = MySQLdb.connect(
-            host=config.get("HOST") or "127.0.0.1", port=int(config.get("PORT") or 3306),
-            user=config.get("USER") or "root", password=config.get("PASSWORD") or "", connect_timeout=5,
-        )
-    except MySQLdb.Error as exc:
-        return f"cannot connect to MariaDB/MySQL at {config.get('HOST')}:{config.get('PORT')}: {exc}"
-    try:
-        server.cursor().execute(
-            f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        )
-    except MySQLdb.Error as exc:
-        return f"cannot create database {name}: {exc}"
-    finally:
-        server.close()
-    return None
 
 
 def run_worker(script: Path, database_url: str, extra_args: list[str]) -> dict:
@@ -237,7 +209,7 @@ def main() -> None:
         return
 
     url = bench_database_url()
-    problem = ensure_mysql_database(url)
+    problem = mysql_problem(ensure_mysql_database, url)
     if problem is not None:
         print(f"bench_candle_upsert: MariaDB is needed for this benchmark and is unreachable.\n  {problem}\n"
               f"  Set BENCH_DATABASE_URL (now {url}) or start MariaDB.", file=sys.stderr)

@@ -47,13 +47,11 @@ from pathlib import Path  # noqa: E402
 
 from _shared import (  # noqa: E402
     DEFAULT_DATA_DIR,
+    benchmark_database,
     database_description,
     django_setup,
     instrument_phases,
     peak_rss_mib,
-    recreate_mysql_database,
-    remove_sqlite,
-    temporary_sqlite,
 )
 
 TIMEFRAME = "1h"
@@ -187,25 +185,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         raise SystemExit(f"no candle data at {args.data_dir}")
-    temporary = None
-    database_url = args.database_url
-    if database_url is None:
-        temporary = temporary_sqlite("bench_replay")
-        database_url = f"sqlite:///{temporary}"
-    elif database_url.startswith("mysql://"):
-        recreate_mysql_database(database_url)
-    else:
-        raise SystemExit("--database-url must be a mysql:// URL (the default is a temporary SQLite file)")
-    try:
+    with benchmark_database("bench_replay", args.database_url, fresh=True) as database_url:
         run(args, database_url)
-    finally:
-        if temporary is not None:
-            remove_sqlite(temporary)
-        else:
-            from django.db import connections
-
-            connections.close_all()
-            recreate_mysql_database(database_url, drop_only=True)
 
 
 def run(args, database_url: str) -> None:

@@ -60,8 +60,8 @@ import time  # noqa: E402
 from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "binance-usdt-1h-2021"
+from _shared import DEFAULT_DATA_DIR, REPO_ROOT, mysql_problem, recreate_mysql_database  # noqa: E402
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 DEFAULT_DATABASE_URL = "mysql://root@127.0.0.1:3306/statarb_bench_fanout"
 EXCHANGE = "benchfanout"
@@ -322,31 +322,6 @@ def redis_flush(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
-def mysql_recreate(url: str, drop_only: bool = False) -> str | None:
-    import environ
-    import MySQLdb
-
-    config = environ.Env.db_url_config(url)
-    name = config["NAME"]
-    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
-        return f"database name {name!r} must be letters, digits and underscores"
-    try:
-        server = MySQLdb.connect(
-            host=config.get("HOST") or "127.0.0.1", port=int(config.get("PORT") or 3306),
-            user=config.get("USER") or "root", password=config.get("PASSWORD") or "", connect_timeout=5,
-        )
-    except MySQLdb.Error as exc:
-        return f"MariaDB at {config.get('HOST')}:{config.get('PORT')} unreachable: {exc}"
-    try:
-        cursor = server.cursor()
-        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        if not drop_only:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    finally:
-        server.close()
-    return None
-
-
 def run_child(mode: str, env: dict, extra: list[str] | None = None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         result_path = Path(handle.name)
@@ -482,7 +457,7 @@ def main() -> None:
     notes = []
     backend = args.backend
     if backend in ("auto", "redis"):
-        problem = redis_ok(redis_url) or mysql_recreate(database_url)
+        problem = redis_ok(redis_url) or mysql_problem(recreate_mysql_database, database_url)
         if problem is None:
             backend = "redis"
         elif backend == "redis":
@@ -559,7 +534,7 @@ def main() -> None:
             stop_worker(process)
         if backend == "redis":
             redis_flush(redis_url)
-            mysql_recreate(database_url, drop_only=True)
+            recreate_mysql_database(database_url, drop_only=True)
         if args.keep:
             print(f"* kept {directory}")
         else:

@@ -35,7 +35,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_variable] = "1"
 
 import argparse  # noqa: E402
-import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
@@ -44,14 +43,21 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from _shared import DEFAULT_DATA_DIR, REPO_ROOT, django_setup, peak_rss_mib  # noqa: E402
+from _shared import (  # noqa: E402
+    DEFAULT_DATA_DIR,
+    REPO_ROOT,
+    django_setup,
+    ensure_mysql_database,
+    instrument_phases,
+    mysql_problem,
+    peak_rss_mib,
+)
 from bench_candle_upsert import (  # noqa: E402
     BENCH_EXCHANGE,
     TIMEFRAME,
     bench_database_url,
     database_description,
     delete_bench_rows,
-    ensure_mysql_database,
     run_worker,
 )
 
@@ -84,23 +90,6 @@ SCREEN_PARTS = (
 # --- worker: one database -------------------------------------------------------------------------------------
 
 
-def instrument_phases(module, seconds: dict[str, float], calls: dict[str, int], names=None) -> None:
-    """Replace module-level functions by timed wrappers (callers look them up in the module at call time)."""
-    for name in names or [name for name, _ in PHASES]:
-        original = getattr(module, name)
-
-        @functools.wraps(original)
-        def timed(*args, _original=original, _name=name, **kwargs):
-            start = time.perf_counter()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                seconds[_name] += time.perf_counter() - start
-                calls[_name] += 1
-
-        setattr(module, name, timed)
-
-
 def database_worker(data_dir: Path) -> dict:
     django_setup()
     from django.db import connection
@@ -121,7 +110,7 @@ def database_worker(data_dir: Path) -> dict:
         config = SelectionConfig(exchange=BENCH_EXCHANGE, quote="USDT", timeframe=TIMEFRAME)
         seconds = {name: 0.0 for name, _ in PHASES}
         calls = {name: 0 for name, _ in PHASES}
-        instrument_phases(screening, seconds, calls)
+        instrument_phases(screening, [name for name, _ in PHASES], seconds, calls)
         runs = []
         for _ in range(2):
             for name in seconds:
@@ -173,7 +162,7 @@ def screen_worker(data_dir: Path, n_symbols: int | None) -> dict:
     log_prices = build_universe(closes, n_symbols or closes.shape[1])
     parts = {name: 0.0 for name, _ in SCREEN_PARTS}
     counts = {name: 0 for name, _ in SCREEN_PARTS}
-    instrument_phases(quant_screening, parts, counts, names=[name for name, _ in SCREEN_PARTS])
+    instrument_phases(quant_screening, [name for name, _ in SCREEN_PARTS], parts, counts)
     start, cpu_start = time.perf_counter(), time.process_time()
     result = screen(log_prices)
     screen_seconds = time.perf_counter() - start
@@ -290,7 +279,7 @@ def main() -> None:
         results["SQLite"] = run_worker(script, sqlite_url, ["--data-dir", str(data_dir)])
     if not args.no_mariadb:
         url = bench_database_url()
-        problem = ensure_mysql_database(url)
+        problem = mysql_problem(ensure_mysql_database, url)
         if problem is None:
             results["MariaDB"] = run_worker(script, url, ["--data-dir", str(data_dir)])
         else:

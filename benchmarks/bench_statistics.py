@@ -41,13 +41,11 @@ from pathlib import Path  # noqa: E402
 
 from _shared import (  # noqa: E402
     DEFAULT_DATA_DIR,
+    benchmark_database,
     database_description,
     django_setup,
-    ensure_mysql_database,
     instrument_phases,
     peak_rss_mib,
-    remove_sqlite,
-    temporary_sqlite,
 )
 
 BENCH_EXCHANGE = "bench8"
@@ -149,18 +147,8 @@ def main() -> None:
     if not args.data_dir.is_dir():
         raise SystemExit(f"no candle data at {args.data_dir}")
 
-    temporary = None
-    database_url = args.database_url
-    if database_url is None:
-        temporary = temporary_sqlite("bench_statistics")
-        database_url = f"sqlite:///{temporary}"
-    elif database_url.startswith("mysql://"):
-        ensure_mysql_database(database_url)
-    try:
+    with benchmark_database("bench_statistics", args.database_url) as database_url:
         run(args, database_url)
-    finally:
-        if temporary is not None:
-            remove_sqlite(temporary)
 
 
 def run(args, database_url: str) -> None:
