@@ -79,7 +79,7 @@ class PriceWindow:
     filled_bars: dict[str, int] = field(default_factory=dict)  # symbol -> bars forward-filled
 
 
-def _closes_frame(instrument_ids: list[int], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+def candle_closes_frame(instrument_ids: list[int], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
     """(instrument_id, open_time UTC, close float) of the candles in [start, end].
 
     Read with the database casting closes to double: building a Decimal for each of a few hundred thousand
@@ -137,7 +137,7 @@ def price_window(
         return window
     end_ts = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
     grid = pd.date_range(end=end_ts, periods=bars, freq=step)
-    frame = _closes_frame(list(by_id), timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime())
+    frame = candle_closes_frame(list(by_id), timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime())
     # A bar at the window's start already proves `bars` of history; more than that is checked on the first bar.
     first_allowed = grid[-1] - step * (min_history_bars - 1) if min_history_bars and min_history_bars > bars else None
     first_bars = {}

@@ -41,7 +41,7 @@ from decimal import Decimal
 
 import numpy as np
 import pandas as pd
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max, Min
 
 from execution.exchanges.paper import paper_exchange_for
@@ -62,7 +62,13 @@ from execution.services.signals import MAX_CATCH_UP_BARS, signal_pairs, signals_
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, Instrument, Level, Pair, SelectionConfig
 from pairs.quant.performance import max_drawdown, sharpe_ratio, trade_metrics
-from pairs.selectors import MAX_FILLED_FRACTION, MAX_FORWARD_FILL_BARS, PriceWindow, universe_instruments
+from pairs.selectors import (
+    MAX_FILLED_FRACTION,
+    MAX_FORWARD_FILL_BARS,
+    PriceWindow,
+    candle_closes_frame,
+    universe_instruments,
+)
 from pairs.services.screening import ScreeningError, screening_run
 from pairs.services.statistics import pair_statistics_update
 
@@ -158,26 +164,14 @@ class ReplayMarket:
         self._last_real = np.hstack([self._last_real, last_real])
 
     def _rows(self, instrument_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(instrument ids, open times in ns, closes as doubles) of the stored bars in the grid's range: one query,
-        closes cast to double by the database as ``price_window`` reads them."""
-        quote = connection.ops.quote_name
-        placeholders = ", ".join(["%s"] * len(instrument_ids))
-        sql = (
-            f"SELECT {quote('instrument_id')}, {quote('open_time')}, CAST({quote('close')} AS DOUBLE) "  # noqa: S608
-            f"FROM {quote(Candle._meta.db_table)} WHERE {quote('instrument_id')} IN ({placeholders}) "
-            f"AND {quote('timeframe')} = %s AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
-        )
-        adapt = connection.ops.adapt_datetimefield_value
-        first, last = _from_ns(self._first_ns), _from_ns(self._last_ns)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [*instrument_ids, self.timeframe, adapt(first), adapt(last)])
-            rows = cursor.fetchall()
-        if not rows:
+        """(instrument ids, open times in ns, closes as doubles) of the stored bars in the grid's range, read as
+        ``price_window`` reads them (``candle_closes_frame``)."""
+        frame = candle_closes_frame(instrument_ids, self.timeframe, _from_ns(self._first_ns), _from_ns(self._last_ns))
+        if frame.empty:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0)
-        ids, times, closes = zip(*rows, strict=True)
-        # SQLite hands back text, MySQL naive datetimes; both are UTC.
-        open_ns = pd.to_datetime(list(times), utc=True).as_unit("ns").asi8
-        return np.asarray(ids, dtype=np.int64), np.asarray(open_ns, dtype=np.int64), np.asarray(closes, dtype=float)
+        open_ns = pd.DatetimeIndex(frame["open_time"]).as_unit("ns").asi8
+        return (frame["instrument_id"].to_numpy(dtype=np.int64), np.asarray(open_ns, dtype=np.int64),
+                frame["close"].to_numpy(dtype=float))
 
     def _ensure(self, instruments: Iterable[Instrument]) -> None:
         missing = [i for i in instruments if i.pk not in self._column]
