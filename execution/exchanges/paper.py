@@ -27,6 +27,7 @@ from django.db.models import Q
 
 from execution.exchanges.errors import (
     DuplicateClientOrderId,
+    ExchangeError,
     InsufficientFunds,
     InvalidOrder,
     NotSupported,
@@ -234,27 +235,51 @@ class PaperExchange:
     # ------------------------------------------------------------------------------------------------ the account
 
     def _locked_account(self, now: datetime) -> PaperAccount:
-        """The PaperAccount row, locked until the transaction ends; created on first use with the account's capital
-        and no funding due for the past. Call inside transaction.atomic.
+        """The PaperAccount, its row locked until the transaction ends, read with the lock of the ExchangeAccount row in
+        one statement. Call inside transaction.atomic. A wallet that doesn't exist yet comes back unsaved (no primary
+        key), with the account's capital and no funding due for the past: the caller saves it with its first write
+        (``_write``), so a refused order writes nothing at all.
 
-        The ExchangeAccount row is locked first, always: every insert of a paper row takes a shared lock on it (the
-        foreign key check, InnoDB), so a process holding only the PaperAccount lock could deadlock with one that
-        creates the PaperAccount; with one lock order (ExchangeAccount, then PaperAccount) calls simply queue.
+        The ExchangeAccount row is locked first, always, and every paper write happens under that lock: every insert
+        of a paper row takes a shared lock on it (the foreign key check, InnoDB), so a process holding the wallet's
+        lock while waiting for the account's could deadlock with one holding the account's; with one lock order
+        (ExchangeAccount, then PaperAccount) calls simply queue. The join reads the account row by its primary key
+        before the wallet row by its unique key, so the one statement takes the locks in that order
+        (``test_the_account_row_is_locked_before_its_wallet`` checks it on MariaDB).
         """
-        ExchangeAccount.objects.select_for_update().filter(pk=self.account.pk).values_list("pk").first()
-        paper = PaperAccount.objects.select_for_update().filter(account=self.account).first()
-        if paper is not None:
-            return paper
-        return PaperAccount.objects.create(
-            account=self.account, wallet_balance=_stored(self.account.capital), funding_settled_until=now
-        )
+        row = (
+            ExchangeAccount.objects.select_for_update().filter(pk=self.account.pk)
+            .values_list("paper__id", "paper__wallet_balance", "paper__funding_settled_until").first()
+        )  # fmt: skip
+        if row is None:
+            raise PermanentExchangeError(f"paper exchange: account {self.account.name!r} no longer exists")
+        paper_id, wallet_balance, settled_until = row
+        if paper_id is None:
+            return PaperAccount(account=self.account, wallet_balance=_stored(self.account.capital),
+                                funding_settled_until=now)  # fmt: skip
+        paper = PaperAccount(id=paper_id, account=self.account, wallet_balance=wallet_balance,
+                             funding_settled_until=settled_until)  # fmt: skip
+        paper._state.adding = False
+        return paper
+
+    @staticmethod
+    def _write(paper: PaperAccount, funding: list[PaperFunding] | None) -> None:
+        """Store the wallet (created if new) and the funding settlements ``_settle_funding`` computed (None: the
+        wallet didn't change)."""
+        if paper.pk is None:
+            paper.save()
+        elif funding is not None:
+            paper.save(update_fields=["wallet_balance", "funding_settled_until"])
+        if funding:
+            PaperFunding.objects.bulk_create(funding)
 
     def _settle_funding(
         self, paper: PaperAccount, now: datetime, marks: dict[str, Decimal | None], positions: list[PaperPosition]
-    ) -> bool:
+    ) -> list[PaperFunding] | None:
         """Settle every funding time t with funding_settled_until < t <= now on each of ``positions`` (the account's
-        open positions, read by the caller under the account's locks), in ``paper`` (the caller saves it). Returns
-        whether ``paper`` changed and must be saved.
+        open positions, read by the caller under the account's locks), in ``paper``. Nothing is written here: returns
+        None when ``paper`` is unchanged, else the PaperFunding rows to insert (perhaps none), and the caller writes
+        both (``_write``).
 
         Positions change only inside place_order, which settles first and always moves the watermark to its time, so
         the position at each such t is the current one. Each t is judged with the funding intervals known at the first
@@ -267,8 +292,9 @@ class PaperExchange:
         """
         since = paper.funding_settled_until
         if since is not None and now <= since:
-            return False
+            return None
         changed = since is None or settles_between(since, now, FUNDING_GRID_MINUTES)
+        rows: list[PaperFunding] = []
         if since is not None:
             self._instruments_load(p.symbol for p in positions)
             due = []  # (position, settlement time), by symbol then time
@@ -287,7 +313,6 @@ class PaperExchange:
                 due = [(position, time) for position, time in due if (position.symbol, time) not in paid]
                 self._marks_load([p.symbol for p in positions], marks)
                 rates = self._funding_rates([(position.symbol, time) for position, time in due])
-                rows = []
                 for position, time in due:
                     mark = self._mark(position.symbol, marks) or position.avg_price
                     rate = rates[position.symbol, time]
@@ -305,10 +330,10 @@ class PaperExchange:
                         )
                     )
                     paper.wallet_balance = _stored(paper.wallet_balance + amount)
-                PaperFunding.objects.bulk_create(rows)
-        if changed:
-            paper.funding_settled_until = now
-        return changed
+        if not changed:
+            return None
+        paper.funding_settled_until = now
+        return rows
 
     def _funding_rates(self, keys: list[tuple[str, datetime]]) -> dict[tuple[str, datetime], Decimal]:
         """``funding_rate_of`` for every (symbol, time) of ``keys``; in one go when it can (``funding_rate_of.many``,
@@ -329,8 +354,7 @@ class PaperExchange:
             now = self._clock()
             paper = self._locked_account(now)
             positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
-            if self._settle_funding(paper, now, marks, positions):
-                paper.save(update_fields=["wallet_balance", "funding_settled_until"])
+            self._write(paper, self._settle_funding(paper, now, marks, positions))
         self._instruments_load(p.symbol for p in positions)
         return paper, positions, marks
 
@@ -361,8 +385,9 @@ class PaperExchange:
         leverage = Decimal(leverage)
         if not leverage.is_finite() or leverage <= 0:
             raise InvalidOrder(f"leverage must be a positive number, got {leverage}")
-        with transaction.atomic():
-            self._locked_account(self._clock())
+        with transaction.atomic(savepoint=False):  # one statement or two, and nothing to catch in between
+            paper = self._locked_account(self._clock())
+            self._write(paper, None)
         return AccountSetup(position_mode="one_way", position_mode_changed=False, leverage=leverage,
                             leverage_changed=())  # fmt: skip
 
@@ -382,8 +407,9 @@ class PaperExchange:
         Nothing is rounded: a qty off the instrument's step, below its minimum quantity, above its maximum or (unless
         reduce-only) below its minimum notional raises InvalidOrder. A client id already used on this account returns
         that order with ``existing=True`` (DuplicateClientOrderId if it is on another symbol, side or reduce-only
-        flag). A new order returns ``existing=False`` and no state: read it with order_by_client_id and fills_of.
-        Refused orders (InvalidOrder, InsufficientFunds, no price: TemporaryExchangeError) write nothing.
+        flag). A new order returns ``existing=False`` with its state and its fill (order_by_client_id and fills_of
+        answer the same). Refused orders (InvalidOrder, InsufficientFunds, no price: TemporaryExchangeError) write
+        nothing.
         """
         if side not in _ORDER_SIDES:
             raise InvalidOrder(f"side must be 'buy' or 'sell', got {side!r}")
@@ -405,7 +431,10 @@ class PaperExchange:
         self._check_qty(instrument, qty)
 
         marks: dict[str, Decimal | None] = {}
-        with transaction.atomic():
+        # No savepoint (two round trips an order, in a replay's transaction): every check below runs before the first
+        # write and its refusal leaves the block normally, to be raised after it, so the block never ends in an
+        # exception that something could catch and go on from in the same transaction.
+        with transaction.atomic(savepoint=False):
             now = self._clock()
             paper = self._locked_account(now)
             # The symbol's row (even at zero) and every open position (funding, the margin check), locked, at once.
@@ -413,63 +442,85 @@ class PaperExchange:
                 PaperPosition.objects.select_for_update().filter(account=self.account)
                 .filter(Q(symbol=symbol) | ~Q(qty=0)).order_by("symbol")
             )
-            changed = self._settle_funding(paper, now, marks, [row for row in rows if row.qty != 0])
+            funding = self._settle_funding(paper, now, marks, [row for row in rows if row.qty != 0])
             existing = PaperOrder.objects.filter(account=self.account, client_order_id=client_order_id).first()
             if existing is not None:
-                if changed:
-                    paper.save(update_fields=["wallet_balance", "funding_settled_until"])
-                return self._existing(existing, symbol, side, reduce_only)
-            fill_base = self._price(symbol)
-            marks[symbol] = fill_base
-            if not reduce_only and instrument.min_notional is not None and qty * fill_base < instrument.min_notional:
-                raise InvalidOrder(
-                    f"order value {_plain(qty * fill_base)} of {symbol} ({_plain(qty)} x {_plain(fill_base)}) is "
-                    f"below its minimum notional {_plain(instrument.min_notional)}"
-                )
-            position = next((row for row in rows if row.symbol == symbol), None)
-            held = position.qty if position is not None else Decimal(0)
-            signed = qty if side == "buy" else -qty
-            if reduce_only:
-                if held == 0:
-                    raise InvalidOrder(f"reduce-only {side} of {symbol}: there is no position to reduce")
-                if (held > 0) == (signed > 0):
-                    raise InvalidOrder(f"reduce-only {side} of {symbol} would increase the position of {_plain(held)}")
-                if qty > abs(held):
-                    qty = abs(held)  # Bybit cuts a reduce-only market order to the position
-                    signed = qty if side == "buy" else -qty
-            fill_price = _stored(fill_base * (1 + self.slippage) if side == "buy" else fill_base * (1 - self.slippage))
-            fee = _stored(qty * fill_price * self.fee_rate)
-            opening = qty if held == 0 or (held > 0) == (signed > 0) else max(Decimal(0), qty - abs(held))
-            if opening > 0:
-                positions = [row for row in rows if row.qty != 0]
-                unrealised, margin = self._margin_view(positions, marks, self._settle_of(symbol))
-                available = paper.wallet_balance + unrealised - margin
-                required = opening * fill_base / self.account.leverage + fee
-                if required > available:
-                    raise InsufficientFunds(
-                        f"paper exchange: {side} {_plain(qty)} {symbol} needs {_plain(required)} "
-                        f"(margin at leverage {_plain(self.account.leverage)} plus fee), available {_plain(available)}"
-                    )
-
-            new_qty, new_avg, realised = _net(held, position.avg_price if position else Decimal(0), signed, fill_price)
-            if position is None:
-                position = PaperPosition(account=self.account, symbol=symbol)
-            position.qty = _stored(new_qty)
-            position.avg_price = _stored(new_avg)
-            position.save()
-            paper.wallet_balance = _stored(paper.wallet_balance + realised - fee)
-            if paper.funding_settled_until is None or paper.funding_settled_until < now:
-                paper.funding_settled_until = now  # the position changes now: funding up to now is settled
-            paper.save(update_fields=["wallet_balance", "funding_settled_until"])  # with the funding, one write
-            order = PaperOrder.objects.create(
-                account=self.account, client_order_id=client_order_id, symbol=symbol, side=side, order_type="market",
-                qty=qty, filled_qty=qty, avg_price=fill_price, fee=fee, status=FILLED, reduce_only=bool(reduce_only),
-                created_at=now,
-            )  # fmt: skip
-            PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee, filled_at=now)
+                self._write(paper, funding)  # the funding due, as any read settles it
+                answer = self._existing(existing, symbol, side, reduce_only)
+                if isinstance(answer, OrderAck):
+                    return answer
+                refusal: ExchangeError | None = answer
+            else:
+                fill = self._fill_or_refusal(paper, rows, marks, instrument, symbol, side, qty, reduce_only)
+                refusal = fill if isinstance(fill, ExchangeError) else None
+                if refusal is None:
+                    position, qty, fill_price, fee, realised = fill
+                    position.save()
+                    paper.wallet_balance = _stored(paper.wallet_balance + realised - fee)
+                    if paper.funding_settled_until is None or paper.funding_settled_until < now:
+                        paper.funding_settled_until = now  # the position changes now: funding up to now is settled
+                    self._write(paper, funding or [])  # the wallet with the funding and the fill: one write
+                    order = PaperOrder.objects.create(
+                        account=self.account, client_order_id=client_order_id, symbol=symbol, side=side,
+                        order_type="market", qty=qty, filled_qty=qty, avg_price=fill_price, fee=fee, status=FILLED,
+                        reduce_only=bool(reduce_only), created_at=now,
+                    )  # fmt: skip
+                    paper_fill = PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee,
+                                                          filled_at=now)  # fmt: skip
+        if refusal is not None:
+            raise refusal  # the order wrote nothing
         logger.info("paper %s: %s %s %s at %s (fee %s)", self.account.name, side, _plain(qty), symbol,
                     _plain(fill_price), _plain(fee))  # fmt: skip
-        return OrderAck(exchange_order_id=_order_id(order.pk), client_order_id=client_order_id, symbol=symbol)
+        # The order is final and its one fill known: both come with the acknowledgment, so a bot needs no read.
+        return OrderAck(exchange_order_id=_order_id(order.pk), client_order_id=client_order_id, symbol=symbol,
+                        state=self._order_state(order), fills=(self._fill_state(paper_fill, order),))  # fmt: skip
+
+    def _fill_or_refusal(
+        self, paper: PaperAccount, rows: list[PaperPosition], marks: dict[str, Decimal | None], instrument: Instrument,
+        symbol: str, side: str, qty: Decimal, reduce_only: bool,
+    ) -> tuple[PaperPosition, Decimal, Decimal, Decimal, Decimal] | ExchangeError:
+        """The market order's fill against the locked wallet and positions: (the position, changed in memory, the
+        filled qty, fill price, fee, realised PnL), or the error that refuses the order. Writes nothing."""
+        try:
+            fill_base = self._price(symbol)
+        except TemporaryExchangeError as exc:
+            return exc
+        marks[symbol] = fill_base
+        if not reduce_only and instrument.min_notional is not None and qty * fill_base < instrument.min_notional:
+            return InvalidOrder(
+                f"order value {_plain(qty * fill_base)} of {symbol} ({_plain(qty)} x {_plain(fill_base)}) is "
+                f"below its minimum notional {_plain(instrument.min_notional)}"
+            )
+        position = next((row for row in rows if row.symbol == symbol), None)
+        held = position.qty if position is not None else Decimal(0)
+        signed = qty if side == "buy" else -qty
+        if reduce_only:
+            if held == 0:
+                return InvalidOrder(f"reduce-only {side} of {symbol}: there is no position to reduce")
+            if (held > 0) == (signed > 0):
+                return InvalidOrder(f"reduce-only {side} of {symbol} would increase the position of {_plain(held)}")
+            if qty > abs(held):
+                qty = abs(held)  # Bybit cuts a reduce-only market order to the position
+                signed = qty if side == "buy" else -qty
+        fill_price = _stored(fill_base * (1 + self.slippage) if side == "buy" else fill_base * (1 - self.slippage))
+        fee = _stored(qty * fill_price * self.fee_rate)
+        opening = qty if held == 0 or (held > 0) == (signed > 0) else max(Decimal(0), qty - abs(held))
+        if opening > 0:
+            positions = [row for row in rows if row.qty != 0]
+            unrealised, margin = self._margin_view(positions, marks, self._settle_of(symbol))
+            available = paper.wallet_balance + unrealised - margin
+            required = opening * fill_base / self.account.leverage + fee
+            if required > available:
+                return InsufficientFunds(
+                    f"paper exchange: {side} {_plain(qty)} {symbol} needs {_plain(required)} "
+                    f"(margin at leverage {_plain(self.account.leverage)} plus fee), available {_plain(available)}"
+                )
+        new_qty, new_avg, realised = _net(held, position.avg_price if position else Decimal(0), signed, fill_price)
+        if position is None:
+            position = PaperPosition(account=self.account, symbol=symbol)
+        position.qty = _stored(new_qty)
+        position.avg_price = _stored(new_avg)
+        return position, qty, fill_price, fee, realised
 
     @staticmethod
     def _check_qty(instrument: Instrument, qty: Decimal) -> None:
@@ -485,10 +536,12 @@ class PaperExchange:
         if instrument.max_qty is not None and qty > instrument.max_qty:
             raise InvalidOrder(f"qty {_plain(qty)} of {symbol} is above its maximum {_plain(instrument.max_qty)}")
 
-    def _existing(self, order: PaperOrder, symbol: str, side: str, reduce_only: bool) -> OrderAck:
-        """The answer to a create whose client id is taken: the order, if it is the same one (a retry)."""
+    def _existing(self, order: PaperOrder, symbol: str, side: str, reduce_only: bool
+                  ) -> OrderAck | DuplicateClientOrderId:
+        """The answer to a create whose client id is taken: the order, if it is the same one (a retry); else the error
+        to raise."""
         if order.symbol != symbol or order.side != side or order.reduce_only != bool(reduce_only):
-            raise DuplicateClientOrderId(
+            return DuplicateClientOrderId(
                 f"client order id {order.client_order_id} on {symbol} is taken by a different order "
                 f"({order.symbol}, {order.side}, reduce_only={order.reduce_only}, qty {_plain(order.qty)})"
             )
@@ -545,22 +598,22 @@ class PaperExchange:
             fills = fills.filter(order_id=pk)
         if since_ms is not None:
             fills = fills.filter(filled_at__gte=_from_ms(since_ms))
-        return [
-            FillState(
-                exec_id=f"{_FILL_ID_PREFIX}{fill.pk}",
-                exchange_order_id=_order_id(fill.order_id),
-                client_order_id=fill.order.client_order_id,
-                symbol=fill.order.symbol,
-                side=fill.order.side,
-                qty=_clean(fill.qty),
-                price=_clean(fill.price),
-                fee=_clean(fill.fee),
-                fee_currency=self._settle_of(fill.order.symbol),
-                is_maker=False,
-                time_ms=_ms(fill.filled_at),
-            )
-            for fill in fills.order_by("filled_at", "pk")
-        ]
+        return [self._fill_state(fill, fill.order) for fill in fills.order_by("filled_at", "pk")]
+
+    def _fill_state(self, fill: PaperFill, order: PaperOrder) -> FillState:
+        return FillState(
+            exec_id=f"{_FILL_ID_PREFIX}{fill.pk}",
+            exchange_order_id=_order_id(order.pk),
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=_clean(fill.qty),
+            price=_clean(fill.price),
+            fee=_clean(fill.fee),
+            fee_currency=self._settle_of(order.symbol),
+            is_maker=False,
+            time_ms=_ms(fill.filled_at),
+        )
 
     def cancel(self, symbol: str, client_order_id: str) -> OrderState:
         """Market orders are final when placed: the order's state as it is; OrderNotFound if there is none."""

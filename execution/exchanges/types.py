@@ -54,10 +54,12 @@ class OrderState:
 class OrderAck:
     """The answer to place_order.
 
-    ``existing=False``: the create call was answered; the order exists, but its fills must be read afterwards
-    (``state`` is None). ``existing=True``: the order was found by its client order id instead, because the exchange
-    said the id was taken (a retried create had reached it before) or the create call timed out after the exchange
-    had accepted it; ``state`` is what the lookup found.
+    ``existing=False``: the create call was answered; the order exists. Its ``state`` and ``fills`` come along when
+    the exchange gave them with the answer (the paper exchange, whose market orders fill when placed: a final state
+    and every fill); None means they must be read afterwards (Bybit answers a create with the ids only).
+    ``existing=True``: the order was found by its client order id instead, because the exchange said the id was taken
+    (a retried create had reached it before) or the create call timed out after the exchange had accepted it;
+    ``state`` is what the lookup found, and its fills are read afterwards.
     """
 
     exchange_order_id: str
@@ -65,6 +67,7 @@ class OrderAck:
     symbol: str
     existing: bool = False
     state: OrderState | None = None
+    fills: tuple[FillState, ...] | None = None
 
 
 @dataclass(frozen=True)

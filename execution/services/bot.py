@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F, Q, Sum
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from execution.exchanges.base import TradingExchange
@@ -117,6 +117,22 @@ def lease_acquire(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEAS
     return None
 
 
+def _lease_for_tick(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEASE_TTL
+                    ) -> tuple[str | None, BotHeartbeat | None]:
+    """The lease as lease_acquire answers it, and the account's heartbeat row (None without the lease).
+
+    A lease this owner holds for at least half its time to come is kept as it is, with no write: nobody else can take
+    it before it expires, the tick renews it when it runs long (``TradingContext.renew_lease``) and its last write,
+    the heartbeat, renews it at the end. Back-to-back ticks (a replay) read one row instead of writing and reading."""
+    now = timezone.now()
+    heartbeat = BotHeartbeat.objects.filter(account=account).first()
+    if (heartbeat is not None and heartbeat.lease_owner == owner and heartbeat.lease_expires_at is not None
+            and heartbeat.lease_expires_at - now >= ttl / 2):
+        return "renewed", heartbeat
+    lease = lease_acquire(account, owner, ttl=ttl)
+    return lease, (BotHeartbeat.objects.get(account=account) if lease is not None else None)
+
+
 def lease_release(account: ExchangeAccount, owner: str) -> None:
     BotHeartbeat.objects.filter(account=account, lease_owner=owner).update(lease_expires_at=None)
 
@@ -137,7 +153,7 @@ def bot_tick(
     if require_enabled and not account.enabled:
         report.status = "disabled"
         return report
-    lease = lease_acquire(account, owner)
+    lease, heartbeat = _lease_for_tick(account, owner)
     if lease is None:
         report.status = "locked"
         report.error = "another bot holds this account's lease"
@@ -147,7 +163,6 @@ def bot_tick(
                          checkpoint=checkpoint or (lambda step: None),
                          keep_lease=lambda: lease_acquire(account, owner) is not None,
                          halted=lambda: _active_halts(account).exists())
-    heartbeat = BotHeartbeat.objects.get(account=account)
     held: list[PairTrade] | None = None  # the tick's trades when it ends normally: the heartbeat counts them
     try:
         held = _tick(ctx, report, heartbeat, fresh_lease=lease == "new", reconcile_every=reconcile_every)
@@ -168,14 +183,29 @@ def bot_tick(
                 open_trades = sum(1 for t in held if t.state in PairTrade.ACTIVE_STATES)
             else:
                 open_trades = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).count()
+            beat_at = timezone.now()
             BotHeartbeat.objects.filter(account=account, lease_owner=owner).update(
-                beat_at=timezone.now(), worker=owner[:200], task_id=task_id[:64], status=report.status[:200],
-                last_tick_ms=report.duration_ms, open_trades=open_trades,
+                beat_at=beat_at, worker=owner[:200], task_id=task_id[:64], status=report.status[:200],
+                last_tick_ms=report.duration_ms, open_trades=open_trades, lease_expires_at=beat_at + LEASE_TTL,
             )
         except DatabaseError:
             # The database itself failed (the tick's own error is the one worth raising); the next tick beats.
             logger.exception("account %s: heartbeat not written", account.name)
     return report
+
+
+# What the selection keeps about a pair and its instruments, and no tick reads: left out of the tick's one query of
+# its trades (most of its columns, read for every active trade every tick). Columns added later are read.
+_PAIR_COLUMNS_NOT_TRADED = [
+    *(f"pair__{name}" for name in (
+        "created_at", "updated_at", "level_locked", "level_changed_at", "intercept", "adf_stat", "adf_lag", "pvalue",
+        "qvalue", "johansen_trace", "johansen_passed", "half_life_bars", "hurst", "mean_crossings", "spread_mean",
+        "spread_std", "zscore", "return_correlation", "last_run", "last_tested_at", "last_passed_at",
+    )),
+    *(f"pair__{leg}__{name}" for leg in ("y_instrument", "x_instrument") for name in (
+        "created_at", "updated_at", "turnover_24h", "listed_at", "delisted_at", "excluded", "exclusion_reason",
+    )),
+]  # fmt: skip
 
 
 def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
@@ -186,6 +216,7 @@ def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
     trades = list(
         PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
         .select_related("pair__y_instrument", "pair__x_instrument")
+        .defer(*_PAIR_COLUMNS_NOT_TRADED)
         .annotate(entry_bar_time=F("entry_signal__bar_time"), rule_position=F("pair__signal_state__position"))
         .order_by("pk")
     )
@@ -565,32 +596,30 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
     bar = timedelta(milliseconds=timeframe_ms(ctx.config.timeframe))
     newest_closed_bar = ctx.now - bar
     busy_pairs = {t.pair_id for t in active}
-    # The pairs that may open: the level's active pairs on the account's exchange without an active trade. Named
-    # by id, so that the signal read below is a short range of the (pair, timeframe, bar_time) key per pair on
-    # every database (joined to the pair table instead, MariaDB walks each pair's whole signal history).
-    eligible = [
-        pair_id
-        for pair_id in Pair.objects.filter(level_id=account.level_id, status=Pair.Status.ACTIVE,
-                                           y_instrument__exchange=account.exchange)
-        .order_by().values_list("pk", flat=True)
-        if pair_id not in busy_pairs
+    # The fresh entry signals of every pair: a two-bar range of the (bar_time, action) index and nothing else, so no
+    # database can start from the pair table and walk each pair's whole signal history (MariaDB does when the read
+    # is joined to the pairs). Most bars have none; then this is the only read.
+    signals = [
+        row for row in Signal.objects.filter(
+            timeframe=ctx.config.timeframe, action__in=list(ENTRY_SIGNALS), bar_time__lte=newest_closed_bar,
+            bar_time__gt=newest_closed_bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1),
+        ).order_by("-bar_time", "pk").values_list("pk", "pair_id", "action")
+        if row[1] not in busy_pairs
     ]
-    if not eligible:
+    if not signals:
         return []
-    # Most ticks have no entry to act on: a narrow read of the fresh entry signals first (pair, action, z and the
-    # rule's position now), then whole rows only for the signals that can still become trades.
-    rows = (
-        Signal.objects.filter(
-            pair_id__in=eligible, timeframe=ctx.config.timeframe, action__in=list(ENTRY_SIGNALS),
-            bar_time__lte=newest_closed_bar, bar_time__gt=newest_closed_bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1),
-        )
-        .order_by("-bar_time", "pk")
-        .values_list("pk", "pair_id", "action", "pair__signal_state__position", "pair__y_instrument_id",
-                     "pair__x_instrument_id")
-    )
+    # Of those pairs, the ones this account may open (its level, active, on its exchange), with the rule's position
+    # now and the legs: by primary key.
+    pairs = {
+        pair_id: rest
+        for pair_id, *rest in Pair.objects.filter(pk__in={row[1] for row in signals}, level_id=account.level_id,
+                                                  status=Pair.Status.ACTIVE, y_instrument__exchange=account.exchange)
+        .order_by().values_list("pk", "signal_state__position", "y_instrument_id", "x_instrument_id")
+    }
     latest: dict[int, tuple] = {}
-    for row in rows:
-        latest.setdefault(row[1], row)
+    for signal_id, pair_id, action in signals:
+        if pair_id in pairs:
+            latest.setdefault(pair_id, (signal_id, pair_id, action, *pairs[pair_id]))
     # One trade per instrument at a time: in one-way mode the exchange nets an account's positions per symbol, and
     # only a leg that is alone on its symbol can be closed exactly with reduce-only orders and reconciled.
     held_symbols = {i.pk: i.symbol for t in active for i in (t.pair.y_instrument, t.pair.x_instrument)}
@@ -710,15 +739,18 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
                 report: TickReport) -> PairTrade | None:
     account = ctx.account
     pair = signal.pair
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction (a replay's bar): the block returns, it doesn't raise, on every
+    # refusal, and only the insert below, which may collide, needs one.
+    with transaction.atomic(savepoint=False):
         ExchangeAccount.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).first()
         halt = _active_halts(account).first()
         if halt is not None:
             report.skipped.append(f"halted while planning: {halt.reason}"[:500])
             return None
-        active = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
-        totals = active.aggregate(exposure=Sum("gross_notional"))
-        count = active.count()
+        totals = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).aggregate(
+            exposure=Sum("gross_notional"), count=Count("pk"), this_pair=Count("pk", filter=Q(pair=pair))
+        )
+        count = totals["count"]
         if count >= max_trades:
             report.skipped.append(f"{pair}: the account has {count} trades (limit {max_trades})")
             return None
@@ -727,7 +759,7 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
             report.skipped.append(f"{pair}: gross exposure {exposure + sizing.gross_notional:.2f} would exceed "
                                   f"{exposure_cap:.2f}")
             return None
-        if active.filter(pair=pair).exists():
+        if totals["this_pair"]:
             return None
         try:
             with transaction.atomic():
@@ -738,18 +770,28 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
                 )
         except IntegrityError:
             return None  # this signal was taken by another run of the account's bot
-        orders = []
-        for leg, leg_order, instrument in ((Order.Leg.Y, sizing.y, pair.y_instrument),
-                                           (Order.Leg.X, sizing.x, pair.x_instrument)):
-            orders.append(Order.objects.create(
-                trade=trade, instrument=instrument, leg=leg, action=Order.Action.OPEN, attempt=1,
-                side=leg_order.side, qty=leg_order.qty,
-                client_order_id=client_order_id(trade, leg, Order.Action.OPEN, 1),
-            ))
+        orders = [
+            Order(trade=trade, instrument=instrument, leg=leg, action=Order.Action.OPEN, attempt=1,
+                  side=leg_order.side, qty=leg_order.qty,
+                  client_order_id=client_order_id(trade, leg, Order.Action.OPEN, 1))
+            for leg, leg_order, instrument in ((Order.Leg.Y, sizing.y, pair.y_instrument),
+                                               (Order.Leg.X, sizing.x, pair.x_instrument))
+        ]
+        _insert_orders(orders)
     ctx.planned_now.update(o.pk for o in orders)
     trade.order_list = orders
     ctx.checkpoint("planned:trade")
     return trade
+
+
+def _insert_orders(orders: list[Order]) -> None:
+    """Insert ``orders`` with their primary keys set: in one statement where the database hands the keys back (MariaDB
+    10.5+, SQLite 3.35+), one by one otherwise."""
+    if connection.features.can_return_rows_from_bulk_insert:
+        Order.objects.bulk_create(orders)
+    else:
+        for order in orders:
+            order.save(force_insert=True)
 
 
 # ------------------------------------------------------------------------------------------------------- live runs

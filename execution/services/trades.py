@@ -31,7 +31,7 @@ from execution.exchanges.errors import (
     TemporaryExchangeError,
 )
 from execution.exchanges.retry import call_with_retry
-from execution.exchanges.types import OrderState
+from execution.exchanges.types import FillState, OrderState
 from execution.feeds import PriceFeed
 from execution.models import ExchangeAccount, Fill, FundingPayment, Order, PairTrade
 from execution.sizing import leg_sides
@@ -148,8 +148,10 @@ def _set_state(ctx: TradingContext, trade: PairTrade, state: str, **fields) -> N
     trade.save(update_fields=["state", "state_changed_at", "updated_at", *fields])
 
 
-def _apply_state(ctx: TradingContext, order: Order, state: OrderState) -> None:
-    """Copy what the exchange says about an order (and its fills) into the database."""
+def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
+                 fills_known: tuple[FillState, ...] | None = None) -> None:
+    """Copy what the exchange says about an order (and its fills) into the database. ``fills_known``: the order's
+    fills as the exchange already gave them (with the order's acknowledgment); they are read when None or short."""
     order.exchange_order_id = state.exchange_order_id or order.exchange_order_id
     order.filled_qty = state.filled_qty
     order.avg_price = state.avg_price
@@ -162,6 +164,11 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState) -> None:
     if state.filled_qty > 0:
         symbol = ctx.symbol(order.instrument)
         for attempt in range(FILL_READS):
+            if attempt == 0 and fills_known is not None:
+                found = list(fills_known)
+                if sum((f.qty for f in found), Decimal(0)) >= state.filled_qty:
+                    break
+                continue
             if attempt:
                 ctx.sleep(ORDER_POLL_INTERVAL_S)
             try:
@@ -178,7 +185,9 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState) -> None:
             ctx.events.append(f"{order.client_order_id}: {state.filled_qty} filled, fewer fills listed yet")
         fills = [Fill(order=order, exchange_fill_id=f.exec_id, qty=f.qty, price=f.price, fee=f.fee,
                       fee_currency=f.fee_currency, is_maker=f.is_maker, filled_at=f.filled_at) for f in found]
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction (a replay's bar): nothing in the block raises but the database, and a
+    # database error ends the tick anyway; on its own (a live tick) the block is a transaction as before.
+    with transaction.atomic(savepoint=False):
         order.save(update_fields=["exchange_order_id", "filled_qty", "avg_price", "fee", "status", "submitted_at",
                                   "updated_at"])
         Fill.objects.bulk_create(fills, ignore_conflicts=True)
@@ -236,6 +245,11 @@ def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
         _reject(ctx, order, Status.UNKNOWN, f"{type(exc).__name__}: {exc}")
         return
     ctx.checkpoint(f"after_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
+    if ack.state is not None and not ack.state.is_open and ack.fills is not None:
+        # The exchange answered with the final state and the fills (the paper exchange): no further call to the
+        # exchange comes before the write, so the final state is written at once instead of "submitted" first.
+        _apply_state(ctx, order, ack.state, ack.fills)
+        return
     order.exchange_order_id = ack.exchange_order_id
     order.status = Status.SUBMITTED
     order.submitted_at = ctx.now
@@ -462,7 +476,7 @@ def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal) -> Non
 def _finish(ctx: TradingContext, trade: PairTrade) -> None:
     unwound = trade.exit_reason == PairTrade.ExitReason.UNWOUND
     pnl = trade_pnl(trade)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # as in _apply_state: only the database raises in here
         _set_state(ctx, trade, State.UNWOUND if unwound else State.CLOSED, closed_at=ctx.now,
                    realised_pnl=pnl.realised, fees=pnl.fees, funding=pnl.funding)
         verb = "unwound after a failed leg" if unwound else f"closed ({trade.get_exit_reason_display()})"
