@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import FilteredRelation, Q
 
 from execution.exchanges.errors import (
     DuplicateClientOrderId,
@@ -234,33 +234,49 @@ class PaperExchange:
 
     # ------------------------------------------------------------------------------------------------ the account
 
-    def _locked_account(self, now: datetime) -> PaperAccount:
-        """The PaperAccount, its row locked until the transaction ends, read with the lock of the ExchangeAccount row in
-        one statement. Call inside transaction.atomic. A wallet that doesn't exist yet comes back unsaved (no primary
-        key), with the account's capital and no funding due for the past: the caller saves it with its first write
-        (``_write``), so a refused order writes nothing at all.
+    def _locked_account(self, now: datetime, *, symbol: str | None = None
+                        ) -> tuple[PaperAccount, list[PaperPosition]]:
+        """The PaperAccount and its open positions (with ``symbol``'s row even at zero), by symbol, their rows locked
+        until the transaction ends: one statement, which locks the ExchangeAccount row too. Call inside
+        transaction.atomic. A wallet that doesn't exist yet comes back unsaved (no primary key), with the account's
+        capital and no funding due for the past: the caller saves it with its first write (``_write``), so a refused
+        order writes nothing at all.
 
         The ExchangeAccount row is locked first, always, and every paper write happens under that lock: every insert
         of a paper row takes a shared lock on it (the foreign key check, InnoDB), so a process holding the wallet's
         lock while waiting for the account's could deadlock with one holding the account's; with one lock order
-        (ExchangeAccount, then PaperAccount) calls simply queue. The join reads the account row by its primary key
-        before the wallet row by its unique key, so the one statement takes the locks in that order
+        (ExchangeAccount, then the paper rows) calls simply queue. The statement reads the account row by its primary
+        key and the wallet row by its unique key before the positions, so it takes the locks in that order
         (``test_the_account_row_is_locked_before_its_wallet`` checks it on MariaDB).
         """
-        row = (
+        held = ~Q(paper_positions__qty=0)
+        if symbol is not None:
+            held |= Q(paper_positions__symbol=symbol)
+        rows = list(
             ExchangeAccount.objects.select_for_update().filter(pk=self.account.pk)
-            .values_list("paper__id", "paper__wallet_balance", "paper__funding_settled_until").first()
+            .annotate(held=FilteredRelation("paper_positions", condition=held))
+            .order_by("held__symbol")
+            .values_list("paper__id", "paper__wallet_balance", "paper__funding_settled_until", "held__id",
+                         "held__symbol", "held__qty", "held__avg_price")
         )  # fmt: skip
-        if row is None:
+        if not rows:
             raise PermanentExchangeError(f"paper exchange: account {self.account.name!r} no longer exists")
-        paper_id, wallet_balance, settled_until = row
+        paper_id, wallet_balance, settled_until = rows[0][:3]
         if paper_id is None:
-            return PaperAccount(account=self.account, wallet_balance=_stored(self.account.capital),
-                                funding_settled_until=now)  # fmt: skip
-        paper = PaperAccount(id=paper_id, account=self.account, wallet_balance=wallet_balance,
-                             funding_settled_until=settled_until)  # fmt: skip
-        paper._state.adding = False
-        return paper
+            paper = PaperAccount(account=self.account, wallet_balance=_stored(self.account.capital),
+                                 funding_settled_until=now)  # fmt: skip
+        else:
+            paper = PaperAccount(id=paper_id, account=self.account, wallet_balance=wallet_balance,
+                                 funding_settled_until=settled_until)  # fmt: skip
+            paper._state.adding = False
+        positions = []
+        for *_, position_id, position_symbol, qty, avg_price in rows:
+            if position_id is not None:
+                position = PaperPosition(id=position_id, account=self.account, symbol=position_symbol, qty=qty,
+                                         avg_price=avg_price)  # fmt: skip
+                position._state.adding = False
+                positions.append(position)
+        return paper, positions
 
     @staticmethod
     def _write(paper: PaperAccount, funding: list[PaperFunding] | None) -> None:
@@ -352,8 +368,7 @@ class PaperExchange:
         # two round trips on every call.
         with transaction.atomic(savepoint=False):
             now = self._clock()
-            paper = self._locked_account(now)
-            positions = list(PaperPosition.objects.filter(account=self.account).exclude(qty=0).order_by("symbol"))
+            paper, positions = self._locked_account(now)
             self._write(paper, self._settle_funding(paper, now, marks, positions))
         self._instruments_load(p.symbol for p in positions)
         return paper, positions, marks
@@ -386,7 +401,7 @@ class PaperExchange:
         if not leverage.is_finite() or leverage <= 0:
             raise InvalidOrder(f"leverage must be a positive number, got {leverage}")
         with transaction.atomic(savepoint=False):  # one statement or two, and nothing to catch in between
-            paper = self._locked_account(self._clock())
+            paper, _ = self._locked_account(self._clock())
             self._write(paper, None)
         return AccountSetup(position_mode="one_way", position_mode_changed=False, leverage=leverage,
                             leverage_changed=())  # fmt: skip
@@ -436,12 +451,8 @@ class PaperExchange:
         # exception that something could catch and go on from in the same transaction.
         with transaction.atomic(savepoint=False):
             now = self._clock()
-            paper = self._locked_account(now)
-            # The symbol's row (even at zero) and every open position (funding, the margin check), locked, at once.
-            rows = list(
-                PaperPosition.objects.select_for_update().filter(account=self.account)
-                .filter(Q(symbol=symbol) | ~Q(qty=0)).order_by("symbol")
-            )
+            # The symbol's row (even at zero) and every open position (funding, the margin check), locked.
+            paper, rows = self._locked_account(now, symbol=symbol)
             funding = self._settle_funding(paper, now, marks, [row for row in rows if row.qty != 0])
             existing = PaperOrder.objects.filter(account=self.account, client_order_id=client_order_id).first()
             if existing is not None:

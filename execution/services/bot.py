@@ -194,20 +194,6 @@ def bot_tick(
     return report
 
 
-# What the selection keeps about a pair and its instruments, and no tick reads: left out of the tick's one query of
-# its trades (most of its columns, read for every active trade every tick). Columns added later are read.
-_PAIR_COLUMNS_NOT_TRADED = [
-    *(f"pair__{name}" for name in (
-        "created_at", "updated_at", "level_locked", "level_changed_at", "intercept", "adf_stat", "adf_lag", "pvalue",
-        "qvalue", "johansen_trace", "johansen_passed", "half_life_bars", "hurst", "mean_crossings", "spread_mean",
-        "spread_std", "zscore", "return_correlation", "last_run", "last_tested_at", "last_passed_at",
-    )),
-    *(f"pair__{leg}__{name}" for leg in ("y_instrument", "x_instrument") for name in (
-        "created_at", "updated_at", "turnover_24h", "listed_at", "delisted_at", "excluded", "exclusion_reason",
-    )),
-]  # fmt: skip
-
-
 def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
     """The account's active trades with their pair and both instruments, in one query. Every tick runs this, so it
     loads only what a tick reads: the account is the caller's object, of the entry signal only its bar time is
@@ -216,7 +202,6 @@ def _active_trades(account: ExchangeAccount) -> list[PairTrade]:
     trades = list(
         PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
         .select_related("pair__y_instrument", "pair__x_instrument")
-        .defer(*_PAIR_COLUMNS_NOT_TRADED)
         .annotate(entry_bar_time=F("entry_signal__bar_time"), rule_position=F("pair__signal_state__position"))
         .order_by("pk")
     )

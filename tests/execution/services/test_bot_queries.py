@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 
 # Query budgets (savepoints included). A change that adds queries to every tick shows against these; one that adds
 # them per pair or per trade shows in the comparison of the two sizes.
-BUDGETS = {"steady": 8, "reconcile": 19, "rotate": 74, "funding": 26}
+BUDGETS = {"steady": 7, "reconcile": 17, "rotate": 70, "funding": 24}
 
 
 def counted_tick(market: BotMarket, now, **expect) -> tuple[int, list[str]]:
