@@ -21,8 +21,9 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
+from typing import TypeVar
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import FilteredRelation, Q
 
 from execution.exchanges.errors import (
@@ -56,6 +57,7 @@ from pairs.models import FundingRate, Instrument, SelectionConfig
 from statarb_site.db import DECIMAL_PLACES
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SETTLE_COIN = "USDT"
 # Bybit orderLinkId: at most 36 characters of letters, digits, dashes and underscores (as in CcxtExchange).
@@ -363,15 +365,23 @@ class PaperExchange:
         """Settle funding due up to now (in its own transaction) and return the account, its open positions and
         the prices asked for on the way."""
         marks: dict[str, Decimal | None] = {}
-        # No savepoint: nothing inside raises anything but database errors (``price_of`` answers None for a price it
-        # doesn't know), which no caller catches to go on in the same transaction (a replay's bar); a savepoint costs
-        # two round trips on every call.
+        now = self._clock()
+        # No savepoint (two round trips a call, in a replay's transaction): an error before the write leaves the
+        # block normally and is raised after it (see ``_unless_failed``), so no caller that catches it and goes on
+        # (a bot isolating one trade's error) finds its transaction spoilt; database errors end a tick anyway.
         with transaction.atomic(savepoint=False):
-            now = self._clock()
-            paper, positions = self._locked_account(now)
-            self._write(paper, self._settle_funding(paper, now, marks, positions))
+            read = _unless_failed(lambda: self._settlement_read(now, marks))
+            if not isinstance(read, Exception):
+                paper, positions, funding = read
+                self._write(paper, funding)
+        if isinstance(read, Exception):
+            raise read
         self._instruments_load(p.symbol for p in positions)
         return paper, positions, marks
+
+    def _settlement_read(self, now: datetime, marks: dict[str, Decimal | None]):
+        paper, positions = self._locked_account(now)
+        return paper, positions, self._settle_funding(paper, now, marks, positions)
 
     def _margin_view(
         self, positions: Iterable[PaperPosition], marks: dict[str, Decimal | None], coin: str
@@ -400,9 +410,13 @@ class PaperExchange:
         leverage = Decimal(leverage)
         if not leverage.is_finite() or leverage <= 0:
             raise InvalidOrder(f"leverage must be a positive number, got {leverage}")
-        with transaction.atomic(savepoint=False):  # one statement or two, and nothing to catch in between
-            paper, _ = self._locked_account(self._clock())
-            self._write(paper, None)
+        now = self._clock()
+        with transaction.atomic(savepoint=False):  # as in _settled: an error is raised after the block
+            read = _unless_failed(lambda: self._locked_account(now))
+            if not isinstance(read, Exception):
+                self._write(read[0], None)
+        if isinstance(read, Exception):
+            raise read
         return AccountSetup(position_mode="one_way", position_mode_changed=False, leverage=leverage,
                             leverage_changed=())  # fmt: skip
 
@@ -446,38 +460,35 @@ class PaperExchange:
         self._check_qty(instrument, qty)
 
         marks: dict[str, Decimal | None] = {}
-        # No savepoint (two round trips an order, in a replay's transaction): every check below runs before the first
-        # write and its refusal leaves the block normally, to be raised after it, so the block never ends in an
-        # exception that something could catch and go on from in the same transaction.
+        now = self._clock()
+        # No savepoint (two round trips an order, in a replay's transaction): everything up to the first write only
+        # reads, and its refusals and errors leave the block normally, to be raised after it (``_unless_failed``),
+        # so the block never ends in an exception that a caller could catch and go on from in the same transaction
+        # (a bot rejecting the order, or isolating one trade's error). The writes raise nothing but the database.
         with transaction.atomic(savepoint=False):
-            now = self._clock()
-            # The symbol's row (even at zero) and every open position (funding, the margin check), locked.
-            paper, rows = self._locked_account(now, symbol=symbol)
-            funding = self._settle_funding(paper, now, marks, [row for row in rows if row.qty != 0])
-            existing = PaperOrder.objects.filter(account=self.account, client_order_id=client_order_id).first()
-            if existing is not None:
-                self._write(paper, funding)  # the funding due, as any read settles it
-                answer = self._existing(existing, symbol, side, reduce_only)
-                if isinstance(answer, OrderAck):
-                    return answer
-                refusal: ExchangeError | None = answer
-            else:
-                fill = self._fill_or_refusal(paper, rows, marks, instrument, symbol, side, qty, reduce_only)
-                refusal = fill if isinstance(fill, ExchangeError) else None
-                if refusal is None:
-                    position, qty, fill_price, fee, realised = fill
-                    position.save()
-                    paper.wallet_balance = _stored(paper.wallet_balance + realised - fee)
-                    if paper.funding_settled_until is None or paper.funding_settled_until < now:
-                        paper.funding_settled_until = now  # the position changes now: funding up to now is settled
-                    self._write(paper, funding or [])  # the wallet with the funding and the fill: one write
-                    order = PaperOrder.objects.create(
-                        account=self.account, client_order_id=client_order_id, symbol=symbol, side=side,
-                        order_type="market", qty=qty, filled_qty=qty, avg_price=fill_price, fee=fee, status=FILLED,
-                        reduce_only=bool(reduce_only), created_at=now,
-                    )  # fmt: skip
-                    paper_fill = PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee,
-                                                          filled_at=now)  # fmt: skip
+            read = _unless_failed(lambda: self._order_read(now, marks, instrument, symbol, side, qty, client_order_id,
+                                                           reduce_only))
+            refusal = read if isinstance(read, Exception) else None
+            if refusal is None:
+                paper, funding, outcome = read
+                if isinstance(outcome, OrderAck):
+                    self._write(paper, funding)  # a retry: the order placed before, and the funding due
+                    return outcome
+                refusal = outcome if isinstance(outcome, ExchangeError) else None
+            if refusal is None:
+                position, qty, fill_price, fee, realised = outcome
+                position.save()
+                paper.wallet_balance = _stored(paper.wallet_balance + realised - fee)
+                if paper.funding_settled_until is None or paper.funding_settled_until < now:
+                    paper.funding_settled_until = now  # the position changes now: funding up to now is settled
+                self._write(paper, funding or [])  # the wallet with the funding and the fill: one write
+                order = PaperOrder.objects.create(
+                    account=self.account, client_order_id=client_order_id, symbol=symbol, side=side,
+                    order_type="market", qty=qty, filled_qty=qty, avg_price=fill_price, fee=fee, status=FILLED,
+                    reduce_only=bool(reduce_only), created_at=now,
+                )  # fmt: skip
+                paper_fill = PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee,
+                                                      filled_at=now)  # fmt: skip
         if refusal is not None:
             raise refusal  # the order wrote nothing
         logger.info("paper %s: %s %s %s at %s (fee %s)", self.account.name, side, _plain(qty), symbol,
@@ -485,6 +496,21 @@ class PaperExchange:
         # The order is final and its one fill known: both come with the acknowledgment, so a bot needs no read.
         return OrderAck(exchange_order_id=_order_id(order.pk), client_order_id=client_order_id, symbol=symbol,
                         state=self._order_state(order), fills=(self._fill_state(paper_fill, order),))  # fmt: skip
+
+    def _order_read(
+        self, now: datetime, marks: dict[str, Decimal | None], instrument: Instrument, symbol: str, side: str,
+        qty: Decimal, client_order_id: str, reduce_only: bool,
+    ) -> tuple[PaperAccount, list[PaperFunding] | None, OrderAck | ExchangeError | tuple]:
+        """Everything place_order decides before it writes, under the account's locks: the wallet, the funding due
+        (``_settle_funding``) and the outcome: the answer to a retry (the order placed before), the refusal, or the
+        fill (``_fill_or_refusal``)."""
+        # The symbol's row (even at zero) and every open position (funding, the margin check), locked.
+        paper, rows = self._locked_account(now, symbol=symbol)
+        funding = self._settle_funding(paper, now, marks, [row for row in rows if row.qty != 0])
+        existing = PaperOrder.objects.filter(account=self.account, client_order_id=client_order_id).first()
+        if existing is not None:
+            return paper, funding, self._existing(existing, symbol, side, reduce_only)
+        return paper, funding, self._fill_or_refusal(paper, rows, marks, instrument, symbol, side, qty, reduce_only)
 
     def _fill_or_refusal(
         self, paper: PaperAccount, rows: list[PaperPosition], marks: dict[str, Decimal | None], instrument: Instrument,
@@ -699,6 +725,17 @@ class PaperExchange:
             for row in rows
             if self._settle_of(row.symbol) == settle_coin
         ]
+
+
+def _unless_failed(read: Callable[[], _T]) -> _T | Exception:
+    """``read()``, or the exception it raised (not a database error: those propagate, and end the transaction).
+    Lets a block without a savepoint end normally when its reads fail, and the caller raise after the block."""
+    try:
+        return read()
+    except DatabaseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - handed back, raised by the caller after the block
+        return exc
 
 
 def _net(held: Decimal, avg_price: Decimal, signed: Decimal, price: Decimal) -> tuple[Decimal, Decimal, Decimal]:

@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 State = PairTrade.State
 Reason = PairTrade.ExitReason
 LEASE_TTL = timedelta(seconds=120)
+# A lease renewed this recently (by the last tick's heartbeat) is not renewed again at the start of a tick.
+LEASE_KEEP_S = 10.0
 FUNDING_OVERLAP = timedelta(hours=1)
 RECONCILE_EVERY = timedelta(minutes=5)
 # An entry signal is acted on only while its bar is the newest closed one (or one bar late, for a slow tick).
@@ -118,19 +120,22 @@ def lease_acquire(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEAS
 
 
 def _lease_for_tick(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEASE_TTL
-                    ) -> tuple[str | None, BotHeartbeat | None]:
-    """The lease as lease_acquire answers it, and the account's heartbeat row (None without the lease).
+                    ) -> tuple[str | None, BotHeartbeat | None, float]:
+    """The lease as lease_acquire answers it, the account's heartbeat row (None without the lease), and the lease's
+    age in seconds (the time since it was last renewed).
 
-    A lease this owner holds for at least half its time to come is kept as it is, with no write: nobody else can take
-    it before it expires, the tick renews it when it runs long (``TradingContext.renew_lease``) and its last write,
-    the heartbeat, renews it at the end. Back-to-back ticks (a replay) read one row instead of writing and reading."""
+    A lease this owner renewed less than ``LEASE_KEEP_S`` ago is kept as it is, with no write: nobody else can take it
+    before it expires, a tick starts with nearly the whole TTL still ahead, and the tick renews it during a long run
+    as it would have (``TradingContext.renew_lease``, counting the age). A live bot ticking every minute renews as
+    before; back-to-back ticks (a replay) read one row instead of writing and reading."""
     now = timezone.now()
     heartbeat = BotHeartbeat.objects.filter(account=account).first()
-    if (heartbeat is not None and heartbeat.lease_owner == owner and heartbeat.lease_expires_at is not None
-            and heartbeat.lease_expires_at - now >= ttl / 2):
-        return "renewed", heartbeat
+    if heartbeat is not None and heartbeat.lease_owner == owner and heartbeat.lease_expires_at is not None:
+        age = (ttl - (heartbeat.lease_expires_at - now)).total_seconds()
+        if 0 <= age < LEASE_KEEP_S:
+            return "renewed", heartbeat, age
     lease = lease_acquire(account, owner, ttl=ttl)
-    return lease, (BotHeartbeat.objects.get(account=account) if lease is not None else None)
+    return lease, (BotHeartbeat.objects.get(account=account) if lease is not None else None), 0.0
 
 
 def lease_release(account: ExchangeAccount, owner: str) -> None:
@@ -153,7 +158,7 @@ def bot_tick(
     if require_enabled and not account.enabled:
         report.status = "disabled"
         return report
-    lease, heartbeat = _lease_for_tick(account, owner)
+    lease, heartbeat, lease_age = _lease_for_tick(account, owner)
     if lease is None:
         report.status = "locked"
         report.error = "another bot holds this account's lease"
@@ -162,7 +167,8 @@ def bot_tick(
     ctx = TradingContext(account=account, exchange=exchange, now=now, config=config, feed=feed, sleep=sleep,
                          checkpoint=checkpoint or (lambda step: None),
                          keep_lease=lambda: lease_acquire(account, owner) is not None,
-                         halted=lambda: _active_halts(account).exists())
+                         halted=lambda: _active_halts(account).exists(),
+                         _lease_renewed=time.monotonic() - lease_age)
     held: list[PairTrade] | None = None  # the tick's trades when it ends normally: the heartbeat counts them
     try:
         held = _tick(ctx, report, heartbeat, fresh_lease=lease == "new", reconcile_every=reconcile_every)

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 from execution.exchanges.accounts import account_exchange
@@ -254,6 +255,47 @@ def test_client_order_id_taken_by_a_different_order(ex, account, order):
 
     assert not info.value.retryable
     assert snapshot(account) == before
+
+
+def test_a_taken_client_order_id_writes_nothing_even_with_funding_due(ex, account, clock):
+    buy(ex)
+    clock.set(T0.replace(hour=9))  # the 08:00 settlement is due on the open position
+    before = snapshot(account)
+
+    with pytest.raises(DuplicateClientOrderId):
+        sell(ex, client_order_id="t1-y-open")
+
+    assert snapshot(account) == before  # no settlement, no watermark move: a refused order writes nothing
+    buy(ex)  # a retry of the same order settles what is due, as any read does
+    assert PaperFunding.objects.filter(account=account).count() == 1
+
+
+class _FeedBug(Exception):
+    """A defect of a price feed (not an exchange error)."""
+
+
+@pytest.mark.parametrize("call", ["place_order", "balance"])
+def test_an_error_while_reading_leaves_the_callers_transaction_usable(make_paper, account, clock, call):
+    """The paper exchange's blocks run without a savepoint: an error raised while they read (a feed's bug here) must
+    come out after the block, so a caller that catches it (the bot isolates one trade's error) can still write in
+    its transaction (a replay's bar), and nothing of the failed call is written."""
+    ex = make_paper()
+    buy(ex)  # the wallet and a position exist
+    before = snapshot(account)
+
+    def broken_price(symbol: str):
+        raise _FeedBug(f"no price source for {symbol}")
+
+    ex._price_of = broken_price
+    clock.set(T0.replace(hour=9))  # the 08:00 settlement is due: the read asks for a price inside the block
+    with transaction.atomic():
+        with pytest.raises(_FeedBug):
+            if call == "place_order":
+                buy(ex, ETH, "1", "t2-y-open")
+            else:
+                ex.balance()
+        assert snapshot(account) == before  # the caller's transaction still runs queries, and saw no write
+        PaperOrder.objects.filter(account=account).update(fee=F("fee"))  # and can write
 
 
 # ---------------------------------------------------------------------------------------------------- refusals

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from execution.models import BotHeartbeat, Fill, FundingPayment, Order, PairTrade, Signal
+from execution.services import bot
 from execution.services.manual import trade_request_close
 from notifications.models import Notification
 from pairs.models import Level
@@ -212,3 +216,47 @@ def test_pairs_of_another_exchange_are_not_traded(world):
     world.signal(Signal.Action.ENTER_LONG, zscore=-3.0, pair=foreign)
     world.tick()
     assert world.trades() == []
+
+
+def test_a_tick_right_after_the_last_keeps_the_lease_and_the_heartbeat_renews_it(world):
+    world.tick()
+    renewed = BotHeartbeat.objects.get(account=world.account).lease_expires_at
+    report = world.tick()  # at once: the lease was renewed by the last heartbeat, less than LEASE_KEEP_S ago
+    heartbeat = BotHeartbeat.objects.get(account=world.account)
+    assert report.status == "ok" and heartbeat.lease_owner == "bot-1"
+    assert heartbeat.lease_expires_at > renewed  # renewed at the end of the tick, by the heartbeat
+
+
+def test_a_tick_renews_an_older_lease_before_trading(world, monkeypatch):
+    """A lease renewed LEASE_KEEP_S or more ago is renewed at the start of the tick (a live bot ticking every
+    minute), so a tick never starts with much less than the whole TTL ahead of it."""
+    world.tick()
+    aged = timezone.now() + bot.LEASE_TTL - timedelta(seconds=bot.LEASE_KEEP_S + 1)
+    BotHeartbeat.objects.filter(account=world.account).update(lease_expires_at=aged)
+    renewals = []
+    acquire = bot.lease_acquire
+    monkeypatch.setattr(bot, "lease_acquire", lambda *a, **k: renewals.append(1) or acquire(*a, **k))
+    assert world.tick().status == "ok"
+    assert renewals == [1]
+    renewals.clear()
+    assert world.tick().status == "ok"  # right after: kept
+    assert renewals == []
+
+
+def test_a_kept_lease_is_renewed_during_the_tick_by_its_age(world, monkeypatch):
+    """The tick's own renewals (TradingContext.renew_lease, every LEASE_RENEW_AFTER_S) count the age the kept lease
+    had at the start of the tick."""
+    world.tick()
+    seen = []
+    real = bot.TradingContext
+
+    def context(**kwargs):
+        ctx = real(**kwargs)
+        seen.append(time.monotonic() - ctx._lease_renewed)
+        return ctx
+
+    monkeypatch.setattr(bot, "TradingContext", context)
+    aged = timezone.now() + bot.LEASE_TTL - timedelta(seconds=bot.LEASE_KEEP_S / 2)
+    BotHeartbeat.objects.filter(account=world.account).update(lease_expires_at=aged)
+    world.tick()
+    assert len(seen) == 1 and bot.LEASE_KEEP_S / 2 - 1 < seen[0] < bot.LEASE_KEEP_S
