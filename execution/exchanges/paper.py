@@ -57,7 +57,8 @@ from pairs.models import FundingRate, Instrument, SelectionConfig
 from statarb_site.db import DECIMAL_PLACES
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
+_R = TypeVar("_R")
+_A = TypeVar("_A")
 
 SETTLE_COIN = "USDT"
 # Bybit orderLinkId: at most 36 characters of letters, digits, dashes and underscores (as in CcxtExchange).
@@ -366,20 +367,18 @@ class PaperExchange:
         the prices asked for on the way."""
         marks: dict[str, Decimal | None] = {}
         now = self._clock()
-        # No savepoint (two round trips a call, in a replay's transaction): an error before the write leaves the
-        # block normally and is raised after it (see ``_unless_failed``), so no caller that catches it and goes on
-        # (a bot isolating one trade's error) finds its transaction spoilt; database errors end a tick anyway.
-        with transaction.atomic(savepoint=False):
-            read = _unless_failed(lambda: self._settlement_read(now, marks))
-            if not isinstance(read, Exception):
-                paper, positions, funding = read
-                self._write(paper, funding)
-        if isinstance(read, Exception):
-            raise read
+
+        def write(read: tuple[PaperAccount, list[PaperPosition], list[PaperFunding] | None]):
+            paper, positions, funding = read
+            self._write(paper, funding)
+            return paper, positions
+
+        paper, positions = _read_then_write(lambda: self._settlement_read(now, marks), write)
         self._instruments_load(p.symbol for p in positions)
         return paper, positions, marks
 
-    def _settlement_read(self, now: datetime, marks: dict[str, Decimal | None]):
+    def _settlement_read(self, now: datetime, marks: dict[str, Decimal | None]
+                         ) -> tuple[PaperAccount, list[PaperPosition], list[PaperFunding] | None]:
         paper, positions = self._locked_account(now)
         return paper, positions, self._settle_funding(paper, now, marks, positions)
 
@@ -411,12 +410,7 @@ class PaperExchange:
         if not leverage.is_finite() or leverage <= 0:
             raise InvalidOrder(f"leverage must be a positive number, got {leverage}")
         now = self._clock()
-        with transaction.atomic(savepoint=False):  # as in _settled: an error is raised after the block
-            read = _unless_failed(lambda: self._locked_account(now))
-            if not isinstance(read, Exception):
-                self._write(read[0], None)
-        if isinstance(read, Exception):
-            raise read
+        _read_then_write(lambda: self._locked_account(now), lambda read: self._write(read[0], None))
         return AccountSetup(position_mode="one_way", position_mode_changed=False, leverage=leverage,
                             leverage_changed=())  # fmt: skip
 
@@ -461,41 +455,10 @@ class PaperExchange:
 
         marks: dict[str, Decimal | None] = {}
         now = self._clock()
-        # No savepoint (two round trips an order, in a replay's transaction): everything up to the first write only
-        # reads, and its refusals and errors leave the block normally, to be raised after it (``_unless_failed``),
-        # so the block never ends in an exception that a caller could catch and go on from in the same transaction
-        # (a bot rejecting the order, or isolating one trade's error). The writes raise nothing but the database.
-        with transaction.atomic(savepoint=False):
-            read = _unless_failed(lambda: self._order_read(now, marks, instrument, symbol, side, qty, client_order_id,
-                                                           reduce_only))
-            refusal = read if isinstance(read, Exception) else None
-            if refusal is None:
-                paper, funding, outcome = read
-                if isinstance(outcome, OrderAck):
-                    self._write(paper, funding)  # a retry: the order placed before, and the funding due
-                    return outcome
-                refusal = outcome if isinstance(outcome, ExchangeError) else None
-            if refusal is None:
-                position, qty, fill_price, fee, realised = outcome
-                position.save()
-                paper.wallet_balance = _stored(paper.wallet_balance + realised - fee)
-                if paper.funding_settled_until is None or paper.funding_settled_until < now:
-                    paper.funding_settled_until = now  # the position changes now: funding up to now is settled
-                self._write(paper, funding or [])  # the wallet with the funding and the fill: one write
-                order = PaperOrder.objects.create(
-                    account=self.account, client_order_id=client_order_id, symbol=symbol, side=side,
-                    order_type="market", qty=qty, filled_qty=qty, avg_price=fill_price, fee=fee, status=FILLED,
-                    reduce_only=bool(reduce_only), created_at=now,
-                )  # fmt: skip
-                paper_fill = PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee,
-                                                      filled_at=now)  # fmt: skip
-        if refusal is not None:
-            raise refusal  # the order wrote nothing
-        logger.info("paper %s: %s %s %s at %s (fee %s)", self.account.name, side, _plain(qty), symbol,
-                    _plain(fill_price), _plain(fee))  # fmt: skip
-        # The order is final and its one fill known: both come with the acknowledgment, so a bot needs no read.
-        return OrderAck(exchange_order_id=_order_id(order.pk), client_order_id=client_order_id, symbol=symbol,
-                        state=self._order_state(order), fills=(self._fill_state(paper_fill, order),))  # fmt: skip
+        return _read_then_write(
+            lambda: self._order_read(now, marks, instrument, symbol, side, qty, client_order_id, reduce_only),
+            lambda read: self._order_write(now, client_order_id, symbol, side, reduce_only, *read),
+        )
 
     def _order_read(
         self, now: datetime, marks: dict[str, Decimal | None], instrument: Instrument, symbol: str, side: str,
@@ -511,6 +474,35 @@ class PaperExchange:
         if existing is not None:
             return paper, funding, self._existing(existing, symbol, side, reduce_only)
         return paper, funding, self._fill_or_refusal(paper, rows, marks, instrument, symbol, side, qty, reduce_only)
+
+    def _order_write(
+        self, now: datetime, client_order_id: str, symbol: str, side: str, reduce_only: bool, paper: PaperAccount,
+        funding: list[PaperFunding] | None, outcome: OrderAck | ExchangeError | tuple,
+    ) -> OrderAck | ExchangeError:
+        """Write what ``_order_read`` decided: nothing for a refusal (handed back, to be raised), the funding due for
+        a retry, the fill otherwise (the wallet with the funding and the fill in one write)."""
+        if isinstance(outcome, ExchangeError):
+            return outcome
+        if isinstance(outcome, OrderAck):
+            self._write(paper, funding)  # a retry: the order placed before, and the funding due
+            return outcome
+        position, qty, fill_price, fee, realised = outcome
+        position.save()
+        paper.wallet_balance = _stored(paper.wallet_balance + realised - fee)
+        if paper.funding_settled_until is None or paper.funding_settled_until < now:
+            paper.funding_settled_until = now  # the position changes now: funding up to now is settled
+        self._write(paper, funding or [])
+        order = PaperOrder.objects.create(
+            account=self.account, client_order_id=client_order_id, symbol=symbol, side=side, order_type="market",
+            qty=qty, filled_qty=qty, avg_price=fill_price, fee=fee, status=FILLED, reduce_only=bool(reduce_only),
+            created_at=now,
+        )  # fmt: skip
+        fill = PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee, filled_at=now)
+        logger.info("paper %s: %s %s %s at %s (fee %s)", self.account.name, side, _plain(qty), symbol,
+                    _plain(fill_price), _plain(fee))  # fmt: skip
+        # The order is final and its one fill known: both come with the acknowledgment, so a bot needs no read.
+        return OrderAck(exchange_order_id=_order_id(order.pk), client_order_id=client_order_id, symbol=symbol,
+                        state=self._order_state(order), fills=(self._fill_state(fill, order),))  # fmt: skip
 
     def _fill_or_refusal(
         self, paper: PaperAccount, rows: list[PaperPosition], marks: dict[str, Decimal | None], instrument: Instrument,
@@ -727,15 +719,25 @@ class PaperExchange:
         ]
 
 
-def _unless_failed(read: Callable[[], _T]) -> _T | Exception:
-    """``read()``, or the exception it raised (not a database error: those propagate, and end the transaction).
-    Lets a block without a savepoint end normally when its reads fail, and the caller raise after the block."""
-    try:
-        return read()
-    except DatabaseError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - handed back, raised by the caller after the block
-        return exc
+def _read_then_write(read: Callable[[], _R], write: Callable[[_R], _A | Exception]) -> _A:
+    """``write(read())`` in one transaction without a savepoint (two round trips saved a call, in a replay's
+    transaction), under the account's locks that ``read`` takes. An error of ``read`` (a feed's bug, an account gone:
+    nothing is written yet) and an exception ``write`` returns instead of raising (a refused order) leave the block
+    normally and are raised after it, so a caller that catches them and goes on in the same transaction (a bot
+    rejecting an order, or isolating one trade's error) still can. ``write`` raises nothing but the database, whose
+    errors propagate and end a tick anyway."""
+    with transaction.atomic(savepoint=False):
+        try:
+            result = read()
+        except DatabaseError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - raised after the block
+            answer = exc
+        else:
+            answer = write(result)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 def _net(held: Decimal, avg_price: Decimal, signed: Decimal, price: Decimal) -> tuple[Decimal, Decimal, Decimal]:

@@ -166,16 +166,14 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
         for attempt in range(FILL_READS):
             if attempt == 0 and fills_known is not None:
                 found = list(fills_known)
-                if sum((f.qty for f in found), Decimal(0)) >= state.filled_qty:
-                    break
-                continue
-            if attempt:
-                ctx.sleep(ORDER_POLL_INTERVAL_S)
-            try:
-                found = call_with_retry(lambda: ctx.exchange.fills_of(symbol, order.client_order_id),
-                                        description=f"fills of {order.client_order_id}", sleep=ctx.sleep)
-            except ExchangeError as exc:
-                raise TickAborted(f"fills of {order.client_order_id} could not be read: {exc}") from exc
+            else:
+                if attempt:
+                    ctx.sleep(ORDER_POLL_INTERVAL_S)
+                try:
+                    found = call_with_retry(lambda: ctx.exchange.fills_of(symbol, order.client_order_id),
+                                            description=f"fills of {order.client_order_id}", sleep=ctx.sleep)
+                except ExchangeError as exc:
+                    raise TickAborted(f"fills of {order.client_order_id} could not be read: {exc}") from exc
             if sum((f.qty for f in found), Decimal(0)) >= state.filled_qty:
                 break
         else:
