@@ -58,8 +58,16 @@ worker: install
 beat: install
 	$(BIN)/celery -A statarb_site beat -l info
 
+# ruff; the floors and ccxt's one home (import-linter, contracts in pyproject.toml); no function above cyclomatic
+# complexity 20 and no module above 500 lines outside tests and migrations (radon; wc).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	@out=$$($(BIN)/radon cc -s -n D -e "tests/*,*/migrations/*,.venv/*,var/*" .); \
+	if [ -n "$$out" ]; then echo "$$out"; echo "lint: functions above cyclomatic complexity 20"; exit 1; fi
+	@out=$$(find . -name '*.py' -not -path './.venv/*' -not -path './tests/*' -not -path './var/*' \
+	        -not -path '*/migrations/*' -exec wc -l {} + | awk '$$2 != "total" && $$1 > 500'); \
+	if [ -n "$$out" ]; then echo "$$out"; echo "lint: modules above 500 lines"; exit 1; fi
 
 bench: install
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -39,7 +39,7 @@ def django_setup(database_url: str | None = None) -> None:
     """Django on ``database_url`` (or the DATABASE_URL already in the environment), migrated."""
     if database_url is not None:
         os.environ["DATABASE_URL"] = database_url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings.local"
     os.environ["DEBUG"] = "0"
     os.environ.setdefault("SECRET_KEY", "benchmark-only-" + "x" * 50)
     if str(REPO_ROOT) not in sys.path:

@@ -1,4 +1,4 @@
-"""Benchmark one bot tick (``execution.services.bot.bot_tick``) of a paper account with 500 active pairs and 50 open
+"""Benchmark one bot tick (``execution.bot.tick.bot_tick``) of a paper account with 500 active pairs and 50 open
 trades: its time and its number of queries.
 
 Run from the repository root:  python benchmarks/bench_bot_tick.py
@@ -10,7 +10,7 @@ on every bar (hold, but for the entries and exits below) and a rule state each, 
 instruments, opened by the engine itself against the paper exchange, so their orders, fills, paper orders, paper
 fills and paper positions are the real ones. The newest bar's signals are all "hold".
 
-A tick is timed as the live task runs it (``bot_tick_live``): a stored-candle feed, the paper exchange priced from it
+A tick is timed as the live task runs it (``bot_tick_live``): the stored market, the paper exchange priced from it
 (``paper_exchange_for``), then ``bot_tick``. **The paper exchange is in-process and keeps its book in the same
 database, so "exchange latency" is not separated out: the times include the paper exchange's database work**; on a
 real exchange each exchange call adds its round trip instead. Cases, each ``--runs`` times (median and p95):
@@ -286,7 +286,7 @@ def run(args, database_url: str) -> None:
 
 def settlement_between(after, until):
     """The first funding settlement time t (a multiple of 8 hours since the epoch) with after < t <= until."""
-    from execution.exchanges.paper import settlement_times
+    from pairs.marketdata.funding import settlement_times
 
     return next(settlement_times(after, until, int(FUNDING_INTERVAL.total_seconds() // 60)), None)
 

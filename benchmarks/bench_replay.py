@@ -1,4 +1,4 @@
-"""Benchmark the replay (``execution.services.replay.replay_run``): 6 months of 1h bars, 50 active pairs.
+"""Benchmark the replay (``replay.run.replay_run``): 6 months of 1h bars, 50 active pairs.
 
 Run from the repository root:  python benchmarks/bench_replay.py
 On MariaDB:                    python benchmarks/bench_replay.py --database-url mysql://root@127.0.0.1:3306/statarb_h4
@@ -61,7 +61,7 @@ START = datetime(2021, 1, 17, tzinfo=UTC)
 END = datetime(2021, 7, 17, 20, tzinfo=UTC)
 TARGET_SECONDS = 120.0
 MIN_HALF_LIFE, MAX_HALF_LIFE = 5.0, 200.0
-# Wrapped in execution.services.replay: (attribute, label), in report order.
+# Wrapped in replay.run: (attribute, label), in report order.
 PHASES = (
     ("signals_update", "signals (signals_update, prices from memory)"),
     ("bot_tick", "bot ticks (bot_tick: reconcile, funding, closes, opens, paper fills)"),
@@ -192,13 +192,13 @@ def main() -> None:
 def run(args, database_url: str) -> None:
     django_setup(database_url)
     logging.disable(logging.INFO)
-    import execution.services.replay as replay
+    import replay.run as replay
     from execution.models import Fill, Order, PairTrade, Signal
     from notifications.models import Notification
-    from pairs.models import CointegrationRun, SelectionConfig
+    from pairs.models import CointegrationRun, StrategyConfig
     from pairs.services.market_data import candles_import_directory
 
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
     symbols = full_range_symbols(args.data_dir)
     started = time.perf_counter()
     summary = candles_import_directory(

@@ -27,7 +27,7 @@ full-history real symbol shifted forward in time by k*500 hours: its candle at h
 t - k*500 (k = 1, 2, 3, ..., every full-history symbol for k = 1 first, then k = 2, ...). Only its last 2,100 bars
 are written. Each is a real price path of an earlier period on the current clock, so every derived series is
 distinct from the real ones and from each other (a 500-hour shift of one symbol against itself is not the same
-series). Selection configuration: the defaults, lookback 2,000 bars, on the benchmark's exchange id ``benchfanout``.
+series). Strategy configuration: the defaults, lookback 2,000 bars, on the benchmark's exchange id ``benchfanout``.
 
 Every run starts from no pairs (pairs and their tests are deleted before each run, outside the timing), so each run
 creates the same candidates. Block size: STATARB_SCREEN_BLOCK_PAIRS (``--block-pairs``, default 10,000 directions).
@@ -78,7 +78,7 @@ RUN_TIMEOUT_SECONDS = 600
 
 
 def django_setup(migrate: bool = False) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings.local"
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     import django
@@ -128,7 +128,7 @@ def setup_child(data_dir: Path, n_symbols: int) -> dict:
     migrate_seconds = time.perf_counter() - start
     from django.db import connection, transaction
 
-    from pairs.models import SelectionConfig
+    from pairs.models import StrategyConfig
     from pairs.services.market_data import (
         candles_import_directory,
         candles_upsert,
@@ -142,7 +142,7 @@ def setup_child(data_dir: Path, n_symbols: int) -> dict:
         raise SystemExit(f"import failed: {[f.error for f in summary.failed]}")
     import_seconds = time.perf_counter() - start
 
-    config, _ = SelectionConfig.objects.update_or_create(
+    config, _ = StrategyConfig.objects.update_or_create(
         pk=1, defaults={"exchange": EXCHANGE, "quote": "USDT", "timeframe": TIMEFRAME, "lookback_bars": LOOKBACK_BARS}
     )
     # How many real symbols the window keeps decides how many derived ones are needed.
@@ -198,10 +198,10 @@ def reset_pairs() -> None:
 def inprocess_child() -> dict:
     django_setup()
     import pairs.services.screening as screening
-    from pairs.models import SelectionConfig
+    from pairs.models import StrategyConfig
 
     reset_pairs()
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
     blocks = [0]
     original = screening.screening_block
 

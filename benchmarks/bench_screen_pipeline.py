@@ -95,7 +95,7 @@ def database_worker(data_dir: Path) -> dict:
     from django.db import connection
 
     import pairs.services.screening as screening
-    from pairs.models import Pair, PairTest, SelectionConfig
+    from pairs.models import Pair, PairTest, StrategyConfig
     from pairs.services.market_data import candles_import_directory
 
     delete_bench_rows()
@@ -106,8 +106,8 @@ def database_worker(data_dir: Path) -> dict:
         if summary.failed:
             raise SystemExit(f"import failed: {[f.error for f in summary.failed]}")
 
-        # Unsaved: the defaults of the selection configuration, on the benchmark's instruments.
-        config = SelectionConfig(exchange=BENCH_EXCHANGE, quote="USDT", timeframe=TIMEFRAME)
+        # Unsaved: the defaults of the strategy configuration, on the benchmark's instruments.
+        config = StrategyConfig(exchange=BENCH_EXCHANGE, quote="USDT", timeframe=TIMEFRAME)
         seconds = {name: 0.0 for name, _ in PHASES}
         calls = {name: 0 for name, _ in PHASES}
         instrument_phases(screening, [name for name, _ in PHASES], seconds, calls)

@@ -1,4 +1,4 @@
-"""Benchmark the statistics + grading service (``pairs.services.statistics.pair_statistics_update``) end to end.
+"""Benchmark the statistics + grading service (``ladder.services.pair_statistics_update``) end to end.
 
 Run from the repository root:  python benchmarks/bench_statistics.py
 On MariaDB:                    python benchmarks/bench_statistics.py --database-url mysql://root@127.0.0.1:3306/statarb_bench8
@@ -10,12 +10,13 @@ Pairs: the first 5,000 ordered pairs of those symbols (row-major: symbol 0 again
 ...), at level 0, active, with the "latest test" values the screen would store, computed on the last 2,000 bars
 (``price_window`` from the database): hedge ratio, intercept, ADF statistic/lag and p-value from
 ``engle_granger_batch``, Benjamini-Hochberg q-values over the 5,000 p-values, spread mean, std (ddof=1) and
-half-life of the residuals. Selection configuration: lookback 2,000 bars, walk-forward 1,000 bars, z-score window
+half-life of the residuals. Strategy configuration: lookback 2,000 bars, walk-forward 1,000 bars, z-score window
 500 bars (3,500 bars read), the other parameters at their defaults; the ladder is the seeded one (migration 0002).
 
 Timed: ``pair_statistics_update`` twice. Run 1 writes every statistics row and moves the pairs that qualify (each
 move audited in its own transaction); run 2 (same data) rewrites the rows and should move nothing. Phases are
-timed by wrapping module-level functions of ``pairs.services.statistics`` (no change to its code).
+timed by wrapping module-level functions of ``ladder.services`` and ``pairs.services.evidence`` (no change to
+their code).
 
 Database: by default a temporary SQLite file (deleted afterwards). With ``--database-url`` any URL Django reads,
 e.g. MariaDB; a mysql:// database is created when missing and migrated. The benchmark deletes the rows of its own
@@ -53,16 +54,16 @@ TIMEFRAME = "1h"
 N_PAIRS = 5000
 LOOKBACK_BARS, OOS_BARS, ZSCORE_WINDOW_BARS = 2000, 1000, 500
 TARGET_SECONDS = 60.0
-# Wrapped in pairs.services.statistics: (attribute, label), in report order.
+# Wrapped in ladder.services (L) and pairs.services.evidence (E): (module, attribute, label), in report order.
 PHASES = (
-    ("gradable_pairs", "load pairs (gradable_pairs)"),
-    ("_backtest_windows", "backtests in and out of sample (_backtest_windows)"),
-    ("price_window", "  of which price windows (price_window x2)"),
-    ("adf_fixed_lag", "  of which recent ADF (adf_fixed_lag)"),
-    ("live_statistics", "live statistics (live_statistics)"),
-    ("grade", "grading decisions (grade)"),
-    ("pair_set_level", "level moves + audit (pair_set_level)"),
-    ("_store_statistics", "statistics upsert (_store_statistics)"),
+    ("L", "gradable_pairs", "load pairs (gradable_pairs)"),
+    ("L", "backtest_windows", "backtests in and out of sample (backtest_windows)"),
+    ("E", "price_window", "  of which price windows (price_window x2)"),
+    ("E", "adf_fixed_lag", "  of which recent ADF (adf_fixed_lag)"),
+    ("L", "live_statistics", "live statistics (live_statistics)"),
+    ("L", "grade", "grading decisions (grade)"),
+    ("L", "pair_set_level", "level moves + audit (pair_set_level)"),
+    ("L", "pair_statistics_store", "statistics upsert (pair_statistics_store)"),
 )
 
 
@@ -155,8 +156,9 @@ def run(args, database_url: str) -> None:
     django_setup(database_url)
     import numpy as np
 
-    import pairs.services.statistics as statistics
-    from pairs.models import LevelChange, Pair, PairStatistics, SelectionConfig
+    import ladder.services as statistics
+    import pairs.services.evidence as evidence
+    from pairs.models import LevelChange, Pair, PairStatistics, StrategyConfig
     from pairs.services.market_data import candles_import_directory
 
     others = Pair.objects.filter(timeframe=TIMEFRAME).exclude(y_instrument__exchange=BENCH_EXCHANGE)
@@ -176,14 +178,15 @@ def run(args, database_url: str) -> None:
         n_pairs = create_pairs(symbols)
         pairs_seconds = time.perf_counter() - start
 
-        config = SelectionConfig.current()
+        config = StrategyConfig.current()
         config.exchange, config.timeframe = BENCH_EXCHANGE, TIMEFRAME
         config.lookback_bars, config.backtest_oos_bars = LOOKBACK_BARS, OOS_BARS
         config.zscore_window_bars = ZSCORE_WINDOW_BARS
         config.save()
 
-        seconds = {name: 0.0 for name, _ in PHASES}
-        instrument_phases(statistics, [name for name, _ in PHASES], seconds)
+        seconds = {name: 0.0 for _, name, _ in PHASES}
+        instrument_phases(statistics, [name for module, name, _ in PHASES if module == "L"], seconds)
+        instrument_phases(evidence, [name for module, name, _ in PHASES if module == "E"], seconds)
         runs = []
         for _ in range(2):
             for name in seconds:
@@ -226,7 +229,7 @@ def run(args, database_url: str) -> None:
               f"| {r['demoted']} | < {TARGET_SECONDS:.0f} s {verdict} |")
     print("\n| phase | run 1 (s) | run 2 (s) |")
     print("|---|---:|---:|")
-    for name, label in PHASES:
+    for _, name, label in PHASES:
         print(f"| {label} | {runs[0]['phases'][name]:.2f} | {runs[1]['phases'][name]:.2f} |")
     print(f"\nAudit rows written: run 1 {runs[0]['level_changes']}, run 2 {runs[1]['level_changes']}. "
           f"Out-of-sample trades over all pairs: {runs[0]['oos_trades']:,}; median out-of-sample profit factor "

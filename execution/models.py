@@ -7,8 +7,8 @@ from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
 
+from core.db import TimeStampedModel, decimal_field
 from pairs.models import Instrument, Level, Pair
-from statarb_site.db import TimeStampedModel, decimal_field
 
 
 class ExchangeAccount(TimeStampedModel):

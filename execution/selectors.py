@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 
-from execution.models import ExchangeAccount
-from statarb_site.secrets import decrypt_secret, register_secret
+from django.db.models import F, Sum
+
+from core.secrets import decrypt_secret, register_secret
+from execution.models import ExchangeAccount, Fill, Order, PairTrade
 
 
 class CredentialsMissing(LookupError):
@@ -47,3 +52,44 @@ def credentials_source(account: ExchangeAccount) -> str:
     if account.has_stored_credentials:
         return "stored encrypted"
     return "none"
+
+
+@dataclass(frozen=True)
+class LiveTradeResult:
+    """One finished trade of a pair, as the ladder weighs live evidence: its realised PnL (net of fees and funding)
+    over the gross notional of its opening fills, and how long it was held."""
+
+    pair_id: int
+    trade_id: int
+    pnl: Decimal
+    gross_entry_notional: Decimal
+    opened_at: datetime | None
+    closed_at: datetime | None
+
+    @property
+    def return_on_notional(self) -> float:
+        return float(self.pnl) / float(self.gross_entry_notional)
+
+
+def live_trade_results(*, pair_ids: Iterable[int]) -> dict[int, list[LiveTradeResult]]:
+    """Each pair's finished paper/demo/real trades with a result, oldest close first; trades whose opening fills
+    have no notional (nothing was held) are left out. Two queries."""
+    pair_ids = list(pair_ids)
+    trades = (
+        PairTrade.objects.filter(pair_id__in=pair_ids, state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False)
+        .order_by("closed_at", "pk")
+        .values_list("pk", "pair_id", "realised_pnl", "opened_at", "closed_at")
+    )
+    notional = dict(
+        Fill.objects.filter(order__trade__pair_id__in=pair_ids, order__action=Order.Action.OPEN)
+        .values_list("order__trade_id")
+        .annotate(total=Sum(F("qty") * F("price")))
+        .values_list("order__trade_id", "total")
+    )
+    by_pair: dict[int, list[LiveTradeResult]] = {}
+    for trade_id, pair_id, pnl, opened_at, closed_at in trades:
+        gross = notional.get(trade_id) or Decimal(0)
+        if gross <= 0:
+            continue
+        by_pair.setdefault(pair_id, []).append(LiveTradeResult(pair_id, trade_id, pnl, gross, opened_at, closed_at))
+    return by_pair

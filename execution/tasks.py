@@ -6,19 +6,18 @@ from dataclasses import asdict
 
 from celery import shared_task
 
+from execution.bot.tick import bot_tick_live
 from execution.models import ExchangeAccount
-from execution.services.bot import bot_tick_live
 from execution.services.signals import signals_update
-from pairs.models import SelectionConfig
+from pairs.models import StrategyConfig
 
 
 # Each (pair, bar) is signalled once and the rule state advances only on new bars: safe to run twice.
 @shared_task(acks_late=True, soft_time_limit=10 * 60, time_limit=12 * 60)
 def compute_signals() -> dict:
-    """Advance every active pair's spread rule to the newest closed bar and write its signals, then wake the bots."""
-    result = asdict(signals_update(config=SelectionConfig.current()))
-    dispatch_bots.delay()
-    return result
+    """Advance every active pair's spread rule to the newest closed bar and write its signals (the pipelines of
+    ``statarb_site.pipelines`` wake the bots after it)."""
+    return asdict(signals_update(config=StrategyConfig.current()))
 
 
 # A tick is safe to run twice (lease, persisted state machine, idempotent client order ids), so a worker that dies

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 
+from core.secrets import redact
 from notifications.models import Notification
-from statarb_site.secrets import redact
 
 MAX_TEXT = 4000  # Telegram's limit is 4096 characters
 

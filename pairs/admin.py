@@ -10,7 +10,7 @@ from pairs.models import (
     Pair,
     PairStatistics,
     PairTest,
-    SelectionConfig,
+    StrategyConfig,
 )
 from pairs.services.levels import pair_set_level
 
@@ -73,7 +73,7 @@ class PairStatisticsInline(admin.TabularInline):
 @admin.register(Pair)
 class PairAdmin(admin.ModelAdmin):
     list_display = ("__str__", "timeframe", "level", "level_locked", "status", "pvalue", "qvalue", "half_life_bars",
-                    "zscore", "consecutive_failures", "last_tested_at")
+                    "screening_zscore", "consecutive_failures", "last_tested_at")
     list_filter = ("level", "status", "level_locked", "timeframe")
     search_fields = ("y_instrument__symbol", "x_instrument__symbol")
     list_select_related = ("y_instrument", "x_instrument", "level")
@@ -162,13 +162,13 @@ class LevelChangeAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(SelectionConfig)
+@admin.register(StrategyConfig)
 class SelectionConfigAdmin(admin.ModelAdmin):
     list_display = ("__str__", "lookback_bars", "confirmation_bars", "max_pvalue", "max_qvalue", "min_turnover_24h",
                     "min_history_bars", "updated_at")
 
     def has_add_permission(self, request):
-        return not SelectionConfig.objects.exists()
+        return not StrategyConfig.objects.exists()
 
     def has_delete_permission(self, request, obj=None):
         return False

@@ -42,7 +42,7 @@ class PairListApi(generics.ListAPIView):
             model = Pair
             fields = ("id", "y", "x", "timeframe", "status", "level", "level_locked", "hedge_ratio", "intercept",
                       "adf_stat", "adf_lag", "pvalue", "qvalue", "johansen_passed", "half_life_bars", "hurst",
-                      "mean_crossings", "spread_mean", "spread_std", "zscore", "return_correlation",
+                      "mean_crossings", "spread_mean", "spread_std", "screening_zscore", "return_correlation",
                       "consecutive_failures", "last_tested_at")
 
     serializer_class = PairListOutputSerializer

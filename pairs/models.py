@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from statarb_site.db import TimeStampedModel, decimal_field
+from core.db import TimeStampedModel, decimal_field
 
 
 class Instrument(TimeStampedModel):
@@ -170,7 +170,9 @@ class Pair(TimeStampedModel):
     mean_crossings = models.PositiveIntegerField(null=True, blank=True)
     spread_mean = models.FloatField(null=True, blank=True)
     spread_std = models.FloatField(null=True, blank=True)
-    zscore = models.FloatField(null=True, blank=True)
+    screening_zscore = models.FloatField(
+        null=True, blank=True, help_text="z of the spread at the end of the screening window (not the live z)"
+    )
     return_correlation = models.FloatField(null=True, blank=True)
 
     last_run = models.ForeignKey(CointegrationRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
@@ -273,8 +275,10 @@ class LevelChange(models.Model):
         return self.changed_by.get_username() if self.changed_by else "system"
 
 
-class SelectionConfig(models.Model):
-    """Parameters of the selection layer, one row, editable in the admin (``SelectionConfig.current()``)."""
+class StrategyConfig(models.Model):
+    """The strategy's parameters, one row, editable in the admin (``StrategyConfig.current()``): the universe and the
+    screening, the ladder's grading, the spread rule and the costs the backtests charge. One row serves the
+    selection, the backtests, the replay and the live signals, so they can't drift apart."""
 
     exchange = models.CharField(max_length=32, default="bybit", help_text="ccxt exchange id of the universe")
     quote = models.CharField(max_length=16, default="USDT", help_text="Settlement currency of the perpetuals")
@@ -337,14 +341,14 @@ class SelectionConfig(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        verbose_name = "selection configuration"
-        verbose_name_plural = "selection configuration"
+        verbose_name = "strategy configuration"
+        verbose_name_plural = "strategy configuration"
 
     def __str__(self) -> str:
-        return f"selection on {self.exchange} {self.quote} {self.timeframe}"
+        return f"strategy on {self.exchange} {self.quote} {self.timeframe}"
 
     @classmethod
-    def current(cls) -> SelectionConfig:
+    def current(cls) -> StrategyConfig:
         config, _ = cls.objects.get_or_create(pk=1, defaults={"exchange": settings.STATARB_EXCHANGE})
         return config
 

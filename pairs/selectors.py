@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 from django.db import connection
 from django.db.models import Count, Max, Min, Q, QuerySet
 
+from pairs.marketdata.grid import PriceWindow, empty_window, grid_window
 from pairs.marketdata.validation import timeframe_ms
-from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairStatistics, SelectionConfig
+from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairStatistics, StrategyConfig
 
 
 def pairs_with_legs() -> QuerySet[Pair]:
@@ -55,7 +56,7 @@ def level_counts() -> list[dict]:
     return [{"level": level, "pairs": counts.get(level.pk, 0)} for level in Level.objects.all()]
 
 
-def universe_instruments(*, config: SelectionConfig) -> QuerySet[Instrument]:
+def universe_instruments(*, config: StrategyConfig) -> QuerySet[Instrument]:
     """Instruments the screen may use: trading, not excluded by hand, turnover at least the minimum (an instrument
     whose turnover is unknown, e.g. imported from files, passes). History is checked on the candle window."""
     return (
@@ -64,19 +65,6 @@ def universe_instruments(*, config: SelectionConfig) -> QuerySet[Instrument]:
         .filter(Q(turnover_24h__isnull=True) | Q(turnover_24h__gte=config.min_turnover_24h))
         .order_by("symbol")
     )
-
-
-@dataclass
-class PriceWindow:
-    """Close prices of a universe on a common grid: ``closes`` is (bars x symbols), float64, no NaN."""
-
-    timeframe: str
-    times: pd.DatetimeIndex
-    symbols: list[str]
-    instrument_ids: list[int]
-    closes: np.ndarray
-    excluded: dict[str, str] = field(default_factory=dict)  # symbol -> why it was left out
-    filled_bars: dict[str, int] = field(default_factory=dict)  # symbol -> bars forward-filled
 
 
 def candle_closes_frame(instrument_ids: list[int], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
@@ -106,74 +94,96 @@ def candle_closes_frame(instrument_ids: list[int], timeframe: str, start: dateti
     return frame
 
 
-# A gap longer than this many bars is not papered over: the symbol is left out of the window.
-MAX_FORWARD_FILL_BARS = 6
-# Nor a symbol with more of its window filled in than this share (or than MAX_FORWARD_FILL_BARS, for short
-# windows): many small gaps mean a thin market, not exchange maintenance.
-MAX_FILLED_FRACTION = 0.02
-
-
 def price_window(
     *, instruments: list[Instrument], timeframe: str, bars: int, end: datetime | None = None,
     min_history_bars: int | None = None,
 ) -> PriceWindow:
-    """The last ``bars`` bars (ending at ``end``, default the newest stored bar of the universe) on a regular grid.
-
-    Grid rule: every ``timeframe`` step from the window's first to last bar. A symbol's missing bars (exchange
-    maintenance) are forward-filled from its previous close when a gap is at most MAX_FORWARD_FILL_BARS long;
-    a symbol with a longer gap, with more bars missing than MAX_FILLED_FRACTION of the window (at least
-    MAX_FORWARD_FILL_BARS are tolerated), with fewer than
-    ``min_history_bars`` bars of history up to the window's end, or with no bar at the window's start (listed
-    later: short history) is left out, with the reason recorded.
-    """
+    """The last ``bars`` bars (ending at ``end``, default the newest stored bar of the universe) on the regular grid
+    of ``timeframe``, after the grid rules of ``pairs.marketdata.grid`` (forward fill of short gaps, exclusions);
+    with ``min_history_bars``, a symbol with fewer bars of history up to the window's end is left out too."""
     step = pd.Timedelta(milliseconds=timeframe_ms(timeframe))
     by_id = {i.pk: i for i in instruments}
     candles = Candle.objects.filter(instrument_id__in=list(by_id), timeframe=timeframe)
     if end is None:
         end = candles.aggregate(newest=Max("open_time"))["newest"]
-    window = PriceWindow(timeframe=timeframe, times=pd.DatetimeIndex([], tz="UTC"), symbols=[], instrument_ids=[],
-                         closes=np.empty((0, 0)))
     if end is None:
-        return window
+        return empty_window(timeframe)
     end_ts = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
     grid = pd.date_range(end=end_ts, periods=bars, freq=step)
-    frame = candle_closes_frame(list(by_id), timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime())
+    ordered = sorted(instruments, key=lambda i: i.symbol)
+    block = _grid_block(ordered, timeframe, grid)
     # A bar at the window's start already proves `bars` of history; more than that is checked on the first bar.
-    first_allowed = grid[-1] - step * (min_history_bars - 1) if min_history_bars and min_history_bars > bars else None
-    first_bars = {}
-    if first_allowed is not None:
-        firsts = candles.values_list("instrument_id").annotate(first=Min("open_time"))
-        first_bars = dict(firsts.values_list("instrument_id", "first"))
-    columns, ids, symbols = [], [], []
-    grouped = dict(tuple(frame.groupby("instrument_id"))) if not frame.empty else {}
-    for instrument in sorted(instruments, key=lambda i: i.symbol):
-        group = grouped.get(instrument.pk)
-        if group is None:
-            window.excluded[instrument.symbol] = "no candles in the window"
-            continue
-        series = pd.Series(group["close"].astype("float64").to_numpy(),
-                           index=pd.DatetimeIndex(group["open_time"]).tz_convert("UTC")).reindex(grid)
-        real = int(series.notna().sum())
-        if pd.isna(series.iloc[0]):
-            window.excluded[instrument.symbol] = "short history: no bar at the window start"
-            continue
-        if first_allowed is not None and pd.Timestamp(first_bars[instrument.pk]) > first_allowed:
-            window.excluded[instrument.symbol] = f"short history: less than {min_history_bars} bars"
-            continue
-        filled = series.ffill(limit=MAX_FORWARD_FILL_BARS)
-        if filled.isna().any():
-            window.excluded[instrument.symbol] = f"a gap longer than {MAX_FORWARD_FILL_BARS} bars"
-            continue
-        if bars - real > max(MAX_FORWARD_FILL_BARS, MAX_FILLED_FRACTION * bars):
-            window.excluded[instrument.symbol] = f"{bars - real} of {bars} bars missing in the window"
-            continue
-        if real < bars:
-            window.filled_bars[instrument.symbol] = bars - real
-        columns.append(filled.to_numpy())
-        ids.append(instrument.pk)
-        symbols.append(instrument.symbol)
-    window.times = grid
-    window.symbols = symbols
-    window.instrument_ids = ids
-    window.closes = np.column_stack(columns) if columns else np.empty((bars, 0))
-    return window
+    short = None
+    if min_history_bars and min_history_bars > bars:
+        first_allowed = grid[-1] - step * (min_history_bars - 1)
+        firsts = dict(candles.values_list("instrument_id").annotate(first=Min("open_time"))
+                      .values_list("instrument_id", "first"))
+        reason = f"short history: less than {min_history_bars} bars"
+        short = [reason if i.pk in firsts and pd.Timestamp(firsts[i.pk]) > first_allowed else None for i in ordered]
+    return grid_window(timeframe=timeframe, times=grid, block=block, symbols=[i.symbol for i in ordered],
+                       instrument_ids=[i.pk for i in ordered], short_history=short)
+
+
+def _grid_block(ordered: list[Instrument], timeframe: str, grid: pd.DatetimeIndex) -> np.ndarray:
+    """(bars x instruments) closes on ``grid``, NaN where no bar is stored; a bar off the grid is not placed."""
+    block = np.full((len(grid), len(ordered)), np.nan)
+    frame = candle_closes_frame([i.pk for i in ordered], timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime())
+    if frame.empty:
+        return block
+    first_ns, step_ns = int(grid.as_unit("ns").asi8[0]), int(timeframe_ms(timeframe)) * 1_000_000
+    offsets = pd.DatetimeIndex(frame["open_time"]).as_unit("ns").asi8 - first_ns
+    on_grid = offsets % step_ns == 0
+    column = {i.pk: k for k, i in enumerate(ordered)}
+    columns = frame["instrument_id"].map(column).to_numpy()
+    block[(offsets[on_grid] // step_ns), columns[on_grid]] = frame["close"].to_numpy(dtype=float)[on_grid]
+    return block
+
+
+# ------------------------------------------------------------------------------------------- candles for the engine
+
+
+def newest_closes(instrument_ids: list[int], timeframe: str, *, newest_open: datetime, oldest_open: datetime
+                  ) -> dict[int, Decimal]:
+    """The stored close (exact Decimal) of each instrument's newest bar with oldest_open < open time <=
+    newest_open; instruments without one are absent. One query."""
+    rows = (
+        Candle.objects.filter(instrument_id__in=instrument_ids, timeframe=timeframe, open_time__lte=newest_open,
+                              open_time__gt=oldest_open)
+        .order_by("open_time")
+        .values_list("instrument_id", "close")
+    )
+    return dict(rows)  # ordered by time: the newest close of each instrument wins
+
+
+def newest_bar_times(instrument_ids: list[int], timeframe: str, *, end: datetime | None) -> dict[int, datetime]:
+    """Open time of each instrument's newest stored bar up to ``end`` (all bars if None)."""
+    candles = Candle.objects.filter(instrument_id__in=instrument_ids, timeframe=timeframe)
+    if end is not None:
+        candles = candles.filter(open_time__lte=end)
+    return dict(candles.values_list("instrument_id").annotate(newest=Max("open_time"))
+                .values_list("instrument_id", "newest"))
+
+
+def decimal_closes(instrument_id: int, timeframe: str, *, start: datetime, end: datetime) -> dict[datetime, Decimal]:
+    """Open time -> the stored close (exact Decimal) of one instrument's bars in [start, end]."""
+    return dict(
+        Candle.objects.filter(instrument_id=instrument_id, timeframe=timeframe, open_time__gte=start,
+                              open_time__lte=end).values_list("open_time", "close")
+    )
+
+
+def candle_bounds(*, exchange: str | None = None, timeframe: str | None = None, start: datetime | None = None,
+                  end: datetime | None = None) -> tuple[datetime | None, datetime | None]:
+    """(first, last) open time of the stored candles of an exchange and timeframe in [start, end]; (None, None)
+    when there are none."""
+    candles = Candle.objects.all()
+    if exchange is not None:
+        candles = candles.filter(instrument__exchange=exchange)
+    if timeframe is not None:
+        candles = candles.filter(timeframe=timeframe)
+    if start is not None:
+        candles = candles.filter(open_time__gte=start)
+    if end is not None:
+        candles = candles.filter(open_time__lte=end)
+    bounds = candles.aggregate(first=Min("open_time"), last=Max("open_time"))
+    return bounds["first"], bounds["last"]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from celery import chord, current_app, group, shared_task
+from celery import chord, group, shared_task
 from django.conf import settings
 
-from execution.exchanges.factory import market_data_exchange
-from pairs.models import CointegrationRun, SelectionConfig
+from exchanges.factory import market_data_exchange
+from pairs.models import CointegrationRun, StrategyConfig
 from pairs.quant.screening import ScreenResult
 from pairs.selectors import universe_instruments
-from pairs.services.maintenance import selection_maintenance
 from pairs.services.market_data import candles_fetch, universe_refresh
 from pairs.services.screening import (
     run_window,
@@ -22,20 +21,17 @@ from pairs.services.screening import (
     screening_run_finish,
     screening_run_start,
 )
-from pairs.services.statistics import pair_statistics_update
 
 
 # An upsert of closed bars: running it twice stores nothing twice, so a redelivery is harmless.
 @shared_task(acks_late=True, soft_time_limit=50 * 60, time_limit=55 * 60)
 def fetch_market_data() -> dict:
     """Refresh the universe from the exchange and fetch new closed candles for it."""
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
     client = market_data_exchange(config.exchange)
     sync = universe_refresh(exchange_client=client, exchange=config.exchange, quote=config.quote)
     results = candles_fetch(exchange_client=client, instruments=list(universe_instruments(config=config)),
                             timeframe=config.timeframe, backfill_bars=config.backfill_bars)
-    # The new bar is stored: the signals can be computed on it now rather than at the next beat.
-    current_app.send_task("execution.tasks.compute_signals", queue="signals")
     return {
         "instruments_created": len(sync.created),
         "instruments_delisted": len(sync.delisted),
@@ -45,20 +41,20 @@ def fetch_market_data() -> dict:
     }
 
 
-@shared_task(soft_time_limit=30 * 60, time_limit=35 * 60)
-def screen_pairs(lookback_bars: int | None = None) -> dict:
+@shared_task(bind=True, soft_time_limit=30 * 60, time_limit=35 * 60)
+def screen_pairs(self, lookback_bars: int | None = None) -> dict:
     """Screen the universe. With fan-out on (Redis in production), the pairs are cut into blocks screened by
-    every worker of the selection queue and merged by a chord callback; otherwise the run stays in this task."""
-    config = SelectionConfig.current()
+    every worker of the selection queue and merged by a chord callback, which takes this task's place: whatever
+    is chained after this task (``statarb_site.pipelines``) runs once the merge has written the run; otherwise the
+    run stays in this task."""
+    config = StrategyConfig.current()
     if not settings.STATARB_SCREEN_FANOUT:
         outcome = screening_run(config=config, lookback_bars=lookback_bars)
-        update_pair_statistics.delay_on_commit()
         return {"run_id": outcome.run.pk, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}
     run, window = screening_run_start(config=config, lookback_bars=lookback_bars)
     blocks = screening_blocks(window, block_pairs=settings.STATARB_SCREEN_BLOCK_PAIRS)
     header = group(screen_pairs_block.s(run.pk, block.tolist()) for block in blocks)
-    chord(header)(screen_pairs_merge.s(run.pk, time.time()))
-    return {"run_id": run.pk, "blocks": len(blocks)}
+    return self.replace(chord(header, screen_pairs_merge.s(run.pk, time.time())))
 
 
 # The last run's window, per worker process: every block of a run reads the same candles, so a worker loads
@@ -88,17 +84,4 @@ def screen_pairs_merge(block_results: list[dict], run_id: int, started_at: float
     parts = [ScreenResult.from_columns(columns) for columns in block_results]
     outcome = screening_run_finish(run=run, window=run_window(run), parts=parts)
     CointegrationRun.objects.filter(pk=run_id).update(duration_seconds=time.time() - started_at)
-    update_pair_statistics.delay_on_commit()
     return {"run_id": run_id, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}
-
-
-# Rewrites each pair's statistics from the data; a level move is audited and idempotent for the same evidence.
-@shared_task(acks_late=True, soft_time_limit=30 * 60, time_limit=35 * 60)
-def update_pair_statistics() -> dict:
-    """Sanity checks and cleanup, then statistics and grading of every pair (chained after each screening)."""
-    config = SelectionConfig.current()
-    maintenance = selection_maintenance(config=config)
-    outcome = pair_statistics_update(config=config)
-    data = outcome.as_json()
-    return {"n_pairs": data["n_pairs"], "promoted": data["promoted"], "demoted": data["demoted"],
-            "maintenance": maintenance.as_dict()}

@@ -7,15 +7,17 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from execution.models import ExchangeAccount
-from statarb_site.db import TimeStampedModel, decimal_field
+from core.db import TimeStampedModel, decimal_field
+
+# Accounts belong to the execution app, a floor above this one: they are named by string, never imported.
+ACCOUNT_MODEL = "execution.ExchangeAccount"
 
 
 class RiskLimit(TimeStampedModel):
     """Limits of one account, or the system-wide defaults when ``account`` is empty."""
 
     account = models.OneToOneField(
-        ExchangeAccount, on_delete=models.CASCADE, null=True, blank=True, related_name="risk_limit"
+        ACCOUNT_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="risk_limit"
     )
     daily_loss_limit = decimal_field(
         null=True, blank=True, validators=[MinValueValidator(0)], help_text="Halt when today's PnL falls below -this"
@@ -46,7 +48,7 @@ class Halt(models.Model):
         MANUAL = "manual", "By hand"
         BOT = "bot", "Bot (reconciliation)"
 
-    account = models.ForeignKey(ExchangeAccount, on_delete=models.CASCADE, null=True, blank=True, related_name="halts")
+    account = models.ForeignKey(ACCOUNT_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="halts")
     source = models.CharField(max_length=8, choices=Source.choices)
     reason = models.CharField(max_length=500)
     flatten = models.BooleanField(default=False, help_text="Also close the open trades")
@@ -81,7 +83,7 @@ class GuardEvent(models.Model):
         CRITICAL = "critical", "Critical"
 
     account = models.ForeignKey(
-        ExchangeAccount, on_delete=models.CASCADE, null=True, blank=True, related_name="guard_events"
+        ACCOUNT_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="guard_events"
     )
     kind = models.CharField(max_length=48, db_index=True)
     severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.WARNING)
@@ -99,7 +101,7 @@ class GuardEvent(models.Model):
 class DailyPnlSnapshot(TimeStampedModel):
     """One account's day (UTC): equity at both ends and what moved it."""
 
-    account = models.ForeignKey(ExchangeAccount, on_delete=models.CASCADE, related_name="daily_pnl")
+    account = models.ForeignKey(ACCOUNT_MODEL, on_delete=models.CASCADE, related_name="daily_pnl")
     date = models.DateField()
     starting_equity = decimal_field()
     ending_equity = decimal_field()

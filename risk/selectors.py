@@ -1,90 +1,49 @@
-"""Reads of the risk layer: performance summaries for the dashboard and the API."""
+"""Reads of the risk policy: the halts and limits an account trades under, and what the guard noticed."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet
 
-from execution.models import ExchangeAccount, PairTrade
-from pairs.quant.performance import max_drawdown, trade_metrics
-from risk.models import DailyPnlSnapshot, GuardEvent, Halt
+from risk.models import GuardEvent, Halt, RiskLimit
 
-
-@dataclass(frozen=True)
-class PerformanceSummary:
-    total_trades: int
-    win_rate: float | None
-    profit_factor: float | None
-    realised_pnl: Decimal
-    fees: Decimal
-    funding: Decimal
-    capital: Decimal
-    total_return: float | None
-    max_drawdown: float | None
-
-    @property
-    def total_return_pct(self) -> float | None:
-        return None if self.total_return is None else 100 * self.total_return
-
-    @property
-    def max_drawdown_pct(self) -> float | None:
-        return None if self.max_drawdown is None else 100 * self.max_drawdown
-
-    @property
-    def profit_factor_unbounded(self) -> bool:
-        """True when there were wins and no losing trade (profit factor +inf)."""
-        return self.profit_factor == math.inf
+if TYPE_CHECKING:
+    from execution.models import ExchangeAccount
 
 
-def closed_trades(*, account: ExchangeAccount | None = None) -> QuerySet[PairTrade]:
-    """Finished trades with a result: closed ones, and failed or unwound ones whose legs cost or made money."""
-    trades = PairTrade.objects.filter(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False)
+def active_halts(*, account: ExchangeAccount | None = None) -> QuerySet[Halt]:
+    """Active halts: of every account, or those that stop ``account`` (its own and the system-wide ones)."""
+    halts = Halt.objects.filter(cleared_at__isnull=True)
     if account is not None:
-        trades = trades.filter(account=account)
-    return trades
-
-
-def performance_summary(*, account: ExchangeAccount | None = None) -> PerformanceSummary:
-    """Closed-trade statistics and the drawdown of the trade-by-trade equity curve, from the capital allotted."""
-    trades = closed_trades(account=account).order_by("closed_at", "pk")
-    pnls = [float(p) for p in trades.values_list("realised_pnl", flat=True)]
-    totals = trades.aggregate(pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"))
-    accounts = ExchangeAccount.objects.filter(pk=account.pk) if account else ExchangeAccount.objects.all()
-    capital = accounts.aggregate(total=Sum("capital"))["total"] or Decimal(0)
-    metrics = trade_metrics(pnls)
-    realised = totals["pnl"] or Decimal(0)
-    if capital > 0:
-        equity = [float(capital)]
-        for pnl in pnls:
-            equity.append(equity[-1] + pnl)
-        total_return = float(realised / capital)
-        drawdown = max_drawdown(equity)
-    else:
-        total_return = drawdown = None
-    return PerformanceSummary(
-        total_trades=metrics.trades,
-        win_rate=metrics.win_rate,
-        profit_factor=metrics.profit_factor,
-        realised_pnl=realised,
-        fees=totals["fees"] or Decimal(0),
-        funding=totals["funding"] or Decimal(0),
-        capital=capital,
-        total_return=total_return,
-        max_drawdown=drawdown,
-    )
-
-
-def active_halts() -> QuerySet[Halt]:
-    return Halt.objects.filter(cleared_at__isnull=True).select_related("account")
+        halts = halts.filter(Q(account=account) | Q(account__isnull=True))
+    return halts
 
 
 def recent_guard_events(*, limit: int = 20) -> QuerySet[GuardEvent]:
     return GuardEvent.objects.select_related("account")[:limit]
 
 
-def daily_pnl(*, account: ExchangeAccount | None = None) -> QuerySet[DailyPnlSnapshot]:
-    snapshots = DailyPnlSnapshot.objects.select_related("account")
-    return snapshots.filter(account=account) if account else snapshots
+@dataclass(frozen=True)
+class AccountLimits:
+    """The limits an account trades under: its own where set, else the system-wide ones (None: no limit)."""
+
+    max_open_trades: int | None
+    max_gross_exposure: Decimal | None
+
+
+def limits_for(account: ExchangeAccount) -> AccountLimits:
+    """The account's own limits where set, else the system-wide ones. One query."""
+    rows = {r.account_id: r for r in RiskLimit.objects.filter(Q(account=account) | Q(account__isnull=True),
+                                                               enabled=True)}
+    own, default = rows.get(account.pk), rows.get(None)
+
+    def pick(name):
+        for row in (own, default):
+            if row is not None and getattr(row, name) is not None:
+                return getattr(row, name)
+        return None
+
+    return AccountLimits(pick("max_open_trades"), pick("max_gross_exposure"))

@@ -27,32 +27,34 @@ class DefaultSchedule:
 DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
     DefaultSchedule(
         name="selection: market data",
-        task="pairs.tasks.fetch_market_data",
-        queue="selection",
+        task="statarb_site.pipelines.market_data_pipeline",
+        queue="default",
         crontab={"minute": "1"},
-        description="Refresh the universe and fetch the candles closed since the last run (hourly, UTC).",
+        description="Refresh the universe and fetch the candles closed since the last run (hourly, UTC), then the "
+        "signals on the new bar, then a tick of every bot.",
     ),
     DefaultSchedule(
         name="selection: cointegration screening",
-        task="pairs.tasks.screen_pairs",
-        queue="selection",
+        task="statarb_site.pipelines.screening_pipeline",
+        queue="default",
         crontab={"minute": "20", "hour": "0"},
-        description="Screen every pair of the universe for cointegration (daily, after the midnight bar).",
+        description="Screen every pair of the universe for cointegration (daily, after the midnight bar), then "
+        "grade every pair.",
     ),
     DefaultSchedule(
         name="selection: statistics and levels",
-        task="pairs.tasks.update_pair_statistics",
+        task="ladder.tasks.update_pair_statistics",
         queue="selection",
         crontab={"minute": "50", "hour": "0"},
         description="Sanity checks, per-pair statistics and level grading (also chained after each screening).",
     ),
     DefaultSchedule(
         name="execution: signals",
-        task="execution.tasks.compute_signals",
-        queue="signals",
+        task="statarb_site.pipelines.signals_pipeline",
+        queue="default",
         crontab={"minute": "15"},
-        description="Every active pair's z-score and rule action at the newest closed bar (also chained after each "
-        "market-data fetch; this run catches up if a fetch failed).",
+        description="Every active pair's z-score and rule action at the newest closed bar, then a tick of every bot "
+        "(also chained after each market-data fetch; this run catches up if a fetch failed).",
     ),
     DefaultSchedule(
         name="execution: bots",
@@ -64,14 +66,14 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
     ),
     DefaultSchedule(
         name="risk: daily PnL snapshot",
-        task="risk.tasks.snapshot_daily_pnl",
+        task="monitoring.tasks.snapshot_daily_pnl",
         queue="risk",
         crontab={"minute": "*/15"},
         description="Rewrite today's PnL snapshot of every enabled account from its trades.",
     ),
     DefaultSchedule(
         name="risk: close yesterday's PnL snapshot",
-        task="risk.tasks.snapshot_daily_pnl_previous_day",
+        task="monitoring.tasks.snapshot_daily_pnl_previous_day",
         queue="risk",
         crontab={"minute": "5", "hour": "0"},
         description="Final snapshot of the UTC day that just ended, with trades closed up to midnight.",

@@ -3,8 +3,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from execution.api import AccountListApi, TradeCloseApi, TradeListApi
+from monitoring.api import DailyPnlListApi, PerformanceApi
+from monitoring.views import dashboard
 from pairs.api import LevelListApi, PairListApi
-from risk.api import DailyPnlListApi, GuardEventListApi, HaltListApi, PerformanceApi
+from risk.api import GuardEventListApi, HaltListApi
 from statarb_site import views
 
 api_patterns = [
@@ -22,7 +24,7 @@ api_patterns = [
 ]
 
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
+    path("", dashboard, name="dashboard"),
     path("health/", views.health, name="health"),
     path("admin/", admin.site.urls),
     path("api/", include((api_patterns, "api"))),

@@ -71,7 +71,7 @@ def only_loopback(monkeypatch):
 @pytest.fixture
 def retry_sleeps(monkeypatch) -> list[float]:
     """No real waiting between exchange retries: record the delays instead (call_with_retry's ``sleep``)."""
-    from execution.exchanges.retry import call_with_retry
+    from exchanges.retry import call_with_retry
 
     sleeps: list[float] = []
     monkeypatch.setitem(call_with_retry.__kwdefaults__, "sleep", sleeps.append)

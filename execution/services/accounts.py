@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from core.secrets import encrypt_secret
 from execution.models import ExchangeAccount
-from statarb_site.secrets import encrypt_secret
 
 
 @transaction.atomic

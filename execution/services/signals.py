@@ -8,29 +8,29 @@ run after an outage catches up on every bar it missed, in order.
 
 A pair seen for the first time starts flat at the newest closed bar (its history was the backtest's business).
 
-Prices come from a ``PriceSource``: by default ``StoredPrices`` (the Candle table, read at every call, as live
-trading does); a replay passes one that answers from history held in memory, with the same rules.
+Prices come from a ``pairs.market.MarketView``: by default ``StoredMarket`` (the Candle table, read at every call,
+as live trading does); a replay passes one that answers from history held in memory, with the same rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Max
 from django.db.models.constants import OnConflict
 from django.utils import timezone
 
+from core.clock import WallClock
 from execution.models import Signal, SignalState
+from pairs.market import MarketView, StoredMarket
+from pairs.marketdata.grid import PriceWindow
 from pairs.marketdata.validation import timeframe_ms
-from pairs.models import Candle, Instrument, Pair, SelectionConfig
+from pairs.models import Pair, StrategyConfig
 from pairs.quant.spread_rule import ACTION_LABELS, RuleState, max_holding_bars, rolling_zscore_pairs, step
-from pairs.selectors import PriceWindow, price_window
-from pairs.services.statistics import rule_params
+from pairs.services.evidence import rule_params
 
 
 @dataclass
@@ -43,36 +43,7 @@ class SignalRun:
     skipped_pairs: int = 0  # a leg without enough history, or without the newest bar
 
 
-class PriceSource(Protocol):
-    """Where the signals read closes from. Both methods see only bars with open time <= ``end``."""
-
-    def newest_bars(self, *, instrument_ids: Iterable[int], timeframe: str, end: datetime | None
-                    ) -> dict[int, datetime]:
-        """Open time of each instrument's newest bar up to ``end`` (all bars if None); instruments without any are
-        absent."""
-        ...
-
-    def window(self, *, instruments: list[Instrument], timeframe: str, bars: int, end: datetime) -> PriceWindow:
-        """``pairs.selectors.price_window`` with ``min_history_bars=None``: the last ``bars`` bars ending at ``end``."""
-        ...
-
-
-class StoredPrices:
-    """The Candle table, read afresh at every call (live signals)."""
-
-    def newest_bars(self, *, instrument_ids: Iterable[int], timeframe: str, end: datetime | None
-                    ) -> dict[int, datetime]:
-        candles = Candle.objects.filter(instrument_id__in=list(instrument_ids), timeframe=timeframe)
-        if end is not None:
-            candles = candles.filter(open_time__lte=end)
-        return dict(candles.values_list("instrument_id").annotate(newest=Max("open_time"))
-                    .values_list("instrument_id", "newest"))
-
-    def window(self, *, instruments: list[Instrument], timeframe: str, bars: int, end: datetime) -> PriceWindow:
-        return price_window(instruments=instruments, timeframe=timeframe, bars=bars, end=end, min_history_bars=None)
-
-
-def signal_pairs(config: SelectionConfig) -> list[Pair]:
+def signal_pairs(config: StrategyConfig) -> list[Pair]:
     return list(
         Pair.objects.filter(status=Pair.Status.ACTIVE, timeframe=config.timeframe,
                             y_instrument__exchange=config.exchange)
@@ -86,58 +57,72 @@ MAX_CATCH_UP_BARS = 168
 
 
 def signals_update(
-    *, config: SelectionConfig, end: datetime | None = None, max_catch_up_bars: int = MAX_CATCH_UP_BARS,
-    prices: PriceSource | None = None, pairs: list[Pair] | None = None,
+    *, config: StrategyConfig, end: datetime | None = None, max_catch_up_bars: int = MAX_CATCH_UP_BARS,
+    market: MarketView | None = None, pairs: list[Pair] | None = None,
 ) -> SignalRun:
     """Advance every active pair's rule to the newest closed bar (or ``end``), writing one Signal per new bar.
-    ``prices``: where closes come from (default: the Candle table). ``pairs``: the active pairs as ``signal_pairs``
-    loads them (default: loaded now); a caller that passes the same list again (a replay, bar after bar) gets each
-    pair's ``signal_state`` kept up to date in place."""
+    ``market``: where closes come from (default: the Candle table at the wall clock). ``pairs``: the active pairs as
+    ``signal_pairs`` loads them (default: loaded now); a caller that passes the same list again (a replay, bar
+    after bar) gets each pair's ``signal_state`` kept up to date in place."""
     run = SignalRun()
     pairs = signal_pairs(config) if pairs is None else pairs
     if not pairs:
         return run
-    prices = prices or StoredPrices()
-    legs = {p.y_instrument_id: p.y_instrument for p in pairs} | {p.x_instrument_id: p.x_instrument for p in pairs}
-    newest_of = prices.newest_bars(instrument_ids=list(legs), timeframe=config.timeframe, end=end)
-    if not newest_of:
+    market = market or StoredMarket(timeframe=config.timeframe, clock=WallClock())
+    if market.timeframe != config.timeframe:
+        raise ValueError(f"the market holds {market.timeframe} bars, the strategy trades {config.timeframe}")
+    loaded = _load_window(config, market, pairs, end, max_catch_up_bars)
+    if loaded is None:
         return run
-    # Load just the bars needed: the z-score's fit window plus every bar some pair has not been advanced on.
-    newest_bar = max(newest_of.values())
-    oldest_state = min((p.signal_state.last_bar_time for p in pairs if hasattr(p, "signal_state")), default=newest_bar)
-    behind = round((newest_bar - oldest_state) / timedelta(milliseconds=timeframe_ms(config.timeframe)))
-    window = prices.window(instruments=list(legs.values()), timeframe=config.timeframe,
-                           bars=config.zscore_window_bars + 1 + min(max(behind, 1), max_catch_up_bars), end=newest_bar)
-    if not len(window.times):
-        return run
-    # A leg whose newest bar is missing would be forward-filled into the newest bar: such a pair waits for the
-    # next run (it catches up then) instead of trading on a stale price.
-    window_end = window.times[-1].to_pydatetime()
-    fresh = {iid for iid, newest in newest_of.items() if newest >= window_end}
-    column = {iid: k for k, iid in enumerate(window.instrument_ids) if iid in fresh}
-    tradable = [p for p in pairs if p.y_instrument_id in column and p.x_instrument_id in column]
+    window, tradable = loaded
     run.skipped_pairs = len(pairs) - len(tradable)
     run.pairs = len(tradable)
     if not tradable:
         return run
+    states, new_signals = _advance(config, window, tradable, run)
+    _store(states, new_signals, config.timeframe)
+    run.signals = len(new_signals)
+    return run
+
+
+def _load_window(config: StrategyConfig, market: MarketView, pairs: list[Pair], end: datetime | None,
+                 max_catch_up_bars: int) -> tuple[PriceWindow, list[Pair]] | None:
+    """The closes the rule needs (the z-score's fit window plus every bar some pair has not been advanced on) and
+    the pairs that can be advanced on them; None when there is nothing to read."""
+    legs = {p.y_instrument_id: p.y_instrument for p in pairs} | {p.x_instrument_id: p.x_instrument for p in pairs}
+    newest_of = market.newest_bars(list(legs), end=end)
+    if not newest_of:
+        return None
+    newest_bar = max(newest_of.values())
+    oldest_state = min((p.signal_state.last_bar_time for p in pairs if hasattr(p, "signal_state")), default=newest_bar)
+    behind = round((newest_bar - oldest_state) / timedelta(milliseconds=timeframe_ms(config.timeframe)))
+    window = market.window(list(legs.values()), bars=config.zscore_window_bars + 1 + min(max(behind, 1),
+                                                                                         max_catch_up_bars),
+                           end=newest_bar)
+    if not len(window.times):
+        return None
+    # A leg whose newest bar is missing would be forward-filled into the newest bar: such a pair waits for the
+    # next run (it catches up then) instead of trading on a stale price.
+    window_end = window.times[-1].to_pydatetime()
+    fresh = {iid for iid, newest in newest_of.items() if newest >= window_end}
+    column = {iid for iid in window.instrument_ids if iid in fresh}
+    return window, [p for p in pairs if p.y_instrument_id in column and p.x_instrument_id in column]
+
+
+def _advance(config: StrategyConfig, window: PriceWindow, tradable: list[Pair], run: SignalRun
+             ) -> tuple[list[SignalState], list[NewSignal]]:
+    """Step every tradable pair's rule over the bars it has not seen, in order; the states are updated in place and
+    the signals of every new bar returned."""
+    column = {iid: k for k, iid in enumerate(window.instrument_ids)}
     y = np.array([column[p.y_instrument_id] for p in tradable])
     x = np.array([column[p.x_instrument_id] for p in tradable])
     log_prices = np.log(window.closes)
     rolling = rolling_zscore_pairs(log_prices, y, x, config.zscore_window_bars)
     spreads = log_prices[:, y] - rolling.intercept - rolling.hedge_ratio * log_prices[:, x]
     times = list(window.times.to_pydatetime())
-    newest = times[-1]
-
-    states = []
-    for pair in tradable:
-        state = getattr(pair, "signal_state", None)
-        if state is None:
-            # First sight: flat, as if it had been advanced up to the bar before the newest one.
-            state = SignalState(pair=pair, last_bar_time=times[-2] if len(times) > 1 else newest)
-        states.append(state)
+    states = [_state_of(pair, times) for pair in tradable]
     open_ns = window.times.as_unit("ns").asi8
     last_seen = np.array([np.searchsorted(open_ns, _ns(s.last_bar_time), side="right") - 1 for s in states])
-    first_bar = max(int(last_seen.min()) + 1, config.zscore_window_bars)
     params = rule_params(config)
     holding = max_holding_bars(np.array([p.half_life_bars or np.nan for p in tradable], dtype=float), params)
     rule = RuleState(
@@ -147,8 +132,8 @@ def signals_update(
         cooldown=np.array([s.cooldown for s in states], dtype=np.int64),
     )
     bar_index = np.array([s.bar_index for s in states], dtype=np.int64)
-    new_signals = []
-    for t in range(first_bar, len(times)):
+    new_signals: list[NewSignal] = []
+    for t in range(max(int(last_seen.min()) + 1, config.zscore_window_bars), len(times)):
         due = last_seen < t  # pairs not yet advanced on this bar
         if not due.any():
             continue
@@ -178,9 +163,16 @@ def signals_update(
         state.entry_bar = int(rule.entry_bar[k])
         state.bars_held = int(rule.bars_held[k])
         state.cooldown = int(rule.cooldown[k])
-    _store(states, new_signals, config.timeframe)
-    run.signals = len(new_signals)
-    return run
+    return states, new_signals
+
+
+def _state_of(pair: Pair, times: list[datetime]) -> SignalState:
+    """The pair's persisted rule state, or on first sight a flat one, as if advanced up to the bar before the
+    newest."""
+    state = getattr(pair, "signal_state", None)
+    if state is None:
+        state = SignalState(pair=pair, last_bar_time=times[-2] if len(times) > 1 else times[-1])
+    return state
 
 
 def _ns(moment: datetime) -> int:

@@ -43,7 +43,7 @@ TIMEFRAME_MS: dict[str, int] = {
 }
 OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
-# The database keeps 12 digits after the point and 32 in all (statarb_site.db).
+# The database keeps 12 digits after the point and 32 in all (core.db).
 MIN_STORABLE_PRICE = 1e-12
 MAX_STORABLE_VALUE = 1e20
 # A report lists this many examples per kind of problem; the counts are always complete.
@@ -118,24 +118,49 @@ def validate_candles(
     if missing:
         raise CandleValidationError(symbol, [f"missing column(s): {', '.join(missing)}"])
     report = ValidationReport(symbol=symbol, rows_in=len(frame))
+    data = _numeric(frame, symbol)
     problems: list[str] = []
+    data = _sorted_and_unique(data, report, problems)
+    ts = data["timestamp"].to_numpy()
+    now_ms = int(datetime.now(tz=UTC).timestamp() * 1000) if now_ms is None else now_ms
+    problems.extend(_time_problems(ts, step, timeframe, now_ms))
+    problems.extend(_value_problems(data, ts))
+    if problems:
+        raise CandleValidationError(symbol, problems)
 
+    unclosed = ts + step > now_ms
+    if unclosed.any():
+        report.unclosed_dropped = int(unclosed.sum())
+        data = data[~unclosed].reset_index(drop=True)
+        ts = data["timestamp"].to_numpy()
+    _report_gaps(report, ts, step)
+    report.rows_out = len(data)
+    return data, report
+
+
+def _numeric(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """The OHLCV columns as numbers (int64 ms timestamps, float64 values; a bad value becomes NaN, checked later);
+    a timestamp that is not an integer of ms rejects the batch at once."""
     timestamps = pd.to_numeric(frame["timestamp"], errors="coerce")
     bad_ts = timestamps.isna() | (timestamps != timestamps.round())
     if bad_ts.any():
         rows = np.flatnonzero(bad_ts.to_numpy())[:MAX_EXAMPLES]
-        problems.extend(f"row {r + 1}: timestamp {frame['timestamp'].iloc[r]!r} is not an integer of ms" for r in rows)
-        raise CandleValidationError(symbol, problems)
+        raise CandleValidationError(
+            symbol, [f"row {r + 1}: timestamp {frame['timestamp'].iloc[r]!r} is not an integer of ms" for r in rows]
+        )
     data = frame.loc[:, list(OHLCV_COLUMNS)].copy()
     data["timestamp"] = timestamps.astype("int64")
     for column in (*PRICE_COLUMNS, "volume"):
         data[column] = pd.to_numeric(data[column], errors="coerce").astype("float64")
+    return data
 
+
+def _sorted_and_unique(data: pd.DataFrame, report: ValidationReport, problems: list[str]) -> pd.DataFrame:
+    """Sorted by time, one row per timestamp (identical duplicates dropped; conflicting ones are a problem)."""
     ts = data["timestamp"].to_numpy()
     if len(ts) > 1 and not (np.diff(ts) >= 0).all():
         report.was_unsorted = True
         data = data.sort_values("timestamp", kind="stable").reset_index(drop=True)
-
     duplicated = data["timestamp"].duplicated(keep=False)
     if duplicated.any():
         groups = data[duplicated].groupby("timestamp")
@@ -145,49 +170,45 @@ def validate_candles(
         before = len(data)
         data = data.drop_duplicates(subset="timestamp", keep="first").reset_index(drop=True)
         report.duplicates_dropped = before - len(data)
+    return data
 
-    ts = data["timestamp"].to_numpy()
+
+def _time_problems(ts: np.ndarray, step: int, timeframe: str, now_ms: int) -> list[str]:
+    problems = []
     off_grid = ts % step != 0
     if off_grid.any():
         problems.extend(_examples(f"timestamp off the {timeframe} grid", ts[off_grid]))
-
-    now_ms = int(datetime.now(tz=UTC).timestamp() * 1000) if now_ms is None else now_ms
     future = ts > now_ms
     if future.any():
         problems.extend(_examples("timestamp in the future", ts[future]))
+    return problems
 
+
+def _value_problems(data: pd.DataFrame, ts: np.ndarray) -> list[str]:
+    """Prices that are NaN or not positive, bars whose high is below the low or whose open or close lies outside
+    [low, high], bad volumes, and values the database can't store exactly: each with its first examples."""
     prices = data[list(PRICE_COLUMNS)].to_numpy()
     not_positive = ~(prices > 0).all(axis=1)  # also catches NaN
-    if not_positive.any():
-        problems.extend(_examples("NaN or non-positive price", ts[not_positive]))
     high, low = data["high"].to_numpy(), data["low"].to_numpy()
     body_max = np.maximum(data["open"].to_numpy(), data["close"].to_numpy())
     body_min = np.minimum(data["open"].to_numpy(), data["close"].to_numpy())
+    values = data[[*PRICE_COLUMNS, "volume"]].to_numpy()
     with np.errstate(invalid="ignore"):
         inverted = (high < low) & ~not_positive
         outside = ((body_max > high) | (body_min < low)) & ~not_positive & ~inverted
         bad_volume = ~(data["volume"].to_numpy() >= 0)
-    if inverted.any():
-        problems.extend(_examples("high below low", ts[inverted]))
-    if outside.any():
-        problems.extend(_examples("open or close outside [low, high]", ts[outside]))
-    if bad_volume.any():
-        problems.extend(_examples("NaN or negative volume", ts[bad_volume]))
-    values = data[[*PRICE_COLUMNS, "volume"]].to_numpy()
-    with np.errstate(invalid="ignore"):
         too_small = (prices < MIN_STORABLE_PRICE).any(axis=1) & ~not_positive
         out_of_range = too_small | (values >= MAX_STORABLE_VALUE).any(axis=1)
-    if out_of_range.any():
-        problems.extend(_examples("value outside the stored range [1e-12, 1e20)", ts[out_of_range]))
-    if problems:
-        raise CandleValidationError(symbol, problems)
+    problems = []
+    for label, rows in (("NaN or non-positive price", not_positive), ("high below low", inverted),
+                        ("open or close outside [low, high]", outside), ("NaN or negative volume", bad_volume),
+                        ("value outside the stored range [1e-12, 1e20)", out_of_range)):
+        if rows.any():
+            problems.extend(_examples(label, ts[rows]))
+    return problems
 
-    unclosed = ts + step > now_ms
-    if unclosed.any():
-        report.unclosed_dropped = int(unclosed.sum())
-        data = data[~unclosed].reset_index(drop=True)
-        ts = data["timestamp"].to_numpy()
 
+def _report_gaps(report: ValidationReport, ts: np.ndarray, step: int) -> None:
     if len(ts) > 1:
         jumps = np.diff(ts) // step
         gap_positions = np.flatnonzero(jumps > 1)
@@ -196,5 +217,3 @@ def validate_candles(
         report.gap_examples = [
             f"{_iso(ts[i] + step)}..{_iso(ts[i + 1] - step)}" for i in gap_positions[:MAX_EXAMPLES]
         ]
-    report.rows_out = len(data)
-    return data, report

@@ -222,6 +222,44 @@ def _funding_cumulative(prices: np.ndarray, rates, settlements: np.ndarray, defa
     return np.cumsum(per_unit, axis=0)
 
 
+def _as_pair_matrices(prices_y, prices_x, z, hedge_ratio_per_bar, funding_rate_y, funding_rate_x):
+    """The inputs as (T, M) float matrices (a single pair's 1-D series become one column), checked."""
+    prices_y = np.asarray(prices_y, dtype=np.float64)
+    if prices_y.ndim == 1:
+        prices_y = prices_y[:, None]
+        prices_x = np.asarray(prices_x, dtype=np.float64)[:, None]
+        z = np.asarray(z, dtype=np.float64)[:, None]
+        hedge_ratio_per_bar = np.asarray(hedge_ratio_per_bar, dtype=np.float64)
+        if hedge_ratio_per_bar.ndim == 1:
+            hedge_ratio_per_bar = hedge_ratio_per_bar[:, None]
+        funding_rate_y = None if funding_rate_y is None else np.asarray(funding_rate_y, dtype=np.float64)[:, None]
+        funding_rate_x = None if funding_rate_x is None else np.asarray(funding_rate_x, dtype=np.float64)[:, None]
+    if prices_y.ndim != 2:
+        raise ValueError("prices must be 1-D or (T, M)")
+    n_bars, n_pairs = prices_y.shape
+    prices_x = _as_matrix(prices_x, n_bars, n_pairs, "prices_x")
+    z = _as_matrix(z, n_bars, n_pairs, "z")
+    hedge = _as_matrix(hedge_ratio_per_bar, n_bars, n_pairs, "hedge_ratio_per_bar")
+    for name, prices in (("prices_y", prices_y), ("prices_x", prices_x)):
+        if not (np.isfinite(prices).all() and (prices > 0).all()):
+            raise ValueError(f"{name} must be finite and positive (forward-fill gaps first)")
+    return prices_y, prices_x, z, hedge, funding_rate_y, funding_rate_x
+
+
+def _bar_times(times: np.ndarray, n_bars: int, bar_ms: int | None) -> tuple[np.ndarray, int]:
+    """(bar open times in ms, the bar length in ms), checked: one per bar, strictly increasing."""
+    open_ms = times_to_ms(times)
+    if open_ms.shape != (n_bars,):
+        raise ValueError("times must have one entry per bar")
+    if n_bars > 1 and not (np.diff(open_ms) > 0).all():
+        raise ValueError("times must be strictly increasing")
+    if bar_ms is None:
+        if n_bars < 2:
+            raise ValueError("give bar_ms for fewer than two bars")
+        bar_ms = int(np.median(np.diff(open_ms)))
+    return open_ms, bar_ms
+
+
 def backtest(
     prices_y: np.ndarray,
     prices_x: np.ndarray,
@@ -243,34 +281,11 @@ def backtest(
     ``max_holding_bars``: per pair (M,) or one value, in bars (``spread_rule.max_holding_bars`` converts from
     half-lives); ``inf`` for no limit. ``times``: (T,) bar open times.
     """
-    prices_y = np.asarray(prices_y, dtype=np.float64)
-    if prices_y.ndim == 1:
-        prices_y = prices_y[:, None]
-        prices_x = np.asarray(prices_x, dtype=np.float64)[:, None]
-        z = np.asarray(z, dtype=np.float64)[:, None]
-        hedge_ratio_per_bar = np.asarray(hedge_ratio_per_bar, dtype=np.float64)
-        if hedge_ratio_per_bar.ndim == 1:
-            hedge_ratio_per_bar = hedge_ratio_per_bar[:, None]
-        funding_rate_y = None if funding_rate_y is None else np.asarray(funding_rate_y, dtype=np.float64)[:, None]
-        funding_rate_x = None if funding_rate_x is None else np.asarray(funding_rate_x, dtype=np.float64)[:, None]
-    if prices_y.ndim != 2:
-        raise ValueError("prices must be 1-D or (T, M)")
+    prices_y, prices_x, z, hedge, funding_rate_y, funding_rate_x = _as_pair_matrices(
+        prices_y, prices_x, z, hedge_ratio_per_bar, funding_rate_y, funding_rate_x
+    )
     n_bars, n_pairs = prices_y.shape
-    prices_x = _as_matrix(prices_x, n_bars, n_pairs, "prices_x")
-    z = _as_matrix(z, n_bars, n_pairs, "z")
-    hedge = _as_matrix(hedge_ratio_per_bar, n_bars, n_pairs, "hedge_ratio_per_bar")
-    for name, prices in (("prices_y", prices_y), ("prices_x", prices_x)):
-        if not (np.isfinite(prices).all() and (prices > 0).all()):
-            raise ValueError(f"{name} must be finite and positive (forward-fill gaps first)")
-    open_ms = times_to_ms(times)
-    if open_ms.shape != (n_bars,):
-        raise ValueError("times must have one entry per bar")
-    if n_bars > 1 and not (np.diff(open_ms) > 0).all():
-        raise ValueError("times must be strictly increasing")
-    if bar_ms is None:
-        if n_bars < 2:
-            raise ValueError("give bar_ms for fewer than two bars")
-        bar_ms = int(np.median(np.diff(open_ms)))
+    open_ms, bar_ms = _bar_times(times, n_bars, bar_ms)
 
     actions, final_state = run_rule(z, params, max_holding_bars=max_holding_bars, entries_on_last_bar=False)
     if n_bars:

@@ -22,12 +22,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from pairs.marketdata.validation import timeframe_ms
-from pairs.models import Candle, Instrument, Pair, SelectionConfig
+from pairs.models import Candle, Instrument, Pair, StrategyConfig
 from pairs.services.levels import pair_set_level
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class MaintenanceSummary:
         }
 
 
-def selection_maintenance(*, config: SelectionConfig, now: datetime | None = None) -> MaintenanceSummary:
+def selection_maintenance(*, config: StrategyConfig, now: datetime | None = None) -> MaintenanceSummary:
     now = now or timezone.now()
     summary = MaintenanceSummary()
     step = timedelta(milliseconds=timeframe_ms(config.timeframe))
@@ -130,7 +130,7 @@ def _retire(pairs, *, reason: str) -> int:
     return retired
 
 
-def _suspend_or_resume(stale_ids: set[int], config: SelectionConfig) -> tuple[int, int]:
+def _suspend_or_resume(stale_ids: set[int], config: StrategyConfig) -> tuple[int, int]:
     stale_leg = Q(y_instrument_id__in=stale_ids) | Q(x_instrument_id__in=stale_ids)
     now = timezone.now()
     suspended = Pair.objects.filter(status=Pair.Status.ACTIVE, timeframe=config.timeframe).filter(stale_leg).update(
@@ -145,14 +145,14 @@ def _suspend_or_resume(stale_ids: set[int], config: SelectionConfig) -> tuple[in
 
 
 def _delete_orphan_instruments() -> int:
-    from execution.models import FundingPayment, Order  # execution owns these; a local import avoids a cycle
-
-    candles = Candle.objects.filter(instrument=OuterRef("pk"))
-    as_y = Pair.objects.filter(y_instrument=OuterRef("pk"))
-    as_x = Pair.objects.filter(x_instrument=OuterRef("pk"))
-    orders = Order.objects.filter(instrument=OuterRef("pk"))
-    funding = FundingPayment.objects.filter(instrument=OuterRef("pk"))
-    orphans = Instrument.objects.filter(status=Instrument.Status.DELISTED).filter(
-        ~Exists(candles), ~Exists(as_y), ~Exists(as_x), ~Exists(orders), ~Exists(funding)
-    )
+    """Delete delisted instruments that nothing refers to. "Nothing" is read from Django's registry of relations
+    rather than from a list of models: rows of apps above this one (orders, funding payments) keep an instrument
+    alive without this app naming them. Relations that would cascade (funding rates) don't count, but candles do:
+    an instrument with data is kept until retention removes the data."""
+    references = [
+        ~Exists(relation.related_model._base_manager.filter(**{relation.field.name: OuterRef("pk")}))
+        for relation in Instrument._meta.related_objects
+        if relation.on_delete is not models.CASCADE or relation.related_model is Candle
+    ]
+    orphans = Instrument.objects.filter(status=Instrument.Status.DELISTED).filter(*references)
     return orphans.delete()[0]

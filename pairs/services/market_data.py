@@ -19,11 +19,11 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
-from execution.exchanges.errors import ExchangeError
-from execution.exchanges.retry import call_with_retry
+from exchanges.errors import ExchangeError
+from exchanges.retry import call_with_retry
+from exchanges.specs import InstrumentSpec
 from pairs.marketdata.files import CandleFileError, candle_files, read_candle_file
 from pairs.marketdata.funding import funding_interval_minutes
-from pairs.marketdata.specs import InstrumentSpec
 from pairs.marketdata.validation import (
     TIMEFRAME_MS,
     CandleValidationError,

@@ -18,7 +18,8 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, SelectionConfig
+from pairs.marketdata.grid import PriceWindow
+from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
 from pairs.quant.screening import (
     ScreenResult,
     add_series_statistics,
@@ -27,7 +28,7 @@ from pairs.quant.screening import (
     screen,
     split_pairs,
 )
-from pairs.selectors import PriceWindow, price_window, universe_instruments
+from pairs.selectors import price_window, universe_instruments
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def screening_run_start(
-    *, config: SelectionConfig, lookback_bars: int | None = None, end: datetime | None = None,
+    *, config: StrategyConfig, lookback_bars: int | None = None, end: datetime | None = None,
     symbols: list[str] | None = None,
 ) -> tuple[CointegrationRun, PriceWindow]:
     """Choose the universe and the window, and record a running CointegrationRun with what was chosen."""
@@ -62,7 +63,7 @@ def screening_run_start(
         raise ScreeningError(
             f"only {len(window.symbols)} symbol(s) with {max(lookback, config.min_history_bars)} bars of "
             f"{config.timeframe} history in the universe of {config.exchange} ({len(instruments)} instruments; "
-            "import or fetch candles first, or lower min_history_bars in the selection configuration)"
+            "import or fetch candles first, or lower min_history_bars in the strategy configuration)"
         )
     holdout = min(config.confirmation_bars, lookback // 4)
     run = CointegrationRun.objects.create(
@@ -257,7 +258,8 @@ def _write(*, run, window, result, passed, candidate, confirmation) -> None:
 
 _LATEST_TEST_FIELDS = [
     "hedge_ratio", "intercept", "adf_stat", "adf_lag", "pvalue", "qvalue", "johansen_trace", "johansen_passed",
-    "half_life_bars", "hurst", "mean_crossings", "spread_mean", "spread_std", "zscore", "return_correlation",
+    "half_life_bars", "hurst", "mean_crossings", "spread_mean", "spread_std", "screening_zscore",
+    "return_correlation",
     "last_run", "last_tested_at", "last_passed_at", "consecutive_failures", "updated_at",
 ]
 
@@ -274,7 +276,7 @@ def _apply_latest_test(pair: Pair, result: ScreenResult, k: int, *, run, now, pa
     pair.mean_crossings = int(result.mean_crossings[k]) if result.mean_crossings[k] >= 0 else None
     pair.spread_mean = float(result.spread_mean[k])
     pair.spread_std = float(result.spread_std[k])
-    pair.zscore = _finite_or_none(result.zscore[k])
+    pair.screening_zscore = _finite_or_none(result.zscore[k])
     pair.return_correlation = _finite_or_none(result.return_correlation[k])
     if check is not None:
         pair.johansen_trace = check.johansen_trace
@@ -290,7 +292,7 @@ def _apply_latest_test(pair: Pair, result: ScreenResult, k: int, *, run, now, pa
 
 
 def screening_run(
-    *, config: SelectionConfig, lookback_bars: int | None = None, end: datetime | None = None,
+    *, config: StrategyConfig, lookback_bars: int | None = None, end: datetime | None = None,
     symbols: list[str] | None = None, progress=None,
 ) -> ScreeningOutcome:
     """A whole run in this process (the command, and the task on the embedded default)."""

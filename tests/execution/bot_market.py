@@ -13,11 +13,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from execution.exchanges.paper import paper_exchange_for
-from execution.feeds import StoredCandleFeed, SymbolPrices
+from core.clock import ManualClock
+from execution.bot.lease import lease_release
+from execution.bot.tick import TickReport, bot_tick
 from execution.models import BotHeartbeat, ExchangeAccount, PairTrade, Signal, SignalState
-from execution.services.bot import TickReport, bot_tick, lease_release
-from pairs.models import Candle, Instrument, Level, Pair, SelectionConfig
+from execution.paper.exchange import paper_exchange_for
+from pairs.market import StoredMarket
+from pairs.models import Candle, Instrument, Level, Pair, StrategyConfig
 
 HOUR = timedelta(hours=1)
 # The first bar; its tick (one hour later) is at 00:00 UTC, right on a funding settlement, so the paper wallet
@@ -55,9 +57,9 @@ class BotMarket:
             max_concurrent_trades=100_000,
         )
         self.account.refresh_from_db()  # the decimals as the database gives them back (leverage defaults to 1)
-        self.config = SelectionConfig.current()
+        self.config = StrategyConfig.current()
         if self.config.timeframe != TIMEFRAME:
-            raise ValueError(f"the selection configuration's timeframe is {self.config.timeframe}, not {TIMEFRAME}")
+            raise ValueError(f"the strategy configuration's timeframe is {self.config.timeframe}, not {TIMEFRAME}")
         self.bar = start
         self.instruments: list[Instrument] = []
         self.pairs: list[Pair] = []
@@ -239,17 +241,13 @@ class BotMarket:
         return self.bar + HOUR + timedelta(seconds=seconds)
 
     def tick(self, *, now: datetime | None = None, sleep: Callable[[float], None] = lambda s: None) -> TickReport:
-        """One tick as the live task runs it: a feed, a paper exchange priced from it, then the engine."""
-        now = now or self.now()
-        feed = StoredCandleFeed(timeframe=TIMEFRAME, now=now)
-        exchange = paper_exchange_for(
-            self.account, price_of=SymbolPrices(feed, exchange=self.exchange), now=lambda: now, config=self.config
-        )
+        """One tick as the live task runs it: a market at the clock, a paper exchange priced from it, the engine."""
+        market = StoredMarket(timeframe=TIMEFRAME, clock=ManualClock(now or self.now()))
+        exchange = paper_exchange_for(self.account, market=market, config=self.config)
         return bot_tick(
             account=self.account,
             exchange=exchange,
-            feed=feed,
-            now=now,
+            market=market,
             config=self.config,
             owner=self.owner,
             sleep=sleep,

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from execution.exchanges.paper import paper_exchange_for
-from execution.feeds import StoredCandleFeed, SymbolPrices
+from core.clock import ManualClock
+from execution.bot.tick import bot_tick
 from execution.models import ExchangeAccount, PairTrade, Signal, SignalState
-from execution.services.bot import bot_tick
-from pairs.models import Candle, Pair, SelectionConfig
+from execution.paper.exchange import paper_exchange_for
+from pairs.market import StoredMarket
+from pairs.models import Candle, Pair, StrategyConfig
 from tests.factories import ExchangeAccountFactory, InstrumentFactory, LevelFactory, PairFactory
 
 HOUR = timedelta(hours=1)
@@ -26,7 +27,7 @@ class BotWorld:
         self.x = InstrumentFactory(base="XXX", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
         self.pair = PairFactory(y_instrument=self.y, x_instrument=self.x, level=self.level, hedge_ratio=hedge_ratio)
         self.account = ExchangeAccountFactory(level=self.level, per_trade_budget=Decimal(budget), **account)
-        self.config = SelectionConfig.current()
+        self.config = StrategyConfig.current()
         self.owner = owner
         self.bar = start
         self.prices = {self.y.pk: Decimal(y_price), self.x.pk: Decimal(x_price)}
@@ -69,19 +70,17 @@ class BotWorld:
         return self.bar + HOUR  # the bar at self.bar has closed
 
     def paper_exchange(self, now: datetime | None = None):
-        now = now or self.now
-        feed = StoredCandleFeed(timeframe="1h", now=now)
-        return paper_exchange_for(self.account, price_of=SymbolPrices(feed, exchange="bybit"), now=lambda: now,
-                                  config=self.config), feed
+        market = StoredMarket(timeframe="1h", clock=ManualClock(now or self.now))
+        return paper_exchange_for(self.account, market=market, config=self.config), market
 
     def tick(self, *, exchange=None, owner: str | None = None, checkpoint=None, now: datetime | None = None):
         now = now or self.now
         self.account.refresh_from_db()
         if exchange is None:
-            exchange, feed = self.paper_exchange(now)
+            exchange, market = self.paper_exchange(now)
         else:
-            feed = StoredCandleFeed(timeframe="1h", now=now)
-        return bot_tick(account=self.account, exchange=exchange, feed=feed, now=now, config=self.config,
+            market = StoredMarket(timeframe="1h", clock=ManualClock(now))
+        return bot_tick(account=self.account, exchange=exchange, market=market, config=self.config,
                         owner=owner or self.owner, checkpoint=checkpoint, sleep=lambda s: None)
 
     def trades(self) -> list[PairTrade]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from core.secrets import decrypt_secret
 from execution.models import ExchangeAccount
 from execution.services.accounts import account_store_credentials
 from pairs.models import Level
-from statarb_site.secrets import decrypt_secret
 from tests.factories import ExchangeAccountFactory
 
 pytestmark = pytest.mark.django_db

@@ -10,10 +10,10 @@ import pytest
 
 from execution.models import Signal, SignalState
 from execution.services.signals import signals_update
-from pairs.models import Pair, SelectionConfig
+from pairs.models import Pair, StrategyConfig
 from pairs.quant.spread_rule import ACTION_LABELS, RuleState, max_holding_bars, rolling_zscore, run_rule
+from pairs.services.evidence import rule_params
 from pairs.services.market_data import candles_upsert
-from pairs.services.statistics import rule_params
 from tests.factories import InstrumentFactory, LevelFactory
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +43,7 @@ def market():
                               "low": series * 0.999, "close": series, "volume": 1.0})
         candles_upsert(instrument=instrument, timeframe="1h", candles=frame)
         legs[symbol] = instrument
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
     config.zscore_window_bars = WINDOW
     config.entry_z, config.cooldown_bars = 1.5, 5
     config.save()

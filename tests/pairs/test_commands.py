@@ -14,7 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 
-from pairs.models import Candle, Instrument, SelectionConfig
+from pairs.models import Candle, Instrument, StrategyConfig
 from pairs.services import market_data
 from tests.fakes.bybit import FakeBybit
 
@@ -149,7 +149,7 @@ def fake(settings, fixed_now):
         settings.STATARB_MARKET_DATA_URL = server.base_url
         settings.STATARB_EXCHANGE_RATE_LIMIT = False
         settings.STATARB_EXCHANGE_TIMEOUT_MS = 2000
-        config = SelectionConfig.current()
+        config = StrategyConfig.current()
         config.backfill_bars = 48
         config.save()
         yield server

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairs.models import Instrument, SelectionConfig
-from pairs.selectors import MAX_FORWARD_FILL_BARS, price_window, universe_instruments
+from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS
+from pairs.models import Instrument, StrategyConfig
+from pairs.selectors import price_window, universe_instruments
 from pairs.services.market_data import candles_import_directory, candles_upsert
 from tests.factories import InstrumentFactory
 
@@ -28,7 +29,7 @@ def utc_hour(hour: int) -> pd.Timestamp:
 
 
 def test_universe_leaves_out_excluded_delisted_low_turnover_and_foreign_instruments():
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
     config.min_turnover_24h = Decimal("5000000")
     config.save()
     InstrumentFactory(symbol="AAAUSDT", turnover_24h=Decimal("10000000"))
@@ -48,7 +49,7 @@ def test_universe_leaves_out_excluded_delisted_low_turnover_and_foreign_instrume
 
 
 def test_universe_follows_the_configured_minimum():
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
     InstrumentFactory(symbol="AAAUSDT", turnover_24h=Decimal("1000"))
     config.min_turnover_24h = Decimal("500")
     config.save()

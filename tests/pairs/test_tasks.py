@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from pairs.models import Candle, Instrument, SelectionConfig
+from pairs.models import Candle, Instrument, StrategyConfig
 from pairs.services import market_data
 from pairs.tasks import fetch_market_data
 from tests.fakes.bybit import FakeBybit
@@ -57,7 +57,7 @@ def fake(settings, clock):
         settings.STATARB_MARKET_DATA_URL = server.base_url
         settings.STATARB_EXCHANGE_RATE_LIMIT = False
         settings.STATARB_EXCHANGE_TIMEOUT_MS = 2000
-        config = SelectionConfig.current()
+        config = StrategyConfig.current()
         config.backfill_bars = 72
         config.save()
         yield server

@@ -8,8 +8,9 @@ from decimal import Decimal
 import pytest
 
 from execution.models import PairTrade
+from monitoring.services import daily_pnl_snapshot_update, daily_pnl_snapshots_update
 from risk.models import DailyPnlSnapshot, Halt
-from risk.services import daily_pnl_snapshot_update, daily_pnl_snapshots_update, halt_raise, halts_clear
+from risk.services import halt_raise, halts_clear
 from tests.factories import DailyPnlSnapshotFactory, ExchangeAccountFactory, HaltFactory, PairTradeFactory
 
 pytestmark = pytest.mark.django_db

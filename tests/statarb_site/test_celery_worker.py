@@ -20,8 +20,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from monitoring.tasks import snapshot_daily_pnl
 from risk.models import DailyPnlSnapshot
-from risk.tasks import snapshot_daily_pnl
 from tests.conftest import REPO_ROOT
 from tests.factories import ExchangeAccountFactory, PairTradeFactory
 

@@ -54,10 +54,10 @@ def test_setup_creates_every_default_with_its_queue_and_crontab():
         assert json.loads(task.kwargs) == default.kwargs
         assert task.description == default.description
 
-    assert PeriodicTask.objects.get(name=SNAPSHOT).task == "risk.tasks.snapshot_daily_pnl"
+    assert PeriodicTask.objects.get(name=SNAPSHOT).task == "monitoring.tasks.snapshot_daily_pnl"
     assert PeriodicTask.objects.get(name=SNAPSHOT).queue == "risk"
     assert _crontab(PeriodicTask.objects.get(name=SNAPSHOT)) == ("*/15", "*", "*", "*", "*", "UTC")
-    assert PeriodicTask.objects.get(name=CLOSE_DAY).task == "risk.tasks.snapshot_daily_pnl_previous_day"
+    assert PeriodicTask.objects.get(name=CLOSE_DAY).task == "monitoring.tasks.snapshot_daily_pnl_previous_day"
     assert _crontab(PeriodicTask.objects.get(name=CLOSE_DAY)) == ("5", "0", "*", "*", "*", "UTC")
 
 
@@ -128,4 +128,4 @@ def test_every_scheduled_task_is_a_registered_celery_task():
     registered = set(app.tasks)
     missing = [default.task for default in DEFAULT_SCHEDULES if default.task not in registered]
     assert missing == []
-    assert "risk.tasks.snapshot_daily_pnl" in registered
+    assert "monitoring.tasks.snapshot_daily_pnl" in registered

@@ -28,10 +28,14 @@ def _env(tmp_path: Path, **values: str) -> dict[str, str]:
         "BEHIND_TLS_PROXY", "CONN_MAX_AGE",
     ):
         env.pop(name, None)
-    env["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings.local"
     env["STATARB_VAR_DIR"] = str(tmp_path / "var")
     env.update(values)
     return env
+
+
+def _production(tmp_path: Path, **values: str) -> dict[str, str]:
+    return _env(tmp_path, DJANGO_SETTINGS_MODULE="statarb_site.settings.production", **values)
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -69,7 +73,7 @@ def test_sqlite_default_lives_in_the_var_dir(tmp_path):
     assert default["NAME"] == str(tmp_path / "var" / "statarb.sqlite3")
     assert default["TEST"]["NAME"] == str(tmp_path / "var" / "test_statarb.sqlite3")
     assert default["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
-    assert values["DEBUG"] is True
+    assert values["DEBUG"] is False  # off unless DEBUG is set
     # Without CELERY_BROKER_URL nor REDIS_URL: the SQLAlchemy transport on a file in the var dir.
     assert values["CELERY_BROKER_URL"] == f"sqla+sqlite:///{tmp_path / 'var' / 'celery-broker.sqlite3'}"
     assert values["CELERY_RESULT_BACKEND"] == f"db+sqlite:///{tmp_path / 'var' / 'celery-results.sqlite3'}"
@@ -95,23 +99,41 @@ def test_explicit_broker_url_wins_over_redis_url(tmp_path):
     assert values["CELERY_BROKER_URL"] == "redis://broker.internal:6379/0"
 
 
+def test_debug_is_on_only_when_set(tmp_path):
+    assert _settings(tmp_path, ["DEBUG"], DEBUG="1")["DEBUG"] is True
+    assert _settings(tmp_path, ["DEBUG"])["DEBUG"] is False
+
+
 def test_production_without_secret_key_fails_naming_it(tmp_path):
-    result = _run(["-c", "import statarb_site.settings"], _env(tmp_path, DEBUG="0"))
+    result = _run(["-c", "import django; django.setup()"], _production(tmp_path, ALLOWED_HOSTS="statarb.example.com"))
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert "SECRET_KEY must be set" in result.stderr
 
 
+def test_production_without_allowed_hosts_fails_naming_it(tmp_path):
+    result = _run(["-c", "import django; django.setup()"], _production(tmp_path, SECRET_KEY=STRONG_SECRET_KEY))
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS must be set" in result.stderr
+
+
+def test_production_keeps_debug_off_whatever_the_environment_says(tmp_path):
+    values = _settings(tmp_path, ["DEBUG", "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE"],
+                       DJANGO_SETTINGS_MODULE="statarb_site.settings.production", DEBUG="1",
+                       SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com")
+    assert values == {"DEBUG": False, "SECURE_SSL_REDIRECT": True, "SESSION_COOKIE_SECURE": True}
+
+
 def test_production_settings_pass_the_deploy_check(tmp_path):
-    env = _env(tmp_path, DEBUG="0", SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com")
+    env = _production(tmp_path, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com")
     result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
 
-def test_debug_settings_fail_the_deploy_check(tmp_path):
+def test_local_debug_settings_fail_the_deploy_check(tmp_path):
     # The same check must be able to fail: DEBUG on and the insecure development key are deploy warnings.
-    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], _env(tmp_path))
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], _env(tmp_path, DEBUG="1"))
     assert result.returncode != 0
     assert "security.W018" in result.stderr + result.stdout  # DEBUG is True
 

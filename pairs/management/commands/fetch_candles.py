@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from execution.exchanges.errors import ExchangeError
-from execution.exchanges.factory import market_data_exchange
-from pairs.models import Instrument, SelectionConfig
+from exchanges.errors import ExchangeError
+from exchanges.factory import market_data_exchange
+from pairs.models import Instrument, StrategyConfig
 from pairs.selectors import universe_instruments
 from pairs.services.market_data import candles_fetch, universe_refresh
 
@@ -17,10 +17,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--symbols", default="", help="comma-separated symbols (default: the universe)")
         parser.add_argument("--skip-universe", action="store_true", help="don't refresh instruments first")
-        parser.add_argument("--timeframe", default=None, help="default: the selection configuration's")
+        parser.add_argument("--timeframe", default=None, help="default: the strategy configuration's")
 
     def handle(self, *args, symbols: str, skip_universe: bool, timeframe: str | None, **options):
-        config = SelectionConfig.current()
+        config = StrategyConfig.current()
         timeframe = timeframe or config.timeframe
         client = market_data_exchange(config.exchange)
         try:

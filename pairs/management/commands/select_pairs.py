@@ -4,7 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from pairs.models import SelectionConfig
+from pairs.models import StrategyConfig
 from pairs.services.screening import ScreeningError, screening_run
 
 
@@ -17,12 +17,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--lookback", type=int, default=None,
-                            help="bars of the window (default: the selection configuration's, 2000)")
+                            help="bars of the window (default: the strategy configuration's, 2000)")
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write every test to FILE")
         parser.add_argument("--symbols", default="", help="comma-separated subset of the universe")
 
     def handle(self, *args, lookback, json_path, symbols, verbosity, **options):
-        config = SelectionConfig.current()
+        config = StrategyConfig.current()
         wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] or None
         bar = tqdm(total=0, unit="pair", disable=verbosity == 0, desc="screening")
 

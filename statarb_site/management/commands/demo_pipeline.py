@@ -4,9 +4,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from django.db.models import Max
 
-from pairs.models import Candle, Pair
+from pairs.models import Pair
+from pairs.selectors import candle_bounds
 
 DEMO_REPLAY_DAYS = 21
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--data", type=Path, required=True, help="directory of candle files (e.g. ../shared/...)")
 
     def handle(self, *args, data: Path, **options):
-        if not Candle.objects.exists():
+        if candle_bounds()[1] is None:
             if not data.is_dir():
                 self.stdout.write(self.style.WARNING(
                     f"No candles stored and no data at {data}: fetch them with `manage.py fetch_candles` "
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         if not Pair.objects.exists():
             # The execution path on history before any pair exists (a replay needs a database without pairs: its
             # walk-forward selection creates them): the last DEMO_REPLAY_DAYS through signals -> bot -> paper.
-            newest = Candle.objects.aggregate(newest=Max("open_time"))["newest"]
+            newest = candle_bounds()[1]
             start = (newest - timedelta(days=DEMO_REPLAY_DAYS)).date().isoformat()
             self.stdout.write(f"Replaying the last {DEMO_REPLAY_DAYS} days through the paper bot ...")
             call_command("replay", start=start, json_path=settings.VAR_DIR / "demo-replay.json", verbosity=1)

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from execution.exchanges.ccxt_exchange import CcxtExchange, build_ccxt_client
-from pairs.models import FundingRate, Instrument, Pair, PairStatistics, SelectionConfig
-from pairs.selectors import PriceWindow
+from exchanges.ccxt_client import CcxtExchange, build_ccxt_client
+from ladder.services import pair_statistics_update
+from pairs.marketdata.grid import PriceWindow
+from pairs.models import FundingRate, Instrument, Pair, PairStatistics, StrategyConfig
+from pairs.services.evidence import funding_rate_matrix
 from pairs.services.market_data import candles_upsert, funding_rates_fetch_instrument, instruments_sync
-from pairs.services.statistics import funding_rate_matrix, pair_statistics_update
 from tests.factories import InstrumentFactory, LevelFactory
 from tests.fakes.bybit import FakeBybit
 
@@ -97,7 +98,7 @@ def _market(n_bars: int) -> tuple[Instrument, Instrument]:
 
 
 def test_stored_rates_replace_the_default_in_the_backtests():
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
     config.lookback_bars, config.backtest_oos_bars, config.zscore_window_bars = 400, 300, 100
     config.entry_z = 1.5
     config.save()

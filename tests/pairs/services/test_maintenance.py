@@ -11,7 +11,7 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from pairs.models import Candle, Instrument, Level, LevelChange, Pair, SelectionConfig
+from pairs.models import Candle, Instrument, Level, LevelChange, Pair, StrategyConfig
 from pairs.services import maintenance
 from pairs.services.maintenance import selection_maintenance
 from pairs.services.market_data import candles_upsert
@@ -25,8 +25,8 @@ FRESH_NOW = NEWEST + 2 * HOUR  # the bar opened at NEWEST closed an hour ago: th
 
 
 @pytest.fixture
-def config() -> SelectionConfig:
-    config = SelectionConfig.current()
+def config() -> StrategyConfig:
+    config = StrategyConfig.current()
     config.exchange, config.timeframe = "bybit", "1h"
     config.stale_after_bars = 6
     config.candle_retention_days = 10

@@ -12,9 +12,9 @@ import pytest
 from django.db import IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
 
-from execution.exchanges.ccxt_exchange import CcxtExchange, build_ccxt_client
+from exchanges.ccxt_client import CcxtExchange, build_ccxt_client
+from exchanges.specs import InstrumentSpec
 from pairs.marketdata.files import CandleFileError
-from pairs.marketdata.specs import InstrumentSpec
 from pairs.models import Candle, Instrument
 from pairs.services import market_data
 from pairs.services.market_data import (

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairTest, SelectionConfig
+from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
 from pairs.quant.multiple_testing import benjamini_hochberg
 from pairs.services.market_data import candles_import_directory, candles_upsert
 from pairs.services.screening import ENTRY_LEVEL_NUMBER, ScreeningError, screening_run
@@ -56,7 +56,7 @@ def pair_keys() -> set[tuple[str, str]]:
 
 def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_candles_dir):
     import_real(shared_candles_dir, REAL_SYMBOLS)
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
 
     outcome = screening_run(config=config, lookback_bars=LOOKBACK)
 
@@ -141,7 +141,7 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
 
 def test_runs_again_without_duplicates_and_count_consecutive_failures(shared_candles_dir):
     import_real(shared_candles_dir, REAL_SYMBOLS)
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
     first = screening_run(config=config, lookback_bars=LOOKBACK)
     pairs_after_first = {p.pk: p for p in Pair.objects.all()}
     assert len(pairs_after_first) == first.run.n_candidates > 0
@@ -149,7 +149,7 @@ def test_runs_again_without_duplicates_and_count_consecutive_failures(shared_can
     # Second run: nothing may pass (q <= 0), so every existing pair records a failure.
     config.max_qvalue = 0.0
     config.save()
-    second = screening_run(config=SelectionConfig.current(), lookback_bars=LOOKBACK)
+    second = screening_run(config=StrategyConfig.current(), lookback_bars=LOOKBACK)
 
     assert second.run.status == CointegrationRun.Status.SUCCEEDED
     assert second.run.n_passed == 0 and second.run.n_candidates == 0
@@ -170,7 +170,7 @@ def test_runs_again_without_duplicates_and_count_consecutive_failures(shared_can
     # Third run passes again: the failure count resets and nothing is duplicated.
     config.max_qvalue = 0.10
     config.save()
-    third = screening_run(config=SelectionConfig.current(), lookback_bars=LOOKBACK)
+    third = screening_run(config=StrategyConfig.current(), lookback_bars=LOOKBACK)
     assert third.run.n_candidates == first.run.n_candidates
     assert Pair.objects.count() == len(pairs_after_first)
     assert set(Pair.objects.values_list("consecutive_failures", flat=True)) == {0}
@@ -217,9 +217,9 @@ def synthetic_universe(seed: int = 11) -> dict[str, np.ndarray]:
     }
 
 
-def synthetic_config() -> SelectionConfig:
+def synthetic_config() -> StrategyConfig:
     """The configuration with a history requirement the 600 synthetic bars meet (the default asks 2000)."""
-    config = SelectionConfig.current()
+    config = StrategyConfig.current()
     config.min_history_bars = 500
     config.save()
     return config
@@ -271,7 +271,7 @@ def test_real_symbol_with_short_history_is_excluded_and_named(shared_candles_dir
     # LPTUSDT starts 2021-05-28 05:00, after the start of a 1300-bar window ending 2021-07-17 20:00.
     import_real(shared_candles_dir, ["BTCUSDT", "ETHUSDT", "LPTUSDT"])
 
-    outcome = screening_run(config=SelectionConfig.current(), lookback_bars=1300)
+    outcome = screening_run(config=StrategyConfig.current(), lookback_bars=1300)
 
     run = CointegrationRun.objects.get(pk=outcome.run.pk)
     assert run.window_start == LAST_BAR - timedelta(hours=1299)
@@ -287,7 +287,7 @@ def test_fewer_than_two_symbols_with_history_is_a_clear_error(shared_candles_dir
     import_real(shared_candles_dir, ["BTCUSDT", "LPTUSDT"])
 
     with pytest.raises(ScreeningError, match=r"only 1 symbol\(s\) with 2000 bars .*import or fetch candles first"):
-        screening_run(config=SelectionConfig.current(), lookback_bars=1300)
+        screening_run(config=StrategyConfig.current(), lookback_bars=1300)
 
     assert not CointegrationRun.objects.exists()  # nothing recorded for a run that could not start
     assert not Pair.objects.exists()
@@ -295,10 +295,10 @@ def test_fewer_than_two_symbols_with_history_is_a_clear_error(shared_candles_dir
 
 def test_empty_database_is_a_clear_error():
     with pytest.raises(ScreeningError, match=r"only 0 symbol\(s\) .* \(0 instruments; import or fetch candles"):
-        screening_run(config=SelectionConfig.current(), lookback_bars=500)
+        screening_run(config=StrategyConfig.current(), lookback_bars=500)
     assert not CointegrationRun.objects.exists()
 
 
 def test_too_short_lookback_is_refused():
     with pytest.raises(ScreeningError, match="too short"):
-        screening_run(config=SelectionConfig.current(), lookback_bars=50)
+        screening_run(config=StrategyConfig.current(), lookback_bars=50)

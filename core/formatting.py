@@ -1,0 +1,36 @@
+"""How times and exact numbers are written for people and for JSON, in one place.
+
+Times are ISO 8601 UTC with a ``Z`` (``2021-03-01T07:00:00Z``); Decimals are plain text without exponent and without
+the database columns' zero padding (``0.01``, ``50000``), the way exchanges write numbers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def iso(moment: datetime | None) -> str | None:
+    """``moment`` as ISO 8601 UTC (``...Z``), None for None; a naive datetime is taken as UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime(ISO_FORMAT)
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC."""
+    return datetime.fromtimestamp(int(epoch_ms) / 1000, tz=UTC).strftime(ISO_FORMAT)
+
+
+def plain(number: Decimal) -> str:
+    """A Decimal as plain text without exponent or trailing zeros ("0.01", "10", "0")."""
+    text = format(number.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def plain_or_none(number: Decimal | None) -> str | None:
+    return None if number is None else plain(number)

@@ -1,0 +1,46 @@
+"""A logging filter that keeps secrets out of every log line.
+
+Exchange keys, the Telegram bot token and the secrets key can reach a message through an exception text, a
+request URL or a ccxt debug line; this filter masks any value it knows to be secret and any token that looks
+like a Telegram bot token or an API signature parameter, before a handler formats the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from core.secrets import known_secret_values, redact
+
+# Shapes worth masking even when the value is unknown to us: Telegram bot tokens ("123456:ABC..."), and
+# query or JSON parameters that carry keys and signatures.
+_SECRET_SHAPES = re.compile(
+    r"((?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}(?![A-Za-z0-9_-]))"  # also inside .../bot<token>/ URLs
+    r"|((?:api[_-]?key|secret|sign|signature|password|token|X-BAPI-API-KEY|X-BAPI-SIGN)[\"']?\s*[=:]\s*[\"']?)([^\s&\"',}]+)",
+    re.IGNORECASE,
+)
+
+
+def mask_secret_shapes(text: str) -> str:
+    def _mask(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "***"
+        return f"{match.group(2)}***"
+
+    return _SECRET_SHAPES.sub(_mask, text)
+
+
+class RedactSecretsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = mask_secret_shapes(redact(message, known_secret_values()))
+        if record.exc_info and record.exc_info[1] is not None:
+            # Exception texts are formatted later by the handler; render and clean them now.
+            formatted = logging.Formatter().formatException(record.exc_info)
+            cleaned += "\n" + mask_secret_shapes(redact(formatted, known_secret_values()))
+            record.exc_info = None
+            record.exc_text = None
+        if cleaned != message or record.args:
+            record.msg = cleaned
+            record.args = None
+        return True

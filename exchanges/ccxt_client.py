@@ -1,0 +1,218 @@
+"""The generic ccxt adapter: building a client, mapping ccxt's errors onto ours, and public market data.
+
+It turns ccxt's unified structures into ours (InstrumentSpec, candle rows) and ccxt's exceptions into
+``exchanges.errors``, so the rest of the system never handles a ccxt type. A venue's order side, with its own
+quirks, lives in a subclass (``exchanges.bybit.BybitExchange``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import ccxt
+
+from core.secrets import redact
+from exchanges.errors import (
+    AuthenticationFailed,
+    DuplicateClientOrderId,
+    ExchangeError,
+    InsufficientFunds,
+    InvalidOrder,
+    NotSupported,
+    OrderNotFound,
+    PermanentExchangeError,
+    RateLimited,
+    RequestTimedOut,
+    TemporaryExchangeError,
+)
+from exchanges.specs import InstrumentSpec
+
+logger = logging.getLogger(__name__)
+
+_MAX_CANDLES_PER_REQUEST = {"bybit": 1000}
+DEFAULT_MAX_CANDLES_PER_REQUEST = 500
+# Bybit serves at most 200 funding settlements a request.
+FUNDING_RATES_PER_REQUEST = 200
+
+_ERROR_MAP: tuple[tuple[type[Exception], type[ExchangeError]], ...] = (
+    # Order matters: subclasses before their bases.
+    (ccxt.DuplicateOrderId, DuplicateClientOrderId),
+    (ccxt.OrderNotFound, OrderNotFound),
+    (ccxt.InsufficientFunds, InsufficientFunds),
+    (ccxt.InvalidOrder, InvalidOrder),
+    (ccxt.AuthenticationError, AuthenticationFailed),
+    (ccxt.PermissionDenied, AuthenticationFailed),
+    (ccxt.AccountSuspended, AuthenticationFailed),
+    (ccxt.NotSupported, NotSupported),
+    (ccxt.RateLimitExceeded, RateLimited),
+    (ccxt.DDoSProtection, RateLimited),
+    (ccxt.RequestTimeout, RequestTimedOut),
+    (ccxt.NetworkError, TemporaryExchangeError),  # ExchangeNotAvailable, OnMaintenance, ...
+    # ccxt's "operation failed, may succeed later" family: bad or empty responses, a cancel still pending.
+    (ccxt.OperationFailed, TemporaryExchangeError),
+    (ccxt.ExchangeError, PermanentExchangeError),
+    (ccxt.BaseError, PermanentExchangeError),
+)
+
+
+
+def map_ccxt_error(exc: Exception) -> ExchangeError:
+    """Our error for a ccxt exception, by ccxt's class (``_ERROR_MAP``); a venue refines it by its own codes."""
+    message = redact(f"{type(exc).__name__}: {exc}")
+    for ccxt_type, our_type in _ERROR_MAP:
+        if isinstance(exc, ccxt_type):
+            return our_type(message)
+    return PermanentExchangeError(message)
+
+
+@contextlib.contextmanager
+def ccxt_errors_mapped(mapper=map_ccxt_error) -> Iterator[None]:
+    try:
+        yield
+    except ccxt.BaseError as exc:
+        raise mapper(exc) from None
+
+
+def build_ccxt_client(
+    exchange_id: str,
+    *,
+    api_key: str | None = None,
+    secret: str | None = None,
+    demo: bool = False,
+    base_url: str | None = None,
+    enable_rate_limit: bool = True,
+    timeout_ms: int = 10_000,
+) -> ccxt.Exchange:
+    """A ccxt client for linear perpetuals; demo trading and a REST base URL override applied in the order ccxt
+    needs (demo first: it rewrites the URLs, which the override then replaces)."""
+    try:
+        exchange_class = getattr(ccxt, exchange_id)
+    except AttributeError:
+        raise NotSupported(f"ccxt has no exchange {exchange_id!r}") from None
+    config: dict = {
+        "enableRateLimit": enable_rate_limit,
+        "timeout": timeout_ms,
+        "options": {"defaultType": "swap"},
+    }
+    if exchange_id == "bybit":
+        # Skip the account-type probes (/v5/user/query-api, /v5/account/info): unified trading account assumed.
+        config["options"].update(
+            {"fetchMarkets": {"types": ["linear"]}, "enableUnifiedAccount": True, "enableUnifiedMargin": False}
+        )
+    if api_key and secret:
+        config.update({"apiKey": api_key, "secret": secret})
+    client = exchange_class(config)
+    if demo:
+        with ccxt_errors_mapped():
+            client.enable_demo_trading(True)
+    if base_url:
+        client.urls["api"] = {name: base_url.rstrip("/") for name in client.urls["api"]}
+    return client
+
+
+def _decimal(value) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def first_decimal(*values) -> Decimal | None:
+    """The first value that is a number: raw strings of the exchange first, ccxt's floats as a fallback."""
+    for value in values:
+        if value is None or isinstance(value, bool):
+            continue
+        text = str(value).strip()
+        if not text:
+            continue
+        try:
+            number = Decimal(text)
+        except ArithmeticError:
+            continue
+        if number.is_finite():
+            return number
+    return None
+
+
+
+class CcxtExchange:
+    """Public market data of one exchange through ccxt: instruments and their filters, turnover, candles, funding
+    rates. Venues that trade subclass it (``exchanges.bybit.BybitExchange``)."""
+
+    def __init__(self, client: ccxt.Exchange):
+        self._client = client
+
+    @property
+    def exchange_id(self) -> str:
+        return self._client.id
+
+    def linear_instruments(self, *, quote: str = "USDT") -> list[InstrumentSpec]:
+        """Every linear perpetual settled in ``quote`` (active or not: inactive ones are marked delisted)."""
+        with ccxt_errors_mapped():
+            markets = self._client.load_markets(reload=True)
+        specs = []
+        for market in markets.values():
+            if not (market.get("swap") and market.get("linear") and market.get("settle") == quote):
+                continue
+            info = market.get("info") or {}
+            launch_ms = info.get("launchTime")
+            funding_minutes = info.get("fundingInterval")
+            specs.append(
+                InstrumentSpec(
+                    symbol=market["id"],
+                    base=market["base"],
+                    quote=market["quote"],
+                    settle=market.get("settle") or "",
+                    ccxt_symbol=market["symbol"],
+                    active=bool(market.get("active", True)),
+                    tick_size=_decimal(market["precision"].get("price")),
+                    qty_step=_decimal(market["precision"].get("amount")),
+                    min_qty=_decimal(market["limits"]["amount"].get("min")),
+                    max_qty=_decimal(market["limits"]["amount"].get("max")),
+                    min_notional=_decimal(market["limits"].get("cost", {}).get("min")),
+                    funding_interval_minutes=int(funding_minutes) if funding_minutes else None,
+                    listed_at=datetime.fromtimestamp(int(launch_ms) / 1000, tz=UTC) if launch_ms else None,
+                )
+            )
+        return specs
+
+    def turnover_24h(self, ccxt_symbols: list[str] | None = None) -> dict[str, Decimal]:
+        """Quote-currency turnover of the last 24 h per exchange symbol id."""
+        with ccxt_errors_mapped():
+            tickers = self._client.fetch_tickers(ccxt_symbols)
+            markets = self._client.markets or {}
+        turnover = {}
+        for unified, ticker in tickers.items():
+            market_id = markets.get(unified, {}).get("id") or ticker.get("info", {}).get("symbol")
+            if market_id and ticker.get("quoteVolume") is not None:
+                turnover[market_id] = Decimal(str(ticker["quoteVolume"]))
+        return turnover
+
+    def max_candles_per_request(self) -> int:
+        return _MAX_CANDLES_PER_REQUEST.get(self.exchange_id, DEFAULT_MAX_CANDLES_PER_REQUEST)
+
+    def fetch_funding_rates(self, ccxt_symbol: str, *, since_ms: int, until_ms: int) -> list[tuple[int, Decimal]]:
+        """Funding settlements in [since_ms, until_ms], oldest first, as (time ms, rate)."""
+        with ccxt_errors_mapped():
+            if not self._client.markets:
+                self._client.load_markets()
+            rows = self._client.fetch_funding_rate_history(
+                ccxt_symbol, since=since_ms, limit=FUNDING_RATES_PER_REQUEST, params={"until": until_ms}
+            )
+        return sorted(
+            (int(r["timestamp"]), Decimal(str(r["fundingRate"])))
+            for r in rows
+            if r.get("timestamp") is not None and r.get("fundingRate") is not None
+        )
+
+    def fetch_candles(self, ccxt_symbol: str, timeframe: str, *, since_ms: int, limit: int) -> list[list]:
+        """Up to ``limit`` bars from ``since_ms`` on, oldest first: [open_time_ms, open, high, low, close, volume]."""
+        with ccxt_errors_mapped():
+            if not self._client.markets:
+                self._client.load_markets()
+            return self._client.fetch_ohlcv(ccxt_symbol, timeframe, since=since_ms, limit=limit)
+
+    def _ensure_markets(self) -> None:
+        if not self._client.markets:
+            self._client.load_markets()

@@ -1,0 +1,69 @@
+"""Which open trades must close now, and why."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from execution.models import PairTrade, Signal
+from execution.services.context import TradingContext
+from pairs.marketdata.validation import timeframe_ms
+from pairs.models import Pair
+from risk.models import Halt
+
+Reason = PairTrade.ExitReason
+CLOSE_SIGNALS = {
+    Signal.Action.EXIT: Reason.EXIT_SIGNAL,
+    Signal.Action.STOP: Reason.STOP,
+    Signal.Action.MAX_HOLDING: Reason.MAX_HOLDING,
+}
+
+
+def close_decisions(
+    ctx: TradingContext, open_trades: list[PairTrade], halts: list[Halt]
+) -> list[tuple[PairTrade, str, float | None]]:
+    """Which open trades must close now, and why (first reason that applies, in this order). The trades are
+    ``execution.bot.book.active_trades``'s: each carries its entry signal's bar time and the rule's position of its
+    pair."""
+    if not open_trades:
+        return []
+    bar = timedelta(milliseconds=timeframe_ms(ctx.config.timeframe))
+    newest_closed_bar = ctx.now - bar
+    entry_bar = {t.pk: t.entry_bar_time or (t.opened_at or ctx.now) - bar for t in open_trades}
+    pair_ids = {t.pair_id for t in open_trades}
+    close_signals: dict[int, list[tuple[datetime, str, float]]] = {}
+    for pair_id, bar_time, action, zscore in (
+        Signal.objects.filter(pair_id__in=pair_ids, timeframe=ctx.config.timeframe, action__in=list(CLOSE_SIGNALS),
+                              bar_time__gt=min(entry_bar.values()), bar_time__lte=newest_closed_bar)
+        .order_by("bar_time").values_list("pair_id", "bar_time", "action", "zscore")
+    ):
+        close_signals.setdefault(pair_id, []).append((bar_time, action, zscore))
+    flatten = any(h.flatten for h in halts)
+    decisions = []
+    for trade in open_trades:
+        signals = close_signals.get(trade.pair_id, [])
+        reason, zscore = _close_reason(ctx, trade, flatten=flatten, signals=signals, entry_bar=entry_bar[trade.pk])
+        if reason is not None:
+            decisions.append((trade, reason, zscore))
+    return decisions
+
+
+def _close_reason(ctx: TradingContext, trade: PairTrade, *, flatten: bool, signals: list[tuple[datetime, str, float]],
+                  entry_bar: datetime) -> tuple[str | None, float | None]:
+    """(why the trade must close, the z of the signal that says so), the first reason that applies; (None, None)
+    when it stays open."""
+    pair: Pair = trade.pair
+    if trade.close_requested_at:
+        return Reason.MANUAL, None
+    if flatten:
+        return Reason.GUARD_HALT, None
+    if pair.consecutive_failures >= ctx.config.max_consecutive_failures:
+        return Reason.COINTEGRATION_BROKEN, None
+    if pair.level_id != ctx.account.level_id or pair.status == Pair.Status.RETIRED:
+        return Reason.LEVEL_CHANGED, None
+    signal = next((s for s in signals if s[0] > entry_bar), None)
+    if signal is not None:
+        return CLOSE_SIGNALS[signal[1]], signal[2]
+    if (trade.rule_position or 0) != (1 if trade.side == PairTrade.Side.LONG_SPREAD else -1):
+        # The rule is flat (or the other way) without an exit signal the bot saw, e.g. it restarted.
+        return Reason.EXIT_SIGNAL, None
+    return None, None

@@ -1,0 +1,137 @@
+"""Reconciliation: the database's trades compared with the exchange's positions and working orders.
+
+A bot that can't reconcile trades nothing; a difference it can't explain halts new trades until a clean pass lifts
+the halt again.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+
+from exchanges.errors import ExchangeError
+from execution.bot.book import instrument_of, orders_of
+from execution.models import BotHeartbeat, Order, PairTrade
+from execution.services.context import TradingContext
+from execution.services.orders import FINAL_ORDER_STATUSES, LEGS, leg_net
+from execution.services.trades import trade_pnl
+from notifications.models import Notification
+from notifications.services import notify
+from risk.models import GuardEvent, Halt
+from risk.services import guard_event_record, halt_raise, halts_clear
+
+State = PairTrade.State
+Reason = PairTrade.ExitReason
+
+
+def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[int] = frozenset()) -> list[str]:
+    """Compare what the open trades hold with the exchange's positions, symbol by symbol.
+
+    - A trade whose every leg is gone from the exchange (closed by hand, liquidated) is closed here with reason
+      ``reconciled`` and a note: its PnL counts only the fills the bot knows of.
+    - Every other difference (a position no trade explains, a size that doesn't match) is flagged: a guard event
+      and a bot halt stop new trades until a clean reconciliation lifts the halt again.
+    - Orders: the bot's own orders in flight are adopted before this runs (advance_trade looks each up by its client
+      id); an order still working at the exchange that no active trade is waiting for is cancelled if it is the
+      bot's (its client id says so) and flagged either way.
+    """
+    positions = ctx.exchange.positions()
+    working = ctx.exchange.open_orders()
+    held = {p.symbol: p.qty for p in positions}
+    expected: dict[str, Decimal] = {}
+    holders: dict[str, list[PairTrade]] = {}
+    for trade in trades:
+        for leg in LEGS:
+            net = leg_net(orders_of(trade), leg)
+            if net:
+                symbol = ctx.symbol(instrument_of(trade, leg))
+                expected[symbol] = expected.get(symbol, Decimal(0)) + net
+                holders.setdefault(symbol, []).append(trade)
+    gone = []
+    for trade in trades:
+        symbols = [ctx.symbol(instrument_of(trade, leg)) for leg in LEGS if leg_net(orders_of(trade), leg)]
+        if symbols and trade.pk not in just_traded and all(held.get(s, Decimal(0)) == 0 for s in symbols):
+            gone.append(trade)
+    for trade in gone:
+        _close_as_reconciled(ctx, trade)
+        for leg in LEGS:
+            net = leg_net(orders_of(trade), leg)
+            if net:
+                symbol = ctx.symbol(instrument_of(trade, leg))
+                expected[symbol] -= net
+    mismatches = [
+        f"{symbol}: exchange holds {held.get(symbol, Decimal(0))}, trades hold {expected.get(symbol, Decimal(0))}"
+        for symbol in sorted(set(held) | set(expected))
+        if held.get(symbol, Decimal(0)) != expected.get(symbol, Decimal(0))
+    ]
+    mismatches += _reconcile_orders(ctx, trades, working)
+    bot_halts = Halt.objects.filter(account=ctx.account, source=Halt.Source.BOT, cleared_at__isnull=True)
+    if mismatches:
+        message = "reconciliation mismatch: " + "; ".join(mismatches)
+        with transaction.atomic():
+            halt_raise(account=ctx.account, source=Halt.Source.BOT, reason=message[:500])
+            guard_event_record(account=ctx.account, kind="reconcile_mismatch", severity=GuardEvent.Severity.CRITICAL,
+                               message=message, details={"mismatches": mismatches})
+            notify(topic="reconcile_mismatch", severity=Notification.Severity.CRITICAL,
+                   text=f"[{ctx.account.name}] {message}. New trades are halted until it is resolved.",
+                   dedupe_key=f"reconcile_mismatch:{ctx.account.pk}:{hash(tuple(mismatches)) & 0xFFFFFFFF:x}")
+    else:
+        if bot_halts.exists():
+            halts_clear(halts=bot_halts, cleared_by=None)
+            guard_event_record(account=ctx.account, kind="reconcile_clean", severity=GuardEvent.Severity.INFO,
+                               message="reconciliation is clean again: bot halt lifted")
+        BotHeartbeat.objects.filter(account=ctx.account).update(reconciled_at=ctx.now)
+    ctx.events.extend(f"mismatch {m}" for m in mismatches)
+    return mismatches
+
+
+def _reconcile_orders(ctx: TradingContext, trades: list[PairTrade], working) -> list[str]:
+    """Orders working at the exchange that no active trade is waiting for: the bot's own are cancelled (a trade
+    that ended, a database restored from a backup), anyone else's flagged: the bot doesn't own the account alone."""
+    awaited = {o.client_order_id for t in trades for o in orders_of(t)
+               if o.status not in FINAL_ORDER_STATUSES}
+    ours = f"sa{ctx.account.pk}-"
+    problems = []
+    for state in working:
+        if state.client_order_id in awaited:
+            continue
+        if state.client_order_id.startswith(ours):
+            try:
+                ctx.exchange.cancel(state.symbol, state.client_order_id)
+                ctx.events.append(f"cancelled stray order {state.client_order_id} ({state.symbol})")
+                guard_event_record(account=ctx.account, kind="stray_order_cancelled",
+                                   message=f"order {state.client_order_id} on {state.symbol} was working with no "
+                                           "trade waiting for it: cancelled")
+                continue
+            except ExchangeError as exc:
+                problems.append(f"order {state.client_order_id} on {state.symbol}: could not cancel it ({exc})")
+                continue
+        problems.append(f"order {state.client_order_id or state.exchange_order_id} on {state.symbol} "
+                        f"({state.side} {state.remaining_qty}) is working and is not the bot's")
+    return problems
+
+
+def _close_as_reconciled(ctx: TradingContext, trade: PairTrade) -> None:
+    note = ("both legs were found closed on the exchange (by hand or liquidation); the closing fills were not the "
+            "bot's, so its realised PnL is left empty (fees and funding are the bot's records)")
+    with transaction.atomic():
+        for order in orders_of(trade):
+            if order.status not in FINAL_ORDER_STATUSES:
+                order.status = Order.Status.CANCELLED
+                order.error = "reconciliation: position gone"
+                order.save(update_fields=["status", "error", "updated_at"])
+        pnl = trade_pnl(trade)
+        trade.state = State.CLOSED
+        trade.state_changed_at = ctx.now
+        trade.closed_at = ctx.now
+        trade.exit_reason = Reason.RECONCILED
+        trade.error = (trade.error + "\n" + note).strip()
+        trade.fees = pnl.fees
+        trade.funding = pnl.funding
+        trade.save(update_fields=["state", "state_changed_at", "closed_at", "exit_reason", "error", "fees", "funding",
+                                  "updated_at"])
+        guard_event_record(account=ctx.account, kind="trade_closed_outside", message=f"trade {trade.pk}: {note}")
+        notify(topic="trade_closed_outside", severity=Notification.Severity.WARNING,
+               text=f"[{ctx.account.name}] trade {trade.pk} {trade.pair}: {note}")
+    ctx.events.append(f"trade {trade.pk} closed by reconciliation")

@@ -1,0 +1,40 @@
+"""Named row locks of the execution layer, one function per lockable queryset, as saleor's ``lock_objects.py``.
+
+Lock order, fixed here and nowhere else: the ExchangeAccount row first, then the rows that hang off it (the paper
+exchange's wallet and positions). Every insert of a row that refers to an account takes a shared lock on the
+account row (the foreign key check, InnoDB), so a process holding a paper row while waiting for the account row
+could deadlock with one that holds the account row; taking the account row first, always, makes callers queue
+instead. Call these inside ``transaction.atomic``: the locks last until the transaction ends.
+"""
+
+from __future__ import annotations
+
+from django.db.models import FilteredRelation, Q
+
+from execution.models import ExchangeAccount
+
+
+def lock_account(account: ExchangeAccount) -> None:
+    """Lock the account's row: the bot plans a trade under it (halts and limits re-checked with fresh counts)."""
+    ExchangeAccount.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).first()
+
+
+def lock_paper_books(account: ExchangeAccount, *, symbol: str | None = None) -> list[tuple]:
+    """Lock the account's row and its paper wallet and open positions (with ``symbol``'s row even at zero), in that
+    order, in one statement; returns the rows as (wallet id, wallet balance, funding settled until, position id,
+    symbol, qty, average price), one per position (position columns None when there is none), positions by symbol.
+
+    The statement reads the account row by its primary key and the wallet row by its unique key before the
+    positions, so it takes the locks in the documented order (``test_the_account_row_is_locked_before_its_wallet``
+    checks it on MariaDB).
+    """
+    held = ~Q(paper_positions__qty=0)
+    if symbol is not None:
+        held |= Q(paper_positions__symbol=symbol)
+    return list(
+        ExchangeAccount.objects.select_for_update().filter(pk=account.pk)
+        .annotate(held=FilteredRelation("paper_positions", condition=held))
+        .order_by("held__symbol")
+        .values_list("paper__id", "paper__wallet_balance", "paper__funding_settled_until", "held__id",
+                     "held__symbol", "held__qty", "held__avg_price")
+    )  # fmt: skip

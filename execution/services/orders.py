@@ -1,0 +1,262 @@
+"""The exchange side of a trade's orders: each order row is written before the exchange hears of it, sent with its
+deterministic client order id, looked up by that id whenever an answer leaves its fate open, and brought up to date
+from what the exchange reports (its state and its fills: the exchange's executions are the truth).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import transaction
+
+from exchanges.errors import (
+    DuplicateClientOrderId,
+    ExchangeError,
+    PermanentExchangeError,
+    TemporaryExchangeError,
+)
+from exchanges.types import FillState, OrderState
+from execution.models import Fill, Order, PairTrade
+from execution.services.context import TickAborted, TradingContext
+from notifications.models import Notification
+from notifications.services import notify
+
+logger = logging.getLogger(__name__)
+
+State = PairTrade.State
+Status = Order.Status
+FINAL_ORDER_STATUSES = frozenset({Status.FILLED, Status.PARTIALLY_FILLED, Status.CANCELLED, Status.REJECTED})
+ACTION_CODES = {Order.Action.OPEN: "o", Order.Action.COMPLETE: "k", Order.Action.CLOSE: "c", Order.Action.UNWIND: "u"}
+LEGS = (Order.Leg.Y, Order.Leg.X)
+# How long a market order may stay open at the exchange before the tick moves on (it is looked up next tick).
+ORDER_POLLS = 5
+ORDER_POLL_INTERVAL_S = 0.2
+# An order the exchange doesn't know this long after it was sent never arrived.
+NOT_FOUND_GRACE = timedelta(minutes=2)
+# A planned order found unsent (the process died before sending it) is sent late only within this time; after it,
+# the market has moved on and the trade is treated as if the order had been rejected.
+STALE_PLAN = timedelta(minutes=5)
+# A market order still working this long after it was sent is cancelled, and the trade decided on what filled.
+MAX_WORKING = timedelta(seconds=30)
+# Fills lagging the order status are read again this many times before the order is left for the next tick.
+FILL_READS = 3
+
+
+# ----------------------------------------------------------------------------------------------------- quantities
+
+
+def signed(side: str, qty: Decimal) -> Decimal:
+    return qty if side == Order.Side.BUY else -qty
+
+
+def leg_net(orders: list[Order], leg: str) -> Decimal:
+    """The position the trade holds in one leg: every fill of every action, signed."""
+    return sum((signed(o.side, o.filled_qty) for o in orders if o.leg == leg), Decimal(0))
+
+
+def client_order_id(trade: PairTrade, leg: str, action: str, attempt: int) -> str:
+    """Deterministic and unique: account, trade, the trade's creation second (so a rebuilt database can't reuse an
+    id the exchange still remembers), leg, action and attempt. At most 36 characters (Bybit orderLinkId)."""
+    created = int(trade.created_at.timestamp())
+    cid = f"sa{trade.account_id}-{trade.pk}-{created:x}-{leg}{ACTION_CODES[action]}{attempt}"
+    if len(cid) > 36:
+        raise ValueError(f"client order id {cid!r} is longer than 36 characters")
+    return cid
+
+
+# ------------------------------------------------------------------------------------------------------ exchange io
+
+
+def set_state(ctx: TradingContext, trade: PairTrade, state: str, **fields) -> None:
+    trade.state = state
+    trade.state_changed_at = ctx.now
+    for name, value in fields.items():
+        setattr(trade, name, value)
+    trade.save(update_fields=["state", "state_changed_at", "updated_at", *fields])
+
+
+def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
+                 fills_known: tuple[FillState, ...] | None = None) -> None:
+    """Copy what the exchange says about an order (and its fills) into the database. ``fills_known``: the order's
+    fills as the exchange already gave them (with the order's acknowledgment); they are read when None or short."""
+    order.exchange_order_id = state.exchange_order_id or order.exchange_order_id
+    order.filled_qty = state.filled_qty
+    order.avg_price = state.avg_price
+    order.fee = state.fee
+    # In our table "partially_filled" always means: ended with part filled. An order still working is "submitted".
+    order.status = Status.SUBMITTED if state.is_open else state.status
+    if order.submitted_at is None:
+        order.submitted_at = ctx.now
+    fills = []
+    if state.filled_qty > 0:
+        symbol = ctx.symbol(order.instrument)
+        for attempt in range(FILL_READS):
+            if attempt == 0 and fills_known is not None:
+                found = list(fills_known)
+            else:
+                if attempt:
+                    ctx.sleep(ORDER_POLL_INTERVAL_S)
+                try:
+                    found = ctx.exchange.fills_of(symbol, order.client_order_id)
+                except ExchangeError as exc:
+                    raise TickAborted(f"fills of {order.client_order_id} could not be read: {exc}") from exc
+            if sum((f.qty for f in found), Decimal(0)) >= state.filled_qty:
+                break
+        else:
+            # The execution list lags the order: an order isn't final until its fills are all recorded (the PnL
+            # is computed from them), so it is read again next tick.
+            order.status = Status.SUBMITTED
+            ctx.events.append(f"{order.client_order_id}: {state.filled_qty} filled, fewer fills listed yet")
+        fills = [Fill(order=order, exchange_fill_id=f.exec_id, qty=f.qty, price=f.price, fee=f.fee,
+                      fee_currency=f.fee_currency, is_maker=f.is_maker, filled_at=f.filled_at) for f in found]
+    # No savepoint inside a caller's transaction (a replay's bar): nothing in the block raises but the database, and a
+    # database error ends the tick anyway; on its own (a live tick) the block is a transaction as before.
+    with transaction.atomic(savepoint=False):
+        order.save(update_fields=["exchange_order_id", "filled_qty", "avg_price", "fee", "status", "submitted_at",
+                                  "updated_at"])
+        Fill.objects.bulk_create(fills, ignore_conflicts=True)
+
+
+def _lookup(ctx: TradingContext, order: Order) -> OrderState | None:
+    symbol = ctx.symbol(order.instrument)
+    try:
+        return ctx.exchange.order_by_client_id(symbol, order.client_order_id)
+    except ExchangeError as exc:
+        raise TickAborted(f"order {order.client_order_id} could not be looked up: {exc}") from exc
+
+
+def _poll_until_final(ctx: TradingContext, order: Order, state: OrderState | None) -> OrderState | None:
+    for attempt in range(ORDER_POLLS):
+        if state is not None and not state.is_open:
+            return state
+        if attempt:
+            ctx.sleep(ORDER_POLL_INTERVAL_S)
+        state = _lookup(ctx, order)
+    return state
+
+
+def reject(ctx: TradingContext, order: Order, status: str, reason: str) -> None:
+    order.status = status
+    order.error = reason[:1000]
+    if status == Status.UNKNOWN and order.submitted_at is None:
+        order.submitted_at = ctx.now  # the grace before "it never arrived" runs from here
+    order.save(update_fields=["status", "error", "submitted_at", "updated_at"])
+    ctx.events.append(f"{order.client_order_id}: {reason}")
+
+
+def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
+    """Place a planned order (idempotent by its client id) and record what the exchange did with it."""
+    symbol = ctx.symbol(order.instrument)
+    ctx.checkpoint(f"before_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
+    try:
+        ack = ctx.exchange.place_order(symbol=symbol, side=order.side, qty=order.qty,
+                                       client_order_id=order.client_order_id, reduce_only=order.reduce_only)
+    except DuplicateClientOrderId as exc:
+        # The exchange has an order with this id that it could not show us yet: it exists, so it is looked up
+        # again next tick, never taken for rejected (that would leave its fill unaccounted for).
+        reject(ctx, order, Status.UNKNOWN, f"{type(exc).__name__}: {exc}")
+        return
+    except PermanentExchangeError as exc:
+        reject(ctx, order, Status.REJECTED, f"{type(exc).__name__}: {exc}")
+        _notify_error(trade, order, exc)
+        return
+    except TemporaryExchangeError as exc:
+        # It may or may not have reached the exchange: the next tick looks it up by its client id.
+        reject(ctx, order, Status.UNKNOWN, f"{type(exc).__name__}: {exc}")
+        return
+    ctx.checkpoint(f"after_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
+    if ack.state is not None and not ack.state.is_open and ack.fills is not None:
+        # The exchange answered with the final state and the fills (the paper exchange): no further call to the
+        # exchange comes before the write, so the final state is written at once instead of "submitted" first.
+        _apply_state(ctx, order, ack.state, ack.fills)
+        return
+    order.exchange_order_id = ack.exchange_order_id
+    order.status = Status.SUBMITTED
+    order.submitted_at = ctx.now
+    order.save(update_fields=["exchange_order_id", "status", "submitted_at", "updated_at"])
+    state = _poll_until_final(ctx, order, ack.state)
+    if state is not None and state.is_open:
+        state = _cancel(ctx, order, state)  # a market order should not rest: decide on what filled
+    if state is not None:
+        _apply_state(ctx, order, state)
+
+
+def _cancel(ctx: TradingContext, order: Order, state: OrderState) -> OrderState:
+    symbol = ctx.symbol(order.instrument)
+    ctx.checkpoint(f"before_cancel:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
+    try:
+        cancelled = ctx.exchange.cancel(symbol, order.client_order_id)
+    except ExchangeError as exc:
+        raise TickAborted(f"order {order.client_order_id} still works and could not be cancelled: {exc}") from exc
+    ctx.events.append(f"{order.client_order_id}: cancelled the unfilled rest of {state.remaining_qty}")
+    return cancelled
+
+
+def _first_leg_halted(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> bool:
+    """An open order about to go out while nothing of the trade has filled, under an active halt."""
+    if order.action != Order.Action.OPEN or any(o.filled_qty > 0 for o in orders):
+        return False
+    return ctx.halted is not None and ctx.halted()
+
+
+def resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> None:
+    """Bring one order that is not final up to date: send it, or look it up."""
+    if order.status == Status.PLANNED and order.pk not in ctx.planned_now:
+        # Written by an earlier tick that may have died right after sending it.
+        state = _lookup(ctx, order)
+        if state is not None:
+            _apply_found(ctx, order, state)
+            return
+        planned_at = order.planned_at or trade.state_changed_at
+        if planned_at and ctx.now - planned_at > STALE_PLAN:
+            reject(ctx, order, Status.CANCELLED, "never sent, and too old to send now")
+            return
+        if _first_leg_halted(ctx, trade, order, orders):
+            reject(ctx, order, Status.CANCELLED, "not sent: a halt was raised before the first leg went out")
+            return
+    if order.status == Status.PLANNED:
+        if trade.state == State.PLANNED:
+            set_state(ctx, trade, State.OPENING)
+        _send(ctx, trade, order)
+        return
+    state = _lookup(ctx, order)
+    if state is not None:
+        _apply_found(ctx, order, state)
+    elif order.submitted_at is None or ctx.now - order.submitted_at > NOT_FOUND_GRACE:
+        reject(ctx, order, Status.REJECTED, "the exchange has no order with this client id: it never arrived")
+
+
+def _apply_found(ctx: TradingContext, order: Order, state: OrderState) -> None:
+    state = _poll_until_final(ctx, order, state) or state
+    sent = order.submitted_at or order.planned_at
+    if state.is_open and (sent is None or ctx.now - sent >= MAX_WORKING):
+        state = _cancel(ctx, order, state)
+    _apply_state(ctx, order, state)
+
+
+def plan_order(ctx: TradingContext, trade: PairTrade, *, leg: str, action: str, side: str, qty: Decimal,
+                reduce_only: bool, orders: list[Order]) -> Order:
+    attempt = 1 + sum(1 for o in orders if o.leg == leg and o.action == action)
+    instrument = trade.pair.y_instrument if leg == Order.Leg.Y else trade.pair.x_instrument
+    order = Order.objects.create(
+        trade=trade, instrument=instrument, leg=leg, action=action, attempt=attempt, side=side, qty=qty,
+        reduce_only=reduce_only, client_order_id=client_order_id(trade, leg, action, attempt), planned_at=ctx.now,
+    )
+    ctx.planned_now.add(order.pk)
+    orders.append(order)
+    return order
+
+
+
+
+def _notify_error(trade: PairTrade, order: Order, exc: Exception) -> None:
+    notify(topic="order_rejected", severity=Notification.Severity.WARNING,
+           text=describe(trade, f"order {order.client_order_id} ({order.leg} {order.action}) rejected: {exc}"),
+           dedupe_key=f"order_rejected:{order.client_order_id}")
+
+
+def describe(trade: PairTrade, what: str) -> str:
+    pair = trade.pair
+    return f"[{trade.account.name}] {pair.y_instrument.symbol}/{pair.x_instrument.symbol} trade {trade.pk} {what}"

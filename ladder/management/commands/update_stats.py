@@ -1,0 +1,33 @@
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand
+
+from ladder.services import pair_statistics_update
+from pairs.models import StrategyConfig
+from pairs.services.maintenance import selection_maintenance
+
+
+class Command(BaseCommand):
+    help = (
+        "Sanity checks and cleanup, then backtest every pair in and out of sample (walk-forward), collect its "
+        "live results, store the statistics and move each pair on the level ladder (audited)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write the grading to FILE")
+
+    def handle(self, *args, json_path: Path | None, **options):
+        config = StrategyConfig.current()
+        maintenance = selection_maintenance(config=config)
+        self.stdout.write("maintenance: " + ", ".join(f"{k}={v}" for k, v in maintenance.as_dict().items()))
+        outcome = pair_statistics_update(config=config)
+        data = outcome.as_json()
+        data["maintenance"] = maintenance.as_dict()
+        self.stdout.write(
+            f"{data['n_pairs']} pair(s) graded: {data['promoted']} promoted, {data['demoted']} demoted "
+            f"({outcome.duration_seconds:.1f}s)"
+        )
+        if json_path:
+            json_path.write_text(json.dumps(data, indent=1, default=str))
+            self.stdout.write(f"wrote {json_path}")

@@ -1,0 +1,146 @@
+"""``python manage.py replay``: the live engine over stored candles, bar by bar, walk-forward."""
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from execution.models import ExchangeAccount
+from pairs.marketdata.validation import timeframe_ms
+from pairs.models import StrategyConfig
+from replay.run import (
+    DEFAULT_ACCOUNT_NAME,
+    DEFAULT_RESELECT_EVERY,
+    ReplayError,
+    history_bars_needed,
+    replay_default_range,
+    replay_run,
+)
+
+QUIET_LOGGERS = ("execution.paper.exchange", "execution.services.bot", "execution.services.replay")
+
+
+def parse_moment(value: str, option: str, *, end_of_day: bool, bar: timedelta) -> datetime:
+    """An ISO 8601 date or date-time, UTC unless it says otherwise. A bare date as ``--end`` means its last bar."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(
+            f"{option} {value!r} is not an ISO 8601 date (YYYY-MM-DD, or YYYY-MM-DDTHH:MM in UTC)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if end_of_day and len(value) == 10:  # YYYY-MM-DD
+        moment += timedelta(days=1) - bar
+    return moment.astimezone(UTC)
+
+
+class Command(BaseCommand):
+    help = (
+        "Replay stored candles through the live engine (signals -> bot -> paper exchange) bar by bar, walk-forward: "
+        "screening and grading every --reselect-every-days on the bars before the clock only. Trades, orders, fills "
+        f"and notifications are written to the database on a paper account ({DEFAULT_ACCOUNT_NAME!r}, created on "
+        "level 1 with 10,000 USDT if missing). Run it on a database holding only imported candles. --json writes "
+        "the summary and every trade with its fills: money, quantities and prices as strings (exact decimals), "
+        "ratios as numbers, times in ISO 8601 UTC."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--start", default=None,
+            help="first day (or date-time) replayed, UTC; default: the first bar with a full selection history "
+                 "behind it (lookback + out-of-sample + z-score window bars)",
+        )  # fmt: skip
+        parser.add_argument("--end", default=None, help="last day replayed (inclusive), UTC; default: the last bar")
+        parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write summary + trades to FILE")
+        parser.add_argument(
+            "--reselect-every-days", type=float, default=DEFAULT_RESELECT_EVERY / timedelta(days=1),
+            help="days between walk-forward selections (default 7); 0 trades the pairs in the database as they are",
+        )  # fmt: skip
+        parser.add_argument("--account", default=DEFAULT_ACCOUNT_NAME, help="paper account to replay on")
+
+    def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, **options):
+        config = StrategyConfig.current()
+        if reselect_every_days < 0:
+            raise CommandError(f"--reselect-every-days must be 0 or more, got {reselect_every_days:g}")
+        start_at, end_at = self._range(config, start, end, reselecting=bool(reselect_every_days))
+        target = ExchangeAccount.objects.filter(name=account).first()
+        if target is None and account != DEFAULT_ACCOUNT_NAME:
+            raise CommandError(f"no account named {account!r}")
+        result = self._run(config, start_at, end_at, target, reselect_every_days, verbosity)
+        data = result.as_json()
+        self._print_summary(result, data)
+        if json_path:
+            json_path.write_text(json.dumps(data, indent=1))
+            self.stdout.write(f"wrote {json_path}")
+
+    def _range(self, config: StrategyConfig, start: str | None, end: str | None, *, reselecting: bool
+               ) -> tuple[datetime, datetime]:
+        """The replayed range from the options, the stored candles filling in what is not given."""
+        bar = timedelta(milliseconds=timeframe_ms(config.timeframe))
+        first_start = last_end = None
+        try:
+            first_start, last_end = replay_default_range(config)
+        except ReplayError as exc:
+            if start is None or end is None:
+                raise CommandError(str(exc)) from exc
+        start_at = parse_moment(start, "--start", end_of_day=False, bar=bar) if start else first_start
+        end_at = parse_moment(end, "--end", end_of_day=True, bar=bar) if end else last_end
+        if start_at > end_at:
+            raise CommandError(f"--start {start_at:%Y-%m-%d %H:%M} is after --end {end_at:%Y-%m-%d %H:%M} (UTC)")
+        if first_start is not None and start_at < first_start and reselecting:
+            self.stderr.write(
+                f"note: {start_at:%Y-%m-%d %H:%M} has less than the {history_bars_needed(config)} bars of history a "
+                f"selection reads (first full-history bar: {first_start:%Y-%m-%d %H:%M} UTC)"
+            )
+        return start_at, end_at
+
+    def _run(self, config: StrategyConfig, start_at: datetime, end_at: datetime, target: ExchangeAccount | None,
+             reselect_every_days: float, verbosity: int):
+        progress_bar = tqdm(total=0, unit="bar", disable=verbosity == 0, desc="replay")
+
+        def progress(done: int, total: int) -> None:
+            progress_bar.total = total
+            progress_bar.update(done - progress_bar.n)
+
+        # One line per paper fill and per skipped entry is too much beside a progress bar: -v 2 shows them.
+        quiet = [logging.getLogger(name) for name in QUIET_LOGGERS] if verbosity < 2 else []
+        levels = [logger.level for logger in quiet]
+        for logger in quiet:
+            logger.setLevel(logging.WARNING)
+        try:
+            return replay_run(
+                start=start_at, end=end_at, config=config, account=target,
+                reselect_every=timedelta(days=reselect_every_days) or None, progress=progress,
+            )  # fmt: skip
+        except ReplayError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            progress_bar.close()
+            for logger, level in zip(quiet, levels, strict=True):
+                logger.setLevel(level)
+
+    def _print_summary(self, result, data: dict) -> None:
+        summary = data["summary"]
+        still_open = sum(1 for t in data["trades"] if t["opened_at"] and not t["closed_at"])
+        self.stdout.write(
+            f"replay on {result.account.name!r}: {result.bars} bars, {result.start:%Y-%m-%d %H:%M} to "
+            f"{result.end:%Y-%m-%d %H:%M} UTC, {len(result.selection_runs)} selection(s), {result.seconds:.1f}s"
+        )
+        self.stdout.write(
+            f"{summary['total_trades']} finished trade(s) ({still_open} still open), win rate "
+            f"{_ratio(summary['win_rate'])}, profit factor {_number(summary['profit_factor'])}, return "
+            f"{_ratio(summary['total_return'])}, max drawdown {_ratio(summary['max_drawdown'])}, Sharpe "
+            f"{_number(summary['sharpe'])}; equity {summary['start_equity']} -> {summary['end_equity']}"
+        )
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

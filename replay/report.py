@@ -1,0 +1,105 @@
+"""What a replay reports: every trade with its fills, and the summary figures of the run (JSON)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+
+from core.formatting import iso as _iso
+from core.formatting import plain_or_none as _plain
+from execution.models import ExchangeAccount, Fill, PairTrade
+from pairs.quant.performance import max_drawdown, sharpe_ratio, trade_metrics
+
+DAYS_PER_YEAR = 365  # crypto trades every day
+
+
+LEG_ACTIONS = {"open": "open", "complete": "open", "close": "close", "unwind": "close"}
+
+
+def replay_trades(*, account: ExchangeAccount) -> list[dict]:
+    """Every trade of the account, in the order they were planned, as the replay JSON lists them.
+
+    ``pnl`` is the trade's realised PnL (net of fees and funding; null until the trade is closed or unwound),
+    ``fees`` and ``funding`` its columns; ``legs`` every fill of every order, oldest first, with ``action`` "open"
+    (open and complete orders) or "close" (close and unwind orders). Decimals are strings, times ISO 8601 UTC.
+    """
+    trades = list(
+        PairTrade.objects.filter(account=account).select_related("pair__y_instrument", "pair__x_instrument")
+        .order_by("pk")
+    )  # fmt: skip
+    legs: dict[int, list[dict]] = {t.pk: [] for t in trades}
+    fills = (
+        Fill.objects.filter(order__trade__account=account)
+        .order_by("filled_at", "order_id", "pk")
+        .values_list("order__trade_id", "order__instrument__symbol", "order__action", "order__side", "qty", "price",
+                     "fee")
+    )  # fmt: skip
+    for trade_id, symbol, action, side, qty, price, fee in fills:
+        legs[trade_id].append({"symbol": symbol, "action": LEG_ACTIONS[action], "side": side, "qty": _plain(qty),
+                               "price": _plain(price), "fee": _plain(fee)})  # fmt: skip
+    return [
+        {
+            "y": t.pair.y_instrument.symbol,
+            "x": t.pair.x_instrument.symbol,
+            "side": t.side,
+            "opened_at": _iso(t.opened_at),
+            "closed_at": _iso(t.closed_at),
+            "exit_reason": t.exit_reason or None,
+            "pnl": _plain(t.realised_pnl),
+            "fees": _plain(t.fees),
+            "funding": _plain(t.funding),
+            "legs": legs[t.pk],
+        }
+        for t in trades
+    ]
+
+
+def replay_summary(*, trades: list[dict], start_equity: Decimal, equity: list[tuple[datetime, Decimal]]) -> dict:
+    """The replay's figures.
+
+    - ``total_trades``, ``win_rate``, ``profit_factor``: over the trades with a PnL, which are the finished ones:
+      closed and unwound (an unwound trade is a real result of trading the pair, so it counts); trades still open
+      at the end, trades that failed to open (nothing was held) and trades closed by reconciliation have none and
+      are left out. A win is a PnL > 0; the profit factor is null with no losing trade (or no trade): JSON has no
+      infinity.
+    - ``total_return`` = end equity / start equity - 1; ``start_equity`` is the paper wallet before the first bar,
+      ``end_equity`` the equity (wallet + unrealised PnL of what is still open) after the last.
+    - ``max_drawdown``: the largest fall from a running peak of the per-bar equity curve, negative (-0.0436 is
+      4.36 %).
+    - ``sharpe``: daily equity returns (the equity after the last bar of each UTC day, the bar's open time deciding
+      the day, starting from the start equity), mean over standard deviation, times sqrt(365); null with fewer than
+      two days or no dispersion.
+    Money is a string (a Decimal), ratios are numbers.
+    """
+    pnls = [float(Decimal(t["pnl"])) for t in trades if t["pnl"] is not None]
+    metrics = trade_metrics(pnls)
+    end_equity = equity[-1][1] if equity else start_equity
+    curve = [float(start_equity)] + [float(e) for _, e in equity]
+    profit_factor = metrics.profit_factor if metrics.profit_factor is not None else None
+    if profit_factor is not None and not math.isfinite(profit_factor):
+        profit_factor = None
+    return {
+        "total_trades": metrics.trades,
+        "win_rate": metrics.win_rate,
+        "profit_factor": profit_factor,
+        "total_return": float(end_equity / start_equity - 1) if start_equity else None,
+        "max_drawdown": 0.0 - max_drawdown(curve),
+        "sharpe": sharpe_ratio(equity_returns_daily(start_equity, equity), DAYS_PER_YEAR),
+        "start_equity": _plain(start_equity),
+        "end_equity": _plain(end_equity),
+    }
+
+
+def equity_returns_daily(start_equity: Decimal, equity: list[tuple[datetime, Decimal]]) -> np.ndarray:
+    """Simple returns between the equities after the last bar of each UTC day, the first from the start equity.
+    A bar's day is that of its open time, which is the day of its close (the clock) minus a microsecond."""
+    closing: dict = {}
+    for clock, value in equity:
+        closing[(clock - timedelta(microseconds=1)).date()] = float(value)
+    curve = np.array([float(start_equity), *closing.values()])
+    if curve.size < 2:
+        return np.empty(0)
+    return curve[1:] / curve[:-1] - 1.0

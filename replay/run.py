@@ -1,0 +1,323 @@
+"""Replay: the live engine driven bar by bar over stored candles, walk-forward.
+
+For every bar with open time t in [start, end] the clock is t + 1 bar (the bar has just closed), and in order:
+
+1. **selection**, at the first bar and then every ``reselect_every``: ``screening_run`` and
+   ``pair_statistics_update`` with ``end=t``, so screening, out-of-sample grading and the level moves see only bars
+   with open time <= t (the selection maintenance is not run: it ages data on the newest stored bar and the wall
+   clock, which a replay must not see);
+2. **signals** for bar t (``signals_update(end=t)``), with closes served from memory by ``ReplayMarket``
+   (``replay.market``), which applies the grid rules of ``pairs.marketdata.grid`` to history loaded once;
+3. **one bot tick** (``bot_tick`` at the clock t + 1 bar) on the replay account against the paper exchange, both
+   priced by the same ``ReplayMarket``: the close of each instrument's newest closed bar as of the clock, never a
+   later one;
+4. the paper account's **equity** (wallet + unrealised PnL at the same prices) is recorded for the summary.
+
+Each bar is one transaction: an interrupted replay stops at a bar boundary. Everything is written as live trading
+writes it (signals, trades, orders, fills, funding, notifications, heartbeat) on the replay account.
+
+Defaults, created when missing (``replay_account``): a paper account named ``replay`` on level 1 (paper), capital
+10,000 USDT, 500 USDT per leg, at most 10 trades at once, leverage 2 (ten trades of at most 1,000 gross notional use
+at most half of the wallet as margin, so no entry is refused for margin after a few losses; the gross exposure cap
+of capital x leverage is never the binding limit), and ``enabled=False`` so the live beat never ticks it (the replay
+ticks it with ``require_enabled=False``). The levels are seeded by the ``pairs`` migrations. An existing account is
+reused only if it has no trades; its simulated-exchange rows and heartbeat are reset so that it starts from its
+capital.
+
+The replay needs a database that holds candles but no pairs: the walk-forward selection creates them. Pairs chosen
+on later data would be look-ahead. With ``reselect_every=None`` there is no selection, and the pairs already in
+the database (active, on level 1) are traded as they are: a fixed set, for benchmarks and what-if runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.db import transaction
+
+from core.clock import ManualClock
+from core.formatting import iso as _iso
+from execution.bot.lease import lease_release
+from execution.bot.tick import bot_tick
+from execution.models import (
+    BotHeartbeat,
+    ExchangeAccount,
+    PairTrade,
+    PaperAccount,
+    PaperFunding,
+    PaperOrder,
+    PaperPosition,
+    SignalState,
+)
+from execution.paper.exchange import paper_exchange_for
+from execution.services.signals import MAX_CATCH_UP_BARS, signal_pairs, signals_update
+from ladder.services import pair_statistics_update
+from pairs.marketdata.validation import timeframe_ms
+from pairs.models import Level, Pair, StrategyConfig
+from pairs.selectors import candle_bounds, universe_instruments
+from pairs.services.screening import ScreeningError, screening_run
+from replay.market import ReplayMarket
+from replay.report import replay_summary, replay_trades
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ACCOUNT_NAME = "replay"
+REPLAY_LEVEL_NUMBER = 1  # the paper level
+DEFAULT_CAPITAL = Decimal("10000")
+DEFAULT_PER_TRADE_BUDGET = Decimal("500")
+DEFAULT_MAX_CONCURRENT_TRADES = 10
+DEFAULT_LEVERAGE = Decimal("2")
+DEFAULT_RESELECT_EVERY = timedelta(days=7)
+# Live bots reconcile every 5 minutes of wall clock; a replay's clock moves an hour a bar, and its paper exchange
+# can't drift from the database, so it reconciles once a simulated day (and at its first bar).
+REPLAY_RECONCILE_EVERY = timedelta(days=1)
+
+
+class ReplayError(Exception):
+    """The replay can't run as asked (no candles, a bad range, a database or account that isn't fit for it)."""
+
+
+# ------------------------------------------------------------------------------------------------------ the account
+
+
+def replay_account(*, config: StrategyConfig, name: str = DEFAULT_ACCOUNT_NAME) -> ExchangeAccount:
+    """The replay's paper account: found by name, or created with the documented defaults (module docstring)."""
+    level = Level.objects.filter(number=REPLAY_LEVEL_NUMBER).first()
+    if level is None:
+        raise ReplayError(f"level {REPLAY_LEVEL_NUMBER} (paper) is missing: run the migrations, which seed the levels")
+    account, _ = ExchangeAccount.objects.select_related("level").get_or_create(
+        name=name,
+        defaults={
+            "exchange": config.exchange, "mode": ExchangeAccount.Mode.PAPER, "level": level,
+            "capital": DEFAULT_CAPITAL, "per_trade_budget": DEFAULT_PER_TRADE_BUDGET,
+            "max_concurrent_trades": DEFAULT_MAX_CONCURRENT_TRADES, "leverage": DEFAULT_LEVERAGE, "enabled": False,
+        },
+    )  # fmt: skip
+    return account
+
+
+def _check_account(account: ExchangeAccount, config: StrategyConfig) -> None:
+    """ReplayError unless the account can take a replay: paper, on the candles' exchange, without trades."""
+    if account.mode != ExchangeAccount.Mode.PAPER:
+        raise ReplayError(f"account {account.name!r} is a {account.mode} account: a replay trades on paper only")
+    if account.exchange != config.exchange:
+        raise ReplayError(f"account {account.name!r} is on {account.exchange}, the candles on {config.exchange}")
+    trades = PairTrade.objects.filter(account=account).count()
+    if trades:
+        raise ReplayError(
+            f"account {account.name!r} already has {trades} trade(s), from an earlier replay or live paper trading: "
+            "replay on a fresh database, or name another account (--account)"
+        )
+
+
+@transaction.atomic
+def _prepare_account(account: ExchangeAccount) -> ExchangeAccount:
+    """Disable the account's live bot and start its simulated exchange afresh (it has no trades: checked)."""
+    if account.enabled:
+        account.enabled = False  # the live beat must not tick it in between the replay's own ticks
+        account.save(update_fields=["enabled", "updated_at"])
+    # No trades, so nothing the bot knows of lives there: start the simulated exchange afresh from the capital.
+    PaperOrder.objects.filter(account=account).delete()
+    PaperPosition.objects.filter(account=account).delete()
+    PaperFunding.objects.filter(account=account).delete()
+    PaperAccount.objects.filter(account=account).delete()
+    BotHeartbeat.objects.filter(account=account).delete()
+    return ExchangeAccount.objects.select_related("level").get(pk=account.pk)
+
+
+# ------------------------------------------------------------------------------------------------------- the range
+
+
+def history_bars_needed(config: StrategyConfig) -> int:
+    """Bars a selection step reads: the screening window, the out-of-sample window before it, and the z-score
+    window that the out-of-sample backtest's first bar is fitted on."""
+    return config.lookback_bars + config.backtest_oos_bars + config.zscore_window_bars
+
+
+def replay_default_range(config: StrategyConfig) -> tuple[datetime, datetime]:
+    """(first bar with the full history of ``history_bars_needed`` behind it, last stored bar) as open times.
+    ReplayError when no candle is stored or the history is too short for a single step."""
+    first, last = candle_bounds(exchange=config.exchange, timeframe=config.timeframe)
+    if first is None:
+        raise ReplayError(
+            f"no {config.timeframe} candles of {config.exchange} are stored: import them first "
+            "(python manage.py import_candles DIR)"
+        )
+    step = timedelta(milliseconds=timeframe_ms(config.timeframe))
+    start = first + step * (history_bars_needed(config) - 1)
+    if start > last:
+        raise ReplayError(
+            f"the stored candles ({_iso(first)} to {_iso(last)}) are shorter than the "
+            f"{history_bars_needed(config)} bars one selection step needs (lookback {config.lookback_bars} + "
+            f"out of sample {config.backtest_oos_bars} + z-score window {config.zscore_window_bars})"
+        )
+    return start, last
+
+
+def _floor_to_bar(moment: datetime, step: timedelta) -> datetime:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + ((moment - epoch) // step) * step
+
+
+# --------------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class ReplayResult:
+    account: ExchangeAccount
+    start: datetime  # open time of the first bar replayed
+    end: datetime  # open time of the last
+    bars: int
+    start_equity: Decimal
+    equity: list[tuple[datetime, Decimal]]  # (clock, equity) after each bar
+    selection_runs: list[int] = field(default_factory=list)  # CointegrationRun ids, in order
+    selection_errors: list[str] = field(default_factory=list)
+    tick_statuses: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def end_equity(self) -> Decimal:
+        return self.equity[-1][1] if self.equity else self.start_equity
+
+    def trades(self) -> list[dict]:
+        return replay_trades(account=self.account)
+
+    def as_json(self) -> dict:
+        trades = self.trades()
+        return {
+            "summary": replay_summary(trades=trades, start_equity=self.start_equity, equity=self.equity),
+            "trades": trades,
+        }
+
+
+def replay_run(
+    *,
+    start: datetime,
+    end: datetime,
+    config: StrategyConfig,
+    account: ExchangeAccount | None = None,
+    reselect_every: timedelta | None = DEFAULT_RESELECT_EVERY,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Replay the bars with open time in [start, end], trimmed to the stored candles (see the module docstring).
+    ``reselect_every`` None (or zero) trades the pairs already in the database without any selection;
+    ``progress(done, total)`` is called after each bar."""
+    started = time.monotonic()
+    step = timedelta(milliseconds=timeframe_ms(config.timeframe))
+    start, end = _stored_range(config, _floor_to_bar(start, step), _floor_to_bar(end, step))
+    reselect_every = reselect_every or None
+    account = _replay_account_checked(config, account, start, reselect=reselect_every is not None)
+    clock = ManualClock(start)  # before the first bar: the bar before ``start`` has just closed
+    market = _replay_market(config, start, end, clock)
+    exchange = paper_exchange_for(account, market=market, config=config)
+    start_equity = exchange.balance().equity  # opens the paper wallet with the capital at the clock
+    result = ReplayResult(account=account, start=start, end=end, bars=0, start_equity=start_equity, equity=[])
+    owner = f"replay:{uuid.uuid4().hex[:12]}"
+    total = (end - start) // step + 1
+    last_selection: datetime | None = None
+    active: list[Pair] | None = None  # the signals' pairs, kept between bars until a selection changes them
+    try:
+        for index in range(total):
+            bar = start + step * index
+            clock.set(bar + step)
+            with transaction.atomic():
+                if reselect_every is not None and (last_selection is None or bar - last_selection >= reselect_every):
+                    _select(config, bar, result)
+                    last_selection = bar
+                    active = None
+                if active is None or any(_unsaved_state(p) for p in active):
+                    active = signal_pairs(config)
+                signals_update(config=config, end=bar, market=market, pairs=active)
+                report = bot_tick(account=account, exchange=exchange, market=market, clock=clock, config=config,
+                                  owner=owner, require_enabled=False, sleep=_no_sleep,
+                                  reconcile_every=REPLAY_RECONCILE_EVERY)  # fmt: skip
+                result.equity.append((clock.now(), exchange.balance().equity))
+            _record_tick(result, report, clock.now())
+            if progress is not None:
+                progress(index + 1, total)
+    finally:
+        lease_release(account, owner)
+        result.seconds = time.monotonic() - started
+    return result
+
+
+def _stored_range(config: StrategyConfig, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """[start, end] trimmed to the stored candles: no bars to tick before the first candle or after the last."""
+    if start > end:
+        raise ReplayError(f"the start {_iso(start)} is after the end {_iso(end)}")
+    first, last = candle_bounds(exchange=config.exchange, timeframe=config.timeframe, start=start, end=end)
+    if first is None:
+        raise ReplayError(f"no {config.timeframe} candles of {config.exchange} between {_iso(start)} and {_iso(end)}")
+    return first, last
+
+
+def _replay_account_checked(config: StrategyConfig, account: ExchangeAccount | None, start: datetime, *,
+                            reselect: bool) -> ExchangeAccount:
+    """The replay's account, fit for the run and started afresh; ReplayError when the database isn't fit for it."""
+    account = account or ExchangeAccount.objects.filter(name=DEFAULT_ACCOUNT_NAME).first()
+    if account is not None:
+        _check_account(account, config)
+    pairs = Pair.objects.filter(timeframe=config.timeframe, y_instrument__exchange=config.exchange)
+    if reselect and pairs.exists():
+        raise ReplayError(
+            f"the database already holds {pairs.count()} pair(s): the replay selects its pairs walk-forward, and "
+            "pairs chosen on later data would be look-ahead. Replay on a database with candles only (or without "
+            "reselection, to trade the pairs as they are)"
+        )
+    ahead = SignalState.objects.filter(pair__in=pairs, last_bar_time__gte=start).count()
+    if ahead:
+        raise ReplayError(f"{ahead} pair(s) have signals at or after {_iso(start)}: their rule can't be replayed")
+    return _prepare_account(account or replay_account(config=config))
+
+
+def _replay_market(config: StrategyConfig, start: datetime, end: datetime, clock: ManualClock) -> ReplayMarket:
+    """The history the replay reads, in memory: the universe and every stored pair's legs, from as far back as the
+    signals read (zscore_window_bars + 1 + MAX_CATCH_UP_BARS bars before the clock)."""
+    step = timedelta(milliseconds=timeframe_ms(config.timeframe))
+    instruments = {i.pk: i for i in universe_instruments(config=config)}
+    pairs = Pair.objects.filter(timeframe=config.timeframe, y_instrument__exchange=config.exchange)
+    for pair in pairs.select_related("y_instrument", "x_instrument"):
+        instruments.setdefault(pair.y_instrument_id, pair.y_instrument)
+        instruments.setdefault(pair.x_instrument_id, pair.x_instrument)
+    first = start - step * (config.zscore_window_bars + MAX_CATCH_UP_BARS + 1)
+    return ReplayMarket(timeframe=config.timeframe, first=first, last=end, instruments=instruments.values(),
+                        clock=clock)
+
+
+def _record_tick(result: ReplayResult, report, now: datetime) -> None:
+    result.tick_statuses[report.status] = result.tick_statuses.get(report.status, 0) + 1
+    if report.status != "ok":
+        logger.warning("replay tick at %s: %s %s", _iso(now), report.status, report.error)
+    result.bars += 1
+
+
+def _select(config: StrategyConfig, bar: datetime, result: ReplayResult) -> None:
+    """Screening and grading on the bars up to ``bar`` (both read the database with ``end=bar``)."""
+    try:
+        with transaction.atomic():
+            outcome = screening_run(config=config, end=bar)
+        result.selection_runs.append(outcome.run.pk)
+    except ScreeningError as exc:  # e.g. too few symbols with the history: no new pairs this step
+        result.selection_errors.append(f"{_iso(bar)}: {exc}")
+        logger.info("replay selection at %s: %s", _iso(bar), exc)
+    pair_statistics_update(config=config, end=bar)
+
+
+def _unsaved_state(pair: Pair) -> bool:
+    """A state the signals created but whose primary key the database didn't hand back: reload the pairs."""
+    state = getattr(pair, "signal_state", None)
+    return state is not None and state.pk is None
+
+
+def _no_sleep(seconds: float) -> None:
+    """The paper exchange fills at once: nothing to wait for between polls."""
+
+

@@ -1,0 +1,261 @@
+"""Settings shared by every environment, read from the environment (see .env.example and README's configuration
+table). ``local`` (manage.py's default), ``production`` (gunicorn's default) and ``test`` (pytest) build on it.
+
+The defaults run everything on one machine with no server: an SQLite file under var/ and a Celery broker
+kept in another SQLite file (kombu's SQLAlchemy transport), so `make demo` starts real worker and beat
+processes. Production points DATABASE_URL at MySQL/MariaDB and CELERY_BROKER_URL at Redis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+env = environ.Env()
+# A .env file beside manage.py is read when present; real environment variables win over it.
+if (BASE_DIR / ".env").is_file():
+    env.read_env(str(BASE_DIR / ".env"), overwrite=False)
+
+VAR_DIR = Path(env("STATARB_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# https://docs.djangoproject.com/en/5.2/ref/settings/#debug
+# Off unless set: a forgotten variable must never show tracebacks (and their locals) to the world.
+DEBUG = env.bool("DEBUG", default=False)
+
+# https://docs.djangoproject.com/en/5.2/ref/settings/#allowed-hosts
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "django_celery_beat",
+    "statarb_site",
+    "pairs",
+    "execution",
+    "ladder",
+    "monitoring",
+    "replay",
+    "risk",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "statarb_site.urls"
+WSGI_APPLICATION = "statarb_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- Database -------------------------------------------------------------------------------------------------
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
+DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'statarb.sqlite3'}"
+DATABASES = {"default": env.db("DATABASE_URL", default=DEFAULT_DATABASE_URL)}
+DATABASE_ENGINE = DATABASES["default"]["ENGINE"]
+
+if DATABASE_ENGINE.endswith("mysql"):
+    # utf8mb4 for full Unicode; strict mode so MySQL rejects instead of truncating bad data; READ COMMITTED so
+    # long readers (screening) don't hold gap locks against the bots; the session in UTC so DATETIME columns
+    # and NOW() agree with Django's UTC values.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "charset": "utf8mb4",
+            "init_command": "SET sql_mode='STRICT_TRANS_TABLES', time_zone='+00:00'",
+            "isolation_level": "read committed",
+        }
+    )
+    DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+elif DATABASE_ENGINE.endswith("sqlite3"):
+    # WAL and IMMEDIATE transactions let the web, worker and beat processes share the file without
+    # "database is locked" errors; the test database is a file too, so a real worker process can see it.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        }
+    )
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_statarb.sqlite3")}
+
+# Lost connections (a MariaDB restart, a network blip) are detected before reuse instead of failing a task.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "dashboard"
+
+
+# --- Security (https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/) ---------------------------
+# Off here (local HTTP); ``production`` turns them on by default.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+if env.bool("BEHIND_TLS_PROXY", default=False):
+    # Only behind a proxy that sets this header itself; otherwise a client could claim HTTPS.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+# --- REST API -------------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Decimals travel as strings so no reporting tool sees a binary float of a price.
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "statarb API",
+    "DESCRIPTION": "Read-only reporting API: pairs, levels, trades, orders, daily PnL and risk events.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+}
+
+
+# --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ------------------------------
+DEFAULT_BROKER_URL = f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=env("REDIS_URL", default=DEFAULT_BROKER_URL))
+BROKER_IS_REDIS = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+CELERY_RESULT_BACKEND = env(
+    "CELERY_RESULT_BACKEND",
+    default=CELERY_BROKER_URL if BROKER_IS_REDIS else f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}",
+)
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+# Every task has a ceiling; long ones (screening) raise their own limits on the task.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
+# Acknowledge early by default: a task that places orders must not run twice because a worker died after
+# sending them. Idempotent tasks opt into acks_late on the task itself.
+CELERY_TASK_ACKS_LATE = False
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "pairs.tasks.*": {"queue": "selection"},
+    "ladder.tasks.*": {"queue": "selection"},
+    "execution.tasks.compute_signals*": {"queue": "signals"},
+    "execution.tasks.dispatch_bots": {"queue": "signals"},
+    # Bot ticks (execution.tasks.run_bot) are routed per account at call time: ExchangeAccount.queue_name.
+    "monitoring.tasks.*": {"queue": "risk"},
+    "risk.tasks.*": {"queue": "risk"},
+    "notifications.tasks.*": {"queue": "notifications"},
+    "statarb_site.pipelines.*": {"queue": "default"},
+}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600} if BROKER_IS_REDIS else {}
+# Run tasks inline (tests and one-off scripts may opt in); the real worker path is the default.
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_EAGER_PROPAGATES = True
+
+
+# --- statarb --------------------------------------------------------------------------------------------------
+# Fernet key that encrypts exchange credentials stored on accounts (credentials named by environment variable
+# need no key). Generate with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+STATARB_SECRETS_KEY = env("STATARB_SECRETS_KEY", default="")
+# The exchange (ccxt id) whose linear USDT perpetuals form the universe.
+STATARB_EXCHANGE = env("STATARB_EXCHANGE", default="bybit")
+# REST base URL for public market data instead of the exchange's default (a regional domain or a gateway).
+STATARB_MARKET_DATA_URL = env("STATARB_MARKET_DATA_URL", default="")
+STATARB_EXCHANGE_RATE_LIMIT = env.bool("STATARB_EXCHANGE_RATE_LIMIT", default=True)
+STATARB_EXCHANGE_TIMEOUT_MS = env.int("STATARB_EXCHANGE_TIMEOUT_MS", default=10_000)
+# Fan the screening out over the workers of the selection queue (a chord); on the embedded default one process
+# screens the whole universe.
+STATARB_SCREEN_FANOUT = env.bool("STATARB_SCREEN_FANOUT", default=BROKER_IS_REDIS)
+# Pairs per fanned-out block: ~10,000 directions take ~1.5 s to screen and ~2 MB to send back.
+STATARB_SCREEN_BLOCK_PAIRS = env.int("STATARB_SCREEN_BLOCK_PAIRS", default=10_000)
+TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
+TELEGRAM_CHAT_ID = env("TELEGRAM_CHAT_ID", default="")
+TELEGRAM_API_BASE_URL = env("TELEGRAM_API_BASE_URL", default="https://api.telegram.org")
+
+
+# --- Logging --------------------------------------------------------------------------------------------------
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "core.logging.RedactSecretsFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "ccxt": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,10 @@
+"""The test suite: the local settings with a fixed key, fast password hashing and mail kept in memory."""
+
+from .local import *  # noqa: F403
+
+# https://docs.djangoproject.com/en/5.2/ref/settings/#secret-key
+SECRET_KEY = "test-only-secret-key-not-used-anywhere-else-0123456789abcdef"  # noqa: S105
+# https://docs.djangoproject.com/en/5.2/topics/testing/overview/#password-hashing
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# https://docs.djangoproject.com/en/5.2/topics/email/#in-memory-backend
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

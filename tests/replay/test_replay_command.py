@@ -1,0 +1,132 @@
+"""`manage.py replay` on a freshly migrated database holding only candles imported from the shared data."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from execution.models import ExchangeAccount, Fill, Order, PairTrade, Signal
+from notifications.models import Notification
+from pairs.models import CointegrationRun, Pair
+from pairs.quant.performance import trade_metrics
+from tests.replay.replay_world import (
+    LEG_KEYS,
+    SUMMARY_KEYS,
+    TRADE_KEYS,
+    cash_flow,
+    db_trades,
+    import_market,
+    parsed,
+)
+
+pytestmark = pytest.mark.django_db
+ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candles_dir, tmp_path):
+    import_market(shared_candles_dir)
+    assert not ExchangeAccount.objects.exists() and not Pair.objects.exists()
+    path = tmp_path / "replay.json"
+    out = StringIO()
+
+    call_command("replay", start="2021-03-29", end="2021-04-04", json_path=path, stdout=out, verbosity=0)
+
+    # The defaults it creates: a disabled paper account on level 1 with the documented capital and limits.
+    account = ExchangeAccount.objects.get()
+    assert (account.name, account.mode, account.level.number, account.enabled) == ("replay", "paper", 1, False)
+    assert (account.capital, account.per_trade_budget, account.max_concurrent_trades) == (10000, 500, 10)
+    # Written to the database like live trading: selection, signals, trades, orders, fills, notifications.
+    assert CointegrationRun.objects.count() == 1  # one walk-forward step in a 7-day replay
+    assert Pair.objects.filter(level__number=1).exists()
+    assert Signal.objects.exists()
+    trades = PairTrade.objects.filter(account=account)
+    assert trades.count() >= 3
+    assert Order.objects.filter(trade__account=account).count() == 4 * trades.count()
+    assert Fill.objects.filter(order__trade__account=account).count() == 4 * trades.count()
+    assert Notification.objects.filter(topic="trade_opened").count() == trades.count()
+    assert Notification.objects.filter(topic="trade_closed").count() == trades.filter(state="closed").count()
+
+    data = json.loads(path.read_text())
+    assert set(data) == {"summary", "trades"}
+    summary = data["summary"]
+    assert set(summary) == SUMMARY_KEYS
+    assert len(data["trades"]) == trades.count()
+    for trade in data["trades"]:
+        assert set(trade) == TRADE_KEYS
+        assert ISO_Z.match(trade["opened_at"]) and ISO_Z.match(trade["closed_at"])
+        assert all(set(leg) == LEG_KEYS for leg in trade["legs"])
+        assert all(isinstance(trade[k], str) for k in ("pnl", "fees", "funding"))
+
+    # The trades of the JSON are the database's rows.
+    json_trades = [parsed(t) for t in data["trades"]]
+    assert json_trades == db_trades(account)
+    # Each trade's PnL is its legs' cash flows net of fees, plus funding; its legs end flat.
+    for trade in json_trades:
+        legs = trade["legs"]
+        assert {leg["action"] for leg in legs} == {"open", "close"} and len(legs) == 4
+        assert trade["pnl"] == sum(cash_flow(leg) for leg in legs) - sum(leg["fee"] for leg in legs) + trade["funding"]
+        assert trade["fees"] == sum(leg["fee"] for leg in legs) > 0
+        for symbol in {leg["symbol"] for leg in legs}:
+            held = sum(leg["qty"] if leg["side"] == "buy" else -leg["qty"] for leg in legs if leg["symbol"] == symbol)
+            assert held == 0, (trade, symbol)
+        assert trade["opened_at"] < trade["closed_at"]
+
+    # The summary, recomputed from the trades and the equities.
+    pnls = [t["pnl"] for t in json_trades if t["pnl"] is not None]
+    metrics = trade_metrics(np.array([float(p) for p in pnls]))
+    assert summary["total_trades"] == len(pnls) == trades.count()
+    assert summary["win_rate"] == pytest.approx(sum(p > 0 for p in pnls) / len(pnls))
+    assert summary["profit_factor"] == pytest.approx(metrics.profit_factor)
+    start_equity, end_equity = Decimal(summary["start_equity"]), Decimal(summary["end_equity"])
+    assert start_equity == account.capital
+    assert summary["total_return"] == pytest.approx(float(end_equity / start_equity - 1), rel=1e-12)
+    # Nothing is open at the end: the equity moved by exactly the trades' PnL.
+    assert abs(end_equity - start_equity - sum(pnls)) < Decimal("1e-8")
+    assert -1 < summary["max_drawdown"] < 0
+    assert summary["sharpe"] is None or isinstance(summary["sharpe"], float)
+
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("replay on 'replay': 168 bars, 2021-03-29 00:00 to 2021-04-04 23:00 UTC, 1 selection")
+    assert lines[1].startswith(f"{len(pnls)} finished trade(s) (0 still open), win rate ")
+    assert lines[2] == f"wrote {path}"
+
+    # A second replay on the same database refuses: the account has trades (and the pairs were selected).
+    with pytest.raises(CommandError, match=r"account 'replay' already has \d+ trade\(s\)"):
+        call_command("replay", start="2021-03-29", end="2021-04-04", verbosity=0)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"start": "2021-13-01"}, r"--start '2021-13-01' is not an ISO 8601 date"),
+        ({"end": "yesterday"}, r"--end 'yesterday' is not an ISO 8601 date"),
+        ({"start": "2021-04-05", "end": "2021-04-01"}, r"--start 2021-04-05 00:00 is after --end 2021-04-01 23:00"),
+        ({"start": "2022-01-01", "end": "2022-01-31"}, r"no 1h candles of bybit between 2022-01-01T00:00:00Z"),
+        ({"reselect_every_days": -1}, r"--reselect-every-days must be 0 or more"),
+        ({"account": "nobody"}, r"no account named 'nobody'"),
+    ],
+)
+def test_bad_options_name_the_problem(shared_candles_dir, options, message):
+    import_market(shared_candles_dir)
+    with pytest.raises(CommandError, match=message):
+        call_command("replay", verbosity=0, **options)
+    assert not PairTrade.objects.exists()
+
+
+def test_an_empty_database_says_to_import_candles_first():
+    with pytest.raises(CommandError, match=r"no 1h candles of bybit are stored: import them first"):
+        call_command("replay", verbosity=0)
+
+
+def test_a_history_shorter_than_one_selection_step_is_refused(shared_candles_dir):
+    config = import_market(shared_candles_dir)
+    config.lookback_bars = 6000
+    config.save()
+    with pytest.raises(CommandError, match=r"shorter than the 6550 bars one selection step needs"):
+        call_command("replay", verbosity=0)
