@@ -20,8 +20,11 @@ Simulation rules (kept deliberately simple, see each method):
   reduction, a flip re-opens at the fill price; fees and realised PnL move the settle coin's wallet balance;
 - reduce-only orders that would open or increase a position are rejected (110017); a reduce-only market order
   larger than the position is cut to the position size (Bybit does the same);
-- faults (error codes, HTTP errors, timeouts after the order was applied, dropped connections, partial fills)
-  are injected one-shot or counted, keyed by path and optionally by symbol / orderLinkId;
+- faults (error codes, HTTP errors, timeouts and dropped connections, each either before the request is applied
+  or after it was applied and its answer lost; partial fills) are injected one-shot or counted, keyed by path and
+  optionally by symbol / orderLinkId, or at random with a seed (:meth:`FakeBybit.random_faults`);
+- a person's orders in the exchange's UI (:meth:`FakeBybit.close_position_by_hand`,
+  :meth:`FakeBybit.open_position_by_hand`) trade like any order, under an orderLinkId that is not the bot's;
 - the execution list (trades, funding, delivery) spans at most 7 days a request, as on Bybit: startTime/endTime
   further apart is a params error (10001), one of them alone means 7 days from / up to it, neither the last 7 days.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import random
 import socket
 import threading
 import time
@@ -46,13 +50,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 __all__ = [
+    "ALL_RANDOM_FAULT_KINDS",
     "DEFAULT_MAKER_FEE_RATE",
+    "DEFAULT_RANDOM_FAULT_PATHS",
     "DEFAULT_TAKER_FEE_RATE",
     "BybitError",
     "FakeBybit",
     "FakeExecution",
     "FakeOrder",
     "FakePosition",
+    "InjectedFault",
     "Instrument",
     "RecordedRequest",
     "fake_bybit",
@@ -78,6 +85,39 @@ OPEN_STATUSES = ("New", "PartiallyFilled")
 CLOSED_STATUSES = ("Filled", "Cancelled", "PartiallyFilledCanceled", "Rejected", "Deactivated")
 DAY_MS = 86_400_000
 EXECUTION_WINDOW_MS = 7 * DAY_MS  # /v5/execution/list: endTime - startTime <= 7 days; the default window is 7 days
+
+# Random faults (FakeBybit.random_faults). "before" kinds apply nothing; "after_accept" kinds apply the request and
+# then lose or replace its answer, as a real exchange or its gateway sometimes does.
+ALL_RANDOM_FAULT_KINDS = (
+    "ret_before",  # retCode 10002 or 10016 (drawn), nothing applied
+    "error_after_accept",  # applied, then retCode 10016; on a GET (nothing to apply) it is a ret_before
+    "http_before",  # HTML page 502, 503 or 504 (drawn), nothing applied
+    "http_after_accept",  # applied, then an HTML 502 page
+    "timeout_after_accept",  # applied, the answer held for timeout_delay_s
+    "disconnect_before",  # connection closed without an answer, nothing applied
+    "disconnect_after_accept",  # applied, then the connection closed without an answer
+    "rate_limit",  # retCode 10006, nothing applied
+    "latency",  # applied and answered normally, after a delay drawn from latency_s
+)
+DEFAULT_RANDOM_FAULT_PATHS = (
+    "/v5/order/create",
+    "/v5/order/cancel",
+    "/v5/order/realtime",
+    "/v5/order/history",
+    "/v5/execution/list",
+    "/v5/position/list",
+    "/v5/account/wallet-balance",
+)
+INTERNAL_ERROR_CODE = 10016
+INTERNAL_ERROR_MSG = "Internal System Error."
+# retCodes of a "ret_before" random fault. Bybit answers 10002 without acting on the request; 10016 does not prove
+# that on the real exchange (see error_after_accept_next), but here it is the variant where nothing was applied.
+RANDOM_RET_BEFORE_ERRORS = (
+    (10002, "invalid request, please check your server timestamp or recv_window param"),
+    (INTERNAL_ERROR_CODE, INTERNAL_ERROR_MSG),
+)
+RANDOM_HTTP_BEFORE_STATUSES = (502, 503, 504)
+RANDOM_HTTP_AFTER_ACCEPT_STATUS = 502
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -165,6 +205,16 @@ class RecordedRequest(NamedTuple):
     method: str
     path: str
     params: dict[str, Any]  # query parameters (str values) of a GET, the JSON body of a POST
+
+
+class InjectedFault(NamedTuple):
+    """One fault injected by the random mode (:meth:`FakeBybit.random_fault_log`)."""
+
+    method: str
+    path: str
+    kind: str  # one of ALL_RANDOM_FAULT_KINDS (an error_after_accept on a GET is logged as ret_before)
+    detail: str  # the retCode, the HTTP status or the delay in seconds ("" for a dropped connection)
+    order_link_id: str  # the request's orderLinkId, "" if none
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -355,7 +405,7 @@ class FakeExecution:
 
 @dataclass
 class _Fault:
-    kind: str  # ret / http / rate_limit / timeout / disconnect / partial
+    kind: str  # ret / http / timeout / disconnect / partial / latency (random mode only)
     path: str | None  # None: any path
     match: dict[str, str]
     times: int
@@ -372,6 +422,24 @@ class _Fault:
         if self.path is not None and self.path != path:
             return False
         return all(str(params.get(key)) == value for key, value in self.match.items())
+
+    @property
+    def label(self) -> str:
+        """The kind as :meth:`FakeBybit.pending_faults` shows it: ret / http / disconnect get "_after_accept"."""
+        if self.after_accept and self.kind in ("ret", "http", "disconnect"):
+            return f"{self.kind}_after_accept"
+        return self.kind
+
+
+@dataclass
+class _RandomFaults:
+    """The settings and the seeded generator of :meth:`FakeBybit.random_faults`."""
+
+    rng: random.Random
+    probability: float
+    kinds: tuple[str, ...]
+    paths: frozenset[str]
+    latency_s: tuple[float, float]
 
 
 @dataclass
@@ -523,6 +591,9 @@ class FakeBybit:
         self._executions: list[FakeExecution] = []
         self._symbol_slippage: dict[str, Decimal] = {}
         self._faults: list[_Fault] = []
+        self._random: _RandomFaults | None = None
+        self._random_counts: dict[str, int] = dict.fromkeys(ALL_RANDOM_FAULT_KINDS, 0)
+        self._random_log: list[InjectedFault] = []
         self._requests: list[RecordedRequest] = []
         self._errors: list[str] = []
         self._seq = 0
@@ -871,6 +942,53 @@ class FakeBybit:
                 raise ValueError("nothing filled (reduce-only order without a position to reduce?)")
             return replace(self._executions[-1])
 
+    def close_position_by_hand(self, symbol: str, *, order_link_id: str | None = None) -> FakeExecution | None:
+        """A person flattens the position in the exchange's UI; returns the execution, None if already flat.
+
+        A reduce-only market order for the whole position, under ``order_link_id`` (default ``manual-<8 hex>``,
+        never one the bot made), fills at once like any market order: at the current price (plus the configured
+        slippage) with the taker fee. It shows in order history and /v5/execution/list. Raises
+        :class:`BybitError` if the exchange would refuse it (e.g. the instrument is not trading).
+        """
+        with self._lock:
+            pos = self._position(symbol)
+            if not pos.size:
+                return None
+            side = "Sell" if pos.size > 0 else "Buy"
+            return self._order_by_hand(symbol, side, abs(pos.size), reduce_only=True, order_link_id=order_link_id)
+
+    def open_position_by_hand(
+        self, symbol: str, side: str, qty: Num, *, order_link_id: str | None = None
+    ) -> FakeExecution:
+        """A person places a market order in the exchange's UI (``side`` "Buy"/"Sell", any case); returns its fill.
+
+        Not reduce-only: it opens, adds to, reduces or flips the position like any market order, under
+        ``order_link_id`` (default ``manual-<8 hex>``). The exchange's rules apply (qty step, minimum notional,
+        margin): a refusal raises :class:`BybitError`.
+        """
+        wire_side = {"buy": "Buy", "sell": "Sell"}.get(str(side).lower())
+        if wire_side is None:
+            raise ValueError(f"side must be 'Buy' or 'Sell', got {side!r}")
+        with self._lock:
+            execution = self._order_by_hand(symbol, wire_side, to_decimal(qty), reduce_only=False,
+                                            order_link_id=order_link_id)  # fmt: skip
+            assert execution is not None
+            return execution
+
+    def _order_by_hand(
+        self, symbol: str, side: str, qty: Decimal, *, reduce_only: bool, order_link_id: str | None
+    ) -> FakeExecution | None:
+        """Place a market order as a person would (not through the API); its last fill, None if nothing filled."""
+        link_id = order_link_id if order_link_id is not None else f"manual-{uuid.uuid4().hex[:8]}"
+        self._instrument(symbol)
+        params = {
+            "category": "linear", "symbol": symbol, "side": side, "orderType": "Market", "qty": fmt(qty),
+            "orderLinkId": link_id, "reduceOnly": reduce_only, "positionIdx": 0,
+        }  # fmt: skip
+        order_id = self._create_order(params, by_hand=True)["orderId"]
+        fills = [e for e in self._executions if e.order_id == order_id]
+        return replace(fills[-1]) if fills else None
+
     # ---------------------------------------------------------------------------------------------------- faults
 
     def _add_fault(self, fault: _Fault) -> None:
@@ -930,6 +1048,49 @@ class FakeBybit:
         """Answer with HTTP ``status`` and a non-JSON body (like a gateway would); nothing is applied."""
         self._add_fault(_Fault("http", path, self._match(symbol, order_link_id), times, http_status=status, body=body))
 
+    def error_after_accept_next(
+        self,
+        path: str | None,
+        ret_code: int = INTERNAL_ERROR_CODE,
+        ret_msg: str = INTERNAL_ERROR_MSG,
+        *,
+        times: int = 1,
+        symbol: str | None = None,
+        order_link_id: str | None = None,
+        http_status: int = 200,
+    ) -> None:
+        """Apply the next ``times`` matching requests normally, then answer {"retCode": ret_code, ...} instead.
+
+        An order is created and filled as usual, but the client gets an error: with the default 10016 "Internal
+        System Error." ccxt raises a plain ``ExchangeError`` (a retMsg containing "Request timeout" would make it a
+        ``RequestTimeout``). The request is handled exactly as without the fault, so a request the fake rejects
+        (e.g. a duplicate orderLinkId) still applies nothing; only its answer is replaced.
+        """
+        self._add_fault(
+            _Fault("ret", path, self._match(symbol, order_link_id), times, ret_code, ret_msg, http_status=http_status,
+                   after_accept=True)
+        )  # fmt: skip
+
+    def http_error_after_accept_next(
+        self,
+        path: str | None,
+        status: int = 502,
+        *,
+        times: int = 1,
+        body: str | None = None,
+        symbol: str | None = None,
+        order_link_id: str | None = None,
+    ) -> None:
+        """Apply the next ``times`` matching requests normally, then answer HTTP ``status`` with an HTML page.
+
+        Like a gateway that lost the upstream answer: the order exists although the client saw e.g. a 502 (ccxt:
+        ``ExchangeNotAvailable``) or a 504 (ccxt: ``RequestTimeout``). ``body`` replaces the default HTML page.
+        """
+        self._add_fault(
+            _Fault("http", path, self._match(symbol, order_link_id), times, http_status=status, body=body,
+                   after_accept=True)
+        )  # fmt: skip
+
     def timeout_after_accept_next(
         self,
         path: str | None,
@@ -980,9 +1141,124 @@ class FakeBybit:
             self._faults.clear()
 
     def pending_faults(self) -> list[tuple[str, str | None, dict[str, str], int]]:
-        """(kind, path, match, times left) of the faults that have not fired yet."""
+        """(kind, path, match, times left) of the faults that have not fired yet.
+
+        kind: "ret", "http", "disconnect" (before the request is applied), "ret_after_accept",
+        "http_after_accept", "disconnect_after_accept", "timeout" (always after), "partial". Random faults are not
+        listed (see :meth:`random_fault_counts`).
+        """
         with self._lock:
-            return [(f.kind, f.path, dict(f.match), f.times) for f in self._faults]
+            return [(f.label, f.path, dict(f.match), f.times) for f in self._faults]
+
+    def random_faults(
+        self,
+        seed: int,
+        *,
+        probability: float,
+        kinds: tuple[str, ...] = ALL_RANDOM_FAULT_KINDS,
+        paths: tuple[str, ...] | None = None,
+        latency_s: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
+        """From now on, inject a random fault into each request to ``paths`` with the given probability.
+
+        ``paths`` defaults to :data:`DEFAULT_RANDOM_FAULT_PATHS` (order create / cancel / realtime / history,
+        execution list, position list, wallet balance); other paths are never touched. For each request to one of
+        them, a ``random.Random(seed)`` first decides whether to inject (``probability``), then picks one of
+        ``kinds`` (see :data:`ALL_RANDOM_FAULT_KINDS`), then the kind's details:
+
+        - "ret_before": retCode 10002 (ccxt ``InvalidNonce``) or 10016 (ccxt ``ExchangeError``), nothing applied;
+        - "error_after_accept": applied, then retCode 10016 (``ExchangeError``); only a POST changes state, so on
+          a GET it becomes a "ret_before" (and is counted as one);
+        - "http_before": an HTML 502 / 503 (``ExchangeNotAvailable``) or 504 (``RequestTimeout``) page, nothing
+          applied; "http_after_accept": applied, then an HTML 502 page;
+        - "timeout_after_accept": applied, the answer held for :attr:`timeout_delay_s` (set it above the client's
+          timeout: ``RequestTimeout``);
+        - "disconnect_before" / "disconnect_after_accept": the connection is closed without an answer, before or
+          after applying the request (``NetworkError``);
+        - "rate_limit": retCode 10006 "Too many visits!" (``RateLimitExceeded``), nothing applied;
+        - "latency": applied and answered normally after a delay drawn uniformly from ``latency_s``.
+
+        Deterministic: the same seed and the same sequence of requests to ``paths`` give the same faults (the
+        generator is advanced only by those requests, and by the same amount whatever their outcome). Requests sent
+        concurrently from several threads reach the fake in whatever order the threads interleave, so only a
+        single-threaded client gets a reproducible sequence. Faults scheduled with the one-shot methods
+        (:meth:`fail_next` ...) take precedence: a random fault that meets one on the same request is dropped and
+        not counted. Delays happen in the request's handler thread, outside the fake's lock. Calling this again
+        replaces the settings and restarts the counts and the log; :meth:`stop_random_faults` ends the mode.
+        """
+        unknown = [k for k in kinds if k not in ALL_RANDOM_FAULT_KINDS]
+        if not kinds or unknown:
+            raise ValueError(f"kinds must be a non-empty subset of {ALL_RANDOM_FAULT_KINDS}, got {kinds!r}")
+        if not 0 <= probability <= 1:
+            raise ValueError(f"probability must be within [0, 1], got {probability!r}")
+        low, high = latency_s
+        if not 0 <= low <= high:
+            raise ValueError(f"latency_s must be (low, high) with 0 <= low <= high, got {latency_s!r}")
+        chosen = DEFAULT_RANDOM_FAULT_PATHS if paths is None else tuple(paths)
+        known = {path for _, path in self._routes}
+        if not chosen or any(path not in known for path in chosen):
+            raise ValueError(f"paths must be non-empty and among the fake's routes {sorted(known)}, got {chosen!r}")
+        with self._lock:
+            self._random = _RandomFaults(random.Random(seed), probability, tuple(kinds), frozenset(chosen), (low, high))
+            self._random_counts = dict.fromkeys(ALL_RANDOM_FAULT_KINDS, 0)
+            self._random_log = []
+
+    def stop_random_faults(self) -> None:
+        """End the random mode; later requests are answered normally. The counts and the log are kept."""
+        with self._lock:
+            self._random = None
+
+    def random_fault_counts(self) -> dict[str, int]:
+        """How many faults of each kind (every kind of :data:`ALL_RANDOM_FAULT_KINDS`, 0 included) were injected."""
+        with self._lock:
+            return dict(self._random_counts)
+
+    def random_fault_log(self) -> list[InjectedFault]:
+        """The faults the random mode injected, in order."""
+        with self._lock:
+            return list(self._random_log)
+
+    def _draw_random_fault(self, method: str, path: str) -> tuple[str, _Fault] | None:
+        """Ask the random mode about one request: None, or (kind, the fault to inject). Call under the lock."""
+        mode = self._random
+        if mode is None or path not in mode.paths:
+            return None
+        rng = mode.rng
+        if rng.random() >= mode.probability:
+            return None
+        kind = rng.choice(mode.kinds)
+        if kind == "error_after_accept" and method != "POST":
+            kind = "ret_before"  # a read changes nothing: an error "after" it is one before it
+        if kind == "ret_before":
+            code, msg = rng.choice(RANDOM_RET_BEFORE_ERRORS)
+            return kind, _Fault("ret", None, {}, 1, code, msg)
+        if kind == "error_after_accept":
+            return kind, _Fault("ret", None, {}, 1, INTERNAL_ERROR_CODE, INTERNAL_ERROR_MSG, after_accept=True)
+        if kind == "http_before":
+            return kind, _Fault("http", None, {}, 1, http_status=rng.choice(RANDOM_HTTP_BEFORE_STATUSES))
+        if kind == "http_after_accept":
+            return kind, _Fault("http", None, {}, 1, http_status=RANDOM_HTTP_AFTER_ACCEPT_STATUS, after_accept=True)
+        if kind == "timeout_after_accept":
+            return kind, _Fault("timeout", None, {}, 1, delay_s=self.timeout_delay_s, after_accept=True)
+        if kind == "disconnect_before":
+            return kind, _Fault("disconnect", None, {}, 1)
+        if kind == "disconnect_after_accept":
+            return kind, _Fault("disconnect", None, {}, 1, after_accept=True)
+        if kind == "rate_limit":
+            return kind, _Fault("ret", None, {}, 1, 10006, "Too many visits!")
+        low, high = mode.latency_s
+        return kind, _Fault("latency", None, {}, 1, delay_s=rng.uniform(low, high), after_accept=True)
+
+    def _record_random_fault(self, method: str, path: str, params: Mapping[str, Any], kind: str, fault: _Fault) -> None:
+        """Count and log a random fault that is being injected. Call under the lock."""
+        if fault.kind in ("ret", "http"):
+            detail = str(fault.ret_code if fault.kind == "ret" else fault.http_status)
+        elif fault.kind in ("timeout", "latency"):
+            detail = f"{fault.delay_s:.3f}s"
+        else:
+            detail = ""
+        self._random_counts[kind] += 1
+        self._random_log.append(InjectedFault(method, path, kind, detail, str(params.get("orderLinkId") or "")))
 
     def _take_fault(self, kinds: tuple[str, ...], path: str, params: Mapping[str, Any], **attrs: Any) -> _Fault | None:
         for fault in self._faults:
@@ -1084,18 +1360,16 @@ class FakeBybit:
     # ---------------------------------------------------------------------------------------------------- dispatch
 
     def _dispatch(self, method: str, path: str, params: dict[str, Any], *, bad_json: bool = False) -> _Reply:
+        """Answer one request: faults before it, the route, faults after it. Never sleeps: delays go in the reply."""
         with self._lock:
             self._requests.append(RecordedRequest(method, path, dict(params)))
+            drawn = self._draw_random_fault(method, path)
             fault = self._take_fault(("ret", "http", "disconnect"), path, params, after_accept=False)
-            if fault is None:
-                pass
-            elif fault.kind == "ret":
-                return self._json_reply(self._envelope(fault.ret_code, fault.ret_msg, {}), fault.http_status)
-            elif fault.kind == "http":
-                text = fault.body if fault.body is not None else _http_error_page(fault.http_status)
-                return _Reply(fault.http_status, text.encode(), content_type="text/html")
-            else:
-                return _Reply(0, b"", disconnect=True)
+            if fault is None and drawn is not None and not drawn[1].after_accept:
+                self._record_random_fault(method, path, params, *drawn)
+                fault = drawn[1]
+            if fault is not None:
+                return self._fault_reply(fault, None)
             if bad_json:
                 return self._json_reply(self._envelope(10001, "request body is not valid JSON", {}))
             route = self._routes.get((method, path))
@@ -1114,13 +1388,24 @@ class FakeBybit:
                 self._errors.append(traceback.format_exc())
                 return self._json_reply(self._envelope(10016, f"fake bybit internal error: {exc!r}", {}), 500)
             reply = self._json_reply(envelope)
-            after = self._take_fault(("timeout", "disconnect"), path, params, after_accept=True)
-            if after is not None:
-                if after.kind == "timeout":
-                    reply.delay_s = after.delay_s
-                else:
-                    reply.disconnect = True
-            return reply
+            after = self._take_fault(("ret", "http", "timeout", "disconnect"), path, params, after_accept=True)
+            if after is None and drawn is not None and drawn[1].after_accept:
+                self._record_random_fault(method, path, params, *drawn)
+                after = drawn[1]
+            return self._fault_reply(after, reply) if after is not None else reply
+
+    def _fault_reply(self, fault: _Fault, reply: _Reply | None) -> _Reply:
+        """The answer a fault gives; ``reply`` is the real answer of an applied request (None before applying)."""
+        if fault.kind == "ret":
+            return self._json_reply(self._envelope(fault.ret_code, fault.ret_msg, {}), fault.http_status)
+        if fault.kind == "http":
+            text = fault.body if fault.body is not None else _http_error_page(fault.http_status)
+            return _Reply(fault.http_status, text.encode(), content_type="text/html")
+        if fault.kind == "disconnect":
+            return _Reply(0, b"", disconnect=True)
+        assert reply is not None and fault.kind in ("timeout", "latency")
+        reply.delay_s = fault.delay_s  # slept by the handler thread, outside the lock
+        return reply
 
     def _envelope(self, code: int, msg: str, result: Any) -> dict[str, Any]:
         return {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": self.now_ms()}
@@ -1788,6 +2073,13 @@ class FakeBybit:
             raise BybitError(170132, f"Order price too high: {fmt(price)} > {fmt(inst.max_price)}")
 
     def _h_order_create(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._create_order(params)
+
+    def _create_order(self, params: Mapping[str, Any], *, by_hand: bool = False) -> dict[str, Any]:
+        """Validate, create and (market / marketable limit) fill an order. Returns {orderId, orderLinkId}.
+
+        ``by_hand``: an order a person places in the UI; it does not consume a :meth:`partial_fill_next` fault.
+        """
         self._require_linear(params)
         inst = self._require_symbol(params)
         assert inst is not None
@@ -1893,7 +2185,7 @@ class FakeBybit:
         if order_type == "Market":
             assert current is not None
             fill_price = self._taker_price(inst, side, current)
-            partial = self._take_fault(("partial",), "/v5/order/create", params)
+            partial = None if by_hand else self._take_fault(("partial",), "/v5/order/create", params)
             if partial is None:
                 self._fill_order(order, qty, fill_price, is_maker=False)
             else:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from decimal import Decimal
 
 import ccxt
 import pytest
 
 from tests.fakes.bybit import (
+    ALL_RANDOM_FAULT_KINDS,
+    BybitError,
     FakeBybit,
     fake_bybit,  # noqa: F401 - registers the shared fixture for test_shared_fixture
     make_ccxt_client,
@@ -19,8 +22,6 @@ ETH = "ETH/USDT:USDT"
 DOGE = "DOGE/USDT:USDT"
 HOUR_MS = 3_600_000
 T0 = 1_700_000_000_000 // HOUR_MS * HOUR_MS  # an hour boundary
-
-
 
 
 def seed(fake: FakeBybit) -> None:
@@ -284,6 +285,9 @@ def test_duplicate_order_link_id_is_rejected_and_creates_nothing(fake, ex):
 def test_reduce_only_that_would_increase_is_rejected(fake, ex):
     with pytest.raises(ccxt.InvalidOrder, match="110017"):
         ex.create_order(BTC, "market", "sell", 0.01, params={"reduceOnly": True})  # flat
+    with pytest.raises(ccxt.InvalidOrder, match="current position is zero"):
+        ex.create_order(BTC, "limit", "buy", 0.01, 49000, params={"reduceOnly": True})  # flat, either side
+    assert fake.orders() == []  # a rejection creates nothing
     ex.create_order(BTC, "market", "buy", 0.01)
     with pytest.raises(ccxt.InvalidOrder, match="110017"):
         ex.create_order(BTC, "market", "buy", 0.01, params={"reduceOnly": True})  # would add to the long
@@ -402,6 +406,290 @@ def test_disconnect_maps_to_network_error(fake, ex):
     with pytest.raises(ccxt.NetworkError):
         ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "cut-1"})
     assert fake.order(order_link_id="cut-1").status == "Filled"
+
+
+def test_disconnect_before_applies_nothing(fake, ex):
+    fake.disconnect_next("/v5/order/create", order_link_id="cut-2")
+    with pytest.raises(ccxt.NetworkError):
+        ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "cut-2"})
+    assert fake.orders() == []
+    ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "cut-2"})  # not a duplicate: none existed
+    assert fake.order(order_link_id="cut-2").status == "Filled"
+
+
+@pytest.mark.parametrize(
+    ("ret_msg", "http_status", "error"),
+    [("Internal System Error.", 200, ccxt.ExchangeError), ("Internal System Error.", 500, ccxt.ExchangeError),
+     ("Request timeout, please try again later", 200, ccxt.RequestTimeout)],  # ccxt matches that text broadly
+)  # fmt: skip
+def test_error_after_accept_fills_the_order_then_answers_10016(fake, ex, ret_msg, http_status, error):
+    fake.error_after_accept_next("/v5/order/create", ret_msg=ret_msg, order_link_id="e-1", http_status=http_status)
+    ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "e-0"})  # another orderLinkId: answered
+    with pytest.raises(ccxt.BaseError, match="10016") as raised:
+        ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "e-1"})
+    assert type(raised.value) is error  # exactly: 10016 "Internal System Error." is a plain ExchangeError
+
+    order = fake.order(order_link_id="e-1")
+    assert (order.status, order.cum_exec_qty) == ("Filled", Decimal("0.01"))
+    assert fake.position("BTCUSDT").size == Decimal("0.02")
+    [found] = ex.fetch_closed_orders(BTC, params={"orderLinkId": "e-1"})
+    assert (found["id"], found["status"], found["filled"]) == (order.order_id, "closed", 0.01)
+    assert [t["order"] for t in ex.fetch_my_trades(BTC, params={"orderLinkId": "e-1"})] == [order.order_id]
+    assert fake.pending_faults() == []
+
+
+def test_error_after_accept_on_cancel_and_pending_fault_labels(fake, ex):
+    resting = ex.create_order(ETH, "limit", "buy", 0.5, 2900)
+    fake.error_after_accept_next("/v5/order/cancel", times=2)
+    fake.http_error_after_accept_next("/v5/order/create", 504, symbol="DOGEUSDT")
+    fake.disconnect_next("/v5/order/create", after_accept=True)
+    fake.fail_next("/v5/order/create", 10016, "Internal System Error.")
+    assert [(kind, times) for kind, _, _, times in fake.pending_faults()] == [
+        ("ret_after_accept", 2), ("http_after_accept", 1), ("disconnect_after_accept", 1), ("ret", 1),
+    ]  # fmt: skip
+    fake.clear_faults()
+    fake.error_after_accept_next("/v5/order/cancel")
+    with pytest.raises(ccxt.ExchangeError, match="Internal System Error"):
+        ex.cancel_order(resting["id"], ETH)
+    assert fake.order(resting["id"]).status == "Cancelled"
+    with pytest.raises(ccxt.OrderNotFound):  # the retry learns it is gone
+        ex.cancel_order(resting["id"], ETH)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(502, ccxt.ExchangeNotAvailable), (503, ccxt.ExchangeNotAvailable), (504, ccxt.RequestTimeout)],
+)
+def test_http_error_after_accept_fills_the_order(fake, ex, status, error):
+    fake.http_error_after_accept_next("/v5/order/create", status, symbol="ETHUSDT", body="upstream lost")
+    ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "h-0"})  # another symbol: answered
+    with pytest.raises(error, match=f"{status}.*upstream lost"):
+        ex.create_order(ETH, "market", "sell", 0.5, params={"clientOrderId": "h-1"})
+    order = fake.order(order_link_id="h-1")
+    assert (order.status, fake.position("ETHUSDT").size) == ("Filled", Decimal("-0.5"))
+    [found] = ex.fetch_closed_orders(ETH, params={"orderLinkId": "h-1"})
+    assert found["id"] == order.order_id
+    assert fake.pending_faults() == []
+
+
+def test_after_accept_disconnect_and_timeout_match_symbol_and_order_link_id(fake):
+    fake.timeout_delay_s = 0.3
+    fast = make_ccxt_client(fake.base_url, timeout_ms=200)
+    fast.load_markets()
+    fake.disconnect_next("/v5/order/create", after_accept=True, symbol="ETHUSDT", order_link_id="m-2")
+    fake.timeout_after_accept_next("/v5/order/create", symbol="BTCUSDT", order_link_id="m-4")
+    fast.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "m-1"})  # matches neither
+    fast.create_order(ETH, "market", "buy", 0.1, params={"clientOrderId": "m-3"})  # symbol only: not matched
+    assert len(fake.pending_faults()) == 2
+    with pytest.raises(ccxt.NetworkError) as cut:
+        fast.create_order(ETH, "market", "buy", 0.1, params={"clientOrderId": "m-2"})
+    assert not isinstance(cut.value, ccxt.RequestTimeout)
+    with pytest.raises(ccxt.RequestTimeout):
+        fast.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "m-4"})
+    assert {o.order_link_id: o.status for o in fake.orders()} == dict.fromkeys(("m-1", "m-3", "m-2", "m-4"), "Filled")
+    assert fake.pending_faults() == []
+
+
+# ---------------------------------------------------------------------------------------------------- random faults
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "applied"),
+    [("ret_before", ccxt.ExchangeError, False), ("error_after_accept", ccxt.ExchangeError, True),
+     ("http_before", ccxt.NetworkError, False), ("http_after_accept", ccxt.ExchangeNotAvailable, True),
+     ("timeout_after_accept", ccxt.RequestTimeout, True), ("disconnect_before", ccxt.NetworkError, False),
+     ("disconnect_after_accept", ccxt.NetworkError, True), ("rate_limit", ccxt.RateLimitExceeded, False),
+     ("latency", None, True)],
+)  # fmt: skip
+def test_each_random_fault_kind(fake, kind, error, applied):
+    fake.timeout_delay_s = 0.3
+    fast = make_ccxt_client(fake.base_url, timeout_ms=200)
+    fast.load_markets()
+    fake.random_faults(3, probability=1, kinds=(kind,), paths=("/v5/order/create",), latency_s=(0.05, 0.05))
+    fast.fetch_positions([BTC])  # not a path of this mode
+    started = time.monotonic()
+    if error is None:
+        fast.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "k-1"})
+        assert time.monotonic() - started >= 0.05
+    else:
+        with pytest.raises(error):
+            fast.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "k-1"})
+    order = fake.order(order_link_id="k-1")
+    assert (order.status if order else None) == ("Filled" if applied else None)
+    [injected] = fake.random_fault_log()
+    assert (injected.method, injected.path, injected.kind, injected.order_link_id) == (
+        "POST", "/v5/order/create", kind, "k-1",
+    )  # fmt: skip
+    assert fake.random_fault_counts() == {k: int(k == kind) for k in ALL_RANDOM_FAULT_KINDS}
+
+    fake.stop_random_faults()
+    fast.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "k-2"})
+    assert fake.order(order_link_id="k-2").status == "Filled"
+    assert fake.random_fault_counts()[kind] == 1  # kept after the stop
+
+
+def test_random_ret_and_http_before_draw_their_codes(fake, ex):
+    fake.random_faults(5, probability=1, kinds=("ret_before", "http_before"), paths=("/v5/order/create",))
+    seen: dict[str, type] = {}
+    for i in range(12):
+        with pytest.raises(ccxt.BaseError) as raised:
+            ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": f"d-{i}"})
+        seen[fake.random_fault_log()[-1].detail] = type(raised.value)
+    assert seen == {
+        "10002": ccxt.InvalidNonce, "10016": ccxt.ExchangeError,
+        "502": ccxt.ExchangeNotAvailable, "503": ccxt.ExchangeNotAvailable, "504": ccxt.RequestTimeout,
+    }  # fmt: skip
+    assert fake.orders() == []
+    counts = fake.random_fault_counts()
+    assert counts["ret_before"] + counts["http_before"] == 12
+
+
+def test_random_error_after_accept_on_a_read_is_a_ret_before_and_scheduled_faults_win(fake, ex):
+    fake.random_faults(1, probability=1, kinds=("error_after_accept",), paths=("/v5/position/list",))
+    with pytest.raises(ccxt.ExchangeError):
+        ex.fetch_positions([BTC])
+    assert fake.random_fault_counts()["ret_before"] == 1
+    assert fake.random_fault_counts()["error_after_accept"] == 0
+
+    fake.random_faults(1, probability=1, kinds=("rate_limit",))
+    fake.fail_next("/v5/order/create", 110007, "ab not enough for new order")
+    with pytest.raises(ccxt.InsufficientFunds):  # the scheduled fault, not the random rate limit
+        ex.create_order(BTC, "market", "buy", 0.01)
+    assert fake.random_fault_counts()["rate_limit"] == 0
+    with pytest.raises(ccxt.RateLimitExceeded):
+        ex.create_order(BTC, "market", "buy", 0.01)
+    assert fake.random_fault_counts()["rate_limit"] == 1
+    assert fake.orders() == []
+
+
+def test_random_faults_probability_zero_and_one_and_stop(fake, ex):
+    fake.random_faults(11, probability=0)
+    for i in range(4):
+        ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": f"z-{i}"})
+        ex.fetch_positions([BTC])
+        ex.fetch_balance()
+    assert sum(fake.random_fault_counts().values()) == 0
+    assert fake.random_fault_log() == []
+
+    before_kinds = ("ret_before", "http_before", "disconnect_before", "rate_limit")
+    fake.random_faults(11, probability=1, kinds=before_kinds)
+    for i in range(6):
+        with pytest.raises(ccxt.BaseError):
+            ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": f"o-{i}"})
+        with pytest.raises(ccxt.BaseError):
+            ex.fetch_open_orders(BTC)
+    assert ex.fetch_ticker(BTC)["last"] == 50000.0  # market data is not a path of the mode
+    assert len(fake.orders()) == 4  # no "before" fault applied anything
+    counts = fake.random_fault_counts()
+    assert sum(counts.values()) == 12
+    assert set(k for k, n in counts.items() if n) <= set(before_kinds)
+
+    fake.stop_random_faults()
+    ex.create_order(BTC, "market", "buy", 0.01, params={"clientOrderId": "o-0"})
+    assert ex.fetch_positions([BTC])[0]["contracts"] == 0.05
+    assert sum(fake.random_fault_counts().values()) == 12
+    fake.random_faults(11, probability=0)  # a new mode restarts the counts and the log
+    assert sum(fake.random_fault_counts().values()) == 0
+    assert fake.random_fault_log() == []
+
+
+def _soak(seed_value: int) -> tuple[list[tuple[str, ...]], dict[str, int]]:
+    """A fixed single-threaded sequence of requests under random faults; returns the log and the counts."""
+    kinds = tuple(k for k in ALL_RANDOM_FAULT_KINDS if k != "timeout_after_accept")  # keep it fast
+    with FakeBybit() as server:
+        seed(server)
+        client = make_ccxt_client(server.base_url)
+        client.load_markets()
+        server.random_faults(seed_value, probability=0.5, kinds=kinds, latency_s=(0.0, 0.005))
+        for i in range(10):
+            side = "buy" if i % 2 == 0 else "sell"
+            calls = (
+                lambda: client.create_order(BTC, "market", side, 0.01, params={"clientOrderId": f"s-{i}"}),  # noqa: B023
+                lambda: client.fetch_positions([BTC]),
+                lambda: client.fetch_open_orders(BTC),
+                lambda: client.fetch_balance(),
+            )
+            for call in calls:
+                with suppress(ccxt.BaseError):
+                    call()
+        assert server.errors == []
+        log = [tuple(fault) for fault in server.random_fault_log()]
+        return log, server.random_fault_counts()
+
+
+def test_random_faults_are_reproducible_with_a_seed():
+    log, counts = _soak(7)
+    assert _soak(7) == (log, counts)
+    assert sum(counts.values()) == len(log) > 10
+    assert len([kind for kind, n in counts.items() if n]) >= 5
+    assert _soak(8)[0] != log
+
+
+def test_random_faults_validate_their_arguments(fake):
+    with pytest.raises(ValueError, match="kinds"):
+        fake.random_faults(1, probability=0.5, kinds=("meteor",))
+    with pytest.raises(ValueError, match="probability"):
+        fake.random_faults(1, probability=1.5)
+    with pytest.raises(ValueError, match="paths"):
+        fake.random_faults(1, probability=0.5, paths=("/v5/order/creat",))
+    with pytest.raises(ValueError, match="latency_s"):
+        fake.random_faults(1, probability=0.5, latency_s=(0.2, 0.1))
+
+
+# ---------------------------------------------------------------------------------------------------- by hand
+
+
+def test_close_position_by_hand(fake, ex):
+    assert fake.close_position_by_hand("BTCUSDT") is None  # flat: nothing to do
+    ex.create_order(BTC, "market", "buy", 0.02, params={"clientOrderId": "bot-1"})
+    fake.set_price("BTCUSDT", 51000)
+    before = fake.balance()
+
+    execution = fake.close_position_by_hand("BTCUSDT")
+    assert execution is not None
+    assert execution.order_link_id.startswith("manual-") and len(execution.order_link_id) == len("manual-") + 8
+    assert (execution.side, execution.exec_qty, execution.exec_price) == ("Sell", Decimal("0.02"), Decimal(51000))
+    fee = Decimal("0.02") * 51000 * Decimal("0.00055")
+    assert (execution.exec_fee, execution.is_maker, execution.exec_pnl) == (fee, False, Decimal(20))
+    assert fake.position("BTCUSDT").size == 0
+    assert fake.balance() == before + 20 - fee
+    order = fake.order(order_link_id=execution.order_link_id)
+    assert (order.status, order.reduce_only, order.order_type) == ("Filled", True, "Market")
+
+    closed = ex.fetch_closed_orders(BTC)  # visible to the bot like any order
+    assert {o["clientOrderId"] for o in closed} == {"bot-1", execution.order_link_id}
+    assert {t["order"] for t in ex.fetch_my_trades(BTC)} == {o["id"] for o in closed}
+    assert ex.fetch_positions() == []
+    with pytest.raises(ccxt.InvalidOrder, match="110017"):  # the bot's own close now has nothing to reduce
+        ex.create_order(BTC, "market", "sell", 0.02, params={"reduceOnly": True, "clientOrderId": "bot-2"})
+    assert fake.order(order_link_id="bot-2") is None
+    assert [r.params["orderLinkId"] for r in fake.requests_to("/v5/order/create")] == ["bot-1", "bot-2"]
+
+
+def test_open_position_by_hand(fake, ex):
+    fake.partial_fill_next("ETHUSDT", "0.5")  # meant for the bot's next order: a person's order leaves it
+    execution = fake.open_position_by_hand("ETHUSDT", "sell", "1.5")
+    assert (execution.side, execution.exec_qty, execution.exec_price) == ("Sell", Decimal("1.5"), Decimal(3000))
+    assert execution.exec_fee == Decimal("1.5") * 3000 * Decimal("0.00055")
+    assert execution.order_link_id.startswith("manual-")
+    [position] = ex.fetch_positions()
+    assert (position["side"], position["contracts"]) == ("short", 1.5)
+    assert len(fake.pending_faults()) == 1
+
+    fake.open_position_by_hand("ETHUSDT", "Buy", 1, order_link_id="ui-2")
+    assert fake.position("ETHUSDT").size == Decimal("-0.5")
+    assert fake.executions(order_link_id="ui-2")[0].closed_size == Decimal(1)
+    closing = fake.close_position_by_hand("ETHUSDT", order_link_id="ui-3")
+    assert (closing.side, closing.exec_qty, closing.order_link_id) == ("Buy", Decimal("0.5"), "ui-3")
+    assert {t["order"] for t in ex.fetch_my_trades(ETH)} == {o.order_id for o in fake.orders("ETHUSDT")}
+
+    with pytest.raises(BybitError) as refused:
+        fake.open_position_by_hand("DOGEUSDT", "buy", 10)  # 1 USDT: below the minimum notional
+    assert refused.value.code == 170140
+    with pytest.raises(ValueError, match="side"):
+        fake.open_position_by_hand("ETHUSDT", "long", 1)
+    ex.create_order(ETH, "market", "buy", 1)  # the bot's order takes the partial fill
+    assert fake.orders("ETHUSDT")[-1].status == "PartiallyFilled"
 
 
 def test_unknown_path_answers_404_naming_the_path(fake, ex):
