@@ -35,8 +35,9 @@ def load_closes(data_dir: Path, *, full_history_only: bool = False):
     return pd.DataFrame({name: closes[name].reindex(grid).ffill() for name in names})
 
 
-def django_setup(database_url: str | None = None) -> None:
-    """Django on ``database_url`` (or the DATABASE_URL already in the environment), migrated."""
+def django_setup(database_url: str | None = None, *, migrate: bool = True) -> None:
+    """Django on ``database_url`` (or the DATABASE_URL already in the environment), migrated unless ``migrate`` is
+    False (a child process whose parent migrated already)."""
     if database_url is not None:
         os.environ["DATABASE_URL"] = database_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings.local"
@@ -47,9 +48,63 @@ def django_setup(database_url: str | None = None) -> None:
     import django
 
     django.setup()
-    from django.core.management import call_command
+    if migrate:
+        from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
+        call_command("migrate", verbosity=0)
+
+
+def machine_description() -> str:
+    """How every report names the machine, "<processor>, <n> CPUs, Python <version>" (each script adds what matters
+    to its times, such as the BLAS threads or the load average)."""
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages ("0.12, 0.34, 0.56"): on a shared machine other load moves the times."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def command_line(script: str) -> str:
+    """The command a report came from, as typed from the repository root (``script`` is the path from there)."""
+    import shlex
+
+    return shlex.join([Path(sys.executable).name, script, *sys.argv[1:]])
+
+
+def print_row(*cells) -> None:
+    """One markdown table row: ``| a | b |``."""
+    print("| " + " | ".join(str(cell) for cell in cells) + " |")
+
+
+def print_table_head(columns, align: str) -> None:
+    """A markdown table's header and alignment rows; ``align`` has one letter per column, "l" (left) or "r"
+    (right, for numbers)."""
+    if len(align) != len(columns):
+        raise ValueError(f"{len(columns)} columns but alignment {align!r}")
+    print_row(*columns)
+    print("|" + "".join("---:|" if a == "r" else "---|" for a in align))
+
+
+def run_json_child(command: list[str], *, what: str, env: dict | None = None, cwd: Path | None = None) -> dict:
+    """Run ``command`` (one of our scripts, given ``--result-file PATH``) in a fresh process and return the JSON it
+    wrote there. A fresh process where a measurement must not share the parent's state: Django reads its database
+    once, peak RSS only grows. A failed child stops the benchmark ("<what> failed (exit status N)")."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        result_path = Path(handle.name)
+    try:
+        completed = subprocess.run([*command, "--result-file", str(result_path)], env=env, cwd=cwd, check=False)
+        if completed.returncode != 0:
+            raise SystemExit(f"{what} failed (exit status {completed.returncode})")
+        return json.loads(result_path.read_text())
+    finally:
+        result_path.unlink(missing_ok=True)
 
 
 def peak_rss_mib() -> float:

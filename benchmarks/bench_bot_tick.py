@@ -38,26 +38,34 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
-import platform
 import pstats
-import shlex
 import statistics
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
-from _shared import benchmark_database, database_description, django_setup
+from _shared import (
+    benchmark_database,
+    command_line,
+    database_description,
+    django_setup,
+    load_average,
+    machine_description,
+    print_row,
+    print_table_head,
+)
 
 BENCH_EXCHANGE = "benchbot"
 NAME = "bb"  # account "bb-paper", symbols BB0USDT, BB1USDT, ...
 TARGET_STEADY_MS = 100.0
 FUNDING_INTERVAL = timedelta(hours=8)
-
-
-
-
+CASES = {
+    "a": "(a) steady state",
+    "b": "(b) reconciling (fresh lease)",
+    "c": "(c) opens 5, closes 5",
+    "d": "(d) first tick after a funding settlement",
+}
 
 
 def delete_bench_rows() -> None:
@@ -130,7 +138,8 @@ def summary(samples: list[float]) -> tuple[float, float, float, float]:
     return statistics.median(samples), p95, min(samples), max(samples)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line; a trade holds two instruments of its own, so the market must have enough of them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--database-url",
@@ -146,31 +155,29 @@ def main() -> None:
     args = parser.parse_args()
     if 2 * args.trades > args.instruments:
         raise SystemExit("every open trade needs two instruments of its own: --instruments >= 2 x --trades")
+    return args
 
+
+def main() -> None:
+    args = parse_args()
     with benchmark_database("bench_bot_tick", args.database_url) as database_url:
         run(args, database_url)
 
 
-def run(args, database_url: str) -> None:
-    started = time.perf_counter()
-    django_setup(database_url)
-    import logging
+class TickTimer:
+    """Times ticks case by case (milliseconds and statements sent per tick) and remembers the last tick's clock, so
+    case (d) can tell when the next tick crosses a funding settlement."""
 
-    from django.db import connection
+    def __init__(self):
+        self.timings: dict[str, list[float]] = {case: [] for case in CASES}
+        self.queries: dict[str, list[int]] = {case: [] for case in CASES}
+        self.last_now = None
 
-    logging.getLogger("execution").setLevel(logging.WARNING)  # the paper exchange logs every fill at INFO
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from execution.models import Fill, Order, PairTrade, PaperOrder, PaperPosition
-    from tests.execution.bot_market import HOUR, BotMarket
+    def timed(self, case: str, market, now, check) -> None:
+        """One tick at ``now``, timed and its statements counted; a tick that isn't ok or fails ``check`` (it did
+        other work than the case means to measure) stops the benchmark."""
+        from django.db import connection
 
-    delete_bench_rows()
-    timings: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
-    queries: dict[str, list[int]] = {"a": [], "b": [], "c": [], "d": []}
-    profile_text = ""
-    last_now = None
-
-    def timed(case: str, market, now, check) -> None:
-        nonlocal last_now
         counter = QueryCounter()
         with connection.execute_wrapper(counter):
             start = time.perf_counter()
@@ -178,77 +185,132 @@ def run(args, database_url: str) -> None:
             elapsed = (time.perf_counter() - start) * 1000
         if report.status != "ok" or not check(report):
             raise SystemExit(f"case {case}: unexpected tick {report}")
-        timings[case].append(elapsed)
-        queries[case].append(counter.count)
-        last_now = now
+        self.timings[case].append(elapsed)
+        self.queries[case].append(counter.count)
+        self.last_now = now
 
+
+def build_market(args):
+    """The market the ticks run on, warmed up by one reconciling tick: (market, (history candles, history signals),
+    set-up seconds). Its own time, apart from the ticks'."""
+    from tests.execution.bot_market import BotMarket
+
+    start = time.perf_counter()
+    market = BotMarket(exchange=BENCH_EXCHANGE, name=NAME)
+    market.grow(instruments=args.instruments, pairs=args.pairs, trades=args.trades)
+    history = write_history(market, args.history_bars)
+    market.next_bar()
+    if not market.tick().reconciled:  # reconciles (an hour since the opening tick) and syncs funding
+        raise SystemExit("the warm-up tick did not reconcile")
+    return market, history, time.perf_counter() - start
+
+
+def book_counts(account) -> dict[str, int]:
+    """What the account holds before the runs (the report shows it, so a reader sees the book the ticks read)."""
+    from execution.models import Fill, Order, PairTrade, PaperOrder, PaperPosition
+
+    return {
+        "open trades": PairTrade.objects.filter(account=account, state=PairTrade.State.OPEN).count(),
+        "orders": Order.objects.filter(trade__account=account).count(),
+        "fills": Fill.objects.filter(order__trade__account=account).count(),
+        "paper orders": PaperOrder.objects.filter(account=account).count(),
+        "paper positions": PaperPosition.objects.filter(account=account).exclude(qty=0).count(),
+    }
+
+
+def run_steady(market, timer: TickTimer, runs: int) -> None:
+    """(a) steady state, 10 s apart, each a minute after a reconciliation."""
+    for k in range(runs):
+        now = market.now(60 + 10 * k)
+        market.mark_reconciled(now - timedelta(minutes=1))
+        timer.timed("a", market, now, lambda r: not r.reconciled and r.opened == r.closed == 0)
+
+
+def profile_steady_tick(market, timer: TickTimer, runs: int) -> str:
+    """cProfile's top 30 (cumulative) of one more steady tick, after the timed ones (the profiler would slow them)."""
+    now = market.now(60 + 10 * runs)
+    market.mark_reconciled(now - timedelta(minutes=1))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    market.tick(now=now)
+    profiler.disable()
+    timer.last_now = now
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+    return out.getvalue()
+
+
+def run_reconciling(market, timer: TickTimer, runs: int) -> None:
+    """(b) reconciling on a fresh lease (as after a restart), on the clock after the steady ticks."""
+    for k in range(runs):
+        market.release_lease()
+        timer.timed(
+            "b",
+            market,
+            market.now(60 + 10 * (runs + 1) + 10 * k),
+            lambda r: r.reconciled and not r.mismatches and r.opened == r.closed == 0,
+        )
+
+
+def run_rotating(market, timer: TickTimer, runs: int) -> None:
+    """(c) 5 closes and 5 opens, one bar each; (d) the settlement ticks met on the way (a tick on the settlement's
+    own clock before the rotating one, so (c) never includes funding)."""
+    from tests.execution.bot_market import HOUR
+
+    for _ in range(runs):
+        tick_at = market.bar + 2 * HOUR + timedelta(seconds=90)  # the tick after rotate's bar
+        settlement = settlement_between(timer.last_now, tick_at)
+        if settlement is not None:
+            now = settlement + timedelta(seconds=30)
+            market.mark_reconciled(now - timedelta(minutes=1))
+            timer.timed("d", market, now, lambda r: not r.reconciled and r.opened == r.closed == 0)
+        market.rotate(opens=5, closes=5)
+        now = market.now(90)
+        market.mark_reconciled(now - timedelta(minutes=1))
+        timer.timed("c", market, now, lambda r: not r.reconciled and r.opened == 5 and r.closed == 5)
+
+
+def run(args, database_url: str) -> None:
+    """Set up the market, run the cases in order (each case's clock follows the previous one's) and report; the
+    benchmark's rows are deleted before and after, even when a case fails."""
+    started = time.perf_counter()
+    django_setup(database_url)
+    import logging
+
+    logging.getLogger("execution").setLevel(logging.WARNING)  # the paper exchange logs every fill at INFO
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+    delete_bench_rows()
+    timer = TickTimer()
+    profile_text = ""
     try:
-        start = time.perf_counter()
-        market = BotMarket(exchange=BENCH_EXCHANGE, name=NAME)
-        market.grow(instruments=args.instruments, pairs=args.pairs, trades=args.trades)
-        history = write_history(market, args.history_bars)
-        market.next_bar()
-        if not market.tick().reconciled:  # reconciles (an hour since the opening tick) and syncs funding
-            raise SystemExit("the warm-up tick did not reconcile")
-        setup_seconds = time.perf_counter() - start
-        account = market.account
-        book = {
-            "open trades": PairTrade.objects.filter(account=account, state=PairTrade.State.OPEN).count(),
-            "orders": Order.objects.filter(trade__account=account).count(),
-            "fills": Fill.objects.filter(order__trade__account=account).count(),
-            "paper orders": PaperOrder.objects.filter(account=account).count(),
-            "paper positions": PaperPosition.objects.filter(account=account).exclude(qty=0).count(),
-        }
-
-        # (a) steady state, 10 s apart, each a minute after a reconciliation
-        for k in range(args.runs):
-            now = market.now(60 + 10 * k)
-            market.mark_reconciled(now - timedelta(minutes=1))
-            timed("a", market, now, lambda r: not r.reconciled and r.opened == r.closed == 0)
+        market, history, setup_seconds = build_market(args)
+        book = book_counts(market.account)
+        run_steady(market, timer, args.runs)
         if args.profile:
-            now = market.now(60 + 10 * args.runs)
-            market.mark_reconciled(now - timedelta(minutes=1))
-            profiler = cProfile.Profile()
-            profiler.enable()
-            market.tick(now=now)
-            profiler.disable()
-            last_now = now
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
-            profile_text = out.getvalue()
-        # (b) reconciling on a fresh lease
-        for k in range(args.runs):
-            market.release_lease()
-            timed(
-                "b",
-                market,
-                market.now(60 + 10 * (args.runs + 1) + 10 * k),
-                lambda r: r.reconciled and not r.mismatches and r.opened == r.closed == 0,
-            )
-        # (c) 5 closes and 5 opens, one bar each; (d) the settlement ticks met on the way
-        for _ in range(args.runs):
-            tick_at = market.bar + 2 * HOUR + timedelta(seconds=90)  # the tick after rotate's bar
-            settlement = settlement_between(last_now, tick_at)
-            if settlement is not None:
-                now = settlement + timedelta(seconds=30)
-                market.mark_reconciled(now - timedelta(minutes=1))
-                timed("d", market, now, lambda r: not r.reconciled and r.opened == r.closed == 0)
-            market.rotate(opens=5, closes=5)
-            now = market.now(90)
-            market.mark_reconciled(now - timedelta(minutes=1))
-            timed("c", market, now, lambda r: not r.reconciled and r.opened == 5 and r.closed == 5)
+            profile_text = profile_steady_tick(market, timer, args.runs)
+        run_reconciling(market, timer, args.runs)
+        run_rotating(market, timer, args.runs)
         description = database_description()
     finally:
         delete_bench_rows()
 
-    command = shlex.join([Path(sys.executable).name, "benchmarks/bench_bot_tick.py", *sys.argv[1:]])
+    print_header(args, description, market, history, book, setup_seconds)
+    print_cases(timer)
+    print(f"\nWhole benchmark: {time.perf_counter() - started:.0f} s.")
+    if profile_text:
+        print("\n### cProfile of one steady tick (cumulative)\n\n```")
+        print(profile_text.strip())
+        print("```")
+
+
+def print_header(args, description: str, market, history: tuple[int, int], book: dict[str, int],
+                 setup_seconds: float) -> None:
+    """The report's title and what the times depend on: command, database, machine and its load, the market."""
     print(f"## Bot tick: {args.pairs} active pairs, {args.trades} open trades (paper account)\n")
-    print(f"Command: `{command}`  ")
+    print(f"Command: `{command_line('benchmarks/bench_bot_tick.py')}`  ")
     print(f"Database: {description}  ")
-    print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}; load average at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())}  "
-    )
+    print(f"Machine: {machine_description()}; load average at the end {load_average()}  ")
     print(
         f"Market: {len(market.instruments)} instruments, {len(market.pairs)} active pairs, {history[0]:,} history "
         f"candles and {history[1]:,} history signals; the book before the runs: "
@@ -256,32 +318,23 @@ def run(args, database_url: str) -> None:
         + f"; set-up {setup_seconds:.1f} s (not timed below)  "
     )
     print("Times include the paper exchange, which runs in-process on the same database (no network).\n")
-    print("| case | runs | median (ms) | p95 (ms) | min (ms) | max (ms) | queries | target |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
-    labels = {
-        "a": "(a) steady state",
-        "b": "(b) reconciling (fresh lease)",
-        "c": "(c) opens 5, closes 5",
-        "d": "(d) first tick after a funding settlement",
-    }
-    for case, label in labels.items():
-        if not timings[case]:
+
+
+def print_cases(timer: TickTimer) -> None:
+    """One row per case that ran: median, p95, min, max (ms), the statements per tick, and the steady target."""
+    print_table_head(["case", "runs", "median (ms)", "p95 (ms)", "min (ms)", "max (ms)", "queries", "target"],
+                     "lrrrrrrl")
+    for case, label in CASES.items():
+        if not timer.timings[case]:
             continue
-        median, p95, low, high = summary(timings[case])
-        counts = sorted(set(queries[case]))
+        median, p95, low, high = summary(timer.timings[case])
+        counts = sorted(set(timer.queries[case]))
         count_text = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
         target = ""
         if case == "a":
             target = f"< {TARGET_STEADY_MS:.0f} ms " + ("ok" if median < TARGET_STEADY_MS else "MISSED")
-        print(
-            f"| {label} | {len(timings[case])} | {median:.1f} | {p95:.1f} | {low:.1f} | {high:.1f} | {count_text} "
-            f"| {target} |"
-        )
-    print(f"\nWhole benchmark: {time.perf_counter() - started:.0f} s.")
-    if profile_text:
-        print("\n### cProfile of one steady tick (cumulative)\n\n```")
-        print(profile_text.strip())
-        print("```")
+        print_row(label, len(timer.timings[case]), f"{median:.1f}", f"{p95:.1f}", f"{low:.1f}", f"{high:.1f}",
+                  count_text, target)
 
 
 def settlement_between(after, until):

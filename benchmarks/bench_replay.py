@@ -36,22 +36,25 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
 import pstats  # noqa: E402
 import re  # noqa: E402
-import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from _shared import (  # noqa: E402
     DEFAULT_DATA_DIR,
     benchmark_database,
+    command_line,
     database_description,
     django_setup,
     instrument_phases,
+    machine_description,
     peak_rss_mib,
+    print_row,
+    print_table_head,
 )
 
 TIMEFRAME = "1h"
@@ -66,8 +69,6 @@ PHASES = (
     ("signals_update", "signals (signals_update, prices from memory)"),
     ("bot_tick", "bot ticks (bot_tick: reconcile, funding, closes, opens, paper fills)"),
 )
-
-
 
 
 class StatementShapes:
@@ -161,11 +162,8 @@ def create_pairs(config) -> list:
     return rows
 
 
-
-
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (the candle files must be there before any database is made)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--database-url",
@@ -182,34 +180,70 @@ def main() -> None:
     parser.add_argument(
         "--days", type=float, default=None, help="replay only this many days from the start (a quick check)"
     )
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the replay's JSON (summary, trades) and its equity curve to FILE")
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         raise SystemExit(f"no candle data at {args.data_dir}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     with benchmark_database("bench_replay", args.database_url, fresh=True) as database_url:
         run(args, database_url)
 
 
-def run(args, database_url: str) -> None:
-    django_setup(database_url)
-    logging.disable(logging.INFO)
-    import replay.run as replay
-    from execution.models import Fill, Order, PairTrade, Signal
-    from notifications.models import Notification
-    from pairs.models import CointegrationRun, StrategyConfig
+@dataclass
+class Setup:
+    """What the replay starts from (built before the timing and reported apart): the imported symbols, the import
+    summary, the pairs, and each step's seconds."""
+
+    config: object
+    symbols: list[str]
+    summary: object
+    import_seconds: float
+    pairs: list
+    pairs_seconds: float
+
+
+@dataclass
+class Timed:
+    """The timed replay: its result and JSON, the seconds of the replay, of each wrapped phase and of the JSON, and
+    the optional profiler and statement counter (None when not asked for)."""
+
+    result: object
+    data: dict
+    replay_seconds: float
+    json_seconds: float
+    seconds: dict[str, float]
+    profiler: cProfile.Profile | None
+    statements: StatementShapes | None
+
+
+def set_up(data_dir: Path) -> Setup:
+    """Import the full-range symbols and store the fixed pairs, each step timed (neither is in the replay's time)."""
+    from pairs.models import StrategyConfig
     from pairs.services.market_data import candles_import_directory
 
     config = StrategyConfig.current()
-    symbols = full_range_symbols(args.data_dir)
+    symbols = full_range_symbols(data_dir)
     started = time.perf_counter()
-    summary = candles_import_directory(
-        directory=args.data_dir, timeframe=TIMEFRAME, exchange=config.exchange, symbols=symbols
-    )
+    summary = candles_import_directory(directory=data_dir, timeframe=TIMEFRAME, exchange=config.exchange,
+                                       symbols=symbols)
     import_seconds = time.perf_counter() - started
     if summary.failed:
         raise SystemExit(f"import failed: {[(f.symbol, f.error) for f in summary.failed]}")
     started = time.perf_counter()
     pairs = create_pairs(config)
-    pairs_seconds = time.perf_counter() - started
+    return Setup(config, symbols, summary, import_seconds, pairs, time.perf_counter() - started)
+
+
+def replay_timed(args, config) -> Timed:
+    """``replay_run`` end to end, its phases timed by wrapping the functions replay.run calls, under the profiler
+    and the statement counter when asked for (both inside the timing: they slow it, so use them to compare, not
+    for the headline number); then, timed apart, the result's JSON."""
+    import replay.run as replay
 
     seconds = {name: 0.0 for name, _ in PHASES}
     instrument_phases(replay, [name for name, _ in PHASES], seconds)
@@ -231,10 +265,24 @@ def run(args, database_url: str) -> None:
     replay_seconds = time.perf_counter() - started
     data = result.as_json()
     json_seconds = time.perf_counter() - started - replay_seconds
-    trades = data["trades"]
-    finished = sum(1 for t in trades if t["pnl"] is not None)
-    still_open = sum(1 for t in trades if t["opened_at"] and not t["closed_at"])
-    counts = {
+    return Timed(result, data, replay_seconds, json_seconds, seconds, profiler, statements)
+
+
+def write_json(path: Path, timed: Timed) -> None:
+    """The replay's JSON with its equity curve, for comparing two replays' trades and results outside the report."""
+    import json
+
+    equity = [[t.isoformat(), str(e)] for t, e in timed.result.equity]
+    path.write_text(json.dumps(dict(timed.data, equity=equity), indent=1))
+
+
+def rows_written() -> dict[str, int]:
+    """Rows the replay left in the tables it writes (none were there before: the database is the benchmark's)."""
+    from execution.models import Fill, Order, PairTrade, Signal
+    from notifications.models import Notification
+    from pairs.models import CointegrationRun
+
+    return {
         "signals": Signal.objects.count(),
         "trades": PairTrade.objects.count(),
         "orders": Order.objects.count(),
@@ -242,57 +290,85 @@ def run(args, database_url: str) -> None:
         "notifications": Notification.objects.count(),
         "selection runs": CointegrationRun.objects.count(),
     }
+
+
+def run(args, database_url: str) -> None:
+    django_setup(database_url)
+    logging.disable(logging.INFO)
+    setup = set_up(args.data_dir)
+    timed = replay_timed(args, setup.config)
+    if args.json is not None:
+        write_json(args.json, timed)
+    counts = rows_written()
     description = database_description()
 
-    command = shlex.join([Path(sys.executable).name, "benchmarks/bench_replay.py", *sys.argv[1:]])
-    s = data["summary"]
+    print_header(setup, timed, description)
+    print_timings(setup, timed)
+    print_outcome(timed, counts)
+    if timed.statements is not None:
+        print_statements(timed.statements, timed.result.bars, args.queries)
+    if timed.profiler:
+        print("\n```")
+        pstats.Stats(timed.profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile)
+        print("```")
+
+
+def print_header(setup: Setup, timed: Timed, description: str) -> None:
+    """Title, command, database, machine, the set-up's figures and the replayed range."""
+    result, pairs = timed.result, setup.pairs
     print(f"## replay_run: {result.bars:,} hourly bars x {len(pairs)} active pairs\n")
-    print(f"Command: `{command}`  ")
+    print(f"Command: `{command_line('benchmarks/bench_replay.py')}`  ")
     print(f"Database: {description}  ")
+    print(f"Machine: {machine_description()}, single-threaded BLAS  ")
     print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, single-threaded BLAS  "
-    )
-    print(
-        f"Setup (not timed below): import of {len(symbols)} full-range symbols ({summary.rows:,} candle rows) "
-        f"{import_seconds:.1f} s; {len(pairs)} pairs (lowest Engle-Granger p on the {FORMATION_BARS:,} bars before "
-        f"{START:%Y-%m-%d}, half-life {MIN_HALF_LIFE:g}-{MAX_HALF_LIFE:g} bars, p from {pairs[0].pvalue:.2e} to "
-        f"{pairs[-1].pvalue:.2e}) {pairs_seconds:.1f} s  "
+        f"Setup (not timed below): import of {len(setup.symbols)} full-range symbols ({setup.summary.rows:,} candle "
+        f"rows) {setup.import_seconds:.1f} s; {len(pairs)} pairs (lowest Engle-Granger p on the {FORMATION_BARS:,} "
+        f"bars before {START:%Y-%m-%d}, half-life {MIN_HALF_LIFE:g}-{MAX_HALF_LIFE:g} bars, p from "
+        f"{pairs[0].pvalue:.2e} to {pairs[-1].pvalue:.2e}) {setup.pairs_seconds:.1f} s  "
     )
     print(
         f"Replay: {result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC, reselection off, "
         f"tick statuses {result.tick_statuses}\n"
     )
-    verdict = "ok" if replay_seconds < TARGET_SECONDS else "MISSED"
-    print("| bars | pairs | seconds | bars/s | trades (finished / open at the end) | target |")
-    print("|---:|---:|---:|---:|---|---|")
-    print(
-        f"| {result.bars:,} | {len(pairs)} | {replay_seconds:.1f} | {result.bars / replay_seconds:.0f} "
-        f"| {len(trades):,} ({finished:,} / {still_open}) | < {TARGET_SECONDS:.0f} s {verdict} |"
-    )
-    print("\n| phase | seconds | ms per bar |")
-    print("|---|---:|---:|")
+
+
+def print_timings(setup: Setup, timed: Timed) -> None:
+    """The headline table (bars per second against the target) and the phases' table (seconds, ms per bar)."""
+    result, trades, bars = timed.result, timed.data["trades"], timed.result.bars
+    finished = sum(1 for t in trades if t["pnl"] is not None)
+    still_open = sum(1 for t in trades if t["opened_at"] and not t["closed_at"])
+    verdict = "ok" if timed.replay_seconds < TARGET_SECONDS else "MISSED"
+    print_table_head(["bars", "pairs", "seconds", "bars/s", "trades (finished / open at the end)", "target"],
+                     "rrrrll")
+    print_row(f"{result.bars:,}", len(setup.pairs), f"{timed.replay_seconds:.1f}",
+              f"{result.bars / timed.replay_seconds:.0f}", f"{len(trades):,} ({finished:,} / {still_open})",
+              f"< {TARGET_SECONDS:.0f} s {verdict}")
+    print()
+    print_table_head(["phase", "seconds", "ms per bar"], "lrr")
     for name, label in PHASES:
-        print(f"| {label} | {seconds[name]:.1f} | {seconds[name] / result.bars * 1000:.1f} |")
-    rest = replay_seconds - sum(seconds.values())
-    print(f"| the rest (loading closes, equity, transactions) | {rest:.1f} | {rest / result.bars * 1000:.1f} |")
-    print(f"| JSON of the result (not in the replay's time) | {json_seconds:.1f} | |")
+        print_row(label, f"{timed.seconds[name]:.1f}", f"{timed.seconds[name] / bars * 1000:.1f}")
+    rest = timed.replay_seconds - sum(timed.seconds.values())
+    print_row("the rest (loading closes, equity, transactions)", f"{rest:.1f}", f"{rest / bars * 1000:.1f}")
+    print(f"| JSON of the result (not in the replay's time) | {timed.json_seconds:.1f} | |")
+
+
+def print_outcome(timed: Timed, counts: dict[str, int]) -> None:
+    """The rows the replay wrote and its trading summary: a faster replay must still do the same work."""
+    s = timed.data["summary"]
     print("\nRows written: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".  ")
     print(
         f"Summary: win rate {s['win_rate']}, profit factor {s['profit_factor']}, total return {s['total_return']}, "
         f"max drawdown {s['max_drawdown']}, Sharpe {s['sharpe']}, equity {s['start_equity']} -> "
         f"{s['end_equity']}. Peak RSS {peak_rss_mib():,.0f} MiB."
     )
-    if statements is not None:
-        print(f"\nStatements: {statements.total:,} in all, {statements.total / result.bars:.1f} per bar.\n")
-        print("| per bar | seconds | statement (literals stripped) |")
-        print("|---:|---:|---|")
-        for shape, (count, spent) in statements.top(args.queries):
-            print(f"| {count / result.bars:.2f} | {spent:.2f} | `{shape[:160]}` |")
-    if profiler:
-        print("\n```")
-        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile)
-        print("```")
+
+
+def print_statements(statements: StatementShapes, bars: int, n: int) -> None:
+    """The ``n`` statement shapes the replay sent most, per bar and with their seconds."""
+    print(f"\nStatements: {statements.total:,} in all, {statements.total / bars:.1f} per bar.\n")
+    print_table_head(["per bar", "seconds", "statement (literals stripped)"], "rrl")
+    for shape, (count, spent) in statements.top(n):
+        print_row(f"{count / bars:.2f}", f"{spent:.2f}", f"`{shape[:160]}`")
 
 
 if __name__ == "__main__":
