@@ -178,9 +178,11 @@ def stop_worker(process: subprocess.Popen) -> None:
     process.wait()
 
 
+# Celery's own format ("[2021-... 12:00:00,123: INFO/MainProcess] Task ...") or Django's LOGGING, which workers use
+# since the Celery app hands logging back to Django ("2021-... 12:00:00,123 INFO celery.app.trace: Task ...").
 _LOG_LINE = re.compile(
-    r"^\[(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): \w+/[\w-]+\] Task (?P<task>[\w.]+)\[[^\]]+\] "
-    r"(?P<what>received|succeeded in (?P<seconds>[\d.e-]+)s)"
+    r"^\[?(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})(?::| \w+ [\w.]+:| \w+/[\w-]+\]).*?"
+    r" ?Task (?P<task>[\w.]+)\[[^\]]+\] (?P<what>received|succeeded in (?P<seconds>[\d.e-]+)s)"
 )
 
 
@@ -254,13 +256,13 @@ def choose_backend(requested: str, redis_url: str, database_url: str) -> tuple[s
 
 class Services:
     """The database, broker and result backend of the runs, and the environment every child process starts from
-    (one BLAS thread, fan-out on, quiet logging, the temporary directory)."""
+    (one BLAS thread, fan-out on, INFO logging: the worker's task lines are parsed, the temporary directory)."""
 
     def __init__(self, backend: str, redis_url: str, database_url: str, directory: Path):
         self.backend, self.redis_url, self.database_url, self.directory = backend, redis_url, database_url, directory
         self.base_env = dict(os.environ, DEBUG="0", SECRET_KEY="benchmark-only-" + "x" * 50,
                              STATARB_VAR_DIR=str(directory), STATARB_SCREEN_FANOUT="1", OPENBLAS_NUM_THREADS="1",
-                             OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", LOG_LEVEL="WARNING",
+                             OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", LOG_LEVEL="INFO",
                              PYTHONPATH=str(REPO_ROOT), BENCH_WINDOW_FILE=str(directory / "window.npy"))
         self.base_env.pop("DJANGO_SETTINGS_MODULE", None)
         if backend == "redis":
