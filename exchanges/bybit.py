@@ -8,57 +8,50 @@ where their meaning is known; the rest of the system sees ``exchanges.errors``.
 from __future__ import annotations
 
 import logging
-import re
 from decimal import Decimal
 
 import ccxt
 
 from core.formatting import plain as _plain
 from core.secrets import redact
+from exchanges.bybit_codes import LEVERAGE_NOT_MODIFIED, POSITION_MODE_NOT_MODIFIED, map_bybit_error, ret_code
 from exchanges.bybit_parsing import fill_state, funding_state, next_cursor, order_state, position_state
-from exchanges.ccxt_client import CcxtExchange, ccxt_errors_mapped, first_decimal, map_ccxt_error
+from exchanges.ccxt_client import CcxtExchange, ccxt_errors_mapped, first_decimal
 from exchanges.errors import (
     DuplicateClientOrderId,
     ExchangeError,
     InvalidOrder,
     NotSupported,
     OrderNotFound,
+    OrderOutcomeUnknown,
     PermanentExchangeError,
-    RateLimited,
-    TemporaryExchangeError,
+    Refused,
+    RefusedTemporarily,
 )
-from exchanges.types import AccountSetup, BalanceState, FillState, FundingState, OrderAck, OrderState, PositionState
+from exchanges.types import (
+    FILLED,
+    AccountSetup,
+    BalanceState,
+    FillState,
+    FundingState,
+    OrderAck,
+    OrderState,
+    PositionState,
+)
 from exchanges.validation import check_leverage, check_order_arguments
 
 logger = logging.getLogger(__name__)
 
-# Bybit answers a re-used orderLinkId with one of these retCodes; ccxt maps them to generic errors. Only the
-# retCode field counts: the same digits elsewhere in the body (a millisecond timestamp, a price) mean nothing.
-# 110072 "OrderLinkedID is duplicate" is the derivatives (linear) answer; the others come from spot and older APIs.
-_DUPLICATE_ORDER_CODES = frozenset({"170141", "12141", "30001", "110072"})
-# "not modified" answers that mean the account is already as asked
-_POSITION_MODE_NOT_MODIFIED = frozenset({"110025"})
-_LEVERAGE_NOT_MODIFIED = frozenset({"110043"})
-_RET_CODE = re.compile(r'"retCode"\s*:\s*"?(\d+)')
 _FILLS_PER_REQUEST = 100  # Bybit's maximum for /v5/execution/list
 _POSITIONS_PER_REQUEST = 200  # and for /v5/position/list
 _MAX_PAGES = 50
 # Bybit's execution list spans at most 7 days a request (endTime - startTime <= 7 days).
 _EXECUTION_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
 _MAX_FUNDING_PAGES_PER_WINDOW = 200  # 20,000 settlements a week: far more than an account of a few pairs has
-
-
-def ret_code(exc: Exception) -> str | None:
-    """The retCode of a Bybit answer quoted in a ccxt exception's message, if any."""
-    match = _RET_CODE.search(str(exc))
-    return match.group(1) if match else None
-
-
-def map_bybit_error(exc: Exception) -> ExchangeError:
-    """``map_ccxt_error``, refined by Bybit's retCode where it says more than ccxt's class."""
-    if isinstance(exc, ccxt.ExchangeError) and ret_code(exc) in _DUPLICATE_ORDER_CODES:
-        return DuplicateClientOrderId(redact(f"{type(exc).__name__}: {exc}"))
-    return map_ccxt_error(exc)
+# Execution types that move a position: the account's own trades, and liquidation and auto-deleveraging fills.
+_POSITION_EXEC_TYPES = ("Trade", "BustTrade", "AdlTrade")
+# The raw status of an order known only from its executions (its reduce-only flag is not known then).
+FROM_EXECUTIONS = "(from executions)"
 
 
 def _mapped():
@@ -92,12 +85,12 @@ class BybitExchange(CcxtExchange):
             self._ensure_markets()
         # No symbol: Bybit switches every USDT-settled linear contract (coin=USDT) at once.
         mode_changed = self._unless_not_modified(
-            lambda: self._client.set_position_mode(False), _POSITION_MODE_NOT_MODIFIED
+            lambda: self._client.set_position_mode(False), POSITION_MODE_NOT_MODIFIED
         )
         changed = []
         for symbol in symbols:
             if self._unless_not_modified(
-                lambda symbol=symbol: self._client.set_leverage(_plain(leverage), symbol), _LEVERAGE_NOT_MODIFIED
+                lambda symbol=symbol: self._client.set_leverage(_plain(leverage), symbol), LEVERAGE_NOT_MODIFIED
             ):
                 changed.append(symbol)
         return AccountSetup(
@@ -169,10 +162,12 @@ class BybitExchange(CcxtExchange):
                 created = self._client.create_order(symbol, order_type, side, amount, limit_price, params)
         except DuplicateClientOrderId:
             return self._existing_order(symbol, client_order_id, side, reduce_only)
-        except TemporaryExchangeError as exc:
-            if isinstance(exc, RateLimited):
-                raise  # refused before it was applied
-            return self._order_after_failed_create(symbol, client_order_id, exc)
+        except (Refused, RefusedTemporarily):
+            raise  # the exchange said it did not apply it
+        except Exception as exc:  # noqa: BLE001 - any other answer (or none, or one we can't read) proves nothing
+            unknown = exc if isinstance(exc, OrderOutcomeUnknown) else OrderOutcomeUnknown(
+                redact(f"{type(exc).__name__}: {exc}"))
+            return self._order_after_failed_create(symbol, client_order_id, unknown)
         return OrderAck(
             exchange_order_id=str(created.get("id") or ""),
             client_order_id=str(created.get("clientOrderId") or client_order_id),
@@ -187,7 +182,8 @@ class BybitExchange(CcxtExchange):
             raise DuplicateClientOrderId(
                 f"client order id {client_order_id} on {symbol} is taken, but the order can't be found yet"
             )
-        if state.side != side or state.reduce_only != bool(reduce_only):
+        reduce_only_differs = state.raw_status != FROM_EXECUTIONS and state.reduce_only != bool(reduce_only)
+        if state.side != side or reduce_only_differs:
             raise DuplicateClientOrderId(
                 f"client order id {client_order_id} on {symbol} is taken by a different order "
                 f"({state.side}, reduce_only={state.reduce_only}, qty {state.qty})"
@@ -195,9 +191,11 @@ class BybitExchange(CcxtExchange):
         logger.info("order %s on %s already existed (%s): not placed again", client_order_id, symbol, state.status)
         return OrderAck(state.exchange_order_id, client_order_id, symbol, existing=True, state=state)
 
-    def _order_after_failed_create(self, symbol: str, client_order_id: str, exc: ExchangeError) -> OrderAck:
-        """A create whose answer doesn't say what happened: the order is looked up by its client id. Found, it is
-        returned (``existing=True``); not found (or the look-up failed too), ``exc`` is raised again."""
+    def _order_after_failed_create(self, symbol: str, client_order_id: str, exc: OrderOutcomeUnknown) -> OrderAck:
+        """A create whose answer doesn't say what happened: the order is looked up by its client id (open orders,
+        history, executions). Found, it is returned (``existing=True``); not found (or the look-up failed too),
+        ``exc`` (an ``OrderOutcomeUnknown``) is raised: the caller keeps the order unknown and looks again, or
+        sends it again under the same client id, which the exchange can't execute twice."""
         try:
             state = self.order_by_client_id(symbol, client_order_id)
         except ExchangeError as lookup_exc:
@@ -213,8 +211,9 @@ class BybitExchange(CcxtExchange):
     def order_by_client_id(self, symbol: str, client_order_id: str) -> OrderState | None:
         """The order with this client id (orderLinkId) on ``symbol``, or None if the exchange has none.
 
-        Asks the open-orders list (which, asked by orderLinkId, also holds recently closed orders) and then the order
-        history, both filtered by orderLinkId; fetch_order would only reach the last 500 orders.
+        Asks the open-orders list (which, asked by orderLinkId, also holds recently closed orders), then the order
+        history, both filtered by orderLinkId (fetch_order would only reach the last 500 orders), then the executions:
+        an order found only there is reported as ended with what its executions filled.
         """
         with _mapped():
             self._ensure_markets()
@@ -225,7 +224,9 @@ class BybitExchange(CcxtExchange):
                 if matches:
                     newest = max(matches, key=lambda o: o.get("timestamp") or 0)
                     return order_state(newest, settle=settle)
-        return None
+        # Neither list shows it yet, but its executions may: an order that traded existed.
+        fills = self.fills_of(symbol, client_order_id)
+        return _state_from_fills(fills, settle) if fills else None
 
     def fills_of(
         self,
@@ -242,6 +243,32 @@ class BybitExchange(CcxtExchange):
         if (client_order_id is None) == (exchange_order_id is None):
             raise ValueError("give exactly one of client_order_id and exchange_order_id")
         params = {"orderLinkId": client_order_id} if client_order_id is not None else {"orderId": exchange_order_id}
+
+        def mine(fill: FillState) -> bool:
+            if client_order_id is not None:
+                return fill.client_order_id == client_order_id
+            return fill.exchange_order_id == exchange_order_id
+
+        return self._execution_pages(symbol, params, since_ms, keep=mine)
+
+    def executions(self, symbol: str, *, since_ms: int) -> list[FillState]:
+        """Every execution that moved the account's position on ``symbol`` since ``since_ms``, oldest first: its own
+        trades whoever placed them (the bot, a person, another program) and liquidation or auto-deleveraging fills.
+        Read in 7-day windows (Bybit's limit per request)."""
+        now_ms = self._client.milliseconds()
+        found: list[FillState] = []
+        start = since_ms
+        while start <= now_ms:
+            end = min(start + _EXECUTION_WINDOW_MS, now_ms)
+            for exec_type in _POSITION_EXEC_TYPES:
+                found.extend(self._execution_pages(symbol, {"execType": exec_type, "endTime": end}, start))
+            start = end + 1
+        unique = {fill.exec_id: fill for fill in found}
+        return sorted(unique.values(), key=lambda fill: fill.time_ms)
+
+    def _execution_pages(self, symbol: str, params: dict, since_ms: int | None, keep=None) -> list[FillState]:
+        """The executions the list answers for ``params``, every page, oldest first (Bybit's seq orders executions of
+        the same millisecond)."""
         fills: dict[str, tuple[int, int, FillState]] = {}
         cursor = None
         with _mapped():
@@ -251,11 +278,8 @@ class BybitExchange(CcxtExchange):
                 rows = self._client.fetch_my_trades(symbol, since_ms, _FILLS_PER_REQUEST, page_params)
                 for row in rows:
                     fill = fill_state(row)
-                    if (client_order_id is not None and fill.client_order_id != client_order_id) or (
-                        exchange_order_id is not None and fill.exchange_order_id != exchange_order_id
-                    ):
+                    if keep is not None and not keep(fill):
                         continue
-                    # Bybit's seq orders executions of the same millisecond
                     seq = first_decimal((row.get("info") or {}).get("seq"))
                     fills[fill.exec_id] = (fill.time_ms, int(seq) if seq is not None else 0, fill)
                 cursor = next_cursor(rows)
@@ -416,3 +440,18 @@ class BybitExchange(CcxtExchange):
             return f"{base}/{settle_coin}:{settle_coin}"
         return None
 
+
+
+def _state_from_fills(fills: list[FillState], settle: str) -> OrderState:
+    """An order known only from its executions: ended, with what they filled (a market order that the order lists
+    don't show yet)."""
+    filled = sum((f.qty for f in fills), Decimal(0))
+    notional = sum((f.qty * f.price for f in fills), Decimal(0))
+    first = fills[0]
+    return OrderState(
+        exchange_order_id=first.exchange_order_id, client_order_id=first.client_order_id, symbol=first.symbol,
+        side=first.side, order_type="market", status=FILLED, is_open=False, qty=filled, filled_qty=filled,
+        avg_price=notional / filled if filled else None, fee=sum((f.fee for f in fills), Decimal(0)),
+        fee_currency=first.fee_currency or settle, reduce_only=False, raw_status=FROM_EXECUTIONS,
+        created_ms=first.time_ms, updated_ms=fills[-1].time_ms,
+    )

@@ -24,10 +24,11 @@ from exchanges.errors import (
     InvalidOrder,
     NotSupported,
     OrderNotFound,
+    OrderOutcomeUnknown,
     PermanentExchangeError,
     RateLimited,
+    RefusedTemporarily,
     RequestTimedOut,
-    TemporaryExchangeError,
 )
 from exchanges.specs import InstrumentSpec
 
@@ -39,7 +40,7 @@ DEFAULT_MAX_CANDLES_PER_REQUEST = 500
 FUNDING_RATES_PER_REQUEST = 200
 
 _ERROR_MAP: tuple[tuple[type[Exception], type[ExchangeError]], ...] = (
-    # Order matters: subclasses before their bases.
+    # Order matters: subclasses before their bases. A venue refines this by its own codes (exchanges.bybit).
     (ccxt.DuplicateOrderId, DuplicateClientOrderId),
     (ccxt.OrderNotFound, OrderNotFound),
     (ccxt.InsufficientFunds, InsufficientFunds),
@@ -48,16 +49,18 @@ _ERROR_MAP: tuple[tuple[type[Exception], type[ExchangeError]], ...] = (
     (ccxt.PermissionDenied, AuthenticationFailed),
     (ccxt.AccountSuspended, AuthenticationFailed),
     (ccxt.NotSupported, NotSupported),
+    (ccxt.BadRequest, InvalidOrder),  # BadSymbol and parameter errors: refused by validation
     (ccxt.RateLimitExceeded, RateLimited),
     (ccxt.DDoSProtection, RateLimited),
+    (ccxt.InvalidNonce, RefusedTemporarily),  # a request timestamp outside the receive window: refused
     (ccxt.RequestTimeout, RequestTimedOut),
-    (ccxt.NetworkError, TemporaryExchangeError),  # ExchangeNotAvailable, OnMaintenance, ...
-    # ccxt's "operation failed, may succeed later" family: bad or empty responses, a cancel still pending.
-    (ccxt.OperationFailed, TemporaryExchangeError),
-    (ccxt.ExchangeError, PermanentExchangeError),
-    (ccxt.BaseError, PermanentExchangeError),
+    # Everything else says nothing about what happened: a gateway page (ExchangeNotAvailable), a dropped
+    # connection, an unreadable answer (BadResponse), an error answer of no known class (Bybit 10016).
+    (ccxt.NetworkError, OrderOutcomeUnknown),
+    (ccxt.OperationFailed, OrderOutcomeUnknown),
+    (ccxt.ExchangeError, OrderOutcomeUnknown),
+    (ccxt.BaseError, OrderOutcomeUnknown),
 )
-
 
 
 def map_ccxt_error(exc: Exception) -> ExchangeError:

@@ -73,6 +73,9 @@ class RetryingExchange:
         return self._call(f"fills of {client_order_id or exchange_order_id}", lambda: self.inner.fills_of(
             symbol, client_order_id, exchange_order_id=exchange_order_id, since_ms=since_ms))
 
+    def executions(self, symbol, *, since_ms):
+        return self._call(f"executions on {symbol}", lambda: self.inner.executions(symbol, since_ms=since_ms))
+
     def cancel(self, symbol, client_order_id):
         return self._call(f"cancel of {client_order_id}", lambda: self.inner.cancel(symbol, client_order_id))
 

@@ -1,10 +1,11 @@
 """Named row locks of the execution layer, one function per lockable queryset, as saleor's ``lock_objects.py``.
 
-Lock order, fixed here and nowhere else: the ExchangeAccount row first, then the rows that hang off it (the paper
-exchange's wallet and positions). Every insert of a row that refers to an account takes a shared lock on the
-account row (the foreign key check, InnoDB), so a process holding a paper row while waiting for the account row
-could deadlock with one that holds the account row; taking the account row first, always, makes callers queue
-instead. Call these inside ``transaction.atomic``: the locks last until the transaction ends.
+Lock order, fixed here and nowhere else: the ExchangeAccount row first, then its heartbeat row (the lease), then
+the rows that hang off it (the paper exchange's wallet and positions). Every insert of a row that refers to an
+account takes a shared lock on the account row (the foreign key check, InnoDB), so a process holding a paper row
+while waiting for the account row could deadlock with one that holds the account row; taking the account row first,
+always, makes callers queue instead. Call these inside ``transaction.atomic``: the locks last until the
+transaction ends.
 """
 
 from __future__ import annotations
@@ -38,3 +39,15 @@ def lock_paper_books(account: ExchangeAccount, *, symbol: str | None = None) -> 
         .values_list("paper__id", "paper__wallet_balance", "paper__funding_settled_until", "held__id",
                      "held__symbol", "held__qty", "held__avg_price")
     )  # fmt: skip
+
+
+def lock_lease(account_id: int, generation: int) -> bool:
+    """Lock the account's heartbeat row if its lease is still at ``generation``; False when another lease has
+    replaced it. Taken after the account row (the order above) and held to the end of the transaction, so no other
+    worker can take the lease over while the caller inserts under it."""
+    from execution.models import BotHeartbeat
+
+    return (
+        BotHeartbeat.objects.select_for_update().filter(account_id=account_id, lease_generation=generation)
+        .values_list("pk", flat=True).first()
+    ) is not None

@@ -193,6 +193,7 @@ class Order(TimeStampedModel):
         CLOSE = "close", "Close"
         COMPLETE = "complete", "Complete a partly filled open"
         UNWIND = "unwind", "Unwind (reduce-only)"
+        RECONCILE = "reconcile", "Adopted from the exchange's executions (orders not placed by the bot)"
 
     class Side(models.TextChoices):
         BUY = "buy", "Buy"
@@ -210,7 +211,7 @@ class Order(TimeStampedModel):
     trade = models.ForeignKey(PairTrade, on_delete=models.PROTECT, related_name="orders")
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
     leg = models.CharField(max_length=1, choices=Leg.choices)
-    action = models.CharField(max_length=8, choices=Action.choices)
+    action = models.CharField(max_length=9, choices=Action.choices)
     attempt = models.PositiveSmallIntegerField(
         default=1, help_text="A rejected or partly filled close is retried as attempt 2, 3, ... (a new client id)"
     )
@@ -305,6 +306,9 @@ class BotHeartbeat(models.Model):
     # conditional UPDATE, it expires on its own when its holder dies.
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    lease_generation = models.PositiveBigIntegerField(
+        default=0, help_text="Fencing token: one more with every new lease; the holder's writes carry it"
+    )
     reconciled_at = models.DateTimeField(null=True, blank=True, help_text="Last successful reconciliation")
     funding_synced_until = models.DateTimeField(null=True, blank=True, help_text="Funding recorded up to here")
 

@@ -16,7 +16,7 @@ from pairs.quant.performance import max_drawdown, sharpe_ratio, trade_metrics
 DAYS_PER_YEAR = 365  # crypto trades every day
 
 
-LEG_ACTIONS = {"open": "open", "complete": "open", "close": "close", "unwind": "close"}
+LEG_ACTIONS = {"open": "open", "complete": "open", "close": "close", "unwind": "close", "reconcile": "adopted"}
 
 
 def replay_trades(*, account: ExchangeAccount) -> list[dict]:

@@ -181,6 +181,7 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
     # refusal, and only the insert below, which may collide, needs one.
     with transaction.atomic(savepoint=False):
         lock_account(account)
+        ctx.hold_lease()  # after the account row (execution.locks' order): only the lease holder plans
         halt = active_halts(account=account).first()
         if halt is not None:
             report.skipped.append(f"halted while planning: {halt.reason}"[:500])

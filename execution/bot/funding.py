@@ -41,6 +41,7 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
     rows = _attributed(ctx, trades, payments)
     touched = {row.trade_id for row in rows if row.trade_id is not None}
     with transaction.atomic():
+        ctx.hold_lease()
         FundingPayment.objects.bulk_create(rows, ignore_conflicts=True)
         if touched:
             totals = dict(FundingPayment.objects.filter(trade_id__in=touched).values_list("trade_id")

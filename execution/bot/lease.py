@@ -2,6 +2,11 @@
 
 Taken and renewed by one conditional UPDATE on the account's heartbeat row, it expires on its own when its holder
 dies (``LEASE_TTL``), so a crashed worker never blocks the account for longer than that.
+
+Each new lease gets the next **generation**, a fencing token: the holder's writes carry it
+(``execution.services.context.Fence``), and a write whose generation is no longer the heartbeat's does nothing. A
+worker that stalled past its lease (a long GC pause, a hung network call) while another took over therefore writes
+nothing when it wakes: it stops at its first write or send.
 """
 
 from __future__ import annotations
@@ -12,12 +17,12 @@ import uuid
 from datetime import timedelta
 
 from django.db import IntegrityError
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from execution.models import BotHeartbeat, ExchangeAccount
+from execution.services.context import LEASE_TTL
 
-LEASE_TTL = timedelta(seconds=120)
 # A lease renewed this recently (by the last tick's heartbeat) is not renewed again at the start of a tick.
 LEASE_KEEP_S = 10.0
 _PROCESS_TOKEN = uuid.uuid4().hex[:8]
@@ -39,7 +44,7 @@ def lease_acquire(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEAS
     except IntegrityError:  # created by a concurrent bot between the read and the insert
         pass
     if rows.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)).update(
-        lease_owner=owner, lease_expires_at=now + ttl, started_at=now
+        lease_owner=owner, lease_expires_at=now + ttl, started_at=now, lease_generation=F("lease_generation") + 1
     ):
         return "new"
     return None

@@ -12,10 +12,11 @@ from django.db import transaction
 
 from exchanges.errors import ExchangeError
 from execution.bot.book import instrument_of, orders_of
-from execution.models import BotHeartbeat, Order, PairTrade
+from execution.models import BotHeartbeat, PairTrade
 from execution.services.context import TradingContext
 from execution.services.orders import FINAL_ORDER_STATUSES, LEGS, leg_net
-from execution.services.trades import trade_pnl
+from execution.services.settlement import settle_with_exchange
+from execution.services.trades import close_as_reconciled, finish_trade
 from notifications.models import Notification
 from notifications.services import notify
 from risk.models import GuardEvent, Halt
@@ -28,10 +29,14 @@ Reason = PairTrade.ExitReason
 def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[int] = frozenset()) -> list[str]:
     """Compare what the open trades hold with the exchange's positions, symbol by symbol.
 
-    - A trade whose every leg is gone from the exchange (closed by hand, liquidated) is closed here with reason
-      ``reconciled`` and a note: its PnL counts only the fills the bot knows of.
+    - An open trade whose legs differ from the exchange is settled against the exchange's executions
+      (``execution.services.settlement``): executions no bot order accounts for (a person closed or opened a leg by
+      hand) are adopted as fills; a trade that is flat then is closed, exit reason ``manual``. A trade whose legs
+      are all gone with no execution to explain it is closed ``reconciled``, its realised PnL left empty.
     - Every other difference (a position no trade explains, a size that doesn't match) is flagged: a guard event
       and a bot halt stop new trades until a clean reconciliation lifts the halt again.
+    - Trades that traded in this tick wait for the next pass (a positions list may lag the fills); trades in flight
+      are settled by the state machine itself before it sends another order.
     - Orders: the bot's own orders in flight are adopted before this runs (advance_trade looks each up by its client
       id); an order still working at the exchange that no active trade is waiting for is cancelled if it is the
       bot's (its client id says so) and flagged either way.
@@ -39,27 +44,18 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[
     positions = ctx.exchange.positions()
     working = ctx.exchange.open_orders()
     held = {p.symbol: p.qty for p in positions}
-    expected: dict[str, Decimal] = {}
-    holders: dict[str, list[PairTrade]] = {}
     for trade in trades:
+        if trade.state == State.OPEN and trade.pk not in just_traded:
+            _settle_open_trade(ctx, trade, held)
+    expected: dict[str, Decimal] = {}
+    for trade in trades:
+        if trade.state not in PairTrade.ACTIVE_STATES:
+            continue
         for leg in LEGS:
             net = leg_net(orders_of(trade), leg)
             if net:
                 symbol = ctx.symbol(instrument_of(trade, leg))
                 expected[symbol] = expected.get(symbol, Decimal(0)) + net
-                holders.setdefault(symbol, []).append(trade)
-    gone = []
-    for trade in trades:
-        symbols = [ctx.symbol(instrument_of(trade, leg)) for leg in LEGS if leg_net(orders_of(trade), leg)]
-        if symbols and trade.pk not in just_traded and all(held.get(s, Decimal(0)) == 0 for s in symbols):
-            gone.append(trade)
-    for trade in gone:
-        _close_as_reconciled(ctx, trade)
-        for leg in LEGS:
-            net = leg_net(orders_of(trade), leg)
-            if net:
-                symbol = ctx.symbol(instrument_of(trade, leg))
-                expected[symbol] -= net
     mismatches = [
         f"{symbol}: exchange holds {held.get(symbol, Decimal(0))}, trades hold {expected.get(symbol, Decimal(0))}"
         for symbol in sorted(set(held) | set(expected))
@@ -112,26 +108,16 @@ def _reconcile_orders(ctx: TradingContext, trades: list[PairTrade], working) -> 
     return problems
 
 
-def _close_as_reconciled(ctx: TradingContext, trade: PairTrade) -> None:
-    note = ("both legs were found closed on the exchange (by hand or liquidation); the closing fills were not the "
-            "bot's, so its realised PnL is left empty (fees and funding are the bot's records)")
-    with transaction.atomic():
-        for order in orders_of(trade):
-            if order.status not in FINAL_ORDER_STATUSES:
-                order.status = Order.Status.CANCELLED
-                order.error = "reconciliation: position gone"
-                order.save(update_fields=["status", "error", "updated_at"])
-        pnl = trade_pnl(trade)
-        trade.state = State.CLOSED
-        trade.state_changed_at = ctx.now
-        trade.closed_at = ctx.now
-        trade.exit_reason = Reason.RECONCILED
-        trade.error = (trade.error + "\n" + note).strip()
-        trade.fees = pnl.fees
-        trade.funding = pnl.funding
-        trade.save(update_fields=["state", "state_changed_at", "closed_at", "exit_reason", "error", "fees", "funding",
-                                  "updated_at"])
-        guard_event_record(account=ctx.account, kind="trade_closed_outside", message=f"trade {trade.pk}: {note}")
-        notify(topic="trade_closed_outside", severity=Notification.Severity.WARNING,
-               text=f"[{ctx.account.name}] trade {trade.pk} {trade.pair}: {note}")
-    ctx.events.append(f"trade {trade.pk} closed by reconciliation")
+def _settle_open_trade(ctx: TradingContext, trade: PairTrade, held: dict[str, Decimal]) -> None:
+    orders = orders_of(trade)
+    if any(o.status not in FINAL_ORDER_STATUSES for o in orders):
+        return
+    outcome = settle_with_exchange(ctx, trade, orders, held=held)
+    ctx.settled.add(trade.pk)
+    flat = all(leg_net(orders, leg) == 0 for leg in LEGS)
+    if outcome.changed and flat:
+        finish_trade(ctx, trade, exit_reason=Reason.MANUAL)
+    elif outcome.unexplained and all(exchange == 0 for exchange, _ in outcome.unexplained.values()) and all(
+        leg in outcome.unexplained or leg_net(orders, leg) == 0 for leg in LEGS
+    ):
+        close_as_reconciled(ctx, trade, orders)

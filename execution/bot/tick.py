@@ -33,10 +33,10 @@ from execution.bot.book import active_trades, orders_of
 from execution.bot.entries import open_new_trades
 from execution.bot.exits import close_decisions
 from execution.bot.funding import sync_funding
-from execution.bot.lease import LEASE_TTL, default_lease_owner, lease_acquire, lease_for_tick
+from execution.bot.lease import LEASE_TTL, default_lease_owner, lease_for_tick
 from execution.bot.reconcile import reconcile
 from execution.models import BotHeartbeat, ExchangeAccount, PairTrade
-from execution.services.context import TickAborted, TradingContext
+from execution.services.context import Fence, LeaseLost, TickAborted, TradingContext
 from execution.services.trades import advance_trade, start_close
 from notifications.models import Notification
 from notifications.services import notify
@@ -98,12 +98,16 @@ def bot_tick(
         exchange = RetryingExchange(exchange, sleep=sleep)
     ctx = TradingContext(account=account, exchange=exchange, now=now, config=config, market=market, sleep=sleep,
                          checkpoint=checkpoint or (lambda step: None),
-                         keep_lease=lambda: lease_acquire(account, owner) is not None,
+                         fence=Fence(account.pk, owner, heartbeat.lease_generation),
                          halted=lambda: active_halts(account=account).exists(),
                          _lease_renewed=time.monotonic() - lease_age)
     held: list[PairTrade] | None = None  # the tick's trades when it ends normally: the heartbeat counts them
     try:
         held = _tick(ctx, report, heartbeat, fresh_lease=lease == "new", reconcile_every=reconcile_every)
+    except LeaseLost as exc:
+        # Another worker took the account over while this one stalled: it stops, writing nothing more.
+        report.status = "lease_lost"
+        report.error = str(exc)
     except TickAborted as exc:
         report.status = "exchange_unreachable"
         report.error = str(exc)
@@ -122,7 +126,8 @@ def bot_tick(
             else:
                 open_trades = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).count()
             beat_at = timezone.now()
-            BotHeartbeat.objects.filter(account=account, lease_owner=owner).update(
+            BotHeartbeat.objects.filter(account=account, lease_owner=owner,
+                                        lease_generation=heartbeat.lease_generation).update(
                 beat_at=beat_at, worker=owner[:200], task_id=task_id[:64], status=report.status[:200],
                 last_tick_ms=report.duration_ms, open_trades=open_trades, lease_expires_at=beat_at + LEASE_TTL,
             )

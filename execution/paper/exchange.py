@@ -30,6 +30,7 @@ from exchanges.errors import (
     NotSupported,
     OrderNotFound,
     PermanentExchangeError,
+    ReduceOnlyRejected,
     TemporaryExchangeError,
 )
 from exchanges.types import (
@@ -310,6 +311,13 @@ class PaperExchange(PaperBase):
             time_ms=ms(fill.filled_at),
         )
 
+    def executions(self, symbol: str, *, since_ms: int) -> list[FillState]:
+        """Every fill on ``symbol`` since ``since_ms``, oldest first (on paper, only the bot trades)."""
+        fills = (PaperFill.objects.filter(order__account=self.account, order__symbol=symbol,
+                                          filled_at__gte=from_ms(since_ms))
+                 .select_related("order").order_by("filled_at", "pk"))
+        return [self._fill_state(fill, fill.order) for fill in fills]
+
     def cancel(self, symbol: str, client_order_id: str) -> OrderState:
         """Market orders are final when placed: the order's state as it is; OrderNotFound if there is none."""
         state = self.order_by_client_id(symbol, client_order_id)
@@ -402,14 +410,14 @@ def paper_exchange_for(account: ExchangeAccount, *, market: MarketView, config: 
     )
 
 
-def _reduce_only_qty(symbol: str, side: str, qty: Decimal, held: Decimal) -> Decimal | InvalidOrder:
+def _reduce_only_qty(symbol: str, side: str, qty: Decimal, held: Decimal) -> Decimal | ReduceOnlyRejected:
     """What a reduce-only order fills against a position of ``held``: refused when there is nothing to reduce or it
     would increase the position; cut to the position when larger (Bybit cuts a reduce-only market order)."""
     signed = qty if side == "buy" else -qty
     if held == 0:
-        return InvalidOrder(f"reduce-only {side} of {symbol}: there is no position to reduce")
+        return ReduceOnlyRejected(f"reduce-only {side} of {symbol}: there is no position to reduce")
     if (held > 0) == (signed > 0):
-        return InvalidOrder(f"reduce-only {side} of {symbol} would increase the position of {_plain(held)}")
+        return ReduceOnlyRejected(f"reduce-only {side} of {symbol} would increase the position of {_plain(held)}")
     return min(qty, abs(held))
 
 

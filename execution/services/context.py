@@ -5,20 +5,69 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db.models import Exists, QuerySet
+from django.utils import timezone
+
 from exchanges.base import TradingExchange
-from execution.models import ExchangeAccount
+from execution.locks import lock_lease
+from execution.models import BotHeartbeat, ExchangeAccount
 from pairs.market import MarketView
 from pairs.models import Instrument, StrategyConfig
 
 # Renew the bot's lease (2 minutes) when a tick has run this long.
 LEASE_RENEW_AFTER_S = 30.0
+LEASE_TTL = timedelta(seconds=120)
 
 
 class TickAborted(Exception):
     """The exchange could not be reached to resolve an order; nothing more is decided this tick."""
+
+
+class LeaseLost(TickAborted):
+    """Another worker holds the account's lease now (this one stalled past it): this worker stops at once and
+    writes nothing more."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease generation a tick holds (``execution.bot.lease``): every state write and every order send of the
+    tick checks it, in the same statement as the write, so a worker that lost the lease writes nothing."""
+
+    account_id: int
+    owner: str
+    generation: int
+
+    def _held(self) -> Exists:
+        # Uncorrelated: "the account's lease is still at my generation", judged in the statement that writes.
+        return Exists(BotHeartbeat.objects.filter(account_id=self.account_id, lease_generation=self.generation))
+
+    def update(self, queryset: QuerySet, **values) -> int:
+        """``queryset.update(**values)`` only while the lease is at this generation (one statement); LeaseLost
+        otherwise."""
+        count = queryset.filter(self._held()).update(**values)
+        if not count and not self.holds():
+            raise LeaseLost(f"lease generation {self.generation} was replaced: not writing")
+        return count
+
+    def holds(self) -> bool:
+        return BotHeartbeat.objects.filter(account_id=self.account_id, lease_generation=self.generation).exists()
+
+    def lock(self) -> None:
+        """Inside a transaction: hold the lease row until the end of it, or LeaseLost (for inserts, which can't
+        carry the condition themselves)."""
+        if not lock_lease(self.account_id, self.generation):
+            raise LeaseLost(f"lease generation {self.generation} was replaced: not writing")
+
+    def renew(self, ttl: timedelta = LEASE_TTL) -> None:
+        """Extend the lease (right before an order goes out, and during a long tick); LeaseLost if it was replaced.
+        An expired lease that nobody took over is still this worker's: its generation is unchanged."""
+        if not BotHeartbeat.objects.filter(account_id=self.account_id, lease_generation=self.generation).update(
+            lease_expires_at=timezone.now() + ttl
+        ):
+            raise LeaseLost(f"lease generation {self.generation} was replaced: stopping")
 
 
 def _no_checkpoint(step: str) -> None:
@@ -38,20 +87,40 @@ class TradingContext:
     market: MarketView | None = None
     checkpoint: Callable[[str], None] = _no_checkpoint
     sleep: Callable[[float], None] = time.sleep
-    keep_lease: Callable[[], bool] | None = None  # renews the bot's lease; False when another bot took it
+    fence: Fence | None = None  # the lease's generation; None only outside a bot tick (writes unguarded)
     halted: Callable[[], bool] | None = None  # is an active halt stopping new trades (asked before a first leg)
     planned_now: set[int] = field(default_factory=set)  # orders written this tick: known not to be sent yet
+    settled: set[int] = field(default_factory=set)  # trades compared with the exchange this tick
     _lease_renewed: float = field(default_factory=time.monotonic)
     events: list[str] = field(default_factory=list)
     _symbols: dict[int, str] = field(default_factory=dict)
 
-    def renew_lease(self) -> None:
-        """Renew the lease during a long tick (exchange retries can take a while); stop if it was lost."""
-        if self.keep_lease is None or time.monotonic() - self._lease_renewed < LEASE_RENEW_AFTER_S:
+    def renew_lease(self, *, now: bool = False) -> None:
+        """Renew the lease during a long tick (exchange retries can take a while), or at once with ``now`` (before
+        an order goes out); LeaseLost when another worker holds it."""
+        if self.fence is None or (not now and time.monotonic() - self._lease_renewed < LEASE_RENEW_AFTER_S):
             return
-        if not self.keep_lease():
-            raise TickAborted("the bot's lease was lost to another bot: stopping this tick")
+        self.fence.renew()
         self._lease_renewed = time.monotonic()
+
+    def save(self, instance, fields) -> None:
+        """Write ``fields`` of a model instance under the lease: one UPDATE that does nothing (and raises
+        LeaseLost) when another worker took the lease over. ``updated_at`` is set when it is named."""
+        fields = list(fields)
+        if "updated_at" in fields:
+            instance.updated_at = timezone.now()
+        attnames = [instance._meta.get_field(name).attname for name in fields]
+        values = {attname: getattr(instance, attname) for attname in attnames}
+        queryset = type(instance).objects.filter(pk=instance.pk)
+        if self.fence is None:
+            queryset.update(**values)
+        else:
+            self.fence.update(queryset, **values)
+
+    def hold_lease(self) -> None:
+        """Inside a transaction that inserts: keep the lease from changing hands until it commits."""
+        if self.fence is not None:
+            self.fence.lock()
 
     def closes(self, instrument_ids) -> dict[int, Decimal]:
         return self.market.closes(instrument_ids) if self.market is not None else {}

@@ -11,12 +11,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from exchanges.errors import (
-    DuplicateClientOrderId,
-    ExchangeError,
-    PermanentExchangeError,
-    TemporaryExchangeError,
-)
+from exchanges.errors import ExchangeError, Refused
 from exchanges.types import FillState, OrderState
 from execution.models import Fill, Order, PairTrade
 from execution.services.context import TickAborted, TradingContext
@@ -28,7 +23,8 @@ logger = logging.getLogger(__name__)
 State = PairTrade.State
 Status = Order.Status
 FINAL_ORDER_STATUSES = frozenset({Status.FILLED, Status.PARTIALLY_FILLED, Status.CANCELLED, Status.REJECTED})
-ACTION_CODES = {Order.Action.OPEN: "o", Order.Action.COMPLETE: "k", Order.Action.CLOSE: "c", Order.Action.UNWIND: "u"}
+ACTION_CODES = {Order.Action.OPEN: "o", Order.Action.COMPLETE: "k", Order.Action.CLOSE: "c", Order.Action.UNWIND: "u",
+                Order.Action.RECONCILE: "r"}
 LEGS = (Order.Leg.Y, Order.Leg.X)
 # How long a market order may stay open at the exchange before the tick moves on (it is looked up next tick).
 ORDER_POLLS = 5
@@ -74,7 +70,7 @@ def set_state(ctx: TradingContext, trade: PairTrade, state: str, **fields) -> No
     trade.state_changed_at = ctx.now
     for name, value in fields.items():
         setattr(trade, name, value)
-    trade.save(update_fields=["state", "state_changed_at", "updated_at", *fields])
+    ctx.save(trade, ["state", "state_changed_at", "updated_at", *fields])
 
 
 def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
@@ -114,8 +110,8 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
     # No savepoint inside a caller's transaction (a replay's bar): nothing in the block raises but the database, and a
     # database error ends the tick anyway; on its own (a live tick) the block is a transaction as before.
     with transaction.atomic(savepoint=False):
-        order.save(update_fields=["exchange_order_id", "filled_qty", "avg_price", "fee", "status", "submitted_at",
-                                  "updated_at"])
+        ctx.save(order, ["exchange_order_id", "filled_qty", "avg_price", "fee", "status", "submitted_at",
+                         "updated_at"])
         Fill.objects.bulk_create(fills, ignore_conflicts=True)
 
 
@@ -142,7 +138,7 @@ def reject(ctx: TradingContext, order: Order, status: str, reason: str) -> None:
     order.error = reason[:1000]
     if status == Status.UNKNOWN and order.submitted_at is None:
         order.submitted_at = ctx.now  # the grace before "it never arrived" runs from here
-    order.save(update_fields=["status", "error", "submitted_at", "updated_at"])
+    ctx.save(order, ["status", "error", "submitted_at", "updated_at"])
     ctx.events.append(f"{order.client_order_id}: {reason}")
 
 
@@ -150,20 +146,19 @@ def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
     """Place a planned order (idempotent by its client id) and record what the exchange did with it."""
     symbol = ctx.symbol(order.instrument)
     ctx.checkpoint(f"before_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
+    ctx.renew_lease(now=True)  # only the lease holder sends: a worker that lost it stops here
     try:
         ack = ctx.exchange.place_order(symbol=symbol, side=order.side, qty=order.qty,
                                        client_order_id=order.client_order_id, reduce_only=order.reduce_only)
-    except DuplicateClientOrderId as exc:
-        # The exchange has an order with this id that it could not show us yet: it exists, so it is looked up
-        # again next tick, never taken for rejected (that would leave its fill unaccounted for).
-        reject(ctx, order, Status.UNKNOWN, f"{type(exc).__name__}: {exc}")
+    except Refused as exc:
+        # The exchange said it did nothing with the order: the one answer that books it as rejected.
+        with transaction.atomic(savepoint=False):
+            reject(ctx, order, Status.REJECTED, f"{type(exc).__name__}: {exc}")
+            _notify_error(trade, order, exc)
         return
-    except PermanentExchangeError as exc:
-        reject(ctx, order, Status.REJECTED, f"{type(exc).__name__}: {exc}")
-        _notify_error(trade, order, exc)
-        return
-    except TemporaryExchangeError as exc:
-        # It may or may not have reached the exchange: the next tick looks it up by its client id.
+    except ExchangeError as exc:
+        # Anything else (a duplicate id it can't show yet, 10016, a 5xx page, a timeout, a dropped connection) may
+        # have been executed: the order stays unknown and is looked up by its client id before anything is decided.
         reject(ctx, order, Status.UNKNOWN, f"{type(exc).__name__}: {exc}")
         return
     ctx.checkpoint(f"after_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
@@ -175,7 +170,7 @@ def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
     order.exchange_order_id = ack.exchange_order_id
     order.status = Status.SUBMITTED
     order.submitted_at = ctx.now
-    order.save(update_fields=["exchange_order_id", "status", "submitted_at", "updated_at"])
+    ctx.save(order, ["exchange_order_id", "status", "submitted_at", "updated_at"])
     state = _poll_until_final(ctx, order, ack.state)
     if state is not None and state.is_open:
         state = _cancel(ctx, order, state)  # a market order should not rest: decide on what filled
@@ -202,19 +197,18 @@ def _first_leg_halted(ctx: TradingContext, trade: PairTrade, order: Order, order
 
 
 def resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> None:
-    """Bring one order that is not final up to date: send it, or look it up."""
+    """Bring one order that is not final up to date: send it, or look it up. An order whose outcome is unknown is
+    looked up by its client id (open orders, history, executions); not found, it is sent again under the same id
+    while its decision still holds (the exchange can't execute one id twice), and given up as not executed after."""
     if order.status == Status.PLANNED and order.pk not in ctx.planned_now:
         # Written by an earlier tick that may have died right after sending it.
         state = _lookup(ctx, order)
         if state is not None:
             _apply_found(ctx, order, state)
             return
-        planned_at = order.planned_at or trade.state_changed_at
-        if planned_at and ctx.now - planned_at > STALE_PLAN:
-            reject(ctx, order, Status.CANCELLED, "never sent, and too old to send now")
-            return
-        if _first_leg_halted(ctx, trade, order, orders):
-            reject(ctx, order, Status.CANCELLED, "not sent: a halt was raised before the first leg went out")
+        refusal = _not_sendable(ctx, trade, order, orders)
+        if refusal:
+            reject(ctx, order, Status.CANCELLED, f"never sent: {refusal}")
             return
     if order.status == Status.PLANNED:
         if trade.state == State.PLANNED:
@@ -224,8 +218,28 @@ def resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Or
     state = _lookup(ctx, order)
     if state is not None:
         _apply_found(ctx, order, state)
+    elif order.status == Status.UNKNOWN:
+        refusal = _not_sendable(ctx, trade, order, orders)
+        if refusal:
+            reject(ctx, order, Status.CANCELLED, "not executed: the exchange shows no order, history or execution "
+                                                 f"under its client id, and it is not sent again ({refusal})")
+        else:
+            ctx.events.append(f"{order.client_order_id}: not found at the exchange; sent again under the same id")
+            _send(ctx, trade, order)
     elif order.submitted_at is None or ctx.now - order.submitted_at > NOT_FOUND_GRACE:
-        reject(ctx, order, Status.REJECTED, "the exchange has no order with this client id: it never arrived")
+        reject(ctx, order, Status.CANCELLED, "acknowledged, but the exchange has not shown it (open orders, "
+                                             f"history, executions) for {NOT_FOUND_GRACE}: taken as not executed")
+
+
+def _not_sendable(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> str:
+    """Why an order decided earlier may not go out now ("" when it may): the market has moved on since it was
+    planned, or a halt stands before the first leg of a trade."""
+    planned_at = order.planned_at or trade.state_changed_at
+    if planned_at and ctx.now - planned_at > STALE_PLAN:
+        return f"planned more than {STALE_PLAN} ago"
+    if _first_leg_halted(ctx, trade, order, orders):
+        return "a halt was raised before the first leg went out"
+    return ""
 
 
 def _apply_found(ctx: TradingContext, order: Order, state: OrderState) -> None:
@@ -240,10 +254,13 @@ def plan_order(ctx: TradingContext, trade: PairTrade, *, leg: str, action: str, 
                 reduce_only: bool, orders: list[Order]) -> Order:
     attempt = 1 + sum(1 for o in orders if o.leg == leg and o.action == action)
     instrument = trade.pair.y_instrument if leg == Order.Leg.Y else trade.pair.x_instrument
-    order = Order.objects.create(
-        trade=trade, instrument=instrument, leg=leg, action=action, attempt=attempt, side=side, qty=qty,
-        reduce_only=reduce_only, client_order_id=client_order_id(trade, leg, action, attempt), planned_at=ctx.now,
-    )
+    with transaction.atomic(savepoint=False):
+        ctx.hold_lease()
+        order = Order.objects.create(
+            trade=trade, instrument=instrument, leg=leg, action=action, attempt=attempt, side=side, qty=qty,
+            reduce_only=reduce_only, client_order_id=client_order_id(trade, leg, action, attempt),
+            planned_at=ctx.now,
+        )
     ctx.planned_now.add(order.pk)
     orders.append(order)
     return order

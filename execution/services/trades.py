@@ -35,6 +35,7 @@ from execution.services.orders import (
     set_state,
     signed,
 )
+from execution.services.settlement import settle_with_exchange
 from execution.sizing import leg_sides
 from notifications.models import Notification
 from notifications.services import notify
@@ -95,17 +96,21 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
     targets = leg_targets(trade)
     nets = {leg: leg_net(orders, leg) for leg in LEGS}
     if all(nets[leg] == targets[leg] for leg in LEGS):
-        set_state(ctx, trade, State.OPEN, opened_at=ctx.now)
+        with transaction.atomic(savepoint=False):  # the notification commits with the state, under the lease
+            set_state(ctx, trade, State.OPEN, opened_at=ctx.now)
+            notify(topic="trade_opened", text=describe(trade, f"opened ({trade.side}, z={_z(trade.entry_zscore)})"))
         ctx.events.append(f"trade {trade.pk} open")
-        notify(topic="trade_opened", text=describe(trade, f"opened ({trade.side}, z={_z(trade.entry_zscore)})"))
         return False
     if all(nets[leg] == 0 for leg in LEGS):
         errors = "; ".join(o.error for o in orders if o.error) or "no leg filled"
-        set_state(ctx, trade, State.FAILED, closed_at=ctx.now, error=errors[:2000])
+        with transaction.atomic(savepoint=False):
+            set_state(ctx, trade, State.FAILED, closed_at=ctx.now, error=errors[:2000])
+            notify(topic="trade_failed", severity=Notification.Severity.WARNING,
+                   text=describe(trade, f"failed to open, nothing is held: {errors}"))
         ctx.events.append(f"trade {trade.pk} failed: {errors}")
-        notify(topic="trade_failed", severity=Notification.Severity.WARNING,
-               text=describe(trade, f"failed to open, nothing is held: {errors}"))
         return False
+    if _settled_now(ctx, trade, orders):
+        return True  # the exchange's executions changed what the legs hold: decide again on them
     placed = False
     for leg in LEGS:
         missing = abs(targets[leg]) - abs(nets[leg]) if nets[leg] * targets[leg] >= 0 else abs(targets[leg])
@@ -118,7 +123,7 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
             note = f"the {leg} leg filled {abs(nets[leg])} of {abs(targets[leg])}; the rest is below the minimum"
             setattr(trade, field_name, abs(nets[leg]))
             trade.error = (trade.error + "\n" + note).strip()[:2000]
-            trade.save(update_fields=[field_name, "error", "updated_at"])
+            ctx.save(trade, [field_name, "error", "updated_at"])
             ctx.events.append(f"trade {trade.pk}: {note}")
             placed = True  # go round again: the targets changed
             continue
@@ -161,13 +166,28 @@ def start_close(ctx: TradingContext, trade: PairTrade, *, reason: str, zscore: f
 
 
 def _drive_close(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> bool:
-    """Flatten both legs with reduce-only orders; finish the trade once both are flat. True if orders were placed."""
+    """Flatten both legs with reduce-only orders; finish the trade once both are flat. True if orders were placed.
+
+    Before a close is tried again (the last one was refused, or it did not flatten the leg), the legs are compared
+    with the exchange: executions no bot order accounts for (a person closed the leg by hand) are adopted, and a
+    leg the exchange shows flat is not closed again (a reduce-only order would only be refused)."""
     unwinding = trade.exit_reason == PairTrade.ExitReason.UNWOUND
     action = Order.Action.UNWIND if unwinding else Order.Action.CLOSE
+    flat_at_exchange: set[str] = set()
+    if any(o.action == action for o in orders):
+        outcome = _settled_now(ctx, trade, orders, settlement=True)
+        if outcome is not None:
+            flat_at_exchange = {leg for leg, (held, _) in outcome.unexplained.items() if held == 0}
+            if outcome.changed and all(leg_net(orders, leg) == 0 for leg in LEGS):
+                finish_trade(ctx, trade, exit_reason=PairTrade.ExitReason.MANUAL)
+                return False
+    if flat_at_exchange and all(leg in flat_at_exchange or leg_net(orders, leg) == 0 for leg in LEGS):
+        close_as_reconciled(ctx, trade, orders)
+        return False
     placed = False
     for leg in LEGS:
         net = leg_net(orders, leg)
-        if net == 0:
+        if net == 0 or leg in flat_at_exchange:
             continue
         attempts = sum(1 for o in orders if o.leg == leg and o.action == action)
         if attempts >= MAX_CLOSE_ATTEMPTS:
@@ -181,8 +201,18 @@ def _drive_close(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> 
         ctx.checkpoint(f"planned:{order.leg}{ACTION_CODES[action]}{order.attempt}")
         placed = True
     if not placed and all(leg_net(orders, leg) == 0 for leg in LEGS):
-        _finish(ctx, trade)
+        finish_trade(ctx, trade)
     return placed
+
+
+def _settled_now(ctx: TradingContext, trade: PairTrade, orders: list[Order], *, settlement: bool = False):
+    """Compare the trade with the exchange once per tick (``settle_with_exchange``). Returns whether executions were
+    adopted, or with ``settlement`` the Settlement (None when it was compared already this tick)."""
+    if trade.pk in ctx.settled:
+        return None if settlement else False
+    ctx.settled.add(trade.pk)
+    outcome = settle_with_exchange(ctx, trade, orders)
+    return outcome if settlement else outcome.changed
 
 
 def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal) -> None:
@@ -190,7 +220,7 @@ def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal) -> Non
                "close it by hand on the exchange, then let reconciliation settle the trade")
     if message not in trade.error:
         trade.error = (trade.error + "\n" + message).strip()[:2000]
-        trade.save(update_fields=["error", "updated_at"])
+        ctx.save(trade, ["error", "updated_at"])
         guard_event_record(account=ctx.account, kind="trade_stuck", severity=GuardEvent.Severity.CRITICAL,
                            message=message, details={"trade": trade.pk, "leg": leg, "qty": str(net)})
         notify(topic="trade_stuck", severity=Notification.Severity.CRITICAL, text=message,
@@ -198,18 +228,42 @@ def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal) -> Non
     ctx.events.append(message)
 
 
-def _finish(ctx: TradingContext, trade: PairTrade) -> None:
-    unwound = trade.exit_reason == PairTrade.ExitReason.UNWOUND
+def finish_trade(ctx: TradingContext, trade: PairTrade, *, exit_reason: str | None = None) -> None:
+    """Both legs are flat: the trade is closed (or unwound) with its PnL from the fills, net of fees and funding.
+    ``exit_reason`` replaces the trade's own (a leg closed by hand: ``manual``)."""
+    fields = {"exit_reason": exit_reason} if exit_reason else {}
+    unwound = trade.exit_reason == PairTrade.ExitReason.UNWOUND and not exit_reason
     pnl = trade_pnl(trade)
     with transaction.atomic(savepoint=False):  # as in _apply_state: only the database raises in here
         set_state(ctx, trade, State.UNWOUND if unwound else State.CLOSED, closed_at=ctx.now,
-                   realised_pnl=pnl.realised, fees=pnl.fees, funding=pnl.funding)
+                  realised_pnl=pnl.realised, fees=pnl.fees, funding=pnl.funding, **fields)
         verb = "unwound after a failed leg" if unwound else f"closed ({trade.get_exit_reason_display()})"
         notify(topic="trade_unwound" if unwound else "trade_closed",
                severity=Notification.Severity.WARNING if unwound else Notification.Severity.INFO,
                text=describe(trade, f"{verb}: PnL {pnl.realised:.2f} (fees {pnl.fees:.2f}, "
                                      f"funding {pnl.funding:.2f})"))
     ctx.events.append(f"trade {trade.pk} {trade.state}: {pnl.realised}")
+
+
+def close_as_reconciled(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> None:
+    """The exchange shows both legs flat and no execution explains it (the bot can't see who closed them): the
+    trade is closed with exit reason ``reconciled`` and its realised PnL left empty (fees and funding are the bot's
+    records)."""
+    note = ("both legs were found closed on the exchange and no execution explains it (by hand before the "
+            "executions' window, or liquidation); realised PnL is left empty (fees and funding are the bot's records)")
+    with transaction.atomic(savepoint=False):
+        for order in orders:
+            if order.status not in FINAL_ORDER_STATUSES:
+                order.status = Order.Status.CANCELLED
+                order.error = "reconciliation: position gone"
+                ctx.save(order, ["status", "error", "updated_at"])
+        pnl = trade_pnl(trade)
+        set_state(ctx, trade, State.CLOSED, closed_at=ctx.now, exit_reason=PairTrade.ExitReason.RECONCILED,
+                  error=(trade.error + "\n" + note).strip()[:2000], fees=pnl.fees, funding=pnl.funding)
+        guard_event_record(account=ctx.account, kind="trade_closed_outside", message=f"trade {trade.pk}: {note}")
+        notify(topic="trade_closed_outside", severity=Notification.Severity.WARNING,
+               text=f"[{ctx.account.name}] trade {trade.pk} {trade.pair}: {note}")
+    ctx.events.append(f"trade {trade.pk} closed by reconciliation")
 
 
 @dataclass(frozen=True)

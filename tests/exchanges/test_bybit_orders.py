@@ -143,8 +143,20 @@ def test_order_lookup_uses_order_link_id_lists(ex, fake):
     assert ex.order_by_client_id(BTC, "t1-y-open").status == "filled"
     assert ex.order_by_client_id(BTC, "never-placed") is None
 
-    assert {r.path for r in fake.requests} == {"/v5/order/realtime", "/v5/order/history"}
+    # An order none of the lists shows is looked for among the executions too, before "none" is answered.
+    assert {r.path for r in fake.requests} == {"/v5/order/realtime", "/v5/order/history", "/v5/execution/list"}
     assert all(r.params["orderLinkId"] in ("t1-y-open", "never-placed") for r in fake.requests)
+    assert [r.path for r in fake.requests if r.params["orderLinkId"] == "never-placed"] == [
+        "/v5/order/realtime", "/v5/order/history", "/v5/execution/list"]
+
+
+def test_an_order_only_the_executions_show_is_found_there(ex, fake, monkeypatch):
+    """The order lists lag (or no longer hold it): its executions prove it existed and filled."""
+    buy_btc(ex, qty="0.02")
+    monkeypatch.setattr(fake, "_filter_orders", lambda params: [])
+    state = ex.order_by_client_id(BTC, "t1-y-open")
+    assert state is not None and not state.is_open
+    assert (state.status, state.filled_qty, state.side) == ("filled", Decimal("0.02"), "buy")
 
 
 def test_closed_order_beyond_the_realtime_window_is_found_in_history(ex, fake, monkeypatch):

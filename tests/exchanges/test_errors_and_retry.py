@@ -19,8 +19,10 @@ from exchanges.errors import (
     InvalidOrder,
     NotSupported,
     OrderNotFound,
+    OrderOutcomeUnknown,
     PermanentExchangeError,
     RateLimited,
+    RefusedTemporarily,
     RequestTimedOut,
     TemporaryExchangeError,
 )
@@ -42,14 +44,17 @@ MAPPING = [
     (ccxt.RateLimitExceeded, RateLimited, True),
     (ccxt.DDoSProtection, RateLimited, True),
     (ccxt.RequestTimeout, RequestTimedOut, True),
-    (ccxt.NetworkError, TemporaryExchangeError, True),
-    (ccxt.ExchangeNotAvailable, TemporaryExchangeError, True),
-    (ccxt.OnMaintenance, TemporaryExchangeError, True),
-    (ccxt.InvalidNonce, TemporaryExchangeError, True),
-    (ccxt.ExchangeError, PermanentExchangeError, False),
-    (ccxt.BadRequest, PermanentExchangeError, False),
-    (ccxt.BadSymbol, PermanentExchangeError, False),
-    (ccxt.BaseError, PermanentExchangeError, False),
+    # An answer that doesn't prove what happened: the order may have been executed (looked up, never rejected).
+    (ccxt.NetworkError, OrderOutcomeUnknown, True),
+    (ccxt.ExchangeNotAvailable, OrderOutcomeUnknown, True),
+    (ccxt.OnMaintenance, OrderOutcomeUnknown, True),
+    (ccxt.BadResponse, OrderOutcomeUnknown, True),
+    (ccxt.ExchangeError, OrderOutcomeUnknown, True),
+    (ccxt.BaseError, OrderOutcomeUnknown, True),
+    # Refused before anything was applied.
+    (ccxt.InvalidNonce, RefusedTemporarily, True),
+    (ccxt.BadRequest, InvalidOrder, False),
+    (ccxt.BadSymbol, InvalidOrder, False),
 ]
 
 

@@ -282,7 +282,15 @@ def test_position_closed_outside_the_bot_is_settled_and_orphans_halt(world, fake
                        reduce_only=True)
     report = restart(world)
     trade = world.trade()
-    assert trade.state == PairTrade.State.CLOSED and trade.exit_reason == PairTrade.ExitReason.RECONCILED
+    # The exchange's executions are the truth: the hand-made orders are adopted with their real prices and fees,
+    # so the trade closes "by hand" with a realised PnL.
+    assert trade.state == PairTrade.State.CLOSED and trade.exit_reason == PairTrade.ExitReason.MANUAL
+    adopted = trade.orders.filter(action=Order.Action.RECONCILE)
+    assert sorted(adopted.values_list("leg", "side", "filled_qty")) == [
+        ("x", "buy", Decimal("8.5")), ("y", "sell", Decimal("5"))]
+    assert {f.exchange_fill_id for f in Fill.objects.filter(order__in=adopted)} == {
+        e.exec_id for e in fake.executions() if e.order_link_id.startswith("by-hand")}
+    assert trade.realised_pnl is not None and trade.fees > 0
     assert report.mismatches == []
     # and a position nobody explains halts new trades until it is gone
     client.place_order(symbol="XXX/USDT:USDT", side="buy", qty=Decimal("1"), client_order_id="by-hand-3")

@@ -892,5 +892,5 @@ def test_contract_paper_and_ccxt_answer_alike(db, monkeypatch, clock):
     assert on_paper["flat"] == ([], [])
     assert on_paper["balance flat"].wallet_balance == Decimal(10000) - Decimal("0.055") + 10 - Decimal("0.0605")
     assert (on_paper["taken id"], on_paper["increasing reduce-only"], on_paper["reduce-only when flat"]) == (
-        "DuplicateClientOrderId", "InvalidOrder", "InvalidOrder")  # fmt: skip
+        "DuplicateClientOrderId", "ReduceOnlyRejected", "ReduceOnlyRejected")  # fmt: skip
     assert (on_paper["cancel unknown"], on_paper["unknown order"]) == ("OrderNotFound", None)
