@@ -173,36 +173,51 @@ def _drive_close(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> 
     leg the exchange shows flat is not closed again (a reduce-only order would only be refused)."""
     unwinding = trade.exit_reason == PairTrade.ExitReason.UNWOUND
     action = Order.Action.UNWIND if unwinding else Order.Action.CLOSE
-    flat_at_exchange: set[str] = set()
-    if any(o.action == action for o in orders):
-        outcome = _settled_now(ctx, trade, orders, settlement=True)
-        if outcome is not None:
-            flat_at_exchange = {leg for leg, (held, _) in outcome.unexplained.items() if held == 0}
-            if outcome.changed and all(leg_net(orders, leg) == 0 for leg in LEGS):
-                finish_trade(ctx, trade, exit_reason=PairTrade.ExitReason.MANUAL)
-                return False
+    flat_at_exchange = _flat_at_exchange(ctx, trade, orders, action)
+    if flat_at_exchange is None:
+        return False  # settled: closed by hand
     if flat_at_exchange and all(leg in flat_at_exchange or leg_net(orders, leg) == 0 for leg in LEGS):
         close_as_reconciled(ctx, trade, orders)
         return False
     placed = False
     for leg in LEGS:
         net = leg_net(orders, leg)
-        if net == 0 or leg in flat_at_exchange:
-            continue
-        attempts = sum(1 for o in orders if o.leg == leg and o.action == action)
-        if attempts >= MAX_CLOSE_ATTEMPTS:
-            _stuck(ctx, trade, leg, net)
-            continue
-        if any(o.leg == leg and o.pk in ctx.planned_now for o in orders if o.action == action):
-            continue  # one attempt per leg and tick: the next tries again a minute later, not a millisecond
-        side = Order.Side.SELL if net > 0 else Order.Side.BUY
-        order = plan_order(ctx, trade, leg=leg, action=action, side=side, qty=abs(net), reduce_only=True,
-                            orders=orders)
-        ctx.checkpoint(f"planned:{order.leg}{ACTION_CODES[action]}{order.attempt}")
-        placed = True
+        if net != 0 and leg not in flat_at_exchange and _close_leg(ctx, trade, orders, leg, net, action):
+            placed = True
     if not placed and all(leg_net(orders, leg) == 0 for leg in LEGS):
         finish_trade(ctx, trade)
     return placed
+
+
+def _flat_at_exchange(ctx: TradingContext, trade: PairTrade, orders: list[Order], action: str) -> set[str] | None:
+    """Before a close is tried again: the legs the exchange shows flat though the trade still holds them, after
+    adopting executions; None when the adoption flattened the trade and it was finished (closed by hand)."""
+    if not any(o.action == action for o in orders):
+        return set()
+    outcome = _settled_now(ctx, trade, orders, settlement=True)
+    if outcome is None:
+        return set()
+    if outcome.changed and all(leg_net(orders, leg) == 0 for leg in LEGS):
+        finish_trade(ctx, trade, exit_reason=PairTrade.ExitReason.MANUAL)
+        return None
+    return {leg for leg, (held, _) in outcome.unexplained.items() if held == 0}
+
+
+def _close_leg(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str, net: Decimal, action: str
+               ) -> bool:
+    """Plan one reduce-only order for the leg (at most one per leg and tick); hand the trade to a person after
+    MAX_CLOSE_ATTEMPTS. True when an order was planned."""
+    attempts = sum(1 for o in orders if o.leg == leg and o.action == action)
+    if attempts >= MAX_CLOSE_ATTEMPTS:
+        _stuck(ctx, trade, leg, net)
+        return False
+    if any(o.leg == leg and o.pk in ctx.planned_now for o in orders if o.action == action):
+        return False  # one attempt per leg and tick: the next tries again a minute later, not a millisecond
+    side = Order.Side.SELL if net > 0 else Order.Side.BUY
+    order = plan_order(ctx, trade, leg=leg, action=action, side=side, qty=abs(net), reduce_only=True,
+                       orders=orders)
+    ctx.checkpoint(f"planned:{order.leg}{ACTION_CODES[action]}{order.attempt}")
+    return True
 
 
 def _settled_now(ctx: TradingContext, trade: PairTrade, orders: list[Order], *, settlement: bool = False):
