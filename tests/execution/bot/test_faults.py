@@ -14,76 +14,13 @@ from decimal import Decimal
 import pytest
 from django.db import DatabaseError, connection
 
-from execution.models import BotHeartbeat, ExchangeAccount, Fill, FundingPayment, Order, PairTrade, Signal
-from execution.selectors import Credentials
-from execution.services.orders import LEGS, leg_net
-from execution.venues import account_exchange
-from tests.execution.bot_world import BotWorld
+from execution.models import BotHeartbeat, Fill, FundingPayment, Order, PairTrade, Signal
+from tests.execution.bot.fault_world import CREATE, Killed, assert_consistent, exchange_of, restart, tick
 from tests.factories import HaltFactory
-from tests.fakes.bybit import FakeBybit
 
 # Transactional (other threads and processes must see the rows); serialized rollback puts the migrations' seed rows
 # back afterwards, as the other transactional tests of the suite expect.
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-CREATE = "/v5/order/create"
-SYMBOL = {"y": "YYYUSDT", "x": "XXXUSDT"}
-
-
-class Killed(BaseException):
-    """The process dies: nothing after this point runs (BaseException: no `except Exception` catches it)."""
-
-
-@pytest.fixture
-def fake():
-    with FakeBybit(timeout_delay_s=1.5, balance="100000") as server:
-        server.add_instrument("YYYUSDT", base="YYY", tick_size="0.01", qty_step="0.01", min_qty="0.01", price="100")
-        server.add_instrument("XXXUSDT", base="XXX", tick_size="0.01", qty_step="0.01", min_qty="0.01", price="50")
-        yield server
-    assert server.errors == []
-
-
-@pytest.fixture(params=[ExchangeAccount.Mode.DEMO, ExchangeAccount.Mode.REAL])
-def world(request, fake) -> BotWorld:
-    world = BotWorld(mode=request.param, base_url_override=fake.base_url)
-    return world
-
-
-def exchange_of(world: BotWorld):
-    exchange = account_exchange(world.account, Credentials("key-of-the-test", "secret-of-the-test"), timeout_ms=1000,
-                                enable_rate_limit=False)
-    return exchange
-
-
-def tick(world: BotWorld, **kwargs):
-    return world.tick(exchange=exchange_of(world), **kwargs)
-
-
-def restart(world: BotWorld, owner: str = "bot-restarted"):
-    """A new process: the dead one's lease has expired (its TTL passed)."""
-    BotHeartbeat.objects.filter(account=world.account).update(lease_expires_at=None)
-    return tick(world, owner=owner)
-
-
-def assert_consistent(world: BotWorld, fake: FakeBybit) -> None:
-    fake_orders = fake.orders()
-    link_ids = [o.order_link_id for o in fake_orders]
-    assert len(link_ids) == len(set(link_ids)), f"duplicate orders at the exchange: {link_ids}"
-    db_orders = {o.client_order_id: o for o in Order.objects.all()}
-    assert set(link_ids) <= set(db_orders), "an order at the exchange the database doesn't know"
-    for order in fake_orders:
-        assert db_orders[order.order_link_id].filled_qty == order.cum_exec_qty, order.order_link_id
-    expected = {symbol: Decimal(0) for symbol in SYMBOL.values()}
-    for trade in PairTrade.objects.all():
-        orders = list(trade.orders.all())
-        for leg in LEGS:
-            expected[SYMBOL[leg]] += leg_net(orders, leg)
-        if trade.state in PairTrade.FINAL_STATES:
-            assert all(leg_net(orders, leg) == 0 for leg in LEGS), f"trade {trade.pk} final but not flat"
-        else:
-            assert trade.state == PairTrade.State.OPEN, f"trade {trade.pk} left {trade.state}"
-    held = {symbol: fake.position(symbol).size for symbol in SYMBOL.values()}
-    assert held == expected, f"exchange holds {held}, trades hold {expected}"
 
 
 def test_normal_round_trip_on_the_exchange(world, fake):
