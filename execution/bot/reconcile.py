@@ -24,6 +24,7 @@ from risk.services import guard_event_record, halt_raise, halts_clear
 
 State = PairTrade.State
 Reason = PairTrade.ExitReason
+MISMATCH = "reconciliation mismatch: "
 
 
 def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[int] = frozenset()) -> list[str]:
@@ -62,9 +63,11 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[
         if held.get(symbol, Decimal(0)) != expected.get(symbol, Decimal(0))
     ]
     mismatches += _reconcile_orders(ctx, trades, working)
-    bot_halts = Halt.objects.filter(account=ctx.account, source=Halt.Source.BOT, cleared_at__isnull=True)
+    # Only the halts reconciliation raised are lifted by a clean pass (a stuck trade's halt waits for that trade).
+    bot_halts = Halt.objects.filter(account=ctx.account, source=Halt.Source.BOT, cleared_at__isnull=True,
+                                    reason__startswith=MISMATCH)
     if mismatches:
-        message = "reconciliation mismatch: " + "; ".join(mismatches)
+        message = MISMATCH + "; ".join(mismatches)
         with transaction.atomic():
             halt_raise(account=ctx.account, source=Halt.Source.BOT, reason=message[:500])
             guard_event_record(account=ctx.account, kind="reconcile_mismatch", severity=GuardEvent.Severity.CRITICAL,

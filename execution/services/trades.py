@@ -39,14 +39,15 @@ from execution.services.settlement import settle_with_exchange
 from execution.sizing import leg_sides
 from notifications.models import Notification
 from notifications.services import notify
-from risk.models import GuardEvent
-from risk.services import guard_event_record
+from risk.models import GuardEvent, Halt
+from risk.services import guard_event_record, halt_raise, halts_clear
 
 logger = logging.getLogger(__name__)
 
 State = PairTrade.State
 # Close (or unwind) orders per leg before the trade is declared stuck and handed to a person.
 MAX_CLOSE_ATTEMPTS = 5
+STUCK_NOTE = "close it by hand"
 
 
 def leg_targets(trade: PairTrade) -> dict[str, Decimal]:
@@ -232,15 +233,34 @@ def _settled_now(ctx: TradingContext, trade: PairTrade, orders: list[Order], *, 
 
 def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal) -> None:
     message = (f"trade {trade.pk}: the {leg} leg still holds {net} after {MAX_CLOSE_ATTEMPTS} close orders; "
-               "close it by hand on the exchange, then let reconciliation settle the trade")
+               f"{STUCK_NOTE} on the exchange: the next tick settles the trade on the exchange's executions")
     if message not in trade.error:
         trade.error = (trade.error + "\n" + message).strip()[:2000]
-        ctx.save(trade, ["error", "updated_at"])
-        guard_event_record(account=ctx.account, kind="trade_stuck", severity=GuardEvent.Severity.CRITICAL,
-                           message=message, details={"trade": trade.pk, "leg": leg, "qty": str(net)})
-        notify(topic="trade_stuck", severity=Notification.Severity.CRITICAL, text=message,
-               dedupe_key=f"trade_stuck:{trade.pk}:{leg}")
+        with transaction.atomic(savepoint=False):
+            ctx.save(trade, ["error", "updated_at"])
+            # No new trade while a leg can't be closed; lifted when the trade settles (finish_trade).
+            halt_raise(account=ctx.account, source=Halt.Source.BOT,
+                       reason=f"{stuck_halt_prefix(trade)} {message}"[:500])
+            guard_event_record(account=ctx.account, kind="trade_stuck", severity=GuardEvent.Severity.CRITICAL,
+                               message=message, details={"trade": trade.pk, "leg": leg, "qty": str(net)})
+            notify(topic="trade_stuck", severity=Notification.Severity.CRITICAL, text=message,
+                   dedupe_key=f"trade_stuck:{trade.pk}:{leg}")
     ctx.events.append(message)
+
+
+def stuck_halt_prefix(trade: PairTrade) -> str:
+    return f"trade {trade.pk} stuck:"
+
+
+def _lift_stuck_halt(trade: PairTrade) -> None:
+    if STUCK_NOTE not in trade.error:
+        return  # never stuck (the common case): no halt of its own to look for
+    halts = Halt.objects.filter(account_id=trade.account_id, source=Halt.Source.BOT, cleared_at__isnull=True,
+                                reason__startswith=stuck_halt_prefix(trade))
+    if halts.exists():
+        halts_clear(halts=halts, cleared_by=None)
+        guard_event_record(account=trade.account, kind="trade_settled", severity=GuardEvent.Severity.INFO,
+                           message=f"trade {trade.pk} settled: its halt is lifted")
 
 
 def finish_trade(ctx: TradingContext, trade: PairTrade, *, exit_reason: str | None = None) -> None:
@@ -257,6 +277,7 @@ def finish_trade(ctx: TradingContext, trade: PairTrade, *, exit_reason: str | No
                severity=Notification.Severity.WARNING if unwound else Notification.Severity.INFO,
                text=describe(trade, f"{verb}: PnL {pnl.realised:.2f} (fees {pnl.fees:.2f}, "
                                      f"funding {pnl.funding:.2f})"))
+        _lift_stuck_halt(trade)
     ctx.events.append(f"trade {trade.pk} {trade.state}: {pnl.realised}")
 
 
@@ -278,6 +299,7 @@ def close_as_reconciled(ctx: TradingContext, trade: PairTrade, orders: list[Orde
         guard_event_record(account=ctx.account, kind="trade_closed_outside", message=f"trade {trade.pk}: {note}")
         notify(topic="trade_closed_outside", severity=Notification.Severity.WARNING,
                text=f"[{ctx.account.name}] trade {trade.pk} {trade.pair}: {note}")
+        _lift_stuck_halt(trade)
     ctx.events.append(f"trade {trade.pk} closed by reconciliation")
 
 

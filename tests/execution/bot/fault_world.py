@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from execution.models import BotHeartbeat, Order, PairTrade
+from execution.models import BotHeartbeat, Fill, Order, PairTrade
 from execution.selectors import Credentials
 from execution.services.orders import LEGS, leg_net
 from execution.venues import account_exchange
@@ -38,13 +38,22 @@ def restart(world: BotWorld, owner: str = "bot-restarted"):
 
 
 def assert_consistent(world: BotWorld, fake: FakeBybit) -> None:
+    """No duplicate order, every order of the bot known to the database with the exchange's filled quantity, every
+    execution of an order not placed by the bot (by hand) adopted as a fill, every trade final and flat or open, and
+    the exchange's positions equal to what the open trades hold."""
     fake_orders = fake.orders()
     link_ids = [o.order_link_id for o in fake_orders]
     assert len(link_ids) == len(set(link_ids)), f"duplicate orders at the exchange: {link_ids}"
     db_orders = {o.client_order_id: o for o in Order.objects.all()}
-    assert set(link_ids) <= set(db_orders), "an order at the exchange the database doesn't know"
-    for order in fake_orders:
+    ours = [o for o in fake_orders if o.order_link_id.startswith("sa")]
+    assert {o.order_link_id for o in ours} <= set(db_orders), "an order of the bot the database doesn't know"
+    for order in ours:
         assert db_orders[order.order_link_id].filled_qty == order.cum_exec_qty, order.order_link_id
+    recorded = set(Fill.objects.values_list("exchange_fill_id", flat=True))
+    for order in fake_orders:
+        if not order.order_link_id.startswith("sa"):
+            executions = {e.exec_id for e in fake.executions(order_link_id=order.order_link_id)}
+            assert executions <= recorded, f"{order.order_link_id}: executions not adopted"
     expected = {symbol: Decimal(0) for symbol in SYMBOL.values()}
     for trade in PairTrade.objects.all():
         orders = list(trade.orders.all())

@@ -1,0 +1,85 @@
+"""Stuck and hand-made positions settle on the exchange's executions (issue #12): a close refused five times and then
+closed by hand, an opening leg filled by hand, each against the fake Bybit v5 server and the real ccxt client."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from execution.models import BotHeartbeat, Fill, Order, PairTrade, Signal
+from notifications.models import Notification
+from risk.models import GuardEvent, Halt
+from tests.execution.bot.fault_world import CREATE, assert_consistent, tick
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+MINUTE = timedelta(minutes=1)
+
+
+def test_a_close_refused_five_times_then_closed_by_hand_settles_and_lifts_the_halt(world, fake):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    fake.reject_next_order("YYYUSDT", 10001, "params error: something the bot can't fix", times=5)
+    world.next_bar(action=Signal.Action.EXIT)
+    for k in range(6):
+        tick(world, now=world.now + k * MINUTE)
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSING and "close it by hand" in trade.error
+    assert trade.orders.filter(leg="y", action=Order.Action.CLOSE).count() == 5
+    assert Halt.objects.filter(account=world.account, cleared_at__isnull=True).exists()  # no new trades meanwhile
+    assert Notification.objects.filter(topic="trade_stuck").count() == 1
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.3)
+    assert tick(world).opened == 0
+
+    manual = fake.close_position_by_hand("YYYUSDT")  # the person does what the message asked
+    report = tick(world, now=world.now + MINUTE)
+    trade = world.trades()[0]
+    assert trade.state == PairTrade.State.CLOSED and trade.exit_reason == PairTrade.ExitReason.MANUAL, trade.error
+    adopted = trade.orders.get(action=Order.Action.RECONCILE)
+    fill = Fill.objects.get(order=adopted)
+    assert (fill.exchange_fill_id, fill.qty, fill.price, fill.fee) == (
+        manual.exec_id, manual.exec_qty, manual.exec_price, manual.exec_fee)
+    assert trade.realised_pnl is not None
+    assert not Halt.objects.filter(account=world.account, cleared_at__isnull=True).exists()
+    assert GuardEvent.objects.filter(kind="executions_adopted").exists()
+    assert Notification.objects.filter(topic="trade_closed").exists()
+    assert report.mismatches == [] or report.reconciled is False
+    # trading goes on: the entry signal that came while the trade was stuck (one bar late is still fresh) opens now
+    assert report.opened == 1
+    assert [t.state for t in world.trades()] == [PairTrade.State.CLOSED, PairTrade.State.OPEN]
+    assert_consistent(world, fake)
+
+
+def test_a_close_refused_because_the_leg_is_already_flat_is_settled_not_retried(world, fake):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    fake.close_position_by_hand("YYYUSDT")  # gone before the bot closes: its reduce-only close is refused (110017)
+    world.next_bar(action=Signal.Action.EXIT)
+    BotHeartbeat.objects.filter(account=world.account).update(reconciled_at=world.now)  # no reconciliation first
+    tick(world)
+    tick(world, now=world.now + MINUTE)
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSED and trade.exit_reason == PairTrade.ExitReason.MANUAL
+    refused = trade.orders.filter(leg="y", action=Order.Action.CLOSE)
+    assert refused.count() == 1 and refused.get().status == Order.Status.REJECTED
+    assert "ReduceOnlyRejected" in refused.get().error
+    assert_consistent(world, fake)
+
+
+def test_an_opening_leg_filled_by_hand_is_adopted_and_the_trade_opens(world, fake):
+    fake.fail_next(CREATE, 10016, "Internal System Error.", times=100, symbol="XXXUSDT")  # never applied
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    trade = world.trade()
+    assert trade.state == PairTrade.State.OPENING
+    assert trade.orders.get(leg="x").status == Order.Status.UNKNOWN  # never taken for rejected
+    fake.open_position_by_hand("XXXUSDT", "sell", "8.5")  # a person completes the hedge
+    fake.clear_faults()
+    tick(world, now=world.now + 6 * MINUTE)  # the x order's decision is stale now: it is not sent again
+    trade = world.trade()
+    assert trade.state == PairTrade.State.OPEN, trade.error
+    assert trade.orders.get(leg="x", action=Order.Action.OPEN).status == Order.Status.CANCELLED
+    assert trade.orders.get(leg="x", action=Order.Action.RECONCILE).filled_qty == Decimal("8.5")
+    assert not [o for o in fake.orders(symbol="XXXUSDT") if o.order_link_id.startswith("sa")]
+    assert_consistent(world, fake)
