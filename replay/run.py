@@ -16,6 +16,9 @@ For every bar with open time t in [start, end] the clock is t + 1 bar (the bar h
 Each bar is one transaction: an interrupted replay stops at a bar boundary. Everything is written as live trading
 writes it (signals, trades, orders, fills, funding, notifications, heartbeat) on the replay account.
 
+One replay at a time: a replay holds the database's replay lock (``replay.lock``) from before its first write to its
+end, and a second one is refused at once with the name of the one running and since when.
+
 Defaults, created when missing (``replay_account``): a paper account named ``replay`` on level 1 (paper), capital
 10,000 USDT, 500 USDT per leg, at most 10 trades at once, leverage 2 (ten trades of at most 1,000 gross notional use
 at most half of the wallet as margin, so no entry is refused for margin after a few losses; the gross exposure cap
@@ -62,6 +65,14 @@ from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Level, Pair, StrategyConfig
 from pairs.selectors import candle_bounds, universe_instruments
 from pairs.services.screening import ScreeningError, screening_run
+from replay.errors import ReplayError
+from replay.lock import (
+    REPLAY_LOCK_RENEW_EVERY,
+    replay_lock_acquire,
+    replay_lock_owner,
+    replay_lock_release,
+    replay_lock_renew,
+)
 from replay.market import ReplayMarket
 from replay.report import replay_summary, replay_trades
 
@@ -77,10 +88,6 @@ DEFAULT_RESELECT_EVERY = timedelta(days=7)
 # Live bots reconcile every 5 minutes of wall clock; a replay's clock moves an hour a bar, and its paper exchange
 # can't drift from the database, so it reconciles once a simulated day (and at its first bar).
 REPLAY_RECONCILE_EVERY = timedelta(days=1)
-
-
-class ReplayError(Exception):
-    """The replay can't run as asked (no candles, a bad range, a database or account that isn't fit for it)."""
 
 
 # ------------------------------------------------------------------------------------------------------ the account
@@ -209,7 +216,22 @@ def replay_run(
 ) -> ReplayResult:
     """Replay the bars with open time in [start, end], trimmed to the stored candles (see the module docstring).
     ``reselect_every`` None (or zero) trades the pairs already in the database without any selection;
-    ``progress(done, total)`` is called after each bar."""
+    ``progress(done, total)`` is called after each bar. ReplayError at once while another replay runs."""
+    owner = replay_lock_owner()
+    name = account.name if account is not None else DEFAULT_ACCOUNT_NAME
+    replay_lock_acquire(owner=owner, description=f"account {name!r}, {_iso(start)} to {_iso(end)}")
+    try:
+        return _replay_locked(start=start, end=end, config=config, account=account, reselect_every=reselect_every,
+                              progress=progress, owner=owner)  # fmt: skip
+    finally:
+        replay_lock_release(owner=owner)
+
+
+def _replay_locked(
+    *, start: datetime, end: datetime, config: StrategyConfig, account: ExchangeAccount | None,
+    reselect_every: timedelta | None, progress: Callable[[int, int], None] | None, owner: str,
+) -> ReplayResult:
+    """``replay_run`` once it holds the replay lock (``owner``), which it renews between bars."""
     started = time.monotonic()
     step = timedelta(milliseconds=timeframe_ms(config.timeframe))
     start, end = _stored_range(config, _floor_to_bar(start, step), _floor_to_bar(end, step))
@@ -220,10 +242,11 @@ def replay_run(
     exchange = paper_exchange_for(account, market=market, config=config)
     start_equity = exchange.balance().equity  # opens the paper wallet with the capital at the clock
     result = ReplayResult(account=account, start=start, end=end, bars=0, start_equity=start_equity, equity=[])
-    owner = f"replay:{uuid.uuid4().hex[:12]}"
+    bot_owner = f"replay:{uuid.uuid4().hex[:12]}"
     total = (end - start) // step + 1
     last_selection: datetime | None = None
     active: list[Pair] | None = None  # the signals' pairs, kept between bars until a selection changes them
+    renewed = time.monotonic()
     try:
         for index in range(total):
             bar = start + step * index
@@ -237,14 +260,17 @@ def replay_run(
                     active = signal_pairs(config)
                 signals_update(config=config, end=bar, market=market, pairs=active)
                 report = bot_tick(account=account, exchange=exchange, market=market, clock=clock, config=config,
-                                  owner=owner, require_enabled=False, sleep=_no_sleep,
+                                  owner=bot_owner, require_enabled=False, sleep=_no_sleep,
                                   reconcile_every=REPLAY_RECONCILE_EVERY)  # fmt: skip
                 result.equity.append((clock.now(), exchange.balance().equity))
             _record_tick(result, report, clock.now())
+            if time.monotonic() - renewed >= REPLAY_LOCK_RENEW_EVERY.total_seconds():
+                replay_lock_renew(owner=owner)
+                renewed = time.monotonic()
             if progress is not None:
                 progress(index + 1, total)
     finally:
-        lease_release(account, owner)
+        lease_release(account, bot_owner)
         result.seconds = time.monotonic() - started
     return result
 

@@ -6,12 +6,18 @@ Formats: CSV (optionally gzip), Parquet, Feather. The time column is ``timestamp
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pandas as pd
 
 SUFFIXES = (".csv.gz", ".csv", ".parquet", ".feather")
 _TIME_COLUMNS = ("timestamp", "date", "datetime_utc", "open_time", "datetime")
+# What the readers raise on a damaged file: a truncated gzip ends in EOFError, a corrupt deflate stream in
+# zlib.error, a broken CSV in ParserError or UnicodeDecodeError (a ValueError), a broken Parquet or Feather in
+# pyarrow's errors (each also a ValueError, OSError, TypeError, NotImplementedError or LookupError).
+READ_ERRORS = (OSError, ValueError, EOFError, zlib.error, TypeError, NotImplementedError, LookupError)
+_DAMAGED = (EOFError, zlib.error)
 
 
 class CandleFileError(ValueError):
@@ -55,10 +61,11 @@ def read_candle_file(path: Path) -> pd.DataFrame:
             frame = pd.read_feather(path)
         else:
             raise CandleFileError(f"{path}: unsupported format")
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        if isinstance(exc, CandleFileError):
-            raise
-        raise CandleFileError(f"{path}: cannot be read: {exc}") from exc
+    except CandleFileError:
+        raise
+    except READ_ERRORS as exc:
+        damaged = " (the file is truncated or corrupt)" if isinstance(exc, _DAMAGED) else ""
+        raise CandleFileError(f"{path}: cannot be read: {exc}{damaged}") from exc
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     time_column = next((c for c in _TIME_COLUMNS if c in frame.columns), None)
     if time_column is None:

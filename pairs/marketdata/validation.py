@@ -7,6 +7,7 @@ Every path that brings candles in (exchange fetch, file import) passes through `
 | unsorted timestamps | repaired: sorted |
 | duplicate timestamp, identical rows | repaired: one kept |
 | duplicate timestamp, different values | rejected: which one is right can't be known |
+| timestamp not an integer of ms, or outside 1970..9999 | rejected |
 | timestamp off the timeframe grid | rejected: the source is not of this timeframe |
 | timestamp in the future (open time > now) | rejected: clock or data error |
 | bar not closed yet (open time + timeframe > now) | repaired: dropped, it will be fetched again once closed |
@@ -48,6 +49,8 @@ MIN_STORABLE_PRICE = 1e-12
 MAX_STORABLE_VALUE = 1e20
 # A report lists this many examples per kind of problem; the counts are always complete.
 MAX_EXAMPLES = 10
+# Open times a candle may have, in epoch ms: 1970-01-01 to 9999-12-31 (what datetime and the database can hold).
+MAX_TIMESTAMP_MS = 253_402_300_799_999
 
 
 class CandleValidationError(ValueError):
@@ -148,6 +151,13 @@ def _numeric(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
         raise CandleValidationError(
             symbol, [f"row {r + 1}: timestamp {frame['timestamp'].iloc[r]!r} is not an integer of ms" for r in rows]
         )
+    out_of_range = (timestamps < 0) | (timestamps > MAX_TIMESTAMP_MS)
+    if out_of_range.any():
+        rows = np.flatnonzero(out_of_range.to_numpy())[:MAX_EXAMPLES]
+        raise CandleValidationError(
+            symbol, [f"row {r + 1}: timestamp {frame['timestamp'].iloc[r]} is outside 1970..9999 in epoch ms"
+                     for r in rows],
+        )  # fmt: skip
     data = frame.loc[:, list(OHLCV_COLUMNS)].copy()
     data["timestamp"] = timestamps.astype("int64")
     for column in (*PRICE_COLUMNS, "volume"):

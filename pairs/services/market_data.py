@@ -1,9 +1,8 @@
-"""Writes of market data: instruments and candles.
+"""Writes of market data: instruments, candles from files and from the exchange, funding rates.
 
-Candles are written in bulk, a few statements per batch of up to UPSERT_BATCH_ROWS rows (SQLite: ``ON CONFLICT DO
-UPDATE``; MySQL: ``ON DUPLICATE KEY UPDATE`` for new bars, an ``UPDATE ... JOIN`` from a staging table for stored
-ones, see ``_mysql_upsert``), so importing or fetching the same bars twice stores each bar once, with the latest
-values. Numbers travel as decimal text, never as binary floats, so the database holds the source's digits.
+The candle writes themselves (bulk upsert, the check against stored bars) are in ``pairs.services.candles``. A file
+import refuses to change a stored bar unless asked to (``overwrite``); an exchange fetch overwrites, the exchange
+being the source of truth for its own bars (it corrects the last ones now and then).
 """
 
 from __future__ import annotations
@@ -11,36 +10,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from exchanges.errors import ExchangeError
 from exchanges.retry import call_with_retry
 from exchanges.specs import InstrumentSpec
-from pairs.marketdata.files import CandleFileError, candle_files, read_candle_file
+from pairs.marketdata.files import READ_ERRORS, CandleFileError, candle_files, read_candle_file
 from pairs.marketdata.funding import funding_interval_minutes
-from pairs.marketdata.validation import (
-    TIMEFRAME_MS,
-    CandleValidationError,
-    ValidationReport,
-    timeframe_ms,
-    validate_candles,
-)
+from pairs.marketdata.validation import CandleValidationError, ValidationReport, timeframe_ms, validate_candles
 from pairs.models import Candle, FundingRate, Instrument
+from pairs.services.candles import StoredCandlesDifferError, candles_upsert
 
 logger = logging.getLogger(__name__)
-
-# Rows per INSERT statement: large enough that round trips don't dominate, small enough to stay far below
-# MySQL's max_allowed_packet (a candle row is ~150 bytes of SQL: 10,000 rows ~ 1.5 MB).
-UPSERT_BATCH_ROWS = 10_000
-_VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
-_UPSERT_COLUMNS = ("instrument_id", "timeframe", "open_time", *_VALUE_COLUMNS)
-_MYSQL_STAGING = "`candle_upsert_staging`"
 
 
 @dataclass
@@ -110,151 +96,14 @@ def instrument_get_or_create_for_import(*, exchange: str, symbol: str, quote: st
     return instrument
 
 
-def _decimal_text(values: np.ndarray) -> list[str]:
-    # repr is the shortest text that reads back as the same float: the digits the source printed, no binary
-    # noise (it may use exponent notation, which MySQL and SQLite both read as an exact decimal).
-    return list(map(repr, values.tolist()))
-
-
-def _mysql_upsert(cursor, table: str, rows: list[tuple]) -> None:
-    """MySQL/MariaDB: rows of one instrument and timeframe, in open-time order, one key each, in chunks.
-
-    A chunk whose time range holds no stored bar (a first import, the next page of a fetch) is one multi-row
-    ``INSERT ... ON DUPLICATE KEY UPDATE``. Any other chunk is loaded into a MEMORY staging table, then
-    ``UPDATE candle JOIN staging`` rewrites the stored bars: the server compares each stored row with the new one
-    in the columns' own decimal type and writes only the rows that differ. Unless that UPDATE found every row of
-    the chunk, ``INSERT ... SELECT`` adds the missing bars. Why: ``ON DUPLICATE KEY UPDATE`` on a stored bar first
-    inserts a clustered-index record under a fresh id and takes it back when the unique key clashes, which made
-    re-upserting half as fast as inserting; the join goes to the stored row through the unique key directly.
-    When the chunk covers most bars of its time range the UPDATE walks the stored range in index order and looks
-    each bar up in the staging table (a 40% cheaper UPDATE than one index descent per staged row); a sparse chunk
-    is driven from the staging table, so it never scans a long range for a few bars.
-
-    Literals: every value is an integer id, a timeframe from TIMEFRAME_MS, a datetime text we formatted, or the
-    repr of a finite float, so nothing needs escaping; skipping the driver's per-value escaping doubles the rate.
-    """
-    quote = connection.ops.quote_name
-    target = quote(table)
-    columns = ", ".join(quote(c) for c in _UPSERT_COLUMNS)
-    on_duplicate = "ON DUPLICATE KEY UPDATE " + ", ".join(f"{quote(c)} = VALUES({quote(c)})" for c in _VALUE_COLUMNS)
-    instrument_id, timeframe = rows[0][0], rows[0][1]
-    key = [instrument_id, timeframe]
-    same_series = f"c.{quote('instrument_id')} = %s AND c.{quote('timeframe')} = %s"
-    same_bar = f"{same_series} AND c.{quote('open_time')} = s.{quote('open_time')}"
-    staged = [quote("open_time"), *(quote(c) for c in _VALUE_COLUMNS)]
-    missing = f"c.{quote(Candle._meta.pk.column)} IS NULL"
-    # S608 (noqa below): the names are ours, the values are numbers and texts we formatted (see above).
-    probe = f"SELECT 1 FROM {target} c WHERE {same_series} AND c.{quote('open_time')} BETWEEN %s AND %s LIMIT 1"  # noqa: S608
-    assignments = ", ".join(f"c.{name} = s.{name}" for name in staged[1:])
-    update_staged = f"UPDATE {target} c JOIN {_MYSQL_STAGING} s ON {same_bar} SET {assignments}"  # noqa: S608
-    update_range = (
-        f"UPDATE {target} c STRAIGHT_JOIN {_MYSQL_STAGING} s ON c.{quote('open_time')} = s.{quote('open_time')} "  # noqa: S608
-        f"SET {assignments} WHERE {same_series} AND c.{quote('open_time')} BETWEEN %s AND %s"
-    )
-    step = timedelta(milliseconds=TIMEFRAME_MS[timeframe])
-    insert_missing = (
-        f"INSERT INTO {target} ({columns}) SELECT %s, %s, "  # noqa: S608
-        + ", ".join(f"s.{name}" for name in staged)
-        + f" FROM {_MYSQL_STAGING} s LEFT JOIN {target} c ON {same_bar} WHERE {missing} "
-        + on_duplicate  # a bar another transaction added since: updated, as the row-by-row upsert would
-    )
-    staging_created = False
-    for start in range(0, len(rows), UPSERT_BATCH_ROWS):
-        batch = rows[start : start + UPSERT_BATCH_ROWS]
-        first, last = batch[0][2], batch[-1][2]
-        cursor.execute(probe, [*key, first, last])
-        if cursor.fetchone() is None:
-            values = ",".join(f"({i},'{tf}','{t}',{o},{h},{lo},{c},{v})" for i, tf, t, o, h, lo, c, v in batch)
-            cursor.execute(f"INSERT INTO {target} ({columns}) VALUES {values} {on_duplicate}")  # noqa: S608
-            continue
-        if not staging_created:
-            _mysql_staging_create(cursor)
-            staging_created = True
-        values = ",".join(f"('{t}',{o},{h},{lo},{c},{v})" for _, _, t, o, h, lo, c, v in batch)
-        cursor.execute(f"INSERT INTO {_MYSQL_STAGING} ({', '.join(staged)}) VALUES {values}")  # noqa: S608
-        bars_in_range = (datetime.fromisoformat(last) - datetime.fromisoformat(first)) // step + 1
-        if bars_in_range <= 2 * len(batch):
-            cursor.execute(update_range, [*key, first, last])
-        else:
-            cursor.execute(update_staged, key)
-        # Django's MySQL connections count the rows an UPDATE found, changed or not (CLIENT_FOUND_ROWS). With a
-        # driver that counts only changed rows the INSERT below still runs, and still adds just the missing bars.
-        if cursor.rowcount < len(batch):
-            cursor.execute(insert_missing, [*key, *key])
-        cursor.execute(f"DELETE FROM {_MYSQL_STAGING}")  # noqa: S608
-    if staging_created:
-        cursor.execute(f"DROP TEMPORARY TABLE {_MYSQL_STAGING}")
-
-
-def _mysql_staging_create(cursor) -> None:
-    """The session's staging table for ``_mysql_upsert``: open time and values, typed as in the candle table.
-
-    Temporary tables belong to the connection and don't end the transaction. MEMORY, because nothing has to
-    survive a crash and it loads fastest (InnoDB and Aria staging tables measured slower). One left behind by a
-    failed call is replaced here.
-    """
-    quote = connection.ops.quote_name
-    fields = [Candle._meta.get_field(name) for name in ("open_time", *_VALUE_COLUMNS)]
-    definitions = ", ".join(f"{quote(f.column)} {f.db_type(connection)} NOT NULL" for f in fields)
-    cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {_MYSQL_STAGING}")
-    cursor.execute(
-        f"CREATE TEMPORARY TABLE {_MYSQL_STAGING} ({definitions}, PRIMARY KEY ({quote('open_time')})) ENGINE=MEMORY"
-    )
-
-
-def _sqlite_upsert(cursor, table: str, rows: list[tuple]) -> None:
-    quote = connection.ops.quote_name
-    names = ", ".join(quote(c) for c in _UPSERT_COLUMNS)
-    placeholders = ", ".join(["%s"] * len(_UPSERT_COLUMNS))
-    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in _VALUE_COLUMNS)
-    conflict = ", ".join(quote(c) for c in ("instrument_id", "timeframe", "open_time"))
-    sql = (
-        f"INSERT INTO {quote(table)} ({names}) VALUES ({placeholders}) "  # noqa: S608 - only our own names
-        f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
-    )
-    for start in range(0, len(rows), UPSERT_BATCH_ROWS):
-        cursor.executemany(sql, rows[start : start + UPSERT_BATCH_ROWS])
-
-
-_UPSERTS = {"mysql": _mysql_upsert, "sqlite": _sqlite_upsert}
-
-
-def candles_upsert(*, instrument: Instrument, timeframe: str, candles: pd.DataFrame) -> int:
-    """Insert or update validated candles (columns timestamp ms, open, high, low, close, volume); returns rows.
-
-    Runs in the caller's transaction when there is one, else in its own: a failure stores none of the batch.
-    """
-    if candles.empty:
-        return 0
-    if timeframe not in TIMEFRAME_MS:
-        raise ValueError(f"unknown timeframe {timeframe!r}")
-    values = candles.loc[:, list(_VALUE_COLUMNS)].to_numpy(dtype="float64")
-    if not np.isfinite(values).all():
-        raise ValueError(f"{instrument.symbol}: candles with NaN or infinite values must be validated first")
-    upsert = _UPSERTS.get(connection.vendor)
-    if upsert is None:
-        raise NotImplementedError(f"candle upsert is not written for {connection.vendor}")
-    n = len(candles)
-    # Bars are stored to the second. One row per open time, the last given winning as it would row by row, in
-    # time order (so each chunk of the MySQL path covers one time range).
-    seconds = np.floor_divide(candles["timestamp"].to_numpy(), 1000).astype("int64")
-    unique_seconds, last_in_reversed = np.unique(seconds[::-1], return_index=True)
-    values = values[n - 1 - last_in_reversed]
-    open_times = pd.to_datetime(unique_seconds, unit="s").strftime("%Y-%m-%d %H:%M:%S").tolist()
-    value_texts = [_decimal_text(values[:, k]) for k in range(len(_VALUE_COLUMNS))]
-    m = len(open_times)
-    rows = list(zip([instrument.pk] * m, [timeframe] * m, open_times, *value_texts, strict=True))
-    with transaction.atomic(), connection.cursor() as cursor:
-        upsert(cursor, Candle._meta.db_table, rows)
-    return n
-
-
 @dataclass
 class FileImportResult:
     symbol: str
+    path: Path | None = None
     rows: int = 0
     report: ValidationReport | None = None
     error: str = ""
+    differing_bars: int = 0  # stored bars the file would have changed (refused without ``overwrite``)
 
 
 @dataclass
@@ -272,28 +121,47 @@ class ImportSummary:
 
 def candles_import_directory(
     *, directory: Path, timeframe: str, exchange: str, symbols: list[str] | None = None,
-    now_ms: int | None = None, progress=None,
+    now_ms: int | None = None, overwrite: bool = False, progress=None,
 ) -> ImportSummary:
-    """Import one candle file per symbol. Each file is validated whole before it is written, and written in one
-    transaction: a bad file is reported and leaves nothing behind; the other files still import."""
+    """Import one candle file per symbol. Each file is read and validated whole before it is written, and written
+    in one transaction: a file that can't be read, fails validation or (without ``overwrite``) would change a
+    stored bar is reported and leaves nothing behind; the other files still import."""
     summary = ImportSummary()
     files = candle_files(directory, symbols)
     for symbol, path in files.items():
-        result = FileImportResult(symbol=symbol)
+        result = FileImportResult(symbol=symbol, path=path)
         summary.files.append(result)
         try:
-            clean, result.report = validate_candles(
-                read_candle_file(path), symbol=symbol, timeframe=timeframe, now_ms=now_ms
-            )
+            clean, result.report = _candle_file_validated(path, symbol=symbol, timeframe=timeframe, now_ms=now_ms)
             with transaction.atomic():
                 instrument = instrument_get_or_create_for_import(exchange=exchange, symbol=symbol)
-                result.rows = candles_upsert(instrument=instrument, timeframe=timeframe, candles=clean)
+                result.rows = candles_upsert(
+                    instrument=instrument, timeframe=timeframe, candles=clean, overwrite=overwrite
+                )
         except (CandleFileError, CandleValidationError) as exc:
             result.error = str(exc)
-            logger.warning("candle import of %s rejected: %s", path.name, exc)
+        except StoredCandlesDifferError as exc:
+            result.error = f"{path}: {exc.detail}"
+            result.differing_bars = exc.differences.count
+        if result.error:
+            result.rows = 0
+            logger.warning("candle import of %s rejected: %s", path.name, result.error)
         if progress is not None:
             progress(result)
     return summary
+
+
+def _candle_file_validated(path: Path, *, symbol: str, timeframe: str, now_ms: int | None
+                           ) -> tuple[pd.DataFrame, ValidationReport]:
+    """The file's candles, read and validated (pure work: nothing is stored yet). Whatever the readers and the
+    checks raise on data they didn't foresee (a column of lists in a Parquet file, say) is a CandleFileError that
+    names the file, not a traceback that stops the other files."""
+    try:
+        return validate_candles(read_candle_file(path), symbol=symbol, timeframe=timeframe, now_ms=now_ms)
+    except (CandleFileError, CandleValidationError):
+        raise
+    except READ_ERRORS as exc:
+        raise CandleFileError(f"{path}: cannot be read as candles: {type(exc).__name__}: {exc}") from exc
 
 
 def last_candle_time(*, instrument: Instrument, timeframe: str) -> datetime | None:
@@ -327,7 +195,9 @@ def candles_fetch_instrument(
     *, exchange_client, instrument: Instrument, timeframe: str, backfill_bars: int, now_ms: int | None = None
 ) -> FetchResult:
     """Fetch an instrument's closed bars from the last stored one (or ``backfill_bars`` back) up to now, page by
-    page; each page is validated and upserted on its own, so an interrupted fetch resumes where it stopped."""
+    page; each page is validated and upserted on its own, so an interrupted fetch resumes where it stopped. A bar
+    the exchange returns with other values than stored ones replaces them: the exchange is the source of truth for
+    its own bars (unlike a file import, which refuses to change stored history unless asked to)."""
     step = timeframe_ms(timeframe)
     now_ms = int(timezone.now().timestamp() * 1000) if now_ms is None else now_ms
     last = last_candle_time(instrument=instrument, timeframe=timeframe)
@@ -351,7 +221,8 @@ def candles_fetch_instrument(
             result.error = str(exc)
             logger.warning("fetched candles rejected: %s", exc)
             break
-        result.rows += candles_upsert(instrument=instrument, timeframe=timeframe, candles=clean)
+        # overwrite: the exchange is the source of truth for its bars, and corrects the last ones now and then.
+        result.rows += candles_upsert(instrument=instrument, timeframe=timeframe, candles=clean, overwrite=True)
         newest = int(frame["timestamp"].max())
         if newest < since:
             break

@@ -6,7 +6,7 @@ import json
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from pairs.models import Level, LevelChange, Pair, PairStatistics
@@ -77,6 +77,21 @@ def test_update_stats_without_pairs_or_json():
     call_command("update_stats", stdout=out)
     assert "0 pair(s) graded: 0 promoted, 0 demoted" in out.getvalue()
     assert "wrote" not in out.getvalue()
+
+
+def test_update_stats_checks_the_json_path_before_it_stores_anything(tmp_path):
+    market = make_market()
+    market.pair("Y1USDT", "XUSDT", level=0)
+    path = tmp_path / "missing" / "grading.json"
+    out = StringIO()
+
+    with pytest.raises(CommandError) as info:
+        call_command("update_stats", json_path=path, stdout=out)
+
+    assert str(info.value) == f"--json {path}: the directory {path.parent} does not exist"
+    assert out.getvalue() == ""  # neither the maintenance nor the grading ran
+    assert not PairStatistics.objects.exists()
+    assert not LevelChange.objects.exists()
 
 
 # --- admin actions ------------------------------------------------------------------------------------------------

@@ -81,13 +81,65 @@ def test_import_candles_bad_file_is_named_and_the_good_ones_are_stored(candle_di
     with pytest.raises(CommandError) as info:
         call_command("import_candles", str(candle_dir), timeframe="1h", stdout=out, stderr=err)
 
-    assert str(info.value) == "1 file(s) rejected: BADUSDT"
+    assert str(info.value) == "1 file(s) rejected: BADUSDT.csv"
     assert "REJECTED BADUSDT: candles rejected:" in err.getvalue()
     assert "NaN or non-positive price at 2021-01-01T02:00:00Z" in err.getvalue()
     assert "2 file(s), 9 candle(s) imported (1h, bybit)." in out.getvalue()
     assert Candle.objects.filter(instrument__symbol="GOODAUSDT").count() == 5
     assert Candle.objects.filter(instrument__symbol="GOODBUSDT").count() == 4
     assert Candle.objects.filter(instrument__symbol="BADUSDT").count() == 0
+
+
+def test_import_candles_truncated_gzip_is_named_and_the_later_files_are_imported(candle_dir, shared_candles_dir):
+    whole = (shared_candles_dir / "BTCUSDT.csv.gz").read_bytes()
+    truncated = candle_dir / "BTCUSDT.csv.gz"  # sorted before the good files
+    truncated.write_bytes(whole[: len(whole) // 2])
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError) as info:
+        call_command("import_candles", str(candle_dir), stdout=out, stderr=err)
+
+    assert str(info.value) == "1 file(s) rejected: BTCUSDT.csv.gz"
+    assert err.getvalue() == (
+        f"REJECTED {truncated}: cannot be read: Compressed file ended before the end-of-stream marker was reached "
+        "(the file is truncated or corrupt)\n"
+    )
+    assert out.getvalue().splitlines() == ["GOODAUSDT: 5 bars", "GOODBUSDT: 4 bars",
+                                           "2 file(s), 9 candle(s) imported (1h, bybit)."]  # fmt: skip
+    assert not Instrument.objects.filter(symbol="BTCUSDT").exists()
+    assert Candle.objects.count() == 9
+
+
+def test_import_candles_refuses_to_change_stored_bars_unless_overwrite(candle_dir):
+    run("import_candles", str(candle_dir), verbosity=0)
+    revised = rows(7)  # two new bars ...
+    revised[1] = (revised[1][0], 101.0, 102.0, 100.0, 101.25, 11.0)  # ... and the close of 01:00 revised ...
+    revised[3] = (revised[3][0], 103.0, 104.0, 102.0, 103.5, 99.0)  # ... and the volume of 03:00
+    path = candle_dir / "GOODAUSDT.csv"
+    pd.DataFrame(revised, columns=COLUMNS).to_csv(path, index=False)
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError) as info:
+        call_command("import_candles", str(candle_dir), verbosity=0, stdout=out, stderr=err)
+
+    assert str(info.value) == "1 file(s) rejected: GOODAUSDT.csv"
+    assert err.getvalue().splitlines() == [
+        f"REJECTED {path}: 2 stored 1h bar(s) of GOODAUSDT would change (stored -> new):",
+        "  2021-01-01T01:00:00Z: close 101.5 -> 101.25",
+        "  2021-01-01T03:00:00Z: volume 13 -> 99",
+        "  nothing of the file was stored; --overwrite replaces the stored bars",
+    ]
+    assert out.getvalue() == "1 file(s), 4 candle(s) imported (1h, bybit).\n"  # GOODBUSDT: the same bars again
+    good_a = Candle.objects.filter(instrument__symbol="GOODAUSDT")
+    assert good_a.count() == 5
+    assert good_a.get(open_time=datetime(2021, 1, 1, 1, tzinfo=UTC)).close == Decimal("101.5")
+
+    out, err = run("import_candles", str(candle_dir), overwrite=True, verbosity=0)
+
+    assert (out, err) == ("2 file(s), 11 candle(s) imported (1h, bybit).\n", "")
+    assert good_a.count() == 7
+    assert good_a.get(open_time=datetime(2021, 1, 1, 1, tzinfo=UTC)).close == Decimal("101.25")
+    assert good_a.get(open_time=datetime(2021, 1, 1, 3, tzinfo=UTC)).volume == Decimal("99")
 
 
 def test_import_candles_missing_directory(tmp_path):

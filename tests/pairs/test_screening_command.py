@@ -107,3 +107,34 @@ def test_select_pairs_on_an_empty_database_is_a_command_error(tmp_path):
 
     assert not path.exists()
     assert not CointegrationRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("lookback", "message"),
+    [
+        (999_999_999, "--lookback 999999999 is more than the 5493 bars the stored 1h candles of bybit span "
+                      "(2020-12-01 00:00 to 2021-07-17 20:00 UTC)"),
+        (0, "--lookback must be a positive number of bars, got 0"),
+        (-5, "--lookback must be a positive number of bars, got -5"),
+    ],
+)  # fmt: skip
+def test_select_pairs_refuses_a_lookback_it_cannot_fill(shared_candles_dir, lookback, message):
+    import_real(shared_candles_dir, ["BTCUSDT", "ETHUSDT"])
+
+    with pytest.raises(CommandError) as info:
+        call_command("select_pairs", lookback=lookback, verbosity=0, stdout=StringIO())
+
+    assert str(info.value) == message
+    assert not CointegrationRun.objects.exists()
+
+
+def test_select_pairs_checks_the_json_path_before_it_screens(shared_candles_dir, tmp_path):
+    import_real(shared_candles_dir, ["BTCUSDT", "ETHUSDT"])
+    path = tmp_path / "missing" / "s.json"
+
+    with pytest.raises(CommandError) as info:
+        call_command("select_pairs", lookback=300, json_path=path, verbosity=0, stdout=StringIO())
+
+    assert str(info.value) == f"--json {path}: the directory {path.parent} does not exist"
+    assert not CointegrationRun.objects.exists()
+    assert not Pair.objects.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from decimal import Decimal
 from io import StringIO
@@ -15,6 +16,7 @@ from execution.models import ExchangeAccount, Fill, Order, PairTrade, Signal
 from notifications.models import Notification
 from pairs.models import CointegrationRun, Pair
 from pairs.quant.performance import trade_metrics
+from replay.lock import replay_lock_acquire
 from tests.replay.replay_world import (
     LEG_KEYS,
     SUMMARY_KEYS,
@@ -108,7 +110,13 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
         ({"end": "yesterday"}, r"--end 'yesterday' is not an ISO 8601 date"),
         ({"start": "2021-04-05", "end": "2021-04-01"}, r"--start 2021-04-05 00:00 is after --end 2021-04-01 23:00"),
         ({"start": "2022-01-01", "end": "2022-01-31"}, r"no 1h candles of bybit between 2022-01-01T00:00:00Z"),
-        ({"reselect_every_days": -1}, r"--reselect-every-days must be 0 or more"),
+        ({"reselect_every_days": -1}, r"^--reselect-every-days must be a number from 0 to 3650 days, got -1$"),
+        ({"reselect_every_days": math.nan}, r"^--reselect-every-days must be a number from 0 to 3650 days, got nan$"),
+        ({"reselect_every_days": math.inf}, r"^--reselect-every-days must be a number from 0 to 3650 days, got inf$"),
+        ({"reselect_every_days": 1e12}, r"^--reselect-every-days must be a number from 0 to 3650 days, got 1e\+12$"),
+        ({"reselect_every_days": 1e-9}, r"^--reselect-every-days 1e-09 is shorter than one 1h bar: 0 \(no selection\) "
+                                        r"or at least 0.0416667$"),
+        ({"start": "0001-01-01T00:00+01:00"}, r"--start '0001-01-01T00:00\+01:00' is outside the dates this program "),
         ({"account": "nobody"}, r"no account named 'nobody'"),
     ],
 )
@@ -117,6 +125,31 @@ def test_bad_options_name_the_problem(shared_candles_dir, options, message):
     with pytest.raises(CommandError, match=message):
         call_command("replay", verbosity=0, **options)
     assert not PairTrade.objects.exists()
+
+
+@pytest.mark.parametrize("where", ["missing directory", "a directory"])
+def test_an_unwritable_json_path_is_refused_before_the_replay_runs(shared_candles_dir, tmp_path, where):
+    import_market(shared_candles_dir)
+    path = tmp_path / "nowhere" / "replay.json" if where == "missing directory" else tmp_path
+
+    with pytest.raises(CommandError, match=f"^--json {re.escape(str(path))}: "):
+        call_command("replay", start="2021-03-29", end="2021-03-29", json_path=path, verbosity=0)
+
+    assert not ExchangeAccount.objects.exists()
+    assert not CointegrationRun.objects.exists()
+
+
+def test_a_second_replay_is_refused_with_who_runs_and_since_when(shared_candles_dir):
+    import_market(shared_candles_dir)
+    replay_lock_acquire(owner="box:4321:0badc0de", description="account 'replay', 2021-03-01T00:00:00Z to "
+                                                             "2021-04-01T00:00:00Z")  # fmt: skip
+
+    with pytest.raises(CommandError, match=r"^another replay is running on this database \(account 'replay', "
+                                           r"2021-03-01T00:00:00Z to 2021-04-01T00:00:00Z; process box:4321:0badc0de\) "
+                                           r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: wait for it to end"):  # fmt: skip
+        call_command("replay", start="2021-03-29", end="2021-03-29", verbosity=0)
+
+    assert not ExchangeAccount.objects.exists()
 
 
 def test_an_empty_database_says_to_import_candles_first():

@@ -8,9 +8,13 @@ from decimal import Decimal
 import numpy as np
 import pytest
 from django.db.models import F
+from django.utils import timezone
 
-from execution.models import Fill
+from execution.models import ExchangeAccount, Fill
 from pairs.models import Candle, CointegrationRun, Level, PairStatistics
+from replay import run as replay_run_module
+from replay.lock import REPLAY_LOCK_TTL, replay_lock_acquire, replay_lock_release
+from replay.models import ReplayLock
 from replay.report import replay_summary, replay_trades
 from replay.run import ReplayError, replay_run
 from tests.factories import ExchangeAccountFactory
@@ -92,6 +96,106 @@ def test_an_enabled_or_live_account_is_handled_before_anything_runs(shared_candl
     assert not mine.enabled  # the live beat must not tick it between the replay's ticks
     assert result.bars == 3 and result.tick_statuses == {"ok": 3}
     assert [e for _, e in result.equity] == [mine.capital] * 3
+
+
+# ---------------------------------------------------------------------------------------------------- the lock
+
+
+def short_replay(config, **options):
+    """Three bars on the pairs as they are (none): the lock's behaviour without the cost of a selection."""
+    return replay_run(start=START, end=START + 2 * HOUR, config=config, reselect_every=None, **options)
+
+
+def assert_free() -> None:
+    lock = ReplayLock.objects.get()
+    assert lock.expires_at is None
+
+
+def test_a_second_replay_while_one_runs_is_refused_at_once(shared_candles_dir):
+    config = import_market(shared_candles_dir)
+    second = ExchangeAccountFactory(name="second", mode="paper", level=Level.objects.get(number=1), enabled=True)
+    refused: list[ReplayError] = []
+
+    def second_replay(done: int, total: int) -> None:
+        if done == 1:  # the first replay holds the lock and has written its first bar
+            with pytest.raises(ReplayError) as info:
+                short_replay(config, account=second)
+            refused.append(info.value)
+
+    result = short_replay(config, progress=second_replay)
+
+    assert result.bars == 3  # the first one went on to its end
+    message = str(refused[0])
+    holder = ReplayLock.objects.get()
+    assert message.startswith(
+        "another replay is running on this database (account 'replay', 2021-03-29T00:00:00Z to "
+        f"2021-03-29T02:00:00Z; process {holder.owner}) since {iso(holder.acquired_at)}: wait for it to end, or "
+        "stop it. Its lock expires at "
+    )
+    assert message.endswith("unless that replay renews it, so one that was killed blocks no longer than that")
+    second.refresh_from_db()
+    assert second.enabled  # the refused replay didn't get as far as preparing its account
+    assert_free()
+
+
+def test_a_lock_left_by_a_killed_replay_is_taken_over_once_expired(shared_candles_dir, caplog):
+    config = import_market(shared_candles_dir)
+    now = timezone.now()
+    ReplayLock.objects.create(name="replay", owner="gone-host:4242:deadbeef", description="account 'old'",
+                              acquired_at=now - REPLAY_LOCK_TTL * 3, expires_at=now - HOUR / 60)  # fmt: skip
+
+    result = short_replay(config)
+
+    assert result.bars == 3
+    assert "replay lock taken over from gone-host:4242:deadbeef (account 'old')" in caplog.text
+    lock = ReplayLock.objects.get()
+    assert lock.owner != "gone-host:4242:deadbeef" and lock.expires_at is None
+
+
+def test_a_live_lock_of_another_process_refuses_before_anything_is_written(shared_candles_dir):
+    config = import_market(shared_candles_dir)
+    replay_lock_acquire(owner="other-host:77:cafe0001", description="account 'replay', elsewhere")
+
+    with pytest.raises(ReplayError, match=r"another replay is running on this database \(account 'replay', "
+                                          r"elsewhere; process other-host:77:cafe0001\) since "):  # fmt: skip
+        short_replay(config)
+
+    assert not ExchangeAccount.objects.exists()
+    assert ReplayLock.objects.get().owner == "other-host:77:cafe0001"  # still the other one's
+    replay_lock_release(owner="other-host:77:cafe0001")
+    assert short_replay(config).bars == 3
+
+
+def test_the_lock_is_released_after_an_error_and_after_ctrl_c(shared_candles_dir):
+    config = import_market(shared_candles_dir)
+
+    def fail(done: int, total: int) -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        short_replay(config, progress=fail)
+    assert_free()
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        short_replay(config, progress=interrupt)
+    assert_free()
+
+
+def test_a_replay_that_lost_its_lock_stops(shared_candles_dir, monkeypatch):
+    config = import_market(shared_candles_dir)
+    monkeypatch.setattr(replay_run_module, "REPLAY_LOCK_RENEW_EVERY", timedelta(0))  # renewed after every bar
+
+    def taken_over(done: int, total: int) -> None:
+        if done == 1:  # as if the first bar outlasted the lease and another replay took it
+            ReplayLock.objects.update(owner="other-host:1:beef", expires_at=timezone.now() + REPLAY_LOCK_TTL)
+
+    with pytest.raises(ReplayError, match=r"this replay \(.+\) lost its lock: it went longer than 0:10:00 without "):
+        short_replay(config, progress=taken_over)
+
+    assert ReplayLock.objects.get().owner == "other-host:1:beef"  # not released: it is the other one's
 
 
 def test_summary_figures():

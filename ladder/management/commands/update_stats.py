@@ -3,6 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
+from core.commands import output_write, writable_output_path
 from ladder.services import pair_statistics_update
 from pairs.models import StrategyConfig
 from pairs.services.maintenance import selection_maintenance
@@ -18,6 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write the grading to FILE")
 
     def handle(self, *args, json_path: Path | None, **options):
+        json_path = writable_output_path("--json", json_path)  # before anything is stored, not after
         config = StrategyConfig.current()
         maintenance = selection_maintenance(config=config)
         self.stdout.write("maintenance: " + ", ".join(f"{k}={v}" for k, v in maintenance.as_dict().items()))
@@ -29,5 +31,5 @@ class Command(BaseCommand):
             f"({outcome.duration_seconds:.1f}s)"
         )
         if json_path:
-            json_path.write_text(json.dumps(data, indent=1, default=str))
+            output_write("--json", json_path, json.dumps(data, indent=1, default=str))
             self.stdout.write(f"wrote {json_path}")

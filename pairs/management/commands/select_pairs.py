@@ -1,10 +1,14 @@
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from core.commands import output_write, writable_output_path
+from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
+from pairs.selectors import candle_bounds
 from pairs.services.screening import ScreeningError, screening_run
 
 
@@ -17,12 +21,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--lookback", type=int, default=None,
-                            help="bars of the window (default: the strategy configuration's, 2000)")
+                            help="bars of the window (default: the strategy configuration's, 2000; at most the "
+                                 "bars the stored candles span)")
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write every test to FILE")
         parser.add_argument("--symbols", default="", help="comma-separated subset of the universe")
 
     def handle(self, *args, lookback, json_path, symbols, verbosity, **options):
         config = StrategyConfig.current()
+        if lookback is not None:
+            _check_lookback(config, lookback)
+        json_path = writable_output_path("--json", json_path)
         wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] or None
         bar = tqdm(total=0, unit="pair", disable=verbosity == 0, desc="screening")
 
@@ -44,5 +52,21 @@ class Command(BaseCommand):
             f"{run.n_candidates} confirmed candidates, {run.duration_seconds:.1f}s"
         )
         if json_path:
-            json_path.write_text(json.dumps(outcome.as_json(), indent=1))
+            output_write("--json", json_path, json.dumps(outcome.as_json(), indent=1))
             self.stdout.write(f"wrote {json_path}")
+
+
+def _check_lookback(config: StrategyConfig, lookback: int) -> None:
+    """A window no longer than the stored candles span: a longer one can't be filled, and an absurd one would be
+    allocated as a grid of that many bars before anything noticed (or overflow the calendar)."""
+    if lookback <= 0:
+        raise CommandError(f"--lookback must be a positive number of bars, got {lookback}")
+    first, last = candle_bounds(exchange=config.exchange, timeframe=config.timeframe)
+    if first is None:
+        return  # the screening says that no symbol has the history, and what to do about it
+    stored = (last - first) // timedelta(milliseconds=timeframe_ms(config.timeframe)) + 1
+    if lookback > stored:
+        raise CommandError(
+            f"--lookback {lookback} is more than the {stored} bars the stored {config.timeframe} candles of "
+            f"{config.exchange} span ({first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC)"
+        )

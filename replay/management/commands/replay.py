@@ -8,6 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from core.commands import finite_number, output_write, writable_output_path
 from execution.models import ExchangeAccount
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
@@ -21,21 +22,25 @@ from replay.run import (
 )
 
 QUIET_LOGGERS = ("execution.paper.exchange", "execution.services.bot", "execution.services.replay")
+# Ten years between selections is "select once": more is a typo, and timedelta overflows near 2.7 million years.
+MAX_RESELECT_EVERY_DAYS = 3650
 
 
 def parse_moment(value: str, option: str, *, end_of_day: bool, bar: timedelta) -> datetime:
     """An ISO 8601 date or date-time, UTC unless it says otherwise. A bare date as ``--end`` means its last bar."""
     try:
         moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        if end_of_day and len(value) == 10:  # YYYY-MM-DD
+            moment += timedelta(days=1) - bar
+        return moment.astimezone(UTC)
     except ValueError:
         raise CommandError(
             f"{option} {value!r} is not an ISO 8601 date (YYYY-MM-DD, or YYYY-MM-DDTHH:MM in UTC)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if end_of_day and len(value) == 10:  # YYYY-MM-DD
-        moment += timedelta(days=1) - bar
-    return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first day a datetime holds, in UTC
+        raise CommandError(f"{option} {value!r} is outside the dates this program handles (years 1 to 9999)") from None
 
 
 class Command(BaseCommand):
@@ -45,7 +50,7 @@ class Command(BaseCommand):
         f"and notifications are written to the database on a paper account ({DEFAULT_ACCOUNT_NAME!r}, created on "
         "level 1 with 10,000 USDT if missing). Run it on a database holding only imported candles. --json writes "
         "the summary and every trade with its fills: money, quantities and prices as strings (exact decimals), "
-        "ratios as numbers, times in ISO 8601 UTC."
+        "ratios as numbers, times in ISO 8601 UTC. One replay at a time: while one runs, another is refused."
     )
 
     def add_arguments(self, parser):
@@ -58,14 +63,15 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write summary + trades to FILE")
         parser.add_argument(
             "--reselect-every-days", type=float, default=DEFAULT_RESELECT_EVERY / timedelta(days=1),
-            help="days between walk-forward selections (default 7); 0 trades the pairs in the database as they are",
+            help=f"days between walk-forward selections (default 7, at most {MAX_RESELECT_EVERY_DAYS}); 0 trades the "
+                 "pairs in the database as they are",
         )  # fmt: skip
         parser.add_argument("--account", default=DEFAULT_ACCOUNT_NAME, help="paper account to replay on")
 
     def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, **options):
         config = StrategyConfig.current()
-        if reselect_every_days < 0:
-            raise CommandError(f"--reselect-every-days must be 0 or more, got {reselect_every_days:g}")
+        self._check_reselect_every(config, reselect_every_days)
+        json_path = writable_output_path("--json", json_path)
         start_at, end_at = self._range(config, start, end, reselecting=bool(reselect_every_days))
         target = ExchangeAccount.objects.filter(name=account).first()
         if target is None and account != DEFAULT_ACCOUNT_NAME:
@@ -74,8 +80,21 @@ class Command(BaseCommand):
         data = result.as_json()
         self._print_summary(result, data)
         if json_path:
-            json_path.write_text(json.dumps(data, indent=1))
+            output_write("--json", json_path, json.dumps(data, indent=1))
             self.stdout.write(f"wrote {json_path}")
+
+    @staticmethod
+    def _check_reselect_every(config: StrategyConfig, days: float) -> None:
+        """0 (no selection) or a finite number of days from one bar to MAX_RESELECT_EVERY_DAYS. argparse's float
+        takes "nan" and "inf" (timedelta then raises); a positive value under one bar selects at every bar anyway,
+        and under a microsecond it rounds to zero and would silently turn the selection off."""
+        finite_number("--reselect-every-days", days, minimum=0, maximum=MAX_RESELECT_EVERY_DAYS, unit="days")
+        bar = timedelta(milliseconds=timeframe_ms(config.timeframe))
+        if 0 < days and timedelta(days=days) < bar:
+            raise CommandError(
+                f"--reselect-every-days {days:g} is shorter than one {config.timeframe} bar: 0 (no selection) or at "
+                f"least {bar / timedelta(days=1):g}"
+            )
 
     def _range(self, config: StrategyConfig, start: str | None, end: str | None, *, reselecting: bool
                ) -> tuple[datetime, datetime]:

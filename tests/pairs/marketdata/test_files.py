@@ -177,6 +177,46 @@ def test_unreadable_file_names_the_file(tmp_path, name, content):
     assert str(info.value).startswith(f"{path}: cannot be read: ")
 
 
+def test_truncated_gzip_names_the_file_and_says_it_is_truncated(shared_candles_dir, tmp_path):
+    whole = (shared_candles_dir / "BTCUSDT.csv.gz").read_bytes()
+    path = tmp_path / "BTCUSDT.csv.gz"
+    path.write_bytes(whole[: len(whole) // 2])  # a download cut off halfway
+
+    with pytest.raises(CandleFileError) as info:
+        read_candle_file(path)
+
+    assert str(info.value) == (
+        f"{path}: cannot be read: Compressed file ended before the end-of-stream marker was reached "
+        "(the file is truncated or corrupt)"
+    )
+
+
+def test_corrupt_gzip_names_the_file(tmp_path):
+    data = bytearray(gzip.compress(sample().to_csv(index=False).encode() * 50))
+    data[40:60] = bytes(b ^ 0x55 for b in data[40:60])  # damaged in the middle of the deflate stream
+    path = tmp_path / "BTCUSDT.csv.gz"
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(CandleFileError) as info:
+        read_candle_file(path)
+
+    assert str(info.value).startswith(f"{path}: cannot be read: ")
+    assert str(info.value).endswith("(the file is truncated or corrupt)")
+
+
+def test_truncated_parquet_names_the_file(tmp_path):
+    whole_path = tmp_path / "whole.parquet"
+    sample().to_parquet(whole_path, index=False)
+    whole = whole_path.read_bytes()
+    path = tmp_path / "BTCUSDT.parquet"
+    path.write_bytes(whole[: len(whole) // 2])
+
+    with pytest.raises(CandleFileError) as info:
+        read_candle_file(path)
+
+    assert str(info.value).startswith(f"{path}: cannot be read: ")
+
+
 def test_file_that_does_not_exist(tmp_path):
     path = tmp_path / "BTCUSDT.csv"
     with pytest.raises(CandleFileError, match="cannot be read") as info:

@@ -262,6 +262,17 @@ def test_timestamp_that_is_not_an_integer_of_ms_is_rejected():
     assert error.problems[0].endswith("is not an integer of ms")
 
 
+def test_timestamp_outside_what_a_datetime_holds_is_rejected_not_a_traceback():
+    df = frame(bar(0), bar(1, ts=9_000_000_000_000_000_000), bar(2, ts=-H))
+
+    error = rejected(df)
+
+    assert error.problems == [
+        "row 2: timestamp 9000000000000000000 is outside 1970..9999 in epoch ms",
+        "row 3: timestamp -3600000 is outside 1970..9999 in epoch ms",
+    ]
+
+
 def test_unknown_timeframe_is_a_value_error():
     with pytest.raises(ValueError, match="unknown timeframe '7h'"):
         validate(frame(bar(0)), timeframe="7h")

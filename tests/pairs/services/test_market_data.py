@@ -1,4 +1,5 @@
-"""Market-data writes: candle upsert, file import, instrument sync, and universe/candle fetch against the fake Bybit."""
+"""Market-data writes: file import, instrument sync, and universe/candle fetch against the fake Bybit (the candle
+upsert itself: test_candles.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from django.db import IntegrityError, connection
-from django.test.utils import CaptureQueriesContext
 
 from exchanges.ccxt_client import CcxtExchange, build_ccxt_client
 from exchanges.specs import InstrumentSpec
 from pairs.marketdata.files import CandleFileError
 from pairs.models import Candle, Instrument
-from pairs.services import market_data
 from pairs.services.market_data import (
     candles_fetch,
     candles_import_directory,
@@ -28,6 +26,7 @@ from pairs.services.market_data import (
 )
 from tests.factories import InstrumentFactory
 from tests.fakes.bybit import FakeBybit
+from tests.pairs.services.test_candles import as_stored
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("retry_sleeps")]
 
@@ -59,178 +58,6 @@ def file_rows(n: int, *, start: int = T0, base: float = 100.0) -> list[tuple]:
 
 
 
-
-
-# ---------------------------------------------------------------------------------------------------- upsert
-
-
-def test_upsert_twice_stores_each_bar_once_and_updates_changed_values():
-    instrument = InstrumentFactory(symbol="PEPEUSDT", base="PEPE")
-    first = candles_frame(
-        [
-            (T0, 0.00012, 0.000125, 0.000119, 0.00012345, 1234567890.5),
-            (T0 + H, 0.00012345, 0.00013, 0.00012, 0.000129, 0.0),
-            (T0 + 2 * H, 0.00001234, 0.000013, 0.000012, 0.0000125, 42.0),  # repr uses exponent notation
-        ]
-    )
-
-    assert candles_upsert(instrument=instrument, timeframe="1h", candles=first) == 3
-    assert candles_upsert(instrument=instrument, timeframe="1h", candles=first) == 3
-
-    rows = stored(instrument)
-    assert len(rows) == 3
-    assert rows[0] == (
-        utc(T0), Decimal("0.00012"), Decimal("0.000125"), Decimal("0.000119"), Decimal("0.00012345"),
-        Decimal("1234567890.5"),
-    )  # fmt: skip
-    assert rows[1][4] == Decimal("0.000129")
-    assert rows[2][1:5] == (Decimal("0.00001234"), Decimal("0.000013"), Decimal("0.000012"), Decimal("0.0000125"))
-
-    changed = candles_frame(
-        [
-            (T0 + H, 0.00012345, 0.00013, 0.00012, 0.00012999, 7.25),  # close and volume revised
-            (T0 + 3 * H, 0.0000125, 0.0000126, 0.0000124, 0.0000125, 1.0),  # new
-        ]
-    )
-    assert candles_upsert(instrument=instrument, timeframe="1h", candles=changed) == 2
-
-    rows = stored(instrument)
-    assert len(rows) == 4
-    assert rows[0][4] == Decimal("0.00012345")  # untouched
-    assert rows[1][4:] == (Decimal("0.00012999"), Decimal("7.25"))
-    assert rows[3][0] == utc(T0 + 3 * H)
-
-
-def test_upsert_keeps_timeframes_and_instruments_apart():
-    btc, eth = InstrumentFactory(symbol="BTCUSDT", base="BTC"), InstrumentFactory(symbol="ETHUSDT", base="ETH")
-    bars = candles_frame(file_rows(3))
-
-    candles_upsert(instrument=btc, timeframe="1h", candles=bars)
-    candles_upsert(instrument=btc, timeframe="4h", candles=bars.iloc[:1])
-    candles_upsert(instrument=eth, timeframe="1h", candles=bars.iloc[:2])
-
-    assert (len(stored(btc)), len(stored(btc, "4h")), len(stored(eth))) == (3, 1, 2)
-
-
-def test_upsert_refuses_unvalidated_or_unknown_input():
-    instrument = InstrumentFactory()
-    assert candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame([])) == 0
-    with pytest.raises(ValueError, match="must be validated first"):
-        candles_upsert(
-            instrument=instrument, timeframe="1h", candles=candles_frame([(T0, 1.0, 2.0, 0.5, math.nan, 1.0)])
-        )
-    with pytest.raises(ValueError, match="unknown timeframe"):
-        candles_upsert(instrument=instrument, timeframe="7h", candles=candles_frame(file_rows(1)))
-    assert Candle.objects.count() == 0
-
-
-def as_stored(rows: list[tuple]) -> list[tuple]:
-    """What ``stored`` reads back for candle rows given as floats."""
-    return [(utc(t), *(Decimal(repr(x)) for x in values)) for t, *values in rows]
-
-
-@pytest.fixture(params=[3, 10_000], ids=["chunks of 3", "one chunk"])
-def batch_rows(request, monkeypatch) -> int:
-    """Both the one-statement case and batches split into chunks (some new, some stored, some both)."""
-    monkeypatch.setattr(market_data, "UPSERT_BATCH_ROWS", request.param)
-    return request.param
-
-
-def test_upsert_of_new_unchanged_and_changed_bars_stores_exactly_the_latest_values(batch_rows):
-    instrument = InstrumentFactory()
-    before = file_rows(10, start=T0 + 5 * H)  # 05:00 .. 14:00
-    del before[4]  # a gap at 09:00
-    candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(before))
-    ids = dict(Candle.objects.filter(instrument=instrument).values_list("open_time", "id"))
-
-    batch = file_rows(20, start=T0)  # 00:00 .. 19:00: new before, in the gap and after the stored range
-    by_time = {row[0]: row for row in before}
-    batch = [by_time.get(row[0], row) for row in batch]  # the stored bars, unchanged ...
-    batch[6] = (T0 + 6 * H, 200.0, 205.0, 195.0, 201.0, 33.0)  # ... but for every value of 06:00
-    batch[8] = (*batch[8][:4], batch[8][4] + 0.000000000001, batch[8][5])  # the close of 08:00 in its 12th decimal
-    batch[14] = (*batch[14][:5], 0.0)  # and the volume of 14:00
-    assert candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(batch)) == 20
-
-    assert stored(instrument) == as_stored(batch)
-    assert stored(instrument)[8][4] == Decimal("103.500000000001")
-    after = dict(Candle.objects.filter(instrument=instrument).values_list("open_time", "id"))
-    assert all(after[t] == i for t, i in ids.items())  # stored bars are updated in place
-
-    assert candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(batch)) == 20  # idempotent
-    assert stored(instrument) == as_stored(batch)
-    assert dict(Candle.objects.filter(instrument=instrument).values_list("open_time", "id")) == after
-
-
-def test_a_sparse_re_upsert_changes_only_the_bars_it_gives(batch_rows):
-    instrument = InstrumentFactory()
-    before = file_rows(30)
-    candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(before))
-    batch = [
-        (T0, 1.0, 2.0, 0.5, 1.5, 3.0),  # the first stored bar
-        (T0 + 29 * H, 4.0, 5.0, 3.5, 4.5, 6.0),  # the last one
-        (T0 + 40 * H, 7.0, 8.0, 6.5, 7.5, 9.0),  # a new one
-    ]
-
-    assert candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(batch)) == 3
-
-    assert stored(instrument) == as_stored([batch[0], *before[1:29], *batch[1:]])
-
-
-def test_upsert_takes_the_last_of_duplicate_open_times_in_any_order():
-    instrument = InstrumentFactory()
-    rows = file_rows(3)
-    candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(rows[:2]))
-    revised = (T0 + H, 9.0, 9.5, 8.5, 9.25, 2.0)
-    batch = [rows[2], (T0 + H, 7.0, 8.0, 6.0, 7.5, 1.0), rows[0], revised]
-
-    assert candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(batch)) == 4
-
-    assert stored(instrument) == as_stored([rows[0], revised, rows[2]])
-
-
-def test_re_upserting_values_beyond_twelve_decimals_is_idempotent():
-    instrument = InstrumentFactory()
-    rows = [(T0, 1.2345678901234567e-05, 1.3e-05, 1.1e-05, 1.2000000000004e-05, 0.1234567890123456)]
-
-    for _ in range(2):
-        candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(rows))
-
-    assert stored(instrument) == [
-        (utc(T0), Decimal("0.000012345679"), Decimal("0.000013"), Decimal("0.000011"), Decimal("0.000012"),
-         Decimal("0.123456789012"))
-    ]  # fmt: skip
-
-
-def test_a_bad_row_in_a_re_upsert_leaves_every_stored_bar_as_it_was(batch_rows):
-    instrument = InstrumentFactory()
-    before = file_rows(8)
-    candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(before))
-    batch = [(t, o + 1, h + 1, lo + 1, c + 1, v + 1) for t, o, h, lo, c, v in before]
-    batch += file_rows(3, start=T0 + 8 * H)  # new bars too
-    batch[6] = (T0 + 6 * H, 5.0, 4.0, 6.0, 5.0, 1.0)  # high below low: the check constraint refuses it
-
-    with pytest.raises(IntegrityError):
-        candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(batch))
-
-    assert stored(instrument) == as_stored(before)
-    # The connection is still fit for the next batch (on MySQL: a staging table left behind is replaced).
-    del batch[6]
-    candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(batch))
-    assert stored(instrument) == as_stored([*batch[:6], before[6], *batch[6:]])
-
-
-@pytest.mark.skipif(connection.vendor != "mysql", reason="the MySQL statements")
-def test_mysql_re_upsert_updates_stored_bars_through_the_staging_table():
-    instrument = InstrumentFactory()
-    rows = file_rows(5)
-    candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(rows))
-
-    with CaptureQueriesContext(connection) as queries:
-        candles_upsert(instrument=instrument, timeframe="1h", candles=candles_frame(rows))
-
-    statements = [q["sql"].split(" ", 3)[:3] for q in queries]
-    assert ["UPDATE", "`pairs_candle`", "c"] in statements
-    assert not any(s[:3] == ["INSERT", "INTO", "`pairs_candle`"] for s in statements)  # every bar was found
 
 
 # ---------------------------------------------------------------------------------------------------- file import
@@ -285,6 +112,56 @@ def test_a_rejected_file_leaves_earlier_bars_of_its_symbol_untouched(import_dir)
     assert stored(instrument) == [
         (utc(T0 + H), Decimal("7"), Decimal("8"), Decimal("6"), Decimal("7.5"), Decimal("1"))
     ]
+
+
+def test_unreadable_files_are_reported_by_name_and_the_others_imported(import_dir, shared_candles_dir):
+    whole = (shared_candles_dir / "BTCUSDT.csv.gz").read_bytes()
+    (import_dir / "BTCUSDT.csv.gz").write_bytes(whole[: len(whole) // 3])  # truncated, before the good files
+    (import_dir / "BTCUSDT.csv").unlink(missing_ok=True)
+    candles_frame(file_rows(3)).drop(columns=["volume"]).to_csv(import_dir / "NOVOLUSDT.csv", index=False)
+    (import_dir / "PARQUSDT.parquet").write_bytes(b"PAR1 but nothing more")
+    (import_dir / "ZZZUSDT.csv").write_bytes(b"timestamp,open,high,low,close,volume\n\x00\xff\xfe,1,2")
+
+    summary = candles_import_directory(directory=import_dir, timeframe="1h", exchange="bybit")
+
+    errors = {f.symbol: f.error for f in summary.failed}
+    assert set(errors) == {"BADUSDT", "BTCUSDT", "NOVOLUSDT", "PARQUSDT", "ZZZUSDT"}
+    for symbol in ("BTCUSDT", "NOVOLUSDT", "PARQUSDT", "ZZZUSDT"):
+        path = next(f.path for f in summary.files if f.symbol == symbol)
+        assert errors[symbol].startswith(f"{path}: "), errors[symbol]
+    assert errors["BTCUSDT"].endswith("(the file is truncated or corrupt)")
+    assert errors["NOVOLUSDT"].endswith("missing column(s) volume")
+    assert summary.rows == 9  # the two good files, after the bad ones
+    assert set(Instrument.objects.values_list("symbol", flat=True)) == {"GOODAUSDT", "GOODBUSDT"}
+    assert Candle.objects.count() == 9
+
+
+def test_a_file_that_would_change_stored_bars_is_refused_whole(import_dir):
+    candles_import_directory(directory=import_dir, timeframe="1h", exchange="bybit", symbols=["GOODAUSDT"])
+    good_a = Instrument.objects.get(symbol="GOODAUSDT")
+    before = stored(good_a)
+    revised = file_rows(6)  # one new bar at 05:00 ...
+    revised[2] = (T0 + 2 * H, 102.0, 103.0, 101.0, 102.75, 12.0)  # ... and the close of 02:00 revised
+    path = import_dir / "GOODAUSDT.csv"
+    candles_frame(revised).to_csv(path, index=False)
+
+    summary = candles_import_directory(directory=import_dir, timeframe="1h", exchange="bybit",
+                                       symbols=["GOODAUSDT", "GOODBUSDT"])  # fmt: skip
+
+    refused, other = summary.files
+    assert refused.error == (
+        f"{path}: 1 stored 1h bar(s) of GOODAUSDT would change (stored -> new):\n"
+        "  2021-01-01T02:00:00Z: close 102.5 -> 102.75"
+    )
+    assert (refused.rows, refused.differing_bars) == (0, 1)
+    assert stored(good_a) == before  # neither the revision nor the new bar
+    assert (other.error, other.rows) == ("", 4)
+
+    summary = candles_import_directory(directory=import_dir, timeframe="1h", exchange="bybit",
+                                       symbols=["GOODAUSDT"], overwrite=True)  # fmt: skip
+
+    assert summary.failed == [] and summary.rows == 6
+    assert stored(good_a) == as_stored(revised)
 
 
 def test_import_of_a_missing_symbol_raises_before_anything_is_stored(import_dir):

@@ -1,0 +1,58 @@
+"""Checks shared by management commands, run before a command does any work.
+
+A command that stores results and then writes a report must not find out that the report can't be written only
+after the results were stored: the user would run it again and store them twice. So an output path is tried first.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from django.core.management.base import CommandError
+
+
+def writable_output_path(option: str, path: Path | str | None) -> Path | None:
+    """``path`` as a Path once it is known to be writable; CommandError naming ``option`` and the reason otherwise.
+
+    Why open it: permission bits don't tell (root ignores them, a read-only mount or a full quota refuses anyway),
+    so the file is opened for appending, which changes nothing in an existing file; one created by the check is
+    removed again, so a run that fails later leaves no empty file behind.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise CommandError(f"{option} {path}: is a directory, not a file")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CommandError(f"{option} {path}: the directory {parent} does not exist")
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise CommandError(f"{option} {path}: cannot be written ({exc.strerror or exc})") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+    return path
+
+
+def output_write(option: str, path: Path, text: str) -> None:
+    """Write ``text`` to a path ``writable_output_path`` accepted; a failure now (the disk filled up meanwhile) is a
+    CommandError that says the results were stored all the same, so the user doesn't run the command again."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise CommandError(
+            f"{option} {path}: could not be written ({exc.strerror or exc}); the results are stored in the database"
+        ) from None
+
+
+def finite_number(option: str, value: float, *, minimum: float, maximum: float, unit: str = "") -> float:
+    """``value`` when it is a finite number in [minimum, maximum]; CommandError naming ``option`` and the limits
+    otherwise. argparse's ``type=float`` takes "nan" and "inf", which pass every ``<`` test unnoticed."""
+    unit = f" {unit}" if unit else ""
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        raise CommandError(f"{option} must be a number from {minimum:g} to {maximum:g}{unit}, got {value:g}")
+    return value

@@ -1,0 +1,96 @@
+"""The checks management commands run on their arguments before doing any work."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+from django.core.management.base import CommandError
+
+from core.commands import finite_number, output_write, writable_output_path
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path) -> Path:
+    """A directory this process may not create files in: read-only bits, or sysfs where even root may not."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        yield locked
+        locked.chmod(0o700)
+        return
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("running as root without sysfs: no directory refuses root")
+    yield Path("/sys/kernel")
+
+
+def test_no_path_is_no_output():
+    assert writable_output_path("--json", None) is None
+
+
+def test_a_writable_path_is_returned_and_no_file_is_left_behind(tmp_path):
+    path = tmp_path / "out.json"
+
+    assert writable_output_path("--json", str(path)) == path
+
+    assert not path.exists()  # a run that fails later leaves no empty file
+
+
+def test_an_existing_file_is_left_as_it_is(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text("earlier results")
+
+    assert writable_output_path("--json", path) == path
+
+    assert path.read_text() == "earlier results"
+
+
+def test_a_missing_directory_is_named(tmp_path):
+    path = tmp_path / "nowhere" / "out.json"
+
+    with pytest.raises(CommandError) as info:
+        writable_output_path("--json", path)
+
+    assert str(info.value) == f"--json {path}: the directory {tmp_path / 'nowhere'} does not exist"
+
+
+def test_a_directory_is_not_a_file(tmp_path):
+    with pytest.raises(CommandError) as info:
+        writable_output_path("--json", tmp_path)
+
+    assert str(info.value) == f"--json {tmp_path}: is a directory, not a file"
+
+
+def test_a_directory_without_permission_is_refused(unwritable_dir):
+    path = unwritable_dir / "statarb-out.json"
+
+    with pytest.raises(CommandError) as info:
+        writable_output_path("--json", path)
+
+    assert str(info.value) == f"--json {path}: cannot be written (Permission denied)"
+    assert not path.exists()
+
+
+def test_a_write_that_fails_after_the_check_says_the_results_are_stored(tmp_path):
+    path = tmp_path / "gone" / "out.json"
+
+    with pytest.raises(CommandError) as info:
+        output_write("--json", path, "{}")
+
+    assert str(info.value).startswith(f"--json {path}: could not be written (No such file or directory)")
+    assert str(info.value).endswith("; the results are stored in the database")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1.0, 11.0])
+def test_finite_number_refuses_nan_infinite_and_out_of_range(value):
+    with pytest.raises(CommandError) as info:
+        finite_number("--days", value, minimum=0, maximum=10, unit="days")
+
+    assert str(info.value) == f"--days must be a number from 0 to 10 days, got {value:g}"
+
+
+def test_finite_number_takes_the_limits():
+    assert finite_number("--days", 0.0, minimum=0, maximum=10) == 0.0
+    assert finite_number("--days", 10.0, minimum=0, maximum=10) == 10.0
