@@ -35,6 +35,8 @@ seed: migrate
 
 # The main job on the embedded default (SQLite + SQLite broker, no server needed): migrate, seed, import the
 # shared real candles, screen the universe, then run the dashboard with a real Celery worker and beat beside it.
+# DEBUG on for the demo only (readable error pages, loopback exchanges); it is off unless set.
+demo: export DEBUG := 1
 demo: seed
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py demo_pipeline --data $(DEMO_DATA)

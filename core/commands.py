@@ -6,7 +6,10 @@ after the results were stored: the user would run it again and store them twice.
 
 from __future__ import annotations
 
+import getpass
 import math
+import os
+import socket
 from pathlib import Path
 
 from django.core.management.base import CommandError
@@ -56,3 +59,29 @@ def finite_number(option: str, value: float, *, minimum: float, maximum: float, 
     if not math.isfinite(value) or not minimum <= value <= maximum:
         raise CommandError(f"{option} must be a number from {minimum:g} to {maximum:g}{unit}, got {value:g}")
     return value
+
+
+def shell_operator(command: str) -> str:
+    """Who ran a command, for the audit trail: the operating-system user and machine (a command has no login; whoever
+    can run it can read the settings, so the shell account is the identity that counts)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()} (manage.py {command})"
+
+
+def user_named(username: str, *, permission: str | None = None, active: bool = True):
+    """The user called ``username`` (active unless ``active`` is False), who holds ``permission`` when one is
+    named; CommandError otherwise."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise CommandError(f"no user named {username!r} (create it with manage.py createsuperuser, or in the admin)")
+    if active and not user.is_active:
+        raise CommandError(f"user {username!r} is not active")
+    if permission and not user.has_perm(permission):
+        raise CommandError(f"user {username!r} lacks the permission {permission} (give them a role: manage.py "
+                           f"setup_roles, then add them to a group in the admin)")
+    return user

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -34,13 +34,13 @@ def register_secret(value: str | None) -> None:
 
 def known_secret_values() -> frozenset[str]:
     configured = (
-        getattr(settings, "STATARB_SECRETS_KEY", ""),
+        *getattr(settings, "STATARB_SECRETS_KEY", "").split(","),
         getattr(settings, "TELEGRAM_BOT_TOKEN", ""),
         getattr(settings, "SECRET_KEY", ""),
     )
     with _lock:
         values = set(_registered_secrets)
-    values.update(v for v in configured if v and len(v) >= _MIN_SECRET_LENGTH)
+    values.update(v.strip() for v in configured if v and len(v.strip()) >= _MIN_SECRET_LENGTH)
     return frozenset(values)
 
 
@@ -52,17 +52,39 @@ def redact(text: str, secrets: frozenset[str] | None = None) -> str:
     return text
 
 
-def _fernet() -> Fernet:
-    key = settings.STATARB_SECRETS_KEY
-    if not key:
+def _keys() -> list[str]:
+    return [key.strip() for key in settings.STATARB_SECRETS_KEY.split(",") if key.strip()]
+
+
+def _fernet() -> MultiFernet:
+    """Every configured key (comma-separated in STATARB_SECRETS_KEY): the first encrypts, any of them decrypts, so
+    a new key can be put first and the stored credentials re-encrypted (``rotate_secret``) before the old goes."""
+    keys = _keys()
+    if not keys:
         raise SecretsKeyMissing(
             "STATARB_SECRETS_KEY is not set: it is needed to store or read encrypted credentials. "
             "Either set it, or name environment variables on the account instead of storing the secret."
         )
+    fernets = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            fernets.append(Fernet(key.encode()))
+        except ValueError:
+            raise SecretsKeyMissing(
+                f"STATARB_SECRETS_KEY: key {position} of {len(keys)} is not a valid Fernet key (32 url-safe base64 "
+                "bytes, as Fernet.generate_key() makes; several keys are separated by commas)."
+            ) from None
+    return MultiFernet(fernets)
+
+
+def rotate_secret(token: str) -> str:
+    """``token`` re-encrypted with the first key (it may have been made with any configured key)."""
     try:
-        return Fernet(key.encode())
-    except ValueError as exc:
-        raise SecretsKeyMissing("STATARB_SECRETS_KEY is not a valid Fernet key (32 url-safe base64 bytes).") from exc
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretsKeyMissing(
+            "A stored credential could not be decrypted with any key of STATARB_SECRETS_KEY."
+        ) from exc
 
 
 def encrypt_secret(plain: str) -> str:

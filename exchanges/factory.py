@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from core.secrets import register_secret
 from exchanges.bybit import BybitExchange
 from exchanges.ccxt_client import CcxtExchange, build_ccxt_client
+from exchanges.endpoints import check_base_url
 from exchanges.errors import NotSupported
 
 # Venues whose order side is implemented, and the adapter class of each.
@@ -34,6 +36,11 @@ def trading_exchange(
     venue = TRADING_VENUES.get(exchange_id)
     if venue is None:
         raise NotSupported(f"trading is implemented for {', '.join(TRADING_VENUES)}, not {exchange_id!r}")
+    if base_url:
+        try:
+            check_base_url(base_url)  # again here, where the key is about to be sent: a row edited by hand too
+        except ValidationError as exc:
+            raise NotSupported(" ".join(exc.messages)) from None
     register_secret(api_key)
     register_secret(api_secret)
     client = build_ccxt_client(

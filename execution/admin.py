@@ -1,7 +1,12 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin
+from django.db import transaction
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
+from core.audit import audit_record
 from execution.models import (
     BotHeartbeat,
     ExchangeAccount,
@@ -15,6 +20,8 @@ from execution.models import (
 from execution.selectors import credentials_source
 from execution.services.accounts import account_store_credentials
 from execution.services.manual import trade_request_close
+from risk.models import Halt
+from risk.services import halt_raise, halts_clear
 
 
 class ExchangeAccountForm(forms.ModelForm):
@@ -45,27 +52,70 @@ class ExchangeAccountForm(forms.ModelForm):
 
 
 @admin.register(ExchangeAccount)
-class ExchangeAccountAdmin(admin.ModelAdmin):
+class ExchangeAccountAdmin(AuditedAdmin):
     form = ExchangeAccountForm
     list_display = ("name", "exchange", "mode", "level", "capital", "per_trade_budget", "max_concurrent_trades",
                     "enabled", "credentials")
     list_filter = ("mode", "exchange", "enabled", "level")
     readonly_fields = ("credentials",)
+    actions = ("halt_accounts", "halt_and_flatten_accounts", "resume_accounts")
+
+    # The credential fields never reach an error page or a log, even with DEBUG on.
+    @method_decorator(sensitive_post_parameters("new_api_key", "new_api_secret"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def has_halt_account_permission(self, request) -> bool:
+        return request.user.has_perm("execution.halt_account")
+
+    def _halt(self, request, queryset, *, flatten: bool) -> None:
+        for account in queryset:
+            with transaction.atomic():
+                halt_raise(account=account, source=Halt.Source.MANUAL, flatten=flatten, created_by=request.user,
+                           reason=f"halted by {request.user.get_username()} in the admin"
+                                  + (" (flatten)" if flatten else ""))
+                audit_record(action="halt_account", channel="admin", actor=request.user, target=account,
+                             summary=f"{account.name} halted" + (" and flattened" if flatten else ""))
+        self.message_user(request, f"Halted {queryset.count()} account(s)" + (", flattening" if flatten else "") + ".")
+
+    @admin.action(description="Halt the selected accounts (no new trades)", permissions=["halt_account"])
+    def halt_accounts(self, request, queryset):
+        self._halt(request, queryset, flatten=False)
+
+    @admin.action(description="Halt the selected accounts and close their trades", permissions=["halt_account"])
+    def halt_and_flatten_accounts(self, request, queryset):
+        self._halt(request, queryset, flatten=True)
+
+    @admin.action(description="Resume the selected accounts (clear their manual halts)",
+                  permissions=["halt_account"])
+    def resume_accounts(self, request, queryset):
+        cleared = 0
+        for account in queryset:
+            with transaction.atomic():
+                count = halts_clear(halts=Halt.objects.filter(account=account, source=Halt.Source.MANUAL),
+                                    cleared_by=request.user)
+                audit_record(action="resume_account", channel="admin", actor=request.user, target=account,
+                             summary=f"{account.name}: {count} manual halt(s) cleared")
+            cleared += count
+        self.message_user(request, f"Cleared {cleared} manual halt(s).")
 
     @admin.display(description="Credentials")
     def credentials(self, obj: ExchangeAccount) -> str:
         return credentials_source(obj)
 
+    @method_decorator(sensitive_variables("form"))
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if form.cleaned_data.get("new_api_key"):
-            account_store_credentials(
-                account=obj, api_key=form.cleaned_data["new_api_key"], api_secret=form.cleaned_data["new_api_secret"]
-            )
+            with transaction.atomic():
+                account_store_credentials(account=obj, api_key=form.cleaned_data["new_api_key"],
+                                          api_secret=form.cleaned_data["new_api_secret"])
+                audit_record(action="store_credentials", channel="admin", actor=request.user, target=obj,
+                             summary=f"{obj.name}: new API key and secret stored (encrypted)")
 
 
 @admin.register(Signal)
-class SignalAdmin(admin.ModelAdmin):
+class SignalAdmin(ReadOnlyAdmin):
     list_display = ("pair", "timeframe", "bar_time", "zscore", "action")
     list_filter = ("action", "timeframe")
     raw_id_fields = ("pair",)
@@ -84,7 +134,7 @@ class OrderInline(admin.TabularInline):
 
 
 @admin.register(PairTrade)
-class PairTradeAdmin(admin.ModelAdmin):
+class PairTradeAdmin(ReadOnlyAdmin):
     list_display = ("id", "account", "pair", "side", "state", "opened_at", "closed_at", "exit_reason",
                     "realised_pnl", "fees", "funding")
     list_filter = ("state", "side", "exit_reason", "account")
@@ -95,7 +145,11 @@ class PairTradeAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ("close_by_hand",)
 
-    @admin.action(description="Close the selected trades (the bot closes them at once, reason: by hand)")
+    def has_close_trade_permission(self, request) -> bool:
+        return request.user.has_perm("execution.close_trade")
+
+    @admin.action(description="Close the selected trades (the bot closes them at once, reason: by hand)",
+                  permissions=["close_trade"])
     def close_by_hand(self, request, queryset):
         asked = [trade.pk for trade in queryset if trade_request_close(trade=trade, user=request.user)]
         skipped = queryset.count() - len(asked)
@@ -104,7 +158,7 @@ class PairTradeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(ReadOnlyAdmin):
     list_display = ("client_order_id", "trade", "instrument", "leg", "action", "side", "qty", "filled_qty",
                     "avg_price", "status")
     list_filter = ("status", "action", "leg")
@@ -113,25 +167,25 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Fill)
-class FillAdmin(admin.ModelAdmin):
+class FillAdmin(ReadOnlyAdmin):
     list_display = ("order", "exchange_fill_id", "qty", "price", "fee", "fee_currency", "filled_at")
     raw_id_fields = ("order",)
 
 
 @admin.register(FundingPayment)
-class FundingPaymentAdmin(admin.ModelAdmin):
+class FundingPaymentAdmin(ReadOnlyAdmin):
     list_display = ("account", "instrument", "trade", "settled_at", "rate", "position_qty", "amount")
     list_filter = ("account",)
     raw_id_fields = ("trade", "instrument")
 
 
 @admin.register(BotHeartbeat)
-class BotHeartbeatAdmin(admin.ModelAdmin):
+class BotHeartbeatAdmin(ReadOnlyAdmin):
     list_display = ("account", "beat_at", "status", "worker", "last_tick_ms", "open_trades")
 
 
 @admin.register(SignalState)
-class SignalStateAdmin(admin.ModelAdmin):
+class SignalStateAdmin(ReadOnlyAdmin):
     list_display = ("pair", "last_bar_time", "position", "bars_held", "cooldown", "bar_index")
     list_filter = ("position",)
     raw_id_fields = ("pair",)

@@ -4,10 +4,11 @@ without any credential field."""
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api import HasPermission
 from execution.models import ExchangeAccount, Order, PairTrade
 from execution.services.manual import trade_request_close
 
@@ -24,7 +25,6 @@ class AccountListApi(generics.ListAPIView):
 
     serializer_class = AccountListOutputSerializer
     queryset = ExchangeAccount.objects.select_related("level").order_by("id")
-    pagination_class = None
 
 
 class TradeFilter(filters.FilterSet):
@@ -68,16 +68,18 @@ class TradeListApi(generics.ListAPIView):
 
 
 class TradeCloseApi(APIView):
-    """Ask the account's bot to close an active trade (exit reason "manual"). Staff only."""
+    """Ask the account's bot to close an active trade (exit reason "manual"); needs the permission
+    ``execution.close_trade``. Answered at once: the close is recorded, and the bot acts on it at its next tick
+    even if the wake-up message can't be sent (the broker down)."""
 
-    permission_classes = (permissions.IsAdminUser,)
+    permission_classes = (HasPermission("execution.close_trade"),)
 
     @extend_schema(request=None, responses={202: inline_serializer("TradeCloseOutput", {
         "id": serializers.IntegerField(), "state": serializers.CharField(),
         "close_requested_at": serializers.DateTimeField()}), 409: None})
     def post(self, request, pk: int):
         trade = get_object_or_404(PairTrade, pk=pk)
-        if not trade_request_close(trade=trade, user=request.user):
+        if not trade_request_close(trade=trade, user=request.user, channel="api"):
             return Response({"detail": f"trade {trade.pk} is already {trade.state}: nothing to close"},
                             status=status.HTTP_409_CONFLICT)
         trade.refresh_from_db()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
 
 from core.db import TimeStampedModel, decimal_field
+from exchanges.endpoints import check_base_url
 from pairs.models import Instrument, Level, Pair
 
 
@@ -51,9 +53,27 @@ class ExchangeAccount(TimeStampedModel):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("halt_account", "Can halt, resume and flatten an account's trading")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.mode})"
+
+    def clean(self) -> None:
+        """The credential variables must carry the configured prefix (a name like SECRET_KEY would send the server's
+        own secrets to the exchange), and a base URL override must be on the allow-list."""
+        errors = {}
+        prefix = settings.STATARB_CREDENTIAL_ENV_PREFIX
+        for field in ("api_key_env", "api_secret_env"):
+            name = getattr(self, field)
+            if name and not name.startswith(prefix):
+                errors[field] = f"{name!r}: credential variables must start with {prefix!r}"
+        if self.base_url_override:
+            try:
+                check_base_url(self.base_url_override)
+            except ValidationError as exc:
+                errors["base_url_override"] = exc.messages
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def has_stored_credentials(self) -> bool:
@@ -176,6 +196,7 @@ class PairTrade(TimeStampedModel):
             models.Index(fields=["closed_at"], name="trade_closed_at_idx"),
         ]
         ordering = ["-created_at"]
+        permissions = [("close_trade", "Can close a trade by hand")]
 
     def __str__(self) -> str:
         return f"trade {self.pk} {self.pair_id} {self.side} {self.state}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import F, Sum
 
 from core.secrets import decrypt_secret, register_secret
@@ -30,6 +31,11 @@ class Credentials:
 def account_credentials(*, account: ExchangeAccount) -> Credentials:
     """The account's key and secret: from the named environment variables first, else the encrypted copies."""
     if account.api_key_env or account.api_secret_env:
+        prefix = settings.STATARB_CREDENTIAL_ENV_PREFIX
+        for name in (account.api_key_env, account.api_secret_env):
+            if not name.startswith(prefix):  # checked again here: a row edited outside the admin
+                raise CredentialsMissing(f"Account {account.name!r}: the credential variable {name!r} must start "
+                                         f"with {prefix!r}; not reading it.")
         api_key = os.environ.get(account.api_key_env, "")
         api_secret = os.environ.get(account.api_secret_env, "")
         if not api_key or not api_secret:

@@ -1,8 +1,8 @@
-"""The monitoring dashboard (staff only). Views only gather what selectors return."""
+"""The monitoring dashboard (role viewer or above). Views only gather what selectors return."""
 
 from __future__ import annotations
 
-from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -12,7 +12,8 @@ from pairs.selectors import ladder_pairs, latest_screening_run, level_counts
 from risk.selectors import active_halts, recent_guard_events
 
 
-@staff_member_required
+@login_required
+@permission_required("monitoring.view_dashboard", raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
     open_trades = (
         PairTrade.objects.filter(state__in=PairTrade.ACTIVE_STATES)

@@ -1,5 +1,9 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 
+from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
+from core.audit import audit_record
 from pairs.models import (
     Candle,
     CointegrationRun,
@@ -16,15 +20,26 @@ from pairs.services.levels import pair_set_level
 
 
 @admin.register(Instrument)
-class InstrumentAdmin(admin.ModelAdmin):
+class InstrumentAdmin(AuditedAdmin):
     list_display = ("symbol", "exchange", "kind", "status", "excluded", "turnover_24h", "tick_size", "qty_step")
     list_filter = ("exchange", "kind", "status", "excluded")
     list_editable = ("excluded",)
     search_fields = ("symbol", "base", "ccxt_symbol")
 
+    def get_readonly_fields(self, request, obj=None):
+        # The exchange owns an instrument's terms; an operator only excludes it from selection.
+        return [f.name for f in Instrument._meta.fields if f.name != "excluded"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # it would take its candles, pairs and trades with it
+
 
 @admin.register(Candle)
-class CandleAdmin(admin.ModelAdmin):
+class CandleAdmin(ReadOnlyAdmin):
+    # Candles come from the exchange or import_candles (which refuses to change stored bars without --overwrite).
     list_display = ("instrument", "timeframe", "open_time", "open", "high", "low", "close", "volume")
     list_filter = ("timeframe",)
     search_fields = ("instrument__symbol",)
@@ -34,15 +49,14 @@ class CandleAdmin(admin.ModelAdmin):
 
 
 @admin.register(CointegrationRun)
-class CointegrationRunAdmin(admin.ModelAdmin):
+class CointegrationRunAdmin(ReadOnlyAdmin):
     list_display = ("id", "exchange", "timeframe", "status", "n_symbols", "n_tests", "n_passed", "n_candidates",
                     "started_at", "duration_seconds")
     list_filter = ("status", "exchange", "timeframe")
-    readonly_fields = [f.name for f in CointegrationRun._meta.fields]
 
 
 @admin.register(Level)
-class LevelAdmin(admin.ModelAdmin):
+class LevelAdmin(AuditedAdmin):
     list_display = ("number", "name", "trades_real_capital", "requires_live_evidence", "min_trades", "min_win_rate",
                     "min_profit_factor", "max_drawdown", "max_qvalue", "capital_weight")
 
@@ -71,7 +85,7 @@ class PairStatisticsInline(admin.TabularInline):
 
 
 @admin.register(Pair)
-class PairAdmin(admin.ModelAdmin):
+class PairAdmin(AuditedAdmin):
     list_display = ("__str__", "timeframe", "level", "level_locked", "status", "pvalue", "qvalue", "half_life_bars",
                     "screening_zscore", "consecutive_failures", "last_tested_at")
     list_filter = ("level", "status", "level_locked", "timeframe")
@@ -81,15 +95,31 @@ class PairAdmin(admin.ModelAdmin):
     inlines = (PairStatisticsInline, LevelChangeInline)
     actions = ("promote", "demote", "lock_level", "unlock_level")
 
+    def has_change_pair_level_permission(self, request) -> bool:
+        return request.user.has_perm("pairs.change_pair_level")
+
+    def get_readonly_fields(self, request, obj=None):
+        # The level (real capital) moves only with the permission to move it, whatever else the user may edit.
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not self.has_change_pair_level_permission(request):
+            readonly += ["level", "level_locked"]
+        return readonly
+
     def save_model(self, request, obj, form, change):
         # A level edited here goes through the audited service, not a bare save.
         new_level = obj.level
         new_lock = obj.level_locked
         if change and ("level" in form.changed_data or "level_locked" in form.changed_data):
+            if not self.has_change_pair_level_permission(request):
+                raise PermissionDenied("moving a pair between levels needs the permission pairs.change_pair_level")
             original = Pair.objects.get(pk=obj.pk)
             obj.level, obj.level_locked = original.level, original.level_locked
             super().save_model(request, obj, form, change)
-            pair_set_level(pair=obj, level=new_level, reason="set in the admin", changed_by=request.user, lock=new_lock)
+            with transaction.atomic():
+                pair_set_level(pair=obj, level=new_level, reason="set in the admin", changed_by=request.user,
+                               lock=new_lock)
+                audit_record(action="set_pair_level", channel="admin", actor=request.user, target=obj,
+                             summary=f"{obj}: level {new_level}, locked {new_lock}")
         else:
             super().save_model(request, obj, form, change)
 
@@ -100,37 +130,43 @@ class PairAdmin(admin.ModelAdmin):
             index = levels.index(pair.level) if pair.level in levels else -1
             target = index + step
             if 0 <= target < len(levels):
-                pair_set_level(pair=pair, level=levels[target], reason=f"{verb} in the admin", changed_by=request.user)
+                with transaction.atomic():
+                    pair_set_level(pair=pair, level=levels[target], reason=f"{verb} in the admin",
+                                   changed_by=request.user)
+                    audit_record(action=f"{verb}_pair", channel="admin", actor=request.user, target=pair,
+                                 summary=f"{pair}: {verb} to L{levels[target].number}")
                 moved += 1
         messages.success(request, f"{verb.capitalize()} {moved} pair(s); a pair at the end of the ladder stays.")
 
-    @admin.action(description="Promote the selected pairs one level")
+    @admin.action(description="Promote the selected pairs one level", permissions=["change_pair_level"])
     def promote(self, request, queryset):
         self._move(request, queryset, +1, "promoted")
 
-    @admin.action(description="Demote the selected pairs one level")
+    @admin.action(description="Demote the selected pairs one level", permissions=["change_pair_level"])
     def demote(self, request, queryset):
         self._move(request, queryset, -1, "demoted")
 
-    @admin.action(description="Lock the level of the selected pairs")
-    def lock_level(self, request, queryset):
+    def _lock(self, request, queryset, lock: bool) -> None:
+        verb = "locked" if lock else "unlocked"
         for pair in queryset:
-            pair_set_level(
-                pair=pair, level=pair.level, reason="locked in the admin", changed_by=request.user, lock=True
-            )
-        messages.success(request, f"Locked {queryset.count()} pair(s).")
+            with transaction.atomic():
+                pair_set_level(pair=pair, level=pair.level, reason=f"{verb} in the admin", changed_by=request.user,
+                               lock=lock)
+                audit_record(action=f"{verb}_pair_level", channel="admin", actor=request.user, target=pair,
+                             summary=f"{pair}: level {verb}")
+        messages.success(request, f"{verb.capitalize()} {queryset.count()} pair(s).")
 
-    @admin.action(description="Unlock the level of the selected pairs")
+    @admin.action(description="Lock the level of the selected pairs", permissions=["change_pair_level"])
+    def lock_level(self, request, queryset):
+        self._lock(request, queryset, True)
+
+    @admin.action(description="Unlock the level of the selected pairs", permissions=["change_pair_level"])
     def unlock_level(self, request, queryset):
-        for pair in queryset:
-            pair_set_level(
-                pair=pair, level=pair.level, reason="unlocked in the admin", changed_by=request.user, lock=False
-            )
-        messages.success(request, f"Unlocked {queryset.count()} pair(s).")
+        self._lock(request, queryset, False)
 
 
 @admin.register(PairTest)
-class PairTestAdmin(admin.ModelAdmin):
+class PairTestAdmin(ReadOnlyAdmin):
     list_display = ("pair", "run", "adf_stat", "adf_lag", "pvalue", "qvalue", "half_life_bars", "passed",
                     "confirmed_out_of_sample")
     list_filter = ("passed", "confirmed_out_of_sample")
@@ -138,7 +174,7 @@ class PairTestAdmin(admin.ModelAdmin):
 
 
 @admin.register(PairStatistics)
-class PairStatisticsAdmin(admin.ModelAdmin):
+class PairStatisticsAdmin(ReadOnlyAdmin):
     list_display = ("pair", "window", "trades", "win_rate", "profit_factor", "total_return", "max_drawdown", "sharpe",
                     "computed_at")
     list_filter = ("window",)
@@ -163,7 +199,7 @@ class LevelChangeAdmin(admin.ModelAdmin):
 
 
 @admin.register(StrategyConfig)
-class SelectionConfigAdmin(admin.ModelAdmin):
+class SelectionConfigAdmin(AuditedAdmin):
     list_display = ("__str__", "lookback_bars", "confirmation_bars", "max_pvalue", "max_qvalue", "min_turnover_24h",
                     "min_history_bars", "updated_at")
 
@@ -175,7 +211,7 @@ class SelectionConfigAdmin(admin.ModelAdmin):
 
 
 @admin.register(FundingRate)
-class FundingRateAdmin(admin.ModelAdmin):
+class FundingRateAdmin(ReadOnlyAdmin):
     list_display = ("instrument", "funding_time", "rate")
     search_fields = ("instrument__symbol",)
     raw_id_fields = ("instrument",)

@@ -17,7 +17,6 @@ class LevelListApi(generics.ListAPIView):
 
     serializer_class = LevelListOutputSerializer
     queryset = Level.objects.all()
-    pagination_class = None
 
 
 class PairFilter(filters.FilterSet):

@@ -187,6 +187,7 @@ class Pair(TimeStampedModel):
         ]
         indexes = [models.Index(fields=["level", "status"], name="pair_level_status_idx")]
         ordering = ["y_instrument__symbol", "x_instrument__symbol"]
+        permissions = [("change_pair_level", "Can move a pair between levels and lock its level")]
 
     def __str__(self) -> str:
         return f"{self.y_instrument.symbol}/{self.x_instrument.symbol}"
@@ -254,7 +255,8 @@ class PairStatistics(models.Model):
 class LevelChange(models.Model):
     """Audit of every level change, automatic or by hand."""
 
-    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="level_changes")
+    # PROTECT: a pair's level history is audit; deleting the pair must not take it along.
+    pair = models.ForeignKey(Pair, on_delete=models.PROTECT, related_name="level_changes")
     from_level = models.ForeignKey(Level, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     to_level = models.ForeignKey(Level, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     reason = models.CharField(max_length=500)

@@ -1,43 +1,65 @@
 from django.contrib import admin
+from django.db import transaction
 
+from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
+from core.audit import audit_record
 from risk.models import DailyPnlSnapshot, GuardEvent, Halt, RiskLimit
 from risk.services import halts_clear
 
 
 @admin.register(RiskLimit)
-class RiskLimitAdmin(admin.ModelAdmin):
+class RiskLimitAdmin(AuditedAdmin):
     list_display = ("__str__", "daily_loss_limit", "daily_loss_limit_pct", "max_drawdown_pct", "max_open_trades",
                     "max_gross_exposure", "flatten_on_halt", "enabled")
 
 
 @admin.register(Halt)
 class HaltAdmin(admin.ModelAdmin):
+    """A halt is raised here (permission risk.add_halt) and cleared by the action (risk.clear_halt); it is never
+    edited or deleted: its history is the audit of when trading stopped and who let it go on."""
+
     list_display = ("__str__", "source", "flatten", "created_at", "created_by", "cleared_at", "cleared_by")
     list_filter = ("source", "account")
-    readonly_fields = ("created_at", "created_by", "cleared_at", "cleared_by")
+    readonly_fields = ("source", "created_at", "created_by", "cleared_at", "cleared_by")
     actions = ("clear",)
-
-    def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-
-    @admin.action(description="Clear the selected halts")
-    def clear(self, request, queryset):
-        halts_clear(halts=queryset, cleared_by=request.user)
-
-
-@admin.register(GuardEvent)
-class GuardEventAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "account", "kind", "severity", "message")
-    list_filter = ("severity", "kind", "account")
 
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_clear_halt_permission(self, request) -> bool:
+        return request.user.has_perm("risk.clear_halt")
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+            obj.source = Halt.Source.MANUAL
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            audit_record(action="raise_halt", channel="admin", actor=request.user, target=obj,
+                         summary=f"halt of {obj.account or 'all accounts'}: {obj.reason}")
+
+    @admin.action(description="Clear the selected halts", permissions=["clear_halt"])
+    def clear(self, request, queryset):
+        with transaction.atomic():
+            active = list(queryset.filter(cleared_at__isnull=True))
+            count = halts_clear(halts=queryset, cleared_by=request.user)
+            for halt in active:
+                audit_record(action="clear_halt", channel="admin", actor=request.user, target=halt,
+                             summary=f"cleared: {halt}")
+        self.message_user(request, f"Cleared {count} halt(s).")
+
+
+@admin.register(GuardEvent)
+class GuardEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "account", "kind", "severity", "message")
+    list_filter = ("severity", "kind", "account")
+
 
 @admin.register(DailyPnlSnapshot)
-class DailyPnlSnapshotAdmin(admin.ModelAdmin):
+class DailyPnlSnapshotAdmin(ReadOnlyAdmin):
     list_display = ("date", "account", "starting_equity", "ending_equity", "realised_pnl", "unrealised_pnl", "fees",
                     "funding", "trades_opened", "trades_closed")
     list_filter = ("account",)

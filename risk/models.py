@@ -48,7 +48,7 @@ class Halt(models.Model):
         MANUAL = "manual", "By hand"
         BOT = "bot", "Bot (reconciliation)"
 
-    account = models.ForeignKey(ACCOUNT_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="halts")
+    account = models.ForeignKey(ACCOUNT_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="halts")
     source = models.CharField(max_length=8, choices=Source.choices)
     reason = models.CharField(max_length=500)
     flatten = models.BooleanField(default=False, help_text="Also close the open trades")
@@ -64,6 +64,7 @@ class Halt(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["account", "cleared_at"], name="halt_account_active_idx")]
+        permissions = [("clear_halt", "Can clear a halt")]
 
     def __str__(self) -> str:
         scope = self.account or "all accounts"
@@ -83,7 +84,7 @@ class GuardEvent(models.Model):
         CRITICAL = "critical", "Critical"
 
     account = models.ForeignKey(
-        ACCOUNT_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="guard_events"
+        ACCOUNT_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="guard_events"
     )
     kind = models.CharField(max_length=48, db_index=True)
     severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.WARNING)
@@ -101,7 +102,8 @@ class GuardEvent(models.Model):
 class DailyPnlSnapshot(TimeStampedModel):
     """One account's day (UTC): equity at both ends and what moved it."""
 
-    account = models.ForeignKey(ACCOUNT_MODEL, on_delete=models.CASCADE, related_name="daily_pnl")
+    # History outlives nothing it describes: an account with halts, events or days of PnL is not deleted.
+    account = models.ForeignKey(ACCOUNT_MODEL, on_delete=models.PROTECT, related_name="daily_pnl")
     date = models.DateField()
     starting_equity = decimal_field()
     ending_equity = decimal_field()

@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from execution.api import AccountListApi, TradeCloseApi, TradeListApi
 from monitoring.api import DailyPnlListApi, PerformanceApi
@@ -10,6 +12,7 @@ from risk.api import GuardEventListApi, HaltListApi
 from statarb_site import views
 
 api_patterns = [
+    path("", views.ApiRoot.as_view(), name="root"),
     path("levels/", LevelListApi.as_view(), name="levels"),
     path("pairs/", PairListApi.as_view(), name="pairs"),
     path("accounts/", AccountListApi.as_view(), name="accounts"),
@@ -20,14 +23,19 @@ api_patterns = [
     path("guard-events/", GuardEventListApi.as_view(), name="guard-events"),
     path("halts/", HaltListApi.as_view(), name="halts"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # The split view serves Swagger UI's start script as a file: no inline script, so the CSP holds.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
 ]
 
 urlpatterns = [
     path("", dashboard, name="dashboard"),
     path("health/", views.health, name="health"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/", include((api_patterns, "api"))),
+    path("api/v1/", include((api_patterns, "api"))),
+    path("api/", RedirectView.as_view(pattern_name="api:root", permanent=False)),
 ]
 
 admin.site.site_header = "statarb administration"

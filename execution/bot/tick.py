@@ -189,6 +189,8 @@ def _reconcile_step(ctx: TradingContext, report: TickReport, trades: list[PairTr
         account = ctx.account
         report.status = "reconcile_failed"
         report.error = f"reconciliation failed, not trading: {exc}"
+        # With the exchange's own answer in the traceback (the logging filter masks any secret it echoes).
+        logger.warning("account %s: %s", account.name, report.error, exc_info=True)
         guard_event_record(account=account, kind="reconcile_failed", severity=GuardEvent.Severity.CRITICAL,
                            message=report.error)
         notify(topic="reconcile_failed", severity=Notification.Severity.CRITICAL,

@@ -1,30 +1,54 @@
-"""Requests a person makes of the bots (admin and API). The bot acts on them at its next tick, which is sent at once."""
+"""Requests a person makes of the bots (admin, API, dashboard, Telegram). Each is recorded at once and audited; the
+bot acts on it at its next tick, which is sent at once when the broker can take it."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from core.audit import audit_record
 from execution.models import PairTrade
+
+logger = logging.getLogger(__name__)
 
 
 def trade_request_close(*, trade: PairTrade, user: AbstractBaseUser | None = None, now: datetime | None = None,
-                        wake_bot: bool = True) -> bool:
+                        wake_bot: bool = True, channel: str = "admin", actor_label: str = "") -> bool:
     """Ask the account's bot to close a trade (reason "manual"). True if the trade is active and will close (a
-    trade still opening closes as soon as it is open); False if it has already finished. Asking twice is harmless."""
+    trade still opening closes as soon as it is open); False if it has already finished. Asking twice is harmless.
+    The request is stored and audited in one transaction; waking the bot is best effort (its next tick, a minute
+    away at most, reads the request anyway)."""
     with transaction.atomic():
-        PairTrade.objects.filter(pk=trade.pk, state__in=PairTrade.ACTIVE_STATES, close_requested_at__isnull=True
-                                 ).update(close_requested_at=now or timezone.now(), close_requested_by=user)
+        asked = PairTrade.objects.filter(
+            pk=trade.pk, state__in=PairTrade.ACTIVE_STATES, close_requested_at__isnull=True
+        ).update(close_requested_at=now or timezone.now(), close_requested_by=user)
         active = PairTrade.objects.filter(pk=trade.pk, state__in=PairTrade.ACTIVE_STATES).exists()
+        if asked:
+            audit_record(action="close_trade", channel=channel, actor=user, actor_label=actor_label, target=trade,
+                         summary=f"asked to close trade {trade.pk}")
         if active and wake_bot:
-            transaction.on_commit(lambda: _wake(trade.account_id))
+            transaction.on_commit(lambda: _wake_in_background(trade.account_id))
     return active
 
 
-def _wake(account_id: int) -> None:
+def _wake_in_background(account_id: int) -> None:
+    """The answer to the person never waits on the broker (a broker that is down or unreachable can take seconds
+    to refuse): the wake-up is sent beside the request."""
+    threading.Thread(target=wake_bot_of, args=(account_id,), name=f"wake-bot-{account_id}", daemon=True).start()
+
+
+def wake_bot_of(account_id: int) -> None:
+    """Send the account's bot a tick now; if the broker can't take it, the scheduled tick comes within a minute.
+    Never waits for a broker that is down (no connection retries) and never fails the caller."""
     from execution.tasks import run_bot
 
-    run_bot.apply_async((account_id,), queue=f"execution.account.{account_id}")
+    try:
+        run_bot.apply_async((account_id,), queue=f"execution.account.{account_id}", retry=False)
+    except Exception:
+        logger.warning("account %s: the bot could not be woken now (broker unavailable); its next tick acts",
+                       account_id, exc_info=True)

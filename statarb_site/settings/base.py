@@ -37,10 +37,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
+    "csp",
+    "drf_spectacular_sidecar",
     "django_filters",
     "drf_spectacular",
     "django_celery_beat",
+    "core",
     "statarb_site",
     "pairs",
     "execution",
@@ -60,7 +64,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last: it answers a locked-out login attempt (django-axes).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# https://django-axes.readthedocs.io/en/latest/2_installation.html: axes counts failed logins first.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "statarb_site.urls"
 WSGI_APPLICATION = "statarb_site.wsgi.application"
@@ -131,13 +141,15 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing one before collectstatic
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 
 # --- Security (https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/) ---------------------------
@@ -156,15 +168,55 @@ if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 
+# --- Login rate limiting (https://django-axes.readthedocs.io/en/latest/4_configuration.html) ----------------
+# After AXES_FAILURE_LIMIT wrong passwords a user name (from any address) and an address (for any user) are locked for
+# AXES_COOLOFF_TIME hours, the right password included; every lock-out is logged and listed in the admin.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one over the limit locks
+AXES_RESET_ON_SUCCESS = True
+# The log names the user name and address of a lock-out (the password is always masked): the operator must see who.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
+# Its start-up line on every command is noise.
+AXES_VERBOSE = False
+
+
+# --- Content-Security-Policy (https://django-csp.readthedocs.io/en/latest/configuration.html) ----------------
+# Everything comes from this site: no CDN, no inline script. Inline styles stay allowed for the admin's widgets;
+# ReDoc runs its search in a worker made from a blob.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "worker-src": ["'self'", "blob:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+
+
 # --- REST API -------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Reading needs a role that may read (core.api); each write adds the permission of what it changes.
+    "DEFAULT_PERMISSION_CLASSES": ["core.api.CanReadReports"],
+    # Tokens are stored hashed and expire (django-rest-knox): "Authorization: Token <token>".
+    # The token first: an anonymous request is answered 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle",
+                                 "rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": env("API_THROTTLE_ANON", default="60/minute"),
+                               "user": env("API_THROTTLE_USER", default="600/minute")},
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.BoundedPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Decimals travel as strings so no reporting tool sees a binary float of a price.
@@ -175,7 +227,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Read-only reporting API: pairs, levels, trades, orders, daily PnL and risk events.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "SERVE_PERMISSIONS": ["core.api.CanReadReports"],
+    # Swagger UI and ReDoc from our own static files (drf-spectacular-sidecar): the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.api.document_error_responses"],
 }
 
 
@@ -226,7 +283,20 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # --- statarb --------------------------------------------------------------------------------------------------
 # Fernet key that encrypts exchange credentials stored on accounts (credentials named by environment variable
 # need no key). Generate with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+# Several keys, comma-separated, for a rotation: the first encrypts, every one decrypts (manage.py rotate_secrets
+# re-encrypts every stored credential with the first).
 STATARB_SECRETS_KEY = env("STATARB_SECRETS_KEY", default="")
+# An account may name only environment variables with this prefix as its credentials: a name like SECRET_KEY or
+# STATARB_SECRETS_KEY would send the server's own secrets to the exchange (or to whoever the base URL points at).
+STATARB_CREDENTIAL_ENV_PREFIX = env("STATARB_CREDENTIAL_ENV_PREFIX", default="STATARB_CRED_")
+# An account's REST base URL override must be one of these origins (Bybit's own domains).
+STATARB_ALLOWED_BASE_URLS = env.list("STATARB_ALLOWED_BASE_URLS", default=[
+    "https://api.bybit.com", "https://api.bytick.com", "https://api.bybit.nl", "https://api.bybit-tr.com",
+    "https://api.bybit.kz", "https://api.bybitgeorgia.ge", "https://api.bybit.eu", "https://api.bybit.id",
+    "https://api-demo.bybit.com", "https://api-testnet.bybit.com",
+])
+# Loopback base URLs (a local fake exchange) only for tests and development.
+STATARB_ALLOW_LOOPBACK_BASE_URLS = env.bool("STATARB_ALLOW_LOOPBACK_BASE_URLS", default=DEBUG)
 # The exchange (ccxt id) whose linear USDT perpetuals form the universe.
 STATARB_EXCHANGE = env("STATARB_EXCHANGE", default="bybit")
 # REST base URL for public market data instead of the exchange's default (a regional domain or a gateway).

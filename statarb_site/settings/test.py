@@ -8,3 +8,7 @@ SECRET_KEY = "test-only-secret-key-not-used-anywhere-else-0123456789abcdef"  # n
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # https://docs.djangoproject.com/en/5.2/topics/email/#in-memory-backend
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# The tests point accounts at a fake exchange on 127.0.0.1.
+STATARB_ALLOW_LOOPBACK_BASE_URLS = True
+# A single test logs in many times; the lock-out itself is tested with its own limit.
+AXES_FAILURE_LIMIT = 5

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import Group
 
 from execution.models import Order, PairTrade
 from execution.services.accounts import account_store_credentials
@@ -23,20 +24,21 @@ ACCOUNT_FIELDS = {
 
 
 def test_accounts_have_no_credential_fields_nor_values(api_client, secrets_key):
-    account = ExchangeAccountFactory(name="bybit-main", api_key_env="SA_KEY_VAR", api_secret_env="SA_SECRET_VAR")
+    account = ExchangeAccountFactory(name="bybit-main", api_key_env="STATARB_CRED_KEY_VAR",
+                                     api_secret_env="STATARB_CRED_SECRET_VAR")
     account_store_credentials(account=account, api_key=PLAIN_KEY, api_secret=PLAIN_SECRET)
     account.refresh_from_db()
 
-    response = api_client.get("/api/accounts/")
+    response = api_client.get("/api/v1/accounts/")
 
     assert response.status_code == 200
     body = response.content.decode()
     for forbidden in (
         PLAIN_KEY, PLAIN_SECRET, account.api_key_encrypted, account.api_secret_encrypted,
-        "api_key", "api_secret", "encrypted", "SA_KEY_VAR", "SA_SECRET_VAR",
+        "api_key", "api_secret", "encrypted", "STATARB_CRED_KEY_VAR", "STATARB_CRED_SECRET_VAR",
     ):
         assert forbidden not in body
-    [row] = response.json()
+    [row] = response.json()["results"]
     assert set(row) == ACCOUNT_FIELDS
     assert row["name"] == "bybit-main"
     assert row["level"] == 1
@@ -59,7 +61,7 @@ def test_trades_list_with_their_orders(api_client):
         client_order_id="sa-1-x-open",
     )
 
-    response = api_client.get("/api/trades/")
+    response = api_client.get("/api/v1/trades/")
 
     assert response.status_code == 200
     data = response.json()
@@ -89,7 +91,7 @@ def test_trades_filter_by_state(api_client):
     failed = PairTradeFactory(account=account, state=PairTrade.State.FAILED)
 
     def ids(**params):
-        response = api_client.get("/api/trades/", params)
+        response = api_client.get("/api/v1/trades/", params)
         assert response.status_code == 200
         return [row["id"] for row in response.json()["results"]]
 
@@ -97,11 +99,11 @@ def test_trades_filter_by_state(api_client):
     assert ids(state="closed") == [closed.pk]
     assert ids(state="open") == [open_trade.pk]
     assert ids(state="closing") == []
-    [row] = api_client.get("/api/trades/", {"state": "closed"}).json()["results"]
+    [row] = api_client.get("/api/v1/trades/", {"state": "closed"}).json()["results"]
     assert row["realised_pnl"] == "12.500000000000"
 
 
-@pytest.mark.parametrize("path", ["/api/accounts/", "/api/trades/"])
+@pytest.mark.parametrize("path", ["/api/v1/accounts/", "/api/v1/trades/"])
 def test_anonymous_requests_are_refused(client, path):
     ExchangeAccountFactory()
     response = client.get(path)
@@ -109,12 +111,13 @@ def test_anonymous_requests_are_refused(client, path):
     assert b"account-" not in response.content
 
 
-def test_authenticated_non_staff_user_can_read_but_not_see_credentials(client, django_user_model, secrets_key):
+def test_a_reporting_user_reads_but_sees_no_credentials(client, django_user_model, secrets_key):
     account = ExchangeAccountFactory()
     account_store_credentials(account=account, api_key=PLAIN_KEY, api_secret=PLAIN_SECRET)
     user = django_user_model.objects.create_user(username="viewer", password="a-long-test-password")
+    user.groups.add(Group.objects.get(name="reporting"))
     client.force_login(user)
-    response = client.get("/api/accounts/")
+    response = client.get("/api/v1/accounts/")
     assert response.status_code == 200
     assert PLAIN_KEY.encode() not in response.content
 
@@ -122,7 +125,7 @@ def test_authenticated_non_staff_user_can_read_but_not_see_credentials(client, d
 def test_staff_closes_a_trade_by_hand_through_the_api(api_client, django_capture_on_commit_callbacks):
     trade = PairTradeFactory(state=PairTrade.State.OPEN)
     with django_capture_on_commit_callbacks() as callbacks:
-        response = api_client.post(f"/api/trades/{trade.pk}/close/")
+        response = api_client.post(f"/api/v1/trades/{trade.pk}/close/")
     assert response.status_code == 202, response.content
     assert response.json()["state"] == "open" and response.json()["close_requested_at"]
     trade.refresh_from_db()
@@ -132,14 +135,14 @@ def test_staff_closes_a_trade_by_hand_through_the_api(api_client, django_capture
 
 def test_closing_a_finished_trade_is_a_conflict_and_unknown_is_404(api_client):
     trade = PairTradeFactory(state=PairTrade.State.CLOSED)
-    assert api_client.post(f"/api/trades/{trade.pk}/close/").status_code == 409
-    assert api_client.post("/api/trades/999999/close/").status_code == 404
+    assert api_client.post(f"/api/v1/trades/{trade.pk}/close/").status_code == 409
+    assert api_client.post("/api/v1/trades/999999/close/").status_code == 404
 
 
 def test_only_staff_may_close_trades(client, django_user_model):
     trade = PairTradeFactory(state=PairTrade.State.OPEN)
     user = django_user_model.objects.create_user("viewer", password="pw-Viewer-1")
     client.force_login(user)
-    assert client.post(f"/api/trades/{trade.pk}/close/").status_code == 403
+    assert client.post(f"/api/v1/trades/{trade.pk}/close/").status_code == 403
     trade.refresh_from_db()
     assert trade.close_requested_at is None

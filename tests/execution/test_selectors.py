@@ -18,12 +18,13 @@ STORED_SECRET = "stored-api-secret-Io9Pa8Sd7"
 
 @pytest.fixture
 def env_account():
-    return ExchangeAccountFactory(name="env-bot", api_key_env="SA_TEST_API_KEY", api_secret_env="SA_TEST_API_SECRET")
+    return ExchangeAccountFactory(name="env-bot", api_key_env="STATARB_CRED_TEST_API_KEY",
+                                  api_secret_env="STATARB_CRED_TEST_API_SECRET")
 
 
 def test_credentials_from_environment_variables(env_account, monkeypatch):
-    monkeypatch.setenv("SA_TEST_API_KEY", ENV_KEY)
-    monkeypatch.setenv("SA_TEST_API_SECRET", ENV_SECRET)
+    monkeypatch.setenv("STATARB_CRED_TEST_API_KEY", ENV_KEY)
+    monkeypatch.setenv("STATARB_CRED_TEST_API_SECRET", ENV_SECRET)
 
     credentials = account_credentials(account=env_account)
 
@@ -33,16 +34,16 @@ def test_credentials_from_environment_variables(env_account, monkeypatch):
 
 def test_environment_variables_win_over_stored_credentials(env_account, monkeypatch, secrets_key):
     account_store_credentials(account=env_account, api_key=STORED_KEY, api_secret=STORED_SECRET)
-    monkeypatch.setenv("SA_TEST_API_KEY", ENV_KEY)
-    monkeypatch.setenv("SA_TEST_API_SECRET", ENV_SECRET)
+    monkeypatch.setenv("STATARB_CRED_TEST_API_KEY", ENV_KEY)
+    monkeypatch.setenv("STATARB_CRED_TEST_API_SECRET", ENV_SECRET)
 
     assert account_credentials(account=env_account) == Credentials(ENV_KEY, ENV_SECRET)
 
 
-@pytest.mark.parametrize("present", [None, "SA_TEST_API_KEY", "SA_TEST_API_SECRET"])
+@pytest.mark.parametrize("present", [None, "STATARB_CRED_TEST_API_KEY", "STATARB_CRED_TEST_API_SECRET"])
 def test_missing_or_half_set_environment_variables(env_account, monkeypatch, present):
-    monkeypatch.delenv("SA_TEST_API_KEY", raising=False)
-    monkeypatch.delenv("SA_TEST_API_SECRET", raising=False)
+    monkeypatch.delenv("STATARB_CRED_TEST_API_KEY", raising=False)
+    monkeypatch.delenv("STATARB_CRED_TEST_API_SECRET", raising=False)
     if present:
         monkeypatch.setenv(present, "some-credential-value")
 
@@ -51,7 +52,7 @@ def test_missing_or_half_set_environment_variables(env_account, monkeypatch, pre
 
     message = str(excinfo.value)
     assert "env-bot" in message
-    assert "SA_TEST_API_KEY" in message and "SA_TEST_API_SECRET" in message
+    assert "STATARB_CRED_TEST_API_KEY" in message and "STATARB_CRED_TEST_API_SECRET" in message
     assert "some-credential-value" not in message
 
 
@@ -98,15 +99,15 @@ def test_repr_of_credentials_hides_the_values():
 
 
 def test_credentials_source_never_contains_a_secret(env_account, monkeypatch, secrets_key):
-    monkeypatch.setenv("SA_TEST_API_KEY", ENV_KEY)
-    monkeypatch.setenv("SA_TEST_API_SECRET", ENV_SECRET)
+    monkeypatch.setenv("STATARB_CRED_TEST_API_KEY", ENV_KEY)
+    monkeypatch.setenv("STATARB_CRED_TEST_API_SECRET", ENV_SECRET)
     stored = ExchangeAccountFactory()
     account_store_credentials(account=stored, api_key=STORED_KEY, api_secret=STORED_SECRET)
     stored.refresh_from_db()
     bare = ExchangeAccountFactory()
     half = ExchangeAccountFactory(api_key_env="ONLY_KEY_VAR")
 
-    assert credentials_source(env_account) == "env: SA_TEST_API_KEY / SA_TEST_API_SECRET"
+    assert credentials_source(env_account) == "env: STATARB_CRED_TEST_API_KEY / STATARB_CRED_TEST_API_SECRET"
     assert credentials_source(stored) == "stored encrypted"
     assert credentials_source(bare) == "none"
     assert credentials_source(half) == "env: ONLY_KEY_VAR / ?"

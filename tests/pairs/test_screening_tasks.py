@@ -27,8 +27,8 @@ from pairs.services.screening import ENTRY_LEVEL_NUMBER, screening_run
 from pairs.tasks import screen_pairs
 from statarb_site.celery import app
 from tests.conftest import REPO_ROOT
+from tests.live_server import session_database_url
 from tests.pairs.services.test_screening import LAST_BAR, import_real
-from tests.statarb_site.test_celery_worker import _test_database_url
 
 WORKER_START_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 90
@@ -68,7 +68,7 @@ def selection_worker(tmp_path):
     else:
         broker_url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
     _purge(broker_url, "selection")
-    env = {**os.environ, "DATABASE_URL": _test_database_url(), "CELERY_BROKER_URL": broker_url,
+    env = {**os.environ, "DATABASE_URL": session_database_url(), "CELERY_BROKER_URL": broker_url,
            "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND, "CELERY_TASK_ALWAYS_EAGER": "0",
            "STATARB_SCREEN_FANOUT": "1", "STATARB_SCREEN_BLOCK_PAIRS": str(BLOCK_PAIRS),
            # One BLAS thread: the worker shares the machine with this test process.

@@ -38,7 +38,7 @@ def test_performance_of_known_closed_trades(api_client):
     PairTradeFactory(account=account, state=PairTrade.State.OPEN)
     PairTradeFactory(account=account, state=PairTrade.State.FAILED, realised_pnl=None, closed_at=T0)
 
-    response = api_client.get("/api/performance/")
+    response = api_client.get("/api/v1/performance/")
 
     assert response.status_code == 200
     data = response.json()
@@ -61,7 +61,7 @@ def test_unwound_trade_with_a_result_counts(api_client):
     PairTradeFactory(account=account, state=PairTrade.State.UNWOUND, realised_pnl=Decimal("-30"),
                      closed_at=T0 + timedelta(hours=2))
 
-    data = api_client.get("/api/performance/").json()
+    data = api_client.get("/api/v1/performance/").json()
 
     assert data["total_trades"] == 2
     assert data["realised_pnl"] == "70.000000000000"
@@ -75,7 +75,7 @@ def test_performance_of_one_account(api_client):
     _closed(account, 2, "100")
     _closed(other, 1, "-500")
 
-    data = api_client.get("/api/performance/", {"account": account.pk}).json()
+    data = api_client.get("/api/v1/performance/", {"account": account.pk}).json()
 
     assert data["total_trades"] == 2
     assert data["capital"] == "2000.000000000000"
@@ -83,12 +83,12 @@ def test_performance_of_one_account(api_client):
     assert data["profit_factor"] == pytest.approx(100 / 40)
     assert data["max_drawdown"] == pytest.approx(40 / 2000)
 
-    everything = api_client.get("/api/performance/").json()
+    everything = api_client.get("/api/v1/performance/").json()
     assert everything["total_trades"] == 3
     assert everything["capital"] == "10000.000000000000"
     assert everything["total_return"] == pytest.approx(-440 / 10000)
 
-    assert api_client.get("/api/performance/", {"account": 999_999}).status_code == 404
+    assert api_client.get("/api/v1/performance/", {"account": 999_999}).status_code == 404
 
 
 def test_profit_factor_without_a_losing_trade_is_null_and_flagged(api_client):
@@ -96,7 +96,7 @@ def test_profit_factor_without_a_losing_trade_is_null_and_flagged(api_client):
     _closed(account, 1, "50")
     _closed(account, 2, "25")
 
-    data = api_client.get("/api/performance/").json()
+    data = api_client.get("/api/v1/performance/").json()
 
     assert data["profit_factor"] is None
     assert data["profit_factor_unbounded"] is True
@@ -108,7 +108,7 @@ def test_profit_factor_without_a_losing_trade_is_null_and_flagged(api_client):
 def test_performance_without_trades(api_client):
     ExchangeAccountFactory(capital=Decimal("1000"))
 
-    data = api_client.get("/api/performance/").json()
+    data = api_client.get("/api/v1/performance/").json()
 
     assert data["total_trades"] == 0
     assert data["win_rate"] is None
@@ -121,7 +121,7 @@ def test_performance_without_trades(api_client):
 def test_performance_without_capital_has_no_return_nor_drawdown(api_client):
     account = ExchangeAccountFactory(capital=Decimal("0"))
     _closed(account, 1, "10")
-    data = api_client.get("/api/performance/").json()
+    data = api_client.get("/api/v1/performance/").json()
     assert data["total_return"] is None
     assert data["max_drawdown"] is None
 
@@ -135,7 +135,7 @@ def test_daily_pnl_date_filters(api_client):
         DailyPnlSnapshotFactory(account=other, date=day, realised_pnl=Decimal(10 + offset))
 
     def rows(**params):
-        response = api_client.get("/api/pnl/daily/", params)
+        response = api_client.get("/api/v1/pnl/daily/", params)
         assert response.status_code == 200
         return [(r["date"], r["account"], r["realised_pnl"]) for r in response.json()["results"]]
 
@@ -158,10 +158,10 @@ def test_daily_pnl_date_filters(api_client):
 
 
 def test_daily_pnl_rejects_a_malformed_date(api_client):
-    response = api_client.get("/api/pnl/daily/", {"date_from": "not-a-date"})
+    response = api_client.get("/api/v1/pnl/daily/", {"date_from": "not-a-date"})
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize("path", ["/api/performance/", "/api/pnl/daily/"])
+@pytest.mark.parametrize("path", ["/api/v1/performance/", "/api/v1/pnl/daily/"])
 def test_anonymous_requests_are_refused(client, path):
     assert client.get(path).status_code in (401, 403)

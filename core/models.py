@@ -1,0 +1,37 @@
+"""The audit trail: every change of state a person or a program asks for, with who, how and what."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class AuditEntry(models.Model):
+    """One change asked for: who (a user, or a label for a program or a Telegram user), through which channel, what
+    action on which object, and the details. Written in the same transaction as the change; never edited."""
+
+    class Channel(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        API = "api", "REST API"
+        DASHBOARD = "dashboard", "Dashboard"
+        COMMAND = "command", "Management command"
+        TELEGRAM = "telegram", "Telegram"
+        SYSTEM = "system", "System (automatic)"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="+")
+    actor_label = models.CharField(max_length=150, help_text="The user name, or who it was when no user (a command)")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    summary = models.CharField(max_length=500)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}: {self.summary[:60]}"

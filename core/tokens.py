@@ -1,0 +1,43 @@
+"""API tokens (django-rest-knox): stored as a hash, shown once when made, expiring, revoked per user.
+
+A token carries its user's permissions, so a reporting tool gets a user in the ``reporting`` role (read only) and
+a token of its own; revoking the user's tokens cuts the tool off without touching anyone else.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from knox.models import AuthToken
+
+from core.audit import audit_record
+
+MAX_TOKEN_DAYS = 3650
+
+
+@transaction.atomic
+def api_token_create(*, user: AbstractBaseUser, days: int, channel: str, actor_label: str,
+                     actor: AbstractBaseUser | None = None) -> tuple[AuthToken, str]:
+    """A new token for ``user`` valid ``days`` days; returns the stored row and the token itself (only now known)."""
+    if not 1 <= days <= MAX_TOKEN_DAYS:
+        raise ValueError(f"days must be from 1 to {MAX_TOKEN_DAYS}, got {days}")
+    instance, token = AuthToken.objects.create(user=user, expiry=timedelta(days=days))
+    audit_record(action="create_api_token", channel=channel, actor=actor, actor_label=actor_label, target=user,
+                 summary=f"API token {instance.token_key}... for {user.get_username()}, "
+                         f"expires {instance.expiry:%Y-%m-%d}",
+                 details={"token_key": instance.token_key, "days": days})
+    return instance, token
+
+
+@transaction.atomic
+def api_tokens_revoke(*, user: AbstractBaseUser, channel: str, actor_label: str,
+                      actor: AbstractBaseUser | None = None) -> int:
+    """Delete every token of ``user``; returns how many there were."""
+    tokens = AuthToken.objects.filter(user=user)
+    keys = list(tokens.values_list("token_key", flat=True))
+    tokens.delete()
+    audit_record(action="revoke_api_tokens", channel=channel, actor=actor, actor_label=actor_label, target=user,
+                 summary=f"{len(keys)} API token(s) of {user.get_username()} revoked", details={"token_keys": keys})
+    return len(keys)

@@ -1,0 +1,23 @@
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from core.audit import audit_record
+from core.secrets import SecretsKeyMissing
+from execution.services.accounts import account_credentials_rotate
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt every stored exchange credential with the first key of STATARB_SECRETS_KEY. To rotate: put the "
+        "new key first (STATARB_SECRETS_KEY=new,old), run this, then drop the old key."
+    )
+
+    def handle(self, *args, **options):
+        try:
+            with transaction.atomic():
+                count = account_credentials_rotate()
+                audit_record(action="rotate_secrets", channel="command", actor_label="manage.py rotate_secrets",
+                             summary=f"{count} account(s) re-encrypted with the first key")
+        except SecretsKeyMissing as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"re-encrypted the credentials of {count} account(s) with the first key")

@@ -1,0 +1,182 @@
+"""The admin of the parts statarb doesn't own: the beat schedule (django-celery-beat), API tokens (knox) and users.
+
+Their stock admins let anyone who can open the page run every action (a viewer could run or disable the guard's
+schedule) and audit nothing; here each action needs the permission to change what it changes and is audited.
+"""
+
+from __future__ import annotations
+
+from axes import admin as axes_admin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db import transaction
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
+from knox.models import AuthToken
+
+from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
+from core.api import READ_API
+from core.audit import audit_record
+from core.tokens import MAX_TOKEN_DAYS, api_token_create, api_tokens_revoke
+
+
+def _audit_tasks(request, queryset, verb: str) -> None:
+    for task in queryset:
+        audit_record(action=f"{verb}_periodic_task", channel="admin", actor=request.user, target=task,
+                     summary=f"{verb} periodic task {task.name} ({task.task})")
+
+
+class PeriodicTaskAdmin(AuditedAdmin, beat_admin.PeriodicTaskAdmin):
+    actions = ("enable_tasks", "disable_tasks", "toggle_tasks", "run_tasks")
+
+    @admin.action(description="Enable selected tasks", permissions=["change"])
+    def enable_tasks(self, request, queryset):
+        with transaction.atomic():
+            _audit_tasks(request, queryset, "enable")
+            super().enable_tasks(request, queryset)
+
+    @admin.action(description="Disable selected tasks", permissions=["change"])
+    def disable_tasks(self, request, queryset):
+        with transaction.atomic():
+            _audit_tasks(request, queryset, "disable")
+            super().disable_tasks(request, queryset)
+
+    @admin.action(description="Toggle activity of selected tasks", permissions=["change"])
+    def toggle_tasks(self, request, queryset):
+        with transaction.atomic():
+            _audit_tasks(request, queryset, "toggle")
+            super().toggle_tasks(request, queryset)
+
+    @admin.action(description="Run selected tasks now", permissions=["change"])
+    def run_tasks(self, request, queryset):
+        with transaction.atomic():
+            _audit_tasks(request, queryset, "run")
+        super().run_tasks(request, queryset)
+
+
+class IntervalScheduleAdmin(AuditedAdmin, beat_admin.IntervalScheduleAdmin):
+    pass
+
+
+class CrontabScheduleAdmin(AuditedAdmin, beat_admin.CrontabScheduleAdmin):
+    pass
+
+
+class SolarScheduleAdmin(AuditedAdmin, beat_admin.SolarScheduleAdmin):
+    pass
+
+
+class ClockedScheduleAdmin(AuditedAdmin, beat_admin.ClockedScheduleAdmin):
+    pass
+
+
+class AuthTokenAddForm(forms.ModelForm):
+    days = forms.IntegerField(min_value=1, max_value=MAX_TOKEN_DAYS, initial=90, help_text="Valid for this many days.")
+
+    class Meta:
+        model = AuthToken
+        fields = ("user",)
+
+    def clean_user(self):
+        user = self.cleaned_data["user"]
+        if not user.is_active or not user.has_perm(READ_API):
+            raise forms.ValidationError(f"{user} may not read the API: give them the reporting or viewer role first.")
+        return user
+
+
+class AuthTokenAdmin(admin.ModelAdmin):
+    """Tokens are made here or by ``manage.py create_api_token``; the token is shown once, in the message after it
+    was made, and never again: only a hash and its first characters (its key) are stored."""
+
+    list_display = ("token_key", "user", "created", "expiry")
+    search_fields = ("token_key", "user__username")
+    raw_id_fields = ("user",)
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = AuthTokenAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return ("user", "days") if obj is None else ("token_key", "user", "created", "expiry")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("token_key", "user", "created", "expiry")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        # The service makes the row (hash, key, expiry); the form's unsaved instance takes its place.
+        created, token = api_token_create(user=form.cleaned_data["user"], days=form.cleaned_data["days"],
+                                          channel="admin", actor=request.user, actor_label=request.user.get_username())
+        obj.pk, obj.digest, obj.token_key, obj.expiry = created.pk, created.digest, created.token_key, created.expiry
+        obj._state.adding, obj._state.db = False, created._state.db
+        self.message_user(request, f"API token for {created.user} (shown only now, copy it): {token}",
+                          messages.WARNING)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            audit_record(action="revoke_api_token", channel="admin", actor=request.user, target=obj.user,
+                         summary=f"API token {obj.token_key}... of {obj.user} revoked")
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for token in queryset.select_related("user"):
+                audit_record(action="revoke_api_token", channel="admin", actor=request.user, target=token.user,
+                             summary=f"API token {token.token_key}... of {token.user} revoked")
+            super().delete_queryset(request, queryset)
+
+
+class AccessAttemptAdmin(AuditedAdmin, axes_admin.AccessAttemptAdmin):
+    """Deleting a lock-out's attempts lets the user (or address) log in again: it needs the delete permission and is
+    audited; the stock clean-up action needs it too."""
+
+    @admin.action(description="Clean up expired attempts", permissions=["delete"])
+    def cleanup_expired_attempts(self, request, queryset):
+        with transaction.atomic():
+            audit_record(action="cleanup_expired_attempts", channel="admin", actor=request.user,
+                         summary="expired login attempts cleaned up")
+        super().cleanup_expired_attempts(request, queryset)
+
+
+class AccessLogAdmin(ReadOnlyAdmin, axes_admin.AccessLogAdmin):
+    """The history of logins is evidence: nobody edits or deletes it here."""
+
+
+class AccessFailureLogAdmin(ReadOnlyAdmin, axes_admin.AccessFailureLogAdmin):
+    pass
+
+
+class UserAdmin(AuditedAdmin, BaseUserAdmin):
+    actions = ("revoke_api_tokens",)
+
+    def has_revoke_tokens_permission(self, request) -> bool:
+        return request.user.has_perm("knox.delete_authtoken")
+
+    def log_change(self, request, obj, message):
+        # The password form doesn't go through save_model; Django logs it here, and so do we.
+        if request.path.rstrip("/").endswith("/password"):
+            audit_record(action="change_password", channel="admin", actor=request.user, target=obj,
+                         summary=f"password of {obj.get_username()} changed")
+        return super().log_change(request, obj, message)
+
+    @admin.action(description="Revoke the API tokens of the selected users", permissions=["revoke_tokens"])
+    def revoke_api_tokens(self, request, queryset):
+        revoked = sum(api_tokens_revoke(user=user, channel="admin", actor=request.user,
+                                        actor_label=request.user.get_username()) for user in queryset)
+        self.message_user(request, f"Revoked {revoked} API token(s).")
+
+
+for model, model_admin in ((PeriodicTask, PeriodicTaskAdmin), (IntervalSchedule, IntervalScheduleAdmin),
+                           (CrontabSchedule, CrontabScheduleAdmin), (SolarSchedule, SolarScheduleAdmin),
+                           (ClockedSchedule, ClockedScheduleAdmin), (AuthToken, AuthTokenAdmin),
+                           (get_user_model(), UserAdmin), (AccessAttempt, AccessAttemptAdmin),
+                           (AccessLog, AccessLogAdmin), (AccessFailureLog, AccessFailureLogAdmin)):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+    admin.site.register(model, model_admin)
