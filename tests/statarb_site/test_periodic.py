@@ -30,6 +30,7 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
         "selection: statistics and levels",
         "execution: signals",
         "execution: bots",
+        "risk: guard",
         SNAPSHOT,
         CLOSE_DAY,
     ]
@@ -38,6 +39,7 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
     assert by_name["selection: market data"].crontab == {"minute": "1"}  # hourly
     assert by_name["selection: cointegration screening"].crontab == {"minute": "20", "hour": "0"}  # daily
     assert by_name["execution: bots"].crontab == {"minute": "*"}  # a tick of every bot each minute
+    assert by_name["risk: guard"].crontab == {"minute": "*"} and by_name["risk: guard"].queue == "risk"
 
 
 def test_setup_creates_every_default_with_its_queue_and_crontab():
