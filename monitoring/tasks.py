@@ -22,3 +22,12 @@ def snapshot_daily_pnl(day: str | None = None) -> int:
 def snapshot_daily_pnl_previous_day() -> int:
     """Final snapshot of the UTC day that just ended (beat runs it a few minutes after midnight)."""
     return daily_pnl_snapshots_update(day=timezone.now().date() - timedelta(days=1))
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
+def notify_daily_summaries(day: str | None = None) -> int:
+    """Each enabled account's summary of ``day`` (ISO date; yesterday, UTC, by default) as a notification."""
+    from monitoring.summaries import daily_summaries_notify
+
+    target = date.fromisoformat(day) if day else timezone.now().date() - timedelta(days=1)
+    return daily_summaries_notify(day=target)

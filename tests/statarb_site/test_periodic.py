@@ -32,12 +32,16 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
         "execution: bots",
         SNAPSHOT,
         CLOSE_DAY,
+        "notifications: send",
+        "notifications: daily summary",
     ]
     assert len(set(NAMES)) == len(NAMES)
     by_name = {default.name: default for default in DEFAULT_SCHEDULES}
     assert by_name["selection: market data"].crontab == {"minute": "1"}  # hourly
     assert by_name["selection: cointegration screening"].crontab == {"minute": "20", "hour": "0"}  # daily
     assert by_name["execution: bots"].crontab == {"minute": "*"}  # a tick of every bot each minute
+    assert by_name["notifications: send"].every_seconds == 30  # the sweep behind each commit's nudge
+    assert by_name["notifications: daily summary"].crontab == {"minute": "5", "hour": "0"}  # 00:05 UTC
 
 
 def test_setup_creates_every_default_with_its_queue_and_crontab():
@@ -50,7 +54,7 @@ def test_setup_creates_every_default_with_its_queue_and_crontab():
         assert task.task == default.task
         assert task.queue == default.queue
         assert task.enabled is True
-        assert task.interval is None
+        assert (task.interval is None) == (default.every_seconds is None)
         assert json.loads(task.kwargs) == default.kwargs
         assert task.description == default.description
 
