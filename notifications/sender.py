@@ -12,8 +12,9 @@ duplicate is better than a lost alert); an answered request is never sent again.
 
 Rate control: a destination receives at most one message per ``TELEGRAM_MIN_INTERVAL_S`` from one sender (Telegram's
 limit is about 1 a second per chat, 30 a second overall), and a topic already sent to a destination within
-``NOTIFY_FOLD_WINDOW_S`` waits for the window to end; the messages of that topic queued meanwhile then go out folded
-into one with a count ("+12 more").
+``NOTIFY_FOLD_WINDOW_S`` waits for the window to end; the messages of that topic written within the window after it
+then go out folded into one, with their count and first lines ("+12 more"). A backlog older than that (after an
+outage) goes out message by message.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0  # an outage's end is noticed within 5 minutes
 FOLDING_CHANNELS = (Delivery.Channel.TELEGRAM, Delivery.Channel.EMAIL)
 GLOBAL_PER_SECOND = 30
+FOLD_MAX = 500  # messages folded into one at most (their first lines make a message of ~40 Telegram parts at worst)
 
 
 def backoff_s(attempts: int, *, rng: random.Random | None = None) -> float:
@@ -125,21 +127,29 @@ def _quiet_until(head: Delivery, now: datetime) -> datetime | None:
 
 
 def _followers(head: Delivery, now: datetime) -> list[int]:
-    """Pending deliveries of the head's topic to the same destination: they go out folded into the head's message."""
-    if head.channel not in FOLDING_CHANNELS:
+    """Pending deliveries of the head's topic to the same destination written within the fold window after it (a
+    burst): they go out folded into the head's message."""
+    window = _fold_window()
+    if head.channel not in FOLDING_CHANNELS or window <= timedelta(0):
         return []
     return list(
         Delivery.objects.filter(status=Delivery.Status.PENDING, channel=head.channel, target=head.target,
-                                id__gt=head.id, notification__topic=head.notification.topic)
-        .filter(_lease_free(now)).order_by("id").values_list("id", flat=True)[:500]
+                                id__gt=head.id, notification__topic=head.notification.topic,
+                                created_at__lte=head.created_at + window)
+        .filter(_lease_free(now)).order_by("id").values_list("id", flat=True)[:FOLD_MAX]
     )  # fmt: skip
 
 
 def folded_text(head: Notification, others: list[Notification]) -> str:
+    """The head's text, then the count and the first line of every folded message (repeats counted, not listed)."""
     if not others:
         return head.text
-    last = others[-1].text.splitlines()[0][:300] if others[-1].text else ""
-    return f"{head.text}\n\n+{len(others)} more {head.topic!r} since (latest: {last})"
+    counts: dict[str, int] = {}
+    for note in others:
+        line = (note.text.splitlines() or [""])[0][:300]
+        counts[line] = counts.get(line, 0) + 1
+    lines = [line if count == 1 else f"{line} (x{count})" for line, count in counts.items()]
+    return f"{head.text}\n\n+{len(others)} more {head.topic!r}:\n" + "\n".join(lines)
 
 
 class Sender:

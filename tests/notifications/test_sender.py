@@ -166,12 +166,32 @@ def test_a_burst_of_one_topic_folds_into_one_message_with_a_count(telegram):
 
     texts = [m.plain_text for m in telegram.delivered(ALERTS_CHAT_ID)]
     assert len(texts) == 3
-    assert "tick failed: timeout 2" in texts[1] and "+18 more 'trade_error'" in texts[1]
-    assert "latest: tick failed: timeout 20" in texts[1]
+    assert texts[1].splitlines()[1:] == ["tick failed: timeout 2", "", "+18 more 'trade_error':",
+                                          *[f"tick failed: timeout {index}" for index in range(3, 21)]]
     assert "BTC/ETH opened" in texts[2]
     assert Delivery.objects.filter(channel="telegram", status=Delivery.Status.FOLDED).count() == 18
     # the log channel keeps every message
     assert Delivery.objects.filter(channel="log", status=Delivery.Status.SENT).count() == 21
+
+
+def test_repeated_lines_are_counted_and_old_backlogs_are_not_folded(telegram, settings):
+    clock = ManualClock(timezone.now())
+    notify(topic="reconcile_failed", text="exchange unreachable", severity="critical")
+    for _ in range(4):
+        notify(topic="reconcile_failed", text="exchange unreachable\ntraceback...", severity="critical")
+    later = list(Notification.objects.order_by("-id").values_list("pk", flat=True)[:3])
+    Delivery.objects.filter(notification__in=later).update(
+        created_at=timezone.now() + timedelta(minutes=5))  # a later burst: not folded into the first
+    clock.set(timezone.now() + timedelta(minutes=6))
+    Sender(clock=clock).run(budget_s=5)
+    texts = [m.plain_text for m in telegram.delivered(ALERTS_CHAT_ID)]
+    assert texts[0].splitlines()[1:] == ["exchange unreachable", "", "+1 more 'reconcile_failed':",
+                                         "exchange unreachable"]
+    assert len(texts) == 1  # the later burst waits out the topic's quiet window
+    clock.advance(timedelta(seconds=16))
+    Sender(clock=clock).run(budget_s=5)
+    texts = [m.plain_text for m in telegram.delivered(ALERTS_CHAT_ID)]
+    assert texts[1].splitlines()[-1] == "exchange unreachable (x2)"
 
 
 def test_the_bot_token_never_reaches_a_stored_error_or_text(telegram, settings):

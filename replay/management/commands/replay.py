@@ -67,8 +67,13 @@ class Command(BaseCommand):
                  "pairs in the database as they are",
         )  # fmt: skip
         parser.add_argument("--account", default=DEFAULT_ACCOUNT_NAME, help="paper account to replay on")
+        parser.add_argument(
+            "--notify", action="store_true",
+            help="send the replay's notifications (trades, errors) like live ones; by default they are kept in the "
+                 "database as held and never sent",
+        )  # fmt: skip
 
-    def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, **options):
+    def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, notify=False, **options):
         config = StrategyConfig.current()
         self._check_reselect_every(config, reselect_every_days)
         json_path = writable_output_path("--json", json_path)
@@ -76,7 +81,7 @@ class Command(BaseCommand):
         target = ExchangeAccount.objects.filter(name=account).first()
         if target is None and account != DEFAULT_ACCOUNT_NAME:
             raise CommandError(f"no account named {account!r}")
-        result = self._run(config, start_at, end_at, target, reselect_every_days, verbosity)
+        result = self._run(config, start_at, end_at, target, reselect_every_days, verbosity, notify)
         data = result.as_json()
         self._print_summary(result, data)
         if json_path:
@@ -118,7 +123,7 @@ class Command(BaseCommand):
         return start_at, end_at
 
     def _run(self, config: StrategyConfig, start_at: datetime, end_at: datetime, target: ExchangeAccount | None,
-             reselect_every_days: float, verbosity: int):
+             reselect_every_days: float, verbosity: int, notify: bool = False):
         progress_bar = tqdm(total=0, unit="bar", disable=verbosity == 0, desc="replay")
 
         def progress(done: int, total: int) -> None:
@@ -133,7 +138,7 @@ class Command(BaseCommand):
         try:
             return replay_run(
                 start=start_at, end=end_at, config=config, account=target,
-                reselect_every=timedelta(days=reselect_every_days) or None, progress=progress,
+                reselect_every=timedelta(days=reselect_every_days) or None, progress=progress, notify=notify,
             )  # fmt: skip
         except ReplayError as exc:
             raise CommandError(str(exc)) from exc
