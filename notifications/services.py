@@ -44,15 +44,16 @@ def notify(*, topic: str, text: str, severity: str = Notification.Severity.INFO,
     held = _held.get()
     values = {"topic": topic[:48], "text": clean, "severity": severity,
               "status": Notification.Status.HELD if held else Notification.Status.PENDING}
-    try:
-        with transaction.atomic():
-            notification = Notification.objects.create(dedupe_key=dedupe_key, **values)
-            if not held:
-                _deliveries_create(notification)
-    except IntegrityError:
-        if dedupe_key is None:
-            raise
-        return None
+    if dedupe_key is None:  # no savepoint needed: nothing here is expected to fail
+        notification = Notification.objects.create(**values)
+    else:
+        try:
+            with transaction.atomic():
+                notification = Notification.objects.create(dedupe_key=dedupe_key, **values)
+        except IntegrityError:
+            return None
+    if not held:
+        _deliveries_create(notification)
     if not held:
         _nudge_on_commit()
     return notification
