@@ -19,9 +19,8 @@ from execution.models import (
 )
 from execution.selectors import credentials_source
 from execution.services.accounts import account_store_credentials
-from execution.services.manual import trade_request_close
-from risk.models import Halt
-from risk.services import halt_raise, halts_clear
+from execution.services.manual import trade_request_close, wake_bot_of
+from risk.services import kill_switch_engage, kill_switch_release
 
 
 class ExchangeAccountForm(forms.ModelForm):
@@ -70,34 +69,31 @@ class ExchangeAccountAdmin(AuditedAdmin):
 
     def _halt(self, request, queryset, *, flatten: bool) -> None:
         for account in queryset:
-            with transaction.atomic():
-                halt_raise(account=account, source=Halt.Source.MANUAL, flatten=flatten, created_by=request.user,
-                           reason=f"halted by {request.user.get_username()} in the admin"
-                                  + (" (flatten)" if flatten else ""))
-                audit_record(action="halt_account", channel="admin", actor=request.user, target=account,
-                             summary=f"{account.name} halted" + (" and flattened" if flatten else ""))
-        self.message_user(request, f"Halted {queryset.count()} account(s)" + (", flattening" if flatten else "") + ".")
+            kill_switch_engage(account=account, flatten=flatten, user=request.user, channel="admin",
+                               reason=f"halted by {request.user.get_username()} in the admin")
+            transaction.on_commit(lambda pk=account.pk: wake_bot_of(pk))
+        self.message_user(request, f"Halted {queryset.count()} account(s)" + (", flattening" if flatten else "")
+                          + ": no entries and no signal exits until they are resumed.")
 
-    @admin.action(description="Halt the selected accounts (no new trades)", permissions=["halt_account"])
+    @admin.action(description="Kill switch: halt the selected accounts (no entries, no signal exits)",
+                  permissions=["halt_account"])
     def halt_accounts(self, request, queryset):
         self._halt(request, queryset, flatten=False)
 
-    @admin.action(description="Halt the selected accounts and close their trades", permissions=["halt_account"])
+    @admin.action(description="Kill switch: halt the selected accounts and close their trades",
+                  permissions=["halt_account"])
     def halt_and_flatten_accounts(self, request, queryset):
         self._halt(request, queryset, flatten=True)
 
-    @admin.action(description="Resume the selected accounts (clear their manual halts)",
-                  permissions=["halt_account"])
+    def has_resume_permission(self, request) -> bool:
+        return request.user.has_perm("risk.clear_halt")
+
+    @admin.action(description="Resume the selected accounts (clear their kill switches and manual halts)",
+                  permissions=["resume"])
     def resume_accounts(self, request, queryset):
-        cleared = 0
-        for account in queryset:
-            with transaction.atomic():
-                count = halts_clear(halts=Halt.objects.filter(account=account, source=Halt.Source.MANUAL),
-                                    cleared_by=request.user)
-                audit_record(action="resume_account", channel="admin", actor=request.user, target=account,
-                             summary=f"{account.name}: {count} manual halt(s) cleared")
-            cleared += count
-        self.message_user(request, f"Cleared {cleared} manual halt(s).")
+        cleared = sum(kill_switch_release(account=account, user=request.user, channel="admin")
+                      for account in queryset)
+        self.message_user(request, f"Cleared {cleared} halt(s).")
 
     @admin.display(description="Credentials")
     def credentials(self, obj: ExchangeAccount) -> str:

@@ -10,7 +10,7 @@ from risk.services import halts_clear
 @admin.register(RiskLimit)
 class RiskLimitAdmin(AuditedAdmin):
     list_display = ("__str__", "daily_loss_limit", "daily_loss_limit_pct", "max_drawdown_pct", "max_open_trades",
-                    "max_gross_exposure", "flatten_on_halt", "enabled")
+                    "max_gross_exposure", "max_consecutive_losses", "max_pair_notional", "enabled")
 
 
 @admin.register(Halt)
@@ -18,9 +18,11 @@ class HaltAdmin(admin.ModelAdmin):
     """A halt is raised here (permission risk.add_halt) and cleared by the action (risk.clear_halt); it is never
     edited or deleted: its history is the audit of when trading stopped and who let it go on."""
 
-    list_display = ("__str__", "source", "flatten", "created_at", "created_by", "cleared_at", "cleared_by")
-    list_filter = ("source", "account")
-    readonly_fields = ("source", "created_at", "created_by", "cleared_at", "cleared_by")
+    list_display = ("__str__", "mode", "source", "trigger", "flatten", "until", "created_at", "created_by",
+                    "cleared_at", "cleared_by")
+    list_filter = ("mode", "source", "trigger", "account")
+    readonly_fields = ("source", "trigger", "created_at", "created_by", "cleared_at", "cleared_by")
+    raw_id_fields = ("pair",)
     actions = ("clear",)
 
     def has_change_permission(self, request, obj=None):
@@ -61,6 +63,6 @@ class GuardEventAdmin(ReadOnlyAdmin):
 @admin.register(DailyPnlSnapshot)
 class DailyPnlSnapshotAdmin(ReadOnlyAdmin):
     list_display = ("date", "account", "starting_equity", "ending_equity", "realised_pnl", "unrealised_pnl", "fees",
-                    "funding", "trades_opened", "trades_closed")
+                    "funding", "trades_opened", "trades_closed", "drawdown")
     list_filter = ("account",)
     date_hierarchy = "date"

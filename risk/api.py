@@ -20,8 +20,9 @@ class HaltListApi(generics.ListAPIView):
     class HaltListOutputSerializer(serializers.ModelSerializer):
         class Meta:
             model = Halt
-            fields = ("id", "account", "source", "reason", "flatten", "created_at", "cleared_at")
+            fields = ("id", "account", "pair", "mode", "source", "trigger", "reason", "flatten", "until", "created_at",
+                      "cleared_at")
 
     serializer_class = HaltListOutputSerializer
     queryset = Halt.objects.order_by("-id")
-    filterset_fields = ("account", "source")
+    filterset_fields = ("account", "source", "mode", "trigger")

@@ -11,6 +11,7 @@ from core.db import TimeStampedModel, decimal_field
 
 # Accounts belong to the execution app, a floor above this one: they are named by string, never imported.
 ACCOUNT_MODEL = "execution.ExchangeAccount"
+PAIR_MODEL = "pairs.Pair"
 
 
 class RiskLimit(TimeStampedModel):
@@ -33,25 +34,92 @@ class RiskLimit(TimeStampedModel):
     max_open_trades = models.PositiveIntegerField(null=True, blank=True)
     max_gross_exposure = decimal_field(null=True, blank=True, validators=[MinValueValidator(0)])
     max_consecutive_losses = models.PositiveIntegerField(null=True, blank=True)
-    flatten_on_halt = models.BooleanField(default=False, help_text="Close open trades when a halt is raised")
+    max_pair_notional = decimal_field(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="Largest notional (both legs) one pair trade may open with; a bigger budget is cut to it",
+    )
+    consecutive_losses_cooldown_minutes = models.PositiveIntegerField(
+        default=720, help_text="How long a consecutive-losses stop lasts (0: until a person clears it)"
+    )
+    # Detectors of abnormal conditions; empty turns one off.
+    stale_data_minutes = models.PositiveIntegerField(
+        null=True, blank=True, default=150, help_text="Market data older than this (newest stored bar) is stale"
+    )
+    heartbeat_stale_seconds = models.PositiveIntegerField(
+        null=True, blank=True, default=300, help_text="A bot that has not beaten for this long is stale"
+    )
+    one_leg_seconds = models.PositiveIntegerField(
+        null=True, blank=True, default=120, help_text="A trade holding only one leg for this long is abnormal"
+    )
+    leg_imbalance_pct = models.FloatField(
+        null=True, blank=True, default=0.2, validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Largest |y notional - |beta| x notional| / (y notional + x notional) of an open trade",
+    )
+    error_burst_count = models.PositiveIntegerField(
+        null=True, blank=True, default=5, help_text="This many rejected orders or API errors within the window..."
+    )
+    error_burst_minutes = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)],
+                                                      help_text="...of this many minutes is a burst")
+    slippage_bps = models.FloatField(
+        null=True, blank=True, default=50, validators=[MinValueValidator(0)],
+        help_text="Largest fill price distance from the price the bot planned with, basis points",
+    )
+    balance_tolerance_pct = models.FloatField(
+        null=True, blank=True, default=0.005, validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Largest change of the exchange's equity that trades, fees and funding do not explain, "
+                  "as a fraction of capital (demo and real accounts)",
+    )
+    queue_max_length = models.PositiveIntegerField(
+        null=True, blank=True, default=200, help_text="Largest number of tasks waiting on one Celery queue"
+    )
+    actions = models.JSONField(
+        default=dict, blank=True,
+        help_text="What each check does when it fires, e.g. {\"daily_loss\": \"halt_flatten\"}; "
+                  "checks left out keep their default (see risk.policy.DEFAULT_ACTIONS)",
+    )
     enabled = models.BooleanField(default=True)
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from risk.policy import actions_problems
+
+        if problems := actions_problems(self.actions):
+            raise ValidationError({"actions": problems})
 
     def __str__(self) -> str:
         return f"limits for {self.account or 'all accounts'}"
 
 
 class Halt(models.Model):
-    """A stop on opening new trades, for one account or (account empty) for all. Active until cleared."""
+    """A stop of one account (or, account empty, of all), or of one pair of it, until it is cleared or its latch
+    ends (``until``).
+
+    Mode *reduce*: no new entries; exits and repairs go on. Mode *halt*: no entries and no signal exits, only what a
+    person asks for and the repair of trades in flight; with ``flatten`` every open trade is closed first.
+    """
 
     class Source(models.TextChoices):
-        GUARD = "guard", "Daily guard"
+        GUARD = "guard", "Guard"
         MANUAL = "manual", "By hand"
         BOT = "bot", "Bot (reconciliation)"
+        TELEGRAM = "telegram", "Telegram"
+
+    class Mode(models.TextChoices):
+        REDUCE = "reduce", "Reducing (no new entries)"
+        HALT = "halt", "Halted (no entries, no signal exits)"
 
     account = models.ForeignKey(ACCOUNT_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="halts")
+    pair = models.ForeignKey(PAIR_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+                             help_text="Only this pair is paused (no new entries of it)")
     source = models.CharField(max_length=8, choices=Source.choices)
+    trigger = models.CharField(max_length=32, blank=True, db_index=True,
+                             help_text="The limit or detector that raised it (empty: a person or the bot)")
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.REDUCE)
     reason = models.CharField(max_length=500)
     flatten = models.BooleanField(default=False, help_text="Also close the open trades")
+    until = models.DateTimeField(null=True, blank=True, db_index=True,
+                                 help_text="The latch ends here (empty: until a person clears it)")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -70,9 +138,15 @@ class Halt(models.Model):
         scope = self.account or "all accounts"
         return f"halt of {scope}: {self.reason}"
 
+    def is_active_at(self, now) -> bool:
+        return self.cleared_at is None and (self.until is None or self.until > now)
+
     @property
     def is_active(self) -> bool:
-        return self.cleared_at is None
+        """In force now, by the wall clock (a replay asks ``is_active_at`` with its own)."""
+        from django.utils import timezone
+
+        return self.is_active_at(timezone.now())
 
 
 class GuardEvent(models.Model):
@@ -114,6 +188,7 @@ class DailyPnlSnapshot(TimeStampedModel):
     trades_opened = models.PositiveIntegerField(default=0)
     trades_closed = models.PositiveIntegerField(default=0)
     peak_equity = decimal_field(help_text="Highest ending equity up to this day, for drawdown")
+    drawdown = models.FloatField(default=0, help_text="Ending equity below the peak, as a fraction of the peak")
 
     class Meta:
         constraints = [
@@ -121,3 +196,17 @@ class DailyPnlSnapshot(TimeStampedModel):
             models.CheckConstraint(condition=Q(peak_equity__gte=models.F("ending_equity")), name="pnl_peak_gte_equity"),
         ]
         ordering = ["-date", "account_id"]
+
+
+class AccountGuardState(models.Model):
+    """What the guard remembers of an account between cycles: the equity peak and the last balances compared."""
+
+    account = models.OneToOneField(ACCOUNT_MODEL, on_delete=models.CASCADE, related_name="guard_state")
+    state = models.CharField(max_length=8, default="active", help_text="active, reducing or halted")
+    equity = decimal_field(null=True, blank=True, help_text="Equity at the last cycle, marked to market")
+    peak_equity = decimal_field(null=True, blank=True, help_text="Highest equity seen since the last reset")
+    exchange_equity = decimal_field(null=True, blank=True, help_text="The exchange's equity at the last cycle")
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"guard state of {self.account}: {self.state}"

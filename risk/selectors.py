@@ -2,48 +2,53 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from risk.models import GuardEvent, Halt, RiskLimit
+from risk.policy import Limits, merge_limits
 
 if TYPE_CHECKING:
     from execution.models import ExchangeAccount
 
 
-def active_halts(*, account: ExchangeAccount | None = None) -> QuerySet[Halt]:
-    """Active halts: of every account, or those that stop ``account`` (its own and the system-wide ones)."""
-    halts = Halt.objects.filter(cleared_at__isnull=True)
+def active_halts(*, account: ExchangeAccount | None = None, now: datetime | None = None) -> QuerySet[Halt]:
+    """Halts in force at ``now`` (default: the wall clock; a replay passes its own): not cleared and latched past
+    ``now``. Of every account, or those that stop ``account`` (its own and the system-wide ones)."""
+    now = now or timezone.now()
+    halts = Halt.objects.filter(Q(until__isnull=True) | Q(until__gt=now), cleared_at__isnull=True)
     if account is not None:
         halts = halts.filter(Q(account=account) | Q(account__isnull=True))
     return halts
+
+
+def account_state(halts: list[Halt]) -> str:
+    """active, reducing or halted, from the halts in force on an account (pair pauses leave it active)."""
+    modes = {h.mode for h in halts if h.pair_id is None}
+    if Halt.Mode.HALT in modes:
+        return "halted"
+    return "reducing" if Halt.Mode.REDUCE in modes else "active"
+
+
+def entry_blocked_by(halts: list[Halt], *, pair_id: int) -> Halt | None:
+    """The halt that forbids a new entry of ``pair_id``: any account-wide halt, or a pause of that pair."""
+    return next((h for h in halts if h.pair_id is None or h.pair_id == pair_id), None)
 
 
 def recent_guard_events(*, limit: int = 20) -> QuerySet[GuardEvent]:
     return GuardEvent.objects.select_related("account")[:limit]
 
 
-@dataclass(frozen=True)
-class AccountLimits:
-    """The limits an account trades under: its own where set, else the system-wide ones (None: no limit)."""
-
-    max_open_trades: int | None
-    max_gross_exposure: Decimal | None
+def limits_for(account: ExchangeAccount) -> Limits:
+    """The limits ``account`` trades under: the strictest of its own row and the system-wide row. One query."""
+    return merge_limits(list(RiskLimit.objects.filter(Q(account=account) | Q(account__isnull=True), enabled=True)))
 
 
-def limits_for(account: ExchangeAccount) -> AccountLimits:
-    """The account's own limits where set, else the system-wide ones. One query."""
-    rows = {r.account_id: r for r in RiskLimit.objects.filter(Q(account=account) | Q(account__isnull=True),
-                                                               enabled=True)}
-    own, default = rows.get(account.pk), rows.get(None)
-
-    def pick(name):
-        for row in (own, default):
-            if row is not None and getattr(row, name) is not None:
-                return getattr(row, name)
-        return None
-
-    return AccountLimits(pick("max_open_trades"), pick("max_gross_exposure"))
+def limits_by_account(account_ids: list[int]) -> dict[int, Limits]:
+    """``limits_for`` of many accounts in one query."""
+    rows = list(RiskLimit.objects.filter(Q(account_id__in=account_ids) | Q(account__isnull=True), enabled=True))
+    system = [r for r in rows if r.account_id is None]
+    return {pk: merge_limits(system + [r for r in rows if r.account_id == pk]) for pk in account_ids}

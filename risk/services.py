@@ -1,37 +1,62 @@
-"""Writes of the risk policy: halts and guard events."""
+"""Writes of the risk policy: halts, the kill switch and guard events.
+
+Every raise and every clear sends ``halt_raised`` / ``halt_cleared`` (``risk.events``) after its transaction
+commits; the monitoring layer, which may speak to people, turns them into notifications.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from core.audit import audit_record
+from risk.events import halt_cleared, halt_raised
 from risk.models import GuardEvent, Halt
 
 if TYPE_CHECKING:
     from execution.models import ExchangeAccount
+    from pairs.models import Pair
 
 
 @transaction.atomic
 def halt_raise(
     *, account: ExchangeAccount | None, source: str, reason: str, flatten: bool = False,
-    created_by: AbstractBaseUser | None = None,
+    created_by: AbstractBaseUser | None = None, mode: str = Halt.Mode.REDUCE, trigger: str = "",
+    until: datetime | None = None, pair: Pair | None = None, now: datetime | None = None,
 ) -> Halt:
-    """Stop new trades for an account (or all, when ``account`` is None); an identical active halt is reused."""
+    """Stop new trades (mode reduce) or all trading (mode halt) of an account, all accounts (``account`` None) or
+    one pair of an account. An identical halt in force is reused: it is made stricter (flatten, halt, a later
+    latch) where the new one asks for more, never looser."""
+    now = now or timezone.now()
     existing = (
         Halt.objects.select_for_update()
-        .filter(account=account, source=source, reason=reason, cleared_at__isnull=True)
+        .filter(Q(until__isnull=True) | Q(until__gt=now), account=account, pair=pair, source=source, reason=reason,
+                trigger=trigger, cleared_at__isnull=True)
         .first()
     )
     if existing:
+        changed = []
         if flatten and not existing.flatten:
             existing.flatten = True
-            existing.save(update_fields=["flatten"])
+            changed.append("flatten")
+        if mode == Halt.Mode.HALT and existing.mode != Halt.Mode.HALT:
+            existing.mode = Halt.Mode.HALT
+            changed.append("mode")
+        if existing.until is not None and (until is None or until > existing.until):
+            existing.until = until
+            changed.append("until")
+        if changed:
+            existing.save(update_fields=changed)
         return existing
-    return Halt.objects.create(account=account, source=source, reason=reason, flatten=flatten, created_by=created_by)
+    halt = Halt.objects.create(account=account, pair=pair, source=source, reason=reason[:500], flatten=flatten,
+                               created_by=created_by, mode=mode, trigger=trigger, until=until)
+    transaction.on_commit(lambda: halt_raised.send(sender=Halt, halt=halt))
+    return halt
 
 
 def guard_event_record(
@@ -43,5 +68,58 @@ def guard_event_record(
 
 
 @transaction.atomic
-def halts_clear(*, halts: QuerySet[Halt], cleared_by: AbstractBaseUser | None) -> int:
-    return halts.filter(cleared_at__isnull=True).update(cleared_at=timezone.now(), cleared_by=cleared_by)
+def halts_clear(*, halts: QuerySet[Halt], cleared_by: AbstractBaseUser | None, now: datetime | None = None) -> int:
+    """Clear the given halts that are not cleared yet; returns how many."""
+    cleared = list(halts.select_for_update().filter(cleared_at__isnull=True))
+    if not cleared:
+        return 0
+    at = now or timezone.now()
+    Halt.objects.filter(pk__in=[h.pk for h in cleared]).update(cleared_at=at, cleared_by=cleared_by)
+    for halt in cleared:
+        halt.cleared_at, halt.cleared_by = at, cleared_by
+    transaction.on_commit(lambda: [halt_cleared.send(sender=Halt, halt=h) for h in cleared])
+    return len(cleared)
+
+
+@transaction.atomic
+def kill_switch_engage(*, account: ExchangeAccount | None, flatten: bool, reason: str,
+                       user: AbstractBaseUser | None, source: str = Halt.Source.MANUAL, channel: str = "admin",
+                       actor_label: str = "") -> Halt:
+    """Halt one account or (``account`` None) every account: no entries, no signal exits; with ``flatten`` every
+    open trade is closed by its bot, both legs, reduce-only. Holds until a person resumes. Audited."""
+    if not reason.strip():
+        raise ValueError("a kill switch needs a reason")
+    halt = halt_raise(account=account, source=source, reason=f"kill switch: {reason.strip()}", flatten=flatten,
+                      created_by=user if user is not None and user.pk else None, mode=Halt.Mode.HALT,
+                      trigger="kill_switch")
+    scope = account.name if account is not None else "all accounts"
+    audit_record(action="kill_switch", channel=channel, actor=user, actor_label=actor_label, target=halt,
+                 summary=f"kill switch on {scope}" + (", flattening" if flatten else "") + f": {reason.strip()}")
+    return halt
+
+
+@transaction.atomic
+def kill_switch_release(*, account: ExchangeAccount | None, user: AbstractBaseUser | None,
+                        source: str = Halt.Source.MANUAL, channel: str = "admin", actor_label: str = "") -> int:
+    """Clear the halts a person raised on ``account`` (kill switches and manual halts; ``account`` None: the
+    system-wide ones). Halts the guard raised stay: each is cleared on its own, once its cause is understood."""
+    halts = Halt.objects.filter(account=account).filter(
+        Q(trigger="kill_switch") | Q(source__in=[Halt.Source.MANUAL, Halt.Source.TELEGRAM]))
+    count = halts_clear(halts=halts, cleared_by=user if user is not None and user.pk else None)
+    scope = account.name if account is not None else "all accounts"
+    audit_record(action="resume", channel=channel, actor=user, actor_label=actor_label,
+                 summary=f"{scope} resumed: {count} halt(s) cleared", details={"source": source})
+    return count
+
+
+def expired_halts_clear(*, now: datetime) -> list[Halt]:
+    """Mark the halts whose latch ended as cleared (by nobody), so the history says when trading resumed."""
+    expired = Halt.objects.filter(cleared_at__isnull=True, until__isnull=False, until__lte=now)
+    halts = list(expired)
+    if halts:
+        with transaction.atomic():
+            halts_clear(halts=Halt.objects.filter(pk__in=[h.pk for h in halts]), cleared_by=None, now=now)
+            for halt in halts:
+                audit_record(action="halt_expired", channel="system", actor_label="guard", target=halt,
+                             summary=f"latch ended: {halt.reason}")
+    return halts

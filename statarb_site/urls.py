@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from execution.api import AccountListApi, TradeCloseApi, TradeListApi
 from monitoring.api import DailyPnlListApi, PerformanceApi
+from monitoring.guard.api import HaltCreateApi, ResumeApi
 from monitoring.views import dashboard
 from pairs.api import LevelListApi, PairListApi
 from risk.api import GuardEventListApi, HaltListApi
@@ -22,6 +23,8 @@ api_patterns = [
     path("performance/", PerformanceApi.as_view(), name="performance"),
     path("guard-events/", GuardEventListApi.as_view(), name="guard-events"),
     path("halts/", HaltListApi.as_view(), name="halts"),
+    path("halt/", HaltCreateApi.as_view(), name="halt"),
+    path("resume/", ResumeApi.as_view(), name="resume"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start script as a file: no inline script, so the CSP holds.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),

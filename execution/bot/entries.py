@@ -18,7 +18,8 @@ from execution.services.orders import client_order_id
 from execution.sizing import LegFilters, size_pair_trade
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Instrument, Pair
-from risk.selectors import active_halts, limits_for
+from risk.models import Halt
+from risk.selectors import active_halts, entry_blocked_by, limits_for
 
 if TYPE_CHECKING:
     from execution.bot.tick import TickReport
@@ -32,8 +33,10 @@ ENTRY_SIGNALS = {Signal.Action.ENTER_LONG: PairTrade.Side.LONG_SPREAD, Signal.Ac
                  PairTrade.Side.SHORT_SPREAD}
 
 
-def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickReport) -> list[PairTrade]:
-    """Plan trades for fresh entry signals of the account's level, best |z| first, within the account's limits.
+def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickReport, *,
+                    paused: dict[int, Halt] | None = None) -> list[PairTrade]:
+    """Plan trades for fresh entry signals of the account's level, best |z| first, within the account's limits;
+    ``paused``: the pairs whose entries a halt stops (by pair id).
 
     Each plan is written in one transaction that locks the account row and re-checks halts and limits there, so
     two bots (or a bot and a person raising a halt) can't both pass the checks with stale counts.
@@ -56,14 +59,23 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
     fresh = [signal_id for signal_id in fresh if signal_id not in used]
     if not fresh:
         return []
-    candidates = [(signal, ENTRY_SIGNALS[signal.action]) for signal in
-                  Signal.objects.filter(pk__in=fresh).select_related("pair__y_instrument", "pair__x_instrument")]
+    paused = paused or {}
+    candidates = []
+    for signal in Signal.objects.filter(pk__in=fresh).select_related("pair__y_instrument", "pair__x_instrument"):
+        if signal.pair_id in paused:
+            report.skipped.append(f"{signal.pair}: paused: {paused[signal.pair_id].reason}"[:500])
+            continue
+        candidates.append((signal, ENTRY_SIGNALS[signal.action]))
     candidates.sort(key=lambda c: (-abs(c[0].zscore), c[0].pair_id))
     exposure_cap = account.capital * account.leverage
     if limits.max_gross_exposure is not None:
         exposure_cap = min(exposure_cap, limits.max_gross_exposure)
+    budget = _budget_per_leg(account)
+    if limits.max_pair_notional is not None:
+        # Each leg takes at most the per-leg budget, so half the cap per leg keeps both legs within it.
+        budget = min(budget, limits.max_pair_notional / 2)
     return _plan_candidates(ctx, candidates[:free], busy_instruments=set(held_symbols), max_trades=max_trades,
-                            exposure_cap=exposure_cap, report=report)
+                            exposure_cap=exposure_cap, budget=budget, report=report)
 
 
 def _fresh_entry_signals(ctx: TradingContext, active: list[PairTrade], held_symbols: dict[int, str],
@@ -111,12 +123,12 @@ def _fresh_entry_signals(ctx: TradingContext, active: list[PairTrade], held_symb
 
 
 def _plan_candidates(ctx: TradingContext, candidates: list[tuple[Signal, str]], *, busy_instruments: set[int],
-                     max_trades: int, exposure_cap: Decimal, report: TickReport) -> list[PairTrade]:
+                     max_trades: int, exposure_cap: Decimal, budget: Decimal, report: TickReport
+                     ) -> list[PairTrade]:
     """Size and plan each candidate in turn, skipping (with the reason) those that can't be traded now."""
     if not candidates:
         return []
     prices = ctx.closes({i for s, _ in candidates for i in (s.pair.y_instrument_id, s.pair.x_instrument_id)})
-    budget = _budget_per_leg(ctx.account)
     planned = []
     for signal, side in candidates:
         pair = signal.pair
@@ -182,7 +194,9 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
     with transaction.atomic(savepoint=False):
         lock_account(account)
         ctx.hold_lease()  # after the account row (execution.locks' order): only the lease holder plans
-        halt = active_halts(account=account).first()
+        # The halts in force now, read under the account's lock: a halt raised by the guard or a person a moment
+        # ago stops this plan.
+        halt = entry_blocked_by(list(active_halts(account=account, now=ctx.now)), pair_id=pair.pk)
         if halt is not None:
             report.skipped.append(f"halted while planning: {halt.reason}"[:500])
             return None

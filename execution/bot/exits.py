@@ -37,11 +37,16 @@ def close_decisions(
         .order_by("bar_time").values_list("pair_id", "bar_time", "action", "zscore")
     ):
         close_signals.setdefault(pair_id, []).append((bar_time, action, zscore))
-    flatten = any(h.flatten for h in halts)
+    account_halts = [h for h in halts if h.pair_id is None]
+    flatten = any(h.flatten for h in account_halts)
+    # Halted (not reducing): nothing trades but what a person asks for and the flatten itself.
+    frozen = any(h.mode == Halt.Mode.HALT for h in account_halts)
     decisions = []
     for trade in open_trades:
         signals = close_signals.get(trade.pair_id, [])
         reason, zscore = _close_reason(ctx, trade, flatten=flatten, signals=signals, entry_bar=entry_bar[trade.pk])
+        if frozen and reason not in (Reason.MANUAL, Reason.GUARD_HALT):
+            continue
         if reason is not None:
             decisions.append((trade, reason, zscore))
     return decisions

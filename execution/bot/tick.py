@@ -42,7 +42,7 @@ from notifications.models import Notification
 from notifications.services import notify
 from pairs.market import MarketView, StoredMarket
 from pairs.models import StrategyConfig
-from risk.models import GuardEvent
+from risk.models import GuardEvent, Halt
 from risk.selectors import active_halts
 from risk.services import guard_event_record
 
@@ -99,7 +99,7 @@ def bot_tick(
     ctx = TradingContext(account=account, exchange=exchange, now=now, config=config, market=market, sleep=sleep,
                          checkpoint=checkpoint or (lambda step: None),
                          fence=Fence(account.pk, owner, heartbeat.lease_generation),
-                         halted=lambda: active_halts(account=account).exists(),
+                         halted=lambda: active_halts(account=account, now=now).filter(pair__isnull=True).exists(),
                          _lease_renewed=time.monotonic() - lease_age)
     held: list[PairTrade] | None = None  # the tick's trades when it ends normally: the heartbeat counts them
     try:
@@ -157,22 +157,24 @@ def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, f
             return trades
         trades = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
     ctx.renew_lease()
-    halts = list(active_halts(account=ctx.account))
+    halts = list(active_halts(account=ctx.account, now=ctx.now))
     # 5. closes
     for trade, reason, zscore in close_decisions(ctx, [t for t in trades if t.state == State.OPEN], halts):
         start_close(ctx, trade, reason=reason, zscore=zscore)
         _advance_isolated(ctx, trade, report)
         report.closed += trade.state in PairTrade.FINAL_STATES
-    # 6. opens
-    if halts:
-        report.skipped.append("no new trades: " + "; ".join(h.reason for h in halts)[:500])
+    # 6. opens (a pause of one pair stops only that pair's entries, checked when planning)
+    if account_halts := [h for h in halts if h.pair_id is None]:
+        report.skipped.append("no new trades: " + "; ".join(h.reason for h in account_halts)[:500])
         return trades
-    return _open_step(ctx, report, [t for t in trades if t.state in PairTrade.ACTIVE_STATES])
+    return _open_step(ctx, report, [t for t in trades if t.state in PairTrade.ACTIVE_STATES],
+                      paused={h.pair_id: h for h in halts if h.pair_id is not None})
 
 
-def _open_step(ctx: TradingContext, report: TickReport, active: list[PairTrade]) -> list[PairTrade]:
+def _open_step(ctx: TradingContext, report: TickReport, active: list[PairTrade], *, paused: dict[int, Halt]
+               ) -> list[PairTrade]:
     ctx.renew_lease()
-    planned = open_new_trades(ctx, active, report)
+    planned = open_new_trades(ctx, active, report, paused=paused)
     for trade in planned:
         _advance_isolated(ctx, trade, report)
         report.opened += trade.state == State.OPEN

@@ -270,3 +270,28 @@ def test_unlocking_a_locked_out_user_needs_the_delete_permission_and_is_audited(
                 {"action": "delete_selected", "_selected_action": [attempt.pk], "post": "yes"})
     assert not AccessAttempt.objects.filter(pk=attempt.pk).exists()
     assert AuditEntry.objects.filter(action="delete_accessattempt", actor=users["admin"]).exists()
+
+
+@pytest.mark.parametrize(("role", "status"), [
+    ("anonymous", 401), ("viewer", 403), ("reporting", 403), ("staff_without_permissions", 403),
+    ("trader", 201), ("admin", 201),
+])
+def test_the_kill_switch_over_the_api_needs_halt_account(users, world, role, status):
+    api = APIClient()
+    if role != "anonymous":
+        token = AuthToken.objects.create(user=users[role])[1]
+        api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    halts = Halt.objects.count()
+    response = api.post(reverse("api:halt"), {"reason": "exchange outage", "flatten": True}, format="json")
+    assert response.status_code == status
+    if status == 201:
+        halt = Halt.objects.get(pk=response.json()["id"])
+        assert halt.account is None and halt.flatten and halt.mode == Halt.Mode.HALT and halt.created_by == users[role]
+        assert AuditEntry.objects.filter(action="kill_switch", actor=users[role], channel="api").exists()
+        # Resuming needs risk.clear_halt, which the trader and the admin hold.
+        assert api.post(reverse("api:resume"), {}, format="json").json() == {"cleared": 1}
+        assert not Halt.objects.get(pk=halt.pk).is_active
+    else:
+        assert Halt.objects.count() == halts
+        assert api.post(reverse("api:resume"), {}, format="json").status_code == status
+        assert Halt.objects.get(pk=world["halt"].pk).is_active

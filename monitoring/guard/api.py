@@ -1,0 +1,62 @@
+"""The kill switch over the API: ``POST /api/v1/halt/`` (permission execution.halt_account) and
+``POST /api/v1/resume/`` (permission risk.clear_halt). Both audited."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api import HasPermission
+from execution.models import ExchangeAccount
+from monitoring.guard.control import accounts_halt, accounts_resume
+
+
+class AccountRefField(serializers.CharField):
+    """An account by id or by name; empty means every account."""
+
+    def to_internal_value(self, data):
+        text = str(super().to_internal_value(data)).strip()
+        account = (ExchangeAccount.objects.filter(pk=int(text)).first() if text.isdigit() else None) or \
+            ExchangeAccount.objects.filter(name=text).first()
+        if account is None:
+            raise serializers.ValidationError(f"no account with id or name {text!r}")
+        return account
+
+
+class HaltCreateApi(APIView):
+    permission_classes = (HasPermission("execution.halt_account"),)
+
+    class InputSerializer(serializers.Serializer):
+        account = AccountRefField(required=False, allow_null=True, help_text="id or name; omitted: every account")
+        flatten = serializers.BooleanField(default=False)
+        reason = serializers.CharField(max_length=400, trim_whitespace=True)
+
+    @extend_schema(request=InputSerializer, responses={201: inline_serializer("HaltCreateOutput", {
+        "id": serializers.IntegerField(), "account": serializers.CharField(allow_null=True),
+        "flatten": serializers.BooleanField(), "mode": serializers.CharField()}), 400: None, 403: None})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        account = data.validated_data.get("account")
+        halt = accounts_halt(account=account, flatten=data.validated_data["flatten"],
+                             reason=data.validated_data["reason"], user=request.user, channel="api")
+        return Response({"id": halt.pk, "account": account.name if account else None, "flatten": halt.flatten,
+                         "mode": halt.mode}, status=status.HTTP_201_CREATED)
+
+
+class ResumeApi(APIView):
+    permission_classes = (HasPermission("risk.clear_halt"),)
+
+    class InputSerializer(serializers.Serializer):
+        account = AccountRefField(required=False, allow_null=True, help_text="id or name; omitted: the "
+                                  "system-wide halts")
+
+    @extend_schema(request=InputSerializer, responses={200: inline_serializer("ResumeOutput", {
+        "cleared": serializers.IntegerField()}), 400: None, 403: None})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        cleared = accounts_resume(account=data.validated_data.get("account"), user=request.user, channel="api")
+        return Response({"cleared": cleared})

@@ -1,0 +1,25 @@
+from django.core.management.base import BaseCommand
+
+from core.commands import shell_operator, user_named
+from monitoring.guard.control import accounts_resume
+from monitoring.management.commands.halt import _account_named
+
+
+class Command(BaseCommand):
+    help = (
+        "Release the kill switch: clear the halts raised by hand (here, in the admin, the API or Telegram) on one "
+        "account (--account NAME) or the system-wide ones. Halts the guard raised are cleared in the admin, one by "
+        "one. Audited."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--account", help="the account's name (default: the halts of every account)")
+        parser.add_argument("--user", help="act as this user, who needs the permission risk.clear_halt "
+                            "(default: the shell account running the command, which is recorded)")
+
+    def handle(self, *args, account=None, user=None, **options):
+        target = _account_named(account)
+        actor = user_named(user, permission="risk.clear_halt") if user else None
+        count = accounts_resume(account=target, user=actor, channel="command",
+                                actor_label="" if actor else shell_operator("resume"))
+        self.stdout.write(f"cleared {count} halt(s) of {target.name if target else 'all accounts'}")
