@@ -348,3 +348,9 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+
+# --- Telegram console (monitoring/telegram; README, "Notifications and Telegram") -----------------------------------
+# Chats whose commands are answered (default: the chats of TELEGRAM_CHAT_IDS); any other chat gets nothing.
+TELEGRAM_COMMAND_CHAT_IDS = env("TELEGRAM_COMMAND_CHAT_IDS", default="")
+# Telegram user id -> Django user name, for /halt, /flatten and /resume: "424242:alice,777:bob".
+TELEGRAM_USERS = env("TELEGRAM_USERS", default="")
