@@ -9,7 +9,7 @@ from risk.models import Halt
 from risk.services import halt_raise, halts_clear, kill_switch_engage, kill_switch_release
 from tests.factories import ExchangeAccountFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 def test_a_guard_halt_and_its_clearance_are_notified_once(django_user_model):

@@ -213,7 +213,7 @@ def test_backoff_grows_with_jitter_up_to_its_cap():
     assert 150.0 <= backoff_s(40, rng=rng) <= 300.0
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_senders_at_once_send_each_message_once(telegram):
     for chat in range(5):
         telegram.add_chat(-200 - chat, f"chat {chat}")
