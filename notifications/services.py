@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import threading
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -76,9 +77,14 @@ def _nudge_on_commit() -> None:
 
 
 def _nudge() -> None:
+    # A broker that is down or hung can take seconds to refuse: the committing code (a bot tick) never waits on it.
+    threading.Thread(target=_nudge_now, name="notifications-nudge", daemon=True).start()
+
+
+def _nudge_now() -> None:
     from notifications.tasks import send_notifications
 
     try:
-        send_notifications.delay()
-    except Exception:  # a broker that is down must not fail the commit's caller; beat sweeps anyway
+        send_notifications.apply_async(retry=False)
+    except Exception:  # a broker that is down must not fail anyone; beat's sweep sends within 30 s
         logger.warning("could not enqueue a notification send (beat's sweep will send it)", exc_info=True)
