@@ -46,3 +46,12 @@ def snapshot_daily_pnl(day: str | None = None) -> int:
 def snapshot_daily_pnl_previous_day() -> int:
     """Close the UTC day that just ended, with its trades and candles up to midnight (beat: a few minutes after)."""
     return snapshot_daily_pnl((timezone.now().astimezone(UTC).date() - timedelta(days=1)).isoformat())
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
+def notify_daily_summaries(day: str | None = None) -> int:
+    """Each enabled account's summary of ``day`` (ISO date; yesterday, UTC, by default) as a notification."""
+    from monitoring.summaries import daily_summaries_notify
+
+    target = date.fromisoformat(day) if day else timezone.now().date() - timedelta(days=1)
+    return daily_summaries_notify(day=target)

@@ -1,9 +1,17 @@
-"""The notification outbox: messages are written in the same transaction as what caused them, sent later."""
+"""The notification outbox: messages are written in the same transaction as what caused them, sent later.
+
+A :class:`Notification` is what happened; a :class:`Delivery` is one message to one destination (a Telegram chat,
+the e-mail recipients, the log), made in the same transaction from the routing (``notifications.routing``). The
+sender (``notifications.sender``) claims deliveries with a lease, so two senders never send one row, and keeps each
+destination's messages in order.
+"""
 
 from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
 class Notification(models.Model):
@@ -19,6 +27,7 @@ class Notification(models.Model):
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed (gave up)"
+        HELD = "held", "Held (kept, not sent: a replay without --notify)"
 
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.TELEGRAM)
     topic = models.CharField(max_length=48, db_index=True, help_text="e.g. trade_opened, guard_halt, error")
@@ -40,3 +49,41 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.severity}] {self.topic}: {self.text[:60]}"
+
+
+class Delivery(models.Model):
+    """One notification to one destination. ``lease_owner``/``lease_until`` mark the sender holding it; only the
+    oldest pending delivery of a destination is ever claimed, so a destination receives its messages in order."""
+
+    class Channel(models.TextChoices):
+        TELEGRAM = "telegram", "Telegram"
+        EMAIL = "email", "E-mail"
+        LOG = "log", "Log"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FOLDED = "folded", "Folded into another message"
+        FAILED = "failed", "Failed (gave up)"
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    target = models.CharField(max_length=191, help_text="chat id, e-mail recipients or the logger's name")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    parts_sent = models.PositiveSmallIntegerField(
+        default=0, help_text="parts of a long message already delivered; a retry goes on from the next one")
+    folded_into = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="folded")
+    last_error = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["status", "channel", "target", "id"], name="notif_delivery_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.channel}:{self.target} #{self.notification_id} ({self.status})"

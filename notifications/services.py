@@ -1,14 +1,40 @@
-"""Writes of the notification outbox. A message is stored in the caller's transaction and sent later, so a rolled
-back change never announces itself, and a chat that is down never blocks trading."""
+"""Writes of the notification outbox. A message is stored in the caller's transaction, with one delivery row per
+destination the routing names, and sent later (``notifications.sender``), so a rolled back change never announces
+itself, and a chat that is down never blocks trading. After the commit a send is nudged on the notifications queue;
+beat sweeps as well, so a lost nudge only delays a message."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import Iterator
+
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from core.secrets import redact
-from notifications.models import Notification
+from notifications.models import Delivery, Notification
+from notifications.routing import routes_for
 
-MAX_TEXT = 4000  # Telegram's limit is 4096 characters
+logger = logging.getLogger(__name__)
+
+# Stored in full; the Telegram channel sends a longer text in parts of Telegram's 4,096 characters.
+MAX_TEXT = 20_000
+
+_held: contextvars.ContextVar[bool] = contextvars.ContextVar("notifications_held", default=False)
+
+
+@contextlib.contextmanager
+def notifications_held(held: bool = True) -> Iterator[None]:
+    """Inside, notifications are stored as held (kept, never sent): a replay's, unless it was asked to notify."""
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
 
 
 def notify(*, topic: str, text: str, severity: str = Notification.Severity.INFO, dedupe_key: str | None = None
@@ -16,10 +42,49 @@ def notify(*, topic: str, text: str, severity: str = Notification.Severity.INFO,
     """Queue a message; with ``dedupe_key`` a message already queued under the same key is not queued again
     (returns None then). Known secret values are masked before anything is stored."""
     clean = redact(text)[:MAX_TEXT]
-    if dedupe_key is None:
-        return Notification.objects.create(topic=topic, text=clean, severity=severity)
+    held = _held.get()
+    values = {"topic": topic[:48], "text": clean, "severity": severity,
+              "status": Notification.Status.HELD if held else Notification.Status.PENDING}
+    if dedupe_key is None:  # no savepoint needed: nothing here is expected to fail
+        notification = Notification.objects.create(**values)
+    else:
+        try:
+            with transaction.atomic():
+                notification = Notification.objects.create(dedupe_key=dedupe_key, **values)
+        except IntegrityError:
+            return None
+    if not held:
+        _deliveries_create(notification)
+    if not held:
+        _nudge_on_commit()
+    return notification
+
+
+def _deliveries_create(notification: Notification) -> None:
+    now = timezone.now()
+    Delivery.objects.bulk_create([
+        Delivery(notification=notification, channel=route.channel, target=route.target, created_at=now,
+                 next_attempt_at=now)
+        for route in routes_for(notification.severity)
+    ])
+
+
+def _nudge_on_commit() -> None:
+    """A send task after the commit (none while NOTIFICATIONS_NUDGE is off: tests). A spare nudge costs one empty
+    sweep; a nudge lost with a rollback never mattered."""
+    if getattr(settings, "NOTIFICATIONS_NUDGE", True):
+        transaction.on_commit(_nudge, robust=True)
+
+
+def _nudge() -> None:
+    # A broker that is down or hung can take seconds to refuse: the committing code (a bot tick) never waits on it.
+    threading.Thread(target=_nudge_now, name="notifications-nudge", daemon=True).start()
+
+
+def _nudge_now() -> None:
+    from notifications.tasks import send_notifications
+
     try:
-        with transaction.atomic():
-            return Notification.objects.create(topic=topic, text=clean, severity=severity, dedupe_key=dedupe_key)
-    except IntegrityError:
-        return None
+        send_notifications.apply_async(retry=False)
+    except Exception:  # a broker that is down must not fail anyone; beat's sweep sends within 30 s
+        logger.warning("could not enqueue a notification send (beat's sweep will send it)", exc_info=True)

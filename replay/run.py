@@ -62,6 +62,7 @@ from execution.paper.exchange import paper_exchange_for
 from execution.services.signals import MAX_CATCH_UP_BARS, signal_pairs, signals_update
 from ladder.services import pair_statistics_update
 from monitoring.guard.cycle import guard_run
+from notifications.services import notifications_held
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Level, Pair, StrategyConfig
 from pairs.selectors import candle_bounds, universe_instruments
@@ -223,17 +224,21 @@ def replay_run(
     reselect_every: timedelta | None = DEFAULT_RESELECT_EVERY,
     progress: Callable[[int, int], None] | None = None,
     daily_loss_limit_pct: float | None = None,
+    notify: bool = False,
 ) -> ReplayResult:
     """Replay the bars with open time in [start, end], trimmed to the stored candles (see the module docstring).
     ``reselect_every`` None (or zero) trades the pairs already in the database without any selection;
     ``progress(done, total)`` is called after each bar; ``daily_loss_limit_pct`` (a fraction of start-of-day
-    equity) sets the replay account's daily loss limit. ReplayError at once while another replay runs."""
+    equity) sets the replay account's daily loss limit. ReplayError at once while another replay runs.
+    The replay's notifications are kept in the database as held, never sent, unless ``notify``."""
     owner = replay_lock_owner()
     name = account.name if account is not None else DEFAULT_ACCOUNT_NAME
     replay_lock_acquire(owner=owner, description=f"account {name!r}, {_iso(start)} to {_iso(end)}")
     try:
-        return _replay_locked(start=start, end=end, config=config, account=account, reselect_every=reselect_every,
-                              progress=progress, owner=owner, daily_loss_limit_pct=daily_loss_limit_pct)  # fmt: skip
+        with notifications_held(not notify):
+            return _replay_locked(start=start, end=end, config=config, account=account,
+                                  reselect_every=reselect_every, progress=progress, owner=owner,
+                                  daily_loss_limit_pct=daily_loss_limit_pct)  # fmt: skip
     finally:
         replay_lock_release(owner=owner)
 

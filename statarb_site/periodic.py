@@ -88,6 +88,22 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         crontab={"minute": "5", "hour": "0"},
         description="Final snapshot of the UTC day that just ended, with trades closed up to midnight.",
     ),
+    DefaultSchedule(
+        name="notifications: send",
+        task="notifications.tasks.send_notifications",
+        queue="notifications",
+        every_seconds=30,
+        description="Send the notifications that are due (also enqueued after each one's commit): retries after "
+        "outages, waits out Telegram's rate limits.",
+    ),
+    DefaultSchedule(
+        name="notifications: daily summary",
+        task="monitoring.tasks.notify_daily_summaries",
+        queue="risk",
+        crontab={"minute": "5", "hour": "0"},
+        description="Each enabled account's summary of the UTC day that just ended (trades, PnL net of fees and "
+        "funding, open trades, halts) as a notification.",
+    ),
 )
 
 

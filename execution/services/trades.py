@@ -20,6 +20,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import Sum
 
+from core.formatting import plain
 from execution.models import Fill, FundingPayment, Order, PairTrade
 from execution.services.context import TradingContext
 from execution.services.orders import (
@@ -99,7 +100,9 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
     if all(nets[leg] == targets[leg] for leg in LEGS):
         with transaction.atomic(savepoint=False):  # the notification commits with the state, under the lease
             set_state(ctx, trade, State.OPEN, opened_at=ctx.now)
-            notify(topic="trade_opened", text=describe(trade, f"opened ({trade.side}, z={_z(trade.entry_zscore)})"))
+            notify(topic="trade_opened", text=describe(
+                trade, f"opened ({trade.side}, z={_z(trade.entry_zscore)}, sizes {trade.pair.y_instrument.symbol} "
+                       f"{plain(nets[Order.Leg.Y])}, {trade.pair.x_instrument.symbol} {plain(nets[Order.Leg.X])})"))
         ctx.events.append(f"trade {trade.pk} open")
         return False
     if all(nets[leg] == 0 for leg in LEGS):

@@ -6,6 +6,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from notifications.models import Notification
+from notifications.services import notify
 from pairs.models import Level, LevelChange, Pair
 
 
@@ -48,4 +50,18 @@ def pair_set_level(
         changed_by=changed_by,
         automatic=changed_by is None,
     )
+    if old_level_id != new_level_id:
+        _notify_level_change(pair, old_level_id, level, reason, changed_by)
     return pair
+
+
+def _level_label(level: Level | None) -> str:
+    return f"level {level.number}" if level is not None else "no level (retired)"
+
+
+def _notify_level_change(pair: Pair, old_level_id: int | None, level: Level | None, reason: str,
+                         changed_by: AbstractBaseUser | None) -> None:
+    old = Level.objects.filter(pk=old_level_id).first() if old_level_id else None
+    who = changed_by.get_username() if changed_by is not None else "the ladder"
+    notify(topic="level_change", severity=Notification.Severity.INFO,
+           text=f"{pair}: {_level_label(old)} -> {_level_label(level)} by {who} ({reason})")

@@ -308,9 +308,25 @@ STATARB_EXCHANGE_TIMEOUT_MS = env.int("STATARB_EXCHANGE_TIMEOUT_MS", default=10_
 STATARB_SCREEN_FANOUT = env.bool("STATARB_SCREEN_FANOUT", default=BROKER_IS_REDIS)
 # Pairs per fanned-out block: ~10,000 directions take ~1.5 s to screen and ~2 MB to send back.
 STATARB_SCREEN_BLOCK_PAIRS = env.int("STATARB_SCREEN_BLOCK_PAIRS", default=10_000)
+
+# --- notifications (README, "Notifications and Telegram") ---------------------------------------------------------
+# The bot token is a secret: core.secrets masks it in logs, errors and stored texts.
 TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
+# Chats and the lowest severity each receives: "-1001234567890:info,424242:critical" (no suffix: info).
+# TELEGRAM_CHAT_ID (one chat, every severity) is still read when TELEGRAM_CHAT_IDS is unset.
 TELEGRAM_CHAT_ID = env("TELEGRAM_CHAT_ID", default="")
-TELEGRAM_API_BASE_URL = env("TELEGRAM_API_BASE_URL", default="https://api.telegram.org")
+TELEGRAM_CHAT_IDS = env("TELEGRAM_CHAT_IDS", default="")
+TELEGRAM_API_URL = env("TELEGRAM_API_URL", default=env("TELEGRAM_API_BASE_URL", default="https://api.telegram.org"))
+# Telegram allows about one message a second per chat.
+TELEGRAM_MIN_INTERVAL_S = env.float("TELEGRAM_MIN_INTERVAL_S", default=1.0)
+# E-mail recipients (Django's EMAIL_* settings send): "ops@example.com:warning,desk@example.com:critical".
+NOTIFY_EMAIL_TO = env("NOTIFY_EMAIL_TO", default="")
+# The lowest severity written to the log channel (logger "statarb.notifications"), or "off".
+NOTIFY_LOG_SEVERITY = env("NOTIFY_LOG_SEVERITY", default="info")
+# A topic sent to a chat waits this long before its next message; what queued meanwhile goes out folded in one.
+NOTIFY_FOLD_WINDOW_S = env.float("NOTIFY_FOLD_WINDOW_S", default=15.0)
+# Enqueue a send after each notification's commit (beat's sweep every 30 s sends anyway).
+NOTIFICATIONS_NUDGE = env.bool("NOTIFICATIONS_NUDGE", default=True)
 
 
 # --- Logging --------------------------------------------------------------------------------------------------
@@ -327,5 +343,14 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "ccxt": {"level": "WARNING"},
+        # httpx logs every request's URL, and a Telegram URL holds the bot token (masked anyway, but not needed).
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
+
+# --- Telegram console (monitoring/telegram; README, "Notifications and Telegram") -----------------------------------
+# Chats whose commands are answered (default: the chats of TELEGRAM_CHAT_IDS); any other chat gets nothing.
+TELEGRAM_COMMAND_CHAT_IDS = env("TELEGRAM_COMMAND_CHAT_IDS", default="")
+# Telegram user id -> Django user name, for /halt, /flatten and /resume: "424242:alice,777:bob".
+TELEGRAM_USERS = env("TELEGRAM_USERS", default="")

@@ -12,3 +12,5 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STATARB_ALLOW_LOOPBACK_BASE_URLS = True
 # A single test logs in many times; the lock-out itself is tested with its own limit.
 AXES_FAILURE_LIMIT = 5
+# Notifications are sent by the tests themselves (the sender, against a fake Telegram), never by a broker nudge.
+NOTIFICATIONS_NUDGE = False

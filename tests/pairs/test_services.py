@@ -136,3 +136,18 @@ def test_level_and_lock_changed_together_write_one_row(levels, person):
     change = LevelChange.objects.get(pair=pair)
     assert (change.from_level_id, change.to_level_id) == (levels[1].pk, levels[3].pk)
     assert change.reason == "fast track (locked)"
+
+
+def test_a_level_move_is_notified_and_a_lock_alone_is_not(levels, person):
+    from notifications.models import Notification
+
+    pair = PairFactory(level=levels[1])
+    pair_set_level(pair=pair, level=levels[2], reason="paper results confirmed", changed_by=person)
+    pair_set_level(pair=pair, level=None, reason="delisted", force=True)
+    pair_set_level(pair=pair, level=None, reason="keep it off", changed_by=person, lock=True)
+
+    texts = list(Notification.objects.filter(topic="level_change").order_by("pk").values_list("text", flat=True))
+    assert texts == [
+        f"{pair}: level 1 -> level 2 by risk-officer (paper results confirmed)",
+        f"{pair}: level 2 -> no level (retired) by the ladder (delisted)",
+    ]

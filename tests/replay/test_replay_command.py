@@ -13,10 +13,12 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from execution.models import ExchangeAccount, Fill, Order, PairTrade, Signal
-from notifications.models import Notification
+from notifications.models import Delivery, Notification
+from notifications.sender import notifications_send
 from pairs.models import CointegrationRun, Pair
 from pairs.quant.performance import trade_metrics
 from replay.lock import replay_lock_acquire
+from tests.fakes.telegram import ALERTS_CHAT_ID, fake_telegram  # noqa: F401
 from tests.replay.replay_world import (
     LEG_KEYS,
     SUMMARY_KEYS,
@@ -53,6 +55,9 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     assert Fill.objects.filter(order__trade__account=account).count() == 4 * trades.count()
     assert Notification.objects.filter(topic="trade_opened").count() == trades.count()
     assert Notification.objects.filter(topic="trade_closed").count() == trades.filter(state="closed").count()
+    # Without --notify they are kept, held, and nothing is ever sent.
+    assert set(Notification.objects.values_list("status", flat=True)) == {Notification.Status.HELD}
+    assert not Delivery.objects.exists()
 
     data = json.loads(path.read_text())
     assert set(data) == {"summary", "trades", "halts", "guard_events"}
@@ -102,6 +107,23 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     # A second replay on the same database refuses: the account has trades (and the pairs were selected).
     with pytest.raises(CommandError, match=r"account 'replay' already has \d+ trade\(s\)"):
         call_command("replay", start="2021-03-29", end="2021-04-04", verbosity=0)
+
+
+def test_replay_with_notify_sends_its_notifications(shared_candles_dir, fake_telegram, settings):  # noqa: F811
+    settings.TELEGRAM_BOT_TOKEN = fake_telegram.token
+    settings.TELEGRAM_API_URL = fake_telegram.base_url
+    settings.TELEGRAM_CHAT_IDS = str(ALERTS_CHAT_ID)
+    settings.TELEGRAM_MIN_INTERVAL_S = 0.0
+    settings.NOTIFY_FOLD_WINDOW_S = 0.0
+    fake_telegram.set_rate_limits(enabled=False)
+    import_market(shared_candles_dir)
+
+    call_command("replay", start="2021-03-29", end="2021-04-01", notify=True, stdout=StringIO(), verbosity=0)
+
+    notes = Notification.objects.all()
+    assert notes.exists() and not notes.filter(status=Notification.Status.HELD).exists()
+    notifications_send(budget_s=30)
+    assert len(fake_telegram.delivered(ALERTS_CHAT_ID)) == notes.count()
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,8 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
         "risk: guard",
         SNAPSHOT,
         CLOSE_DAY,
+        "notifications: send",
+        "notifications: daily summary",
     ]
     assert len(set(NAMES)) == len(NAMES)
     by_name = {default.name: default for default in DEFAULT_SCHEDULES}
@@ -40,6 +42,8 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
     assert by_name["selection: cointegration screening"].crontab == {"minute": "20", "hour": "0"}  # daily
     assert by_name["execution: bots"].crontab == {"minute": "*"}  # a tick of every bot each minute
     assert by_name["risk: guard"].crontab == {"minute": "*"} and by_name["risk: guard"].queue == "risk"
+    assert by_name["notifications: send"].every_seconds == 30  # the sweep behind each commit's nudge
+    assert by_name["notifications: daily summary"].crontab == {"minute": "5", "hour": "0"}  # 00:05 UTC
 
 
 def test_setup_creates_every_default_with_its_queue_and_crontab():
@@ -52,7 +56,7 @@ def test_setup_creates_every_default_with_its_queue_and_crontab():
         assert task.task == default.task
         assert task.queue == default.queue
         assert task.enabled is True
-        assert task.interval is None
+        assert (task.interval is None) == (default.every_seconds is None)
         assert json.loads(task.kwargs) == default.kwargs
         assert task.description == default.description
 

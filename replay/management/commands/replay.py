@@ -72,9 +72,14 @@ class Command(BaseCommand):
             help="daily loss limit of the replay account, percent of start-of-day equity (0 to 100); the guard "
                  "halts entries until the next UTC midnight once it is crossed",
         )  # fmt: skip
+        parser.add_argument(
+            "--notify", action="store_true",
+            help="send the replay's notifications (trades, errors) like live ones; by default they are kept in the "
+                 "database as held and never sent",
+        )  # fmt: skip
 
     def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, daily_loss_limit=None,
-               **options):
+               notify=False, **options):
         config = StrategyConfig.current()
         self._check_reselect_every(config, reselect_every_days)
         if daily_loss_limit is not None:
@@ -85,7 +90,7 @@ class Command(BaseCommand):
         if target is None and account != DEFAULT_ACCOUNT_NAME:
             raise CommandError(f"no account named {account!r}")
         result = self._run(config, start_at, end_at, target, reselect_every_days, verbosity,
-                           None if daily_loss_limit is None else daily_loss_limit / 100)
+                           None if daily_loss_limit is None else daily_loss_limit / 100, notify)
         data = result.as_json()
         self._print_summary(result, data)
         if json_path:
@@ -127,7 +132,7 @@ class Command(BaseCommand):
         return start_at, end_at
 
     def _run(self, config: StrategyConfig, start_at: datetime, end_at: datetime, target: ExchangeAccount | None,
-             reselect_every_days: float, verbosity: int, daily_loss_limit_pct: float | None):
+             reselect_every_days: float, verbosity: int, daily_loss_limit_pct: float | None, notify: bool = False):
         progress_bar = tqdm(total=0, unit="bar", disable=verbosity == 0, desc="replay")
 
         def progress(done: int, total: int) -> None:
@@ -143,7 +148,7 @@ class Command(BaseCommand):
             return replay_run(
                 start=start_at, end=end_at, config=config, account=target,
                 reselect_every=timedelta(days=reselect_every_days) or None, progress=progress,
-                daily_loss_limit_pct=daily_loss_limit_pct,
+                daily_loss_limit_pct=daily_loss_limit_pct, notify=notify,
             )  # fmt: skip
         except ReplayError as exc:
             raise CommandError(str(exc)) from exc

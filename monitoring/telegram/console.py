@@ -1,0 +1,169 @@
+"""The commands of the Telegram console.
+
+Only chats on the whitelist (``TELEGRAM_COMMAND_CHAT_IDS``, else the chats of ``TELEGRAM_CHAT_IDS``) are answered;
+any other chat gets nothing at all. Reads (/status, /profit, /daily, /balance, /trades, /pairs, /help) answer any
+whitelisted chat. Changes (/halt, /flatten, /resume) need the Telegram user mapped to a Django user
+(``TELEGRAM_USERS="424242:alice"``) holding the permission the API asks for (execution.halt_account to halt,
+risk.clear_halt to resume); they are confirmed with a one-time code (``/confirm 1a2b3c``, valid 2 minutes, for the
+same user in the same chat) and audited with the Telegram user through ``risk.services``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from execution.models import ExchangeAccount
+from monitoring.guard.control import accounts_halt, accounts_resume
+from monitoring.telegram import reports
+from risk.models import Halt
+
+CONFIRM_TTL_S = 120.0
+READS: dict[str, Callable[[list[str]], str]] = {
+    "status": reports.status, "profit": reports.profit, "daily": reports.daily, "balance": reports.balance,
+    "trades": reports.trades, "pairs": reports.pairs,
+}  # fmt: skip
+PERMISSIONS = {"halt": "execution.halt_account", "flatten": "execution.halt_account", "resume": "risk.clear_halt"}
+HELP = """/status - open trades with unrealised PnL, halts
+/profit - closed-trade performance
+/daily [n] - the last n days' PnL
+/balance - capital and equity per account
+/trades [n] - the last n closed trades
+/pairs [n] - pairs per level
+/halt [account] [flatten] - stop trading (all accounts without a name)
+/flatten [account] - halt and close every open trade
+/resume [account] - clear the halts raised by hand or by the kill switch
+/confirm CODE - confirm a /halt, /flatten or /resume"""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    chat_id: int
+    user_id: int
+    username: str
+    text: str
+
+
+@dataclass
+class _Pending:
+    code: str
+    command: str
+    account: ExchangeAccount | None
+    flatten: bool
+    expires: float
+
+
+def _ids(spec: str) -> set[int]:
+    out = set()
+    for item in spec.split(","):
+        head = item.strip().rpartition(":")[0] if ":" in item else item.strip()
+        if head.lstrip("-").isdigit():
+            out.add(int(head))
+    return out
+
+
+def command_chats() -> set[int]:
+    spec = getattr(settings, "TELEGRAM_COMMAND_CHAT_IDS", "") or getattr(settings, "TELEGRAM_CHAT_IDS", "") or \
+        getattr(settings, "TELEGRAM_CHAT_ID", "")  # fmt: skip
+    return _ids(spec)
+
+
+def telegram_users() -> dict[int, str]:
+    users = {}
+    for item in getattr(settings, "TELEGRAM_USERS", "").split(","):
+        telegram_id, _, username = item.strip().partition(":")
+        if telegram_id.strip().lstrip("-").isdigit() and username.strip():
+            users[int(telegram_id)] = username.strip()
+    return users
+
+
+def parse_command(text: str) -> tuple[str, list[str]]:
+    """("/halt@statarb_bot main flatten") -> ("halt", ["main", "flatten"]); ("", []) for anything else."""
+    words = text.strip().split()
+    if not words or not words[0].startswith("/"):
+        return "", []
+    return words[0][1:].split("@", 1)[0].lower(), words[1:]
+
+
+class Console:
+    """Answers one message at a time (the poller's thread). Pending confirmations live in this object: a restart
+    forgets them, so a code never outlives the process that gave it."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.pending: dict[tuple[int, int], _Pending] = {}
+
+    def answer(self, message: Incoming) -> str | None:
+        if message.chat_id not in command_chats():
+            return None  # not even an error: an unknown chat learns nothing
+        command, args = parse_command(message.text)
+        if not command:
+            return None
+        if command in ("help", "start"):
+            return HELP
+        if command in READS:
+            return READS[command](args)
+        if command in PERMISSIONS:
+            return self._ask(message, command, args)
+        if command == "confirm":
+            return self._confirm(message, args)
+        return f"unknown command /{command}; /help lists them"
+
+    def _user(self, message: Incoming):
+        username = telegram_users().get(message.user_id)
+        if username is None:
+            return None
+        return get_user_model().objects.filter(username=username, is_active=True).first()
+
+    def _allowed(self, message: Incoming, command: str) -> tuple[object | None, str | None]:
+        user = self._user(message)
+        if user is None:
+            return None, f"not allowed: Telegram user {message.user_id} is not mapped to a user (TELEGRAM_USERS)"
+        if not user.has_perm(PERMISSIONS[command]):
+            return None, f"not allowed: {user.get_username()} lacks the permission {PERMISSIONS[command]}"
+        return user, None
+
+    def _ask(self, message: Incoming, command: str, args: list[str]) -> str:
+        _, refusal = self._allowed(message, command)
+        if refusal:
+            return refusal
+        flatten = command == "flatten" or "flatten" in [a.lower() for a in args]
+        names = [a for a in args if a.lower() != "flatten"]
+        account = None
+        if names:
+            account = ExchangeAccount.objects.filter(name=names[0]).first()
+            if account is None:
+                return f"no account named {names[0]!r}"
+        code = secrets.token_hex(3)
+        self.pending[(message.chat_id, message.user_id)] = _Pending(
+            code=code, command=command, account=account, flatten=flatten, expires=self.clock() + CONFIRM_TTL_S)
+        scope = account.name if account else ("every account" if command != "resume" else "the system-wide halts")
+        what = {"halt": "halt", "flatten": "halt and flatten", "resume": "resume"}[command]
+        if command == "halt" and flatten:
+            what = "halt and flatten"
+        return f"{what} {scope}? Reply /confirm {code} within {int(CONFIRM_TTL_S)} s"
+
+    def _confirm(self, message: Incoming, args: list[str]) -> str:
+        pending = self.pending.pop((message.chat_id, message.user_id), None)
+        if pending is None or not args or not secrets.compare_digest(args[0].lower(), pending.code):
+            return "nothing to confirm with that code (ask again)"
+        if self.clock() > pending.expires:
+            return "that code has expired (ask again)"
+        user, refusal = self._allowed(message, pending.command)  # the permission may have gone meanwhile
+        if refusal:
+            return refusal
+        label = f"telegram:{message.user_id} ({message.username or user.get_username()})"
+        if pending.command == "resume":
+            cleared = accounts_resume(account=pending.account, user=user, channel="telegram", actor_label=label,
+                                      source=Halt.Source.TELEGRAM)
+            return f"resumed {pending.account.name if pending.account else 'system-wide'}: {cleared} halt(s) cleared"
+        halt = accounts_halt(account=pending.account, flatten=pending.flatten, user=user, channel="telegram",
+                             actor_label=label, source=Halt.Source.TELEGRAM,
+                             reason=f"/{pending.command} from Telegram by {user.get_username()}")
+        scope = pending.account.name if pending.account else "every account"
+        return f"halted {scope}" + (" and flattening its open trades" if halt.flatten else "") + f" (halt #{halt.pk})"

@@ -1,0 +1,83 @@
+"""The read-only commands' answers, from the same selectors as the dashboard and the API (plain text)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from core.formatting import plain
+from execution.models import ExchangeAccount
+from monitoring.positions import open_trades_marked
+from monitoring.selectors import closed_trades, daily_pnl, performance_summary
+from pairs.selectors import ladder_pairs, level_counts
+from risk.selectors import active_halts
+
+MAX_ROWS = 30
+
+
+def _count(args: list[str], default: int) -> int:
+    try:
+        return max(1, min(MAX_ROWS, int(args[0]))) if args else default
+    except ValueError:
+        return default
+
+
+def _money(value) -> str:
+    return "n/a" if value is None else plain(round(Decimal(value), 2))
+
+
+def status(args: list[str]) -> str:
+    marked = open_trades_marked()
+    lines = [f"open trades: {len(marked)}"]
+    total = sum((m.unrealised_pnl for m in marked if m.unrealised_pnl is not None), start=Decimal(0))
+    for m in marked:
+        t = m.trade
+        legs = f"{t.pair.y_instrument.symbol} {plain(m.y_qty)}, {t.pair.x_instrument.symbol} {plain(m.x_qty)}"
+        lines.append(f"#{t.pk} [{t.account.name}] {t.pair} {t.side} {t.state}: {legs}, uPnL {_money(m.unrealised_pnl)}")
+    lines.append(f"unrealised PnL (at the newest closes, net of fees paid): {_money(total)} USDT")
+    halts = list(active_halts().select_related("account"))
+    lines.append("halts: " + ("; ".join(str(h) for h in halts) if halts else "none"))
+    return "\n".join(lines)
+
+
+def profit(args: list[str]) -> str:
+    s = performance_summary()
+    win = "n/a" if s.win_rate is None else f"{100 * s.win_rate:.1f}%"
+    factor = "n/a" if s.profit_factor is None else ("inf" if s.profit_factor_unbounded else f"{s.profit_factor:.2f}")
+    ret = "n/a" if s.total_return_pct is None else f"{s.total_return_pct:.2f}%"
+    drawdown = "n/a" if s.max_drawdown_pct is None else f"{s.max_drawdown_pct:.2f}%"
+    return (f"closed trades {s.total_trades}, win rate {win}, profit factor {factor}\n"
+            f"realised PnL {_money(s.realised_pnl)} USDT (net of fees {_money(s.fees)} and funding "
+            f"{_money(s.funding)})\nreturn {ret} on {_money(s.capital)} capital, max drawdown {drawdown}")
+
+
+def daily(args: list[str]) -> str:
+    rows = list(daily_pnl().order_by("-date", "account__name")[:_count(args, 7)])
+    if not rows:
+        return "no daily PnL yet"
+    return "\n".join(f"{r.date} [{r.account.name}] PnL {_money(r.realised_pnl)}, trades {r.trades_closed} closed, "
+                     f"equity {_money(r.ending_equity)}" for r in rows)
+
+
+def balance(args: list[str]) -> str:
+    lines = []
+    for account in ExchangeAccount.objects.order_by("name"):
+        s = performance_summary(account=account)
+        state = "" if account.enabled else " (disabled)"
+        lines.append(f"[{account.name}] {account.mode}{state}: capital {_money(s.capital)}, realised "
+                     f"{_money(s.realised_pnl)}, equity {_money(s.capital + s.realised_pnl)}")
+    return "\n".join(lines) or "no accounts"
+
+
+def trades(args: list[str]) -> str:
+    rows = list(closed_trades().select_related("account", "pair__y_instrument", "pair__x_instrument")
+                .order_by("-closed_at", "-pk")[:_count(args, 10)])  # fmt: skip
+    if not rows:
+        return "no closed trades yet"
+    return "\n".join(f"#{t.pk} [{t.account.name}] {t.pair} {t.side} {t.state} {t.closed_at:%m-%d %H:%M}: PnL "
+                     f"{_money(t.realised_pnl)} ({t.get_exit_reason_display() or '-'})" for t in rows)
+
+
+def pairs(args: list[str]) -> str:
+    counts = ", ".join(f"L{row['level'].number} {row['pairs']}" for row in level_counts())
+    top = [f"L{row['pair'].level.number} {row['pair']}" for row in ladder_pairs(limit=_count(args, 15))]
+    return f"active pairs per level: {counts}\n" + ("\n".join(top) if top else "no pair on a trading level")

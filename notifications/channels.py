@@ -1,0 +1,145 @@
+"""The channels a delivery goes out on. Each ``send`` answers an :class:`Outcome`: sent, retry (a temporary fault:
+outage, timeout, 5xx, 429) or give up (a definite refusal: 400, 403, a refused recipient).
+
+Telegram is the Bot API's sendMessage over HTTP (httpx), HTML parse mode with every text escaped. A message longer
+than Telegram's 4,096 characters goes out in parts marked (1/3), (2/3)...; ``parts_sent`` lets a retry go on from
+the part that failed instead of sending the first ones again. The bot token is part of the URL: nothing here ever
+stores or logs an error text that has not passed ``core.secrets.redact``.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import smtplib
+from dataclasses import dataclass
+
+import httpx
+from django.conf import settings
+from django.core.mail import send_mail
+
+from core.secrets import redact
+
+logger = logging.getLogger("statarb.notifications")
+
+TELEGRAM_MAX_CHARS = 4096
+PART_CHARS = 3900  # a part's own text; the header and the (i/n) marker fit in what is left of 4,096
+TELEGRAM_TIMEOUT_S = 10.0
+SEVERITY_MARK = {"info": "🔹", "warning": "⚠️", "critical": "🚨"}
+LOG_LEVEL = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    severity: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # "sent", "retry" or "give_up"
+    reason: str = ""
+    retry_after_s: float | None = None  # the server's own wait (Telegram's 429 retry_after)
+    parts_sent: int = 0
+
+    @property
+    def sent(self) -> bool:
+        return self.kind == "sent"
+
+
+def split_text(text: str, limit: int = PART_CHARS) -> list[str]:
+    """``text`` in parts of at most ``limit`` characters, cut at a line break (else a space) when there is one in
+    the second half of the part."""
+    parts, rest = [], text
+    while len(rest) > limit:
+        cut = rest.rfind("\n", limit // 2, limit)
+        if cut < 0:
+            cut = rest.rfind(" ", limit // 2, limit)
+        if cut < 0:
+            cut = limit
+        parts.append(rest[:cut])
+        rest = rest[cut:].lstrip("\n ")
+    parts.append(rest)
+    return parts
+
+
+def telegram_parts(message: Message) -> list[str]:
+    """The HTML texts to send: a bold header with the topic, then the escaped text, split as needed."""
+    chunks = split_text(message.text)
+    mark = SEVERITY_MARK.get(message.severity, "")
+    out = []
+    for index, chunk in enumerate(chunks, start=1):
+        counter = f" ({index}/{len(chunks)})" if len(chunks) > 1 else ""
+        out.append(f"{mark} <b>{html.escape(message.topic)}</b>{counter}\n{html.escape(chunk)}")
+    return out
+
+
+class TelegramChannel:
+    def __init__(self, *, token: str | None = None, api_url: str | None = None, timeout_s: float = TELEGRAM_TIMEOUT_S):
+        self.token = token if token is not None else settings.TELEGRAM_BOT_TOKEN
+        self.api_url = (api_url or settings.TELEGRAM_API_URL).rstrip("/")
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def send(self, chat_id: str, message: Message, *, parts_sent: int = 0) -> Outcome:
+        parts = telegram_parts(message)
+        for index in range(parts_sent, len(parts)):
+            outcome = self._send_one(chat_id, parts[index])
+            if not outcome.sent:
+                return Outcome(outcome.kind, outcome.reason, outcome.retry_after_s, parts_sent=index)
+        return Outcome("sent", parts_sent=len(parts))
+
+    def _send_one(self, chat_id: str, text: str) -> Outcome:
+        if not self.token:
+            return Outcome("retry", "TELEGRAM_BOT_TOKEN is not set")
+        url = f"{self.api_url}/bot{self.token}/sendMessage"
+        body = {"chat_id": chat_id, "text": text, "parse_mode": "HTML", "disable_web_page_preview": True}
+        try:
+            response = self._client.post(url, json=body)
+        except httpx.HTTPError as exc:  # refused, reset, timed out: temporary (and possibly delivered: see sender)
+            return Outcome("retry", redact(f"{type(exc).__name__}: {exc}"))
+        return _telegram_outcome(response)
+
+
+def _telegram_outcome(response: httpx.Response) -> Outcome:
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    if response.status_code == 200 and payload.get("ok"):
+        return Outcome("sent")
+    description = redact(str(payload.get("description") or response.reason_phrase))[:500]
+    reason = f"HTTP {response.status_code}: {description}"
+    if response.status_code == 429:
+        parameters = payload.get("parameters") or {}
+        retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
+        return Outcome("retry", reason, retry_after_s=float(retry_after) if retry_after is not None else None)
+    if response.status_code in (400, 403):
+        return Outcome("give_up", reason)
+    return Outcome("retry", reason)  # 5xx, 401/404 (a token being fixed), anything else: try again later
+
+
+class EmailChannel:
+    def send(self, address: str, message: Message, *, parts_sent: int = 0) -> Outcome:
+        subject = f"[statarb {message.severity}] {message.topic}"
+        try:
+            send_mail(subject, message.text, None, [address], fail_silently=False)
+        except smtplib.SMTPRecipientsRefused as exc:
+            return Outcome("give_up", redact(f"recipient refused: {exc}")[:500])
+        except (smtplib.SMTPException, OSError) as exc:
+            return Outcome("retry", redact(f"{type(exc).__name__}: {exc}")[:500])
+        return Outcome("sent", parts_sent=1)
+
+
+class LogChannel:
+    def send(self, logger_name: str, message: Message, *, parts_sent: int = 0) -> Outcome:
+        logging.getLogger(logger_name).log(
+            LOG_LEVEL.get(message.severity, logging.INFO), "[%s] %s: %s", message.severity, message.topic,
+            redact(message.text),
+        )
+        return Outcome("sent", parts_sent=1)

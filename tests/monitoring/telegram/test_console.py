@@ -1,0 +1,156 @@
+"""The Telegram console end to end: updates pushed into the fake Telegram, polled, answered in the chat."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from core.models import AuditEntry
+from execution.models import Order
+from monitoring.telegram.console import Console, parse_command
+from monitoring.telegram.poller import Poller
+from risk.models import Halt
+from tests.factories import CandleFactory, ExchangeAccountFactory, OrderFactory, PairTradeFactory
+from tests.fakes.telegram import ADMIN_CHAT_ID, ALERTS_CHAT_ID
+
+pytestmark = pytest.mark.django_db
+
+STRANGER_CHAT = -100777
+
+
+@pytest.fixture
+def console(fake_telegram, settings):
+    settings.TELEGRAM_BOT_TOKEN = fake_telegram.token
+    settings.TELEGRAM_API_URL = fake_telegram.base_url
+    settings.TELEGRAM_CHAT_IDS = f"{ALERTS_CHAT_ID}:info,{ADMIN_CHAT_ID}:critical"
+    settings.TELEGRAM_USERS = f"{ADMIN_CHAT_ID}:alice"
+    fake_telegram.set_rate_limits(enabled=False)
+    fake_telegram.add_chat(STRANGER_CHAT, "someone else's group")
+    clock = [1000.0]
+    poller = Poller(console=Console(clock=lambda: clock[0]), poll_timeout_s=0)
+    poller.clock = clock
+    yield poller
+    poller.close()
+
+
+def say(fake, poller, chat_id, text, user_id=ADMIN_CHAT_ID) -> list[str]:
+    before = len(fake.delivered(chat_id))
+    fake.push_message(chat_id, text, from_user_id=user_id)
+    poller.poll_once()
+    return [m.plain_text for m in fake.delivered(chat_id)[before:]]
+
+
+def trader(django_user_model, *perms):
+    user = django_user_model.objects.create_user(username="alice", password="a-long-test-password")
+    for perm in perms:
+        app, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+    return user
+
+
+def test_parse_command():
+    assert parse_command("/Halt@statarb_bot main flatten") == ("halt", ["main", "flatten"])
+    assert parse_command("hello") == ("", [])
+
+
+def test_status_answers_with_the_open_trades_marked_to_the_newest_closes(fake_telegram, console):
+    trade = PairTradeFactory(account=ExchangeAccountFactory(name="lvl1"), state="open")
+    pair = trade.pair
+    OrderFactory(trade=trade, leg=Order.Leg.Y, side="buy", qty=Decimal("10"), filled_qty=Decimal("10"),
+                 avg_price=Decimal("100"), fee=Decimal("0.1"), status="filled")
+    OrderFactory(trade=trade, instrument=pair.x_instrument, leg=Order.Leg.X, side="sell", qty=Decimal("8.5"),
+                 filled_qty=Decimal("8.5"), avg_price=Decimal("50"), fee=Decimal("0.1"), status="filled")
+    CandleFactory(instrument=pair.y_instrument, open_time=datetime(2021, 1, 1, tzinfo=UTC), close=Decimal("90"))
+    CandleFactory(instrument=pair.y_instrument, open_time=datetime(2021, 1, 1, 1, tzinfo=UTC), close=Decimal("105"))
+    CandleFactory(instrument=pair.x_instrument, open_time=datetime(2021, 1, 1, 1, tzinfo=UTC), close=Decimal("48"))
+
+    [answer] = say(fake_telegram, console, ALERTS_CHAT_ID, "/status")
+
+    # 10 x (105 - 100) - 8.5 x (48 - 50) - 0.2 fees = 66.8
+    assert f"#{trade.pk} [lvl1] {pair} long_spread open:" in answer
+    assert f"{pair.y_instrument.symbol} 10, {pair.x_instrument.symbol} -8.5, uPnL 66.8" in answer
+    assert "unrealised PnL (at the newest closes, net of fees paid): 66.8 USDT" in answer
+    assert answer.endswith("halts: none")
+
+
+def test_an_unknown_chat_gets_nothing(fake_telegram, console):
+    assert say(fake_telegram, console, STRANGER_CHAT, "/status") == []
+    assert say(fake_telegram, console, STRANGER_CHAT, "/help") == []
+
+
+def test_halt_needs_a_mapped_user_with_the_permission(fake_telegram, console, django_user_model):
+    account = ExchangeAccountFactory(name="lvl1")
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1", user_id=999) == [
+        "not allowed: Telegram user 999 is not mapped to a user (TELEGRAM_USERS)"]
+    trader(django_user_model)  # alice, without permissions
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1") == [
+        "not allowed: alice lacks the permission execution.halt_account"]
+    assert not Halt.objects.filter(account=account).exists()
+
+
+def test_halt_is_confirmed_with_a_one_time_code_then_applied_and_audited(fake_telegram, console, django_user_model):
+    account = ExchangeAccountFactory(name="lvl1")
+    alice = trader(django_user_model, "execution.halt_account", "risk.clear_halt")
+
+    [question] = say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1 flatten")
+    assert question.startswith("halt and flatten lvl1? Reply /confirm ")
+    code = question.split("/confirm ")[1].split()[0]
+    assert not Halt.objects.exists()  # nothing before the confirmation
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, "/confirm 000000") == [
+        "nothing to confirm with that code (ask again)"]
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == [
+        "nothing to confirm with that code (ask again)"]  # one try: the wrong code spent it
+
+    [question] = say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1 flatten")
+    code = question.split("/confirm ")[1].split()[0]
+    [done] = say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}")
+
+    halt = Halt.objects.get(account=account)
+    assert done == f"halted lvl1 and flattening its open trades (halt #{halt.pk})"
+    assert (halt.source, halt.mode, halt.flatten, halt.created_by) == (Halt.Source.TELEGRAM, "halt", True, alice)
+    entry = AuditEntry.objects.get(action="kill_switch")
+    assert (entry.channel, entry.actor, entry.actor_label) == ("telegram", alice, f"telegram:{ADMIN_CHAT_ID} "
+                                                                                   "(operator)")
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == [
+        "nothing to confirm with that code (ask again)"]  # used once
+
+    [answer] = say(fake_telegram, console, ALERTS_CHAT_ID, "/status")
+    assert "halts: halt of lvl1 (paper): kill switch: /halt from Telegram by alice" in answer
+
+    [question] = say(fake_telegram, console, ADMIN_CHAT_ID, "/resume lvl1")
+    code = question.split("/confirm ")[1].split()[0]
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == ["resumed lvl1: 1 halt(s) cleared"]
+    halt.refresh_from_db()
+    assert halt.cleared_by == alice and AuditEntry.objects.filter(action="resume", channel="telegram").exists()
+
+
+def test_a_confirmation_expires(fake_telegram, console, django_user_model):
+    ExchangeAccountFactory(name="lvl1")
+    trader(django_user_model, "execution.halt_account")
+    [question] = say(fake_telegram, console, ADMIN_CHAT_ID, "/flatten lvl1")
+    code = question.split("/confirm ")[1].split()[0]
+    console.clock[0] += 121
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == ["that code has expired (ask again)"]
+    assert not Halt.objects.exists()
+
+
+def test_reads_answer_from_the_dashboard_selectors(fake_telegram, console):
+    account = ExchangeAccountFactory(name="lvl1")
+    closed = datetime(2021, 1, 2, tzinfo=UTC)
+    PairTradeFactory(account=account, state="closed", closed_at=closed, realised_pnl=Decimal("12.5"),
+                     fees=Decimal("1"), funding=Decimal("0"), exit_reason="exit_signal")
+    PairTradeFactory(account=account, state="closed", closed_at=closed, realised_pnl=Decimal("-2.5"),
+                     fees=Decimal("1"), funding=Decimal("0"), exit_reason="stop")
+    [profit] = say(fake_telegram, console, ALERTS_CHAT_ID, "/profit")
+    assert profit.splitlines()[0] == "closed trades 2, win rate 50.0%, profit factor 5.00"
+    assert "realised PnL 10 USDT" in profit
+    [balance] = say(fake_telegram, console, ALERTS_CHAT_ID, "/balance")
+    assert balance == "[lvl1] paper: capital 10000, realised 10, equity 10010"
+    [trades] = say(fake_telegram, console, ALERTS_CHAT_ID, "/trades 1")
+    assert len(trades.splitlines()) == 1 and "PnL" in trades
+    [helptext] = say(fake_telegram, console, ALERTS_CHAT_ID, "/help")
+    assert "/confirm CODE" in helptext
+    assert say(fake_telegram, console, ALERTS_CHAT_ID, "/nope") == ["unknown command /nope; /help lists them"]

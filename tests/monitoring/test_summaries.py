@@ -1,0 +1,39 @@
+"""The daily summary notification of each account."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from monitoring.summaries import daily_summaries_notify
+from notifications.models import Notification
+from tests.factories import ExchangeAccountFactory, HaltFactory, PairTradeFactory
+
+pytestmark = pytest.mark.django_db
+
+DAY = date(2026, 3, 2)
+
+
+def test_each_enabled_account_gets_one_summary_of_the_day_net_of_fees_and_funding():
+    account = ExchangeAccountFactory(name="level-1")
+    ExchangeAccountFactory(name="off", enabled=False)
+    closed_at = datetime(2026, 3, 2, 14, tzinfo=UTC)
+    PairTradeFactory(account=account, state="closed", opened_at=closed_at, closed_at=closed_at,
+                     realised_pnl=Decimal("12.5"), fees=Decimal("1.25"), funding=Decimal("-0.5"))
+    PairTradeFactory(account=account, state="open", opened_at=closed_at)
+    HaltFactory(account=account, reason="daily loss limit")
+
+    assert daily_summaries_notify(day=DAY) == 1
+    assert daily_summaries_notify(day=DAY) == 0  # once per account and day
+
+    note = Notification.objects.get(topic="daily_summary")
+    assert note.dedupe_key == f"daily_summary:{account.pk}:2026-03-02"
+    assert note.text.splitlines() == [
+        "[level-1] 2026-03-02 (UTC)",
+        "trades opened 2, closed 1, open now 1",
+        "realised PnL 12.5 USDT (net of fees 1.25 and funding -0.5)",
+        "equity 10000 -> 10012.5 USDT",
+        "halted: daily loss limit",
+    ]

@@ -1,0 +1,248 @@
+"""The sender against the fake Telegram Bot API: delivery, routing, limits, outages, refusals, two senders."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from core.clock import ManualClock
+from notifications.models import Delivery, Notification
+from notifications.sender import Sender, backoff_s, deliveries_failing, notifications_send
+from notifications.services import notify
+from tests.fakes.telegram import ADMIN_CHAT_ID, ALERTS_CHAT_ID
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_notification_reaches_the_chats_its_severity_is_routed_to(telegram):
+    notify(topic="trade_opened", text="BTC/ETH opened <long> & sized", severity="info")
+    notify(topic="guard_halt", text="daily loss limit hit", severity="critical")
+
+    report = notifications_send(budget_s=10)
+
+    assert report.sent == 5  # info: alerts + log; critical: alerts + operator + log
+    alerts = telegram.delivered(ALERTS_CHAT_ID)
+    assert [m.plain_text.splitlines()[1] for m in alerts] == ["BTC/ETH opened <long> & sized",
+                                                              "daily loss limit hit"]
+    assert [m.parse_mode for m in alerts] == ["HTML", "HTML"]
+    assert [m.plain_text.splitlines()[1] for m in telegram.delivered(ADMIN_CHAT_ID)] == ["daily loss limit hit"]
+    assert set(Notification.objects.values_list("status", flat=True)) == {Notification.Status.SENT}
+    assert not Delivery.objects.exclude(status=Delivery.Status.SENT).exists()
+    assert notifications_send(budget_s=5).sent == 0  # nothing is sent twice
+
+
+def test_the_log_channel_writes_every_notification(telegram, caplog):
+    notify(topic="worker_started", text="worker w1 up")
+    with caplog.at_level("INFO", logger="statarb.notifications"):
+        notifications_send(budget_s=5)
+    assert "[info] worker_started: worker w1 up" in caplog.text
+
+
+def test_email_goes_to_the_recipients_of_its_severity(telegram, settings, mailoutbox):
+    settings.NOTIFY_EMAIL_TO = "desk@example.com:warning,boss@example.com:critical"
+    notify(topic="trade_opened", text="info only")
+    notify(topic="order_rejected", text="rejected: insufficient margin", severity="warning")
+    notifications_send(budget_s=5)
+    assert [(m.to, m.subject) for m in mailoutbox] == [(["desk@example.com"], "[statarb warning] order_rejected")]
+
+
+def test_a_429_waits_what_retry_after_says(telegram):
+    telegram.force_rate_limit(1, retry_after=7, chat_id=ALERTS_CHAT_ID)
+    notify(topic="trade_opened", text="first")
+    clock = ManualClock(timezone.now())
+
+    report = Sender(clock=clock).run(budget_s=5)
+
+    assert report.retried == 1 and telegram.delivered(ALERTS_CHAT_ID) == []
+    row = Delivery.objects.get(target=str(ALERTS_CHAT_ID))
+    assert row.status == Delivery.Status.PENDING and row.attempts == 1 and "429" in row.last_error
+    assert row.next_attempt_at == clock.now() + timedelta(seconds=7)
+    clock.advance(timedelta(seconds=6))
+    assert Sender(clock=clock).run(budget_s=5).sent == 0  # not before retry_after
+    clock.advance(timedelta(seconds=1))
+    assert Sender(clock=clock).run(budget_s=5).sent == 1
+    assert [m.plain_text.splitlines()[1] for m in telegram.delivered(ALERTS_CHAT_ID)] == ["first"]
+
+
+def test_real_flood_limits_are_kept_without_a_429(telegram, settings):
+    settings.TELEGRAM_MIN_INTERVAL_S = 1.0
+    telegram.set_rate_limits(enabled=True)  # 1 a second per chat
+    for index in range(3):
+        notify(topic=f"topic_{index}", text=f"message {index}")
+    notifications_send(budget_s=15)
+    assert len(telegram.delivered(ALERTS_CHAT_ID)) == 3
+    assert not [r for r in telegram.requests_to("sendMessage") if r.status == 429]
+
+
+@pytest.mark.parametrize("mode", ["refuse", "http_502", "timeout"])
+def test_an_outage_of_minutes_then_recovery_delivers_everything_once_in_order(telegram, mode):
+    texts = [f"event {index}" for index in range(6)]
+    telegram.outage(mode, hold_s=0.2)
+    for index, text in enumerate(texts):
+        notify(topic=f"topic_{index}", text=text)
+    clock = ManualClock(timezone.now())
+    for _ in range(10):  # ten minutes of sweeps every minute, during the outage
+        Sender(clock=clock).run(budget_s=5)
+        clock.advance(timedelta(minutes=1))
+    assert telegram.delivered() == []
+    head = Delivery.objects.filter(target=str(ALERTS_CHAT_ID)).order_by("id").first()
+    assert head.attempts >= 4 and head.status == Delivery.Status.PENDING  # retried, never given up
+    assert Delivery.objects.filter(target=str(ALERTS_CHAT_ID), attempts=0).count() == 5  # the rest wait their turn
+
+    telegram.recover()
+    clock.advance(timedelta(minutes=5))  # past the longest backoff
+    Sender(clock=clock).run(budget_s=10)
+
+    assert [m.plain_text.splitlines()[1] for m in telegram.delivered(ALERTS_CHAT_ID)] == texts
+    assert deliveries_failing() == {"failed": 0, "retrying": 0}
+
+
+def test_a_400_gives_up_with_the_reason_and_does_not_block_the_next(telegram, settings):
+    settings.TELEGRAM_CHAT_IDS = f"-100999:info,{ALERTS_CHAT_ID}:info"  # the first chat does not exist
+    notify(topic="trade_opened", text="one")
+    report = notifications_send(budget_s=5)
+    dead = Delivery.objects.get(target="-100999")
+    assert dead.status == Delivery.Status.FAILED and dead.last_error == "HTTP 400: Bad Request: chat not found"
+    assert report.failed == 1 and len(telegram.delivered(ALERTS_CHAT_ID)) == 1
+    assert Notification.objects.get().status == Notification.Status.FAILED
+    assert deliveries_failing()["failed"] == 1
+
+
+def test_a_blocked_bot_gives_up_with_403(telegram):
+    telegram.block_chat(ADMIN_CHAT_ID)
+    notify(topic="guard_halt", text="halted", severity="critical")
+    notifications_send(budget_s=5)
+    row = Delivery.objects.get(target=str(ADMIN_CHAT_ID))
+    assert row.status == Delivery.Status.FAILED and row.last_error.startswith("HTTP 403: Forbidden")
+
+
+def test_a_message_longer_than_4096_characters_is_split_into_marked_parts(telegram):
+    lines = [f"line {index:05d} " + "x" * 60 for index in range(200)]  # ~14,000 characters
+    notify(topic="daily_summary", text="\n".join(lines))
+    notifications_send(budget_s=10)
+    parts = telegram.delivered(ALERTS_CHAT_ID)
+    assert len(parts) == 4
+    assert [p.plain_text.splitlines()[0][-5:] for p in parts] == ["(1/4)", "(2/4)", "(3/4)", "(4/4)"]
+    assert all(len(p.plain_text) <= 4096 for p in parts)
+    received = [line for p in parts for line in p.plain_text.splitlines()[1:]]
+    assert received == lines
+
+
+def test_a_retry_of_a_long_message_goes_on_from_the_part_that_failed(telegram):
+    import time
+
+    notify(topic="daily_summary", text="\n".join("y" * 70 for _ in range(120)))  # three parts
+    telegram.set_rate_limits(enabled=True)  # 1 a second per chat: part 2 right after part 1 gets a 429
+    clock = ManualClock(timezone.now())
+    Sender(clock=clock).run(budget_s=5)
+    row = Delivery.objects.get(target=str(ALERTS_CHAT_ID))
+    assert len(telegram.delivered(ALERTS_CHAT_ID)) == 1 and row.parts_sent == 1 and "429" in row.last_error
+    for _ in range(4):
+        time.sleep(1.05)
+        clock.advance(timedelta(seconds=2))
+        Sender(clock=clock).run(budget_s=5)
+    parts = telegram.delivered(ALERTS_CHAT_ID)
+    assert [p.plain_text.splitlines()[0][-5:] for p in parts] == ["(1/3)", "(2/3)", "(3/3)"]  # none twice
+    row.refresh_from_db()
+    assert row.status == Delivery.Status.SENT and row.parts_sent == 3
+
+
+def test_a_burst_of_one_topic_folds_into_one_message_with_a_count(telegram):
+    notify(topic="trade_error", text="tick failed: timeout 1", severity="warning")
+    clock = ManualClock(timezone.now())
+    Sender(clock=clock).run(budget_s=5)
+    for index in range(2, 21):
+        notify(topic="trade_error", text=f"tick failed: timeout {index}", severity="warning")
+    notify(topic="trade_opened", text="BTC/ETH opened")
+    clock.set(timezone.now())
+    Sender(clock=clock).run(budget_s=5)  # within the fold window: the errors wait, and so does what follows
+    assert len(telegram.delivered(ALERTS_CHAT_ID)) == 1
+    clock.advance(timedelta(seconds=16))
+    Sender(clock=clock).run(budget_s=5)
+
+    texts = [m.plain_text for m in telegram.delivered(ALERTS_CHAT_ID)]
+    assert len(texts) == 3
+    assert texts[1].splitlines()[1:] == ["tick failed: timeout 2", "", "+18 more 'trade_error':",
+                                          *[f"tick failed: timeout {index}" for index in range(3, 21)]]
+    assert "BTC/ETH opened" in texts[2]
+    assert Delivery.objects.filter(channel="telegram", status=Delivery.Status.FOLDED).count() == 18
+    # the log channel keeps every message
+    assert Delivery.objects.filter(channel="log", status=Delivery.Status.SENT).count() == 21
+
+
+def test_repeated_lines_are_counted_and_old_backlogs_are_not_folded(telegram, settings):
+    clock = ManualClock(timezone.now())
+    notify(topic="reconcile_failed", text="exchange unreachable", severity="critical")
+    for _ in range(4):
+        notify(topic="reconcile_failed", text="exchange unreachable\ntraceback...", severity="critical")
+    later = list(Notification.objects.order_by("-id").values_list("pk", flat=True)[:3])
+    Delivery.objects.filter(notification__in=later).update(
+        created_at=timezone.now() + timedelta(minutes=5))  # a later burst: not folded into the first
+    clock.set(timezone.now() + timedelta(minutes=6))
+    Sender(clock=clock).run(budget_s=5)
+    texts = [m.plain_text for m in telegram.delivered(ALERTS_CHAT_ID)]
+    assert texts[0].splitlines()[1:] == ["exchange unreachable", "", "+1 more 'reconcile_failed':",
+                                         "exchange unreachable"]
+    assert len(texts) == 1  # the later burst waits out the topic's quiet window
+    clock.advance(timedelta(seconds=16))
+    Sender(clock=clock).run(budget_s=5)
+    texts = [m.plain_text for m in telegram.delivered(ALERTS_CHAT_ID)]
+    assert texts[1].splitlines()[-1] == "exchange unreachable (x2)"
+
+
+def test_the_bot_token_never_reaches_a_stored_error_or_text(telegram, settings):
+    settings.TELEGRAM_API_URL = "http://127.0.0.1:9"  # nothing listens: the error names the URL, if anything
+    notify(topic="config", text=f"token is {telegram.token}")
+    notifications_send(budget_s=5)
+    for row in Delivery.objects.all():
+        assert telegram.token not in row.last_error
+    assert telegram.token not in Notification.objects.get().text
+
+
+def test_backoff_grows_with_jitter_up_to_its_cap():
+    import random
+
+    rng = random.Random(1)
+    first = [backoff_s(1, rng=rng) for _ in range(50)]
+    assert 1.0 <= min(first) and max(first) <= 2.0 and len(set(first)) > 1
+    assert 4.0 <= backoff_s(3, rng=rng) <= 8.0
+    assert 150.0 <= backoff_s(40, rng=rng) <= 300.0
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_senders_at_once_send_each_message_once(telegram):
+    for chat in range(5):
+        telegram.add_chat(-200 - chat, f"chat {chat}")
+    from django.conf import settings
+
+    settings.TELEGRAM_CHAT_IDS = ",".join(str(-200 - chat) for chat in range(5))
+    texts = [f"message {index}" for index in range(40)]
+    for index, text in enumerate(texts):
+        notify(topic=f"t{index}", text=text)
+    start = threading.Barrier(2)
+    reports, errors = [], []
+
+    def run():
+        try:
+            start.wait()
+            reports.append(Sender().run(budget_s=30))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    for chat in range(5):
+        received = [m.plain_text.splitlines()[1] for m in telegram.delivered(-200 - chat)]
+        assert received == texts  # each once, in order
+    assert sum(r.sent for r in reports) == 40 * 6  # five chats and the log
+    assert all(r.sent > 0 for r in reports)  # both really sent

@@ -1,0 +1,58 @@
+"""notify(): the outbox row, its deliveries by routing, held notifications, the nudge after the commit."""
+
+from __future__ import annotations
+
+import pytest
+
+from notifications.models import Delivery, Notification
+from notifications.services import _nudge, notifications_held, notify
+from tests.fakes.telegram import ADMIN_CHAT_ID, ALERTS_CHAT_ID
+
+pytestmark = pytest.mark.django_db
+
+
+def test_deliveries_follow_the_severity_routing(telegram):
+    info = notify(topic="trade_opened", text="opened")
+    critical = notify(topic="guard_halt", text="halted", severity="critical")
+    assert sorted(info.deliveries.values_list("channel", "target")) == [
+        ("log", "statarb.notifications"), ("telegram", str(ALERTS_CHAT_ID))]
+    assert sorted(critical.deliveries.values_list("channel", "target")) == [
+        ("log", "statarb.notifications"), ("telegram", str(ALERTS_CHAT_ID)), ("telegram", str(ADMIN_CHAT_ID))]
+
+
+def test_no_telegram_without_a_token(settings):
+    settings.TELEGRAM_BOT_TOKEN = ""
+    settings.TELEGRAM_CHAT_IDS = "-100123"
+    note = notify(topic="trade_opened", text="opened")
+    assert list(note.deliveries.values_list("channel", flat=True)) == ["log"]
+
+
+def test_a_dedupe_key_makes_one_message(telegram):
+    assert notify(topic="daily_summary", text="a", dedupe_key="k1") is not None
+    assert notify(topic="daily_summary", text="b", dedupe_key="k1") is None
+    assert Notification.objects.count() == 1 and Delivery.objects.count() == 2
+
+
+def test_held_notifications_are_kept_without_deliveries_or_nudge(telegram, settings,
+                                                                  django_capture_on_commit_callbacks):
+    settings.NOTIFICATIONS_NUDGE = True
+    with django_capture_on_commit_callbacks() as callbacks, notifications_held():
+        note = notify(topic="trade_opened", text="replayed")
+    assert note.status == Notification.Status.HELD and not note.deliveries.exists()
+    assert callbacks == []
+
+
+def test_a_send_is_nudged_after_the_commit_only_when_enabled(telegram, settings, django_capture_on_commit_callbacks):
+    settings.NOTIFICATIONS_NUDGE = True
+    with django_capture_on_commit_callbacks() as callbacks:
+        notify(topic="trade_opened", text="live")
+    assert callbacks == [_nudge]
+    settings.NOTIFICATIONS_NUDGE = False
+    with django_capture_on_commit_callbacks() as callbacks:
+        notify(topic="trade_opened", text="live")
+    assert callbacks == []
+
+
+def test_secrets_are_masked_before_anything_is_stored(telegram):
+    note = notify(topic="config", text=f"token {telegram.token} leaked")
+    assert telegram.token not in note.text and "***" in note.text
