@@ -20,10 +20,11 @@ from django.utils import timezone
 
 from pairs.marketdata.grid import PriceWindow
 from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
+from pairs.quant.confirmation import confirm_batch
 from pairs.quant.screening import (
+    Confirmation,
     ScreenResult,
     add_series_statistics,
-    confirm_out_of_sample,
     merge_and_adjust,
     screen,
     split_pairs,
@@ -115,7 +116,7 @@ class ScreeningOutcome:
     result: ScreenResult
     passed: np.ndarray
     candidate: np.ndarray
-    confirmation: dict[int, object]
+    confirmation: dict[int, Confirmation]
 
     def as_json(self) -> dict:
         symbols = self.window.symbols
@@ -191,18 +192,26 @@ def _finish(*, run: CointegrationRun, window: PriceWindow, parts: list[ScreenRes
     )
     log_closes = np.log(window.closes)
     add_series_statistics(result, log_closes, np.flatnonzero(passed))
-    confirmation = {}
-    for k in np.flatnonzero(passed & half_life_ok):
-        confirmation[int(k)] = confirm_out_of_sample(
-            log_closes[:, result.y_index[k]], log_closes[:, result.x_index[k]],
-            holdout_bars=params["confirmation_bars"], max_pvalue=params["confirmation_max_pvalue"],
-        )
+    confirmation = confirm_candidates(result, log_closes, np.flatnonzero(passed & half_life_ok),
+                                      holdout_bars=params["confirmation_bars"],
+                                      max_pvalue=params["confirmation_max_pvalue"])
     candidate = np.zeros(len(result), dtype=bool)
     for k, check in confirmation.items():
         candidate[k] = check.confirmed
     _write(run=run, window=window, result=result, passed=passed, candidate=candidate, confirmation=confirmation)
     return ScreeningOutcome(run=run, window=window, result=result, passed=passed, candidate=candidate,
                             confirmation=confirmation)
+
+
+def confirm_candidates(result: ScreenResult, log_closes: np.ndarray, selected: np.ndarray, *, holdout_bars: int,
+                       max_pvalue: float) -> dict[int, Confirmation]:
+    """``confirm_out_of_sample`` of the ``selected`` directions (indices into ``result``), batched: held-out ADF and
+    Johansen trace of all of them at once (``pairs.quant.confirmation.confirm_batch``, equal to statsmodels)."""
+    if len(selected) == 0:
+        return {}
+    batch = confirm_batch(log_closes, result.y_index[selected], result.x_index[selected], holdout_bars=holdout_bars,
+                          max_pvalue=max_pvalue)
+    return {int(k): Confirmation(**batch.confirmation_fields(i)) for i, k in enumerate(selected)}
 
 
 @transaction.atomic
