@@ -18,6 +18,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from core.threads import blas_thread_limit
 from pairs.marketdata.grid import PriceWindow
 from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
 from pairs.quant.confirmation import confirm_batch
@@ -106,7 +107,8 @@ def screening_blocks(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PA
 
 
 def screening_block(window: PriceWindow, pairs: np.ndarray) -> ScreenResult:
-    return screen(np.log(window.closes), pairs)
+    with blas_thread_limit():
+        return screen(np.log(window.closes), pairs)
 
 
 @dataclass
@@ -170,7 +172,8 @@ def screening_run_finish(
 ) -> ScreeningOutcome:
     """Merge, adjust, confirm and write; the run is marked failed (and nothing else written) on any error."""
     try:
-        outcome = _finish(run=run, window=window, parts=parts)
+        with blas_thread_limit():
+            outcome = _finish(run=run, window=window, parts=parts)
     except Exception as exc:
         CointegrationRun.objects.filter(pk=run.pk).update(
             status=CointegrationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()

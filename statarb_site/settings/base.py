@@ -308,6 +308,9 @@ STATARB_EXCHANGE_TIMEOUT_MS = env.int("STATARB_EXCHANGE_TIMEOUT_MS", default=10_
 STATARB_SCREEN_FANOUT = env.bool("STATARB_SCREEN_FANOUT", default=BROKER_IS_REDIS)
 # Pairs per fanned-out block: ~10,000 directions take ~1.5 s to screen and ~2 MB to send back.
 STATARB_SCREEN_BLOCK_PAIRS = env.int("STATARB_SCREEN_BLOCK_PAIRS", default=10_000)
+# BLAS threads of each numerical process (core.threads): 0 = the cores divided by the processes that share them
+# (a worker's concurrency); more threads than cores spin against each other under load.
+STATARB_BLAS_THREADS = env.int("STATARB_BLAS_THREADS", default=0)
 TELEGRAM_BOT_TOKEN = env("TELEGRAM_BOT_TOKEN", default="")
 TELEGRAM_CHAT_ID = env("TELEGRAM_CHAT_ID", default="")
 TELEGRAM_API_BASE_URL = env("TELEGRAM_API_BASE_URL", default="https://api.telegram.org")
