@@ -39,12 +39,15 @@ def process_configure(*, processes: int) -> None:
     _processes = max(1, int(processes))
 
 
-def blas_threads() -> int:
-    """BLAS threads of this process: ``STATARB_BLAS_THREADS`` when set (> 0), else cores // processes, >= 1."""
+def blas_threads(*, pool: int = 1) -> int:
+    """BLAS threads of this process: ``STATARB_BLAS_THREADS`` when set (> 0), else cores // processes, >= 1.
+
+    ``pool``: processes this one is about to fork to share its work (each of them gets this share).
+    """
     configured = int(getattr(settings, "STATARB_BLAS_THREADS", 0) or 0)
     if configured > 0:
         return configured
-    return max(1, available_cores() // _processes)
+    return max(1, available_cores() // (_processes * max(1, pool)))
 
 
 @contextmanager

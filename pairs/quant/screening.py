@@ -143,18 +143,19 @@ def screen(
     *,
     series_pvalue_threshold: float | None = None,
     maxlag: int | None = None,
+    processes: int = 1,
 ) -> ScreenResult:
     """Screen ``pairs`` (an (M, 2) array of (y, x) column indices; every ordered pair by default).
 
     Hurst exponent and mean crossings are computed where p <= ``series_pvalue_threshold`` (not at all when it is
     None: see ``add_series_statistics``) and are NaN / -1 elsewhere. q-values are not set here: they belong to
-    the whole run (see ``merge_and_adjust``).
+    the whole run (see ``merge_and_adjust``). ``processes``: forked processes sharing the Engle-Granger blocks.
     """
     log_prices = np.ascontiguousarray(log_prices, dtype=np.float64)
     if pairs is None:
         pairs = all_ordered_pairs(log_prices.shape[1])
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    eg = engle_granger_batch(log_prices, pairs, maxlag=maxlag)
+    eg = engle_granger_batch(log_prices, pairs, maxlag=maxlag, processes=processes)
     y, x = pairs[:, 0], pairs[:, 1]
     stats = _spread_moment_statistics(_moments(log_prices), y, x, eg.hedge_ratio, eg.intercept)
     result = ScreenResult(

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core.threads import blas_thread_limit
+from core.threads import blas_thread_limit, blas_threads
 from pairs.marketdata.grid import PriceWindow
 from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
 from pairs.quant.confirmation import confirm_batch
@@ -106,9 +107,11 @@ def screening_blocks(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PA
     return split_pairs(n, max(1, math.ceil(n * (n - 1) / block_pairs)))
 
 
-def screening_block(window: PriceWindow, pairs: np.ndarray) -> ScreenResult:
-    with blas_thread_limit():
-        return screen(np.log(window.closes), pairs)
+def screening_block(window: PriceWindow, pairs: np.ndarray, *, processes: int = 1) -> ScreenResult:
+    """Screen one block of pairs, with ``processes`` forked processes sharing it (each with its share of the BLAS
+    threads, ``core.threads``)."""
+    with blas_thread_limit(blas_threads(pool=processes)):
+        return screen(np.log(window.closes), pairs, processes=processes)
 
 
 @dataclass
@@ -317,7 +320,7 @@ def screening_run(
         total = sum(len(block) for block in blocks)
         parts = []
         for block in blocks:
-            parts.append(screening_block(window, block))
+            parts.append(screening_block(window, block, processes=settings.STATARB_SCREEN_PROCESSES))
             if progress is not None:
                 progress(len(block), total)
     except Exception as exc:

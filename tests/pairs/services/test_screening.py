@@ -174,6 +174,17 @@ def test_run_confirmations_match_statsmodels_adfuller_and_coint_johansen(shared_
         assert pair.johansen_trace == pytest.approx(outcome.confirmation[k].johansen_trace, rel=1e-12)
 
 
+def test_run_shared_over_forked_processes_gives_the_same_results(shared_candles_dir, settings):
+    import_real(shared_candles_dir, REAL_SYMBOLS)
+    config = StrategyConfig.current()
+    settings.STATARB_SCREEN_PROCESSES = 1
+    single = screening_run(config=config, lookback_bars=LOOKBACK).as_json()
+    settings.STATARB_SCREEN_PROCESSES = 2
+    forked = screening_run(config=config, lookback_bars=LOOKBACK).as_json()
+    assert forked["tests"] == single["tests"]
+    assert forked["n_candidates"] == single["n_candidates"] > 0
+
+
 def test_runs_again_without_duplicates_and_count_consecutive_failures(shared_candles_dir):
     import_real(shared_candles_dir, REAL_SYMBOLS)
     config = StrategyConfig.current()
