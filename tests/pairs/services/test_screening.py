@@ -172,6 +172,16 @@ def test_run_confirmations_match_statsmodels_adfuller_and_coint_johansen(shared_
                  if outcome.window.instrument_ids[outcome.result.y_index[k]] == pair.y_instrument_id
                  and outcome.window.instrument_ids[outcome.result.x_index[k]] == pair.x_instrument_id)
         assert pair.johansen_trace == pytest.approx(outcome.confirmation[k].johansen_trace, rel=1e-12)
+        # Every latest-test field is written (one prepared UPDATE per pair).
+        test = outcome.as_json()["tests"][k]
+        for field, key in (("pvalue", "pvalue"), ("qvalue", "qvalue"), ("adf_stat", "adf_stat"), ("adf_lag", "lag"),
+                           ("intercept", "intercept"), ("half_life_bars", "half_life"), ("hurst", "hurst"),
+                           ("mean_crossings", "mean_crossings"), ("spread_mean", "spread_mean"),
+                           ("spread_std", "spread_std"), ("screening_zscore", "zscore"),
+                           ("return_correlation", "return_correlation")):
+            assert getattr(pair, field) == pytest.approx(test[key], rel=1e-12), field
+        assert pair.last_run_id == outcome.run.pk and pair.consecutive_failures == 0
+        assert pair.last_tested_at == pair.last_passed_at == pair.updated_at is not None
 
 
 def test_run_shared_over_forked_processes_gives_the_same_results(shared_candles_dir, settings):
