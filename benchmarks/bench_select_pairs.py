@@ -133,10 +133,11 @@ def statsmodels_loop(log_prices, sample: int, seed: int = 0) -> tuple[float, lis
     return (time.perf_counter() - start) / sample, directions, pvalues
 
 
-def run_command(database_url: str, json_path: Path) -> dict:
+def run_command(database_url: str, json_path: Path, processes: int = 1) -> dict:
     """``manage.py select_pairs`` in a fresh process: wall seconds, peak RSS (MiB) and CPU seconds."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    env.update(DATABASE_URL=database_url, DEBUG="0", DJANGO_SETTINGS_MODULE="statarb_site.settings.local")
+    env.update(DATABASE_URL=database_url, DEBUG="0", DJANGO_SETTINGS_MODULE="statarb_site.settings.local",
+               STATARB_SCREEN_PROCESSES=str(processes))
     command = [sys.executable, "manage.py", "select_pairs", "--lookback", str(LOOKBACK_BARS), "--json",
                str(json_path), "--verbosity", "0"]
     start = time.perf_counter()
@@ -166,6 +167,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="a mysql:// database of the benchmark's own")
     parser.add_argument("--sample", type=int, default=200, help="directions timed with statsmodels' coint")
     parser.add_argument("--repeats", type=int, default=2, help="timed command runs, quiet and loaded each")
+    parser.add_argument("--processes", type=int, default=1, help="STATARB_SCREEN_PROCESSES of the command")
     parser.add_argument("--load-processes", type=int, default=3, help="CPU-bound processes for the loaded runs")
     args = parser.parse_args()
 
@@ -182,15 +184,15 @@ def main() -> None:
         connection.close()
         with tempfile.TemporaryDirectory() as scratch:
             json_path = Path(scratch) / "selection.json"
-            warm = run_command(url, json_path)
+            warm = run_command(url, json_path, args.processes)
             quiet, loaded = [], []
             for _ in range(args.repeats):
-                quiet.append(run_command(url, json_path))
+                quiet.append(run_command(url, json_path, args.processes))
                 if args.load_processes:
                     hogs = start_hogs(args.load_processes)
                     try:
                         time.sleep(1.0)
-                        loaded.append(run_command(url, json_path))
+                        loaded.append(run_command(url, json_path, args.processes))
                     finally:
                         stop_hogs(hogs)
             report = json.loads(json_path.read_text())

@@ -8,7 +8,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 from django.db import connection
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery
 
 from pairs.marketdata.grid import PriceWindow, empty_window, grid_window
 from pairs.marketdata.validation import timeframe_ms
@@ -215,15 +215,26 @@ def decimal_closes(instrument_id: int, timeframe: str, *, start: datetime, end: 
 def candle_bounds(*, exchange: str | None = None, timeframe: str | None = None, start: datetime | None = None,
                   end: datetime | None = None) -> tuple[datetime | None, datetime | None]:
     """(first, last) open time of the stored candles of an exchange and timeframe in [start, end]; (None, None)
-    when there are none."""
+    when there are none.
+
+    With a timeframe, each instrument's first and last bar are two seeks of the unique (instrument, timeframe,
+    open_time) index, and the bounds the extremes of those: a scan of every candle took 0.4 s for 100 symbols.
+    """
     candles = Candle.objects.all()
-    if exchange is not None:
-        candles = candles.filter(instrument__exchange=exchange)
     if timeframe is not None:
         candles = candles.filter(timeframe=timeframe)
     if start is not None:
         candles = candles.filter(open_time__gte=start)
     if end is not None:
         candles = candles.filter(open_time__lte=end)
-    bounds = candles.aggregate(first=Min("open_time"), last=Max("open_time"))
-    return bounds["first"], bounds["last"]
+    if timeframe is None:
+        if exchange is not None:
+            candles = candles.filter(instrument__exchange=exchange)
+        bounds = candles.aggregate(first=Min("open_time"), last=Max("open_time"))
+        return bounds["first"], bounds["last"]
+    instruments = Instrument.objects.all() if exchange is None else Instrument.objects.filter(exchange=exchange)
+    own = candles.filter(instrument_id=OuterRef("pk")).values("open_time")
+    ends = instruments.annotate(first=Subquery(own.order_by("open_time")[:1]),
+                                last=Subquery(own.order_by("-open_time")[:1]))
+    rows = [(first, last) for first, last in ends.values_list("first", "last") if first is not None]
+    return (min(r[0] for r in rows), max(r[1] for r in rows)) if rows else (None, None)

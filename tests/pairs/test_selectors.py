@@ -239,3 +239,31 @@ def test_window_streams_in_chunks_places_bars_by_time_and_skips_bars_off_the_gri
     assert window.symbols == ["S0USDT", "S1USDT", "S2USDT"]  # S3 misses the first bar
     assert window.excluded["S3USDT"].startswith("short history") and window.filled_bars
     assert not np.isnan(window.closes).any() and 999.0 not in window.closes
+
+
+def test_candle_bounds_per_instrument_seeks_equal_the_plain_aggregate():
+    from django.db.models import Max, Min
+
+    from pairs.models import Candle
+    from pairs.selectors import candle_bounds
+    from tests.factories import CandleFactory
+
+    assert candle_bounds(exchange="bybit", timeframe="1h") == (None, None)
+    a = InstrumentFactory(symbol="AAAUSDT", base="AAA", exchange="bybit")
+    b = InstrumentFactory(symbol="BBBUSDT", base="BBB", exchange="bybit")
+    other = InstrumentFactory(symbol="CCCUSDT", base="CCC", exchange="binance")
+    InstrumentFactory(symbol="DDDUSDT", base="DDD", exchange="bybit")  # no candles
+    for instrument, hours in ((a, range(5, 20)), (b, range(2, 12)), (other, range(0, 40))):
+        for hour in hours:
+            CandleFactory(instrument=instrument, open_time=utc_hour(hour).to_pydatetime())
+    CandleFactory(instrument=a, timeframe="4h", open_time=utc_hour(60).to_pydatetime())
+
+    assert candle_bounds(exchange="bybit", timeframe="1h") == (utc_hour(2), utc_hour(19))
+    assert candle_bounds(timeframe="1h") == (utc_hour(0), utc_hour(39))
+    assert candle_bounds(exchange="bybit", timeframe="1h", start=utc_hour(6).to_pydatetime(),
+                         end=utc_hour(10).to_pydatetime()) == (utc_hour(6), utc_hour(10))
+    assert candle_bounds(exchange="bybit", timeframe="4h") == (utc_hour(60), utc_hour(60))
+    assert candle_bounds(exchange="bybit") == (utc_hour(2), utc_hour(60))
+    plain = Candle.objects.filter(instrument__exchange="bybit", timeframe="1h").aggregate(Min("open_time"),
+                                                                                         Max("open_time"))
+    assert candle_bounds(exchange="bybit", timeframe="1h") == (plain["open_time__min"], plain["open_time__max"])
