@@ -308,6 +308,12 @@ STATARB_EXCHANGE_TIMEOUT_MS = env.int("STATARB_EXCHANGE_TIMEOUT_MS", default=10_
 STATARB_SCREEN_FANOUT = env.bool("STATARB_SCREEN_FANOUT", default=BROKER_IS_REDIS)
 # Pairs per fanned-out block: ~10,000 directions take ~1.5 s to screen and ~2 MB to send back.
 STATARB_SCREEN_BLOCK_PAIRS = env.int("STATARB_SCREEN_BLOCK_PAIRS", default=10_000)
+# Forked processes that share an in-process screening run (the command, the embedded default; each gets its share of
+# the BLAS threads). Fan-out workers screen their blocks in one process each.
+STATARB_SCREEN_PROCESSES = env.int("STATARB_SCREEN_PROCESSES", default=1)
+# BLAS threads of each numerical process (core.threads): 0 = the cores divided by the processes that share them
+# (a worker's concurrency); more threads than cores spin against each other under load.
+STATARB_BLAS_THREADS = env.int("STATARB_BLAS_THREADS", default=0)
 
 # --- notifications (README, "Notifications and Telegram") ---------------------------------------------------------
 # The bot token is a secret: core.secrets masks it in logs, errors and stored texts.
