@@ -7,7 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from execution.models import BotHeartbeat, PairTrade
-from monitoring.selectors import daily_pnl, performance_summary
+from monitoring.scopes import dashboard_scope
+from monitoring.selectors import daily_pnl, scope_performance
 from pairs.selectors import ladder_pairs, latest_screening_run, level_counts
 from risk.selectors import active_halts, recent_guard_events
 
@@ -26,7 +27,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         .order_by("-closed_at", "-id")[:25]
     )
     context = {
-        "summary": performance_summary(),
+        "summary": scope_performance(dashboard_scope(request.GET)),
         "levels": level_counts(),
         "latest_run": latest_screening_run(),
         "ladder": ladder_pairs(),

@@ -4,10 +4,10 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
-from execution.api import AccountListApi, TradeCloseApi, TradeListApi
-from monitoring.api import DailyPnlListApi, PerformanceApi
+from execution.api import AccountListApi, FillListApi, FundingListApi, OrderListApi, TradeCloseApi, TradeListApi
+from monitoring.api import DailyPnlListApi, EquityListApi, PerformanceApi, PositionListApi
 from monitoring.views import dashboard
-from pairs.api import LevelListApi, PairListApi
+from pairs.api import LevelListApi, PairListApi, PairStatisticsListApi
 from risk.api import GuardEventListApi, HaltListApi
 from statarb_site import views
 
@@ -20,6 +20,13 @@ api_patterns = [
     path("trades/<int:pk>/close/", TradeCloseApi.as_view(), name="trade-close"),
     path("pnl/daily/", DailyPnlListApi.as_view(), name="daily-pnl"),
     path("performance/", PerformanceApi.as_view(), name="performance"),
+    # Reporting (#16): the rest of what a report needs.
+    path("pair-statistics/", PairStatisticsListApi.as_view(), name="pair-statistics"),
+    path("orders/", OrderListApi.as_view(), name="orders"),
+    path("fills/", FillListApi.as_view(), name="fills"),
+    path("funding/", FundingListApi.as_view(), name="funding"),
+    path("positions/", PositionListApi.as_view(), name="positions"),
+    path("equity/", EquityListApi.as_view(), name="equity"),
     path("guard-events/", GuardEventListApi.as_view(), name="guard-events"),
     path("halts/", HaltListApi.as_view(), name="halts"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

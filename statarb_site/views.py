@@ -26,6 +26,6 @@ class ApiRoot(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, format=None):
-        names = ("levels", "pairs", "accounts", "trades", "daily-pnl", "performance", "guard-events", "halts",
-                 "schema", "docs", "redoc")
+        names = ("levels", "pairs", "pair-statistics", "accounts", "trades", "orders", "fills", "funding",
+                 "positions", "daily-pnl", "performance", "equity", "guard-events", "halts", "schema", "docs", "redoc")
         return Response({name: reverse(f"api:{name}", request=request, format=format) for name in names})

@@ -215,7 +215,12 @@ REST_FRAMEWORK = {
                                  "rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": env("API_THROTTLE_ANON", default="60/minute"),
                                "user": env("API_THROTTLE_USER", default="600/minute")},
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # An unknown query parameter answers 400 (core.api.StrictQueryParameters) instead of being ignored.
+    "DEFAULT_FILTER_BACKENDS": ["core.api.StrictQueryParameters", "django_filters.rest_framework.DjangoFilterBackend",
+                                "rest_framework.filters.OrderingFilter"],
+    # ?format=csv on every list, for Excel and Power BI.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
+                                 "rest_framework.renderers.BrowsableAPIRenderer", "core.api.CsvRenderer"],
     "DEFAULT_PAGINATION_CLASS": "core.api.BoundedPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
