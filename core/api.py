@@ -16,6 +16,7 @@ from django_filters import rest_framework as filters
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import BaseFilterBackend, OrderingFilter
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer
@@ -84,7 +85,25 @@ def check_query_parameters(request, allowed) -> None:
     """Raise a 400 naming every query parameter of ``request`` not in ``allowed`` (nor pagination or format)."""
     unknown = sorted(set(request.query_params) - set(allowed) - set(PAGINATION_PARAMETERS))
     if unknown:
-        raise ValidationError({name: "unknown query parameter" for name in unknown})
+        raise ValidationError({name: ["unknown query parameter"] for name in unknown})
+    check_format(request)
+
+
+def check_format(request) -> None:
+    """A ``?format=`` no renderer serves answers 400 (after authentication: see FormatAfterAuthNegotiation)."""
+    wanted = request.query_params.get("format")
+    renderer = getattr(request, "accepted_renderer", None)
+    if wanted is not None and renderer is not None and renderer.format != wanted:
+        raise ValidationError({"format": [f"unknown format {wanted!r}: json or csv"]})
+
+
+class FormatAfterAuthNegotiation(DefaultContentNegotiation):
+    """DRF answers an unknown ``?format=`` with 404 before it asks who is calling; here the renderers are kept and
+    the views refuse the format with a 400 once the caller is known, so an anonymous request always gets 401."""
+
+    def filter_renderers(self, renderers, format):
+        matching = [renderer for renderer in renderers if renderer.format == format]
+        return matching or renderers
 
 
 class StrictQueryParameters(BaseFilterBackend):

@@ -11,6 +11,9 @@ from monitoring.selectors import MixedModesError, Scope, performance_scope
 from pairs.models import Pair
 
 SCOPE_PARAMETERS = ("account", "mode", "level", "pair", "start", "end")
+# Crypto perpetuals began in 2016; the bounds keep a period's daily curve a few thousand days long at most.
+EARLIEST = datetime(2010, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def account_by_id_or_name(value: str) -> ExchangeAccount | None:
@@ -30,9 +33,12 @@ def _moment(value: str, *, end: bool) -> datetime:
             day = datetime.combine(datetime.fromisoformat(value).date(), time.min, tzinfo=UTC)
             return day + timedelta(days=1) if end else day
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as error:
+    except (ValueError, OverflowError) as error:
         raise serializers.ValidationError("an ISO 8601 date (2021-03-01) or date-time is expected") from error
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:
+        raise serializers.ValidationError(f"a moment between {EARLIEST.year} and {LATEST.year} is expected")
+    return moment
 
 
 class ScopeInputSerializer(serializers.Serializer):

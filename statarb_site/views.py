@@ -10,6 +10,8 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from core.api import check_query_parameters
+
 
 def health(request: HttpRequest) -> JsonResponse:
     """Liveness for a load balancer: the database answers. No details that could help an attacker."""
@@ -26,6 +28,7 @@ class ApiRoot(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, format=None):
+        check_query_parameters(request, ())
         names = ("levels", "pairs", "pair-statistics", "accounts", "trades", "orders", "fills", "funding",
                  "positions", "daily-pnl", "performance", "equity", "guard-events", "halts", "schema", "docs", "redoc")
         return Response({name: reverse(f"api:{name}", request=request, format=format) for name in names})

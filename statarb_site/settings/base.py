@@ -221,6 +221,7 @@ REST_FRAMEWORK = {
     # ?format=csv on every list, for Excel and Power BI.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
                                  "rest_framework.renderers.BrowsableAPIRenderer", "core.api.CsvRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.api.FormatAfterAuthNegotiation",
     "DEFAULT_PAGINATION_CLASS": "core.api.BoundedPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -237,6 +238,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets that share a field name get names of their own (orders and trades both have a side).
+    "ENUM_NAME_OVERRIDES": {
+        "OrderSideEnum": "execution.models.Order.Side",
+        "TradeSideEnum": "execution.models.PairTrade.Side",
+        "OrderStatusEnum": "execution.models.Order.Status",
+        "PairStatusEnum": "pairs.models.Pair.Status",
+    },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.api.document_error_responses"],
 }
 
