@@ -5,8 +5,8 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from execution.api import AccountListApi, FillListApi, FundingListApi, OrderListApi, TradeCloseApi, TradeListApi
+from monitoring import views as dashboard_views
 from monitoring.api import DailyPnlListApi, EquityListApi, PerformanceApi, PositionListApi
-from monitoring.views import dashboard
 from pairs.api import LevelListApi, PairListApi, PairStatisticsListApi
 from risk.api import GuardEventListApi, HaltListApi
 from statarb_site import views
@@ -36,7 +36,14 @@ api_patterns = [
 ]
 
 urlpatterns = [
-    path("", dashboard, name="dashboard"),
+    path("", dashboard_views.dashboard, name="dashboard"),
+    # The dashboard's pages (#16).
+    path("dashboard/live/", dashboard_views.dashboard_live, name="dashboard-live"),
+    path("pairs/<int:pk>/", dashboard_views.pair_detail, name="pair"),
+    path("trades/", dashboard_views.trade_list, name="trades"),
+    path("trades/<int:pk>/", dashboard_views.trade_detail, name="trade"),
+    path("trades/<int:pk>/close/", dashboard_views.trade_close, name="trade-close"),
+    path("system/", dashboard_views.system_health, name="system"),
     path("health/", views.health, name="health"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

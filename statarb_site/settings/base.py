@@ -150,6 +150,11 @@ STORAGES = {
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# The dashboard's JavaScript libraries, pinned in package.json and installed by ``npm ci`` (``make install``),
+# served from our own static files (no CDN). Left out where npm has not run, so settings checks stay clean.
+DASHBOARD_JS_LIBRARIES = {"vendor/chartjs": "node_modules/chart.js/dist", "vendor/htmx": "node_modules/htmx.org/dist"}
+STATICFILES_DIRS += [(prefix, BASE_DIR / path) for prefix, path in DASHBOARD_JS_LIBRARIES.items()
+                     if (BASE_DIR / path).is_dir()]
 
 
 # --- Security (https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/) ---------------------------
