@@ -166,7 +166,33 @@ def test_dashboard_shows_infinite_profit_factor(staff_client):
 def test_health(client):
     response = client.get("/health/")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    data = response.json()
+    assert data["checks"]["database"] == {"status": "ok"}
+    assert data["checks"]["broker"] == {"status": "ok"}
+    # No periodic task has run yet and no bot has reported: nothing is known to be stale.
+    assert data["checks"]["beat"] == {"status": "unknown"}
+    assert data["checks"]["bots"] == {"status": "ok", "bots": 0, "stale": 0}
+    assert data["status"] == "ok"
+
+
+def test_health_reports_a_stopped_bot_and_beat(client):
+    from django.utils import timezone
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    now = timezone.now()
+    BotHeartbeat.objects.create(account=ExchangeAccountFactory(), beat_at=now - timedelta(minutes=10))
+    BotHeartbeat.objects.create(account=ExchangeAccountFactory(), beat_at=now - timedelta(seconds=30))
+    every = IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="dispatch", task="execution.tasks.dispatch_bots", interval=every,
+                                last_run_at=now - timedelta(minutes=20))
+
+    relaxed = client.get("/health/")
+    assert relaxed.status_code == 200
+    data = relaxed.json()
+    assert data["status"] == "degraded"
+    assert data["checks"]["bots"] == {"status": "stale", "bots": 2, "stale": 1}
+    assert data["checks"]["beat"]["status"] == "stale"
+    assert client.get("/health/", {"strict": "1"}).status_code == 503
 
 
 def test_schema_is_staff_only(client, django_user_model):
