@@ -30,7 +30,7 @@ pytestmark = [
 ]
 playwright = pytest.importorskip("playwright.sync_api")
 
-PASSWORD = "a-long-browser-password-42"  # noqa: S105
+PASSWORD = "a-long-browser-password-42"
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 H = timedelta(hours=1)
 
