@@ -46,11 +46,13 @@ def _world(django_user_model):
     account = ExchangeAccountFactory(name="paper-main", mode=ExchangeAccount.Mode.PAPER, capital=Decimal("10000"))
     btc, eth = InstrumentFactory(symbol="BTCUSDT", base="BTC"), InstrumentFactory(symbol="ETHUSDT", base="ETH")
     sol, avax = InstrumentFactory(symbol="SOLUSDT", base="SOL"), InstrumentFactory(symbol="AVAXUSDT", base="AVAX")
-    btc_eth, sol_avax = PairFactory(y_instrument=btc, x_instrument=eth), PairFactory(y_instrument=sol, x_instrument=avax)
+    btc_eth = PairFactory(y_instrument=btc, x_instrument=eth)
+    sol_avax = PairFactory(y_instrument=sol, x_instrument=avax)
     for day, pnl, pair in ((5, "120", btc_eth), (4, "-40", sol_avax), (3, "75", btc_eth), (2, "-20", sol_avax)):
-        PairTradeFactory(account=account, pair=pair, state=PairTrade.State.CLOSED, opened_at=NOW - (day * 24 + 6) * H,
-                         closed_at=NOW - day * 24 * H, realised_pnl=Decimal(pnl), exit_zscore=0.05,
-                         exit_reason=PairTrade.ExitReason.EXIT_SIGNAL if Decimal(pnl) > 0 else PairTrade.ExitReason.STOP)
+        reason = PairTrade.ExitReason.EXIT_SIGNAL if Decimal(pnl) > 0 else PairTrade.ExitReason.STOP
+        PairTradeFactory(account=account, pair=pair, state=PairTrade.State.CLOSED,
+                         opened_at=NOW - (day * 24 + 6) * H, closed_at=NOW - day * 24 * H,
+                         realised_pnl=Decimal(pnl), exit_zscore=0.05, exit_reason=reason)
     open_trade = PairTradeFactory(account=account, pair=btc_eth, opened_at=NOW - 5 * H)
     OrderFactory(trade=open_trade, leg="y", side=Order.Side.BUY, filled_qty=Decimal("0.01"), avg_price=Decimal("60000"))
     OrderFactory(trade=open_trade, leg="x", instrument=eth, side=Order.Side.SELL, filled_qty=Decimal("0.2"),
