@@ -9,9 +9,10 @@ Definitions (money in the account's currency, ratios as fractions):
 - net PnL = sum of the trades' realised PnL, which is already net of fees and funding; fees and funding are the
   sums of the trades' columns (funding received +, paid -);
 - return = net PnL / capital;
-- equity curve: the capital at the period's start, then the equity after each finished trade (capital + realised
-  PnL so far) and at each mark-to-market point (capital + realised PnL so far + the unrealised PnL of what was open
-  then), in time order; a trade closing at the same moment as a mark counts before it;
+- equity curve: the capital at the period's start, then, in time order, the equity at each mark-to-market point
+  (capital + realised PnL so far + the unrealised PnL of what was open then) and after each finished trade
+  (capital + realised PnL so far); where marks exist, a trade's close is a point only when nothing else was open
+  (the realised equity would leave out the others' unrealised PnL); a trade closing with a mark counts before it;
 - max drawdown: the largest fall of that curve from its running peak, as a positive fraction of the peak;
 - Sharpe and Sortino: daily returns of the end-of-day equity (every UTC day of the period, a quiet day keeping the
   previous equity), mean over standard deviation (Sortino: over the downside deviation), times sqrt(365);
@@ -67,23 +68,51 @@ class Kpis:
     exposure: float | None
 
 
-def equity_curve(*, capital: float, trades: Sequence[TradeResult],
-                 marks: Sequence[tuple[datetime, float]] = ()) -> list[tuple[datetime | None, float]]:
+def equity_curve(*, capital: float, trades: Sequence[TradeResult], marks: Sequence[tuple[datetime, float]] = (),
+                 open_since: Sequence[datetime] = ()) -> list[tuple[datetime | None, float]]:
     """The equity curve described in the module docstring: ``(moment, equity)``, the first moment None (the capital
-    before anything happened). ``marks`` are ``(moment, unrealised PnL)``."""
+    before anything happened). ``marks`` are ``(moment, unrealised PnL)``.
+
+    With marks, a trade's close is a point of the curve only when no other trade was open then (otherwise the
+    realised equity leaves out the others' unrealised PnL, and a paper gain would show as a drawdown); without
+    marks the realised equity after every close is all there is.
+    """
+    flat_closes = _closes_when_flat(trades, open_since) if marks else None
     events = sorted(
-        [(t.closed_at, 0, t.pnl) for t in trades] + [(moment, 1, unrealised) for moment, unrealised in marks],
+        [(t.closed_at, 0, t.pnl, i) for i, t in enumerate(trades)]
+        + [(moment, 1, unrealised, -1) for moment, unrealised in marks],
         key=lambda event: (event[0], event[1]),
     )
     curve: list[tuple[datetime | None, float]] = [(None, capital)]
     realised = 0.0
-    for moment, kind, value in events:
+    for moment, kind, value, index in events:
         if kind == 0:
             realised += value
-            curve.append((moment, capital + realised))
+            if flat_closes is None or index in flat_closes:
+                curve.append((moment, capital + realised))
         else:
             curve.append((moment, capital + realised + value))
     return curve
+
+
+def _closes_when_flat(trades: Sequence[TradeResult], open_since: Sequence[datetime]) -> set[int]:
+    """Indexes of the trades after whose close (and every close at the same moment) no trade was open."""
+    changes = [(t.opened_at or t.closed_at, 1, -1) for t in trades] + [(m, 1, -1) for m in open_since]
+    changes += [(t.closed_at, -1, i) for i, t in enumerate(trades)]
+    # At one moment closes count before opens: a trade opened as another closes leaves the book open.
+    changes.sort(key=lambda change: (change[0], change[1]))
+    flat, open_count, pending, current = set(), 0, [], None
+    for moment, step, index in changes:
+        if moment != current:
+            if open_count == 0:
+                flat.update(pending)
+            pending, current = [], moment
+        open_count += step
+        if step == -1:
+            pending.append(index)
+    if open_count == 0:
+        flat.update(pending)
+    return flat
 
 
 def daily_equity(curve: Sequence[tuple[datetime | None, float]], first_day: date, last_day: date) -> list[float]:
@@ -143,8 +172,8 @@ def account_kpis(*, capital: float, trades: Sequence[TradeResult], start: dateti
     wins = [p for p in pnls if p > 0]
     losses = [p for p in pnls if p < 0]
     net = float(sum(pnls))
-    curve = equity_curve(capital=capital, trades=trades, marks=marks)
-    returns_daily = _daily_returns(curve, start, end)
+    curve = equity_curve(capital=capital, trades=trades, marks=marks, open_since=open_since)
+    curve_figures = curve_kpis(curve, start, end)
     holding = [(t.closed_at - t.opened_at).total_seconds() / 3600 for t in trades if t.opened_at is not None]
     intervals = [(t.opened_at, t.closed_at) for t in trades if t.opened_at is not None]
     intervals += [(opened, end) for opened in open_since]
@@ -164,12 +193,23 @@ def account_kpis(*, capital: float, trades: Sequence[TradeResult], start: dateti
         average_loss=sum(losses) / len(losses) if losses else None,
         capital=capital,
         total_return=net / capital if capital > 0 else None,
-        max_drawdown=max_drawdown([value for _, value in curve]) if capital > 0 else None,
-        sharpe=sharpe_ratio(returns_daily, DAYS_PER_YEAR),
-        sortino=sortino_ratio(returns_daily, DAYS_PER_YEAR),
+        max_drawdown=curve_figures["max_drawdown"] if capital > 0 else None,
+        sharpe=curve_figures["sharpe"],
+        sortino=curve_figures["sortino"],
         average_holding_hours=sum(holding) / len(holding) if holding else None,
         exposure=exposure(intervals, start, end),
     )
+
+
+def curve_kpis(curve: Sequence[tuple[datetime | None, float]], start: datetime, end: datetime) -> dict:
+    """Max drawdown (a positive fraction), Sharpe and Sortino of an equity curve over [start, end): the part of
+    the KPIs that needs only the curve (the replay passes its per-bar equity)."""
+    returns_daily = _daily_returns(curve, start, end)
+    return {
+        "max_drawdown": max_drawdown([value for _, value in curve]),
+        "sharpe": sharpe_ratio(returns_daily, DAYS_PER_YEAR),
+        "sortino": sortino_ratio(returns_daily, DAYS_PER_YEAR),
+    }
 
 
 def _daily_returns(curve: Sequence[tuple[datetime | None, float]], start: datetime, end: datetime) -> list[float]:

@@ -44,24 +44,44 @@ def test_trade_figures():
 
 
 def test_drawdown_is_marked_to_market():
-    # Curve 1000, 1100, 1050, 1030 (the mark: 1050 - 20), 1080: the deepest fall is 1100 -> 1030.
-    assert [v for _, v in equity_curve(capital=1000.0, trades=TRADES, marks=MARKS)] == [1000, 1100, 1050, 1030, 1080]
-    assert _kpis().max_drawdown == pytest.approx(70 / 1100)
-    # Without the mark only the realised curve is known: 1100 -> 1050.
+    # With marks, the first close (at 12 h, while the second trade is still open) is no point of the curve: its
+    # realised equity leaves out the open trade's unrealised PnL. Curve 1000, 1050 (flat at 30 h), 1030 (the mark:
+    # 1050 - 20), 1080 (flat at 54 h): the deepest fall is 1050 -> 1030.
+    assert [v for _, v in equity_curve(capital=1000.0, trades=TRADES, marks=MARKS)] == [1000, 1050, 1030, 1080]
+    assert _kpis().max_drawdown == pytest.approx(20 / 1050)
+    # Without marks the realised equity after every close is all there is: 1000, 1100, 1050, 1080.
+    assert [v for _, v in equity_curve(capital=1000.0, trades=TRADES)] == [1000, 1100, 1050, 1080]
     assert _kpis(marks=()).max_drawdown == pytest.approx(50 / 1100)
 
 
+def test_a_paper_gain_of_an_open_trade_is_no_drawdown():
+    # A mark of +100 while trade B is open, then trade A closes with +10 as B stays open: the realised 1010 would
+    # look like a fall from 1100; it is not on the curve. B closes at +100 at 30 h: 1110.
+    trades = [TradeResult(pnl=10.0, opened_at=T0, closed_at=T0 + 12 * H),
+              TradeResult(pnl=100.0, opened_at=T0, closed_at=T0 + 30 * H)]
+    curve = equity_curve(capital=1000.0, trades=trades, marks=[(T0 + 6 * H, 100.0)])
+    assert [v for _, v in curve] == [1000, 1100, 1110]
+
+
 def test_sharpe_and_sortino_on_daily_equity():
-    # End-of-day equity 1000 (start), 1100, 1030, 1080.
+    # End-of-day equity 1000 (start), 1000 (day 1: no point, the trade still open), 1030 (the mark), 1080.
     assert daily_equity(equity_curve(capital=1000.0, trades=TRADES, marks=MARKS), T0.date(),
-                        (T0 + 48 * H).date()) == [1000, 1100, 1030, 1080]
-    returns = [0.1, 1030 / 1100 - 1, 1080 / 1030 - 1]
+                        (T0 + 48 * H).date()) == [1000, 1000, 1030, 1080]
+    returns = [0.0, 0.03, 1080 / 1030 - 1]
     mean = sum(returns) / 3
     std = math.sqrt(sum((r - mean) ** 2 for r in returns) / 2)
-    downside = math.sqrt((1030 / 1100 - 1) ** 2 / 3)
+    downside = 0.0
     k = _kpis()
     assert k.sharpe == pytest.approx(mean / std * math.sqrt(365))
-    assert k.sortino == pytest.approx(mean / downside * math.sqrt(365))
+    assert downside == 0.0 and k.sortino is None  # no losing day: no downside deviation
+    # Without marks: 1000, 1100, 1050, 1080 at the days' ends.
+    realised = _kpis(marks=())
+    returns = [0.1, 1050 / 1100 - 1, 1080 / 1050 - 1]
+    mean = sum(returns) / 3
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / 2)
+    downside = math.sqrt((1050 / 1100 - 1) ** 2 / 3)
+    assert realised.sharpe == pytest.approx(mean / std * math.sqrt(365))
+    assert realised.sortino == pytest.approx(mean / downside * math.sqrt(365))
 
 
 def test_exposure_is_the_union_of_holding_intervals():
