@@ -158,7 +158,9 @@ def scope_closed_trades(scope: Scope) -> QuerySet[PairTrade]:
 
 def scope_marks(scope: Scope) -> list[tuple[datetime, float]]:
     """Mark-to-market points: the unrealised PnL of the daily snapshots (summed over the accounts), at the end of
-    each day. A pair's scope has none: a snapshot covers its whole account."""
+    each day. A pair's scope has none: a snapshot covers its whole account. A day whose unrealised PnL is 0 is no
+    mark: 0 is what the daily snapshot writes when nothing marked the open trades, and with nothing open the
+    realised curve is the equity anyway."""
     if scope.pair is not None:
         return []
     rows = (
@@ -169,7 +171,7 @@ def scope_marks(scope: Scope) -> list[tuple[datetime, float]]:
     marks = []
     for row in rows:
         moment = _day_start(row["date"] + timedelta(days=1)) - timedelta(microseconds=1)
-        if scope.start <= moment < scope.end:
+        if scope.start <= moment < scope.end and row["unrealised"]:
             marks.append((moment, float(row["unrealised"])))
     return marks
 
