@@ -96,7 +96,7 @@ def main() -> None:
         view = TradeListApi.as_view()
 
         def trades_page():
-            request = APIRequestFactory().get("/api/v1/trades/", {"account": account.name})
+            request = APIRequestFactory().get("/api/v1/trades/", {"account": account.name}, HTTP_HOST="localhost")
             force_authenticate(request, user=user)
             response = view(request)
             response.render()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 
 from django.db import connection
@@ -36,16 +37,28 @@ def _database_ok() -> bool:
         return False
 
 
+BROKER_CHECK_TIMEOUT_S = 1.0  # a probe must answer fast even when the broker accepts connections and stays silent
+
+
 def _broker_ok() -> bool:
+    """Connect to the broker in a daemon thread and wait at most BROKER_CHECK_TIMEOUT_S: a silent broker (accepting
+    and never answering) must not hold the probe, whose callers give up after a couple of seconds."""
     from statarb_site.celery import app
 
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=0, timeout=2)
-        return True
-    except Exception:
-        logger.exception("health: the broker does not answer")
-        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=0, timeout=BROKER_CHECK_TIMEOUT_S)
+            result.append(True)
+        except Exception:
+            logger.exception("health: the broker does not answer")
+
+    thread = threading.Thread(target=probe, name="health-broker-probe", daemon=True)
+    thread.start()
+    thread.join(BROKER_CHECK_TIMEOUT_S)
+    return bool(result)
 
 
 def _beat_check(now) -> dict:
