@@ -164,7 +164,7 @@ def id_or_name_filter(field: str, *, name_field: str = "name", help_text: str = 
 
     def method(queryset, _name, value):
         condition = Q(**{f"{field}__{name_field}": value})
-        if str(value).isdigit():
+        if str(value).isascii() and str(value).isdigit():
             condition |= Q(**{f"{field}_id": int(value)})
         return queryset.filter(condition)
 

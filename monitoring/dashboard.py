@@ -33,7 +33,7 @@ def scope_params(query) -> dict:
     """Translate the switcher's ``scope`` (a<id> or m<mode>) and the date range into scope parameters."""
     params = {k: query.get(k) for k in ("start", "end") if query.get(k)}
     chosen = query.get("scope", "")
-    if chosen.startswith("a") and chosen[1:].isdigit():
+    if chosen.startswith("a") and chosen.isascii() and chosen[1:].isdigit():
         params["account"] = chosen[1:]
     elif chosen.startswith("m"):
         params["mode"] = chosen[1:]

@@ -19,7 +19,7 @@ LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 def account_by_id_or_name(value: str) -> ExchangeAccount | None:
     """The account whose id (digits) or name is ``value``; None when there is none."""
     text = str(value).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         found = ExchangeAccount.objects.select_related("level").filter(pk=int(text)).first()
         if found is not None:
             return found

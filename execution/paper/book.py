@@ -89,5 +89,5 @@ def order_pk(exchange_order_id: str | None) -> int | None:
     if not exchange_order_id or not exchange_order_id.startswith(ORDER_ID_PREFIX):
         return None
     digits = exchange_order_id.removeprefix(ORDER_ID_PREFIX)
-    return int(digits) if digits.isdigit() else None
+    return int(digits) if digits.isascii() and digits.isdigit() else None
 

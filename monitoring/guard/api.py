@@ -18,7 +18,8 @@ class AccountRefField(serializers.CharField):
 
     def to_internal_value(self, data):
         text = str(super().to_internal_value(data)).strip()
-        account = (ExchangeAccount.objects.filter(pk=int(text)).first() if text.isdigit() else None) or \
+        by_id = text.isascii() and text.isdigit()  # "²".isdigit() is True, int("²") fails
+        account = (ExchangeAccount.objects.filter(pk=int(text)).first() if by_id else None) or \
             ExchangeAccount.objects.filter(name=text).first()
         if account is None:
             raise serializers.ValidationError(f"no account with id or name {text!r}")

@@ -62,7 +62,7 @@ def _ids(spec: str) -> set[int]:
     out = set()
     for item in spec.split(","):
         head = item.strip().rpartition(":")[0] if ":" in item else item.strip()
-        if head.lstrip("-").isdigit():
+        if head.isascii() and head.lstrip("-").isdigit():
             out.add(int(head))
     return out
 
@@ -77,7 +77,7 @@ def telegram_users() -> dict[int, str]:
     users = {}
     for item in getattr(settings, "TELEGRAM_USERS", "").split(","):
         telegram_id, _, username = item.strip().partition(":")
-        if telegram_id.strip().lstrip("-").isdigit() and username.strip():
+        if telegram_id.isascii() and telegram_id.strip().lstrip("-").isdigit() and username.strip():
             users[int(telegram_id)] = username.strip()
     return users
 
