@@ -240,6 +240,9 @@ class Order(TimeStampedModel):
     order_type = models.CharField(max_length=8, default="market")
     qty = decimal_field(validators=[MinValueValidator(0)])
     limit_price = decimal_field(null=True, blank=True)
+    reference_price = decimal_field(null=True, blank=True,
+                                    help_text="The price the bot planned with (the latest close): slippage is the "
+                                              "fill's distance from it")
     reduce_only = models.BooleanField(default=False)
     client_order_id = models.CharField(max_length=36, unique=True, help_text="Bybit orderLinkId (max 36 chars)")
     exchange_order_id = models.CharField(max_length=64, blank=True, db_index=True)

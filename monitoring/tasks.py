@@ -2,32 +2,58 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from celery import shared_task
+from celery import current_app, shared_task
 from django.utils import timezone
 
-from monitoring.services import daily_pnl_snapshots_update
+from core.clock import ManualClock
+from execution.models import ExchangeAccount
+from monitoring.guard.book import account_books
+from monitoring.guard.cycle import snapshots_write
+from monitoring.guard.live import celery_queue_lengths, guard_run_live
+from pairs.market import StoredMarket
+from pairs.models import StrategyConfig
 
 
-# Both rewrite a day's rows from the trades, so a redelivery after a worker crash (acks_late) does no harm.
+# A cycle that overlaps the next is harmless (halts are raised once, snapshots rewritten), but one that hangs must
+# not pile up: the time limits end it.
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=55)
+def run_guard() -> dict:
+    """One guard cycle over every enabled account (beat: every minute)."""
+    report = guard_run_live(queue_lengths=celery_queue_lengths(current_app))
+    return {"at": report.at.isoformat(), "accounts": report.accounts, "states": report.states,
+            "breaches": [f"{b.check}: {b.message}" for b in report.breaches],
+            "halts_raised": [h.pk for h in report.halts_raised]}
+
+
 @shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
 def snapshot_daily_pnl(day: str | None = None) -> int:
-    """Update every enabled account's PnL snapshot for ``day`` (ISO date; today, UTC, by default)."""
-    target = date.fromisoformat(day) if day else timezone.now().date()
-    return daily_pnl_snapshots_update(day=target)
+    """Write every enabled account's snapshot of ``day`` (ISO date; today, UTC, by default) as its book stood at the
+    day's end (or now, for today): rewriting a day's row is harmless, so a redelivery does no harm."""
+    target = date.fromisoformat(day) if day else timezone.now().astimezone(UTC).date()
+    midnight = datetime.combine(target + timedelta(days=1), time.min, tzinfo=UTC)
+    clock = min(timezone.now(), midnight)
+    # One microsecond before midnight still belongs to the day: its last bar closed, its own row.
+    end = min(clock, midnight - timedelta(microseconds=1))
+    accounts = list(ExchangeAccount.objects.filter(enabled=True))
+    market = StoredMarket(timeframe=StrategyConfig.current().timeframe, clock=ManualClock(clock))
+    snapshots_write(account_books(accounts, now=end, market=market), now=end)
+    return len(accounts)
 
 
 @shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
 def snapshot_daily_pnl_previous_day() -> int:
-    """Final snapshot of the UTC day that just ended (beat runs it a few minutes after midnight)."""
-    return daily_pnl_snapshots_update(day=timezone.now().date() - timedelta(days=1))
+    """Close the UTC day that just ended, with its trades and candles up to midnight (beat: a few minutes after)."""
+    return snapshot_daily_pnl((timezone.now().astimezone(UTC).date() - timedelta(days=1)).isoformat())
 
 
 @shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
 def notify_daily_summaries(day: str | None = None) -> int:
-    """Each enabled account's summary of ``day`` (ISO date; yesterday, UTC, by default) as a notification."""
+    """Each enabled account's summary of ``day`` (ISO date; yesterday, UTC, by default) as a notification, after
+    closing that day's snapshots (the same rewrite as snapshot_daily_pnl_previous_day: harmless twice)."""
     from monitoring.summaries import daily_summaries_notify
 
-    target = date.fromisoformat(day) if day else timezone.now().date() - timedelta(days=1)
+    target = date.fromisoformat(day) if day else timezone.now().astimezone(UTC).date() - timedelta(days=1)
+    snapshot_daily_pnl(target.isoformat())
     return daily_summaries_notify(day=target)

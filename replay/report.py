@@ -12,6 +12,7 @@ from core.formatting import iso as _iso
 from core.formatting import plain_or_none as _plain
 from execution.models import ExchangeAccount, Fill, PairTrade
 from pairs.quant.performance import max_drawdown, sharpe_ratio, trade_metrics
+from risk.models import GuardEvent, Halt
 
 DAYS_PER_YEAR = 365  # crypto trades every day
 
@@ -103,3 +104,20 @@ def equity_returns_daily(start_equity: Decimal, equity: list[tuple[datetime, Dec
     if curve.size < 2:
         return np.empty(0)
     return curve[1:] / curve[:-1] - 1.0
+
+
+def replay_halts(*, account: ExchangeAccount) -> list[dict]:
+    """Every halt the guard (or a person) raised on the replay's account, at the replay's clock."""
+    return [
+        {"account": account.name, "reason": h.reason, "trigger": h.trigger, "mode": h.mode, "flatten": h.flatten,
+         "at": _iso(h.created_at), "until": _iso(h.until) if h.until else None,
+         "cleared_at": _iso(h.cleared_at) if h.cleared_at else None}
+        for h in Halt.objects.filter(account=account).order_by("created_at", "pk")
+    ]
+
+
+def replay_guard_events(*, account: ExchangeAccount) -> list[dict]:
+    return [
+        {"at": _iso(e.created_at), "kind": e.kind, "severity": e.severity, "message": e.message}
+        for e in GuardEvent.objects.filter(account=account).order_by("created_at", "pk")
+    ]

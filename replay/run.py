@@ -61,6 +61,7 @@ from execution.models import (
 from execution.paper.exchange import paper_exchange_for
 from execution.services.signals import MAX_CATCH_UP_BARS, signal_pairs, signals_update
 from ladder.services import pair_statistics_update
+from monitoring.guard.cycle import guard_run
 from notifications.services import notifications_held
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Level, Pair, StrategyConfig
@@ -75,7 +76,8 @@ from replay.lock import (
     replay_lock_renew,
 )
 from replay.market import ReplayMarket
-from replay.report import replay_summary, replay_trades
+from replay.report import replay_guard_events, replay_halts, replay_summary, replay_trades
+from risk.models import AccountGuardState, DailyPnlSnapshot, GuardEvent, Halt, RiskLimit
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +138,11 @@ def _prepare_account(account: ExchangeAccount) -> ExchangeAccount:
     PaperFunding.objects.filter(account=account).delete()
     PaperAccount.objects.filter(account=account).delete()
     BotHeartbeat.objects.filter(account=account).delete()
+    # The guard's memory of an earlier replay on this account (its halts would stop this one).
+    Halt.objects.filter(account=account).delete()
+    GuardEvent.objects.filter(account=account).delete()
+    DailyPnlSnapshot.objects.filter(account=account).delete()
+    AccountGuardState.objects.filter(account=account).delete()
     return ExchangeAccount.objects.select_related("level").get(pk=account.pk)
 
 
@@ -203,6 +210,8 @@ class ReplayResult:
         return {
             "summary": replay_summary(trades=trades, start_equity=self.start_equity, equity=self.equity),
             "trades": trades,
+            "halts": replay_halts(account=self.account),
+            "guard_events": replay_guard_events(account=self.account),
         }
 
 
@@ -214,11 +223,13 @@ def replay_run(
     account: ExchangeAccount | None = None,
     reselect_every: timedelta | None = DEFAULT_RESELECT_EVERY,
     progress: Callable[[int, int], None] | None = None,
+    daily_loss_limit_pct: float | None = None,
     notify: bool = False,
 ) -> ReplayResult:
     """Replay the bars with open time in [start, end], trimmed to the stored candles (see the module docstring).
     ``reselect_every`` None (or zero) trades the pairs already in the database without any selection;
-    ``progress(done, total)`` is called after each bar. ReplayError at once while another replay runs.
+    ``progress(done, total)`` is called after each bar; ``daily_loss_limit_pct`` (a fraction of start-of-day
+    equity) sets the replay account's daily loss limit. ReplayError at once while another replay runs.
     The replay's notifications are kept in the database as held, never sent, unless ``notify``."""
     owner = replay_lock_owner()
     name = account.name if account is not None else DEFAULT_ACCOUNT_NAME
@@ -226,7 +237,8 @@ def replay_run(
     try:
         with notifications_held(not notify):
             return _replay_locked(start=start, end=end, config=config, account=account,
-                                  reselect_every=reselect_every, progress=progress, owner=owner)  # fmt: skip
+                                  reselect_every=reselect_every, progress=progress, owner=owner,
+                                  daily_loss_limit_pct=daily_loss_limit_pct)  # fmt: skip
     finally:
         replay_lock_release(owner=owner)
 
@@ -234,6 +246,7 @@ def replay_run(
 def _replay_locked(
     *, start: datetime, end: datetime, config: StrategyConfig, account: ExchangeAccount | None,
     reselect_every: timedelta | None, progress: Callable[[int, int], None] | None, owner: str,
+    daily_loss_limit_pct: float | None = None,
 ) -> ReplayResult:
     """``replay_run`` once it holds the replay lock (``owner``), which it renews between bars."""
     started = time.monotonic()
@@ -241,6 +254,9 @@ def _replay_locked(
     start, end = _stored_range(config, _floor_to_bar(start, step), _floor_to_bar(end, step))
     reselect_every = reselect_every or None
     account = _replay_account_checked(config, account, start, reselect=reselect_every is not None)
+    if daily_loss_limit_pct is not None:
+        RiskLimit.objects.update_or_create(account=account, defaults={"daily_loss_limit_pct": daily_loss_limit_pct,
+                                                                      "enabled": True})
     clock = ManualClock(start)  # before the first bar: the bar before ``start`` has just closed
     market = _replay_market(config, start, end, clock)
     exchange = paper_exchange_for(account, market=market, config=config)
@@ -266,6 +282,8 @@ def _replay_locked(
                 report = bot_tick(account=account, exchange=exchange, market=market, clock=clock, config=config,
                                   owner=bot_owner, require_enabled=False, sleep=_no_sleep,
                                   reconcile_every=REPLAY_RECONCILE_EVERY)  # fmt: skip
+                # The live guard's code at the replay's clock: its halts stop the next bar's entries.
+                guard_run(now=clock.now(), market=market, accounts=[account], live=False)
                 result.equity.append((clock.now(), exchange.balance().equity))
             _record_tick(result, report, clock.now())
             if time.monotonic() - renewed >= REPLAY_LOCK_RENEW_EVERY.total_seconds():

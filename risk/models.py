@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from core.db import TimeStampedModel, decimal_field
 
@@ -120,7 +121,8 @@ class Halt(models.Model):
     flatten = models.BooleanField(default=False, help_text="Also close the open trades")
     until = models.DateTimeField(null=True, blank=True, db_index=True,
                                  help_text="The latch ends here (empty: until a person clears it)")
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The raiser's clock: the wall clock live, the bar time in a replay.
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -144,8 +146,6 @@ class Halt(models.Model):
     @property
     def is_active(self) -> bool:
         """In force now, by the wall clock (a replay asks ``is_active_at`` with its own)."""
-        from django.utils import timezone
-
         return self.is_active_at(timezone.now())
 
 
@@ -164,7 +164,8 @@ class GuardEvent(models.Model):
     severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.WARNING)
     message = models.CharField(max_length=1000)
     details = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, help_text="The guard's clock (a replay's "
+                                      "bar time)")
 
     class Meta:
         ordering = ["-created_at"]

@@ -48,7 +48,9 @@ def limits_for(account: ExchangeAccount) -> Limits:
 
 
 def limits_by_account(account_ids: list[int]) -> dict[int, Limits]:
-    """``limits_for`` of many accounts in one query."""
+    """``limits_for`` of many accounts in one query; key 0 holds the system-wide limits alone."""
     rows = list(RiskLimit.objects.filter(Q(account_id__in=account_ids) | Q(account__isnull=True), enabled=True))
     system = [r for r in rows if r.account_id is None]
-    return {pk: merge_limits(system + [r for r in rows if r.account_id == pk]) for pk in account_ids}
+    limits = {pk: merge_limits(system + [r for r in rows if r.account_id == pk]) for pk in account_ids}
+    limits[0] = merge_limits(system)  # the system-wide checks (the Celery queues)
+    return limits

@@ -54,17 +54,17 @@ def halt_raise(
             existing.save(update_fields=changed)
         return existing
     halt = Halt.objects.create(account=account, pair=pair, source=source, reason=reason[:500], flatten=flatten,
-                               created_by=created_by, mode=mode, trigger=trigger, until=until)
+                               created_by=created_by, mode=mode, trigger=trigger, until=until, created_at=now)
     transaction.on_commit(lambda: halt_raised.send(sender=Halt, halt=halt))
     return halt
 
 
 def guard_event_record(
     *, account: ExchangeAccount | None, kind: str, message: str, severity: str = GuardEvent.Severity.WARNING,
-    details: dict | None = None,
+    details: dict | None = None, at: datetime | None = None,
 ) -> GuardEvent:
     return GuardEvent.objects.create(account=account, kind=kind, severity=severity, message=message[:1000],
-                                     details=details or {})
+                                     details=details or {}, created_at=at or timezone.now())
 
 
 @transaction.atomic

@@ -65,11 +65,21 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         "every 5 minutes, funding, closes and opens (also sent after each signal run).",
     ),
     DefaultSchedule(
+        name="risk: guard",
+        task="monitoring.tasks.run_guard",
+        queue="risk",
+        crontab={"minute": "*"},
+        description="Every account's equity marked to market against its limits (daily loss, drawdown, losing "
+        "streak, open trades, exposure) and the detectors of abnormal conditions; raises and lifts halts, writes "
+        "today's PnL snapshot.",
+    ),
+    DefaultSchedule(
         name="risk: daily PnL snapshot",
         task="monitoring.tasks.snapshot_daily_pnl",
         queue="risk",
         crontab={"minute": "*/15"},
-        description="Rewrite today's PnL snapshot of every enabled account from its trades.",
+        description="Rewrite today's PnL snapshot of every enabled account, marked to market (the guard does it "
+        "every minute too; this one writes it even when no guard cycle runs).",
     ),
     DefaultSchedule(
         name="risk: close yesterday's PnL snapshot",

@@ -157,6 +157,11 @@ def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, f
             return trades
         trades = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
     ctx.renew_lease()
+    return _close_then_open(ctx, report, trades)
+
+
+def _close_then_open(ctx: TradingContext, report: TickReport, trades: list[PairTrade]) -> list[PairTrade]:
+    """Steps 5 and 6, under the halts in force at the tick's clock."""
     halts = list(active_halts(account=ctx.account, now=ctx.now))
     # 5. closes
     for trade, reason, zscore in close_decisions(ctx, [t for t in trades if t.state == State.OPEN], halts):

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from exchanges.errors import ExchangeError, Refused
 from exchanges.types import FillState, OrderState
+from execution.events import trade_finished
 from execution.models import Fill, Order, PairTrade
 from execution.services.context import TickAborted, TradingContext
 from notifications.models import Notification
@@ -71,6 +72,10 @@ def set_state(ctx: TradingContext, trade: PairTrade, state: str, **fields) -> No
     for name, value in fields.items():
         setattr(trade, name, value)
     ctx.save(trade, ["state", "state_changed_at", "updated_at", *fields])
+    if state in PairTrade.FINAL_STATES:
+        # The guard checks the account's limits at once (a loss may cross one), once the result is committed.
+        transaction.on_commit(lambda: trade_finished.send(sender=PairTrade, trade=trade, now=ctx.now,
+                                                          market=ctx.market))
 
 
 def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
@@ -259,7 +264,7 @@ def plan_order(ctx: TradingContext, trade: PairTrade, *, leg: str, action: str, 
         order = Order.objects.create(
             trade=trade, instrument=instrument, leg=leg, action=action, attempt=attempt, side=side, qty=qty,
             reduce_only=reduce_only, client_order_id=client_order_id(trade, leg, action, attempt),
-            planned_at=ctx.now,
+            planned_at=ctx.now, reference_price=ctx.closes({instrument.pk}).get(instrument.pk),
         )
     ctx.planned_now.add(order.pk)
     orders.append(order)

@@ -27,7 +27,7 @@ from execution.models import (
 )
 from notifications.models import Notification
 from pairs.models import CointegrationRun, LevelChange, Pair, PairStatistics, PairTest, StrategyConfig
-from risk.models import GuardEvent, Halt
+from risk.models import DailyPnlSnapshot, GuardEvent, Halt
 
 SYMBOLS = ["BATUSDT", "NEOUSDT", "OMGUSDT", "ZRXUSDT"]
 START = datetime(2021, 3, 29, tzinfo=UTC)
@@ -139,6 +139,7 @@ def wipe_replay() -> None:
     GuardEvent.objects.all().delete()
     Halt.objects.all().delete()
     BotHeartbeat.objects.all().delete()
+    DailyPnlSnapshot.objects.all().delete()
     accounts.delete()  # the paper exchange's rows cascade
     Signal.objects.all().delete()
     SignalState.objects.all().delete()

@@ -60,7 +60,7 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     assert not Delivery.objects.exists()
 
     data = json.loads(path.read_text())
-    assert set(data) == {"summary", "trades"}
+    assert set(data) == {"summary", "trades", "halts", "guard_events"}
     summary = data["summary"]
     assert set(summary) == SUMMARY_KEYS
     assert len(data["trades"]) == trades.count()
@@ -101,7 +101,8 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("replay on 'replay': 168 bars, 2021-03-29 00:00 to 2021-04-04 23:00 UTC, 1 selection")
     assert lines[1].startswith(f"{len(pnls)} finished trade(s) (0 still open), win rate ")
-    assert lines[2] == f"wrote {path}"
+    assert lines[2] == f"guard: {len(data['halts'])} halt(s), {len(data['guard_events'])} event(s)"
+    assert lines[-1] == f"wrote {path}"
 
     # A second replay on the same database refuses: the account has trades (and the pairs were selected).
     with pytest.raises(CommandError, match=r"account 'replay' already has \d+ trade\(s\)"):

@@ -30,6 +30,7 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
         "selection: statistics and levels",
         "execution: signals",
         "execution: bots",
+        "risk: guard",
         SNAPSHOT,
         CLOSE_DAY,
         "notifications: send",
@@ -40,6 +41,7 @@ def test_the_defaults_hold_the_selection_and_pnl_schedules():
     assert by_name["selection: market data"].crontab == {"minute": "1"}  # hourly
     assert by_name["selection: cointegration screening"].crontab == {"minute": "20", "hour": "0"}  # daily
     assert by_name["execution: bots"].crontab == {"minute": "*"}  # a tick of every bot each minute
+    assert by_name["risk: guard"].crontab == {"minute": "*"} and by_name["risk: guard"].queue == "risk"
     assert by_name["notifications: send"].every_seconds == 30  # the sweep behind each commit's nudge
     assert by_name["notifications: daily summary"].crontab == {"minute": "5", "hour": "0"}  # 00:05 UTC
 

@@ -72,16 +72,25 @@ class Command(BaseCommand):
             help="send the replay's notifications (trades, errors) like live ones; by default they are kept in the "
                  "database as held and never sent",
         )  # fmt: skip
+        parser.add_argument(
+            "--daily-loss-limit", type=float, default=None, metavar="PCT",
+            help="daily loss limit of the replay account, percent of start-of-day equity (0 to 100); the guard "
+                 "halts entries until the next UTC midnight once it is crossed",
+        )  # fmt: skip
 
-    def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, notify=False, **options):
+    def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, daily_loss_limit=None,
+               notify=False, **options):
         config = StrategyConfig.current()
         self._check_reselect_every(config, reselect_every_days)
+        if daily_loss_limit is not None:
+            finite_number("--daily-loss-limit", daily_loss_limit, minimum=0, maximum=100, unit="percent")
         json_path = writable_output_path("--json", json_path)
         start_at, end_at = self._range(config, start, end, reselecting=bool(reselect_every_days))
         target = ExchangeAccount.objects.filter(name=account).first()
         if target is None and account != DEFAULT_ACCOUNT_NAME:
             raise CommandError(f"no account named {account!r}")
-        result = self._run(config, start_at, end_at, target, reselect_every_days, verbosity, notify)
+        result = self._run(config, start_at, end_at, target, reselect_every_days, verbosity,
+                           None if daily_loss_limit is None else daily_loss_limit / 100, notify)
         data = result.as_json()
         self._print_summary(result, data)
         if json_path:
@@ -123,7 +132,8 @@ class Command(BaseCommand):
         return start_at, end_at
 
     def _run(self, config: StrategyConfig, start_at: datetime, end_at: datetime, target: ExchangeAccount | None,
-             reselect_every_days: float, verbosity: int, notify: bool = False):
+             reselect_every_days: float, verbosity: int, daily_loss_limit_pct: float | None,
+             notify: bool = False):
         progress_bar = tqdm(total=0, unit="bar", disable=verbosity == 0, desc="replay")
 
         def progress(done: int, total: int) -> None:
@@ -138,7 +148,8 @@ class Command(BaseCommand):
         try:
             return replay_run(
                 start=start_at, end=end_at, config=config, account=target,
-                reselect_every=timedelta(days=reselect_every_days) or None, progress=progress, notify=notify,
+                reselect_every=timedelta(days=reselect_every_days) or None, progress=progress,
+                daily_loss_limit_pct=daily_loss_limit_pct, notify=notify,
             )  # fmt: skip
         except ReplayError as exc:
             raise CommandError(str(exc)) from exc
@@ -160,6 +171,11 @@ class Command(BaseCommand):
             f"{_ratio(summary['total_return'])}, max drawdown {_ratio(summary['max_drawdown'])}, Sharpe "
             f"{_number(summary['sharpe'])}; equity {summary['start_equity']} -> {summary['end_equity']}"
         )
+        halts = data["halts"]
+        self.stdout.write(f"guard: {len(halts)} halt(s), {len(data['guard_events'])} event(s)")
+        for halt in halts:
+            until = f" until {halt['until']}" if halt["until"] else ""
+            self.stdout.write(f"  halt at {halt['at']}{until}: {halt['reason']}")
 
 
 def _ratio(value: float | None) -> str:

@@ -1,0 +1,213 @@
+"""What the guard measures, for many accounts at once in a fixed number of queries: equity marked to market, the
+day's start, open trades with their legs, losing streaks.
+
+Equity is measured one way everywhere: capital + realised PnL of finished trades (net of their fees and funding)
++ the open trades' PnL marked to the latest price (both legs' filled quantities at the mark, minus what they cost,
+minus their fees, plus their funding). The exchange's executions are the truth: open PnL comes from fills, not
+from planned quantities.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, DecimalField, F, Max, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from execution.models import ExchangeAccount, Fill, Order, PairTrade
+from pairs.market import MarketView
+from risk.models import AccountGuardState, DailyPnlSnapshot
+
+ZERO = Decimal(0)
+Money = DecimalField(max_digits=32, decimal_places=12)
+
+
+def day_start(moment: datetime) -> datetime:
+    return datetime.combine(moment.astimezone(UTC).date(), time.min, tzinfo=UTC)
+
+
+@dataclass
+class LegPosition:
+    instrument_id: int
+    qty: Decimal = ZERO  # signed: bought minus sold
+    cost: Decimal = ZERO  # signed: what was paid for it (negative when sold)
+    fees: Decimal = ZERO
+    mark: Decimal | None = None
+
+    @property
+    def value(self) -> Decimal | None:
+        return None if self.mark is None else self.qty * self.mark
+
+    @property
+    def notional(self) -> Decimal:
+        price = self.mark if self.mark is not None else (abs(self.cost / self.qty) if self.qty else ZERO)
+        return abs(self.qty) * price
+
+
+@dataclass
+class OpenTrade:
+    trade: PairTrade
+    legs: dict[str, LegPosition]  # "y" and "x"
+
+    @property
+    def unrealised(self) -> Decimal:
+        """Marked-to-market PnL of what is held, net of fees paid so far and funding; a leg with no price is
+        valued at its cost (no PnL)."""
+        total = self.trade.funding
+        for leg in self.legs.values():
+            value = leg.value if leg.value is not None else leg.cost
+            total += value - leg.cost - leg.fees
+        return total
+
+    @property
+    def gross_notional(self) -> Decimal:
+        return sum((leg.notional for leg in self.legs.values()), ZERO)
+
+
+@dataclass
+class AccountBook:
+    account: ExchangeAccount
+    realised: Decimal  # every finished trade, net
+    open_trades: list[OpenTrade]
+    start_of_day_equity: Decimal | None  # from the snapshots; None: the first day the guard sees
+    day_realised: Decimal = ZERO
+    day_fees: Decimal = ZERO
+    day_funding: Decimal = ZERO
+    day_opened: int = 0
+    day_closed: int = 0
+    losing_streak: int = 0
+    last_loss_at: datetime | None = None
+    state: AccountGuardState | None = None
+    missing_marks: list[int] = field(default_factory=list)
+
+    @property
+    def unrealised(self) -> Decimal:
+        return sum((t.unrealised for t in self.open_trades), ZERO)
+
+    @property
+    def equity(self) -> Decimal:
+        return self.account.capital + self.realised + self.unrealised
+
+    @property
+    def day_start_equity(self) -> Decimal:
+        """From the snapshots; on the first day the guard sees, the capital plus what finished before today (the
+        open trades' PnL then counts as today's: the cautious side)."""
+        if self.start_of_day_equity is not None:
+            return self.start_of_day_equity
+        return self.account.capital + self.realised - self.day_realised
+
+    @property
+    def day_pnl(self) -> Decimal:
+        return self.equity - self.day_start_equity
+
+    @property
+    def gross_exposure(self) -> Decimal:
+        return sum((t.gross_notional for t in self.open_trades), ZERO)
+
+
+def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: MarketView) -> dict[int, AccountBook]:
+    """The book of each account at ``now``: seven queries however many accounts and trades."""
+    ids = [a.pk for a in accounts]
+    if not ids:
+        return {}
+    today = now.astimezone(UTC).date()
+    start = day_start(now)
+    previous_end = _previous_day_ends(ids, today)
+    totals = _trade_totals(ids, start)
+    streaks = _losing_streaks(ids)
+    open_trades = _open_trades(ids, market)
+    states = {s.account_id: s for s in AccountGuardState.objects.filter(account_id__in=ids)}
+    books = {}
+    for account in accounts:
+        row = totals.get(account.pk, {})
+        streak, last_loss = streaks.get(account.pk, (0, None))
+        trades = open_trades.get(account.pk, [])
+        books[account.pk] = AccountBook(
+            account=account, realised=row.get("realised") or ZERO, open_trades=trades,
+            start_of_day_equity=previous_end.get(account.pk), day_realised=row.get("day_realised") or ZERO,
+            day_fees=row.get("day_fees") or ZERO, day_funding=row.get("day_funding") or ZERO,
+            day_opened=row.get("day_opened") or 0, day_closed=row.get("day_closed") or 0, losing_streak=streak,
+            last_loss_at=last_loss, state=states.get(account.pk),
+            missing_marks=sorted({leg.instrument_id for t in trades for leg in t.legs.values()
+                                  if leg.mark is None and leg.qty}),
+        )
+    return books
+
+
+def _previous_day_ends(ids: list[int], today: date) -> dict[int, Decimal]:
+    """Start-of-day equity: today's snapshot's start if the guard wrote one today, else the last earlier day's end."""
+    rows = {}
+    for account_id, snap_date, starting, ending in DailyPnlSnapshot.objects.filter(
+        account_id__in=ids, date__gte=today - timedelta(days=1)
+    ).values_list("account_id", "date", "starting_equity", "ending_equity"):
+        if snap_date == today:
+            rows[account_id] = starting
+        else:
+            rows.setdefault(account_id, ending)
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        # Older gaps (the guard did not run yesterday): the newest earlier snapshot, one query for all of them.
+        newest = DailyPnlSnapshot.objects.filter(account_id=OuterRef("pk"), date__lt=today).order_by("-date")
+        for account_id, ending in ExchangeAccount.objects.filter(pk__in=missing).annotate(
+            ending=Subquery(newest.values("ending_equity")[:1])
+        ).values_list("pk", "ending"):
+            if ending is not None:
+                rows[account_id] = ending
+    return rows
+
+
+def _trade_totals(ids: list[int], start: datetime) -> dict[int, dict]:
+    final = Q(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False)
+    today = final & Q(closed_at__gte=start)
+    zero = Value(ZERO, output_field=Money)
+    rows = PairTrade.objects.filter(account_id__in=ids).values("account_id").annotate(
+        realised=Coalesce(Sum("realised_pnl", filter=final), zero),
+        day_realised=Coalesce(Sum("realised_pnl", filter=today), zero),
+        day_fees=Coalesce(Sum("fees", filter=today), zero),
+        day_funding=Coalesce(Sum("funding", filter=today), zero),
+        day_closed=Count("pk", filter=today),
+        day_opened=Count("pk", filter=Q(opened_at__gte=start)),
+    ).order_by()
+    return {row["account_id"]: row for row in rows}
+
+
+def _losing_streaks(ids: list[int]) -> dict[int, tuple[int, datetime | None]]:
+    """Each account's run of losing trades since its last winning one: (how many, when the last one closed)."""
+    last_win = PairTrade.objects.filter(account_id=OuterRef("account_id"), state__in=PairTrade.FINAL_STATES,
+                                        realised_pnl__gt=0).order_by("-closed_at").values("closed_at")[:1]
+    rows = (
+        PairTrade.objects.filter(account_id__in=ids, state__in=PairTrade.FINAL_STATES, realised_pnl__lte=0,
+                                 closed_at__isnull=False)
+        .annotate(last_win=Subquery(last_win))
+        .filter(Q(last_win__isnull=True) | Q(closed_at__gt=F("last_win")))
+        .values("account_id").annotate(n=Count("pk"), last=Max("closed_at")).order_by()
+    )
+    return {row["account_id"]: (row["n"], row["last"]) for row in rows}
+
+
+def _open_trades(ids: list[int], market: MarketView) -> dict[int, list[OpenTrade]]:
+    trades = list(PairTrade.objects.filter(account_id__in=ids, state__in=PairTrade.ACTIVE_STATES)
+                  .select_related("pair__y_instrument", "pair__x_instrument").order_by("pk"))
+    if not trades:
+        return {}
+    legs: dict[int, dict[str, LegPosition]] = {
+        t.pk: {"y": LegPosition(t.pair.y_instrument_id), "x": LegPosition(t.pair.x_instrument_id)} for t in trades
+    }
+    for trade_id, leg, side, qty, price, fee in Fill.objects.filter(
+        order__trade_id__in=list(legs)
+    ).values_list("order__trade_id", "order__leg", "order__side", "qty", "price", "fee"):
+        signed = qty if side == Order.Side.BUY else -qty
+        position = legs[trade_id][leg]
+        position.qty += signed
+        position.cost += signed * price
+        position.fees += fee
+    marks = market.closes({p.instrument_id for by_leg in legs.values() for p in by_leg.values()})
+    books: dict[int, list[OpenTrade]] = defaultdict(list)
+    for trade in trades:
+        for position in legs[trade.pk].values():
+            position.mark = marks.get(position.instrument_id)
+        books[trade.account_id].append(OpenTrade(trade, legs[trade.pk]))
+    return books

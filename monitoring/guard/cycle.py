@@ -1,0 +1,221 @@
+"""One guard cycle: measure every account, hold it to its limits, run the detectors, act, write the day's snapshot.
+
+Live it runs every minute (beat) and after every trade close; a replay runs it at every bar with its own clock and
+market view, so the same code decides the same halts in both. A fixed number of queries however many accounts and
+open trades; writes only when something fires, plus one upsert of the snapshots and one of the guard states.
+
+Actions (``risk.policy``): notify records a guard event and tells people; pause_pair stops new entries of one pair;
+reduce stops new entries of the account; halt stops entries and signal exits; halt_flatten also closes every open
+trade through the trade state machine (both legs, reduce-only). Daily limits latch until the next UTC midnight, a
+losing streak for its cooldown, everything else until a person with the trader role clears it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+
+from exchanges.base import TradingExchange
+from execution.models import ExchangeAccount
+from monitoring.guard import detectors
+from monitoring.guard.book import AccountBook, account_books, day_start
+from monitoring.guard.limits import Breach, drawdown, limit_breaches, peak_equity
+from notifications.models import Notification
+from notifications.services import notify
+from pairs.market import MarketView
+from risk.models import AccountGuardState, DailyPnlSnapshot, GuardEvent, Halt
+from risk.policy import HALT, HALT_FLATTEN, NOTIFY, PAUSE_PAIR, Limits
+from risk.selectors import account_state, active_halts, limits_by_account
+from risk.services import expired_halts_clear, guard_event_record, halt_raise
+
+logger = logging.getLogger(__name__)
+
+# A notify-only check that keeps firing is recorded (and told) once per this much of the guard's clock.
+NOTIFY_EVERY = timedelta(hours=1)
+LABELS = {
+    "daily_loss": "daily loss limit", "drawdown": "maximum drawdown", "consecutive_losses": "losing streak",
+    "open_trades": "open trades limit", "gross_exposure": "gross exposure limit", "stale_data": "stale market data",
+    "heartbeat": "bot heartbeat", "position_mismatch": "positions differ from the exchange",
+    "one_leg": "one-legged trade", "leg_imbalance": "leg imbalance", "error_burst": "burst of errors",
+    "slippage": "fill slippage", "balance": "unexplained balance change", "queue": "Celery queue",
+}
+
+
+@dataclass
+class GuardReport:
+    at: datetime
+    accounts: int = 0
+    breaches: list[Breach] = field(default_factory=list)
+    halts_raised: list[Halt] = field(default_factory=list)
+    halts_expired: list[Halt] = field(default_factory=list)
+    events: list[GuardEvent] = field(default_factory=list)
+    states: dict[str, str] = field(default_factory=dict)  # account name -> active / reducing / halted
+
+
+def guard_run(
+    *, now: datetime, market: MarketView, accounts: list[ExchangeAccount] | None = None, live: bool = True,
+    exchange_for: Callable[[ExchangeAccount], TradingExchange] | None = None,
+    queue_lengths: dict[str, int] | None = None,
+) -> GuardReport:
+    """One cycle at ``now`` over ``accounts`` (default: every enabled one), pricing from ``market``. ``live`` False
+    (a replay) skips the checks about processes (heartbeats); ``exchange_for`` gives a demo or real account's
+    exchange for the balance and position checks; ``queue_lengths`` the Celery queues' lengths."""
+    report = GuardReport(at=now)
+    report.halts_expired = expired_halts_clear(now=now)
+    if accounts is None:
+        accounts = list(ExchangeAccount.objects.filter(enabled=True).order_by("pk"))
+    if not accounts:
+        return report
+    report.accounts = len(accounts)
+    limits = limits_by_account([a.pk for a in accounts])
+    books = account_books(accounts, now=now, market=market)
+    since = min((b.state.checked_at for b in books.values() if b.state and b.state.checked_at), default=None)
+    breaches = _breaches(books, limits, now=now, live=live, timeframe=market.timeframe,
+                         since=since or now - NOTIFY_EVERY)
+    exchange_equity: dict[int, object] = {}
+    if exchange_for is not None:
+        found, exchange_equity = detectors.exchange_checks(books, limits, exchange_for)
+        breaches += found
+    breaches += detectors.queue_lengths(queue_lengths or {}, limits[0].queue_max_length)
+    report.breaches = breaches
+    with transaction.atomic():
+        _act(report, breaches, books, limits, now=now)
+        halts = list(active_halts(now=now).filter(Q(account_id__in=list(books)) | Q(account__isnull=True)))
+        for account_id, book in books.items():
+            state = account_state([h for h in halts if h.account_id in (None, account_id)])
+            report.states[book.account.name] = state
+            _remember(book, state, now=now, exchange_equity=exchange_equity.get(account_id))
+        _write_states(books)
+        snapshots_write(books, now=now)
+    return report
+
+
+def _breaches(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: datetime, live: bool,
+              timeframe: str, since: datetime) -> list[Breach]:
+    found: list[Breach] = []
+    for account_id, book in books.items():
+        found += limit_breaches(book, limits[account_id], now=now)
+    found += detectors.stale_data(books, limits, now=now, timeframe=timeframe)
+    found += detectors.leg_problems(books, limits, now=now)
+    found += detectors.error_bursts(books, limits, now=now)
+    found += detectors.slippage(books, limits, now=now, since=since)
+    if live:
+        found += detectors.stale_heartbeats(books, limits, now=now)
+    return found
+
+
+def _act(report: GuardReport, breaches: list[Breach], books: dict[int, AccountBook], limits: dict[int, Limits], *,
+         now: datetime) -> None:
+    """Apply each breach's action once: a halt already standing (or, for a daily limit, cleared by a person today)
+    is not raised again; a notify-only check is recorded once per NOTIFY_EVERY."""
+    if not breaches:
+        return
+    ids = [a for a in books]
+    guard_halts = list(Halt.objects.filter(Q(account_id__in=ids) | Q(account__isnull=True), source=Halt.Source.GUARD)
+                       .filter(Q(cleared_at__isnull=True, until__isnull=True) |
+                               Q(cleared_at__isnull=True, until__gt=now) | Q(cleared_at__gte=day_start(now))))
+    recent = set(GuardEvent.objects.filter(created_at__gt=now - NOTIFY_EVERY, created_at__lte=now,
+                                           kind__in=[b.check for b in breaches])
+                 .values_list("account_id", "kind", "details__pair"))
+    for breach in breaches:
+        account = books[breach.account_id].account if breach.account_id else None
+        action = limits[breach.account_id].action(breach.check)
+        if action == PAUSE_PAIR and breach.pair_id is None:
+            action = NOTIFY
+        if action == NOTIFY:
+            key = (account.pk if account else None, breach.check, breach.pair_id)
+            if key not in recent:
+                recent.add(key)
+                report.events.append(_record(breach, account, now=now, severity=GuardEvent.Severity.WARNING))
+                notify(topic=f"guard_{breach.check}", severity=Notification.Severity.WARNING,
+                       text=_text(breach, account),
+                       dedupe_key=f"guard:{breach.check}:{key[0]}:{breach.pair_id}:{now:%Y%m%d%H}")
+            continue
+        if _standing(guard_halts, breach, account):
+            continue
+        halt = halt_raise(account=account, source=Halt.Source.GUARD, reason=f"{LABELS[breach.check]}: "
+                          f"{breach.message}", mode=Halt.Mode.HALT if action in (HALT, HALT_FLATTEN) else
+                          Halt.Mode.REDUCE, flatten=action == HALT_FLATTEN, trigger=breach.check, until=breach.until,
+                          pair=_pair(books, breach), now=now)
+        guard_halts.append(halt)
+        report.halts_raised.append(halt)
+        report.events.append(_record(breach, account, now=now, severity=GuardEvent.Severity.CRITICAL))
+
+
+def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None) -> bool:
+    account_id = account.pk if account else None
+    for halt in halts:
+        if halt.account_id != account_id or halt.trigger != breach.check or halt.pair_id != breach.pair_id:
+            continue
+        if halt.cleared_at is None:
+            return True
+        expired = halt.until is not None and halt.cleared_at >= halt.until
+        if breach.until is not None and not expired:
+            # A latched limit a person let go of today is not raised again until its latch would have ended.
+            return True
+    return False
+
+
+def _pair(books: dict[int, AccountBook], breach: Breach):
+    if breach.pair_id is None:
+        return None
+    for open_trade in books[breach.account_id].open_trades:
+        if open_trade.trade.pair_id == breach.pair_id:
+            return open_trade.trade.pair
+    return None
+
+
+def _record(breach: Breach, account: ExchangeAccount | None, *, now: datetime, severity: str) -> GuardEvent:
+    return guard_event_record(account=account, kind=breach.check, severity=severity, message=breach.message,
+                              details={**breach.details, "pair": breach.pair_id}, at=now)
+
+
+def _text(breach: Breach, account: ExchangeAccount | None) -> str:
+    return f"[{account.name if account else 'all accounts'}] {LABELS[breach.check]}: {breach.message}"
+
+
+def _remember(book: AccountBook, state: str, *, now: datetime, exchange_equity) -> None:
+    guard_state = book.state or AccountGuardState(account=book.account)
+    guard_state.state = state
+    guard_state.peak_equity = peak_equity(book)
+    guard_state.equity = book.equity
+    if exchange_equity is not None:
+        guard_state.exchange_equity = exchange_equity
+    guard_state.checked_at = now
+    book.state = guard_state
+
+
+def _write_states(books: dict[int, AccountBook]) -> None:
+    states = [b.state for b in books.values() if b.state is not None]
+    _upsert(AccountGuardState, states, unique=["account"],
+            update=["state", "peak_equity", "equity", "exchange_equity", "checked_at"])
+
+
+def snapshots_write(books: dict[int, AccountBook], *, now: datetime) -> None:
+    """Today's (UTC) snapshot of each account, rewritten every cycle; the day's start stays what it was."""
+    today = now.date()
+    rows = []
+    for book in books.values():
+        equity = book.equity
+        rows.append(DailyPnlSnapshot(
+            account=book.account, date=today, starting_equity=book.day_start_equity, ending_equity=equity,
+            realised_pnl=book.day_realised, unrealised_pnl=book.unrealised, fees=book.day_fees,
+            funding=book.day_funding, trades_opened=book.day_opened, trades_closed=book.day_closed,
+            peak_equity=max(peak_equity(book), equity), drawdown=drawdown(book),
+        ))
+    _upsert(DailyPnlSnapshot, rows, unique=["account", "date"],
+            update=["ending_equity", "realised_pnl", "unrealised_pnl", "fees", "funding", "trades_opened",
+                    "trades_closed", "peak_equity", "drawdown", "updated_at"])
+
+
+def _upsert(model, rows: list, *, unique: list[str], update: list[str]) -> None:
+    if not rows:
+        return
+    # MySQL and MariaDB find the conflicting row by any unique key themselves and take no target.
+    target = unique if connection.features.supports_update_conflicts_with_target else None
+    model.objects.bulk_create(rows, update_conflicts=True, unique_fields=target, update_fields=update)

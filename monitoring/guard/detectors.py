@@ -1,0 +1,221 @@
+"""Detectors of abnormal conditions. Each looks at the accounts' books (and a few reads shared by all accounts) and
+returns what it found as breaches; the cycle applies each check's configured action.
+
+Those that read the exchange (balance, positions) run for demo and real accounts only: a paper account's exchange
+is our own simulator, whose book is the database the guard already reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import Max
+
+from exchanges.base import TradingExchange
+from exchanges.errors import ExchangeError
+from execution.models import BotHeartbeat, ExchangeAccount, Order, PairTrade
+from monitoring.guard.book import AccountBook
+from monitoring.guard.limits import Breach
+from pairs.marketdata.validation import timeframe_ms
+from pairs.models import Candle
+from risk.models import GuardEvent
+from risk.policy import Limits
+
+logger = logging.getLogger(__name__)
+
+# Guard events that count as API errors in a burst (the bots record them when the exchange fails them).
+ERROR_EVENT_KINDS = ("exchange_unreachable", "reconcile_failed", "order_error")
+
+
+def stale_data(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: datetime, timeframe: str
+               ) -> list[Breach]:
+    """The newest stored bar is older than the limit: for the whole market, or for a leg an account holds."""
+    bar = timedelta(milliseconds=timeframe_ms(timeframe))
+    newest_any = Candle.objects.filter(timeframe=timeframe, open_time__lte=now).aggregate(t=Max("open_time"))["t"]
+    held = {leg.instrument_id for b in books.values() for t in b.open_trades for leg in t.legs.values()}
+    newest = dict(Candle.objects.filter(instrument_id__in=held, timeframe=timeframe, open_time__lte=now)
+                  .values_list("instrument_id").annotate(t=Max("open_time")).values_list("instrument_id", "t")) \
+        if held else {}
+    breaches = []
+    for account_id, book in books.items():
+        minutes = limits[account_id].stale_data_minutes
+        if minutes is None:
+            continue
+        oldest_ok = now - bar - timedelta(minutes=minutes)
+        if newest_any is None or newest_any < oldest_ok:
+            breaches.append(Breach("stale_data", account_id, f"no market data since {_at(newest_any)} (limit "
+                                   f"{minutes} min)"))
+            continue
+        stale = sorted({t.trade.pair.y_instrument.symbol if leg.instrument_id == t.trade.pair.y_instrument_id
+                        else t.trade.pair.x_instrument.symbol
+                        for t in book.open_trades for leg in t.legs.values()
+                        if newest.get(leg.instrument_id) is None or newest[leg.instrument_id] < oldest_ok})
+        if stale:
+            breaches.append(Breach("stale_data", account_id, f"no recent bars of {', '.join(stale)} (limit "
+                                   f"{minutes} min)", details={"symbols": stale}))
+    return breaches
+
+
+def stale_heartbeats(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: datetime) -> list[Breach]:
+    """An enabled account whose bot has not beaten within the limit (its worker stopped or hangs)."""
+    beats = dict(BotHeartbeat.objects.filter(account_id__in=list(books)).values_list("account_id", "beat_at"))
+    breaches = []
+    for account_id, book in books.items():
+        seconds = limits[account_id].heartbeat_stale_seconds
+        if seconds is None or not book.account.enabled:
+            continue
+        beat = beats.get(account_id)
+        if beat is None or now - beat > timedelta(seconds=seconds):
+            breaches.append(Breach("heartbeat", account_id, f"the bot has not run since {_at(beat)} (limit "
+                                   f"{seconds} s)"))
+    return breaches
+
+
+def leg_problems(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: datetime) -> list[Breach]:
+    """A trade holding one leg for too long, and an open trade whose legs' notionals drifted apart."""
+    breaches = []
+    for account_id, book in books.items():
+        limit = limits[account_id]
+        for open_trade in book.open_trades:
+            trade, y, x = open_trade.trade, open_trade.legs["y"], open_trade.legs["x"]
+            since = trade.state_changed_at or trade.created_at
+            if limit.one_leg_seconds is not None and (y.qty == 0) != (x.qty == 0) and \
+                    now - since > timedelta(seconds=limit.one_leg_seconds):
+                held = "y" if y.qty else "x"
+                breaches.append(Breach("one_leg", account_id, f"trade {trade.pk} ({trade.pair}) holds only its "
+                                       f"{held} leg since {_at(since)}", pair_id=trade.pair_id,
+                                       details={"trade": trade.pk}))
+            elif limit.leg_imbalance_pct is not None and trade.state == PairTrade.State.OPEN and y.qty and x.qty \
+                    and y.mark is not None and x.mark is not None:
+                beta = Decimal(repr(abs(trade.hedge_ratio)))
+                balanced = beta * y.notional
+                imbalance = abs(x.notional - balanced) / (x.notional + balanced)
+                if imbalance > Decimal(repr(limit.leg_imbalance_pct)):
+                    breaches.append(Breach("leg_imbalance", account_id, f"trade {trade.pk} ({trade.pair}): legs "
+                                           f"{float(imbalance):.1%} out of balance (limit "
+                                           f"{limit.leg_imbalance_pct:.0%})", pair_id=trade.pair_id,
+                                           details={"trade": trade.pk, "imbalance": float(imbalance)}))
+    return breaches
+
+
+def error_bursts(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: datetime,
+                 count_events: bool = True) -> list[Breach]:
+    """Rejected orders and API errors within the window (the widest any account uses, counted per account)."""
+    windows = {a: limits[a].error_burst_minutes for a in books if limits[a].error_burst_count is not None}
+    if not windows:
+        return []
+    since = now - timedelta(minutes=max(windows.values()))
+    rejected = _times_by_account(Order.objects.filter(
+        trade__account_id__in=list(windows), status=Order.Status.REJECTED, planned_at__gt=since
+    ).values_list("trade__account_id", "planned_at"))
+    events: dict[int, list[datetime]] = defaultdict(list)
+    if count_events:  # the events carry the wall clock, which a replay does not run on
+        events = _times_by_account(GuardEvent.objects.filter(
+            account_id__in=list(windows), kind__in=ERROR_EVENT_KINDS, created_at__gt=since
+        ).values_list("account_id", "created_at"))
+    breaches = []
+    for account_id, minutes in windows.items():
+        start = now - timedelta(minutes=minutes)
+        n = sum(1 for t in rejected.get(account_id, []) + events.get(account_id, []) if t > start)
+        if n >= limits[account_id].error_burst_count:
+            breaches.append(Breach("error_burst", account_id, f"{n} rejected orders or API errors in the last "
+                                   f"{minutes} min (limit {limits[account_id].error_burst_count})"))
+    return breaches
+
+
+def slippage(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: datetime, since: datetime
+             ) -> list[Breach]:
+    """Fills sent since ``since`` whose average price is further from the planning price than the limit."""
+    ids = [a for a in books if limits[a].slippage_bps is not None]
+    if not ids:
+        return []
+    breaches = []
+    for account_id, pair_id, order_id, ref, avg, side in Order.objects.filter(
+        trade__account_id__in=ids, reference_price__gt=0, avg_price__isnull=False, filled_qty__gt=0,
+        submitted_at__gt=since, submitted_at__lte=now,
+    ).values_list("trade__account_id", "trade__pair_id", "client_order_id", "reference_price", "avg_price", "side"):
+        # Only a worse price is slippage: paying more on a buy, getting less on a sell.
+        worse = (avg - ref) if side == Order.Side.BUY else (ref - avg)
+        bps = float(worse / ref) * 10_000
+        if bps > limits[account_id].slippage_bps:
+            breaches.append(Breach("slippage", account_id, f"order {order_id} filled {bps:.0f} bps worse than "
+                                   f"planned ({avg} vs {ref}; limit {limits[account_id].slippage_bps:g} bps)",
+                                   pair_id=pair_id, details={"order": order_id, "bps": bps}))
+    return breaches
+
+
+def exchange_checks(books: dict[int, AccountBook], limits: dict[int, Limits],
+                    exchange_for: Callable[[ExchangeAccount], TradingExchange]) -> tuple[list[Breach], dict]:
+    """Demo and real accounts: positions that differ from the trades' executions, and a change of the exchange's
+    equity that the book's change does not explain. Returns the breaches and each account's exchange equity."""
+    breaches, equities = [], {}
+    for account_id, book in books.items():
+        if book.account.mode == ExchangeAccount.Mode.PAPER:
+            continue
+        try:
+            exchange = exchange_for(book.account)
+            breaches += _position_mismatches(book, exchange)
+            equity = exchange.balance().equity
+        except ExchangeError as exc:
+            logger.warning("guard: account %s: the exchange could not be read: %s", book.account.name, exc)
+            continue
+        equities[account_id] = equity
+        breaches += _balance_change(book, limits[account_id], equity)
+    return breaches, equities
+
+
+def _position_mismatches(book: AccountBook, exchange: TradingExchange) -> list[Breach]:
+    expected: dict[str, Decimal] = defaultdict(Decimal)
+    for open_trade in book.open_trades:
+        pair = open_trade.trade.pair
+        for leg, instrument in (("y", pair.y_instrument), ("x", pair.x_instrument)):
+            expected[exchange.symbol_for(instrument)] += open_trade.legs[leg].qty
+    held = {p.symbol: p.qty for p in exchange.positions()}
+    wrong = sorted(f"{s}: exchange {_qty(held.get(s, Decimal(0)))}, trades {_qty(expected.get(s, Decimal(0)))}"
+                   for s in set(expected) | set(held) if held.get(s, Decimal(0)) != expected.get(s, Decimal(0)))
+    if not wrong:
+        return []
+    return [Breach("position_mismatch", book.account.pk, "positions differ from the trades: " + "; ".join(wrong),
+                   details={"positions": wrong})]
+
+
+def _balance_change(book: AccountBook, limit: Limits, exchange_equity: Decimal) -> list[Breach]:
+    state = book.state
+    if limit.balance_tolerance_pct is None or state is None or state.exchange_equity is None or state.equity is None:
+        return []
+    unexplained = (exchange_equity - state.exchange_equity) - (book.equity - state.equity)
+    tolerance = book.account.capital * Decimal(repr(limit.balance_tolerance_pct))
+    if abs(unexplained) <= tolerance:
+        return []
+    return [Breach("balance", book.account.pk, f"the exchange's equity moved {unexplained:+.2f} more than trades, "
+                   f"fees and funding explain (tolerance {tolerance:.2f})",
+                   details={"unexplained": str(unexplained)})]
+
+
+def queue_lengths(lengths: dict[str, int], maximum: int | None) -> list[Breach]:
+    """Celery queues longer than the limit (system-wide: ``account_id`` 0)."""
+    if maximum is None:
+        return []
+    return [Breach("queue", 0, f"the Celery queue {name} holds {n} tasks (limit {maximum})",
+                   details={"queue": name, "length": n})
+            for name, n in sorted(lengths.items()) if n > maximum]
+
+
+def _times_by_account(rows) -> dict[int, list[datetime]]:
+    by_account: dict[int, list[datetime]] = defaultdict(list)
+    for account_id, at in rows:
+        by_account[account_id].append(at)
+    return by_account
+
+
+def _qty(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _at(moment: datetime | None) -> str:
+    return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
+

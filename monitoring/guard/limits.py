@@ -1,0 +1,84 @@
+"""The limits an account's book is held to: daily loss, drawdown from the equity peak, a losing streak, open trades
+and gross exposure. Each breach says what fired, how far, and until when its latch holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+
+from monitoring.guard.book import AccountBook
+from risk.policy import Limits
+
+
+@dataclass(frozen=True)
+class Breach:
+    """One check that fired on one account (``pair_id`` for a check about one pair trade)."""
+
+    check: str
+    account_id: int
+    message: str
+    until: datetime | None = None  # the latch's end; None: until a person clears it
+    pair_id: int | None = None
+    details: dict = field(default_factory=dict)
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+def peak_equity(book: AccountBook) -> Decimal:
+    """The highest equity seen since the last reset, this cycle's included."""
+    stored = book.state.peak_equity if book.state is not None else None
+    return book.equity if stored is None else max(stored, book.equity)
+
+
+def drawdown(book: AccountBook) -> float:
+    peak = peak_equity(book)
+    return float((peak - book.equity) / peak) if peak > 0 else 0.0
+
+
+def limit_breaches(book: AccountBook, limits: Limits, *, now: datetime) -> list[Breach]:
+    """Every limit ``book`` is beyond at ``now``."""
+    account = book.account.pk
+    breaches = []
+    loss = -book.day_pnl
+    day_start = book.day_start_equity
+    if limits.daily_loss_limit is not None and loss > limits.daily_loss_limit:
+        breaches.append(Breach("daily_loss", account, f"daily loss {loss:.2f} is beyond the limit "
+                               f"{limits.daily_loss_limit:.2f}", until=next_utc_midnight(now),
+                               details={"day_pnl": str(book.day_pnl), "limit": str(limits.daily_loss_limit)}))
+    elif limits.daily_loss_limit_pct is not None and day_start > 0 and \
+            loss > day_start * Decimal(repr(limits.daily_loss_limit_pct)):
+        breaches.append(Breach("daily_loss", account, f"daily loss {loss:.2f} ({float(loss / day_start):.2%} of "
+                               f"{day_start:.2f}) is beyond {limits.daily_loss_limit_pct:.2%}",
+                               until=next_utc_midnight(now),
+                               details={"day_pnl": str(book.day_pnl), "limit_pct": limits.daily_loss_limit_pct}))
+    dd = drawdown(book)
+    if limits.max_drawdown_pct is not None and dd > limits.max_drawdown_pct:
+        breaches.append(Breach("drawdown", account, f"drawdown {dd:.2%} from the peak {peak_equity(book):.2f} is "
+                               f"beyond {limits.max_drawdown_pct:.2%}",
+                               details={"drawdown": dd, "equity": str(book.equity)}))
+    breaches += _streak_and_size_breaches(book, limits, now=now)
+    return breaches
+
+
+def _streak_and_size_breaches(book: AccountBook, limits: Limits, *, now: datetime) -> list[Breach]:
+    account = book.account.pk
+    breaches = []
+    streak = limits.max_consecutive_losses
+    if streak is not None and book.losing_streak >= streak and book.last_loss_at is not None:
+        cooldown = limits.consecutive_losses_cooldown_minutes
+        until = book.last_loss_at + timedelta(minutes=cooldown) if cooldown else None
+        if until is None or until > now:
+            breaches.append(Breach("consecutive_losses", account, f"{book.losing_streak} losing trades in a row "
+                                   f"(limit {streak})", until=until, details={"streak": book.losing_streak}))
+    open_count = len([t for t in book.open_trades if t.trade.state != "planned"])
+    if limits.max_open_trades is not None and open_count > limits.max_open_trades:
+        breaches.append(Breach("open_trades", account, f"{open_count} open trades, above the limit "
+                               f"{limits.max_open_trades}"))
+    exposure = book.gross_exposure
+    if limits.max_gross_exposure is not None and exposure > limits.max_gross_exposure:
+        breaches.append(Breach("gross_exposure", account, f"gross exposure {exposure:.2f} is above the limit "
+                               f"{limits.max_gross_exposure:.2f}", details={"exposure": str(exposure)}))
+    return breaches
