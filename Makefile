@@ -14,7 +14,7 @@ DEMO_DATA ?= ../shared/data/binance-usdt-1h-2021
 # Reinstall only when a requirements file changed.
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	@if ! pkg-config --exists mysqlclient 2>/dev/null && ! pkg-config --exists mariadb 2>/dev/null; then \
 		echo "Installing the MySQL/MariaDB client headers (needed to build mysqlclient)..."; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -24,6 +24,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	npm ci --no-audit --no-fund --silent   # the dashboard's chart and refresh libraries (package-lock.json)
+	@if ! command -v chromium >/dev/null; then \
+		echo "Installing Debian's chromium (the browser test drives it headless with Playwright)..."; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y -qq chromium >/dev/null || echo "Could not install chromium; the browser test will skip."; \
+	fi
 	touch $(STAMP)
 
 migrate: install

@@ -16,7 +16,7 @@ window) updates them. Phases are timed by wrapping the module-level functions ``
 (no change to its code): window load (``screening_run_start``, of which ``price_window``), screen
 (``screening_block`` calls), finish (``screening_run_finish``, of which q-values ``merge_and_adjust``, the
 Hurst exponent and mean crossings of the passing directions ``add_series_statistics``, the out-of-sample + Johansen
-confirmations ``confirm_out_of_sample`` and the writes ``_write``), and the total.
+confirmations ``confirm_candidates`` (batched) and the writes ``_write``), and the total.
 
 Then, without a database, the pure screen on the 126-symbol and 500-symbol universes that bench_cointegration.py
 builds, each in a fresh process so its peak RSS (ru_maxrss, including loading the files) is its own: ``screen``
@@ -72,7 +72,7 @@ PHASES = (
     ("screening_run_finish", "finish (screening_run_finish)"),
     ("merge_and_adjust", "  of which q-values (merge_and_adjust)"),
     ("add_series_statistics", "  of which Hurst + crossings of the passing (add_series_statistics)"),
-    ("confirm_out_of_sample", "  of which confirmations (confirm_out_of_sample)"),
+    ("confirm_candidates", "  of which confirmations (confirm_candidates, batched)"),
     ("_write", "  of which writes (_write)"),
 )
 
@@ -223,7 +223,7 @@ def print_database_report(results: dict[str, dict]) -> None:
         for label, k in columns:
             run = results[label]["runs"][k]
             count = run["calls"][name]
-            suffix = f" ({count} calls)" if name in ("screening_block", "confirm_out_of_sample") else ""
+            suffix = f" ({count} calls)" if name in ("screening_block", "confirm_candidates") else ""
             cells.append(f"{run['seconds'][name]:.2f}{suffix}")
         print(f"| {text} | " + " | ".join(cells) + " |")
     print("| **total (screening_run)** | " + " | ".join(

@@ -7,8 +7,19 @@ the apps on lower floors never import the app that defines them.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
+from django.db.models import Q
+from django_filters import rest_framework as filters
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework.exceptions import ValidationError
+from rest_framework.filters import BaseFilterBackend, OrderingFilter
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BaseRenderer
 
 READ_API = "monitoring.read_api"
 
@@ -63,3 +74,116 @@ def document_error_responses(result: dict, generator, request, public) -> dict:
             if "{" in path:
                 responses.setdefault("404", {"description": "No such object."})
     return result
+
+
+# --- query parameters: an unknown one is refused, not ignored ------------------------------------------------------
+
+PAGINATION_PARAMETERS = ("limit", "offset", "format")
+
+
+def check_query_parameters(request, allowed) -> None:
+    """Raise a 400 naming every query parameter of ``request`` not in ``allowed`` (nor pagination or format)."""
+    unknown = sorted(set(request.query_params) - set(allowed) - set(PAGINATION_PARAMETERS))
+    if unknown:
+        raise ValidationError({name: ["unknown query parameter"] for name in unknown})
+    check_format(request)
+
+
+def check_format(request) -> None:
+    """A ``?format=`` no renderer serves answers 400 (after authentication: see FormatAfterAuthNegotiation)."""
+    wanted = request.query_params.get("format")
+    renderer = getattr(request, "accepted_renderer", None)
+    if wanted is not None and renderer is not None and renderer.format != wanted:
+        raise ValidationError({"format": [f"unknown format {wanted!r}: json or csv"]})
+
+
+class FormatAfterAuthNegotiation(DefaultContentNegotiation):
+    """DRF answers an unknown ``?format=`` with 404 before it asks who is calling; here the renderers are kept and
+    the views refuse the format with a 400 once the caller is known, so an anonymous request always gets 401."""
+
+    def filter_renderers(self, renderers, format):
+        matching = [renderer for renderer in renderers if renderer.format == format]
+        return matching or renderers
+
+
+class StrictQueryParameters(BaseFilterBackend):
+    """First filter backend of every list: a parameter no filter, ordering or pagination reads answers 400, so a
+    report is never silently unfiltered (``?symbl=BTCUSDT``)."""
+
+    def filter_queryset(self, request, queryset, view):
+        allowed = set(getattr(view, "extra_query_parameters", ()))
+        filterset_class = DjangoFilterBackend().get_filterset_class(view, queryset)
+        if filterset_class is not None:
+            allowed |= set(filterset_class.base_filters)
+        if getattr(view, "ordering_fields", None):
+            allowed.add(OrderingFilter.ordering_param)
+        check_query_parameters(request, allowed)
+        return queryset
+
+
+# --- CSV: every list reads as a table (?format=csv) for Excel and Power BI -----------------------------------------
+
+def _flatten(row, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = json.dumps(value, default=str)
+        else:
+            flat[name] = value
+    return flat
+
+
+class CsvRenderer(BaseRenderer):
+    """A list (or one page of it) as CSV, one row per item; nested objects become dotted columns, nested lists a
+    JSON cell. An object (an error, a summary) is one row."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            data = data["results"]
+        rows = [_flatten(item) if isinstance(item, dict) else {"value": item}
+                for item in (data if isinstance(data, list) else [data or {}])]
+        columns: list[str] = []
+        for row in rows:
+            columns += [key for key in row if key not in columns]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().encode(self.charset)
+
+
+def id_or_name_filter(field: str, *, name_field: str = "name", help_text: str = "") -> filters.CharFilter:
+    """A filter on a foreign key given by id (digits) or by name: ``?account=3`` or ``?account=bybit-main``."""
+
+    def method(queryset, _name, value):
+        condition = Q(**{f"{field}__{name_field}": value})
+        if str(value).isdigit():
+            condition |= Q(**{f"{field}_id": int(value)})
+        return queryset.filter(condition)
+
+    return filters.CharFilter(method=method, help_text=help_text or f"{field} id or {name_field}")
+
+
+def symbol_filter(*prefixes: str) -> filters.CharFilter:
+    """A filter on an instrument symbol reached through any of ``prefixes`` (e.g. a pair's two legs)."""
+
+    def method(queryset, _name, value):
+        condition = Q()
+        for prefix in prefixes:
+            condition |= Q(**{f"{prefix}__symbol": value.upper()})
+        return queryset.filter(condition)
+
+    return filters.CharFilter(method=method, help_text="Instrument symbol, e.g. BTCUSDT")
+
+
+def id_filter(field: str, help_text: str = "") -> filters.NumberFilter:
+    """A filter on a whole-number id, bounded so that no value can overflow a database integer."""
+    return filters.NumberFilter(field_name=field, min_value=0, max_value=2**62, decimal_places=0,
+                                help_text=help_text or f"{field} (an id)")

@@ -8,8 +8,8 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import HasPermission
-from execution.models import ExchangeAccount, Order, PairTrade
+from core.api import HasPermission, id_filter, id_or_name_filter, symbol_filter
+from execution.models import ExchangeAccount, Fill, FundingPayment, Order, PairTrade
 from execution.services.manual import trade_request_close
 
 
@@ -23,17 +23,33 @@ class AccountListApi(generics.ListAPIView):
             fields = ("id", "name", "exchange", "mode", "level", "capital", "per_trade_budget",
                       "max_concurrent_trades", "leverage", "position_mode", "enabled")
 
+    class Filter(filters.FilterSet):
+        level = id_filter("level__number")
+
+        class Meta:
+            model = ExchangeAccount
+            fields = ("mode", "enabled", "exchange")
+
     serializer_class = AccountListOutputSerializer
     queryset = ExchangeAccount.objects.select_related("level").order_by("id")
+    filterset_class = Filter
+    ordering_fields = ("id", "name", "capital")
 
 
 class TradeFilter(filters.FilterSet):
+    account = id_or_name_filter("account")
+    pair = id_filter("pair_id", "Pair id")
+    symbol = symbol_filter("pair__y_instrument", "pair__x_instrument")
+    level = id_filter("account__level__number", "The account's level")
+    mode = filters.ChoiceFilter(field_name="account__mode", choices=ExchangeAccount.Mode.choices)
+    opened_after = filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="gte")
+    opened_before = filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="lt")
     closed_after = filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="gte")
     closed_before = filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="lt")
 
     class Meta:
         model = PairTrade
-        fields = ("account", "state", "side", "exit_reason")
+        fields = ("state", "side", "exit_reason")
 
 
 class TradeOrderOutputSerializer(serializers.ModelSerializer):
@@ -65,6 +81,93 @@ class TradeListApi(generics.ListAPIView):
         .order_by("-id")
     )
     filterset_class = TradeFilter
+    ordering_fields = ("id", "opened_at", "closed_at", "realised_pnl", "fees", "funding")
+
+
+class OrderListApi(generics.ListAPIView):
+    class OrderListOutputSerializer(serializers.ModelSerializer):
+        symbol = serializers.CharField(source="instrument.symbol")
+        account = serializers.CharField(source="trade.account.name")
+
+        class Meta:
+            model = Order
+            fields = ("id", "trade", "account", "client_order_id", "exchange_order_id", "symbol", "leg", "action",
+                      "attempt", "side", "order_type", "qty", "filled_qty", "avg_price", "fee", "status",
+                      "reduce_only", "planned_at", "submitted_at", "created_at")
+
+    class Filter(filters.FilterSet):
+        account = id_or_name_filter("trade__account")
+        symbol = symbol_filter("instrument")
+        pair = id_filter("trade__pair_id", "Pair id")
+        created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+        created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+        class Meta:
+            model = Order
+            fields = ("trade", "status", "action", "side", "leg")
+
+    serializer_class = OrderListOutputSerializer
+    queryset = Order.objects.select_related("instrument", "trade__account").order_by("-id")
+    filterset_class = Filter
+    ordering_fields = ("id", "created_at", "submitted_at")
+
+
+class FillListApi(generics.ListAPIView):
+    class FillListOutputSerializer(serializers.ModelSerializer):
+        symbol = serializers.CharField(source="order.instrument.symbol")
+        trade = serializers.IntegerField(source="order.trade_id")
+        account = serializers.CharField(source="order.trade.account.name")
+        side = serializers.CharField(source="order.side")
+        action = serializers.CharField(source="order.action")
+
+        class Meta:
+            model = Fill
+            fields = ("id", "order", "trade", "account", "symbol", "side", "action", "exchange_fill_id", "qty",
+                      "price", "fee", "fee_currency", "is_maker", "filled_at")
+
+    class Filter(filters.FilterSet):
+        account = id_or_name_filter("order__trade__account")
+        symbol = symbol_filter("order__instrument")
+        trade = id_filter("order__trade_id")
+        pair = id_filter("order__trade__pair_id", "Pair id")
+        filled_after = filters.IsoDateTimeFilter(field_name="filled_at", lookup_expr="gte")
+        filled_before = filters.IsoDateTimeFilter(field_name="filled_at", lookup_expr="lt")
+
+        class Meta:
+            model = Fill
+            fields = ("order",)
+
+    serializer_class = FillListOutputSerializer
+    queryset = Fill.objects.select_related("order__instrument", "order__trade__account").order_by("-id")
+    filterset_class = Filter
+    ordering_fields = ("id", "filled_at", "price", "qty")
+
+
+class FundingListApi(generics.ListAPIView):
+    class FundingListOutputSerializer(serializers.ModelSerializer):
+        symbol = serializers.CharField(source="instrument.symbol")
+        account = serializers.CharField(source="account.name")
+
+        class Meta:
+            model = FundingPayment
+            fields = ("id", "account", "trade", "symbol", "settled_at", "rate", "position_qty", "mark_price",
+                      "amount")
+
+    class Filter(filters.FilterSet):
+        account = id_or_name_filter("account")
+        symbol = symbol_filter("instrument")
+        pair = id_filter("trade__pair_id", "Pair id")
+        settled_after = filters.IsoDateTimeFilter(field_name="settled_at", lookup_expr="gte")
+        settled_before = filters.IsoDateTimeFilter(field_name="settled_at", lookup_expr="lt")
+
+        class Meta:
+            model = FundingPayment
+            fields = ("trade",)
+
+    serializer_class = FundingListOutputSerializer
+    queryset = FundingPayment.objects.select_related("instrument", "account").order_by("-id")
+    filterset_class = Filter
+    ordering_fields = ("id", "settled_at", "amount")
 
 
 class TradeCloseApi(APIView):

@@ -1,43 +1,71 @@
-"""Read-only reporting API of monitoring: daily PnL and performance."""
+"""Read-only reporting API of monitoring: daily PnL, performance, the equity curve and open positions."""
 
 from dataclasses import asdict
 
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api import check_query_parameters, id_or_name_filter
 from execution.models import ExchangeAccount
-from monitoring.selectors import performance_summary
+from monitoring.positions import open_positions
+from monitoring.scopes import SCOPE_PARAMETERS, ScopeInputSerializer, scope_from_params
+from monitoring.selectors import scope_equity, scope_performance
 from risk.models import DailyPnlSnapshot
+
+SCOPE_DOC = [
+    OpenApiParameter("account", str, description="Account id or name (one account: its own capital)"),
+    OpenApiParameter("mode", str, enum=[m for m, _ in ExchangeAccount.Mode.choices],
+                     description="Without an account: combine the accounts of this mode (never paper with real)"),
+    OpenApiParameter("level", int, description="Without an account: the accounts trading this level"),
+    OpenApiParameter("pair", int, description="Only this pair's trades (pair id)"),
+    OpenApiParameter("start", str, description="From this ISO date or date-time (UTC), inclusive"),
+    OpenApiParameter("end", str, description="Up to this ISO date (inclusive) or date-time (exclusive)"),
+]
 
 
 class DailyPnlListApi(generics.ListAPIView):
     class DailyPnlListOutputSerializer(serializers.ModelSerializer):
         account = serializers.CharField(source="account.name")
+        mode = serializers.CharField(source="account.mode")
 
         class Meta:
             model = DailyPnlSnapshot
-            fields = ("date", "account", "starting_equity", "ending_equity", "peak_equity", "realised_pnl",
+            fields = ("date", "account", "mode", "starting_equity", "ending_equity", "peak_equity", "realised_pnl",
                       "unrealised_pnl", "fees", "funding", "trades_opened", "trades_closed")
 
     class Filter(filters.FilterSet):
+        account = id_or_name_filter("account")
+        mode = filters.ChoiceFilter(field_name="account__mode", choices=ExchangeAccount.Mode.choices)
         date_from = filters.DateFilter(field_name="date", lookup_expr="gte")
         date_to = filters.DateFilter(field_name="date", lookup_expr="lte")
 
         class Meta:
             model = DailyPnlSnapshot
-            fields = ("account",)
+            fields = ()
 
     serializer_class = DailyPnlListOutputSerializer
     filterset_class = Filter
     queryset = DailyPnlSnapshot.objects.select_related("account").order_by("date", "account_id")
+    ordering_fields = ("date", "realised_pnl", "ending_equity")
 
 
 class PerformanceApi(APIView):
+    """The KPIs of one account, or of the accounts of one mode combined (labelled so), over a period. A combined
+    view over accounts of several modes is refused (400): paper is never added to real money."""
+
     class PerformanceOutputSerializer(serializers.Serializer):
+        label = serializers.CharField()
+        mode = serializers.CharField(allow_null=True)
+        combined = serializers.BooleanField()
+        accounts = serializers.ListField(child=serializers.CharField())
+        start = serializers.DateTimeField()
+        end = serializers.DateTimeField()
         total_trades = serializers.IntegerField()
+        wins = serializers.IntegerField()
+        losses = serializers.IntegerField()
         win_rate = serializers.FloatField(allow_null=True)
         profit_factor = serializers.FloatField(allow_null=True)
         realised_pnl = serializers.DecimalField(max_digits=32, decimal_places=12)
@@ -46,6 +74,14 @@ class PerformanceApi(APIView):
         capital = serializers.DecimalField(max_digits=32, decimal_places=12)
         total_return = serializers.FloatField(allow_null=True)
         max_drawdown = serializers.FloatField(allow_null=True)
+        sharpe = serializers.FloatField(allow_null=True)
+        sortino = serializers.FloatField(allow_null=True)
+        expectancy = serializers.FloatField(allow_null=True)
+        average_win = serializers.FloatField(allow_null=True)
+        average_loss = serializers.FloatField(allow_null=True)
+        average_holding_hours = serializers.FloatField(allow_null=True)
+        exposure = serializers.FloatField(allow_null=True)
+        profit_factor_unbounded = serializers.BooleanField(read_only=True)
 
         def to_representation(self, instance):
             data = super().to_representation(instance)
@@ -55,9 +91,68 @@ class PerformanceApi(APIView):
                 data["profit_factor"] = None
             return data
 
-    @extend_schema(responses=PerformanceOutputSerializer)
+    @extend_schema(parameters=SCOPE_DOC, responses=PerformanceOutputSerializer)
     def get(self, request):
+        check_query_parameters(request, SCOPE_PARAMETERS)
+        summary = scope_performance(scope_from_params(request.query_params))
+        return Response(self.PerformanceOutputSerializer(asdict(summary)).data)
+
+
+class EquityListApi(APIView):
+    """The equity curve the drawdown is measured on: the capital, then the equity after each finished trade and at
+    each daily mark-to-market point, with the drawdown from the running peak (a positive fraction)."""
+
+    class EquityOutputSerializer(serializers.Serializer):
+        at = serializers.DateTimeField(allow_null=True)
+        equity = serializers.FloatField()
+        drawdown = serializers.FloatField()
+
+    @extend_schema(parameters=SCOPE_DOC, responses=EquityOutputSerializer(many=True))
+    def get(self, request):
+        check_query_parameters(request, SCOPE_PARAMETERS)
+        points = scope_equity(scope_from_params(request.query_params))
+        return Response(self.EquityOutputSerializer([asdict(p) for p in points], many=True).data)
+
+
+class PositionListApi(APIView):
+    """Open positions: every active trade with both legs' entry and current prices (the newest stored bar), its
+    unrealised PnL, the pair's current z against the entry, exit and stop bands, and the hours held."""
+
+    class PositionOutputSerializer(serializers.Serializer):
+        class LegOutputSerializer(serializers.Serializer):
+            leg = serializers.CharField()
+            symbol = serializers.CharField()
+            qty = serializers.DecimalField(max_digits=32, decimal_places=12)
+            entry_price = serializers.DecimalField(max_digits=32, decimal_places=12, allow_null=True)
+            current_price = serializers.DecimalField(max_digits=32, decimal_places=12, allow_null=True)
+            unrealised_pnl = serializers.DecimalField(max_digits=32, decimal_places=12, allow_null=True)
+
+        trade = serializers.IntegerField(source="trade.pk")
+        account = serializers.CharField(source="trade.account.name")
+        mode = serializers.CharField(source="trade.account.mode")
+        pair = serializers.IntegerField(source="trade.pair_id")
+        side = serializers.CharField(source="trade.side")
+        state = serializers.CharField(source="trade.state")
+        opened_at = serializers.DateTimeField(source="trade.opened_at", allow_null=True)
+        entry_zscore = serializers.FloatField(source="trade.entry_zscore", allow_null=True)
+        zscore = serializers.FloatField(allow_null=True)
+        zscore_at = serializers.DateTimeField(allow_null=True)
+        entry_band = serializers.FloatField(allow_null=True)
+        exit_band = serializers.FloatField(allow_null=True)
+        stop_band = serializers.FloatField(allow_null=True)
+        held_hours = serializers.FloatField(allow_null=True)
+        unrealised_pnl = serializers.DecimalField(max_digits=32, decimal_places=12, allow_null=True)
+        legs = LegOutputSerializer(many=True)
+
+    class InputSerializer(serializers.Serializer):
+        account = serializers.CharField(required=False, help_text="Account id or name")
+
+    @extend_schema(parameters=[InputSerializer], responses=PositionOutputSerializer(many=True))
+    def get(self, request):
+        check_query_parameters(request, ("account",))
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
         account = None
-        if account_id := request.query_params.get("account"):
-            account = generics.get_object_or_404(ExchangeAccount, pk=account_id)
-        return Response(self.PerformanceOutputSerializer(asdict(performance_summary(account=account))).data)
+        if "account" in params.validated_data:
+            account = ScopeInputSerializer().validate_account(params.validated_data["account"])
+        return Response(self.PositionOutputSerializer(open_positions(account=account), many=True).data)

@@ -9,8 +9,9 @@ class MonitoringConfig(AppConfig):
     def ready(self) -> None:
         from execution.events import trade_finished
         from monitoring.guard import receivers
-        from risk.events import halt_cleared, halt_raised
+        from monitoring.halt_notifications import connect
+        from risk.events import halt_cleared
 
         trade_finished.connect(receivers.on_trade_finished, dispatch_uid="guard:trade_finished")
-        halt_raised.connect(receivers.on_halt_raised, dispatch_uid="guard:halt_raised")
         halt_cleared.connect(receivers.on_halt_cleared, dispatch_uid="guard:halt_cleared")
+        connect()  # halts raised and cleared become notifications

@@ -1,47 +1,117 @@
-"""Reads of the open trades marked to the market: each leg's fills valued at the instrument's newest stored close."""
+"""Reads of open positions: each active trade's legs with entry and current prices, unrealised PnL, the pair's
+current z against the rule's bands, and the time held. For the dashboard and ``/api/v1/positions/``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from execution.models import ExchangeAccount, Order, PairTrade
-from execution.services.orders import signed
-from pairs.models import Candle
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.utils import timezone
+
+from execution.models import ExchangeAccount, Order, PairTrade, Signal
+from pairs.models import StrategyConfig
+from pairs.selectors import newest_closes
+
+PRICE_LOOKBACK = timedelta(days=3)  # a leg without a bar this recent has no current price (stale data)
 
 
-@dataclass(frozen=True)
-class MarkedTrade:
+@dataclass
+class Leg:
+    leg: str
+    symbol: str
+    qty: Decimal = Decimal(0)  # signed: + long, - short
+    entry_price: Decimal | None = None
+    current_price: Decimal | None = None
+
+    @property
+    def unrealised_pnl(self) -> Decimal | None:
+        if self.entry_price is None or self.current_price is None:
+            return None
+        return self.qty * (self.current_price - self.entry_price)
+
+
+@dataclass
+class Position:
     trade: PairTrade
-    y_qty: Decimal  # held now, signed
-    x_qty: Decimal
-    unrealised_pnl: Decimal | None  # net of the fees paid so far; None when a leg has no price yet
+    legs: list[Leg] = field(default_factory=list)
+    zscore: float | None = None
+    zscore_at: datetime | None = None
+    entry_band: float | None = None
+    exit_band: float | None = None
+    stop_band: float | None = None
+    held_hours: float | None = None
+
+    @property
+    def unrealised_pnl(self) -> Decimal | None:
+        values = [leg.unrealised_pnl for leg in self.legs]
+        if not values or any(v is None for v in values):
+            return None
+        return sum(values, Decimal(0))
 
 
-def _last_close(instrument_id: int, timeframe: str) -> Decimal | None:
-    return (Candle.objects.filter(instrument_id=instrument_id, timeframe=timeframe).order_by("-open_time")
-            .values_list("close", flat=True).first())  # fmt: skip
-
-
-def open_trades_marked(*, account: ExchangeAccount | None = None) -> list[MarkedTrade]:
-    """Every active trade (of ``account``), with what it holds and its PnL if closed at the newest closes: the sum,
-    over its fills, of signed quantity x (close - fill price), less fees."""
-    trades = (PairTrade.objects.filter(state__in=PairTrade.ACTIVE_STATES)
-              .select_related("account", "pair__y_instrument", "pair__x_instrument").order_by("pk"))  # fmt: skip
+def active_trades(*, account: ExchangeAccount | None = None, accounts=None) -> QuerySet[PairTrade]:
+    trades = PairTrade.objects.filter(state__in=PairTrade.ACTIVE_STATES).select_related(
+        "account", "pair__y_instrument", "pair__x_instrument").order_by("-id")
     if account is not None:
         trades = trades.filter(account=account)
-    out = []
+    if accounts is not None:
+        trades = trades.filter(account__in=accounts)
+    latest = Signal.objects.filter(pair=OuterRef("pair")).order_by("-bar_time")
+    return trades.annotate(zscore_now=Subquery(latest.values("zscore")[:1]),
+                           zscore_at=Subquery(latest.values("bar_time")[:1]))
+
+
+def _legs(trades: list[PairTrade]) -> dict[int, dict[str, Leg]]:
+    """Net signed quantity and volume-weighted entry price of each leg, from the orders' fills."""
+    legs: dict[int, dict[str, Leg]] = defaultdict(dict)
+    cost: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
+    opened: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
+    orders = Order.objects.filter(trade__in=trades, filled_qty__gt=0).select_related("instrument").order_by("pk")
+    for order in orders:
+        leg = legs[order.trade_id].setdefault(order.leg, Leg(leg=order.leg, symbol=order.instrument.symbol))
+        sign = 1 if order.side == Order.Side.BUY else -1
+        leg.qty += sign * order.filled_qty
+        if order.action in (Order.Action.OPEN, Order.Action.COMPLETE) and order.avg_price is not None:
+            cost[order.trade_id, order.leg] += order.filled_qty * order.avg_price
+            opened[order.trade_id, order.leg] += order.filled_qty
+    for (trade_id, name), qty in opened.items():
+        legs[trade_id][name].entry_price = cost[trade_id, name] / qty
+    return legs
+
+
+def open_positions(*, account: ExchangeAccount | None = None, accounts=None,
+                   now: datetime | None = None) -> list[Position]:
+    """Every active trade (of ``account``) with both legs priced at the newest stored bar."""
+    now = now or timezone.now()
+    trades = list(active_trades(account=account, accounts=accounts))
+    if not trades:
+        return []
+    config = StrategyConfig.current()
+    legs = _legs(trades)
+    by_timeframe: dict[str, set[int]] = defaultdict(set)
     for trade in trades:
-        orders = list(Order.objects.filter(trade=trade))
-        marks = {Order.Leg.Y: _last_close(trade.pair.y_instrument_id, trade.pair.timeframe),
-                 Order.Leg.X: _last_close(trade.pair.x_instrument_id, trade.pair.timeframe)}  # fmt: skip
-        held = {leg: sum((signed(o.side, o.filled_qty) for o in orders if o.leg == leg), Decimal(0)) for leg in marks}
-        pnl: Decimal | None = Decimal(0)
-        for order in orders:
-            if order.filled_qty and order.avg_price is not None:
-                if marks[order.leg] is None:
-                    pnl = None
-                    break
-                pnl += signed(order.side, order.filled_qty) * (marks[order.leg] - order.avg_price) - order.fee
-        out.append(MarkedTrade(trade=trade, y_qty=held[Order.Leg.Y], x_qty=held[Order.Leg.X], unrealised_pnl=pnl))
-    return out
+        by_timeframe[trade.pair.timeframe].update((trade.pair.y_instrument_id, trade.pair.x_instrument_id))
+    prices: dict[tuple[str, int], Decimal] = {}
+    for timeframe, ids in by_timeframe.items():
+        closes = newest_closes(sorted(ids), timeframe, newest_open=now, oldest_open=now - PRICE_LOOKBACK)
+        prices.update({(timeframe, i): close for i, close in closes.items()})
+    positions = []
+    for trade in trades:
+        pair = trade.pair
+        instrument_of = {"y": pair.y_instrument_id, "x": pair.x_instrument_id}
+        symbol_of = {"y": pair.y_instrument.symbol, "x": pair.x_instrument.symbol}
+        trade_legs = []
+        for name in ("y", "x"):
+            leg = legs.get(trade.pk, {}).get(name) or Leg(leg=name, symbol=symbol_of[name])
+            leg.current_price = prices.get((pair.timeframe, instrument_of[name]))
+            trade_legs.append(leg)
+        sign = -1 if trade.side == PairTrade.Side.LONG_SPREAD else 1
+        positions.append(Position(
+            trade=trade, legs=trade_legs, zscore=trade.zscore_now, zscore_at=trade.zscore_at,
+            entry_band=sign * config.entry_z, exit_band=config.exit_z, stop_band=sign * config.stop_z,
+            held_hours=(now - trade.opened_at).total_seconds() / 3600 if trade.opened_at else None,
+        ))
+    return positions

@@ -1,21 +1,61 @@
-"""Reads of monitoring: performance summaries and daily PnL, for the dashboard and the API."""
+"""Reads of monitoring: performance figures, equity curves and daily PnL, for the dashboard, the API, the report and
+the replay summary. Every KPI comes from ``pairs.quant.kpis`` (definitions there and in the README).
+
+A scope is one account, or the accounts of one mode combined (optionally those trading one level), narrowed to a
+pair and a period. Return and drawdown are on the capital of the accounts in scope; a combined view is labelled as
+such and never adds paper or demo money to real money.
+"""
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, Min, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from execution.models import ExchangeAccount, PairTrade
-from pairs.quant.performance import max_drawdown, trade_metrics
+from pairs.models import Pair
+from pairs.quant.kpis import TradeResult, account_kpis, daily_equity, equity_curve
 from risk.models import DailyPnlSnapshot
+
+
+class MixedModesError(ValueError):
+    """A combined view was asked over accounts of different modes (paper, demo, real)."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a set of figures covers. ``accounts`` all share ``mode``."""
+
+    accounts: tuple[ExchangeAccount, ...]
+    mode: str | None
+    label: str
+    start: datetime
+    end: datetime
+    level: int | None = None
+    pair: Pair | None = None
+
+    @property
+    def combined(self) -> bool:
+        return len(self.accounts) != 1
 
 
 @dataclass(frozen=True)
 class PerformanceSummary:
+    label: str
+    mode: str | None
+    combined: bool
+    accounts: tuple[str, ...]
+    start: datetime
+    end: datetime
     total_trades: int
+    wins: int
+    losses: int
     win_rate: float | None
     profit_factor: float | None
     realised_pnl: Decimal
@@ -24,6 +64,13 @@ class PerformanceSummary:
     capital: Decimal
     total_return: float | None
     max_drawdown: float | None
+    sharpe: float | None
+    sortino: float | None
+    expectancy: float | None
+    average_win: float | None
+    average_loss: float | None
+    average_holding_hours: float | None
+    exposure: float | None
 
     @property
     def total_return_pct(self) -> float | None:
@@ -32,6 +79,14 @@ class PerformanceSummary:
     @property
     def max_drawdown_pct(self) -> float | None:
         return None if self.max_drawdown is None else 100 * self.max_drawdown
+
+    @property
+    def win_rate_pct(self) -> float | None:
+        return None if self.win_rate is None else 100 * self.win_rate
+
+    @property
+    def exposure_pct(self) -> float | None:
+        return None if self.exposure is None else 100 * self.exposure
 
     @property
     def profit_factor_unbounded(self) -> bool:
@@ -47,36 +102,191 @@ def closed_trades(*, account: ExchangeAccount | None = None) -> QuerySet[PairTra
     return trades
 
 
-def performance_summary(*, account: ExchangeAccount | None = None) -> PerformanceSummary:
-    """Closed-trade statistics and the drawdown of the trade-by-trade equity curve, from the capital allotted."""
-    trades = closed_trades(account=account).order_by("closed_at", "pk")
-    pnls = [float(p) for p in trades.values_list("realised_pnl", flat=True)]
-    totals = trades.aggregate(pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"))
-    accounts = ExchangeAccount.objects.filter(pk=account.pk) if account else ExchangeAccount.objects.all()
-    capital = accounts.aggregate(total=Sum("capital"))["total"] or Decimal(0)
-    metrics = trade_metrics(pnls)
-    realised = totals["pnl"] or Decimal(0)
-    if capital > 0:
-        equity = [float(capital)]
-        for pnl in pnls:
-            equity.append(equity[-1] + pnl)
-        total_return = float(realised / capital)
-        drawdown = max_drawdown(equity)
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def performance_scope(*, account: ExchangeAccount | None = None, mode: str | None = None, level: int | None = None,
+                      pair: Pair | None = None, start: datetime | None = None,
+                      end: datetime | None = None) -> Scope:
+    """The scope of one account, or of every account of ``mode`` (and of ``level``) combined.
+
+    Without ``mode``, a combined scope takes the accounts' only mode and raises MixedModesError when they have
+    several. ``start`` defaults to the first trade's opening (or closing) in scope, ``end`` to now.
+    """
+    if account is not None:
+        accounts = [account]
+        label = f"{account.name} ({account.mode})"
     else:
-        total_return = drawdown = None
-    return PerformanceSummary(
-        total_trades=metrics.trades,
-        win_rate=metrics.win_rate,
-        profit_factor=metrics.profit_factor,
-        realised_pnl=realised,
-        fees=totals["fees"] or Decimal(0),
-        funding=totals["funding"] or Decimal(0),
-        capital=capital,
-        total_return=total_return,
-        max_drawdown=drawdown,
+        candidates = ExchangeAccount.objects.select_related("level").order_by("name")
+        if mode:
+            candidates = candidates.filter(mode=mode)
+        if level is not None:
+            candidates = candidates.filter(level__number=level)
+        accounts = list(candidates)
+        modes = sorted({a.mode for a in accounts})
+        if len(modes) > 1:
+            raise MixedModesError(
+                f"the accounts in scope are {', '.join(modes)}: choose an account or a mode, a combined view never "
+                "mixes paper with real money"
+            )
+        mode = modes[0] if modes else mode
+        level_text = f" level {level}" if level is not None else ""
+        label = f"combined {mode or 'no'}{level_text} accounts: {', '.join(a.name for a in accounts) or 'none'}"
+    end = end or timezone.now()
+    if start is None:
+        first = _scope_trades(accounts, pair).aggregate(opened=Min("opened_at"), closed=Min("closed_at"))
+        start = min((m for m in (first["opened"], first["closed"]) if m is not None), default=end)
+    if pair is not None:
+        label += f", pair {pair}"
+    return Scope(accounts=tuple(accounts), mode=accounts[0].mode if account else mode, label=label, start=start,
+                 end=end, level=level, pair=pair)
+
+
+def _scope_trades(accounts, pair: Pair | None) -> QuerySet[PairTrade]:
+    trades = PairTrade.objects.filter(account__in=[a.pk for a in accounts])
+    return trades.filter(pair=pair) if pair is not None else trades
+
+
+def scope_closed_trades(scope: Scope) -> QuerySet[PairTrade]:
+    """Finished trades with a result closed in [start, end) of the scope."""
+    return _scope_trades(scope.accounts, scope.pair).filter(
+        state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__gte=scope.start,
+        closed_at__lt=scope.end,
     )
+
+
+def scope_marks(scope: Scope) -> list[tuple[datetime, float]]:
+    """Mark-to-market points: the unrealised PnL of the daily snapshots (summed over the accounts), at the end of
+    each day. A pair's scope has none: a snapshot covers its whole account. A day whose unrealised PnL is 0 is no
+    mark: 0 is what the daily snapshot writes when nothing marked the open trades, and with nothing open the
+    realised curve is the equity anyway."""
+    if scope.pair is not None:
+        return []
+    rows = (
+        DailyPnlSnapshot.objects.filter(account__in=[a.pk for a in scope.accounts], date__gte=scope.start.date(),
+                                        date__lte=scope.end.date())
+        .values("date").annotate(unrealised=Sum("unrealised_pnl")).order_by("date")
+    )
+    marks = []
+    for row in rows:
+        moment = _day_start(row["date"] + timedelta(days=1)) - timedelta(microseconds=1)
+        if scope.start <= moment < scope.end and row["unrealised"]:
+            marks.append((moment, float(row["unrealised"])))
+    return marks
+
+
+def _capital(scope: Scope) -> Decimal:
+    return sum((a.capital for a in scope.accounts), Decimal(0))
+
+
+def _trade_results(scope: Scope) -> list[TradeResult]:
+    rows = scope_closed_trades(scope).order_by("closed_at", "pk").values_list(
+        "realised_pnl", "closed_at", "opened_at", "fees", "funding")
+    return [TradeResult(pnl=float(pnl), closed_at=closed, opened_at=opened, fees=float(fees), funding=float(funding))
+            for pnl, closed, opened, fees, funding in rows]
+
+
+def scope_performance(scope: Scope) -> PerformanceSummary:
+    """Every KPI of ``scope`` (definitions in ``pairs.quant.kpis``); money sums are exact (SQL), ratios floats."""
+    trades = scope_closed_trades(scope)
+    totals = trades.aggregate(pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"))
+    open_since = _scope_trades(scope.accounts, scope.pair).filter(
+        state__in=PairTrade.ACTIVE_STATES, opened_at__isnull=False, opened_at__lt=scope.end,
+    ).values_list("opened_at", flat=True)
+    capital = _capital(scope)
+    kpis = account_kpis(capital=float(capital), trades=_trade_results(scope), start=scope.start, end=scope.end,
+                        marks=scope_marks(scope), open_since=list(open_since))
+    return PerformanceSummary(
+        label=scope.label, mode=scope.mode, combined=scope.combined, accounts=tuple(a.name for a in scope.accounts),
+        start=scope.start, end=scope.end,
+        total_trades=kpis.trades, wins=kpis.wins, losses=kpis.losses, win_rate=kpis.win_rate,
+        profit_factor=kpis.profit_factor, realised_pnl=totals["pnl"] or Decimal(0), fees=totals["fees"] or Decimal(0),
+        funding=totals["funding"] or Decimal(0), capital=capital, total_return=kpis.total_return,
+        max_drawdown=kpis.max_drawdown, sharpe=kpis.sharpe, sortino=kpis.sortino, expectancy=kpis.expectancy,
+        average_win=kpis.average_win, average_loss=kpis.average_loss,
+        average_holding_hours=kpis.average_holding_hours, exposure=kpis.exposure,
+    )
+
+
+def performance_summary(*, account: ExchangeAccount | None = None, **scope) -> PerformanceSummary:
+    """The KPIs of one account, or of the accounts of one mode combined (see ``performance_scope``)."""
+    return scope_performance(performance_scope(account=account, **scope))
+
+
+@dataclass(frozen=True)
+class EquityPoint:
+    at: datetime | None
+    equity: float
+    drawdown: float  # fall from the running peak, as a positive fraction of the peak
+
+
+def scope_equity(scope: Scope) -> list[EquityPoint]:
+    """The equity curve the drawdown is measured on, with the drawdown at each point."""
+    curve = equity_curve(capital=float(_capital(scope)), trades=_trade_results(scope), marks=scope_marks(scope))
+    points, peak = [], -math.inf
+    for moment, value in curve:
+        peak = max(peak, value)
+        points.append(EquityPoint(at=moment, equity=value, drawdown=(peak - value) / peak if peak > 0 else 0.0))
+    return points
+
+
+def scope_daily_pnl(scope: Scope) -> list[dict]:
+    """Realised PnL, fees, funding and trades per UTC day of closing (aggregated in SQL)."""
+    rows = (
+        scope_closed_trades(scope).annotate(day=TruncDate("closed_at", tzinfo=UTC)).values("day")
+        .annotate(pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"), trades=Count("id"))
+        .order_by("day")
+    )
+    return list(rows)
+
+
+def scope_monthly_returns(scope: Scope) -> list[dict]:
+    """Return of each calendar month (UTC): end-of-month equity over the previous month's end (the capital first)."""
+    curve = equity_curve(capital=float(_capital(scope)), trades=_trade_results(scope), marks=scope_marks(scope))
+    last_day = (scope.end - timedelta(microseconds=1)).date()
+    values = daily_equity(curve, scope.start.date(), last_day)
+    months: dict[tuple[int, int], float] = {}
+    day = scope.start.date()
+    for value in values[1:]:
+        months[(day.year, day.month)] = value
+        day += timedelta(days=1)
+    result, previous = [], values[0] if values else None
+    for (year, month), value in months.items():
+        result.append({"year": year, "month": month,
+                       "return": value / previous - 1.0 if previous else None})
+        previous = value
+    return result
+
+
+def scope_pnl_by(scope: Scope, field: str) -> list[dict]:
+    """Realised PnL and trade count grouped by ``field`` ("pair" or "exit_reason"), biggest PnL first."""
+    key = {"pair": "pair_id", "exit_reason": "exit_reason"}[field]
+    rows = scope_closed_trades(scope).values(key).annotate(pnl=Sum("realised_pnl"), trades=Count("id"))
+    rows = sorted(rows, key=lambda row: row["pnl"], reverse=True)
+    if field == "pair":
+        names = {p.pk: str(p) for p in Pair.objects.filter(pk__in=[r["pair_id"] for r in rows])
+                 .select_related("y_instrument", "x_instrument")}
+        for row in rows:
+            row["name"] = names.get(row["pair_id"], str(row["pair_id"]))
+    else:
+        for row in rows:
+            row["name"] = row["exit_reason"] or "none"
+    return rows
 
 
 def daily_pnl(*, account: ExchangeAccount | None = None) -> QuerySet[DailyPnlSnapshot]:
     snapshots = DailyPnlSnapshot.objects.select_related("account")
     return snapshots.filter(account=account) if account else snapshots
+
+
+def account_summaries(*, start: datetime | None = None, end: datetime | None = None) -> list[PerformanceSummary]:
+    """One summary per account, then one combined summary per mode that has more than one account."""
+    accounts = list(ExchangeAccount.objects.select_related("level").order_by("name"))
+    summaries = [performance_summary(account=a, start=start, end=end) for a in accounts]
+    by_mode: dict[str, int] = defaultdict(int)
+    for a in accounts:
+        by_mode[a.mode] += 1
+    summaries += [performance_summary(mode=mode, start=start, end=end) for mode, n in sorted(by_mode.items())
+                  if n > 1]
+    return summaries

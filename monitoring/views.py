@@ -1,40 +1,145 @@
-"""The monitoring dashboard (role viewer or above). Views only gather what selectors return."""
+"""The monitoring dashboard (role viewer or above; closing a trade needs ``execution.close_trade``). Views only
+gather what selectors return; every KPI comes from ``monitoring.selectors``."""
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+from rest_framework.exceptions import ValidationError
 
-from execution.models import BotHeartbeat, PairTrade
-from monitoring.selectors import daily_pnl, performance_summary
+from execution.api import TradeFilter
+from execution.models import ExchangeAccount, Order, PairTrade
+from execution.services.manual import trade_request_close
+from monitoring import dashboard as data
+from monitoring.positions import open_positions
+from monitoring.scopes import dashboard_scope
+from monitoring.selectors import account_summaries, daily_pnl, scope_performance
+from pairs.models import LevelChange, Pair, PairStatistics, StrategyConfig
 from pairs.selectors import ladder_pairs, latest_screening_run, level_counts
 from risk.selectors import active_halts, recent_guard_events
 
+VIEW = "monitoring.view_dashboard"
+TRADES_PER_PAGE = 50
+
+
+def _live_context(request: HttpRequest) -> dict:
+    params = data.scope_params(request.GET)
+    try:
+        scope = dashboard_scope(params)
+        error = None
+    except ValidationError as invalid:
+        scope, error = dashboard_scope({}), invalid.detail
+    single = scope.accounts[0] if len(scope.accounts) == 1 else None
+    return {
+        "scope": scope,
+        "scope_error": error,
+        "summary": scope_performance(scope),
+        "charts": data.chart_series(scope),
+        "monthly": data.monthly_table(scope),
+        "positions": open_positions(accounts=[a.pk for a in scope.accounts]),
+        "today": data.today_pnl(single) if single else None,
+        "halts": active_halts().select_related("account"),
+        "heartbeats": data.heartbeats(),
+        "query": request.GET.urlencode(),
+    }
+
 
 @login_required
-@permission_required("monitoring.view_dashboard", raise_exception=True)
+@permission_required(VIEW, raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
-    open_trades = (
-        PairTrade.objects.filter(state__in=PairTrade.ACTIVE_STATES)
-        .select_related("account", "pair__y_instrument", "pair__x_instrument")
-        .order_by("-created_at")
-    )
-    recent_closed = (
-        PairTrade.objects.exclude(state__in=PairTrade.ACTIVE_STATES)
-        .select_related("account", "pair__y_instrument", "pair__x_instrument")
-        .order_by("-closed_at", "-id")[:25]
-    )
-    context = {
-        "summary": performance_summary(),
+    context = _live_context(request)
+    context.update({
+        "choices": data.scope_choices(),
+        "chosen": request.GET.get("scope", ""),
+        "start": request.GET.get("start", ""),
+        "end": request.GET.get("end", ""),
+        "accounts": account_summaries(),
         "levels": level_counts(),
         "latest_run": latest_screening_run(),
         "ladder": ladder_pairs(),
-        "open_trades": open_trades,
-        "recent_closed": recent_closed,
-        "halts": active_halts().select_related("account"),
-        "guard_events": recent_guard_events(limit=15),
-        "heartbeats": BotHeartbeat.objects.select_related("account").order_by("account__name"),
+        "recent_closed": PairTrade.objects.exclude(state__in=PairTrade.ACTIVE_STATES)
+        .select_related("account", "pair__y_instrument", "pair__x_instrument").order_by("-closed_at", "-id")[:25],
         "daily_pnl": daily_pnl()[:30],
-    }
+        "guard_events": recent_guard_events(limit=15),
+    })
     return render(request, "dashboard/index.html", context)
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def dashboard_live(request: HttpRequest) -> HttpResponse:
+    """The part of the dashboard that htmx reloads every 30 s: KPIs, charts, positions, halts, bots."""
+    return render(request, "dashboard/_live.html", _live_context(request))
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def pair_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    pair = get_object_or_404(Pair.objects.select_related("y_instrument", "x_instrument", "level"), pk=pk)
+    config = StrategyConfig.current()
+    context = {
+        "pair": pair,
+        "chart": data.pair_chart(pair),
+        "bands": {"entry": config.entry_z, "exit": config.exit_z, "stop": config.stop_z},
+        "statistics": PairStatistics.objects.filter(pair=pair).order_by("window"),
+        "level_changes": LevelChange.objects.filter(pair=pair).select_related("from_level", "to_level", "changed_by")
+        .order_by("-created_at")[:50],
+        "trades": PairTrade.objects.filter(pair=pair).select_related("account").order_by("-id")[:100],
+    }
+    return render(request, "dashboard/pair.html", context)
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def trade_list(request: HttpRequest) -> HttpResponse:
+    trades = PairTrade.objects.select_related("account", "pair__y_instrument", "pair__x_instrument").order_by("-id")
+    filters = TradeFilter(request.GET, queryset=trades)
+    page = Paginator(filters.qs if filters.is_valid() else trades.none(), TRADES_PER_PAGE).get_page(
+        request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "dashboard/trades.html", {
+        "filters": filters, "page": page, "query": query.urlencode(),
+        "accounts": ExchangeAccount.objects.order_by("name"), "states": PairTrade.State.choices,
+        "reasons": PairTrade.ExitReason.choices,
+    })
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def trade_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    trade = get_object_or_404(
+        PairTrade.objects.select_related("account", "pair__y_instrument", "pair__x_instrument"), pk=pk)
+    orders = Order.objects.filter(trade=trade).select_related("instrument").prefetch_related("fills").order_by("pk")
+    return render(request, "dashboard/trade.html", {"trade": trade, "orders": orders})
+
+
+@login_required
+@permission_required("execution.close_trade", raise_exception=True)
+@require_http_methods(["GET", "POST"])
+def trade_close(request: HttpRequest, pk: int) -> HttpResponse:
+    """Close a trade by hand: a confirmation page, then the same service as the admin and the API (audited)."""
+    trade = get_object_or_404(PairTrade.objects.select_related("account", "pair__y_instrument", "pair__x_instrument"),
+                              pk=pk)
+    if request.method == "POST":
+        if trade_request_close(trade=trade, user=request.user, channel="dashboard"):
+            messages.success(request, f"Trade {trade.pk} will be closed by its bot at its next tick.")
+        else:
+            messages.warning(request, f"Trade {trade.pk} is already {trade.state}: nothing to close.")
+        return redirect("dashboard")
+    return render(request, "dashboard/trade_close.html", {"trade": trade})
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+def system_health(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/system.html", {
+        "tasks": data.periodic_tasks(),
+        "heartbeats": data.heartbeats(),
+        "halts": active_halts().select_related("account"),
+        "guard_events": recent_guard_events(limit=50),
+    })

@@ -3,7 +3,8 @@
 from django_filters import rest_framework as filters
 from rest_framework import generics, serializers
 
-from pairs.models import Level, Pair
+from core.api import id_filter, symbol_filter
+from pairs.models import Level, Pair, PairStatistics
 from pairs.selectors import pairs_with_legs
 
 
@@ -17,18 +18,16 @@ class LevelListApi(generics.ListAPIView):
 
     serializer_class = LevelListOutputSerializer
     queryset = Level.objects.all()
+    ordering_fields = ("number",)
 
 
 class PairFilter(filters.FilterSet):
-    level = filters.NumberFilter(field_name="level__number")
-    symbol = filters.CharFilter(method="filter_symbol")
+    level = id_filter("level__number", "Level number")
+    symbol = symbol_filter("y_instrument", "x_instrument")
 
     class Meta:
         model = Pair
         fields = ("status", "timeframe", "level", "level_locked")
-
-    def filter_symbol(self, queryset, name, value):
-        return queryset.filter(y_instrument__symbol=value) | queryset.filter(x_instrument__symbol=value)
 
 
 class PairListApi(generics.ListAPIView):
@@ -47,3 +46,30 @@ class PairListApi(generics.ListAPIView):
     serializer_class = PairListOutputSerializer
     queryset = pairs_with_legs().order_by("id")
     filterset_class = PairFilter
+    ordering_fields = ("id", "qvalue", "pvalue", "half_life_bars", "last_tested_at")
+
+
+class PairStatisticsListApi(generics.ListAPIView):
+    class PairStatisticsListOutputSerializer(serializers.ModelSerializer):
+        y = serializers.CharField(source="pair.y_instrument.symbol")
+        x = serializers.CharField(source="pair.x_instrument.symbol")
+
+        class Meta:
+            model = PairStatistics
+            fields = ("id", "pair", "y", "x", "window", "window_start", "window_end", "computed_at", "trades",
+                      "win_rate", "profit_factor", "total_return", "mean_return", "max_drawdown", "sharpe",
+                      "sortino", "expectancy", "avg_holding_bars", "recent_adf_stat", "recent_adf_pvalue")
+
+    class Filter(filters.FilterSet):
+        pair = id_filter("pair_id", "Pair id")
+        symbol = symbol_filter("pair__y_instrument", "pair__x_instrument")
+        level = id_filter("pair__level__number", "The pair's level")
+
+        class Meta:
+            model = PairStatistics
+            fields = ("window",)
+
+    serializer_class = PairStatisticsListOutputSerializer
+    queryset = PairStatistics.objects.select_related("pair__y_instrument", "pair__x_instrument").order_by("id")
+    filterset_class = Filter
+    ordering_fields = ("id", "trades", "profit_factor", "win_rate", "sharpe", "computed_at")

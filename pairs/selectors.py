@@ -8,7 +8,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 from django.db import connection
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery
 
 from pairs.marketdata.grid import PriceWindow, empty_window, grid_window
 from pairs.marketdata.validation import timeframe_ms
@@ -124,9 +124,49 @@ def price_window(
                        instrument_ids=[i.pk for i in ordered], short_history=short)
 
 
+# Rows per fetch while the window streams into its matrix: bounded memory (~5 MB of row tuples at a time) whatever
+# the universe, few enough round trips that the fetch calls cost nothing beside the rows.
+WINDOW_FETCH_ROWS = 50_000
+# Seconds since 1970 of a stored open_time, computed by the database: an integer per row instead of a datetime (or
+# a text the client parses). Both databases keep open_time as naive UTC.
+_EPOCH_SECONDS_SQL = {
+    "sqlite": "CAST(strftime('%%s', {column}) AS INTEGER)",
+    "mysql": "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {column})",
+}
+
+
 def _grid_block(ordered: list[Instrument], timeframe: str, grid: pd.DatetimeIndex) -> np.ndarray:
     """(bars x instruments) closes on ``grid``, NaN where no bar is stored; a bar off the grid is not placed."""
     block = np.full((len(grid), len(ordered)), np.nan)
+    if not ordered:
+        return block
+    if connection.vendor not in _EPOCH_SECONDS_SQL:
+        return _grid_block_from_frame(block, ordered, timeframe, grid)
+    quote = connection.ops.quote_name
+    ids = [i.pk for i in ordered]
+    sql = (
+        f"SELECT {quote('instrument_id')}, {_EPOCH_SECONDS_SQL[connection.vendor].format(column=quote('open_time'))}, "  # noqa: S608
+        f"CAST({quote('close')} AS DOUBLE) FROM {quote(Candle._meta.db_table)} "
+        f"WHERE {quote('instrument_id')} IN ({', '.join(['%s'] * len(ids))}) AND {quote('timeframe')} = %s "
+        f"AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
+    )
+    column = np.full(max(ids) + 1, -1, dtype=np.int64)
+    column[ids] = np.arange(len(ids))
+    first_s, step_s = int(grid.as_unit("s").asi8[0]), timeframe_ms(timeframe) // 1000
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*ids, timeframe, adapt(grid[0].to_pydatetime()), adapt(grid[-1].to_pydatetime())])
+        while rows := cursor.fetchmany(WINDOW_FETCH_ROWS):
+            chunk = np.array(rows, dtype=np.float64)
+            offsets = chunk[:, 1].astype(np.int64) - first_s
+            on_grid = offsets % step_s == 0
+            block[offsets[on_grid] // step_s, column[chunk[on_grid, 0].astype(np.int64)]] = chunk[on_grid, 2]
+    return block
+
+
+def _grid_block_from_frame(block: np.ndarray, ordered: list[Instrument], timeframe: str,
+                           grid: pd.DatetimeIndex) -> np.ndarray:
+    """``_grid_block`` through ``candle_closes_frame``, for a database without an epoch expression above."""
     frame = candle_closes_frame([i.pk for i in ordered], timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime())
     if frame.empty:
         return block
@@ -175,15 +215,26 @@ def decimal_closes(instrument_id: int, timeframe: str, *, start: datetime, end: 
 def candle_bounds(*, exchange: str | None = None, timeframe: str | None = None, start: datetime | None = None,
                   end: datetime | None = None) -> tuple[datetime | None, datetime | None]:
     """(first, last) open time of the stored candles of an exchange and timeframe in [start, end]; (None, None)
-    when there are none."""
+    when there are none.
+
+    With a timeframe, each instrument's first and last bar are two seeks of the unique (instrument, timeframe,
+    open_time) index, and the bounds the extremes of those: a scan of every candle took 0.4 s for 100 symbols.
+    """
     candles = Candle.objects.all()
-    if exchange is not None:
-        candles = candles.filter(instrument__exchange=exchange)
     if timeframe is not None:
         candles = candles.filter(timeframe=timeframe)
     if start is not None:
         candles = candles.filter(open_time__gte=start)
     if end is not None:
         candles = candles.filter(open_time__lte=end)
-    bounds = candles.aggregate(first=Min("open_time"), last=Max("open_time"))
-    return bounds["first"], bounds["last"]
+    if timeframe is None:
+        if exchange is not None:
+            candles = candles.filter(instrument__exchange=exchange)
+        bounds = candles.aggregate(first=Min("open_time"), last=Max("open_time"))
+        return bounds["first"], bounds["last"]
+    instruments = Instrument.objects.all() if exchange is None else Instrument.objects.filter(exchange=exchange)
+    own = candles.filter(instrument_id=OuterRef("pk")).values("open_time")
+    ends = instruments.annotate(first=Subquery(own.order_by("open_time")[:1]),
+                                last=Subquery(own.order_by("-open_time")[:1]))
+    rows = [(first, last) for first, last in ends.values_list("first", "last") if first is not None]
+    return (min(r[0] for r in rows), max(r[1] for r in rows)) if rows else (None, None)

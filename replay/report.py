@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-
-import numpy as np
 
 from core.formatting import iso as _iso
 from core.formatting import plain_or_none as _plain
 from execution.models import ExchangeAccount, Fill, PairTrade
-from pairs.quant.performance import max_drawdown, sharpe_ratio, trade_metrics
+from pairs.quant.kpis import TradeResult, account_kpis, curve_kpis, finite_or_none
 from risk.models import GuardEvent, Halt
-
-DAYS_PER_YEAR = 365  # crypto trades every day
-
 
 LEG_ACTIONS = {"open": "open", "complete": "open", "close": "close", "unwind": "close", "reconcile": "adopted"}
 
@@ -59,51 +53,53 @@ def replay_trades(*, account: ExchangeAccount) -> list[dict]:
 
 
 def replay_summary(*, trades: list[dict], start_equity: Decimal, equity: list[tuple[datetime, Decimal]]) -> dict:
-    """The replay's figures.
+    """The replay's figures, from the one metrics module (``pairs.quant.kpis``) as the dashboard, the API and the
+    report compute them.
 
-    - ``total_trades``, ``win_rate``, ``profit_factor``: over the trades with a PnL, which are the finished ones:
-      closed and unwound (an unwound trade is a real result of trading the pair, so it counts); trades still open
-      at the end, trades that failed to open (nothing was held) and trades closed by reconciliation have none and
-      are left out. A win is a PnL > 0; the profit factor is null with no losing trade (or no trade): JSON has no
-      infinity.
+    - ``total_trades``, ``win_rate``, ``profit_factor``, ``expectancy`` (mean PnL per trade),
+      ``average_holding_hours``: over the trades with a PnL, which are the finished ones: closed and unwound (an
+      unwound trade is a real result of trading the pair, so it counts); trades still open at the end, trades that
+      failed to open (nothing was held) and trades closed by reconciliation have none and are left out. A win is a
+      PnL > 0; the profit factor is null with no losing trade (or no trade): JSON has no infinity.
     - ``total_return`` = end equity / start equity - 1; ``start_equity`` is the paper wallet before the first bar,
       ``end_equity`` the equity (wallet + unrealised PnL of what is still open) after the last.
-    - ``max_drawdown``: the largest fall from a running peak of the per-bar equity curve, negative (-0.0436 is
-      4.36 %).
-    - ``sharpe``: daily equity returns (the equity after the last bar of each UTC day, the bar's open time deciding
-      the day, starting from the start equity), mean over standard deviation, times sqrt(365); null with fewer than
-      two days or no dispersion.
+    - ``max_drawdown``: the largest fall from a running peak of the per-bar equity curve (marked to market at every
+      bar), negative (-0.0436 is 4.36 %).
+    - ``sharpe``, ``sortino``: daily equity returns (the equity after the last bar of each UTC day, the bar's open
+      time deciding the day, starting from the start equity), mean over standard (downside) deviation, times
+      sqrt(365); null with fewer than two days or no dispersion.
     Money is a string (a Decimal), ratios are numbers.
     """
-    pnls = [float(Decimal(t["pnl"])) for t in trades if t["pnl"] is not None]
-    metrics = trade_metrics(pnls)
+    results = [TradeResult(pnl=float(Decimal(t["pnl"])), closed_at=_moment(t.get("closed_at")) or _EPOCH,
+                           opened_at=_moment(t.get("opened_at")))
+               for t in trades if t["pnl"] is not None]
     end_equity = equity[-1][1] if equity else start_equity
-    curve = [float(start_equity)] + [float(e) for _, e in equity]
-    profit_factor = metrics.profit_factor if metrics.profit_factor is not None else None
-    if profit_factor is not None and not math.isfinite(profit_factor):
-        profit_factor = None
+    # A bar's clock is its close; the bar belongs to the day of its open time.
+    curve = [(None, float(start_equity))] + [(clock - timedelta(microseconds=1), float(e)) for clock, e in equity]
+    first = equity[0][0] - timedelta(microseconds=1) if equity else _EPOCH
+    last = equity[-1][0] if equity else _EPOCH
+    kpis = account_kpis(capital=float(start_equity), trades=results, start=first, end=last)
+    figures = curve_kpis(curve, first, last)
     return {
-        "total_trades": metrics.trades,
-        "win_rate": metrics.win_rate,
-        "profit_factor": profit_factor,
+        "total_trades": kpis.trades,
+        "win_rate": kpis.win_rate,
+        "profit_factor": finite_or_none(kpis.profit_factor),
         "total_return": float(end_equity / start_equity - 1) if start_equity else None,
-        "max_drawdown": 0.0 - max_drawdown(curve),
-        "sharpe": sharpe_ratio(equity_returns_daily(start_equity, equity), DAYS_PER_YEAR),
+        "max_drawdown": 0.0 - figures["max_drawdown"],
+        "sharpe": figures["sharpe"],
+        "sortino": figures["sortino"],
+        "expectancy": kpis.expectancy,
+        "average_holding_hours": kpis.average_holding_hours,
         "start_equity": _plain(start_equity),
         "end_equity": _plain(end_equity),
     }
 
 
-def equity_returns_daily(start_equity: Decimal, equity: list[tuple[datetime, Decimal]]) -> np.ndarray:
-    """Simple returns between the equities after the last bar of each UTC day, the first from the start equity.
-    A bar's day is that of its open time, which is the day of its close (the clock) minus a microsecond."""
-    closing: dict = {}
-    for clock, value in equity:
-        closing[(clock - timedelta(microseconds=1)).date()] = float(value)
-    curve = np.array([float(start_equity), *closing.values()])
-    if curve.size < 2:
-        return np.empty(0)
-    return curve[1:] / curve[:-1] - 1.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if not text else datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def replay_halts(*, account: ExchangeAccount) -> list[dict]:

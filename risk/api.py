@@ -1,7 +1,9 @@
 """Read-only reporting API of the risk policy: halts and guard events."""
 
+from django_filters import rest_framework as filters
 from rest_framework import generics, serializers
 
+from core.api import id_or_name_filter
 from risk.models import GuardEvent, Halt
 
 
@@ -12,8 +14,18 @@ class GuardEventListApi(generics.ListAPIView):
             fields = ("id", "created_at", "account", "kind", "severity", "message", "details")
 
     serializer_class = GuardEventListOutputSerializer
+    class Filter(filters.FilterSet):
+        account = id_or_name_filter("account")
+        created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+        created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+        class Meta:
+            model = GuardEvent
+            fields = ("kind", "severity")
+
     queryset = GuardEvent.objects.order_by("-id")
-    filterset_fields = ("account", "kind", "severity")
+    filterset_class = Filter
+    ordering_fields = ("id", "created_at")
 
 
 class HaltListApi(generics.ListAPIView):
@@ -24,5 +36,16 @@ class HaltListApi(generics.ListAPIView):
                       "cleared_at")
 
     serializer_class = HaltListOutputSerializer
+    class Filter(filters.FilterSet):
+        account = id_or_name_filter("account")
+        active = filters.BooleanFilter(field_name="cleared_at", lookup_expr="isnull", help_text="Not cleared yet")
+        created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+        created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+        class Meta:
+            model = Halt
+            fields = ("source", "flatten", "mode", "trigger")
+
     queryset = Halt.objects.order_by("-id")
-    filterset_fields = ("account", "source", "mode", "trigger")
+    filterset_class = Filter
+    ordering_fields = ("id", "created_at", "cleared_at")

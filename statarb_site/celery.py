@@ -6,7 +6,7 @@ exchange keys."""
 import os
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import celeryd_after_setup, setup_logging, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "statarb_site.settings.local")
 
@@ -23,3 +23,31 @@ def configure_logging_from_django(*args, **kwargs) -> None:
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+
+
+# BLAS threads (core.threads): the worker's processes share the cores, so each gets cores // concurrency threads.
+# Declared in the main process before the pool starts (prefork children inherit it) and applied process-wide in
+# every process that runs tasks, so numerical code outside the screening's own limits is held there too.
+_process_blas_limit = None
+
+
+@celeryd_after_setup.connect
+def divide_blas_threads(sender=None, instance=None, **kwargs) -> None:
+    from core.threads import process_configure
+
+    process_configure(processes=getattr(instance, "concurrency", None) or 1)
+    _limit_blas_in_this_process()
+
+
+@worker_process_init.connect
+def limit_blas_threads_in_child(*args, **kwargs) -> None:
+    _limit_blas_in_this_process()
+
+
+def _limit_blas_in_this_process() -> None:
+    global _process_blas_limit
+    from threadpoolctl import threadpool_limits
+
+    from core.threads import blas_threads
+
+    _process_blas_limit = threadpool_limits(limits=blas_threads(), user_api="blas")

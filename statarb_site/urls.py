@@ -4,11 +4,11 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
-from execution.api import AccountListApi, TradeCloseApi, TradeListApi
-from monitoring.api import DailyPnlListApi, PerformanceApi
+from execution.api import AccountListApi, FillListApi, FundingListApi, OrderListApi, TradeCloseApi, TradeListApi
+from monitoring import views as dashboard_views
+from monitoring.api import DailyPnlListApi, EquityListApi, PerformanceApi, PositionListApi
 from monitoring.guard.api import HaltCreateApi, ResumeApi
-from monitoring.views import dashboard
-from pairs.api import LevelListApi, PairListApi
+from pairs.api import LevelListApi, PairListApi, PairStatisticsListApi
 from risk.api import GuardEventListApi, HaltListApi
 from statarb_site import views
 
@@ -21,6 +21,13 @@ api_patterns = [
     path("trades/<int:pk>/close/", TradeCloseApi.as_view(), name="trade-close"),
     path("pnl/daily/", DailyPnlListApi.as_view(), name="daily-pnl"),
     path("performance/", PerformanceApi.as_view(), name="performance"),
+    # Reporting (#16): the rest of what a report needs.
+    path("pair-statistics/", PairStatisticsListApi.as_view(), name="pair-statistics"),
+    path("orders/", OrderListApi.as_view(), name="orders"),
+    path("fills/", FillListApi.as_view(), name="fills"),
+    path("funding/", FundingListApi.as_view(), name="funding"),
+    path("positions/", PositionListApi.as_view(), name="positions"),
+    path("equity/", EquityListApi.as_view(), name="equity"),
     path("guard-events/", GuardEventListApi.as_view(), name="guard-events"),
     path("halts/", HaltListApi.as_view(), name="halts"),
     path("halt/", HaltCreateApi.as_view(), name="halt"),
@@ -32,7 +39,14 @@ api_patterns = [
 ]
 
 urlpatterns = [
-    path("", dashboard, name="dashboard"),
+    path("", dashboard_views.dashboard, name="dashboard"),
+    # The dashboard's pages (#16).
+    path("dashboard/live/", dashboard_views.dashboard_live, name="dashboard-live"),
+    path("pairs/<int:pk>/", dashboard_views.pair_detail, name="pair"),
+    path("trades/", dashboard_views.trade_list, name="trades"),
+    path("trades/<int:pk>/", dashboard_views.trade_detail, name="trade"),
+    path("trades/<int:pk>/close/", dashboard_views.trade_close, name="trade-close"),
+    path("system/", dashboard_views.system_health, name="system"),
     path("health/", views.health, name="health"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

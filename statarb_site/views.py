@@ -2,23 +2,97 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from datetime import timedelta
+
 from django.db import connection
+from django.db.models import Max
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from core.api import check_query_parameters
+from execution.models import BotHeartbeat
+from monitoring.dashboard import HEARTBEAT_STALE_AFTER
 
-def health(request: HttpRequest) -> JsonResponse:
-    """Liveness for a load balancer: the database answers. No details that could help an attacker."""
+logger = logging.getLogger(__name__)
+
+
+BEAT_STALE_AFTER = timedelta(minutes=5)  # the bots' dispatch runs every minute: five without a run mean beat is down
+
+
+def _database_ok() -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        return JsonResponse({"status": "ok"})
-    except Exception:  # noqa: BLE001 - any failure means "not healthy"; the reason goes to the logs, not out
-        return JsonResponse({"status": "unavailable"}, status=503)
+        return True
+    except Exception:
+        logger.exception("health: the database does not answer")
+        return False
+
+
+BROKER_CHECK_TIMEOUT_S = 1.0  # a probe must answer fast even when the broker accepts connections and stays silent
+
+
+def _broker_ok() -> bool:
+    """Connect to the broker in a daemon thread and wait at most BROKER_CHECK_TIMEOUT_S: a silent broker (accepting
+    and never answering) must not hold the probe, whose callers give up after a couple of seconds."""
+    from statarb_site.celery import app
+
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=0, timeout=BROKER_CHECK_TIMEOUT_S)
+            result.append(True)
+        except Exception:
+            logger.exception("health: the broker does not answer")
+
+    thread = threading.Thread(target=probe, name="health-broker-probe", daemon=True)
+    thread.start()
+    thread.join(BROKER_CHECK_TIMEOUT_S)
+    return bool(result)
+
+
+def _beat_check(now) -> dict:
+    last = PeriodicTask.objects.filter(enabled=True).aggregate(last=Max("last_run_at"))["last"]
+    if last is None:
+        return {"status": "unknown"}
+    return {"status": "stale" if now - last > BEAT_STALE_AFTER else "ok",
+            "seconds_since_last_run": int((now - last).total_seconds())}
+
+
+def _bots_check(now) -> dict:
+    beats = list(BotHeartbeat.objects.filter(account__enabled=True).values_list("beat_at", flat=True))
+    stale = sum(1 for beat in beats if now - beat > HEARTBEAT_STALE_AFTER)
+    return {"status": "stale" if stale else "ok", "bots": len(beats), "stale": stale}
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    """Health for a load balancer and for monitoring: the database, the broker, beat's last run and the bots'
+    heartbeats (stale after 3 minutes). Only statuses and counts go out, no error text.
+
+    503 when the database does not answer (the web can't serve); with ``?strict=1`` (monitoring) also when the
+    broker is down or beat or a bot is stale. Otherwise 200, ``status`` "ok" or "degraded"."""
+    now = timezone.now()
+    database = _database_ok()
+    checks: dict = {"database": {"status": "ok" if database else "unavailable"}}
+    if database:
+        checks["broker"] = {"status": "ok" if _broker_ok() else "unavailable"}
+        checks["beat"] = _beat_check(now)
+        checks["bots"] = _bots_check(now)
+    failing = [name for name, check in checks.items() if check["status"] in ("unavailable", "stale")]
+    status = "unavailable" if not database else ("degraded" if failing else "ok")
+    strict = request.GET.get("strict") in ("1", "true")
+    code = 503 if not database or (strict and failing) else 200
+    return JsonResponse({"status": status, "checks": checks}, status=code)
 
 
 class ApiRoot(APIView):
@@ -26,6 +100,7 @@ class ApiRoot(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, format=None):
-        names = ("levels", "pairs", "accounts", "trades", "daily-pnl", "performance", "guard-events", "halts",
-                 "schema", "docs", "redoc")
+        check_query_parameters(request, ())
+        names = ("levels", "pairs", "pair-statistics", "accounts", "trades", "orders", "fills", "funding",
+                 "positions", "daily-pnl", "performance", "equity", "guard-events", "halts", "schema", "docs", "redoc")
         return Response({name: reverse(f"api:{name}", request=request, format=format) for name in names})

@@ -28,16 +28,16 @@ class AccountRefField(serializers.CharField):
 class HaltCreateApi(APIView):
     permission_classes = (HasPermission("execution.halt_account"),)
 
-    class InputSerializer(serializers.Serializer):
+    class HaltCreateInputSerializer(serializers.Serializer):
         account = AccountRefField(required=False, allow_null=True, help_text="id or name; omitted: every account")
         flatten = serializers.BooleanField(default=False)
         reason = serializers.CharField(max_length=400, trim_whitespace=True)
 
-    @extend_schema(request=InputSerializer, responses={201: inline_serializer("HaltCreateOutput", {
+    @extend_schema(request=HaltCreateInputSerializer, responses={201: inline_serializer("HaltCreateOutput", {
         "id": serializers.IntegerField(), "account": serializers.CharField(allow_null=True),
         "flatten": serializers.BooleanField(), "mode": serializers.CharField()}), 400: None, 403: None})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = self.HaltCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         account = data.validated_data.get("account")
         halt = accounts_halt(account=account, flatten=data.validated_data["flatten"],
@@ -49,14 +49,14 @@ class HaltCreateApi(APIView):
 class ResumeApi(APIView):
     permission_classes = (HasPermission("risk.clear_halt"),)
 
-    class InputSerializer(serializers.Serializer):
+    class ResumeInputSerializer(serializers.Serializer):
         account = AccountRefField(required=False, allow_null=True, help_text="id or name; omitted: the "
                                   "system-wide halts")
 
-    @extend_schema(request=InputSerializer, responses={200: inline_serializer("ResumeOutput", {
+    @extend_schema(request=ResumeInputSerializer, responses={200: inline_serializer("ResumeOutput", {
         "cleared": serializers.IntegerField()}), 400: None, 403: None})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = self.ResumeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         cleared = accounts_resume(account=data.validated_data.get("account"), user=request.user, channel="api")
         return Response({"cleared": cleared})

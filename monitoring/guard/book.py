@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import cached_property
 
 from django.db.models import Count, DecimalField, F, Max, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -47,9 +48,30 @@ class LegPosition:
         return abs(self.qty) * price
 
 
+@dataclass(frozen=True)
+class TradeRow:
+    """The columns of an active trade the guard reads (model instances of a thousand trades cost more than the
+    whole cycle's arithmetic)."""
+
+    pk: int
+    account_id: int
+    pair_id: int
+    state: str
+    state_changed_at: datetime | None
+    created_at: datetime
+    hedge_ratio: float
+    funding: Decimal
+    y_instrument_id: int
+    x_instrument_id: int
+
+
+TRADE_COLUMNS = ("pk", "account_id", "pair_id", "state", "state_changed_at", "created_at", "hedge_ratio", "funding",
+                 "pair__y_instrument_id", "pair__x_instrument_id")
+
+
 @dataclass
 class OpenTrade:
-    trade: PairTrade
+    trade: TradeRow
     legs: dict[str, LegPosition]  # "y" and "x"
 
     @property
@@ -83,7 +105,7 @@ class AccountBook:
     state: AccountGuardState | None = None
     missing_marks: list[int] = field(default_factory=list)
 
-    @property
+    @cached_property  # the book is read, never changed, once built; every limit asks for it
     def unrealised(self) -> Decimal:
         return sum((t.unrealised for t in self.open_trades), ZERO)
 
@@ -103,7 +125,7 @@ class AccountBook:
     def day_pnl(self) -> Decimal:
         return self.equity - self.day_start_equity
 
-    @property
+    @cached_property
     def gross_exposure(self) -> Decimal:
         return sum((t.gross_notional for t in self.open_trades), ZERO)
 
@@ -189,17 +211,19 @@ def _losing_streaks(ids: list[int]) -> dict[int, tuple[int, datetime | None]]:
 
 
 def _open_trades(ids: list[int], market: MarketView) -> dict[int, list[OpenTrade]]:
-    trades = list(PairTrade.objects.filter(account_id__in=ids, state__in=PairTrade.ACTIVE_STATES)
-                  .select_related("pair__y_instrument", "pair__x_instrument").order_by("pk"))
+    active = PairTrade.objects.filter(account_id__in=ids, state__in=PairTrade.ACTIVE_STATES)
+    trades = [TradeRow(*row) for row in active.order_by("pk").values_list(*TRADE_COLUMNS)]
     if not trades:
         return {}
     legs: dict[int, dict[str, LegPosition]] = {
-        t.pk: {"y": LegPosition(t.pair.y_instrument_id), "x": LegPosition(t.pair.x_instrument_id)} for t in trades
+        t.pk: {"y": LegPosition(t.y_instrument_id), "x": LegPosition(t.x_instrument_id)} for t in trades
     }
     for trade_id, leg, side, qty, price, fee in Fill.objects.filter(
-        order__trade_id__in=list(legs)
+        order__trade__account_id__in=ids, order__trade__state__in=PairTrade.ACTIVE_STATES
     ).values_list("order__trade_id", "order__leg", "order__side", "qty", "price", "fee"):
         signed = qty if side == Order.Side.BUY else -qty
+        if trade_id not in legs:
+            continue  # it became active between the two reads: the next cycle counts it
         position = legs[trade_id][leg]
         position.qty += signed
         position.cost += signed * price

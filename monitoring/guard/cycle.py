@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import Q
 
+from core.audit import audit_record
 from exchanges.base import TradingExchange
 from execution.models import ExchangeAccount
 from monitoring.guard import detectors
@@ -28,6 +29,7 @@ from monitoring.guard.limits import Breach, drawdown, limit_breaches, peak_equit
 from notifications.models import Notification
 from notifications.services import notify
 from pairs.market import MarketView
+from pairs.models import Pair
 from risk.models import AccountGuardState, DailyPnlSnapshot, GuardEvent, Halt
 from risk.policy import HALT, HALT_FLATTEN, NOTIFY, PAUSE_PAIR, Limits
 from risk.selectors import account_state, active_halts, limits_by_account
@@ -144,6 +146,9 @@ def _act(report: GuardReport, breaches: list[Breach], books: dict[int, AccountBo
                           pair=_pair(books, breach), now=now)
         guard_halts.append(halt)
         report.halts_raised.append(halt)
+        audit_record(action="raise_halt", channel="system", actor_label="guard", target=halt,
+                     summary=f"{halt.mode} of {account.name if account else 'all accounts'}: {halt.reason}",
+                     details={"check": breach.check, **breach.details})
         report.events.append(_record(breach, account, now=now, severity=GuardEvent.Severity.CRITICAL))
 
 
@@ -162,12 +167,7 @@ def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None
 
 
 def _pair(books: dict[int, AccountBook], breach: Breach):
-    if breach.pair_id is None:
-        return None
-    for open_trade in books[breach.account_id].open_trades:
-        if open_trade.trade.pair_id == breach.pair_id:
-            return open_trade.trade.pair
-    return None
+    return None if breach.pair_id is None else Pair.objects.filter(pk=breach.pair_id).first()
 
 
 def _record(breach: Breach, account: ExchangeAccount | None, *, now: datetime, severity: str) -> GuardEvent:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from exchanges.base import TradingExchange
 from exchanges.errors import ExchangeError
@@ -21,7 +21,7 @@ from execution.models import BotHeartbeat, ExchangeAccount, Order, PairTrade
 from monitoring.guard.book import AccountBook
 from monitoring.guard.limits import Breach
 from pairs.marketdata.validation import timeframe_ms
-from pairs.models import Candle
+from pairs.models import Candle, Instrument
 from risk.models import GuardEvent
 from risk.policy import Limits
 
@@ -36,10 +36,11 @@ def stale_data(books: dict[int, AccountBook], limits: dict[int, Limits], *, now:
     """The newest stored bar is older than the limit: for the whole market, or for a leg an account holds."""
     bar = timedelta(milliseconds=timeframe_ms(timeframe))
     newest_any = Candle.objects.filter(timeframe=timeframe, open_time__lte=now).aggregate(t=Max("open_time"))["t"]
-    held = {leg.instrument_id for b in books.values() for t in b.open_trades for leg in t.legs.values()}
-    newest = dict(Candle.objects.filter(instrument_id__in=held, timeframe=timeframe, open_time__lte=now)
-                  .values_list("instrument_id").annotate(t=Max("open_time")).values_list("instrument_id", "t")) \
-        if held else {}
+    active = PairTrade.objects.filter(account_id__in=list(books), state__in=PairTrade.ACTIVE_STATES)
+    newest = dict(Candle.objects.filter(Q(instrument_id__in=active.values("pair__y_instrument_id"))
+                                        | Q(instrument_id__in=active.values("pair__x_instrument_id")),
+                                        timeframe=timeframe, open_time__lte=now)
+                  .values_list("instrument_id").annotate(t=Max("open_time")).values_list("instrument_id", "t"))
     breaches = []
     for account_id, book in books.items():
         minutes = limits[account_id].stale_data_minutes
@@ -50,11 +51,10 @@ def stale_data(books: dict[int, AccountBook], limits: dict[int, Limits], *, now:
             breaches.append(Breach("stale_data", account_id, f"no market data since {_at(newest_any)} (limit "
                                    f"{minutes} min)"))
             continue
-        stale = sorted({t.trade.pair.y_instrument.symbol if leg.instrument_id == t.trade.pair.y_instrument_id
-                        else t.trade.pair.x_instrument.symbol
-                        for t in book.open_trades for leg in t.legs.values()
-                        if newest.get(leg.instrument_id) is None or newest[leg.instrument_id] < oldest_ok})
-        if stale:
+        stale_ids = {leg.instrument_id for t in book.open_trades for leg in t.legs.values()
+                     if newest.get(leg.instrument_id) is None or newest[leg.instrument_id] < oldest_ok}
+        if stale_ids:
+            stale = sorted(Instrument.objects.filter(pk__in=stale_ids).values_list("symbol", flat=True))
             breaches.append(Breach("stale_data", account_id, f"no recent bars of {', '.join(stale)} (limit "
                                    f"{minutes} min)", details={"symbols": stale}))
     return breaches
@@ -86,7 +86,7 @@ def leg_problems(books: dict[int, AccountBook], limits: dict[int, Limits], *, no
             if limit.one_leg_seconds is not None and (y.qty == 0) != (x.qty == 0) and \
                     now - since > timedelta(seconds=limit.one_leg_seconds):
                 held = "y" if y.qty else "x"
-                breaches.append(Breach("one_leg", account_id, f"trade {trade.pk} ({trade.pair}) holds only its "
+                breaches.append(Breach("one_leg", account_id, f"trade {trade.pk} (pair {trade.pair_id}) holds only its "
                                        f"{held} leg since {_at(since)}", pair_id=trade.pair_id,
                                        details={"trade": trade.pk}))
             elif limit.leg_imbalance_pct is not None and trade.state == PairTrade.State.OPEN and y.qty and x.qty \
@@ -95,8 +95,8 @@ def leg_problems(books: dict[int, AccountBook], limits: dict[int, Limits], *, no
                 balanced = beta * y.notional
                 imbalance = abs(x.notional - balanced) / (x.notional + balanced)
                 if imbalance > Decimal(repr(limit.leg_imbalance_pct)):
-                    breaches.append(Breach("leg_imbalance", account_id, f"trade {trade.pk} ({trade.pair}): legs "
-                                           f"{float(imbalance):.1%} out of balance (limit "
+                    breaches.append(Breach("leg_imbalance", account_id, f"trade {trade.pk} (pair "
+                                           f"{trade.pair_id}): legs {float(imbalance):.1%} out of balance (limit "
                                            f"{limit.leg_imbalance_pct:.0%})", pair_id=trade.pair_id,
                                            details={"trade": trade.pk, "imbalance": float(imbalance)}))
     return breaches
@@ -170,10 +170,10 @@ def exchange_checks(books: dict[int, AccountBook], limits: dict[int, Limits],
 
 def _position_mismatches(book: AccountBook, exchange: TradingExchange) -> list[Breach]:
     expected: dict[str, Decimal] = defaultdict(Decimal)
+    instruments = Instrument.objects.in_bulk({leg.instrument_id for t in book.open_trades for leg in t.legs.values()})
     for open_trade in book.open_trades:
-        pair = open_trade.trade.pair
-        for leg, instrument in (("y", pair.y_instrument), ("x", pair.x_instrument)):
-            expected[exchange.symbol_for(instrument)] += open_trade.legs[leg].qty
+        for leg in open_trade.legs.values():
+            expected[exchange.symbol_for(instruments[leg.instrument_id])] += leg.qty
     held = {p.symbol: p.qty for p in exchange.positions()}
     wrong = sorted(f"{s}: exchange {_qty(held.get(s, Decimal(0)))}, trades {_qty(expected.get(s, Decimal(0)))}"
                    for s in set(expected) | set(held) if held.get(s, Decimal(0)) != expected.get(s, Decimal(0)))

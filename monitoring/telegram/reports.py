@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from core.formatting import plain
 from execution.models import ExchangeAccount
-from monitoring.positions import open_trades_marked
+from monitoring.marked_trades import open_trades_marked
 from monitoring.selectors import closed_trades, daily_pnl, performance_summary
 from pairs.selectors import ladder_pairs, level_counts
 from risk.selectors import active_halts

@@ -18,6 +18,7 @@ Steps, all batched over pairs:
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass, fields
 
@@ -30,6 +31,10 @@ from pairs.quant.spread import LN_2, hurst_exponent, mean_crossings
 
 # Pairs per block when the series are needed (Hurst, crossings): a (2000 x 4000) float64 block is 64 MB.
 SERIES_BLOCK_PAIRS = 4000
+
+
+# Columns that travel as integers; every other column is float64.
+_TRANSPORT_DTYPES = {"y_index": "<i8", "x_index": "<i8", "lag": "<i8", "mean_crossings": "<i8"}
 
 
 @dataclass
@@ -55,31 +60,25 @@ class ScreenResult:
     def __len__(self) -> int:
         return len(self.pvalue)
 
-    def to_columns(self) -> dict[str, list]:
-        """Plain lists, for JSON transport between Celery tasks (NaN becomes None)."""
+    def to_columns(self) -> dict[str, str]:
+        """The columns as base64 text of their little-endian bytes, for JSON transport between Celery tasks: exact
+        (NaN and infinities included), about 11 bytes of text per value, and decoded without a Python loop."""
         columns = {}
         for spec in fields(self):
             values = getattr(self, spec.name)
-            if values is None:
-                continue
-            if values.dtype.kind == "f":
-                columns[spec.name] = [None if not np.isfinite(v) and not np.isinf(v) else float(v)
-                                      for v in values.tolist()]
-            else:
-                columns[spec.name] = values.tolist()
+            if values is not None:
+                raw = np.ascontiguousarray(values, dtype=_TRANSPORT_DTYPES.get(spec.name, "<f8"))
+                columns[spec.name] = base64.b64encode(raw.tobytes()).decode("ascii")
         return columns
 
     @classmethod
-    def from_columns(cls, columns: dict[str, list]) -> ScreenResult:
+    def from_columns(cls, columns: dict[str, str]) -> ScreenResult:
         values = {}
         for spec in fields(cls):
             column = columns.get(spec.name)
-            if column is None:
-                values[spec.name] = None
-            elif spec.name in ("y_index", "x_index", "lag", "mean_crossings"):
-                values[spec.name] = np.asarray(column, dtype=np.int64)
-            else:
-                values[spec.name] = np.asarray([np.nan if v is None else v for v in column], dtype=np.float64)
+            dtype = _TRANSPORT_DTYPES.get(spec.name, "<f8")
+            values[spec.name] = None if column is None else np.frombuffer(
+                base64.b64decode(column), dtype=dtype).astype(np.int64 if dtype == "<i8" else np.float64)
         return cls(**values)
 
     @classmethod
@@ -143,18 +142,19 @@ def screen(
     *,
     series_pvalue_threshold: float | None = None,
     maxlag: int | None = None,
+    processes: int = 1,
 ) -> ScreenResult:
     """Screen ``pairs`` (an (M, 2) array of (y, x) column indices; every ordered pair by default).
 
     Hurst exponent and mean crossings are computed where p <= ``series_pvalue_threshold`` (not at all when it is
     None: see ``add_series_statistics``) and are NaN / -1 elsewhere. q-values are not set here: they belong to
-    the whole run (see ``merge_and_adjust``).
+    the whole run (see ``merge_and_adjust``). ``processes``: forked processes sharing the Engle-Granger blocks.
     """
     log_prices = np.ascontiguousarray(log_prices, dtype=np.float64)
     if pairs is None:
         pairs = all_ordered_pairs(log_prices.shape[1])
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    eg = engle_granger_batch(log_prices, pairs, maxlag=maxlag)
+    eg = engle_granger_batch(log_prices, pairs, maxlag=maxlag, processes=processes)
     y, x = pairs[:, 0], pairs[:, 1]
     stats = _spread_moment_statistics(_moments(log_prices), y, x, eg.hedge_ratio, eg.intercept)
     result = ScreenResult(

@@ -15,15 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
+from core.threads import blas_thread_limit, blas_threads
 from pairs.marketdata.grid import PriceWindow
 from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
+from pairs.quant.confirmation import confirm_batch
 from pairs.quant.screening import (
+    Confirmation,
     ScreenResult,
     add_series_statistics,
-    confirm_out_of_sample,
     merge_and_adjust,
     screen,
     split_pairs,
@@ -104,8 +107,11 @@ def screening_blocks(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PA
     return split_pairs(n, max(1, math.ceil(n * (n - 1) / block_pairs)))
 
 
-def screening_block(window: PriceWindow, pairs: np.ndarray) -> ScreenResult:
-    return screen(np.log(window.closes), pairs)
+def screening_block(window: PriceWindow, pairs: np.ndarray, *, processes: int = 1) -> ScreenResult:
+    """Screen one block of pairs, with ``processes`` forked processes sharing it (each with its share of the BLAS
+    threads, ``core.threads``)."""
+    with blas_thread_limit(blas_threads(pool=processes)):
+        return screen(np.log(window.closes), pairs, processes=processes)
 
 
 @dataclass
@@ -115,7 +121,7 @@ class ScreeningOutcome:
     result: ScreenResult
     passed: np.ndarray
     candidate: np.ndarray
-    confirmation: dict[int, object]
+    confirmation: dict[int, Confirmation]
 
     def as_json(self) -> dict:
         symbols = self.window.symbols
@@ -169,7 +175,8 @@ def screening_run_finish(
 ) -> ScreeningOutcome:
     """Merge, adjust, confirm and write; the run is marked failed (and nothing else written) on any error."""
     try:
-        outcome = _finish(run=run, window=window, parts=parts)
+        with blas_thread_limit():
+            outcome = _finish(run=run, window=window, parts=parts)
     except Exception as exc:
         CointegrationRun.objects.filter(pk=run.pk).update(
             status=CointegrationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
@@ -191,18 +198,26 @@ def _finish(*, run: CointegrationRun, window: PriceWindow, parts: list[ScreenRes
     )
     log_closes = np.log(window.closes)
     add_series_statistics(result, log_closes, np.flatnonzero(passed))
-    confirmation = {}
-    for k in np.flatnonzero(passed & half_life_ok):
-        confirmation[int(k)] = confirm_out_of_sample(
-            log_closes[:, result.y_index[k]], log_closes[:, result.x_index[k]],
-            holdout_bars=params["confirmation_bars"], max_pvalue=params["confirmation_max_pvalue"],
-        )
+    confirmation = confirm_candidates(result, log_closes, np.flatnonzero(passed & half_life_ok),
+                                      holdout_bars=params["confirmation_bars"],
+                                      max_pvalue=params["confirmation_max_pvalue"])
     candidate = np.zeros(len(result), dtype=bool)
     for k, check in confirmation.items():
         candidate[k] = check.confirmed
     _write(run=run, window=window, result=result, passed=passed, candidate=candidate, confirmation=confirmation)
     return ScreeningOutcome(run=run, window=window, result=result, passed=passed, candidate=candidate,
                             confirmation=confirmation)
+
+
+def confirm_candidates(result: ScreenResult, log_closes: np.ndarray, selected: np.ndarray, *, holdout_bars: int,
+                       max_pvalue: float) -> dict[int, Confirmation]:
+    """``confirm_out_of_sample`` of the ``selected`` directions (indices into ``result``), batched: held-out ADF and
+    Johansen trace of all of them at once (``pairs.quant.confirmation.confirm_batch``, equal to statsmodels)."""
+    if len(selected) == 0:
+        return {}
+    batch = confirm_batch(log_closes, result.y_index[selected], result.x_index[selected], holdout_bars=holdout_bars,
+                          max_pvalue=max_pvalue)
+    return {int(k): Confirmation(**batch.confirmation_fields(i)) for i, k in enumerate(selected)}
 
 
 @transaction.atomic
@@ -248,7 +263,7 @@ def _write(*, run, window, result, passed, candidate, confirmation) -> None:
             confirmed_out_of_sample=None if check is None else check.confirmed,
             johansen_passed=None if check is None else check.johansen_passed,
         ))
-    Pair.objects.bulk_update(updated, _LATEST_TEST_FIELDS, batch_size=500)
+    _pairs_update(updated, _LATEST_TEST_FIELDS)
     PairTest.objects.bulk_create(tests, batch_size=1000)
     CointegrationRun.objects.filter(pk=run.pk).update(
         status=CointegrationRun.Status.SUCCEEDED, n_tests=len(result), n_passed=int(passed.sum()),
@@ -262,6 +277,21 @@ _LATEST_TEST_FIELDS = [
     "return_correlation",
     "last_run", "last_tested_at", "last_passed_at", "consecutive_failures", "updated_at",
 ]
+
+
+def _pairs_update(pairs: list[Pair], field_names: list[str]) -> None:
+    """``Pair.objects.bulk_update(pairs, field_names)`` as one prepared UPDATE per row (``executemany``): the ORM's
+    CASE expressions for 20 fields cost more to compile than the database takes to run the rows (#18)."""
+    if not pairs:
+        return
+    fields = [Pair._meta.get_field(name) for name in field_names]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql = f"UPDATE {quote(Pair._meta.db_table)} SET {assignments} WHERE {quote(Pair._meta.pk.column)} = %s"  # noqa: S608
+    rows = [[field.get_db_prep_save(getattr(pair, field.attname), connection) for field in fields] + [pair.pk]
+            for pair in pairs]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def _apply_latest_test(pair: Pair, result: ScreenResult, k: int, *, run, now, passed: bool, check) -> None:
@@ -305,7 +335,7 @@ def screening_run(
         total = sum(len(block) for block in blocks)
         parts = []
         for block in blocks:
-            parts.append(screening_block(window, block))
+            parts.append(screening_block(window, block, processes=settings.STATARB_SCREEN_PROCESSES))
             if progress is not None:
                 progress(len(block), total)
     except Exception as exc:

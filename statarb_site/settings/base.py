@@ -150,6 +150,11 @@ STORAGES = {
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# The dashboard's JavaScript libraries, pinned in package.json and installed by ``npm ci`` (``make install``),
+# served from our own static files (no CDN). Left out where npm has not run, so settings checks stay clean.
+DASHBOARD_JS_LIBRARIES = {"vendor/chartjs": "node_modules/chart.js/dist", "vendor/htmx": "node_modules/htmx.org/dist"}
+STATICFILES_DIRS += [(prefix, BASE_DIR / path) for prefix, path in DASHBOARD_JS_LIBRARIES.items()
+                     if (BASE_DIR / path).is_dir()]
 
 
 # --- Security (https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/) ---------------------------
@@ -215,7 +220,13 @@ REST_FRAMEWORK = {
                                  "rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": env("API_THROTTLE_ANON", default="60/minute"),
                                "user": env("API_THROTTLE_USER", default="600/minute")},
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # An unknown query parameter answers 400 (core.api.StrictQueryParameters) instead of being ignored.
+    "DEFAULT_FILTER_BACKENDS": ["core.api.StrictQueryParameters", "django_filters.rest_framework.DjangoFilterBackend",
+                                "rest_framework.filters.OrderingFilter"],
+    # ?format=csv on every list, for Excel and Power BI.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
+                                 "rest_framework.renderers.BrowsableAPIRenderer", "core.api.CsvRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.api.FormatAfterAuthNegotiation",
     "DEFAULT_PAGINATION_CLASS": "core.api.BoundedPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -232,6 +243,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets that share a field name get names of their own (orders and trades both have a side).
+    "ENUM_NAME_OVERRIDES": {
+        "OrderSideEnum": "execution.models.Order.Side",
+        "TradeSideEnum": "execution.models.PairTrade.Side",
+        "OrderStatusEnum": "execution.models.Order.Status",
+        "PairStatusEnum": "pairs.models.Pair.Status",
+    },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.api.document_error_responses"],
 }
 
@@ -308,6 +326,12 @@ STATARB_EXCHANGE_TIMEOUT_MS = env.int("STATARB_EXCHANGE_TIMEOUT_MS", default=10_
 STATARB_SCREEN_FANOUT = env.bool("STATARB_SCREEN_FANOUT", default=BROKER_IS_REDIS)
 # Pairs per fanned-out block: ~10,000 directions take ~1.5 s to screen and ~2 MB to send back.
 STATARB_SCREEN_BLOCK_PAIRS = env.int("STATARB_SCREEN_BLOCK_PAIRS", default=10_000)
+# Forked processes that share an in-process screening run (the command, the embedded default; each gets its share of
+# the BLAS threads). Fan-out workers screen their blocks in one process each.
+STATARB_SCREEN_PROCESSES = env.int("STATARB_SCREEN_PROCESSES", default=1)
+# BLAS threads of each numerical process (core.threads): 0 = the cores divided by the processes that share them
+# (a worker's concurrency); more threads than cores spin against each other under load.
+STATARB_BLAS_THREADS = env.int("STATARB_BLAS_THREADS", default=0)
 
 # --- notifications (README, "Notifications and Telegram") ---------------------------------------------------------
 # The bot token is a secret: core.secrets masks it in logs, errors and stored texts.

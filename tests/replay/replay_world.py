@@ -46,6 +46,9 @@ SUMMARY_KEYS = {
     "total_return",
     "max_drawdown",
     "sharpe",
+    "sortino",
+    "expectancy",
+    "average_holding_hours",
     "start_equity",
     "end_equity",
 }

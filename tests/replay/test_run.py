@@ -211,6 +211,8 @@ def test_summary_figures():
     # Daily closes 1000 (start), 990 (Jan 1), 1025 (Jan 2).
     returns = np.array([990 / 1000 - 1, 1025 / 990 - 1])
     assert summary["sharpe"] == pytest.approx(returns.mean() / returns.std(ddof=1) * np.sqrt(365))
+    assert summary["sortino"] == pytest.approx(returns.mean() / np.sqrt(0.01**2 / 2) * np.sqrt(365))
+    assert summary["expectancy"] == pytest.approx(25 / 3)
     assert (summary["start_equity"], summary["end_equity"]) == ("1000", "1025")
     no_loss = replay_summary(trades=[{"pnl": "1"}], start_equity=Decimal("1000"), equity=[])
     assert no_loss["profit_factor"] is None and no_loss["sharpe"] is None and no_loss["max_drawdown"] == 0.0

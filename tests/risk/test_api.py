@@ -88,7 +88,9 @@ def test_performance_of_one_account(api_client):
     assert everything["capital"] == "10000.000000000000"
     assert everything["total_return"] == pytest.approx(-440 / 10000)
 
-    assert api_client.get("/api/v1/performance/", {"account": 999_999}).status_code == 404
+    unknown = api_client.get("/api/v1/performance/", {"account": 999_999})
+    assert unknown.status_code == 400
+    assert "999999" in unknown.json()["account"][0]
 
 
 def test_profit_factor_without_a_losing_trade_is_null_and_flagged(api_client):

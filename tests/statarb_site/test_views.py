@@ -43,7 +43,7 @@ def test_empty_dashboard(staff_client):
     html = response.text
     assert 'id="kpis"' in html
     assert "No active halt." in html
-    assert "No open trade." in html
+    assert "No open position." in html
     assert "No closed trade yet." in html
     assert "No bot has reported yet." in html
     assert "No guard event." in html
@@ -120,11 +120,10 @@ def test_dashboard_shows_levels_trades_halts_events_and_bots(staff_client, dashb
     assert '<tr><td>L2</td><td>small live</td><td class="num">1</td><td>yes</td></tr>' in html
     assert '<tr><td>L3</td><td>full live</td><td class="num">0</td><td>yes</td></tr>' in html
 
-    open_section = html[html.index('id="open-trades"') : html.index('id="closed-trades"')]
+    open_section = html[html.index('id="open-positions"') : html.index('id="halts"')]
     assert '<span class="badge real">real</span>' in open_section
-    assert "BTCUSDT/ETHUSDT" in open_section
-    assert "-2.35" in open_section
-    assert "SOLUSDT/AVAXUSDT" not in open_section
+    assert "BTCUSDT / ETHUSDT" in open_section
+    assert "SOLUSDT / AVAXUSDT" not in open_section
 
     closed_section = html[html.index('id="closed-trades"') : html.index('id="daily-pnl"')]
     assert "SOLUSDT/AVAXUSDT" in closed_section
@@ -135,7 +134,7 @@ def test_dashboard_shows_levels_trades_halts_events_and_bots(staff_client, dashb
     # Newest close first.
     assert closed_section.index("-50.0000") < closed_section.index("100.0000")
 
-    halts = html[html.index('id="halts"') : html.index('id="levels"')]
+    halts = html[html.index('id="halts"') : html.index('id="bots"')]
     assert "<td>all accounts</td>" in halts
     assert "exchange maintenance window" in halts
     assert "already cleared halt" not in halts
@@ -145,13 +144,14 @@ def test_dashboard_shows_levels_trades_halts_events_and_bots(staff_client, dashb
     assert '<span class="badge critical">critical</span>' in events
     assert "no new BTCUSDT candle for 3 bars" in events
 
-    bots = html[html.index('id="bots"') : html.index('id="guard-events"')]
+    bots = html[html.index('id="bots"') : html.index('id="accounts"')]
+    # A beat years old is flagged stale.
     assert (
-        '<tr><td>bybit-live-main</td><td>2021-03-01 12:34:56</td><td>tick ok</td>'
-        '<td class="num">1</td><td class="num">12.5</td></tr>'
+        '<tr><td>bybit-live-main</td><td>2021-03-01 12:34:56 <span class="badge critical">stale</span></td>'
+        '<td>tick ok</td><td class="num">1</td><td class="num">12.5</td></tr>'
     ) in bots
 
-    pnl = html[html.index('id="daily-pnl"') : html.index('id="bots"')]
+    pnl = html[html.index('id="daily-pnl"') : html.index('id="guard-events"')]
     assert "<td>March 1, 2021</td><td>bybit-live-main</td>" in pnl
     assert '<td class="num">10050.00</td>' in pnl
 
@@ -166,7 +166,33 @@ def test_dashboard_shows_infinite_profit_factor(staff_client):
 def test_health(client):
     response = client.get("/health/")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    data = response.json()
+    assert data["checks"]["database"] == {"status": "ok"}
+    assert data["checks"]["broker"] == {"status": "ok"}
+    # No periodic task has run yet and no bot has reported: nothing is known to be stale.
+    assert data["checks"]["beat"] == {"status": "unknown"}
+    assert data["checks"]["bots"] == {"status": "ok", "bots": 0, "stale": 0}
+    assert data["status"] == "ok"
+
+
+def test_health_reports_a_stopped_bot_and_beat(client):
+    from django.utils import timezone
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    now = timezone.now()
+    BotHeartbeat.objects.create(account=ExchangeAccountFactory(), beat_at=now - timedelta(minutes=10))
+    BotHeartbeat.objects.create(account=ExchangeAccountFactory(), beat_at=now - timedelta(seconds=30))
+    every = IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="dispatch", task="execution.tasks.dispatch_bots", interval=every,
+                                last_run_at=now - timedelta(minutes=20))
+
+    relaxed = client.get("/health/")
+    assert relaxed.status_code == 200
+    data = relaxed.json()
+    assert data["status"] == "degraded"
+    assert data["checks"]["bots"] == {"status": "stale", "bots": 2, "stale": 1}
+    assert data["checks"]["beat"]["status"] == "stale"
+    assert client.get("/health/", {"strict": "1"}).status_code == 503
 
 
 def test_schema_is_staff_only(client, django_user_model):

@@ -19,6 +19,10 @@ class Command(BaseCommand):
         "confirm candidates out of sample and with Johansen, and store the run, the pairs and their tests."
     )
 
+    # A numerical batch: the system checks would import the URL conf and the API stack for nothing (#18: start-up
+    # is a large part of a 100-symbol run). `manage.py check` and the web processes still run them.
+    requires_system_checks: list = []
+
     def add_arguments(self, parser):
         parser.add_argument("--lookback", type=int, default=None,
                             help="bars of the window (default: the strategy configuration's, 2000; at most the "

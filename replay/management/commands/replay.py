@@ -68,14 +68,14 @@ class Command(BaseCommand):
         )  # fmt: skip
         parser.add_argument("--account", default=DEFAULT_ACCOUNT_NAME, help="paper account to replay on")
         parser.add_argument(
-            "--notify", action="store_true",
-            help="send the replay's notifications (trades, errors) like live ones; by default they are kept in the "
-                 "database as held and never sent",
-        )  # fmt: skip
-        parser.add_argument(
             "--daily-loss-limit", type=float, default=None, metavar="PCT",
             help="daily loss limit of the replay account, percent of start-of-day equity (0 to 100); the guard "
                  "halts entries until the next UTC midnight once it is crossed",
+        )  # fmt: skip
+        parser.add_argument(
+            "--notify", action="store_true",
+            help="send the replay's notifications (trades, errors) like live ones; by default they are kept in the "
+                 "database as held and never sent",
         )  # fmt: skip
 
     def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, daily_loss_limit=None,
@@ -132,8 +132,7 @@ class Command(BaseCommand):
         return start_at, end_at
 
     def _run(self, config: StrategyConfig, start_at: datetime, end_at: datetime, target: ExchangeAccount | None,
-             reselect_every_days: float, verbosity: int, daily_loss_limit_pct: float | None,
-             notify: bool = False):
+             reselect_every_days: float, verbosity: int, daily_loss_limit_pct: float | None, notify: bool = False):
         progress_bar = tqdm(total=0, unit="bar", disable=verbosity == 0, desc="replay")
 
         def progress(done: int, total: int) -> None:

@@ -367,3 +367,17 @@ def test_statistic_is_invariant_to_positive_affine_maps_of_y(seed, scale, shift)
     assert mapped.lag[0] == original.lag[0]
     assert mapped.adf_stat[0] == pytest.approx(original.adf_stat[0], rel=1e-8)
     assert mapped.pvalue[0] == pytest.approx(original.pvalue[0], abs=1e-9)
+
+
+def test_forked_processes_give_the_single_process_results(real_log_prices):
+    """The pairs shared over forked processes (after the cross sums) give exactly one process's numbers, the
+    exact path and the undefined pairs included."""
+    prices = np.column_stack((real_log_prices[:, :12], np.full(len(real_log_prices), 0.5),
+                              1.0 + real_log_prices[:, 0] + 1e-4 * ar1_noise(3, len(real_log_prices), 0.5, 1.0)))
+    pairs = all_ordered_pairs(prices.shape[1])
+    single = engle_granger_batch(prices, pairs, block_size=41)
+    assert np.isnan(single.adf_stat).any()  # the constant leg
+    for processes in (2, 3):
+        forked = engle_granger_batch(prices, pairs, block_size=41, processes=processes)
+        for name in ("y_index", "x_index", "hedge_ratio", "intercept", "adf_stat", "lag", "nobs", "pvalue"):
+            np.testing.assert_array_equal(getattr(forked, name), getattr(single, name), err_msg=name)

@@ -1,0 +1,126 @@
+"""Benchmark the reporting reads over many closed trades of one account: the performance summary
+(``monitoring.selectors.scope_performance``), the equity curve (``scope_equity``) and the first page of the trades
+list (``GET /api/v1/trades/?account=...``), each ``--runs`` times (median and p95). The target (issue #16): p95
+under 150 ms with 1,000,000 trades on MariaDB.
+
+Run from the repository root:  python benchmarks/bench_reporting.py --trades 1000000 \\
+                                   --database-url mysql://root@127.0.0.1:3306/statarb_bench
+
+The trades (plain bulk inserts): one paper account of the exchange id ``benchreport``, 20 pairs, ``--trades``
+closed trades one hour apart with PnLs drawn from a seeded normal distribution. Its rows are deleted before and
+after the run. Default database: a temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from _shared import benchmark_database, command_line, database_description, django_setup, machine_description
+
+EXCHANGE = "benchreport"
+BATCH = 10_000  # rows per INSERT: one statement stays well under MariaDB's max_allowed_packet
+
+
+def _cleanup() -> None:
+    from execution.models import ExchangeAccount, PairTrade
+    from pairs.models import Instrument, Pair
+
+    PairTrade.objects.filter(account__exchange=EXCHANGE).delete()
+    ExchangeAccount.objects.filter(exchange=EXCHANGE).delete()
+    Pair.objects.filter(y_instrument__exchange=EXCHANGE).delete()
+    Instrument.objects.filter(exchange=EXCHANGE).delete()
+
+
+def _world(n_trades: int):
+    from execution.models import ExchangeAccount, PairTrade
+    from pairs.models import Instrument, Level, Pair
+
+    level = Level.objects.get(number=1)
+    instruments = [Instrument.objects.create(exchange=EXCHANGE, symbol=f"B{i}USDT", base=f"B{i}", quote="USDT",
+                                             settle="USDT", ccxt_symbol=f"B{i}/USDT:USDT") for i in range(40)]
+    pairs = [Pair.objects.create(y_instrument=instruments[2 * i], x_instrument=instruments[2 * i + 1], level=level,
+                                 hedge_ratio=1.0) for i in range(20)]
+    account = ExchangeAccount.objects.create(name="bench-report", exchange=EXCHANGE, level=level,
+                                             capital=Decimal("1000000"), per_trade_budget=Decimal("500"),
+                                             enabled=False)
+    rng = random.Random(16)
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    reasons = ["exit_signal", "stop", "max_holding"]
+    for first in range(0, n_trades, BATCH):
+        PairTrade.objects.bulk_create([
+            PairTrade(account=account, pair=pairs[i % 20], side="long_spread", state="closed", hedge_ratio=1.0,
+                      y_qty=Decimal(1), x_qty=Decimal(1), opened_at=start + timedelta(hours=i) - timedelta(minutes=50),
+                      closed_at=start + timedelta(hours=i), exit_reason=reasons[i % 3],
+                      realised_pnl=Decimal(f"{rng.gauss(2, 20):.4f}"), fees=Decimal("0.5"), funding=Decimal("-0.01"))
+            for i in range(first, min(first + BATCH, n_trades))
+        ])
+    return account
+
+
+def _time(fn, runs: int) -> tuple[float, float]:
+    seconds = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - began)
+    seconds.sort()
+    p95 = seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))]
+    return statistics.median(seconds) * 1000, p95 * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trades", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+    with benchmark_database("bench_reporting", args.database_url) as url:
+        django_setup(url)
+        from django.contrib.auth import get_user_model
+        from rest_framework.test import APIRequestFactory, force_authenticate
+
+        from execution.api import TradeListApi
+        from monitoring.selectors import performance_scope, scope_equity, scope_performance
+
+        _cleanup()
+        began = time.perf_counter()
+        account = _world(args.trades)
+        loaded = time.perf_counter() - began
+        user, _ = get_user_model().objects.get_or_create(username="bench-report", is_superuser=True)
+        view = TradeListApi.as_view()
+
+        def trades_page():
+            request = APIRequestFactory().get("/api/v1/trades/", {"account": account.name}, HTTP_HOST="localhost")
+            force_authenticate(request, user=user)
+            response = view(request)
+            response.render()
+            assert response.status_code == 200, response.status_code
+
+        scope = performance_scope(account=account)
+        cases = {
+            "performance summary": lambda: scope_performance(scope),
+            "equity curve": lambda: scope_equity(scope),
+            "trades list, first page": trades_page,
+        }
+        try:
+            print(f"## Reporting reads, {args.trades:,} closed trades\n")
+            print(f"{machine_description()}; {database_description()}; {args.trades:,} trades inserted in "
+                  f"{loaded:.0f} s; {args.runs} runs each.\n")
+            print("| read | median (ms) | p95 (ms) | target p95 150 ms |\n|---|---:|---:|---|")
+            for name, fn in cases.items():
+                median, p95 = _time(fn, args.runs)
+                print(f"| {name} | {median:.0f} | {p95:.0f} | {'met' if p95 < 150 else 'NOT met'} |")
+            print(f"\nCommand: `{command_line(sys.argv[0])}`")
+        finally:
+            _cleanup()
+            user.delete()
+
+
+if __name__ == "__main__":
+    main()

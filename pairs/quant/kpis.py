@@ -1,0 +1,223 @@
+"""The KPIs of a trading account over a period, from its finished trades and its mark-to-market points. Pure: no
+Django, no ccxt. The dashboard, the API, the performance report and the replay summary all call ``account_kpis``,
+so for the same scope they print the same numbers (README, "Performance figures").
+
+Definitions (money in the account's currency, ratios as fractions):
+- trades: finished trades with a result (closed, or unwound after a failed leg); a win is a PnL > 0;
+- win rate = wins / trades; profit factor = gross profit / gross loss (+inf with wins and no loss, None without
+  trades); expectancy = mean PnL per trade; average win / loss = mean of the positive / negative PnLs;
+- net PnL = sum of the trades' realised PnL, which is already net of fees and funding; fees and funding are the
+  sums of the trades' columns (funding received +, paid -);
+- return = net PnL / capital;
+- equity curve: the capital at the period's start, then, in time order, the equity at each mark-to-market point
+  (capital + realised PnL so far + the unrealised PnL of what was open then) and after each finished trade
+  (capital + realised PnL so far); where marks exist, a trade's close is a point only when nothing else was open
+  (the realised equity would leave out the others' unrealised PnL); a trade closing with a mark counts before it;
+- max drawdown: the largest fall of that curve from its running peak, as a positive fraction of the peak;
+- Sharpe and Sortino: daily returns of the end-of-day equity (every UTC day of the period, a quiet day keeping the
+  previous equity), mean over standard deviation (Sortino: over the downside deviation), times sqrt(365);
+- average holding time: mean of closed_at - opened_at over the trades that have both, in hours;
+- exposure: the fraction of the period during which at least one trade was open.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from itertools import pairwise
+
+from pairs.quant.performance import max_drawdown, sharpe_ratio, sortino_ratio, trade_metrics
+
+DAYS_PER_YEAR = 365  # crypto trades every day
+
+
+@dataclass(frozen=True)
+class TradeResult:
+    """One finished trade: its realised PnL (net of fees and funding), its fees and funding, and when it was held."""
+
+    pnl: float
+    closed_at: datetime
+    opened_at: datetime | None = None
+    fees: float = 0.0
+    funding: float = 0.0
+
+
+@dataclass(frozen=True)
+class Kpis:
+    trades: int
+    wins: int
+    losses: int
+    win_rate: float | None
+    profit_factor: float | None
+    gross_profit: float
+    gross_loss: float
+    net_pnl: float
+    fees: float
+    funding: float
+    expectancy: float | None
+    average_win: float | None
+    average_loss: float | None
+    capital: float
+    total_return: float | None
+    max_drawdown: float | None
+    sharpe: float | None
+    sortino: float | None
+    average_holding_hours: float | None
+    exposure: float | None
+
+
+def equity_curve(*, capital: float, trades: Sequence[TradeResult], marks: Sequence[tuple[datetime, float]] = (),
+                 open_since: Sequence[datetime] = ()) -> list[tuple[datetime | None, float]]:
+    """The equity curve described in the module docstring: ``(moment, equity)``, the first moment None (the capital
+    before anything happened). ``marks`` are ``(moment, unrealised PnL)``.
+
+    With marks, a trade's close is a point of the curve only when no other trade was open then (otherwise the
+    realised equity leaves out the others' unrealised PnL, and a paper gain would show as a drawdown); without
+    marks the realised equity after every close is all there is.
+    """
+    flat_closes = _closes_when_flat(trades, open_since) if marks else None
+    events = sorted(
+        [(t.closed_at, 0, t.pnl, i) for i, t in enumerate(trades)]
+        + [(moment, 1, unrealised, -1) for moment, unrealised in marks],
+        key=lambda event: (event[0], event[1]),
+    )
+    curve: list[tuple[datetime | None, float]] = [(None, capital)]
+    realised = 0.0
+    for moment, kind, value, index in events:
+        if kind == 0:
+            realised += value
+            if flat_closes is None or index in flat_closes:
+                curve.append((moment, capital + realised))
+        else:
+            curve.append((moment, capital + realised + value))
+    return curve
+
+
+def _closes_when_flat(trades: Sequence[TradeResult], open_since: Sequence[datetime]) -> set[int]:
+    """Indexes of the trades after whose close (and every close at the same moment) no trade was open."""
+    changes = [(t.opened_at or t.closed_at, 1, -1) for t in trades] + [(m, 1, -1) for m in open_since]
+    changes += [(t.closed_at, -1, i) for i, t in enumerate(trades)]
+    # At one moment closes count before opens: a trade opened as another closes leaves the book open.
+    changes.sort(key=lambda change: (change[0], change[1]))
+    flat, open_count, pending, current = set(), 0, [], None
+    for moment, step, index in changes:
+        if moment != current:
+            if open_count == 0:
+                flat.update(pending)
+            pending, current = [], moment
+        open_count += step
+        if step == -1:
+            pending.append(index)
+    if open_count == 0:
+        flat.update(pending)
+    return flat
+
+
+def daily_equity(curve: Sequence[tuple[datetime | None, float]], first_day: date, last_day: date) -> list[float]:
+    """The equity at the end of every UTC day from ``first_day`` to ``last_day``, starting from the curve's first
+    value; a day without a point keeps the previous day's equity."""
+    if last_day < first_day:
+        return []
+    closing: dict[date, float] = {}
+    opening = curve[0][1] if curve else 0.0
+    for moment, value in curve:
+        if moment is None:
+            continue
+        day = moment.date()
+        if day < first_day:
+            opening = value
+        elif day <= last_day:
+            closing[day] = value
+    values = [opening]
+    day = first_day
+    while day <= last_day:
+        values.append(closing.get(day, values[-1]))
+        day += timedelta(days=1)
+    return values
+
+
+def exposure(intervals: Sequence[tuple[datetime, datetime]], start: datetime, end: datetime) -> float | None:
+    """The fraction of [start, end) covered by at least one of ``intervals`` (None for an empty period)."""
+    span = (end - start).total_seconds()
+    if span <= 0:
+        return None
+    covered = 0.0
+    current_start = current_end = None
+    for opened, closed in sorted((max(a, start), min(b, end)) for a, b in intervals):
+        if closed <= opened:
+            continue
+        if current_end is None or opened > current_end:
+            if current_end is not None:
+                covered += (current_end - current_start).total_seconds()
+            current_start, current_end = opened, closed
+        else:
+            current_end = max(current_end, closed)
+    if current_end is not None:
+        covered += (current_end - current_start).total_seconds()
+    return covered / span
+
+
+def account_kpis(*, capital: float, trades: Sequence[TradeResult], start: datetime, end: datetime,
+                 marks: Sequence[tuple[datetime, float]] = (),
+                 open_since: Sequence[datetime] = ()) -> Kpis:
+    """Every KPI of one account (or of accounts of one mode, combined) over [start, end).
+
+    ``trades`` are the trades finished in the period, ``marks`` the mark-to-market points in it, ``open_since`` the
+    opening times of trades still open at ``end`` (they count for exposure only).
+    """
+    pnls = [t.pnl for t in trades]
+    metrics = trade_metrics(pnls)
+    wins = [p for p in pnls if p > 0]
+    losses = [p for p in pnls if p < 0]
+    net = float(sum(pnls))
+    curve = equity_curve(capital=capital, trades=trades, marks=marks, open_since=open_since)
+    curve_figures = curve_kpis(curve, start, end)
+    holding = [(t.closed_at - t.opened_at).total_seconds() / 3600 for t in trades if t.opened_at is not None]
+    intervals = [(t.opened_at, t.closed_at) for t in trades if t.opened_at is not None]
+    intervals += [(opened, end) for opened in open_since]
+    return Kpis(
+        trades=metrics.trades,
+        wins=len(wins),
+        losses=len(losses),
+        win_rate=metrics.win_rate,
+        profit_factor=metrics.profit_factor,
+        gross_profit=metrics.gross_profit,
+        gross_loss=metrics.gross_loss,
+        net_pnl=net,
+        fees=float(sum(t.fees for t in trades)),
+        funding=float(sum(t.funding for t in trades)),
+        expectancy=metrics.mean,
+        average_win=sum(wins) / len(wins) if wins else None,
+        average_loss=sum(losses) / len(losses) if losses else None,
+        capital=capital,
+        total_return=net / capital if capital > 0 else None,
+        max_drawdown=curve_figures["max_drawdown"] if capital > 0 else None,
+        sharpe=curve_figures["sharpe"],
+        sortino=curve_figures["sortino"],
+        average_holding_hours=sum(holding) / len(holding) if holding else None,
+        exposure=exposure(intervals, start, end),
+    )
+
+
+def curve_kpis(curve: Sequence[tuple[datetime | None, float]], start: datetime, end: datetime) -> dict:
+    """Max drawdown (a positive fraction), Sharpe and Sortino of an equity curve over [start, end): the part of
+    the KPIs that needs only the curve (the replay passes its per-bar equity)."""
+    returns_daily = _daily_returns(curve, start, end)
+    return {
+        "max_drawdown": max_drawdown([value for _, value in curve]),
+        "sharpe": sharpe_ratio(returns_daily, DAYS_PER_YEAR),
+        "sortino": sortino_ratio(returns_daily, DAYS_PER_YEAR),
+    }
+
+
+def _daily_returns(curve: Sequence[tuple[datetime | None, float]], start: datetime, end: datetime) -> list[float]:
+    last_moment = end - timedelta(microseconds=1)
+    values = daily_equity(curve, start.date(), last_moment.date())
+    return [b / a - 1.0 for a, b in pairwise(values) if a > 0]
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no infinity: an unbounded profit factor travels as null (with a flag beside it)."""
+    return value if value is not None and math.isfinite(value) else None

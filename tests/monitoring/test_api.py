@@ -1,0 +1,163 @@
+"""The reporting API of monitoring: performance by scope, the equity curve, positions, CSV, unknown parameters."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from execution.models import ExchangeAccount, Order, PairTrade
+from tests.factories import (
+    CandleFactory,
+    DailyPnlSnapshotFactory,
+    ExchangeAccountFactory,
+    FillFactory,
+    OrderFactory,
+    PairTradeFactory,
+    SignalFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2021, 3, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def _closed(account, opened_h: int, closed_h: int, pnl: str, **extra):
+    return PairTradeFactory(account=account, state=PairTrade.State.CLOSED, opened_at=T0 + opened_h * H,
+                            closed_at=T0 + closed_h * H, realised_pnl=Decimal(pnl), **extra)
+
+
+def test_performance_per_account_on_its_own_capital(api_client):
+    small = ExchangeAccountFactory(name="small", capital=Decimal("1000"))
+    big = ExchangeAccountFactory(name="big", capital=Decimal("9000"))
+    _closed(small, 0, 12, "100")
+    _closed(small, 6, 30, "-50")
+    _closed(big, 0, 1, "90")
+
+    one = api_client.get("/api/v1/performance/", {"account": "small", "start": "2021-03-01", "end": "2021-03-03"})
+    assert one.status_code == 200
+    data = one.json()
+    assert data["label"] == "small (paper)" and data["combined"] is False
+    assert data["total_return"] == pytest.approx(50 / 1000)
+    assert data["max_drawdown"] == pytest.approx(50 / 1100)
+    assert data["average_holding_hours"] == pytest.approx(18)
+    # [0 h, 30 h] of the 72 h of 1-3 March.
+    assert data["exposure"] == pytest.approx(30 / 72)
+    # By id too; the combined paper view is labelled and on both accounts' capital.
+    assert api_client.get("/api/v1/performance/", {"account": small.pk}).json()["label"] == "small (paper)"
+    combined = api_client.get("/api/v1/performance/", {"mode": "paper"}).json()
+    assert combined["combined"] is True and combined["label"].startswith("combined paper")
+    assert combined["total_return"] == pytest.approx(140 / 10000)
+
+
+def test_a_combined_view_never_mixes_paper_with_real_money(api_client):
+    ExchangeAccountFactory(name="paper-1")
+    real = ExchangeAccountFactory(name="real-1", mode=ExchangeAccount.Mode.REAL, capital=Decimal("5000"))
+    _closed(real, 0, 1, "-100")
+
+    mixed = api_client.get("/api/v1/performance/")
+    assert mixed.status_code == 400
+    assert "never mixes paper with real money" in mixed.json()["mode"][0]
+    data = api_client.get("/api/v1/performance/", {"mode": "real"}).json()
+    assert data["accounts"] == ["real-1"] and data["total_return"] == pytest.approx(-100 / 5000)
+
+
+def test_performance_of_one_pair_and_period(api_client):
+    account = ExchangeAccountFactory(capital=Decimal("1000"))
+    first = _closed(account, 0, 2, "10")
+    _closed(account, 0, 3, "-5")
+    _closed(account, 48, 50, "7", pair=first.pair)
+    data = api_client.get("/api/v1/performance/", {"account": account.name, "pair": first.pair_id,
+                                                   "start": "2021-03-01T00:00:00Z", "end": "2021-03-02"}).json()
+    assert data["total_trades"] == 1 and data["realised_pnl"] == "10.000000000000"
+
+
+def test_equity_curve_with_marks_and_drawdown(api_client):
+    account = ExchangeAccountFactory(capital=Decimal("1000"))
+    _closed(account, 0, 2, "100")
+    DailyPnlSnapshotFactory(account=account, date=T0.date(), unrealised_pnl=Decimal("-30"))
+    response = api_client.get("/api/v1/equity/", {"account": account.pk, "start": "2021-03-01", "end": "2021-03-01"})
+    assert response.status_code == 200
+    points = response.json()
+    assert [p["equity"] for p in points] == [1000, 1100, 1070]
+    assert points[-1]["drawdown"] == pytest.approx(30 / 1100)
+    assert points[0]["at"] is None and points[1]["at"] == "2021-03-01T02:00:00Z"
+
+
+def test_positions_with_unrealised_pnl_and_bands(api_client):
+    trade = PairTradeFactory(opened_at=T0, side=PairTrade.Side.LONG_SPREAD)
+    OrderFactory(trade=trade, leg="y", side=Order.Side.BUY, filled_qty=Decimal("10"), avg_price=Decimal("100"))
+    OrderFactory(trade=trade, leg="x", instrument=trade.pair.x_instrument, side=Order.Side.SELL,
+                 filled_qty=Decimal("8"), avg_price=Decimal("50"))
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    CandleFactory(instrument=trade.pair.y_instrument, open_time=now - H, close=Decimal("103"))
+    CandleFactory(instrument=trade.pair.x_instrument, open_time=now - H, close=Decimal("51"))
+    SignalFactory(pair=trade.pair, bar_time=now - H, zscore=-1.25)
+
+    rows = api_client.get("/api/v1/positions/", {"account": trade.account.name}).json()
+    assert len(rows) == 1
+    row = rows[0]
+    # y: +10 x (103 - 100) = 30; x: -8 x (51 - 50) = -8.
+    assert Decimal(row["unrealised_pnl"]) == Decimal("22")
+    assert [(leg["symbol"], leg["entry_price"], leg["current_price"]) for leg in row["legs"]] == [
+        (trade.pair.y_instrument.symbol, "100.000000000000", "103.000000000000"),
+        (trade.pair.x_instrument.symbol, "50.000000000000", "51.000000000000"),
+    ]
+    assert (row["zscore"], row["entry_band"], row["exit_band"], row["stop_band"]) == (-1.25, -2.0, 0.0, -4.0)
+    assert row["held_hours"] > 24
+
+
+def test_an_unknown_query_parameter_is_refused_by_name(api_client):
+    for path in ("/api/v1/trades/", "/api/v1/performance/", "/api/v1/equity/", "/api/v1/fills/"):
+        response = api_client.get(path, {"symbl": "BTCUSDT"})
+        assert response.status_code == 400, path
+        assert response.json() == {"symbl": ["unknown query parameter"]}
+
+
+def test_trades_filter_by_symbol_pair_and_account_name(api_client):
+    wanted = PairTradeFactory()
+    PairTradeFactory()
+    by_symbol = api_client.get("/api/v1/trades/", {"symbol": wanted.pair.x_instrument.symbol.lower()}).json()
+    assert [t["id"] for t in by_symbol["results"]] == [wanted.pk]
+    by_pair = api_client.get("/api/v1/trades/", {"pair": wanted.pair_id}).json()
+    assert [t["id"] for t in by_pair["results"]] == [wanted.pk]
+    by_name = api_client.get("/api/v1/trades/", {"account": wanted.account.name}).json()
+    assert [t["id"] for t in by_name["results"]] == [wanted.pk]
+
+
+def test_ordering_and_page_size_bound(api_client):
+    account = ExchangeAccountFactory()
+    trades = [_closed(account, 0, h, pnl) for h, pnl in ((1, "5"), (2, "-3"), (3, "9"))]
+    data = api_client.get("/api/v1/trades/", {"ordering": "realised_pnl"}).json()
+    assert [t["id"] for t in data["results"]] == [trades[1].pk, trades[0].pk, trades[2].pk]
+    assert api_client.get("/api/v1/trades/", {"ordering": "error"}).status_code in (200, 400)
+    assert len(api_client.get("/api/v1/trades/", {"limit": 100_000}).json()["results"]) == 3
+
+
+def test_every_list_reads_as_csv(api_client):
+    fill = FillFactory()
+    response = api_client.get("/api/v1/fills/", {"format": "csv"})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert len(rows) == 1
+    assert rows[0]["symbol"] == fill.order.instrument.symbol and rows[0]["price"] == "100.000000000000"
+    assert api_client.get("/api/v1/fills/", {"format": "xlsx"}).status_code == 400
+    for path in ("/api/v1/trades/", "/api/v1/orders/", "/api/v1/funding/", "/api/v1/pairs/", "/api/v1/levels/",
+                 "/api/v1/pair-statistics/", "/api/v1/accounts/", "/api/v1/positions/", "/api/v1/pnl/daily/",
+                 "/api/v1/equity/", "/api/v1/performance/", "/api/v1/halts/", "/api/v1/guard-events/"):
+        answer = api_client.get(path, {"format": "csv"})
+        assert answer.status_code == 200, path
+        assert answer["Content-Type"].startswith("text/csv"), path
+    trade_csv = api_client.get("/api/v1/trades/", {"format": "csv"}).content.decode()
+    assert "orders" in trade_csv.splitlines()[0]
+
+
+def test_accounts_list_has_no_secret(api_client):
+    ExchangeAccountFactory(api_key_env="STATARB_CRED_KEY", api_secret_env="STATARB_CRED_SECRET")
+    text = api_client.get("/api/v1/accounts/", {"format": "csv"}).content.decode()
+    assert "STATARB_CRED" not in text and "secret" not in text.splitlines()[0]

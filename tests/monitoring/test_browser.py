@@ -1,0 +1,116 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright, no browser download)
+against a live server process: log in, KPIs, drawn charts, a pair page with its chart, trades filtered by symbol,
+and a trade closed with the button."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+
+from execution.models import ExchangeAccount, Order, PairTrade
+from tests.factories import (
+    CandleFactory,
+    ExchangeAccountFactory,
+    InstrumentFactory,
+    OrderFactory,
+    PairFactory,
+    PairTradeFactory,
+    SignalFactory,
+)
+from tests.live_server import live_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (make install)"),
+]
+playwright = pytest.importorskip("playwright.sync_api")
+
+PASSWORD = "a-long-browser-password-42"
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+H = timedelta(hours=1)
+
+# Is the canvas drawn: any pixel not fully transparent?
+CANVAS_DRAWN = """id => { const c = document.getElementById(id); if (!c || !c.width) return false;
+  const pixels = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  for (let i = 3; i < pixels.length; i += 4) { if (pixels[i] !== 0) return true; } return false; }"""
+
+
+def _world(django_user_model):
+    user = django_user_model.objects.create_user(username="browser-trader", password=PASSWORD)
+    user.groups.add(Group.objects.get(name="trader"))
+    account = ExchangeAccountFactory(name="paper-main", mode=ExchangeAccount.Mode.PAPER, capital=Decimal("10000"))
+    btc, eth = InstrumentFactory(symbol="BTCUSDT", base="BTC"), InstrumentFactory(symbol="ETHUSDT", base="ETH")
+    sol, avax = InstrumentFactory(symbol="SOLUSDT", base="SOL"), InstrumentFactory(symbol="AVAXUSDT", base="AVAX")
+    btc_eth = PairFactory(y_instrument=btc, x_instrument=eth)
+    sol_avax = PairFactory(y_instrument=sol, x_instrument=avax)
+    for day, pnl, pair in ((5, "120", btc_eth), (4, "-40", sol_avax), (3, "75", btc_eth), (2, "-20", sol_avax)):
+        reason = PairTrade.ExitReason.EXIT_SIGNAL if Decimal(pnl) > 0 else PairTrade.ExitReason.STOP
+        PairTradeFactory(account=account, pair=pair, state=PairTrade.State.CLOSED,
+                         opened_at=NOW - (day * 24 + 6) * H, closed_at=NOW - day * 24 * H,
+                         realised_pnl=Decimal(pnl), exit_zscore=0.05, exit_reason=reason)
+    open_trade = PairTradeFactory(account=account, pair=btc_eth, opened_at=NOW - 5 * H)
+    OrderFactory(trade=open_trade, leg="y", side=Order.Side.BUY, filled_qty=Decimal("0.01"), avg_price=Decimal("60000"))
+    OrderFactory(trade=open_trade, leg="x", instrument=eth, side=Order.Side.SELL, filled_qty=Decimal("0.2"),
+                 avg_price=Decimal("3000"))
+    CandleFactory(instrument=btc, open_time=NOW - H, close=Decimal("60500"))
+    CandleFactory(instrument=eth, open_time=NOW - H, close=Decimal("3010"))
+    for hour in range(48):
+        SignalFactory(pair=btc_eth, bar_time=NOW - (48 - hour) * H, zscore=-2.5 + hour / 12, spread=0.001 * hour)
+    return open_trade, btc_eth
+
+
+def test_dashboard_in_a_real_browser(django_user_model):
+    open_trade, pair = _world(django_user_model)
+    errors: list[str] = []
+    with live_server({"DEBUG": "1"}) as base_url, playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            # The browser asks for /favicon.ico by itself; the site has none.
+            page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")
+                    and errors.append(f"{r.status} {r.url}"))
+            page.on("console", lambda message: message.type == "error" and "Failed to load resource" not in message.text
+                    and errors.append(message.text))
+            page.on("pageerror", lambda error: errors.append(str(error)))
+
+            page.goto(f"{base_url}/")
+            page.fill("input[name=username]", "browser-trader")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit], input[type=submit]")
+            page.wait_for_selector("#kpis")
+            assert page.locator(".kpi", has_text="Closed trades").locator(".value").inner_text() == "4"
+            assert page.locator(".kpi", has_text="Realised PnL").locator(".value").inner_text() == "135.00"
+            page.wait_for_function("() => typeof Chart !== 'undefined' && Chart.getChart('equity-chart')")
+            for canvas in ("equity-chart", "drawdown-chart", "daily-chart", "pair-chart", "reason-chart"):
+                assert page.evaluate(CANVAS_DRAWN, canvas), canvas
+            assert "60500" in page.inner_text("#open-positions")
+
+            page.click(f"#open-positions a[href='/pairs/{pair.pk}/']")
+            page.wait_for_function("() => typeof Chart !== 'undefined' && Chart.getChart('zscore-chart')")
+            assert page.evaluate(CANVAS_DRAWN, "zscore-chart")
+            assert "BTCUSDT / ETHUSDT" in page.inner_text("h1")
+
+            page.goto(f"{base_url}/trades/")
+            page.fill("input[name=symbol]", "SOLUSDT")
+            page.click("#trade-filters button[type=submit]")
+            page.wait_for_url("**symbol=SOLUSDT**")
+            rows = page.locator("tr.trade-row")
+            assert rows.count() == 2
+            assert all("SOLUSDT" in rows.nth(i).inner_text() for i in range(rows.count()))
+
+            page.goto(f"{base_url}/")
+            page.click(f"#open-positions a[href='/trades/{open_trade.pk}/close/']")
+            page.click("#confirm-close-button")
+            page.wait_for_selector("ul.messages")
+            assert "will be closed" in page.inner_text("ul.messages")
+        finally:
+            browser.close()
+    open_trade.refresh_from_db()
+    assert open_trade.close_requested_at is not None
+    assert open_trade.close_requested_by.username == "browser-trader"
+    assert not errors, errors  # no script error, no Content-Security-Policy violation

@@ -1,0 +1,59 @@
+"""``manage.py performance_report``: the same figures as the API, as PNG, PDF and HTML."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from execution.models import PairTrade
+from tests.factories import ExchangeAccountFactory, PairTradeFactory
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2021, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def account():
+    account = ExchangeAccountFactory(name="main", capital=Decimal("1000"))
+    for hours, pnl, reason in ((2, "100", "exit_signal"), (30, "-50", "stop"), (800, "20", "exit_signal")):
+        PairTradeFactory(account=account, state=PairTrade.State.CLOSED, opened_at=T0,
+                         closed_at=T0 + timedelta(hours=hours), realised_pnl=Decimal(pnl), exit_reason=reason)
+    return account
+
+
+def test_html_report_has_the_kpis_months_pairs_and_reasons(account, tmp_path):
+    out = tmp_path / "report.html"
+    stdout = StringIO()
+    call_command("performance_report", "--account", "main", "--start", "2021-03-01", "--end", "2021-04-30",
+                 "--out", str(out), stdout=stdout)
+    html = out.read_text()
+    assert "main (paper): 3 trades" in stdout.getvalue()
+    assert "<tr><th>Trades</th><td>3</td></tr>" in html
+    assert "<tr><th>Return</th><td>7.00%</td></tr>" in html
+    # Equity 1000 -> 1100 -> 1050 -> 1070: drawdown 50 / 1100.
+    assert "<tr><th>Max drawdown</th><td>-4.55%</td></tr>" in html
+    # March ends at 1050 (+5 %), April at 1070.
+    assert "<tr><td>2021-03</td><td>5.00%</td></tr>" in html
+    assert f"<tr><td>2021-04</td><td>{100 * (1070 / 1050 - 1):.2f}%</td></tr>" in html
+    assert "<tr><td>stop</td><td>1</td><td>-50.00</td></tr>" in html
+    assert 'src="data:image/png;base64,' in html
+
+
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF")])
+def test_png_and_pdf(account, tmp_path, suffix, magic):
+    out = tmp_path / f"report{suffix}"
+    call_command("performance_report", "--out", str(out), stdout=StringIO())
+    assert out.read_bytes().startswith(magic) and out.stat().st_size > 10_000
+
+
+def test_bad_options_are_refused_before_any_work(account, tmp_path):
+    with pytest.raises(CommandError, match=r"\.png, \.pdf, \.html"):
+        call_command("performance_report", "--out", str(tmp_path / "r.txt"))
+    with pytest.raises(CommandError, match="no account"):
+        call_command("performance_report", "--account", "nobody", "--out", str(tmp_path / "r.png"))
+    assert not (tmp_path / "r.png").exists()

@@ -1,0 +1,130 @@
+"""The dashboard's pages: scopes, charts' data, the pair, trades and trade pages, closing a trade, system health."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+
+from core.models import AuditEntry
+from execution.models import ExchangeAccount, PairTrade
+from tests.factories import (
+    ExchangeAccountFactory,
+    FillFactory,
+    OrderFactory,
+    PairTradeFactory,
+    SignalFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2021, 3, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+@pytest.fixture
+def viewer_client(client, django_user_model):
+    user = django_user_model.objects.create_user(username="viewer", password="a-long-test-password")
+    user.groups.add(Group.objects.get(name="viewer"))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def trader_client(client, django_user_model):
+    user = django_user_model.objects.create_user(username="trader-1", password="a-long-test-password")
+    user.groups.add(Group.objects.get(name="trader"))
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+def _closed(account, hours, pnl, **extra):
+    return PairTradeFactory(account=account, state=PairTrade.State.CLOSED, opened_at=T0,
+                            closed_at=T0 + hours * H, realised_pnl=Decimal(pnl), **extra)
+
+
+def test_default_view_is_one_mode_and_the_switcher_picks_an_account(viewer_client):
+    paper = ExchangeAccountFactory(name="paper-a", capital=Decimal("1000"))
+    real = ExchangeAccountFactory(name="real-a", mode=ExchangeAccount.Mode.REAL, capital=Decimal("5000"))
+    _closed(paper, 1, "100", exit_reason=PairTrade.ExitReason.EXIT_SIGNAL)
+    _closed(real, 1, "-50", exit_reason=PairTrade.ExitReason.STOP)
+
+    default = viewer_client.get("/")
+    assert default.status_code == 200
+    # Real money first, never mixed with paper.
+    assert default.context["summary"].label.startswith("combined real")
+    assert default.context["summary"].total_return == pytest.approx(-50 / 5000)
+
+    chosen = viewer_client.get("/", {"scope": f"a{paper.pk}", "start": "2021-03-01", "end": "2021-03-01"})
+    summary = chosen.context["summary"]
+    assert summary.label == "paper-a (paper)" and summary.total_return == pytest.approx(0.1)
+    charts = json.loads(chosen.text.split('id="chart-data" type="application/json">')[1].split("</script>")[0])
+    assert charts["equity"]["equity"] == [1000, 1100]
+    assert charts["daily"] == {"labels": ["2021-03-01"], "pnl": [100.0]}
+    assert charts["by_reason"]["labels"] == ["exit_signal"]
+    # The page loads its scripts from our static files only.
+    assert "vendor/chartjs/chart.umd.min.js" in chosen.text and "vendor/htmx/htmx.min.js" in chosen.text
+    assert "<script>" not in chosen.text
+
+    live = viewer_client.get("/dashboard/live/", {"scope": f"a{real.pk}"})
+    assert live.status_code == 200 and "real-a (real)" in live.text
+
+
+def test_pair_page_has_its_chart_statistics_and_trades(viewer_client):
+    trade = _closed(ExchangeAccountFactory(), 2, "5")
+    trade.exit_zscore = 0.1
+    trade.save()
+    for hour in range(3):
+        SignalFactory(pair=trade.pair, bar_time=T0 + hour * H, zscore=-2.0 + hour, spread=0.01 * hour)
+    page = viewer_client.get(f"/pairs/{trade.pair_id}/")
+    assert page.status_code == 200
+    chart = page.context["chart"]
+    assert chart["z"] == [-2.0, -1.0, 0.0]
+    assert chart["entries"] == [-2.1, None, None] and chart["exits"] == [None, None, 0.1]
+    assert 'id="zscore-chart"' in page.text and f"/trades/{trade.pk}/" in page.text
+
+
+def test_trades_filter_by_symbol_and_trade_page_with_orders_and_fills(viewer_client):
+    wanted = PairTradeFactory()
+    other = PairTradeFactory()
+    page = viewer_client.get("/trades/", {"symbol": wanted.pair.y_instrument.symbol})
+    assert [t.pk for t in page.context["page"].object_list] == [wanted.pk]
+    assert other.pk not in [t.pk for t in page.context["page"].object_list]
+    fill = FillFactory(order=OrderFactory(trade=wanted, filled_qty=Decimal("10"), avg_price=Decimal("100")))
+    detail = viewer_client.get(f"/trades/{wanted.pk}/")
+    assert detail.status_code == 200
+    assert fill.exchange_fill_id in detail.text and fill.order.client_order_id in detail.text
+
+
+def test_a_viewer_cannot_close_a_trade(viewer_client):
+    trade = PairTradeFactory()
+    assert viewer_client.post(f"/trades/{trade.pk}/close/").status_code == 403
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None
+
+
+def test_a_trader_closes_a_trade_after_confirming(trader_client):
+    trade = PairTradeFactory(opened_at=T0)
+    dashboard = trader_client.get("/").text
+    assert f'href="/trades/{trade.pk}/close/"' in dashboard
+    confirm = trader_client.get(f"/trades/{trade.pk}/close/")
+    assert confirm.status_code == 200 and "Yes, close trade" in confirm.text
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None  # the confirmation page changes nothing
+
+    done = trader_client.post(f"/trades/{trade.pk}/close/", follow=True)
+    assert done.status_code == 200 and "will be closed" in done.text
+    trade.refresh_from_db()
+    assert trade.close_requested_at is not None and trade.close_requested_by == trader_client.user
+    entry = AuditEntry.objects.get(action="close_trade")
+    assert entry.channel == "dashboard" and entry.actor == trader_client.user
+
+
+def test_system_page(viewer_client):
+    page = viewer_client.get("/system/")
+    assert page.status_code == 200
+    assert 'id="periodic-tasks"' in page.text and 'id="heartbeats"' in page.text
