@@ -1,61 +1,45 @@
-"""Writes of monitoring: the daily PnL snapshots of the accounts."""
+"""Writes of monitoring: the daily PnL snapshots of the accounts, measured as the guard measures them."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 
-from django.db import transaction
-from django.db.models import Count, Sum
+from django.utils import timezone
 
-from execution.models import ExchangeAccount, PairTrade
+from core.clock import ManualClock
+from execution.models import ExchangeAccount
+from monitoring.guard.book import account_books
+from monitoring.guard.cycle import snapshots_write
+from pairs.market import StoredMarket
+from pairs.models import StrategyConfig
 from risk.models import DailyPnlSnapshot
 
 
-@transaction.atomic
-def daily_pnl_snapshot_update(*, account: ExchangeAccount, day: date) -> DailyPnlSnapshot:
-    """Write (or rewrite) an account's snapshot for one UTC day from its trades; safe to run any number of times.
+def _day_end(day: date) -> tuple[datetime, datetime]:
+    """(the moment the day's book is read at, the market's clock): the day's last microsecond and its midnight, or
+    now for a day that has not ended."""
+    midnight = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+    clock = min(timezone.now(), midnight)
+    return min(clock, midnight - timedelta(microseconds=1)), clock
 
-    Starting equity is the previous snapshot's ending equity, or the account's capital for its first day;
-    realised PnL counts trades closed that day (already net of fees and funding). Unrealised PnL of trades
-    still open is left to the mark-to-market of the execution layer and stays 0 here.
-    """
-    day_start = datetime.combine(day, time.min, tzinfo=UTC)
-    day_end = day_start + timedelta(days=1)
-    previous = (
-        DailyPnlSnapshot.objects.filter(account=account, date__lt=day).order_by("-date").first()
-    )
-    starting_equity = previous.ending_equity if previous else account.capital
-    previous_peak = previous.peak_equity if previous else account.capital
-    # Failed and unwound trades count too: unwinding a lone leg costs real money.
-    closed = PairTrade.objects.filter(
-        account=account, state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False,
-        closed_at__gte=day_start, closed_at__lt=day_end,
-    )
-    totals = closed.aggregate(pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"), n=Count("id"))
-    realised = totals["pnl"] or Decimal(0)
-    ending_equity = starting_equity + realised
-    opened = PairTrade.objects.filter(account=account, opened_at__gte=day_start, opened_at__lt=day_end).count()
-    snapshot, _ = DailyPnlSnapshot.objects.update_or_create(
-        account=account,
-        date=day,
-        defaults={
-            "starting_equity": starting_equity,
-            "ending_equity": ending_equity,
-            "realised_pnl": realised,
-            "fees": totals["fees"] or Decimal(0),
-            "funding": totals["funding"] or Decimal(0),
-            "trades_opened": opened,
-            "trades_closed": totals["n"],
-            "peak_equity": max(previous_peak, ending_equity),
-        },
-    )
-    return snapshot
+
+def daily_pnl_snapshots_write(*, accounts: list[ExchangeAccount], day: date) -> int:
+    """Write (or rewrite) the accounts' snapshots of one UTC day, marked to market at the day's end (or now):
+    start-of-day equity from the day before, realised, unrealised, fees, funding, trades, peak and drawdown.
+    Safe to run any number of times."""
+    if not accounts:
+        return 0
+    end, clock = _day_end(day)
+    market = StoredMarket(timeframe=StrategyConfig.current().timeframe, clock=ManualClock(clock))
+    snapshots_write(account_books(accounts, now=end, market=market), now=end)
+    return len(accounts)
+
+
+def daily_pnl_snapshot_update(*, account: ExchangeAccount, day: date) -> DailyPnlSnapshot:
+    daily_pnl_snapshots_write(accounts=[account], day=day)
+    return DailyPnlSnapshot.objects.get(account=account, date=day)
 
 
 def daily_pnl_snapshots_update(*, day: date) -> int:
-    """Snapshot every enabled account for ``day``; each account in its own transaction."""
-    accounts = ExchangeAccount.objects.filter(enabled=True)
-    for account in accounts:
-        daily_pnl_snapshot_update(account=account, day=day)
-    return len(accounts)
+    """Snapshot every enabled account for ``day``."""
+    return daily_pnl_snapshots_write(accounts=list(ExchangeAccount.objects.filter(enabled=True)), day=day)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, timedelta
 
 from celery import current_app, shared_task
 from django.utils import timezone
 
-from core.clock import ManualClock
-from execution.models import ExchangeAccount
-from monitoring.guard.book import account_books
-from monitoring.guard.cycle import snapshots_write
 from monitoring.guard.live import celery_queue_lengths, guard_run_live
-from pairs.market import StoredMarket
-from pairs.models import StrategyConfig
+from monitoring.services import daily_pnl_snapshots_update
 
 
 # A cycle that overlaps the next is harmless (halts are raised once, snapshots rewritten), but one that hangs must
@@ -32,14 +27,7 @@ def snapshot_daily_pnl(day: str | None = None) -> int:
     """Write every enabled account's snapshot of ``day`` (ISO date; today, UTC, by default) as its book stood at the
     day's end (or now, for today): rewriting a day's row is harmless, so a redelivery does no harm."""
     target = date.fromisoformat(day) if day else timezone.now().astimezone(UTC).date()
-    midnight = datetime.combine(target + timedelta(days=1), time.min, tzinfo=UTC)
-    clock = min(timezone.now(), midnight)
-    # One microsecond before midnight still belongs to the day: its last bar closed, its own row.
-    end = min(clock, midnight - timedelta(microseconds=1))
-    accounts = list(ExchangeAccount.objects.filter(enabled=True))
-    market = StoredMarket(timeframe=StrategyConfig.current().timeframe, clock=ManualClock(clock))
-    snapshots_write(account_books(accounts, now=end, market=market), now=end)
-    return len(accounts)
+    return daily_pnl_snapshots_update(day=target)
 
 
 @shared_task(acks_late=True, soft_time_limit=120, time_limit=150)

@@ -95,6 +95,7 @@ class AccountBook:
     realised: Decimal  # every finished trade, net
     open_trades: list[OpenTrade]
     start_of_day_equity: Decimal | None  # from the snapshots; None: the first day the guard sees
+    previous_peak: Decimal | None = None  # the last earlier snapshot's peak
     day_realised: Decimal = ZERO
     day_fees: Decimal = ZERO
     day_funding: Decimal = ZERO
@@ -138,7 +139,7 @@ def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: Mar
     today = now.astimezone(UTC).date()
     start = day_start(now)
     previous_end = _previous_day_ends(ids, today)
-    totals = _trade_totals(ids, start)
+    totals = _trade_totals(ids, start, now)
     streaks = _losing_streaks(ids)
     open_trades = _open_trades(ids, market)
     states = {s.account_id: s for s in AccountGuardState.objects.filter(account_id__in=ids)}
@@ -149,7 +150,8 @@ def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: Mar
         trades = open_trades.get(account.pk, [])
         books[account.pk] = AccountBook(
             account=account, realised=row.get("realised") or ZERO, open_trades=trades,
-            start_of_day_equity=previous_end.get(account.pk), day_realised=row.get("day_realised") or ZERO,
+            start_of_day_equity=previous_end.get(account.pk, (None, None))[0],
+            previous_peak=previous_end.get(account.pk, (None, None))[1], day_realised=row.get("day_realised") or ZERO,
             day_fees=row.get("day_fees") or ZERO, day_funding=row.get("day_funding") or ZERO,
             day_opened=row.get("day_opened") or 0, day_closed=row.get("day_closed") or 0, losing_streak=streak,
             last_loss_at=last_loss, state=states.get(account.pk),
@@ -159,30 +161,35 @@ def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: Mar
     return books
 
 
-def _previous_day_ends(ids: list[int], today: date) -> dict[int, Decimal]:
-    """Start-of-day equity: today's snapshot's start if the guard wrote one today, else the last earlier day's end."""
-    rows = {}
-    for account_id, snap_date, starting, ending in DailyPnlSnapshot.objects.filter(
-        account_id__in=ids, date__gte=today - timedelta(days=1)
-    ).values_list("account_id", "date", "starting_equity", "ending_equity"):
+def _previous_day_ends(ids: list[int], today: date) -> dict[int, tuple[Decimal, Decimal | None]]:
+    """(start-of-day equity, the peak before today): today's snapshot's start if one was written today, else the
+    newest earlier day's end; that day's peak."""
+    rows: dict[int, list] = {}
+    for account_id, snap_date, starting, ending, peak in DailyPnlSnapshot.objects.filter(
+        account_id__in=ids, date__gte=today - timedelta(days=1), date__lte=today
+    ).order_by("date").values_list("account_id", "date", "starting_equity", "ending_equity", "peak_equity"):
+        row = rows.setdefault(account_id, [None, None])
         if snap_date == today:
-            rows[account_id] = starting
+            row[0] = starting
         else:
-            rows.setdefault(account_id, ending)
-    missing = [i for i in ids if i not in rows]
+            row[0], row[1] = ending, peak
+    missing = [i for i in ids if rows.get(i, [None, None])[1] is None]
     if missing:
-        # Older gaps (the guard did not run yesterday): the newest earlier snapshot, one query for all of them.
+        # Older gaps (no snapshot yesterday): the newest earlier snapshot, one query for all of them.
         newest = DailyPnlSnapshot.objects.filter(account_id=OuterRef("pk"), date__lt=today).order_by("-date")
-        for account_id, ending in ExchangeAccount.objects.filter(pk__in=missing).annotate(
-            ending=Subquery(newest.values("ending_equity")[:1])
-        ).values_list("pk", "ending"):
+        for account_id, ending, peak in ExchangeAccount.objects.filter(pk__in=missing).annotate(
+            ending=Subquery(newest.values("ending_equity")[:1]), peak=Subquery(newest.values("peak_equity")[:1])
+        ).values_list("pk", "ending", "peak"):
             if ending is not None:
-                rows[account_id] = ending
-    return rows
+                row = rows.setdefault(account_id, [None, None])
+                row[0] = ending if row[0] is None else row[0]
+                row[1] = peak
+    return {account_id: (row[0], row[1]) for account_id, row in rows.items() if row[0] is not None}
 
 
-def _trade_totals(ids: list[int], start: datetime) -> dict[int, dict]:
-    final = Q(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False)
+def _trade_totals(ids: list[int], start: datetime, now: datetime) -> dict[int, dict]:
+    # Up to ``now``: a day's snapshot written later (the day's close, a rerun) counts nothing that came after it.
+    final = Q(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__lte=now)
     today = final & Q(closed_at__gte=start)
     zero = Value(ZERO, output_field=Money)
     rows = PairTrade.objects.filter(account_id__in=ids).values("account_id").annotate(
@@ -191,7 +198,7 @@ def _trade_totals(ids: list[int], start: datetime) -> dict[int, dict]:
         day_fees=Coalesce(Sum("fees", filter=today), zero),
         day_funding=Coalesce(Sum("funding", filter=today), zero),
         day_closed=Count("pk", filter=today),
-        day_opened=Count("pk", filter=Q(opened_at__gte=start)),
+        day_opened=Count("pk", filter=Q(opened_at__gte=start, opened_at__lte=now)),
     ).order_by()
     return {row["account_id"]: row for row in rows}
 

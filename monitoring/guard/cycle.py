@@ -25,7 +25,7 @@ from exchanges.base import TradingExchange
 from execution.models import ExchangeAccount
 from monitoring.guard import detectors
 from monitoring.guard.book import AccountBook, account_books, day_start
-from monitoring.guard.limits import Breach, drawdown, limit_breaches, peak_equity
+from monitoring.guard.limits import Breach, limit_breaches, peak_equity
 from notifications.models import Notification
 from notifications.services import notify
 from pairs.market import MarketView
@@ -202,11 +202,14 @@ def snapshots_write(books: dict[int, AccountBook], *, now: datetime) -> None:
     rows = []
     for book in books.values():
         equity = book.equity
+        # The history's peak: every earlier day's, the day's start, what the guard saw, and now.
+        peak = max(x for x in (book.previous_peak, book.day_start_equity, peak_equity(book), equity)
+                   if x is not None)
         rows.append(DailyPnlSnapshot(
             account=book.account, date=today, starting_equity=book.day_start_equity, ending_equity=equity,
             realised_pnl=book.day_realised, unrealised_pnl=book.unrealised, fees=book.day_fees,
             funding=book.day_funding, trades_opened=book.day_opened, trades_closed=book.day_closed,
-            peak_equity=max(peak_equity(book), equity), drawdown=drawdown(book),
+            peak_equity=peak, drawdown=float((peak - equity) / peak) if peak > 0 else 0.0,
         ))
     _upsert(DailyPnlSnapshot, rows, unique=["account", "date"],
             update=["ending_equity", "realised_pnl", "unrealised_pnl", "fees", "funding", "trades_opened",

@@ -37,7 +37,7 @@ def account():
     return ExchangeAccountFactory(name="bybit-paper", capital=Decimal("10000"))
 
 
-def test_first_day_starts_from_capital_and_counts_only_that_utc_day(account):
+def test_first_day_starts_from_capital_plus_earlier_results_and_counts_only_that_utc_day(account):
     before = MIDNIGHT - timedelta(hours=2)
     # Closed just before the day, at its first instant, during it, at its last instant, at the next midnight.
     _closed(account, MIDNIGHT - timedelta(microseconds=1), "1000", fees="10", funding="1", opened_at=before)
@@ -54,18 +54,19 @@ def test_first_day_starts_from_capital_and_counts_only_that_utc_day(account):
     snapshot = daily_pnl_snapshot_update(account=account, day=DAY)
 
     assert snapshot.date == DAY
-    assert snapshot.starting_equity == Decimal("10000")
+    # No earlier snapshot: the capital plus what finished before the day (the 1000 closed a microsecond before).
+    assert snapshot.starting_equity == Decimal("11000")
     assert snapshot.realised_pnl == Decimal("35.5")  # 100 - 30 + 5.5 - 40
     assert snapshot.fees == Decimal("4")  # 1.5 + 2 + 0.5
     assert snapshot.funding == Decimal("-0.5")  # 0.25 - 0.75 + 0
-    assert snapshot.ending_equity == Decimal("10035.5")
-    assert snapshot.peak_equity == Decimal("10035.5")
+    assert snapshot.ending_equity == Decimal("11035.5")
+    assert snapshot.peak_equity == Decimal("11035.5")
     assert snapshot.trades_closed == 4
     # Opened during the day (of this account): at 00:00 and at 20:00.
     assert snapshot.trades_opened == 2
     stored = DailyPnlSnapshot.objects.get(account=account, date=DAY)
     assert (stored.starting_equity, stored.ending_equity, stored.realised_pnl) == (
-        Decimal("10000"), Decimal("10035.5"), Decimal("35.5"),
+        Decimal("11000"), Decimal("11035.5"), Decimal("35.5"),
     )
 
 
@@ -97,6 +98,7 @@ def test_first_day_with_a_loss_keeps_capital_as_the_peak(account):
 
 
 def test_day_without_trades_carries_equity_forward(account):
+    _closed(account, MIDNIGHT - timedelta(hours=3), "-100")
     DailyPnlSnapshotFactory(
         account=account, date=DAY - timedelta(days=1), starting_equity=Decimal("10000"),
         ending_equity=Decimal("9900"), peak_equity=Decimal("10100"),
