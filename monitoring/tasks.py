@@ -38,10 +38,8 @@ def snapshot_daily_pnl_previous_day() -> int:
 
 @shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
 def notify_daily_summaries(day: str | None = None) -> int:
-    """Each enabled account's summary of ``day`` (ISO date; yesterday, UTC, by default) as a notification, after
-    closing that day's snapshots (the same rewrite as snapshot_daily_pnl_previous_day: harmless twice)."""
+    """Each enabled account's summary of ``day`` (ISO date; yesterday, UTC, by default) as a notification."""
     from monitoring.summaries import daily_summaries_notify
 
-    target = date.fromisoformat(day) if day else timezone.now().astimezone(UTC).date() - timedelta(days=1)
-    snapshot_daily_pnl(target.isoformat())
+    target = date.fromisoformat(day) if day else timezone.now().date() - timedelta(days=1)
     return daily_summaries_notify(day=target)
