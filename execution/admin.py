@@ -112,7 +112,7 @@ class ExchangeAccountAdmin(AuditedAdmin):
 
 @admin.register(Signal)
 class SignalAdmin(ReadOnlyAdmin):
-    list_display = ("pair", "timeframe", "bar_time", "zscore", "action")
+    list_display = ("pair", "timeframe", "bar_time", "zscore", "hedge_ratio", "action")
     list_filter = ("action", "timeframe")
     raw_id_fields = ("pair",)
     date_hierarchy = "bar_time"

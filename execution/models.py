@@ -101,6 +101,11 @@ class Signal(models.Model):
     bar_time = models.DateTimeField(help_text="Open time of the closed bar the signal is computed on")
     zscore = models.FloatField()
     spread = models.FloatField()
+    hedge_ratio = models.FloatField(
+        null=True, blank=True,
+        help_text="Hedge ratio of the rolling fit the spread and z-score were computed with; the bot sizes both "
+                  "legs with it (empty on signals written before it was recorded: the pair's is used then)",
+    )
     action = models.CharField(max_length=16, choices=Action.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from core.formatting import iso as _iso
 from core.formatting import plain_or_none as _plain
-from execution.models import ExchangeAccount, Fill, PairTrade
+from execution.models import ExchangeAccount, Fill, PairTrade, Signal
+from pairs.marketdata.validation import timeframe_ms
 from pairs.quant.kpis import TradeResult, account_kpis, curve_kpis, finite_or_none
 from risk.models import GuardEvent, Halt
 
@@ -19,11 +20,14 @@ def replay_trades(*, account: ExchangeAccount) -> list[dict]:
 
     ``pnl`` is the trade's realised PnL (net of fees and funding; null until the trade is closed or unwound),
     ``fees`` and ``funding`` its columns; ``legs`` every fill of every order, oldest first, with ``action`` "open"
-    (open and complete orders) or "close" (close and unwind orders). Decimals are strings, times ISO 8601 UTC.
+    (open and complete orders) or "close" (close and unwind orders). ``hedge_ratio`` is the one both legs were
+    sized with (the entry signal's), ``entry_zscore`` the entry signal's z-score, ``signal_at`` the close time of
+    the bar that produced the entry signal (its open time plus one bar; null for a trade without an entry signal,
+    such as one adopted by reconciliation). Decimals are strings, times ISO 8601 UTC.
     """
     trades = list(
-        PairTrade.objects.filter(account=account).select_related("pair__y_instrument", "pair__x_instrument")
-        .order_by("pk")
+        PairTrade.objects.filter(account=account)
+        .select_related("pair__y_instrument", "pair__x_instrument", "entry_signal").order_by("pk")
     )  # fmt: skip
     legs: dict[int, list[dict]] = {t.pk: [] for t in trades}
     fills = (
@@ -40,6 +44,9 @@ def replay_trades(*, account: ExchangeAccount) -> list[dict]:
             "y": t.pair.y_instrument.symbol,
             "x": t.pair.x_instrument.symbol,
             "side": t.side,
+            "hedge_ratio": t.hedge_ratio,
+            "entry_zscore": t.entry_zscore,
+            "signal_at": _signal_at(t.entry_signal),
             "opened_at": _iso(t.opened_at),
             "closed_at": _iso(t.closed_at),
             "exit_reason": t.exit_reason or None,
@@ -50,6 +57,13 @@ def replay_trades(*, account: ExchangeAccount) -> list[dict]:
         }
         for t in trades
     ]
+
+
+def _signal_at(signal: Signal | None) -> str | None:
+    """When the signal was known: the close of its bar (``bar_time`` is the bar's open time)."""
+    if signal is None:
+        return None
+    return _iso(signal.bar_time + timedelta(milliseconds=timeframe_ms(signal.timeframe)))
 
 
 def replay_summary(*, trades: list[dict], start_equity: Decimal, equity: list[tuple[datetime, Decimal]]) -> dict:

@@ -136,8 +136,8 @@ def _plan_candidates(ctx: TradingContext, candidates: list[tuple[Signal, str]], 
         if y_price is None or x_price is None:
             report.skipped.append(f"{pair}: no recent price for a leg")
             continue
-        sizing = size_pair_trade(side=side, hedge_ratio=pair.hedge_ratio, budget_per_leg=budget, y_price=y_price,
-                                 x_price=x_price, y_filters=_filters(pair.y_instrument),
+        sizing = size_pair_trade(side=side, hedge_ratio=signal_hedge_ratio(signal), budget_per_leg=budget,
+                                 y_price=y_price, x_price=x_price, y_filters=_filters(pair.y_instrument),
                                  x_filters=_filters(pair.x_instrument))
         if not sizing.ok:
             logger.info("account %s: %s not traded: %s", ctx.account.name, pair, sizing.reason)
@@ -162,6 +162,13 @@ def _plan_candidates(ctx: TradingContext, candidates: list[tuple[Signal, str]], 
 
 # (account, symbol, leverage) already set up by this process: one-way mode and leverage are set once per symbol.
 _prepared: set[tuple[int, str, Decimal]] = set()
+
+
+def signal_hedge_ratio(signal: Signal) -> float:
+    """The hedge ratio a trade on ``signal`` is sized and recorded with: the one its spread and z-score were
+    computed with (the rolling fit), so signal, sizing and trade agree. Signals written before the signal recorded
+    it fall back to the pair's (the screening window's) hedge ratio."""
+    return signal.hedge_ratio if signal.hedge_ratio is not None else signal.pair.hedge_ratio
 
 
 def _prepare_symbols(ctx: TradingContext, instruments: list[Instrument]) -> None:
@@ -218,7 +225,7 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
             with transaction.atomic():
                 trade = PairTrade.objects.create(
                     account=account, pair=pair, entry_signal=signal, side=side, state=State.PLANNED,
-                    state_changed_at=ctx.now, hedge_ratio=pair.hedge_ratio, entry_zscore=signal.zscore,
+                    state_changed_at=ctx.now, hedge_ratio=signal_hedge_ratio(signal), entry_zscore=signal.zscore,
                     y_qty=sizing.y.qty, x_qty=sizing.x.qty, gross_notional=sizing.gross_notional,
                 )
         except IntegrityError:

@@ -153,7 +153,8 @@ def _advance(config: StrategyConfig, window: PriceWindow, tradable: list[Pair], 
             if not np.isfinite(z):
                 continue  # not enough history for a z-score yet: nothing to signal
             label = ACTION_LABELS[int(actions[k])]
-            new_signals.append(NewSignal(tradable[k].pk, times[t], float(z), float(spreads[t, k]), label))
+            new_signals.append(NewSignal(tradable[k].pk, times[t], float(z), float(spreads[t, k]),
+                                         float(rolling.hedge_ratio[t, k]), label))
             run.entries += label in (Signal.Action.ENTER_LONG, Signal.Action.ENTER_SHORT)
             run.closes += label in (Signal.Action.EXIT, Signal.Action.STOP, Signal.Action.MAX_HOLDING)
     for k, state in enumerate(states):
@@ -186,6 +187,7 @@ class NewSignal(NamedTuple):
     bar_time: datetime
     zscore: float
     spread: float
+    hedge_ratio: float  # of the rolling fit behind ``spread`` and ``zscore``: the one the bot sizes the legs with
     action: str
 
 
@@ -207,7 +209,7 @@ def _insert_signals(signals: list[NewSignal], timeframe: str) -> None:
     if not signals:
         return
     ops = connection.ops
-    names = ("pair", "timeframe", "bar_time", "zscore", "spread", "action", "created_at")
+    names = ("pair", "timeframe", "bar_time", "zscore", "spread", "hedge_ratio", "action", "created_at")
     fields = [Signal._meta.get_field(name) for name in names]
     sql = (
         f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {ops.quote_name(Signal._meta.db_table)} "
@@ -221,7 +223,7 @@ def _insert_signals(signals: list[NewSignal], timeframe: str) -> None:
         if signal.bar_time not in adapted:
             adapted[signal.bar_time] = ops.adapt_datetimefield_value(signal.bar_time)
         rows.append([signal.pair_id, timeframe, adapted[signal.bar_time], signal.zscore, signal.spread,
-                     signal.action, created])
+                     signal.hedge_ratio, signal.action, created])
     with connection.cursor() as cursor:
         for start in range(0, len(rows), _INSERT_BATCH_ROWS):
             cursor.executemany(sql, rows[start : start + _INSERT_BATCH_ROWS])

@@ -9,8 +9,14 @@ Steps, all batched over pairs:
 3. Hurst exponent and mean crossings need the series, T x 99 operations per direction for the Hurst lags: they
    are computed (``add_series_statistics``) only for the directions that pass the run's tests, the ones that can
    become pairs; NaN / -1 for the rest.
-4. Benjamini-Hochberg q-values over all tests of the run (``merge_and_adjust``; done once the blocks of a
-   fanned-out screen are merged).
+4. One direction per unordered pair and Benjamini-Hochberg q-values over the run (``merge_and_adjust``; done
+   once the blocks of a fanned-out screen are merged). Engle-Granger is not symmetric: y on x and x on y are two
+   tests of one hypothesis (the two series are cointegrated), so counting both would let a pair be tested,
+   graded and promoted twice and would inflate the number of tests the false-discovery control divides by.
+   ``preferred_directions`` keeps, for each unordered pair, the direction with the lower Engle-Granger p-value
+   (ties: the more negative ADF statistic, then the lower y index), a rule that reads the formation window only,
+   before any confirmation or backtest. The q-values are computed over the preferred directions, one per
+   unordered pair; the other direction has none (NaN), so it cannot pass.
 5. Out-of-sample confirmation of candidates (``confirm_out_of_sample``): the hedge ratio is re-fitted on the
    window without its last ``confirmation_bars`` bars and its spread must be stationary on those held-out bars
    (ADF with constant, AIC lag); plus the Johansen trace test on the whole window.
@@ -34,7 +40,7 @@ SERIES_BLOCK_PAIRS = 4000
 
 
 # Columns that travel as integers; every other column is float64.
-_TRANSPORT_DTYPES = {"y_index": "<i8", "x_index": "<i8", "lag": "<i8", "mean_crossings": "<i8"}
+_TRANSPORT_DTYPES = {"y_index": "<i8", "x_index": "<i8", "lag": "<i8", "mean_crossings": "<i8", "preferred": "|b1"}
 
 
 @dataclass
@@ -56,6 +62,8 @@ class ScreenResult:
     hurst: np.ndarray
     mean_crossings: np.ndarray
     qvalue: np.ndarray | None = None
+    # The direction kept for its unordered pair (``preferred_directions``); set with the q-values.
+    preferred: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.pvalue)
@@ -78,7 +86,7 @@ class ScreenResult:
             column = columns.get(spec.name)
             dtype = _TRANSPORT_DTYPES.get(spec.name, "<f8")
             values[spec.name] = None if column is None else np.frombuffer(
-                base64.b64decode(column), dtype=dtype).astype(np.int64 if dtype == "<i8" else np.float64)
+                base64.b64decode(column), dtype=dtype).astype(_DECODED_TYPES.get(dtype, np.float64))
         return cls(**values)
 
     @classmethod
@@ -88,6 +96,9 @@ class ScreenResult:
             arrays = [getattr(p, spec.name) for p in parts]
             values[spec.name] = None if any(a is None for a in arrays) else np.concatenate(arrays)
         return cls(**values)
+
+
+_DECODED_TYPES = {"<i8": np.int64, "|b1": np.bool_}
 
 
 def _moments(log_prices: np.ndarray) -> dict[str, np.ndarray]:
@@ -179,10 +190,30 @@ def add_series_statistics(result: ScreenResult, log_prices: np.ndarray, selected
         result.mean_crossings[block] = mean_crossings(spreads)
 
 
+def preferred_directions(result: ScreenResult) -> np.ndarray:
+    """Boolean mask: the one direction kept per unordered pair {a, b}: the lower Engle-Granger p-value, then the
+    more negative ADF statistic, then the lower y index (NaN statistics rank last). A direction whose reverse was
+    not tested is kept."""
+    y, x = result.y_index, result.x_index
+    low, high = np.minimum(y, x), np.maximum(y, x)
+    pvalue = np.where(np.isnan(result.pvalue), np.inf, result.pvalue)
+    adf = np.where(np.isnan(result.adf_stat), np.inf, result.adf_stat)
+    order = np.lexsort((y, adf, pvalue, high, low))  # the last key sorts first
+    first_of_pair = np.ones(len(order), dtype=bool)
+    first_of_pair[1:] = (low[order][1:] != low[order][:-1]) | (high[order][1:] != high[order][:-1])
+    preferred = np.zeros(len(order), dtype=bool)
+    preferred[order[first_of_pair]] = True
+    return preferred
+
+
 def merge_and_adjust(parts: list[ScreenResult]) -> ScreenResult:
-    """Join the blocks of one run and set Benjamini-Hochberg q-values over all of its tests."""
+    """Join the blocks of one run, keep one direction per unordered pair (``preferred``) and set the
+    Benjamini-Hochberg q-values over the preferred directions, each unordered pair counted once; the other
+    direction's q-value is NaN (it is not in the family: it cannot pass)."""
     merged = ScreenResult.concatenate(parts) if len(parts) != 1 else parts[0]
-    merged.qvalue = benjamini_hochberg(merged.pvalue)
+    merged.preferred = preferred_directions(merged)
+    merged.qvalue = np.full(len(merged), np.nan)
+    merged.qvalue[merged.preferred] = benjamini_hochberg(merged.pvalue[merged.preferred])
     return merged
 
 

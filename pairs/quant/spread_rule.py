@@ -10,8 +10,9 @@ This is the one implementation of the rule: the backtest, the replay and the liv
 
 The rule (``RuleParams``), evaluated on each bar's z-score after the bar has closed:
 
-* flat: enter long spread (long y, short beta x) when ``z <= -entry_z``, short spread when ``z >= entry_z``;
-  not while cooling down after a stop, and never on a NaN z (not enough history);
+* flat: enter long spread (long y, short beta x) when ``-stop_z < z <= -entry_z``, short spread when
+  ``entry_z <= z < stop_z``; not while cooling down after a stop, never on a NaN z (not enough history), and never
+  when ``|z| >= stop_z`` (a z already at or beyond the stop is a break, not a reversion opportunity);
 * long spread: stop when ``z <= -stop_z``, else exit when ``z >= -exit_z`` (the spread crossed back to ``exit_z``;
   with ``exit_z = 0`` that is the mean);
 * short spread: stop when ``z >= stop_z``, else exit when ``z <= exit_z``;
@@ -23,8 +24,9 @@ Conventions
 - No exit and entry on the same bar: a pair that closes on bar t is flat for the rest of bar t and can enter on
   bar t + 1 at the earliest (a reversal takes two bars). The same holds for an entry: nothing else happens on the
   entry bar, the exit conditions are first checked on the next bar.
-- An entry is taken on any z beyond ``entry_z``, even one already beyond ``stop_z``; the stop is checked from the
-  next bar on.
+- No entry when ``|z|`` is at or beyond ``stop_z``: such a bar would be stopped out on the next bar at a z
+  at least as bad (an audit found a short entered at z = 10.95 at the close of a +45% hourly pump). The bar is
+  simply not an entry; it starts no cooldown. With ``stop_z = inf`` every ``|z| >= entry_z`` still enters.
 - ``bars_held`` is 0 on the entry bar and grows by one per bar; with ``max_holding_bars = h`` a position entered on
   bar e is closed on bar e + h at the latest. ``max_holding_bars`` is per pair and given in bars: the caller
   converts from half-lives with ``max_holding_bars(half_life, params)`` =
@@ -195,8 +197,8 @@ def step(
 
     cooling = ~in_position & (state.cooldown > 0)
     may_enter = ~in_position & ~cooling & finite & allow_entry
-    enter_long = may_enter & (z <= -params.entry_z)
-    enter_short = may_enter & (z >= params.entry_z)
+    enter_long = may_enter & (z <= -params.entry_z) & (z > -params.stop_z)
+    enter_short = may_enter & (z >= params.entry_z) & (z < params.stop_z)
     entering = enter_long | enter_short
 
     actions = np.zeros(position.shape, dtype=np.int8)

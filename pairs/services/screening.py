@@ -137,7 +137,8 @@ class ScreeningOutcome:
                 "adf_stat": float(r.adf_stat[k]),
                 "lag": int(r.lag[k]),
                 "pvalue": float(r.pvalue[k]),
-                "qvalue": float(r.qvalue[k]),
+                "qvalue": _finite_or_none(r.qvalue[k]),  # none for the direction not preferred
+                "preferred_direction": bool(r.preferred[k]),
                 "half_life": _finite_or_none(r.half_life[k]),
                 "hurst": _finite_or_none(r.hurst[k]),
                 "mean_crossings": int(r.mean_crossings[k]) if r.mean_crossings[k] >= 0 else None,
@@ -192,7 +193,8 @@ def screening_run_finish(
 def _finish(*, run: CointegrationRun, window: PriceWindow, parts: list[ScreenResult]) -> ScreeningOutcome:
     params = run.parameters
     result = merge_and_adjust(parts)
-    passed = (result.pvalue <= params["max_pvalue"]) & (result.qvalue <= params["max_qvalue"])
+    # Only the preferred direction of each unordered pair can pass (``pairs.quant.screening.merge_and_adjust``).
+    passed = (result.pvalue <= params["max_pvalue"]) & (result.qvalue <= params["max_qvalue"]) & result.preferred
     half_life_ok = (result.half_life >= params["min_half_life_bars"]) & (
         result.half_life <= params["max_half_life_bars"]
     )
@@ -258,7 +260,7 @@ def _write(*, run, window, result, passed, candidate, confirmation) -> None:
         tests.append(PairTest(
             run=run, pair=pair, hedge_ratio=float(result.hedge_ratio[k]), intercept=float(result.intercept[k]),
             adf_stat=float(result.adf_stat[k]), adf_lag=int(result.lag[k]), pvalue=float(result.pvalue[k]),
-            qvalue=float(result.qvalue[k]), half_life_bars=_finite_or_none(result.half_life[k]),
+            qvalue=_finite_or_none(result.qvalue[k]), half_life_bars=_finite_or_none(result.half_life[k]),
             hurst=_finite_or_none(result.hurst[k]), passed=bool(passed[k]),
             confirmed_out_of_sample=None if check is None else check.confirmed,
             johansen_passed=None if check is None else check.johansen_passed,
@@ -300,7 +302,7 @@ def _apply_latest_test(pair: Pair, result: ScreenResult, k: int, *, run, now, pa
     pair.adf_stat = float(result.adf_stat[k])
     pair.adf_lag = int(result.lag[k])
     pair.pvalue = float(result.pvalue[k])
-    pair.qvalue = float(result.qvalue[k])
+    pair.qvalue = _finite_or_none(result.qvalue[k])
     pair.half_life_bars = _finite_or_none(result.half_life[k])
     pair.hurst = _finite_or_none(result.hurst[k])
     pair.mean_crossings = int(result.mean_crossings[k]) if result.mean_crossings[k] >= 0 else None

@@ -42,7 +42,7 @@ class BotWorld:
             )
 
     def next_bar(self, *, y: str | None = None, x: str | None = None, action: str | None = None,
-                 zscore: float = 0.0, position: int | None = None) -> datetime:
+                 zscore: float = 0.0, position: int | None = None, hedge_ratio: float | None = None) -> datetime:
         """Close one more bar (optionally with new prices) and, if given, the rule's signal on it."""
         self.bar += HOUR
         if y is not None:
@@ -51,16 +51,16 @@ class BotWorld:
             self.prices[self.x.pk] = Decimal(x)
         self._write_bar()
         if action is not None:
-            self.signal(action, zscore=zscore, position=position)
+            self.signal(action, zscore=zscore, position=position, hedge_ratio=hedge_ratio)
         return self.bar
 
-    def signal(self, action: str, *, zscore: float = 0.0, position: int | None = None, pair: Pair | None = None
-               ) -> Signal:
+    def signal(self, action: str, *, zscore: float = 0.0, position: int | None = None, pair: Pair | None = None,
+               hedge_ratio: float | None = None) -> Signal:
         pair = pair or self.pair
         if position is None:
             position = {Signal.Action.ENTER_LONG: 1, Signal.Action.ENTER_SHORT: -1}.get(action, 0)
         signal = Signal.objects.create(pair=pair, timeframe="1h", bar_time=self.bar, zscore=zscore, spread=0.0,
-                                       action=action)
+                                       hedge_ratio=hedge_ratio, action=action)
         SignalState.objects.update_or_create(pair=pair, defaults={"last_bar_time": self.bar, "position": position})
         return signal
 

@@ -76,9 +76,28 @@ def test_bar_by_bar_signals_equal_the_backtest_rule(market):
     assert len(actions) == BARS - first
     assert actions == expected_actions(config, closes_y, closes_x, first, BARS - 1)
     assert {"enter_long", "enter_short"} & set(actions), "the data should make the rule trade"
-    z = rolling_zscore(np.log(closes_y), np.log(closes_x), WINDOW).zscore
+    rolling = rolling_zscore(np.log(closes_y), np.log(closes_x), WINDOW)
     stored = Signal.objects.get(pair=pair, bar_time=bar_time(BARS - 1))
-    assert stored.zscore == pytest.approx(z[BARS - 1], rel=1e-9)
+    assert stored.zscore == pytest.approx(rolling.zscore[BARS - 1], rel=1e-9)
+
+
+def test_each_signal_records_the_hedge_ratio_of_its_own_spread(market):
+    config, pair, closes_y, closes_x = market
+    first = BARS - 60
+    for t in range(first, BARS):
+        signals_update(config=config, end=bar_time(t))
+    rolling = rolling_zscore(np.log(closes_y), np.log(closes_x), WINDOW)
+    log_y, log_x = np.log(closes_y), np.log(closes_x)
+    signals = list(Signal.objects.filter(pair=pair).order_by("bar_time"))
+    assert len(signals) == BARS - first
+    for t, signal in zip(range(first, BARS), signals, strict=True):
+        assert signal.hedge_ratio == pytest.approx(rolling.hedge_ratio[t], rel=1e-12)
+        # the recorded hedge ratio is the one of the stored spread (and so of the z-score)
+        spread = log_y[t] - rolling.intercept[t] - signal.hedge_ratio * log_x[t]
+        assert signal.spread == pytest.approx(spread, rel=1e-9, abs=1e-12)
+    # the rolling fit moves from bar to bar: not the pair's (screening window's) hedge ratio
+    assert len({round(s.hedge_ratio, 9) for s in signals}) > 1
+    assert all(s.hedge_ratio != pair.hedge_ratio for s in signals)
 
 
 def test_a_run_after_an_outage_catches_up_in_order_and_equals_bar_by_bar(market):

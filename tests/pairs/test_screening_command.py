@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 SYMBOLS = ["ADAUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT", "ONEUSDT", "OXTUSDT", "VETUSDT", "ZILUSDT"]
 TEST_KEYS = {"y", "x", "hedge_ratio", "intercept", "adf_stat", "lag", "pvalue", "qvalue", "half_life", "hurst",
-             "passed"}
+             "passed", "preferred_direction"}
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
@@ -41,11 +41,15 @@ def test_select_pairs_writes_every_test_to_json(shared_candles_dir, tmp_path):
     assert n == len(SYMBOLS)
     tests = report["tests"]
     assert len(tests) == n * (n - 1)
+    assert sum(t["preferred_direction"] for t in tests) == n * (n - 1) // 2
     assert {(t["y"], t["x"]) for t in tests} == {(y, x) for y in SYMBOLS for x in SYMBOLS if y != x}
     for test in tests:
         assert TEST_KEYS <= set(test), set(TEST_KEYS) - set(test)
         assert isinstance(test["lag"], int) and test["lag"] >= 0
-        assert 0.0 <= test["pvalue"] <= test["qvalue"] <= 1.0
+        if test["preferred_direction"]:
+            assert 0.0 <= test["pvalue"] <= test["qvalue"] <= 1.0
+        else:  # one direction per unordered pair: the other is outside the false-discovery family and can't pass
+            assert test["qvalue"] is None and not test["passed"]
         assert isinstance(test["passed"], bool)
         assert (test["hurst"] is not None) == test["passed"]  # series statistics only for passing directions
 

@@ -199,7 +199,8 @@ def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_can
         assert "celery.chord_unlock[" in log
     fanned_pairs = _pair_snapshot()
     fanned_tests = _tests_of(fanned)
-    assert len(fanned_pairs) == fanned.n_candidates >= 4
+    # (at least 2: one direction per unordered pair can be a candidate)
+    assert len(fanned_pairs) == fanned.n_candidates >= 2
     assert set(fanned_tests) == set(fanned_pairs)
     entry = Level.objects.filter(number=ENTRY_LEVEL_NUMBER).first()
     assert entry is not None  # seeded by the data migration (restored by serialized_rollback)

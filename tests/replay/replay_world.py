@@ -9,7 +9,7 @@ times that week (exits, a stop and a maximum-holding close).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -37,7 +37,8 @@ SHORT_WINDOWS = {
     "zscore_window_bars": 150,
     "min_history_bars": 500,
 }
-TRADE_KEYS = {"y", "x", "side", "opened_at", "closed_at", "exit_reason", "pnl", "fees", "funding", "legs"}
+TRADE_KEYS = {"y", "x", "side", "hedge_ratio", "entry_zscore", "signal_at", "opened_at", "closed_at", "exit_reason",
+              "pnl", "fees", "funding", "legs"}
 LEG_KEYS = {"symbol", "action", "side", "qty", "price", "fee"}
 SUMMARY_KEYS = {
     "total_trades",
@@ -87,6 +88,10 @@ def db_trades(account: ExchangeAccount) -> list[dict]:
                 "y": trade.pair.y_instrument.symbol,
                 "x": trade.pair.x_instrument.symbol,
                 "side": trade.side,
+                "hedge_ratio": trade.hedge_ratio,
+                "entry_zscore": trade.entry_zscore,
+                # hourly bars: the signal is known at its bar's close
+                "signal_at": trade.entry_signal.bar_time + timedelta(hours=1) if trade.entry_signal else None,
                 "opened_at": trade.opened_at,
                 "closed_at": trade.closed_at,
                 "exit_reason": trade.exit_reason or None,
@@ -120,6 +125,7 @@ def parsed(trade: dict) -> dict:
 
     return {
         **trade,
+        "signal_at": moment(trade["signal_at"]),
         "opened_at": moment(trade["opened_at"]),
         "closed_at": moment(trade["closed_at"]),
         "pnl": number(trade["pnl"]),

@@ -13,6 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from execution.models import ExchangeAccount, Fill, Order, PairTrade, Signal
+from execution.sizing import LegFilters, size_pair_trade
 from notifications.models import Delivery, Notification
 from notifications.sender import notifications_send
 from pairs.models import CointegrationRun, Pair
@@ -83,6 +84,21 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
             held = sum(leg["qty"] if leg["side"] == "buy" else -leg["qty"] for leg in legs if leg["symbol"] == symbol)
             assert held == 0, (trade, symbol)
         assert trade["opened_at"] < trade["closed_at"]
+        assert trade["signal_at"] <= trade["opened_at"]
+
+    # One hedge ratio end to end: the entry signal's (its spread's rolling fit) sized both legs and is the trade's.
+    for trade in trades.select_related("entry_signal", "pair__y_instrument", "pair__x_instrument"):
+        signal = trade.entry_signal
+        assert trade.hedge_ratio == signal.hedge_ratio is not None and trade.entry_zscore == signal.zscore
+        opens = {o.leg: o for o in trade.orders.filter(action=Order.Action.OPEN)}
+        sized = size_pair_trade(
+            side=trade.side, hedge_ratio=signal.hedge_ratio, budget_per_leg=account.per_trade_budget,
+            y_price=opens["y"].reference_price, x_price=opens["x"].reference_price,
+            y_filters=LegFilters(trade.pair.y_instrument.qty_step, None, None, None),
+            x_filters=LegFilters(trade.pair.x_instrument.qty_step, None, None, None),
+        )
+        assert (opens["y"].qty, opens["x"].qty) == (sized.y.qty, sized.x.qty) == (trade.y_qty, trade.x_qty)
+    assert any(t.hedge_ratio != t.pair.hedge_ratio for t in trades), "the rolling fit should differ from screening"
 
     # The summary, recomputed from the trades and the equities.
     pnls = [t["pnl"] for t in json_trades if t["pnl"] is not None]

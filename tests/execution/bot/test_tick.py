@@ -49,6 +49,29 @@ def test_entry_signal_opens_both_legs_sized_from_hedge_ratio_and_budget(world):
     assert heartbeat.lease_owner == "bot-1" and heartbeat.open_trades == 1 and heartbeat.reconciled_at
 
 
+def test_both_legs_are_sized_and_the_trade_recorded_with_the_signals_hedge_ratio(world):
+    # The pair's (screening) hedge ratio is 0.85; the signal's spread was computed with the rolling fit's -0.4.
+    signal_at = world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2, hedge_ratio=-0.4)
+    report = world.tick()
+    assert report.opened == 1, report
+    trade = world.trade()
+    signal = Signal.objects.get(pair=world.pair, bar_time=signal_at)
+    assert trade.entry_signal_id == signal.pk
+    assert trade.hedge_ratio == signal.hedge_ratio == -0.4
+    # budget 500 per leg: y 500 at 100 = 5; x |-0.4| * 500 = 200 at 50 = 4; a negative beta puts x on y's side
+    assert (trade.y_qty, trade.x_qty) == (Decimal("5"), Decimal("4"))
+    orders = {o.leg: o for o in trade.orders.all()}
+    assert (orders["y"].side, orders["x"].side) == ("buy", "buy")
+
+
+def test_a_signal_without_a_recorded_hedge_ratio_falls_back_to_the_pairs(world):
+    world.next_bar(action=Signal.Action.ENTER_SHORT, zscore=2.2)
+    world.tick()
+    trade = world.trade()
+    assert trade.hedge_ratio == world.pair.hedge_ratio == 0.85
+    assert (trade.y_qty, trade.x_qty) == (Decimal("5"), Decimal("8.5"))
+
+
 def test_tick_is_idempotent_and_signal_is_never_traded_twice(world):
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
     world.tick()

@@ -68,6 +68,16 @@ def test_long_spread_entry_and_exit_at_the_mean_with_four_fills():
     assert stats.avg_holding_bars == 2.0
 
 
+def test_no_entry_at_or_beyond_the_stop_in_the_backtest():
+    # A short-spread signal at z = 10.95 (a pump's close) is no trade; the same pair enters once z is back inside
+    # (entry_z, stop_z).
+    y = [10, 10, 14.5, 14, 13, 13]
+    x = [20, 20, 20, 20, 20, 20]
+    z = [0.0, 4.0, 10.95, 3.5, 0.0, 0.0]
+    [trade] = run(y, x, z, 1.0).trades.records()
+    assert (trade["entry_bar"], trade["exit_bar"], trade["side"], trade["exit_reason"]) == (3, 4, "short", "exit")
+
+
 def test_short_spread_stop():
     y = [10, 10, 11, 12, 12]
     x = [20, 20, 20, 21, 21]

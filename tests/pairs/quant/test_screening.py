@@ -26,6 +26,7 @@ from pairs.quant.screening import (
     add_series_statistics,
     confirm_out_of_sample,
     merge_and_adjust,
+    preferred_directions,
     screen,
     split_pairs,
 )
@@ -240,17 +241,22 @@ def test_merge_of_split_blocks_equals_one_block(log_prices, n_blocks):
     np.testing.assert_array_equal(merged.lag, whole.lag)
     np.testing.assert_array_equal(merged.mean_crossings, whole.mean_crossings)
     np.testing.assert_allclose(merged.hurst, whole.hurst, rtol=1e-12)
-    # q-values are Benjamini-Hochberg over all tests of the run, not per block.
-    np.testing.assert_allclose(merged.qvalue, benjamini_hochberg(whole.pvalue), rtol=1e-12)
-    per_block = np.concatenate([benjamini_hochberg(p.pvalue) for p in parts])
-    assert not np.allclose(per_block, merged.qvalue)
-    assert np.all(merged.qvalue >= merged.pvalue - 1e-15)
+    np.testing.assert_array_equal(merged.preferred, whole.preferred)
+    # q-values are Benjamini-Hochberg over the preferred directions of the whole run, not per block.
+    kept = merged.preferred
+    np.testing.assert_allclose(merged.qvalue[kept], benjamini_hochberg(whole.pvalue[kept]), rtol=1e-12)
+    assert np.isnan(merged.qvalue[~kept]).all()
+    # (and not over both directions: each unordered pair is counted once)
+    assert not np.allclose(merged.qvalue[kept], benjamini_hochberg(merged.pvalue)[kept])
+    assert np.all(merged.qvalue[kept] >= merged.pvalue[kept] - 1e-15)
 
 
 def test_q_values_follow_benjamini_hochberg_by_hand():
     pvalues = np.array([0.01, 0.04, 0.03, 0.2])
-    part = ScreenResult(**{name: np.zeros(4) for name in ScreenResult.__dataclass_fields__ if name != "qvalue"})
+    part = ScreenResult(**{name: np.zeros(4) for name in ScreenResult.__dataclass_fields__
+                           if name not in ("qvalue", "preferred")})
     part.pvalue = pvalues
+    part.y_index, part.x_index = np.arange(4), np.arange(4, 8)  # four unordered pairs
     merged = merge_and_adjust([part])
     # sorted: 0.01, 0.03, 0.04, 0.2 -> p * m / rank = 0.04, 0.06, 0.0533, 0.2 -> monotone from the top
     np.testing.assert_allclose(merged.qvalue, [0.04, 0.05333333333333334, 0.05333333333333334, 0.2], rtol=1e-12)
@@ -304,3 +310,25 @@ def test_confirmation_requires_both_the_holdout_and_johansen(log_prices):
     strict = confirm_out_of_sample(log_prices[:, k], log_prices[:, 0], holdout_bars=250, max_pvalue=1e-12)
     assert strict.johansen_passed and strict.holdout_pvalue > 1e-12
     assert not strict.confirmed
+
+
+def test_one_direction_per_unordered_pair_by_the_documented_rule():
+    # pairs {0, 1}: (1, 0) has the lower p; {0, 2}: equal p, (0, 2) the more negative ADF; {1, 2}: everything
+    # equal, the lower y index (1, 2); {3, 4}: only (4, 3) was tested, so it is kept; {5, 6}: (5, 6) has a NaN p.
+    y = np.array([0, 1, 0, 2, 1, 2, 4, 5, 6])
+    x = np.array([1, 0, 2, 0, 2, 1, 3, 6, 5])
+    pvalue = np.array([0.2, 0.01, 0.05, 0.05, 0.3, 0.3, 0.9, np.nan, 0.5])
+    adf = np.array([-2.0, -4.0, -3.5, -3.0, -1.0, -1.0, -0.5, np.nan, -2.0])
+    part = ScreenResult(**{name: np.zeros(len(y)) for name in ScreenResult.__dataclass_fields__
+                           if name not in ("qvalue", "preferred")})
+    part.y_index, part.x_index, part.pvalue, part.adf_stat = y, x, pvalue, adf
+    assert preferred_directions(part).tolist() == [False, True, True, False, True, False, True, False, True]
+
+    merged = merge_and_adjust([part])
+    kept = merged.preferred
+    # Benjamini-Hochberg over the five unordered pairs once each: p 0.01, 0.05, 0.3, 0.9, 0.5
+    np.testing.assert_allclose(merged.qvalue[kept], benjamini_hochberg(np.array([0.01, 0.05, 0.3, 0.9, 0.5])))
+    assert np.isnan(merged.qvalue[~kept]).all()
+    # Through JSON and back, as fanned-out results travel.
+    restored = ScreenResult.from_columns(json.loads(json.dumps(merged.to_columns())))
+    assert restored.preferred.dtype == bool and restored.preferred.tolist() == kept.tolist()

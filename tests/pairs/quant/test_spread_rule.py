@@ -144,8 +144,13 @@ def test_nan_z_still_counts_bars_for_max_holding_and_cooldown():
     assert labels([-2.5, -4.5, NAN, -3.0], RuleParams(cooldown_bars=1)) == [EL, ST, H, EL]
 
 
-def test_entry_beyond_the_stop_is_taken_and_stopped_next_bar():
-    assert labels([-5.0, -5.0]) == [EL, ST]
+def test_no_entry_at_or_beyond_the_stop():
+    # |z| at the stop or beyond is no entry, on either side; back inside (entry_z, stop_z) the entry is taken,
+    # and no cooldown was started by the refused bars.
+    assert labels([-5.0, -4.0, 4.0, 10.95, -3.9]) == [H, H, H, H, EL]
+    assert labels([3.99, 0.0]) == [ES, EX]
+    # Without a stop (inf) every |z| >= entry_z still enters.
+    assert labels([-50.0], RuleParams(stop_z=math.inf)) == [EL]
 
 
 def test_entries_on_last_bar_can_be_blocked():

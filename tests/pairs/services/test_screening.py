@@ -100,15 +100,26 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
         assert test["adf_stat"] == pytest.approx(expected["adf_stat"], rel=1e-9), where
         assert test["lag"] == expected["lag"], where
         assert test["hedge_ratio"] == pytest.approx(expected["hedge_ratio"], rel=1e-9), where
-    # q-values: Benjamini-Hochberg over the whole run.
-    np.testing.assert_allclose([t["qvalue"] for t in tests], benjamini_hochberg(reference_p), rtol=1e-8)
+    # One direction per unordered pair: the lower statsmodels p-value (then the more negative ADF statistic).
+    def rank(key):
+        return (statsmodels[key]["pvalue"], statsmodels[key]["adf_stat"])
+
+    preferred = [rank((t["y"], t["x"])) <= rank((t["x"], t["y"])) for t in tests]
+    assert [t["preferred_direction"] for t in tests] == preferred
+    assert sum(preferred) == 66  # each of the 12 * 11 / 2 unordered pairs once
+    # q-values: Benjamini-Hochberg over the run's preferred directions, counting each unordered pair once; none
+    # for the other direction.
+    kept = np.flatnonzero(preferred)
+    np.testing.assert_allclose([tests[k]["qvalue"] for k in kept], benjamini_hochberg(reference_p[kept]), rtol=1e-8)
+    assert all(t["qvalue"] is None and not t["passed"] for t, keep in zip(tests, preferred, strict=True) if not keep)
 
     # Passing and candidates follow the configuration.
     for test in tests:
         half_life_ok = test["half_life"] is not None and (
             config.min_half_life_bars <= test["half_life"] <= config.max_half_life_bars
         )
-        assert test["passed"] == (test["pvalue"] <= config.max_pvalue and test["qvalue"] <= config.max_qvalue)
+        assert test["passed"] == (test["preferred_direction"] and test["pvalue"] <= config.max_pvalue
+                                  and test["qvalue"] <= config.max_qvalue)
         assert (test["confirmed_out_of_sample"] is not None) == (test["passed"] and half_life_ok)
         assert test["candidate"] == bool(test["confirmed_out_of_sample"])
         # The series statistics are computed for the directions that pass (the ones that can become pairs).
@@ -116,8 +127,10 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
         assert (test["mean_crossings"] is not None) == test["passed"]
     by_key = {(t["y"], t["x"]): t for t in tests}
     candidates = {key for key, t in by_key.items() if t["candidate"]}
-    assert ("VETUSDT", "ZILUSDT") in candidates and ("ONEUSDT", "OXTUSDT") in candidates
-    assert by_key[("NKNUSDT", "SKLUSDT")]["passed"] and not by_key[("NKNUSDT", "SKLUSDT")]["candidate"]
+    # One direction per unordered pair: OXT/ONE (not ONE/OXT) and SKL/NKN (not NKN/SKL) are the preferred ones.
+    assert ("VETUSDT", "ZILUSDT") in candidates and ("OXTUSDT", "ONEUSDT") in candidates
+    assert not any((x, y) in candidates for y, x in candidates)
+    assert by_key[("SKLUSDT", "NKNUSDT")]["passed"] and not by_key[("SKLUSDT", "NKNUSDT")]["candidate"]
     assert run.n_passed == sum(t["passed"] for t in tests) > run.n_candidates == len(candidates)
 
     # Pair rows exactly for the candidates, on the entry level, active.
