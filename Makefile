@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # Real candles for the demo, read in place (see ../shared/data/binance-usdt-1h-2021/SOURCE.md).
 DEMO_DATA ?= ../shared/data/binance-usdt-1h-2021
 
-.PHONY: install demo test run web worker beat lint bench migrate seed clean
+.PHONY: install demo test run web worker beat lint bench migrate seed clean cluster
 
 # Reinstall only when a requirements file changed.
 install: $(STAMP)
@@ -59,6 +59,16 @@ run: migrate
 
 web: migrate
 	$(PY) manage.py runserver 127.0.0.1:8000
+
+# The whole process set of a deployment on this machine (docs/OPERATIONS.md): web (gunicorn), beat, the selection
+# pool, the pipelines, risk and notifications workers and one worker per enabled account, run by honcho against the
+# MariaDB and Redis already running. DATABASE_URL / CELERY_BROKER_URL from the environment win over these defaults.
+CLUSTER_BIND ?= 127.0.0.1:8000
+CLUSTER_ARGS ?=
+cluster: export DATABASE_URL ?= mysql://root@127.0.0.1:3306/statarb
+cluster: export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/0
+cluster: install
+	$(PY) manage.py cluster --bind $(CLUSTER_BIND) $(CLUSTER_ARGS)
 
 worker: install
 	$(BIN)/celery -A statarb_site worker -l info -Q default,selection,signals,risk,notifications

@@ -76,3 +76,35 @@ def retry_sleeps(monkeypatch) -> list[float]:
     sleeps: list[float] = []
     monkeypatch.setitem(call_with_retry.__kwdefaults__, "sleep", sleeps.append)
     return sleeps
+
+
+# A MariaDB database and a Redis db of their own for tests that start a whole cluster of processes (make cluster)
+# or several workers on one queue; they are dropped and flushed freely, so never point these at real data.
+CLUSTER_DATABASE_URL = os.environ.get("STATARB_TEST_CLUSTER_DATABASE_URL",
+                                      "mysql://root@127.0.0.1:3306/statarb_test_cluster")
+CLUSTER_BROKER_URL = os.environ.get("STATARB_TEST_CLUSTER_BROKER_URL", "redis://127.0.0.1:6379/14")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def cluster_services() -> tuple[str, str]:
+    """(database URL, broker URL) of the dedicated MariaDB database and Redis db. Tests marked ``services`` use it:
+    they run in ``make test`` only when both servers answer; unreachable, they skip locally and fail in CI."""
+    services = (("MariaDB", CLUSTER_DATABASE_URL, 3306), ("Redis", CLUSTER_BROKER_URL, 6379))
+    missing = [name for name, url, port in services if not _reachable(url, port)]
+    if missing:
+        message = f"{' and '.join(missing)} not reachable ({CLUSTER_DATABASE_URL}, {CLUSTER_BROKER_URL})"
+        if running_in_ci():
+            pytest.fail(message + " (CI=true: a missing service is a failure)")
+        pytest.skip(message)
+    return CLUSTER_DATABASE_URL, CLUSTER_BROKER_URL

@@ -10,6 +10,8 @@ db+sqlite file), which is what the chord's counting runs on.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import re
 import signal
@@ -23,6 +25,7 @@ import pytest
 from django.conf import settings
 
 from pairs.models import CointegrationRun, Level, LevelChange, Pair, PairTest, StrategyConfig
+from pairs.quant.screening import split_pairs
 from pairs.services.screening import ENTRY_LEVEL_NUMBER, screening_run
 from pairs.tasks import screen_pairs
 from statarb_site.celery import app
@@ -68,12 +71,20 @@ def selection_worker(tmp_path):
     else:
         broker_url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
     _purge(broker_url, "selection")
+    with _selection_worker_process(broker_url, settings.CELERY_RESULT_BACKEND, "screen") as output:
+        yield broker_url, output
+
+
+@contextlib.contextmanager
+def _selection_worker_process(broker_url: str, result_backend: str, name: str, block_pairs: int = BLOCK_PAIRS):
+    """A `celery worker` process (solo pool) on the selection queue of ``broker_url``, with fan-out on, on this
+    session's test database; yields the list its output lines are added to."""
     env = {**os.environ, "DATABASE_URL": session_database_url(), "CELERY_BROKER_URL": broker_url,
-           "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND, "CELERY_TASK_ALWAYS_EAGER": "0",
-           "STATARB_SCREEN_FANOUT": "1", "STATARB_SCREEN_BLOCK_PAIRS": str(BLOCK_PAIRS),
+           "CELERY_RESULT_BACKEND": result_backend, "CELERY_TASK_ALWAYS_EAGER": "0",
+           "STATARB_SCREEN_FANOUT": "1", "STATARB_SCREEN_BLOCK_PAIRS": str(block_pairs),
            # One BLAS thread: the worker shares the machine with this test process.
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    hostname = f"screen-{os.getpid()}-{time.monotonic_ns()}"
+    hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}"
     command = [sys.executable, "-m", "celery", "-A", "statarb_site", "worker", "--pool", "solo", "-Q", "selection",
                "--hostname", f"{hostname}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
                "-l", "info"]
@@ -96,7 +107,7 @@ def selection_worker(tmp_path):
             ready.wait(0.2)
         if not ready.is_set():
             pytest.fail("celery worker did not start:\n" + "".join(output))
-        yield broker_url, output
+        yield output
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -110,13 +121,14 @@ def selection_worker(tmp_path):
 TASK_LINE = re.compile(r"Task ([\w.]+)\[([0-9a-f-]+)\] (received|succeeded|raised|failed)")
 
 
-def _wait_until_idle(output: list[str], *, after: str, timeout: float, quiet: float = 2.0) -> None:
-    """Wait until a task named ``after`` has finished, then until every task the worker received has finished
-    and nothing new arrived for ``quiet`` seconds (the merge sends the statistics-and-levels task on)."""
+def _wait_until_idle(*outputs: list[str], after: str, timeout: float, quiet: float = 2.0) -> None:
+    """Wait until a task named ``after`` has finished, then until every task the workers (their ``outputs``)
+    received has finished and nothing new arrived for ``quiet`` seconds (the merge sends the statistics-and-levels
+    task on)."""
     deadline = time.monotonic() + timeout
     seen, last_change = 0, time.monotonic()
     while time.monotonic() < deadline:
-        events = [m.groups() for m in map(TASK_LINE.search, list(output)) if m]
+        events = [m.groups() for output in outputs for m in map(TASK_LINE.search, list(output)) if m]
         received = {task_id for _, task_id, what in events if what == "received"}
         finished = {task_id for _, task_id, what in events if what != "received"}
         if len(events) != seen:
@@ -125,7 +137,7 @@ def _wait_until_idle(output: list[str], *, after: str, timeout: float, quiet: fl
         if after_done and received <= finished and time.monotonic() - last_change >= quiet:
             return
         time.sleep(0.2)
-    pytest.fail(f"the worker did not become idle after {after}:\n" + "".join(output[-60:]))
+    pytest.fail(f"the workers did not become idle after {after}:\n" + "".join(outputs[0][-60:]))
 
 
 def _pair_snapshot() -> dict[tuple[str, str], dict]:
@@ -197,6 +209,58 @@ def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_can
         # The database result backend has no native chords: Celery polls the header with celery.chord_unlock
         # (routed like the merge task, so to the selection queue this worker consumes).
         assert "celery.chord_unlock[" in log
+    _assert_equals_the_in_process_run(fanned)
+
+
+TWO_WORKER_BLOCK_PAIRS = 4  # 30 directions -> 9 tiles (3 x 3 symbol groups) for two workers
+
+
+@pytest.fixture
+def redis_broker(request) -> tuple[str, str]:
+    """(broker, result backend) on Redis: the session's when it runs on Redis, else the dedicated Redis db of
+    ``cluster_services`` (the test then skips when Redis is not reachable, and fails with CI=true)."""
+    if settings.BROKER_IS_REDIS:
+        return settings.CELERY_BROKER_URL, settings.CELERY_RESULT_BACKEND
+    _, broker_url = request.getfixturevalue("cluster_services")
+    return broker_url, broker_url
+
+
+@pytest.mark.worker
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_selection_workers_over_redis_share_the_blocks_and_the_merged_run_equals_the_in_process_run(
+        shared_candles_dir, settings, redis_broker):
+    """Two worker processes on the selection queue of one Redis, as on two machines: both take blocks of the chord,
+    one merges, and the merged run equals the single-process run."""
+    broker_url, result_backend = redis_broker
+    _purge(broker_url, "selection")
+    import_real(shared_candles_dir, WORKER_SYMBOLS)
+
+    with _selection_worker_process(broker_url, result_backend, "machine-a", TWO_WORKER_BLOCK_PAIRS) as first, \
+            _selection_worker_process(broker_url, result_backend, "machine-b", TWO_WORKER_BLOCK_PAIRS) as second:
+        with app.connection_for_write(broker_url) as connection:
+            screen_pairs.apply_async(kwargs={"lookback_bars": LOOKBACK}, queue="selection", connection=connection)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while time.monotonic() < deadline and not CointegrationRun.objects.exclude(
+                status=CointegrationRun.Status.RUNNING).exists():
+            time.sleep(0.5)
+        _wait_until_idle(first, second, after="pairs.tasks.screen_pairs_merge", timeout=RUN_TIMEOUT_S)
+    fanned = CointegrationRun.objects.get()
+    logs = ["".join(first), "".join(second)]
+    assert fanned.status == CointegrationRun.Status.SUCCEEDED, (fanned.error, logs)
+    blocks = [len(re.findall(r"pairs\.tasks\.screen_pairs_block\[[0-9a-f-]+\] succeeded", log)) for log in logs]
+    assert all(taken >= 1 for taken in blocks), blocks  # both machines took blocks
+    n = len(WORKER_SYMBOLS)
+    assert sum(blocks) == len(split_pairs(n, math.ceil(n * (n - 1) / TWO_WORKER_BLOCK_PAIRS))) == 9, blocks
+    assert sum("pairs.tasks.screen_pairs_merge[" in log for log in logs) == 1  # one of them merged, once
+    for log in logs:
+        assert not re.search(r"Task [\w.]+\[[0-9a-f-]+\] (raised|failed)", log), log
+    assert (fanned.n_symbols, fanned.n_tests) == (n, n * (n - 1))
+    _assert_equals_the_in_process_run(fanned)
+
+
+def _assert_equals_the_in_process_run(fanned: CointegrationRun) -> None:
+    """The fanned-out run's tests, pairs and levels equal a screen of the same data and window in this process."""
     fanned_pairs = _pair_snapshot()
     fanned_tests = _tests_of(fanned)
     # (at least 2: one direction per unordered pair can be a candidate)

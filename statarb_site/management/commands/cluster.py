@@ -1,0 +1,52 @@
+"""`make cluster`: prepare the database (migrations, default schedules, roles, static files), write the process set's
+Procfile (statarb_site.cluster) and hand over to honcho, which runs every process until Ctrl-C or SIGTERM and then
+stops them all."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from statarb_site.cluster import cluster_processes, procfile
+
+
+class Command(BaseCommand):
+    help = ("Run the whole process set (web, beat, selection pool, pipelines, risk, notifications, one worker per "
+            "account) on this machine with honcho, against DATABASE_URL and CELERY_BROKER_URL.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--bind", default="127.0.0.1:8000", help="host:port of the web server (gunicorn)")
+        parser.add_argument("--selection-concurrency", type=int, default=2, help="processes of the selection pool")
+        parser.add_argument("--procfile", default=None, help="where to write the Procfile (var/Procfile.cluster)")
+        parser.add_argument("--print-only", action="store_true", help="print the Procfile and exit")
+
+    def handle(self, *args, bind: str, selection_concurrency: int, procfile: str | None, print_only: bool,
+               **options):
+        if print_only:
+            self.stdout.write(_text(bind, selection_concurrency), ending="")
+            return
+        if not settings.BROKER_IS_REDIS or settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+            self.stderr.write("warning: the cluster is meant for MySQL/MariaDB + Redis (DATABASE_URL, "
+                              "CELERY_BROKER_URL); running on the embedded default.")
+        self.stdout.write("migrating, seeding the schedules and roles, collecting static files...")
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("setup_periodic_tasks", verbosity=0)
+        call_command("setup_roles", verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        path = procfile or str(settings.VAR_DIR / "Procfile.cluster")
+        procfile_text = _text(bind, selection_concurrency)
+        with open(path, "w") as handle:
+            handle.write(procfile_text)
+        self.stdout.write(f"{path}:\n{procfile_text}dashboard: http://{bind}/  health: http://{bind}/health/")
+        self.stdout.flush()
+        # honcho replaces this process: the signals of the caller (Ctrl-C, SIGTERM) reach it, and it stops them all.
+        honcho = [sys.executable, "-m", "honcho", "-f", path, "-d", str(settings.BASE_DIR), "start"]
+        os.execv(sys.executable, honcho)  # noqa: S606 (our interpreter, fixed arguments)
+
+
+def _text(bind: str, selection_concurrency: int) -> str:
+    return procfile(cluster_processes(bind=bind, selection_concurrency=selection_concurrency))
