@@ -30,7 +30,7 @@ READS: dict[str, Callable[[list[str]], str]] = {
 }  # fmt: skip
 PERMISSIONS = {"halt": "execution.halt_account", "flatten": "execution.halt_account", "resume": "risk.clear_halt"}
 HELP = """/status - open trades with unrealised PnL, halts
-/profit - closed-trade performance
+/profit [account] - closed-trade performance per account
 /daily [n] - the last n days' PnL
 /balance - capital and equity per account
 /trades [n] - the last n closed trades

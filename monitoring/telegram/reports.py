@@ -39,15 +39,32 @@ def status(args: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _accounts(args: list[str]) -> list[ExchangeAccount] | str:
+    """The account named by the first argument, or every account; a name that matches none is an answer."""
+    if not args:
+        return list(ExchangeAccount.objects.order_by("name"))
+    account = ExchangeAccount.objects.filter(name=args[0]).first()
+    return [account] if account is not None else f"no account named {args[0]!r}"
+
+
 def profit(args: list[str]) -> str:
-    s = performance_summary()
-    win = "n/a" if s.win_rate is None else f"{100 * s.win_rate:.1f}%"
-    factor = "n/a" if s.profit_factor is None else ("inf" if s.profit_factor_unbounded else f"{s.profit_factor:.2f}")
-    ret = "n/a" if s.total_return_pct is None else f"{s.total_return_pct:.2f}%"
-    drawdown = "n/a" if s.max_drawdown_pct is None else f"{s.max_drawdown_pct:.2f}%"
-    return (f"closed trades {s.total_trades}, win rate {win}, profit factor {factor}\n"
-            f"realised PnL {_money(s.realised_pnl)} USDT (net of fees {_money(s.fees)} and funding "
-            f"{_money(s.funding)})\nreturn {ret} on {_money(s.capital)} capital, max drawdown {drawdown}")
+    """One block per account: a combined figure would mix paper with real money and accounts' capitals."""
+    accounts = _accounts(args)
+    if isinstance(accounts, str):
+        return accounts
+    blocks = []
+    for account in accounts:
+        s = performance_summary(account=account)
+        win = "n/a" if s.win_rate is None else f"{100 * s.win_rate:.1f}%"
+        factor = "n/a" if s.profit_factor is None else ("inf" if s.profit_factor_unbounded else f"{s.profit_factor:.2f}")
+        ret = "n/a" if s.total_return_pct is None else f"{s.total_return_pct:.2f}%"
+        drawdown = "n/a" if s.max_drawdown_pct is None else f"{s.max_drawdown_pct:.2f}%"
+        sharpe = "n/a" if s.sharpe is None else f"{s.sharpe:.2f}"
+        blocks.append(f"[{account.name}] {account.mode}: closed trades {s.total_trades}, win rate {win}, profit "
+                      f"factor {factor}\nrealised PnL {_money(s.realised_pnl)} USDT (net of fees {_money(s.fees)} and "
+                      f"funding {_money(s.funding)})\nreturn {ret} on {_money(s.capital)} capital, max drawdown "
+                      f"{drawdown}, Sharpe {sharpe}")
+    return "\n\n".join(blocks) or "no accounts"
 
 
 def daily(args: list[str]) -> str:

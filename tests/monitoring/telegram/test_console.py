@@ -145,8 +145,11 @@ def test_reads_answer_from_the_dashboard_selectors(fake_telegram, console):
     PairTradeFactory(account=account, state="closed", closed_at=closed, realised_pnl=Decimal("-2.5"),
                      fees=Decimal("1"), funding=Decimal("0"), exit_reason="stop")
     [profit] = say(fake_telegram, console, ALERTS_CHAT_ID, "/profit")
-    assert profit.splitlines()[0] == "closed trades 2, win rate 50.0%, profit factor 5.00"
-    assert "realised PnL 10 USDT" in profit
+    assert profit.splitlines()[0] == "[lvl1] paper: closed trades 2, win rate 50.0%, profit factor 5.00"
+    assert "realised PnL 10 USDT" in profit and "Sharpe" in profit
+    assert say(fake_telegram, console, ALERTS_CHAT_ID, "/profit lvl1") == [profit]
+    assert say(fake_telegram, console, ALERTS_CHAT_ID, "/profit nope") == ["no account named 'nope'"]
+
     [balance] = say(fake_telegram, console, ALERTS_CHAT_ID, "/balance")
     assert balance == "[lvl1] paper: capital 10000, realised 10, equity 10010"
     [trades] = say(fake_telegram, console, ALERTS_CHAT_ID, "/trades 1")
@@ -154,3 +157,14 @@ def test_reads_answer_from_the_dashboard_selectors(fake_telegram, console):
     [helptext] = say(fake_telegram, console, ALERTS_CHAT_ID, "/help")
     assert "/confirm CODE" in helptext
     assert say(fake_telegram, console, ALERTS_CHAT_ID, "/nope") == ["unknown command /nope; /help lists them"]
+
+
+def test_profit_never_mixes_paper_with_real_money(fake_telegram, console):
+    paper = ExchangeAccountFactory(name="paper1", mode="paper")
+    ExchangeAccountFactory(name="real1", mode="real")
+    PairTradeFactory(account=paper, state="closed", closed_at=datetime(2021, 1, 2, tzinfo=UTC),
+                     realised_pnl=Decimal("5"), fees=Decimal("1"), funding=Decimal("0"), exit_reason="exit_signal")
+    [profit] = say(fake_telegram, console, ALERTS_CHAT_ID, "/profit")
+    paper_block, real_block = profit.split("\n\n")
+    assert paper_block.startswith("[paper1] paper: closed trades 1, win rate 100.0%")
+    assert real_block.startswith("[real1] real: closed trades 0, win rate n/a")
