@@ -1,12 +1,15 @@
 """The whole process set of a deployment (docs/OPERATIONS.md), as one Procfile for honcho: web (gunicorn), beat,
-the selection pool, the pipelines worker (default, signals), the risk worker, the notifications worker and one solo
-worker per enabled account's queue. ``make cluster`` runs it on this machine against the MariaDB and Redis of the
-environment; deploy/ has the same set as systemd units and docker-compose services."""
+the selection pool, the pipelines worker (default, signals), the risk worker, the notifications worker, the Telegram
+console (when TELEGRAM_BOT_TOKEN is set) and one solo worker per enabled account's queue. ``make cluster`` runs it
+on this machine against the MariaDB and Redis of the environment; deploy/ has the same set as systemd units and
+docker-compose services."""
 
 from __future__ import annotations
 
 import shlex
 import sys
+
+from django.conf import settings
 
 from execution.models import ExchangeAccount
 
@@ -34,6 +37,9 @@ def cluster_processes(*, bind: str, web_workers: int = 2,
         "risk": _worker("risk", "risk"),
         "notifications": _worker("notifications", "notifications"),
     }
+    if settings.TELEGRAM_BOT_TOKEN:
+        # getUpdates allows one reader per bot token: exactly one console process, and only when a bot exists.
+        processes["telegram_console"] = shlex.join([sys.executable, "manage.py", "telegram_console"])
     for account in ExchangeAccount.objects.filter(enabled=True).order_by("pk"):
         processes[f"account_{account.pk}"] = _worker(f"account-{account.pk}", account.queue_name)
     return processes

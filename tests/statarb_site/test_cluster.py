@@ -17,9 +17,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from statarb_site.cluster import cluster_processes, procfile
 from tests.conftest import REPO_ROOT
@@ -56,6 +58,16 @@ def test_the_process_set_has_every_queue_and_one_solo_worker_per_enabled_account
         assert worker[worker.index("--pool") + 1] == "solo"  # one process: the account's orders in sequence
     text = procfile(processes)
     assert text.splitlines()[0] == f"web: {processes['web']}" and text.count("\n") == len(processes)
+
+
+@pytest.mark.django_db
+def test_the_telegram_console_runs_once_and_only_with_a_bot_token(settings):
+    settings.TELEGRAM_BOT_TOKEN = ""
+    assert "telegram_console" not in cluster_processes(bind="127.0.0.1:8123")
+    settings.TELEGRAM_BOT_TOKEN = "123:abc"
+    processes = cluster_processes(bind="127.0.0.1:8123")
+    assert shlex.split(processes["telegram_console"])[1:] == ["manage.py", "telegram_console"]
+    assert "123:abc" not in procfile(processes)  # the token stays in the environment, never in the Procfile
 
 
 def _prepare(database_url: str, broker_url: str, env: dict[str, str]) -> None:
@@ -156,3 +168,20 @@ def test_make_cluster_starts_every_process_and_health_reports_every_part_healthy
     # Every process started by honcho is gone (its own process group, left with make).
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)
+
+
+@pytest.mark.django_db
+def test_deploy_describes_the_same_process_set_as_make_cluster(settings):
+    """systemd units and compose services for every process of the cluster (accounts: one template / example)."""
+    settings.TELEGRAM_BOT_TOKEN = "123:abc"
+    account = ExchangeAccountFactory()
+    names = set(cluster_processes(bind="127.0.0.1:8123")) - {f"account_{account.pk}"}
+    deploy = Path(settings.BASE_DIR) / "deploy"
+    units = {path.stem for path in (deploy / "systemd").glob("*.service")}
+    services = set(yaml.safe_load((deploy / "docker-compose.yml").read_text())["services"])
+    unit_of = {"web": "statarb-web", "beat": "statarb-beat", "telegram_console": "statarb-telegram-console"}
+    service_of = {"web": "web", "beat": "beat", "telegram_console": "telegram-console"}
+    for name in names:
+        assert unit_of.get(name, f"statarb-worker-{name}") in units, name
+        assert service_of.get(name, f"worker-{name}") in services, name
+    assert "statarb-worker-account@" in units and "worker-account-1" in services
