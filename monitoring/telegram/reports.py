@@ -47,6 +47,12 @@ def _accounts(args: list[str]) -> list[ExchangeAccount] | str:
     return [account] if account is not None else f"no account named {args[0]!r}"
 
 
+def _factor(value: float | None, *, unbounded: bool) -> str:
+    if unbounded:
+        return "inf"
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def profit(args: list[str]) -> str:
     """One block per account: a combined figure would mix paper with real money and accounts' capitals."""
     accounts = _accounts(args)
@@ -56,7 +62,7 @@ def profit(args: list[str]) -> str:
     for account in accounts:
         s = performance_summary(account=account)
         win = "n/a" if s.win_rate is None else f"{100 * s.win_rate:.1f}%"
-        factor = "n/a" if s.profit_factor is None else ("inf" if s.profit_factor_unbounded else f"{s.profit_factor:.2f}")
+        factor = _factor(s.profit_factor, unbounded=s.profit_factor_unbounded)
         ret = "n/a" if s.total_return_pct is None else f"{s.total_return_pct:.2f}%"
         drawdown = "n/a" if s.max_drawdown_pct is None else f"{s.max_drawdown_pct:.2f}%"
         sharpe = "n/a" if s.sharpe is None else f"{s.sharpe:.2f}"
