@@ -272,6 +272,18 @@ def decimal_closes(instrument_id: int, timeframe: str, *, start: datetime, end: 
     )
 
 
+BAR_FIELDS = ("open", "high", "low", "close", "volume", "turnover")
+
+
+def decimal_bars(instrument_ids: list[int], timeframe: str, *, start: datetime, end: datetime
+                 ) -> list[tuple[int, datetime, tuple]]:
+    """(instrument id, open time, (open, high, low, close, volume, turnover)) of the stored bars in [start, end],
+    exact Decimals (turnover None where the exchange gave none)."""
+    rows = Candle.objects.filter(instrument_id__in=instrument_ids, timeframe=timeframe, open_time__gte=start,
+                                 open_time__lte=end).values_list("instrument_id", "open_time", *BAR_FIELDS)
+    return [(row[0], row[1], row[2:]) for row in rows]
+
+
 def candle_bounds(*, exchange: str | None = None, timeframe: str | None = None, start: datetime | None = None,
                   end: datetime | None = None) -> tuple[datetime | None, datetime | None]:
     """(first, last) open time of the stored candles of an exchange and timeframe in [start, end]; (None, None)

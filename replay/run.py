@@ -9,8 +9,11 @@ For every bar with open time t in [start, end] the clock is t + 1 bar (the bar h
 2. **signals** for bar t (``signals_update(end=t)``), with closes served from memory by ``ReplayMarket``
    (``replay.market``), which applies the grid rules of ``pairs.marketdata.grid`` to history loaded once;
 3. **one bot tick** (``bot_tick`` at the clock t + 1 bar) on the replay account against the paper exchange, both
-   priced by the same ``ReplayMarket``: the close of each instrument's newest closed bar as of the clock, never a
-   later one;
+   priced by the same ``ReplayMarket``: sizing and marks at the close of each instrument's newest closed bar as of
+   the clock, never a later one; market orders fill by the execution model (``pairs.quant.fills``) at the open of
+   bar t + 1 + ``execution_delay_bars`` (the bar opening at the clock when the delay is 0) with the slippage of the
+   configuration, as the vectorised backtest fills them. With a delay the fill is priced at that later open but
+   booked at the clock, so funding can differ from the backtest's by the settlements in between;
 4. the paper account's **equity** (wallet + unrealised PnL at the same prices) is recorded for the summary.
 
 Each bar is one transaction: an interrupted replay stops at a bar boundary. Everything is written as live trading
@@ -336,7 +339,10 @@ def _replay_market(config: StrategyConfig, start: datetime, end: datetime, clock
         instruments.setdefault(pair.y_instrument_id, pair.y_instrument)
         instruments.setdefault(pair.x_instrument_id, pair.x_instrument)
     first = start - step * (config.zscore_window_bars + MAX_CATCH_UP_BARS + 1)
-    return ReplayMarket(timeframe=config.timeframe, first=first, last=end, instruments=instruments.values(),
+    # The fills of the last bar's decisions are at the open of a bar after it (the execution model): loaded too,
+    # read by ``fill_quotes`` only (signals and marks never read past the clock).
+    last = end + step * (1 + config.execution_delay_bars)
+    return ReplayMarket(timeframe=config.timeframe, first=first, last=last, instruments=instruments.values(),
                         clock=clock)
 
 

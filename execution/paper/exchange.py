@@ -2,8 +2,11 @@
 PaperOrder, PaperFill, PaperFunding), with the semantics of CcxtExchange on Bybit v5 linear perpetuals.
 
 What it simulates:
-- market orders only; they fill at once and completely at the market's price moved by ``slippage`` against the
-  taker (up for a buy, down for a sell), paying ``fee_rate`` of the fill's notional from the wallet;
+- market orders only; they fill at once and completely at the market's fill quote (``MarketView.fill_quotes``, the
+  execution model of ``pairs.quant.fills``: the open of the bar after the newest closed one, ``execution_delay_bars``
+  later; live, where that bar is still forming, the newest close) moved by the slippage against the taker (up for
+  a buy, down for a sell): ``slippage`` fixed plus the model's variable part (range or volume share of the bar
+  closed at the fill), paying ``fee_rate`` of the fill's notional from the wallet;
 - one net position per symbol (one-way mode), signed, at an average entry price; reducing realises PnL into the
   wallet, crossing zero realises the closed part and opens the rest at the fill price;
 - reduce-only orders that would open or increase a position are refused; a larger one is cut to the position;
@@ -60,6 +63,7 @@ from execution.paper.book import (
 from execution.paper.funding import StoredFundingRates
 from pairs.market import MarketView
 from pairs.models import Instrument, StrategyConfig
+from pairs.services.evidence import costs
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +73,8 @@ _RAW_STATUS = {FILLED: "Filled"}
 class PaperExchange(PaperBase):
     """TradingExchange of a paper account (ExchangeAccount.mode == "paper"), simulated in the database.
 
-    Prices come from ``market`` (``pairs.market.MarketView``: the newest closed bar's close as of its clock; in a
-    replay the current bar's close), time from ``clock`` (the market's by default). Every state change
+    Prices come from ``market`` (``pairs.market.MarketView``: marks are the newest closed bar's close as of its
+    clock, fills its ``fill_quotes``), time from ``clock`` (the market's by default). Every state change
     (place_order, and the funding that balance, positions and funding_payments settle first) runs in one
     transaction holding the account's row locks (ExchangeAccount, then PaperAccount), so two processes never interleave
     on one account.
@@ -173,10 +177,9 @@ class PaperExchange(PaperBase):
         """The market order's fill against the locked wallet and positions: (the position, changed in memory, the
         filled qty, fill price, fee, realised PnL), or the error that refuses the order. Writes nothing."""
         try:
-            fill_base = self._price(symbol)
+            fill_base, slippage = self._fill_quote(symbol)
         except TemporaryExchangeError as exc:
             return exc
-        marks[symbol] = fill_base
         if not reduce_only and instrument.min_notional is not None and qty * fill_base < instrument.min_notional:
             return InvalidOrder(
                 f"order value {_plain(qty * fill_base)} of {symbol} ({_plain(qty)} x {_plain(fill_base)}) is "
@@ -189,7 +192,7 @@ class PaperExchange(PaperBase):
             if isinstance(qty, ExchangeError):
                 return qty
         signed = qty if side == "buy" else -qty
-        fill_price = stored(fill_base * (1 + self.slippage) if side == "buy" else fill_base * (1 - self.slippage))
+        fill_price = stored(fill_base * (1 + slippage) if side == "buy" else fill_base * (1 - slippage))
         fee = stored(qty * fill_price * self.fee_rate)
         opening = qty if held == 0 or (held > 0) == (signed > 0) else max(Decimal(0), qty - abs(held))
         if opening > 0:
@@ -404,6 +407,8 @@ def paper_exchange_for(account: ExchangeAccount, *, market: MarketView, config: 
         clock=clock,
         fee_rate=Decimal(str(config.taker_fee)),
         slippage=Decimal(str(config.slippage)),
+        slippage_model=costs(config).slippage_rule(),
+        execution_delay_bars=config.execution_delay_bars,
         funding_rate_of=StoredFundingRates(
             exchange=account.exchange, default=Decimal(str(config.default_funding_rate))
         ),

@@ -54,17 +54,21 @@ class SlippageModel:
 
     def fraction(self, open_, high, low, turnover) -> np.ndarray:
         """The slippage fraction of a fill whose reference bar has these values (arrays broadcast; NaN allowed)."""
+        return self.fixed + self.variable(open_, high, low, turnover)
+
+    def variable(self, open_, high, low, turnover) -> np.ndarray:
+        """The variable part alone: ``factor`` times the model's variable (0 where it can't be computed)."""
+        shape = np.shape(open_)
         if self.factor == 0:
-            return np.broadcast_to(np.float64(self.fixed), np.shape(open_)).copy()
+            return np.zeros(shape)
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.model == "range":
-                variable = (np.asarray(high, dtype=np.float64) - np.asarray(low, dtype=np.float64)) / np.asarray(
+                value = (np.asarray(high, dtype=np.float64) - np.asarray(low, dtype=np.float64)) / np.asarray(
                     open_, dtype=np.float64)
             else:
-                variable = self.reference_notional / np.asarray(turnover, dtype=np.float64)
-                variable = np.broadcast_to(variable, np.shape(open_))
-        variable = np.where(np.isfinite(variable) & (variable > 0), variable, 0.0)
-        return self.fixed + self.factor * variable
+                value = self.reference_notional / np.asarray(turnover, dtype=np.float64)
+        value = np.broadcast_to(value, shape)
+        return self.factor * np.where(np.isfinite(value) & (value > 0), value, 0.0)
 
 
 def check_delay(execution_delay_bars: int) -> int:
