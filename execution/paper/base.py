@@ -14,8 +14,8 @@ from execution.models import ExchangeAccount, PaperAccount, PaperFunding, PaperP
 from execution.paper.book import read_then_write, stored
 from execution.paper.funding import FundingSettlement, StoredFundingRates
 from pairs.market import MarketView
-from pairs.quant.fills import SlippageModel, check_delay
 from pairs.models import Instrument
+from pairs.quant.fills import SlippageModel, check_delay
 
 SETTLE_COIN = "USDT"
 

@@ -45,7 +45,8 @@ Conventions
   not compounded); max_drawdown of the trade-level equity ``[1, 1 + r1, 1 + r1 + r2, ...]``; sharpe and sortino
   of the DAILY returns of the mark-to-market equity (sampled at the last bar of each UTC day of the bars' open
   times, after a starting value of 1), annualised with sqrt(365) (crypto trades every day); avg_holding_bars =
-  mean of ``bars_held`` (exit reference bar - entry reference bar). ``None`` where undefined (no trades, fewer than two days, no dispersion).
+  mean of ``bars_held`` (exit reference bar - entry reference bar). ``None`` where undefined (no trades, fewer
+  than two days, no dispersion).
 - Inputs: prices must be finite and positive everywhere (forward-fill gaps; slice off bars before a listing).
 """
 

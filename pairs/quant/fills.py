@@ -75,7 +75,8 @@ def check_delay(execution_delay_bars: int) -> int:
     """The delay as an int; ValueError unless it is an integer in [0, MAX_EXECUTION_DELAY_BARS]."""
     if int(execution_delay_bars) != execution_delay_bars or not 0 <= execution_delay_bars <= MAX_EXECUTION_DELAY_BARS:
         raise ValueError(
-            f"execution_delay_bars must be an integer from 0 to {MAX_EXECUTION_DELAY_BARS}, got {execution_delay_bars!r}"
+            f"execution_delay_bars must be an integer from 0 to {MAX_EXECUTION_DELAY_BARS}, "
+            f"got {execution_delay_bars!r}"
         )
     return int(execution_delay_bars)
 
