@@ -31,8 +31,8 @@ from pairs.quant.backtest import BacktestResult, backtest
 from pairs.quant.kpis import finite_or_none
 from pairs.quant.performance import trade_metrics
 from pairs.quant.spread_rule import max_holding_bars, rolling_zscore_pairs
-from pairs.services.evidence import costs, execution_matrices, funding_rate_matrix, rule_params
 from pairs.selectors import price_window
+from pairs.services.evidence import costs, execution_matrices, funding_rate_matrix, rule_params
 
 SENSITIVITY_DELAYS = (0, 1)
 
