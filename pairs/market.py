@@ -55,6 +55,7 @@ class FillQuote:
     time) that the variable slippage part reads; reference values are floats, NaN when that bar isn't stored."""
 
     price: Decimal
+    filled_at: datetime | None = None  # the fill bar's open time when priced at its open; None: at the clock
     reference_open: float = math.nan
     reference_high: float = math.nan
     reference_low: float = math.nan
@@ -69,20 +70,22 @@ def fill_bar_open(now: datetime, timeframe: str, delay_bars: int) -> datetime:
     return epoch + ((now - epoch) // step) * step + step * delay_bars
 
 
-def fill_quote_rule(fill_bar: tuple | None, reference_bar: tuple | None, newest_close: Decimal | None
-                    ) -> FillQuote | None:
+def fill_quote_rule(fill_bar: tuple | None, reference_bar: tuple | None, newest_close: Decimal | None,
+                    fill_open: datetime | None = None) -> FillQuote | None:
     """The fill quote from the stored fill bar and reference bar (``(open, high, low, close, volume, turnover)``
     Decimals, None when not stored) and the newest close as of the clock: the fill bar's open when it is stored;
     otherwise (live, the fill bar is still forming and only closed bars are stored; a gap) the newest close, which
-    on a market trading around the clock is the next open to within a tick. None without any price."""
+    on a market trading around the clock is the next open to within a tick, filled at the clock. None without any
+    price. ``fill_open``: the fill bar's open time, the fill's time when it is priced at that bar's open."""
     price = fill_bar[0] if fill_bar is not None else newest_close
     if price is None:
         return None
+    filled_at = fill_open if fill_bar is not None else None
     if reference_bar is None:
-        return FillQuote(price=price)
+        return FillQuote(price=price, filled_at=filled_at)
     open_, high, low, close, volume, turnover = reference_bar
     quote_volume = float(turnover) if turnover is not None else float(volume) * float(close)
-    return FillQuote(price=price, reference_open=float(open_), reference_high=float(high),
+    return FillQuote(price=price, filled_at=filled_at, reference_open=float(open_), reference_high=float(high),
                      reference_low=float(low), reference_turnover=quote_volume)
 
 
@@ -135,7 +138,7 @@ class StoredMarket:
         quotes = {}
         for iid in ids:
             reference = bars.get((iid, fill_open - self._bar)) or bars.get((iid, newest_open))
-            quote = fill_quote_rule(bars.get((iid, fill_open)), reference, closes.get(iid))
+            quote = fill_quote_rule(bars.get((iid, fill_open)), reference, closes.get(iid), fill_open)
             if quote is not None:
                 quotes[iid] = quote
         return quotes

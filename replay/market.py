@@ -163,7 +163,7 @@ class ReplayMarket:
         quotes = {}
         for instrument_id in ids:
             bars = self._bars_of(instrument_id)
-            quote = fill_quote_rule(bars.get(row), bars.get(row - 1), closes.get(instrument_id))
+            quote = fill_quote_rule(bars.get(row), bars.get(row - 1), closes.get(instrument_id), fill_open)
             if quote is not None:
                 quotes[instrument_id] = quote
         return quotes

@@ -21,7 +21,7 @@ def replay_trades(*, account: ExchangeAccount) -> list[dict]:
     ``pnl`` is the trade's realised PnL (net of fees and funding; null until the trade is closed or unwound),
     ``fees`` and ``funding`` its columns; ``legs`` every fill of every order, oldest first, with ``action`` "open"
     (open and complete orders) or "close" (close and unwind orders), its price (slippage included) and
-    ``filled_at`` (by the execution model: the open time of the bar it filled at, with no delay). ``hedge_ratio``
+    ``filled_at`` (by the execution model: the open time of the bar whose open it filled at). ``hedge_ratio``
     is the one both legs were sized with (the entry signal's), ``entry_zscore`` the entry signal's z-score,
     ``signal_at`` the close time of the bar that produced the entry signal (its open time plus one bar; null for a
     trade without an entry signal, such as one adopted by reconciliation). Decimals are strings, times ISO 8601 UTC.

@@ -12,8 +12,9 @@ For every bar with open time t in [start, end] the clock is t + 1 bar (the bar h
    priced by the same ``ReplayMarket``: sizing and marks at the close of each instrument's newest closed bar as of
    the clock, never a later one; market orders fill by the execution model (``pairs.quant.fills``) at the open of
    bar t + 1 + ``execution_delay_bars`` (the bar opening at the clock when the delay is 0) with the slippage of the
-   configuration, as the vectorised backtest fills them. With a delay the fill is priced at that later open but
-   booked at the clock, so funding can differ from the backtest's by the settlements in between;
+   configuration, as the vectorised backtest fills them. With a delay the fill is priced at that later open and
+   stamped with its open time, but booked at the clock (the trade's opened_at/closed_at, the paper position and
+   its funding), so funding can differ from the backtest's by a settlement in between;
 4. the paper account's **equity** (wallet + unrealised PnL at the same prices) is recorded for the summary.
 
 Each bar is one transaction: an interrupted replay stops at a bar boundary. Everything is written as live trading

@@ -88,22 +88,23 @@ class PaperBase(FundingSettlement):
             return None
         return self._market.closes([instrument.pk]).get(instrument.pk)
 
-    def _fill_quote(self, symbol: str) -> tuple[Decimal, Decimal]:
-        """(price before slippage, slippage fraction) of a market order on ``symbol`` placed now, by the execution
-        model: the market's ``fill_quotes`` (the open of the bar after the newest closed one, ``execution_delay_bars``
-        later; the variable slippage from the bar before it). A market that quotes only closes gives the newest
-        close and the fixed slippage. TemporaryExchangeError without a price."""
+    def _fill_quote(self, symbol: str) -> tuple[Decimal, Decimal, datetime | None]:
+        """(price before slippage, slippage fraction, fill time or None for the clock) of a market order on
+        ``symbol`` placed now, by the execution model: the market's ``fill_quotes`` (the open of the bar after the
+        newest closed one, ``execution_delay_bars`` later, at that bar's open time; the variable slippage from the
+        bar before it). A market that quotes only closes gives the newest close and the fixed slippage.
+        TemporaryExchangeError without a price."""
         instrument = self._instrument(symbol)
         quotes = getattr(self._market, "fill_quotes", None)
         if instrument is None or quotes is None:
-            return self._price(symbol), self.slippage
+            return self._price(symbol), self.slippage, None
         quote = quotes([instrument.pk], delay_bars=self.execution_delay_bars).get(instrument.pk)
         price = positive(quote.price) if quote is not None else None
         if price is None:
             raise TemporaryExchangeError(f"paper exchange: no price for {symbol} yet")
         variable = self.slippage_model.variable(quote.reference_open, quote.reference_high, quote.reference_low,
                                                 quote.reference_turnover)
-        return price, self.slippage + Decimal(repr(float(variable)))
+        return price, self.slippage + Decimal(repr(float(variable))), quote.filled_at
 
     def _settle_of(self, symbol: str) -> str:
         instrument = self._instrument(symbol)

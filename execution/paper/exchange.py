@@ -152,7 +152,7 @@ class PaperExchange(PaperBase):
         if isinstance(outcome, OrderAck):
             self._write(paper, funding)  # a retry: the order placed before, and the funding due
             return outcome
-        position, qty, fill_price, fee, realised = outcome
+        position, qty, fill_price, fee, realised, filled_at = outcome
         position.save()
         paper.wallet_balance = stored(paper.wallet_balance + realised - fee)
         if paper.funding_settled_until is None or paper.funding_settled_until < now:
@@ -163,7 +163,8 @@ class PaperExchange(PaperBase):
             qty=qty, filled_qty=qty, avg_price=fill_price, fee=fee, status=FILLED, reduce_only=bool(reduce_only),
             created_at=now,
         )  # fmt: skip
-        fill = PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee, filled_at=now)
+        # A fill with a delay happens at the later bar's open (the execution model): stamped then, booked now.
+        fill = PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee, filled_at=filled_at or now)
         logger.info("paper %s: %s %s %s at %s (fee %s)", self.account.name, side, _plain(qty), symbol,
                     _plain(fill_price), _plain(fee))  # fmt: skip
         # The order is final and its one fill known: both come with the acknowledgment, so a bot needs no read.
@@ -173,11 +174,12 @@ class PaperExchange(PaperBase):
     def _fill_or_refusal(
         self, paper: PaperAccount, rows: list[PaperPosition], marks: dict[str, Decimal | None], instrument: Instrument,
         symbol: str, side: str, qty: Decimal, reduce_only: bool,
-    ) -> tuple[PaperPosition, Decimal, Decimal, Decimal, Decimal] | ExchangeError:
+    ) -> tuple[PaperPosition, Decimal, Decimal, Decimal, Decimal, datetime | None] | ExchangeError:
         """The market order's fill against the locked wallet and positions: (the position, changed in memory, the
-        filled qty, fill price, fee, realised PnL), or the error that refuses the order. Writes nothing."""
+        filled qty, fill price, fee, realised PnL, the fill time if not the clock's), or the error that refuses the
+        order. Writes nothing."""
         try:
-            fill_base, slippage = self._fill_quote(symbol)
+            fill_base, slippage, filled_at = self._fill_quote(symbol)
         except TemporaryExchangeError as exc:
             return exc
         if not reduce_only and instrument.min_notional is not None and qty * fill_base < instrument.min_notional:
@@ -204,7 +206,7 @@ class PaperExchange(PaperBase):
             position = PaperPosition(account=self.account, symbol=symbol)
         position.qty = stored(new_qty)
         position.avg_price = stored(new_avg)
-        return position, qty, fill_price, fee, realised
+        return position, qty, fill_price, fee, realised, filled_at
 
     def _margin_refusal(self, paper: PaperAccount, rows: list[PaperPosition], marks: dict[str, Decimal | None],
                         symbol: str, side: str, qty: Decimal, opening_notional: Decimal, fee: Decimal
