@@ -280,7 +280,8 @@ def decimal_bars(instrument_ids: list[int], timeframe: str, *, start: datetime, 
     """(instrument id, open time, (open, high, low, close, volume, turnover)) of the stored bars in [start, end],
     exact Decimals (turnover None where the exchange gave none)."""
     rows = Candle.objects.filter(instrument_id__in=instrument_ids, timeframe=timeframe, open_time__gte=start,
-                                 open_time__lte=end).values_list("instrument_id", "open_time", *BAR_FIELDS)
+                                 open_time__lte=end).order_by().values_list("instrument_id", "open_time",
+                                                                            *BAR_FIELDS)
     return [(row[0], row[1], row[2:]) for row in rows]
 
 
