@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from pairs.quant.fills import SlippageModel, check_delay, fill_opens
+from pairs.quant.fills import SlippageModel, check_delay
 from pairs.quant.performance import equity_returns, max_drawdown, sharpe_ratio, sortino_ratio, trade_metrics
 from pairs.quant.spread_rule import ACTION_LABELS, Action, RuleParams, run_rule
 
@@ -359,12 +359,12 @@ def backtest(
     at_last_close = close_bar + delay + 1 > n_bars - 1
     exit_ref = np.where(at_last_close, n_bars - 1, close_bar + delay)
     next_bar = np.minimum(exit_ref + 1, n_bars - 1)
-    entry_y = fills.opens_y[entry_ref + 1, entry_pair]
-    entry_x = fills.opens_x[entry_ref + 1, entry_pair]
-    exit_y = np.where(at_last_close, prices_y[exit_ref, close_pair], fills.opens_y[next_bar, close_pair])
-    exit_x = np.where(at_last_close, prices_x[exit_ref, close_pair], fills.opens_x[next_bar, close_pair])
-    slip = (fills.slippage_y[entry_ref, entry_pair], fills.slippage_x[entry_ref, entry_pair],
-            fills.slippage_y[exit_ref, close_pair], fills.slippage_x[exit_ref, close_pair])
+    entry_y = fills.open_y(entry_ref, entry_pair)
+    entry_x = fills.open_x(entry_ref, entry_pair)
+    exit_y = np.where(at_last_close, prices_y[exit_ref, close_pair], fills.open_y(next_bar - 1, close_pair))
+    exit_x = np.where(at_last_close, prices_x[exit_ref, close_pair], fills.open_x(next_bar - 1, close_pair))
+    slip = (fills.slip_y(entry_ref, entry_pair), fills.slip_x(entry_ref, entry_pair),
+            fills.slip_y(exit_ref, close_pair), fills.slip_x(exit_ref, close_pair))
     qty_y = side / entry_y
     qty_x = -side * beta / entry_x  # notional |beta|, on the side opposite y when beta > 0
     gross_notional = 1.0 + np.abs(beta)
@@ -408,33 +408,58 @@ def backtest(
 
 @dataclass(frozen=True)
 class _Fills:
-    opens_y: np.ndarray
-    opens_x: np.ndarray
-    slippage_y: np.ndarray
-    slippage_x: np.ndarray
+    """The fill prices and slippage fractions, read only where trades fill (no (T, M) temporaries when not given).
+
+    ``open_*(ref, pair)``: the open of bar ``ref + 1``, or where none is given (None, NaN) the close of bar ``ref``;
+    ``slip_*(ref, pair)``: the slippage fraction of a fill whose reference bar is ``ref``."""
+
+    prices_y: np.ndarray
+    prices_x: np.ndarray
+    opens_y: np.ndarray | None
+    opens_x: np.ndarray | None
+    slippage_y: np.ndarray | None
+    slippage_x: np.ndarray | None
+    fixed: float
+
+    def open_y(self, ref: np.ndarray, pair: np.ndarray) -> np.ndarray:
+        return self._open(self.opens_y, self.prices_y, ref, pair)
+
+    def open_x(self, ref: np.ndarray, pair: np.ndarray) -> np.ndarray:
+        return self._open(self.opens_x, self.prices_x, ref, pair)
+
+    def slip_y(self, ref: np.ndarray, pair: np.ndarray) -> np.ndarray:
+        return np.full(len(ref), self.fixed) if self.slippage_y is None else self.slippage_y[ref, pair]
+
+    def slip_x(self, ref: np.ndarray, pair: np.ndarray) -> np.ndarray:
+        return np.full(len(ref), self.fixed) if self.slippage_x is None else self.slippage_x[ref, pair]
+
+    @staticmethod
+    def _open(opens, closes, ref, pair) -> np.ndarray:
+        previous_close = closes[ref, pair]
+        if opens is None:
+            return previous_close
+        values = opens[ref + 1, pair]
+        return np.where(np.isfinite(values) & (values > 0), values, previous_close)
 
 
 def _fill_inputs(prices_y, prices_x, opens_y, opens_x, slippage_y, slippage_x, costs: Costs) -> _Fills:
-    """The fill prices and slippage fractions as (T, M) matrices, checked."""
+    """The fill prices and slippage fractions as (T, M) matrices where given, checked."""
     n_bars, n_pairs = prices_y.shape
-    matrices = []
-    for name, opens, closes in (("opens_y", opens_y, prices_y), ("opens_x", opens_x, prices_x)):
-        if opens is not None:
-            opens = _as_matrix(np.asarray(opens, dtype=np.float64).reshape(-1, 1)
-                               if np.ndim(opens) == 1 and n_pairs == 1 else opens, n_bars, n_pairs, name)
-        matrices.append(fill_opens(opens, closes))
-    for name, fractions in (("slippage_y", slippage_y), ("slippage_x", slippage_x)):
-        if fractions is None:
-            matrices.append(np.full((n_bars, n_pairs), float(costs.slippage)))
+    checked = []
+    for name, values in (("opens_y", opens_y), ("opens_x", opens_x), ("slippage_y", slippage_y),
+                         ("slippage_x", slippage_x)):
+        if values is None:
+            checked.append(None)
             continue
-        fractions = np.asarray(fractions, dtype=np.float64)
-        if fractions.ndim == 1 and n_pairs == 1 and len(fractions) == n_bars:
-            fractions = fractions[:, None]
-        fractions = _as_matrix(fractions, n_bars, n_pairs, name)
-        if not (np.isfinite(fractions).all() and (fractions >= 0).all() and (fractions < 1).all()):
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim == 1 and n_pairs == 1 and len(values) == n_bars:
+            values = values[:, None]
+        values = _as_matrix(values, n_bars, n_pairs, name)
+        if name.startswith("slippage") and not (np.isfinite(values).all() and (values >= 0).all()
+                                                 and (values < 1).all()):
             raise ValueError(f"{name} must be fractions in [0, 1)")
-        matrices.append(fractions)
-    return _Fills(*matrices)
+        checked.append(values)
+    return _Fills(prices_y, prices_x, *checked, fixed=float(costs.slippage))
 
 
 def _equity(trades: Trades, entry_ref, exit_ref, prices_y, prices_x, funding_cum, entry_costs) -> np.ndarray:
