@@ -3,7 +3,10 @@
 Signals, the bot and the paper exchange read prices only through a ``MarketView`` with a clock: live trading
 passes ``StoredMarket`` (the Candle table, at the wall clock), a replay passes ``replay.market.ReplayMarket`` (history
 held in memory, at the replayed bar's close). The same code thus generates signals and fills in backtests, replays
-and live trading. Only closed bars count (open time + timeframe <= now): a bar still forming is the future.
+and live trading. Only closed bars count (open time + timeframe <= now): a bar still forming is the future. The one
+exception is ``fill_quotes``, the execution model's price of a market order placed now: the open of the bar
+opening at the clock (``execution_delay_bars`` later), which a replay holds and live trading doesn't yet (it
+fills at the newest close).
 """
 
 from __future__ import annotations
