@@ -143,3 +143,21 @@ def test_bad_slippage_settings_are_named():
     with pytest.raises(ValueError, match="slippage factor"):
         Costs(slippage_factor=-1.0)
     assert check_delay(2) == 2
+
+
+@pytest.mark.parametrize(
+    ("z", "kwargs", "reason", "exit_signal_bar"),
+    [
+        ([0.0, 2.5, 3.0, 4.2, 0.0, 0.0, 0.0], {}, "stop", 3),
+        ([0.0, 2.5, 3.0, 3.0, 3.0, 3.0, 3.0], {"max_holding_bars": 2}, "max_holding", 3),
+    ],
+)
+def test_stops_and_time_stops_fill_at_the_next_open_too(z, kwargs, reason, exit_signal_bar):
+    result = backtest(np.array(CLOSES_Y, float), np.array(CLOSES_X, float), np.array(z), 1.0, RuleParams(),
+                      NO_FUNDING, hours(len(z)), opens_y=np.array(OPENS_Y, float), opens_x=np.array(OPENS_X, float),
+                      **kwargs)
+    trade = result.trades.records()[0]
+    assert (trade["entry_bar"], trade["exit_bar"], trade["exit_reason"]) == (1, exit_signal_bar, reason)
+    assert (trade["entry_price_y"], trade["entry_price_x"]) == (OPENS_Y[2], OPENS_X[2])
+    assert (trade["exit_price_y"], trade["exit_price_x"]) == (OPENS_Y[exit_signal_bar + 1],
+                                                              OPENS_X[exit_signal_bar + 1])
