@@ -358,11 +358,11 @@ def backtest(
     entry_ref = entry_bar + delay
     at_last_close = close_bar + delay + 1 > n_bars - 1
     exit_ref = np.where(at_last_close, n_bars - 1, close_bar + delay)
-    next_bar = np.minimum(exit_ref + 1, n_bars - 1)
+    open_ref = np.minimum(exit_ref, n_bars - 2)  # in range where the exit fills at the last close (not read then)
     entry_y = fills.open_y(entry_ref, entry_pair)
     entry_x = fills.open_x(entry_ref, entry_pair)
-    exit_y = np.where(at_last_close, prices_y[exit_ref, close_pair], fills.open_y(next_bar - 1, close_pair))
-    exit_x = np.where(at_last_close, prices_x[exit_ref, close_pair], fills.open_x(next_bar - 1, close_pair))
+    exit_y = np.where(at_last_close, prices_y[exit_ref, close_pair], fills.open_y(open_ref, close_pair))
+    exit_x = np.where(at_last_close, prices_x[exit_ref, close_pair], fills.open_x(open_ref, close_pair))
     slip = (fills.slip_y(entry_ref, entry_pair), fills.slip_x(entry_ref, entry_pair),
             fills.slip_y(exit_ref, close_pair), fills.slip_x(exit_ref, close_pair))
     qty_y = side / entry_y
