@@ -15,16 +15,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "binance-usdt-1h-2021"
 
 
-def load_closes(data_dir: Path, *, full_history_only: bool = False):
-    """Closes of the shared symbols on the full hourly grid, forward-filled (NaN before a listing); with
-    ``full_history_only`` just the symbols that cover the whole range."""
+def load_closes(data_dir: Path, *, full_history_only: bool = False, column: str = "close"):
+    """Closes (or another ``column``: open, high, low, volume) of the shared symbols on the full hourly grid,
+    forward-filled (NaN before a listing); with ``full_history_only`` just the symbols that cover the whole range."""
     import pandas as pd
 
     closes = {}
     for path in sorted(data_dir.glob("*.csv.gz")):
-        frame = pd.read_csv(path, usecols=["timestamp", "close"])
+        frame = pd.read_csv(path, usecols=["timestamp", column])
         closes[path.name.split(".")[0]] = pd.Series(
-            frame["close"].to_numpy(), index=pd.to_datetime(frame["timestamp"], unit="ms")
+            frame[column].to_numpy(), index=pd.to_datetime(frame["timestamp"], unit="ms")
         )
     if not closes:
         raise SystemExit(f"no *.csv.gz files in {data_dir}")

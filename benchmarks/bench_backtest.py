@@ -8,9 +8,12 @@ and forward-filled (the files share a few missing hours). The symbols that cover
 
 The last ``window + bars`` hours are loaded. Rolling z-scores (OLS over the previous ``window`` bars, no
 look-ahead) are computed on all of them and the backtest runs on the last ``bars`` (default 2,000), with the
-default rule and costs (taker 0.055% + slippage 0.02% per fill, funding 0.01% per 8 h). Each pair's holding
-limit is 3 half-lives of its spread over the first ``window`` bars (the fit of the first z-score), which no
-backtested bar precedes. The pairs are not screened: the trading results only show the code does something
+default rule and costs (taker 0.055% + slippage 0.02% per fill, funding 0.01% per 8 h). With ``--fill-model`` the
+execution model of the strategy configuration's defaults is used too (``pairs.quant.fills``): fills at the next
+bar's open (the files' opens; ``--execution-delay-bars`` later) and slippage 0.02% + 0.02 x the reference bar's
+(high - low) / open; its time includes the slippage matrices, not the loading of the opens, highs and lows. Each
+pair's holding limit is 3 half-lives of its spread over the first ``window`` bars (the fit of the first z-score),
+which no backtested bar precedes. The pairs are not screened: the trading results only show the code does something
 sensible, not an edge.
 
 Timed single-threaded (BLAS thread variables set to 1 before numpy loads), for the whole universe at once and in
@@ -44,7 +47,8 @@ from pairs.quant.spread import half_life  # noqa: E402
 from pairs.quant.spread_rule import ACTION_LABELS, RuleParams, max_holding_bars, rolling_zscore_pairs  # noqa: E402
 
 
-def run_block(log_prices, times, y_index, x_index, window, params, costs) -> tuple[float, float, BacktestResult]:
+def run_block(log_prices, times, y_index, x_index, window, params, costs, fills=None, delay=0
+              ) -> tuple[float, float, BacktestResult]:
     start = time.perf_counter()
     fit = rolling_zscore_pairs(log_prices, y_index, x_index, window)
     z_seconds = time.perf_counter() - start
@@ -56,9 +60,15 @@ def run_block(log_prices, times, y_index, x_index, window, params, costs) -> tup
     ]
     limits = max_holding_bars(half_life(formation), params)
     prices = np.exp(log_prices[window:])
+    execution = {}
+    if fills is not None:
+        opens, highs, lows = (matrix[window:] for matrix in fills)
+        slippage = costs.slippage_fractions(opens, highs, lows)
+        execution = {"opens_y": opens[:, y_index], "opens_x": opens[:, x_index], "slippage_y": slippage[:, y_index],
+                     "slippage_x": slippage[:, x_index], "execution_delay_bars": delay}
     result = backtest(
         prices[:, y_index], prices[:, x_index], fit.zscore[window:], fit.hedge_ratio[window:], params, costs,
-        times[window:], max_holding_bars=limits,
+        times[window:], max_holding_bars=limits, **execution,
     )
     return z_seconds, time.perf_counter() - start, result
 
@@ -70,6 +80,8 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=2000, help="backtested bars")
     parser.add_argument("--window", type=int, default=500, help="rolling OLS window (bars before each z)")
     parser.add_argument("--block-sizes", type=int, nargs="+", default=[5000, 1000])
+    parser.add_argument("--fill-model", action="store_true", help="next-open fills with range slippage")
+    parser.add_argument("--execution-delay-bars", type=int, default=0)
     args = parser.parse_args()
 
     load_start = time.perf_counter()
@@ -78,10 +90,18 @@ def main() -> None:
     log_prices = np.log(panel.to_numpy())
     times = panel.index.to_numpy().astype("datetime64[ms]")
     pairs = all_ordered_pairs(closes.shape[1])[: args.pairs]
-    load_seconds = time.perf_counter() - load_start
+    fills = None
     params, costs = RuleParams(), Costs()
+    if args.fill_model:
+        fills = tuple(load_closes(args.data_dir.resolve(), full_history_only=True, column=column)
+                      .iloc[-(args.window + args.bars) :][list(panel.columns)].to_numpy()
+                      for column in ("open", "high", "low"))
+        costs = Costs(slippage_model="range", slippage_factor=0.02)
+    load_seconds = time.perf_counter() - load_start
 
-    print(f"# Backtest benchmark ({len(pairs):,} pairs x {args.bars:,} hourly bars, single thread)\n")
+    model = (f"fills at the next open + {args.execution_delay_bars} bar(s), range slippage" if args.fill_model
+             else "fills at the previous close (no opens given)")
+    print(f"# Backtest benchmark ({len(pairs):,} pairs x {args.bars:,} hourly bars, single thread; {model})\n")
     print(
         f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}; "
         f"{closes.shape[1]} full-range symbols, bars {panel.index[args.window]:%Y-%m-%d %H:%M} to "
@@ -98,7 +118,8 @@ def main() -> None:
         for start in range(0, len(pairs), block_size):
             block = pairs[start : start + block_size]
             z_seconds, backtest_seconds, result = run_block(
-                log_prices, times, block[:, 0], block[:, 1], args.window, params, costs
+                log_prices, times, block[:, 0], block[:, 1], args.window, params, costs, fills,
+                args.execution_delay_bars,
             )
             z_total += z_seconds
             backtest_total += backtest_seconds

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from core.db import TimeStampedModel, decimal_field
+from pairs.quant.fills import MAX_EXECUTION_DELAY_BARS, SLIPPAGE_MODELS
 
 
 class Instrument(TimeStampedModel):
@@ -339,6 +341,24 @@ class StrategyConfig(models.Model):
     slippage = models.FloatField(default=0.0002, help_text="Per fill, fraction of notional")
     default_funding_rate = models.FloatField(
         default=0.0001, help_text="Funding rate per settlement when no rate is stored (longs pay shorts)"
+    )
+    # The execution model (pairs.quant.fills), the same in the backtests, the replay and the paper exchange.
+    execution_delay_bars = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(MAX_EXECUTION_DELAY_BARS)],
+        help_text="A decision on bar t fills at the open of bar t + 1 + this (0: the next bar's open)",
+    )
+    slippage_model = models.CharField(
+        max_length=8, choices=[(m, m) for m in SLIPPAGE_MODELS], default="range",
+        help_text="Variable slippage part: 'range' = factor x (high - low) / open, 'volume' = factor x reference "
+                  "notional / turnover, both of the last bar closed at the fill",
+    )
+    slippage_factor = models.FloatField(
+        default=0.02, validators=[MinValueValidator(0.0)],
+        help_text="Factor of the variable slippage part (0: fixed slippage only)",
+    )
+    slippage_reference_notional = models.FloatField(
+        default=500.0, validators=[MinValueValidator(1e-9)],
+        help_text="Order size (quote currency) the 'volume' slippage model assumes, in every backtest and replay",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

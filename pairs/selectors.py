@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -179,6 +180,65 @@ def _grid_block_from_frame(block: np.ndarray, ordered: list[Instrument], timefra
     return block
 
 
+@dataclass(frozen=True)
+class FillBars:
+    """What the execution model (``pairs.quant.fills``) reads besides the closes, on a window's grid and columns:
+    (bars x symbols) opens, highs, lows and turnover (quote volume; volume x close where the exchange gave none).
+    NaN where no bar is stored (a forward-filled bar: its open is the previous close, its range and volume 0)."""
+
+    opens: np.ndarray
+    highs: np.ndarray
+    lows: np.ndarray
+    turnover: np.ndarray
+
+
+def fill_bars(window: PriceWindow) -> FillBars:
+    """The opens, highs, lows and turnover of ``window``'s bars, in its row and column order."""
+    shape = window.closes.shape
+    matrices = [np.full(shape, np.nan) for _ in range(4)]
+    if not shape[0] or not shape[1]:
+        return FillBars(*matrices)
+    frame = _candle_bars_frame(list(window.instrument_ids), window.timeframe, window.times[0].to_pydatetime(),
+                               window.times[-1].to_pydatetime())
+    if not frame.empty:
+        first_ns, step_ns = int(window.times.as_unit("ns").asi8[0]), int(timeframe_ms(window.timeframe)) * 1_000_000
+        offsets = pd.DatetimeIndex(frame["open_time"]).as_unit("ns").asi8 - first_ns
+        on_grid = offsets % step_ns == 0
+        rows = offsets[on_grid] // step_ns
+        column = {iid: k for k, iid in enumerate(window.instrument_ids)}
+        columns = frame["instrument_id"].map(column).to_numpy()[on_grid]
+        turnover = frame["turnover"].to_numpy(dtype=float)
+        turnover = np.where(np.isnan(turnover), frame["volume"].to_numpy(dtype=float)
+                            * frame["close"].to_numpy(dtype=float), turnover)
+        for matrix, values in zip(matrices, (frame["open"].to_numpy(dtype=float), frame["high"].to_numpy(dtype=float),
+                                             frame["low"].to_numpy(dtype=float), turnover), strict=True):
+            matrix[rows, columns] = values[on_grid]
+    return FillBars(*matrices)
+
+
+def _candle_bars_frame(instrument_ids: list[int], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """(instrument_id, open_time UTC, open, high, low, close, volume, turnover as doubles) of the candles in
+    [start, end]; cast by the database, as ``candle_closes_frame`` reads closes."""
+    names = ["open", "high", "low", "close", "volume", "turnover"]
+    columns = ["instrument_id", "open_time", *names]
+    quote = connection.ops.quote_name
+    placeholders = ", ".join(["%s"] * len(instrument_ids))
+    casts = ", ".join(f"CAST({quote(name)} AS DOUBLE)" for name in names)
+    sql = (
+        f"SELECT {quote('instrument_id')}, {quote('open_time')}, {casts} "  # noqa: S608
+        f"FROM {quote(Candle._meta.db_table)} WHERE {quote('instrument_id')} IN ({placeholders}) "
+        f"AND {quote('timeframe')} = %s AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*instrument_ids, timeframe, adapt(start), adapt(end)])
+        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
+    if not frame.empty:
+        frame["open_time"] = pd.to_datetime(frame["open_time"], utc=True)
+        frame[names] = frame[names].astype(float)
+    return frame
+
+
 # ------------------------------------------------------------------------------------------- candles for the engine
 
 
@@ -210,6 +270,19 @@ def decimal_closes(instrument_id: int, timeframe: str, *, start: datetime, end: 
         Candle.objects.filter(instrument_id=instrument_id, timeframe=timeframe, open_time__gte=start,
                               open_time__lte=end).values_list("open_time", "close")
     )
+
+
+BAR_FIELDS = ("open", "high", "low", "close", "volume", "turnover")
+
+
+def decimal_bars(instrument_ids: list[int], timeframe: str, *, start: datetime, end: datetime
+                 ) -> list[tuple[int, datetime, tuple]]:
+    """(instrument id, open time, (open, high, low, close, volume, turnover)) of the stored bars in [start, end],
+    exact Decimals (turnover None where the exchange gave none)."""
+    rows = Candle.objects.filter(instrument_id__in=instrument_ids, timeframe=timeframe, open_time__gte=start,
+                                 open_time__lte=end).order_by().values_list("instrument_id", "open_time",
+                                                                            *BAR_FIELDS)
+    return [(row[0], row[1], row[2:]) for row in rows]
 
 
 def candle_bounds(*, exchange: str | None = None, timeframe: str | None = None, start: datetime | None = None,

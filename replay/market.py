@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from core.clock import Clock
-from pairs.market import MAX_PRICE_AGE_BARS
+from pairs.market import MAX_PRICE_AGE_BARS, FillQuote, fill_bar_open, fill_quote_rule
 from pairs.marketdata.grid import PriceWindow, grid_window
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Instrument
-from pairs.selectors import candle_closes_frame, decimal_closes
+from pairs.selectors import candle_closes_frame, decimal_bars, decimal_closes
 
 _NS_PER_MS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,6 +57,7 @@ class ReplayMarket:
         self._matrix = np.empty((len(self.times_ns), 0))
         self._last_real = np.empty((len(self.times_ns), 0), dtype=np.int64)
         self._decimals: dict[int, dict[int, Decimal]] = {}
+        self._bars: dict[int, dict[int, tuple]] = {}
         self._times: dict[int, datetime] = {}
         self._load(list(instruments))
 
@@ -150,6 +151,30 @@ class ReplayMarket:
             if price is not None:
                 prices[instrument_id] = price
         return prices
+
+    def fill_quotes(self, instrument_ids: Iterable[int], *, delay_bars: int = 0) -> dict[int, FillQuote]:
+        """``pairs.market.fill_quote_rule`` from history: the open of the bar ``delay_bars`` after the one opening
+        at the clock (the bar after the one just closed), the bar before it as the reference bar; the newest close
+        where that bar isn't in the loaded range or isn't stored."""
+        ids = set(instrument_ids)
+        fill_open = fill_bar_open(self.clock.now(), self.timeframe, delay_bars)
+        row = (_ns(fill_open) - self._first_ns) // self._step_ns
+        closes = self.closes(ids)
+        quotes = {}
+        for instrument_id in ids:
+            bars = self._bars_of(instrument_id)
+            quote = fill_quote_rule(bars.get(row), bars.get(row - 1), closes.get(instrument_id), fill_open)
+            if quote is not None:
+                quotes[instrument_id] = quote
+        return quotes
+
+    def _bars_of(self, instrument_id: int) -> dict[int, tuple]:
+        """Grid row -> the stored bar (exact Decimals), loaded per instrument on first use (only traded legs)."""
+        if instrument_id not in self._bars:
+            rows = decimal_bars([instrument_id], self.timeframe, start=_from_ns(self._first_ns),
+                                end=_from_ns(self._last_ns))
+            self._bars[instrument_id] = {(_ns(t) - self._first_ns) // self._step_ns: v for _, t, v in rows}
+        return self._bars[instrument_id]
 
     # ------------------------------------------------------------------------------------------------- feed side
 

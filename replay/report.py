@@ -20,10 +20,11 @@ def replay_trades(*, account: ExchangeAccount) -> list[dict]:
 
     ``pnl`` is the trade's realised PnL (net of fees and funding; null until the trade is closed or unwound),
     ``fees`` and ``funding`` its columns; ``legs`` every fill of every order, oldest first, with ``action`` "open"
-    (open and complete orders) or "close" (close and unwind orders). ``hedge_ratio`` is the one both legs were
-    sized with (the entry signal's), ``entry_zscore`` the entry signal's z-score, ``signal_at`` the close time of
-    the bar that produced the entry signal (its open time plus one bar; null for a trade without an entry signal,
-    such as one adopted by reconciliation). Decimals are strings, times ISO 8601 UTC.
+    (open and complete orders) or "close" (close and unwind orders), its price (slippage included) and
+    ``filled_at`` (by the execution model: the open time of the bar whose open it filled at). ``hedge_ratio``
+    is the one both legs were sized with (the entry signal's), ``entry_zscore`` the entry signal's z-score,
+    ``signal_at`` the close time of the bar that produced the entry signal (its open time plus one bar; null for a
+    trade without an entry signal, such as one adopted by reconciliation). Decimals are strings, times ISO 8601 UTC.
     """
     trades = list(
         PairTrade.objects.filter(account=account)
@@ -34,11 +35,11 @@ def replay_trades(*, account: ExchangeAccount) -> list[dict]:
         Fill.objects.filter(order__trade__account=account)
         .order_by("filled_at", "order_id", "pk")
         .values_list("order__trade_id", "order__instrument__symbol", "order__action", "order__side", "qty", "price",
-                     "fee")
+                     "fee", "filled_at")
     )  # fmt: skip
-    for trade_id, symbol, action, side, qty, price, fee in fills:
+    for trade_id, symbol, action, side, qty, price, fee, filled_at in fills:
         legs[trade_id].append({"symbol": symbol, "action": LEG_ACTIONS[action], "side": side, "qty": _plain(qty),
-                               "price": _plain(price), "fee": _plain(fee)})  # fmt: skip
+                               "price": _plain(price), "fee": _plain(fee), "filled_at": _iso(filled_at)})  # fmt: skip
     return [
         {
             "y": t.pair.y_instrument.symbol,

@@ -9,8 +9,12 @@ For every bar with open time t in [start, end] the clock is t + 1 bar (the bar h
 2. **signals** for bar t (``signals_update(end=t)``), with closes served from memory by ``ReplayMarket``
    (``replay.market``), which applies the grid rules of ``pairs.marketdata.grid`` to history loaded once;
 3. **one bot tick** (``bot_tick`` at the clock t + 1 bar) on the replay account against the paper exchange, both
-   priced by the same ``ReplayMarket``: the close of each instrument's newest closed bar as of the clock, never a
-   later one;
+   priced by the same ``ReplayMarket``: sizing and marks at the close of each instrument's newest closed bar as of
+   the clock, never a later one; market orders fill by the execution model (``pairs.quant.fills``) at the open of
+   bar t + 1 + ``execution_delay_bars`` (the bar opening at the clock when the delay is 0) with the slippage of the
+   configuration, as the vectorised backtest fills them. With a delay the fill is priced at that later open and
+   stamped with its open time, but booked at the clock (the trade's opened_at/closed_at, the paper position and
+   its funding), so funding can differ from the backtest's by a settlement in between;
 4. the paper account's **equity** (wallet + unrealised PnL at the same prices) is recorded for the summary.
 
 Each bar is one transaction: an interrupted replay stops at a bar boundary. Everything is written as live trading
@@ -34,6 +38,7 @@ the database (active, on level 1) are traded as they are: a fixed set, for bench
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import uuid
@@ -65,6 +70,7 @@ from monitoring.guard.cycle import guard_run
 from notifications.services import notifications_held
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Level, Pair, StrategyConfig
+from pairs.quant.fills import check_delay
 from pairs.selectors import candle_bounds, universe_instruments
 from pairs.services.screening import ScreeningError, screening_run
 from replay.errors import ReplayError
@@ -77,6 +83,7 @@ from replay.lock import (
 )
 from replay.market import ReplayMarket
 from replay.report import replay_guard_events, replay_halts, replay_summary, replay_trades
+from replay.sensitivity import delay_sensitivity
 from risk.models import AccountGuardState, DailyPnlSnapshot, GuardEvent, Halt, RiskLimit
 
 logger = logging.getLogger(__name__)
@@ -197,6 +204,7 @@ class ReplayResult:
     selection_errors: list[str] = field(default_factory=list)
     tick_statuses: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    config: StrategyConfig | None = None  # the settings replayed (with the delay the replay ran at)
 
     @property
     def end_equity(self) -> Decimal:
@@ -207,12 +215,19 @@ class ReplayResult:
 
     def as_json(self) -> dict:
         trades = self.trades()
-        return {
+        data = {
             "summary": replay_summary(trades=trades, start_equity=self.start_equity, equity=self.equity),
             "trades": trades,
             "halts": replay_halts(account=self.account),
             "guard_events": replay_guard_events(account=self.account),
         }
+        if self.config is not None:
+            traded = list(Pair.objects.filter(trades__account=self.account).distinct().order_by("pk")
+                          .select_related("y_instrument", "x_instrument"))
+            data["execution_delay"] = delay_sensitivity(config=self.config, pairs=traded, start=self.start,
+                                                        end=self.end,
+                                                        replay_delay_bars=self.config.execution_delay_bars)
+        return data
 
 
 def replay_run(
@@ -225,12 +240,22 @@ def replay_run(
     progress: Callable[[int, int], None] | None = None,
     daily_loss_limit_pct: float | None = None,
     notify: bool = False,
+    execution_delay_bars: int | None = None,
 ) -> ReplayResult:
     """Replay the bars with open time in [start, end], trimmed to the stored candles (see the module docstring).
     ``reselect_every`` None (or zero) trades the pairs already in the database without any selection;
     ``progress(done, total)`` is called after each bar; ``daily_loss_limit_pct`` (a fraction of start-of-day
     equity) sets the replay account's daily loss limit. ReplayError at once while another replay runs.
-    The replay's notifications are kept in the database as held, never sent, unless ``notify``."""
+    The replay's notifications are kept in the database as held, never sent, unless ``notify``.
+    ``execution_delay_bars`` overrides the configuration's for this replay (its selection's grading included),
+    without saving it."""
+    if execution_delay_bars is not None:
+        try:
+            delay = check_delay(execution_delay_bars)
+        except ValueError as exc:
+            raise ReplayError(str(exc)) from None
+        config = copy.copy(config)
+        config.execution_delay_bars = delay
     owner = replay_lock_owner()
     name = account.name if account is not None else DEFAULT_ACCOUNT_NAME
     replay_lock_acquire(owner=owner, description=f"account {name!r}, {_iso(start)} to {_iso(end)}")
@@ -261,7 +286,8 @@ def _replay_locked(
     market = _replay_market(config, start, end, clock)
     exchange = paper_exchange_for(account, market=market, config=config)
     start_equity = exchange.balance().equity  # opens the paper wallet with the capital at the clock
-    result = ReplayResult(account=account, start=start, end=end, bars=0, start_equity=start_equity, equity=[])
+    result = ReplayResult(account=account, start=start, end=end, bars=0, start_equity=start_equity, equity=[],
+                          config=config)
     bot_owner = f"replay:{uuid.uuid4().hex[:12]}"
     total = (end - start) // step + 1
     last_selection: datetime | None = None
@@ -336,7 +362,10 @@ def _replay_market(config: StrategyConfig, start: datetime, end: datetime, clock
         instruments.setdefault(pair.y_instrument_id, pair.y_instrument)
         instruments.setdefault(pair.x_instrument_id, pair.x_instrument)
     first = start - step * (config.zscore_window_bars + MAX_CATCH_UP_BARS + 1)
-    return ReplayMarket(timeframe=config.timeframe, first=first, last=end, instruments=instruments.values(),
+    # The fills of the last bar's decisions are at the open of a bar after it (the execution model): loaded too,
+    # read by ``fill_quotes`` only (signals and marks never read past the clock).
+    last = end + step * (1 + config.execution_delay_bars)
+    return ReplayMarket(timeframe=config.timeframe, first=first, last=last, instruments=instruments.values(),
                         clock=clock)
 
 

@@ -15,6 +15,7 @@ from execution.paper.book import read_then_write, stored
 from execution.paper.funding import FundingSettlement, StoredFundingRates
 from pairs.market import MarketView
 from pairs.models import Instrument
+from pairs.quant.fills import SlippageModel, check_delay
 
 SETTLE_COIN = "USDT"
 
@@ -32,6 +33,8 @@ class PaperBase(FundingSettlement):
         slippage: Decimal,
         funding_rate_of: Callable[[str, datetime], Decimal] | None = None,
         settle_coin: str = SETTLE_COIN,
+        slippage_model: SlippageModel | None = None,
+        execution_delay_bars: int = 0,
     ):
         if account.mode != ExchangeAccount.Mode.PAPER:
             raise NotSupported(f"Account {account.name!r} is in {account.mode!r} mode: it trades on the exchange.")
@@ -40,7 +43,10 @@ class PaperBase(FundingSettlement):
                 raise ValueError(f"{name} must be a Decimal fraction in [0, 1), got {value!r}")
         self.account = account
         self.fee_rate = fee_rate
-        self.slippage = slippage
+        self.slippage = slippage  # the fixed part
+        # The variable part of the slippage and the delay of the execution model (``pairs.quant.fills``).
+        self.slippage_model = slippage_model or SlippageModel(fixed=float(slippage))
+        self.execution_delay_bars = check_delay(execution_delay_bars)
         self.settle_coin = settle_coin
         self._market = market
         self._clock_source = clock or market.clock
@@ -81,6 +87,24 @@ class PaperBase(FundingSettlement):
         if instrument is None:
             return None
         return self._market.closes([instrument.pk]).get(instrument.pk)
+
+    def _fill_quote(self, symbol: str) -> tuple[Decimal, Decimal, datetime | None]:
+        """(price before slippage, slippage fraction, fill time or None for the clock) of a market order on
+        ``symbol`` placed now, by the execution model: the market's ``fill_quotes`` (the open of the bar after the
+        newest closed one, ``execution_delay_bars`` later, at that bar's open time; the variable slippage from the
+        bar before it). A market that quotes only closes gives the newest close and the fixed slippage.
+        TemporaryExchangeError without a price."""
+        instrument = self._instrument(symbol)
+        quotes = getattr(self._market, "fill_quotes", None)
+        if instrument is None or quotes is None:
+            return self._price(symbol), self.slippage, None
+        quote = quotes([instrument.pk], delay_bars=self.execution_delay_bars).get(instrument.pk)
+        price = positive(quote.price) if quote is not None else None
+        if price is None:
+            raise TemporaryExchangeError(f"paper exchange: no price for {symbol} yet")
+        variable = self.slippage_model.variable(quote.reference_open, quote.reference_high, quote.reference_low,
+                                                quote.reference_turnover)
+        return price, self.slippage + Decimal(repr(float(variable))), quote.filled_at
 
     def _settle_of(self, symbol: str) -> str:
         instrument = self._instrument(symbol)

@@ -2,8 +2,11 @@
 PaperOrder, PaperFill, PaperFunding), with the semantics of CcxtExchange on Bybit v5 linear perpetuals.
 
 What it simulates:
-- market orders only; they fill at once and completely at the market's price moved by ``slippage`` against the
-  taker (up for a buy, down for a sell), paying ``fee_rate`` of the fill's notional from the wallet;
+- market orders only; they fill at once and completely at the market's fill quote (``MarketView.fill_quotes``, the
+  execution model of ``pairs.quant.fills``: the open of the bar after the newest closed one, ``execution_delay_bars``
+  later; live, where that bar is still forming, the newest close) moved by the slippage against the taker (up for
+  a buy, down for a sell): ``slippage`` fixed plus the model's variable part (range or volume share of the bar
+  closed at the fill), paying ``fee_rate`` of the fill's notional from the wallet;
 - one net position per symbol (one-way mode), signed, at an average entry price; reducing realises PnL into the
   wallet, crossing zero realises the closed part and opens the rest at the fill price;
 - reduce-only orders that would open or increase a position are refused; a larger one is cut to the position;
@@ -60,6 +63,7 @@ from execution.paper.book import (
 from execution.paper.funding import StoredFundingRates
 from pairs.market import MarketView
 from pairs.models import Instrument, StrategyConfig
+from pairs.services.evidence import costs
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +73,8 @@ _RAW_STATUS = {FILLED: "Filled"}
 class PaperExchange(PaperBase):
     """TradingExchange of a paper account (ExchangeAccount.mode == "paper"), simulated in the database.
 
-    Prices come from ``market`` (``pairs.market.MarketView``: the newest closed bar's close as of its clock; in a
-    replay the current bar's close), time from ``clock`` (the market's by default). Every state change
+    Prices come from ``market`` (``pairs.market.MarketView``: marks are the newest closed bar's close as of its
+    clock, fills its ``fill_quotes``), time from ``clock`` (the market's by default). Every state change
     (place_order, and the funding that balance, positions and funding_payments settle first) runs in one
     transaction holding the account's row locks (ExchangeAccount, then PaperAccount), so two processes never interleave
     on one account.
@@ -148,7 +152,7 @@ class PaperExchange(PaperBase):
         if isinstance(outcome, OrderAck):
             self._write(paper, funding)  # a retry: the order placed before, and the funding due
             return outcome
-        position, qty, fill_price, fee, realised = outcome
+        position, qty, fill_price, fee, realised, filled_at = outcome
         position.save()
         paper.wallet_balance = stored(paper.wallet_balance + realised - fee)
         if paper.funding_settled_until is None or paper.funding_settled_until < now:
@@ -159,7 +163,8 @@ class PaperExchange(PaperBase):
             qty=qty, filled_qty=qty, avg_price=fill_price, fee=fee, status=FILLED, reduce_only=bool(reduce_only),
             created_at=now,
         )  # fmt: skip
-        fill = PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee, filled_at=now)
+        # A fill with a delay happens at the later bar's open (the execution model): stamped then, booked now.
+        fill = PaperFill.objects.create(order=order, qty=qty, price=fill_price, fee=fee, filled_at=filled_at or now)
         logger.info("paper %s: %s %s %s at %s (fee %s)", self.account.name, side, _plain(qty), symbol,
                     _plain(fill_price), _plain(fee))  # fmt: skip
         # The order is final and its one fill known: both come with the acknowledgment, so a bot needs no read.
@@ -169,14 +174,14 @@ class PaperExchange(PaperBase):
     def _fill_or_refusal(
         self, paper: PaperAccount, rows: list[PaperPosition], marks: dict[str, Decimal | None], instrument: Instrument,
         symbol: str, side: str, qty: Decimal, reduce_only: bool,
-    ) -> tuple[PaperPosition, Decimal, Decimal, Decimal, Decimal] | ExchangeError:
+    ) -> tuple[PaperPosition, Decimal, Decimal, Decimal, Decimal, datetime | None] | ExchangeError:
         """The market order's fill against the locked wallet and positions: (the position, changed in memory, the
-        filled qty, fill price, fee, realised PnL), or the error that refuses the order. Writes nothing."""
+        filled qty, fill price, fee, realised PnL, the fill time if not the clock's), or the error that refuses the
+        order. Writes nothing."""
         try:
-            fill_base = self._price(symbol)
+            fill_base, slippage, filled_at = self._fill_quote(symbol)
         except TemporaryExchangeError as exc:
             return exc
-        marks[symbol] = fill_base
         if not reduce_only and instrument.min_notional is not None and qty * fill_base < instrument.min_notional:
             return InvalidOrder(
                 f"order value {_plain(qty * fill_base)} of {symbol} ({_plain(qty)} x {_plain(fill_base)}) is "
@@ -189,7 +194,7 @@ class PaperExchange(PaperBase):
             if isinstance(qty, ExchangeError):
                 return qty
         signed = qty if side == "buy" else -qty
-        fill_price = stored(fill_base * (1 + self.slippage) if side == "buy" else fill_base * (1 - self.slippage))
+        fill_price = stored(fill_base * (1 + slippage) if side == "buy" else fill_base * (1 - slippage))
         fee = stored(qty * fill_price * self.fee_rate)
         opening = qty if held == 0 or (held > 0) == (signed > 0) else max(Decimal(0), qty - abs(held))
         if opening > 0:
@@ -201,7 +206,7 @@ class PaperExchange(PaperBase):
             position = PaperPosition(account=self.account, symbol=symbol)
         position.qty = stored(new_qty)
         position.avg_price = stored(new_avg)
-        return position, qty, fill_price, fee, realised
+        return position, qty, fill_price, fee, realised, filled_at
 
     def _margin_refusal(self, paper: PaperAccount, rows: list[PaperPosition], marks: dict[str, Decimal | None],
                         symbol: str, side: str, qty: Decimal, opening_notional: Decimal, fee: Decimal
@@ -404,6 +409,8 @@ def paper_exchange_for(account: ExchangeAccount, *, market: MarketView, config: 
         clock=clock,
         fee_rate=Decimal(str(config.taker_fee)),
         slippage=Decimal(str(config.slippage)),
+        slippage_model=costs(config).slippage_rule(),
+        execution_delay_bars=config.execution_delay_bars,
         funding_rate_of=StoredFundingRates(
             exchange=account.exchange, default=Decimal(str(config.default_funding_rate))
         ),

@@ -256,11 +256,13 @@ def run_rule(
     state: RuleState | None = None,
     first_bar_index: int = 0,
     entries_on_last_bar: bool = True,
+    no_entries_after: int | None = None,
 ) -> tuple[np.ndarray, RuleState]:
     """``step`` over the rows of a (T, M) z matrix: ``(actions (T, M) int8, final state)``.
 
     Starts flat unless ``state`` is given; row t gets bar index ``first_bar_index + t``.
-    ``entries_on_last_bar=False`` blocks entries on the last row.
+    ``entries_on_last_bar=False`` blocks entries on the last row; ``no_entries_after=k`` on every row after row k
+    (the backtest's rows whose entry would fill too late to be held).
     """
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2:
@@ -270,6 +272,9 @@ def run_rule(
     if len(state) != n_pairs:
         raise ValueError("state and z disagree on the number of pairs")
     actions = np.zeros((n_bars, n_pairs), dtype=np.int8)
+    last_entry = n_bars - (1 if entries_on_last_bar else 2)
+    if no_entries_after is not None:
+        last_entry = min(last_entry, no_entries_after)
     for t in range(n_bars):
         actions[t], state = step(
             state,
@@ -277,7 +282,7 @@ def run_rule(
             params,
             max_holding_bars=max_holding_bars,
             bar_index=first_bar_index + t,
-            allow_entry=entries_on_last_bar or t < n_bars - 1,
+            allow_entry=t <= last_entry,
         )
     return actions, state
 

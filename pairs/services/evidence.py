@@ -10,9 +10,11 @@ Windows (all bars on the same grid as the screening, see ``pairs.selectors.price
   These bars took no part in selecting the pair, so selection bias doesn't flatter them.
 
 The same rule (``pairs.quant.spread_rule``) with the same parameters (``StrategyConfig``) drives the backtests,
-the replay and the live signals. Costs: taker fee and slippage on each of the four fills, funding at every
-settlement on both legs at the stored rate of that settlement (``FundingRate``, fetched with the candles), or
-``default_funding_rate`` where none is stored.
+the replay and the live signals, and the same execution model (``pairs.quant.fills``): a decision on a bar's close
+fills at the open of the bar ``1 + execution_delay_bars`` later. Costs: taker fee and slippage (fixed plus
+``slippage_factor`` times the range or volume share of the last bar closed at the fill) on each of the four fills,
+funding at every settlement on both legs at the stored rate of that settlement (``FundingRate``, fetched with the
+candles), or ``default_funding_rate`` where none is stored.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from pairs.marketdata.grid import PriceWindow
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import FundingRate, Pair, PairStatistics, StrategyConfig
 from pairs.quant.backtest import BacktestStatistics, Costs, backtest
+from pairs.quant.fills import fill_opens
 from pairs.quant.spread import half_life
 from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars, rolling_zscore_pairs
 from pairs.quant.stationarity import adf_fixed_lag
-from pairs.selectors import price_window
+from pairs.selectors import fill_bars, price_window
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +49,19 @@ def rule_params(config: StrategyConfig) -> RuleParams:
 
 
 def costs(config: StrategyConfig) -> Costs:
-    return Costs(taker_fee=config.taker_fee, slippage=config.slippage, funding_rate=config.default_funding_rate)
+    return Costs(taker_fee=config.taker_fee, slippage=config.slippage, funding_rate=config.default_funding_rate,
+                 slippage_model=config.slippage_model, slippage_factor=config.slippage_factor,
+                 slippage_reference_notional=config.slippage_reference_notional)
+
+
+def execution_matrices(config: StrategyConfig, window: PriceWindow) -> tuple[np.ndarray, np.ndarray]:
+    """(opens, slippage fractions), both (bars x symbols) in ``window``'s order: the fill prices of the execution
+    model (``pairs.quant.fills``; a bar without a stored open opens at the previous close) and the slippage of a
+    fill whose reference bar is that bar. Slice their columns as the closes' for ``backtest``'s ``opens_y``,
+    ``opens_x``, ``slippage_y`` and ``slippage_x``."""
+    bars = fill_bars(window)
+    opens = fill_opens(bars.opens, window.closes)
+    return opens, costs(config).slippage_fractions(opens, bars.highs, bars.lows, bars.turnover)
 
 
 def finite(value) -> float | None:
@@ -133,8 +148,11 @@ def _in_sample(pairs: list[Pair], config: StrategyConfig, recent: PriceWindow) -
     z = fixed_zscore(log_prices[:, y], log_prices[:, x], beta, alpha, mean, std)
     holding = max_holding_bars(np.array([p.half_life_bars or np.nan for p in in_sample], dtype=float), params)
     funding = funding_rate_matrix(recent)
+    opens, slippage = execution_matrices(config, recent)
     result = backtest(recent.closes[:, y], recent.closes[:, x], z, beta, params, costs(config),
-                      recent.times.as_unit("ms").asi8, funding[:, y], funding[:, x], max_holding_bars=holding)
+                      recent.times.as_unit("ms").asi8, funding[:, y], funding[:, x], max_holding_bars=holding,
+                      opens_y=opens[:, y], opens_x=opens[:, x], slippage_y=slippage[:, y], slippage_x=slippage[:, x],
+                      execution_delay_bars=config.execution_delay_bars)
     spreads = log_prices[:, y] - alpha - beta * log_prices[:, x]
     adf_stat, adf_p = adf_fixed_lag(spreads[-RECENT_ADF_BARS:], lags=1)
     window_start, window_end = recent.times[0].to_pydatetime(), recent.times[-1].to_pydatetime()
@@ -166,9 +184,12 @@ def _out_of_sample(pairs: list[Pair], config: StrategyConfig, full: PriceWindow)
     prior_spreads = log_prices[:z_window, y] - first_fit[1] - first_fit[0] * log_prices[:z_window, x]
     holding = max_holding_bars(np.atleast_1d(half_life(prior_spreads)), params)
     funding = funding_rate_matrix(full)[traded]
+    opens, slippage = (matrix[traded] for matrix in execution_matrices(config, full))
     result = backtest(full.closes[traded][:, y], full.closes[traded][:, x], rolling.zscore[traded],
                       rolling.hedge_ratio[traded], params, costs(config), full.times[traded].as_unit("ms").asi8,
-                      funding[:, y], funding[:, x], max_holding_bars=holding)
+                      funding[:, y], funding[:, x], max_holding_bars=holding, opens_y=opens[:, y],
+                      opens_x=opens[:, x], slippage_y=slippage[:, y], slippage_x=slippage[:, x],
+                      execution_delay_bars=config.execution_delay_bars)
     window_start, window_end = full.times[traded][0].to_pydatetime(), full.times[traded][-1].to_pydatetime()
     results = {}
     for k, pair in enumerate(walk):

@@ -133,7 +133,8 @@ def rule_and_costs(config: StrategyConfig) -> tuple[RuleParams, Costs]:
     return (
         RuleParams(entry_z=config.entry_z, exit_z=config.exit_z, stop_z=config.stop_z,
                    max_holding_half_lives=config.max_holding_half_lives, cooldown_bars=config.cooldown_bars),
-        Costs(taker_fee=config.taker_fee, slippage=config.slippage, funding_rate=config.default_funding_rate),
+        Costs(taker_fee=config.taker_fee, slippage=config.slippage, funding_rate=config.default_funding_rate,
+              slippage_model=config.slippage_model, slippage_factor=config.slippage_factor),
     )
 
 
@@ -143,8 +144,14 @@ def reference_in_sample(market: Market, pair: Pair):
     y, x = recent[pair.y_instrument.symbol].to_numpy(), recent[pair.x_instrument.symbol].to_numpy()
     z = fixed_zscore(np.log(y), np.log(x), pair.hedge_ratio, pair.intercept, pair.spread_mean, pair.spread_std)
     params, costs = rule_and_costs(market.config)
+    # the execution model: fills at the next bar's open, slippage fixed + range of the bar closed at the fill
+    legs = [bars_frame(market.closes[leg.symbol]).iloc[-LOOKBACK:] for leg in (pair.y_instrument, pair.x_instrument)]
+    opens = [leg["open"].to_numpy() for leg in legs]
+    slippage = [costs.slippage_fractions(leg["open"].to_numpy(), leg["high"].to_numpy(), leg["low"].to_numpy())
+                for leg in legs]
     result = backtest(y, x, z, pair.hedge_ratio, params, costs, recent.index.as_unit("ms").asi8,
-                      max_holding_bars=max_holding_bars(pair.half_life_bars, params))
+                      max_holding_bars=max_holding_bars(pair.half_life_bars, params), opens_y=opens[0],
+                      opens_x=opens[1], slippage_y=slippage[0], slippage_x=slippage[1])
     return result.statistics[0]
 
 

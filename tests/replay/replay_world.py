@@ -39,7 +39,7 @@ SHORT_WINDOWS = {
 }
 TRADE_KEYS = {"y", "x", "side", "hedge_ratio", "entry_zscore", "signal_at", "opened_at", "closed_at", "exit_reason",
               "pnl", "fees", "funding", "legs"}
-LEG_KEYS = {"symbol", "action", "side", "qty", "price", "fee"}
+LEG_KEYS = {"symbol", "action", "side", "qty", "price", "fee", "filled_at"}
 SUMMARY_KEYS = {
     "total_trades",
     "win_rate",
@@ -106,6 +106,7 @@ def db_trades(account: ExchangeAccount) -> list[dict]:
                         "qty": f.qty,
                         "price": f.price,
                         "fee": f.fee,
+                        "filled_at": f.filled_at,
                     }
                     for f in fills
                 ],
@@ -132,7 +133,8 @@ def parsed(trade: dict) -> dict:
         "fees": number(trade["fees"]),
         "funding": number(trade["funding"]),
         "legs": [
-            {**leg, "qty": Decimal(leg["qty"]), "price": Decimal(leg["price"]), "fee": Decimal(leg["fee"])}
+            {**leg, "qty": Decimal(leg["qty"]), "price": Decimal(leg["price"]), "fee": Decimal(leg["fee"]),
+             "filled_at": moment(leg["filled_at"])}
             for leg in trade["legs"]
         ],
     }

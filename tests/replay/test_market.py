@@ -53,3 +53,30 @@ def test_the_market_in_memory_answers_as_the_database_does(shared_candles_dir):
     assert neo.pk not in market.closes(ids)
 
 
+
+
+def test_fill_quotes_are_the_next_open_in_memory_and_the_newest_close_live(shared_candles_dir):
+    import_market(shared_candles_dir)
+    neo = Instrument.objects.get(symbol="NEOUSDT")
+    bar = {k: Candle.objects.get(instrument=neo, open_time=START + k * HOUR) for k in range(4)}
+    clock = ManualClock(START + HOUR)  # bar 0 has just closed; bar 1 opens now
+    market = ReplayMarket(timeframe="1h", first=START - 10 * HOUR, last=START + 3 * HOUR, instruments=[neo],
+                          clock=clock)
+    quote = market.fill_quotes([neo.pk])[neo.pk]
+    assert (quote.price, quote.filled_at) == (bar[1].open, START + HOUR)
+    assert bar[1].open != bar[0].close  # the data tells the next open from the signal bar's close
+    # the reference bar is the one just closed: bar 0's range and its quote volume (volume x close: no turnover)
+    assert (quote.reference_open, quote.reference_high, quote.reference_low) == (
+        float(bar[0].open), float(bar[0].high), float(bar[0].low))
+    assert quote.reference_turnover == pytest.approx(float(bar[0].volume) * float(bar[0].close))
+    delayed = market.fill_quotes([neo.pk], delay_bars=2)[neo.pk]
+    assert (delayed.price, delayed.filled_at, delayed.reference_high) == (bar[3].open, START + 3 * HOUR,
+                                                                          float(bar[2].high))
+    # Past the loaded range there is no later open: the newest close, at the clock.
+    assert market.fill_quotes([neo.pk], delay_bars=3)[neo.pk].price == bar[0].close
+
+    # Live (the Candle table), a few minutes into bar 1: it is not stored yet, so the fill is at bar 0's close.
+    Candle.objects.filter(instrument=neo, open_time__gte=START + HOUR).delete()
+    clock.set(START + HOUR + timedelta(minutes=4))
+    live = StoredMarket(timeframe="1h", clock=clock).fill_quotes([neo.pk])[neo.pk]
+    assert (live.price, live.filled_at, live.reference_high) == (bar[0].close, None, float(bar[0].high))

@@ -61,7 +61,7 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     assert not Delivery.objects.exists()
 
     data = json.loads(path.read_text())
-    assert set(data) == {"summary", "trades", "halts", "guard_events"}
+    assert set(data) == {"summary", "trades", "halts", "guard_events", "execution_delay"}
     summary = data["summary"]
     assert set(summary) == SUMMARY_KEYS
     assert len(data["trades"]) == trades.count()
@@ -78,7 +78,9 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     for trade in json_trades:
         legs = trade["legs"]
         assert {leg["action"] for leg in legs} == {"open", "close"} and len(legs) == 4
-        assert trade["pnl"] == sum(cash_flow(leg) for leg in legs) - sum(leg["fee"] for leg in legs) + trade["funding"]
+        # exact up to the PnL column's 12 decimals: a cash flow (qty x a price moved by the variable slippage) has more
+        flows = sum(cash_flow(leg) for leg in legs) - sum(leg["fee"] for leg in legs) + trade["funding"]
+        assert abs(trade["pnl"] - flows) < Decimal("1e-11")
         assert trade["fees"] == sum(leg["fee"] for leg in legs) > 0
         for symbol in {leg["symbol"] for leg in legs}:
             held = sum(leg["qty"] if leg["side"] == "buy" else -leg["qty"] for leg in legs if leg["symbol"] == symbol)
@@ -114,10 +116,26 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     assert -1 < summary["max_drawdown"] < 0
     assert summary["sharpe"] is None or isinstance(summary["sharpe"], float)
 
+    # The execution model's sensitivity: the traded pairs' vectorised backtest at 0 and 1 bar of delay.
+    delay = data["execution_delay"]
+    assert (delay["replay_delay_bars"], delay["start"], delay["end"]) == (0, "2021-03-29T00:00:00Z",
+                                                                           "2021-04-04T23:00:00Z")
+    traded = {f"{t['y']}/{t['x']}" for t in data["trades"]}
+    assert set(delay["pairs"]) == traded
+    assert set(delay["backtest"]) == {"0", "1"}
+    for kpis in delay["backtest"].values():
+        assert set(kpis) == {"trades", "win_rate", "profit_factor", "mean_return", "total_return"}
+        assert kpis["trades"] >= 1
+    assert delay["backtest"]["0"] != delay["backtest"]["1"]  # a bar later is another price
+
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("replay on 'replay': 168 bars, 2021-03-29 00:00 to 2021-04-04 23:00 UTC, 1 selection")
     assert lines[1].startswith(f"{len(pnls)} finished trade(s) (0 still open), win rate ")
-    assert lines[2] == f"guard: {len(data['halts'])} halt(s), {len(data['guard_events'])} event(s)"
+    assert lines[2].startswith("execution: fills at the next bar's open + 0 bar(s) of delay; vectorised backtest of "
+                               f"the {len(traded)} traded pair(s) over the replayed bars (per trade, y notional 1) at "
+                               f"delay 0: {delay['backtest']['0']['trades']} trade(s)")
+    assert "; delay 1: " in lines[2]
+    assert lines[3] == f"guard: {len(data['halts'])} halt(s), {len(data['guard_events'])} event(s)"
     assert lines[-1] == f"wrote {path}"
 
     # A second replay on the same database refuses: the account has trades (and the pairs were selected).
@@ -157,6 +175,8 @@ def test_replay_with_notify_sends_its_notifications(shared_candles_dir, fake_tel
                                         r"or at least 0.0416667$"),
         ({"start": "0001-01-01T00:00+01:00"}, r"--start '0001-01-01T00:00\+01:00' is outside the dates this program "),
         ({"account": "nobody"}, r"no account named 'nobody'"),
+        ({"execution_delay_bars": -1}, r"^--execution-delay-bars must be a number from 0 to 24 bars, got -1$"),
+        ({"execution_delay_bars": 25}, r"^--execution-delay-bars must be a number from 0 to 24 bars, got 25$"),
     ],
 )
 def test_bad_options_name_the_problem(shared_candles_dir, options, message):

@@ -37,12 +37,18 @@ def test_walk_forward_replay_never_looks_ahead(shared_candles_dir):
     assert [r.window_end for r in runs] == [START, START + timedelta(days=7)]
     stats = PairStatistics.objects.exclude(window=PairStatistics.Window.LIVE)
     assert stats.exists() and all(s.window_end <= START + timedelta(days=7) for s in stats)
-    # Every fill is priced at the close of the bar that had just closed at its clock (plus slippage), never later.
-    slip = Decimal(str(config.slippage))
+    # Every fill is priced at the open of the bar opening at its clock (the first price after the signal, which the
+    # bar that had just closed produced), moved by the slippage: fixed + factor x that closed bar's relative range.
+    open_is_not_close = 0  # fills where the data tells the next open from the signal bar's close
     for fill in Fill.objects.select_related("order__instrument"):
-        close = Candle.objects.get(instrument=fill.order.instrument, open_time=fill.filled_at - HOUR).close
-        expected = close * (1 + slip) if fill.order.side == "buy" else close * (1 - slip)
+        bar = Candle.objects.get(instrument=fill.order.instrument, open_time=fill.filled_at)
+        reference = Candle.objects.get(instrument=fill.order.instrument, open_time=fill.filled_at - HOUR)
+        open_is_not_close += bar.open != reference.close
+        ranged = config.slippage_factor * (float(reference.high) - float(reference.low)) / float(reference.open)
+        slip = Decimal(str(config.slippage)) + Decimal(repr(ranged))
+        expected = bar.open * (1 + slip) if fill.order.side == "buy" else bar.open * (1 - slip)
         assert abs(fill.price - expected) < Decimal("1e-9"), fill
+    assert open_is_not_close >= 3
 
     # The replay account now has trades: it is not reused. Nor are pairs selected on the data a replay would replay.
     with pytest.raises(ReplayError, match=r"account 'replay' already has \d+ trade\(s\)"):

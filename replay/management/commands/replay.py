@@ -12,6 +12,7 @@ from core.commands import finite_number, output_write, writable_output_path
 from execution.models import ExchangeAccount
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
+from pairs.quant.fills import MAX_EXECUTION_DELAY_BARS
 from replay.run import (
     DEFAULT_ACCOUNT_NAME,
     DEFAULT_RESELECT_EVERY,
@@ -73,14 +74,24 @@ class Command(BaseCommand):
                  "halts entries until the next UTC midnight once it is crossed",
         )  # fmt: skip
         parser.add_argument(
+            "--execution-delay-bars", type=int, default=None, metavar="N",
+            help="fill a decision taken at a bar's close at the open of the bar N + 1 bars later (0: the next "
+                 f"bar's open; at most {MAX_EXECUTION_DELAY_BARS}); default: the strategy configuration's "
+                 "execution_delay_bars. Not saved. The report adds the vectorised backtest of the traded pairs at "
+                 "0 and 1 bar of delay either way",
+        )  # fmt: skip
+        parser.add_argument(
             "--notify", action="store_true",
             help="send the replay's notifications (trades, errors) like live ones; by default they are kept in the "
                  "database as held and never sent",
         )  # fmt: skip
 
     def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, daily_loss_limit=None,
-               notify=False, **options):
+               notify=False, execution_delay_bars=None, **options):
         config = StrategyConfig.current()
+        if execution_delay_bars is not None:
+            finite_number("--execution-delay-bars", execution_delay_bars, minimum=0,
+                          maximum=MAX_EXECUTION_DELAY_BARS, unit="bars")
         self._check_reselect_every(config, reselect_every_days)
         if daily_loss_limit is not None:
             finite_number("--daily-loss-limit", daily_loss_limit, minimum=0, maximum=100, unit="percent")
@@ -90,7 +101,7 @@ class Command(BaseCommand):
         if target is None and account != DEFAULT_ACCOUNT_NAME:
             raise CommandError(f"no account named {account!r}")
         result = self._run(config, start_at, end_at, target, reselect_every_days, verbosity,
-                           None if daily_loss_limit is None else daily_loss_limit / 100, notify)
+                           None if daily_loss_limit is None else daily_loss_limit / 100, notify, execution_delay_bars)
         data = result.as_json()
         self._print_summary(result, data)
         if json_path:
@@ -132,7 +143,8 @@ class Command(BaseCommand):
         return start_at, end_at
 
     def _run(self, config: StrategyConfig, start_at: datetime, end_at: datetime, target: ExchangeAccount | None,
-             reselect_every_days: float, verbosity: int, daily_loss_limit_pct: float | None, notify: bool = False):
+             reselect_every_days: float, verbosity: int, daily_loss_limit_pct: float | None, notify: bool = False,
+             execution_delay_bars: int | None = None):
         progress_bar = tqdm(total=0, unit="bar", disable=verbosity == 0, desc="replay")
 
         def progress(done: int, total: int) -> None:
@@ -148,7 +160,7 @@ class Command(BaseCommand):
             return replay_run(
                 start=start_at, end=end_at, config=config, account=target,
                 reselect_every=timedelta(days=reselect_every_days) or None, progress=progress,
-                daily_loss_limit_pct=daily_loss_limit_pct, notify=notify,
+                daily_loss_limit_pct=daily_loss_limit_pct, notify=notify, execution_delay_bars=execution_delay_bars,
             )  # fmt: skip
         except ReplayError as exc:
             raise CommandError(str(exc)) from exc
@@ -170,6 +182,18 @@ class Command(BaseCommand):
             f"{_ratio(summary['total_return'])}, max drawdown {_ratio(summary['max_drawdown'])}, Sharpe "
             f"{_number(summary['sharpe'])}; equity {summary['start_equity']} -> {summary['end_equity']}"
         )
+        delay = data.get("execution_delay")
+        if delay is not None:
+            figures = "; ".join(
+                f"delay {bars}: {kpis['trades']} trade(s), win rate {_ratio(kpis['win_rate'])}, profit factor "
+                f"{_number(kpis['profit_factor'])}, total return {_ratio(kpis['total_return'])}"
+                for bars, kpis in delay["backtest"].items()
+            )
+            self.stdout.write(
+                f"execution: fills at the next bar's open + {delay['replay_delay_bars']} bar(s) of delay; vectorised "
+                f"backtest of the {len(delay['pairs'])} traded pair(s) over the replayed bars (per trade, y notional "
+                f"1) at {figures}"
+            )
         halts = data["halts"]
         self.stdout.write(f"guard: {len(halts)} halt(s), {len(data['guard_events'])} event(s)")
         for halt in halts:

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.django_db
 # #12), which renews the lease before each of the tick's four orders goes out and holds the lease row while the new
 # trade and the two close orders are inserted (+7). Each notification writes its delivery rows in one more insert
 # (issue #15): rotate closes one trade and opens another (+2).
-BUDGETS = {"steady": 7, "reconcile": 17, "rotate": 79, "funding": 24}
+# rotate: 4 market orders, each reading its fill bar and reference bar once (the fill model, pairs.market)
+BUDGETS = {"steady": 7, "reconcile": 17, "rotate": 83, "funding": 24}
 
 
 def counted_tick(market: BotMarket, now, **expect) -> tuple[int, list[str]]:

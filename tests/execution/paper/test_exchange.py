@@ -3,6 +3,7 @@ semantics (a contract test at the end runs one scenario against both, the ccxt s
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,9 @@ from execution.paper.exchange import PaperExchange, paper_exchange_for
 from execution.paper.funding import stored_funding_rate
 from execution.selectors import Credentials
 from execution.venues import account_exchange
+from pairs.market import FillQuote
 from pairs.models import FundingRate, Instrument, StrategyConfig
+from pairs.quant.fills import SlippageModel
 from tests.factories import ExchangeAccountFactory, InstrumentFactory
 from tests.fakes.bybit import FakeBybit
 
@@ -894,3 +897,42 @@ def test_contract_paper_and_ccxt_answer_alike(db, monkeypatch, clock):
     assert (on_paper["taken id"], on_paper["increasing reduce-only"], on_paper["reduce-only when flat"]) == (
         "DuplicateClientOrderId", "ReduceOnlyRejected", "ReduceOnlyRejected")  # fmt: skip
     assert (on_paper["cancel unknown"], on_paper["unknown order"]) == ("OrderNotFound", None)
+
+
+class QuotingMarket(SymbolMarket):
+    """A SymbolMarket that also quotes fills as the execution model does: the next open of each symbol, stamped at
+    ``filled_at``, and a reference bar (open, high, low, turnover)."""
+
+    def __init__(self, prices, clock, opens, reference, filled_at):
+        super().__init__(prices, clock)
+        self.opens, self.reference, self.filled_at, self.delays = opens, reference, filled_at, []
+
+    def fill_quotes(self, instrument_ids, *, delay_bars=0):
+        self.delays.append(delay_bars)
+        self.closes(instrument_ids)  # learns the symbols
+        return {pk: FillQuote(self.opens[self._symbols[pk]], self.filled_at, *self.reference)
+                for pk in instrument_ids if self._symbols.get(pk) in self.opens}
+
+
+def test_fills_at_the_quoted_open_with_fixed_plus_range_slippage(account, prices, clock, instruments):
+    filled_at = T0 + timedelta(hours=1)
+    market = QuotingMarket(prices, clock, {BTC: Decimal("50100")}, (50000.0, 50500.0, 49500.0, 1e6), filled_at)
+    ex = PaperExchange(account, market=market, fee_rate=FEE, slippage=SLIP, execution_delay_bars=1,
+                       slippage_model=SlippageModel(fixed=float(SLIP), model="range", factor=0.05))
+    ack = buy(ex)
+    # fixed 0.0002 + 0.05 x (50500 - 49500) / 50000 = 0.0002 + 0.001 = 0.0012 above the next open, not the close
+    slip = SLIP + Decimal(repr(0.05 * 1000.0 / 50000.0))
+    assert ack.fills[0].price == Decimal("50100") * (1 + slip)
+    assert ack.fills[0].fee == Decimal("0.01") * Decimal("50100") * (1 + slip) * FEE
+    assert ack.fills[0].time_ms == ms(filled_at)  # at the fill bar's open, the order at the clock
+    assert ack.state.created_ms == ms(T0)
+    assert market.delays == [1]
+    sold = sell(ex)
+    assert sold.fills[0].price == Decimal("50100") * (1 - slip)
+
+
+def test_a_market_without_an_open_for_the_symbol_has_no_fill_price(account, prices, clock, instruments):
+    market = QuotingMarket(prices, clock, {}, (math.nan,) * 4, None)
+    ex = PaperExchange(account, market=market, fee_rate=FEE, slippage=SLIP)
+    with pytest.raises(TemporaryExchangeError, match="no price for BTCUSDT"):
+        buy(ex)
