@@ -28,8 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from _shared import DEFAULT_DATA_DIR, REPO_ROOT, command_line, load_average, machine_description, print_row, \
-    print_table_head
+from _shared import (
+    DEFAULT_DATA_DIR,
+    REPO_ROOT,
+    command_line,
+    load_average,
+    machine_description,
+    print_row,
+    print_table_head,
+)
 
 
 def grid(n_points: int) -> list[dict]:
@@ -82,8 +89,9 @@ def main() -> None:
         if args.points:
             grid_path = var_dir / "grid.json"
             grid_path.write_text(json.dumps(grid(args.points)))
-            runs.append((f"{args.points}-point grid", ["walkforward", "--start", args.start, "--end", args.end, "-v0",
-                                                       "--grid", str(grid_path), "--json", str(var_dir / "grid-out.json")]))
+            runs.append((f"{args.points}-point grid",
+                         ["walkforward", "--start", args.start, "--end", args.end, "-v0", "--grid", str(grid_path),
+                          "--json", str(var_dir / "grid-out.json")]))
         print_table_head(["run", "wall (s)", "CPU (s)", "peak RSS (MiB)", "summary"], "lrrrl")
         for label, command in runs:
             result = timed(command, env)

@@ -248,7 +248,8 @@ def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: dat
     """(grid, closes, turnover) of ``instruments`` (in the order given) on the regular bars of ``timeframe`` from
     ``start`` to ``end``, read in one streamed query: closes NaN where no bar is stored (before a listing), short
     gaps (up to ``MAX_FORWARD_FILL_BARS``) forward-filled as the price grid does; turnover in quote currency per
-    bar, the stored one or close x volume where none is stored (-1 marks none in the query), NaN where no bar is stored."""
+    bar, the stored one or close x volume where none is stored (-1 marks none in the query), NaN where no bar is
+    stored."""
     from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS
 
     step = pd.Timedelta(milliseconds=timeframe_ms(timeframe))

@@ -393,9 +393,9 @@ def level_numbers(ladder: list[LevelRule]) -> list[int]:
 
 def bars_between(market: Market, start_ms: int, end_ms: int) -> tuple[int, int]:
     """(first bar with open time >= start_ms, first bar with open time > end_ms)."""
-    return int(np.searchsorted(market.times_ms, start_ms, side="left")), int(
-        np.searchsorted(market.times_ms, end_ms, side="right"))
+    first = np.searchsorted(market.times_ms, start_ms, side="left")
+    return int(first), int(np.searchsorted(market.times_ms, end_ms, side="right"))
 
 
 def every_bars(market: Market, days: float) -> int:
-    return max(2, int(math.floor(days * MS_PER_DAY / market.bar_ms)))
+    return max(2, math.floor(days * MS_PER_DAY / market.bar_ms))

@@ -28,7 +28,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pairs.quant.evaluation import bootstrap_profit_factor_ci, deflated_sharpe_ratio, probability_of_backtest_overfitting
+from pairs.quant.evaluation import (
+    bootstrap_profit_factor_ci,
+    deflated_sharpe_ratio,
+    probability_of_backtest_overfitting,
+)
 from pairs.quant.performance import sharpe_ratio, trade_metrics
 from pairs.quant.walkforward import MS_PER_DAY, PeriodTrades
 

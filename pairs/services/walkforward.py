@@ -64,7 +64,8 @@ def grid_points(path: Path, base: WalkForwardParams) -> tuple[list[WalkForwardPa
     if isinstance(data, dict) and set(data) == {"points"}:
         data = data["points"]
     if not isinstance(data, list) or not data:
-        raise WalkForwardError(f"--grid {path}: expected a non-empty list of parameter points (or {{\"points\": [...]}})")
+        raise WalkForwardError(
+            f"--grid {path}: expected a non-empty list of parameter points (or {{\"points\": [...]}})")
     if len(data) > MAX_GRID_POINTS:
         raise WalkForwardError(f"--grid {path}: {len(data)} points, at most {MAX_GRID_POINTS}")
     points = []
@@ -165,7 +166,7 @@ _STYLE = (
 
 def _cell(value) -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, list):
         return "[" + ", ".join(_cell(v) for v in value) + "]"
     if isinstance(value, float):
@@ -186,7 +187,7 @@ def report_html(data: dict, *, settings: dict | None = None, title: str = "Walk-
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p>Pool: every confirmed candidate of each formation; level n: the pairs graded to level n on their "
-             "validation bars only. Profit factor '–' with trades means no losing trade (unbounded).</p>",
+             "validation bars only. Profit factor '-' with trades means no losing trade (unbounded).</p>",
              f"<h2>Overall</h2><table>{head}", *_rows("all periods", overall), "</table>"]
     if "pbo" in overall:
         nested = overall.get("nested") or {}

@@ -28,7 +28,8 @@ def parse_moment(value: str | None, option: str, *, end_of_day: bool, bar: timed
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise CommandError(f"{option} {value!r} is not an ISO 8601 date (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)") from None
+        raise CommandError(
+            f"{option} {value!r} is not an ISO 8601 date (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     if end_of_day and len(value) == 10:

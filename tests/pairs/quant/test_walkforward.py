@@ -153,7 +153,7 @@ def test_the_grid_shares_screens_and_points_differ_by_their_rule():
 
 
 def test_params_reject_unknown_names_and_wrong_types():
-    with pytest.raises(ValueError, match="unknown parameter.*entry"):
+    with pytest.raises(ValueError, match=r"unknown parameter.*entry"):
         PARAMS.with_values({"entry": 2})
     with pytest.raises(ValueError, match="lookback_bars must be a int"):
         PARAMS.with_values({"lookback_bars": 1.5})
