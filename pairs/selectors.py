@@ -244,20 +244,22 @@ def candle_bounds(*, exchange: str | None = None, timeframe: str | None = None, 
 
 
 def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: datetime, end: datetime
-                    ) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
-    """(grid, closes, turnover) of ``instruments`` (in the order given) on the regular bars of ``timeframe`` from
-    ``start`` to ``end``, read in one streamed query: closes NaN where no bar is stored (before a listing), short
-    gaps (up to ``MAX_FORWARD_FILL_BARS``) forward-filled as the price grid does; turnover in quote currency per
+                    ) -> tuple[pd.DatetimeIndex, dict[str, np.ndarray]]:
+    """(grid, {"close", "open", "high", "low", "turnover"}) of ``instruments`` (columns in the order given) on the
+    regular bars of ``timeframe`` from ``start`` to ``end``, read in one streamed query; NaN where no bar is stored
+    (before a listing); closes only: short gaps (up to ``MAX_FORWARD_FILL_BARS``) forward-filled as the price grid
+    does; turnover in quote currency per
     bar, the stored one or close x volume where none is stored (-1 marks none in the query), NaN where no bar is
     stored."""
     from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS
 
     step = pd.Timedelta(milliseconds=timeframe_ms(timeframe))
     grid = pd.date_range(start=pd.Timestamp(start).ceil(step), end=pd.Timestamp(end), freq=step)
-    closes = np.full((len(grid), len(instruments)), np.nan)
-    turnover = np.full_like(closes, np.nan)
+    names = ("close", "open", "high", "low", "volume", "turnover")
+    matrices = {name: np.full((len(grid), len(instruments)), np.nan) for name in names}
     if not instruments or not len(grid):
-        return grid, closes, turnover
+        matrices.pop("volume")
+        return grid, matrices
     quote = connection.ops.quote_name
     ids = [i.pk for i in instruments]
     if connection.vendor in _EPOCH_SECONDS_SQL:
@@ -265,8 +267,9 @@ def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: dat
     else:  # pragma: no cover - both supported databases have an expression above
         raise NotImplementedError(f"candle_matrices: no epoch expression for {connection.vendor}")
     sql = (
-        f"SELECT {quote('instrument_id')}, {seconds}, CAST({quote('close')} AS DOUBLE), "  # noqa: S608
-        f"CAST({quote('volume')} AS DOUBLE), COALESCE(CAST({quote('turnover')} AS DOUBLE), -1.0) "
+        f"SELECT {quote('instrument_id')}, {seconds}, "
+        + ", ".join(f"CAST({quote(name)} AS DOUBLE)" for name in names[:-1])
+        + f", COALESCE(CAST({quote('turnover')} AS DOUBLE), -1.0) "
         f"FROM {quote(Candle._meta.db_table)} WHERE {quote('instrument_id')} IN ({', '.join(['%s'] * len(ids))}) "
         f"AND {quote('timeframe')} = %s AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
     )
@@ -281,11 +284,13 @@ def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: dat
             offsets = chunk[:, 1].astype(np.int64) - first_s
             on_grid = offsets % step_s == 0
             row_index, col_index = offsets[on_grid] // step_s, column[chunk[on_grid, 0].astype(np.int64)]
-            closes[row_index, col_index] = chunk[on_grid, 2]
-            stored = chunk[on_grid, 4]
-            turnover[row_index, col_index] = np.where(stored < 0, chunk[on_grid, 2] * chunk[on_grid, 3], stored)
-    closes = pd.DataFrame(closes).ffill(limit=MAX_FORWARD_FILL_BARS).to_numpy()
-    return grid, closes, turnover
+            for k, name in enumerate(names):
+                matrices[name][row_index, col_index] = chunk[on_grid, 2 + k]
+    volume = matrices.pop("volume")
+    stored = matrices["turnover"]
+    matrices["turnover"] = np.where(stored < 0, matrices["close"] * volume, stored)
+    matrices["close"] = pd.DataFrame(matrices["close"]).ffill(limit=MAX_FORWARD_FILL_BARS).to_numpy()
+    return grid, matrices
 
 
 def ladder_rules() -> list:

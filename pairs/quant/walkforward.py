@@ -142,13 +142,16 @@ class WalkForwardParams:
 @dataclass(frozen=True)
 class Market:
     """Stored candles on one regular grid: ``times_ms`` (T,) bar open times, ``closes`` (T, N) with NaN where no
-    bar is known (before a listing), ``turnover`` (T, N) quote turnover per bar (NaN: unknown)."""
+    bar is known (before a listing), ``turnover`` (T, N) quote turnover per bar (NaN: unknown). ``columns``: more
+    (T, N) per-symbol matrices (opens, highs, lows, funding rates...) that ``pair_columns`` of ``run_walkforward``
+    hands to ``backtest.backtest`` sliced like the closes."""
 
     times_ms: np.ndarray
     closes: np.ndarray
     turnover: np.ndarray
     symbols: list[str]
     bar_ms: int
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
     filled: np.ndarray = field(init=False, repr=False)
     first_bar: np.ndarray = field(init=False, repr=False)
 
@@ -158,6 +161,9 @@ class Market:
             raise ValueError("closes and turnover must be (bars, symbols) matrices matching the symbols")
         if np.shape(self.times_ms) != (closes.shape[0],):
             raise ValueError("times_ms must have one entry per bar")
+        for name, values in self.columns.items():
+            if np.shape(values) != closes.shape:
+                raise ValueError(f"column {name} must be a (bars, symbols) matrix like the closes")
         if (closes[np.isfinite(closes)] <= 0).any():
             raise ValueError("closes must be positive")
         known = np.isfinite(closes)
@@ -173,7 +179,8 @@ class Market:
 
     def truncated(self, stop: int) -> Market:
         """The market as it was known before bar ``stop`` (for no-look-ahead checks)."""
-        return Market(self.times_ms[:stop], self.closes[:stop], self.turnover[:stop], list(self.symbols), self.bar_ms)
+        return Market(self.times_ms[:stop], self.closes[:stop], self.turnover[:stop], list(self.symbols), self.bar_ms,
+                      {name: values[:stop] for name, values in self.columns.items()})
 
 
 @dataclass(frozen=True)
@@ -288,10 +295,16 @@ def _frozen_z(market: Market, pool: Formation, rows: slice) -> np.ndarray:
 
 def _run_backtest(market: Market, pool: Formation, rows: slice, z: np.ndarray, hedge: np.ndarray,
                   params: WalkForwardParams, backtest_options: dict):
+    """``backtest.backtest`` of the pool's directions on ``rows``. ``backtest_options`` pass through as keyword
+    arguments, except ``pair_columns``: ``{argument: (market column, "y" or "x")}``, each handed over as that
+    column's (rows, directions) slice of the y or x legs (e.g. funding rates, opens, slippage fractions)."""
     rule = params.rule_params()
+    options = {name: value for name, value in backtest_options.items() if name != "pair_columns"}
+    for argument, (column, leg) in backtest_options.get("pair_columns", {}).items():
+        options[argument] = market.columns[column][rows][:, pool.y if leg == "y" else pool.x]
     return backtest(market.filled[rows][:, pool.y], market.filled[rows][:, pool.x], z, hedge, rule, params.costs(),
                     market.times_ms[rows], max_holding_bars=max_holding_bars(pool.half_life, rule),
-                    bar_ms=market.bar_ms, **backtest_options)
+                    bar_ms=market.bar_ms, **options)
 
 
 def validate_and_grade(market: Market, period: Period, pool: Formation, params: WalkForwardParams,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pairs.marketdata.grid import PriceWindow
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, Instrument, StrategyConfig
 from pairs.quant.grading import GradingParams
@@ -28,7 +29,10 @@ from pairs.quant.walkforward import (
 )
 from pairs.quant.walkforward_report import report
 from pairs.selectors import candle_matrices, ladder_rules, walkforward_bounds
+from pairs.services.evidence import funding_rate_matrix
 
+# Stored funding rates reach the backtest per leg (NaN where none is stored: the default rate), as in the evidence.
+FUNDING_COLUMNS = {"funding_rate_y": ("funding", "y"), "funding_rate_x": ("funding", "x")}
 # A grid larger than this is a typo or a job for a cluster, not for this command.
 MAX_GRID_POINTS = 500
 
@@ -131,11 +135,15 @@ def walkforward_run(
     if end_ts <= start_ts:
         raise WalkForwardError(f"--end {end_ts:%Y-%m-%d %H:%M} is not after --start {start_ts:%Y-%m-%d %H:%M} "
                                f"(the candles end at {pd.Timestamp(last):%Y-%m-%d %H:%M} UTC)")
-    grid, closes, turnover = candle_matrices(instruments=instruments, timeframe=config.timeframe,
-                                             start=(start_ts - history * bar).to_pydatetime(),
-                                             end=end_ts.to_pydatetime())
-    market = Market(grid.as_unit("ms").asi8, closes, turnover, [i.symbol for i in instruments],
-                    int(bar / pd.Timedelta(milliseconds=1)))
+    grid, candles = candle_matrices(instruments=instruments, timeframe=config.timeframe,
+                                    start=(start_ts - history * bar).to_pydatetime(), end=end_ts.to_pydatetime())
+    symbols_ = [i.symbol for i in instruments]
+    funding = funding_rate_matrix(PriceWindow(timeframe=config.timeframe, times=grid, symbols=symbols_,
+                                              instrument_ids=[i.pk for i in instruments], closes=candles["close"]))
+    market = Market(grid.as_unit("ms").asi8, candles["close"], candles["turnover"], symbols_,
+                    int(bar / pd.Timedelta(milliseconds=1)),
+                    {"open": candles["open"], "high": candles["high"], "low": candles["low"], "funding": funding})
+    backtest_options = {"pair_columns": FUNDING_COLUMNS, **(backtest_options or {})}
     start_bar, end_bar = bars_between(market, int(start_ts.value // 1_000_000), int(end_ts.value // 1_000_000))
     try:
         schedule = periods(market, start_bar=start_bar, end_bar=end_bar, every_bars=every_bars(market, every_days),

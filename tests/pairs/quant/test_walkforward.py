@@ -166,3 +166,25 @@ def test_params_reject_unknown_names_and_wrong_types():
 
 def test_levels_reported_are_those_a_backtest_can_reach():
     assert level_numbers(LADDER) == [1]
+
+
+def test_pair_columns_reach_the_backtest_sliced_per_leg():
+    """Per-symbol matrices (here funding rates) reach ``backtest`` as the legs' columns: same trades, other PnL."""
+    shifted = market(FIRST + WEEK)
+    # Six hours later, the spikes' exit bars (96k + 25 and 96k + 49) close at 08:00 UTC, a funding settlement.
+    m = Market(shifted.times_ms + 6 * 3_600_000, shifted.closes, shifted.turnover, shifted.symbols, shifted.bar_ms)
+    funding = np.full(m.closes.shape, np.nan)
+    funding[:, 1] = 0.01  # y pays (when long) 1% a settlement; x's NaN means the default rate
+    with_funding = Market(m.times_ms, m.closes, m.turnover, m.symbols, m.bar_ms, {"funding": funding})
+    schedule = periods(m, start_bar=FIRST, end_bar=FIRST + WEEK, every_bars=WEEK, params=PARAMS)
+    plain = run_walkforward(m, schedule, [PARAMS], LADDER)[0][0]
+    options = {"pair_columns": {"funding_rate_y": ("funding", "y"), "funding_rate_x": ("funding", "x")}}
+    funded = run_walkforward(with_funding, schedule, [PARAMS], LADDER, backtest_options=options)[0][0]
+    np.testing.assert_array_equal(plain.entry_bar, funded.entry_bar)
+    # A trade whose exit bar closes on a settlement (00:00, 08:00, 16:00 UTC) pays or receives y's 1%.
+    closes_on_settlement = ((m.times_ms[plain.exit_bar] + m.bar_ms) // 3_600_000) % 8 == 0
+    assert closes_on_settlement.sum() >= 2
+    changed = ~np.isclose(plain.ret, funded.ret, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(changed, closes_on_settlement)
+    with pytest.raises(ValueError, match="column funding must be"):
+        Market(m.times_ms, m.closes, m.turnover, m.symbols, m.bar_ms, {"funding": funding[:-1]})
