@@ -15,7 +15,8 @@ Definitions (all from net trade returns of ``backtest.backtest``, one unit of y 
   trades, or the whole pool) had the highest total return over periods 0..k-1; ties, and period 0 (no evidence
   yet), go to the first point (the current settings). The periods and the overall statistics of a grid run are
   this nested result; ``overall.nested`` says which point traded each period (``choices``) and gives every
-  point's own statistics over the whole run (``points``: chosen with hindsight, for comparison only).
+  point's own statistics over the whole run (``points``: chosen with hindsight, for comparison only), and
+  ``next_choice``, the point the rule picks on all the periods (to trade next: the default the evidence supports).
 - ``pbo``: ``evaluation.probability_of_backtest_overfitting`` of the (days x points) matrix of daily returns of
   the chosen book over the whole run, S = the largest even number of blocks up to 16 that leaves each half at
   least 2 days; None when there are fewer than 2 points or 4 days.
@@ -127,7 +128,9 @@ def _stats_of_books(books: list[_Book], chosen: _Book, levels: list[int], start_
 
 
 def nested_choices(results: list[list[PeriodTrades]], levels: list[int], select_on: str) -> list[int]:
-    """Point index trading each period: the best total return of the ``select_on`` book on earlier periods."""
+    """Point index trading each period: the best total return of the ``select_on`` book on earlier periods; one
+    more entry at the end, the point chosen on all periods (what the rule would trade next: the evidence-based
+    default)."""
     if select_on not in SELECT_ON:
         raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}")
     group = "book" if select_on == "levels" else "pool"
@@ -137,6 +140,7 @@ def nested_choices(results: list[list[PeriodTrades]], levels: list[int], select_
         choices.append(int(np.argmax(totals)))  # the first maximum: ties and period 0 go to the first point
         for p, per_period in enumerate(results):
             totals[p] += float(per_period[k].ret[_groups(per_period[k], levels)[group]].sum())
+    choices.append(int(np.argmax(totals)))
     return choices
 
 
@@ -168,7 +172,8 @@ def report(results: list[list[PeriodTrades]], levels: list[int], times_ms: np.nd
     """The walk-forward JSON (module docstring). ``results`` is ``[point][period]``; one point without a grid."""
     n_periods = len(results[0])
     grid = len(results) > 1
-    choices = nested_choices(results, levels, select_on) if grid else [0] * n_periods
+    choices = nested_choices(results, levels, select_on) if grid else [0] * (n_periods + 1)
+    next_choice = choices.pop()
     period_rows = []
     chosen_all = _Book(levels)
     all_books = [_Book(levels) for _ in results]
@@ -196,7 +201,8 @@ def report(results: list[list[PeriodTrades]], levels: list[int], times_ms: np.nd
     if grid:
         detail = pbo_of(results, levels, select_on, times_ms, bar_ms)
         overall["pbo"] = None if detail is None else detail["pbo"]
-        overall["nested"] = {"select_on": select_on, "choices": choices, "pbo_detail": detail, "points": [
+        overall["nested"] = {"select_on": select_on, "choices": choices, "next_choice": next_choice,
+                             "pbo_detail": detail, "points": [
             {"parameters": (points or [{}] * len(results))[p],
              **_stats_of_books(all_books, book, levels, start_ms, end_ms)}
             for p, book in enumerate(all_books)

@@ -91,15 +91,16 @@ def test_nested_selection_uses_earlier_periods_only():
     # (after period 1: 0.4 against 0.3; after period 2: 0.3 against 0.7).
     point0 = [_fake(p, [r], [k]) for k, (p, r) in enumerate(zip(periods_, [0.5, -0.1, -0.1, -0.1], strict=True))]
     point1 = [_fake(p, [r], [k]) for k, (p, r) in enumerate(zip(periods_, [-0.1, 0.4, 0.4, 0.4], strict=True))]
-    assert nested_choices([point0, point1], [1], "levels") == [0, 0, 0, 1]
+    assert nested_choices([point0, point1], [1], "levels") == [0, 0, 0, 1, 1]  # then 0.2 against 1.1
     # Level-0 trades are in the pool but not in the levels book.
     pool_only = [_fake(p, [0.9], [k], levels=(0,)) for k, p in enumerate(periods_)]
-    assert nested_choices([point0, pool_only], [1], "levels") == [0, 0, 0, 0]
-    assert nested_choices([point0, pool_only], [1], "pool") == [0, 1, 1, 1]
+    assert nested_choices([point0, pool_only], [1], "levels") == [0, 0, 0, 0, 0]
+    assert nested_choices([point0, pool_only], [1], "pool") == [0, 1, 1, 1, 1]
 
     data = report([point0, point1], [1], _times(5), HOUR_MS, points=[{"entry_z": 2.0}, {"entry_z": 2.5}])
     overall = data["overall"]
     assert overall["nested"]["choices"] == [0, 0, 0, 1]
+    assert overall["nested"]["next_choice"] == 1
     # Nested trades: 0.5, -0.1, -0.1 (periods 0-2 by point 0), 0.4 (period 3 by point 1).
     assert overall["pool"]["trades"] == 4 and overall["pool"]["win_rate"] == 0.5
     assert overall["pool"]["profit_factor"] == pytest.approx(0.9 / 0.2)
