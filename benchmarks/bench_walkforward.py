@@ -11,8 +11,11 @@ with ``manage.py import_candles`` into an SQLite database (setup, timed apart). 
 
 Timed: the command in a fresh process (start-up, candle load, every period's point-in-time universe, screen,
 confirmation, validation, grading, trading, report and JSON), wall and CPU time of the child and its peak RSS
-(``wait4``). The grid: ``--points`` points generated from the rule's thresholds and two screening p-values (so two
-formations are screened per period, the others shared); its JSON gives the PBO and the nested choices.
+(``wait4``). Runs: one point in one process; one point with ``STATARB_SCREEN_PROCESSES=2`` (two forked processes
+share each screen); the grid of ``--points`` points generated from the rule's thresholds and two screening
+p-values (so two formations are screened per period, the others shared), its JSON gives the PBO and the nested
+choices; and ``--screen-variants`` points that each screen on their own (``max_qvalue`` differs), with two
+processes, the worst case of a grid: its time per point, times 50, bounds a 50-point grid of distinct screens.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def main() -> None:
     parser.add_argument("--start", default="2021-03-15T04:00")
     parser.add_argument("--end", default="2021-07-31")
     parser.add_argument("--points", type=int, default=50)
+    parser.add_argument("--screen-variants", type=int, default=4)
     args = parser.parse_args()
     var_dir = args.var_dir or Path(tempfile.mkdtemp(prefix="bench-walkforward-"))
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -84,17 +88,23 @@ def main() -> None:
             subprocess.run([sys.executable, "manage.py", "import_candles", str(args.data_dir), "-v0"], cwd=REPO_ROOT,
                            env=env, check=True, stdout=subprocess.DEVNULL)
             print(f"Setup (migrate + import of every file): {time.monotonic() - started:.1f} s")
-        runs = [("1 point (current settings)", ["walkforward", "--start", args.start, "--end", args.end, "-v0",
-                                                "--json", str(var_dir / "one.json")])]
+        span = ["walkforward", "--start", args.start, "--end", args.end, "-v0"]
+        runs = [("1 point (current settings)", span + ["--json", str(var_dir / "one.json")], {}),
+                ("1 point, 2 screen processes", span, {"STATARB_SCREEN_PROCESSES": "2"})]
         if args.points:
             grid_path = var_dir / "grid.json"
             grid_path.write_text(json.dumps(grid(args.points)))
-            runs.append((f"{args.points}-point grid",
-                         ["walkforward", "--start", args.start, "--end", args.end, "-v0", "--grid", str(grid_path),
-                          "--json", str(var_dir / "grid-out.json")]))
+            runs.append((f"{args.points}-point grid (2 screens a period)",
+                         span + ["--grid", str(grid_path), "--json", str(var_dir / "grid-out.json")], {}))
+        if args.screen_variants:
+            variants_path = var_dir / "variants.json"
+            variants_path.write_text(json.dumps([{"max_qvalue": round(0.10 - 0.01 * k, 2)}
+                                                 for k in range(args.screen_variants)]))
+            runs.append((f"{args.screen_variants} points, each its own screen, 2 screen processes",
+                         span + ["--grid", str(variants_path)], {"STATARB_SCREEN_PROCESSES": "2"}))
         print_table_head(["run", "wall (s)", "CPU (s)", "peak RSS (MiB)", "summary"], "lrrrl")
-        for label, command in runs:
-            result = timed(command, env)
+        for label, command, extra in runs:
+            result = timed(command, {**env, **extra})
             print_row(label, f"{result['wall']:.1f}", f"{result['cpu']:.1f}", f"{result['rss_mib']:.0f}",
                       result["summary"])
         print(f"Load average after: {load_average()}")

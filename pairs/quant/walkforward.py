@@ -264,14 +264,15 @@ class Formation:
     qvalue: np.ndarray
 
 
-def form(market: Market, period: Period, params: WalkForwardParams) -> Formation:
-    """Screen the formation window of ``period`` and return the confirmed candidates (the pool)."""
+def form(market: Market, period: Period, params: WalkForwardParams, *, processes: int = 1) -> Formation:
+    """Screen the formation window of ``period`` and return the confirmed candidates (the pool); ``processes``:
+    forked processes sharing the Engle-Granger blocks (``screening.screen``; results identical)."""
     universe = universe_at(market, period.formation_start, period.formation_end, params)
     empty = np.zeros(0)
     if len(universe) < 2:
         return Formation(universe, *(np.zeros(0, dtype=np.int64),) * 2, *(empty,) * 6)
     log_closes = np.log(market.closes[period.formation_start:period.formation_end, universe])
-    result = merge_and_adjust([screen(log_closes)])
+    result = merge_and_adjust([screen(log_closes, processes=processes)])
     passed, half_life_ok = passing_directions(result, max_pvalue=params.max_pvalue, max_qvalue=params.max_qvalue,
                                               min_half_life=params.min_half_life_bars,
                                               max_half_life=params.max_half_life_bars)
@@ -363,9 +364,11 @@ def _no_trades(period: Period, pool: Formation, levels: np.ndarray) -> PeriodTra
 def run_walkforward(
     market: Market, schedule: list[Period], points: list[WalkForwardParams], ladder: list[LevelRule], *,
     grading: GradingParams | None = None, backtest_options: dict | None = None, progress=None,
+    screen_processes: int = 1,
 ) -> list[list[PeriodTrades]]:
     """``[point][period]`` results. Formation screens are shared between points with the same ``screen_key`` (and
-    the same formation window), so a grid over rule parameters screens each period once."""
+    the same formation window), so a grid over rule parameters screens each period once; the screens are about
+    nine tenths of a run's time (docs/BENCHMARKS.md), ``screen_processes`` forked processes share each."""
     if not ladder:
         raise ValueError("the ladder has no levels")
     grading = grading or GradingParams()
@@ -378,7 +381,7 @@ def run_walkforward(
             own = _period_for(period, point)
             key = (point.screen_key(), own.formation_start, own.formation_end)
             if key not in screens:
-                screens[key] = form(market, own, point)
+                screens[key] = form(market, own, point, processes=screen_processes)
             pool = screens[key]
             levels = validate_and_grade(market, own, pool, point, ladder, grading, options)
             per_period.append(trade(market, own, pool, levels, point, options))

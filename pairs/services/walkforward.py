@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from django.conf import settings
 
+from core.threads import blas_thread_limit, blas_threads
 from pairs.marketdata.grid import PriceWindow
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, Instrument, StrategyConfig
@@ -155,8 +157,10 @@ def walkforward_run(
     grading = GradingParams(hysteresis=config.grading_hysteresis,
                             max_consecutive_failures=config.max_consecutive_failures,
                             live_shortfall_margin=config.live_shortfall_margin, min_live_trades=config.min_live_trades)
-    results = run_walkforward(market, schedule, points, ladder, grading=grading, backtest_options=backtest_options,
-                              progress=progress)
+    processes = settings.STATARB_SCREEN_PROCESSES
+    with blas_thread_limit(blas_threads(pool=processes)):
+        results = run_walkforward(market, schedule, points, ladder, grading=grading,
+                                  backtest_options=backtest_options, progress=progress, screen_processes=processes)
     data = report(results, level_numbers(ladder), market.times_ms, market.bar_ms, select_on=select_on,
                   points=point_values if len(points) > 1 else None)
     return WalkForwardRun(data=data, market=market, n_periods=len(schedule), n_points=len(points),
