@@ -89,19 +89,19 @@ def main() -> None:
                            env=env, check=True, stdout=subprocess.DEVNULL)
             print(f"Setup (migrate + import of every file): {time.monotonic() - started:.1f} s")
         span = ["walkforward", "--start", args.start, "--end", args.end, "-v0"]
-        runs = [("1 point (current settings)", span + ["--json", str(var_dir / "one.json")], {}),
+        runs = [("1 point (current settings)", [*span, "--json", str(var_dir / "one.json")], {}),
                 ("1 point, 2 screen processes", span, {"STATARB_SCREEN_PROCESSES": "2"})]
         if args.points:
             grid_path = var_dir / "grid.json"
             grid_path.write_text(json.dumps(grid(args.points)))
             runs.append((f"{args.points}-point grid (2 screens a period)",
-                         span + ["--grid", str(grid_path), "--json", str(var_dir / "grid-out.json")], {}))
+                         [*span, "--grid", str(grid_path), "--json", str(var_dir / "grid-out.json")], {}))
         if args.screen_variants:
             variants_path = var_dir / "variants.json"
             variants_path.write_text(json.dumps([{"max_qvalue": round(0.10 - 0.01 * k, 2)}
                                                  for k in range(args.screen_variants)]))
             runs.append((f"{args.screen_variants} points, each its own screen, 2 screen processes",
-                         span + ["--grid", str(variants_path)], {"STATARB_SCREEN_PROCESSES": "2"}))
+                         [*span, "--grid", str(variants_path)], {"STATARB_SCREEN_PROCESSES": "2"}))
         print_table_head(["run", "wall (s)", "CPU (s)", "peak RSS (MiB)", "summary"], "lrrrl")
         for label, command, extra in runs:
             result = timed(command, {**env, **extra})
