@@ -311,3 +311,75 @@ def candle_bounds(*, exchange: str | None = None, timeframe: str | None = None, 
                                 last=Subquery(own.order_by("-open_time")[:1]))
     rows = [(first, last) for first, last in ends.values_list("first", "last") if first is not None]
     return (min(r[0] for r in rows), max(r[1] for r in rows)) if rows else (None, None)
+
+
+# ------------------------------------------------------------------------------------------- walk-forward history
+
+
+def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: datetime, end: datetime
+                    ) -> tuple[pd.DatetimeIndex, dict[str, np.ndarray]]:
+    """(grid, {"close", "open", "high", "low", "turnover"}) of ``instruments`` (columns in the order given) on the
+    regular bars of ``timeframe`` from ``start`` to ``end``, read in one streamed query; NaN where no bar is stored
+    (before a listing); closes only: short gaps (up to ``MAX_FORWARD_FILL_BARS``) forward-filled as the price grid
+    does; turnover in quote currency per
+    bar, the stored one or close x volume where none is stored (-1 marks none in the query), NaN where no bar is
+    stored."""
+    from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS
+
+    step = pd.Timedelta(milliseconds=timeframe_ms(timeframe))
+    grid = pd.date_range(start=pd.Timestamp(start).ceil(step), end=pd.Timestamp(end), freq=step)
+    names = ("close", "open", "high", "low", "volume", "turnover")
+    matrices = {name: np.full((len(grid), len(instruments)), np.nan) for name in names}
+    if not instruments or not len(grid):
+        matrices.pop("volume")
+        return grid, matrices
+    quote = connection.ops.quote_name
+    ids = [i.pk for i in instruments]
+    if connection.vendor in _EPOCH_SECONDS_SQL:
+        seconds = _EPOCH_SECONDS_SQL[connection.vendor].format(column=quote("open_time"))
+    else:  # pragma: no cover - both supported databases have an expression above
+        raise NotImplementedError(f"candle_matrices: no epoch expression for {connection.vendor}")
+    sql = (
+        f"SELECT {quote('instrument_id')}, {seconds}, "
+        + ", ".join(f"CAST({quote(name)} AS DOUBLE)" for name in names[:-1])
+        + f", COALESCE(CAST({quote('turnover')} AS DOUBLE), -1.0) "
+        f"FROM {quote(Candle._meta.db_table)} WHERE {quote('instrument_id')} IN ({', '.join(['%s'] * len(ids))}) "
+        f"AND {quote('timeframe')} = %s AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
+    )
+    column = np.full(max(ids) + 1, -1, dtype=np.int64)
+    column[ids] = np.arange(len(ids))
+    first_s, step_s = int(grid.as_unit("s").asi8[0]), int(step.total_seconds())
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*ids, timeframe, adapt(grid[0].to_pydatetime()), adapt(grid[-1].to_pydatetime())])
+        while rows := cursor.fetchmany(WINDOW_FETCH_ROWS):
+            chunk = np.array(rows, dtype=np.float64)
+            offsets = chunk[:, 1].astype(np.int64) - first_s
+            on_grid = offsets % step_s == 0
+            row_index, col_index = offsets[on_grid] // step_s, column[chunk[on_grid, 0].astype(np.int64)]
+            for k, name in enumerate(names):
+                matrices[name][row_index, col_index] = chunk[on_grid, 2 + k]
+    volume = matrices.pop("volume")
+    stored = matrices["turnover"]
+    matrices["turnover"] = np.where(stored < 0, matrices["close"] * volume, stored)
+    matrices["close"] = pd.DataFrame(matrices["close"]).ffill(limit=MAX_FORWARD_FILL_BARS).to_numpy()
+    return grid, matrices
+
+
+def ladder_rules() -> list:
+    """The ladder's levels as ``grading.LevelRule`` (thresholds are data, edited in the admin)."""
+    from pairs.quant.grading import LevelRule
+
+    return [
+        LevelRule(level.number, level.requires_live_evidence, level.min_trades, level.min_win_rate,
+                  level.min_profit_factor, level.max_drawdown, level.max_qvalue, level.min_half_life_bars,
+                  level.max_half_life_bars)
+        for level in Level.objects.order_by("number")
+    ]
+
+
+def walkforward_bounds(*, instruments: list[Instrument], timeframe: str) -> tuple[datetime | None, datetime | None]:
+    """(first, last) open time of the stored candles of ``instruments``."""
+    bounds = Candle.objects.filter(instrument__in=instruments, timeframe=timeframe).aggregate(
+        first=Min("open_time"), last=Max("open_time"))
+    return bounds["first"], bounds["last"]

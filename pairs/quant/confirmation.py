@@ -103,6 +103,20 @@ class ConfirmationBatch:
         return fields
 
 
+def confirm_candidates(result, log_closes: np.ndarray, selected: np.ndarray, *, holdout_bars: int,
+                       max_pvalue: float) -> dict:
+    """``screening.confirm_out_of_sample`` of the ``selected`` directions (indices into a ``screening.ScreenResult``)
+    as ``{index: screening.Confirmation}``, batched: held-out ADF and Johansen trace of all of them at once
+    (``confirm_batch``, equal to statsmodels)."""
+    from pairs.quant.screening import Confirmation  # screening is the higher-level module; no import cycle
+
+    if len(selected) == 0:
+        return {}
+    batch = confirm_batch(log_closes, result.y_index[selected], result.x_index[selected], holdout_bars=holdout_bars,
+                          max_pvalue=max_pvalue)
+    return {int(k): Confirmation(**batch.confirmation_fields(i)) for i, k in enumerate(selected)}
+
+
 def holdout_maxlag(holdout_bars: int) -> int:
     """adfuller's default maximum lag with a constant: ``min(ceil(12 (H/100)^(1/4)), H // 2 - 2)``."""
     schwert = int(np.ceil(12.0 * np.power(holdout_bars / 100.0, 1 / 4.0)))

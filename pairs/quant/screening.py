@@ -217,6 +217,22 @@ def merge_and_adjust(parts: list[ScreenResult]) -> ScreenResult:
     return merged
 
 
+def passing_directions(
+    result: ScreenResult, *, max_pvalue: float, max_qvalue: float, min_half_life: float, max_half_life: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(passed, half_life_ok)`` masks of a merged run (``merge_and_adjust``): passed = p <= ``max_pvalue``, q <=
+    ``max_qvalue`` and the preferred direction of its unordered pair (only it has a q-value); half_life_ok = the
+    half-life within [``min_half_life``, ``max_half_life``] bars. Candidates are the passed directions with a
+    half-life in range that the out-of-sample confirmation then confirms (``confirmation.confirm_candidates``).
+    The selection service and the walk-forward evaluation both decide with this one function."""
+    if result.qvalue is None or result.preferred is None:
+        raise ValueError("passing_directions needs a merged run (merge_and_adjust sets q-values and directions)")
+    with np.errstate(invalid="ignore"):
+        passed = (result.pvalue <= max_pvalue) & (result.qvalue <= max_qvalue) & result.preferred
+        half_life_ok = (result.half_life >= min_half_life) & (result.half_life <= max_half_life)
+    return passed, half_life_ok
+
+
 def split_pairs(n_symbols: int, n_blocks: int) -> list[np.ndarray]:
     """Every ordered pair of ``n_symbols`` exactly once, in about ``n_blocks`` blocks (for fan-out and progress).
 

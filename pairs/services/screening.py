@@ -22,12 +22,13 @@ from django.utils import timezone
 from core.threads import blas_thread_limit, blas_threads
 from pairs.marketdata.grid import PriceWindow
 from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
-from pairs.quant.confirmation import confirm_batch
+from pairs.quant.confirmation import confirm_candidates
 from pairs.quant.screening import (
     Confirmation,
     ScreenResult,
     add_series_statistics,
     merge_and_adjust,
+    passing_directions,
     screen,
     split_pairs,
 )
@@ -194,10 +195,9 @@ def _finish(*, run: CointegrationRun, window: PriceWindow, parts: list[ScreenRes
     params = run.parameters
     result = merge_and_adjust(parts)
     # Only the preferred direction of each unordered pair can pass (``pairs.quant.screening.merge_and_adjust``).
-    passed = (result.pvalue <= params["max_pvalue"]) & (result.qvalue <= params["max_qvalue"]) & result.preferred
-    half_life_ok = (result.half_life >= params["min_half_life_bars"]) & (
-        result.half_life <= params["max_half_life_bars"]
-    )
+    passed, half_life_ok = passing_directions(result, max_pvalue=params["max_pvalue"], max_qvalue=params["max_qvalue"],
+                                              min_half_life=params["min_half_life_bars"],
+                                              max_half_life=params["max_half_life_bars"])
     log_closes = np.log(window.closes)
     add_series_statistics(result, log_closes, np.flatnonzero(passed))
     confirmation = confirm_candidates(result, log_closes, np.flatnonzero(passed & half_life_ok),
@@ -209,17 +209,6 @@ def _finish(*, run: CointegrationRun, window: PriceWindow, parts: list[ScreenRes
     _write(run=run, window=window, result=result, passed=passed, candidate=candidate, confirmation=confirmation)
     return ScreeningOutcome(run=run, window=window, result=result, passed=passed, candidate=candidate,
                             confirmation=confirmation)
-
-
-def confirm_candidates(result: ScreenResult, log_closes: np.ndarray, selected: np.ndarray, *, holdout_bars: int,
-                       max_pvalue: float) -> dict[int, Confirmation]:
-    """``confirm_out_of_sample`` of the ``selected`` directions (indices into ``result``), batched: held-out ADF and
-    Johansen trace of all of them at once (``pairs.quant.confirmation.confirm_batch``, equal to statsmodels)."""
-    if len(selected) == 0:
-        return {}
-    batch = confirm_batch(log_closes, result.y_index[selected], result.x_index[selected], holdout_bars=holdout_bars,
-                          max_pvalue=max_pvalue)
-    return {int(k): Confirmation(**batch.confirmation_fields(i)) for i, k in enumerate(selected)}
 
 
 @transaction.atomic

@@ -1,0 +1,125 @@
+"""Walk-forward statistics: the JSON shape, the statistics by hand, the nested selection and the PBO."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pairs.quant.evaluation import bootstrap_profit_factor_ci, deflated_sharpe_ratio, probabilistic_sharpe_ratio
+from pairs.quant.performance import sharpe_ratio
+from pairs.quant.walkforward import MS_PER_DAY, Period, PeriodTrades, level_numbers, periods, run_walkforward
+from pairs.quant.walkforward_report import daily_returns, nested_choices, report, statistics
+from tests.pairs.quant.walkforward_data import HOUR_MS, LADDER, PARAMS, START_MS, market
+
+STATS_KEYS = {"trades", "win_rate", "profit_factor", "profit_factor_ci", "sharpe", "deflated_sharpe"}
+WEEK = 168
+
+
+def _fake(period: Period, returns, exit_days, levels=(1,)) -> PeriodTrades:
+    n = len(returns)
+    ints = np.zeros(n, dtype=np.int64)
+    return PeriodTrades(period=period, universe=np.arange(2), y=np.array([1]), x=np.array([0]),
+                        level=np.array(levels), pair=ints, ret=np.asarray(returns, dtype=float),
+                        exit_ms=START_MS + np.asarray(exit_days, dtype=np.int64) * MS_PER_DAY + HOUR_MS,
+                        entry_bar=ints, exit_bar=ints, side=ints, hedge_ratio=np.zeros(n))
+
+
+def _times(n_days: int) -> np.ndarray:
+    return START_MS + HOUR_MS * np.arange(24 * n_days, dtype=np.int64)
+
+
+def test_daily_returns_sum_the_trades_closed_each_day():
+    exits = START_MS + np.array([HOUR_MS, 2 * HOUR_MS, MS_PER_DAY, 3 * MS_PER_DAY - 1])  # a close at 24:00 is day 0
+    daily = daily_returns(np.array([0.01, 0.02, -0.01, 0.5]), exits, START_MS, START_MS + 3 * MS_PER_DAY)
+    np.testing.assert_allclose(daily, [0.02, 0.0, 0.5])
+
+
+def test_statistics_by_hand():
+    returns = np.array([0.02, -0.01, 0.03, 0.01])
+    daily = np.array([0.02, 0.0, -0.01, 0.04, 0.0])
+    stats = statistics(returns, daily)
+    assert set(stats) == STATS_KEYS
+    assert stats["trades"] == 4 and stats["win_rate"] == 0.75
+    assert stats["profit_factor"] == pytest.approx(6.0)
+    low, high = bootstrap_profit_factor_ci(returns)
+    assert stats["profit_factor_ci"] == [low, None if math.isinf(high) else high]
+    assert stats["sharpe"] == pytest.approx(sharpe_ratio(daily, 365))
+    # One configuration: the DSR is the PSR against a zero Sharpe ratio.
+    centred = daily - daily.mean()
+    m2 = np.mean(centred**2)
+    psr = probabilistic_sharpe_ratio(daily.mean() / daily.std(ddof=1), 0.0, 5, np.mean(centred**3) / m2**1.5,
+                                     np.mean(centred**4) / m2**2)
+    assert stats["deflated_sharpe"] == pytest.approx(psr)
+    # Over a grid the trials deflate it.
+    trials = [0.1, 0.5, -0.2, 0.3]
+    assert statistics(returns, daily, trials)["deflated_sharpe"] == pytest.approx(
+        deflated_sharpe_ratio(daily, trial_sharpes=trials))
+
+
+def test_unbounded_and_undefined_values_are_null():
+    stats = statistics(np.array([0.01, 0.02]), np.array([0.01, 0.02, 0.0]))
+    assert stats["profit_factor"] is None and stats["trades"] == 2  # no losses: unbounded
+    empty = statistics(np.zeros(0), np.zeros(7))
+    assert empty == {"trades": 0, "win_rate": None, "profit_factor": None, "profit_factor_ci": [None, None],
+                     "sharpe": None, "deflated_sharpe": None}
+
+
+def test_json_shape_of_a_single_point_run():
+    m = market(PARAMS.history_bars() + 2 * WEEK)
+    schedule = periods(m, start_bar=PARAMS.history_bars(), end_bar=len(m.times_ms), every_bars=WEEK, params=PARAMS)
+    results = run_walkforward(m, schedule, [PARAMS], LADDER)
+    data = report(results, level_numbers(LADDER), m.times_ms, m.bar_ms)
+    assert set(data) == {"periods", "overall"}
+    assert set(data["overall"]) == {"pool", "levels"}
+    assert len(data["periods"]) == 2
+    for row in data["periods"]:
+        assert set(row) == {"formation_start", "trade_start", "trade_end", "pool", "levels"}
+        assert set(row["levels"]) == {"1"}
+        for stats in (row["pool"], row["levels"]["1"]):
+            assert set(stats) == STATS_KEYS
+    first = data["periods"][0]
+    assert first["trade_start"] == "2021-03-04T12:00:00Z" and first["trade_end"] == "2021-03-11T12:00:00Z"
+    assert first["formation_start"] == "2021-01-01T00:00:00Z"
+    pool_trades = sum(len(r.ret) for r in results[0])
+    assert data["overall"]["pool"]["trades"] == pool_trades
+    assert data["overall"]["levels"]["1"]["trades"] == sum(int((r.trade_level() == 1).sum()) for r in results[0])
+
+
+def test_nested_selection_uses_earlier_periods_only():
+    periods_ = [Period(0, 10, 20 + 24 * k, 44 + 24 * k) for k in range(4)]
+    # Point 0 wins in period 0 only, point 1 in periods 1-3: the choice follows the totals BEFORE each period
+    # (after period 1: 0.4 against 0.3; after period 2: 0.3 against 0.7).
+    point0 = [_fake(p, [r], [k]) for k, (p, r) in enumerate(zip(periods_, [0.5, -0.1, -0.1, -0.1], strict=True))]
+    point1 = [_fake(p, [r], [k]) for k, (p, r) in enumerate(zip(periods_, [-0.1, 0.4, 0.4, 0.4], strict=True))]
+    assert nested_choices([point0, point1], [1], "levels") == [0, 0, 0, 1, 1]  # then 0.2 against 1.1
+    # Level-0 trades are in the pool but not in the levels book.
+    pool_only = [_fake(p, [0.9], [k], levels=(0,)) for k, p in enumerate(periods_)]
+    assert nested_choices([point0, pool_only], [1], "levels") == [0, 0, 0, 0, 0]
+    assert nested_choices([point0, pool_only], [1], "pool") == [0, 1, 1, 1, 1]
+
+    data = report([point0, point1], [1], _times(5), HOUR_MS, points=[{"entry_z": 2.0}, {"entry_z": 2.5}])
+    overall = data["overall"]
+    assert overall["nested"]["choices"] == [0, 0, 0, 1]
+    assert overall["nested"]["next_choice"] == 1
+    # Nested trades: 0.5, -0.1, -0.1 (periods 0-2 by point 0), 0.4 (period 3 by point 1).
+    assert overall["pool"]["trades"] == 4 and overall["pool"]["win_rate"] == 0.5
+    assert overall["pool"]["profit_factor"] == pytest.approx(0.9 / 0.2)
+    assert 0.0 <= overall["pbo"] <= 1.0
+    assert [p["parameters"] for p in overall["nested"]["points"]] == [{"entry_z": 2.0}, {"entry_z": 2.5}]
+
+
+def test_grid_run_reports_pbo_and_the_nested_result():
+    m = market(PARAMS.history_bars() + 4 * WEEK)
+    schedule = periods(m, start_bar=PARAMS.history_bars(), end_bar=len(m.times_ms), every_bars=WEEK, params=PARAMS)
+    points = [PARAMS, PARAMS.with_values({"entry_z": 3.9, "stop_z": 5.0}), PARAMS.with_values({"exit_z": 1.0})]
+    results = run_walkforward(m, schedule, points, LADDER)
+    data = report(results, level_numbers(LADDER), m.times_ms, m.bar_ms, points=[{}, {"entry_z": 3.9}, {"exit_z": 1.0}])
+    overall = data["overall"]
+    assert set(overall) == {"pool", "levels", "pbo", "nested"}
+    assert isinstance(overall["pbo"], float) and 0 <= overall["pbo"] <= 1
+    assert overall["nested"]["pbo_detail"]["n_splits"] == 16  # 28 days
+    choices = overall["nested"]["choices"]
+    assert choices[0] == 0 and len(choices) == 4
+    expected = sum(len(results[c][k].ret) for k, c in enumerate(choices))
+    assert overall["pool"]["trades"] == expected
+    assert not math.isnan(overall["pool"]["sharpe"])
