@@ -97,6 +97,39 @@ def today_pnl(account: ExchangeAccount, *, now: datetime | None = None) -> Today
     return TodayPnl(realised=realised, limit=limit)
 
 
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a long list, read without counting the list: one row more than shown says whether a next page
+    exists (a COUNT over a million trades would cost more than the page)."""
+
+    object_list: list
+    number: int
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    @property
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+
+MAX_PAGE_NUMBER = 100_000  # beyond it an OFFSET scans more rows than a person pages through
+
+
+def list_page(queryset, number: str | None, per_page: int) -> ListPage:
+    """Page ``number`` (1 when missing or not a whole number from 1 to MAX_PAGE_NUMBER) of ``queryset``."""
+    text = str(number or "")
+    page = int(text) if text.isascii() and text.isdigit() and 0 < int(text) <= MAX_PAGE_NUMBER else 1
+    rows = list(queryset[(page - 1) * per_page:page * per_page + 1])
+    return ListPage(object_list=rows[:per_page], number=page, has_next=len(rows) > per_page)
+
+
 def heartbeats(*, now: datetime | None = None) -> list[dict]:
     """Every bot's last beat, flagged stale when older than HEARTBEAT_STALE_AFTER."""
     now = now or timezone.now()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
@@ -98,8 +97,8 @@ def pair_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def trade_list(request: HttpRequest) -> HttpResponse:
     trades = PairTrade.objects.select_related("account", "pair__y_instrument", "pair__x_instrument").order_by("-id")
     filters = TradeFilter(request.GET, queryset=trades)
-    page = Paginator(filters.qs if filters.is_valid() else trades.none(), TRADES_PER_PAGE).get_page(
-        request.GET.get("page"))
+    page = data.list_page(filters.qs if filters.is_valid() else trades.none(), request.GET.get("page"),
+                          TRADES_PER_PAGE)
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "dashboard/trades.html", {
