@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 
 from execution.api import TradeFilter
 from execution.models import ExchangeAccount, Order, PairTrade
-from execution.services.manual import trade_request_close
+from execution.services.manual import account_request_flatten, trade_request_close
 from monitoring import dashboard as data
 from monitoring.positions import open_positions
 from monitoring.scopes import dashboard_scope
@@ -33,13 +33,15 @@ def _live_context(request: HttpRequest) -> dict:
     except ValidationError as invalid:
         scope, error = dashboard_scope({}), invalid.detail
     single = scope.accounts[0] if len(scope.accounts) == 1 else None
+    positions = open_positions(accounts=[a.pk for a in scope.accounts])
     return {
         "scope": scope,
         "scope_error": error,
         "summary": scope_performance(scope),
         "charts": data.chart_series(scope),
         "monthly": data.monthly_table(scope),
-        "positions": open_positions(accounts=[a.pk for a in scope.accounts]),
+        "positions": positions,
+        "flatten_accounts": sorted({p.trade.account for p in positions}, key=lambda a: a.name),
         "today": data.today_pnl(single) if single else None,
         "halts": active_halts().select_related("account"),
         "heartbeats": data.heartbeats(),
@@ -131,6 +133,26 @@ def trade_close(request: HttpRequest, pk: int) -> HttpResponse:
             messages.warning(request, f"Trade {trade.pk} is already {trade.state}: nothing to close.")
         return redirect("dashboard")
     return render(request, "dashboard/trade_close.html", {"trade": trade})
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
+@permission_required("execution.close_trade", raise_exception=True)
+@require_http_methods(["GET", "POST"])
+def account_flatten(request: HttpRequest, pk: int) -> HttpResponse:
+    """Close every open trade of an account: a confirmation page listing them, then the close service for each
+    (audited one by one, and the flatten once)."""
+    account = get_object_or_404(ExchangeAccount, pk=pk)
+    if request.method == "POST":
+        closing = account_request_flatten(account=account, user=request.user, channel="dashboard")
+        if closing:
+            messages.success(request, f"{len(closing)} open trade(s) of {account.name} will be closed by its bot at "
+                                      "its next tick.")
+        else:
+            messages.warning(request, f"{account.name} has no open trade: nothing to close.")
+        return redirect("dashboard")
+    return render(request, "dashboard/account_flatten.html",
+                  {"account": account, "positions": open_positions(accounts=[account.pk])})
 
 
 @login_required
