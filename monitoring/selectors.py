@@ -348,3 +348,11 @@ def account_summaries(*, start: datetime | None = None, end: datetime | None = N
     summaries += [performance_summary(mode=mode, start=start, end=end) for mode, n in sorted(by_mode.items())
                   if n > 1]
     return summaries
+
+
+def level_summaries(*, start: datetime | None = None, end: datetime | None = None) -> list[PerformanceSummary]:
+    """One summary per level and mode that accounts trade (the accounts of that mode on that level combined, on
+    the sum of their capitals), lowest level first."""
+    keys = sorted(set(ExchangeAccount.objects.filter(level__isnull=False)
+                      .values_list("level__number", "mode")))  # fmt: skip
+    return [performance_summary(mode=mode, level=number, start=start, end=end) for number, mode in keys]

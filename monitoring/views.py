@@ -16,7 +16,7 @@ from execution.services.manual import account_request_flatten, trade_request_clo
 from monitoring import dashboard as data
 from monitoring.positions import open_positions
 from monitoring.scopes import dashboard_scope
-from monitoring.selectors import account_summaries, daily_pnl, scope_performance
+from monitoring.selectors import account_summaries, daily_pnl, level_summaries, scope_performance
 from pairs.models import LevelChange, Pair, PairStatistics, StrategyConfig
 from pairs.selectors import ladder_pairs, latest_screening_run, level_counts
 from risk.selectors import active_halts, recent_guard_events
@@ -59,6 +59,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "start": request.GET.get("start", ""),
         "end": request.GET.get("end", ""),
         "accounts": account_summaries(),
+        "level_kpis": level_summaries(),
         "levels": level_counts(),
         "latest_run": latest_screening_run(),
         "ladder": ladder_pairs(),
@@ -158,8 +159,11 @@ def account_flatten(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @permission_required(VIEW, raise_exception=True)
 def system_health(request: HttpRequest) -> HttpResponse:
+    accounts = list(ExchangeAccount.objects.order_by("name"))
     return render(request, "dashboard/system.html", {
         "tasks": data.periodic_tasks(),
+        "queues": data.queue_lengths(),
+        "today": data.guard_today(accounts),
         "heartbeats": data.heartbeats(),
         "halts": active_halts().select_related("account"),
         "guard_events": recent_guard_events(limit=50),
