@@ -22,6 +22,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer
 from rest_framework.utils.urls import replace_query_param
 
+from core.db import count_up_to, page_rows
+
 READ_API = "monitoring.read_api"
 
 
@@ -60,20 +62,23 @@ class BoundedPagination(LimitOffsetPagination):
     max_limit = 1000
     # Counting 10,001 rows at most: a few milliseconds on an index, whatever the table's size.
     COUNT_LIMIT = 10_000
+    # No list has a trillion rows; a larger offset would overflow a database integer: an empty page.
+    MAX_OFFSET = 10**12
 
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
         self.limit = self.get_limit(request)
         self.offset = self.get_offset(request)
-        rows = list(queryset[self.offset:self.offset + self.limit + 1])
-        self.has_next = len(rows) > self.limit
+        if self.offset > self.MAX_OFFSET:
+            rows, self.has_next = [], False
+        else:
+            rows, self.has_next = page_rows(queryset, self.offset, self.limit)
         if self.offset == 0 and not self.has_next:
             self.count = len(rows)
         else:
-            counted = queryset[:self.COUNT_LIMIT + 1].count()
-            self.count = counted if counted <= self.COUNT_LIMIT else None
+            self.count = count_up_to(queryset, self.COUNT_LIMIT)
         self.display_page_controls = self.count is not None and self.count > self.limit
-        return rows[:self.limit]
+        return rows
 
     def get_next_link(self):
         if not self.has_next:

@@ -11,6 +11,7 @@ from celery import current_app
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from core.db import page_rows
 from execution.models import BotHeartbeat, ExchangeAccount, PairTrade, Signal
 from monitoring.guard.live import celery_queue_lengths
 from monitoring.selectors import Scope, scope_daily_pnl, scope_equity, scope_monthly_returns, scope_pnl_by
@@ -138,8 +139,8 @@ def list_page(queryset, number: str | None, per_page: int) -> ListPage:
     """Page ``number`` (1 when missing or not a whole number from 1 to MAX_PAGE_NUMBER) of ``queryset``."""
     text = str(number or "")
     page = int(text) if text.isascii() and text.isdigit() and 0 < int(text) <= MAX_PAGE_NUMBER else 1
-    rows = list(queryset[(page - 1) * per_page:page * per_page + 1])
-    return ListPage(object_list=rows[:per_page], number=page, has_next=len(rows) > per_page)
+    rows, has_next = page_rows(queryset, (page - 1) * per_page, per_page)
+    return ListPage(object_list=rows, number=page, has_next=has_next)
 
 
 def heartbeats(*, now: datetime | None = None) -> list[dict]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import (
     Case,
@@ -232,7 +233,10 @@ def scope_exposure_hours(scope: Scope) -> float:
                          output_field=DurationField()))
         .order_by().values_list("o", "c")
     )
-    sql, params = offsets.query.sql_with_params()
+    try:
+        sql, params = offsets.query.sql_with_params()
+    except EmptyResultSet:  # a scope without accounts: no SQL to run
+        return 0.0
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         intervals = cursor.fetchall()

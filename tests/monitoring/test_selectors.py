@@ -73,3 +73,8 @@ def test_marks_move_the_daily_curve_and_the_drawdown(account):
     summary = scope_performance(performance_scope(account=account, start=T0, end=T0 + 72 * H))
     # End of day 1100, 1030 (1050 and the mark -20), 1080.
     assert summary.max_drawdown == pytest.approx(70 / 1100)
+
+
+def test_a_scope_without_accounts_has_no_figures():
+    summary = scope_performance(performance_scope(level=100))
+    assert summary.accounts == () and summary.total_trades == 0 and summary.exposure in (None, 0.0)
