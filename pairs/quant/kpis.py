@@ -275,12 +275,11 @@ def daily_kpis(*, capital: float, days: Sequence[DayTotals], start: datetime, en
     trades finished in the period, the marks (unrealised PnL at a day's end) and the hours during which at least one
     trade was open (the union of their holding intervals, clipped to the period). The trade figures are those of
     ``account_kpis``; drawdown, Sharpe and Sortino are measured on ``daily_curve``."""
-    trades = sum(d.trades for d in days)
-    wins, losses = sum(d.wins for d in days), sum(d.losses for d in days)
-    gross_profit = sum(d.gross_profit for d in days)
-    gross_loss = -sum(d.gross_loss for d in days)
-    net = sum(d.pnl for d in days)
-    held_trades = sum(d.held_trades for d in days)
+    total = {name: sum(getattr(d, name) for d in days) for name in (
+        "trades", "wins", "losses", "gross_profit", "gross_loss", "pnl", "fees", "funding", "held_hours",
+        "held_trades")}
+    trades, wins, losses, net = total["trades"], total["wins"], total["losses"], total["pnl"]
+    gross_profit, gross_loss = total["gross_profit"], -total["gross_loss"]
     if gross_loss > 0:
         profit_factor: float | None = gross_profit / gross_loss
     else:
@@ -288,19 +287,18 @@ def daily_kpis(*, capital: float, days: Sequence[DayTotals], start: datetime, en
     curve_figures = curve_kpis(daily_curve(capital=capital, days=days, marks=marks), start, end)
     span_hours = (end - start).total_seconds() / 3600
     return Kpis(
-        trades=trades, wins=wins, losses=losses,
-        win_rate=wins / trades if trades else None,
-        profit_factor=profit_factor,
-        gross_profit=gross_profit, gross_loss=gross_loss, net_pnl=net,
-        fees=sum(d.fees for d in days), funding=sum(d.funding for d in days),
-        expectancy=net / trades if trades else None,
-        average_win=gross_profit / wins if wins else None,
-        average_loss=-gross_loss / losses if losses else None,
-        capital=capital,
+        trades=trades, wins=wins, losses=losses, win_rate=_share(wins, trades), profit_factor=profit_factor,
+        gross_profit=gross_profit, gross_loss=gross_loss, net_pnl=net, fees=total["fees"], funding=total["funding"],
+        expectancy=_share(net, trades), average_win=_share(gross_profit, wins),
+        average_loss=_share(-gross_loss, losses), capital=capital,
         total_return=net / capital if capital > 0 else None,
         max_drawdown=curve_figures["max_drawdown"] if capital > 0 else None,
-        sharpe=curve_figures["sharpe"],
-        sortino=curve_figures["sortino"],
-        average_holding_hours=sum(d.held_hours for d in days) / held_trades if held_trades else None,
+        sharpe=curve_figures["sharpe"], sortino=curve_figures["sortino"],
+        average_holding_hours=_share(total["held_hours"], total["held_trades"]),
         exposure=min(exposure_hours / span_hours, 1.0) if span_hours > 0 else None,
     )
+
+
+def _share(amount: float, count: float) -> float | None:
+    """``amount / count``, None when ``count`` is 0 (a mean of nothing)."""
+    return amount / count if count else None
