@@ -216,7 +216,7 @@ def _day_totals(rows: list[dict]) -> list[DayTotals]:
 
 def scope_exposure_hours(scope: Scope) -> float:
     """Hours of [start, end) during which at least one trade of the scope was open: the finished trades of the period
-    and the trades still open (to the end), merged by ``pairs.quant.kpis.exposure``.
+    and the trades still open (to the end), merged by ``pairs.quant.kpis.union_length``.
 
     The union of intervals has no cheap SQL form on MariaDB (a running maximum over a window is quadratic there), so
     the intervals travel, as two integers each (microseconds from the period's start, computed by the database),
