@@ -7,8 +7,12 @@ Run from the repository root:  python benchmarks/bench_reporting.py --trades 100
                                    --database-url mysql://root@127.0.0.1:3306/statarb_bench
 
 The trades (plain bulk inserts): one paper account of the exchange id ``benchreport``, 20 pairs, ``--trades``
-closed trades one hour apart with PnLs drawn from a seeded normal distribution. Its rows are deleted before and
-after the run. Default database: a temporary SQLite file.
+closed trades five minutes apart (each held 50 minutes, so about ten are open at any moment), the last one closed
+an hour before the run: every trade is in the default scope (first trade to now). PnLs are drawn from a seeded
+normal distribution; every day has a daily PnL snapshot with an unrealised PnL (the marks). Its rows are deleted
+before and after the run; with ``--keep`` they stay, and the next run with ``--keep`` and the same ``--trades``
+reuses them instead of inserting them again (the seeding takes minutes at 1,000,000). Default database: a temporary
+SQLite file.
 """
 
 from __future__ import annotations
@@ -18,10 +22,17 @@ import random
 import statistics
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
-from _shared import benchmark_database, command_line, database_description, django_setup, machine_description
+from _shared import (
+    benchmark_database,
+    command_line,
+    database_description,
+    django_setup,
+    load_average,
+    machine_description,
+)
 
 EXCHANGE = "benchreport"
 BATCH = 10_000  # rows per INSERT: one statement stays well under MariaDB's max_allowed_packet
@@ -30,16 +41,31 @@ BATCH = 10_000  # rows per INSERT: one statement stays well under MariaDB's max_
 def _cleanup() -> None:
     from execution.models import ExchangeAccount, PairTrade
     from pairs.models import Instrument, Pair
+    from risk.models import DailyPnlSnapshot
 
+    DailyPnlSnapshot.objects.filter(account__exchange=EXCHANGE).delete()
     PairTrade.objects.filter(account__exchange=EXCHANGE).delete()
     ExchangeAccount.objects.filter(exchange=EXCHANGE).delete()
     Pair.objects.filter(y_instrument__exchange=EXCHANGE).delete()
     Instrument.objects.filter(exchange=EXCHANGE).delete()
 
 
+def _reusable(n_trades: int):
+    """The account a previous ``--keep`` run left with exactly ``n_trades`` trades, else None."""
+    from execution.models import ExchangeAccount, PairTrade
+
+    account = ExchangeAccount.objects.filter(exchange=EXCHANGE).first()
+    if account is not None and PairTrade.objects.filter(account=account).count() == n_trades:
+        return account
+    return None
+
+
 def _world(n_trades: int):
+    from django.utils import timezone
+
     from execution.models import ExchangeAccount, PairTrade
     from pairs.models import Instrument, Level, Pair
+    from risk.models import DailyPnlSnapshot
 
     level = Level.objects.get(number=1)
     instruments = [Instrument.objects.create(exchange=EXCHANGE, symbol=f"B{i}USDT", base=f"B{i}", quote="USDT",
@@ -50,16 +76,24 @@ def _world(n_trades: int):
                                              capital=Decimal("1000000"), per_trade_budget=Decimal("500"),
                                              enabled=False)
     rng = random.Random(16)
-    start = datetime(2020, 1, 1, tzinfo=UTC)
+    step = timedelta(minutes=5)
+    start = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1) - n_trades * step
     reasons = ["exit_signal", "stop", "max_holding"]
     for first in range(0, n_trades, BATCH):
         PairTrade.objects.bulk_create([
             PairTrade(account=account, pair=pairs[i % 20], side="long_spread", state="closed", hedge_ratio=1.0,
-                      y_qty=Decimal(1), x_qty=Decimal(1), opened_at=start + timedelta(hours=i) - timedelta(minutes=50),
-                      closed_at=start + timedelta(hours=i), exit_reason=reasons[i % 3],
+                      y_qty=Decimal(1), x_qty=Decimal(1), opened_at=start + i * step - timedelta(minutes=50),
+                      closed_at=start + i * step, exit_reason=reasons[i % 3],
                       realised_pnl=Decimal(f"{rng.gauss(2, 20):.4f}"), fees=Decimal("0.5"), funding=Decimal("-0.01"))
             for i in range(first, min(first + BATCH, n_trades))
         ])
+    days = [start.date() + timedelta(days=d) for d in range((start + n_trades * step).date().toordinal()
+                                                               - start.date().toordinal() + 1)]
+    DailyPnlSnapshot.objects.bulk_create([
+        DailyPnlSnapshot(account=account, date=day, starting_equity=account.capital, ending_equity=account.capital,
+                         peak_equity=account.capital, unrealised_pnl=Decimal(f"{rng.gauss(0, 30):.4f}"))
+        for day in days
+    ], batch_size=BATCH)
     return account
 
 
@@ -79,6 +113,8 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--database-url")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the inserted rows, and reuse those a previous --keep run left")
     args = parser.parse_args()
     with benchmark_database("bench_reporting", args.database_url) as url:
         django_setup(url)
@@ -88,9 +124,11 @@ def main() -> None:
         from execution.api import TradeListApi
         from monitoring.selectors import performance_scope, scope_equity, scope_performance
 
-        _cleanup()
+        account = _reusable(args.trades) if args.keep else None
         began = time.perf_counter()
-        account = _world(args.trades)
+        if account is None:
+            _cleanup()
+            account = _world(args.trades)
         loaded = time.perf_counter() - began
         user, _ = get_user_model().objects.get_or_create(username="bench-report", is_superuser=True)
         view = TradeListApi.as_view()
@@ -110,16 +148,18 @@ def main() -> None:
         }
         try:
             print(f"## Reporting reads, {args.trades:,} closed trades\n")
-            print(f"{machine_description()}; {database_description()}; {args.trades:,} trades inserted in "
-                  f"{loaded:.0f} s; {args.runs} runs each.\n")
+            seeded = f"inserted in {loaded:.0f} s" if loaded > 1 else "kept from a previous run"
+            print(f"{machine_description()}; {database_description()}; load average {load_average()}; "
+                  f"{args.trades:,} trades {seeded}; {args.runs} runs each.\n")
             print("| read | median (ms) | p95 (ms) | target p95 150 ms |\n|---|---:|---:|---|")
             for name, fn in cases.items():
                 median, p95 = _time(fn, args.runs)
                 print(f"| {name} | {median:.0f} | {p95:.0f} | {'met' if p95 < 150 else 'NOT met'} |")
             print(f"\nCommand: `{command_line(sys.argv[0])}`")
         finally:
-            _cleanup()
-            user.delete()
+            if not args.keep:
+                _cleanup()
+                user.delete()
 
 
 if __name__ == "__main__":

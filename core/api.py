@@ -20,6 +20,9 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer
+from rest_framework.utils.urls import replace_query_param
+
+from core.db import count_up_to, page_rows
 
 READ_API = "monitoring.read_api"
 
@@ -49,10 +52,45 @@ def HasPermission(permission: str) -> type[BasePermission]:
 
 
 class BoundedPagination(LimitOffsetPagination):
-    """``?limit=&offset=``, 100 rows by default and never more than MAX_PAGE_SIZE, whatever a client asks."""
+    """``?limit=&offset=``, 100 rows by default and never more than ``max_limit``, whatever a client asks.
+
+    The page reads one row more than it shows, to know whether a next page exists; ``count`` is exact up to
+    COUNT_LIMIT rows and null beyond (counting a million trades on every page costs more than the page itself).
+    """
 
     default_limit = 100
     max_limit = 1000
+    # Counting 10,001 rows at most: a few milliseconds on an index, whatever the table's size.
+    COUNT_LIMIT = 10_000
+    # No list has a trillion rows; a larger offset would overflow a database integer: an empty page.
+    MAX_OFFSET = 10**12
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        self.limit = self.get_limit(request)
+        self.offset = self.get_offset(request)
+        if self.offset > self.MAX_OFFSET:
+            rows, self.has_next = [], False
+        else:
+            rows, self.has_next = page_rows(queryset, self.offset, self.limit)
+        if self.offset == 0 and not self.has_next:
+            self.count = len(rows)
+        else:
+            self.count = count_up_to(queryset, self.COUNT_LIMIT)
+        self.display_page_controls = self.count is not None and self.count > self.limit
+        return rows
+
+    def get_next_link(self):
+        if not self.has_next:
+            return None
+        url = replace_query_param(self.request.build_absolute_uri(), self.limit_query_param, self.limit)
+        return replace_query_param(url, self.offset_query_param, self.offset + self.limit)
+
+    def get_paginated_response_schema(self, schema):
+        answer = super().get_paginated_response_schema(schema)
+        answer["properties"]["count"].update(
+            nullable=True, description=f"Rows in the whole list; null when more than {self.COUNT_LIMIT:,}")
+        return answer
 
 
 ERROR_RESPONSES = {
@@ -159,14 +197,22 @@ class CsvRenderer(BaseRenderer):
         return out.getvalue().encode(self.charset)
 
 
+def _related_model(model, path: str):
+    for part in path.split("__"):
+        model = model._meta.get_field(part).related_model
+    return model
+
+
 def id_or_name_filter(field: str, *, name_field: str = "name", help_text: str = "") -> filters.CharFilter:
-    """A filter on a foreign key given by id (digits) or by name: ``?account=3`` or ``?account=bybit-main``."""
+    """A filter on a foreign key given by id (digits) or by name: ``?account=3`` or ``?account=bybit-main``. The
+    matching ids are read first, so the list filters on its own column (an index) rather than through a join."""
 
     def method(queryset, _name, value):
-        condition = Q(**{f"{field}__{name_field}": value})
+        condition = Q(**{name_field: value})
         if str(value).isascii() and str(value).isdigit():
-            condition |= Q(**{f"{field}_id": int(value)})
-        return queryset.filter(condition)
+            condition |= Q(pk=int(value))
+        ids = list(_related_model(queryset.model, field).objects.filter(condition).values_list("pk", flat=True))
+        return queryset.filter(**{f"{field}__in": ids})
 
     return filters.CharFilter(method=method, help_text=help_text or f"{field} id or {name_field}")
 

@@ -99,8 +99,9 @@ class PerformanceApi(APIView):
 
 
 class EquityListApi(APIView):
-    """The equity curve the drawdown is measured on: the capital, then the equity after each finished trade and at
-    each daily mark-to-market point, with the drawdown from the running peak (a positive fraction)."""
+    """The equity curve the drawdown is measured on: the capital, then the equity at the end of each UTC day with a
+    close or a mark (realised PnL so far plus that day's unrealised PnL), with the drawdown from the running peak
+    (a positive fraction)."""
 
     class EquityOutputSerializer(serializers.Serializer):
         at = serializers.DateTimeField(allow_null=True)

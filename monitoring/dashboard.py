@@ -4,17 +4,20 @@ the system's health. Every figure comes from ``monitoring.selectors`` (one metri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Q, Sum
+from celery import current_app
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from core.db import page_rows
 from execution.models import BotHeartbeat, ExchangeAccount, PairTrade, Signal
+from monitoring.guard.live import celery_queue_lengths
 from monitoring.selectors import Scope, scope_daily_pnl, scope_equity, scope_monthly_returns, scope_pnl_by
 from pairs.models import Pair
-from risk.models import RiskLimit
+from risk.models import AccountGuardState, DailyPnlSnapshot
+from risk.selectors import limits_by_account
 
 HEARTBEAT_STALE_AFTER = timedelta(minutes=3)  # the bot ticks every minute; three missed ticks mean it is down
 PAIR_CHART_BARS = 500
@@ -65,36 +68,79 @@ def monthly_table(scope: Scope) -> list[dict]:
 
 @dataclass(frozen=True)
 class TodayPnl:
-    realised: Decimal
-    limit: Decimal | None  # the loss that halts the account today (positive), None without a limit
+    """An account's day as its guard last measured it: equity marked to market against the day's start, and the
+    daily loss that halts it (the strictest of its own and the system-wide limits, as the guard applies them)."""
+
+    account: ExchangeAccount
+    pnl: Decimal | None  # None until the guard has measured the account today
+    start_equity: Decimal | None
+    limit: Decimal | None  # the loss (positive) that halts the account today; None without a limit
+    state: str  # the guard's trading state: active, reducing or halted
+    checked_at: datetime | None
 
     @property
     def used_pct(self) -> float | None:
-        if not self.limit:
+        if not self.limit or self.pnl is None:
             return None
-        return float(max(-self.realised, Decimal(0)) / self.limit * 100)
+        return float(max(-self.pnl, Decimal(0)) / self.limit * 100)
+
+
+def guard_today(accounts: list[ExchangeAccount], *, now: datetime | None = None) -> list[TodayPnl]:
+    """Today's (UTC) PnL of each account against its daily loss limit, from the guard's own records: today's daily
+    snapshot (start-of-day and latest equity) and its state. Three queries whatever the number of accounts."""
+    today = (now or timezone.now()).astimezone(UTC).date()
+    ids = [a.pk for a in accounts]
+    snapshots = {s.account_id: s for s in DailyPnlSnapshot.objects.filter(account_id__in=ids, date=today)}
+    states = {s.account_id: s for s in AccountGuardState.objects.filter(account_id__in=ids)}
+    limits = limits_by_account(ids)
+    rows = []
+    for account in accounts:
+        snapshot, state, limit = snapshots.get(account.pk), states.get(account.pk), limits[account.pk]
+        start = snapshot.starting_equity if snapshot else None
+        amount = limit.daily_loss_limit
+        if amount is None and limit.daily_loss_limit_pct is not None and start is not None:
+            amount = start * Decimal(repr(limit.daily_loss_limit_pct))
+        rows.append(TodayPnl(account=account, pnl=snapshot.ending_equity - start if snapshot else None,
+                             start_equity=start, limit=amount, state=state.state if state else "active",
+                             checked_at=state.checked_at if state else None))
+    return rows
 
 
 def today_pnl(account: ExchangeAccount, *, now: datetime | None = None) -> TodayPnl:
-    """Realised PnL of the trades the account closed today (UTC) and its daily loss limit (its own or the default):
-    the amount, or the fraction of its capital."""
-    now = now or timezone.now()
-    day_start = datetime.combine(now.date(), time.min, tzinfo=UTC)
-    realised = PairTrade.objects.filter(account=account, closed_at__gte=day_start, realised_pnl__isnull=False) \
-        .aggregate(total=Sum("realised_pnl"))["total"] or Decimal(0)
-    rows = {r.account_id: r for r in RiskLimit.objects.filter(Q(account=account) | Q(account__isnull=True),
-                                                               enabled=True)}
-    limit = None
-    for row in (rows.get(account.pk), rows.get(None)):
-        if row is None:
-            continue
-        if row.daily_loss_limit is not None:
-            limit = row.daily_loss_limit
-        elif row.daily_loss_limit_pct is not None:
-            limit = account.capital * Decimal(str(row.daily_loss_limit_pct))
-        if limit is not None:
-            break
-    return TodayPnl(realised=realised, limit=limit)
+    return guard_today([account], now=now)[0]
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a long list, read without counting the list: one row more than shown says whether a next page
+    exists (a COUNT over a million trades would cost more than the page)."""
+
+    object_list: list
+    number: int
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    @property
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+
+MAX_PAGE_NUMBER = 100_000  # beyond it an OFFSET scans more rows than a person pages through
+
+
+def list_page(queryset, number: str | None, per_page: int) -> ListPage:
+    """Page ``number`` (1 when missing or not a whole number from 1 to MAX_PAGE_NUMBER) of ``queryset``."""
+    text = str(number or "")
+    page = int(text) if text.isascii() and text.isdigit() and 0 < int(text) <= MAX_PAGE_NUMBER else 1
+    rows, has_next = page_rows(queryset, (page - 1) * per_page, per_page)
+    return ListPage(object_list=rows, number=page, has_next=has_next)
 
 
 def heartbeats(*, now: datetime | None = None) -> list[dict]:
@@ -102,6 +148,16 @@ def heartbeats(*, now: datetime | None = None) -> list[dict]:
     now = now or timezone.now()
     return [{"beat": hb, "stale": now - hb.beat_at > HEARTBEAT_STALE_AFTER}
             for hb in BotHeartbeat.objects.select_related("account").order_by("account__name")]
+
+
+def queue_lengths() -> dict:
+    """Messages waiting on each watched Celery queue (what the guard's queue check reads), each flagged when above
+    the system-wide ``queue_max_length``; ``readable`` False when the broker could not say."""
+    lengths = celery_queue_lengths(current_app)
+    limit = limits_by_account([])[0].queue_max_length
+    return {"readable": bool(lengths), "limit": limit,
+            "rows": [{"name": name, "length": n, "over": limit is not None and n > limit}
+                     for name, n in sorted(lengths.items())]}
 
 
 def periodic_tasks() -> list[PeriodicTask]:

@@ -88,7 +88,7 @@ def report_figure(scope: Scope) -> tuple[Figure, PerformanceSummary]:
     curve = figure.add_subplot(grid[0, 1:])
     steps = range(len(equity))
     curve.step(steps, [p.equity for p in equity], where="post", color=BLUE)
-    curve.set_title("Equity (after each trade and daily mark-to-market)", fontsize=10)
+    curve.set_title("Equity (end of each day with a close or a mark)", fontsize=10)
     curve.set_xticks([])
     drawdown = figure.add_subplot(grid[1, 1:], sharex=curve)
     drawdown.fill_between(steps, [-100 * p.drawdown for p in equity], step="post", color=RED, alpha=0.35)

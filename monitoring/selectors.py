@@ -11,17 +11,33 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Min, QuerySet, Sum
+from django.core.exceptions import EmptyResultSet
+from django.db import connection
+from django.db.models import (
+    Case,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from execution.models import ExchangeAccount, PairTrade
 from pairs.models import Pair
-from pairs.quant.kpis import TradeResult, account_kpis, daily_equity, equity_curve
+from pairs.quant.kpis import DayTotals, daily_curve, daily_equity, daily_kpis, day_end, union_length
 from risk.models import DailyPnlSnapshot
+
+MICROSECONDS_PER_HOUR = 3_600_000_000
 
 
 class MixedModesError(ValueError):
@@ -102,10 +118,6 @@ def closed_trades(*, account: ExchangeAccount | None = None) -> QuerySet[PairTra
     return trades
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 def performance_scope(*, account: ExchangeAccount | None = None, mode: str | None = None, level: int | None = None,
                       pair: Pair | None = None, start: datetime | None = None,
                       end: datetime | None = None) -> Scope:
@@ -156,53 +168,96 @@ def scope_closed_trades(scope: Scope) -> QuerySet[PairTrade]:
     )
 
 
-def scope_marks(scope: Scope) -> list[tuple[datetime, float]]:
-    """Mark-to-market points: the unrealised PnL of the daily snapshots (summed over the accounts), at the end of
-    each day. A pair's scope has none: a snapshot covers its whole account. A day whose unrealised PnL is 0 is no
-    mark: 0 is what the daily snapshot writes when nothing marked the open trades, and with nothing open the
-    realised curve is the equity anyway."""
+def scope_marks(scope: Scope) -> dict[date, float]:
+    """Mark-to-market points: the unrealised PnL of the daily snapshots (summed over the accounts) at the end of each
+    day of the period. A pair's scope has none: a snapshot covers its whole account. A day whose unrealised PnL is 0
+    is no mark: 0 is what the daily snapshot writes when nothing marked the open trades."""
     if scope.pair is not None:
-        return []
+        return {}
     rows = (
         DailyPnlSnapshot.objects.filter(account__in=[a.pk for a in scope.accounts], date__gte=scope.start.date(),
                                         date__lte=scope.end.date())
         .values("date").annotate(unrealised=Sum("unrealised_pnl")).order_by("date")
     )
-    marks = []
-    for row in rows:
-        moment = _day_start(row["date"] + timedelta(days=1)) - timedelta(microseconds=1)
-        if scope.start <= moment < scope.end and row["unrealised"]:
-            marks.append((moment, float(row["unrealised"])))
-    return marks
+    return {row["date"]: float(row["unrealised"]) for row in rows
+            if scope.start <= day_end(row["date"]) < scope.end and row["unrealised"]}
 
 
 def _capital(scope: Scope) -> Decimal:
     return sum((a.capital for a in scope.accounts), Decimal(0))
 
 
-def _trade_results(scope: Scope) -> list[TradeResult]:
-    rows = scope_closed_trades(scope).order_by("closed_at", "pk").values_list(
-        "realised_pnl", "closed_at", "opened_at", "fees", "funding")
-    return [TradeResult(pnl=float(pnl), closed_at=closed, opened_at=opened, fees=float(fees), funding=float(funding))
-            for pnl, closed, opened, fees, funding in rows]
+def scope_day_rows(scope: Scope) -> list[dict]:
+    """The finished trades of the scope summed per UTC day of closing, in one grouped query: trades, wins, losses,
+    gross profit and loss, realised PnL, fees, funding (exact decimals), the holding time and how many trades have
+    an opening time."""
+    positive, negative = Q(realised_pnl__gt=0), Q(realised_pnl__lt=0)
+    held = ExpressionWrapper(F("closed_at") - F("opened_at"), output_field=DurationField())
+    return list(
+        scope_closed_trades(scope).annotate(day=TruncDate("closed_at", tzinfo=UTC)).values("day")
+        .annotate(trades=Count("id"), wins=Count("id", filter=positive), losses=Count("id", filter=negative),
+                  gross_profit=Sum("realised_pnl", filter=positive), gross_loss=Sum("realised_pnl", filter=negative),
+                  pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"), held=Sum(held),
+                  held_trades=Count("opened_at"))
+        .order_by("day")
+    )
+
+
+def _day_totals(rows: list[dict]) -> list[DayTotals]:
+    def number(value) -> float:
+        return float(value) if value is not None else 0.0
+
+    return [DayTotals(day=r["day"], trades=r["trades"], wins=r["wins"], losses=r["losses"],
+                      gross_profit=number(r["gross_profit"]), gross_loss=number(r["gross_loss"]), pnl=number(r["pnl"]),
+                      fees=number(r["fees"]), funding=number(r["funding"]),
+                      held_hours=r["held"].total_seconds() / 3600 if r["held"] is not None else 0.0,
+                      held_trades=r["held_trades"]) for r in rows]
+
+
+def scope_exposure_hours(scope: Scope) -> float:
+    """Hours of [start, end) during which at least one trade of the scope was open: the finished trades of the period
+    and the trades still open (to the end), merged by ``pairs.quant.kpis.union_length``.
+
+    The union of intervals has no cheap SQL form on MariaDB (a running maximum over a window is quadratic there), so
+    the intervals travel, as two integers each (microseconds from the period's start, computed by the database),
+    read with a plain cursor: no datetime is built per trade."""
+    start, end = Value(scope.start), Value(scope.end)
+    finished = Q(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__gte=scope.start,
+                 closed_at__lt=scope.end)
+    offsets = (
+        _scope_trades(scope.accounts, scope.pair).filter(finished | Q(state__in=PairTrade.ACTIVE_STATES))
+        .filter(opened_at__isnull=False, opened_at__lt=scope.end)
+        .annotate(o=ExpressionWrapper(F("opened_at") - start, output_field=DurationField()),
+                  c=Case(When(state__in=PairTrade.ACTIVE_STATES, then=end - start),
+                         default=ExpressionWrapper(F("closed_at") - start, output_field=DurationField()),
+                         output_field=DurationField()))
+        .order_by().values_list("o", "c")
+    )
+    try:
+        sql, params = offsets.query.sql_with_params()
+    except EmptyResultSet:  # a scope without accounts: no SQL to run
+        return 0.0
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        intervals = cursor.fetchall()
+    span = (scope.end - scope.start) // timedelta(microseconds=1)
+    return union_length(intervals, 0, span) / MICROSECONDS_PER_HOUR
 
 
 def scope_performance(scope: Scope) -> PerformanceSummary:
-    """Every KPI of ``scope`` (definitions in ``pairs.quant.kpis``); money sums are exact (SQL), ratios floats."""
-    trades = scope_closed_trades(scope)
-    totals = trades.aggregate(pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"))
-    open_since = _scope_trades(scope.accounts, scope.pair).filter(
-        state__in=PairTrade.ACTIVE_STATES, opened_at__isnull=False, opened_at__lt=scope.end,
-    ).values_list("opened_at", flat=True)
+    """Every KPI of ``scope`` (definitions in ``pairs.quant.kpis``), from SQL day totals: money sums are exact,
+    ratios floats."""
+    rows = scope_day_rows(scope)
     capital = _capital(scope)
-    kpis = account_kpis(capital=float(capital), trades=_trade_results(scope), start=scope.start, end=scope.end,
-                        marks=scope_marks(scope), open_since=list(open_since))
+    kpis = daily_kpis(capital=float(capital), days=_day_totals(rows), start=scope.start, end=scope.end,
+                      marks=scope_marks(scope), exposure_hours=scope_exposure_hours(scope))
     return PerformanceSummary(
         label=scope.label, mode=scope.mode, combined=scope.combined, accounts=tuple(a.name for a in scope.accounts),
         start=scope.start, end=scope.end,
         total_trades=kpis.trades, wins=kpis.wins, losses=kpis.losses, win_rate=kpis.win_rate,
-        profit_factor=kpis.profit_factor, realised_pnl=totals["pnl"] or Decimal(0), fees=totals["fees"] or Decimal(0),
-        funding=totals["funding"] or Decimal(0), capital=capital, total_return=kpis.total_return,
+        profit_factor=kpis.profit_factor, realised_pnl=sum((r["pnl"] for r in rows), Decimal(0)),
+        fees=sum((r["fees"] for r in rows), Decimal(0)), funding=sum((r["funding"] for r in rows), Decimal(0)),
+        capital=capital, total_return=kpis.total_return,
         max_drawdown=kpis.max_drawdown, sharpe=kpis.sharpe, sortino=kpis.sortino, expectancy=kpis.expectancy,
         average_win=kpis.average_win, average_loss=kpis.average_loss,
         average_holding_hours=kpis.average_holding_hours, exposure=kpis.exposure,
@@ -221,11 +276,18 @@ class EquityPoint:
     drawdown: float  # fall from the running peak, as a positive fraction of the peak
 
 
+def _daily_curve(scope: Scope) -> list[tuple[datetime | None, float]]:
+    rows = scope_closed_trades(scope).annotate(day=TruncDate("closed_at", tzinfo=UTC)).values("day") \
+        .annotate(pnl=Sum("realised_pnl")).order_by("day")
+    days = [DayTotals(day=r["day"], pnl=float(r["pnl"])) for r in rows]
+    return daily_curve(capital=float(_capital(scope)), days=days, marks=scope_marks(scope))
+
+
 def scope_equity(scope: Scope) -> list[EquityPoint]:
-    """The equity curve the drawdown is measured on, with the drawdown at each point."""
-    curve = equity_curve(capital=float(_capital(scope)), trades=_trade_results(scope), marks=scope_marks(scope))
+    """The daily equity curve the drawdown is measured on (``pairs.quant.kpis.daily_curve``), with the drawdown at
+    each point."""
     points, peak = [], -math.inf
-    for moment, value in curve:
+    for moment, value in _daily_curve(scope):
         peak = max(peak, value)
         points.append(EquityPoint(at=moment, equity=value, drawdown=(peak - value) / peak if peak > 0 else 0.0))
     return points
@@ -243,7 +305,7 @@ def scope_daily_pnl(scope: Scope) -> list[dict]:
 
 def scope_monthly_returns(scope: Scope) -> list[dict]:
     """Return of each calendar month (UTC): end-of-month equity over the previous month's end (the capital first)."""
-    curve = equity_curve(capital=float(_capital(scope)), trades=_trade_results(scope), marks=scope_marks(scope))
+    curve = _daily_curve(scope)
     last_day = (scope.end - timedelta(microseconds=1)).date()
     values = daily_equity(curve, scope.start.date(), last_day)
     months: dict[tuple[int, int], float] = {}
@@ -290,3 +352,11 @@ def account_summaries(*, start: datetime | None = None, end: datetime | None = N
     summaries += [performance_summary(mode=mode, start=start, end=end) for mode, n in sorted(by_mode.items())
                   if n > 1]
     return summaries
+
+
+def level_summaries(*, start: datetime | None = None, end: datetime | None = None) -> list[PerformanceSummary]:
+    """One summary per level and mode that accounts trade (the accounts of that mode on that level combined, on
+    the sum of their capitals), lowest level first."""
+    keys = sorted(set(ExchangeAccount.objects.filter(level__isnull=False)
+                      .values_list("level__number", "mode")))  # fmt: skip
+    return [performance_summary(mode=mode, level=number, start=start, end=end) for number, mode in keys]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
@@ -13,11 +12,11 @@ from rest_framework.exceptions import ValidationError
 
 from execution.api import TradeFilter
 from execution.models import ExchangeAccount, Order, PairTrade
-from execution.services.manual import trade_request_close
+from execution.services.manual import account_request_flatten, trade_request_close
 from monitoring import dashboard as data
 from monitoring.positions import open_positions
 from monitoring.scopes import dashboard_scope
-from monitoring.selectors import account_summaries, daily_pnl, scope_performance
+from monitoring.selectors import account_summaries, daily_pnl, level_summaries, scope_performance
 from pairs.models import LevelChange, Pair, PairStatistics, StrategyConfig
 from pairs.selectors import ladder_pairs, latest_screening_run, level_counts
 from risk.selectors import active_halts, recent_guard_events
@@ -34,13 +33,15 @@ def _live_context(request: HttpRequest) -> dict:
     except ValidationError as invalid:
         scope, error = dashboard_scope({}), invalid.detail
     single = scope.accounts[0] if len(scope.accounts) == 1 else None
+    positions = open_positions(accounts=[a.pk for a in scope.accounts])
     return {
         "scope": scope,
         "scope_error": error,
         "summary": scope_performance(scope),
         "charts": data.chart_series(scope),
         "monthly": data.monthly_table(scope),
-        "positions": open_positions(accounts=[a.pk for a in scope.accounts]),
+        "positions": positions,
+        "flatten_accounts": sorted({p.trade.account for p in positions}, key=lambda a: a.name),
         "today": data.today_pnl(single) if single else None,
         "halts": active_halts().select_related("account"),
         "heartbeats": data.heartbeats(),
@@ -58,6 +59,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "start": request.GET.get("start", ""),
         "end": request.GET.get("end", ""),
         "accounts": account_summaries(),
+        "level_kpis": level_summaries(),
         "levels": level_counts(),
         "latest_run": latest_screening_run(),
         "ladder": ladder_pairs(),
@@ -98,8 +100,8 @@ def pair_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def trade_list(request: HttpRequest) -> HttpResponse:
     trades = PairTrade.objects.select_related("account", "pair__y_instrument", "pair__x_instrument").order_by("-id")
     filters = TradeFilter(request.GET, queryset=trades)
-    page = Paginator(filters.qs if filters.is_valid() else trades.none(), TRADES_PER_PAGE).get_page(
-        request.GET.get("page"))
+    page = data.list_page(filters.qs if filters.is_valid() else trades.none(), request.GET.get("page"),
+                          TRADES_PER_PAGE)
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "dashboard/trades.html", {
@@ -136,9 +138,32 @@ def trade_close(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @permission_required(VIEW, raise_exception=True)
+@permission_required("execution.close_trade", raise_exception=True)
+@require_http_methods(["GET", "POST"])
+def account_flatten(request: HttpRequest, pk: int) -> HttpResponse:
+    """Close every open trade of an account: a confirmation page listing them, then the close service for each
+    (audited one by one, and the flatten once)."""
+    account = get_object_or_404(ExchangeAccount, pk=pk)
+    if request.method == "POST":
+        closing = account_request_flatten(account=account, user=request.user, channel="dashboard")
+        if closing:
+            messages.success(request, f"{len(closing)} open trade(s) of {account.name} will be closed by its bot at "
+                                      "its next tick.")
+        else:
+            messages.warning(request, f"{account.name} has no open trade: nothing to close.")
+        return redirect("dashboard")
+    return render(request, "dashboard/account_flatten.html",
+                  {"account": account, "positions": open_positions(accounts=[account.pk])})
+
+
+@login_required
+@permission_required(VIEW, raise_exception=True)
 def system_health(request: HttpRequest) -> HttpResponse:
+    accounts = list(ExchangeAccount.objects.order_by("name"))
     return render(request, "dashboard/system.html", {
         "tasks": data.periodic_tasks(),
+        "queues": data.queue_lengths(),
+        "today": data.guard_today(accounts),
         "heartbeats": data.heartbeats(),
         "halts": active_halts().select_related("account"),
         "guard_events": recent_guard_events(limit=50),

@@ -46,6 +46,7 @@ urlpatterns = [
     path("trades/", dashboard_views.trade_list, name="trades"),
     path("trades/<int:pk>/", dashboard_views.trade_detail, name="trade"),
     path("trades/<int:pk>/close/", dashboard_views.trade_close, name="trade-close"),
+    path("accounts/<int:pk>/flatten/", dashboard_views.account_flatten, name="account-flatten"),
     path("system/", dashboard_views.system_health, name="system"),
     path("health/", views.health, name="health"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

@@ -36,6 +36,24 @@ def trade_request_close(*, trade: PairTrade, user: AbstractBaseUser | None = Non
     return active
 
 
+def account_request_flatten(*, account, user: AbstractBaseUser | None = None, now: datetime | None = None,
+                            wake_bot: bool = True, channel: str = "admin", actor_label: str = "") -> list[int]:
+    """Ask the account's bot to close every active trade of ``account`` (each as ``trade_request_close`` does: reason
+    "manual", both legs, audited one by one), audited once more as a flatten. Returns the ids of the trades that
+    will close. It does not halt the account: its bot may open new trades at later signals."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        trades = list(PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).order_by("pk"))
+        closing = [t.pk for t in trades if trade_request_close(trade=t, user=user, now=now, wake_bot=False,
+                                                               channel=channel, actor_label=actor_label)]
+        audit_record(action="flatten_account", channel=channel, actor=user, actor_label=actor_label, target=account,
+                     summary=f"asked to close every open trade of {account.name}: {len(closing)} trade(s)",
+                     details={"trades": closing})
+        if closing and wake_bot:
+            transaction.on_commit(lambda: _wake_in_background(account.pk))
+    return closing
+
+
 def _wake_in_background(account_id: int) -> None:
     """The answer to the person never waits on the broker (a broker that is down or unreachable can take seconds
     to refuse): the wake-up is sent beside the request."""

@@ -1,6 +1,7 @@
 """The KPIs of a trading account over a period, from its finished trades and its mark-to-market points. Pure: no
-Django, no ccxt. The dashboard, the API, the performance report and the replay summary all call ``account_kpis``,
-so for the same scope they print the same numbers (README, "Performance figures").
+Django, no ccxt. The replay summary calls ``account_kpis`` with its trades and its per-bar curve; the dashboard,
+the API and the performance report call ``daily_kpis`` with the same figures summed per UTC day by the database
+(``DayTotals``), so a million trades never travel to Python (README, "Performance figures").
 
 Definitions (money in the account's currency, ratios as fractions):
 - trades: finished trades with a result (closed, or unwound after a failed leg); a win is a PnL > 0;
@@ -14,6 +15,8 @@ Definitions (money in the account's currency, ratios as fractions):
   (capital + realised PnL so far); where marks exist, a trade's close is a point only when nothing else was open
   (the realised equity would leave out the others' unrealised PnL); a trade closing with a mark counts before it;
 - max drawdown: the largest fall of that curve from its running peak, as a positive fraction of the peak;
+- daily equity curve (``daily_curve``, what ``daily_kpis`` measures the drawdown on): the capital, then the equity at
+  the end of every UTC day with a close or a mark: capital + realised PnL up to that day's end + that day's mark;
 - Sharpe and Sortino: daily returns of the end-of-day equity (every UTC day of the period, a quiet day keeping the
   previous equity), mean over standard deviation (Sortino: over the downside deviation), times sqrt(365);
 - average holding time: mean of closed_at - opened_at over the trades that have both, in hours;
@@ -23,9 +26,9 @@ Definitions (money in the account's currency, ratios as fractions):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 
 from pairs.quant.performance import max_drawdown, sharpe_ratio, sortino_ratio, trade_metrics
@@ -143,6 +146,12 @@ def exposure(intervals: Sequence[tuple[datetime, datetime]], start: datetime, en
     span = (end - start).total_seconds()
     if span <= 0:
         return None
+    return union_length([((a - start).total_seconds(), (b - start).total_seconds()) for a, b in intervals],
+                        0.0, span) / span
+
+
+def union_length(intervals: Sequence[tuple[float, float]], start: float, end: float) -> float:
+    """The length of [start, end) covered by at least one of ``intervals`` (numbers: seconds, microseconds...)."""
     covered = 0.0
     current_start = current_end = None
     for opened, closed in sorted((max(a, start), min(b, end)) for a, b in intervals):
@@ -150,13 +159,13 @@ def exposure(intervals: Sequence[tuple[datetime, datetime]], start: datetime, en
             continue
         if current_end is None or opened > current_end:
             if current_end is not None:
-                covered += (current_end - current_start).total_seconds()
+                covered += current_end - current_start
             current_start, current_end = opened, closed
         else:
             current_end = max(current_end, closed)
     if current_end is not None:
-        covered += (current_end - current_start).total_seconds()
-    return covered / span
+        covered += current_end - current_start
+    return covered
 
 
 def account_kpis(*, capital: float, trades: Sequence[TradeResult], start: datetime, end: datetime,
@@ -221,3 +230,75 @@ def _daily_returns(curve: Sequence[tuple[datetime | None, float]], start: dateti
 def finite_or_none(value: float | None) -> float | None:
     """JSON has no infinity: an unbounded profit factor travels as null (with a flag beside it)."""
     return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    """The finished trades of one UTC day of closing, summed: what ``daily_kpis`` needs instead of the trades."""
+
+    day: date
+    trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    gross_profit: float = 0.0  # sum of the positive PnLs
+    gross_loss: float = 0.0  # sum of the negative PnLs (<= 0)
+    pnl: float = 0.0
+    fees: float = 0.0
+    funding: float = 0.0
+    held_hours: float = 0.0  # sum of closed - opened over the trades that have an opening time
+    held_trades: int = 0
+
+
+def day_end(day: date) -> datetime:
+    """The last moment of a UTC day: where a day's point of the daily curve sits."""
+    return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC) - timedelta(microseconds=1)
+
+
+def daily_curve(*, capital: float, days: Sequence[DayTotals],
+                marks: Mapping[date, float] | None = None) -> list[tuple[datetime | None, float]]:
+    """The daily equity curve of the module docstring, ``(moment, equity)`` like ``equity_curve``: the capital (moment
+    None), then the end of each day with a close or a mark (``marks``: unrealised PnL at a day's end)."""
+    marks = marks or {}
+    pnl_by_day = {d.day: d.pnl for d in days}
+    curve: list[tuple[datetime | None, float]] = [(None, capital)]
+    realised = 0.0
+    for day in sorted(set(pnl_by_day) | set(marks)):
+        realised += pnl_by_day.get(day, 0.0)
+        curve.append((day_end(day), capital + realised + marks.get(day, 0.0)))
+    return curve
+
+
+def daily_kpis(*, capital: float, days: Sequence[DayTotals], start: datetime, end: datetime,
+               marks: Mapping[date, float] | None = None,
+               exposure_hours: float = 0.0) -> Kpis:
+    """Every KPI of one account (or of accounts of one mode, combined) over [start, end), from the day totals of the
+    trades finished in the period, the marks (unrealised PnL at a day's end) and the hours during which at least one
+    trade was open (the union of their holding intervals, clipped to the period). The trade figures are those of
+    ``account_kpis``; drawdown, Sharpe and Sortino are measured on ``daily_curve``."""
+    total = {name: sum(getattr(d, name) for d in days) for name in (
+        "trades", "wins", "losses", "gross_profit", "gross_loss", "pnl", "fees", "funding", "held_hours",
+        "held_trades")}
+    trades, wins, losses, net = total["trades"], total["wins"], total["losses"], total["pnl"]
+    gross_profit, gross_loss = total["gross_profit"], -total["gross_loss"]
+    if gross_loss > 0:
+        profit_factor: float | None = gross_profit / gross_loss
+    else:
+        profit_factor = math.inf if gross_profit > 0 else None
+    curve_figures = curve_kpis(daily_curve(capital=capital, days=days, marks=marks), start, end)
+    span_hours = (end - start).total_seconds() / 3600
+    return Kpis(
+        trades=trades, wins=wins, losses=losses, win_rate=_share(wins, trades), profit_factor=profit_factor,
+        gross_profit=gross_profit, gross_loss=gross_loss, net_pnl=net, fees=total["fees"], funding=total["funding"],
+        expectancy=_share(net, trades), average_win=_share(gross_profit, wins),
+        average_loss=_share(-gross_loss, losses), capital=capital,
+        total_return=net / capital if capital > 0 else None,
+        max_drawdown=curve_figures["max_drawdown"] if capital > 0 else None,
+        sharpe=curve_figures["sharpe"], sortino=curve_figures["sortino"],
+        average_holding_hours=_share(total["held_hours"], total["held_trades"]),
+        exposure=min(exposure_hours / span_hours, 1.0) if span_hours > 0 else None,
+    )
+
+
+def _share(amount: float, count: float) -> float | None:
+    """``amount / count``, None when ``count`` is 0 (a mean of nothing)."""
+    return amount / count if count else None

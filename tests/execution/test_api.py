@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Group
 
+from core.api import BoundedPagination
 from execution.models import Order, PairTrade
 from execution.services.accounts import account_store_credentials
 from tests.factories import ExchangeAccountFactory, InstrumentFactory, OrderFactory, PairFactory, PairTradeFactory
@@ -146,3 +147,18 @@ def test_only_staff_may_close_trades(client, django_user_model):
     assert client.post(f"/api/v1/trades/{trade.pk}/close/").status_code == 403
     trade.refresh_from_db()
     assert trade.close_requested_at is None
+
+
+def test_pages_know_their_next_page_without_counting_a_long_list(api_client, monkeypatch):
+    account = ExchangeAccountFactory(name="pages")
+    trades = [PairTradeFactory(account=account) for _ in range(5)]
+    first = api_client.get("/api/v1/trades/", {"account": "pages", "limit": 2}).json()
+    assert first["count"] == 5 and [t["id"] for t in first["results"]] == [t.pk for t in trades[::-1][:2]]
+    assert "offset=2" in first["next"]
+    last = api_client.get("/api/v1/trades/", {"account": account.pk, "limit": 2, "offset": 4}).json()
+    assert last["count"] == 5 and last["next"] is None and len(last["results"]) == 1
+    # Beyond COUNT_LIMIT rows the count is null; paging goes on by the next link.
+    monkeypatch.setattr(BoundedPagination, "COUNT_LIMIT", 3)
+    capped = api_client.get("/api/v1/trades/", {"account": "pages", "limit": 2, "offset": 2}).json()
+    assert capped["count"] is None and "offset=4" in capped["next"] and len(capped["results"]) == 2
+    assert api_client.get("/api/v1/trades/", {"account": "nobody"}).json()["count"] == 0

@@ -76,16 +76,23 @@ def test_performance_of_one_pair_and_period(api_client):
     assert data["total_trades"] == 1 and data["realised_pnl"] == "10.000000000000"
 
 
-def test_equity_curve_with_marks_and_drawdown(api_client):
+def test_equity_curve_is_daily_with_marks_and_drawdown(api_client):
+    # Day 1: +100 realised and -30 unrealised at its end (1,070); day 2: -50 realised, no mark (1,050); day 3 only
+    # an open trade's mark of +200 (1,250). The drawdown is the fall from the running peak at each day's end.
     account = ExchangeAccountFactory(capital=Decimal("1000"))
     _closed(account, 0, 2, "100")
+    _closed(account, 20, 30, "-50")
     DailyPnlSnapshotFactory(account=account, date=T0.date(), unrealised_pnl=Decimal("-30"))
-    response = api_client.get("/api/v1/equity/", {"account": account.pk, "start": "2021-03-01", "end": "2021-03-01"})
+    DailyPnlSnapshotFactory(account=account, date=(T0 + 48 * H).date(), unrealised_pnl=Decimal("200"))
+    response = api_client.get("/api/v1/equity/", {"account": account.pk, "start": "2021-03-01", "end": "2021-03-03"})
     assert response.status_code == 200
     points = response.json()
-    assert [p["equity"] for p in points] == [1000, 1100, 1070]
-    assert points[-1]["drawdown"] == pytest.approx(30 / 1100)
-    assert points[0]["at"] is None and points[1]["at"] == "2021-03-01T02:00:00Z"
+    assert [p["equity"] for p in points] == [1000, 1070, 1050, 1250]
+    assert [p["drawdown"] for p in points] == pytest.approx([0, 0, 20 / 1070, 0])
+    assert points[0]["at"] is None and points[1]["at"] == "2021-03-01T23:59:59.999999Z"
+    summary = api_client.get("/api/v1/performance/", {"account": account.pk, "start": "2021-03-01",
+                                                      "end": "2021-03-03"}).json()
+    assert summary["max_drawdown"] == pytest.approx(20 / 1070)
 
 
 def test_positions_with_unrealised_pnl_and_bands(api_client):

@@ -66,6 +66,7 @@ def _world(django_user_model):
 
 def test_dashboard_in_a_real_browser(django_user_model):
     open_trade, pair = _world(django_user_model)
+    second = PairTradeFactory(account=open_trade.account, pair=pair, opened_at=NOW - 2 * H)
     errors: list[str] = []
     with live_server({"DEBUG": "1"}) as base_url, playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -108,9 +109,16 @@ def test_dashboard_in_a_real_browser(django_user_model):
             page.click("#confirm-close-button")
             page.wait_for_selector("ul.messages")
             assert "will be closed" in page.inner_text("ul.messages")
+
+            page.click(f"#open-positions a[href='/accounts/{open_trade.account_id}/flatten/']")
+            page.click("#confirm-flatten-button")
+            page.wait_for_selector("ul.messages")
+            assert "2 open trade(s)" in page.inner_text("ul.messages")
         finally:
             browser.close()
     open_trade.refresh_from_db()
     assert open_trade.close_requested_at is not None
     assert open_trade.close_requested_by.username == "browser-trader"
+    second.refresh_from_db()
+    assert second.close_requested_by.username == "browser-trader"
     assert not errors, errors  # no script error, no Content-Security-Policy violation

@@ -124,6 +124,44 @@ def test_a_trader_closes_a_trade_after_confirming(trader_client):
     assert entry.channel == "dashboard" and entry.actor == trader_client.user
 
 
+def test_a_trader_flattens_an_account_after_confirming(trader_client):
+    account = ExchangeAccountFactory(name="to-flatten")
+    trades = [PairTradeFactory(account=account, opened_at=T0), PairTradeFactory(account=account, opened_at=T0,
+                                                                                 state=PairTrade.State.OPENING)]
+    finished = PairTradeFactory(account=account, state=PairTrade.State.CLOSED, opened_at=T0, closed_at=T0 + H,
+                                realised_pnl=Decimal("1"))
+    other = PairTradeFactory(opened_at=T0)
+    dashboard = trader_client.get("/", {"scope": f"a{account.pk}"}).text
+    assert f'href="/accounts/{account.pk}/flatten/"' in dashboard
+    confirm = trader_client.get(f"/accounts/{account.pk}/flatten/")
+    assert confirm.status_code == 200 and "Yes, close 2 trades of to-flatten" in confirm.text
+    assert not PairTrade.objects.filter(close_requested_at__isnull=False).exists()  # confirming changes nothing
+
+    done = trader_client.post(f"/accounts/{account.pk}/flatten/", follow=True)
+    assert done.status_code == 200 and "2 open trade(s) of to-flatten will be closed" in done.text
+    for trade in trades:
+        trade.refresh_from_db()
+        assert trade.close_requested_at is not None and trade.close_requested_by == trader_client.user
+    for untouched in (finished, other):
+        untouched.refresh_from_db()
+        assert untouched.close_requested_at is None
+    entry = AuditEntry.objects.get(action="flatten_account")
+    assert entry.channel == "dashboard" and entry.actor == trader_client.user
+    assert entry.details == {"trades": [t.pk for t in trades]}
+    assert AuditEntry.objects.filter(action="close_trade").count() == 2
+    again = trader_client.post(f"/accounts/{ExchangeAccountFactory().pk}/flatten/", follow=True)
+    assert "has no open trade" in again.text
+
+
+def test_a_viewer_can_neither_see_nor_use_flatten(viewer_client):
+    trade = PairTradeFactory(opened_at=T0)
+    assert "/flatten/" not in viewer_client.get("/", {"scope": f"a{trade.account_id}"}).text
+    assert viewer_client.get(f"/accounts/{trade.account_id}/flatten/").status_code == 403
+    assert viewer_client.post(f"/accounts/{trade.account_id}/flatten/").status_code == 403
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None and not AuditEntry.objects.filter(action="flatten_account").exists()
+
+
 def test_system_page(viewer_client):
     page = viewer_client.get("/system/")
     assert page.status_code == 200

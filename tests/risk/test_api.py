@@ -29,10 +29,11 @@ def _closed(account, hours: int, pnl: str, fees: str = "0", funding: str = "0"):
 
 def test_performance_of_known_closed_trades(api_client):
     account = ExchangeAccountFactory(capital=Decimal("10000"))
-    # Created out of order on purpose: the equity curve follows closing time, not insertion order.
-    _closed(account, 4, "-100", fees="2", funding="-1")
-    _closed(account, 3, "200", fees="3", funding="0.5")
-    _closed(account, 2, "-50", fees="1", funding="0")
+    # Created out of order on purpose: the equity curve follows closing time, not insertion order. One close a day:
+    # the drawdown is measured on the end-of-day equity.
+    _closed(account, 73, "-100", fees="2", funding="-1")
+    _closed(account, 49, "200", fees="3", funding="0.5")
+    _closed(account, 25, "-50", fees="1", funding="0")
     _closed(account, 1, "100", fees="4", funding="0.25")
     # Still open, or failed before any leg filled (no result): not counted.
     PairTradeFactory(account=account, state=PairTrade.State.OPEN)
@@ -51,7 +52,7 @@ def test_performance_of_known_closed_trades(api_client):
     assert data["funding"] == "-0.250000000000"
     assert data["capital"] == "10000.000000000000"
     assert data["total_return"] == pytest.approx(150 / 10000)
-    # Equity by closing time: 10000 -> 10100 -> 10050 -> 10250 -> 10150; the deepest fall is 10250 -> 10150.
+    # Equity at the days' ends: 10000 -> 10100 -> 10050 -> 10250 -> 10150; the deepest fall is 10250 -> 10150.
     assert data["max_drawdown"] == pytest.approx(100 / 10250)
 
 
@@ -71,8 +72,8 @@ def test_unwound_trade_with_a_result_counts(api_client):
 def test_performance_of_one_account(api_client):
     account = ExchangeAccountFactory(capital=Decimal("2000"))
     other = ExchangeAccountFactory(capital=Decimal("8000"))
-    _closed(account, 1, "-40")
-    _closed(account, 2, "100")
+    _closed(account, 1, "-40")  # day 1 ends at 1960: 40 below the capital
+    _closed(account, 25, "100")
     _closed(other, 1, "-500")
 
     data = api_client.get("/api/v1/performance/", {"account": account.pk}).json()

@@ -107,8 +107,9 @@ def test_dashboard_shows_kpis_from_closed_trades(staff_client, dashboard_data):
     assert '<div class="label">Profit factor</div><div class="value">2.00</div>' in html
     assert '<div class="value pos">50.00</div>' in html  # realised PnL 100 - 50
     assert '<div class="label">Return on capital</div><div class="value">0.50%</div>' in html
-    # Equity 10000 -> 10100 -> 10050: drawdown 50 / 10100 = 0.495%
-    assert '<div class="label">Max drawdown</div><div class="value">-0.50%</div>' in html
+    # The drawdown is measured on the end-of-day equity: both trades close on 1 March (+100, then -50), whose end
+    # is 10050, above the capital: no drawdown (the intraday 10100 is no point of the daily curve).
+    assert '<div class="label">Max drawdown</div><div class="value">-0.00%</div>' in html
     assert '<div class="label">Fees / funding</div><div class="value">3.25 / -0.50</div>' in html
 
 

@@ -81,3 +81,27 @@ def test_a_close_is_stored_and_answered_with_the_broker_down(broker, django_user
     world.tick()
     trade.refresh_from_db()
     assert trade.state == PairTrade.State.CLOSED and trade.exit_reason == PairTrade.ExitReason.MANUAL
+
+
+def test_flattening_an_account_asks_every_active_trade_of_it_to_close(django_user_model):
+    from execution.services.manual import account_request_flatten
+    from tests.factories import ExchangeAccountFactory, PairTradeFactory
+
+    user = django_user_model.objects.create_user(username="flattener", password="a-long-test-password")
+    account = ExchangeAccountFactory(name="flat")
+    active = [PairTradeFactory(account=account, state=state)
+              for state in (PairTrade.State.PLANNED, PairTrade.State.OPENING, PairTrade.State.OPEN,
+                            PairTrade.State.CLOSING)]
+    done = PairTradeFactory(account=account, state=PairTrade.State.CLOSED)
+    elsewhere = PairTradeFactory(state=PairTrade.State.OPEN)
+
+    closing = account_request_flatten(account=account, user=user, wake_bot=False, channel="command")
+    assert closing == [t.pk for t in active]
+    assert set(PairTrade.objects.filter(close_requested_by=user).values_list("pk", flat=True)) == set(closing)
+    assert not PairTrade.objects.filter(pk__in=[done.pk, elsewhere.pk], close_requested_at__isnull=False).exists()
+    flatten = AuditEntry.objects.get(action="flatten_account")
+    assert flatten.actor == user and flatten.channel == "command" and flatten.details == {"trades": closing}
+    assert AuditEntry.objects.filter(action="close_trade").count() == 4
+    # Asking again changes nothing that was asked already, and is audited again.
+    assert account_request_flatten(account=account, user=user, wake_bot=False) == closing
+    assert AuditEntry.objects.filter(action="close_trade").count() == 4

@@ -7,7 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pairs.quant.kpis import TradeResult, account_kpis, daily_equity, equity_curve, exposure, finite_or_none
+from pairs.quant.kpis import (
+    DayTotals,
+    TradeResult,
+    account_kpis,
+    daily_curve,
+    daily_equity,
+    daily_kpis,
+    day_end,
+    equity_curve,
+    exposure,
+    finite_or_none,
+)
 
 T0 = datetime(2021, 3, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -106,3 +117,49 @@ def test_profit_factor_without_a_loss_is_unbounded():
     assert k.profit_factor == math.inf
     assert finite_or_none(k.profit_factor) is None
     assert finite_or_none(2.5) == 2.5
+
+
+# The same three days summed per day, as the database hands them to ``daily_kpis``.
+DAYS = [
+    DayTotals(day=T0.date(), trades=1, wins=1, gross_profit=100.0, pnl=100.0, fees=2.0, funding=-1.0,
+              held_hours=12.0, held_trades=1),
+    DayTotals(day=(T0 + 24 * H).date(), trades=1, losses=1, gross_loss=-50.0, pnl=-50.0, fees=1.0, funding=0.5,
+              held_hours=24.0, held_trades=1),
+    DayTotals(day=(T0 + 48 * H).date(), trades=1, wins=1, gross_profit=30.0, pnl=30.0, fees=1.0, held_hours=6.0,
+              held_trades=1),
+]
+DAY_MARKS = {(T0 + 24 * H).date(): -20.0}
+
+
+def test_daily_kpis_trade_figures_equal_the_per_trade_ones():
+    daily = daily_kpis(capital=1000.0, days=DAYS, start=T0, end=T0 + 72 * H, marks=DAY_MARKS, exposure_hours=36.0)
+    per_trade = _kpis()
+    for name in ("trades", "wins", "losses", "win_rate", "profit_factor", "gross_profit", "gross_loss", "net_pnl",
+                 "fees", "funding", "expectancy", "average_win", "average_loss", "total_return",
+                 "average_holding_hours", "exposure"):
+        assert getattr(daily, name) == pytest.approx(getattr(per_trade, name)), name
+
+
+def test_daily_curve_drawdown_sharpe_and_sortino():
+    # End of each day: 1000 + 100 = 1100; 1000 + 50 - 20 (the mark) = 1030; 1000 + 80 = 1080.
+    curve = daily_curve(capital=1000.0, days=DAYS, marks=DAY_MARKS)
+    assert [v for _, v in curve] == [1000, 1100, 1030, 1080]
+    assert curve[1][0] == day_end(T0.date()) == T0 + 24 * H - timedelta(microseconds=1)
+    k = daily_kpis(capital=1000.0, days=DAYS, start=T0, end=T0 + 72 * H, marks=DAY_MARKS, exposure_hours=36.0)
+    assert k.max_drawdown == pytest.approx(70 / 1100)
+    returns = [0.1, 1030 / 1100 - 1, 1080 / 1030 - 1]
+    mean = sum(returns) / 3
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / 2)
+    downside = math.sqrt((1030 / 1100 - 1) ** 2 / 3)
+    assert k.sharpe == pytest.approx(mean / std * math.sqrt(365))
+    assert k.sortino == pytest.approx(mean / downside * math.sqrt(365))
+    # A day with only a mark is a point too; a quiet day is none.
+    marked = daily_curve(capital=1000.0, days=DAYS[:1], marks={(T0 + 72 * H).date(): 5.0})
+    assert [v for _, v in marked] == [1000, 1100, 1105]
+
+
+def test_daily_kpis_without_trades():
+    k = daily_kpis(capital=0.0, days=[], start=T0, end=T0 + 24 * H)
+    assert k.trades == 0 and k.win_rate is None and k.profit_factor is None and k.expectancy is None
+    assert k.total_return is None and k.max_drawdown is None and k.sharpe is None and k.exposure == 0.0
+    assert daily_kpis(capital=1000.0, days=DAYS[:1], start=T0, end=T0 + 24 * H).profit_factor == math.inf
