@@ -129,6 +129,9 @@ class Command(BaseCommand):
         held = Notification.objects.filter(status=Notification.Status.HELD).count()
         self.stdout.write(f"Notifications kept in the database as held (not sent): {held}; "
                           "`manage.py replay --notify` sends a replay's notifications.")  # fmt: skip
+        login = settings.VAR_DIR / "demo-login.txt"
+        if login.exists():
+            self.stdout.write(f"Dashboard login: user and password in {login}")
 
 
 def _data_files(data: Path | None) -> dict[str, Path]:
@@ -146,7 +149,8 @@ def _data_files(data: Path | None) -> dict[str, Path]:
     except CandleFileError as exc:
         raise CommandError(f"no candles stored and {DATA_ENV}={data} is unusable ({exc}). {fix}") from None
     if not files:
-        raise CommandError(f"no candles stored and {DATA_ENV}={data} ({data.resolve()}) holds no candle file. {fix}")
+        where = f"{data} ({data.resolve()})" if str(data) != str(data.resolve()) else str(data)
+        raise CommandError(f"no candles stored and {DATA_ENV}={where} holds no candle file. {fix}")
     return files
 
 
