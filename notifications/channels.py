@@ -154,8 +154,8 @@ def console_lines(message: Message) -> str:
 
 
 class ConsoleChannel:
-    """Writes a message to the console (stdout unless ``write`` is given, e.g. ``tqdm.write`` beside a progress
-    bar). The demo's replay uses it for the notifications it keeps held (``notifications_echoed``)."""
+    """Writes a message to the console: stdout, or ``write`` (``replay --console`` passes one that clears its
+    progress bar first). ``make demo``'s replay prints its held notifications with it (``notifications_echoed``)."""
 
     def __init__(self, write: Callable[[str], None] | None = None):
         self._write = write or (lambda text: print(text, file=sys.stdout, flush=True))
