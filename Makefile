@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
-# Real candles for the demo, read in place (see ../shared/data/binance-usdt-1h-2021/SOURCE.md).
-DEMO_DATA ?= ../shared/data/binance-usdt-1h-2021
+# Real candles for the demo, read in place (see ../shared/data/binance-usdt-1h-2021/SOURCE.md); the environment's
+# STATARB_DATA_DIR wins.
+export STATARB_DATA_DIR ?= ../shared/data/binance-usdt-1h-2021
 
 .PHONY: install demo test run web worker beat lint bench migrate seed clean cluster
 
@@ -39,13 +40,14 @@ seed: migrate
 	$(PY) manage.py setup_periodic_tasks
 	$(PY) manage.py seed_demo
 
-# The main job on the embedded default (SQLite + SQLite broker, no server needed): migrate, seed, import the
-# shared real candles, screen the universe, then run the dashboard with a real Celery worker and beat beside it.
-# DEBUG on for the demo only (readable error pages, loopback exchanges); it is off unless set.
+# The main job on the embedded default (SQLite + SQLite broker, no server needed, no network): migrate, seed,
+# import the shared real candles, replay the last weeks through the paper bot with the guard (notifications to the
+# console), screen and grade, print the replay's KPIs and halts, then run the dashboard with a real Celery worker
+# and beat beside it. DEBUG on for the demo only (readable error pages, loopback exchanges); it is off unless set.
 demo: export DEBUG := 1
 demo: seed
 	$(PY) manage.py collectstatic --noinput -v 0
-	$(PY) manage.py demo_pipeline --data $(DEMO_DATA)
+	$(PY) manage.py demo_pipeline
 	$(PY) manage.py run_stack $(DEMO_ARGS)
 
 # One BLAS thread: the suite's many small regressions (statsmodels references) run several times faster without

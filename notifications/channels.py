@@ -12,6 +12,8 @@ from __future__ import annotations
 import html
 import logging
 import smtplib
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -142,4 +144,22 @@ class LogChannel:
             LOG_LEVEL.get(message.severity, logging.INFO), "[%s] %s: %s", message.severity, message.topic,
             redact(message.text),
         )
+        return Outcome("sent", parts_sent=1)
+
+
+def console_lines(message: Message) -> str:
+    """One notification as the console shows it: ``[severity] topic: first line``, further lines indented."""
+    first, *rest = redact(message.text).splitlines() or [""]
+    return "\n".join([f"[{message.severity}] {message.topic}: {first}", *(f"    {line}" for line in rest)])
+
+
+class ConsoleChannel:
+    """Writes a message to the console: stdout, or ``write`` (``replay --console`` passes one that clears its
+    progress bar first). ``make demo``'s replay prints its held notifications with it (``notifications_echoed``)."""
+
+    def __init__(self, write: Callable[[str], None] | None = None):
+        self._write = write or (lambda text: print(text, file=sys.stdout, flush=True))
+
+    def send(self, target: str, message: Message, *, parts_sent: int = 0) -> Outcome:
+        self._write(console_lines(message))
         return Outcome("sent", parts_sent=1)

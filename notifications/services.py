@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 MAX_TEXT = 20_000
 
 _held: contextvars.ContextVar[bool] = contextvars.ContextVar("notifications_held", default=False)
+_echo: contextvars.ContextVar[Callable[[Notification], None] | None] = contextvars.ContextVar(
+    "notifications_echo", default=None)
 
 
 @contextlib.contextmanager
@@ -35,6 +38,18 @@ def notifications_held(held: bool = True) -> Iterator[None]:
         yield
     finally:
         _held.reset(token)
+
+
+@contextlib.contextmanager
+def notifications_echoed(echo: Callable[[Notification], None] | None) -> Iterator[None]:
+    """Inside, ``echo(notification)`` is called for each notification once its transaction commits (a rolled back
+    one never shows), besides whatever the outbox does with it: the demo prints its replay's held notifications
+    to the console this way. ``None`` echoes nothing."""
+    token = _echo.set(echo)
+    try:
+        yield
+    finally:
+        _echo.reset(token)
 
 
 def notify(*, topic: str, text: str, severity: str = Notification.Severity.INFO, dedupe_key: str | None = None
@@ -55,8 +70,10 @@ def notify(*, topic: str, text: str, severity: str = Notification.Severity.INFO,
             return None
     if not held:
         _deliveries_create(notification)
-    if not held:
         _nudge_on_commit()
+    echo = _echo.get()
+    if echo is not None:
+        transaction.on_commit(functools.partial(echo, notification), robust=True)
     return notification
 
 

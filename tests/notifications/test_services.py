@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from notifications.models import Delivery, Notification
-from notifications.services import _nudge, notifications_held, notify
+from notifications.services import _nudge, notifications_echoed, notifications_held, notify
 from tests.fakes.telegram import ADMIN_CHAT_ID, ALERTS_CHAT_ID
 
 pytestmark = pytest.mark.django_db
@@ -56,3 +57,33 @@ def test_a_send_is_nudged_after_the_commit_only_when_enabled(telegram, settings,
 def test_secrets_are_masked_before_anything_is_stored(telegram):
     note = notify(topic="config", text=f"token {telegram.token} leaked")
     assert telegram.token not in note.text and "***" in note.text
+
+
+def test_an_echo_sees_each_notification_once_its_transaction_commits(telegram, django_capture_on_commit_callbacks):
+    seen = []
+    with notifications_echoed(seen.append), notifications_held():
+        with django_capture_on_commit_callbacks(execute=True):
+            note = notify(topic="trade_opened", text="replayed")
+            assert seen == []  # not before the commit
+    assert seen == [note]
+    # The echo adds nothing to the outbox: a held notification stays held, without deliveries.
+    note.refresh_from_db()
+    assert note.status == Notification.Status.HELD and not note.deliveries.exists()
+
+
+def test_a_rolled_back_notification_is_never_echoed(telegram):
+    seen = []
+    with notifications_echoed(seen.append), pytest.raises(RuntimeError):
+        with transaction.atomic():
+            notify(topic="trade_opened", text="never happened")
+            raise RuntimeError("rollback")
+    assert seen == [] and not Notification.objects.filter(text="never happened").exists()
+
+
+def test_outside_the_context_nothing_is_echoed(telegram, django_capture_on_commit_callbacks):
+    seen = []
+    with notifications_echoed(seen.append):
+        pass
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        notify(topic="trade_opened", text="live")
+    assert seen == [] and _nudge not in callbacks

@@ -222,3 +222,28 @@ def test_a_history_shorter_than_one_selection_step_is_refused(shared_candles_dir
     config.save()
     with pytest.raises(CommandError, match=r"shorter than the 6550 bars one selection step needs"):
         call_command("replay", verbosity=0)
+
+
+def test_replay_with_console_prints_each_notification_and_keeps_them_held(shared_candles_dir,
+                                                                         django_capture_on_commit_callbacks):
+    import_market(shared_candles_dir)
+    out = StringIO()
+    # Each bar commits (and prints) in a real run; the test's transaction holds the commits until the block ends.
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("replay", start="2021-03-29", end="2021-04-01", console=True, stdout=out, verbosity=0)
+
+    notes = list(Notification.objects.order_by("pk"))
+    assert notes and {n.status for n in notes} == {Notification.Status.HELD}
+    assert not Delivery.objects.exists()  # printed, not sent
+    printed = [line for line in out.getvalue().splitlines() if line.startswith("[")]
+    assert printed == [f"[{n.severity}] {n.topic}: {n.text.splitlines()[0]}" for n in notes]
+    assert any(line.startswith("[info] trade_opened: ") for line in printed)
+
+
+def test_replay_without_console_prints_no_notification(shared_candles_dir, django_capture_on_commit_callbacks):
+    import_market(shared_candles_dir)
+    out = StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("replay", start="2021-03-29", end="2021-04-01", stdout=out, verbosity=0)
+    assert Notification.objects.exists()
+    assert not [line for line in out.getvalue().splitlines() if line.startswith("[")]

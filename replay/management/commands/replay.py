@@ -10,6 +10,9 @@ from tqdm import tqdm
 
 from core.commands import finite_number, output_write, writable_output_path
 from execution.models import ExchangeAccount
+from notifications.channels import ConsoleChannel, Message
+from notifications.models import Notification
+from notifications.services import notifications_echoed
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
 from pairs.quant.fills import MAX_EXECUTION_DELAY_BARS
@@ -85,9 +88,14 @@ class Command(BaseCommand):
             help="send the replay's notifications (trades, errors) like live ones; by default they are kept in the "
                  "database as held and never sent",
         )  # fmt: skip
+        parser.add_argument(
+            "--console", action="store_true",
+            help="also print each of the replay's notifications to the console once its bar is committed (they "
+                 "stay held in the database unless --notify)",
+        )  # fmt: skip
 
     def handle(self, *args, start, end, json_path, reselect_every_days, account, verbosity, daily_loss_limit=None,
-               notify=False, execution_delay_bars=None, **options):
+               notify=False, console=False, execution_delay_bars=None, **options):
         config = StrategyConfig.current()
         if execution_delay_bars is not None:
             finite_number("--execution-delay-bars", execution_delay_bars, minimum=0,
@@ -100,13 +108,29 @@ class Command(BaseCommand):
         target = ExchangeAccount.objects.filter(name=account).first()
         if target is None and account != DEFAULT_ACCOUNT_NAME:
             raise CommandError(f"no account named {account!r}")
-        result = self._run(config, start_at, end_at, target, reselect_every_days, verbosity,
-                           None if daily_loss_limit is None else daily_loss_limit / 100, notify, execution_delay_bars)
+        with notifications_echoed(self._console_echo() if console else None):
+            result = self._run(config, start_at, end_at, target, reselect_every_days, verbosity,
+                               None if daily_loss_limit is None else daily_loss_limit / 100, notify,
+                               execution_delay_bars)
         data = result.as_json()
         self._print_summary(result, data)
         if json_path:
             output_write("--json", json_path, json.dumps(data, indent=1))
             self.stdout.write(f"wrote {json_path}")
+
+    def _console_echo(self):
+        """Each notification as a console line on this command's stdout, the progress bar cleared around it."""
+        channel = ConsoleChannel(write=self._write_beside_progress)
+
+        def echo(notification: Notification) -> None:
+            channel.send("console", Message(notification.topic, notification.severity, notification.text))
+
+        return echo
+
+    def _write_beside_progress(self, text: str) -> None:
+        with tqdm.external_write_mode():
+            self.stdout.write(text)
+            self.stdout.flush()
 
     @staticmethod
     def _check_reselect_every(config: StrategyConfig, days: float) -> None:
@@ -198,7 +222,7 @@ class Command(BaseCommand):
         self.stdout.write(f"guard: {len(halts)} halt(s), {len(data['guard_events'])} event(s)")
         for halt in halts:
             until = f" until {halt['until']}" if halt["until"] else ""
-            self.stdout.write(f"  halt at {halt['at']}{until}: {halt['reason']}")
+            self.stdout.write(f"  halt at {halt['at']} (trigger {halt['trigger'] or '-'}){until}: {halt['reason']}")
 
 
 def _ratio(value: float | None) -> str:
