@@ -75,24 +75,7 @@ def candle_closes_frame(instrument_ids: list[int], timeframe: str, start: dateti
     closes only to turn it into a float costs more than the query itself. The screen works in log prices, for
     which a double's 15-16 significant digits are exact enough; money and orders keep reading Decimals.
     """
-    columns = ["instrument_id", "open_time", "close"]
-    if not instrument_ids:
-        return pd.DataFrame(columns=columns)
-    quote = connection.ops.quote_name
-    placeholders = ", ".join(["%s"] * len(instrument_ids))
-    sql = (
-        f"SELECT {quote('instrument_id')}, {quote('open_time')}, CAST({quote('close')} AS DOUBLE) "  # noqa: S608
-        f"FROM {quote(Candle._meta.db_table)} WHERE {quote('instrument_id')} IN ({placeholders}) "
-        f"AND {quote('timeframe')} = %s AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
-    )
-    adapt = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*instrument_ids, timeframe, adapt(start), adapt(end)])
-        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
-    if not frame.empty:
-        # SQLite hands back text, MySQL naive datetimes; both are UTC.
-        frame["open_time"] = pd.to_datetime(frame["open_time"], utc=True)
-    return frame
+    return _candles_as_doubles(instrument_ids, timeframe, start, end, ["close"])
 
 
 def price_window(
@@ -219,8 +202,16 @@ def fill_bars(window: PriceWindow) -> FillBars:
 def _candle_bars_frame(instrument_ids: list[int], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
     """(instrument_id, open_time UTC, open, high, low, close, volume, turnover as doubles) of the candles in
     [start, end]; cast by the database, as ``candle_closes_frame`` reads closes."""
-    names = ["open", "high", "low", "close", "volume", "turnover"]
+    return _candles_as_doubles(instrument_ids, timeframe, start, end,
+                               ["open", "high", "low", "close", "volume", "turnover"])
+
+
+def _candles_as_doubles(instrument_ids: list[int], timeframe: str, start: datetime, end: datetime,
+                        names: list[str]) -> pd.DataFrame:
+    """(instrument_id, open_time UTC, *names as floats) of the candles in [start, end], cast by the database."""
     columns = ["instrument_id", "open_time", *names]
+    if not instrument_ids:
+        return pd.DataFrame(columns=columns)
     quote = connection.ops.quote_name
     placeholders = ", ".join(["%s"] * len(instrument_ids))
     casts = ", ".join(f"CAST({quote(name)} AS DOUBLE)" for name in names)
@@ -234,12 +225,10 @@ def _candle_bars_frame(instrument_ids: list[int], timeframe: str, start: datetim
         cursor.execute(sql, [*instrument_ids, timeframe, adapt(start), adapt(end)])
         frame = pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
     if not frame.empty:
+        # SQLite hands back text, MySQL naive datetimes; both are UTC. A NULL (turnover unknown) becomes NaN.
         frame["open_time"] = pd.to_datetime(frame["open_time"], utc=True)
         frame[names] = frame[names].astype(float)
     return frame
-
-
-# ------------------------------------------------------------------------------------------- candles for the engine
 
 
 def newest_closes(instrument_ids: list[int], timeframe: str, *, newest_open: datetime, oldest_open: datetime
