@@ -23,7 +23,7 @@ from pairs.services.walkforward import FUNDING_COLUMNS, load_market, walkforward
 from replay.report import replay_trades
 from replay.run import replay_run
 from tests.replay.replay_world import START, import_market, parsed, wipe_replay
-from tests.replay.test_parity import EXIT_REASONS, END, fill_price, fixed_pair, leg_fills
+from tests.replay.test_parity import END, EXIT_REASONS, fill_price, fixed_pair, leg_fills
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
