@@ -80,7 +80,7 @@ class WalkForwardParams:
     stop_z: float = 4.0
     max_holding_half_lives: float = 3.0
     cooldown_bars: int = 24
-    zscore_window_bars: int = 500
+    zscore_window_bars: int = 250
     trade_zscore: str = "rolling"
     taker_fee: float = 0.00055
     slippage: float = 0.0002
