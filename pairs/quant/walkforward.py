@@ -87,7 +87,7 @@ class WalkForwardParams:
     default_funding_rate: float = 0.0001
     execution_delay_bars: int = 0
     slippage_model: str = "range"
-    slippage_factor: float = 0.0
+    slippage_factor: float = 0.02
     slippage_reference_notional: float = 500.0
 
     def __post_init__(self) -> None:
