@@ -332,7 +332,9 @@ class StrategyConfig(models.Model):
     max_holding_half_lives = models.FloatField(default=3.0, help_text="Close after this many half-lives")
     cooldown_bars = models.PositiveIntegerField(default=24, help_text="No new entry for this many bars after a stop")
     zscore_window_bars = models.PositiveIntegerField(
-        default=500, help_text="Bars the rolling hedge ratio, mean and std of the z-score are fitted on"
+        # 250, not 500: chosen by the nested walk-forward on 2021-03-15..05-31, confirmed on 06-01..07-17 at 0 and
+        # 1 bar of delay (docs/RESEARCH.md)
+        default=250, help_text="Bars the rolling hedge ratio, mean and std of the z-score are fitted on"
     )
     backtest_oos_bars = models.PositiveIntegerField(
         default=1000, help_text="Bars before the screening window that the walk-forward backtest trades"

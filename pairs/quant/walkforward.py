@@ -30,6 +30,13 @@ Forward-in-time protocol, per period (``trade_start`` .. ``trade_end``, weekly b
    bar) or ``frozen`` (the formation fit, as in validation). A position still open on the period's last bar is
    closed there (``end_of_data``), so a period's result depends on no bar after ``trade_end``.
 
+Fills (validation and trading alike): the execution model of the evidence backtest and the replay
+(``pairs.quant.fills``): a decision on bar t fills at the open of bar ``t + 1 + execution_delay_bars`` (the
+market's ``open`` column; without one, the previous bar's close), each leg charged the slippage fraction
+``params.costs().slippage_fractions`` of its reference bar (fixed ``slippage`` plus ``slippage_factor`` times the
+bar's relative range, from the ``high``/``low`` columns, or volume share, from the turnover). A trade's ``exit_ms``
+is its exit fill time.
+
 Prices: NaN before a listing; the loader forward-fills short gaps. Bars after a symbol's last stored bar are
 forward-filled here from the past only (a delisted leg is held flat at its last price).
 """
@@ -41,8 +48,9 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from pairs.quant.backtest import Costs, backtest
+from pairs.quant.backtest import Costs, Trades, backtest
 from pairs.quant.confirmation import confirm_candidates
+from pairs.quant.fills import check_delay
 from pairs.quant.grading import GradingParams, LevelRule, PairEvidence, TradeEvidence, grade
 from pairs.quant.screening import merge_and_adjust, passing_directions, screen
 from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars, rolling_zscore_pairs
@@ -72,11 +80,15 @@ class WalkForwardParams:
     stop_z: float = 4.0
     max_holding_half_lives: float = 3.0
     cooldown_bars: int = 24
-    zscore_window_bars: int = 500
+    zscore_window_bars: int = 250
     trade_zscore: str = "rolling"
     taker_fee: float = 0.00055
     slippage: float = 0.0002
     default_funding_rate: float = 0.0001
+    execution_delay_bars: int = 0
+    slippage_model: str = "range"
+    slippage_factor: float = 0.02
+    slippage_reference_notional: float = 500.0
 
     def __post_init__(self) -> None:
         for name in ("lookback_bars", "min_history_bars", "confirmation_bars", "validation_bars", "cooldown_bars",
@@ -94,6 +106,7 @@ class WalkForwardParams:
             raise ValueError(f"trade_zscore must be one of {', '.join(ZSCORE_MODES)}, got {self.trade_zscore!r}")
         self.rule_params()  # the rule checks its own thresholds
         self.costs()
+        check_delay(self.execution_delay_bars)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -122,7 +135,9 @@ class WalkForwardParams:
                           max_holding_half_lives=self.max_holding_half_lives, cooldown_bars=self.cooldown_bars)
 
     def costs(self) -> Costs:
-        return Costs(taker_fee=self.taker_fee, slippage=self.slippage, funding_rate=self.default_funding_rate)
+        return Costs(taker_fee=self.taker_fee, slippage=self.slippage, funding_rate=self.default_funding_rate,
+                     slippage_model=self.slippage_model, slippage_factor=self.slippage_factor,
+                     slippage_reference_notional=self.slippage_reference_notional)
 
     def screen_key(self) -> tuple:
         """The fields the formation screen depends on (screens are shared between points that agree on them)."""
@@ -197,7 +212,8 @@ class Period:
 @dataclass
 class PeriodTrades:
     """What one parameter point did in one period: the pool's directions (symbol indices), their level and the
-    trades of the trading bars (``pair`` indexes the pool; ``exit_ms`` = close time of the exit bar)."""
+    trades of the trading bars (``pair`` indexes the pool; ``exit_ms`` = the exit fill time; ``fills``: the
+    backtest's own trade columns, fill prices, slippage and exit reasons, bars counted from ``trade_start``)."""
 
     period: Period
     universe: np.ndarray
@@ -211,6 +227,7 @@ class PeriodTrades:
     exit_bar: np.ndarray
     side: np.ndarray
     hedge_ratio: np.ndarray
+    fills: Trades | None = None
 
     def trade_level(self) -> np.ndarray:
         return self.level[self.pair] if len(self.pair) else np.zeros(0, dtype=np.int64)
@@ -296,16 +313,38 @@ def _frozen_z(market: Market, pool: Formation, rows: slice) -> np.ndarray:
 
 def _run_backtest(market: Market, pool: Formation, rows: slice, z: np.ndarray, hedge: np.ndarray,
                   params: WalkForwardParams, backtest_options: dict):
-    """``backtest.backtest`` of the pool's directions on ``rows``. ``backtest_options`` pass through as keyword
-    arguments, except ``pair_columns``: ``{argument: (market column, "y" or "x")}``, each handed over as that
-    column's (rows, directions) slice of the y or x legs (e.g. funding rates, opens, slippage fractions)."""
+    """``backtest.backtest`` of the pool's directions on ``rows``, filled by the execution model (``_execution``).
+    ``backtest_options`` pass through as keyword arguments, except ``pair_columns``: ``{argument: (market column,
+    "y" or "x")}``, each handed over as that column's (rows, directions) slice of the y or x legs (e.g. funding)."""
     rule = params.rule_params()
-    options = {name: value for name, value in backtest_options.items() if name != "pair_columns"}
+    options = _execution(market, pool, rows, params)
+    options.update((name, value) for name, value in backtest_options.items() if name != "pair_columns")
     for argument, (column, leg) in backtest_options.get("pair_columns", {}).items():
         options[argument] = market.columns[column][rows][:, pool.y if leg == "y" else pool.x]
     return backtest(market.filled[rows][:, pool.y], market.filled[rows][:, pool.x], z, hedge, rule, params.costs(),
                     market.times_ms[rows], max_holding_bars=max_holding_bars(pool.half_life, rule),
                     bar_ms=market.bar_ms, **options)
+
+
+def _execution(market: Market, pool: Formation, rows: slice, params: WalkForwardParams) -> dict:
+    """The fill model's arguments of ``backtest``: ``params.execution_delay_bars`` and, when the market has an
+    ``open`` column, each leg's opens and the slippage fraction of each bar as a reference bar
+    (``Costs.slippage_fractions``, the formula of the evidence backtest and the replay). Without opens: the previous
+    bar's close and the fixed slippage (``backtest``'s defaults)."""
+    options: dict = {"execution_delay_bars": params.execution_delay_bars}
+    opens = market.columns.get("open")
+    if opens is None:
+        return options
+    costs = params.costs()
+    for leg, index in (("y", pool.y), ("x", pool.x)):
+        def part(name: str, index=index):
+            values = market.turnover if name == "turnover" else market.columns.get(name)
+            return None if values is None else values[rows][:, index]
+
+        options[f"opens_{leg}"] = part("open")
+        options[f"slippage_{leg}"] = costs.slippage_fractions(part("open"), part("high"), part("low"),
+                                                              part("turnover"))
+    return options
 
 
 def validate_and_grade(market: Market, period: Period, pool: Formation, params: WalkForwardParams,
@@ -349,9 +388,9 @@ def trade(market: Market, period: Period, pool: Formation, levels: np.ndarray, p
     exit_bar = trades.exit_bar + period.trade_start
     return PeriodTrades(
         period=period, universe=pool.universe, y=pool.y, x=pool.x, level=levels, pair=trades.pair.astype(np.int64),
-        ret=np.asarray(trades.ret, dtype=np.float64), exit_ms=market.times_ms[exit_bar] + market.bar_ms,
+        ret=np.asarray(trades.ret, dtype=np.float64), exit_ms=np.asarray(trades.exit_fill_ms, dtype=np.int64),
         entry_bar=trades.entry_bar + period.trade_start, exit_bar=exit_bar, side=trades.side,
-        hedge_ratio=trades.hedge_ratio,
+        hedge_ratio=trades.hedge_ratio, fills=trades,
     )
 
 

@@ -6,10 +6,11 @@ Definitions (all from net trade returns of ``backtest.backtest``, one unit of y 
 - ``trades``, ``win_rate``, ``profit_factor``: ``performance.trade_metrics`` of the trades CLOSED in the span;
   ``profit_factor_ci``: ``evaluation.bootstrap_profit_factor_ci`` (2,000 resamples, 95 %, seed 0).
 - daily returns: the sum of the returns of the trades closed on each UTC day of the span (the day of the exit
-  bar's close, ``exit_ms - 1``), 0 on days without a close. ``sharpe`` = their mean over standard deviation times
-  sqrt(365); ``deflated_sharpe`` = ``evaluation.deflated_sharpe_ratio`` of the same daily returns, the selection
-  being the grid: the per-day Sharpe ratios of every grid point over the same span and group are the trials (one
-  point, or fewer than two defined Sharpe ratios: SR0 = 0, i.e. the probabilistic Sharpe ratio against zero).
+  fill, ``exit_ms - 1``: the close of the exit's reference bar), 0 on days without a close. ``sharpe`` = their
+  mean over standard deviation times sqrt(365); ``deflated_sharpe`` = ``evaluation.deflated_sharpe_ratio`` of
+  the same daily returns, the selection being the grid: the per-day Sharpe ratios of every grid point over the
+  same span and group are the trials (one point, or fewer than two defined Sharpe ratios: SR0 = 0, i.e. the
+  probabilistic Sharpe ratio against zero).
 - levels: trades of the pairs graded exactly to that level in their period (``walkforward.level_numbers``).
 - nested selection (with a grid): period k is traded with the point whose chosen book (``select_on``: the level
   trades, or the whole pool) had the highest total return over periods 0..k-1; ties, and period 0 (no evidence

@@ -19,6 +19,7 @@ from core.threads import blas_thread_limit, blas_threads
 from pairs.marketdata.grid import PriceWindow
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, Instrument, StrategyConfig
+from pairs.quant.fills import fill_opens
 from pairs.quant.grading import GradingParams
 from pairs.quant.walkforward import (
     Market,
@@ -34,6 +35,7 @@ from pairs.selectors import candle_matrices, ladder_rules, walkforward_bounds
 from pairs.services.evidence import funding_rate_matrix
 
 # Stored funding rates reach the backtest per leg (NaN where none is stored: the default rate), as in the evidence.
+# Opens, highs, lows and turnover reach it through the engine's fill model (``walkforward._execution``).
 FUNDING_COLUMNS = {"funding_rate_y": ("funding", "y"), "funding_rate_x": ("funding", "x")}
 # A grid larger than this is a typo or a job for a cluster, not for this command.
 MAX_GRID_POINTS = 500
@@ -43,12 +45,18 @@ class WalkForwardError(ValueError):
     """Bad input to the walk-forward (dates, symbols, grid); the message names what was wrong."""
 
 
-def walkforward_params(config: StrategyConfig) -> WalkForwardParams:
-    """The current settings as a walk-forward point (validation length: the engine's default)."""
+def walkforward_params(config: StrategyConfig, *, execution_delay_bars: int | None = None) -> WalkForwardParams:
+    """The current settings as a walk-forward point (validation length: the engine's default), the fill model's
+    included; ``execution_delay_bars`` overrides the configuration's delay (WalkForwardError when out of range)."""
     names = set(WalkForwardParams.field_names()) & {f.name for f in StrategyConfig._meta.get_fields()}
     values = {name: getattr(config, name) for name in names}
     values["min_turnover_24h"] = float(values["min_turnover_24h"])
-    return WalkForwardParams().with_values(values)
+    if execution_delay_bars is not None:
+        values["execution_delay_bars"] = execution_delay_bars
+    try:
+        return WalkForwardParams().with_values(values)
+    except ValueError as exc:
+        raise WalkForwardError(str(exc)) from None
 
 
 def grid_points(path: Path, base: WalkForwardParams) -> tuple[list[WalkForwardParams], list[dict]]:
@@ -137,14 +145,7 @@ def walkforward_run(
     if end_ts <= start_ts:
         raise WalkForwardError(f"--end {end_ts:%Y-%m-%d %H:%M} is not after --start {start_ts:%Y-%m-%d %H:%M} "
                                f"(the candles end at {pd.Timestamp(last):%Y-%m-%d %H:%M} UTC)")
-    grid, candles = candle_matrices(instruments=instruments, timeframe=config.timeframe,
-                                    start=(start_ts - history * bar).to_pydatetime(), end=end_ts.to_pydatetime())
-    symbols_ = [i.symbol for i in instruments]
-    funding = funding_rate_matrix(PriceWindow(timeframe=config.timeframe, times=grid, symbols=symbols_,
-                                              instrument_ids=[i.pk for i in instruments], closes=candles["close"]))
-    market = Market(grid.as_unit("ms").asi8, candles["close"], candles["turnover"], symbols_,
-                    int(bar / pd.Timedelta(milliseconds=1)),
-                    {"open": candles["open"], "high": candles["high"], "low": candles["low"], "funding": funding})
+    market = load_market(config=config, instruments=instruments, start=start_ts - history * bar, end=end_ts)
     backtest_options = {"pair_columns": FUNDING_COLUMNS, **(backtest_options or {})}
     start_bar, end_bar = bars_between(market, int(start_ts.value // 1_000_000), int(end_ts.value // 1_000_000))
     try:
@@ -163,8 +164,36 @@ def walkforward_run(
                                   backtest_options=backtest_options, progress=progress, screen_processes=processes)
     data = report(results, level_numbers(ladder), market.times_ms, market.bar_ms, select_on=select_on,
                   points=point_values if len(points) > 1 else None)
+    data["execution"] = execution_settings(points[0])
     return WalkForwardRun(data=data, market=market, n_periods=len(schedule), n_points=len(points),
                           settings=asdict(points[0]))
+
+
+def load_market(*, config: StrategyConfig, instruments: list[Instrument], start: pd.Timestamp, end: pd.Timestamp
+                ) -> Market:
+    """The stored candles of ``instruments`` from ``start`` to ``end`` as the engine's market: closes, turnover,
+    and the columns of the fill model (opens, a missing one being the previous close as the evidence backtest
+    fills them, ``fills.fill_opens``; highs; lows) and of the funding (stored rates, NaN: the default)."""
+    bar = pd.Timedelta(milliseconds=timeframe_ms(config.timeframe))
+    grid, candles = candle_matrices(instruments=instruments, timeframe=config.timeframe, start=start.to_pydatetime(),
+                                    end=end.to_pydatetime())
+    symbols = [i.symbol for i in instruments]
+    funding = funding_rate_matrix(PriceWindow(timeframe=config.timeframe, times=grid, symbols=symbols,
+                                              instrument_ids=[i.pk for i in instruments], closes=candles["close"]))
+    return Market(grid.as_unit("ms").asi8, candles["close"], candles["turnover"], symbols,
+                  int(bar / pd.Timedelta(milliseconds=1)),
+                  {"open": fill_opens(candles["open"], candles["close"]), "high": candles["high"],
+                   "low": candles["low"], "funding": funding})
+
+
+def execution_settings(point: WalkForwardParams) -> dict:
+    """The report's ``execution`` block: the fill model of the run's first point (every point's, unless the grid
+    changes it)."""
+    return {"fills": f"open of the bar {1 + point.execution_delay_bars} after the signal bar",
+            "execution_delay_bars": point.execution_delay_bars, "taker_fee": point.taker_fee,
+            "slippage": point.slippage, "slippage_model": point.slippage_model,
+            "slippage_factor": point.slippage_factor,
+            "slippage_reference_notional": point.slippage_reference_notional}
 
 
 # --- HTML report ---------------------------------------------------------------------------------------------
@@ -192,6 +221,15 @@ def _rows(label: str, block: dict) -> list[str]:
             + "".join(f"<td>{_cell(stats[c])}</td>" for c in _STAT_COLUMNS) + "</tr>" for name, stats in rows]
 
 
+def _execution_html(execution: dict | None) -> list[str]:
+    if not execution:
+        return []
+    return [f"<p>Fills: {html.escape(execution['fills'])} (execution delay "
+            f"<b>{execution['execution_delay_bars']} bar(s)</b>), taker fee {execution['taker_fee']:g} and "
+            f"slippage {execution['slippage']:g} + {execution['slippage_factor']:g} x "
+            f"{html.escape(execution['slippage_model'])} per fill.</p>"]
+
+
 def report_html(data: dict, *, settings: dict | None = None, title: str = "Walk-forward evaluation") -> str:
     """A self-contained HTML page (no script, no external resource) of the walk-forward JSON."""
     head = "<tr><th>span</th><th>book</th>" + "".join(f"<th>{c}</th>" for c in _STAT_COLUMNS) + "</tr>"
@@ -200,6 +238,7 @@ def report_html(data: dict, *, settings: dict | None = None, title: str = "Walk-
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p>Pool: every confirmed candidate of each formation; level n: the pairs graded to level n on their "
              "validation bars only. Profit factor '-' with trades means no losing trade (unbounded).</p>",
+             *_execution_html(data.get("execution")),
              f"<h2>Overall</h2><table>{head}", *_rows("all periods", overall), "</table>"]
     if "pbo" in overall:
         nested = overall.get("nested") or {}

@@ -46,7 +46,7 @@ def _run(*args) -> str:
 
 
 def _check_shape(data: dict, *, grid: bool) -> None:
-    assert set(data) == {"periods", "overall"}
+    assert set(data) == {"periods", "overall", "execution"}
     assert set(data["overall"]) == ({"pool", "levels", "pbo", "nested"} if grid else {"pool", "levels"})
     assert set(data["overall"]["levels"]) == {"1"}  # levels 2 and 3 need live evidence: a backtest can't reach them
     for row in data["periods"]:
@@ -64,7 +64,8 @@ def test_walkforward_writes_json_and_a_self_contained_html_report(stored_market,
     assert data["periods"][-1]["trade_end"] == "2021-03-10T00:00:00Z"
     assert data["periods"][0]["formation_start"] == "2021-01-02T04:00:00Z"  # 600 + 500 bars before the start
     assert data["overall"]["pool"]["trades"] >= 6  # the constructed pair trades its two spikes every 96 bars
-    assert "3 periods x 1 point(s), 4 symbols" in out
+    assert "3 periods x 1 point(s), 4 symbols, execution delay 0 bar(s)" in out
+    assert data["execution"]["execution_delay_bars"] == 0  # the configuration's
     html = page.read_text()
     assert html.startswith("<!doctype html>") and "Overall" in html
     assert "<script" not in html and "http" not in html  # nothing fetched from anywhere
@@ -91,6 +92,7 @@ def test_walkforward_with_a_grid_reports_pbo_and_the_nested_selection(stored_mar
     (["--start", "2021-01-10"], "--start 2021-01-10 00:00 is too early: the first period needs 1100 bars"),
     (["--symbols", "AAAUSDT,NOPEUSDT"], "--symbols: unknown symbol(s) NOPEUSDT"),
     (["--every-days", "nan"], "--every-days must be a number"),
+    (["--execution-delay-bars", "25"], "--execution-delay-bars: execution_delay_bars must be an integer from 0 to 24"),
 ])
 def test_bad_arguments_are_command_errors_naming_them(stored_market, args, message):
     with pytest.raises(CommandError) as caught:
@@ -132,3 +134,20 @@ def test_walkforward_on_real_shared_candles(shared_candles_dir, tmp_path):
     assert data["periods"][0]["formation_start"] == "2021-01-16T20:00:00Z"  # 2,500 bars before
     pool = data["overall"]["pool"]
     assert pool["trades"] == sum(p["pool"]["trades"] for p in data["periods"])
+
+
+def test_the_execution_delay_option_fills_later_and_the_reports_say_so(stored_market, tmp_path):
+    """``--execution-delay-bars 1``: the same decisions, each fill one bar later; the JSON and HTML name the delay."""
+    StrategyConfig.objects.filter(pk=1).update(execution_delay_bars=0)
+    runs = {}
+    for delay in (0, 1):
+        path, page = tmp_path / f"wf{delay}.json", tmp_path / f"wf{delay}.html"
+        out = _run("--start", "2021-02-17", "--end", "2021-03-09", "--execution-delay-bars", str(delay),
+                   "--json", str(path), "--report", str(page))
+        assert f"execution delay {delay} bar(s)" in out
+        runs[delay] = json.loads(path.read_text())
+        assert runs[delay]["execution"]["execution_delay_bars"] == delay
+        assert runs[delay]["execution"]["fills"] == f"open of the bar {1 + delay} after the signal bar"
+        assert f"execution delay <b>{delay} bar(s)</b>" in page.read_text()
+    # The synthetic spikes revert within a bar: one bar later, the entries miss the reversion.
+    assert runs[1]["overall"]["pool"]["win_rate"] < runs[0]["overall"]["pool"]["win_rate"]

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from core.commands import finite_number, writable_output_path
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
+from pairs.quant.fills import check_delay
 from pairs.quant.walkforward_report import SELECT_ON
 from pairs.services.walkforward import (
     WalkForwardError,
@@ -63,11 +64,15 @@ class Command(BaseCommand):
         parser.add_argument("--report", dest="report_path", type=Path, default=None,
                             help="write a self-contained HTML report to FILE")
         parser.add_argument("--every-days", type=float, default=7.0, help="days between re-formations (default 7)")
+        parser.add_argument("--execution-delay-bars", type=int, default=None,
+                            help="fill at the open of the bar 1 + N after the signal bar (default: the strategy "
+                                 "configuration's execution_delay_bars); every point of a grid uses it unless the "
+                                 "grid sets it")
         parser.add_argument("--select-on", choices=SELECT_ON, default="levels",
                             help="book the nested selection and the PBO rank points on (default: levels)")
 
     def handle(self, *args, start, end, symbols, grid, json_path, report_path, every_days, select_on, verbosity,
-               **options):
+               execution_delay_bars, **options):
         config = StrategyConfig.current()
         bar = timedelta(milliseconds=timeframe_ms(config.timeframe))
         start_at = parse_moment(start, "--start", end_of_day=False, bar=bar)
@@ -78,8 +83,14 @@ class Command(BaseCommand):
         json_path = writable_output_path("--json", json_path)
         report_path = writable_output_path("--report", report_path)
         wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] or None
+        if execution_delay_bars is not None:
+            try:
+                check_delay(execution_delay_bars)
+            except ValueError as exc:
+                raise CommandError(f"--execution-delay-bars: {exc}") from None
         try:
-            points, values = grid_points(grid, walkforward_params(config)) if grid else (None, None)
+            base = walkforward_params(config, execution_delay_bars=execution_delay_bars)
+            points, values = grid_points(grid, base) if grid else ([base], None)
         except WalkForwardError as exc:
             raise CommandError(str(exc)) from None
         progress = tqdm(unit="period", disable=verbosity == 0, desc="walk-forward")
@@ -105,7 +116,9 @@ class Command(BaseCommand):
         overall = run.data["overall"]
         parts = [f"pool: {_brief(overall['pool'])}"] + [f"L{n}: {_brief(s)}" for n, s in overall["levels"].items()]
         extra = f", PBO {overall['pbo']:.2f}" if overall.get("pbo") is not None else ""
-        self.stdout.write(f"{run.n_periods} periods x {run.n_points} point(s), {len(run.market.symbols)} symbols; "
+        delay = run.data["execution"]["execution_delay_bars"]
+        self.stdout.write(f"{run.n_periods} periods x {run.n_points} point(s), {len(run.market.symbols)} symbols, "
+                          f"execution delay {delay} bar(s); "
                           + "; ".join(parts) + extra)
 
 

@@ -188,3 +188,39 @@ def test_pair_columns_reach_the_backtest_sliced_per_leg():
     np.testing.assert_array_equal(changed, closes_on_settlement)
     with pytest.raises(ValueError, match="column funding must be"):
         Market(m.times_ms, m.closes, m.turnover, m.symbols, m.bar_ms, {"funding": funding[:-1]})
+
+
+@pytest.mark.parametrize("delay", [0, 1])
+def test_trades_fill_at_the_open_after_the_signal_plus_slippage(delay):
+    """With opens, highs and lows in the market, validation and trading fill like the evidence backtest and the
+    replay: a decision on bar t fills at the open of bar t + 1 + delay, a buy paying open x (1 + s) and a sell
+    getting open x (1 - s), s = fixed + factor x (high - low) / open of bar t + delay (``pairs.quant.fills``)."""
+    plain = market(FIRST + WEEK)
+    rng = np.random.default_rng(3)
+    opens = plain.closes * np.exp(0.002 * rng.standard_normal(plain.closes.shape))  # not the previous close
+    highs = np.maximum(opens, plain.closes) * (1 + 0.01 * rng.random(plain.closes.shape))
+    lows = np.minimum(opens, plain.closes) * (1 - 0.01 * rng.random(plain.closes.shape))
+    m = Market(plain.times_ms, plain.closes, plain.turnover, plain.symbols, plain.bar_ms,
+               {"open": opens, "high": highs, "low": lows})
+    params = replace(PARAMS, execution_delay_bars=delay, slippage=0.0003, slippage_factor=0.1)
+    schedule = periods(m, start_bar=FIRST, end_bar=FIRST + WEEK, every_bars=WEEK, params=params)
+    result = run_walkforward(m, schedule, [params], LADDER)[0][0]
+    k, _ = _pair_rows(result, 1, 0)
+    mine = np.flatnonzero(result.pair == k)
+    assert len(mine) >= 2
+    fills = result.fills
+    for n in mine:
+        fill, ref = result.entry_bar[n] + 1 + delay, result.entry_bar[n] + delay
+        for leg, column, price, slip in (("y", result.y[k], fills.entry_price_y[n], fills.entry_slippage_y[n]),
+                                         ("x", result.x[k], fills.entry_price_x[n], fills.entry_slippage_x[n])):
+            assert price == pytest.approx(opens[fill, column], rel=1e-12), leg
+            expected = 0.0003 + 0.1 * (highs[ref, column] - lows[ref, column]) / opens[ref, column]
+            assert slip == pytest.approx(expected, rel=1e-12), leg
+        assert fills.entry_fill_ms[n] == m.times_ms[fill]
+        assert result.exit_ms[n] == fills.exit_fill_ms[n]
+    # The slippage is charged on those prices (a buy at open x (1 + s), a sell at open x (1 - s)): the same trades
+    # without slippage earn exactly the fills' slippage more.
+    free = run_walkforward(m, schedule, [replace(params, slippage=0.0, slippage_factor=0.0)], LADDER)[0][0]
+    np.testing.assert_array_equal(free.entry_bar, result.entry_bar)
+    np.testing.assert_allclose((free.ret - result.ret) * (1 + np.abs(result.hedge_ratio)), fills.slippage,
+                               rtol=1e-9)
