@@ -134,6 +134,14 @@ def _grid_block(ordered: list[Instrument], timeframe: str, grid: pd.DatetimeInde
         f"WHERE {quote('instrument_id')} IN ({', '.join(['%s'] * len(ids))}) AND {quote('timeframe')} = %s "
         f"AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
     )
+    for rows, columns, values in _grid_rows(sql, ids, timeframe, grid):
+        block[rows, columns] = values[:, 0]
+    return block
+
+
+def _grid_rows(sql: str, ids: list[int], timeframe: str, grid: pd.DatetimeIndex):
+    """Stream ``sql`` (instrument_id, epoch seconds, values...; parameters: ``ids``, timeframe, grid's first and
+    last time) in chunks, as (grid rows, columns in ``ids``' order, values) of the bars that lie on ``grid``."""
     column = np.full(max(ids) + 1, -1, dtype=np.int64)
     column[ids] = np.arange(len(ids))
     first_s, step_s = int(grid.as_unit("s").asi8[0]), timeframe_ms(timeframe) // 1000
@@ -144,8 +152,7 @@ def _grid_block(ordered: list[Instrument], timeframe: str, grid: pd.DatetimeInde
             chunk = np.array(rows, dtype=np.float64)
             offsets = chunk[:, 1].astype(np.int64) - first_s
             on_grid = offsets % step_s == 0
-            block[offsets[on_grid] // step_s, column[chunk[on_grid, 0].astype(np.int64)]] = chunk[on_grid, 2]
-    return block
+            yield offsets[on_grid] // step_s, column[chunk[on_grid, 0].astype(np.int64)], chunk[on_grid, 2:]
 
 
 def _grid_block_from_frame(block: np.ndarray, ordered: list[Instrument], timeframe: str,
@@ -335,19 +342,9 @@ def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: dat
         f"FROM {quote(Candle._meta.db_table)} WHERE {quote('instrument_id')} IN ({', '.join(['%s'] * len(ids))}) "
         f"AND {quote('timeframe')} = %s AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
     )
-    column = np.full(max(ids) + 1, -1, dtype=np.int64)
-    column[ids] = np.arange(len(ids))
-    first_s, step_s = int(grid.as_unit("s").asi8[0]), int(step.total_seconds())
-    adapt = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*ids, timeframe, adapt(grid[0].to_pydatetime()), adapt(grid[-1].to_pydatetime())])
-        while rows := cursor.fetchmany(WINDOW_FETCH_ROWS):
-            chunk = np.array(rows, dtype=np.float64)
-            offsets = chunk[:, 1].astype(np.int64) - first_s
-            on_grid = offsets % step_s == 0
-            row_index, col_index = offsets[on_grid] // step_s, column[chunk[on_grid, 0].astype(np.int64)]
-            for k, name in enumerate(names):
-                matrices[name][row_index, col_index] = chunk[on_grid, 2 + k]
+    for rows, columns, values in _grid_rows(sql, ids, timeframe, grid):
+        for k, name in enumerate(names):
+            matrices[name][rows, columns] = values[:, k]
     volume = matrices.pop("volume")
     stored = matrices["turnover"]
     matrices["turnover"] = np.where(stored < 0, matrices["close"] * volume, stored)

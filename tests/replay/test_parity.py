@@ -37,6 +37,21 @@ def fill_price(price: float, slippage: float, buy: bool) -> Decimal:
         Decimal(repr(price)) * (1 - Decimal(repr(slippage)))
 
 
+def assert_legs_filled_like(trade: dict, reference: dict) -> None:
+    """Both legs of the replayed ``trade``, opened and closed, filled when and at the price (open +- slippage) of
+    the backtest's ``reference`` record, on the right sides."""
+    for action, prefix in (("open", "entry"), ("close", "exit")):
+        fills = leg_fills(trade, action)
+        when = datetime.fromtimestamp(reference[f"{prefix}_fill_ms"] / 1000, tz=UTC)
+        assert {leg["filled_at"] for leg in fills.values()} == {when}
+        long_y = (reference["side"] == "long") == (action == "open")
+        long_x = long_y == (reference["hedge_ratio"] < 0)
+        for symbol, leg, is_buy in (("NEOUSDT", "y", long_y), ("OMGUSDT", "x", long_x)):
+            expected = fill_price(reference[f"{prefix}_price_{leg}"], reference[f"{prefix}_slippage_{leg}"], is_buy)
+            assert fills[symbol]["side"] == ("buy" if is_buy else "sell")
+            assert abs(fills[symbol]["price"] - expected) <= Decimal("1e-9") * expected, (trade, symbol)
+
+
 def assert_same_trades(config, delay: int) -> list[dict]:
     pair = Pair.objects.get()
     replayed = [parsed(t) for t in replay_trades(account=replay_run(
@@ -51,17 +66,7 @@ def assert_same_trades(config, delay: int) -> list[dict]:
         assert trade["side"] == f"{reference['side']}_spread"
         assert trade["exit_reason"] == EXIT_REASONS[reference["exit_reason"]]
         assert trade["hedge_ratio"] == pytest.approx(reference["hedge_ratio"], rel=1e-9)
-        for action, prefix in (("open", "entry"), ("close", "exit")):
-            fills = leg_fills(trade, action)
-            when = datetime.fromtimestamp(reference[f"{prefix}_fill_ms"] / 1000, tz=UTC)
-            assert {leg["filled_at"] for leg in fills.values()} == {when}
-            long_y = (reference["side"] == "long") == (action == "open")
-            long_x = long_y == (reference["hedge_ratio"] < 0)
-            for symbol, leg, is_buy in (("NEOUSDT", "y", long_y), ("OMGUSDT", "x", long_x)):
-                expected = fill_price(reference[f"{prefix}_price_{leg}"], reference[f"{prefix}_slippage_{leg}"],
-                                      is_buy)
-                assert fills[symbol]["side"] == ("buy" if is_buy else "sell")
-                assert abs(fills[symbol]["price"] - expected) <= Decimal("1e-9") * expected, (trade, symbol)
+        assert_legs_filled_like(trade, reference)
         # the signal was known at its bar's close, when the bot acted: the fill is at the next open, or delay bars on
         assert trade["opened_at"] == trade["signal_at"]
         assert {leg["filled_at"] for leg in leg_fills(trade, "open").values()} == {trade["signal_at"] + delay * HOUR}

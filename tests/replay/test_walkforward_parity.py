@@ -11,7 +11,6 @@ database for the replay (run without reselection), as a one-direction pool for t
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ from pairs.services.walkforward import FUNDING_COLUMNS, load_market, walkforward
 from replay.report import replay_trades
 from replay.run import replay_run
 from tests.replay.replay_world import START, import_market, parsed, wipe_replay
-from tests.replay.test_parity import END, EXIT_REASONS, fill_price, fixed_pair, leg_fills
+from tests.replay.test_parity import END, EXIT_REASONS, assert_legs_filled_like, fixed_pair
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
@@ -72,16 +71,7 @@ def assert_replay_matches_walkforward(config, delay: int) -> int:
         assert trade_["exit_reason"] == EXIT_REASONS[reference["exit_reason"]]
         assert trade_["hedge_ratio"] == pytest.approx(reference["hedge_ratio"], rel=1e-9)
         assert trade_["opened_at"] == trade_["signal_at"]
-        for action, prefix in (("open", "entry"), ("close", "exit")):
-            fills = leg_fills(trade_, action)
-            assert {leg["filled_at"] for leg in fills.values()} == {moment(reference[f"{prefix}_fill_ms"])}
-            long_y = (reference["side"] == "long") == (action == "open")
-            long_x = long_y == (reference["hedge_ratio"] < 0)
-            for symbol, leg, is_buy in (("NEOUSDT", "y", long_y), ("OMGUSDT", "x", long_x)):
-                expected = fill_price(reference[f"{prefix}_price_{leg}"], reference[f"{prefix}_slippage_{leg}"],
-                                      is_buy)
-                assert fills[symbol]["side"] == ("buy" if is_buy else "sell")
-                assert abs(fills[symbol]["price"] - expected) <= Decimal("1e-9") * expected, (trade_, symbol)
+        assert_legs_filled_like(trade_, reference)
         # The replay dates a trade's close, like its open, at the decision (its bar's close); the legs fill
         # ``delay`` bars later.
         assert trade_["closed_at"] == moment(reference["exit_fill_ms"]) - delay * HOUR
