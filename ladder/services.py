@@ -63,7 +63,7 @@ class StatisticsOutcome:
                     "previous_level": g.previous_level,
                     "reason": g.reason,
                     "in_sample": window(g.windows.get(PairStatistics.Window.IN_SAMPLE)),
-                    "out_of_sample": window(g.windows.get(PairStatistics.Window.OUT_OF_SAMPLE)),
+                    "validation": window(g.windows.get(PairStatistics.Window.VALIDATION)),
                     "live": window(g.windows.get(PairStatistics.Window.LIVE)),
                 }
                 for g in self.graded
@@ -137,7 +137,7 @@ def pair_statistics_update(*, config: StrategyConfig, end: datetime | None = Non
             windows[PairStatistics.Window.LIVE] = live[pair.pk]
         previous = pair.level.number if pair.level else None
         evidence = PairEvidence(
-            backtest=_evidence(windows.get(PairStatistics.Window.OUT_OF_SAMPLE)),
+            backtest=_evidence(windows.get(PairStatistics.Window.VALIDATION)),
             live=_evidence(windows.get(PairStatistics.Window.LIVE)),
             qvalue=pair.qvalue, half_life=pair.half_life_bars, consecutive_failures=pair.consecutive_failures,
         )

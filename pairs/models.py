@@ -221,11 +221,14 @@ class PairTest(models.Model):
 
 
 class PairStatistics(models.Model):
-    """Trading statistics of one pair over one window: backtest in and out of sample, or its live trades."""
+    """Trading statistics of one pair over one window: backtest on its formation window (in sample) and on the
+    validation bars after it, or its live trades."""
 
     class Window(models.TextChoices):
         IN_SAMPLE = "in_sample", "Backtest, formation window"
-        OUT_OF_SAMPLE = "out_of_sample", "Backtest, walk-forward"
+        # The bars after the formation window, traded with the formation fit frozen: the only backtest evidence
+        # the grading weighs (issue #17: forward in time, never a backcast).
+        VALIDATION = "validation", "Backtest, validation after formation"
         LIVE = "live", "Live and paper trades"
 
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="statistics")
@@ -336,8 +339,12 @@ class StrategyConfig(models.Model):
         # 1 bar of delay (docs/RESEARCH.md)
         default=250, help_text="Bars the rolling hedge ratio, mean and std of the z-score are fitted on"
     )
-    backtest_oos_bars = models.PositiveIntegerField(
-        default=1000, help_text="Bars before the screening window that the walk-forward backtest trades"
+    validation_bars = models.PositiveIntegerField(
+        # 500: the walk-forward evaluation's validation length (docs/RESEARCH.md)
+        default=500, validators=[MinValueValidator(1)],
+        help_text="Bars after the screening (formation) window on which a pair is traded with its formation fit "
+                  "frozen: the screening window ends this many bars before the newest bar, and these bars are the "
+                  "only backtest evidence for level 1",
     )
     taker_fee = models.FloatField(default=0.00055, help_text="Per fill, fraction of notional (Bybit VIP0 taker)")
     slippage = models.FloatField(default=0.0002, help_text="Per fill, fraction of notional")

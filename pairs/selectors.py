@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 from django.db import connection
-from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 
 from pairs.marketdata.grid import PriceWindow, empty_window, grid_window
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairStatistics, StrategyConfig
+from pairs.quant.walkforward import MS_PER_DAY, TURNOVER_DAYS
 
 
 def pairs_with_legs() -> QuerySet[Pair]:
@@ -39,7 +40,7 @@ def ladder_pairs(*, min_level: int = 1, limit: int = 50) -> list[dict]:
     return [
         {
             "pair": pair,
-            "out_of_sample": stats.get((pair.pk, PairStatistics.Window.OUT_OF_SAMPLE)),
+            "validation": stats.get((pair.pk, PairStatistics.Window.VALIDATION)),
             "live": stats.get((pair.pk, PairStatistics.Window.LIVE)),
         }
         for pair in pairs
@@ -57,15 +58,43 @@ def level_counts() -> list[dict]:
     return [{"level": level, "pairs": counts.get(level.pk, 0)} for level in Level.objects.all()]
 
 
-def universe_instruments(*, config: StrategyConfig) -> QuerySet[Instrument]:
-    """Instruments the screen may use: trading, not excluded by hand, turnover at least the minimum (an instrument
-    whose turnover is unknown, e.g. imported from files, passes). History is checked on the candle window."""
-    return (
-        Instrument.objects.filter(exchange=config.exchange, quote=config.quote, status=Instrument.Status.TRADING,
-                                  excluded=False)
-        .filter(Q(turnover_24h__isnull=True) | Q(turnover_24h__gte=config.min_turnover_24h))
-        .order_by("symbol")
-    )
+def universe_instruments(*, config: StrategyConfig, at: datetime | None = None) -> list[Instrument]:
+    """Instruments the screen may use, by symbol; history is checked on the candle window.
+
+    Live (``at`` None): trading today, not excluded by hand, 24-hour turnover of today's ticker at least the minimum.
+    At a past moment ``at`` (a replay, a selection re-run on history): point in time, from data up to ``at`` only
+    (issue #17): any status today (a symbol delisted since was trading then; one not yet listed has no candles
+    and fails the history check), and the turnover filter on the average 24-hour quote turnover of the stored
+    candles over the ``TURNOVER_DAYS`` days ending with the bar at ``at``, as the walk-forward computes it. An
+    instrument whose turnover is unknown (imported from files without it) passes in both cases."""
+    instruments = universe_candidates(config=config)
+    if at is None:
+        return list(instruments.filter(status=Instrument.Status.TRADING)
+                    .filter(Q(turnover_24h__isnull=True) | Q(turnover_24h__gte=config.min_turnover_24h))
+                    .order_by("symbol"))
+    candidates = list(instruments.order_by("symbol"))
+    daily = turnover_24h_at([i.pk for i in candidates], config.timeframe, at=at)
+    minimum = float(config.min_turnover_24h)
+    return [i for i in candidates if daily.get(i.pk) is None or daily[i.pk] >= minimum]
+
+
+def universe_candidates(*, config: StrategyConfig) -> QuerySet[Instrument]:
+    """Every instrument a point-in-time universe can hold: the exchange and quote's, whatever its status today,
+    except those excluded by hand."""
+    return Instrument.objects.filter(exchange=config.exchange, quote=config.quote, excluded=False)
+
+
+def turnover_24h_at(instrument_ids: list[int], timeframe: str, *, at: datetime) -> dict[int, float]:
+    """Average 24-hour quote turnover per instrument over the ``TURNOVER_DAYS`` days of bars ending with the bar
+    that opens at ``at`` (bars without a stored turnover count as zero, the average is over the days, as
+    ``pairs.quant.walkforward.universe_at`` computes it); an instrument with no stored turnover there is absent."""
+    bar_ms = timeframe_ms(timeframe)
+    bars = TURNOVER_DAYS * MS_PER_DAY // bar_ms
+    since = at - timedelta(milliseconds=bar_ms * (bars - 1))
+    rows = (Candle.objects.filter(instrument_id__in=instrument_ids, timeframe=timeframe, open_time__gte=since,
+                                  open_time__lte=at, turnover__isnull=False)
+            .order_by().values("instrument_id").annotate(total=Sum("turnover")).values_list("instrument_id", "total"))
+    return {instrument_id: float(total) / bars * (MS_PER_DAY // bar_ms) for instrument_id, total in rows}
 
 
 def candle_closes_frame(instrument_ids: list[int], timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
@@ -249,6 +278,12 @@ def newest_closes(instrument_ids: list[int], timeframe: str, *, newest_open: dat
         .values_list("instrument_id", "close")
     )
     return dict(rows)  # ordered by time: the newest close of each instrument wins
+
+
+def newest_bar(instruments: list[Instrument], timeframe: str) -> datetime | None:
+    """Open time of the newest stored bar of any of ``instruments`` (None when none is stored)."""
+    times = newest_bar_times([i.pk for i in instruments], timeframe, end=None).values()
+    return max(times) if times else None
 
 
 def newest_bar_times(instrument_ids: list[int], timeframe: str, *, end: datetime | None) -> dict[int, datetime]:

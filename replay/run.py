@@ -3,8 +3,8 @@
 For every bar with open time t in [start, end] the clock is t + 1 bar (the bar has just closed), and in order:
 
 1. **selection**, at the first bar and then every ``reselect_every``: ``screening_run`` and
-   ``pair_statistics_update`` with ``end=t``, so screening, out-of-sample grading and the level moves see only bars
-   with open time <= t (the selection maintenance is not run: it ages data on the newest stored bar and the wall
+   ``pair_statistics_update`` with ``end=t``, so screening (formation window ending ``validation_bars`` before t,
+   point-in-time universe), validation grading and the level moves see only bars with open time <= t (the selection maintenance is not run: it ages data on the newest stored bar and the wall
    clock, which a replay must not see);
 2. **signals** for bar t (``signals_update(end=t)``), with closes served from memory by ``ReplayMarket``
    (``replay.market``), which applies the grid rules of ``pairs.marketdata.grid`` to history loaded once;
@@ -71,7 +71,7 @@ from notifications.services import notifications_held
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Level, Pair, StrategyConfig
 from pairs.quant.fills import check_delay
-from pairs.selectors import candle_bounds, universe_instruments
+from pairs.selectors import candle_bounds, universe_candidates
 from pairs.services.screening import ScreeningError, screening_run
 from replay.errors import ReplayError
 from replay.lock import (
@@ -157,9 +157,9 @@ def _prepare_account(account: ExchangeAccount) -> ExchangeAccount:
 
 
 def history_bars_needed(config: StrategyConfig) -> int:
-    """Bars a selection step reads: the screening window, the out-of-sample window before it, and the z-score
-    window that the out-of-sample backtest's first bar is fitted on."""
-    return config.lookback_bars + config.backtest_oos_bars + config.zscore_window_bars
+    """Bars a selection step reads: the screening (formation) window, with the history it requires, and the
+    validation bars after it."""
+    return max(config.lookback_bars, config.min_history_bars) + config.validation_bars
 
 
 def replay_default_range(config: StrategyConfig) -> tuple[datetime, datetime]:
@@ -176,8 +176,8 @@ def replay_default_range(config: StrategyConfig) -> tuple[datetime, datetime]:
     if start > last:
         raise ReplayError(
             f"the stored candles ({_iso(first)} to {_iso(last)}) are shorter than the "
-            f"{history_bars_needed(config)} bars one selection step needs (lookback {config.lookback_bars} + "
-            f"out of sample {config.backtest_oos_bars} + z-score window {config.zscore_window_bars})"
+            f"{history_bars_needed(config)} bars one selection step needs (lookback {config.lookback_bars} or "
+            f"min_history_bars {config.min_history_bars}, + validation_bars {config.validation_bars})"
         )
     return start, last
 
@@ -356,7 +356,7 @@ def _replay_market(config: StrategyConfig, start: datetime, end: datetime, clock
     """The history the replay reads, in memory: the universe and every stored pair's legs, from as far back as the
     signals read (zscore_window_bars + 1 + MAX_CATCH_UP_BARS bars before the clock)."""
     step = timedelta(milliseconds=timeframe_ms(config.timeframe))
-    instruments = {i.pk: i for i in universe_instruments(config=config)}
+    instruments = {i.pk: i for i in universe_candidates(config=config)}  # any selection's universe
     pairs = Pair.objects.filter(timeframe=config.timeframe, y_instrument__exchange=config.exchange)
     for pair in pairs.select_related("y_instrument", "x_instrument"):
         instruments.setdefault(pair.y_instrument_id, pair.y_instrument)

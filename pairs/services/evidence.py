@@ -3,11 +3,14 @@ them, ``ladder.services``).
 
 Windows (all bars on the same grid as the screening, see ``pairs.selectors.price_window``):
 
-- **in sample**: the screening window (the last ``lookback_bars``), z-scores from the pair's latest test
+Forward in time (issue #17): formation, then validation, then trading.
+
+- **in sample**: the formation window (the screening window of the pair's latest test), z-scores from that test
   (hedge ratio, intercept, spread mean and std fitted on that same window: look-ahead by design, labelled so).
-- **out of sample**: the ``backtest_oos_bars`` bars *before* the screening window, z-scores from a rolling fit
-  over the ``zscore_window_bars`` bars strictly before each bar (walk-forward: nothing of a bar or later is used).
-  These bars took no part in selecting the pair, so selection bias doesn't flatter them.
+- **validation**: every bar *after* the formation window up to the grading's end (``validation_bars`` of them when
+  the grading follows the screening, as the pipeline runs them), z-scores from the same frozen formation fit and
+  the holding limit from the formation half-life. These bars took no part in selecting the pair or fitting it, so
+  selection bias doesn't flatter them; they are the only backtest evidence the grading weighs (``ladder``).
 
 The same rule (``pairs.quant.spread_rule``) with the same parameters (``StrategyConfig``) drives the backtests,
 the replay and the live signals, and the same execution model (``pairs.quant.fills``): a decision on a bar's close
@@ -30,10 +33,9 @@ from pairs.marketdata.validation import timeframe_ms
 from pairs.models import FundingRate, Pair, PairStatistics, StrategyConfig
 from pairs.quant.backtest import BacktestStatistics, Costs, backtest
 from pairs.quant.fills import fill_opens
-from pairs.quant.spread import half_life
-from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars, rolling_zscore_pairs
+from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars
 from pairs.quant.stationarity import adf_fixed_lag
-from pairs.selectors import fill_bars, price_window
+from pairs.selectors import fill_bars, newest_bar, price_window
 
 logger = logging.getLogger(__name__)
 
@@ -105,59 +107,96 @@ def gradable_pairs(config: StrategyConfig) -> list[Pair]:
     return list(
         Pair.objects.filter(timeframe=config.timeframe, y_instrument__exchange=config.exchange)
         .exclude(status=Pair.Status.RETIRED)
-        .select_related("y_instrument", "x_instrument", "level")
+        .select_related("y_instrument", "x_instrument", "level", "last_run")
         .order_by("pk")
     )
 
 
+def formation_end(pair: Pair, config: StrategyConfig, newest: datetime) -> datetime:
+    """The last bar of the formation window that fitted ``pair``'s coefficients: its latest test's run's window
+    end; for a pair never tested by a run (set by hand), ``validation_bars`` bars before ``newest``, where a run at
+    ``newest`` would have ended it."""
+    if pair.last_run is not None and pair.last_run.window_end is not None:
+        return pair.last_run.window_end
+    return newest - timedelta(milliseconds=timeframe_ms(config.timeframe)) * config.validation_bars
+
+
 def backtest_windows(pairs: list[Pair], config: StrategyConfig, end: datetime | None
                      ) -> tuple[dict[int, dict], datetime | None]:
-    """In-sample and out-of-sample statistics per pair id (``{pair_id: {window: stats}}``), computed for all pairs
-    at once, and the end of the screening window."""
-    legs = {p.y_instrument_id: p.y_instrument for p in pairs} | {p.x_instrument_id: p.x_instrument for p in pairs}
-    instruments = list(legs.values())
-    lookback, oos, z_window = config.lookback_bars, config.backtest_oos_bars, config.zscore_window_bars
-    full = price_window(instruments=instruments, timeframe=config.timeframe, bars=lookback + oos + z_window,
-                        end=end, min_history_bars=None)
-    recent = price_window(instruments=instruments, timeframe=config.timeframe, bars=lookback, end=end,
-                          min_history_bars=None)
+    """In-sample and validation statistics per pair id (``{pair_id: {window: stats}}``) and the newest bar graded
+    (``end``, default the newest stored bar of the pairs' legs).
+
+    Pairs are backtested in groups sharing a formation window (usually one: the latest run's), all pairs of a
+    group at once: in sample on the formation window, validation on every bar after it up to ``end``."""
     results: dict[int, dict] = {p.pk: {} for p in pairs}
-    window_end = recent.times[-1].to_pydatetime() if len(recent.times) else None
-    for pair_id, stats in _in_sample(pairs, config, recent).items():
-        results[pair_id][PairStatistics.Window.IN_SAMPLE] = stats
-    for pair_id, stats in _out_of_sample(pairs, config, full).items():
-        results[pair_id][PairStatistics.Window.OUT_OF_SAMPLE] = stats
-    return results, window_end
+    legs = {p.y_instrument_id: p.y_instrument for p in pairs} | {p.x_instrument_id: p.x_instrument for p in pairs}
+    newest = end or newest_bar(list(legs.values()), config.timeframe)
+    if newest is None:
+        return results, None
+    bar = timedelta(milliseconds=timeframe_ms(config.timeframe))
+    groups: dict[tuple[datetime, int], list[Pair]] = {}
+    for pair in pairs:
+        lookback = pair.last_run.lookback_bars if pair.last_run is not None else config.lookback_bars
+        groups.setdefault((formation_end(pair, config, newest), lookback), []).append(pair)
+    for (formed, lookback), group in groups.items():
+        if formed > newest:  # tested on bars after the grading's end (a re-grade of the past): nothing to weigh
+            continue
+        for pair_id, stats in _in_sample(group, config, _legs_window(group, config, lookback, formed)).items():
+            results[pair_id][PairStatistics.Window.IN_SAMPLE] = stats
+        validation_bars = int((newest - formed) / bar)
+        if validation_bars < 1:
+            continue
+        window = _legs_window(group, config, validation_bars, newest)
+        for pair_id, stats in _validation(group, config, window).items():
+            results[pair_id][PairStatistics.Window.VALIDATION] = stats
+    return results, newest
 
 
-def _in_sample(pairs: list[Pair], config: StrategyConfig, recent: PriceWindow) -> dict[int, dict]:
-    """The screening window traded with the latest test's coefficients (look-ahead by design)."""
-    column = {iid: k for k, iid in enumerate(recent.instrument_ids)}
-    in_sample = [p for p in pairs if p.y_instrument_id in column and p.x_instrument_id in column
-                 and p.spread_std and p.spread_std > 0]
-    if not in_sample:
-        return {}
+def _legs_window(pairs: list[Pair], config: StrategyConfig, bars: int, end: datetime) -> PriceWindow:
+    legs = {p.y_instrument_id: p.y_instrument for p in pairs} | {p.x_instrument_id: p.x_instrument for p in pairs}
+    return price_window(instruments=list(legs.values()), timeframe=config.timeframe, bars=bars, end=end,
+                        min_history_bars=None)
+
+
+def _frozen_backtest(pairs: list[Pair], config: StrategyConfig, window: PriceWindow):
+    """The rule on ``window`` with each pair's formation fit frozen (hedge ratio, intercept, spread mean and std)
+    and the holding limit from its formation half-life: (pairs backtested, result, log prices, y, x columns)."""
+    column = {iid: k for k, iid in enumerate(window.instrument_ids)}
+    traded = [p for p in pairs if p.y_instrument_id in column and p.x_instrument_id in column
+              and p.spread_std and p.spread_std > 0]
+    if not traded:
+        return traded, None, None, None, None
     params = rule_params(config)
-    y = np.array([column[p.y_instrument_id] for p in in_sample])
-    x = np.array([column[p.x_instrument_id] for p in in_sample])
-    log_prices = np.log(recent.closes)
-    beta = np.array([p.hedge_ratio for p in in_sample])
-    alpha = np.array([p.intercept for p in in_sample])
-    mean = np.array([p.spread_mean or 0.0 for p in in_sample])
-    std = np.array([p.spread_std for p in in_sample])
+    y = np.array([column[p.y_instrument_id] for p in traded])
+    x = np.array([column[p.x_instrument_id] for p in traded])
+    log_prices = np.log(window.closes)
+    beta = np.array([p.hedge_ratio for p in traded])
+    alpha = np.array([p.intercept for p in traded])
+    mean = np.array([p.spread_mean or 0.0 for p in traded])
+    std = np.array([p.spread_std for p in traded])
     z = fixed_zscore(log_prices[:, y], log_prices[:, x], beta, alpha, mean, std)
-    holding = max_holding_bars(np.array([p.half_life_bars or np.nan for p in in_sample], dtype=float), params)
-    funding = funding_rate_matrix(recent)
-    opens, slippage = execution_matrices(config, recent)
-    result = backtest(recent.closes[:, y], recent.closes[:, x], z, beta, params, costs(config),
-                      recent.times.as_unit("ms").asi8, funding[:, y], funding[:, x], max_holding_bars=holding,
+    holding = max_holding_bars(np.array([p.half_life_bars or np.nan for p in traded], dtype=float), params)
+    funding = funding_rate_matrix(window)
+    opens, slippage = execution_matrices(config, window)
+    result = backtest(window.closes[:, y], window.closes[:, x], z, beta, params, costs(config),
+                      window.times.as_unit("ms").asi8, funding[:, y], funding[:, x], max_holding_bars=holding,
                       opens_y=opens[:, y], opens_x=opens[:, x], slippage_y=slippage[:, y], slippage_x=slippage[:, x],
                       execution_delay_bars=config.execution_delay_bars)
+    return traded, result, log_prices, y, x
+
+
+def _in_sample(pairs: list[Pair], config: StrategyConfig, formation: PriceWindow) -> dict[int, dict]:
+    """The formation window traded with the coefficients fitted on it (look-ahead by design, labelled so)."""
+    traded, result, log_prices, y, x = _frozen_backtest(pairs, config, formation)
+    if not traded:
+        return {}
+    beta = np.array([p.hedge_ratio for p in traded])
+    alpha = np.array([p.intercept for p in traded])
     spreads = log_prices[:, y] - alpha - beta * log_prices[:, x]
     adf_stat, adf_p = adf_fixed_lag(spreads[-RECENT_ADF_BARS:], lags=1)
-    window_start, window_end = recent.times[0].to_pydatetime(), recent.times[-1].to_pydatetime()
+    window_start, window_end = formation.times[0].to_pydatetime(), formation.times[-1].to_pydatetime()
     results = {}
-    for k, pair in enumerate(in_sample):
+    for k, pair in enumerate(traded):
         stats = _stats_dict(result.statistics[k])
         stats.update(recent_adf_stat=finite(adf_stat[k]), recent_adf_pvalue=finite(adf_p[k]),
                      window_start=window_start, window_end=window_end)
@@ -165,38 +204,15 @@ def _in_sample(pairs: list[Pair], config: StrategyConfig, recent: PriceWindow) -
     return results
 
 
-def _out_of_sample(pairs: list[Pair], config: StrategyConfig, full: PriceWindow) -> dict[int, dict]:
-    """The bars before the screening window, traded with walk-forward z-scores."""
-    column = {iid: k for k, iid in enumerate(full.instrument_ids)}
-    walk = [p for p in pairs if p.y_instrument_id in column and p.x_instrument_id in column]
-    if not walk:
+def _validation(pairs: list[Pair], config: StrategyConfig, validation: PriceWindow) -> dict[int, dict]:
+    """The bars after the formation window, traded with the formation fit frozen: nothing of these bars chose the
+    pair or fitted its coefficients, so selection bias doesn't flatter them."""
+    traded, result, _, _, _ = _frozen_backtest(pairs, config, validation)
+    if not traded:
         return {}
-    params = rule_params(config)
-    z_window, oos = config.zscore_window_bars, config.backtest_oos_bars
-    y = np.array([column[p.y_instrument_id] for p in walk])
-    x = np.array([column[p.x_instrument_id] for p in walk])
-    traded = slice(z_window, z_window + oos)  # the OOS bars: after the first fit, before the screening window
-    log_prices = np.log(full.closes[: z_window + oos])
-    rolling = rolling_zscore_pairs(log_prices, y, x, z_window)
-    # The holding limit needs a half-life known before the first traded bar: the one of the spread fitted on
-    # the bars before it (the pair's latest half-life comes from later bars and would leak).
-    first_fit = (rolling.hedge_ratio[z_window], rolling.intercept[z_window])
-    prior_spreads = log_prices[:z_window, y] - first_fit[1] - first_fit[0] * log_prices[:z_window, x]
-    holding = max_holding_bars(np.atleast_1d(half_life(prior_spreads)), params)
-    funding = funding_rate_matrix(full)[traded]
-    opens, slippage = (matrix[traded] for matrix in execution_matrices(config, full))
-    result = backtest(full.closes[traded][:, y], full.closes[traded][:, x], rolling.zscore[traded],
-                      rolling.hedge_ratio[traded], params, costs(config), full.times[traded].as_unit("ms").asi8,
-                      funding[:, y], funding[:, x], max_holding_bars=holding, opens_y=opens[:, y],
-                      opens_x=opens[:, x], slippage_y=slippage[:, y], slippage_x=slippage[:, x],
-                      execution_delay_bars=config.execution_delay_bars)
-    window_start, window_end = full.times[traded][0].to_pydatetime(), full.times[traded][-1].to_pydatetime()
-    results = {}
-    for k, pair in enumerate(walk):
-        stats = _stats_dict(result.statistics[k])
-        stats.update(window_start=window_start, window_end=window_end)
-        results[pair.pk] = stats
-    return results
+    window_start, window_end = validation.times[0].to_pydatetime(), validation.times[-1].to_pydatetime()
+    return {pair.pk: _stats_dict(result.statistics[k]) | {"window_start": window_start, "window_end": window_end}
+            for k, pair in enumerate(traded)}
 
 
 _COLUMNS = (*STATISTIC_FIELDS, "recent_adf_stat", "recent_adf_pvalue", "window_start", "window_end")

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from core.threads import blas_thread_limit, blas_threads
 from pairs.marketdata.grid import PriceWindow
+from pairs.marketdata.validation import timeframe_ms
 from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
 from pairs.quant.confirmation import confirm_candidates
 from pairs.quant.screening import (
@@ -32,7 +33,7 @@ from pairs.quant.screening import (
     screen,
     split_pairs,
 )
-from pairs.selectors import price_window, universe_instruments
+from pairs.selectors import candle_bounds, price_window, universe_instruments
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +55,32 @@ def screening_run_start(
     *, config: StrategyConfig, lookback_bars: int | None = None, end: datetime | None = None,
     symbols: list[str] | None = None,
 ) -> tuple[CointegrationRun, PriceWindow]:
-    """Choose the universe and the window, and record a running CointegrationRun with what was chosen."""
+    """Choose the universe and the window, and record a running CointegrationRun with what was chosen.
+
+    Forward in time (issue #17): the screening (formation) window is the ``lookback`` bars ending
+    ``validation_bars`` bars before ``end`` (default: the newest stored bar), so that the validation bars after it
+    exist when the pairs are graded (``pairs.services.evidence``); the universe is the one of the formation's last
+    bar (point in time when ``end`` is given, ``pairs.selectors.universe_instruments``)."""
     lookback = lookback_bars or config.lookback_bars
     if lookback < 100:
         raise ScreeningError(f"lookback of {lookback} bars is too short for an Engle-Granger test (at least 100)")
-    instruments = list(universe_instruments(config=config))
+    newest = end or candle_bounds(exchange=config.exchange, timeframe=config.timeframe)[1]
+    if newest is None:
+        raise ScreeningError(f"no {config.timeframe} candles of {config.exchange} are stored: import or fetch "
+                             "candles first")
+    formation_end = newest - timedelta(milliseconds=timeframe_ms(config.timeframe)) * config.validation_bars
+    instruments = universe_instruments(config=config, at=None if end is None else formation_end)
     if symbols:
         instruments = [i for i in instruments if i.symbol in set(symbols)]
-    window = price_window(instruments=instruments, timeframe=config.timeframe, bars=lookback, end=end,
+    window = price_window(instruments=instruments, timeframe=config.timeframe, bars=lookback, end=formation_end,
                           min_history_bars=config.min_history_bars)
     if len(window.symbols) < 2:
         raise ScreeningError(
             f"only {len(window.symbols)} symbol(s) with {max(lookback, config.min_history_bars)} bars of "
-            f"{config.timeframe} history in the universe of {config.exchange} ({len(instruments)} instruments; "
-            "import or fetch candles first, or lower min_history_bars in the strategy configuration)"
+            f"{config.timeframe} history up to {_iso(formation_end)} (the formation window ends validation_bars = "
+            f"{config.validation_bars} bars before {_iso(newest)}) in the universe of {config.exchange} "
+            f"({len(instruments)} instruments; import or fetch candles first, or lower min_history_bars or "
+            "validation_bars in the strategy configuration)"
         )
     holdout = min(config.confirmation_bars, lookback // 4)
     run = CointegrationRun.objects.create(
@@ -87,6 +100,8 @@ def screening_run_start(
             "min_half_life_bars": config.min_half_life_bars,
             "max_half_life_bars": config.max_half_life_bars,
             "min_history_bars": config.min_history_bars,
+            "validation_bars": config.validation_bars,
+            "validation_end": _iso(newest),
         },
     )
     return run, window

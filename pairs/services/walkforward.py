@@ -46,7 +46,7 @@ class WalkForwardError(ValueError):
 
 
 def walkforward_params(config: StrategyConfig, *, execution_delay_bars: int | None = None) -> WalkForwardParams:
-    """The current settings as a walk-forward point (validation length: the engine's default), the fill model's
+    """The current settings as a walk-forward point (the validation length and the fill model's
     included; ``execution_delay_bars`` overrides the configuration's delay (WalkForwardError when out of range)."""
     names = set(WalkForwardParams.field_names()) & {f.name for f in StrategyConfig._meta.get_fields()}
     values = {name: getattr(config, name) for name in names}

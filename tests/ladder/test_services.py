@@ -1,8 +1,9 @@
 """Per-pair statistics and level grading against the database, on synthetic candles written with candles_upsert.
 
 The universe: one random-walk leg X, two legs cointegrated with it (log Y = a + b log X + OU noise, half-life
-~6.6 bars) and one independent random walk R. The Pair rows carry the "latest test" values the screen would
-store: an OLS fit on the last ``LOOKBACK`` bars, spread mean/std and half-life of its residuals. The reference
+~8.3 bars) and one independent random walk R. The Pair rows carry the "latest test" values the screen would
+store: an OLS fit on the formation window (the ``LOOKBACK`` bars ending ``VALIDATION`` bars before the newest
+bar), spread mean/std and half-life of its residuals; the ``VALIDATION`` bars after it are the validation window. The reference
 numbers are recomputed here from the generated prices, never read from what the service stored.
 """
 
@@ -29,11 +30,12 @@ from tests.factories import ExchangeAccountFactory, FillFactory, InstrumentFacto
 
 pytestmark = pytest.mark.django_db
 
-LOOKBACK, OOS, Z_WINDOW = 400, 300, 100
-N_BARS = LOOKBACK + OOS + Z_WINDOW + 50  # 50 bars more than the service reads
+LOOKBACK, VALIDATION, Z_WINDOW = 400, 400, 100
+N_BARS = LOOKBACK + VALIDATION + 50  # 50 bars more than the service reads
 FIRST_BAR = datetime(2021, 1, 1, tzinfo=UTC)
 LAST_BAR = FIRST_BAR + timedelta(hours=N_BARS - 1)
-WINDOWS = (PairStatistics.Window.IN_SAMPLE, PairStatistics.Window.OUT_OF_SAMPLE)
+FORMATION_END = LAST_BAR - timedelta(hours=VALIDATION)
+WINDOWS = (PairStatistics.Window.IN_SAMPLE, PairStatistics.Window.VALIDATION)
 COMPARED = ("trades", "win_rate", "profit_factor", "total_return", "mean_return", "max_drawdown", "sharpe",
             "sortino", "expectancy", "avg_holding_bars")
 
@@ -54,8 +56,8 @@ def synthetic_closes(seed: int = 20210101) -> pd.DataFrame:
     exactly (its columns keep 12)."""
     rng = np.random.default_rng(seed)
     log_x = np.log(40.0) + np.cumsum(rng.normal(0.0, 0.01, N_BARS))
-    log_y1 = 0.3 + 0.8 * log_x + ou(rng, N_BARS, phi=0.9, sigma=0.004)
-    log_y2 = -0.5 + 1.2 * log_x + ou(rng, N_BARS, phi=0.9, sigma=0.005)
+    log_y1 = 0.3 + 0.8 * log_x + ou(rng, N_BARS, phi=0.92, sigma=0.004)
+    log_y2 = -0.5 + 1.2 * log_x + ou(rng, N_BARS, phi=0.92, sigma=0.005)
     log_r = np.log(15.0) + np.cumsum(rng.normal(0.0, 0.01, N_BARS))
     times = pd.date_range(FIRST_BAR, periods=N_BARS, freq="h")
     closes = pd.DataFrame({"XUSDT": log_x, "Y1USDT": log_y1, "Y2USDT": log_y2, "RUSDT": log_r}, index=times)
@@ -76,10 +78,18 @@ def bars_frame(closes: pd.Series) -> pd.DataFrame:
     })
 
 
-def latest_test_values(closes: pd.DataFrame, y: str, x: str, bars: int = LOOKBACK) -> dict:
-    """What the screen stores on a pair: OLS of log y on log x over the last ``bars`` bars and its residuals."""
-    log_y = np.log(closes[y].to_numpy()[-bars:])
-    log_x = np.log(closes[x].to_numpy()[-bars:])
+def formation(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.iloc[-(LOOKBACK + VALIDATION):-VALIDATION]
+
+
+def validation(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.iloc[-VALIDATION:]
+
+
+def latest_test_values(closes: pd.DataFrame, y: str, x: str) -> dict:
+    """What the screen stores on a pair: OLS of log y on log x over the formation window and its residuals."""
+    log_y = np.log(formation(closes)[y].to_numpy())
+    log_x = np.log(formation(closes)[x].to_numpy())
     hedge_ratio, intercept = np.polyfit(log_x, log_y, 1)
     spread = log_y - intercept - hedge_ratio * log_x
     return {"hedge_ratio": float(hedge_ratio), "intercept": float(intercept), "spread_mean": float(spread.mean()),
@@ -109,7 +119,7 @@ class Market:
 def small_config() -> StrategyConfig:
     config = StrategyConfig.current()
     config.exchange = "bybit"
-    config.lookback_bars, config.backtest_oos_bars, config.zscore_window_bars = LOOKBACK, OOS, Z_WINDOW
+    config.lookback_bars, config.validation_bars, config.zscore_window_bars = LOOKBACK, VALIDATION, Z_WINDOW
     # Entries at |z| >= 1.5 give the short synthetic windows enough trades (about ten per window) for the ladder.
     config.entry_z = 1.5
     config.save()
@@ -138,21 +148,32 @@ def rule_and_costs(config: StrategyConfig) -> tuple[RuleParams, Costs]:
     )
 
 
-def reference_in_sample(market: Market, pair: Pair):
-    """The in-sample backtest recomputed from the generated prices: the last LOOKBACK bars, fixed coefficients."""
-    recent = market.closes.iloc[-LOOKBACK:]
-    y, x = recent[pair.y_instrument.symbol].to_numpy(), recent[pair.x_instrument.symbol].to_numpy()
+def reference_backtest(market: Market, pair: Pair, part):
+    """A backtest recomputed from the generated prices on ``part`` of them (``formation`` or ``validation``) with
+    the pair's stored (formation) coefficients frozen."""
+    window = part(market.closes)
+    y, x = window[pair.y_instrument.symbol].to_numpy(), window[pair.x_instrument.symbol].to_numpy()
     z = fixed_zscore(np.log(y), np.log(x), pair.hedge_ratio, pair.intercept, pair.spread_mean, pair.spread_std)
     params, costs = rule_and_costs(market.config)
     # the execution model: fills at the next bar's open, slippage fixed + range of the bar closed at the fill
-    legs = [bars_frame(market.closes[leg.symbol]).iloc[-LOOKBACK:] for leg in (pair.y_instrument, pair.x_instrument)]
+    legs = [part(bars_frame(market.closes[leg.symbol])) for leg in (pair.y_instrument, pair.x_instrument)]
     opens = [leg["open"].to_numpy() for leg in legs]
     slippage = [costs.slippage_fractions(leg["open"].to_numpy(), leg["high"].to_numpy(), leg["low"].to_numpy())
                 for leg in legs]
-    result = backtest(y, x, z, pair.hedge_ratio, params, costs, recent.index.as_unit("ms").asi8,
+    result = backtest(y, x, z, pair.hedge_ratio, params, costs, window.index.as_unit("ms").asi8,
                       max_holding_bars=max_holding_bars(pair.half_life_bars, params), opens_y=opens[0],
                       opens_x=opens[1], slippage_y=slippage[0], slippage_x=slippage[1])
     return result.statistics[0]
+
+
+def assert_stored_equals(stored: PairStatistics, expected) -> None:
+    assert stored.trades == expected.trades
+    for name in ("win_rate", "profit_factor", "total_return", "max_drawdown", "mean_return", "expectancy"):
+        value = getattr(expected, name)
+        if value is None or not np.isfinite(value):
+            assert getattr(stored, name) is None, name
+        else:
+            assert getattr(stored, name) == pytest.approx(value, abs=1e-12, rel=1e-12), name
 
 
 def stats_of(pair: Pair, window: str) -> PairStatistics:
@@ -183,20 +204,19 @@ def test_windows_are_stored_for_both_pairs_and_do_not_overlap(market):
     for pair in (reverting, random_walk):
         assert set(PairStatistics.objects.filter(pair=pair).values_list("window", flat=True)) == set(WINDOWS)
     in_sample = stats_of(reverting, PairStatistics.Window.IN_SAMPLE)
-    out_of_sample = stats_of(reverting, PairStatistics.Window.OUT_OF_SAMPLE)
-    assert in_sample.trades > 0 and out_of_sample.trades > 0
+    validated = stats_of(reverting, PairStatistics.Window.VALIDATION)
+    assert in_sample.trades > 0 and validated.trades > 0
 
-    # In sample: the last LOOKBACK bars, ending at the newest bar.
-    assert in_sample.window_end == LAST_BAR
-    assert in_sample.window_start == LAST_BAR - timedelta(hours=LOOKBACK - 1)
-    # Out of sample: the OOS bars right before it, after the first z-score window; it ends before in sample starts.
-    assert out_of_sample.window_end < in_sample.window_start
-    assert out_of_sample.window_end == in_sample.window_start - timedelta(hours=1)
-    assert out_of_sample.window_start == in_sample.window_start - timedelta(hours=OOS)
-    # ADF of the last RECENT_ADF_BARS bars of the spread with the latest test's coefficients, one lag.
+    # In sample: the formation window, the LOOKBACK bars ending VALIDATION bars before the newest bar.
+    assert in_sample.window_end == FORMATION_END
+    assert in_sample.window_start == FORMATION_END - timedelta(hours=LOOKBACK - 1)
+    # Validation: every bar after it, up to the newest (forward in time, never a backcast).
+    assert validated.window_start == FORMATION_END + timedelta(hours=1)
+    assert validated.window_end == LAST_BAR
+    # ADF of the last RECENT_ADF_BARS bars of the formation spread with the latest test's coefficients, one lag.
     for pair in (reverting, random_walk):
-        log_y = np.log(market.closes[pair.y_instrument.symbol].to_numpy()[-RECENT_ADF_BARS:])
-        log_x = np.log(market.closes["XUSDT"].to_numpy()[-RECENT_ADF_BARS:])
+        log_y = np.log(formation(market.closes)[pair.y_instrument.symbol].to_numpy()[-RECENT_ADF_BARS:])
+        log_x = np.log(formation(market.closes)["XUSDT"].to_numpy()[-RECENT_ADF_BARS:])
         adf = adfuller(log_y - pair.intercept - pair.hedge_ratio * log_x, maxlag=1, autolag=None, regression="c",
                        result_object=True)
         stored = stats_of(pair, PairStatistics.Window.IN_SAMPLE)
@@ -204,64 +224,81 @@ def test_windows_are_stored_for_both_pairs_and_do_not_overlap(market):
         assert stored.recent_adf_pvalue == pytest.approx(adf.pvalue, abs=1e-9, rel=0)
     # The spread of the reverting pair is stationary lately; the random walk's is not.
     assert in_sample.recent_adf_pvalue < 0.05
-    assert stats_of(random_walk, PairStatistics.Window.IN_SAMPLE).recent_adf_pvalue > 0.3
+    assert stats_of(random_walk, PairStatistics.Window.IN_SAMPLE).recent_adf_pvalue > 0.2
 
 
-def test_in_sample_statistics_equal_a_direct_backtest(market):
+def test_in_sample_and_validation_statistics_equal_a_direct_backtest(market):
     pairs = [market.pair("Y1USDT", "XUSDT"), market.pair("Y2USDT", "XUSDT"), market.pair("RUSDT", "XUSDT")]
     pair_statistics_update(config=market.config)
     for pair in pairs:
-        expected = reference_in_sample(market, pair)
-        stored = stats_of(pair, PairStatistics.Window.IN_SAMPLE)
-        assert stored.trades == expected.trades
-        for name in ("win_rate", "profit_factor", "total_return", "max_drawdown", "mean_return", "expectancy"):
-            value = getattr(expected, name)
-            if value is None or not np.isfinite(value):
-                assert getattr(stored, name) is None, name
-            else:
-                assert getattr(stored, name) == pytest.approx(value, abs=1e-12, rel=1e-12), name
-    # The reverting pairs trade profitably in sample (Y1 without a loss: an unbounded profit factor, stored as None;
-    # Y2 with a finite one, compared above).
+        assert_stored_equals(stats_of(pair, PairStatistics.Window.IN_SAMPLE),
+                             reference_backtest(market, pair, formation))
+        assert_stored_equals(stats_of(pair, PairStatistics.Window.VALIDATION),
+                             reference_backtest(market, pair, validation))
+    # The reverting pairs trade profitably in sample (an unbounded profit factor, without a loss, is stored as None)
+    # and keep doing so on the validation bars with the frozen fit.
     y1, y2 = (stats_of(p, PairStatistics.Window.IN_SAMPLE) for p in pairs[:2])
-    assert y1.trades >= 5 and y1.win_rate == 1.0 and y1.profit_factor is None and y1.total_return > 0
-    assert y2.trades >= 5 and y2.profit_factor > 1.2
+    assert y1.trades >= 5 and y1.win_rate >= 0.8 and y1.total_return > 0
+    assert y2.trades >= 5 and (y2.profit_factor is None or y2.profit_factor > 1.2) and y2.total_return > 0
+    assert all(stats_of(p, PairStatistics.Window.VALIDATION).total_return > 0 for p in pairs[:2])
 
 
-def test_out_of_sample_ignores_the_in_sample_bars(market):
+def test_validation_ignores_the_formation_bars(market):
     pair = market.pair("Y1USDT", "XUSDT")
     pair_statistics_update(config=market.config)
     before = {w: stats_of(pair, w) for w in WINDOWS}
 
-    # Rewrite every close of both legs inside the in-sample window (the latest test's values stay).
+    # Rewrite every close of both legs inside the formation window (the latest test's values stay).
     changed = market.closes.copy()
     rng = np.random.default_rng(5)
-    inside = changed.index >= before[PairStatistics.Window.IN_SAMPLE].window_start
-    assert inside.sum() == LOOKBACK
+    # The formation's last close stays: it is the first validation bar's open (the fill price after a signal on it).
+    inside = (changed.index >= before[PairStatistics.Window.IN_SAMPLE].window_start) & (changed.index < FORMATION_END)
+    assert inside.sum() == LOOKBACK - 1
     for symbol in ("Y1USDT", "XUSDT"):
-        changed.loc[inside, symbol] = (changed.loc[inside, symbol] * np.exp(rng.normal(0, 0.02, LOOKBACK))).round(6)
+        noise = np.exp(rng.normal(0, 0.02, LOOKBACK - 1))
+        changed.loc[inside, symbol] = (changed.loc[inside, symbol] * noise).round(6)
     market.write(changed)
     pair_statistics_update(config=market.config)
     after = {w: stats_of(pair, w) for w in WINDOWS}
 
-    oos_before, oos_after = before[PairStatistics.Window.OUT_OF_SAMPLE], after[PairStatistics.Window.OUT_OF_SAMPLE]
-    assert (oos_after.window_start, oos_after.window_end) == (oos_before.window_start, oos_before.window_end)
+    val_before, val_after = before[PairStatistics.Window.VALIDATION], after[PairStatistics.Window.VALIDATION]
+    assert (val_after.window_start, val_after.window_end) == (val_before.window_start, val_before.window_end)
     for name in COMPARED:
-        assert getattr(oos_after, name) == getattr(oos_before, name), name
+        assert getattr(val_after, name) == getattr(val_before, name), name
     # ...while the in-sample statistics did see the change.
     in_before, in_after = before[PairStatistics.Window.IN_SAMPLE], after[PairStatistics.Window.IN_SAMPLE]
     assert (in_before.total_return, in_before.recent_adf_stat) != (in_after.total_return, in_after.recent_adf_stat)
 
 
-def test_out_of_sample_ignores_the_latest_tests_half_life(market):
-    # A new screening of changed in-sample candles rewrites the pair's half-life; the bars before the screening
-    # window did not change, so neither should their walk-forward statistics.
+def test_validation_trades_the_frozen_formation_fit(market):
+    # Validation z-scores come from the formation coefficients, not a refit on the validation bars: change the
+    # stored hedge ratio and the validation trades change with it, exactly as a direct backtest with it.
     pair = market.pair("Y1USDT", "XUSDT")
     pair_statistics_update(config=market.config)
-    before = stats_of(pair, PairStatistics.Window.OUT_OF_SAMPLE)
-    Pair.objects.filter(pk=pair.pk).update(half_life_bars=1.0)
+    before = stats_of(pair, PairStatistics.Window.VALIDATION)
+    Pair.objects.filter(pk=pair.pk).update(hedge_ratio=pair.hedge_ratio * 0.9)
+    pair.refresh_from_db()
     pair_statistics_update(config=market.config)
-    after = stats_of(pair, PairStatistics.Window.OUT_OF_SAMPLE)
-    assert [getattr(after, name) for name in COMPARED] == [getattr(before, name) for name in COMPARED]
+    after = stats_of(pair, PairStatistics.Window.VALIDATION)
+    assert [getattr(after, name) for name in COMPARED] != [getattr(before, name) for name in COMPARED]
+    assert_stored_equals(after, reference_backtest(market, pair, validation))
+
+
+def test_validation_starts_after_the_pairs_own_formation_run(market):
+    # A pair whose latest test is a run that ended its formation window earlier is validated on every bar after
+    # that window, not on the last validation_bars only.
+    from pairs.models import CointegrationRun
+
+    earlier = FORMATION_END - timedelta(hours=40)
+    run = CointegrationRun.objects.create(exchange="bybit", timeframe="1h", lookback_bars=LOOKBACK,
+                                          window_start=earlier - timedelta(hours=LOOKBACK - 1), window_end=earlier,
+                                          status=CointegrationRun.Status.SUCCEEDED)
+    pair = market.pair("Y1USDT", "XUSDT", last_run=run)
+    pair_statistics_update(config=market.config)
+    validated, in_sample = (stats_of(pair, w) for w in (PairStatistics.Window.VALIDATION,
+                                                         PairStatistics.Window.IN_SAMPLE))
+    assert (validated.window_start, validated.window_end) == (earlier + timedelta(hours=1), LAST_BAR)
+    assert (in_sample.window_start, in_sample.window_end) == (run.window_start, earlier)
 
 
 def test_running_twice_keeps_one_row_per_pair_and_window(market):
@@ -281,12 +318,13 @@ def test_a_window_the_pair_no_longer_has_is_removed(market):
     pair = market.pair("Y1USDT", "XUSDT")
     pair_statistics_update(config=market.config)
     in_sample_start = stats_of(pair, PairStatistics.Window.IN_SAMPLE).window_start
-    # X loses its history before the screening window: no walk-forward any more, the in-sample one stays.
-    Candle.objects.filter(instrument=market.instruments["XUSDT"], open_time__lt=in_sample_start).delete()
+    # X loses its bars after the formation window: no validation any more, the in-sample window stays.
+    assert in_sample_start < FORMATION_END
+    Candle.objects.filter(instrument=market.instruments["XUSDT"], open_time__gt=FORMATION_END).delete()
     outcome = pair_statistics_update(config=market.config)
     assert set(PairStatistics.objects.filter(pair=pair).values_list("window", flat=True)) == {
         PairStatistics.Window.IN_SAMPLE}
-    assert outcome.as_json()["pairs"][0]["out_of_sample"] is None
+    assert outcome.as_json()["pairs"][0]["validation"] is None
 
 
 def test_pairs_without_data_or_retired_are_left_out(market):
@@ -375,11 +413,11 @@ def graded(outcome, pair: Pair):
     return next(g for g in outcome.graded if g.pair.pk == pair.pk)
 
 
-def test_out_of_sample_evidence_promotes_to_l1_once(market):
+def test_validation_evidence_promotes_to_l1_once(market):
     pair = market.pair("Y1USDT", "XUSDT", level=0)
     outcome = pair_statistics_update(config=market.config)
 
-    oos = stats_of(pair, PairStatistics.Window.OUT_OF_SAMPLE)
+    oos = stats_of(pair, PairStatistics.Window.VALIDATION)
     l1 = market.levels[1]
     # The evidence meets the seeded L1 thresholds as they are.
     assert oos.trades >= l1.min_trades and oos.win_rate >= l1.min_win_rate
@@ -417,7 +455,7 @@ def test_random_walk_pair_is_not_promoted(market):
 def test_hysteresis_keeps_a_pair_whose_evidence_is_between_the_bars(market):
     pair = market.pair("Y1USDT", "XUSDT", level=1)
     pair_statistics_update(config=market.config)
-    oos = stats_of(pair, PairStatistics.Window.OUT_OF_SAMPLE)
+    oos = stats_of(pair, PairStatistics.Window.VALIDATION)
     # Raise L1's win-rate bar just above the evidence: a pair at L0 could not be promoted, but the demotion bar
     # (20% lower) is still met, so the pair at L1 stays.
     Level.objects.filter(number=1).update(min_win_rate=oos.win_rate + 0.01)
@@ -469,7 +507,7 @@ def test_l2_needs_live_evidence(market):
     pair.refresh_from_db()
     assert pair.level.number == 1
     assert graded(outcome, pair).reason == "unchanged"
-    oos = stats_of(pair, PairStatistics.Window.OUT_OF_SAMPLE)
+    oos = stats_of(pair, PairStatistics.Window.VALIDATION)
     assert oos.trades >= market.levels[2].min_trades  # the backtest alone would clear L2's bar
 
     # Ten winning paper trades and one small loss: the live evidence meets L2.
@@ -518,14 +556,14 @@ def test_as_json_shape(market):
     by_legs = {(p["y"], p["x"]): p for p in data["pairs"]}
     assert set(by_legs) == {("Y1USDT", "XUSDT"), ("RUSDT", "XUSDT")}
     for entry in data["pairs"]:
-        assert {"y", "x", "level", "previous_level", "reason", "in_sample", "out_of_sample"} <= set(entry)
-        for window in ("in_sample", "out_of_sample"):
+        assert {"y", "x", "level", "previous_level", "reason", "in_sample", "validation"} <= set(entry)
+        for window in ("in_sample", "validation"):
             assert set(entry[window]) == {"trades", "win_rate", "profit_factor", "total_return", "max_drawdown",
                                           "sharpe"}
     promoted = by_legs[("Y1USDT", "XUSDT")]
     assert (promoted["previous_level"], promoted["level"]) == (0, 1)
     assert promoted["reason"].startswith("promoted")
-    stored = stats_of(Pair.objects.get(y_instrument__symbol="Y1USDT"), PairStatistics.Window.OUT_OF_SAMPLE)
-    assert promoted["out_of_sample"]["trades"] == stored.trades
-    assert promoted["out_of_sample"]["total_return"] == pytest.approx(stored.total_return, abs=1e-12)
+    stored = stats_of(Pair.objects.get(y_instrument__symbol="Y1USDT"), PairStatistics.Window.VALIDATION)
+    assert promoted["validation"]["trades"] == stored.trades
+    assert promoted["validation"]["total_return"] == pytest.approx(stored.total_return, abs=1e-12)
     assert promoted["live"] is None

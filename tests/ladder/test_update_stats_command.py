@@ -53,14 +53,14 @@ def test_update_stats_writes_statistics_and_the_json(tmp_path):
     entries = {(p["y"], p["x"]): p for p in data["pairs"]}
     assert set(entries) == {("Y1USDT", "XUSDT"), ("RUSDT", "XUSDT")}
     for entry in entries.values():
-        assert {"y", "x", "level", "previous_level", "reason", "in_sample", "out_of_sample", "live"} == set(entry)
-        assert set(entry["in_sample"]) == set(entry["out_of_sample"]) == WINDOW_KEYS
+        assert {"y", "x", "level", "previous_level", "reason", "in_sample", "validation", "live"} == set(entry)
+        assert set(entry["in_sample"]) == set(entry["validation"]) == WINDOW_KEYS
         assert entry["live"] is None
     assert entries[("Y1USDT", "XUSDT")]["level"] == 1
     assert entries[("Y1USDT", "XUSDT")]["reason"].startswith("promoted")
     assert entries[("RUSDT", "XUSDT")]["level"] == 0
-    stored = PairStatistics.objects.get(pair=reverting, window=PairStatistics.Window.OUT_OF_SAMPLE)
-    assert entries[("Y1USDT", "XUSDT")]["out_of_sample"]["trades"] == stored.trades > 0
+    stored = PairStatistics.objects.get(pair=reverting, window=PairStatistics.Window.VALIDATION)
+    assert entries[("Y1USDT", "XUSDT")]["validation"]["trades"] == stored.trades > 0
     assert PairStatistics.objects.filter(pair__in=[reverting, random_walk]).count() == 4
 
     # Again: same statistics, no move, the file rewritten.
