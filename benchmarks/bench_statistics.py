@@ -52,12 +52,12 @@ from _shared import (  # noqa: E402
 BENCH_EXCHANGE = "bench8"
 TIMEFRAME = "1h"
 N_PAIRS = 5000
-LOOKBACK_BARS, OOS_BARS, ZSCORE_WINDOW_BARS = 2000, 1000, 500
+LOOKBACK_BARS, VALIDATION_BARS, ZSCORE_WINDOW_BARS = 2000, 500, 500
 TARGET_SECONDS = 60.0
 # Wrapped in ladder.services (L) and pairs.services.evidence (E): (module, attribute, label), in report order.
 PHASES = (
     ("L", "gradable_pairs", "load pairs (gradable_pairs)"),
-    ("L", "backtest_windows", "backtests in and out of sample (backtest_windows)"),
+    ("L", "backtest_windows", "backtests in sample and validation (backtest_windows)"),
     ("E", "price_window", "  of which price windows (price_window x2)"),
     ("E", "adf_fixed_lag", "  of which recent ADF (adf_fixed_lag)"),
     ("L", "live_statistics", "live statistics (live_statistics)"),
@@ -99,7 +99,8 @@ def delete_bench_rows() -> None:
 
 
 def create_pairs(symbols: list[str]) -> int:
-    """The first N_PAIRS ordered pairs with the screen's latest-test values on the last LOOKBACK_BARS bars."""
+    """The first N_PAIRS ordered pairs with the screen's latest-test values on the formation window (the
+    LOOKBACK_BARS bars before the last VALIDATION_BARS)."""
     import numpy as np
 
     from pairs.models import Instrument, Level, Pair
@@ -109,10 +110,10 @@ def create_pairs(symbols: list[str]) -> int:
     from pairs.selectors import price_window
 
     instruments = list(Instrument.objects.filter(exchange=BENCH_EXCHANGE, symbol__in=symbols))
-    window = price_window(instruments=instruments, timeframe=TIMEFRAME, bars=LOOKBACK_BARS)
+    window = price_window(instruments=instruments, timeframe=TIMEFRAME, bars=LOOKBACK_BARS + VALIDATION_BARS)
     if window.symbols != symbols:
         raise SystemExit(f"the price window left out {window.excluded}")
-    log_prices = np.log(window.closes)
+    log_prices = np.log(window.closes[:LOOKBACK_BARS])
     pairs = all_ordered_pairs(len(symbols))[:N_PAIRS]
     eg = engle_granger_batch(log_prices, pairs)
     qvalues = benjamini_hochberg(eg.pvalue)
@@ -180,7 +181,7 @@ def run(args, database_url: str) -> None:
 
         config = StrategyConfig.current()
         config.exchange, config.timeframe = BENCH_EXCHANGE, TIMEFRAME
-        config.lookback_bars, config.backtest_oos_bars = LOOKBACK_BARS, OOS_BARS
+        config.lookback_bars, config.validation_bars = LOOKBACK_BARS, VALIDATION_BARS
         config.zscore_window_bars = ZSCORE_WINDOW_BARS
         config.save()
 
@@ -201,11 +202,11 @@ def run(args, database_url: str) -> None:
                 "rows": PairStatistics.objects.filter(pair__y_instrument__exchange=BENCH_EXCHANGE).count(),
                 "promoted": data["promoted"], "demoted": data["demoted"],
                 "level_changes": LevelChange.objects.count() - changes_before,
-                "oos_trades": int(sum((p["out_of_sample"] or {}).get("trades") or 0 for p in data["pairs"])),
+                "validation_trades": int(sum((p["validation"] or {}).get("trades") or 0 for p in data["pairs"])),
             })
-        oos = PairStatistics.objects.filter(window=PairStatistics.Window.OUT_OF_SAMPLE,
+        validated = PairStatistics.objects.filter(window=PairStatistics.Window.VALIDATION,
                                             pair__y_instrument__exchange=BENCH_EXCHANGE)
-        pf = np.array([s for s in oos.values_list("profit_factor", flat=True) if s is not None])
+        pf = np.array([s for s in validated.values_list("profit_factor", flat=True) if s is not None])
         description = database_description()
     finally:
         delete_bench_rows()
@@ -219,8 +220,8 @@ def run(args, database_url: str) -> None:
     print(f"Setup (not timed below): import of {len(symbols)} full-range symbols ({summary.rows:,} candle rows) "
           f"{import_seconds:.1f} s; {n_pairs:,} pairs with Engle-Granger values "
           f"{pairs_seconds:.1f} s  ")
-    print(f"Windows: in sample the last {LOOKBACK_BARS:,} bars, out of sample the {OOS_BARS:,} before them with a "
-          f"{ZSCORE_WINDOW_BARS}-bar rolling z-score ({LOOKBACK_BARS + OOS_BARS + ZSCORE_WINDOW_BARS:,} bars read)\n")
+    print(f"Windows: in sample the {LOOKBACK_BARS:,}-bar formation window, validation the {VALIDATION_BARS:,} bars "
+          f"after it, both with the formation fit frozen ({LOOKBACK_BARS + VALIDATION_BARS:,} bars read)\n")
     print("| run | pairs | bars | seconds | rows written | promotions | demotions | target |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for k, r in enumerate(runs, 1):
@@ -232,7 +233,7 @@ def run(args, database_url: str) -> None:
     for _, name, label in PHASES:
         print(f"| {label} | {runs[0]['phases'][name]:.2f} | {runs[1]['phases'][name]:.2f} |")
     print(f"\nAudit rows written: run 1 {runs[0]['level_changes']}, run 2 {runs[1]['level_changes']}. "
-          f"Out-of-sample trades over all pairs: {runs[0]['oos_trades']:,}; median out-of-sample profit factor "
+          f"Validation trades over all pairs: {runs[0]['validation_trades']:,}; median validation profit factor "
           f"{np.median(pf):.2f} ({len(pf):,} pairs with a finite one). Peak RSS {peak_rss_mib():,.0f} MiB.")
 
 

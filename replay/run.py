@@ -4,8 +4,9 @@ For every bar with open time t in [start, end] the clock is t + 1 bar (the bar h
 
 1. **selection**, at the first bar and then every ``reselect_every``: ``screening_run`` and
    ``pair_statistics_update`` with ``end=t``, so screening (formation window ending ``validation_bars`` before t,
-   point-in-time universe), validation grading and the level moves see only bars with open time <= t (the selection maintenance is not run: it ages data on the newest stored bar and the wall
-   clock, which a replay must not see);
+   point-in-time universe), validation grading and the level moves see only bars with open time <= t (the
+   selection maintenance is not run: it ages data on the newest stored bar and the wall clock, which a replay must
+   not see);
 2. **signals** for bar t (``signals_update(end=t)``), with closes served from memory by ``ReplayMarket``
    (``replay.market``), which applies the grid rules of ``pairs.marketdata.grid`` to history loaded once;
 3. **one bot tick** (``bot_tick`` at the clock t + 1 bar) on the replay account against the paper exchange, both

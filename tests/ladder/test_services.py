@@ -3,8 +3,8 @@
 The universe: one random-walk leg X, two legs cointegrated with it (log Y = a + b log X + OU noise, half-life
 ~8.3 bars) and one independent random walk R. The Pair rows carry the "latest test" values the screen would
 store: an OLS fit on the formation window (the ``LOOKBACK`` bars ending ``VALIDATION`` bars before the newest
-bar), spread mean/std and half-life of its residuals; the ``VALIDATION`` bars after it are the validation window. The reference
-numbers are recomputed here from the generated prices, never read from what the service stored.
+bar), spread mean/std and half-life of its residuals; the ``VALIDATION`` bars after it are the validation window.
+The reference numbers are recomputed here from the generated prices, never read from what the service stored.
 """
 
 from __future__ import annotations

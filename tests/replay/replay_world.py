@@ -33,7 +33,7 @@ SYMBOLS = ["BATUSDT", "NEOUSDT", "OMGUSDT", "ZRXUSDT"]
 START = datetime(2021, 3, 29, tzinfo=UTC)
 SHORT_WINDOWS = {
     "lookback_bars": 500,
-    "backtest_oos_bars": 400,
+    "validation_bars": 400,
     "zscore_window_bars": 150,
     "min_history_bars": 500,
 }

@@ -99,7 +99,7 @@ def _market(n_bars: int) -> tuple[Instrument, Instrument]:
 
 def test_stored_rates_replace_the_default_in_the_backtests():
     config = StrategyConfig.current()
-    config.lookback_bars, config.backtest_oos_bars, config.zscore_window_bars = 400, 300, 100
+    config.lookback_bars, config.validation_bars, config.zscore_window_bars = 400, 300, 100
     config.entry_z = 1.5
     config.save()
     y, x = _market(800)
@@ -119,6 +119,6 @@ def test_stored_rates_replace_the_default_in_the_backtests():
     )
     with_stored = totals()
 
-    assert set(with_default) == {PairStatistics.Window.IN_SAMPLE, PairStatistics.Window.OUT_OF_SAMPLE}
+    assert set(with_default) == {PairStatistics.Window.IN_SAMPLE, PairStatistics.Window.VALIDATION}
     for window in with_default:
         assert with_stored[window] != pytest.approx(with_default[window], abs=1e-6), window
