@@ -23,13 +23,15 @@ from tests.pairs.quant.test_screening import statsmodels_references
 
 pytestmark = pytest.mark.django_db
 
-# Twelve full-range symbols; in the last 1000 bars this universe has confirmed candidates (VETUSDT~ZILUSDT,
-# ONEUSDT~OXTUSDT, ...) and a passing direction that fails out of sample (NKNUSDT~SKLUSDT).
+# Twelve full-range symbols, screened on a 1000-bar formation window ending VALIDATION bars (the default
+# validation_bars) before the newest bar.
 REAL_SYMBOLS = ["BTCUSDT", "DENTUSDT", "ETHUSDT", "GXSUSDT", "LINKUSDT", "NKNUSDT", "ONEUSDT", "OXTUSDT",
                 "SKLUSDT", "VETUSDT", "ZENUSDT", "ZILUSDT"]
 LOOKBACK = 1000
+VALIDATION = 500
 LAST_BAR = datetime(2021, 7, 17, 20, tzinfo=UTC)
-FIRST_BAR = LAST_BAR - timedelta(hours=LOOKBACK - 1)  # 2021-06-06 05:00 UTC
+FORMATION_END = LAST_BAR - timedelta(hours=VALIDATION)  # 2021-06-27 00:00 UTC
+FIRST_BAR = FORMATION_END - timedelta(hours=LOOKBACK - 1)  # 2021-05-16 09:00 UTC
 
 
 def import_real(directory: Path, symbols: list[str]) -> None:
@@ -39,7 +41,8 @@ def import_real(directory: Path, symbols: list[str]) -> None:
 
 
 def reference_closes(directory: Path, symbols: list[str], bars: int) -> pd.DataFrame:
-    """Closes read straight from the files: full hourly grid, forward-filled, the last ``bars`` bars."""
+    """Closes read straight from the files: full hourly grid, forward-filled, the ``bars`` bars ending VALIDATION
+    bars before the last."""
     series = {}
     for symbol in symbols:
         frame = pd.read_csv(directory / f"{symbol}.csv.gz", usecols=["timestamp", "close"])
@@ -48,7 +51,8 @@ def reference_closes(directory: Path, symbols: list[str], bars: int) -> pd.DataF
     start = min(s.index[0] for s in series.values())
     end = max(s.index[-1] for s in series.values())
     grid = pd.date_range(start, end, freq="h")
-    return pd.DataFrame({symbol: s.reindex(grid).ffill() for symbol, s in series.items()}).iloc[-bars:]
+    frame = pd.DataFrame({symbol: s.reindex(grid).ffill() for symbol, s in series.items()})
+    return frame.iloc[-(bars + VALIDATION):-VALIDATION]
 
 
 def pair_keys() -> set[tuple[str, str]]:
@@ -69,7 +73,8 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
     assert run.n_symbols == 12
     assert run.n_tests == 132
     assert run.window_start == FIRST_BAR
-    assert run.window_end == LAST_BAR
+    assert run.window_end == FORMATION_END
+    assert run.parameters["validation_bars"] == StrategyConfig.current().validation_bars == VALIDATION
     assert run.duration_seconds is not None and run.duration_seconds > 0
     assert run.finished_at is not None and run.finished_at >= run.started_at
     assert run.parameters["excluded"] == {}
@@ -78,7 +83,7 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
 
     # The window is the files' own closes on the grid.
     reference = reference_closes(shared_candles_dir, REAL_SYMBOLS, LOOKBACK)
-    assert reference.index[0] == FIRST_BAR and reference.index[-1] == LAST_BAR
+    assert reference.index[0] == FIRST_BAR and reference.index[-1] == FORMATION_END
     assert outcome.window.symbols == REAL_SYMBOLS
     assert list(outcome.window.times) == list(reference.index)
     np.testing.assert_allclose(outcome.window.closes, reference[REAL_SYMBOLS].to_numpy(), rtol=1e-15)
@@ -127,10 +132,12 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
         assert (test["mean_crossings"] is not None) == test["passed"]
     by_key = {(t["y"], t["x"]): t for t in tests}
     candidates = {key for key, t in by_key.items() if t["candidate"]}
-    # One direction per unordered pair: OXT/ONE (not ONE/OXT) and SKL/NKN (not NKN/SKL) are the preferred ones.
-    assert ("VETUSDT", "ZILUSDT") in candidates and ("OXTUSDT", "ONEUSDT") in candidates
+    # On this formation window (2021-05-16 to 06-27) two directions are confirmed; one direction per unordered pair:
+    # NKN/SKL (not SKL/NKN) is the preferred one, and it passes the screen but fails the held-out confirmation.
+    assert candidates == {("LINKUSDT", "SKLUSDT"), ("NKNUSDT", "ZENUSDT")}
     assert not any((x, y) in candidates for y, x in candidates)
-    assert by_key[("SKLUSDT", "NKNUSDT")]["passed"] and not by_key[("SKLUSDT", "NKNUSDT")]["candidate"]
+    assert by_key[("NKNUSDT", "SKLUSDT")]["passed"] and not by_key[("NKNUSDT", "SKLUSDT")]["candidate"]
+    assert not by_key[("SKLUSDT", "NKNUSDT")]["passed"]
     assert run.n_passed == sum(t["passed"] for t in tests) > run.n_candidates == len(candidates)
 
     # Pair rows exactly for the candidates, on the entry level, active.
@@ -252,6 +259,7 @@ def test_runs_again_without_duplicates_and_count_consecutive_failures(shared_can
 # --- synthetic candles -------------------------------------------------------------------------------------------
 
 SYNTHETIC_BARS = 600
+SYNTHETIC_VALIDATION = 100
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -287,9 +295,11 @@ def synthetic_universe(seed: int = 11) -> dict[str, np.ndarray]:
 
 
 def synthetic_config() -> StrategyConfig:
-    """The configuration with a history requirement the 600 synthetic bars meet (the default asks 2000)."""
+    """The configuration with a history requirement the 600 synthetic bars meet (the default asks 2000) and 100
+    validation bars after the 500-bar formation window."""
     config = StrategyConfig.current()
     config.min_history_bars = 500
+    config.validation_bars = SYNTHETIC_VALIDATION
     config.save()
     return config
 
@@ -303,8 +313,8 @@ def test_constructed_pair_becomes_a_candidate_and_independent_walks_do_not():
     run = outcome.run
     assert run.status == CointegrationRun.Status.SUCCEEDED
     assert run.n_symbols == 4 and run.n_tests == 12
-    assert run.window_end == T0 + timedelta(hours=SYNTHETIC_BARS - 1)
-    assert run.window_start == T0 + timedelta(hours=SYNTHETIC_BARS - 500)
+    assert run.window_end == T0 + timedelta(hours=SYNTHETIC_BARS - 1 - SYNTHETIC_VALIDATION)
+    assert run.window_start == T0 + timedelta(hours=SYNTHETIC_BARS - 500 - SYNTHETIC_VALIDATION)
     by_key = {(t["y"], t["x"]): t for t in outcome.as_json()["tests"]}
     constructed = by_key[("YLEGUSDT", "XLEGUSDT")]
     assert constructed["pvalue"] < 1e-4
@@ -337,13 +347,13 @@ def test_symbol_with_short_synthetic_history_is_excluded_and_named():
 
 
 def test_real_symbol_with_short_history_is_excluded_and_named(shared_candles_dir):
-    # LPTUSDT starts 2021-05-28 05:00, after the start of a 1300-bar window ending 2021-07-17 20:00.
+    # LPTUSDT starts 2021-05-28 05:00, after the start of a 1300-bar window ending 2021-06-27 00:00.
     import_real(shared_candles_dir, ["BTCUSDT", "ETHUSDT", "LPTUSDT"])
 
     outcome = screening_run(config=StrategyConfig.current(), lookback_bars=1300)
 
     run = CointegrationRun.objects.get(pk=outcome.run.pk)
-    assert run.window_start == LAST_BAR - timedelta(hours=1299)
+    assert run.window_start == FORMATION_END - timedelta(hours=1299)
     assert run.n_symbols == 2 and run.n_tests == 2
     assert list(run.parameters["excluded"]) == ["LPTUSDT"]
     assert "short history" in run.parameters["excluded"]["LPTUSDT"]
@@ -363,7 +373,7 @@ def test_fewer_than_two_symbols_with_history_is_a_clear_error(shared_candles_dir
 
 
 def test_empty_database_is_a_clear_error():
-    with pytest.raises(ScreeningError, match=r"only 0 symbol\(s\) .* \(0 instruments; import or fetch candles"):
+    with pytest.raises(ScreeningError, match=r"no 1h candles of bybit are stored: import or fetch candles first"):
         screening_run(config=StrategyConfig.current(), lookback_bars=500)
     assert not CointegrationRun.objects.exists()
 
