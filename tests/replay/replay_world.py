@@ -2,9 +2,10 @@
 freshly migrated test database, and a strategy configuration short enough for a replay of a week to run in
 seconds.
 
-With these windows (screening 500 bars, out of sample 400, z-score 150) the walk-forward selection of 2021-03-29
-finds NEOUSDT/OMGUSDT, grades it onto level 1 on its out-of-sample backtest, and the replay account trades it five
-times that week (exits, a stop and a maximum-holding close).
+With these windows (formation 500 bars, validation the 200 after it, z-score 150) and level 1 asking 5 validation
+trades instead of 8 (a week of replay needs a pair on level 1, and 200 validation bars rarely hold 8 trades), the
+walk-forward selection of 2021-03-29 finds NEOUSDT/BATUSDT, grades it onto level 1 on its validation backtest, and
+the replay account trades it that week.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ from execution.models import (
     SignalState,
 )
 from notifications.models import Notification
-from pairs.models import CointegrationRun, LevelChange, Pair, PairStatistics, PairTest, StrategyConfig
+from pairs.models import CointegrationRun, Level, LevelChange, Pair, PairStatistics, PairTest, StrategyConfig
 from risk.models import DailyPnlSnapshot, GuardEvent, Halt
 
 SYMBOLS = ["BATUSDT", "NEOUSDT", "OMGUSDT", "ZRXUSDT"]
 START = datetime(2021, 3, 29, tzinfo=UTC)
+L1_MIN_TRADES = 5
 SHORT_WINDOWS = {
     "lookback_bars": 500,
-    "validation_bars": 400,
+    "validation_bars": 200,
     "zscore_window_bars": 150,
     "min_history_bars": 500,
 }
@@ -61,6 +63,7 @@ def import_market(directory: Path) -> StrategyConfig:
     for name, value in SHORT_WINDOWS.items():
         setattr(config, name, value)
     config.save()
+    Level.objects.filter(number=1).update(min_trades=L1_MIN_TRADES)
     return config
 
 

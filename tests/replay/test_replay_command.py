@@ -220,7 +220,8 @@ def test_a_history_shorter_than_one_selection_step_is_refused(shared_candles_dir
     config = import_market(shared_candles_dir)
     config.lookback_bars = 6000
     config.save()
-    with pytest.raises(CommandError, match=r"shorter than the 6550 bars one selection step needs"):
+    needs = r"shorter than the 6200 bars one selection step needs \(lookback 6000 or min_history_bars 500, \+ valid"
+    with pytest.raises(CommandError, match=needs):
         call_command("replay", verbosity=0)
 
 

@@ -31,10 +31,14 @@ def test_walk_forward_replay_never_looks_ahead(shared_candles_dir):
     first = replay_trades(account=result.account)
     assert len(first) >= 3
 
-    # Selection at each step read only bars up to the step's last closed bar: window_end is that bar (its clock is
-    # one bar later), and the grading windows end there too.
+    # Selection at each step read only bars up to the step's last closed bar (its clock is one bar later): the
+    # formation window ends validation_bars before it, the validation runs up to it, and the grading windows end
+    # there too.
     runs = list(CointegrationRun.objects.filter(pk__in=result.selection_runs).order_by("pk"))
-    assert [r.window_end for r in runs] == [START, START + timedelta(days=7)]
+    validation = timedelta(hours=config.validation_bars)
+    assert [r.window_end for r in runs] == [START - validation, START + timedelta(days=7) - validation]
+    assert [r.parameters["validation_end"] for r in runs] == [
+        f"{moment:%Y-%m-%dT%H:%M:%SZ}" for moment in (START, START + timedelta(days=7))]
     stats = PairStatistics.objects.exclude(window=PairStatistics.Window.LIVE)
     assert stats.exists() and all(s.window_end <= START + timedelta(days=7) for s in stats)
     # Every fill is priced at the open of the bar opening at its clock (the first price after the signal, which the
@@ -54,9 +58,9 @@ def test_walk_forward_replay_never_looks_ahead(shared_candles_dir):
     with pytest.raises(ReplayError, match=r"account 'replay' already has \d+ trade\(s\)"):
         replay_run(start=START, end=end, config=config, reselect_every=None)
     other = ExchangeAccountFactory(name="other", mode="paper", level=Level.objects.get(number=1))
-    with pytest.raises(ReplayError, match=r"the database already holds 1 pair\(s\): the replay selects its pairs"):
+    with pytest.raises(ReplayError, match=r"the database already holds \d+ pair\(s\): the replay selects its pairs"):
         replay_run(start=START, end=end, config=config, account=other)
-    with pytest.raises(ReplayError, match=r"1 pair\(s\) have signals at or after 2021-03-29T00:00:00Z"):
+    with pytest.raises(ReplayError, match=r"\d+ pair\(s\) have signals at or after 2021-03-29T00:00:00Z"):
         replay_run(start=START, end=end, config=config, account=other, reselect_every=None)
 
     # Change every candle after T and replay again: whatever was decided before T is decided the same way.
