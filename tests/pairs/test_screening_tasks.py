@@ -31,7 +31,7 @@ from pairs.tasks import screen_pairs
 from statarb_site.celery import app
 from tests.conftest import REPO_ROOT
 from tests.live_server import session_database_url
-from tests.pairs.services.test_screening import LAST_BAR, import_real
+from tests.pairs.services.test_screening import FORMATION_END, import_real
 
 WORKER_START_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 90
@@ -52,7 +52,7 @@ def test_screen_pairs_without_fanout_runs_in_the_task(shared_candles_dir, settin
     assert summary == {"run_id": run.pk, "n_tests": 6, "n_candidates": run.n_candidates}
     assert run.status == CointegrationRun.Status.SUCCEEDED
     assert run.n_symbols == 3 and run.n_tests == 6 and run.lookback_bars == 500
-    assert run.window_end == LAST_BAR and run.window_start == LAST_BAR - timedelta(hours=499)
+    assert run.window_end == FORMATION_END and run.window_start == FORMATION_END - timedelta(hours=499)
     assert run.duration_seconds is not None
     assert Pair.objects.count() == run.n_candidates
     assert PairTest.objects.filter(run=run).count() == run.n_candidates
@@ -198,7 +198,7 @@ def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_can
     fanned.refresh_from_db()
     assert fanned.n_symbols == n
     assert fanned.n_tests == n * (n - 1)
-    assert fanned.window_end == LAST_BAR and fanned.window_start == LAST_BAR - timedelta(hours=LOOKBACK - 1)
+    assert fanned.window_end == FORMATION_END and fanned.window_start == FORMATION_END - timedelta(hours=LOOKBACK - 1)
     assert fanned.duration_seconds is not None and fanned.duration_seconds > 0
     log = "".join(worker_output)
     # really fanned out, in several blocks

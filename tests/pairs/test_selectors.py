@@ -43,7 +43,7 @@ def test_universe_leaves_out_excluded_delisted_low_turnover_and_foreign_instrume
     InstrumentFactory(symbol="IIIUSDT", turnover_24h=Decimal("10000000"), status=Instrument.Status.PRELAUNCH)
     InstrumentFactory(symbol="ABCUSDT", turnover_24h=Decimal("99000000"))
 
-    symbols = list(universe_instruments(config=config).values_list("symbol", flat=True))
+    symbols = [i.symbol for i in universe_instruments(config=config)]
 
     assert symbols == ["AAAUSDT", "ABCUSDT", "EEEUSDT", "FFFUSDT"]
 

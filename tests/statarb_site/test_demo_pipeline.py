@@ -12,9 +12,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from notifications.models import Notification
-from pairs.models import Candle, StrategyConfig
+from pairs.models import Candle, Level, StrategyConfig
 from risk.models import RiskLimit
-from tests.replay.replay_world import SHORT_WINDOWS, SYMBOLS
+from tests.replay.replay_world import L1_MIN_TRADES, SHORT_WINDOWS, SYMBOLS
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ DATA_END_MS = int(datetime(2021, 4, 5, tzinfo=UTC).timestamp() * 1000)
 @pytest.fixture
 def few_symbols_dir(shared_candles_dir, tmp_path):
     """The replay tests' symbols, their shared files cut at DATA_END_MS into the test's own directory, and the
-    replay tests' short windows."""
+    replay tests' short windows and level 1."""
     directory = tmp_path / "data"
     directory.mkdir()
     for symbol in SYMBOLS:
@@ -43,6 +43,7 @@ def few_symbols_dir(shared_candles_dir, tmp_path):
     for name, value in SHORT_WINDOWS.items():
         setattr(config, name, value)
     config.save()
+    Level.objects.filter(number=1).update(min_trades=L1_MIN_TRADES)
     return directory
 
 
