@@ -36,8 +36,8 @@ from tests.pairs.services.test_screening import FORMATION_END, import_real
 WORKER_START_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 90
 LOOKBACK = 1000
-# Four candidates among them in the last 1000 bars (VETUSDT~ZILUSDT, ONEUSDT~OXTUSDT, both directions).
-WORKER_SYMBOLS = ["BTCUSDT", "ETHUSDT", "ONEUSDT", "OXTUSDT", "VETUSDT", "ZILUSDT"]
+# Candidates among them on the 1000-bar formation window ending 500 bars before the newest bar (LINK~SKL, NKN~ZEN).
+WORKER_SYMBOLS = ["BTCUSDT", "ETHUSDT", "LINKUSDT", "NKNUSDT", "SKLUSDT", "ZENUSDT"]
 BLOCK_PAIRS = 8  # 30 directions -> 4 blocks
 
 
