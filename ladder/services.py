@@ -1,6 +1,6 @@
 """The ladder: after each screening, every pair's evidence is weighed and the pair moves at most one rung.
 
-Evidence comes from two floors below: the backtests in and out of sample (``pairs.services.evidence``) and the
+Evidence comes from two floors below: the backtests in sample and on validation (``pairs.services.evidence``) and the
 pair's own finished paper, demo and real trades (``execution.selectors.live_trade_results``). The decision itself
 is ``pairs.quant.grading.grade``; the statistics are stored and the moves audited through the pairs app's services
 (``pair_statistics_store``, ``pair_set_level``), in one transaction.
@@ -118,7 +118,7 @@ def _ladder() -> tuple[list[LevelRule], dict[int, Level]]:
 
 
 def pair_statistics_update(*, config: StrategyConfig, end: datetime | None = None) -> StatisticsOutcome:
-    """Backtest every non-retired pair in and out of sample, collect its live results, store the statistics and
+    """Backtest every non-retired pair in sample and on validation, collect its live results, store the statistics and
     move it on the ladder (audited); locked pairs keep their level."""
     started = time.monotonic()
     pairs = gradable_pairs(config)

@@ -14,7 +14,7 @@ A pair moves at most one rung per grading, so capital follows evidence step by s
   is what keeps a pair from flapping between two levels on noise.
 - **Demote to level 0** when cointegration broke: ``consecutive_failures`` screening runs failed in a row.
 - **Demote** one level when live results fall short of the backtest: with at least ``min_live_trades``
-  live/paper trades, live profit factor below ``(1 - live_shortfall_margin)`` x the out-of-sample backtest's, or
+  live/paper trades, live profit factor below ``(1 - live_shortfall_margin)`` x the validation backtest's, or
   live win rate more than ``live_shortfall_margin`` x the backtest's below it.
 - **Retire** (no level) when the pair was retired (delisted leg, stale data): handled by the caller, not here.
 """
@@ -48,7 +48,7 @@ class TradeEvidence:
 
 @dataclass(frozen=True)
 class PairEvidence:
-    backtest: TradeEvidence  # out of sample (walk-forward)
+    backtest: TradeEvidence  # validation: the bars after the formation window, its fit frozen
     live: TradeEvidence  # the pair's paper and live trades
     qvalue: float | None
     half_life: float | None
@@ -117,7 +117,7 @@ def grade(current: int | None, ladder: list[LevelRule], evidence: PairEvidence, 
         target = rules[index + 1]
         source = evidence.live if target.requires_live_evidence else evidence.backtest
         if not _meets(target, source, evidence, 0.0, count_trades=True):
-            kind = "live/paper" if target.requires_live_evidence else "out-of-sample backtest"
+            kind = "live/paper" if target.requires_live_evidence else "validation backtest"
             return Decision(target.number, f"promoted: {kind} evidence meets L{target.number} thresholds")
     return Decision(level, "unchanged" if current is not None else "entered the ladder")
 

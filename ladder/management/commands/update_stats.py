@@ -11,7 +11,7 @@ from pairs.services.maintenance import selection_maintenance
 
 class Command(BaseCommand):
     help = (
-        "Sanity checks and cleanup, then backtest every pair in and out of sample (walk-forward), collect its "
+        "Sanity checks and cleanup, then backtest every pair in sample and on its validation bars, collect its "
         "live results, store the statistics and move each pair on the level ladder (audited)."
     )
 

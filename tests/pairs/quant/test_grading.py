@@ -31,10 +31,10 @@ def test_new_pair_enters_the_bottom_rung():
     assert grade(None, LADDER, evidence(), PARAMS) == Decision(0, "entered the ladder")
 
 
-def test_out_of_sample_evidence_promotes_one_rung_only():
+def test_validation_evidence_promotes_one_rung_only():
     decision = grade(0, LADDER, evidence(backtest=GOOD_BACKTEST, live=TradeEvidence(40, 0.7, 2.0, 0.02)), PARAMS)
     assert decision.level == 1
-    assert "out-of-sample backtest" in decision.reason
+    assert "validation backtest" in decision.reason
 
 
 def test_a_backtest_alone_never_reaches_a_live_level():
