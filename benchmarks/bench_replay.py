@@ -7,7 +7,7 @@ Data: the 100 symbols of ../shared/data/binance-usdt-1h-2021 that cover the whol
 ``candles_import_directory`` (setup, timed apart).
 
 Pairs: a fixed set, because the data can't give 50 walk-forward pairs over 6 months. One selection step reads
-lookback + out-of-sample + z-score window = 3,500 bars with the defaults, so on 5,483 bars the walk-forward replay
+lookback + validation = 2,500 bars with the defaults, so on 5,483 bars the walk-forward replay
 covers less than 3 months, and the level-1 ladder promotes only a handful of pairs per step. The benchmark therefore
 takes the 50 unordered pairs (one direction each) with the lowest Engle-Granger p-values (``engle_granger_batch``,
 as the screen) and a half-life of 5 to 200 bars on the 1,000 bars *before* the replay's first bar (no look-ahead),

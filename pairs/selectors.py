@@ -26,7 +26,7 @@ def latest_screening_run() -> CointegrationRun | None:
 
 
 def ladder_pairs(*, min_level: int = 1, limit: int = 50) -> list[dict]:
-    """Pairs on a trading rung (level >= ``min_level``), highest first, with their out-of-sample statistics."""
+    """Pairs on a trading rung (level >= ``min_level``), highest first, with their validation statistics."""
     pairs = list(
         pairs_with_legs()
         .filter(level__number__gte=min_level)

@@ -5,8 +5,9 @@ A pair moves at most one rung per grading, so capital follows evidence step by s
 - **Promote** to the next level when the evidence for that level meets all its thresholds: at least
   ``min_trades`` trades, win rate >= ``min_win_rate``, profit factor >= ``min_profit_factor``, max drawdown <=
   ``max_drawdown``, and the pair's latest q-value <= ``max_qvalue`` and half-life within the level's range.
-  The evidence is the out-of-sample (walk-forward) backtest, or, for a level that ``requires_live_evidence``,
-  the pair's own paper and live trades: a backtest alone never brings a pair to real money.
+  The evidence is the validation backtest (the bars after the formation window, its fit frozen), or, for a level
+  that ``requires_live_evidence``, the pair's own paper and live trades: a backtest alone never brings a pair to
+  real money.
 - **Demote** one level when the current level's thresholds fail by more than the hysteresis margin (profit
   factor below ``min_profit_factor * (1 - h)``, win rate below ``min_win_rate * (1 - h)``, drawdown above
   ``max_drawdown * (1 + h)``, q-value above ``max_qvalue * (1 + h)``, half-life outside the range widened by

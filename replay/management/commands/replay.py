@@ -61,7 +61,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--start", default=None,
             help="first day (or date-time) replayed, UTC; default: the first bar with a full selection history "
-                 "behind it (lookback + out-of-sample + z-score window bars)",
+                 "behind it (lookback or min_history_bars, + validation_bars)",
         )  # fmt: skip
         parser.add_argument("--end", default=None, help="last day replayed (inclusive), UTC; default: the last bar")
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write summary + trades to FILE")
