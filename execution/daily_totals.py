@@ -1,0 +1,104 @@
+"""Keeping ``DailyTradeTotals`` exact: which (account, UTC day) rows a trade is in, and the trades' QuerySet, whose
+writes refresh those rows in their own transaction. The rows are recomputed from the trades of the day (never
+incremented), so a refresh is idempotent and the totals can't drift (``execution.services.daily_totals``).
+
+A trade is in the rows of every UTC day from its opening to its closing: its closing day sums it, and each of those
+days holds the time it was open (exposure). Only finished trades with a result count (closed, failed or unwound, with
+a realised PnL and a closing time), as in the KPIs.
+
+Raw SQL bypasses this; whoever writes trades that way runs ``manage.py rebuild_daily_totals`` after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+from django.db import models, transaction
+
+FINAL_STATES = ("closed", "failed", "unwound")  # PairTrade.FINAL_STATES (a test keeps them equal)
+# The fields whose change moves a trade in or out of a day's totals, or changes them.
+TOTALS_FIELDS = frozenset({"account", "account_id", "state", "opened_at", "closed_at", "realised_pnl", "fees",
+                           "funding"})
+
+Key = tuple[int, date]
+
+
+def days_between(opened_at: datetime | None, closed_at: datetime) -> list[date]:
+    """The UTC days from the opening (the closing when there is none, or a later one) to the closing."""
+    last = closed_at.astimezone(UTC).date()
+    first = min(opened_at, closed_at).astimezone(UTC).date() if opened_at is not None else last
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def counted(state: str, realised_pnl, closed_at: datetime | None) -> bool:
+    return state in FINAL_STATES and realised_pnl is not None and closed_at is not None
+
+
+def trade_days(trade) -> set[Key]:
+    """The (account, day) rows ``trade`` is in, as its attributes stand."""
+    if not counted(trade.state, trade.realised_pnl, trade.closed_at) or trade.account_id is None:
+        return set()
+    return {(trade.account_id, day) for day in days_between(trade.opened_at, trade.closed_at)}
+
+
+def stored_days(queryset: models.QuerySet) -> set[Key]:
+    """The rows the counted trades of ``queryset`` are in, as the database holds them (one query)."""
+    rows = queryset.filter(state__in=FINAL_STATES, realised_pnl__isnull=False, closed_at__isnull=False) \
+        .order_by().values_list("account_id", "opened_at", "closed_at")
+    return {(account_id, day) for account_id, opened, closed in rows for day in days_between(opened, closed)}
+
+
+def refresh(keys: Iterable[Key], using: str | None = None) -> None:
+    from execution.services.daily_totals import daily_totals_refresh
+
+    daily_totals_refresh(keys=keys, using=using)
+
+
+class PairTradeQuerySet(models.QuerySet):
+    """Bulk writes of trades refresh the daily totals of the days they touch, in the same transaction."""
+
+    def update(self, **values) -> int:
+        if not TOTALS_FIELDS & set(values):
+            return super().update(**values)
+        with transaction.atomic(using=self.db, savepoint=False):
+            rows = list(self.order_by().values_list("pk", "account_id", "state", "realised_pnl", "opened_at",
+                                                    "closed_at"))
+            before = {(account_id, day) for _, account_id, state, pnl, opened, closed in rows
+                      if counted(state, pnl, closed) for day in days_between(opened, closed)}
+            count = super().update(**values)
+            if "state" not in values or values["state"] in FINAL_STATES:  # else nothing it wrote is counted
+                before |= stored_days(self.model._base_manager.using(self.db).filter(pk__in=[r[0] for r in rows]))
+            refresh(before, using=self.db)
+        return count
+
+    def bulk_update(self, objs, fields, batch_size=None) -> int:
+        objs = list(objs)
+        if not TOTALS_FIELDS & set(fields) or not objs:
+            return super().bulk_update(objs, fields, batch_size=batch_size)
+        with transaction.atomic(using=self.db, savepoint=False):
+            stored = self.model._base_manager.using(self.db).filter(pk__in=[o.pk for o in objs])
+            before = stored_days(stored)
+            count = super().bulk_update(objs, fields, batch_size=batch_size)
+            refresh(before | stored_days(stored), using=self.db)
+        return count
+
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        keys = set().union(*(trade_days(o) for o in objs)) if objs else set()
+        if not keys:
+            return super().bulk_create(objs, *args, **kwargs)
+        with transaction.atomic(using=self.db, savepoint=False):
+            created = super().bulk_create(objs, *args, **kwargs)
+            refresh(keys, using=self.db)
+        return created
+
+    def delete(self):
+        with transaction.atomic(using=self.db, savepoint=False):
+            keys = stored_days(self)
+            result = super().delete()
+            refresh(keys, using=self.db)
+        return result
+
+    delete.alters_data = True
+    delete.queryset_only = True

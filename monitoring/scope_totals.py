@@ -1,0 +1,130 @@
+"""What the performance figures of a scope read from the database: its finished trades summed per UTC day of
+closing, and the hours during which at least one of its trades was open.
+
+Two paths give the same figures. The direct one aggregates the trades (``execution.selectors.trade_day_sums``,
+``trade_intervals``). The rollup one reads the accounts' daily trade totals (``execution.models.DailyTradeTotals``,
+kept exact in the transaction of every trade write) for the whole UTC days of the period, and the trades only for
+the partial days at its ends: a few thousand rows instead of a million trades. The rollup serves every scope whose
+trades are whole accounts (one account, a mode, a level); a pair's scope reads its trades directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+from django.db.models import Min, Q, QuerySet, Sum
+
+from execution.models import DailyTradeTotals, PairTrade
+from execution.selectors import trade_day_sums, trade_intervals
+from pairs.quant.kpis import union_length
+
+if TYPE_CHECKING:
+    from monitoring.selectors import Scope
+
+MICROSECONDS_PER_HOUR = 3_600_000_000
+MICROSECOND = timedelta(microseconds=1)
+SUMMED = ("trades", "wins", "losses", "gross_profit", "gross_loss", "pnl", "fees", "funding", "held_trades")
+
+
+def scope_trades(accounts: Sequence, pair=None) -> QuerySet[PairTrade]:
+    trades = PairTrade.objects.filter(account__in=[a.pk for a in accounts])
+    return trades.filter(pair=pair) if pair is not None else trades
+
+
+def scope_closed_trades(scope: Scope) -> QuerySet[PairTrade]:
+    """Finished trades with a result closed in [start, end) of the scope."""
+    return scope_trades(scope.accounts, scope.pair).filter(
+        state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__gte=scope.start,
+        closed_at__lt=scope.end,
+    )
+
+
+def rollup_serves(scope: Scope) -> bool:
+    """The daily totals are per account: exact for any set of whole accounts, not for one pair of them."""
+    return scope.pair is None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _whole_days(scope: Scope) -> tuple[datetime, datetime] | None:
+    """The first and the last midnight of [start, end) that bound whole UTC days, or None when no day is whole."""
+    first = _midnight(scope.start.astimezone(UTC).date())
+    if first < scope.start:
+        first += timedelta(days=1)
+    last = _midnight(scope.end.astimezone(UTC).date())
+    return (first, last) if first < last else None
+
+
+def _rollup_day_rows(scope: Scope, first: datetime, last: datetime) -> list[dict]:
+    rows = (
+        DailyTradeTotals.objects.filter(account__in=[a.pk for a in scope.accounts], day__gte=first.date(),
+                                        day__lt=last.date(), trades__gt=0)
+        .values("day").annotate(**{name: Sum(name) for name in SUMMED}, held_us=Sum("held_us")).order_by("day")
+    )
+    return [{**{name: row[name] for name in SUMMED}, "day": row["day"],
+             "held": timedelta(microseconds=int(row["held_us"]))} for row in rows]
+
+
+def scope_day_rows(scope: Scope, *, rollup: bool = True) -> list[dict]:
+    """The finished trades of the scope summed per UTC day of closing: trades, wins, losses, gross profit and loss,
+    realised PnL, fees, funding (exact decimals), the holding time and how many trades have an opening time. From
+    the daily totals where they serve the scope (``rollup``), else from the trades in one grouped query."""
+    closed = scope_closed_trades(scope)
+    days = _whole_days(scope) if rollup and rollup_serves(scope) else None
+    if days is None:
+        return trade_day_sums(closed)
+    first, last = days
+    return (trade_day_sums(closed.filter(closed_at__lt=first)) + _rollup_day_rows(scope, first, last)
+            + trade_day_sums(closed.filter(closed_at__gte=last)))
+
+
+def _direct_intervals(scope: Scope, closed_from: datetime) -> list[tuple[int, int]]:
+    """The holding intervals of the scope's finished trades closed in [closed_from, end) and of its active ones."""
+    finished = Q(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__gte=closed_from,
+                 closed_at__lt=scope.end)
+    held = scope_trades(scope.accounts, scope.pair).filter(
+        finished | Q(state__in=PairTrade.ACTIVE_STATES), opened_at__isnull=False, opened_at__lt=scope.end)
+    return trade_intervals(held, origin=scope.start, active_until=scope.end,
+                           active=Q(state__in=PairTrade.ACTIVE_STATES))
+
+
+def _rollup_intervals(scope: Scope) -> list[tuple[int, int]]:
+    """The accounts' merged open spans of the days before ``cut``, then the trades' own intervals from ``cut`` on.
+
+    The spans hold every finished trade, also one that closed after the period, which the figures leave out (trades
+    closed in the period, and those still open). Such a trade opened on or after ``cut``, the midnight before the
+    first of them opened (the period's end when there is none), so the days before it are exact."""
+    first_later = scope_trades(scope.accounts).filter(
+        state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__gte=scope.end,
+        opened_at__lt=scope.end).aggregate(first=Min("opened_at"))["first"]
+    cut = scope.end if first_later is None else max(scope.start, _midnight(first_later.astimezone(UTC).date()))
+    rows = DailyTradeTotals.objects.filter(
+        account__in=[a.pk for a in scope.accounts], day__gte=scope.start.astimezone(UTC).date(),
+        day__lte=(cut - MICROSECOND).astimezone(UTC).date(), open_us__gt=0,
+    ).values_list("day", "open_spans")
+    cut_offset = (cut - scope.start) // MICROSECOND
+    intervals = []
+    for day, spans in rows:
+        offset = (_midnight(day) - scope.start) // MICROSECOND
+        intervals += [(offset + a, min(offset + b, cut_offset)) for a, b in spans]
+    # From the cut on (nothing when it is the end): the trades closed since, and the active ones.
+    return intervals + _direct_intervals(scope, closed_from=cut)
+
+
+def scope_exposure_hours(scope: Scope, *, rollup: bool = True) -> float:
+    """Hours of [start, end) during which at least one trade of the scope was open: the finished trades of the period
+    and the trades still open (to the end), merged by ``pairs.quant.kpis.union_length``. From the daily totals'
+    merged spans where they serve the scope, else from every holding interval, as two integers each (microseconds
+    from the period's start, computed by the database: MariaDB has no cheap SQL union of intervals)."""
+    span = (scope.end - scope.start) // MICROSECOND
+    if span <= 0 or not scope.accounts:
+        return 0.0
+    if rollup and rollup_serves(scope):
+        intervals = _rollup_intervals(scope)
+    else:
+        intervals = _direct_intervals(scope, closed_from=scope.start)
+    return union_length(intervals, 0, span) / MICROSECONDS_PER_HOUR
