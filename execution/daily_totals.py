@@ -49,6 +49,15 @@ def stored_days(queryset: models.QuerySet) -> set[Key]:
     return {(account_id, day) for account_id, opened, closed in rows for day in days_between(opened, closed)}
 
 
+def known_days(trade, using: str | None = None) -> set[Key]:
+    """The rows a trade is in as stored: remembered when it was read, else read (a trade built in memory)."""
+    if hasattr(trade, "_stored_days"):
+        return trade._stored_days
+    if trade.pk is None or trade._state.adding:
+        return set()
+    return stored_days(type(trade)._base_manager.using(using).filter(pk=trade.pk))
+
+
 def refresh(keys: Iterable[Key], using: str | None = None) -> None:
     from execution.services.daily_totals import daily_totals_refresh
 

@@ -223,20 +223,22 @@ class PairTrade(TimeStampedModel):
         return trade
 
     def save(self, *args, **kwargs):
-        keys = getattr(self, "_stored_days", set()) | daily_totals.trade_days(self)
-        if not keys:
+        using = kwargs.get("using")
+        keys = daily_totals.known_days(self, using) | daily_totals.trade_days(self)
+        if not keys:  # in no total before or after
             super().save(*args, **kwargs)
-            return
-        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
-            super().save(*args, **kwargs)
-            daily_totals.refresh(keys, using=kwargs.get("using"))
+        else:
+            with transaction.atomic(using=using, savepoint=False):
+                super().save(*args, **kwargs)
+                daily_totals.refresh(keys, using=using)
         self._stored_days = daily_totals.trade_days(self)
 
     def delete(self, *args, **kwargs):
-        keys = getattr(self, "_stored_days", set()) | daily_totals.trade_days(self)
-        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
+        using = kwargs.get("using")
+        keys = daily_totals.known_days(self, using) | daily_totals.trade_days(self)
+        with transaction.atomic(using=using, savepoint=False):
             result = super().delete(*args, **kwargs)
-            daily_totals.refresh(keys, using=kwargs.get("using"))
+            daily_totals.refresh(keys, using=using)
         return result
 
 
