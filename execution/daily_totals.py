@@ -49,6 +49,24 @@ def stored_days(queryset: models.QuerySet) -> set[Key]:
     return {(account_id, day) for account_id, opened, closed in rows for day in days_between(opened, closed)}
 
 
+ROW = ("pk", "account_id", "state", "realised_pnl", "opened_at", "closed_at")
+
+
+def _row_days(rows) -> set[Key]:
+    """The rows of ``rows`` (tuples in the order of ``ROW``) are in."""
+    return {(account_id, day) for _, account_id, state, pnl, opened, closed in rows
+            if account_id is not None and counted(state, pnl, closed) for day in days_between(opened, closed)}
+
+
+def _updated(row: tuple, values: dict) -> tuple:
+    named = dict(zip(ROW, row, strict=True))
+    for name, value in values.items():
+        name = "account_id" if name == "account" else name
+        if name in named:
+            named[name] = getattr(value, "pk", value)
+    return tuple(named[name] for name in ROW)
+
+
 def known_days(trade, using: str | None = None) -> set[Key]:
     """The rows a trade is in as stored: remembered when it was read, else read (a trade built in memory)."""
     if hasattr(trade, "_stored_days"):
@@ -65,31 +83,21 @@ def refresh(keys: Iterable[Key], using: str | None = None) -> None:
 
 
 class PairTradeQuerySet(models.QuerySet):
-    """Bulk writes of trades refresh the daily totals of the days they touch, in the same transaction."""
+    """Bulk writes of trades refresh the daily totals of the days they touch, in the same transaction
+    (``bulk_update`` writes through ``update``)."""
 
     def update(self, **values) -> int:
         if not TOTALS_FIELDS & set(values):
             return super().update(**values)
         with transaction.atomic(using=self.db, savepoint=False):
-            rows = list(self.order_by().values_list("pk", "account_id", "state", "realised_pnl", "opened_at",
-                                                    "closed_at"))
-            before = {(account_id, day) for _, account_id, state, pnl, opened, closed in rows
-                      if counted(state, pnl, closed) for day in days_between(opened, closed)}
+            rows = list(self.order_by().values_list(*ROW))
+            keys = _row_days(rows)
             count = super().update(**values)
-            if "state" not in values or values["state"] in FINAL_STATES:  # else nothing it wrote is counted
-                before |= stored_days(self.model._base_manager.using(self.db).filter(pk__in=[r[0] for r in rows]))
-            refresh(before, using=self.db)
-        return count
-
-    def bulk_update(self, objs, fields, batch_size=None) -> int:
-        objs = list(objs)
-        if not TOTALS_FIELDS & set(fields) or not objs:
-            return super().bulk_update(objs, fields, batch_size=batch_size)
-        with transaction.atomic(using=self.db, savepoint=False):
-            stored = self.model._base_manager.using(self.db).filter(pk__in=[o.pk for o in objs])
-            before = stored_days(stored)
-            count = super().bulk_update(objs, fields, batch_size=batch_size)
-            refresh(before | stored_days(stored), using=self.db)
+            if any(hasattr(value, "resolve_expression") for value in values.values()):  # F(), Case...: read back
+                keys |= stored_days(self.model._base_manager.using(self.db).filter(pk__in=[r[0] for r in rows]))
+            else:  # the values written, known here: no read
+                keys |= _row_days([_updated(row, values) for row in rows])
+            refresh(keys, using=self.db)
         return count
 
     def bulk_create(self, objs, *args, **kwargs):

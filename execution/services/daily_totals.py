@@ -102,11 +102,11 @@ def _compute(trades_model, account_id: int, first: date, last: date, using: str 
     return rows
 
 
-def _write(totals_model, account_id: int, days: list[date], computed: dict[date, dict], using: str | None) -> None:
-    """Make the rows of ``days`` hold ``computed``: update, create or delete. IntegrityError when another transaction
-    created one of the missing rows meanwhile."""
+def _write(totals_model, account_id: int, days: list[date], existing: dict, computed: dict[date, dict],
+           using: str | None) -> None:
+    """Make the rows of ``days`` (``existing``: those there, locked) hold ``computed``: update, create or delete.
+    IntegrityError when another transaction created one of the missing rows meanwhile."""
     rows = totals_model._base_manager.using(using)
-    existing = {row.day: row for row in rows.select_for_update().filter(account_id=account_id, day__in=days)}
     to_update, to_create = [], []
     for day in days:
         values = computed.get(day)
@@ -130,13 +130,13 @@ def _refresh_account(trades_model, totals_model, account_id: int, days: list[dat
     for attempt in range(CREATE_RETRIES + 1):
         # Lock the rows that exist before reading the trades: a refresh of the same day waits for this one to
         # commit, then reads its trades too (READ COMMITTED).
-        list(totals_model._base_manager.using(using).select_for_update()
-             .filter(account_id=account_id, day__in=days).values_list("pk", flat=True))
+        existing = {row.day: row for row in totals_model._base_manager.using(using).select_for_update()
+                    .filter(account_id=account_id, day__in=days)}
         computed: dict[date, dict] = {}
         for first, last in _runs(days):
             computed.update(_compute(trades_model, account_id, first, last, using))
         try:
-            _write(totals_model, account_id, days, computed, using)
+            _write(totals_model, account_id, days, existing, computed, using)
             return
         except IntegrityError:
             if attempt == CREATE_RETRIES:
