@@ -11,7 +11,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import Case, Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum, Value, When
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import TruncDate
 
 from core.secrets import decrypt_secret, register_secret
@@ -120,16 +120,13 @@ def trade_day_sums(trades: QuerySet) -> list[dict]:
     )
 
 
-def trade_intervals(trades: QuerySet, *, origin: datetime, active_until: datetime | None = None,
-                    active: Q | None = None) -> list[tuple[int, int]]:
-    """The holding intervals of ``trades`` (which have an opening time) as microseconds from ``origin``, computed by
-    the database and read with a plain cursor: no datetime is built per trade. A trade matching ``active`` is held
-    until ``active_until``; any other until its closing."""
+def trade_intervals(trades: QuerySet, *, origin: datetime, closing: str = "closed_at") -> list[tuple[int, int]]:
+    """The holding intervals of ``trades`` (which have an opening time), from ``opened_at`` to ``closing`` (a field
+    or an annotation), as microseconds from ``origin``, computed by the database and read with a plain cursor: no
+    datetime is built per trade."""
     start = Value(origin)
-    closing = ExpressionWrapper(F("closed_at") - start, output_field=DurationField())
-    if active is not None:
-        closing = Case(When(active, then=Value(active_until) - start), default=closing, output_field=DurationField())
-    offsets = trades.annotate(o=ExpressionWrapper(F("opened_at") - start, output_field=DurationField()), c=closing) \
+    offsets = trades.annotate(o=ExpressionWrapper(F("opened_at") - start, output_field=DurationField()),
+                              c=ExpressionWrapper(F(closing) - start, output_field=DurationField())) \
         .order_by().values_list("o", "c")
     try:
         sql, params = offsets.query.sql_with_params()
