@@ -134,4 +134,4 @@ def trade_intervals(trades: QuerySet, *, origin: datetime, closing: str = "close
         return []
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        return list(cursor.fetchall())
