@@ -209,6 +209,8 @@ class PairTrade(TimeStampedModel):
             # finished trades by closing time are read from this index alone, without the table's rows.
             models.Index(fields=["account", "closed_at", "state", "pair", "realised_pnl", "fees", "funding",
                                  "opened_at"], name="trade_report_cover_idx"),
+            # The first opening of an account (a scope's default start) without reading its trades.
+            models.Index(fields=["account", "opened_at"], name="trade_account_opened_idx"),
         ]
         ordering = ["-created_at"]
         permissions = [("close_trade", "Can close a trade by hand")]
@@ -243,15 +245,10 @@ class PairTrade(TimeStampedModel):
 
 
 class DailyTradeTotals(models.Model):
-    """One account's finished trades on one UTC day, summed: the trades closed that day (count, wins, losses, gross
-    profit and loss, PnL, fees, funding, holding time) and the parts of the day during which at least one of the
-    account's finished trades was open (for exposure).
-
-    Derived from PairTrade and never edited: every ORM write of a trade recomputes the rows of the days it touches
-    from that day's trades, in the same transaction (``execution.services.daily_totals``), and
-    ``manage.py rebuild_daily_totals`` recomputes them all. The reporting reads (monitoring.selectors) use it for the
-    whole days of a scope, so a million trades cost a few thousand rows.
-    """
+    """One account's finished trades on one UTC day: those closed that day summed, and the parts of the day during
+    which at least one was open (exposure). Derived, never edited: every ORM write of a trade recomputes the rows of
+    the days it touches, in its transaction (``execution.daily_totals``); ``manage.py rebuild_daily_totals`` all.
+    The reporting reads (monitoring.scope_totals) use it for the whole days of a scope."""
 
     account = models.ForeignKey(ExchangeAccount, on_delete=models.CASCADE, related_name="+")
     day = models.DateField(help_text="UTC day")

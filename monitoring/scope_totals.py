@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from django.db.models import DateTimeField, Min, QuerySet, Sum, Value
+from django.db.models import DateTimeField, Min, Q, QuerySet, Sum, Value
 
 from execution.models import DailyTradeTotals, PairTrade
 from execution.selectors import trade_day_sums, trade_intervals
@@ -50,23 +50,25 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _whole_days(scope: Scope) -> tuple[datetime, datetime] | None:
+def _whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
     """The first and the last midnight of [start, end) that bound whole UTC days, or None when no day is whole."""
-    first = _midnight(scope.start.astimezone(UTC).date())
-    if first < scope.start:
+    first = _midnight(start.astimezone(UTC).date())
+    if first < start:
         first += timedelta(days=1)
-    last = _midnight(scope.end.astimezone(UTC).date())
+    last = _midnight(end.astimezone(UTC).date())
     return (first, last) if first < last else None
 
 
 def _rollup_day_rows(scope: Scope, first: datetime, last: datetime) -> list[dict]:
-    rows = (
-        DailyTradeTotals.objects.filter(account__in=[a.pk for a in scope.accounts], day__gte=first.date(),
-                                        day__lt=last.date(), trades__gt=0)
-        .values("day").annotate(**{name: Sum(name) for name in SUMMED}, held_us=Sum("held_us")).order_by("day")
-    )
-    return [{**{name: row[name] for name in SUMMED}, "day": row["day"],
-             "held": timedelta(microseconds=int(row["held_us"]))} for row in rows]
+    rows = DailyTradeTotals.objects.filter(account__in=[a.pk for a in scope.accounts], day__gte=first.date(),
+                                           day__lt=last.date(), trades__gt=0).order_by("day")
+    if len(scope.accounts) == 1:  # one row per day already: nothing to sum
+        rows = rows.values_list("day", *SUMMED, "held_us")
+    else:
+        rows = rows.values("day").annotate(**{name: Sum(name) for name in SUMMED}, held=Sum("held_us")) \
+            .values_list("day", *SUMMED, "held")
+    return [{**dict(zip(SUMMED, row[1:-1], strict=True)), "day": row[0],
+             "held": timedelta(microseconds=int(row[-1]))} for row in rows]
 
 
 def scope_day_rows(scope: Scope, *, rollup: bool = True) -> list[dict]:
@@ -74,7 +76,7 @@ def scope_day_rows(scope: Scope, *, rollup: bool = True) -> list[dict]:
     realised PnL, fees, funding (exact decimals), the holding time and how many trades have an opening time. From
     the daily totals where they serve the scope (``rollup``), else from the trades in one grouped query."""
     closed = scope_closed_trades(scope)
-    days = _whole_days(scope) if rollup and rollup_serves(scope) else None
+    days = _whole_days(scope.start, scope.end) if rollup and rollup_serves(scope) else None
     if days is None:
         return trade_day_sums(closed)
     first, last = days
@@ -94,27 +96,35 @@ def _direct_intervals(scope: Scope, closed_from: datetime) -> list[tuple[int, in
                         closing="until")
 
 
-def _rollup_intervals(scope: Scope) -> list[tuple[int, int]]:
-    """The accounts' merged open spans of the days before ``cut``, then the trades' own intervals from ``cut`` on.
+def _rollup_exposure(scope: Scope, span: int) -> int:
+    """Microseconds of [start, end) with a trade of the scope open, from the accounts' daily totals.
 
-    The spans hold every finished trade, also one that closed after the period, which the figures leave out (trades
-    closed in the period, and those still open). Such a trade opened on or after ``cut``, the midnight before the
-    first of them opened (the period's end when there is none), so the days before it are exact."""
+    The totals' spans hold every finished trade, also one that closed after the period, which the figures leave out
+    (trades closed in the period, and those still open). Such a trade opened on or after ``cut``, the midnight before
+    the first of them opened (the period's end when there is none), so the days before it are exact; from the cut on
+    the trades' own intervals count (those closed since, and the active ones). Of one account, the whole days before
+    all of those are summed by the database (its days' spans don't overlap); the other days' spans are merged with
+    the trades' intervals."""
     first_later = scope_trades(scope.accounts).filter(
         state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__gte=scope.end,
         opened_at__lt=scope.end).aggregate(first=Min("opened_at"))["first"]
     cut = scope.end if first_later is None else max(scope.start, _midnight(first_later.astimezone(UTC).date()))
-    rows = DailyTradeTotals.objects.filter(
+    intervals = _direct_intervals(scope, closed_from=cut)
+    totals = DailyTradeTotals.objects.filter(
         account__in=[a.pk for a in scope.accounts], day__gte=scope.start.astimezone(UTC).date(),
-        day__lte=(cut - MICROSECOND).astimezone(UTC).date(), open_us__gt=0,
-    ).values_list("day", "open_spans")
+        day__lte=(cut - MICROSECOND).astimezone(UTC).date(), open_us__gt=0)
+    summed = 0
+    earliest = min((opened for opened, _ in intervals), default=span)
+    block = _whole_days(scope.start, min(cut, scope.start + max(earliest, 0) * MICROSECOND))
+    if block is not None and len(scope.accounts) == 1:
+        first, last = block
+        summed = totals.filter(day__gte=first.date(), day__lt=last.date()).aggregate(us=Sum("open_us"))["us"] or 0
+        totals = totals.filter(Q(day__lt=first.date()) | Q(day__gte=last.date()))
     cut_offset = (cut - scope.start) // MICROSECOND
-    intervals = []
-    for day, spans in rows:
+    for day, spans in totals.values_list("day", "open_spans"):
         offset = (_midnight(day) - scope.start) // MICROSECOND
         intervals += [(offset + a, min(offset + b, cut_offset)) for a, b in spans]
-    # From the cut on (nothing when it is the end): the trades closed since, and the active ones.
-    return intervals + _direct_intervals(scope, closed_from=cut)
+    return int(summed) + union_length(intervals, 0, span)
 
 
 def scope_exposure_hours(scope: Scope, *, rollup: bool = True) -> float:
@@ -126,7 +136,5 @@ def scope_exposure_hours(scope: Scope, *, rollup: bool = True) -> float:
     if span <= 0 or not scope.accounts:
         return 0.0
     if rollup and rollup_serves(scope):
-        intervals = _rollup_intervals(scope)
-    else:
-        intervals = _direct_intervals(scope, closed_from=scope.start)
-    return union_length(intervals, 0, span) / MICROSECONDS_PER_HOUR
+        return _rollup_exposure(scope, span) / MICROSECONDS_PER_HOUR
+    return union_length(_direct_intervals(scope, closed_from=scope.start), 0, span) / MICROSECONDS_PER_HOUR

@@ -65,6 +65,8 @@ def scopes(world):
         "account, partial days": performance_scope(account=a, start=T0 + 5 * H, end=T0 + 71 * H),
         "account, within a day": performance_scope(account=a, start=T0 + 1 * H, end=T0 + 23 * H),
         "account, default period": performance_scope(account=a),
+        "account, five days": performance_scope(account=a, start=T0, end=T0 + 120 * H),
+        "account with an open trade": performance_scope(account=world["b"], start=T0 + 30 * H, end=T0 + 100 * H),
         "mode combined": performance_scope(mode="paper", start=T0 + 2 * H, end=T0 + 70 * H),
         "level": performance_scope(mode="paper", level=2, start=T0, end=T0 + 96 * H),
         "real account": performance_scope(account=world["real"], start=T0, end=T0 + 48 * H),
