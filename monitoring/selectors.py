@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import Count, Min, QuerySet, Sum
@@ -25,7 +25,7 @@ from monitoring.scope_totals import (
     scope_trades,
 )
 from pairs.models import Pair
-from pairs.quant.kpis import DayTotals, daily_curve, daily_equity, daily_kpis, day_end
+from pairs.quant.kpis import DayTotals, daily_curve, daily_equity, daily_kpis
 from risk.models import DailyPnlSnapshot
 
 
@@ -158,8 +158,10 @@ def scope_marks(scope: Scope) -> dict[date, float]:
         rows = rows.values_list("date", "unrealised_pnl")
     else:
         rows = rows.values("date").annotate(unrealised=Sum("unrealised_pnl")).values_list("date", "unrealised")
-    return {day: float(unrealised) for day, unrealised in rows
-            if unrealised and scope.start <= day_end(day) < scope.end}
+    # A day's end lies in [start, end) for the days from start's to the one before end's (day_end, without a
+    # datetime per day).
+    first, last = scope.start.astimezone(UTC).date(), scope.end.astimezone(UTC).date() - timedelta(days=1)
+    return {day: float(unrealised) for day, unrealised in rows if unrealised and first <= day <= last}
 
 
 def _capital(scope: Scope) -> Decimal:
