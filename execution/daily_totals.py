@@ -50,6 +50,7 @@ def stored_days(queryset: models.QuerySet) -> set[Key]:
 
 
 ROW = ("pk", "account_id", "state", "realised_pnl", "opened_at", "closed_at")
+ROW_ATTNAMES = frozenset(ROW[1:])
 
 
 def _row_days(rows) -> set[Key]:
@@ -80,6 +81,32 @@ def refresh(keys: Iterable[Key], using: str | None = None) -> None:
     from execution.services.daily_totals import daily_totals_refresh
 
     daily_totals_refresh(keys=keys, using=using)
+
+
+def save_keeping_totals(trade, save, *args, **kwargs) -> None:
+    """``save`` (Model.save) of ``trade``, then the rows of the days it was and is in refreshed, in one transaction."""
+    using = kwargs.get("using")
+    fields = kwargs.get("update_fields")
+    if fields is not None and not TOTALS_FIELDS & set(fields):  # none of the totals' fields written
+        save(*args, **kwargs)
+        return
+    keys = known_days(trade, using) | trade_days(trade)
+    if not keys:  # in no total before or after
+        save(*args, **kwargs)
+    else:
+        with transaction.atomic(using=using, savepoint=False):
+            save(*args, **kwargs)
+            refresh(keys, using=using)
+    trade._stored_days = trade_days(trade)
+
+
+def delete_keeping_totals(trade, delete, *args, **kwargs):
+    using = kwargs.get("using")
+    keys = known_days(trade, using) | trade_days(trade)
+    with transaction.atomic(using=using, savepoint=False):
+        result = delete(*args, **kwargs)
+        refresh(keys, using=using)
+    return result
 
 
 class PairTradeQuerySet(models.QuerySet):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, URLValidator
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Q
 
 from core.db import TimeStampedModel, decimal_field
@@ -221,27 +221,15 @@ class PairTrade(TimeStampedModel):
     @classmethod
     def from_db(cls, db, field_names, values):
         trade = super().from_db(db, field_names, values)
-        trade._stored_days = daily_totals.trade_days(trade)  # the days whose totals this trade is in, as stored
+        if daily_totals.ROW_ATTNAMES <= set(field_names):  # a deferred field is read on save instead
+            trade._stored_days = daily_totals.trade_days(trade)  # the days whose totals it is in, as stored
         return trade
 
     def save(self, *args, **kwargs):
-        using = kwargs.get("using")
-        keys = daily_totals.known_days(self, using) | daily_totals.trade_days(self)
-        if not keys:  # in no total before or after
-            super().save(*args, **kwargs)
-        else:
-            with transaction.atomic(using=using, savepoint=False):
-                super().save(*args, **kwargs)
-                daily_totals.refresh(keys, using=using)
-        self._stored_days = daily_totals.trade_days(self)
+        daily_totals.save_keeping_totals(self, super().save, *args, **kwargs)
 
     def delete(self, *args, **kwargs):
-        using = kwargs.get("using")
-        keys = daily_totals.known_days(self, using) | daily_totals.trade_days(self)
-        with transaction.atomic(using=using, savepoint=False):
-            result = super().delete(*args, **kwargs)
-            daily_totals.refresh(keys, using=using)
-        return result
+        return daily_totals.delete_keeping_totals(self, super().delete, *args, **kwargs)
 
 
 class DailyTradeTotals(models.Model):

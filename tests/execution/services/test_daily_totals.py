@@ -146,3 +146,17 @@ def test_a_trade_built_in_memory_and_saved_leaves_its_old_day():
     assert [r[1] for r in rows()] == [T0.date(), T0.date() + timedelta(days=1)]
     assert DailyTradeTotals.objects.get(day=T0.date()).trades == 0  # only its open span is left that day
     assert_exact()
+
+
+def test_a_save_of_other_fields_refreshes_nothing_and_a_deferred_read_reads_on_save(django_assert_num_queries):
+    account = ExchangeAccountFactory()
+    trade = PairTrade.objects.get(pk=closed(account, 0, 2, "4").pk)
+    trade.error = "noted"
+    with django_assert_num_queries(1):  # the UPDATE alone
+        trade.save(update_fields=["error", "updated_at"])
+    partial = PairTrade.objects.only("pk", "realised_pnl").get(pk=trade.pk)
+    assert not hasattr(partial, "_stored_days")
+    partial.realised_pnl = Decimal("-1")
+    partial.save(update_fields=["realised_pnl"])
+    assert DailyTradeTotals.objects.get(account=account).pnl == Decimal("-1")
+    assert_exact()
