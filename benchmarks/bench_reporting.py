@@ -1,7 +1,9 @@
 """Benchmark the reporting reads over many closed trades of one account: the performance summary
-(``monitoring.selectors.scope_performance``), the equity curve (``scope_equity``) and the first page of the trades
-list (``GET /api/v1/trades/?account=...``), each ``--runs`` times (median and p95). The target (issue #16): p95
-under 150 ms with 1,000,000 trades on MariaDB.
+(``monitoring.selectors.scope_performance``), the equity curve (``scope_equity``), the same two through the API
+(``GET /api/v1/performance/?account=...`` and ``/api/v1/equity/?account=...``: the scope's default period is looked
+up on each request) and the first page of the trades list (``GET /api/v1/trades/?account=...``), each ``--runs``
+times (median and p95), plus the summary and the curve aggregated from the trades (``rollup=False``: what the daily
+trade totals save), fewer runs. The target (issue #16): p95 under 150 ms with 1,000,000 trades on MariaDB.
 
 Run from the repository root:  python benchmarks/bench_reporting.py --trades 1000000 \\
                                    --database-url mysql://root@127.0.0.1:3306/statarb_bench
@@ -9,10 +11,12 @@ Run from the repository root:  python benchmarks/bench_reporting.py --trades 100
 The trades (plain bulk inserts): one paper account of the exchange id ``benchreport``, 20 pairs, ``--trades``
 closed trades five minutes apart (each held 50 minutes, so about ten are open at any moment), the last one closed
 an hour before the run: every trade is in the default scope (first trade to now). PnLs are drawn from a seeded
-normal distribution; every day has a daily PnL snapshot with an unrealised PnL (the marks). Its rows are deleted
-before and after the run; with ``--keep`` they stay, and the next run with ``--keep`` and the same ``--trades``
-reuses them instead of inserting them again (the seeding takes minutes at 1,000,000). Default database: a temporary
-SQLite file.
+normal distribution; every day has a daily PnL snapshot with an unrealised PnL (the marks). The trades are inserted
+around the daily totals' per-batch refresh, then the totals are filled once by ``daily_totals_rebuild`` (what
+``manage.py rebuild_daily_totals`` and the migration run; timed). Its rows are deleted before and after the run;
+with ``--keep`` they stay, and the next run with ``--keep`` and the same ``--trades`` reuses them instead of inserting
+them again (the seeding takes minutes at 1,000,000; the totals are rebuilt when missing). Default database: a
+temporary SQLite file.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ def _cleanup() -> None:
     from risk.models import DailyPnlSnapshot
 
     DailyPnlSnapshot.objects.filter(account__exchange=EXCHANGE).delete()
-    PairTrade.objects.filter(account__exchange=EXCHANGE).delete()
+    # The daily totals go with the account; deleting the trades around their refresh spares reading them all.
+    PairTrade._base_manager.filter(account__exchange=EXCHANGE).delete()
     ExchangeAccount.objects.filter(exchange=EXCHANGE).delete()
     Pair.objects.filter(y_instrument__exchange=EXCHANGE).delete()
     Instrument.objects.filter(exchange=EXCHANGE).delete()
@@ -80,7 +85,8 @@ def _world(n_trades: int):
     start = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1) - n_trades * step
     reasons = ["exit_signal", "stop", "max_holding"]
     for first in range(0, n_trades, BATCH):
-        PairTrade.objects.bulk_create([
+        # Around the daily totals' refresh (PairTrade.objects would refresh each batch's days): one rebuild after.
+        PairTrade._base_manager.bulk_create([
             PairTrade(account=account, pair=pairs[i % 20], side="long_spread", state="closed", hedge_ratio=1.0,
                       y_qty=Decimal(1), x_qty=Decimal(1), opened_at=start + i * step - timedelta(minutes=50),
                       closed_at=start + i * step, exit_reason=reasons[i % 3],
@@ -95,6 +101,29 @@ def _world(n_trades: int):
         for day in days
     ], batch_size=BATCH)
     return account
+
+
+def _fill_totals(account) -> float | None:
+    """Fill the account's daily trade totals when they are missing: seconds taken, or None when they were there."""
+    from execution.models import DailyTradeTotals
+    from execution.services.daily_totals import daily_totals_rebuild
+
+    if DailyTradeTotals.objects.filter(account=account).exists():
+        return None
+    began = time.perf_counter()
+    daily_totals_rebuild(account_ids=[account.pk])
+    return time.perf_counter() - began
+
+
+def _same_figures(scope) -> str:
+    """Whether the summary from the daily totals equals the one aggregated from the trades, figure by figure."""
+    from dataclasses import asdict
+
+    from monitoring.selectors import scope_performance
+
+    rolled, direct = asdict(scope_performance(scope)), asdict(scope_performance(scope, rollup=False))
+    differ = [name for name, value in rolled.items() if value != direct[name]]
+    return "every figure equal to the one from the trades" if not differ else f"figures that differ: {differ}"
 
 
 def _time(fn, runs: int) -> tuple[float, float]:
@@ -112,6 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--direct-runs", type=int, default=3,
+                        help="runs of the reads aggregated from the trades, for comparison (0: none)")
     parser.add_argument("--database-url")
     parser.add_argument("--keep", action="store_true",
                         help="keep the inserted rows, and reuse those a previous --keep run left")
@@ -122,6 +153,8 @@ def main() -> None:
         from rest_framework.test import APIRequestFactory, force_authenticate
 
         from execution.api import TradeListApi
+        from execution.models import DailyTradeTotals
+        from monitoring.api import EquityListApi, PerformanceApi
         from monitoring.selectors import performance_scope, scope_equity, scope_performance
 
         account = _reusable(args.trades) if args.keep else None
@@ -130,31 +163,49 @@ def main() -> None:
             _cleanup()
             account = _world(args.trades)
         loaded = time.perf_counter() - began
+        rebuilt = _fill_totals(account)
         user, _ = get_user_model().objects.get_or_create(username="bench-report", is_superuser=True)
-        view = TradeListApi.as_view()
 
-        def trades_page():
-            request = APIRequestFactory().get("/api/v1/trades/", {"account": account.name}, HTTP_HOST="localhost")
-            force_authenticate(request, user=user)
-            response = view(request)
-            response.render()
-            assert response.status_code == 200, response.status_code
+        def api(view_class, path):
+            view = view_class.as_view()
+
+            def get():
+                request = APIRequestFactory().get(path, {"account": account.name}, HTTP_HOST="localhost")
+                force_authenticate(request, user=user)
+                response = view(request)
+                response.render()
+                assert response.status_code == 200, response.status_code
+            return get
 
         scope = performance_scope(account=account)
         cases = {
             "performance summary": lambda: scope_performance(scope),
             "equity curve": lambda: scope_equity(scope),
-            "trades list, first page": trades_page,
+            "GET /api/v1/performance/?account=": api(PerformanceApi, "/api/v1/performance/"),
+            "GET /api/v1/equity/?account=": api(EquityListApi, "/api/v1/equity/"),
+            "trades list, first page": api(TradeListApi, "/api/v1/trades/"),
         }
+        direct = {
+            "performance summary from the trades": lambda: scope_performance(scope, rollup=False),
+            "equity curve from the trades": lambda: scope_equity(scope, rollup=False),
+        }
+
         try:
             print(f"## Reporting reads, {args.trades:,} closed trades\n")
             seeded = f"inserted in {loaded:.0f} s" if loaded > 1 else "kept from a previous run"
+            totals = DailyTradeTotals.objects.filter(account=account).count()
+            filled = f"rebuilt in {rebuilt:.1f} s" if rebuilt is not None else "kept"
             print(f"{machine_description()}; {database_description()}; load average {load_average()}; "
-                  f"{args.trades:,} trades {seeded}; {args.runs} runs each.\n")
+                  f"{args.trades:,} trades {seeded}; daily totals {totals:,} rows, {filled}; "
+                  f"{args.runs} runs each.\n")
             print("| read | median (ms) | p95 (ms) | target p95 150 ms |\n|---|---:|---:|---|")
             for name, fn in cases.items():
                 median, p95 = _time(fn, args.runs)
                 print(f"| {name} | {median:.0f} | {p95:.0f} | {'met' if p95 < 150 else 'NOT met'} |")
+            for name, fn in direct.items() if args.direct_runs else ():
+                median, p95 = _time(fn, args.direct_runs)
+                print(f"| {name} ({args.direct_runs} runs) | {median:.0f} | {p95:.0f} | for comparison |")
+            print(f"\nload average after: {load_average()}; {_same_figures(scope)}")
             print(f"\nCommand: `{command_line(sys.argv[0])}`")
         finally:
             if not args.keep:

@@ -9,6 +9,7 @@ from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
 from core.audit import audit_record
 from execution.models import (
     BotHeartbeat,
+    DailyTradeTotals,
     ExchangeAccount,
     Fill,
     FundingPayment,
@@ -151,6 +152,16 @@ class PairTradeAdmin(ReadOnlyAdmin):
         skipped = queryset.count() - len(asked)
         self.message_user(request, f"Close requested for {len(asked)} trade(s)"
                                    + (f"; {skipped} had already finished" if skipped else "") + ".")
+
+
+@admin.register(DailyTradeTotals)
+class DailyTradeTotalsAdmin(ReadOnlyAdmin):
+    """Derived from the trades (kept by every trade write; ``manage.py rebuild_daily_totals``): never edited."""
+
+    list_display = ("day", "account", "trades", "wins", "losses", "pnl", "fees", "funding", "open_us")
+    list_filter = ("account",)
+    list_select_related = ("account",)
+    date_hierarchy = "day"
 
 
 @admin.register(Order)

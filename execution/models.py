@@ -10,6 +10,8 @@ from django.db.models import Q
 
 from core.db import TimeStampedModel, decimal_field
 from exchanges.endpoints import check_base_url
+from execution import daily_totals
+from execution.daily_totals import PairTradeQuerySet
 from pairs.models import Instrument, Level, Pair
 
 
@@ -191,6 +193,10 @@ class PairTrade(TimeStampedModel):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
 
+    # Every write through the ORM (save, delete, update, bulk_create, bulk_update) refreshes the account's daily
+    # totals of the days it touches, in its own transaction (execution.services.daily_totals).
+    objects = PairTradeQuerySet.as_manager()
+
     class Meta:
         constraints = [
             # One trade per entry signal and account: a retried or doubled tick can never open a signal twice.
@@ -203,12 +209,58 @@ class PairTrade(TimeStampedModel):
             # finished trades by closing time are read from this index alone, without the table's rows.
             models.Index(fields=["account", "closed_at", "state", "pair", "realised_pnl", "fees", "funding",
                                  "opened_at"], name="trade_report_cover_idx"),
+            # The first opening of an account (a scope's default start) without reading its trades.
+            models.Index(fields=["account", "opened_at"], name="trade_account_opened_idx"),
         ]
         ordering = ["-created_at"]
         permissions = [("close_trade", "Can close a trade by hand")]
 
     def __str__(self) -> str:
         return f"trade {self.pk} {self.pair_id} {self.side} {self.state}"
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        trade = super().from_db(db, field_names, values)
+        if daily_totals.ROW_ATTNAMES <= set(field_names):  # a deferred field is read on save instead
+            trade._stored_days = daily_totals.trade_days(trade)  # the days whose totals it is in, as stored
+        return trade
+
+    def save(self, *args, **kwargs):
+        daily_totals.save_keeping_totals(self, super().save, *args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        return daily_totals.delete_keeping_totals(self, super().delete, *args, **kwargs)
+
+
+class DailyTradeTotals(models.Model):
+    """One account's finished trades on one UTC day: those closed that day summed, and the parts of the day during
+    which at least one was open (exposure). Derived, never edited: every ORM write of a trade recomputes the rows of
+    the days it touches, in its transaction (``execution.daily_totals``); ``manage.py rebuild_daily_totals`` all.
+    The reporting reads (monitoring.scope_totals) use it for the whole days of a scope."""
+
+    account = models.ForeignKey(ExchangeAccount, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField(help_text="UTC day")
+    trades = models.PositiveIntegerField(default=0, help_text="Finished trades with a result closed that day")
+    wins = models.PositiveIntegerField(default=0)
+    losses = models.PositiveIntegerField(default=0)
+    gross_profit = decimal_field(default=0, help_text="Sum of the positive PnLs")
+    gross_loss = decimal_field(default=0, help_text="Sum of the negative PnLs (<= 0)")
+    pnl = decimal_field(default=0, help_text="Realised PnL, net of fees and funding")
+    fees = decimal_field(default=0)
+    funding = decimal_field(default=0, help_text="Funding received (+) or paid (-)")
+    held_us = models.BigIntegerField(default=0, help_text="Sum of closed - opened, microseconds")
+    held_trades = models.PositiveIntegerField(default=0, help_text="Trades of the day with an opening time")
+    open_us = models.BigIntegerField(default=0, help_text="Microseconds of the day with a finished trade open")
+    open_spans = models.JSONField(default=list, help_text="Those microseconds as merged [from, to) offsets from "
+                                                          "the day's start, for combined views")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "day"], name="daily_trade_totals_uniq")]
+        ordering = ["account", "day"]
+        verbose_name_plural = "daily trade totals"
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.day}: {self.trades} trades, {self.pnl}"
 
 
 class Order(TimeStampedModel):

@@ -14,30 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.core.exceptions import EmptyResultSet
-from django.db import connection
-from django.db.models import (
-    Case,
-    Count,
-    DurationField,
-    ExpressionWrapper,
-    F,
-    Min,
-    Q,
-    QuerySet,
-    Sum,
-    Value,
-    When,
-)
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Min, QuerySet, Sum
 from django.utils import timezone
 
 from execution.models import ExchangeAccount, PairTrade
+from monitoring.scope_totals import (
+    scope_closed_trades,
+    scope_day_rows,
+    scope_exposure_hours,
+    scope_trades,
+)
 from pairs.models import Pair
-from pairs.quant.kpis import DayTotals, daily_curve, daily_equity, daily_kpis, day_end, union_length
+from pairs.quant.kpis import DayTotals, daily_curve, daily_equity, daily_kpis
 from risk.models import DailyPnlSnapshot
-
-MICROSECONDS_PER_HOUR = 3_600_000_000
 
 
 class MixedModesError(ValueError):
@@ -147,25 +136,14 @@ def performance_scope(*, account: ExchangeAccount | None = None, mode: str | Non
         label = f"combined {mode or 'no'}{level_text} accounts: {', '.join(a.name for a in accounts) or 'none'}"
     end = end or timezone.now()
     if start is None:
-        first = _scope_trades(accounts, pair).aggregate(opened=Min("opened_at"), closed=Min("closed_at"))
-        start = min((m for m in (first["opened"], first["closed"]) if m is not None), default=end)
+        # Two queries: MariaDB reads each minimum off its own index, not one of them by scanning.
+        trades = scope_trades(accounts, pair)
+        firsts = [trades.aggregate(first=Min(name))["first"] for name in ("opened_at", "closed_at")]
+        start = min((m for m in firsts if m is not None), default=end)
     if pair is not None:
         label += f", pair {pair}"
     return Scope(accounts=tuple(accounts), mode=accounts[0].mode if account else mode, label=label, start=start,
                  end=end, level=level, pair=pair)
-
-
-def _scope_trades(accounts, pair: Pair | None) -> QuerySet[PairTrade]:
-    trades = PairTrade.objects.filter(account__in=[a.pk for a in accounts])
-    return trades.filter(pair=pair) if pair is not None else trades
-
-
-def scope_closed_trades(scope: Scope) -> QuerySet[PairTrade]:
-    """Finished trades with a result closed in [start, end) of the scope."""
-    return _scope_trades(scope.accounts, scope.pair).filter(
-        state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__gte=scope.start,
-        closed_at__lt=scope.end,
-    )
 
 
 def scope_marks(scope: Scope) -> dict[date, float]:
@@ -174,33 +152,20 @@ def scope_marks(scope: Scope) -> dict[date, float]:
     is no mark: 0 is what the daily snapshot writes when nothing marked the open trades."""
     if scope.pair is not None:
         return {}
-    rows = (
-        DailyPnlSnapshot.objects.filter(account__in=[a.pk for a in scope.accounts], date__gte=scope.start.date(),
-                                        date__lte=scope.end.date())
-        .values("date").annotate(unrealised=Sum("unrealised_pnl")).order_by("date")
-    )
-    return {row["date"]: float(row["unrealised"]) for row in rows
-            if scope.start <= day_end(row["date"]) < scope.end and row["unrealised"]}
+    rows = DailyPnlSnapshot.objects.filter(account__in=[a.pk for a in scope.accounts], date__gte=scope.start.date(),
+                                           date__lte=scope.end.date()).order_by("date")
+    if len(scope.accounts) == 1:  # one snapshot per day already: nothing to sum
+        rows = rows.values_list("date", "unrealised_pnl")
+    else:
+        rows = rows.values("date").annotate(unrealised=Sum("unrealised_pnl")).values_list("date", "unrealised")
+    # A day's end lies in [start, end) for the days from start's to the one before end's (day_end, without a
+    # datetime per day).
+    first, last = scope.start.astimezone(UTC).date(), scope.end.astimezone(UTC).date() - timedelta(days=1)
+    return {day: float(unrealised) for day, unrealised in rows if unrealised and first <= day <= last}
 
 
 def _capital(scope: Scope) -> Decimal:
     return sum((a.capital for a in scope.accounts), Decimal(0))
-
-
-def scope_day_rows(scope: Scope) -> list[dict]:
-    """The finished trades of the scope summed per UTC day of closing, in one grouped query: trades, wins, losses,
-    gross profit and loss, realised PnL, fees, funding (exact decimals), the holding time and how many trades have
-    an opening time."""
-    positive, negative = Q(realised_pnl__gt=0), Q(realised_pnl__lt=0)
-    held = ExpressionWrapper(F("closed_at") - F("opened_at"), output_field=DurationField())
-    return list(
-        scope_closed_trades(scope).annotate(day=TruncDate("closed_at", tzinfo=UTC)).values("day")
-        .annotate(trades=Count("id"), wins=Count("id", filter=positive), losses=Count("id", filter=negative),
-                  gross_profit=Sum("realised_pnl", filter=positive), gross_loss=Sum("realised_pnl", filter=negative),
-                  pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"), held=Sum(held),
-                  held_trades=Count("opened_at"))
-        .order_by("day")
-    )
 
 
 def _day_totals(rows: list[dict]) -> list[DayTotals]:
@@ -214,43 +179,14 @@ def _day_totals(rows: list[dict]) -> list[DayTotals]:
                       held_trades=r["held_trades"]) for r in rows]
 
 
-def scope_exposure_hours(scope: Scope) -> float:
-    """Hours of [start, end) during which at least one trade of the scope was open: the finished trades of the period
-    and the trades still open (to the end), merged by ``pairs.quant.kpis.union_length``.
-
-    The union of intervals has no cheap SQL form on MariaDB (a running maximum over a window is quadratic there), so
-    the intervals travel, as two integers each (microseconds from the period's start, computed by the database),
-    read with a plain cursor: no datetime is built per trade."""
-    start, end = Value(scope.start), Value(scope.end)
-    finished = Q(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__gte=scope.start,
-                 closed_at__lt=scope.end)
-    offsets = (
-        _scope_trades(scope.accounts, scope.pair).filter(finished | Q(state__in=PairTrade.ACTIVE_STATES))
-        .filter(opened_at__isnull=False, opened_at__lt=scope.end)
-        .annotate(o=ExpressionWrapper(F("opened_at") - start, output_field=DurationField()),
-                  c=Case(When(state__in=PairTrade.ACTIVE_STATES, then=end - start),
-                         default=ExpressionWrapper(F("closed_at") - start, output_field=DurationField()),
-                         output_field=DurationField()))
-        .order_by().values_list("o", "c")
-    )
-    try:
-        sql, params = offsets.query.sql_with_params()
-    except EmptyResultSet:  # a scope without accounts: no SQL to run
-        return 0.0
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        intervals = cursor.fetchall()
-    span = (scope.end - scope.start) // timedelta(microseconds=1)
-    return union_length(intervals, 0, span) / MICROSECONDS_PER_HOUR
-
-
-def scope_performance(scope: Scope) -> PerformanceSummary:
+def scope_performance(scope: Scope, *, rollup: bool = True) -> PerformanceSummary:
     """Every KPI of ``scope`` (definitions in ``pairs.quant.kpis``), from SQL day totals: money sums are exact,
-    ratios floats."""
-    rows = scope_day_rows(scope)
+    ratios floats. ``rollup``: read the daily trade totals where they serve the scope (the same figures; False
+    aggregates the trades, as the tests do to compare)."""
+    rows = scope_day_rows(scope, rollup=rollup)
     capital = _capital(scope)
     kpis = daily_kpis(capital=float(capital), days=_day_totals(rows), start=scope.start, end=scope.end,
-                      marks=scope_marks(scope), exposure_hours=scope_exposure_hours(scope))
+                      marks=scope_marks(scope), exposure_hours=scope_exposure_hours(scope, rollup=rollup))
     return PerformanceSummary(
         label=scope.label, mode=scope.mode, combined=scope.combined, accounts=tuple(a.name for a in scope.accounts),
         start=scope.start, end=scope.end,
@@ -276,18 +212,16 @@ class EquityPoint:
     drawdown: float  # fall from the running peak, as a positive fraction of the peak
 
 
-def _daily_curve(scope: Scope) -> list[tuple[datetime | None, float]]:
-    rows = scope_closed_trades(scope).annotate(day=TruncDate("closed_at", tzinfo=UTC)).values("day") \
-        .annotate(pnl=Sum("realised_pnl")).order_by("day")
-    days = [DayTotals(day=r["day"], pnl=float(r["pnl"])) for r in rows]
+def _daily_curve(scope: Scope, rollup: bool = True) -> list[tuple[datetime | None, float]]:
+    days = [DayTotals(day=r["day"], pnl=float(r["pnl"])) for r in scope_day_rows(scope, rollup=rollup)]
     return daily_curve(capital=float(_capital(scope)), days=days, marks=scope_marks(scope))
 
 
-def scope_equity(scope: Scope) -> list[EquityPoint]:
+def scope_equity(scope: Scope, *, rollup: bool = True) -> list[EquityPoint]:
     """The daily equity curve the drawdown is measured on (``pairs.quant.kpis.daily_curve``), with the drawdown at
-    each point."""
+    each point. ``rollup`` as in ``scope_performance``."""
     points, peak = [], -math.inf
-    for moment, value in _daily_curve(scope):
+    for moment, value in _daily_curve(scope, rollup):
         peak = max(peak, value)
         points.append(EquityPoint(at=moment, equity=value, drawdown=(peak - value) / peak if peak > 0 else 0.0))
     return points
@@ -295,12 +229,8 @@ def scope_equity(scope: Scope) -> list[EquityPoint]:
 
 def scope_daily_pnl(scope: Scope) -> list[dict]:
     """Realised PnL, fees, funding and trades per UTC day of closing (aggregated in SQL)."""
-    rows = (
-        scope_closed_trades(scope).annotate(day=TruncDate("closed_at", tzinfo=UTC)).values("day")
-        .annotate(pnl=Sum("realised_pnl"), fees=Sum("fees"), funding=Sum("funding"), trades=Count("id"))
-        .order_by("day")
-    )
-    return list(rows)
+    return [{name: row[name] for name in ("day", "pnl", "fees", "funding", "trades")}
+            for row in scope_day_rows(scope)]
 
 
 def scope_monthly_returns(scope: Scope) -> list[dict]:
