@@ -47,3 +47,11 @@ def _aware(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"a clock keeps aware datetimes, got {moment!r}")
     return moment
+
+
+class SimulatedClock(ManualClock):
+    """A clock that is not the machine's and that live processes nevertheless run on: the demo's stored-data clock
+    (``core.market_clock``). Only paper accounts trade on it: a bot refuses to run a demo or real account on a clock
+    whose ``simulated`` is true (``execution.bot.tick``)."""
+
+    simulated = True

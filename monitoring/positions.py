@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.utils import timezone
 
+from core.market_clock import market_clock
 from execution.models import ExchangeAccount, Order, PairTrade, Signal
 from pairs.models import StrategyConfig
 from pairs.selectors import newest_closes
@@ -85,7 +85,7 @@ def _legs(trades: list[PairTrade]) -> dict[int, dict[str, Leg]]:
 def open_positions(*, account: ExchangeAccount | None = None, accounts=None,
                    now: datetime | None = None) -> list[Position]:
     """Every active trade (of ``account``) with both legs priced at the newest stored bar."""
-    now = now or timezone.now()
+    now = now or market_clock().now()
     trades = list(active_trades(account=account, accounts=accounts))
     if not trades:
         return []
