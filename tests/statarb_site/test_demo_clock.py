@@ -113,7 +113,8 @@ def test_a_few_bars_of_the_stored_clock_through_the_bot_task_and_the_guard(setti
     assert {f.filled_at for f in fills} == {entry_bar + HOUR, exit_bar + HOUR}
     assert all(f.filled_at.year == 2021 for f in fills)
     for fill in fills:  # at the stored bar's open, within the paper exchange's slippage
-        stored_open = Candle.objects.get(instrument=fill.order.instrument, timeframe="1h", open_time=fill.filled_at).open
+        stored_open = Candle.objects.get(instrument=fill.order.instrument, timeframe="1h",
+                                         open_time=fill.filled_at).open
         assert abs(fill.price / stored_open - 1) < Decimal("0.005"), (fill.price, stored_open)
     assert not GuardEvent.objects.filter(kind="stale_data").exists()
     assert not Halt.objects.filter(trigger="stale_data").exists()
@@ -172,7 +173,7 @@ def test_the_clock_step_runs_the_pipeline_and_says_when_the_data_runs_out(settin
 @pytest.mark.django_db
 def test_setup_resumes_refuses_going_back_and_is_off_on_the_wall_clock(settings):
     settings.STATARB_MARKET_CLOCK = "stored"
-    world, bars = stored_world()
+    _, bars = stored_world()
     clock = demo_clock_setup(bar_seconds=5)  # first start: a week before the end, bounded by the first stored bar
     assert clock.moment == bars[0] and clock.end == bars[-1] + HOUR and clock.bars_total == 5
     stored_clock_step()
