@@ -16,13 +16,14 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from core.market_clock import stored_clock_enabled, stored_clock_start
 from core.models import StoredDataClock
+from execution.models import SignalState
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
 from pairs.selectors import candle_bounds
 
 SCHEDULE_NAME = "demo: stored-data clock"
 STEP_TASK = "statarb_site.pipelines.stored_clock_pipeline"
-# Where a first start puts the clock: this far before the end of the stored data.
+# Where a first start puts the clock when no signals were computed before it: this far before the end of the data.
 DEFAULT_DAYS_BEFORE_END = 7
 
 
@@ -32,8 +33,9 @@ class NoStoredData(RuntimeError):
 
 def demo_clock_setup(*, start: datetime | None = None, bar_seconds: float) -> StoredDataClock | None:
     """With STATARB_MARKET_CLOCK=stored: start the clock at ``start`` (None: resume it where it stands, or on a first
-    start ``DEFAULT_DAYS_BEFORE_END`` days before the newest stored bar), one bar every ``bar_seconds``, and enable
-    the beat entry that steps it; returns the clock. Otherwise disable that entry and return None."""
+    start where the batch replay ended, the close of the newest bar a signal was computed on, else
+    ``DEFAULT_DAYS_BEFORE_END`` days before the newest stored bar), one bar every ``bar_seconds``, and enable the
+    beat entry that steps it; returns the clock. Otherwise disable that entry and return None."""
     if not stored_clock_enabled():
         PeriodicTask.objects.filter(name=SCHEDULE_NAME).update(enabled=False)
         return None
@@ -45,7 +47,7 @@ def demo_clock_setup(*, start: datetime | None = None, bar_seconds: float) -> St
                            "nothing to walk through (`manage.py demo_pipeline` imports them from STATARB_DATA_DIR)")
     end = last + bar  # the newest stored bar closes here
     if start is None and not StoredDataClock.objects.filter(pk=1).exists():
-        start = max(first + bar, end - timedelta(days=DEFAULT_DAYS_BEFORE_END))
+        start = _where_the_signals_end(end, bar) or max(first + bar, end - timedelta(days=DEFAULT_DAYS_BEFORE_END))
     if start is not None and start < first + bar:
         raise ValueError(f"the stored {config.timeframe} candles begin at {first:%Y-%m-%d %H:%M} UTC: the clock can't "
                          f"start at {start:%Y-%m-%d %H:%M}")
@@ -53,6 +55,15 @@ def demo_clock_setup(*, start: datetime | None = None, bar_seconds: float) -> St
         clock = stored_clock_start(start=start, end=end, bar=bar, wall_seconds=bar_seconds)
         _schedule(bar_seconds)
     return clock
+
+
+def _where_the_signals_end(end: datetime, bar: timedelta) -> datetime | None:
+    """The close of the newest bar a pair's rule was advanced on (the batch replay's end): starting there, the
+    signals task carries every pair on bar by bar, as live. None when no rule ran, or it ran to the data's end."""
+    newest = SignalState.objects.order_by("-last_bar_time").values_list("last_bar_time", flat=True).first()
+    if newest is None or newest + bar >= end:
+        return None
+    return newest + bar
 
 
 def _schedule(bar_seconds: float) -> None:

@@ -83,7 +83,7 @@ def test_it_replays_with_notifications_on_the_console_then_prints_the_kpis_and_h
     # A tight daily loss limit, so that the guard has something to do in a short replay.
     RiskLimit.objects.create(account=None, daily_loss_limit_pct=0.001, max_drawdown_pct=0.5, max_open_trades=20)
     out = StringIO()
-    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, stdout=out, stderr=StringIO())
+    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, hold_out_days=0, stdout=out, stderr=StringIO())
     text = out.getvalue()
     lines = text.splitlines()
 
@@ -124,7 +124,8 @@ def test_it_replays_with_notifications_on_the_console_then_prints_the_kpis_and_h
 
     # A second run keeps the candles and the replay (its pairs exist) and shows the first replay's figures again.
     again = StringIO()
-    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, stdout=again, stderr=StringIO())
+    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, hold_out_days=0, stdout=again,
+                 stderr=StringIO())
     second = again.getvalue().splitlines()
     assert second[1].startswith("kept: candles already stored")
     assert any(line.startswith("kept: pairs exist") for line in second)
