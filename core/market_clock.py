@@ -81,8 +81,10 @@ def stored_clock_start(*, start: datetime | None, end: datetime, bar: timedelta,
         raise ValueError(f"the stored-data clock already stands at {state.moment:%Y-%m-%d %H:%M} UTC: it can't go "
                          f"back to {start:%Y-%m-%d %H:%M} (`make clean` starts over)")
     start = min(start, end)
-    values = {"moment": start, "end": end, "bar": bar, "wall_seconds": wall_seconds,
-              "ended_at": timezone.now() if start >= end else None}
+    ended_at = None
+    if start >= end:
+        ended_at = state.ended_at if state is not None and state.ended_at is not None else timezone.now()
+    values = {"moment": start, "end": end, "bar": bar, "wall_seconds": wall_seconds, "ended_at": ended_at}
     if state is None or start != state.moment:
         values["start"] = start
     state, _ = StoredDataClock.objects.update_or_create(pk=1, defaults=values)
