@@ -140,16 +140,16 @@ def test_the_last_days_are_held_out_for_the_stored_clock_which_starts_where_the_
     from pairs.models import CointegrationRun
     from statarb_site.demo_clock import demo_clock_setup
 
-    call_command("demo_pipeline", data=few_symbols_dir, replay_days=3, hold_out_days=2, stdout=StringIO(),
+    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, hold_out_days=1, stdout=StringIO(),
                  stderr=StringIO())
-    # the data end with the 2021-04-04 23:00 bar: the batch reads up to the 2021-04-02 23:00 bar
-    batch_end = datetime(2021, 4, 2, 23, tzinfo=UTC)
+    # the data end with the 2021-04-04 23:00 bar: the batch reads up to the 2021-04-03 23:00 bar
+    batch_end = datetime(2021, 4, 3, 23, tzinfo=UTC)
     assert max(SignalState.objects.values_list("last_bar_time", flat=True)) == batch_end
     assert CointegrationRun.objects.latest("pk").window_end == batch_end
     data = json.loads((var_dir / "demo-replay.json").read_text())
-    assert all(t["opened_at"] is None or t["opened_at"] < "2021-04-03" for t in data["trades"])
+    assert all(t["opened_at"] is None or t["opened_at"] < "2021-04-04" for t in data["trades"])
     settings.STATARB_MARKET_CLOCK = "stored"
     clock = demo_clock_setup(bar_seconds=10)
-    assert clock.moment == clock.start == datetime(2021, 4, 3, tzinfo=UTC)  # where the replay ended
-    assert clock.end == datetime(2021, 4, 5, tzinfo=UTC) and clock.bars_total == 48
-    assert market_clock().now() == datetime(2021, 4, 3, tzinfo=UTC)
+    assert clock.moment == clock.start == datetime(2021, 4, 4, tzinfo=UTC)  # where the replay ended
+    assert clock.end == datetime(2021, 4, 5, tzinfo=UTC) and clock.bars_total == 24
+    assert market_clock().now() == datetime(2021, 4, 4, tzinfo=UTC)
