@@ -69,7 +69,13 @@ def stored_clock_pipeline() -> dict:
                dedupe_key=f"stored_clock_ended:{clock.end:%Y%m%d%H%M}")
     if step.stepped:
         stored_clock_chain().apply_async()
-    elif clock.ended_at is not None:
+    if clock.ended_at is not None:
+        # Nothing left to step: beat stops sending the step (`run_stack` enables it again when it resumes the clock).
+        from django_celery_beat.models import PeriodicTask
+
+        from statarb_site.demo_clock import SCHEDULE_NAME
+
+        PeriodicTask.objects.filter(name=SCHEDULE_NAME, enabled=True).update(enabled=False)
         logger.info("stored-data clock: stopped at %s UTC, the end of the stored data", f"{clock.end:%Y-%m-%d %H:%M}")
     return {"stepped": step.stepped, "moment": clock.moment.isoformat(), "ended": clock.ended_at is not None}
 

@@ -155,7 +155,10 @@ def test_a_real_or_demo_account_refuses_the_simulated_clock(settings, mode):
 def test_the_clock_step_runs_the_pipeline_and_says_when_the_data_runs_out(settings, staff_client, caplog):
     settings.STATARB_MARKET_CLOCK = "stored"
     world, bars = stored_world()
-    start_clock(world, bars, at=bars[-2] + HOUR)  # one bar before the end
+    demo_clock_setup(start=bars[-2] + HOUR, bar_seconds=1)  # one bar before the end, and beat's step entry
+    from django_celery_beat.models import PeriodicTask
+
+    assert PeriodicTask.objects.get(name=SCHEDULE_NAME).enabled
     with eager_celery(), caplog.at_level(logging.WARNING):
         first = stored_clock_pipeline.apply().get()
         second = stored_clock_pipeline.apply().get()  # a duplicate within the pace: nothing moves
@@ -168,6 +171,7 @@ def test_the_clock_step_runs_the_pipeline_and_says_when_the_data_runs_out(settin
     assert "Demo: stored-data clock (simulated)." in page and "The stored data ran out at 2021-03-01 06:00" in page
     assert "The stored data ran out" in staff_client.get("/").content.decode()
     assert market_data_pipeline.apply().get() == ""  # no fetch of today's candles on the stored clock
+    assert not PeriodicTask.objects.get(name=SCHEDULE_NAME).enabled  # beat stops sending the step
 
 
 @pytest.mark.django_db
