@@ -209,3 +209,23 @@ def test_a_real_worker_trades_on_the_stored_clock():
     trade = world.trade()
     assert trade.state == PairTrade.State.OPEN and trade.opened_at == entry_bar + HOUR
     assert BotHeartbeat.objects.get(account=world.account).status == "ok"
+
+
+@pytest.mark.django_db
+def test_run_stack_starts_the_clock_and_says_so(settings):
+    from io import StringIO
+
+    from django.core.management.base import CommandError
+
+    from statarb_site.management.commands.run_stack import Command
+
+    _, bars = stored_world()
+    out = StringIO()
+    with pytest.raises(CommandError, match="need STATARB_MARKET_CLOCK=stored"):
+        Command(stdout=out)._clock_setup(bars[0], None)
+    settings.STATARB_MARKET_CLOCK = "stored"
+    Command(stdout=out)._clock_setup(bars[1], 2.5)
+    assert ("stored-data clock (demo, simulated): paper accounts trade the stored candles from 2021-03-01 02:00 UTC "
+            "to 2021-03-01 06:00 UTC, one 1:00:00 bar every 2.5 s of wall time (4 bars") in out.getvalue()
+    with pytest.raises(CommandError, match="can't go back"):
+        Command(stdout=out)._clock_setup(bars[0], None)
