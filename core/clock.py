@@ -1,7 +1,8 @@
 """The one clock of the engine: everything that asks "what time is it?" asks a ``Clock``.
 
 Live trading passes the wall clock; a replay passes a clock it moves to each bar's close; tests pass a clock they
-set. The bot tick, the paper exchange, the market view and the replay all take one, so the same code runs in all
+set; the served demo's live processes get a ``SimulatedClock`` at the stored-data clock's time
+(``core.market_clock``). The bot tick, the paper exchange, the market view and the replay all take one, so the same code runs in all
 three, as NautilusTrader's kernel takes a live or a test clock.
 """
 
