@@ -2,8 +2,8 @@
 
 Live trading passes the wall clock; a replay passes a clock it moves to each bar's close; tests pass a clock they
 set; the served demo's live processes get a ``SimulatedClock`` at the stored-data clock's time
-(``core.market_clock``). The bot tick, the paper exchange, the market view and the replay all take one, so the same code runs in all
-three, as NautilusTrader's kernel takes a live or a test clock.
+(``core.market_clock``). The bot tick, the paper exchange, the market view and the replay all take one, so the same
+code runs in all of them, as NautilusTrader's kernel takes a live or a test clock.
 """
 
 from __future__ import annotations
