@@ -12,7 +12,7 @@ import math
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
 from core.market_clock import stored_clock_enabled, stored_clock_start
 from core.models import StoredDataClock
@@ -37,7 +37,8 @@ def demo_clock_setup(*, start: datetime | None = None, bar_seconds: float) -> St
     ``DEFAULT_DAYS_BEFORE_END`` days before the newest stored bar), one bar every ``bar_seconds``, and enable the
     beat entry that steps it; returns the clock. Otherwise disable that entry and return None."""
     if not stored_clock_enabled():
-        PeriodicTask.objects.filter(name=SCHEDULE_NAME).update(enabled=False)
+        if PeriodicTask.objects.filter(name=SCHEDULE_NAME, enabled=True).update(enabled=False):
+            PeriodicTasks.update_changed()
         return None
     config = StrategyConfig.current()
     bar = timedelta(milliseconds=timeframe_ms(config.timeframe))

@@ -71,11 +71,12 @@ def stored_clock_pipeline() -> dict:
         stored_clock_chain().apply_async()
     if clock.ended_at is not None:
         # Nothing left to step: beat stops sending the step (`run_stack` enables it again when it resumes the clock).
-        from django_celery_beat.models import PeriodicTask
+        from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
         from statarb_site.demo_clock import SCHEDULE_NAME
 
-        PeriodicTask.objects.filter(name=SCHEDULE_NAME, enabled=True).update(enabled=False)
+        if PeriodicTask.objects.filter(name=SCHEDULE_NAME, enabled=True).update(enabled=False):
+            PeriodicTasks.update_changed()  # a queryset update doesn't tell beat: this does
         logger.info("stored-data clock: stopped at %s UTC, the end of the stored data", f"{clock.end:%Y-%m-%d %H:%M}")
     return {"stepped": step.stepped, "moment": clock.moment.isoformat(), "ended": clock.ended_at is not None}
 
