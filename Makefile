@@ -43,12 +43,15 @@ seed: migrate
 # The main job on the embedded default (SQLite + SQLite broker, no server needed, no network): migrate, seed,
 # import the shared real candles, replay the last weeks through the paper bot with the guard (notifications to the
 # console), screen and grade, print the replay's KPIs and halts, then run the dashboard with a real Celery worker
-# and beat beside it. DEBUG on for the demo only (readable error pages, loopback exchanges); it is off unless set.
+# and beat beside it, on the stored-data clock: STATARB_MARKET_CLOCK=stored (the demo's simulated clock, set here
+# and nowhere else) walks the paper account through the stored candles, one bar every STATARB_DEMO_BAR_SECONDS.
+# DEBUG on for the demo only (readable error pages, loopback exchanges); it is off unless set.
+STATARB_DEMO_BAR_SECONDS ?= 10
 demo: export DEBUG := 1
 demo: seed
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py demo_pipeline
-	$(PY) manage.py run_stack $(DEMO_ARGS)
+	STATARB_MARKET_CLOCK=stored STATARB_DEMO_BAR_SECONDS=$(STATARB_DEMO_BAR_SECONDS) $(PY) manage.py run_stack $(DEMO_ARGS)
 
 # One BLAS thread: the suite's many small regressions (statsmodels references) run several times faster without
 # thread start-up on every call, and two test processes (worker + pytest) don't oversubscribe two cores.

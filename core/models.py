@@ -35,3 +35,33 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}: {self.summary[:60]}"
+
+
+class StoredDataClock(models.Model):
+    """The demo's market-replay clock, one row (``core.market_clock``): active only when the setting
+    STATARB_MARKET_CLOCK is "stored" (``make demo`` sets it). The served demo's workers, beat and web read the time
+    from here instead of the machine's clock, and a periodic step moves it one bar through the stored candles until
+    they run out. Paper accounts only: demo and real accounts refuse to trade on it."""
+
+    moment = models.DateTimeField(help_text="The clock's time: the close of the newest stored bar the market shows")
+    start = models.DateTimeField(help_text="Where the clock started")
+    end = models.DateTimeField(help_text="Close of the newest stored bar: the clock stops here")
+    bar = models.DurationField(help_text="How far one step moves the clock (one bar of the strategy's timeframe)")
+    wall_seconds = models.FloatField(help_text="Seconds of wall time between two steps")
+    stepped_at = models.DateTimeField(null=True, blank=True, help_text="Wall time of the last step")
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="Wall time the stored data ran out")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "stored-data clock (demo)"
+
+    def __str__(self) -> str:
+        return f"stored-data clock at {self.moment:%Y-%m-%d %H:%M} UTC" + (" (ended)" if self.ended_at else "")
+
+    @property
+    def bars_done(self) -> int:
+        return round((self.moment - self.start) / self.bar)
+
+    @property
+    def bars_total(self) -> int:
+        return round((self.end - self.start) / self.bar)

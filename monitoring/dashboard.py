@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from core.db import page_rows
+from core.market_clock import market_clock
 from execution.models import BotHeartbeat, ExchangeAccount, PairTrade, Signal
 from monitoring.guard.live import celery_queue_lengths
 from monitoring.selectors import Scope, scope_daily_pnl, scope_equity, scope_monthly_returns, scope_pnl_by
@@ -88,7 +89,7 @@ class TodayPnl:
 def guard_today(accounts: list[ExchangeAccount], *, now: datetime | None = None) -> list[TodayPnl]:
     """Today's (UTC) PnL of each account against its daily loss limit, from the guard's own records: today's daily
     snapshot (start-of-day and latest equity) and its state. Three queries whatever the number of accounts."""
-    today = (now or timezone.now()).astimezone(UTC).date()
+    today = (now or market_clock().now()).astimezone(UTC).date()
     ids = [a.pk for a in accounts]
     snapshots = {s.account_id: s for s in DailyPnlSnapshot.objects.filter(account_id__in=ids, date=today)}
     states = {s.account_id: s for s in AccountGuardState.objects.filter(account_id__in=ids)}

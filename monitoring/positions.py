@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.utils import timezone
 
+from core.market_clock import market_clock
 from execution.models import ExchangeAccount, Order, PairTrade, Signal
+from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
 from pairs.selectors import newest_closes
 
@@ -85,7 +86,7 @@ def _legs(trades: list[PairTrade]) -> dict[int, dict[str, Leg]]:
 def open_positions(*, account: ExchangeAccount | None = None, accounts=None,
                    now: datetime | None = None) -> list[Position]:
     """Every active trade (of ``account``) with both legs priced at the newest stored bar."""
-    now = now or timezone.now()
+    now = now or market_clock().now()
     trades = list(active_trades(account=account, accounts=accounts))
     if not trades:
         return []
@@ -96,7 +97,9 @@ def open_positions(*, account: ExchangeAccount | None = None, accounts=None,
         by_timeframe[trade.pair.timeframe].update((trade.pair.y_instrument_id, trade.pair.x_instrument_id))
     prices: dict[tuple[str, int], Decimal] = {}
     for timeframe, ids in by_timeframe.items():
-        closes = newest_closes(sorted(ids), timeframe, newest_open=now, oldest_open=now - PRICE_LOOKBACK)
+        # The newest bar closed at ``now`` (on the demo's stored-data clock later bars are stored: the future).
+        newest_open = now - timedelta(milliseconds=timeframe_ms(timeframe))
+        closes = newest_closes(sorted(ids), timeframe, newest_open=newest_open, oldest_open=now - PRICE_LOOKBACK)
         prices.update({(timeframe, i): close for i, close in closes.items()})
     positions = []
     for trade in trades:

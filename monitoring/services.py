@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.utils import timezone
-
 from core.clock import ManualClock
+from core.market_clock import market_clock
 from execution.models import ExchangeAccount
 from monitoring.guard.book import account_books
 from monitoring.guard.cycle import snapshots_write
@@ -17,9 +16,9 @@ from risk.models import DailyPnlSnapshot
 
 def _day_end(day: date) -> tuple[datetime, datetime]:
     """(the moment the day's book is read at, the market's clock): the day's last microsecond and its midnight, or
-    now for a day that has not ended."""
+    now (``core.market_clock``) for a day that has not ended."""
     midnight = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
-    clock = min(timezone.now(), midnight)
+    clock = min(market_clock().now(), midnight)
     return min(clock, midnight - timedelta(microseconds=1)), clock
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, timedelta
 
 from celery import current_app, shared_task
-from django.utils import timezone
 
+from core.market_clock import market_clock
 from monitoring.guard.live import celery_queue_lengths, guard_run_live
 from monitoring.services import daily_pnl_snapshots_update
 
@@ -26,14 +26,14 @@ def run_guard() -> dict:
 def snapshot_daily_pnl(day: str | None = None) -> int:
     """Write every enabled account's snapshot of ``day`` (ISO date; today, UTC, by default) as its book stood at the
     day's end (or now, for today): rewriting a day's row is harmless, so a redelivery does no harm."""
-    target = date.fromisoformat(day) if day else timezone.now().astimezone(UTC).date()
+    target = date.fromisoformat(day) if day else market_clock().now().astimezone(UTC).date()
     return daily_pnl_snapshots_update(day=target)
 
 
 @shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
 def snapshot_daily_pnl_previous_day() -> int:
     """Close the UTC day that just ended, with its trades and candles up to midnight (beat: a few minutes after)."""
-    return snapshot_daily_pnl((timezone.now().astimezone(UTC).date() - timedelta(days=1)).isoformat())
+    return snapshot_daily_pnl((market_clock().now().astimezone(UTC).date() - timedelta(days=1)).isoformat())
 
 
 @shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
@@ -41,5 +41,5 @@ def notify_daily_summaries(day: str | None = None) -> int:
     """Each enabled account's summary of ``day`` (ISO date; yesterday, UTC, by default) as a notification."""
     from monitoring.summaries import daily_summaries_notify
 
-    target = date.fromisoformat(day) if day else timezone.now().date() - timedelta(days=1)
+    target = date.fromisoformat(day) if day else market_clock().now().date() - timedelta(days=1)
     return daily_summaries_notify(day=target)

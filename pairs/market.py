@@ -38,7 +38,8 @@ class MarketView(Protocol):
         ...
 
     def newest_bars(self, instrument_ids: Iterable[int], *, end: datetime | None) -> dict[int, datetime]:
-        """Open time of each instrument's newest bar up to ``end`` (every stored bar if None)."""
+        """Open time of each instrument's newest bar up to ``end`` (None: up to the newest bar closed at the
+        clock)."""
         ...
 
     def window(self, instruments: list[Instrument], *, bars: int, end: datetime) -> PriceWindow:
@@ -122,6 +123,9 @@ class StoredMarket:
         return {i: self._cache[i] for i in ids if self._cache[i] is not None}
 
     def newest_bars(self, instrument_ids: Iterable[int], *, end: datetime | None) -> dict[int, datetime]:
+        """Without ``end``: up to the newest bar closed at the clock. Live nothing newer is stored, but on a clock
+        that walks through stored history (the demo's stored-data clock) the later bars are the future."""
+        end = self.clock.now() - self._bar if end is None else end
         return newest_bar_times(list(instrument_ids), self.timeframe, end=end)
 
     def window(self, instruments: list[Instrument], *, bars: int, end: datetime) -> PriceWindow:

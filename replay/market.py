@@ -109,6 +109,8 @@ class ReplayMarket:
         missing = [i for i in ids if i not in self._column]
         if missing:
             self._ensure(Instrument.objects.filter(pk__in=missing))
+        if end is None:  # as the live market: up to the newest bar closed at the clock
+            end = self.clock.now() - timedelta(milliseconds=timeframe_ms(self.timeframe))
         row = self.row_at_or_before(end)
         if row < 0:
             return {}

@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 
+from core.market_clock import market_clock
 from risk.models import GuardEvent, Halt, RiskLimit
 from risk.policy import Limits, merge_limits
 
@@ -16,9 +16,10 @@ if TYPE_CHECKING:
 
 
 def active_halts(*, account: ExchangeAccount | None = None, now: datetime | None = None) -> QuerySet[Halt]:
-    """Halts in force at ``now`` (default: the wall clock; a replay passes its own): not cleared and latched past
-    ``now``. Of every account, or those that stop ``account`` (its own and the system-wide ones)."""
-    now = now or timezone.now()
+    """Halts in force at ``now`` (default: ``core.market_clock``, the wall clock live; a replay passes its own):
+    not cleared and latched past ``now``. Of every account, or those that stop ``account`` (its own and the
+    system-wide ones)."""
+    now = now or market_clock().now()
     halts = Halt.objects.filter(Q(until__isnull=True) | Q(until__gt=now), cleared_at__isnull=True)
     if account is not None:
         halts = halts.filter(Q(account=account) | Q(account__isnull=True))

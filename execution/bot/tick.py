@@ -26,6 +26,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from core.clock import Clock, WallClock
+from core.market_clock import market_clock
 from exchanges.base import TradingExchange
 from exchanges.errors import ExchangeError
 from exchanges.retry import RetryingExchange
@@ -56,7 +57,7 @@ RECONCILE_EVERY = timedelta(minutes=5)
 class TickReport:
     account: str
     now: str
-    status: str = "ok"  # ok | locked | disabled | exchange_unreachable | reconcile_failed
+    status: str = "ok"  # ok | locked | disabled | refused | exchange_unreachable | reconcile_failed
     reconciled: bool = False
     mismatches: list[str] = field(default_factory=list)
     opened: int = 0
@@ -84,6 +85,9 @@ def bot_tick(
     now = clock.now()
     owner = owner or default_lease_owner()
     report = TickReport(account=account.name, now=now.isoformat())
+    if refusal := simulated_clock_refusal(account, clock):
+        report.status, report.error = "refused", refusal
+        return report
     if require_enabled and not account.enabled:
         report.status = "disabled"
         return report
@@ -225,11 +229,26 @@ def _advance_isolated(ctx: TradingContext, trade: PairTrade, report: TickReport)
                dedupe_key=f"trade_error:{trade.pk}:{type(exc).__name__}")
 
 
+def simulated_clock_refusal(account: ExchangeAccount, clock: Clock) -> str:
+    """Why ``account`` must not trade at ``clock`` ("" when it may): a demo or real account trades on the
+    exchange's market, now, never on a simulated clock (the demo's stored-data clock, ``core.market_clock``)."""
+    if not getattr(clock, "simulated", False) or account.mode == ExchangeAccount.Mode.PAPER:
+        return ""
+    refusal = (f"refused: a {account.mode} account trades only on the wall clock, and this process runs on a "
+               f"simulated clock ({clock.now():%Y-%m-%d %H:%M} UTC, STATARB_MARKET_CLOCK=stored)")
+    logger.error("account %s: %s", account.name, refusal)
+    return refusal
+
+
 def bot_tick_live(account: ExchangeAccount, *, task_id: str = "") -> TickReport:
-    """A tick at the wall clock, priced from the newest stored candles (what the Celery task runs)."""
+    """A tick at the live processes' clock (``core.market_clock``: the wall clock, or the demo's stored-data
+    clock), priced from the stored candles up to it (what the Celery task runs)."""
     from execution.venues import account_trading_exchange
 
+    clock = market_clock()
+    if refusal := simulated_clock_refusal(account, clock):
+        return TickReport(account=account.name, now=clock.now().isoformat(), status="refused", error=refusal)
     config = StrategyConfig.current()
-    market = StoredMarket(timeframe=config.timeframe, clock=WallClock())
+    market = StoredMarket(timeframe=config.timeframe, clock=clock)
     exchange = account_trading_exchange(account, market=market, config=config)
     return bot_tick(account=account, exchange=exchange, market=market, config=config, task_id=task_id)

@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.db.models.constants import OnConflict
 from django.utils import timezone
 
-from core.clock import WallClock
+from core.market_clock import market_clock
 from execution.models import Signal, SignalState
 from pairs.market import MarketView, StoredMarket
 from pairs.marketdata.grid import PriceWindow
@@ -61,14 +61,14 @@ def signals_update(
     market: MarketView | None = None, pairs: list[Pair] | None = None,
 ) -> SignalRun:
     """Advance every active pair's rule to the newest closed bar (or ``end``), writing one Signal per new bar.
-    ``market``: where closes come from (default: the Candle table at the wall clock). ``pairs``: the active pairs as
-    ``signal_pairs`` loads them (default: loaded now); a caller that passes the same list again (a replay, bar
-    after bar) gets each pair's ``signal_state`` kept up to date in place."""
+    ``market``: where closes come from (default: the Candle table at ``core.market_clock``, the wall clock live).
+    ``pairs``: the active pairs as ``signal_pairs`` loads them (default: loaded now); a caller that passes the same
+    list again (a replay, bar after bar) gets each pair's ``signal_state`` kept up to date in place."""
     run = SignalRun()
     pairs = signal_pairs(config) if pairs is None else pairs
     if not pairs:
         return run
-    market = market or StoredMarket(timeframe=config.timeframe, clock=WallClock())
+    market = market or StoredMarket(timeframe=config.timeframe, clock=market_clock())
     if market.timeframe != config.timeframe:
         raise ValueError(f"the market holds {market.timeframe} bars, the strategy trades {config.timeframe}")
     loaded = _load_window(config, market, pairs, end, max_catch_up_bars)

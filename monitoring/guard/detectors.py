@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Max, Q
+from django.db.models import Max
 
 from exchanges.base import TradingExchange
 from exchanges.errors import ExchangeError
@@ -36,10 +36,10 @@ def stale_data(books: dict[int, AccountBook], limits: dict[int, Limits], *, now:
     """The newest stored bar is older than the limit: for the whole market, or for a leg an account holds."""
     bar = timedelta(milliseconds=timeframe_ms(timeframe))
     newest_any = Candle.objects.filter(timeframe=timeframe, open_time__lte=now).aggregate(t=Max("open_time"))["t"]
-    active = PairTrade.objects.filter(account_id__in=list(books), state__in=PairTrade.ACTIVE_STATES)
-    newest = dict(Candle.objects.filter(Q(instrument_id__in=active.values("pair__y_instrument_id"))
-                                        | Q(instrument_id__in=active.values("pair__x_instrument_id")),
-                                        timeframe=timeframe, open_time__lte=now)
+    # The legs of the trades the books hold, not the trades active when this query runs: a bot that closes one in
+    # between must not make its legs look stale.
+    held = {leg.instrument_id for book in books.values() for t in book.open_trades for leg in t.legs.values()}
+    newest = dict(Candle.objects.filter(instrument_id__in=held, timeframe=timeframe, open_time__lte=now)
                   .values_list("instrument_id").annotate(t=Max("open_time")).values_list("instrument_id", "t"))
     breaches = []
     for account_id, book in books.items():

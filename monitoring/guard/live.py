@@ -1,13 +1,15 @@
-"""The guard as the beat runs it: the wall clock, the stored candles, the accounts' exchanges, the Celery queues."""
+"""The guard as the beat runs it: the live processes' clock (``core.market_clock``: the wall clock, or the demo's
+stored-data clock, against which the stale-data check then judges), the stored candles, the accounts' exchanges, the
+Celery queues."""
 
 from __future__ import annotations
 
 import logging
 
-from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from core.clock import ManualClock
+from core.market_clock import market_clock
 from exchanges.retry import RetryingExchange
 from execution.models import ExchangeAccount
 from execution.venues import account_trading_exchange
@@ -22,7 +24,7 @@ WATCHED_QUEUES = ("default", "selection", "signals", "risk", "notifications")
 
 
 def guard_run_live(*, queue_lengths: dict[str, int] | None = None) -> GuardReport:
-    now = timezone.now()
+    now = market_clock().now()
     config = StrategyConfig.current()
     market = StoredMarket(timeframe=config.timeframe, clock=ManualClock(now))
 

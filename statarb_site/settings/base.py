@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -85,6 +86,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "core.context_processors.stored_clock",
             ],
         },
     },
@@ -334,6 +336,15 @@ STATARB_SCREEN_PROCESSES = env.int("STATARB_SCREEN_PROCESSES", default=1)
 # BLAS threads of each numerical process (core.threads): 0 = the cores divided by the processes that share them
 # (a worker's concurrency); more threads than cores spin against each other under load.
 STATARB_BLAS_THREADS = env.int("STATARB_BLAS_THREADS", default=0)
+
+# The clock the live processes run on (README, "Quick start"; core.market_clock): "wall" (the machine's clock; the
+# default, and the only value production accepts) or "stored", THE DEMO'S SIMULATED CLOCK: `make demo` sets it for
+# the served part only, so the paper accounts trade through the stored candles, one bar every
+# STATARB_DEMO_BAR_SECONDS of wall time. Demo and real accounts refuse to trade on it.
+STATARB_MARKET_CLOCK = env("STATARB_MARKET_CLOCK", default="wall")
+if STATARB_MARKET_CLOCK not in ("wall", "stored"):
+    raise ImproperlyConfigured(f"STATARB_MARKET_CLOCK must be 'wall' or 'stored', got {STATARB_MARKET_CLOCK!r}")
+STATARB_DEMO_BAR_SECONDS = env.float("STATARB_DEMO_BAR_SECONDS", default=10.0)
 
 # --- notifications (README, "Notifications and Telegram") ---------------------------------------------------------
 # The bot token is a secret: core.secrets masks it in logs, errors and stored texts.

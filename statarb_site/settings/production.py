@@ -19,6 +19,10 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in the environment in production (comma-separated).")
 
+# The demo's simulated clock never runs in production (core.market_clock).
+if env("STATARB_MARKET_CLOCK", default="wall") != "wall":
+    raise ImproperlyConfigured("STATARB_MARKET_CLOCK must be 'wall' in production (the stored clock is the demo's).")
+
 # No account may point at a loopback address in production.
 STATARB_ALLOW_LOOPBACK_BASE_URLS = False
 

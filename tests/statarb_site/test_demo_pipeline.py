@@ -84,7 +84,7 @@ def test_it_replays_with_notifications_on_the_console_then_prints_the_kpis_and_h
     # A tight daily loss limit, so that the guard has something to do in a short replay.
     RiskLimit.objects.create(account=None, daily_loss_limit_pct=0.001, max_drawdown_pct=0.5, max_open_trades=20)
     out = StringIO()
-    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, stdout=out, stderr=StringIO())
+    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, hold_out_days=0, stdout=out, stderr=StringIO())
     text = out.getvalue()
     lines = text.splitlines()
 
@@ -125,9 +125,32 @@ def test_it_replays_with_notifications_on_the_console_then_prints_the_kpis_and_h
 
     # A second run keeps the candles and the replay (its pairs exist) and shows the first replay's figures again.
     again = StringIO()
-    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, stdout=again, stderr=StringIO())
+    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, hold_out_days=0, stdout=again,
+                 stderr=StringIO())
     second = again.getvalue().splitlines()
     assert second[1].startswith("kept: candles already stored")
     assert any(line.startswith("kept: pairs exist") for line in second)
     assert "Replay KPIs, account 'replay' (replayed by an earlier run, demo-replay.json):" in second
     assert second[second.index(block[7]) - 6] == block[1]
+
+
+def test_the_last_days_are_held_out_for_the_stored_clock_which_starts_where_the_replay_ended(var_dir, few_symbols_dir,
+                                                                                             settings):
+    from core.market_clock import market_clock
+    from execution.models import SignalState
+    from pairs.models import CointegrationRun
+    from statarb_site.demo_clock import demo_clock_setup
+
+    call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, hold_out_days=1, stdout=StringIO(),
+                 stderr=StringIO())
+    # the data end with the 2021-04-04 23:00 bar: the batch reads up to the 2021-04-03 23:00 bar
+    batch_end = datetime(2021, 4, 3, 23, tzinfo=UTC)
+    assert max(SignalState.objects.values_list("last_bar_time", flat=True)) == batch_end
+    assert CointegrationRun.objects.latest("pk").window_end == batch_end
+    data = json.loads((var_dir / "demo-replay.json").read_text())
+    assert all(t["opened_at"] is None or t["opened_at"] < "2021-04-04" for t in data["trades"])
+    settings.STATARB_MARKET_CLOCK = "stored"
+    clock = demo_clock_setup(bar_seconds=10)
+    assert clock.moment == clock.start == datetime(2021, 4, 4, tzinfo=UTC)  # where the replay ended
+    assert clock.end == datetime(2021, 4, 5, tzinfo=UTC) and clock.bars_total == 24
+    assert market_clock().now() == datetime(2021, 4, 4, tzinfo=UTC)

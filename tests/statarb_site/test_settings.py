@@ -117,6 +117,18 @@ def test_production_without_allowed_hosts_fails_naming_it(tmp_path):
     assert "ALLOWED_HOSTS must be set" in result.stderr
 
 
+def test_the_market_clock_is_the_wall_clock_unless_set_and_production_refuses_the_stored_one(tmp_path):
+    assert _settings(tmp_path, ["STATARB_MARKET_CLOCK"])["STATARB_MARKET_CLOCK"] == "wall"
+    assert _settings(tmp_path, ["STATARB_MARKET_CLOCK"], STATARB_MARKET_CLOCK="stored")["STATARB_MARKET_CLOCK"] == \
+        "stored"
+    result = _run(["-c", "import django; django.setup()"], _env(tmp_path, STATARB_MARKET_CLOCK="replayed"))
+    assert result.returncode != 0 and "STATARB_MARKET_CLOCK must be 'wall' or 'stored'" in result.stderr
+    result = _run(["-c", "import django; django.setup()"],
+                  _production(tmp_path, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com",
+                              STATARB_MARKET_CLOCK="stored"))
+    assert result.returncode != 0 and "STATARB_MARKET_CLOCK must be 'wall' in production" in result.stderr
+
+
 def test_production_keeps_debug_off_whatever_the_environment_says(tmp_path):
     values = _settings(tmp_path, ["DEBUG", "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE"],
                        DJANGO_SETTINGS_MODULE="statarb_site.settings.production", DEBUG="1",

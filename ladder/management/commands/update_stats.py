@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from django.core.management.base import BaseCommand
@@ -17,13 +18,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write the grading to FILE")
+        parser.add_argument("--end", type=datetime.fromisoformat, default=None,
+                            help="open time (UTC) of the backtests' last bar, e.g. 2021-07-24T23:00 (default: the "
+                                 "newest stored bar)")
 
-    def handle(self, *args, json_path: Path | None, **options):
+    def handle(self, *args, json_path: Path | None, end: datetime | None = None, **options):
         json_path = writable_output_path("--json", json_path)  # before anything is stored, not after
         config = StrategyConfig.current()
         maintenance = selection_maintenance(config=config)
         self.stdout.write("maintenance: " + ", ".join(f"{k}={v}" for k, v in maintenance.as_dict().items()))
-        outcome = pair_statistics_update(config=config)
+        if end is not None and end.tzinfo is None:
+            end = end.replace(tzinfo=UTC)
+        outcome = pair_statistics_update(config=config, end=end)
         data = outcome.as_json()
         data["maintenance"] = maintenance.as_dict()
         self.stdout.write(

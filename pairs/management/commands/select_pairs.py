@@ -1,5 +1,5 @@
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -29,8 +29,11 @@ class Command(BaseCommand):
                                  "bars the stored candles span)")
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write every test to FILE")
         parser.add_argument("--symbols", default="", help="comma-separated subset of the universe")
+        parser.add_argument("--end", type=datetime.fromisoformat, default=None,
+                            help="open time (UTC) of the window's last bar, e.g. 2021-07-24T23:00 (default: the "
+                                 "newest stored bar)")
 
-    def handle(self, *args, lookback, json_path, symbols, verbosity, **options):
+    def handle(self, *args, lookback, json_path, symbols, verbosity, end: datetime | None = None, **options):
         config = StrategyConfig.current()
         if lookback is not None:
             _check_lookback(config, lookback)
@@ -43,7 +46,8 @@ class Command(BaseCommand):
             bar.update(done)
 
         try:
-            outcome = screening_run(config=config, lookback_bars=lookback, symbols=wanted, progress=progress)
+            outcome = screening_run(config=config, lookback_bars=lookback, symbols=wanted, progress=progress,
+                                    end=_utc(end))
         except ScreeningError as exc:
             raise CommandError(str(exc)) from exc
         finally:
@@ -74,3 +78,7 @@ def _check_lookback(config: StrategyConfig, lookback: int) -> None:
             f"--lookback {lookback} is more than the {stored} bars the stored {config.timeframe} candles of "
             f"{config.exchange} span ({first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC)"
         )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment

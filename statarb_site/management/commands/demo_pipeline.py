@@ -2,7 +2,7 @@
 
 import json
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,6 +20,9 @@ from pairs.services.market_data import candles_import_directory
 from risk.selectors import limits_for
 
 DEMO_REPLAY_DAYS = 21
+# The last days of the stored data are kept out of the batch (replay, screening, grading): the served demo's paper
+# account trades them afterwards on the stored-data clock, which starts where the replay ended.
+DEMO_HOLD_OUT_DAYS = 7
 REPLAY_ACCOUNT = "replay"  # the replay's default paper account (replay sits beside this floor: named, not imported)
 DATA_ENV = "STATARB_DATA_DIR"
 DEMO_TIMEFRAME = "1h"  # the shared data's bars
@@ -29,11 +32,12 @@ STEPS = 4
 class Command(BaseCommand):
     help = (
         "The demo's main job on the embedded default, with no network: import the candle files of --data "
-        f"(default ${DATA_ENV}) once, replay the last {DEMO_REPLAY_DAYS} days walk-forward through the paper bot "
-        "with the guard (var/demo-replay.json; its notifications printed to the console and kept in the database, "
-        "not sent), screen the universe (var/demo-selection.json), grade the pairs (var/demo-levels.json), and "
-        "print the replay's KPIs and the guard's halts. Fails, naming STATARB_DATA_DIR, when no candles are stored "
-        "and the directory holds no candle files."
+        f"(default ${DATA_ENV}) once, replay {DEMO_REPLAY_DAYS} days walk-forward through the paper bot with the "
+        "guard (var/demo-replay.json; its notifications printed to the console and kept in the database, not sent), "
+        "screen the universe (var/demo-selection.json), grade the pairs (var/demo-levels.json), all up to "
+        f"--hold-out-days ({DEMO_HOLD_OUT_DAYS}) before the newest bar (the served demo trades those on the "
+        "stored-data clock), and print the replay's KPIs and the guard's halts. Fails, naming STATARB_DATA_DIR, "
+        "when no candles are stored and the directory holds no candle files."
     )
 
     def add_arguments(self, parser):
@@ -42,33 +46,47 @@ class Command(BaseCommand):
             help=f"directory of hourly candle files named like BTCUSDT.csv.gz (default: ${DATA_ENV})",
         )  # fmt: skip
         parser.add_argument("--replay-days", type=int, default=DEMO_REPLAY_DAYS,
-                            help=f"days replayed, up to the newest stored bar (default {DEMO_REPLAY_DAYS})")
+                            help=f"days replayed, up to the hold-out (default {DEMO_REPLAY_DAYS})")
+        parser.add_argument("--hold-out-days", type=int, default=DEMO_HOLD_OUT_DAYS,
+                            help="the last days of the stored data, kept out of the replay, the screening and the "
+                                 "grading for the served demo's stored-data clock to trade (default "
+                                 f"{DEMO_HOLD_OUT_DAYS}; 0: the batch reads up to the newest bar)")
 
-    def handle(self, *args, data: Path | None, replay_days: int, verbosity: int, **options):
+    def handle(self, *args, data: Path | None, replay_days: int, hold_out_days: int = DEMO_HOLD_OUT_DAYS,
+               verbosity: int, **options):
         if replay_days < 1:
             raise CommandError(f"--replay-days must be at least 1, got {replay_days}")
+        if hold_out_days < 0:
+            raise CommandError(f"--hold-out-days can't be negative, got {hold_out_days}")
         data = Path(data) if data is not None else None  # call_command passes options as given
         replay_json = settings.VAR_DIR / "demo-replay.json"
         self._step(1, "candles")
         self._candles_ensure(data, verbosity)
-        self._step(2, f"replay of the last {replay_days} day(s) through signals -> paper bot -> guard, notifications "
+        newest = candle_bounds()[1]
+        last_day = (newest - timedelta(days=hold_out_days)).date() if hold_out_days else None
+        # The open of the batch's last hourly bar (None: the newest stored one); the served clock starts at its close.
+        batch_end = datetime.combine(last_day, time(23), tzinfo=UTC) if last_day else None
+        held_out = f" up to {last_day} (the last {hold_out_days} day(s) are held out for the served demo)" if last_day \
+            else ""
+        self._step(2, f"replay of {replay_days} day(s){held_out} through signals -> paper bot -> guard, notifications "
                       "printed here")
         replayed = not Pair.objects.exists()
         if replayed:
             # A replay needs a database without pairs (its walk-forward selection creates them): so only the first
             # run replays, and later runs show that replay's figures again.
-            newest = candle_bounds()[1]
-            start = (newest - timedelta(days=replay_days)).date().isoformat()
+            start = (newest - timedelta(days=hold_out_days + replay_days)).date().isoformat()
+            end = {"end": last_day.isoformat()} if last_day else {}
             call_command("replay", start=start, account=REPLAY_ACCOUNT, json_path=replay_json, console=True,
-                         verbosity=max(verbosity, 1), stdout=self.stdout, stderr=self.stderr)  # fmt: skip
+                         verbosity=max(verbosity, 1), stdout=self.stdout, stderr=self.stderr, **end)  # fmt: skip
         else:
             self.stdout.write("kept: pairs exist, so the first run's replay stands (its figures are below)")
         self._step(3, "screening the whole universe on the stored candles")
+        window_end = {"end": batch_end} if batch_end else {}
         call_command("select_pairs", json_path=settings.VAR_DIR / "demo-selection.json", verbosity=max(verbosity, 1),
-                     stdout=self.stdout, stderr=self.stderr)  # fmt: skip
+                     stdout=self.stdout, stderr=self.stderr, **window_end)  # fmt: skip
         self._step(4, "grading the pairs onto the level ladder")
         call_command("update_stats", json_path=settings.VAR_DIR / "demo-levels.json", stdout=self.stdout,
-                     stderr=self.stderr)  # fmt: skip
+                     stderr=self.stderr, **window_end)  # fmt: skip
         self._print_replay_figures(replay_json, fresh=replayed)
 
     def _step(self, number: int, what: str) -> None:

@@ -2,6 +2,9 @@
 
 Production runs the three as separate services (see README); this keeps a one-command start for the embedded
 default. The worker listens on every shared queue and on the queue of each enabled account.
+
+With STATARB_MARKET_CLOCK=stored (``make demo`` only) it first starts or resumes the demo's stored-data clock
+(``statarb_site.demo_clock``): the three processes then run on it, and the paper accounts trade the stored candles.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from execution.models import ExchangeAccount
+from statarb_site.demo_clock import NoStoredData, demo_clock_setup
 
 SHARED_QUEUES = ("default", "selection", "signals", "risk", "notifications")
 
@@ -25,8 +30,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--bind", default="127.0.0.1:8000", help="host:port of the web server")
         parser.add_argument("--exit-after", type=float, default=None, help="stop everything after N seconds")
+        parser.add_argument("--clock-start", type=_aware_datetime, default=None,
+                            help="STATARB_MARKET_CLOCK=stored only: where the stored-data clock starts, a bar close "
+                                 "in UTC like 2021-07-01T00:00 (default: where it stands, or on a first start 7 days "
+                                 "before the newest stored bar)")
+        parser.add_argument("--bar-seconds", type=float, default=None,
+                            help="STATARB_MARKET_CLOCK=stored only: wall seconds per stored bar (default "
+                                 "STATARB_DEMO_BAR_SECONDS)")
 
-    def handle(self, *args, bind: str, exit_after: float | None, **options):
+    def handle(self, *args, bind: str, exit_after: float | None, clock_start: datetime | None,
+               bar_seconds: float | None, **options):
+        self._clock_setup(clock_start, bar_seconds)
         account_queues = [a.queue_name for a in ExchangeAccount.objects.filter(enabled=True)]
         queues = ",".join((*SHARED_QUEUES, *account_queues))
         celery = [sys.executable, "-m", "celery", "-A", "statarb_site"]
@@ -73,3 +87,30 @@ class Command(BaseCommand):
                     process.kill()
         if exit_code:
             sys.exit(exit_code)
+
+    def _clock_setup(self, start: datetime | None, bar_seconds: float | None) -> None:
+        try:
+            clock = demo_clock_setup(start=start, bar_seconds=bar_seconds or settings.STATARB_DEMO_BAR_SECONDS)
+        except (NoStoredData, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        if clock is None:
+            if start is not None or bar_seconds is not None:
+                raise CommandError("--clock-start and --bar-seconds need STATARB_MARKET_CLOCK=stored")
+            return
+        pace = f"one {clock.bar} bar every {clock.wall_seconds:g} s of wall time"
+        if clock.ended_at is not None:
+            self.stdout.write(self.style.WARNING(
+                f"stored-data clock (demo, simulated): the stored data ran out at {clock.end:%Y-%m-%d %H:%M} UTC; "
+                "the clock stays there (`make clean` starts over)"))
+            return
+        self.stdout.write(self.style.WARNING(
+            f"stored-data clock (demo, simulated): paper accounts trade the stored candles from "
+            f"{clock.moment:%Y-%m-%d %H:%M} UTC to {clock.end:%Y-%m-%d %H:%M} UTC, {pace} "
+            f"({clock.bars_total - clock.bars_done} bars, about "
+            f"{(clock.bars_total - clock.bars_done) * clock.wall_seconds / 60:.0f} min); demo and real accounts "
+            "refuse to trade on it"))
+
+
+def _aware_datetime(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -74,6 +74,21 @@ def test_stale_market_data_reduces_the_account():
     assert "no market data since 2021-03-01 09:00" in report.halts_raised[0].reason
 
 
+def test_a_trade_closed_while_the_guard_measures_does_not_make_its_legs_stale():
+    """The bot closes a trade between the guard's reading of the books and its stale-data query (they run side by
+    side): the legs the books hold are still judged by their bars, not reported as having none."""
+    from monitoring.guard import detectors
+    from monitoring.guard.book import account_books
+    from risk.selectors import limits_by_account
+
+    account = ExchangeAccountFactory()
+    RiskLimitFactory(account=account, **only("stale_data", stale_data_minutes=90))
+    trade = open_trade(account, priced_pair())
+    books = account_books([account], now=NOW, market=StoredMarket(timeframe="1h", clock=ManualClock(NOW)))
+    PairTrade.objects.filter(pk=trade.pk).update(state=PairTrade.State.CLOSED, closed_at=NOW)
+    assert detectors.stale_data(books, limits_by_account([account.pk]), now=NOW, timeframe="1h") == []
+
+
 def test_a_missed_heartbeat_is_told_once_and_the_dashboard_sees_the_bot_stale():
     account = ExchangeAccountFactory()
     RiskLimitFactory(account=account, **only("heartbeat", heartbeat_stale_seconds=300))
