@@ -4,7 +4,7 @@ replay's KPIs and halts printed at the end."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pandas as pd
@@ -146,7 +146,10 @@ def test_the_last_days_are_held_out_for_the_stored_clock_which_starts_where_the_
     # the data end with the 2021-04-04 23:00 bar: the batch reads up to the 2021-04-03 23:00 bar
     batch_end = datetime(2021, 4, 3, 23, tzinfo=UTC)
     assert max(SignalState.objects.values_list("last_bar_time", flat=True)) == batch_end
-    assert CointegrationRun.objects.latest("pk").window_end == batch_end
+    # The screening's formation window ends validation_bars before it; the validation runs up to it.
+    latest = CointegrationRun.objects.latest("pk")
+    assert latest.window_end == batch_end - timedelta(hours=StrategyConfig.current().validation_bars)
+    assert latest.parameters["validation_end"] == "2021-04-03T23:00:00Z"
     data = json.loads((var_dir / "demo-replay.json").read_text())
     assert all(t["opened_at"] is None or t["opened_at"] < "2021-04-04" for t in data["trades"])
     settings.STATARB_MARKET_CLOCK = "stored"
