@@ -89,7 +89,7 @@ def price_window(
     by_id = {i.pk: i for i in instruments}
     candles = Candle.objects.filter(instrument_id__in=list(by_id), timeframe=timeframe)
     if end is None:
-        end = candles.aggregate(newest=Max("open_time"))["newest"]
+        end = _newest_open_time(list(by_id), timeframe)
     if end is None:
         return empty_window(timeframe)
     end_ts = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
@@ -108,6 +108,17 @@ def price_window(
                        instrument_ids=[i.pk for i in ordered], short_history=short)
 
 
+def _newest_open_time(instrument_ids: list[int], timeframe: str) -> datetime | None:
+    """The newest stored bar of these instruments: one seek of the unique (instrument, timeframe, open_time) index
+    per instrument (a MAX over the ids read every stored candle's index entry: 1.0 s for 500 symbols on MariaDB)."""
+    if not instrument_ids:
+        return None
+    newest = Candle.objects.filter(instrument_id=OuterRef("pk"), timeframe=timeframe).order_by("-open_time")
+    ends = (Instrument.objects.filter(pk__in=instrument_ids)
+            .annotate(newest=Subquery(newest.values("open_time")[:1])).values_list("newest", flat=True))
+    return max((end for end in ends if end is not None), default=None)
+
+
 # Rows per fetch while the window streams into its matrix: bounded memory (~5 MB of row tuples at a time) whatever
 # the universe, few enough round trips that the fetch calls cost nothing beside the rows.
 WINDOW_FETCH_ROWS = 50_000
@@ -115,7 +126,8 @@ WINDOW_FETCH_ROWS = 50_000
 # a text the client parses). Both databases keep open_time as naive UTC.
 _EPOCH_SECONDS_SQL = {
     "sqlite": "CAST(strftime('%%s', {column}) AS INTEGER)",
-    "mysql": "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {column})",
+    # TO_SECONDS counts from year 0 (62167219200 s before 1970); it costs the server less than TIMESTAMPDIFF.
+    "mysql": "(TO_SECONDS({column}) - 62167219200)",
 }
 
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.threads import blas_thread_limit, blas_threads
+from core.threads import blas_thread_limit, blas_threads, screen_processes
 from pairs.marketdata.grid import PriceWindow
 from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
 from pairs.quant.confirmation import confirm_candidates
@@ -326,7 +325,7 @@ def screening_run(
         total = sum(len(block) for block in blocks)
         parts = []
         for block in blocks:
-            parts.append(screening_block(window, block, processes=settings.STATARB_SCREEN_PROCESSES))
+            parts.append(screening_block(window, block, processes=screen_processes()))
             if progress is not None:
                 progress(len(block), total)
     except Exception as exc:
