@@ -25,9 +25,8 @@ coefficients are bit-identical and the p-values agree to rounding.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import math
+from typing import Literal
 
 import numpy as np
 
