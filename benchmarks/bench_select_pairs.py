@@ -137,7 +137,7 @@ def run_command(database_url: str, json_path: Path | None, processes: int = 1) -
     """``manage.py select_pairs`` in a fresh process: wall seconds, peak RSS (MiB) and CPU seconds."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     env.update(DATABASE_URL=database_url, DEBUG="0", DJANGO_SETTINGS_MODULE="statarb_site.settings.local",
-               STATARB_SCREEN_PROCESSES=str(processes))
+               STATARB_SCREEN_PROCESSES=str(processes))  # 0: the command's default (its share of the cores)
     command = [sys.executable, "manage.py", "select_pairs", "--lookback", str(LOOKBACK_BARS), "--verbosity", "0"]
     if json_path is not None:
         command += ["--json", str(json_path)]
@@ -168,7 +168,8 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="a mysql:// database of the benchmark's own")
     parser.add_argument("--sample", type=int, default=200, help="directions timed with statsmodels' coint")
     parser.add_argument("--repeats", type=int, default=2, help="timed command runs, quiet and loaded each")
-    parser.add_argument("--processes", type=int, default=1, help="STATARB_SCREEN_PROCESSES of the command")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="STATARB_SCREEN_PROCESSES of the command (default 0: the cores it may use)")
     parser.add_argument("--load-processes", type=int, default=3, help="CPU-bound processes for the loaded runs")
     args = parser.parse_args()
 
@@ -224,7 +225,7 @@ def report_results(args, stored, n, window, warm, quiet, loaded, loop_per_direct
           f"synthetic (earlier windows of the real ones), {stored['rows']:,} rows stored in {stored['seconds']:.1f} s."
           f" The command screened {n_directions:,} directions"
           + (f" ({report['n_passed']} passed, {report['n_candidates']} confirmed candidates)" if report else "")
-          + f". STATARB_SCREEN_PROCESSES={args.processes}; only the warm-up run writes --json"
+          + f". STATARB_SCREEN_PROCESSES={args.processes or '0 (the cores)'}; only the warm-up run writes --json"
           + (" (not for more than 500 symbols: no p-value check)" if report is None else "") + ".\n")
     print_table_head(["run", "wall (s)", "CPU (s)", "peak RSS (MiB)"], "lrrr")
     print_row("warm-up (creates the pairs)", f"{warm['seconds']:.2f}", f"{warm['cpu']:.2f}",

@@ -50,9 +50,49 @@ def blas_threads(*, pool: int = 1) -> int:
     return max(1, available_cores() // (_processes * max(1, pool)))
 
 
+def screen_processes() -> int:
+    """Forked processes an in-process screening shares its pairs among: ``STATARB_SCREEN_PROCESSES`` when set
+    (> 0), else this process's share of the cores (cores // the processes declared sharing them), >= 1. Each of them
+    then gets ``blas_threads(pool=...)``: one thread when the pool fills the cores, so no BLAS thread spins (#18)."""
+    configured = int(getattr(settings, "STATARB_SCREEN_PROCESSES", 0) or 0)
+    if configured > 0:
+        return configured
+    return max(1, available_cores() // _processes)
+
+
+# glibc's malloc (M_* parameters of mallopt(3)): blocks from this size up get their own mmap, freed memory above
+# this much at the heap's top goes back to the kernel, and each heap growth asks for this much more.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_HEAP_TUNING = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 128 << 20), (_M_TOP_PAD, 16 << 20))
+_heap_tuned = False
+
+
+def numeric_heap_tune() -> bool:
+    """Keep the temporaries of batched numpy work on the heap (once per process; True when glibc took it).
+
+    The batched screen allocates and frees arrays of 1 to 10 MB hundreds of times a second. By default glibc maps
+    each one afresh (mmap) and returns it on free, so every new temporary page-faults its memory in again: a third
+    of the Engle-Granger screen's time went to that (#18). With mmap reserved for blocks of 32 MB or more and up to
+    128 MB of freed heap kept, the same pages are reused. A process keeps at most that much more memory."""
+    global _heap_tuned
+    if _heap_tuned:
+        return True
+    _heap_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+    return all(mallopt(parameter, value) == 1 for parameter, value in _HEAP_TUNING)
+
+
 @contextmanager
 def blas_thread_limit(threads: int | None = None) -> Iterator[int]:
-    """Run the block with at most ``threads`` (default ``blas_threads()``) BLAS threads; yields the limit."""
+    """Run the block with at most ``threads`` (default ``blas_threads()``) BLAS threads; yields the limit. The
+    process's heap is tuned for numerical temporaries on first use (``numeric_heap_tune``)."""
+    numeric_heap_tune()
     limit = threads if threads is not None else blas_threads()
     with threadpool_limits(limits=limit, user_api="blas"):
         yield limit

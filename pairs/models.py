@@ -79,6 +79,10 @@ class Candle(models.Model):
                 condition=Q(low__gt=0, open__gt=0, close__gt=0), name="candle_prices_positive"
             ),
         ]
+        # The screening window reads (instrument, open time, close) of a range of bars: from this index alone, not
+        # through the table, a row lookup each (#18: 500 symbols x 2,000 bars 4.2 s -> 0.6 to 1.1 s on MariaDB).
+        indexes = [models.Index(fields=["instrument", "timeframe", "open_time", "close"],
+                                name="candle_window_close_idx")]
         ordering = ["instrument", "timeframe", "open_time"]
 
     def __str__(self) -> str:

@@ -118,7 +118,7 @@ def price_window(
     by_id = {i.pk: i for i in instruments}
     candles = Candle.objects.filter(instrument_id__in=list(by_id), timeframe=timeframe)
     if end is None:
-        end = candles.aggregate(newest=Max("open_time"))["newest"]
+        end = _newest_open_time(list(by_id), timeframe)
     if end is None:
         return empty_window(timeframe)
     end_ts = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
@@ -137,6 +137,38 @@ def price_window(
                        instrument_ids=[i.pk for i in ordered], short_history=short)
 
 
+def newest_open_times(*, timeframe: str, instrument_ids: list[int] | None = None, until: datetime | None = None
+                      ) -> dict[int, datetime]:
+    """Each instrument's newest stored bar (at or before ``until``), by instrument id; instruments without one are
+    left out. A MAX over all candles read every stored candle's index entry (1.0 s for 500 symbols on MariaDB; the
+    guard's stale-data check ran one every replayed bar, #18). Here each instrument costs a seek of the unique
+    (instrument, timeframe, open_time) index: MariaDB's loose index scan of a GROUP BY (its dependent subquery with
+    a bound on open_time walks the instrument's whole range instead), elsewhere one ordered subquery per
+    instrument (SQLite's GROUP BY reads every entry)."""
+    if connection.vendor == "mysql":
+        candles = Candle.objects.filter(timeframe=timeframe)
+        if instrument_ids is not None:
+            candles = candles.filter(instrument_id__in=instrument_ids)
+        if until is not None:
+            candles = candles.filter(open_time__lte=until)
+        return dict(candles.order_by().values("instrument_id").annotate(newest=Max("open_time"))
+                    .values_list("instrument_id", "newest"))
+    candles = Candle.objects.filter(instrument_id=OuterRef("pk"), timeframe=timeframe)
+    if until is not None:
+        candles = candles.filter(open_time__lte=until)
+    instruments = Instrument.objects.all() if instrument_ids is None else Instrument.objects.filter(
+        pk__in=instrument_ids)
+    rows = instruments.annotate(newest=Subquery(candles.order_by("-open_time").values("open_time")[:1]))
+    return {pk: newest for pk, newest in rows.order_by().values_list("pk", "newest") if newest is not None}
+
+
+def _newest_open_time(instrument_ids: list[int], timeframe: str) -> datetime | None:
+    """The newest stored bar of these instruments."""
+    if not instrument_ids:
+        return None
+    return max(newest_open_times(timeframe=timeframe, instrument_ids=instrument_ids).values(), default=None)
+
+
 # Rows per fetch while the window streams into its matrix: bounded memory (~5 MB of row tuples at a time) whatever
 # the universe, few enough round trips that the fetch calls cost nothing beside the rows.
 WINDOW_FETCH_ROWS = 50_000
@@ -144,7 +176,8 @@ WINDOW_FETCH_ROWS = 50_000
 # a text the client parses). Both databases keep open_time as naive UTC.
 _EPOCH_SECONDS_SQL = {
     "sqlite": "CAST(strftime('%%s', {column}) AS INTEGER)",
-    "mysql": "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {column})",
+    # TO_SECONDS counts from year 0 (62167219200 s before 1970); it costs the server less than TIMESTAMPDIFF.
+    "mysql": "(TO_SECONDS({column}) - 62167219200)",
 }
 
 

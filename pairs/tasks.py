@@ -52,6 +52,8 @@ def screen_pairs(self, lookback_bars: int | None = None) -> dict:
         outcome = screening_run(config=config, lookback_bars=lookback_bars)
         return {"run_id": outcome.run.pk, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}
     run, window = screening_run_start(config=config, lookback_bars=lookback_bars)
+    _window_cache.clear()
+    _window_cache[run.pk] = window  # the run's window as its blocks would rebuild it (run_window checks the ids)
     blocks = screening_blocks(window, block_pairs=settings.STATARB_SCREEN_BLOCK_PAIRS)
     header = group(screen_pairs_block.s(run.pk, block.tolist()) for block in blocks)
     return self.replace(chord(header, screen_pairs_merge.s(run.pk, time.time())))
@@ -82,6 +84,7 @@ def screen_pairs_block(run_id: int, pairs: list[list[int]]) -> dict:
 def screen_pairs_merge(block_results: list[dict], run_id: int, started_at: float) -> dict:
     run = CointegrationRun.objects.get(pk=run_id)
     parts = [ScreenResult.from_columns(columns) for columns in block_results]
-    outcome = screening_run_finish(run=run, window=run_window(run), parts=parts)
+    # The merge usually lands on a worker that screened blocks of this run: its window is loaded already.
+    outcome = screening_run_finish(run=run, window=_cached_run_window(run), parts=parts)
     CointegrationRun.objects.filter(pk=run_id).update(duration_seconds=time.time() - started_at)
     return {"run_id": run_id, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}

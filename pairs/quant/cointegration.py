@@ -363,7 +363,7 @@ def _screen_block(sums: _SymbolCrossSums, y: np.ndarray, x: np.ndarray, maxlag: 
     # Order [d_{t-1}, ..., d_{t-maxlag}, e_t, d_t] puts e_t last among the regressors,
     # so its t-value is (factor[target, e_t]) / sigma.
     final_order = np.r_[1 : maxlag + 1, 0, maxlag + 1]
-    final_gram = final_gram.take(final_order, axis=1).take(final_order, axis=2)
+    final_gram = final_gram[:, final_order[:, None], final_order[None, :]]  # one gather, not two copies
     final_gram[~testable] = np.eye(size)
     final_factor, final_ok = _cholesky(final_gram)
     nobs = n_obs - 1 - lag

@@ -85,11 +85,42 @@ def hurst_exponent(spread: np.ndarray, *, min_lag: int = 2, max_lag: int = 100) 
     log_lag = np.log(lags) - np.log(lags).mean()
     # A zero variance gives log 0 = -inf and a NaN slope, replaced below.
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_variance = np.stack([np.log(np.var(columns[lag:] - columns[:-lag], axis=0)) for lag in lags])
+        log_variance = np.log(_lagged_difference_variances(columns, lags))
         centred = log_variance - log_variance.mean(axis=0)
         slope = log_lag @ centred / (log_lag @ log_lag)
     hurst = np.where(np.isfinite(log_variance).all(axis=0), slope / 2.0, np.nan)
     return _unwrap(hurst, was_1d)
+
+
+# A variance this small beside the mean square of the differences is rounding, not variation: zero (Hurst NaN).
+_ZERO_VARIANCE = 1e-12
+
+
+def _lagged_difference_variances(columns: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """``Var(s_{t+k} - s_t)`` (population, over t = 0..T-k-1) for each lag k and column: (lags, columns).
+
+    From moments instead of forming every lag's differences (#18: a third of the time the differences and their
+    variance took): with c the centred columns, the differences' sum is (last k values) - (first k values), and
+    their sum of squares (all squares - first k) + (all squares - last k) - 2 sum c_{t+k} c_t, one pass per lag."""
+    n_obs = columns.shape[0]
+    centred = columns - columns.mean(axis=0)
+    squares = centred * centred
+    total_squares = squares.sum(axis=0)
+    edge = int(lags.max())
+    head_sum = np.cumsum(centred[:edge], axis=0)
+    tail_sum = np.cumsum(centred[::-1][:edge], axis=0)
+    head_squares = np.cumsum(squares[:edge], axis=0)
+    tail_squares = np.cumsum(squares[::-1][:edge], axis=0)
+    variances = np.empty((len(lags), columns.shape[1]))
+    for i, lag in enumerate(lags.tolist()):
+        n = n_obs - lag
+        cross = np.einsum("ij,ij->j", centred[lag:], centred[:n])
+        sum_squares = (total_squares - head_squares[lag - 1]) + (total_squares - tail_squares[lag - 1]) - 2.0 * cross
+        mean = (tail_sum[lag - 1] - head_sum[lag - 1]) / n
+        mean_square = sum_squares / n
+        variance = mean_square - mean * mean
+        variances[i] = np.where(variance > _ZERO_VARIANCE * mean_square, variance, 0.0)
+    return variances
 
 
 def mean_crossings(spread: np.ndarray) -> np.ndarray | int:

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.threads import blas_thread_limit, blas_threads
+from core.threads import blas_thread_limit, blas_threads, screen_processes
 from pairs.marketdata.grid import PriceWindow
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, StrategyConfig
@@ -341,7 +340,7 @@ def screening_run(
         total = sum(len(block) for block in blocks)
         parts = []
         for block in blocks:
-            parts.append(screening_block(window, block, processes=settings.STATARB_SCREEN_PROCESSES))
+            parts.append(screening_block(window, block, processes=screen_processes()))
             if progress is not None:
                 progress(len(block), total)
     except Exception as exc:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from django.conf import settings
 
-from core.threads import blas_thread_limit, blas_threads
+from core.threads import blas_thread_limit, blas_threads, screen_processes
 from pairs.marketdata.grid import PriceWindow
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, Instrument, StrategyConfig
@@ -158,7 +157,7 @@ def walkforward_run(
     grading = GradingParams(hysteresis=config.grading_hysteresis,
                             max_consecutive_failures=config.max_consecutive_failures,
                             live_shortfall_margin=config.live_shortfall_margin, min_live_trades=config.min_live_trades)
-    processes = settings.STATARB_SCREEN_PROCESSES
+    processes = screen_processes()
     with blas_thread_limit(blas_threads(pool=processes)):
         results = run_walkforward(market, schedule, points, ladder, grading=grading,
                                   backtest_options=backtest_options, progress=progress, screen_processes=processes)

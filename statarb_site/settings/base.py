@@ -331,8 +331,10 @@ STATARB_SCREEN_FANOUT = env.bool("STATARB_SCREEN_FANOUT", default=BROKER_IS_REDI
 # Pairs per fanned-out block: ~10,000 directions take ~1.5 s to screen and ~2 MB to send back.
 STATARB_SCREEN_BLOCK_PAIRS = env.int("STATARB_SCREEN_BLOCK_PAIRS", default=10_000)
 # Forked processes that share an in-process screening run (the command, the embedded default; each gets its share of
-# the BLAS threads). Fan-out workers screen their blocks in one process each.
-STATARB_SCREEN_PROCESSES = env.int("STATARB_SCREEN_PROCESSES", default=1)
+# the BLAS threads); 0 = the process's share of the cores (core.threads.screen_processes: all of them for a command,
+# one per process for a worker whose concurrency fills the cores). Fan-out workers screen their blocks in one
+# process each.
+STATARB_SCREEN_PROCESSES = env.int("STATARB_SCREEN_PROCESSES", default=0)
 # BLAS threads of each numerical process (core.threads): 0 = the cores divided by the processes that share them
 # (a worker's concurrency); more threads than cores spin against each other under load.
 STATARB_BLAS_THREADS = env.int("STATARB_BLAS_THREADS", default=0)

@@ -74,3 +74,23 @@ def test_worker_hooks_give_each_process_its_share(settings):
     finally:
         celery._process_blas_limit.restore_original_limits()
     assert blas_thread_counts() == before
+
+
+def test_screen_processes_default_to_the_share_of_the_cores(settings):
+    settings.STATARB_SCREEN_PROCESSES = 0
+    cores = available_cores()
+    assert threads.screen_processes() == cores
+    process_configure(processes=cores)  # a worker whose concurrency fills the cores screens in its own process
+    assert threads.screen_processes() == 1
+    settings.STATARB_SCREEN_PROCESSES = 3
+    assert threads.screen_processes() == 3
+
+
+def test_the_heap_is_tuned_once_for_numerical_temporaries(monkeypatch):
+    monkeypatch.setattr(threads, "_heap_tuned", False)
+    tuned = threads.numeric_heap_tune()  # glibc here; elsewhere it reports False and changes nothing
+    assert threads._heap_tuned
+    assert threads.numeric_heap_tune() is True
+    with blas_thread_limit(1):
+        assert np.ones(3) @ np.ones(3) == 3.0
+    assert isinstance(tuned, bool)

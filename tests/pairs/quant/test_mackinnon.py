@@ -70,3 +70,13 @@ def test_invalid_cases_are_rejected():
         mackinnon_critical_values("n", 2)
     with pytest.raises(ValueError):
         mackinnon_critical_values("ctt", 1)
+
+
+def test_the_erfc_loop_and_scipy_give_the_same_pvalues(monkeypatch):
+    """Small arrays take the normal CDF from math.erfc (no scipy import), large ones from scipy's ndtr (#18)."""
+    import pairs.quant.mackinnon as mackinnon
+
+    looped = mackinnon_pvalue(STATISTICS, "c", 2)
+    monkeypatch.setattr(mackinnon, "_ERFC_LOOP_MAX", 0)
+    np.testing.assert_allclose(mackinnon_pvalue(STATISTICS, "c", 2), looped, rtol=0, atol=1e-15)
+    assert mackinnon_pvalue(np.array(-2.0), "c", 2).shape == ()
