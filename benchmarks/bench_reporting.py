@@ -22,6 +22,7 @@ temporary SQLite file.
 from __future__ import annotations
 
 import argparse
+import importlib
 import random
 import statistics
 import sys
@@ -149,9 +150,13 @@ def main() -> None:
     args = parser.parse_args()
     with benchmark_database("bench_reporting", args.database_url) as url:
         django_setup(url)
+        # The web server's own start-up (statarb_site.wsgi): every view imported, then the loaded application
+        # frozen out of the garbage collector's full collections, as in gunicorn.
+        importlib.import_module("statarb_site.wsgi")
         from django.contrib.auth import get_user_model
         from rest_framework.test import APIRequestFactory, force_authenticate
 
+        import statarb_site.wsgi  # noqa: F401
         from execution.api import TradeListApi
         from execution.models import DailyTradeTotals
         from monitoring.api import EquityListApi, PerformanceApi

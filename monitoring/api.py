@@ -2,10 +2,13 @@
 
 from dataclasses import asdict
 
+from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
+from rest_framework.fields import ISO_8601
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from core.api import check_query_parameters, id_or_name_filter
@@ -98,6 +101,25 @@ class PerformanceApi(APIView):
         return Response(self.PerformanceOutputSerializer(asdict(summary)).data)
 
 
+def iso_8601_renderer(field: serializers.DateTimeField):
+    """``field.to_representation`` for many aware datetimes: the field's time zone resolved once. Falls back to the
+    field itself when it has an output format other than ISO 8601."""
+    output_format = getattr(field, "format", api_settings.DATETIME_FORMAT)
+    if output_format is None or (isinstance(output_format, str) and output_format.lower() != ISO_8601):
+        return lambda moment: None if moment is None else field.to_representation(moment)
+    zone = field.timezone if hasattr(field, "timezone") else field.default_timezone()
+
+    def render(moment):
+        if moment is None:
+            return None
+        if zone is None or not timezone.is_aware(moment):
+            return field.to_representation(moment)
+        text = moment.astimezone(zone).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    return render
+
+
 class EquityListApi(APIView):
     """The equity curve the drawdown is measured on: the capital, then the equity at the end of each UTC day with a
     close or a mark (realised PnL so far plus that day's unrealised PnL), with the drawdown from the running peak
@@ -112,10 +134,10 @@ class EquityListApi(APIView):
     def get(self, request):
         check_query_parameters(request, SCOPE_PARAMETERS)
         points = scope_equity(scope_from_params(request.query_params))
-        # One point per day for years: the serializer's fields once, not a serializer per point (4x faster).
-        at = self.EquityOutputSerializer().fields["at"]
-        return Response([{"at": at.to_representation(p.at) if p.at is not None else None, "equity": p.equity,
-                          "drawdown": p.drawdown} for p in points])
+        # One point per day for years: no serializer per point (4x faster), and the time zone looked up once, not
+        # per point as DateTimeField.to_representation does (half of the rest); the same ISO 8601 text.
+        render = iso_8601_renderer(self.EquityOutputSerializer().fields["at"])
+        return Response([{"at": render(p.at), "equity": p.equity, "drawdown": p.drawdown} for p in points])
 
 
 class PositionListApi(APIView):

@@ -168,3 +168,20 @@ def test_accounts_list_has_no_secret(api_client):
     ExchangeAccountFactory(api_key_env="STATARB_CRED_KEY", api_secret_env="STATARB_CRED_SECRET")
     text = api_client.get("/api/v1/accounts/", {"format": "csv"}).content.decode()
     assert "STATARB_CRED" not in text and "secret" not in text.splitlines()[0]
+
+
+def test_the_equity_times_render_as_the_serializer_field_does():
+    from datetime import datetime, timedelta, timezone
+
+    from rest_framework import serializers
+
+    from monitoring.api import iso_8601_renderer
+
+    field = serializers.DateTimeField(allow_null=True)
+    render = iso_8601_renderer(field)
+    moments = [datetime(2021, 3, 1, 23, 59, 59, 999999, tzinfo=UTC),
+               datetime(2021, 3, 2, 1, 0, tzinfo=timezone(timedelta(hours=2))), datetime(2021, 3, 2, 1, 0)]
+    assert [render(m) for m in moments] == [field.to_representation(m) for m in moments]
+    assert render(moments[0]) == "2021-03-01T23:59:59.999999Z" and render(None) is None
+    custom = serializers.DateTimeField(format="%Y-%m-%d %H:%M")
+    assert iso_8601_renderer(custom)(moments[0]) == "2021-03-01 23:59"
