@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
+from core.audit import audit_record
+from core.commands import shell_operator
 from core.market_clock import stored_clock_enabled, stored_clock_start
 from core.models import StoredDataClock
 from execution.models import SignalState
@@ -55,6 +57,9 @@ def demo_clock_setup(*, start: datetime | None = None, bar_seconds: float) -> St
     with transaction.atomic():
         clock = stored_clock_start(start=start, end=end, bar=bar, wall_seconds=bar_seconds)
         _schedule(bar_seconds)
+        audit_record(action="stored_clock_start", channel="command", actor_label=shell_operator("run_stack"),
+                     target=clock, summary=f"stored-data clock {'started' if start else 'resumed'} at "
+                                           f"{clock.moment:%Y-%m-%d %H:%M} UTC, one bar every {bar_seconds:g} s")
     return clock
 
 

@@ -182,6 +182,10 @@ def test_setup_resumes_refuses_going_back_and_is_off_on_the_wall_clock(settings)
     assert clock.moment == bars[0] and clock.end == bars[-1] + HOUR and clock.bars_total == 5
     stored_clock_step()
     assert demo_clock_setup(bar_seconds=5).moment == bars[0] + HOUR  # resumed where it stood
+    from core.models import AuditEntry
+
+    assert list(AuditEntry.objects.filter(action="stored_clock_start").values_list("channel", flat=True)) == [
+        "command", "command"]
     with pytest.raises(ValueError, match="can't go back"):
         demo_clock_setup(start=bars[0], bar_seconds=5)
     settings.STATARB_MARKET_CLOCK = "wall"
