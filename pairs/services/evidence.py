@@ -30,7 +30,7 @@ from django.db import connection, transaction
 
 from pairs.marketdata.grid import PriceWindow
 from pairs.marketdata.validation import timeframe_ms
-from pairs.models import FundingRate, Pair, PairStatistics, StrategyConfig
+from pairs.models import FundingRate, Instrument, Pair, PairStatistics, StrategyConfig
 from pairs.quant.backtest import BacktestStatistics, Costs, backtest
 from pairs.quant.fills import fill_opens
 from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars
@@ -129,8 +129,7 @@ def backtest_windows(pairs: list[Pair], config: StrategyConfig, end: datetime | 
     Pairs are backtested in groups sharing a formation window (usually one: the latest run's), all pairs of a
     group at once: in sample on the formation window, validation on every bar after it up to ``end``."""
     results: dict[int, dict] = {p.pk: {} for p in pairs}
-    legs = {p.y_instrument_id: p.y_instrument for p in pairs} | {p.x_instrument_id: p.x_instrument for p in pairs}
-    newest = end or newest_bar(list(legs.values()), config.timeframe)
+    newest = end or newest_bar(_legs(pairs), config.timeframe)
     if newest is None:
         return results, None
     bar = timedelta(milliseconds=timeframe_ms(config.timeframe))
@@ -152,20 +151,25 @@ def backtest_windows(pairs: list[Pair], config: StrategyConfig, end: datetime | 
     return results, newest
 
 
-def _legs_window(pairs: list[Pair], config: StrategyConfig, bars: int, end: datetime) -> PriceWindow:
+def _legs(pairs: list[Pair]) -> list[Instrument]:
+    """The instruments of ``pairs``' legs, each once."""
     legs = {p.y_instrument_id: p.y_instrument for p in pairs} | {p.x_instrument_id: p.x_instrument for p in pairs}
-    return price_window(instruments=list(legs.values()), timeframe=config.timeframe, bars=bars, end=end,
+    return list(legs.values())
+
+
+def _legs_window(pairs: list[Pair], config: StrategyConfig, bars: int, end: datetime) -> PriceWindow:
+    return price_window(instruments=_legs(pairs), timeframe=config.timeframe, bars=bars, end=end,
                         min_history_bars=None)
 
 
 def _frozen_backtest(pairs: list[Pair], config: StrategyConfig, window: PriceWindow):
     """The rule on ``window`` with each pair's formation fit frozen (hedge ratio, intercept, spread mean and std)
-    and the holding limit from its formation half-life: (pairs backtested, result, log prices, y, x columns)."""
+    and the holding limit from its formation half-life: (pairs backtested, result, their spreads on ``window``)."""
     column = {iid: k for k, iid in enumerate(window.instrument_ids)}
     traded = [p for p in pairs if p.y_instrument_id in column and p.x_instrument_id in column
               and p.spread_std and p.spread_std > 0]
     if not traded:
-        return traded, None, None, None, None
+        return traded, None, None
     params = rule_params(config)
     y = np.array([column[p.y_instrument_id] for p in traded])
     x = np.array([column[p.x_instrument_id] for p in traded])
@@ -182,17 +186,14 @@ def _frozen_backtest(pairs: list[Pair], config: StrategyConfig, window: PriceWin
                       window.times.as_unit("ms").asi8, funding[:, y], funding[:, x], max_holding_bars=holding,
                       opens_y=opens[:, y], opens_x=opens[:, x], slippage_y=slippage[:, y], slippage_x=slippage[:, x],
                       execution_delay_bars=config.execution_delay_bars)
-    return traded, result, log_prices, y, x
+    return traded, result, log_prices[:, y] - alpha - beta * log_prices[:, x]
 
 
 def _in_sample(pairs: list[Pair], config: StrategyConfig, formation: PriceWindow) -> dict[int, dict]:
     """The formation window traded with the coefficients fitted on it (look-ahead by design, labelled so)."""
-    traded, result, log_prices, y, x = _frozen_backtest(pairs, config, formation)
+    traded, result, spreads = _frozen_backtest(pairs, config, formation)
     if not traded:
         return {}
-    beta = np.array([p.hedge_ratio for p in traded])
-    alpha = np.array([p.intercept for p in traded])
-    spreads = log_prices[:, y] - alpha - beta * log_prices[:, x]
     adf_stat, adf_p = adf_fixed_lag(spreads[-RECENT_ADF_BARS:], lags=1)
     window_start, window_end = formation.times[0].to_pydatetime(), formation.times[-1].to_pydatetime()
     results = {}
@@ -207,7 +208,7 @@ def _in_sample(pairs: list[Pair], config: StrategyConfig, formation: PriceWindow
 def _validation(pairs: list[Pair], config: StrategyConfig, validation: PriceWindow) -> dict[int, dict]:
     """The bars after the formation window, traded with the formation fit frozen: nothing of these bars chose the
     pair or fitted its coefficients, so selection bias doesn't flatter them."""
-    traded, result, _, _, _ = _frozen_backtest(pairs, config, validation)
+    traded, result, _ = _frozen_backtest(pairs, config, validation)
     if not traded:
         return {}
     window_start, window_end = validation.times[0].to_pydatetime(), validation.times[-1].to_pydatetime()
