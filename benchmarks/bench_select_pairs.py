@@ -106,12 +106,10 @@ def populate(data_dir: Path, n_symbols: int) -> dict:
 def command_window():
     """The (bars x symbols) closes the command will screen, and its symbols, read as the command reads them."""
     from pairs.models import StrategyConfig
-    from pairs.selectors import price_window, universe_instruments
+    from pairs.services.screening import formation_window
 
-    config = StrategyConfig.current()
-    window = price_window(instruments=list(universe_instruments(config=config)), timeframe=config.timeframe,
-                          bars=LOOKBACK_BARS, min_history_bars=config.min_history_bars)
-    return window
+    # The formation window ends validation_bars before the newest bar (#17): the same call the command makes.
+    return formation_window(config=StrategyConfig.current(), lookback_bars=LOOKBACK_BARS).window
 
 
 def statsmodels_loop(log_prices, sample: int, seed: int = 0) -> tuple[float, list[tuple[int, int]], list[float]]:

@@ -50,11 +50,22 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
-def screening_run_start(
+@dataclass(frozen=True)
+class FormationWindow:
+    """What a screening reads: the universe, the formation window and its bounds (nothing is written)."""
+
+    instruments: list[Instrument]
+    window: PriceWindow
+    lookback: int
+    newest: datetime
+    formation_end: datetime
+
+
+def formation_window(
     *, config: StrategyConfig, lookback_bars: int | None = None, end: datetime | None = None,
     symbols: list[str] | None = None,
-) -> tuple[CointegrationRun, PriceWindow]:
-    """Choose the universe and the window, and record a running CointegrationRun with what was chosen.
+) -> FormationWindow:
+    """The universe and the formation window a screening run at ``end`` takes.
 
     Forward in time (issue #17): the screening (formation) window is the ``lookback`` bars ending
     ``validation_bars`` bars before ``end`` (default: the newest stored bar), so that the validation bars after it
@@ -81,6 +92,18 @@ def screening_run_start(
             f"({len(instruments)} instruments; import or fetch candles first, or lower min_history_bars or "
             "validation_bars in the strategy configuration)"
         )
+    return FormationWindow(instruments=instruments, window=window, lookback=lookback, newest=newest,
+                           formation_end=formation_end)
+
+
+def screening_run_start(
+    *, config: StrategyConfig, lookback_bars: int | None = None, end: datetime | None = None,
+    symbols: list[str] | None = None,
+) -> tuple[CointegrationRun, PriceWindow]:
+    """Choose the universe and the window (``formation_window``), and record a running CointegrationRun with what
+    was chosen."""
+    formation = formation_window(config=config, lookback_bars=lookback_bars, end=end, symbols=symbols)
+    window, lookback, newest = formation.window, formation.lookback, formation.newest
     holdout = min(config.confirmation_bars, lookback // 4)
     run = CointegrationRun.objects.create(
         exchange=config.exchange,
