@@ -1,9 +1,9 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from core.audit import audit_record
 from core.commands import shell_operator
-from execution.models import ExchangeAccount
+from execution.management.accounts import account_option
 from execution.services.daily_totals import daily_totals_rebuild
 
 
@@ -18,12 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--account", help="the account's name (default: every account)")
 
     def handle(self, *args, account=None, **options):
-        target = None
-        if account is not None:
-            target = ExchangeAccount.objects.filter(name=account).first()
-            if target is None:
-                names = ", ".join(ExchangeAccount.objects.order_by("name").values_list("name", flat=True)) or "none"
-                raise CommandError(f"--account {account}: no such account (accounts: {names})")
+        target = account_option(account)
         scope = target.name if target else "every account"
         with transaction.atomic():
             rows = daily_totals_rebuild(account_ids=[target.pk] if target else None)

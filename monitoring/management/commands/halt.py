@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from core.commands import shell_operator, user_named
-from execution.models import ExchangeAccount
+from execution.management.accounts import account_option
 from monitoring.guard.control import accounts_halt
 
 
@@ -21,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args, account=None, flatten=False, reason="", user=None, **options):
         if not reason.strip():
             raise CommandError("--reason must say why (it is shown on the halt and in the audit)")
-        target = _account_named(account)
+        target = account_option(account)
         actor = user_named(user, permission="execution.halt_account") if user else None
         halt = accounts_halt(account=target, flatten=flatten, reason=reason, user=actor, channel="command",
                              actor_label="" if actor else shell_operator("halt"))
@@ -30,12 +30,3 @@ class Command(BaseCommand):
                           + f" (halt {halt.pk}); resume with: manage.py resume" + (f" --account {target.name}"
                                                                                      if target else ""))
 
-
-def _account_named(name: str | None) -> ExchangeAccount | None:
-    if name is None:
-        return None
-    account = ExchangeAccount.objects.filter(name=name).first()
-    if account is None:
-        names = ", ".join(ExchangeAccount.objects.order_by("name").values_list("name", flat=True)) or "none"
-        raise CommandError(f"--account {name}: no such account (accounts: {names})")
-    return account

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 
 from core.commands import shell_operator, user_named
+from execution.management.accounts import account_option
 from monitoring.guard.control import accounts_resume
-from monitoring.management.commands.halt import _account_named
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
                             "(default: the shell account running the command, which is recorded)")
 
     def handle(self, *args, account=None, user=None, **options):
-        target = _account_named(account)
+        target = account_option(account)
         actor = user_named(user, permission="risk.clear_halt") if user else None
         count = accounts_resume(account=target, user=actor, channel="command",
                                 actor_label="" if actor else shell_operator("resume"))

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from core.models import AuditEntry
 from execution.daily_totals import FINAL_STATES
@@ -133,6 +134,14 @@ def test_rebuild_command_restores_the_rows_and_is_audited():
         entry.actor_label
     call_command("rebuild_daily_totals")
     assert rows() == kept
+
+
+def test_rebuild_command_names_an_unknown_account_and_changes_nothing():
+    ExchangeAccountFactory(name="desk")
+    DailyTradeTotals.objects.all().delete()
+    with pytest.raises(CommandError, match=r"--account nope: no such account \(accounts: desk\)"):
+        call_command("rebuild_daily_totals", "--account", "nope")
+    assert not AuditEntry.objects.filter(action="rebuild_daily_totals").exists()
 
 
 def test_a_trade_built_in_memory_and_saved_leaves_its_old_day():
