@@ -62,11 +62,13 @@ class GuardReport:
 def guard_run(
     *, now: datetime, market: MarketView, accounts: list[ExchangeAccount] | None = None, live: bool = True,
     exchange_for: Callable[[ExchangeAccount], TradingExchange] | None = None,
-    queue_lengths: dict[str, int] | None = None,
+    queue_lengths: dict[str, int] | None = None, process_now: datetime | None = None,
 ) -> GuardReport:
     """One cycle at ``now`` over ``accounts`` (default: every enabled one), pricing from ``market``. ``live`` False
     (a replay) skips the checks about processes (heartbeats); ``exchange_for`` gives a demo or real account's
-    exchange for the balance and position checks; ``queue_lengths`` the Celery queues' lengths."""
+    exchange for the balance and position checks; ``queue_lengths`` the Celery queues' lengths. ``process_now`` is
+    the processes' own time, which the heartbeats are written in (default ``now``): the wall clock, which is not the
+    market's time on the demo's stored-data clock."""
     report = GuardReport(at=now)
     report.halts_expired = expired_halts_clear(now=now)
     if accounts is None:
@@ -78,7 +80,7 @@ def guard_run(
     books = account_books(accounts, now=now, market=market)
     since = min((b.state.checked_at for b in books.values() if b.state and b.state.checked_at), default=None)
     breaches = _breaches(books, limits, now=now, live=live, timeframe=market.timeframe,
-                         since=since or now - NOTIFY_EVERY)
+                         since=since or now - NOTIFY_EVERY, process_now=process_now or now)
     exchange_equity: dict[int, object] = {}
     if exchange_for is not None:
         found, exchange_equity = detectors.exchange_checks(books, limits, exchange_for)
@@ -98,7 +100,7 @@ def guard_run(
 
 
 def _breaches(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: datetime, live: bool,
-              timeframe: str, since: datetime) -> list[Breach]:
+              timeframe: str, since: datetime, process_now: datetime) -> list[Breach]:
     found: list[Breach] = []
     for account_id, book in books.items():
         found += limit_breaches(book, limits[account_id], now=now)
@@ -107,7 +109,7 @@ def _breaches(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: 
     found += detectors.error_bursts(books, limits, now=now)
     found += detectors.slippage(books, limits, now=now, since=since)
     if live:
-        found += detectors.stale_heartbeats(books, limits, now=now)
+        found += detectors.stale_heartbeats(books, limits, now=process_now)
     return found
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from core.clock import ManualClock
@@ -31,7 +32,9 @@ def guard_run_live(*, queue_lengths: dict[str, int] | None = None) -> GuardRepor
     def exchange_for(account: ExchangeAccount):
         return RetryingExchange(account_trading_exchange(account, market=market, config=config))
 
-    return guard_run(now=now, market=market, exchange_for=exchange_for, queue_lengths=queue_lengths)
+    # The bots' heartbeats are written on the wall clock (a process check), whatever clock the market runs on.
+    return guard_run(now=now, market=market, exchange_for=exchange_for, queue_lengths=queue_lengths,
+                     process_now=timezone.now())
 
 
 def celery_queue_lengths(app) -> dict[str, int]:

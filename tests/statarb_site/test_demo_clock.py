@@ -131,6 +131,25 @@ def test_on_the_wall_clock_the_same_candles_are_stale(settings):
 
 
 @pytest.mark.django_db
+def test_on_the_stored_clock_a_stopped_bot_is_still_found_by_its_wall_clock_heartbeat(settings):
+    """The heartbeat is a process check: the bot writes it on the wall clock, and the guard judges it on the wall
+    clock while the market runs on the stored one (2021): a bot silent for 20 minutes is reported, a bot that beat a
+    minute ago is not."""
+    settings.STATARB_MARKET_CLOCK = "stored"
+    world, bars = stored_world()
+    start_clock(world, bars, at=bars[1] + HOUR)
+    RiskLimit.objects.update_or_create(account=world.account, defaults={"heartbeat_stale_seconds": 300})
+    BotHeartbeat.objects.create(account=world.account, beat_at=timezone.now() - timedelta(minutes=1))
+    assert not [b for b in guard_run_live().breaches if b.check == "heartbeat"]
+    BotHeartbeat.objects.filter(account=world.account).update(beat_at=timezone.now() - timedelta(minutes=20))
+    report = guard_run_live()
+    assert report.at.year == 2021
+    assert [b.check for b in report.breaches if b.account_id == world.account.pk and b.check == "heartbeat"] == \
+        ["heartbeat"]
+    assert GuardEvent.objects.filter(kind="heartbeat", account=world.account).exists()
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("mode", ["real", "demo"])
 def test_a_real_or_demo_account_refuses_the_simulated_clock(settings, mode):
     settings.STATARB_MARKET_CLOCK = "stored"
