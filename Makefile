@@ -41,7 +41,7 @@ seed: migrate
 	$(PY) manage.py seed_demo
 
 # The main job on the embedded default (SQLite + SQLite broker, no server needed, no network): migrate, seed,
-# import the shared real candles, replay the last weeks through the paper bot with the guard (notifications to the
+# import the shared real candles, replay the last two months through the paper bot with the guard (notifications to the
 # console), screen and grade, print the replay's KPIs and halts, then run the dashboard with a real Celery worker
 # and beat beside it, on the stored-data clock: STATARB_MARKET_CLOCK=stored (the demo's simulated clock, set here
 # and nowhere else) walks the paper account through the stored candles, one bar every STATARB_DEMO_BAR_SECONDS.
