@@ -20,6 +20,8 @@ from rest_framework.views import APIView
 from core.api import check_query_parameters
 from execution.models import BotHeartbeat
 from monitoring.dashboard import HEARTBEAT_STALE_AFTER
+from statarb_site.celery import app as celery_app
+from statarb_site.worker_check import workers_check
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +45,11 @@ BROKER_CHECK_TIMEOUT_S = 1.0  # a probe must answer fast even when the broker ac
 def _broker_ok() -> bool:
     """Connect to the broker in a daemon thread and wait at most BROKER_CHECK_TIMEOUT_S: a silent broker (accepting
     and never answering) must not hold the probe, whose callers give up after a couple of seconds."""
-    from statarb_site.celery import app
-
     result: list[bool] = []
 
     def probe() -> None:
         try:
-            with app.connection_for_write() as conn:
+            with celery_app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=0, timeout=BROKER_CHECK_TIMEOUT_S)
             result.append(True)
         except Exception:
@@ -76,11 +76,13 @@ def _bots_check(now) -> dict:
 
 
 def health(request: HttpRequest) -> JsonResponse:
-    """Health for a load balancer and for monitoring: the database, the broker, beat's last run and the bots'
-    heartbeats (stale after 3 minutes). Only statuses and counts go out, no error text.
+    """Health for a load balancer and for monitoring: the database, the broker, beat's last run, the bots'
+    heartbeats (stale after 3 minutes) and the workers (every shared queue and each enabled account's queue has a
+    live worker, ``statarb_site.worker_check``). Only statuses, counts and queue names go out, no error text.
 
     503 when the database does not answer (the web can't serve); with ``?strict=1`` (monitoring) also when the
-    broker is down or beat or a bot is stale. Otherwise 200, ``status`` "ok" or "degraded"."""
+    broker is down, beat or a bot is stale, or a queue has no worker. Otherwise 200, ``status`` "ok" or
+    "degraded"."""
     now = timezone.now()
     database = _database_ok()
     checks: dict = {"database": {"status": "ok" if database else "unavailable"}}
@@ -88,7 +90,8 @@ def health(request: HttpRequest) -> JsonResponse:
         checks["broker"] = {"status": "ok" if _broker_ok() else "unavailable"}
         checks["beat"] = _beat_check(now)
         checks["bots"] = _bots_check(now)
-    failing = [name for name, check in checks.items() if check["status"] in ("unavailable", "stale")]
+        checks["workers"] = workers_check(celery_app) if checks["broker"]["status"] == "ok" else {"status": "unknown"}
+    failing = [name for name, check in checks.items() if check["status"] in ("unavailable", "stale", "missing")]
     status = "unavailable" if not database else ("degraded" if failing else "ok")
     strict = request.GET.get("strict") in ("1", "true")
     code = 503 if not database or (strict and failing) else 200

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 
 from execution.models import BotHeartbeat, ExchangeAccount, PairTrade
 from pairs.models import Level, Pair
@@ -173,7 +174,12 @@ def test_health(client):
     # No periodic task has run yet and no bot has reported: nothing is known to be stale.
     assert data["checks"]["beat"] == {"status": "unknown"}
     assert data["checks"]["bots"] == {"status": "ok", "bots": 0, "stale": 0}
-    assert data["status"] == "ok"
+    if settings.BROKER_IS_REDIS:  # no worker runs in this test: every shared queue is named (test_worker_check.py)
+        assert data["checks"]["workers"]["status"] == "missing" and "risk" in data["checks"]["workers"]["missing"]
+        assert data["status"] == "degraded"
+    else:  # the embedded broker can't be asked which workers listen
+        assert data["checks"]["workers"] == {"status": "unknown"}
+        assert data["status"] == "ok"
 
 
 def test_health_reports_a_stopped_bot_and_beat(client):
