@@ -66,6 +66,8 @@ def stale_heartbeats(books: dict[int, AccountBook], limits: dict[int, Limits], *
         if seconds is None or not book.account.enabled:
             continue
         beat = beats.get(account_id)
+        if beat is None and book.state is None:
+            continue  # the guard's first sight of a new account: its bot gets a cycle to start before it is missed
         if beat is None or now - beat > timedelta(seconds=seconds):
             breaches.append(Breach("heartbeat", account_id, f"the bot has not run since {_at(beat)} (limit "
                                    f"{seconds} s)"))

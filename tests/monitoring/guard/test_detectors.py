@@ -102,6 +102,18 @@ def test_a_missed_heartbeat_is_told_once_and_the_dashboard_sees_the_bot_stale():
     assert GuardEvent.objects.filter(kind="heartbeat").count() == 1  # once per hour, not every minute
 
 
+def test_a_bot_that_never_ran_is_missed_from_the_guards_second_cycle_on():
+    """At a start the guard may run before the new account's first tick: a bot that never ran is not reported on
+    the guard's first sight of the account, and is from its next cycle on."""
+    account = ExchangeAccountFactory()
+    RiskLimitFactory(account=account, **only("heartbeat", heartbeat_stale_seconds=300))
+    priced_pair()
+    assert run([account], live=True).breaches == []
+    report = run([account], live=True, now=NOW + timedelta(minutes=1))
+    assert [(b.check, b.message) for b in report.breaches] == [
+        ("heartbeat", "the bot has not run since never (limit 300 s)")]
+
+
 def test_a_one_legged_trade_halts_the_account():
     account = ExchangeAccountFactory()
     RiskLimitFactory(account=account, **only("one_leg", one_leg_seconds=60))
