@@ -270,7 +270,7 @@ def test_candle_bounds_per_instrument_seeks_equal_the_plain_aggregate():
     assert candle_bounds(exchange="bybit", timeframe="1h") == (plain["open_time__min"], plain["open_time__max"])
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_window_read_shared_by_forked_processes_equals_one_read(monkeypatch):
     """price_window(processes=2) reads its columns in forked processes, each on a connection of its own, outside a
     transaction (on SQLite's in-memory test database, which a forked process can't see, it reads in this process):
