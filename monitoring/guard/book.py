@@ -15,10 +15,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cached_property
 
-from django.db.models import Count, DecimalField, F, Max, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import DecimalField, OuterRef, Subquery
 
 from execution.models import ExchangeAccount, Fill, Order, PairTrade
+from monitoring.guard.book_totals import TradeTotals, trade_totals
 from pairs.market import MarketView
 from risk.models import AccountGuardState, DailyPnlSnapshot
 
@@ -132,29 +132,27 @@ class AccountBook:
 
 
 def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: MarketView) -> dict[int, AccountBook]:
-    """The book of each account at ``now``: seven queries however many accounts and trades."""
+    """The book of each account at ``now``: six queries however many accounts and trades."""
     ids = [a.pk for a in accounts]
     if not ids:
         return {}
     today = now.astimezone(UTC).date()
     start = day_start(now)
     previous_end = _previous_day_ends(ids, today)
-    totals = _trade_totals(ids, start, now)
-    streaks = _losing_streaks(ids)
+    totals = trade_totals(ids, start=start, now=now)
     open_trades = _open_trades(ids, market)
     states = {s.account_id: s for s in AccountGuardState.objects.filter(account_id__in=ids)}
     books = {}
     for account in accounts:
-        row = totals.get(account.pk, {})
-        streak, last_loss = streaks.get(account.pk, (0, None))
+        row = totals.get(account.pk) or TradeTotals()
         trades = open_trades.get(account.pk, [])
         books[account.pk] = AccountBook(
-            account=account, realised=row.get("realised") or ZERO, open_trades=trades,
+            account=account, realised=row.realised, open_trades=trades,
             start_of_day_equity=previous_end.get(account.pk, (None, None))[0],
-            previous_peak=previous_end.get(account.pk, (None, None))[1], day_realised=row.get("day_realised") or ZERO,
-            day_fees=row.get("day_fees") or ZERO, day_funding=row.get("day_funding") or ZERO,
-            day_opened=row.get("day_opened") or 0, day_closed=row.get("day_closed") or 0, losing_streak=streak,
-            last_loss_at=last_loss, state=states.get(account.pk),
+            previous_peak=previous_end.get(account.pk, (None, None))[1], day_realised=row.day_realised,
+            day_fees=row.day_fees, day_funding=row.day_funding, day_opened=row.day_opened,
+            day_closed=row.day_closed, losing_streak=row.losing_streak, last_loss_at=row.last_loss_at,
+            state=states.get(account.pk),
             missing_marks=sorted({leg.instrument_id for t in trades for leg in t.legs.values()
                                   if leg.mark is None and leg.qty}),
         )
@@ -185,36 +183,6 @@ def _previous_day_ends(ids: list[int], today: date) -> dict[int, tuple[Decimal, 
                 row[0] = ending if row[0] is None else row[0]
                 row[1] = peak
     return {account_id: (row[0], row[1]) for account_id, row in rows.items() if row[0] is not None}
-
-
-def _trade_totals(ids: list[int], start: datetime, now: datetime) -> dict[int, dict]:
-    # Up to ``now``: a day's snapshot written later (the day's close, a rerun) counts nothing that came after it.
-    final = Q(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__lte=now)
-    today = final & Q(closed_at__gte=start)
-    zero = Value(ZERO, output_field=Money)
-    rows = PairTrade.objects.filter(account_id__in=ids).values("account_id").annotate(
-        realised=Coalesce(Sum("realised_pnl", filter=final), zero),
-        day_realised=Coalesce(Sum("realised_pnl", filter=today), zero),
-        day_fees=Coalesce(Sum("fees", filter=today), zero),
-        day_funding=Coalesce(Sum("funding", filter=today), zero),
-        day_closed=Count("pk", filter=today),
-        day_opened=Count("pk", filter=Q(opened_at__gte=start, opened_at__lte=now)),
-    ).order_by()
-    return {row["account_id"]: row for row in rows}
-
-
-def _losing_streaks(ids: list[int]) -> dict[int, tuple[int, datetime | None]]:
-    """Each account's run of losing trades since its last winning one: (how many, when the last one closed)."""
-    last_win = PairTrade.objects.filter(account_id=OuterRef("account_id"), state__in=PairTrade.FINAL_STATES,
-                                        realised_pnl__gt=0).order_by("-closed_at").values("closed_at")[:1]
-    rows = (
-        PairTrade.objects.filter(account_id__in=ids, state__in=PairTrade.FINAL_STATES, realised_pnl__lte=0,
-                                 closed_at__isnull=False)
-        .annotate(last_win=Subquery(last_win))
-        .filter(Q(last_win__isnull=True) | Q(closed_at__gt=F("last_win")))
-        .values("account_id").annotate(n=Count("pk"), last=Max("closed_at")).order_by()
-    )
-    return {row["account_id"]: (row["n"], row["last"]) for row in rows}
 
 
 def _open_trades(ids: list[int], market: MarketView) -> dict[int, list[OpenTrade]]:

@@ -85,7 +85,8 @@ def guard_run(
         breaches += found
     breaches += detectors.queue_lengths(queue_lengths or {}, limits[0].queue_max_length)
     report.breaches = breaches
-    with transaction.atomic():
+    # No savepoint: inside a caller's transaction (a replay's bar) an error here ends the caller's transaction anyway.
+    with transaction.atomic(savepoint=False):
         _act(report, breaches, books, limits, now=now)
         halts = list(active_halts(now=now).filter(Q(account_id__in=list(books)) | Q(account__isnull=True)))
         for account_id, book in books.items():
