@@ -331,7 +331,8 @@ def run(args, database_url: str) -> None:
         print_statements(timed.statements, timed.result.bars, args.queries)
     if timed.profiler:
         print("\n```")
-        pstats.Stats(timed.profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile)
+        order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")  # e.g. tottime
+        pstats.Stats(timed.profiler, stream=sys.stdout).sort_stats(order).print_stats(args.profile)
         print("```")
 
 

@@ -17,6 +17,7 @@ from functools import cached_property
 
 from django.db.models import DecimalField, OuterRef, Subquery
 
+from core.statements import CompiledRead
 from execution.models import ExchangeAccount, Fill, Order, PairTrade
 from monitoring.guard.book_totals import TradeTotals, trade_totals
 from pairs.market import MarketView
@@ -131,6 +132,19 @@ class AccountBook:
         return sum((t.gross_notional for t in self.open_trades), ZERO)
 
 
+# The fixed reads of every cycle (#18: compiled once, core.statements).
+_SNAPSHOTS = CompiledRead(lambda ids, first, last: DailyPnlSnapshot.objects.filter(
+    account_id__in=ids, date__gte=first, date__lte=last
+).order_by("date").values_list("account_id", "date", "starting_equity", "ending_equity", "peak_equity"))
+_STATES = CompiledRead(lambda ids: AccountGuardState.objects.filter(account_id__in=ids))
+_ACTIVE_TRADES = CompiledRead(lambda ids: PairTrade.objects.filter(
+    account_id__in=ids, state__in=PairTrade.ACTIVE_STATES
+).order_by("pk").values_list(*TRADE_COLUMNS))
+_ACTIVE_FILLS = CompiledRead(lambda ids: Fill.objects.filter(
+    order__trade__account_id__in=ids, order__trade__state__in=PairTrade.ACTIVE_STATES
+).values_list("order__trade_id", "order__leg", "order__side", "qty", "price", "fee"))
+
+
 def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: MarketView) -> dict[int, AccountBook]:
     """The book of each account at ``now``: six queries however many accounts and trades."""
     ids = [a.pk for a in accounts]
@@ -141,7 +155,7 @@ def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: Mar
     previous_end = _previous_day_ends(ids, today)
     totals = trade_totals(ids, start=start, now=now)
     open_trades = _open_trades(ids, market)
-    states = {s.account_id: s for s in AccountGuardState.objects.filter(account_id__in=ids)}
+    states = {s.account_id: s for s in _STATES.list(ids)}
     books = {}
     for account in accounts:
         row = totals.get(account.pk) or TradeTotals()
@@ -163,9 +177,7 @@ def _previous_day_ends(ids: list[int], today: date) -> dict[int, tuple[Decimal, 
     """(start-of-day equity, the peak before today): today's snapshot's start if one was written today, else the
     newest earlier day's end; that day's peak."""
     rows: dict[int, list] = {}
-    for account_id, snap_date, starting, ending, peak in DailyPnlSnapshot.objects.filter(
-        account_id__in=ids, date__gte=today - timedelta(days=1), date__lte=today
-    ).order_by("date").values_list("account_id", "date", "starting_equity", "ending_equity", "peak_equity"):
+    for account_id, snap_date, starting, ending, peak in _SNAPSHOTS.list(ids, today - timedelta(days=1), today):
         row = rows.setdefault(account_id, [None, None])
         if snap_date == today:
             row[0] = starting
@@ -186,16 +198,13 @@ def _previous_day_ends(ids: list[int], today: date) -> dict[int, tuple[Decimal, 
 
 
 def _open_trades(ids: list[int], market: MarketView) -> dict[int, list[OpenTrade]]:
-    active = PairTrade.objects.filter(account_id__in=ids, state__in=PairTrade.ACTIVE_STATES)
-    trades = [TradeRow(*row) for row in active.order_by("pk").values_list(*TRADE_COLUMNS)]
+    trades = [TradeRow(*row) for row in _ACTIVE_TRADES.list(ids)]
     if not trades:
         return {}
     legs: dict[int, dict[str, LegPosition]] = {
         t.pk: {"y": LegPosition(t.y_instrument_id), "x": LegPosition(t.x_instrument_id)} for t in trades
     }
-    for trade_id, leg, side, qty, price, fee in Fill.objects.filter(
-        order__trade__account_id__in=ids, order__trade__state__in=PairTrade.ACTIVE_STATES
-    ).values_list("order__trade_id", "order__leg", "order__side", "qty", "price", "fee"):
+    for trade_id, leg, side, qty, price, fee in _ACTIVE_FILLS.list(ids):
         signed = qty if side == Order.Side.BUY else -qty
         if trade_id not in legs:
             continue  # it became active between the two reads: the next cycle counts it
