@@ -63,6 +63,10 @@ FORMATION_BARS = 1000
 START = datetime(2021, 1, 17, tzinfo=UTC)
 END = datetime(2021, 7, 17, 20, tzinfo=UTC)
 TARGET_SECONDS = 60.0  # #18 (it was 120 s, #5)
+# --guard-limits: system-wide limits tight enough for the fixed pairs to hit them (a -31 % first two months),
+# with every detector at its default, so that halts, guard events and their notifications happen in the replay.
+GUARD_LIMITS = {"daily_loss_limit_pct": 0.02, "max_drawdown_pct": 0.30, "max_consecutive_losses": 4,
+                "consecutive_losses_cooldown_minutes": 720, "slippage_bps": 5}
 MIN_HALF_LIFE, MAX_HALF_LIFE = 5.0, 200.0
 # Wrapped in replay.run: (attribute, label), in report order.
 PHASES = (
@@ -180,6 +184,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--days", type=float, default=None, help="replay only this many days from the start (a quick check)"
     )
+    parser.add_argument(
+        "--guard-limits", action="store_true",
+        help="store system-wide risk limits (GUARD_LIMITS: a daily loss limit, a losing streak, the detectors' "
+        "defaults) so that the guard halts the replay: for checking that a change keeps the same halts",
+    )
     parser.add_argument("--json", type=Path, default=None,
                         help="write the replay's JSON (summary, trades) and its equity curve to FILE")
     args = parser.parse_args()
@@ -272,8 +281,14 @@ def write_json(path: Path, timed: Timed) -> None:
     """The replay's JSON with its equity curve, for comparing two replays' trades and results outside the report."""
     import json
 
+    from execution.models import Fill
+    from notifications.models import Notification
+
     equity = [[t.isoformat(), str(e)] for t, e in timed.result.equity]
-    path.write_text(json.dumps(dict(timed.data, equity=equity), indent=1))
+    fills = [[str(v) for v in row] for row in Fill.objects.order_by("pk").values_list(
+        "order__client_order_id", "qty", "price", "fee", "filled_at")]
+    notifications = list(Notification.objects.order_by("pk").values_list("topic", "severity", "text"))
+    path.write_text(json.dumps(dict(timed.data, equity=equity, fills=fills, notifications=notifications), indent=1))
 
 
 def rows_written() -> dict[str, int]:
@@ -281,6 +296,7 @@ def rows_written() -> dict[str, int]:
     from execution.models import Fill, Order, PairTrade, Signal
     from notifications.models import Notification
     from pairs.models import CointegrationRun
+    from risk.models import GuardEvent, Halt
 
     return {
         "signals": Signal.objects.count(),
@@ -289,6 +305,8 @@ def rows_written() -> dict[str, int]:
         "fills": Fill.objects.count(),
         "notifications": Notification.objects.count(),
         "selection runs": CointegrationRun.objects.count(),
+        "halts": Halt.objects.count(),
+        "guard events": GuardEvent.objects.count(),
     }
 
 
@@ -296,6 +314,10 @@ def run(args, database_url: str) -> None:
     django_setup(database_url)
     logging.disable(logging.INFO)
     setup = set_up(args.data_dir)
+    if args.guard_limits:
+        from risk.models import RiskLimit
+
+        RiskLimit.objects.create(account=None, **GUARD_LIMITS)
     timed = replay_timed(args, setup.config)
     if args.json is not None:
         write_json(args.json, timed)
@@ -309,7 +331,8 @@ def run(args, database_url: str) -> None:
         print_statements(timed.statements, timed.result.bars, args.queries)
     if timed.profiler:
         print("\n```")
-        pstats.Stats(timed.profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile)
+        order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")  # e.g. tottime
+        pstats.Stats(timed.profiler, stream=sys.stdout).sort_stats(order).print_stats(args.profile)
         print("```")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from django.db.models import FilteredRelation, Q
 
+from core.statements import CompiledRead
 from execution.models import ExchangeAccount
 
 
@@ -29,16 +30,27 @@ def lock_paper_books(account: ExchangeAccount, *, symbol: str | None = None) -> 
     positions, so it takes the locks in the documented order (``test_the_account_row_is_locked_before_its_wallet``
     checks it on MariaDB).
     """
+    if symbol is None:
+        return _PAPER_BOOKS.list(account.pk)
+    return _PAPER_BOOKS_WITH_SYMBOL.list(account.pk, symbol)
+
+
+def _paper_books(account_id: int, symbol: str | None = None):
     held = ~Q(paper_positions__qty=0)
     if symbol is not None:
         held |= Q(paper_positions__symbol=symbol)
-    return list(
-        ExchangeAccount.objects.select_for_update().filter(pk=account.pk)
+    return (
+        ExchangeAccount.objects.select_for_update().filter(pk=account_id)
         .annotate(held=FilteredRelation("paper_positions", condition=held))
         .order_by("held__symbol")
         .values_list("paper__id", "paper__wallet_balance", "paper__funding_settled_until", "held__id",
                      "held__symbol", "held__qty", "held__avg_price")
     )  # fmt: skip
+
+
+# Every paper order and balance reads these (#18: compiled once, core.statements).
+_PAPER_BOOKS = CompiledRead(_paper_books)
+_PAPER_BOOKS_WITH_SYMBOL = CompiledRead(_paper_books)
 
 
 def lock_lease(account_id: int, generation: int) -> bool:

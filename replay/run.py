@@ -68,6 +68,7 @@ from execution.paper.exchange import paper_exchange_for
 from execution.services.signals import MAX_CATCH_UP_BARS, signal_pairs, signals_update
 from ladder.services import pair_statistics_update
 from monitoring.guard.cycle import guard_run
+from monitoring.guard.receivers import trade_finished_cycles_covered
 from notifications.services import notifications_held
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Level, Pair, StrategyConfig
@@ -298,7 +299,7 @@ def _replay_locked(
         for index in range(total):
             bar = start + step * index
             clock.set(bar + step)
-            with transaction.atomic():
+            with trade_finished_cycles_covered() as finished, transaction.atomic():
                 if reselect_every is not None and (last_selection is None or bar - last_selection >= reselect_every):
                     _select(config, bar, result)
                     last_selection = bar
@@ -309,9 +310,11 @@ def _replay_locked(
                 report = bot_tick(account=account, exchange=exchange, market=market, clock=clock, config=config,
                                   owner=bot_owner, require_enabled=False, sleep=_no_sleep,
                                   reconcile_every=REPLAY_RECONCILE_EVERY)  # fmt: skip
-                # The live guard's code at the replay's clock: its halts stop the next bar's entries.
+                # The live guard's code at the replay's clock: its halts stop the next bar's entries. It is also the
+                # cycle a trade finishing in the tick asks for (``trade_finished_cycles_covered``).
                 guard_run(now=clock.now(), market=market, accounts=[account], live=False)
                 result.equity.append((clock.now(), exchange.balance().equity))
+            _check_covered(finished, account, clock.now(), market)
             _record_tick(result, report, clock.now())
             if time.monotonic() - renewed >= REPLAY_LOCK_RENEW_EVERY.total_seconds():
                 replay_lock_renew(owner=owner)
@@ -368,6 +371,16 @@ def _replay_market(config: StrategyConfig, start: datetime, end: datetime, clock
     last = end + step * (1 + config.execution_delay_bars)
     return ReplayMarket(timeframe=config.timeframe, first=first, last=last, instruments=instruments.values(),
                         clock=clock)
+
+
+def _check_covered(finished: set, account: ExchangeAccount, now: datetime, market: ReplayMarket) -> None:
+    """The trades that finished in the bar (noted when it committed) were all the replay account's, at the bar's
+    clock, so the bar's own guard cycle, after the tick, was the cycle a finished trade asks for; any other (none
+    is expected) gets its cycle now, as the receiver would have run it."""
+    for account_id, at in sorted(finished - {(account.pk, now)}):
+        other = account if account_id == account.pk else ExchangeAccount.objects.get(pk=account_id)
+        logger.warning("replay: a trade of account %s finished at %s, outside the bar's guard cycle", other, _iso(at))
+        guard_run(now=at, market=market, accounts=[other], live=False)
 
 
 def _record_tick(result: ReplayResult, report, now: datetime) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Q, QuerySet
 
 from core.market_clock import market_clock
+from core.statements import CompiledRead
 from risk.models import GuardEvent, Halt, RiskLimit
 from risk.policy import Limits, merge_limits
 
@@ -24,6 +25,32 @@ def active_halts(*, account: ExchangeAccount | None = None, now: datetime | None
     if account is not None:
         halts = halts.filter(Q(account=account) | Q(account__isnull=True))
     return halts
+
+
+def _halts_in_force(now: datetime, account_ids: list[int]) -> QuerySet[Halt]:
+    return active_halts(now=now).filter(Q(account_id__in=account_ids) | Q(account__isnull=True))
+
+
+def _account_halts(now: datetime, account_id: int) -> QuerySet[Halt]:
+    return Halt.objects.filter(Q(until__isnull=True) | Q(until__gt=now), cleared_at__isnull=True).filter(
+        Q(account_id=account_id) | Q(account__isnull=True))
+
+
+# The bot reads these every tick, the guard every cycle (#18: compiled once, core.statements).
+_HALTS_IN_FORCE = CompiledRead(_halts_in_force)
+_ACCOUNT_HALTS = CompiledRead(_account_halts)
+_LIMIT_ROWS = CompiledRead(lambda account_ids: RiskLimit.objects.filter(
+    Q(account_id__in=account_ids) | Q(account__isnull=True), enabled=True))
+
+
+def halts_in_force(*, now: datetime, account_ids: list[int]) -> list[Halt]:
+    """``active_halts`` at ``now`` that stop any of ``account_ids`` (theirs and the system-wide ones), as a list."""
+    return _HALTS_IN_FORCE.list(now, list(account_ids))
+
+
+def account_halts(*, account_id: int, now: datetime) -> list[Halt]:
+    """``active_halts(account=..., now=...)`` as a list: the same statement, compiled once."""
+    return _ACCOUNT_HALTS.list(now, account_id)
 
 
 def account_state(halts: list[Halt]) -> str:
@@ -50,7 +77,7 @@ def limits_for(account: ExchangeAccount) -> Limits:
 
 def limits_by_account(account_ids: list[int]) -> dict[int, Limits]:
     """``limits_for`` of many accounts in one query; key 0 holds the system-wide limits alone."""
-    rows = list(RiskLimit.objects.filter(Q(account_id__in=account_ids) | Q(account__isnull=True), enabled=True))
+    rows = _LIMIT_ROWS.list(list(account_ids))
     system = [r for r in rows if r.account_id is None]
     limits = {pk: merge_limits(system + [r for r in rows if r.account_id == pk]) for pk in account_ids}
     limits[0] = merge_limits(system)  # the system-wide checks (the Celery queues)

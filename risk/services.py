@@ -15,6 +15,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from core.audit import audit_record
+from core.statements import CompiledRead
 from risk.events import halt_cleared, halt_raised
 from risk.models import GuardEvent, Halt
 
@@ -112,10 +113,13 @@ def kill_switch_release(*, account: ExchangeAccount | None, user: AbstractBaseUs
     return count
 
 
+# Every guard cycle reads this (#18: compiled once, core.statements).
+_EXPIRED = CompiledRead(lambda now: Halt.objects.filter(cleared_at__isnull=True, until__isnull=False, until__lte=now))
+
+
 def expired_halts_clear(*, now: datetime) -> list[Halt]:
     """Mark the halts whose latch ended as cleared (by nobody), so the history says when trading resumed."""
-    expired = Halt.objects.filter(cleared_at__isnull=True, until__isnull=False, until__lte=now)
-    halts = list(expired)
+    halts = _EXPIRED.list(now)
     if halts:
         with transaction.atomic():
             halts_clear(halts=Halt.objects.filter(pk__in=[h.pk for h in halts]), cleared_by=None, now=now)

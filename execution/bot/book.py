@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from django.db.models import F
 
+from core.statements import CompiledRead
 from execution.models import ExchangeAccount, Order, PairTrade
 from pairs.models import Instrument
+
+# Every tick reads this (#18: compiled once, core.statements).
+_ACTIVE_TRADES = CompiledRead(lambda account_id: (
+    PairTrade.objects.filter(account_id=account_id, state__in=PairTrade.ACTIVE_STATES)
+    .select_related("pair__y_instrument", "pair__x_instrument")
+    .annotate(entry_bar_time=F("entry_signal__bar_time"), rule_position=F("pair__signal_state__position"))
+    .order_by("pk")
+))
 
 
 def active_trades(account: ExchangeAccount) -> list[PairTrade]:
@@ -14,12 +23,7 @@ def active_trades(account: ExchangeAccount) -> list[PairTrade]:
     loads only what a tick reads: the account is the caller's object, of the entry signal only its bar time is
     needed (``entry_bar_time``), the rule's position of the pair now (``rule_position``, None before its first
     signal) comes along for the close decisions, and the orders are read when first asked for (``_orders_of``)."""
-    trades = list(
-        PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES)
-        .select_related("pair__y_instrument", "pair__x_instrument")
-        .annotate(entry_bar_time=F("entry_signal__bar_time"), rule_position=F("pair__signal_state__position"))
-        .order_by("pk")
-    )
+    trades = _ACTIVE_TRADES.list(account.pk)
     batch = _TickOrders(trades)
     for trade in trades:
         trade.account = account

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q, Sum
 
+from core.statements import CompiledRead
 from exchanges.errors import ExchangeError
 from execution.locks import lock_account
 from execution.models import ExchangeAccount, Order, PairTrade, Signal
@@ -31,6 +32,11 @@ State = PairTrade.State
 MAX_ENTRY_SIGNAL_AGE_BARS = 1
 ENTRY_SIGNALS = {Signal.Action.ENTER_LONG: PairTrade.Side.LONG_SPREAD, Signal.Action.ENTER_SHORT:
                  PairTrade.Side.SHORT_SPREAD}
+
+# Every tick reads this (#18: compiled once, core.statements).
+_ENTRY_SIGNALS = CompiledRead(lambda timeframe, until, after: Signal.objects.filter(
+    timeframe=timeframe, action__in=list(ENTRY_SIGNALS), bar_time__lte=until, bar_time__gt=after,
+).order_by("-bar_time", "pk").values_list("pk", "pair_id", "action"))
 
 
 def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickReport, *,
@@ -90,10 +96,8 @@ def _fresh_entry_signals(ctx: TradingContext, active: list[PairTrade], held_symb
     # database can start from the pair table and walk each pair's whole signal history (MariaDB does when the read
     # is joined to the pairs). Most bars have none; then this is the only read.
     signals = [
-        row for row in Signal.objects.filter(
-            timeframe=ctx.config.timeframe, action__in=list(ENTRY_SIGNALS), bar_time__lte=newest_closed_bar,
-            bar_time__gt=newest_closed_bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1),
-        ).order_by("-bar_time", "pk").values_list("pk", "pair_id", "action")
+        row for row in _ENTRY_SIGNALS.list(ctx.config.timeframe, newest_closed_bar,
+                                           newest_closed_bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1))
         if row[1] not in busy_pairs
     ]
     if not signals:

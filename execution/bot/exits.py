@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from core.statements import CompiledRead
 from execution.models import PairTrade, Signal
 from execution.services.context import TradingContext
 from pairs.marketdata.validation import timeframe_ms
@@ -16,6 +17,11 @@ CLOSE_SIGNALS = {
     Signal.Action.STOP: Reason.STOP,
     Signal.Action.MAX_HOLDING: Reason.MAX_HOLDING,
 }
+
+# Every tick with open trades reads this (#18: compiled once per number of pairs, core.statements).
+_CLOSE_SIGNALS = CompiledRead(lambda pair_ids, timeframe, after, until: Signal.objects.filter(
+    pair_id__in=pair_ids, timeframe=timeframe, action__in=list(CLOSE_SIGNALS), bar_time__gt=after, bar_time__lte=until
+).order_by("bar_time").values_list("pair_id", "bar_time", "action", "zscore"))
 
 
 def close_decisions(
@@ -31,11 +37,8 @@ def close_decisions(
     entry_bar = {t.pk: t.entry_bar_time or (t.opened_at or ctx.now) - bar for t in open_trades}
     pair_ids = {t.pair_id for t in open_trades}
     close_signals: dict[int, list[tuple[datetime, str, float]]] = {}
-    for pair_id, bar_time, action, zscore in (
-        Signal.objects.filter(pair_id__in=pair_ids, timeframe=ctx.config.timeframe, action__in=list(CLOSE_SIGNALS),
-                              bar_time__gt=min(entry_bar.values()), bar_time__lte=newest_closed_bar)
-        .order_by("bar_time").values_list("pair_id", "bar_time", "action", "zscore")
-    ):
+    for pair_id, bar_time, action, zscore in _CLOSE_SIGNALS.list(sorted(pair_ids), ctx.config.timeframe,
+                                                                 min(entry_bar.values()), newest_closed_bar):
         close_signals.setdefault(pair_id, []).append((bar_time, action, zscore))
     account_halts = [h for h in halts if h.pair_id is None]
     flatten = any(h.flatten for h in account_halts)

@@ -20,6 +20,7 @@ from django.db import IntegrityError
 from django.db.models import F, Q
 from django.utils import timezone
 
+from core.statements import CompiledRead
 from execution.models import BotHeartbeat, ExchangeAccount
 from execution.services.context import LEASE_TTL
 
@@ -50,6 +51,10 @@ def lease_acquire(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEAS
     return None
 
 
+# Every tick reads it (#18: compiled once, core.statements); ``first()`` without an ordering orders by pk.
+_HEARTBEAT = CompiledRead(lambda account_id: BotHeartbeat.objects.filter(account_id=account_id).order_by("pk")[:1])
+
+
 def lease_for_tick(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEASE_TTL
                     ) -> tuple[str | None, BotHeartbeat | None, float]:
     """The lease as lease_acquire answers it, the account's heartbeat row (None without the lease), and the lease's
@@ -60,7 +65,7 @@ def lease_for_tick(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEA
     as it would have (``TradingContext.renew_lease``, counting the age). A live bot ticking every minute renews as
     before; back-to-back ticks (a replay) read one row instead of writing and reading."""
     now = timezone.now()
-    heartbeat = BotHeartbeat.objects.filter(account=account).first()
+    heartbeat = next(iter(_HEARTBEAT.list(account.pk)), None)
     if heartbeat is not None and heartbeat.lease_owner == owner and heartbeat.lease_expires_at is not None:
         age = (ttl - (heartbeat.lease_expires_at - now)).total_seconds()
         if 0 <= age < LEASE_KEEP_S:

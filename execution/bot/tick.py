@@ -44,6 +44,7 @@ from notifications.services import notify
 from pairs.market import MarketView, StoredMarket
 from pairs.models import StrategyConfig
 from risk.models import GuardEvent, Halt
+from risk.selectors import account_halts as halts_stopping
 from risk.selectors import active_halts
 from risk.services import guard_event_record
 
@@ -166,7 +167,7 @@ def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, f
 
 def _close_then_open(ctx: TradingContext, report: TickReport, trades: list[PairTrade]) -> list[PairTrade]:
     """Steps 5 and 6, under the halts in force at the tick's clock."""
-    halts = list(active_halts(account=ctx.account, now=ctx.now))
+    halts = halts_stopping(account_id=ctx.account.pk, now=ctx.now)
     # 5. closes
     for trade, reason, zscore in close_decisions(ctx, [t for t in trades if t.state == State.OPEN], halts):
         start_close(ctx, trade, reason=reason, zscore=zscore)

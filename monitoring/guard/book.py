@@ -15,10 +15,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cached_property
 
-from django.db.models import Count, DecimalField, F, Max, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import DecimalField, OuterRef, Subquery
 
+from core.statements import CompiledRead
 from execution.models import ExchangeAccount, Fill, Order, PairTrade
+from monitoring.guard.book_totals import TradeTotals, trade_totals
 from pairs.market import MarketView
 from risk.models import AccountGuardState, DailyPnlSnapshot
 
@@ -131,30 +132,41 @@ class AccountBook:
         return sum((t.gross_notional for t in self.open_trades), ZERO)
 
 
+# The fixed reads of every cycle (#18: compiled once, core.statements).
+_SNAPSHOTS = CompiledRead(lambda ids, first, last: DailyPnlSnapshot.objects.filter(
+    account_id__in=ids, date__gte=first, date__lte=last
+).order_by("date").values_list("account_id", "date", "starting_equity", "ending_equity", "peak_equity"))
+_STATES = CompiledRead(lambda ids: AccountGuardState.objects.filter(account_id__in=ids))
+_ACTIVE_TRADES = CompiledRead(lambda ids: PairTrade.objects.filter(
+    account_id__in=ids, state__in=PairTrade.ACTIVE_STATES
+).order_by("pk").values_list(*TRADE_COLUMNS))
+_ACTIVE_FILLS = CompiledRead(lambda ids: Fill.objects.filter(
+    order__trade__account_id__in=ids, order__trade__state__in=PairTrade.ACTIVE_STATES
+).values_list("order__trade_id", "order__leg", "order__side", "qty", "price", "fee"))
+
+
 def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: MarketView) -> dict[int, AccountBook]:
-    """The book of each account at ``now``: seven queries however many accounts and trades."""
+    """The book of each account at ``now``: six queries however many accounts and trades."""
     ids = [a.pk for a in accounts]
     if not ids:
         return {}
     today = now.astimezone(UTC).date()
     start = day_start(now)
     previous_end = _previous_day_ends(ids, today)
-    totals = _trade_totals(ids, start, now)
-    streaks = _losing_streaks(ids)
+    totals = trade_totals(ids, start=start, now=now)
     open_trades = _open_trades(ids, market)
-    states = {s.account_id: s for s in AccountGuardState.objects.filter(account_id__in=ids)}
+    states = {s.account_id: s for s in _STATES.list(ids)}
     books = {}
     for account in accounts:
-        row = totals.get(account.pk, {})
-        streak, last_loss = streaks.get(account.pk, (0, None))
+        row = totals.get(account.pk) or TradeTotals()
         trades = open_trades.get(account.pk, [])
         books[account.pk] = AccountBook(
-            account=account, realised=row.get("realised") or ZERO, open_trades=trades,
+            account=account, realised=row.realised, open_trades=trades,
             start_of_day_equity=previous_end.get(account.pk, (None, None))[0],
-            previous_peak=previous_end.get(account.pk, (None, None))[1], day_realised=row.get("day_realised") or ZERO,
-            day_fees=row.get("day_fees") or ZERO, day_funding=row.get("day_funding") or ZERO,
-            day_opened=row.get("day_opened") or 0, day_closed=row.get("day_closed") or 0, losing_streak=streak,
-            last_loss_at=last_loss, state=states.get(account.pk),
+            previous_peak=previous_end.get(account.pk, (None, None))[1], day_realised=row.day_realised,
+            day_fees=row.day_fees, day_funding=row.day_funding, day_opened=row.day_opened,
+            day_closed=row.day_closed, losing_streak=row.losing_streak, last_loss_at=row.last_loss_at,
+            state=states.get(account.pk),
             missing_marks=sorted({leg.instrument_id for t in trades for leg in t.legs.values()
                                   if leg.mark is None and leg.qty}),
         )
@@ -165,9 +177,7 @@ def _previous_day_ends(ids: list[int], today: date) -> dict[int, tuple[Decimal, 
     """(start-of-day equity, the peak before today): today's snapshot's start if one was written today, else the
     newest earlier day's end; that day's peak."""
     rows: dict[int, list] = {}
-    for account_id, snap_date, starting, ending, peak in DailyPnlSnapshot.objects.filter(
-        account_id__in=ids, date__gte=today - timedelta(days=1), date__lte=today
-    ).order_by("date").values_list("account_id", "date", "starting_equity", "ending_equity", "peak_equity"):
+    for account_id, snap_date, starting, ending, peak in _SNAPSHOTS.list(ids, today - timedelta(days=1), today):
         row = rows.setdefault(account_id, [None, None])
         if snap_date == today:
             row[0] = starting
@@ -187,47 +197,14 @@ def _previous_day_ends(ids: list[int], today: date) -> dict[int, tuple[Decimal, 
     return {account_id: (row[0], row[1]) for account_id, row in rows.items() if row[0] is not None}
 
 
-def _trade_totals(ids: list[int], start: datetime, now: datetime) -> dict[int, dict]:
-    # Up to ``now``: a day's snapshot written later (the day's close, a rerun) counts nothing that came after it.
-    final = Q(state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False, closed_at__lte=now)
-    today = final & Q(closed_at__gte=start)
-    zero = Value(ZERO, output_field=Money)
-    rows = PairTrade.objects.filter(account_id__in=ids).values("account_id").annotate(
-        realised=Coalesce(Sum("realised_pnl", filter=final), zero),
-        day_realised=Coalesce(Sum("realised_pnl", filter=today), zero),
-        day_fees=Coalesce(Sum("fees", filter=today), zero),
-        day_funding=Coalesce(Sum("funding", filter=today), zero),
-        day_closed=Count("pk", filter=today),
-        day_opened=Count("pk", filter=Q(opened_at__gte=start, opened_at__lte=now)),
-    ).order_by()
-    return {row["account_id"]: row for row in rows}
-
-
-def _losing_streaks(ids: list[int]) -> dict[int, tuple[int, datetime | None]]:
-    """Each account's run of losing trades since its last winning one: (how many, when the last one closed)."""
-    last_win = PairTrade.objects.filter(account_id=OuterRef("account_id"), state__in=PairTrade.FINAL_STATES,
-                                        realised_pnl__gt=0).order_by("-closed_at").values("closed_at")[:1]
-    rows = (
-        PairTrade.objects.filter(account_id__in=ids, state__in=PairTrade.FINAL_STATES, realised_pnl__lte=0,
-                                 closed_at__isnull=False)
-        .annotate(last_win=Subquery(last_win))
-        .filter(Q(last_win__isnull=True) | Q(closed_at__gt=F("last_win")))
-        .values("account_id").annotate(n=Count("pk"), last=Max("closed_at")).order_by()
-    )
-    return {row["account_id"]: (row["n"], row["last"]) for row in rows}
-
-
 def _open_trades(ids: list[int], market: MarketView) -> dict[int, list[OpenTrade]]:
-    active = PairTrade.objects.filter(account_id__in=ids, state__in=PairTrade.ACTIVE_STATES)
-    trades = [TradeRow(*row) for row in active.order_by("pk").values_list(*TRADE_COLUMNS)]
+    trades = [TradeRow(*row) for row in _ACTIVE_TRADES.list(ids)]
     if not trades:
         return {}
     legs: dict[int, dict[str, LegPosition]] = {
         t.pk: {"y": LegPosition(t.y_instrument_id), "x": LegPosition(t.x_instrument_id)} for t in trades
     }
-    for trade_id, leg, side, qty, price, fee in Fill.objects.filter(
-        order__trade__account_id__in=ids, order__trade__state__in=PairTrade.ACTIVE_STATES
-    ).values_list("order__trade_id", "order__leg", "order__side", "qty", "price", "fee"):
+    for trade_id, leg, side, qty, price, fee in _ACTIVE_FILLS.list(ids):
         signed = qty if side == Order.Side.BUY else -qty
         if trade_id not in legs:
             continue  # it became active between the two reads: the next cycle counts it

@@ -32,7 +32,7 @@ from pairs.market import MarketView
 from pairs.models import Pair
 from risk.models import AccountGuardState, DailyPnlSnapshot, GuardEvent, Halt
 from risk.policy import HALT, HALT_FLATTEN, NOTIFY, PAUSE_PAIR, Limits
-from risk.selectors import account_state, active_halts, limits_by_account
+from risk.selectors import account_state, halts_in_force, limits_by_account
 from risk.services import expired_halts_clear, guard_event_record, halt_raise
 
 logger = logging.getLogger(__name__)
@@ -87,9 +87,10 @@ def guard_run(
         breaches += found
     breaches += detectors.queue_lengths(queue_lengths or {}, limits[0].queue_max_length)
     report.breaches = breaches
-    with transaction.atomic():
+    # No savepoint: inside a caller's transaction (a replay's bar) an error here ends the caller's transaction anyway.
+    with transaction.atomic(savepoint=False):
         _act(report, breaches, books, limits, now=now)
-        halts = list(active_halts(now=now).filter(Q(account_id__in=list(books)) | Q(account__isnull=True)))
+        halts = halts_in_force(now=now, account_ids=list(books))
         for account_id, book in books.items():
             state = account_state([h for h in halts if h.account_id in (None, account_id)])
             report.states[book.account.name] = state

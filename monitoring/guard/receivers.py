@@ -4,6 +4,10 @@ cleared (the peak starts afresh). Telling people of halts is ``monitoring.halt_n
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime
 
 from execution.models import PairTrade
 from monitoring.guard.cycle import guard_run
@@ -13,9 +17,30 @@ from risk.models import AccountGuardState, Halt
 
 logger = logging.getLogger(__name__)
 
+# Set by ``trade_finished_cycles_covered``: the (account id, clock) of each finished trade, noted instead of a cycle.
+_covered: ContextVar[set[tuple[int, datetime]] | None] = ContextVar("guard_trade_finished_covered", default=None)
+
+
+@contextmanager
+def trade_finished_cycles_covered() -> Iterator[set[tuple[int, datetime]]]:
+    """For a caller that runs, itself, a guard cycle of an account after its bot's tick at the tick's clock and in
+    the tick's transaction (a replay's bar): the cycle the receiver would run after a trade finished would see
+    exactly what the caller's saw (same clock, same book, the caller's halts, events and guard state already
+    written; the guard itself finishes no trade), so the receiver only notes (account id, clock) in the set
+    yielded, for the caller to check that its own cycle covered them."""
+    noted: set[tuple[int, datetime]] = set()
+    token = _covered.set(noted)
+    try:
+        yield noted
+    finally:
+        _covered.reset(token)
+
 
 def on_trade_finished(sender, *, trade: PairTrade, now, market=None, **kwargs) -> None:
     """A loss may have crossed a limit: run the guard for this account at the bot's clock, at once."""
+    if (covered := _covered.get()) is not None:
+        covered.add((trade.account_id, now))
+        return
     try:
         if market is None:
             from core.clock import ManualClock
