@@ -1,7 +1,10 @@
-"""Run the web server, one Celery worker and Celery beat together, for the demo or a single-machine setup.
+"""Run the web server, the Celery workers and Celery beat together, for the demo or a single-machine setup.
 
-Production runs the three as separate services (see README); this keeps a one-command start for the embedded
-default. The worker listens on every shared queue and on the queue of each enabled account.
+Production runs them as separate services (docs/OPERATIONS.md); this keeps a one-command start for the embedded
+default. One worker (two processes) serves every shared queue; a second, single-process worker serves the queues of
+the enabled accounts. A bot's lease belongs to one process: with the accounts' ticks spread over a pool's processes,
+each tick that lands on another process than the lease holder's would be refused ("locked") until the lease
+expires, and the account would miss those bars.
 
 With STATARB_MARKET_CLOCK=stored (``make demo`` only) it first starts or resumes the demo's stored-data clock
 (``statarb_site.demo_clock``): the three processes then run on it, and the paper accounts trade the stored candles.
@@ -42,7 +45,7 @@ class Command(BaseCommand):
                bar_seconds: float | None, **options):
         self._clock_setup(clock_start, bar_seconds)
         account_queues = [a.queue_name for a in ExchangeAccount.objects.filter(enabled=True)]
-        queues = ",".join((*SHARED_QUEUES, *account_queues))
+        queues = ",".join(SHARED_QUEUES)
         celery = [sys.executable, "-m", "celery", "-A", "statarb_site"]
         if settings.DEBUG:
             web = [sys.executable, "manage.py", "runserver", "--noreload", bind]
@@ -50,12 +53,18 @@ class Command(BaseCommand):
             web = [sys.executable, "-m", "gunicorn", "statarb_site.wsgi", "--bind", bind, "--workers", "2"]
         commands = {
             "web": web,
-            "worker": [*celery, "worker", "-l", "info", "-Q", queues, "--concurrency", "2"],
+            "worker": [*celery, "worker", "-l", "info", "-Q", queues, "--concurrency", "2", "--hostname",
+                       "shared@%h"],
             "beat": [*celery, "beat", "-l", "info"],
         }
+        if account_queues:
+            commands["accounts"] = [*celery, "worker", "-l", "info", "-Q", ",".join(account_queues), "--pool", "solo",
+                                    "--hostname", "accounts@%h"]
         # Our own interpreter and fixed arguments; nothing comes from user input.
         processes = {name: subprocess.Popen(command) for name, command in commands.items()}  # noqa: S603
-        self.stdout.write(f"dashboard: http://{bind}/  (worker queues: {queues})")
+        served = f"worker queues: {queues}" + (f"; account worker: {', '.join(account_queues)}" if account_queues
+                                                else "")
+        self.stdout.write(f"dashboard: http://{bind}/  ({served})")
         stopping = False
 
         def stop(*_):
