@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from execution.models import ExchangeAccount
+from statarb_site.celery import app as celery_app
 from statarb_site.demo_clock import NoStoredData, demo_clock_setup
 
 SHARED_QUEUES = ("default", "selection", "signals", "risk", "notifications")
@@ -60,6 +61,7 @@ class Command(BaseCommand):
         if account_queues:
             commands["accounts"] = [*celery, "worker", "-l", "info", "-Q", ",".join(account_queues), "--pool", "solo",
                                     "--hostname", "accounts@%h"]
+        _declare_queues([*SHARED_QUEUES, *account_queues])
         # Our own interpreter and fixed arguments; nothing comes from user input.
         processes = {name: subprocess.Popen(command) for name, command in commands.items()}  # noqa: S603
         served = f"worker queues: {queues}" + (f"; account worker: {', '.join(account_queues)}" if account_queues
@@ -118,6 +120,16 @@ class Command(BaseCommand):
             f"({clock.bars_total - clock.bars_done} bars, about "
             f"{(clock.bars_total - clock.bars_done) * clock.wall_seconds / 60:.0f} min); demo and real accounts "
             "refuse to trade on it"))
+
+
+def _declare_queues(names: list[str]) -> None:
+    """Declare every queue before the processes start. The embedded broker (kombu's SQLAlchemy transport) creates a
+    queue's row on first use without handling a concurrent insert: two workers (or a worker and beat) that first
+    touch the same queue at the same moment crash one of them on the unique name. Declaring is idempotent on Redis."""
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for name in names:
+            channel.queue_declare(queue=name, durable=True, auto_delete=False)
 
 
 def _aware_datetime(text: str) -> datetime:
