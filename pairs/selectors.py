@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from itertools import chain
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, S
 from pairs.marketdata.grid import BarGrid, PriceWindow, empty_window, grid_window
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairStatistics, StrategyConfig
+from pairs.quant.forked import forked_map
 from pairs.quant.walkforward import MS_PER_DAY, TURNOVER_DAYS
 
 if TYPE_CHECKING:
@@ -113,11 +115,12 @@ def candle_closes_frame(instrument_ids: list[int], timeframe: str, start: dateti
 
 def price_window(
     *, instruments: list[Instrument], timeframe: str, bars: int, end: datetime | None = None,
-    min_history_bars: int | None = None,
+    min_history_bars: int | None = None, processes: int = 1,
 ) -> PriceWindow:
     """The last ``bars`` bars (ending at ``end``, default the newest stored bar of the universe) on the regular grid
     of ``timeframe``, after the grid rules of ``pairs.marketdata.grid`` (forward fill of short gaps, exclusions);
-    with ``min_history_bars``, a symbol with fewer bars of history up to the window's end is left out too."""
+    with ``min_history_bars``, a symbol with fewer bars of history up to the window's end is left out too.
+    ``processes``: forked processes sharing the read of the closes (``_grid_block``)."""
     step = timedelta(milliseconds=timeframe_ms(timeframe))
     by_id = {i.pk: i for i in instruments}
     candles = Candle.objects.filter(instrument_id__in=list(by_id), timeframe=timeframe)
@@ -128,7 +131,7 @@ def price_window(
     # Built without pandas (a screening never needs the DatetimeIndex; ``PriceWindow.times`` makes it on demand).
     grid = BarGrid.ending(end, step_s=int(step.total_seconds()), bars=bars)
     ordered = sorted(instruments, key=lambda i: i.symbol)
-    block = _grid_block(ordered, timeframe, grid)
+    block = _grid_block(ordered, timeframe, grid, processes=processes)
     # A bar at the window's start already proves `bars` of history; more than that is checked on the first bar.
     short = None
     if min_history_bars and min_history_bars > bars:
@@ -189,17 +192,38 @@ _EPOCH_SECONDS_SQL = {
 }
 
 
-def _grid_block(ordered: list[Instrument], timeframe: str, grid: BarGrid) -> np.ndarray:
+# Instruments from which a window read is shared by the processes it is given (each reads its share of the columns
+# on a connection of its own): below it a fork and a connection cost more than the rows.
+SHARED_READ_MIN_INSTRUMENTS = 40
+
+
+def _grid_block(ordered: list[Instrument], timeframe: str, grid: BarGrid, *, processes: int = 1) -> np.ndarray:
     """(bars x instruments) closes on ``grid``, NaN where no bar is stored; a bar off the grid is not placed.
 
-    One streamed query in this process. (A read shared by forked processes, each on a connection of its own, was
-    tried for #18 and removed: in the MariaDB suite a forked reader hung waiting on its connection, and its gain was
-    not shown on a busy machine.)"""
+    With ``processes`` > 1 (and outside a transaction: a forked process can't see its rows, nor an in-memory
+    database), forked processes read a share of the instruments each on their own connection (#18: the rows are
+    turned into Python tuples one by one, the longest serial step of a large screening after the screen itself).
+    """
     if not ordered:
         return np.full((len(grid), 0), np.nan)
     if connection.vendor not in _EPOCH_SECONDS_SQL:
         return _grid_block_from_frame(np.full((len(grid), len(ordered)), np.nan), ordered, timeframe, grid)
-    return _grid_columns(ordered, timeframe, grid, 0, len(ordered))
+    shared = (processes > 1 and len(ordered) >= SHARED_READ_MIN_INSTRUMENTS and not connection.in_atomic_block
+              and not getattr(connection, "is_in_memory_db", lambda: False)())
+    if not shared:
+        return _grid_columns(ordered, timeframe, grid, 0, len(ordered))
+    connection.close()  # a forked process must not use (nor close) its parent's connection
+    return np.concatenate(forked_map(partial(_grid_columns_alone, ordered, timeframe, grid), len(ordered),
+                                     processes=processes), axis=1)
+
+
+def _grid_columns_alone(ordered: list[Instrument], timeframe: str, grid: BarGrid, start: int, stop: int
+                        ) -> np.ndarray:
+    """``_grid_columns`` on a connection of its own, closed after the read (in a forked process)."""
+    try:
+        return _grid_columns(ordered, timeframe, grid, start, stop)
+    finally:
+        connection.close()
 
 
 def _grid_columns(ordered: list[Instrument], timeframe: str, grid: BarGrid, start: int, stop: int) -> np.ndarray:

@@ -270,3 +270,25 @@ def test_candle_bounds_per_instrument_seeks_equal_the_plain_aggregate():
     assert candle_bounds(exchange="bybit", timeframe="1h") == (plain["open_time__min"], plain["open_time__max"])
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_window_read_shared_by_forked_processes_equals_one_read(monkeypatch):
+    """price_window(processes=2) reads its columns in forked processes, each on a connection of its own, outside a
+    transaction (on SQLite's in-memory test database, which a forked process can't see, it reads in this process):
+    the same window either way, and this process's connection works afterwards."""
+    from pairs import selectors
+    from tests.factories import CandleFactory
+
+    monkeypatch.setattr(selectors, "SHARED_READ_MIN_INSTRUMENTS", 2)
+    instruments = [InstrumentFactory(symbol=f"P{k}USDT") for k in range(5)]
+    for column, instrument in enumerate(instruments):
+        for hour in range(40):
+            if (hour, column) != (17, 3):  # one forward-filled bar
+                CandleFactory(instrument=instrument, open_time=utc_hour(hour).to_pydatetime(),
+                              close=Decimal(100 + column) + Decimal(hour) / 7)
+    alone = price_window(instruments=instruments, timeframe="1h", bars=30)
+    shared = price_window(instruments=instruments, timeframe="1h", bars=30, processes=2)
+
+    np.testing.assert_array_equal(shared.closes, alone.closes)
+    assert (shared.symbols, shared.filled_bars, shared.excluded) == (alone.symbols, alone.filled_bars, alone.excluded)
+    assert shared.bar_time(-1) == utc_hour(39).to_pydatetime() and shared.times.equals(alone.times)
+    assert Instrument.objects.count() == 5
