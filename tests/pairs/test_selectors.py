@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS, BarGrid
+from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS
 from pairs.models import Instrument, StrategyConfig
 from pairs.selectors import price_window, universe_instruments
 from pairs.services.market_data import candles_import_directory, candles_upsert
@@ -226,8 +226,7 @@ def test_window_streams_in_chunks_places_bars_by_time_and_skips_bars_off_the_gri
             expected[hour, column] = float(close)
     CandleFactory(instrument=instruments[1], open_time=(utc_hour(10) + pd.Timedelta(minutes=30)).to_pydatetime(),
                   close=Decimal("999"))
-    grid = BarGrid.ending(utc_hour(29).to_pydatetime(), step_s=3600, bars=30)
-    assert grid.index().equals(pd.date_range(utc_hour(0), utc_hour(29), freq="h"))
+    grid = pd.date_range(utc_hour(0), utc_hour(29), freq="h")
     ordered = sorted(instruments, key=lambda i: i.symbol)
     monkeypatch.setattr(selectors, "WINDOW_FETCH_ROWS", 7)
 
@@ -268,27 +267,3 @@ def test_candle_bounds_per_instrument_seeks_equal_the_plain_aggregate():
     plain = Candle.objects.filter(instrument__exchange="bybit", timeframe="1h").aggregate(Min("open_time"),
                                                                                          Max("open_time"))
     assert candle_bounds(exchange="bybit", timeframe="1h") == (plain["open_time__min"], plain["open_time__max"])
-
-
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_window_read_shared_by_forked_processes_equals_one_read(monkeypatch):
-    """price_window(processes=2) reads its columns in forked processes, each on a connection of its own, outside a
-    transaction (on SQLite's in-memory test database, which a forked process can't see, it reads in this process):
-    the same window either way, and this process's connection works afterwards."""
-    from pairs import selectors
-    from tests.factories import CandleFactory
-
-    monkeypatch.setattr(selectors, "SHARED_READ_MIN_INSTRUMENTS", 2)
-    instruments = [InstrumentFactory(symbol=f"P{k}USDT") for k in range(5)]
-    for column, instrument in enumerate(instruments):
-        for hour in range(40):
-            if (hour, column) != (17, 3):  # one forward-filled bar
-                CandleFactory(instrument=instrument, open_time=utc_hour(hour).to_pydatetime(),
-                              close=Decimal(100 + column) + Decimal(hour) / 7)
-    alone = price_window(instruments=instruments, timeframe="1h", bars=30)
-    shared = price_window(instruments=instruments, timeframe="1h", bars=30, processes=2)
-
-    np.testing.assert_array_equal(shared.closes, alone.closes)
-    assert (shared.symbols, shared.filled_bars, shared.excluded) == (alone.symbols, alone.filled_bars, alone.excluded)
-    assert shared.bar_time(-1) == utc_hour(39).to_pydatetime() and shared.times.equals(alone.times)
-    assert Instrument.objects.count() == 5
