@@ -5,8 +5,9 @@ Run from the repository root:  python benchmarks/bench_select_pairs.py [--symbol
 Data: the hourly Binance candle files in ../shared/data/binance-usdt-1h-2021, read in place. The first ``--symbols``
 symbols with the whole history are imported with ``candles_import_directory`` (whole files). Past the 100 symbols
 that cover the whole range, the universe is extended synthetically, as bench_cointegration.py does: symbol ``k`` of
-the extension gets the last 2,000 closes of real symbol ``k mod 100`` taken ``350 (1 + k // 100)`` bars earlier,
-stored as candles on the window's own hours (named ``<SYMBOL>D<k>USDT``).
+the extension gets the last 2,500 closes (lookback + validation_bars: the command's formation window ends 500 bars
+before the newest) of real symbol ``k mod 100`` taken ``300 (1 + k // 100)`` bars earlier, stored as candles on the
+newest hours (named ``<SYMBOL>D<k>USDT``).
 
 Database: a temporary SQLite file (default), or ``--database-url mysql://...`` (dropped and created again for the
 benchmark, dropped at the end; use a database of the benchmark's own).
@@ -53,7 +54,9 @@ from _shared import (  # noqa: E402
 
 LOOKBACK_BARS = 2000
 FULL_HISTORY_SYMBOLS = 100
-DERIVED_OFFSET_STEP = 350
+# 300, not 350 as before: a derived symbol now takes lookback + validation_bars (2,500) bars, and the tenth
+# hundred (offset 2,700) must still fit in the 5,481 bars of the shared files.
+DERIVED_OFFSET_STEP = 300
 EXCHANGE = "bybit"  # the strategy configuration's default exchange: the command screens it unchanged
 TARGET_SPEEDUP = 400.0
 TARGET_LOAD_RATIO = 2.5
@@ -74,6 +77,7 @@ def populate(data_dir: Path, n_symbols: int) -> dict:
     """Import the real symbols and store the synthetic extension; returns what was stored."""
     import pandas as pd
 
+    from pairs.models import StrategyConfig
     from pairs.services.candles import candles_upsert
     from pairs.services.market_data import candles_import_directory, instrument_get_or_create_for_import
 
@@ -87,15 +91,17 @@ def populate(data_dir: Path, n_symbols: int) -> dict:
     rows = summary.rows
     frames = {symbol: pd.read_csv(path, usecols=["timestamp", "open", "high", "low", "close", "volume"])
               for symbol, path in zip(real, files, strict=True)} if n_symbols > len(real) else {}
+    # The command's formation window ends validation_bars before the newest bar (#17): a derived symbol covers both.
+    bars = LOOKBACK_BARS + StrategyConfig.current().validation_bars
     for k in range(max(0, n_symbols - len(real))):
         symbol = real[k % len(real)]
         frame = frames[symbol]
         offset = DERIVED_OFFSET_STEP * (1 + k // len(real))
         end = len(frame) - offset
-        if end < LOOKBACK_BARS:
+        if end < bars:
             raise SystemExit(f"not enough history for {n_symbols} symbols")
-        derived = frame.iloc[end - LOOKBACK_BARS : end].copy()
-        derived["timestamp"] = frame["timestamp"].to_numpy()[-LOOKBACK_BARS:]
+        derived = frame.iloc[end - bars : end].copy()
+        derived["timestamp"] = frame["timestamp"].to_numpy()[-bars:]
         name = f"{symbol.removesuffix('USDT')}D{k}USDT"
         instrument = instrument_get_or_create_for_import(exchange=EXCHANGE, symbol=name)
         rows += candles_upsert(instrument=instrument, timeframe="1h", candles=derived.reset_index(drop=True))
