@@ -14,3 +14,7 @@ STATARB_ALLOW_LOOPBACK_BASE_URLS = True
 AXES_FAILURE_LIMIT = 5
 # Notifications are sent by the tests themselves (the sender, against a fake Telegram), never by a broker nudge.
 NOTIFICATIONS_NUDGE = False
+# In-process screenings run in one process: the test process is also a Celery client (result.get over the Redis
+# result backend), and a child forked after that runs Celery's after-fork hooks on the inherited sockets and can hang
+# in recv. The forked screen is tested with its process counts set explicitly (tests/pairs/quant, test_screening).
+STATARB_SCREEN_PROCESSES = 1
