@@ -34,7 +34,10 @@ def expected_queues() -> list[str]:
 def served_queues(app, *, timeout: float = INSPECT_TIMEOUT_S) -> set[str] | None:
     """The queues some live worker consumes, or None when the broker can't be asked (an error is logged)."""
     try:
-        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+        # A connection of its own, closed after the answer: the broadcast's reply subscription must not stay open in
+        # the app's pool (a process forked later would run kombu's after-fork hooks on that socket).
+        with app.connection_for_read() as connection:
+            replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
     except Exception:
         logger.warning("health: the workers could not be asked which queues they serve", exc_info=True)
         return None
