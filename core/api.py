@@ -23,8 +23,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.utils.urls import replace_query_param
 
 from core.db import count_up_to, page_rows
-
-READ_API = "monitoring.read_api"
+from core.permissions import READ_API  # the apps' API modules read it from here too
 
 
 class CanReadReports(BasePermission):

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import chain
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from django.db import connection
 from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 
-from pairs.marketdata.grid import PriceWindow, empty_window, grid_window
+from pairs.marketdata.grid import BarGrid, PriceWindow, empty_window, grid_window
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairStatistics, StrategyConfig
 from pairs.quant.walkforward import MS_PER_DAY, TURNOVER_DAYS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def pairs_with_legs() -> QuerySet[Pair]:
@@ -114,27 +118,31 @@ def price_window(
     """The last ``bars`` bars (ending at ``end``, default the newest stored bar of the universe) on the regular grid
     of ``timeframe``, after the grid rules of ``pairs.marketdata.grid`` (forward fill of short gaps, exclusions);
     with ``min_history_bars``, a symbol with fewer bars of history up to the window's end is left out too."""
-    step = pd.Timedelta(milliseconds=timeframe_ms(timeframe))
+    step = timedelta(milliseconds=timeframe_ms(timeframe))
     by_id = {i.pk: i for i in instruments}
     candles = Candle.objects.filter(instrument_id__in=list(by_id), timeframe=timeframe)
     if end is None:
         end = _newest_open_time(list(by_id), timeframe)
     if end is None:
         return empty_window(timeframe)
-    end_ts = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
-    grid = pd.date_range(end=end_ts, periods=bars, freq=step)
+    # Built without pandas (a screening never needs the DatetimeIndex; ``PriceWindow.times`` makes it on demand).
+    grid = BarGrid.ending(end, step_s=int(step.total_seconds()), bars=bars)
     ordered = sorted(instruments, key=lambda i: i.symbol)
     block = _grid_block(ordered, timeframe, grid)
     # A bar at the window's start already proves `bars` of history; more than that is checked on the first bar.
     short = None
     if min_history_bars and min_history_bars > bars:
-        first_allowed = grid[-1] - step * (min_history_bars - 1)
+        first_allowed = grid.time(-1) - step * (min_history_bars - 1)
         firsts = dict(candles.values_list("instrument_id").annotate(first=Min("open_time"))
                       .values_list("instrument_id", "first"))
         reason = f"short history: less than {min_history_bars} bars"
-        short = [reason if i.pk in firsts and pd.Timestamp(firsts[i.pk]) > first_allowed else None for i in ordered]
+        short = [reason if i.pk in firsts and _utc(firsts[i.pk]) > first_allowed else None for i in ordered]
     return grid_window(timeframe=timeframe, times=grid, block=block, symbols=[i.symbol for i in ordered],
                        instrument_ids=[i.pk for i in ordered], short_history=short)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def newest_open_times(*, timeframe: str, instrument_ids: list[int] | None = None, until: datetime | None = None
@@ -181,45 +189,60 @@ _EPOCH_SECONDS_SQL = {
 }
 
 
-def _grid_block(ordered: list[Instrument], timeframe: str, grid: pd.DatetimeIndex) -> np.ndarray:
-    """(bars x instruments) closes on ``grid``, NaN where no bar is stored; a bar off the grid is not placed."""
-    block = np.full((len(grid), len(ordered)), np.nan)
+def _grid_block(ordered: list[Instrument], timeframe: str, grid: BarGrid) -> np.ndarray:
+    """(bars x instruments) closes on ``grid``, NaN where no bar is stored; a bar off the grid is not placed.
+
+    One streamed query in this process. (A read shared by forked processes, each on a connection of its own, was
+    tried for #18 and removed: in the MariaDB suite a forked reader hung waiting on its connection, and its gain was
+    not shown on a busy machine.)"""
     if not ordered:
-        return block
+        return np.full((len(grid), 0), np.nan)
     if connection.vendor not in _EPOCH_SECONDS_SQL:
-        return _grid_block_from_frame(block, ordered, timeframe, grid)
+        return _grid_block_from_frame(np.full((len(grid), len(ordered)), np.nan), ordered, timeframe, grid)
+    return _grid_columns(ordered, timeframe, grid, 0, len(ordered))
+
+
+def _grid_columns(ordered: list[Instrument], timeframe: str, grid: BarGrid, start: int, stop: int) -> np.ndarray:
+    """The columns ``start``..``stop - 1`` of ``_grid_block``, in one streamed query."""
+    block = np.full((len(grid), stop - start), np.nan)
     quote = connection.ops.quote_name
-    ids = [i.pk for i in ordered]
+    ids = [i.pk for i in ordered[start:stop]]
     sql = (
         f"SELECT {quote('instrument_id')}, {_EPOCH_SECONDS_SQL[connection.vendor].format(column=quote('open_time'))}, "  # noqa: S608
         f"CAST({quote('close')} AS DOUBLE) FROM {quote(Candle._meta.db_table)} "
         f"WHERE {quote('instrument_id')} IN ({', '.join(['%s'] * len(ids))}) AND {quote('timeframe')} = %s "
         f"AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
     )
-    for rows, columns, values in _grid_rows(sql, ids, timeframe, grid):
+    for rows, columns, values in _grid_rows(sql, ids, timeframe, grid.time(0), grid.time(-1)):
         block[rows, columns] = values[:, 0]
     return block
 
 
-def _grid_rows(sql: str, ids: list[int], timeframe: str, grid: pd.DatetimeIndex):
-    """Stream ``sql`` (instrument_id, epoch seconds, values...; parameters: ``ids``, timeframe, grid's first and
-    last time) in chunks, as (grid rows, columns in ``ids``' order, values) of the bars that lie on ``grid``."""
+def _grid_rows(sql: str, ids: list[int], timeframe: str, first: datetime, last: datetime):
+    """Stream ``sql`` (instrument_id, epoch seconds, values...; parameters: ``ids``, timeframe, the grid's ``first``
+    and ``last`` open times, aware) in chunks, as (grid rows, columns in ``ids``' order, values) of the bars that lie
+    on the grid."""
     column = np.full(max(ids) + 1, -1, dtype=np.int64)
     column[ids] = np.arange(len(ids))
-    first_s, step_s = int(grid.as_unit("s").asi8[0]), timeframe_ms(timeframe) // 1000
+    first_s, step_s = int(first.timestamp()), timeframe_ms(timeframe) // 1000
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*ids, timeframe, adapt(grid[0].to_pydatetime()), adapt(grid[-1].to_pydatetime())])
+        cursor.execute(sql, [*ids, timeframe, adapt(first), adapt(last)])
         while rows := cursor.fetchmany(WINDOW_FETCH_ROWS):
-            chunk = np.array(rows, dtype=np.float64)
+            # fromiter over the flattened rows: half the time np.array takes to walk a list of tuples.
+            chunk = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * len(rows[0])).reshape(
+                len(rows), -1)
             offsets = chunk[:, 1].astype(np.int64) - first_s
             on_grid = offsets % step_s == 0
             yield offsets[on_grid] // step_s, column[chunk[on_grid, 0].astype(np.int64)], chunk[on_grid, 2:]
 
 
 def _grid_block_from_frame(block: np.ndarray, ordered: list[Instrument], timeframe: str,
-                           grid: pd.DatetimeIndex) -> np.ndarray:
+                           bar_grid: BarGrid) -> np.ndarray:
     """``_grid_block`` through ``candle_closes_frame``, for a database without an epoch expression above."""
+    import pandas as pd
+
+    grid = bar_grid.index()
     frame = candle_closes_frame([i.pk for i in ordered], timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime())
     if frame.empty:
         return block
@@ -246,6 +269,8 @@ class FillBars:
 
 def fill_bars(window: PriceWindow) -> FillBars:
     """The opens, highs, lows and turnover of ``window``'s bars, in its row and column order."""
+    import pandas as pd
+
     shape = window.closes.shape
     matrices = [np.full(shape, np.nan) for _ in range(4)]
     if not shape[0] or not shape[1]:
@@ -278,6 +303,8 @@ def _candle_bars_frame(instrument_ids: list[int], timeframe: str, start: datetim
 def _candles_as_doubles(instrument_ids: list[int], timeframe: str, start: datetime, end: datetime,
                         names: list[str]) -> pd.DataFrame:
     """(instrument_id, open_time UTC, *names as floats) of the candles in [start, end], cast by the database."""
+    import pandas as pd
+
     columns = ["instrument_id", "open_time", *names]
     if not instrument_ids:
         return pd.DataFrame(columns=columns)
@@ -388,6 +415,8 @@ def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: dat
     does; turnover in quote currency per
     bar, the stored one or close x volume where none is stored (-1 marks none in the query), NaN where no bar is
     stored."""
+    import pandas as pd
+
     from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS
 
     step = pd.Timedelta(milliseconds=timeframe_ms(timeframe))
@@ -410,7 +439,7 @@ def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: dat
         f"FROM {quote(Candle._meta.db_table)} WHERE {quote('instrument_id')} IN ({', '.join(['%s'] * len(ids))}) "
         f"AND {quote('timeframe')} = %s AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
     )
-    for rows, columns, values in _grid_rows(sql, ids, timeframe, grid):
+    for rows, columns, values in _grid_rows(sql, ids, timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime()):
         for k, name in enumerate(names):
             matrices[name][rows, columns] = values[:, k]
     volume = matrices.pop("volume")

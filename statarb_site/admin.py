@@ -18,8 +18,8 @@ from django_celery_beat.models import ClockedSchedule, CrontabSchedule, Interval
 from knox.models import AuthToken
 
 from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
-from core.api import READ_API
 from core.audit import audit_record
+from core.permissions import READ_API
 from core.tokens import MAX_TOKEN_DAYS, api_token_create, api_tokens_revoke
 
 

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where candles are validated: timeframe_ms is on every command's start-up path (#18)
+    import pandas as pd
 
 TIMEFRAME_MS: dict[str, int] = {
     "1m": 60_000,
@@ -144,6 +147,8 @@ def validate_candles(
 def _numeric(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
     """The OHLCV columns as numbers (int64 ms timestamps, float64 values; a bad value becomes NaN, checked later);
     a timestamp that is not an integer of ms rejects the batch at once."""
+    import pandas as pd
+
     timestamps = pd.to_numeric(frame["timestamp"], errors="coerce")
     bad_ts = timestamps.isna() | (timestamps != timestamps.round())
     if bad_ts.any():

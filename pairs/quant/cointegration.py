@@ -62,6 +62,7 @@ Collinear pairs have ``adf_stat = -inf``, ``pvalue = 0``, ``lag = -1`` and
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -69,6 +70,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pairs.quant.forked import forked_map
+from pairs.quant.gram_factor import _MIN_PIVOT_RATIO, _cholesky, _final_statistics, _min_pivot_ratio
 from pairs.quant.mackinnon import mackinnon_critical_values, mackinnon_pvalue
 
 # statsmodels' coint() declares a pair collinear above this R^2.
@@ -79,13 +81,13 @@ COLLINEAR_R_SQUARED = 1.0 - 100.0 * np.sqrt(np.finfo(np.float64).eps)
 # cancellation between the legs, and the statistic inherits roughly
 # eps * amplification * sqrt(n); 1e5 keeps that below ~1e-9.
 _MAX_CANCELLATION_AMPLIFICATION = 1e5
-# Cholesky pivot over diagonal (= 1 - R^2 of a column on the earlier ones);
-# below this the normal equations are too ill-conditioned to trust.
-_MIN_PIVOT_RATIO = 1e-6
 
 # Pairs per vectorised block. A block's (pairs, 28, 28) Gram stacks stay in the cache at 256 (1.5 MB each for 2,000
 # bars); 2,048 spilled them and took 1.7x as long on 100 and 300 real symbols (#18; results are bit-identical).
 DEFAULT_BLOCK_SIZE = 256
+# Symbols from which the cross sums' matrix products are shared by the screen's processes (each writes its lags into
+# memory shared with the others, forked before the pairs): below it a fork costs more than the products.
+SHARED_SUMS_MIN_SYMBOLS = 400
 
 
 @dataclass(frozen=True)
@@ -222,45 +224,54 @@ class _SymbolCrossSums:
     diff_diff: np.ndarray
 
     @classmethod
-    def compute(cls, log_prices: np.ndarray, maxlag: int) -> _SymbolCrossSums:
-        n_obs = log_prices.shape[0]
+    def compute(cls, log_prices: np.ndarray, maxlag: int, *, processes: int = 1) -> _SymbolCrossSums:
+        """The sums; with ``processes`` > 1 forked processes share the matrix products (one per lag, most of the
+        time for a large universe: each writes its lags into memory shared with this process)."""
+        n_obs, n_symbols = log_prices.shape
         means = log_prices.mean(axis=0)
         # Tested on the raw values: centring a constant column need not give exact zeros.
         constant = np.ptp(log_prices, axis=0) == 0
         centred = log_prices - means
         diffs = np.diff(centred, axis=0)
-        level_full = centred.T @ centred
+        # Products 0..maxlag: diff_diff per lag; maxlag + 1: the levels' cross sums; maxlag + 2: level_diff[0].
+        products = _shared_empty((maxlag + 3, n_symbols, n_symbols), shared=processes > 1)
+
+        def multiply(first: int, stop: int) -> None:
+            for k in range(first, stop):
+                if k <= maxlag:
+                    np.matmul(diffs[k:].T, diffs[: n_obs - 1 - k], out=products[k])
+                elif k == maxlag + 1:
+                    np.matmul(centred.T, centred, out=products[k])
+                else:
+                    np.matmul(centred[: n_obs - 1].T, diffs, out=products[k])
+
+        forked_map(multiply, maxlag + 3, processes=processes)
+        diff_diff = products[: maxlag + 1]
+        level_full = products[maxlag + 1]
         level = level_full - np.outer(centred[-1], centred[-1])
-        level_diff = np.stack([centred[lag : n_obs - 1].T @ diffs[: n_obs - 1 - lag] for lag in range(maxlag + 1)])
-        diff_diff = np.stack([diffs[lag:].T @ diffs[: n_obs - 1 - lag] for lag in range(maxlag + 1)])
+        # One matrix product per lag for the level-change sums too would double the cost (the products are most of
+        # it for a large universe, #18). Since c_t = c_{t-1} + d_{t-1}, each lag follows from the one before:
+        # level_diff[j] = level_diff[j-1] + diff_diff[j-1] - c_{T-1} d_{T-1-j}' (the sums' ranges end at T-2).
+        level_diff = np.empty_like(diff_diff)
+        level_diff[0] = products[maxlag + 2]
+        for lag in range(1, maxlag + 1):
+            np.add(level_diff[lag - 1], diff_diff[lag - 1], out=level_diff[lag])
+            level_diff[lag] -= np.outer(centred[-1], diffs[n_obs - 1 - lag])
         return cls(means, constant, centred, diffs, level_full, level, level_diff, diff_diff)
+
+
+def _shared_empty(shape: tuple[int, ...], *, shared: bool) -> np.ndarray:
+    """An uninitialised float64 array; with ``shared``, in anonymous memory that forked processes write into and
+    this process sees (MAP_SHARED)."""
+    if not shared:
+        return np.empty(shape)
+    size = int(np.prod(shape)) * 8
+    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=np.float64, count=int(np.prod(shape))).reshape(shape)
 
 
 def _pair_form(sums: np.ndarray, y: np.ndarray, x: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """sum (u_y - beta u_x)(v_y - beta v_x) from symbol sums[..., a, b] = sum u_a v_b."""
     return sums[..., y, y] - beta * (sums[..., y, x] + sums[..., x, y]) + beta**2 * sums[..., x, x]
-
-
-def _cholesky(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Batched lower Cholesky factors and a mask of the matrices that factorised."""
-    try:
-        return np.linalg.cholesky(matrices), np.ones(len(matrices), dtype=bool)
-    except np.linalg.LinAlgError:
-        # numpy fails the whole stack for one bad matrix; find which (rare path).
-        factors = np.empty_like(matrices)
-        ok = np.ones(len(matrices), dtype=bool)
-        for i, matrix in enumerate(matrices):
-            try:
-                factors[i] = np.linalg.cholesky(matrix)
-            except np.linalg.LinAlgError:
-                factors[i] = np.eye(matrix.shape[0])
-                ok[i] = False
-        return factors, ok
-
-
-def _min_pivot_ratio(factors: np.ndarray, matrices: np.ndarray) -> np.ndarray:
-    diagonal = np.arange(matrices.shape[-1])
-    return np.min(factors[:, diagonal, diagonal] ** 2 / matrices[:, diagonal, diagonal], axis=1)
 
 
 class _BlockResult(NamedTuple):
@@ -330,7 +341,8 @@ def _screen_block(sums: _SymbolCrossSums, y: np.ndarray, x: np.ndarray, maxlag: 
     common[:, 0, 0] = level_level
     common[:, 0, 1:] = level_diff.T[:, search_lags]
     common[:, 1:, 0] = common[:, 0, 1:]
-    common[:, 1:, 1:] = diff_autocross.T[:, lag_distance]
+    common[:, 1:, 1:] = np.ascontiguousarray(diff_autocross.T).take(lag_distance.ravel(), axis=1).reshape(
+        n_pairs, size - 1, size - 1)
     head, tail = _edge_rows(sums, y, x, beta_safe, maxlag)
     common[:, 1 : maxlag + 1, 1 : maxlag + 1] -= tail.transpose(0, 2, 1) @ tail
 
@@ -351,24 +363,8 @@ def _screen_block(sums: _SymbolCrossSums, y: np.ndarray, x: np.ndarray, maxlag: 
     aic = -2 * llf + 2 * np.arange(1, maxlag + 2)
     lag = np.argmin(aic, axis=1)
 
-    # Refit the chosen lag on its own sample t = lag..T-2: only head rows t < lag are left out.
-    before_final_sample = np.arange(maxlag)[None, :] < lag[:, None]
-    final_gram = common - (head * before_final_sample[:, :, None]).transpose(0, 2, 1) @ head
-    # Decouple the lag columns beyond the chosen lag: zero off-diagonal, unit diagonal.
-    unused = np.zeros((n_pairs, size), dtype=bool)
-    unused[:, 1 : maxlag + 1] = search_lags[None, :-1] > lag[:, None]
-    final_gram[unused[:, :, None] | unused[:, None, :]] = 0.0
-    diagonal = np.arange(size)
-    final_gram[:, diagonal, diagonal] = np.where(unused, 1.0, final_gram[:, diagonal, diagonal])
-    # Order [d_{t-1}, ..., d_{t-maxlag}, e_t, d_t] puts e_t last among the regressors,
-    # so its t-value is (factor[target, e_t]) / sigma.
-    final_order = np.r_[1 : maxlag + 1, 0, maxlag + 1]
-    final_gram = final_gram[:, final_order[:, None], final_order[None, :]]  # one gather, not two copies
-    final_gram[~testable] = np.eye(size)
-    final_factor, final_ok = _cholesky(final_gram)
+    adf_stat, final_ok, final_pivot_ok = _final_statistics(common, head, lag, testable, maxlag, n_obs)
     nobs = n_obs - 1 - lag
-    sigma = final_factor[:, -1, -1] / np.sqrt(nobs - lag - 1)
-    adf_stat = final_factor[:, -1, -2] / sigma
 
     with np.errstate(divide="ignore", invalid="ignore"):
         amplification = np.maximum(
@@ -380,7 +376,7 @@ def _screen_block(sums: _SymbolCrossSums, y: np.ndarray, x: np.ndarray, maxlag: 
         & final_ok
         & (amplification < _MAX_CANCELLATION_AMPLIFICATION)
         & (_min_pivot_ratio(search_factor, search_gram) > _MIN_PIVOT_RATIO)
-        & (_min_pivot_ratio(final_factor, final_gram) > _MIN_PIVOT_RATIO)
+        & final_pivot_ok
         & np.isfinite(adf_stat)
     )
 
@@ -438,8 +434,8 @@ def engle_granger_batch(
         need ``2 (maxlag + 1) N^2 * 8`` bytes on top (about 110 MB for 500
         symbols and 2,000 bars).
     processes:
-        Forked processes that share the pairs after the cross sums are computed (``pairs.quant.forked``); the
-        results are bit-identical to one process's.
+        Forked processes that share the cross sums' matrix products (from ``SHARED_SUMS_MIN_SYMBOLS`` symbols),
+        then the pairs (``pairs.quant.forked``); the results are bit-identical to one process's.
     """
     log_prices = np.asarray(log_prices, dtype=np.float64)
     if log_prices.ndim != 2:
@@ -459,7 +455,8 @@ def engle_granger_batch(
     # Only the symbols that occur in some pair enter the N^2 cross sums.
     used_symbols, local_pairs = np.unique(pairs, return_inverse=True)
     local_pairs = local_pairs.reshape(-1, 2)
-    sums = _SymbolCrossSums.compute(log_prices[:, used_symbols], maxlag)
+    sums = _SymbolCrossSums.compute(log_prices[:, used_symbols], maxlag,
+                                    processes=processes if len(used_symbols) >= SHARED_SUMS_MIN_SYMBOLS else 1)
 
     screen_range = partial(_screen_range, sums, log_prices, pairs, local_pairs, maxlag, block_size)
     parts = forked_map(screen_range, len(pairs), processes=processes)

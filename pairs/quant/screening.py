@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from pairs.quant.cointegration import all_ordered_pairs, engle_granger_batch
+from pairs.quant.forked import forked_map
 from pairs.quant.johansen import johansen_test
 from pairs.quant.multiple_testing import benjamini_hochberg
 from pairs.quant.spread import LN_2, hurst_exponent, mean_crossings
@@ -180,14 +181,40 @@ def screen(
 
 def add_series_statistics(result: ScreenResult, log_prices: np.ndarray, selected: np.ndarray) -> None:
     """Fill in the Hurst exponent and mean crossings of the ``selected`` directions (indices into ``result``)."""
+    result.hurst[selected], result.mean_crossings[selected] = _series_statistics(result, log_prices, selected)
+
+
+def _series_statistics(result: ScreenResult, log_prices: np.ndarray, selected: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(Hurst exponents, mean crossings) of the ``selected`` directions' spreads, in blocks of SERIES_BLOCK_PAIRS."""
+    hurst, crossings = np.full(len(selected), np.nan), np.full(len(selected), -1, dtype=np.int64)
     y, x = result.y_index, result.x_index
     for start in range(0, len(selected), SERIES_BLOCK_PAIRS):
         block = selected[start : start + SERIES_BLOCK_PAIRS]
         spreads = (log_prices[:, y[block]] - result.intercept[block]) - result.hedge_ratio[block] * log_prices[
             :, x[block]
         ]
-        result.hurst[block] = hurst_exponent(spreads)
-        result.mean_crossings[block] = mean_crossings(spreads)
+        hurst[start : start + len(block)] = hurst_exponent(spreads)
+        crossings[start : start + len(block)] = mean_crossings(spreads)
+    return hurst, crossings
+
+
+def series_and_confirmations(
+    result: ScreenResult, log_prices: np.ndarray, series: np.ndarray, confirm: np.ndarray, *, holdout_bars: int,
+    max_pvalue: float, processes: int = 1,
+) -> dict[int, Confirmation]:
+    """``add_series_statistics(result, log_prices, series)`` and ``confirm_candidates`` of the ``confirm``
+    directions (returned), side by side in two forked processes when ``processes`` > 1 (``pairs.quant.forked``).
+    Each is the very call one process makes (a split of either would change the grouping of its batched sums and
+    the last bits of the results with the number of processes)."""
+    from pairs.quant.confirmation import confirm_candidates  # confirmation imports this module's Confirmation
+
+    jobs = (lambda: _series_statistics(result, log_prices, series),
+            lambda: confirm_candidates(result, log_prices, confirm, holdout_bars=holdout_bars, max_pvalue=max_pvalue))
+    done = forked_map(lambda first, stop: [job() for job in jobs[first:stop]], len(jobs), processes=processes)
+    (hurst, crossings), confirmations = (output for outputs in done for output in outputs)
+    result.hurst[series], result.mean_crossings[series] = hurst, crossings
+    return confirmations
 
 
 def preferred_directions(result: ScreenResult) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS
+from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS, BarGrid
 from pairs.models import Instrument, StrategyConfig
 from pairs.selectors import price_window, universe_instruments
 from pairs.services.market_data import candles_import_directory, candles_upsert
@@ -226,7 +226,8 @@ def test_window_streams_in_chunks_places_bars_by_time_and_skips_bars_off_the_gri
             expected[hour, column] = float(close)
     CandleFactory(instrument=instruments[1], open_time=(utc_hour(10) + pd.Timedelta(minutes=30)).to_pydatetime(),
                   close=Decimal("999"))
-    grid = pd.date_range(utc_hour(0), utc_hour(29), freq="h")
+    grid = BarGrid.ending(utc_hour(29).to_pydatetime(), step_s=3600, bars=30)
+    assert grid.index().equals(pd.date_range(utc_hour(0), utc_hour(29), freq="h"))
     ordered = sorted(instruments, key=lambda i: i.symbol)
     monkeypatch.setattr(selectors, "WINDOW_FETCH_ROWS", 7)
 
@@ -267,3 +268,5 @@ def test_candle_bounds_per_instrument_seeks_equal_the_plain_aggregate():
     plain = Candle.objects.filter(instrument__exchange="bybit", timeframe="1h").aggregate(Min("open_time"),
                                                                                          Max("open_time"))
     assert candle_bounds(exchange="bybit", timeframe="1h") == (plain["open_time__min"], plain["open_time__max"])
+
+

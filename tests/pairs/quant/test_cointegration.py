@@ -381,3 +381,25 @@ def test_forked_processes_give_the_single_process_results(real_log_prices):
         forked = engle_granger_batch(prices, pairs, block_size=41, processes=processes)
         for name in ("y_index", "x_index", "hedge_ratio", "intercept", "adf_stat", "lag", "nobs", "pvalue"):
             np.testing.assert_array_equal(getattr(forked, name), getattr(single, name), err_msg=name)
+
+
+def test_cross_sums_shared_by_forked_processes_and_the_lag_recurrence(real_log_prices, monkeypatch):
+    """The level-change sums follow from the lag before (level_diff[j] = level_diff[j-1] + diff_diff[j-1] - an
+    outer product) within rounding of one matrix product per lag; forked processes writing the products into shared
+    memory give one process's sums bit for bit, and the screen on top of them its results."""
+    prices = real_log_prices[:, :20]
+    maxlag = default_maxlag(len(prices))
+    single = cointegration._SymbolCrossSums.compute(prices, maxlag)
+    centred, diffs, n_obs = single.centred, single.diffs, len(prices)
+    direct = np.stack([centred[lag : n_obs - 1].T @ diffs[: n_obs - 1 - lag] for lag in range(maxlag + 1)])
+    np.testing.assert_allclose(single.level_diff, direct, rtol=0, atol=1e-13 * np.abs(direct).max())
+    for processes in (2, 3):
+        shared = cointegration._SymbolCrossSums.compute(prices, maxlag, processes=processes)
+        for name in ("level_full", "level", "level_diff", "diff_diff"):
+            np.testing.assert_array_equal(getattr(shared, name), getattr(single, name), err_msg=name)
+    monkeypatch.setattr(cointegration, "SHARED_SUMS_MIN_SYMBOLS", 2)
+    pairs = all_ordered_pairs(prices.shape[1])
+    forked = engle_granger_batch(prices, pairs, processes=2)
+    alone = engle_granger_batch(prices, pairs)
+    np.testing.assert_array_equal(forked.pvalue, alone.pvalue)
+    np.testing.assert_array_equal(forked.lag, alone.lag)
