@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +15,7 @@ from pairs.marketdata.grid import BarGrid, PriceWindow, empty_window, grid_windo
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairStatistics, StrategyConfig
 from pairs.quant.walkforward import MS_PER_DAY, TURNOVER_DAYS
+from pairs.window_reads import EPOCH_SECONDS_SQL, grid_block, grid_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,11 +113,12 @@ def candle_closes_frame(instrument_ids: list[int], timeframe: str, start: dateti
 
 def price_window(
     *, instruments: list[Instrument], timeframe: str, bars: int, end: datetime | None = None,
-    min_history_bars: int | None = None,
+    min_history_bars: int | None = None, processes: int = 1,
 ) -> PriceWindow:
     """The last ``bars`` bars (ending at ``end``, default the newest stored bar of the universe) on the regular grid
     of ``timeframe``, after the grid rules of ``pairs.marketdata.grid`` (forward fill of short gaps, exclusions);
-    with ``min_history_bars``, a symbol with fewer bars of history up to the window's end is left out too."""
+    with ``min_history_bars``, a symbol with fewer bars of history up to the window's end is left out too.
+    ``processes``: forked processes sharing the read of the closes (``window_reads.grid_block``)."""
     step = timedelta(milliseconds=timeframe_ms(timeframe))
     by_id = {i.pk: i for i in instruments}
     candles = Candle.objects.filter(instrument_id__in=list(by_id), timeframe=timeframe)
@@ -129,7 +129,7 @@ def price_window(
     # Built without pandas (a screening never needs the DatetimeIndex; ``PriceWindow.times`` makes it on demand).
     grid = BarGrid.ending(end, step_s=int(step.total_seconds()), bars=bars)
     ordered = sorted(instruments, key=lambda i: i.symbol)
-    block = _grid_block(ordered, timeframe, grid)
+    block = grid_block(ordered, timeframe, grid, processes=processes)
     # A bar at the window's start already proves `bars` of history; more than that is checked on the first bar.
     short = None
     if min_history_bars and min_history_bars > bars:
@@ -176,86 +176,6 @@ def _newest_open_time(instrument_ids: list[int], timeframe: str) -> datetime | N
     if not instrument_ids:
         return None
     return max(newest_open_times(timeframe=timeframe, instrument_ids=instrument_ids).values(), default=None)
-
-
-# Rows per fetch while the window streams into its matrix: bounded memory (~5 MB of row tuples at a time) whatever
-# the universe, few enough round trips that the fetch calls cost nothing beside the rows.
-WINDOW_FETCH_ROWS = 50_000
-# Seconds since 1970 of a stored open_time, computed by the database: an integer per row instead of a datetime (or
-# a text the client parses). Both databases keep open_time as naive UTC.
-_EPOCH_SECONDS_SQL = {
-    # unixepoch() (SQLite 3.38+) parses the stored text in half strftime's time: a tenth of the window's read.
-    "sqlite": "unixepoch({column})" if sqlite3.sqlite_version_info >= (3, 38) else
-              "CAST(strftime('%%s', {column}) AS INTEGER)",
-    # TO_SECONDS counts from year 0 (62167219200 s before 1970); it costs the server less than TIMESTAMPDIFF.
-    "mysql": "(TO_SECONDS({column}) - 62167219200)",
-}
-
-
-def _grid_block(ordered: list[Instrument], timeframe: str, grid: BarGrid) -> np.ndarray:
-    """(bars x instruments) closes on ``grid``, NaN where no bar is stored; a bar off the grid is not placed.
-
-    One streamed query in this process. (A read shared by forked processes, each on a connection of its own, was
-    tried for #18 and removed: in the MariaDB suite a forked reader hung waiting on its connection, and its gain was
-    not shown on a busy machine.)"""
-    if not ordered:
-        return np.full((len(grid), 0), np.nan)
-    if connection.vendor not in _EPOCH_SECONDS_SQL:
-        return _grid_block_from_frame(np.full((len(grid), len(ordered)), np.nan), ordered, timeframe, grid)
-    return _grid_columns(ordered, timeframe, grid, 0, len(ordered))
-
-
-def _grid_columns(ordered: list[Instrument], timeframe: str, grid: BarGrid, start: int, stop: int) -> np.ndarray:
-    """The columns ``start``..``stop - 1`` of ``_grid_block``, in one streamed query."""
-    block = np.full((len(grid), stop - start), np.nan)
-    quote = connection.ops.quote_name
-    ids = [i.pk for i in ordered[start:stop]]
-    sql = (
-        f"SELECT {quote('instrument_id')}, {_EPOCH_SECONDS_SQL[connection.vendor].format(column=quote('open_time'))}, "  # noqa: S608
-        f"CAST({quote('close')} AS DOUBLE) FROM {quote(Candle._meta.db_table)} "
-        f"WHERE {quote('instrument_id')} IN ({', '.join(['%s'] * len(ids))}) AND {quote('timeframe')} = %s "
-        f"AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
-    )
-    for rows, columns, values in _grid_rows(sql, ids, timeframe, grid.time(0), grid.time(-1)):
-        block[rows, columns] = values[:, 0]
-    return block
-
-
-def _grid_rows(sql: str, ids: list[int], timeframe: str, first: datetime, last: datetime):
-    """Stream ``sql`` (instrument_id, epoch seconds, values...; parameters: ``ids``, timeframe, the grid's ``first``
-    and ``last`` open times, aware) in chunks, as (grid rows, columns in ``ids``' order, values) of the bars that lie
-    on the grid."""
-    column = np.full(max(ids) + 1, -1, dtype=np.int64)
-    column[ids] = np.arange(len(ids))
-    first_s, step_s = int(first.timestamp()), timeframe_ms(timeframe) // 1000
-    adapt = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*ids, timeframe, adapt(first), adapt(last)])
-        while rows := cursor.fetchmany(WINDOW_FETCH_ROWS):
-            # fromiter over the flattened rows: half the time np.array takes to walk a list of tuples.
-            chunk = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * len(rows[0])).reshape(
-                len(rows), -1)
-            offsets = chunk[:, 1].astype(np.int64) - first_s
-            on_grid = offsets % step_s == 0
-            yield offsets[on_grid] // step_s, column[chunk[on_grid, 0].astype(np.int64)], chunk[on_grid, 2:]
-
-
-def _grid_block_from_frame(block: np.ndarray, ordered: list[Instrument], timeframe: str,
-                           bar_grid: BarGrid) -> np.ndarray:
-    """``_grid_block`` through ``candle_closes_frame``, for a database without an epoch expression above."""
-    import pandas as pd
-
-    grid = bar_grid.index()
-    frame = candle_closes_frame([i.pk for i in ordered], timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime())
-    if frame.empty:
-        return block
-    first_ns, step_ns = int(grid.as_unit("ns").asi8[0]), int(timeframe_ms(timeframe)) * 1_000_000
-    offsets = pd.DatetimeIndex(frame["open_time"]).as_unit("ns").asi8 - first_ns
-    on_grid = offsets % step_ns == 0
-    column = {i.pk: k for k, i in enumerate(ordered)}
-    columns = frame["instrument_id"].map(column).to_numpy()
-    block[(offsets[on_grid] // step_ns), columns[on_grid]] = frame["close"].to_numpy(dtype=float)[on_grid]
-    return block
 
 
 @dataclass(frozen=True)
@@ -431,8 +351,8 @@ def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: dat
         return grid, matrices
     quote = connection.ops.quote_name
     ids = [i.pk for i in instruments]
-    if connection.vendor in _EPOCH_SECONDS_SQL:
-        seconds = _EPOCH_SECONDS_SQL[connection.vendor].format(column=quote("open_time"))
+    if connection.vendor in EPOCH_SECONDS_SQL:
+        seconds = EPOCH_SECONDS_SQL[connection.vendor].format(column=quote("open_time"))
     else:  # pragma: no cover - both supported databases have an expression above
         raise NotImplementedError(f"candle_matrices: no epoch expression for {connection.vendor}")
     sql = (
@@ -442,7 +362,7 @@ def candle_matrices(*, instruments: list[Instrument], timeframe: str, start: dat
         f"FROM {quote(Candle._meta.db_table)} WHERE {quote('instrument_id')} IN ({', '.join(['%s'] * len(ids))}) "
         f"AND {quote('timeframe')} = %s AND {quote('open_time')} >= %s AND {quote('open_time')} <= %s"
     )
-    for rows, columns, values in _grid_rows(sql, ids, timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime()):
+    for rows, columns, values in grid_rows(sql, ids, timeframe, grid[0].to_pydatetime(), grid[-1].to_pydatetime()):
         for k, name in enumerate(names):
             matrices[name][rows, columns] = values[:, k]
     volume = matrices.pop("volume")

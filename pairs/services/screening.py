@@ -82,7 +82,7 @@ def formation_window(
     if symbols:
         instruments = [i for i in instruments if i.symbol in set(symbols)]
     window = price_window(instruments=instruments, timeframe=config.timeframe, bars=lookback, end=formation_end,
-                          min_history_bars=config.min_history_bars)
+                          min_history_bars=config.min_history_bars, processes=screen_processes())
     if len(window.symbols) < 2:
         raise ScreeningError(
             f"only {len(window.symbols)} symbol(s) with {max(lookback, config.min_history_bars)} bars of "

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS, BarGrid
+from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS
 from pairs.models import Instrument, StrategyConfig
 from pairs.selectors import price_window, universe_instruments
 from pairs.services.market_data import candles_import_directory, candles_upsert
@@ -206,40 +206,6 @@ def test_real_window_of_2000_bars(shared_candles_dir):
             assert window.closes[row, column] == csv.loc[ts_ms], (symbol, window.times[row])
     btc = window.closes[:, REAL_FULL.index("BTCUSDT")]
     assert btc[-1] == 31723.09
-
-
-def test_window_streams_in_chunks_places_bars_by_time_and_skips_bars_off_the_grid(monkeypatch):
-    """The window is read in chunks of WINDOW_FETCH_ROWS rows; each close lands on its bar and instrument, a bar
-    stored off the grid is not placed, and the result equals the same read through candle_closes_frame."""
-    from pairs import selectors
-    from tests.factories import CandleFactory
-
-    rng = np.random.default_rng(3)
-    instruments = [InstrumentFactory(symbol=f"S{k}USDT", base=f"S{k}", exchange="bybit") for k in range(4)]
-    expected = np.full((30, 4), np.nan)
-    for column, instrument in enumerate(instruments):
-        for hour in range(30):
-            if (hour + column) % 7 == 3:
-                continue  # a missing bar: NaN on the grid, forward-filled by the window's rules
-            close = Decimal(str(round(float(rng.uniform(1, 100)), 6)))
-            CandleFactory(instrument=instrument, open_time=utc_hour(hour).to_pydatetime(), close=close)
-            expected[hour, column] = float(close)
-    CandleFactory(instrument=instruments[1], open_time=(utc_hour(10) + pd.Timedelta(minutes=30)).to_pydatetime(),
-                  close=Decimal("999"))
-    grid = BarGrid.ending(utc_hour(29).to_pydatetime(), step_s=3600, bars=30)
-    assert grid.index().equals(pd.date_range(utc_hour(0), utc_hour(29), freq="h"))
-    ordered = sorted(instruments, key=lambda i: i.symbol)
-    monkeypatch.setattr(selectors, "WINDOW_FETCH_ROWS", 7)
-
-    streamed = selectors._grid_block(ordered, "1h", grid)
-
-    np.testing.assert_array_equal(streamed, expected)
-    through_frame = selectors._grid_block_from_frame(np.full((30, 4), np.nan), ordered, "1h", grid)
-    np.testing.assert_array_equal(streamed, through_frame)
-    window = price_window(instruments=instruments, timeframe="1h", bars=30)
-    assert window.symbols == ["S0USDT", "S1USDT", "S2USDT"]  # S3 misses the first bar
-    assert window.excluded["S3USDT"].startswith("short history") and window.filled_bars
-    assert not np.isnan(window.closes).any() and 999.0 not in window.closes
 
 
 def test_candle_bounds_per_instrument_seeks_equal_the_plain_aggregate():
