@@ -9,6 +9,9 @@ def main() -> None:
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)
+    from core.commands import exit_if_teardown_skipped
+
+    exit_if_teardown_skipped()  # a batch command may end here, without the interpreter's teardown
 
 
 if __name__ == "__main__":

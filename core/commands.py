@@ -85,3 +85,37 @@ def user_named(username: str, *, permission: str | None = None, active: bool = T
         raise CommandError(f"user {username!r} lacks the permission {permission} (give them a role: manage.py "
                            f"setup_roles, then add them to a group in the admin)")
     return user
+
+
+# Set by a command that asks to end its process without the interpreter's teardown (see end_without_teardown).
+_end_without_teardown = False
+
+
+def end_without_teardown() -> None:
+    """Ask ``manage.py`` to end this process, once the command has returned successfully, without the interpreter's
+    teardown: the exit handlers run (logging flushes its handlers), the database connections are closed and the
+    output flushed, and the process ends, skipping the freeing of every module's objects one by one (0.13 s of the
+    1.0 s ``select_pairs`` takes on 100 symbols, #18). Only ``manage.py`` acts on it: a command called in-process
+    (``call_command``, tests, workers) is unaffected."""
+    global _end_without_teardown
+    _end_without_teardown = True
+
+
+def exit_if_teardown_skipped() -> None:
+    """Called by ``manage.py`` after the command returned: end the process now if the command asked for it and no
+    thread of its own is still running (the normal exit would wait for such a thread; then it takes that path)."""
+    import atexit
+    import sys
+    import threading
+
+    if not _end_without_teardown:
+        return
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()  # what the interpreter would run first: logging.shutdown, weakref finalizers, tqdm
+    from django.db import connections
+
+    connections.close_all()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)

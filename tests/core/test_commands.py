@@ -94,3 +94,41 @@ def test_finite_number_refuses_nan_infinite_and_out_of_range(value):
 def test_finite_number_takes_the_limits():
     assert finite_number("--days", 0.0, minimum=0, maximum=10) == 0.0
     assert finite_number("--days", 10.0, minimum=0, maximum=10) == 10.0
+
+
+_EXIT_SCRIPT = """
+import atexit, os, sys, threading, time
+sys.path.insert(0, {root!r})
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "statarb_site.settings.test")
+import django
+django.setup()
+from core import commands
+atexit.register(lambda: open({marker!r}, "a").write("exit handlers ran"))
+if {with_thread}:
+    threading.Thread(target=time.sleep, args=(0.5,)).start()
+if {asked}:
+    commands.end_without_teardown()
+print("the command's output", end="")  # no newline: only a flush writes it to a pipe
+commands.exit_if_teardown_skipped()
+open({marker!r}, "a").write("teardown path, ")
+"""
+
+
+@pytest.mark.parametrize(("asked", "with_thread", "expected"), [
+    (True, False, "exit handlers ran"),  # ended at once: the lines after the call never ran
+    (False, False, "teardown path, exit handlers ran"),  # not asked: the normal path
+    (True, True, "teardown path, exit handlers ran"),  # a thread of its own still runs: the normal path waits
+])
+def test_a_command_that_asks_ends_without_teardown_after_its_exit_handlers(tmp_path, asked, with_thread, expected):
+    import subprocess
+    import sys
+
+    marker = tmp_path / "marker"
+    script = _EXIT_SCRIPT.format(root=str(Path(__file__).resolve().parents[2]), marker=str(marker), asked=asked,
+                                 with_thread=with_thread)
+    env = {**os.environ, "STATARB_VAR_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "the command's output"
+    assert marker.read_text() == expected

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from core.commands import output_write, writable_output_path
+from core.commands import end_without_teardown, output_write, writable_output_path
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
 from pairs.selectors import candle_bounds
@@ -62,6 +62,7 @@ class Command(BaseCommand):
         if json_path:
             output_write("--json", json_path, json.dumps(outcome.as_json(), indent=1))
             self.stdout.write(f"wrote {json_path}")
+        end_without_teardown()  # all is stored and written: the interpreter's teardown would only add latency
 
 
 def _check_lookback(config: StrategyConfig, lookback: int) -> None:
