@@ -18,7 +18,9 @@ TIMEFRAME = "1h"
 HOUR_MS = 3_600_000
 LOOKBACK_BARS = 2000
 DERIVED_SHIFT_BARS = 500
-DERIVED_KEEP_BARS = 2100
+# lookback + validation_bars (the formation window ends 500 bars before the newest since #17) + 100 bars of margin:
+# with fewer, every derived symbol was left out as short of history and the benchmark screened the real ones only.
+DERIVED_KEEP_BARS = 2600
 RUN_TIMEOUT_SECONDS = 600
 CEILING_PAIRS = 40_000
 

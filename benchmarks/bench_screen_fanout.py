@@ -24,10 +24,10 @@ Universe (about 400 symbols, ``--symbols``): the real hourly Binance candles in
 ../shared/data/binance-usdt-1h-2021, imported in place with ``candles_import_directory`` (126 files, 119 of them
 have the 2,000 bars of history the window needs), plus derived symbols. Derived symbol ``<BASE>S<k*500>USDT`` is a
 full-history real symbol shifted forward in time by k*500 hours: its candle at hour t is the real candle of hour
-t - k*500 (k = 1, 2, 3, ..., every full-history symbol for k = 1 first, then k = 2, ...). Only its last 2,100 bars
-are written. Each is a real price path of an earlier period on the current clock, so every derived series is
-distinct from the real ones and from each other (a 500-hour shift of one symbol against itself is not the same
-series). Strategy configuration: the defaults, lookback 2,000 bars, on the benchmark's exchange id ``benchfanout``.
+t - k*500 (k = 1, 2, 3, ..., every full-history symbol for k = 1 first, then k = 2, ...). Only its last 2,600
+bars are written (lookback + validation_bars + 100: the formation window ends 500 bars before the newest). Each is
+a real price path of an earlier period on the current clock, so every derived series is distinct from the real ones
+and from each other (a 500-hour shift of one symbol against itself is not the same series). Strategy configuration: the defaults, lookback 2,000 bars, on the benchmark's exchange id ``benchfanout``.
 
 Every run starts from no pairs (pairs and their tests are deleted before each run, outside the timing), so each run
 creates the same candidates. Block size: STATARB_SCREEN_BLOCK_PAIRS (``--block-pairs``, default 10,000 directions).
