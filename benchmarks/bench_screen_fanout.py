@@ -27,7 +27,8 @@ full-history real symbol shifted forward in time by k*500 hours: its candle at h
 t - k*500 (k = 1, 2, 3, ..., every full-history symbol for k = 1 first, then k = 2, ...). Only its last 2,600
 bars are written (lookback + validation_bars + 100: the formation window ends 500 bars before the newest). Each is
 a real price path of an earlier period on the current clock, so every derived series is distinct from the real ones
-and from each other (a 500-hour shift of one symbol against itself is not the same series). Strategy configuration: the defaults, lookback 2,000 bars, on the benchmark's exchange id ``benchfanout``.
+and from each other (a 500-hour shift of one symbol against itself is not the same series). Strategy
+configuration: the defaults, lookback 2,000 bars, on the benchmark's exchange id ``benchfanout``.
 
 Every run starts from no pairs (pairs and their tests are deleted before each run, outside the timing), so each run
 creates the same candidates. Block size: STATARB_SCREEN_BLOCK_PAIRS (``--block-pairs``, default 10,000 directions).
