@@ -95,8 +95,9 @@ def end_without_teardown() -> None:
     """Ask ``manage.py`` to end this process, once the command has returned successfully, without the interpreter's
     teardown: the exit handlers run (logging flushes its handlers), the database connections are closed and the
     output flushed, and the process ends, skipping the freeing of every module's objects one by one (0.13 s of the
-    1.0 s ``select_pairs`` takes on 100 symbols, #18). Only ``manage.py`` acts on it: a command called in-process
-    (``call_command``, tests, workers) is unaffected."""
+    1.0 s ``select_pairs`` takes on 100 symbols, #18). Only ``manage.py`` acts on it, after its command returned: a
+    command called in-process by tests or workers is unaffected, and a command that ``manage.py`` started and that
+    calls this one (``demo_pipeline``) ends the same way once it has returned successfully itself."""
     global _end_without_teardown
     _end_without_teardown = True
 

@@ -44,10 +44,10 @@ def forked_map(task: Callable[[int, int], Result], n_items: int, *, processes: i
     if len(ranges) == 1 or not hasattr(os, "fork"):
         return [task(start, stop) for start, stop in ranges]
     children = [_start_child(task, start, stop) for start, stop in ranges]
-    outcomes = [_collect(pid, read_end) for pid, read_end in children]
-    failures = [detail for ok, detail in outcomes if not ok]
-    if failures:
-        raise ForkedTaskError(failures[0])
+    outcomes = [_collect(pid, read_end) for pid, read_end in children]  # every child reaped before any raise
+    for ok, value in outcomes:
+        if not ok:
+            raise ForkedTaskError(value)
     return [value for _, value in outcomes]
 
 
