@@ -36,8 +36,9 @@ Workers and the other child processes run with one BLAS thread (OPENBLAS/OMP/MKL
 fanned-out runs come from the worker's own log (INFO: task received / succeeded in N s).
 
 The machine matters: with 2 cores a speed-up close to 2x is the best to expect, less by the serial parts (the
-``screen_pairs`` task loading the window and dispatching the blocks, each worker process loading the window for
-its first block, the merge with the out-of-sample confirmations and the writes) and by other load.
+``screen_pairs`` task loading the window and dispatching the blocks, the merge with the out-of-sample
+confirmations and the writes; each worker process takes the window the dispatching task left in Redis, and the
+blocks' results go to Redis with only their keys through the chord: ``pairs.services.fanout``) and by other load.
 """
 
 from __future__ import annotations

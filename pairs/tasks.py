@@ -8,18 +8,22 @@ import numpy as np
 from celery import chord, group, shared_task
 from django.conf import settings
 
+from core.threads import available_cores
 from exchanges.factory import market_data_exchange
 from pairs.models import CointegrationRun, StrategyConfig
-from pairs.quant.screening import ScreenResult
 from pairs.selectors import universe_instruments
+from pairs.services.fanout import FanoutStoreError, block_result_share, run_discard, shared_window, window_share
+from pairs.services.fanout import block_results as stored_block_results
 from pairs.services.market_data import candles_fetch, universe_refresh
 from pairs.services.screening import (
     run_window,
     screening_block,
-    screening_blocks,
     screening_run,
+    screening_run_failed,
     screening_run_finish,
     screening_run_start,
+    screening_tile_pairs,
+    screening_tiles,
 )
 
 
@@ -51,40 +55,53 @@ def screen_pairs(self, lookback_bars: int | None = None) -> dict:
     if not settings.STATARB_SCREEN_FANOUT:
         outcome = screening_run(config=config, lookback_bars=lookback_bars)
         return {"run_id": outcome.run.pk, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}
-    run, window = screening_run_start(config=config, lookback_bars=lookback_bars)
+    # The read before the blocks exist: every core of this machine is free for it (``read_processes``).
+    run, window = screening_run_start(config=config, lookback_bars=lookback_bars, read_processes=available_cores())
     _window_cache.clear()
     _window_cache[run.pk] = window  # the run's window as its blocks would rebuild it (run_window checks the ids)
-    blocks = screening_blocks(window, block_pairs=settings.STATARB_SCREEN_BLOCK_PAIRS)
-    header = group(screen_pairs_block.s(run.pk, block.tolist()) for block in blocks)
+    window_share(run.pk, window)  # and for the other workers' processes, when there is Redis to keep it
+    # Each block's message names its tile of symbol groups, not its thousands of pairs.
+    tiles = screening_tiles(window, block_pairs=settings.STATARB_SCREEN_BLOCK_PAIRS)
+    header = group(screen_pairs_block.s(run.pk, None, index, tile) for index, tile in enumerate(tiles))
     return self.replace(chord(header, screen_pairs_merge.s(run.pk, time.time())))
 
 
 # The last run's window, per worker process: every block of a run reads the same candles, so a worker loads
-# them once instead of once per block.
+# them once instead of once per block (from the dispatching task's copy in Redis when it is there).
 _window_cache: dict[int, object] = {}
 
 
 def _cached_run_window(run: CointegrationRun):
     if run.pk not in _window_cache:
         _window_cache.clear()
-        _window_cache[run.pk] = run_window(run)
+        _window_cache[run.pk] = shared_window(run.pk, run.parameters["instrument_ids"]) or run_window(run)
     return _window_cache[run.pk]
 
 
 # Pure computation over data that doesn't change: safe to run again after a lost worker.
 @shared_task(acks_late=True, soft_time_limit=20 * 60, time_limit=25 * 60)
-def screen_pairs_block(run_id: int, pairs: list[list[int]]) -> dict:
+def screen_pairs_block(run_id: int, pairs: list[list[int]] | None, index: int | None = None,
+                       tile: list[int] | None = None) -> dict:
+    """Screen the block given by its ``pairs`` or its ``tile`` (``screening_tiles``); returns its result, or with
+    an ``index`` a reference to it where Redis keeps it (``pairs.services.fanout``)."""
     run = CointegrationRun.objects.get(pk=run_id)
     window = _cached_run_window(run)
-    result = screening_block(window, np.asarray(pairs, dtype=np.int64))
-    return result.to_columns()
+    block = screening_tile_pairs(window, tile) if tile is not None else np.asarray(pairs, dtype=np.int64)
+    result = screening_block(window, block)
+    return result.to_columns() if index is None else block_result_share(run_id, index, result)
 
 
 @shared_task(soft_time_limit=20 * 60, time_limit=25 * 60)
 def screen_pairs_merge(block_results: list[dict], run_id: int, started_at: float) -> dict:
     run = CointegrationRun.objects.get(pk=run_id)
-    parts = [ScreenResult.from_columns(columns) for columns in block_results]
+    try:
+        parts = stored_block_results(block_results)
+    except FanoutStoreError as exc:
+        screening_run_failed(run_id, exc)
+        raise
     # The merge usually lands on a worker that screened blocks of this run: its window is loaded already.
-    outcome = screening_run_finish(run=run, window=_cached_run_window(run), parts=parts)
+    # The last step of the run: this machine's cores are free for its confirmations.
+    outcome = screening_run_finish(run=run, window=_cached_run_window(run), parts=parts, processes=available_cores())
     CointegrationRun.objects.filter(pk=run_id).update(duration_seconds=time.time() - started_at)
+    run_discard(run_id, block_results)
     return {"run_id": run_id, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}

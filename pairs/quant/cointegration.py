@@ -69,6 +69,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pairs.quant.cross_products import Sides, bipartite_sides, cross_products
 from pairs.quant.forked import forked_map
 from pairs.quant.gram_factor import _MIN_PIVOT_RATIO, _cholesky, _final_statistics, _min_pivot_ratio
 from pairs.quant.mackinnon import mackinnon_critical_values, mackinnon_pvalue
@@ -224,9 +225,11 @@ class _SymbolCrossSums:
     diff_diff: np.ndarray
 
     @classmethod
-    def compute(cls, log_prices: np.ndarray, maxlag: int, *, processes: int = 1) -> _SymbolCrossSums:
+    def compute(cls, log_prices: np.ndarray, maxlag: int, *, processes: int = 1, sides: Sides | None = None
+                ) -> _SymbolCrossSums:
         """The sums; with ``processes`` > 1 forked processes share the matrix products (one per lag, most of the
-        time for a large universe: each writes its lags into memory shared with this process)."""
+        time for a large universe: each writes its lags into memory shared with this process). With ``sides``,
+        only the entries that pairs across the two sides read (``pairs.quant.cross_products``)."""
         n_obs, n_symbols = log_prices.shape
         means = log_prices.mean(axis=0)
         # Tested on the raw values: centring a constant column need not give exact zeros.
@@ -239,11 +242,11 @@ class _SymbolCrossSums:
         def multiply(first: int, stop: int) -> None:
             for k in range(first, stop):
                 if k <= maxlag:
-                    np.matmul(diffs[k:].T, diffs[: n_obs - 1 - k], out=products[k])
+                    cross_products(diffs[k:], diffs[: n_obs - 1 - k], sides, out=products[k])
                 elif k == maxlag + 1:
-                    np.matmul(centred.T, centred, out=products[k])
+                    cross_products(centred, centred, sides, out=products[k])
                 else:
-                    np.matmul(centred[: n_obs - 1].T, diffs, out=products[k])
+                    cross_products(centred[: n_obs - 1], diffs, sides, out=products[k])
 
         forked_map(multiply, maxlag + 3, processes=processes)
         diff_diff = products[: maxlag + 1]
@@ -456,7 +459,8 @@ def engle_granger_batch(
     used_symbols, local_pairs = np.unique(pairs, return_inverse=True)
     local_pairs = local_pairs.reshape(-1, 2)
     sums = _SymbolCrossSums.compute(log_prices[:, used_symbols], maxlag,
-                                    processes=processes if len(used_symbols) >= SHARED_SUMS_MIN_SYMBOLS else 1)
+                                    processes=processes if len(used_symbols) >= SHARED_SUMS_MIN_SYMBOLS else 1,
+                                    sides=bipartite_sides(local_pairs, len(used_symbols)))
 
     screen_range = partial(_screen_range, sums, log_prices, pairs, local_pairs, maxlag, block_size)
     parts = forked_map(screen_range, len(pairs), processes=processes)

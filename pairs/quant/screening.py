@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from pairs.quant.cointegration import all_ordered_pairs, engle_granger_batch
+from pairs.quant.cross_products import Sides, bipartite_sides, cross_products
 from pairs.quant.forked import forked_map
 from pairs.quant.johansen import johansen_test
 from pairs.quant.multiple_testing import benjamini_hochberg
@@ -102,8 +103,9 @@ class ScreenResult:
 _DECODED_TYPES = {"<i8": np.int64, "|b1": np.bool_}
 
 
-def _moments(log_prices: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-symbol moment matrices the spread statistics are quadratic forms of."""
+def _moments(log_prices: np.ndarray, sides: Sides | None = None) -> dict[str, np.ndarray]:
+    """Per-symbol moment matrices the spread statistics are quadratic forms of (with ``sides``, only the entries
+    pairs across them read: ``pairs.quant.cross_products``)."""
     levels = log_prices
     lagged = levels[:-1]
     changes = np.diff(levels, axis=0)
@@ -115,12 +117,12 @@ def _moments(log_prices: np.ndarray) -> dict[str, np.ndarray]:
         "mean": levels.mean(axis=0),
         "last": levels[-1],
         # Sample covariance of levels (ddof=1): the spread's std like pandas' std().
-        "cov_levels": levels_centred.T @ levels_centred / (levels.shape[0] - 1),
+        "cov_levels": cross_products(levels_centred, levels_centred, sides) / (levels.shape[0] - 1),
         # Sums for the AR(1) slope of the spread: cov(lagged level, change) and var(lagged level), centred.
-        "lag_change": lagged_centred.T @ changes_centred / n_changes,
-        "lag_lag": lagged_centred.T @ lagged_centred / n_changes,
+        "lag_change": cross_products(lagged_centred, changes_centred, sides) / n_changes,
+        "lag_lag": cross_products(lagged_centred, lagged_centred, sides) / n_changes,
         # Returns are the changes of log prices.
-        "ret_cov": changes_centred.T @ changes_centred / n_changes,
+        "ret_cov": cross_products(changes_centred, changes_centred, sides) / n_changes,
     }
 
 
@@ -168,7 +170,12 @@ def screen(
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     eg = engle_granger_batch(log_prices, pairs, maxlag=maxlag, processes=processes)
     y, x = pairs[:, 0], pairs[:, 1]
-    stats = _spread_moment_statistics(_moments(log_prices), y, x, eg.hedge_ratio, eg.intercept)
+    # The moments of the symbols the pairs use, and of their entries the pairs read: a fanned-out block touches
+    # two groups of symbols, and the whole universe's moment matrices would cost it as much as the universe.
+    used_symbols, local_pairs = np.unique(pairs, return_inverse=True)
+    local_pairs = local_pairs.reshape(-1, 2)
+    moments = _moments(log_prices[:, used_symbols], bipartite_sides(local_pairs, len(used_symbols)))
+    stats = _spread_moment_statistics(moments, local_pairs[:, 0], local_pairs[:, 1], eg.hedge_ratio, eg.intercept)
     result = ScreenResult(
         y_index=y, x_index=x, hedge_ratio=eg.hedge_ratio, intercept=eg.intercept, adf_stat=eg.adf_stat,
         lag=eg.lag.astype(np.int64), pvalue=eg.pvalue, hurst=np.full(len(pairs), np.nan),
@@ -263,22 +270,39 @@ def passing_directions(
 def split_pairs(n_symbols: int, n_blocks: int) -> list[np.ndarray]:
     """Every ordered pair of ``n_symbols`` exactly once, in about ``n_blocks`` blocks (for fan-out and progress).
 
-    Blocks are tiles: the symbols are cut into g groups and a block holds the pairs with y in one group and x in
-    another (or the same) group. A block then touches only the symbols of its two groups, and the Engle-Granger
-    cross sums, quadratic in the number of symbols a call touches, cost about 4/g^2 of the whole universe's per
-    block (4x in all), where slicing the list of pairs would put every symbol in every block and pay the full
-    cost each time.
+    The symbols are cut into g groups. A block holds the pairs between two groups, both directions (y in one
+    and x in the other, then the other way round), or the pairs within one group. A block then touches only the
+    symbols of its groups, and reads of the symbol matrices only the entries between its two groups
+    (``pairs.quant.cross_products``): the Engle-Granger cross sums of all blocks together cost about what one
+    product over the whole universe costs, where slicing the list of pairs would put every symbol in every block
+    and pay the whole universe's product each time (and tiles of one direction, twice the whole).
     """
-    groups = max(1, min(n_symbols, math.ceil(math.sqrt(max(1, n_blocks)))))
-    parts = np.array_split(np.arange(n_symbols), groups)
-    blocks = []
-    for y_group in parts:
-        for x_group in parts:
-            y, x = np.meshgrid(y_group, x_group, indexing="ij")
-            distinct = y != x
-            if distinct.any():
-                blocks.append(np.column_stack([y[distinct], x[distinct]]))
-    return blocks
+    groups, tiles = pair_tiles(n_symbols, n_blocks)
+    blocks = (tile_pairs(n_symbols, groups, first, second) for first, second in tiles)
+    return [block for block in blocks if len(block)]
+
+
+def pair_tiles(n_symbols: int, n_blocks: int) -> tuple[int, list[tuple[int, int]]]:
+    """(g, the (first, second) group indices of every block, first <= second) of ``split_pairs``: what a fanned-out
+    block's message names instead of its thousands of pairs (``tile_pairs`` rebuilds them)."""
+    groups = max(1, min(n_symbols, math.ceil((math.sqrt(8 * max(1, n_blocks) + 1) - 1) / 2)))
+    return groups, [(first, second) for first in range(groups) for second in range(first, groups)]
+
+
+def tile_pairs(n_symbols: int, groups: int, first: int, second: int) -> np.ndarray:
+    """The (y, x) pairs of one block of ``split_pairs``: between groups ``first`` and ``second`` of ``groups``, both
+    directions, or within the group when they are the same; (0, 2) when the block is empty."""
+    if not (0 <= first <= second < groups <= max(1, n_symbols)):
+        raise ValueError(f"no block ({first}, {second}) of {groups} groups of {n_symbols} symbols")
+    bounds = [len(part) for part in np.array_split(np.arange(n_symbols), groups)]
+    starts = np.concatenate(([0], np.cumsum(bounds)))
+    y, x = np.meshgrid(np.arange(starts[first], starts[first + 1]), np.arange(starts[second], starts[second + 1]),
+                       indexing="ij")
+    if first == second:
+        distinct = y != x
+        return np.column_stack([y[distinct], x[distinct]]).astype(np.int64)
+    there = np.column_stack([y.ravel(), x.ravel()]).astype(np.int64)
+    return np.concatenate((there, there[:, ::-1]))
 
 
 @dataclass(frozen=True)

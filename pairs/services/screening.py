@@ -26,10 +26,12 @@ from pairs.quant.screening import (
     Confirmation,
     ScreenResult,
     merge_and_adjust,
+    pair_tiles,
     passing_directions,
     screen,
     series_and_confirmations,
     split_pairs,
+    tile_pairs,
 )
 from pairs.selectors import candle_bounds, price_window, universe_instruments
 
@@ -62,7 +64,7 @@ class FormationWindow:
 
 def formation_window(
     *, config: StrategyConfig, lookback_bars: int | None = None, end: datetime | None = None,
-    symbols: list[str] | None = None,
+    symbols: list[str] | None = None, read_processes: int | None = None,
 ) -> FormationWindow:
     """The universe and the formation window a screening run at ``end`` takes.
 
@@ -82,7 +84,7 @@ def formation_window(
     if symbols:
         instruments = [i for i in instruments if i.symbol in set(symbols)]
     window = price_window(instruments=instruments, timeframe=config.timeframe, bars=lookback, end=formation_end,
-                          min_history_bars=config.min_history_bars, processes=screen_processes())
+                          min_history_bars=config.min_history_bars, processes=read_processes or screen_processes())
     if len(window.symbols) < 2:
         raise ScreeningError(
             f"only {len(window.symbols)} symbol(s) with {max(lookback, config.min_history_bars)} bars of "
@@ -97,11 +99,12 @@ def formation_window(
 
 def screening_run_start(
     *, config: StrategyConfig, lookback_bars: int | None = None, end: datetime | None = None,
-    symbols: list[str] | None = None,
+    symbols: list[str] | None = None, read_processes: int | None = None,
 ) -> tuple[CointegrationRun, PriceWindow]:
     """Choose the universe and the window (``formation_window``), and record a running CointegrationRun with what
-    was chosen."""
-    formation = formation_window(config=config, lookback_bars=lookback_bars, end=end, symbols=symbols)
+    was chosen. ``read_processes``: forked processes sharing the window's read (default ``screen_processes()``)."""
+    formation = formation_window(config=config, lookback_bars=lookback_bars, end=end, symbols=symbols,
+                                 read_processes=read_processes)
     window, lookback, newest = formation.window, formation.lookback, formation.newest
     holdout = min(config.confirmation_bars, lookback // 4)
     run = CointegrationRun.objects.create(
@@ -142,6 +145,22 @@ def run_window(run: CointegrationRun) -> PriceWindow:
 def screening_blocks(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PAIRS) -> list[np.ndarray]:
     n = len(window.symbols)
     return split_pairs(n, max(1, math.ceil(n * (n - 1) / block_pairs)))
+
+
+def screening_tiles(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PAIRS) -> list[list[int]]:
+    """The blocks of ``screening_blocks`` as [groups, first group, second group] (``pair_tiles``), empty ones left
+    out: what a fanned-out block's message carries (``screening_tile_pairs`` rebuilds its pairs)."""
+    n = len(window.symbols)
+    groups, tiles = pair_tiles(n, max(1, math.ceil(n * (n - 1) / block_pairs)))
+    return [[groups, first, second] for first, second in tiles if len(tile_pairs(n, groups, first, second))]
+
+
+def screening_tile_pairs(window: PriceWindow, tile: list[int]) -> np.ndarray:
+    """The pairs of one tile of ``screening_tiles``; ScreeningError when the tile doesn't fit the window."""
+    try:
+        return tile_pairs(len(window.symbols), *tile)
+    except (TypeError, ValueError) as exc:
+        raise ScreeningError(f"tile {tile!r} doesn't fit the window of {len(window.symbols)} symbols: {exc}") from None
 
 
 def screening_block(window: PriceWindow, pairs: np.ndarray, *, processes: int = 1) -> ScreenResult:
@@ -208,6 +227,13 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def screening_run_failed(run_id: int, exc: BaseException) -> None:
+    """Mark the run failed with the error (nothing else of it is written)."""
+    CointegrationRun.objects.filter(pk=run_id).update(
+        status=CointegrationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+    )
+
+
 def screening_run_finish(
     *, run: CointegrationRun, window: PriceWindow, parts: list[ScreenResult], started: float | None = None,
     processes: int = 1,
@@ -219,9 +245,7 @@ def screening_run_finish(
         with blas_thread_limit(blas_threads(pool=processes)):
             outcome = _finish(run=run, window=window, parts=parts, processes=processes)
     except Exception as exc:
-        CointegrationRun.objects.filter(pk=run.pk).update(
-            status=CointegrationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
-        )
+        screening_run_failed(run.pk, exc)
         raise
     run.refresh_from_db()
     if started is not None:
@@ -376,8 +400,6 @@ def screening_run(
             if progress is not None:
                 progress(len(block), total)
     except Exception as exc:
-        CointegrationRun.objects.filter(pk=run.pk).update(
-            status=CointegrationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
-        )
+        screening_run_failed(run.pk, exc)
         raise
     return screening_run_finish(run=run, window=window, parts=parts, started=started, processes=screen_processes())

@@ -39,7 +39,7 @@ RUN_TIMEOUT_S = 90
 LOOKBACK = 1000
 # Candidates among them on the 1000-bar formation window ending 500 bars before the newest bar (LINK~SKL, NKN~ZEN).
 WORKER_SYMBOLS = ["BTCUSDT", "ETHUSDT", "LINKUSDT", "NKNUSDT", "SKLUSDT", "ZENUSDT"]
-BLOCK_PAIRS = 8  # 30 directions -> 4 blocks
+BLOCK_PAIRS = 8  # 30 directions -> 6 blocks: 3 symbol groups, 3 blocks within one and 3 between two
 
 
 @pytest.mark.django_db
@@ -203,9 +203,10 @@ def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_can
     assert fanned.duration_seconds is not None and fanned.duration_seconds > 0
     log = "".join(worker_output)
     # really fanned out, in several blocks
-    assert len(re.findall(r"pairs\.tasks\.screen_pairs_block\[[0-9a-f-]+\] succeeded", log)) == 4
+    assert len(re.findall(r"pairs\.tasks\.screen_pairs_block\[[0-9a-f-]+\] succeeded", log)) == 6
     assert "pairs.tasks.screen_pairs_merge[" in log
     assert not re.search(r"Task [\w.]+\[[0-9a-f-]+\] (raised|failed)", log), log
+    _assert_results_travelled_as_the_backend_allows(log, fanned.pk, n_blocks=6)
     if settings.CELERY_RESULT_BACKEND.startswith("db+"):
         # The database result backend has no native chords: Celery polls the header with celery.chord_unlock
         # (routed like the merge task, so to the selection queue this worker consumes).
@@ -213,7 +214,9 @@ def test_fanned_out_screen_in_a_real_worker_equals_the_in_process_run(shared_can
     _assert_equals_the_in_process_run(fanned)
 
 
-TWO_WORKER_BLOCK_PAIRS = 4  # 30 directions -> 9 tiles (3 x 3 symbol groups) for two workers
+# 30 directions -> 8 blocks for two workers: 4 symbol groups (2, 2, 1 and 1 symbols), 2 blocks within a group (a
+# group of one symbol has no pair within) and 6 between two
+TWO_WORKER_BLOCK_PAIRS = 4
 
 
 @pytest.fixture
@@ -252,12 +255,28 @@ def test_two_selection_workers_over_redis_share_the_blocks_and_the_merged_run_eq
     blocks = [len(re.findall(r"pairs\.tasks\.screen_pairs_block\[[0-9a-f-]+\] succeeded", log)) for log in logs]
     assert all(taken >= 1 for taken in blocks), blocks  # both machines took blocks
     n = len(WORKER_SYMBOLS)
-    assert sum(blocks) == len(split_pairs(n, math.ceil(n * (n - 1) / TWO_WORKER_BLOCK_PAIRS))) == 9, blocks
+    assert sum(blocks) == len(split_pairs(n, math.ceil(n * (n - 1) / TWO_WORKER_BLOCK_PAIRS))) == 8, blocks
     assert sum("pairs.tasks.screen_pairs_merge[" in log for log in logs) == 1  # one of them merged, once
     for log in logs:
         assert not re.search(r"Task [\w.]+\[[0-9a-f-]+\] (raised|failed)", log), log
     assert (fanned.n_symbols, fanned.n_tests) == (n, n * (n - 1))
+    _assert_results_travelled_as_the_backend_allows("".join(logs), fanned.pk, n_blocks=8, redis_url=result_backend)
     _assert_equals_the_in_process_run(fanned)
+
+
+def _assert_results_travelled_as_the_backend_allows(log: str, run_id: int, *, n_blocks: int,
+                                                   redis_url: str | None = None) -> None:
+    """On Redis each block returned a reference to its stored result (``pairs.services.fanout``) and the merge
+    deleted them with the shared window; on the database backend the results travelled in the messages."""
+    redis_url = redis_url or settings.CELERY_RESULT_BACKEND
+    references = re.findall(rf"succeeded in [\d.e-]+s: {{'stored': 'statarb:screening:{run_id}:block:\d+'}}", log)
+    if not redis_url.startswith("redis://"):
+        assert not references
+        return
+    import redis
+
+    assert len(references) == n_blocks, log
+    assert not redis.Redis.from_url(redis_url).keys(f"statarb:screening:{run_id}:*")
 
 
 def _assert_equals_the_in_process_run(fanned: CointegrationRun) -> None:
