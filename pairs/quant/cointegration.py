@@ -213,6 +213,8 @@ class _SymbolCrossSums:
     ``level_full[a, b] = sum_{t<=T-1} c_a c_b``, ``level[a, b]`` the same over
     ``t <= T-2``, ``level_diff[j, a, b] = sum_{t=j}^{T-2} c_{a,t} d_{b,t-j}`` and
     ``diff_diff[k, a, b] = sum_{s=k}^{T-2} d_{a,s} d_{b,s-k}``.
+    Computed with ``sides`` (``pairs.quant.cross_products``), the entries within one side are not these sums (zero
+    in the products, corrections of the recursions below): no pair across the sides reads them.
     """
 
     means: np.ndarray

@@ -54,8 +54,19 @@ def cross_products(left: np.ndarray, right: np.ndarray, sides: Sides | None, out
     else:
         out[...] = 0.0
     first, second = sides.first, sides.second
-    out[np.ix_(first, second)] = left[:, first].T @ right[:, second]
-    out[np.ix_(second, first)] = left[:, second].T @ right[:, first]
+    across = left[:, first].T @ right[:, second]
+    out[np.ix_(first, second)] = across
+    # A product of a matrix with itself is symmetric: its other block is the transpose (numpy's full product of a
+    # matrix with itself costs half a general one, so the two blocks would cost what the whole did).
+    out[np.ix_(second, first)] = across.T if _same_array(left, right) else left[:, second].T @ right[:, first]
     diagonal = np.arange(n_symbols)
     out[diagonal, diagonal] = np.einsum("ti,ti->i", left, right)
     return out
+
+
+def _same_array(left: np.ndarray, right: np.ndarray) -> bool:
+    """The same values at the same place (one array, or two views of the same memory with the same layout)."""
+    return left is right or (
+        left.shape == right.shape and left.strides == right.strides and left.dtype == right.dtype
+        and left.__array_interface__["data"][0] == right.__array_interface__["data"][0]
+    )

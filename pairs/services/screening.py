@@ -227,11 +227,14 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def screening_run_failed(run_id: int, exc: BaseException) -> None:
-    """Mark the run failed with the error (nothing else of it is written)."""
-    CointegrationRun.objects.filter(pk=run_id).update(
-        status=CointegrationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
-    )
+def screening_run_failed(run_id: int, exc: BaseException, *, only_running: bool = False) -> None:
+    """Mark the run failed with the error (nothing else of it is written); with ``only_running``, only a run that
+    is still running (a failure already recorded is kept)."""
+    runs = CointegrationRun.objects.filter(pk=run_id)
+    if only_running:
+        runs = runs.filter(status=CointegrationRun.Status.RUNNING)
+    runs.update(status=CointegrationRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}",
+                finished_at=timezone.now())
 
 
 def screening_run_finish(

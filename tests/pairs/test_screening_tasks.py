@@ -27,8 +27,9 @@ from django.test import override_settings
 
 from pairs.models import CointegrationRun, Level, LevelChange, Pair, PairTest, StrategyConfig
 from pairs.quant.screening import split_pairs
-from pairs.services.screening import ENTRY_LEVEL_NUMBER, screening_run
-from pairs.tasks import screen_pairs
+from pairs.services.fanout import run_token
+from pairs.services.screening import ENTRY_LEVEL_NUMBER, screening_run, screening_run_start
+from pairs.tasks import screen_pairs, screen_pairs_failed, screening_chord
 from statarb_site.celery import app
 from tests.conftest import REPO_ROOT
 from tests.live_server import session_database_url
@@ -264,12 +265,53 @@ def test_two_selection_workers_over_redis_share_the_blocks_and_the_merged_run_eq
     _assert_equals_the_in_process_run(fanned)
 
 
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_block_that_fails_marks_the_run_failed_with_its_error(shared_candles_dir, settings, selection_worker):
+    """The chord's error callback (``screen_pairs_failed``): without it a failed block left the run "running" for
+    good. Sent from this process, so on the session's own Redis broker only (the embedded leg's worker listens on a
+    broker file of its own, where a chord can't be sent from here)."""
+    if not settings.BROKER_IS_REDIS:
+        pytest.skip("the chord is sent on the session's broker: Redis only (the MariaDB + Redis leg of CI)")
+    _, worker_output = selection_worker
+    import_real(shared_candles_dir, WORKER_SYMBOLS[:3])
+    run, _ = screening_run_start(config=StrategyConfig.current(), lookback_bars=LOOKBACK)
+
+    # A tile of 99 groups doesn't fit a window of 3 symbols: that block raises, the other one succeeds.
+    screening_chord(run, run_token(), [[1, 0, 0], [99, 0, 0]]).apply_async()
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.status != CointegrationRun.Status.RUNNING:
+            break
+        time.sleep(0.2)
+    assert run.status == CointegrationRun.Status.FAILED, "".join(worker_output[-40:])
+    assert "tile [99, 0, 0] doesn't fit the window of 3 symbols" in run.error, run.error
+    assert run.finished_at is not None
+    assert not PairTest.objects.filter(run=run).exists()
+
+
+@pytest.mark.django_db
+def test_the_error_callback_keeps_a_failure_already_recorded():
+    run = CointegrationRun.objects.create(exchange="bybit", timeframe="1h", lookback_bars=100,
+                                          status=CointegrationRun.Status.FAILED, error="FanoutStoreError: gone")
+    screen_pairs_failed(None, RuntimeError("chord failed"), None, run_id=run.pk)
+    run.refresh_from_db()
+    assert (run.status, run.error) == (CointegrationRun.Status.FAILED, "FanoutStoreError: gone")
+    run.status = CointegrationRun.Status.RUNNING
+    run.save(update_fields=["status"])
+    screen_pairs_failed(None, RuntimeError("chord failed"), None, run_id=run.pk)
+    run.refresh_from_db()
+    assert (run.status, run.error) == (CointegrationRun.Status.FAILED, "RuntimeError: chord failed")
+
+
 def _assert_results_travelled_as_the_backend_allows(log: str, run_id: int, *, n_blocks: int,
                                                    redis_url: str | None = None) -> None:
     """On Redis each block returned a reference to its stored result (``pairs.services.fanout``) and the merge
     deleted them with the shared window; on the database backend the results travelled in the messages."""
     redis_url = redis_url or settings.CELERY_RESULT_BACKEND
-    references = re.findall(rf"succeeded in [\d.e-]+s: {{'stored': 'statarb:screening:{run_id}:block:\d+'}}", log)
+    references = re.findall(rf"succeeded in [\d.e-]+s: {{'stored': 'statarb:screening:{run_id}:\w+:block:\d+'}}",
+                            log)
     if not redis_url.startswith("redis://"):
         assert not references
         return

@@ -67,6 +67,20 @@ def test_cross_products_equal_the_full_product_where_pairs_across_the_sides_read
     assert not partial[np.ix_(sides.first, sides.first)][~np.eye(len(sides.first), dtype=bool)].any()
 
 
+def test_a_product_of_a_matrix_with_itself_takes_its_second_block_from_the_first(series):
+    left, _ = series
+    block = next(b for b in split_pairs(9, 3) if len(np.unique(b)) * (len(np.unique(b)) - 1) != len(b))
+    used, local = _local(block)
+    sides = bipartite_sides(local, len(used))
+    data = left[:, used]
+    for first, second in ((data, data), (data[1:], data[1:]), (data[1:], data[:-1])):
+        partial = cross_products(first, second, sides)
+        full = first.T @ second
+        for y, x in local:
+            assert partial[y, x] == pytest.approx(full[y, x], rel=1e-13, abs=1e-12)
+            assert partial[x, y] == pytest.approx(full[x, y], rel=1e-13, abs=1e-12)
+
+
 def test_without_sides_the_product_is_the_full_one_bit_for_bit(series):
     left, right = series
     out = np.empty((9, 9))

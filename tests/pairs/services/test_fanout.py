@@ -12,6 +12,7 @@ from pairs.quant.screening import screen
 from pairs.services import fanout
 
 RUN_ID = 987_654
+TOKEN = "0123456789abcdef"
 
 
 @pytest.fixture
@@ -40,27 +41,32 @@ def _window() -> PriceWindow:
 
 def test_the_window_comes_back_exact_for_the_same_instruments_only(store):
     window = _window()
-    assert fanout.window_share(RUN_ID, window)
-    assert store.ttl(f"statarb:screening:{RUN_ID}:window") > 3000
+    assert fanout.window_share(RUN_ID, TOKEN, window)
+    assert store.ttl(f"statarb:screening:{RUN_ID}:{TOKEN}:window") > 3000
+    end = window.bar_time(-1)
 
-    back = fanout.shared_window(RUN_ID, [11, 12, 13, 14])
+    back = fanout.shared_window(RUN_ID, TOKEN, [11, 12, 13, 14], end)
     np.testing.assert_array_equal(back.closes, window.closes)
     assert (back.symbols, back.instrument_ids, back.excluded, back.filled_bars, back.timeframe) == (
         window.symbols, window.instrument_ids, window.excluded, window.filled_bars, window.timeframe)
     assert [back.bar_time(k) for k in (0, 1, -1)] == [window.bar_time(k) for k in (0, 1, -1)]
-    # Another universe (the run's instruments as recorded differ): not this window, so it is read again.
-    assert fanout.shared_window(RUN_ID, [11, 12, 13]) is None
-    assert fanout.shared_window(RUN_ID + 1, [11, 12, 13, 14]) is None
+    # Another universe, another end, another run or another token (a run of another deployment on the same
+    # Redis, with the same id): not this window, so it is read again.
+    assert fanout.shared_window(RUN_ID, TOKEN, [11, 12, 13], end) is None
+    assert fanout.shared_window(RUN_ID, TOKEN, [11, 12, 13, 14], window.bar_time(-2)) is None
+    assert fanout.shared_window(RUN_ID + 1, TOKEN, [11, 12, 13, 14], end) is None
+    assert fanout.shared_window(RUN_ID, "fedcba9876543210", [11, 12, 13, 14], end) is None
+    assert fanout.shared_window(RUN_ID, None, [11, 12, 13, 14], end) is None
 
 
 def test_block_results_travel_by_reference_and_are_deleted_with_the_run(store):
     window = _window()
-    fanout.window_share(RUN_ID, window)
+    fanout.window_share(RUN_ID, TOKEN, window)
     log_closes = np.log(window.closes)
     results = [screen(log_closes, np.array([[0, 1], [1, 0]])), screen(log_closes, np.array([[2, 3]]))]
-    returned = [fanout.block_result_share(RUN_ID, index, result) for index, result in enumerate(results)]
-    assert returned == [{"stored": f"statarb:screening:{RUN_ID}:block:0"},
-                        {"stored": f"statarb:screening:{RUN_ID}:block:1"}]
+    returned = [fanout.block_result_share(RUN_ID, TOKEN, index, result) for index, result in enumerate(results)]
+    assert returned == [{"stored": f"statarb:screening:{RUN_ID}:{TOKEN}:block:0"},
+                        {"stored": f"statarb:screening:{RUN_ID}:{TOKEN}:block:1"}]
 
     parts = fanout.block_results(returned)
     for part, result in zip(parts, results, strict=True):
@@ -68,17 +74,34 @@ def test_block_results_travel_by_reference_and_are_deleted_with_the_run(store):
         np.testing.assert_array_equal(part.y_index, result.y_index)
         np.testing.assert_array_equal(part.hedge_ratio, result.hedge_ratio)
 
-    fanout.run_discard(RUN_ID, returned)
+    fanout.run_discard(RUN_ID, TOKEN, returned)
     assert not store.keys(f"statarb:screening:{RUN_ID}:*")
     # A result that is gone can't be made up: the merge fails and names it.
-    with pytest.raises(fanout.FanoutStoreError, match=f"statarb:screening:{RUN_ID}:block:0 is gone"):
+    with pytest.raises(fanout.FanoutStoreError, match=f"statarb:screening:{RUN_ID}:{TOKEN}:block:0 is gone"):
         fanout.block_results(returned)
+
+
+def test_a_merge_without_redis_fails_on_stored_results_with_a_clear_error(store, monkeypatch):
+    result = screen(np.log(_window().closes), np.array([[0, 1]]))
+    returned = [fanout.block_result_share(RUN_ID, TOKEN, 0, result)]
+    monkeypatch.setattr(fanout, "_client", lambda: None)
+    with pytest.raises(fanout.FanoutStoreError, match="result backend is not Redis"):
+        fanout.block_results(returned)
+
+
+def test_a_window_redis_refuses_is_not_shared_and_nothing_fails(cluster_services, monkeypatch):
+    """Redis out of memory (or gone) when the window is stored: the workers read it themselves."""
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # nothing listens on port 1
+    monkeypatch.setattr(fanout, "_client", lambda: unreachable)
+    assert not fanout.window_share(RUN_ID, TOKEN, _window())
+    assert fanout.shared_window(RUN_ID, TOKEN, [11, 12, 13, 14], _window().bar_time(-1)) is None
+    fanout.run_discard(RUN_ID, TOKEN, [])  # logged, not raised
 
 
 def test_a_results_list_may_mix_references_and_inline_columns(store):
     log_closes = np.log(_window().closes)
     result = screen(log_closes, np.array([[0, 2]]))
-    returned = [fanout.block_result_share(RUN_ID, 0, result), result.to_columns()]
+    returned = [fanout.block_result_share(RUN_ID, TOKEN, 0, result), result.to_columns()]
     first, second = fanout.block_results(returned)
     np.testing.assert_array_equal(first.adf_stat, second.adf_stat)
 
@@ -86,13 +109,13 @@ def test_a_results_list_may_mix_references_and_inline_columns(store):
 def test_without_redis_nothing_is_stored_and_results_travel_inline(monkeypatch):
     monkeypatch.setattr(fanout, "_client", lambda: None)
     window = _window()
-    assert not fanout.window_share(RUN_ID, window)
-    assert fanout.shared_window(RUN_ID, window.instrument_ids) is None
+    assert not fanout.window_share(RUN_ID, TOKEN, window)
+    assert fanout.shared_window(RUN_ID, TOKEN, window.instrument_ids, window.bar_time(-1)) is None
     result = screen(np.log(window.closes), np.array([[0, 1]]))
-    returned = fanout.block_result_share(RUN_ID, 0, result)
+    returned = fanout.block_result_share(RUN_ID, TOKEN, 0, result)
     assert "stored" not in returned
     np.testing.assert_array_equal(fanout.block_results([returned])[0].pvalue, result.pvalue)
-    fanout.run_discard(RUN_ID, [returned])  # nothing to delete, no error
+    fanout.run_discard(RUN_ID, TOKEN, [returned])  # nothing to delete, no error
 
 
 @pytest.mark.django_db
