@@ -278,15 +278,24 @@ def split_pairs(n_symbols: int, n_blocks: int) -> list[np.ndarray]:
     and pay the whole universe's product each time (and tiles of one direction, twice the whole).
     """
     groups, tiles = pair_tiles(n_symbols, n_blocks)
-    blocks = (tile_pairs(n_symbols, groups, first, second) for first, second in tiles)
-    return [block for block in blocks if len(block)]
+    return [tile_pairs(n_symbols, groups, first, second) for first, second in tiles]
 
 
 def pair_tiles(n_symbols: int, n_blocks: int) -> tuple[int, list[tuple[int, int]]]:
     """(g, the (first, second) group indices of every block, first <= second) of ``split_pairs``: what a fanned-out
-    block's message names instead of its thousands of pairs (``tile_pairs`` rebuilds them)."""
+    block's message names instead of its thousands of pairs (``tile_pairs`` rebuilds them). A group of one symbol
+    has no pair within: that block is left out."""
     groups = max(1, min(n_symbols, math.ceil((math.sqrt(8 * max(1, n_blocks) + 1) - 1) / 2)))
-    return groups, [(first, second) for first in range(groups) for second in range(first, groups)]
+    starts = _group_starts(n_symbols, groups)
+    return groups, [(first, second) for first in range(groups) for second in range(first, groups)
+                    if first != second or starts[first + 1] - starts[first] > 1]
+
+
+def _group_starts(n_symbols: int, groups: int) -> np.ndarray:
+    """Where each of ``groups`` consecutive groups of symbols starts, and the end (``np.array_split``'s sizes)."""
+    sizes = np.full(groups, n_symbols // groups)
+    sizes[: n_symbols % groups] += 1
+    return np.concatenate(([0], np.cumsum(sizes)))
 
 
 def tile_pairs(n_symbols: int, groups: int, first: int, second: int) -> np.ndarray:
@@ -294,8 +303,7 @@ def tile_pairs(n_symbols: int, groups: int, first: int, second: int) -> np.ndarr
     directions, or within the group when they are the same; (0, 2) when the block is empty."""
     if not (0 <= first <= second < groups <= max(1, n_symbols)):
         raise ValueError(f"no block ({first}, {second}) of {groups} groups of {n_symbols} symbols")
-    bounds = [len(part) for part in np.array_split(np.arange(n_symbols), groups)]
-    starts = np.concatenate(([0], np.cumsum(bounds)))
+    starts = _group_starts(n_symbols, groups)
     y, x = np.meshgrid(np.arange(starts[first], starts[first + 1]), np.arange(starts[second], starts[second + 1]),
                        indexing="ij")
     if first == second:

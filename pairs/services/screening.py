@@ -142,17 +142,20 @@ def run_window(run: CointegrationRun) -> PriceWindow:
     return window
 
 
-def screening_blocks(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PAIRS) -> list[np.ndarray]:
+def _block_count(window: PriceWindow, block_pairs: int) -> int:
     n = len(window.symbols)
-    return split_pairs(n, max(1, math.ceil(n * (n - 1) / block_pairs)))
+    return max(1, math.ceil(n * (n - 1) / block_pairs))
+
+
+def screening_blocks(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PAIRS) -> list[np.ndarray]:
+    return split_pairs(len(window.symbols), _block_count(window, block_pairs))
 
 
 def screening_tiles(window: PriceWindow, *, block_pairs: int = DEFAULT_BLOCK_PAIRS) -> list[list[int]]:
-    """The blocks of ``screening_blocks`` as [groups, first group, second group] (``pair_tiles``), empty ones left
-    out: what a fanned-out block's message carries (``screening_tile_pairs`` rebuilds its pairs)."""
-    n = len(window.symbols)
-    groups, tiles = pair_tiles(n, max(1, math.ceil(n * (n - 1) / block_pairs)))
-    return [[groups, first, second] for first, second in tiles if len(tile_pairs(n, groups, first, second))]
+    """The blocks of ``screening_blocks`` as [groups, first group, second group] (``pair_tiles``): what a
+    fanned-out block's message carries (``screening_tile_pairs`` rebuilds its pairs)."""
+    groups, tiles = pair_tiles(len(window.symbols), _block_count(window, block_pairs))
+    return [[groups, first, second] for first, second in tiles]
 
 
 def screening_tile_pairs(window: PriceWindow, tile: list[int]) -> np.ndarray:
