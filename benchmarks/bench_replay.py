@@ -333,6 +333,8 @@ def run(args, database_url: str) -> None:
         print("\n```")
         order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")  # e.g. tottime
         pstats.Stats(timed.profiler, stream=sys.stdout).sort_stats(order).print_stats(args.profile)
+        if dump := os.environ.get("BENCH_PROFILE_DUMP"):  # for pstats' callers and callees afterwards
+            timed.profiler.dump_stats(dump)
         print("```")
 
 

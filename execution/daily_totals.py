@@ -11,10 +11,12 @@ Raw SQL bypasses this; whoever writes trades that way runs ``manage.py rebuild_d
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 
 from django.db import models, transaction
+
+from core.statements import CompiledRead
 
 FINAL_STATES = ("closed", "failed", "unwound")  # PairTrade.FINAL_STATES (a test keeps them equal)
 # The fields whose change moves a trade in or out of a day's totals, or changes them.
@@ -107,6 +109,29 @@ def delete_keeping_totals(trade, delete, *args, **kwargs):
         result = delete(*args, **kwargs)
         refresh(keys, using=using)
     return result
+
+
+def update_keeping_totals(pk: int, values: dict, write: Callable[[], int]) -> int:
+    """``write()`` (an update of the trade ``pk`` with ``values``, by attribute name, that returns the rows it
+    matched) and the rows of the days the trade was and is in refreshed, in one transaction: what
+    ``PairTradeQuerySet.update`` does, for a caller that writes the row its own way (the bot's fenced writes)."""
+    if not TOTALS_FIELDS & set(values):
+        return write()
+    with transaction.atomic(savepoint=False):
+        rows = _ROW_OF.list(pk)
+        count = write()
+        if count:  # nothing written (a lost lease): nothing to refresh
+            refresh(_row_days(rows) | _row_days([_updated(row, values) for row in rows]))
+    return count
+
+
+def _row_of(pk: int):
+    from execution.models import PairTrade
+
+    return PairTrade._base_manager.filter(pk=pk).values_list(*ROW)
+
+
+_ROW_OF = CompiledRead(_row_of)
 
 
 class PairTradeQuerySet(models.QuerySet):

@@ -7,7 +7,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 
+from django.db import DatabaseError
+
 from core.clock import Clock
+from core.row_updates import row_update
 from exchanges.errors import NotSupported, PermanentExchangeError, TemporaryExchangeError
 from execution.locks import lock_paper_books
 from execution.models import ExchangeAccount, PaperAccount, PaperFunding, PaperPosition
@@ -174,7 +177,7 @@ class PaperBase(FundingSettlement):
         if paper.pk is None:
             paper.save()
         elif funding is not None:
-            paper.save(update_fields=["wallet_balance", "funding_settled_until"])
+            save_fields(paper, ["wallet_balance", "funding_settled_until"])
         if funding:
             PaperFunding.objects.bulk_create(funding)
 
@@ -225,3 +228,13 @@ def positive(price) -> Decimal | None:
     if not isinstance(price, Decimal):
         price = Decimal(str(price))
     return price if price.is_finite() and price > 0 else None
+
+
+def save_fields(instance, fields: list[str]) -> None:
+    """``instance.save(update_fields=fields)`` of a stored row, as one UPDATE built once (``core.row_updates``): the
+    paper exchange writes its wallet every bar of a replay and its positions at every fill (#18)."""
+    written = row_update(instance, fields)
+    if written is None:
+        instance.save(update_fields=fields)
+    elif not written:
+        raise DatabaseError(f"{type(instance).__name__} {instance.pk} is gone: nothing was written")

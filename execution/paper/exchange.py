@@ -48,7 +48,7 @@ from exchanges.types import (
 )
 from exchanges.validation import check_leverage, check_order_arguments
 from execution.models import ExchangeAccount, PaperAccount, PaperFill, PaperFunding, PaperOrder, PaperPosition
-from execution.paper.base import SETTLE_COIN, PaperBase
+from execution.paper.base import SETTLE_COIN, PaperBase, save_fields
 from execution.paper.book import (
     FILL_ID_PREFIX,
     clean,
@@ -153,7 +153,10 @@ class PaperExchange(PaperBase):
             self._write(paper, funding)  # a retry: the order placed before, and the funding due
             return outcome
         position, qty, fill_price, fee, realised, filled_at = outcome
-        position.save()
+        if position.pk is None:
+            position.save()
+        else:
+            save_fields(position, ["qty", "avg_price"])
         paper.wallet_balance = stored(paper.wallet_balance + realised - fee)
         if paper.funding_settled_until is None or paper.funding_settled_until < now:
             paper.funding_settled_until = now  # the position changes now: funding up to now is settled

@@ -11,6 +11,7 @@ from decimal import Decimal
 from django.db.models import Exists, QuerySet
 from django.utils import timezone
 
+from core.row_updates import row_update
 from exchanges.base import TradingExchange
 from execution.locks import lock_lease
 from execution.models import BotHeartbeat, ExchangeAccount
@@ -51,6 +52,28 @@ class Fence:
         if not count and not self.holds():
             raise LeaseLost(f"lease generation {self.generation} was replaced: not writing")
         return count
+
+    def update_row(self, instance, attnames: list[str]) -> None:
+        """Write ``attnames`` of ``instance``'s row from the instance only while the lease is at this generation,
+        in one statement built once (``core.row_updates``); LeaseLost otherwise. A trade's write that moves its
+        daily totals refreshes them, as ``PairTrade.objects.update`` does."""
+        from execution.daily_totals import update_keeping_totals
+        from execution.models import PairTrade
+
+        def write() -> int:
+            count = row_update(instance, attnames, exists=(BotHeartbeat, {"account_id": self.account_id,
+                                                                          "lease_generation": self.generation}))
+            if count is None:  # not one the statement can write: the ORM's update, fenced the same way
+                values = {attname: getattr(instance, attname) for attname in attnames}
+                count = type(instance)._base_manager.filter(pk=instance.pk).filter(self._held()).update(**values)
+            return count
+
+        if isinstance(instance, PairTrade):
+            count = update_keeping_totals(instance.pk, {a: getattr(instance, a) for a in attnames}, write)
+        else:
+            count = write()
+        if not count and not self.holds():
+            raise LeaseLost(f"lease generation {self.generation} was replaced: not writing")
 
     def holds(self) -> bool:
         return BotHeartbeat.objects.filter(account_id=self.account_id, lease_generation=self.generation).exists()
@@ -110,12 +133,11 @@ class TradingContext:
         if "updated_at" in fields:
             instance.updated_at = timezone.now()
         attnames = [instance._meta.get_field(name).attname for name in fields]
-        values = {attname: getattr(instance, attname) for attname in attnames}
-        queryset = type(instance).objects.filter(pk=instance.pk)
         if self.fence is None:
-            queryset.update(**values)
+            type(instance).objects.filter(pk=instance.pk).update(
+                **{attname: getattr(instance, attname) for attname in attnames})
         else:
-            self.fence.update(queryset, **values)
+            self.fence.update_row(instance, attnames)
 
     def hold_lease(self) -> None:
         """Inside a transaction that inserts: keep the lease from changing hands until it commits."""
