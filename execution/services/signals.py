@@ -234,32 +234,54 @@ _INSERT_BATCH_ROWS = 1000
 
 
 def _update_states(states: list[SignalState]) -> None:
-    """``bulk_update(states, _STATE_FIELDS)`` as one UPDATE with a CASE per field for each batch of states, built
-    directly: the ORM's version costs more than the update itself when it runs every bar (a replay)."""
+    """``bulk_update(states, _STATE_FIELDS)`` as one UPDATE per batch of states, built directly: the ORM's version
+    costs more than the update itself when it runs every bar (a replay). A state this function wrote before (a
+    replay passes the same objects bar after bar, and nothing else writes them) is compared with what it wrote: an
+    unchanged state is left out, a field that changed in none is left out, and a field with one value for the whole
+    batch is set to it, instead of a CASE over every state (#18)."""
+    changed = [state for state in states if getattr(state, "_written", None) != _state_values(state)]
+    for start in range(0, len(changed), _UPDATE_BATCH_ROWS):
+        batch = changed[start : start + _UPDATE_BATCH_ROWS]
+        sql, params = _update_statement(batch)
+        if sql:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+        for state in batch:
+            state._written = _state_values(state)
+
+
+def _state_values(state: SignalState) -> tuple:
+    return tuple(getattr(state, name) for name in _STATE_FIELDS)
+
+
+def _update_statement(batch: list[SignalState]) -> tuple[str, list]:
+    """The UPDATE of ``batch`` (states whose values differ from those written, or were never written here) and its
+    parameters."""
     quote = connection.ops.quote_name
     pk = quote(SignalState._meta.pk.column)
-    columns = [quote(SignalState._meta.get_field(name).column) for name in _STATE_FIELDS]
-    adapted: dict[datetime, object] = {}  # the states of one run share a few bar times
-    for start in range(0, len(states), _UPDATE_BATCH_ROWS):
-        batch = states[start : start + _UPDATE_BATCH_ROWS]
-        whens = " ".join(["WHEN %s THEN %s"] * len(batch))
-        sql = (
-            f"UPDATE {quote(SignalState._meta.db_table)} SET "  # noqa: S608
-            + ", ".join(f"{column} = CASE {pk} {whens} END" for column in columns)
-            + f" WHERE {pk} IN ({', '.join(['%s'] * len(batch))})"
-        )
-        params: list = []
-        for name in _STATE_FIELDS:
-            for state in batch:
-                value = getattr(state, name)
-                if name == "last_bar_time":
-                    if value not in adapted:
-                        adapted[value] = connection.ops.adapt_datetimefield_value(value)
-                    value = adapted[value]
-                params += [state.pk, value]
-        params += [state.pk for state in batch]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+    assignments, params = [], []
+    for k, name in enumerate(_STATE_FIELDS):
+        column = quote(SignalState._meta.get_field(name).column)
+        values = [getattr(state, name) for state in batch]
+        moved = [(state.pk, value) for state, value in zip(batch, values, strict=True)
+                 if getattr(state, "_written", None) is None or state._written[k] != value]
+        if not moved:
+            continue
+        if name == "last_bar_time":  # the states of one run share a few bar times: each adapted once
+            adapted = {value: connection.ops.adapt_datetimefield_value(value) for value in set(values)}
+            values = [adapted[value] for value in values]
+            moved = [(state_pk, adapted[value]) for state_pk, value in moved]
+        if len(set(values)) == 1:  # e.g. every state's last bar: one value for the whole batch
+            assignments.append(f"{column} = %s")
+            params.append(values[0])
+            continue
+        assignments.append(f"{column} = CASE {pk} {' '.join(['WHEN %s THEN %s'] * len(moved))} ELSE {column} END")
+        params += [item for pair in moved for item in pair]
+    if not assignments:
+        return "", []
+    sql = (f"UPDATE {quote(SignalState._meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
+           f"WHERE {pk} IN ({', '.join(['%s'] * len(batch))})")
+    return sql, params + [state.pk for state in batch]
 
 
 # States per UPDATE: 13 parameters each, well within every backend's limit on parameters per statement.

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from execution.models import Signal, SignalState
-from execution.services.signals import signals_update
+from execution.services.signals import signal_pairs, signals_update
 from pairs.models import Pair, StrategyConfig
 from pairs.quant.spread_rule import ACTION_LABELS, RuleState, max_holding_bars, rolling_zscore, run_rule
 from pairs.services.evidence import rule_params
@@ -149,3 +149,25 @@ def test_a_pair_whose_leg_lacks_the_newest_bar_waits(market):
     # LATEUSDT never moves, so its pair has no z-score and no signal; the other pair is signalled on the new bar.
     assert run.signals == 1
     assert Signal.objects.get(pair=pair).bar_time == bar_time(BARS)
+
+
+def test_states_kept_between_runs_are_stored_as_they_stand_in_memory(market):
+    """A replay passes the same pairs bar after bar: each bar writes only what changed in the states it wrote
+    before, and the database must hold exactly what the objects hold."""
+    config, pair, *_ = market
+    Pair.objects.create(y_instrument=pair.x_instrument, x_instrument=pair.y_instrument, hedge_ratio=0.9,
+                        intercept=-0.2, half_life_bars=4.0, level=pair.level, status=Pair.Status.ACTIVE)
+    kept = signal_pairs(config)
+    fields = ("last_bar_time", "bar_index", "position", "entry_bar", "bars_held", "cooldown")
+    seen_positions = set()
+    for t in range(WINDOW + 10, BARS):
+        signals_update(config=config, end=bar_time(t), pairs=kept)
+        if any(getattr(p, "signal_state", None) is not None and p.signal_state.pk is None for p in kept):
+            kept = signal_pairs(config)  # created this bar: reloaded with their keys, as the replay does
+        stored = {row["pair_id"]: tuple(row[f] for f in fields)
+                  for row in SignalState.objects.values("pair_id", *fields)}
+        in_memory = {p.pk: tuple(getattr(p.signal_state, f) for f in fields) for p in kept
+                     if getattr(p, "signal_state", None) is not None}
+        assert stored == in_memory, f"bar {t}"
+        seen_positions.add(tuple(sorted(s[2] for s in stored.values())))
+    assert len(seen_positions) > 2, "the pairs should hold different positions at times (the CASE path)"
