@@ -90,20 +90,15 @@ class OpenTrade:
         return sum((leg.notional for leg in self.legs.values()), ZERO)
 
 
-@dataclass
-class AccountBook:
+@dataclass(kw_only=True)
+class AccountBook(TradeTotals):
+    """One account at a cycle's clock: its finished trades' totals (``TradeTotals``: realised over every one,
+    the day's sums, the losing streak), its open trades marked to market, and its equity from the snapshots."""
+
     account: ExchangeAccount
-    realised: Decimal  # every finished trade, net
     open_trades: list[OpenTrade]
     start_of_day_equity: Decimal | None  # from the snapshots; None: the first day the guard sees
     previous_peak: Decimal | None = None  # the last earlier snapshot's peak
-    day_realised: Decimal = ZERO
-    day_fees: Decimal = ZERO
-    day_funding: Decimal = ZERO
-    day_opened: int = 0
-    day_closed: int = 0
-    losing_streak: int = 0
-    last_loss_at: datetime | None = None
     state: AccountGuardState | None = None
     missing_marks: list[int] = field(default_factory=list)
 
@@ -161,12 +156,9 @@ def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: Mar
         row = totals.get(account.pk) or TradeTotals()
         trades = open_trades.get(account.pk, [])
         books[account.pk] = AccountBook(
-            account=account, realised=row.realised, open_trades=trades,
+            **vars(row), account=account, open_trades=trades,
             start_of_day_equity=previous_end.get(account.pk, (None, None))[0],
-            previous_peak=previous_end.get(account.pk, (None, None))[1], day_realised=row.day_realised,
-            day_fees=row.day_fees, day_funding=row.day_funding, day_opened=row.day_opened,
-            day_closed=row.day_closed, losing_streak=row.losing_streak, last_loss_at=row.last_loss_at,
-            state=states.get(account.pk),
+            previous_peak=previous_end.get(account.pk, (None, None))[1], state=states.get(account.pk),
             missing_marks=sorted({leg.instrument_id for t in trades for leg in t.legs.values()
                                   if leg.mark is None and leg.qty}),
         )

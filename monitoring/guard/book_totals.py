@@ -22,7 +22,7 @@ from execution.models import PairTrade
 ZERO = Decimal(0)
 
 
-@dataclass(frozen=True)
+@dataclass
 class TradeTotals:
     """One account's finished trades at a cycle's clock: ``realised`` over every one up to ``now``; the day's sums
     and counts over those closed (opened) since the day's start; the losing streak since the last winning trade
