@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Exists, QuerySet
+from django.db.models import Exists
 from django.utils import timezone
 
 from core.row_updates import row_update
@@ -44,14 +44,6 @@ class Fence:
     def _held(self) -> Exists:
         # Uncorrelated: "the account's lease is still at my generation", judged in the statement that writes.
         return Exists(BotHeartbeat.objects.filter(account_id=self.account_id, lease_generation=self.generation))
-
-    def update(self, queryset: QuerySet, **values) -> int:
-        """``queryset.update(**values)`` only while the lease is at this generation (one statement); LeaseLost
-        otherwise."""
-        count = queryset.filter(self._held()).update(**values)
-        if not count and not self.holds():
-            raise LeaseLost(f"lease generation {self.generation} was replaced: not writing")
-        return count
 
     def update_row(self, instance, attnames: list[str]) -> None:
         """Write ``attnames`` of ``instance``'s row from the instance only while the lease is at this generation,
