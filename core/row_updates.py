@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Model
 
 _SQL_CACHE: dict[tuple, str | None] = {}
@@ -29,7 +29,9 @@ def row_update(
     connection = connections[DEFAULT_DB_ALIAS]
     fields = [model._meta.get_field(attname) for attname in attnames]
     raw = [getattr(instance, attname) for attname in attnames]
-    if instance.pk is None or any(hasattr(value, "resolve_expression") for value in raw):
+    if instance.pk is None or (exists is not None and not exists[1]) or any(
+        hasattr(value, "resolve_expression") or hasattr(value, "_meta") for value in raw  # an expression, a row
+    ):
         return None
     condition = tuple(exists[1]) if exists is not None else ()
     key = (model, tuple(attnames), exists[0] if exists is not None else None, condition, connection.vendor)
@@ -45,7 +47,8 @@ def row_update(
         other = exists[0]._meta
         params += [other.get_field(attname).get_db_prep_value(value, connection)
                    for attname, value in exists[1].items()]
-    with connection.cursor() as cursor:
+    # As the ORM's writes: a database error inside a transaction marks it for rollback, caught or not.
+    with transaction.mark_for_rollback_on_error(DEFAULT_DB_ALIAS), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
 

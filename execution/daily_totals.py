@@ -121,14 +121,22 @@ def update_keeping_totals(pk: int, values: dict, write: Callable[[], int]) -> in
         rows = _ROW_OF.list(pk)
         count = write()
         if count:  # nothing written (a lost lease): nothing to refresh
-            refresh(_row_days(rows) | _row_days([_updated(row, values) for row in rows]))
+            if any(hasattr(value, "resolve_expression") for value in values.values()):  # F(), Case...: read back
+                after = stored_days(_trade_model()._base_manager.filter(pk=pk))
+            else:
+                after = _row_days([_updated(row, values) for row in rows])
+            refresh(_row_days(rows) | after)
     return count
 
 
-def _row_of(pk: int):
-    from execution.models import PairTrade
+def _trade_model():
+    from execution.models import PairTrade  # the models import this module
 
-    return PairTrade._base_manager.filter(pk=pk).values_list(*ROW)
+    return PairTrade
+
+
+def _row_of(pk: int):
+    return _trade_model()._base_manager.filter(pk=pk).values_list(*ROW)
 
 
 _ROW_OF = CompiledRead(_row_of)

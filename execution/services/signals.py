@@ -198,9 +198,14 @@ _STATE_FIELDS = ("last_bar_time", "bar_index", "position", "entry_bar", "bars_he
 def _store(states: list[SignalState], signals: list[NewSignal], timeframe: str) -> None:
     # A signal already written for a (pair, bar) is left as it was: the first computation of a bar is the one
     # the bots may have acted on.
-    _insert_signals(signals, timeframe)
-    _update_states([s for s in states if s.pk])
-    SignalState.objects.bulk_create([s for s in states if not s.pk], batch_size=500)
+    try:
+        _insert_signals(signals, timeframe)
+        _update_states([s for s in states if s.pk])
+        SignalState.objects.bulk_create([s for s in states if not s.pk], batch_size=500)
+    except BaseException:
+        for state in states:  # rolled back: what they remember writing isn't stored, so write every field next time
+            state.__dict__.pop("_written", None)
+        raise
 
 
 def _insert_signals(signals: list[NewSignal], timeframe: str) -> None:
@@ -236,9 +241,9 @@ _INSERT_BATCH_ROWS = 1000
 def _update_states(states: list[SignalState]) -> None:
     """``bulk_update(states, _STATE_FIELDS)`` as one UPDATE per batch of states, built directly: the ORM's version
     costs more than the update itself when it runs every bar (a replay). A state this function wrote before (a
-    replay passes the same objects bar after bar, and nothing else writes them) is compared with what it wrote: an
-    unchanged state is left out, a field that changed in none is left out, and a field with one value for the whole
-    batch is set to it, instead of a CASE over every state (#18)."""
+    replay passes the same objects bar after bar, nothing else writes them, and a bar that fails ends the replay) is
+    compared with what it wrote: an unchanged state is left out, a field that changed in none is left out, and a
+    field with one value for the whole batch is set to it, instead of a CASE over every state (#18)."""
     changed = [state for state in states if getattr(state, "_written", None) != _state_values(state)]
     for start in range(0, len(changed), _UPDATE_BATCH_ROWS):
         batch = changed[start : start + _UPDATE_BATCH_ROWS]

@@ -10,7 +10,7 @@ from planned quantities.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cached_property
@@ -156,7 +156,7 @@ def account_books(accounts: list[ExchangeAccount], *, now: datetime, market: Mar
         row = totals.get(account.pk) or TradeTotals()
         trades = open_trades.get(account.pk, [])
         books[account.pk] = AccountBook(
-            **vars(row), account=account, open_trades=trades,
+            **{f.name: getattr(row, f.name) for f in fields(row)}, account=account, open_trades=trades,
             start_of_day_equity=previous_end.get(account.pk, (None, None))[0],
             previous_peak=previous_end.get(account.pk, (None, None))[1], state=states.get(account.pk),
             missing_marks=sorted({leg.instrument_id for t in trades for leg in t.legs.values()

@@ -70,3 +70,12 @@ def test_one_statement_and_the_orm_keeps_what_it_does_not_handle():
     assert ExchangeAccount.objects.get(pk=account.pk).capital == Decimal("250.5")
     unsaved = ExchangeAccount(name="not stored")
     assert row_update(unsaved, ["name"]) is None
+
+
+def test_an_empty_condition_or_a_row_as_a_value_is_left_to_the_orm():
+    order = OrderFactory(error="kept")
+    order.error = "changed"
+    assert row_update(order, ["error"], exists=(BotHeartbeat, {})) is None
+    order.trade_id = order.trade  # a row where a key belongs: the ORM's business (and its error)
+    assert row_update(order, ["trade_id"]) is None
+    assert Order.objects.get(pk=order.pk).error == "kept"

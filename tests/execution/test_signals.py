@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
+from django.db import transaction
 
 from execution.models import Signal, SignalState
 from execution.services.signals import signal_pairs, signals_update
@@ -171,3 +172,27 @@ def test_states_kept_between_runs_are_stored_as_they_stand_in_memory(market):
         assert stored == in_memory, f"bar {t}"
         seen_positions.add(tuple(sorted(s[2] for s in stored.values())))
     assert len(seen_positions) > 2, "the pairs should hold different positions at times (the CASE path)"
+
+
+def test_a_store_that_rolls_back_makes_the_next_one_write_every_field(market, monkeypatch):
+    config, *_ = market
+    kept = signal_pairs(config)
+    signals_update(config=config, end=bar_time(BARS - 3), pairs=kept)
+    kept = signal_pairs(config)  # the state created above, with its key
+    signals_update(config=config, end=bar_time(BARS - 2), pairs=kept)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(SignalState.objects, "bulk_create", boom)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        signals_update(config=config, end=bar_time(BARS - 1), pairs=kept)
+    state = kept[0].signal_state
+    assert not hasattr(state, "_written"), "the write was rolled back: nothing is known to be stored"
+    stored = SignalState.objects.values_list("last_bar_time", flat=True).get(pk=state.pk)
+    assert stored == bar_time(BARS - 2) != state.last_bar_time
+
+    monkeypatch.undo()
+    signals_update(config=config, end=bar_time(BARS - 1), pairs=kept)
+    fields = ("last_bar_time", "bar_index", "position", "entry_bar", "bars_held", "cooldown")
+    assert SignalState.objects.values_list(*fields).get(pk=state.pk) == tuple(getattr(state, f) for f in fields)

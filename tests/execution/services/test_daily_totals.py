@@ -169,3 +169,31 @@ def test_a_save_of_other_fields_refreshes_nothing_and_a_deferred_read_reads_on_s
     partial.save(update_fields=["realised_pnl"])
     assert DailyTradeTotals.objects.get(account=account).pnl == Decimal("-1")
     assert_exact()
+
+
+def test_a_write_of_its_own_kind_keeps_the_totals_exact():
+    """``update_keeping_totals``: the bot's fenced writes of a trade (their own UPDATE) refresh the days the trade
+    was and is in, with plain values and with an expression (read back after the write)."""
+    from django.db.models import F
+
+    from execution.daily_totals import update_keeping_totals
+
+    account = ExchangeAccountFactory()
+    trade = closed(account, 2, 30, "5")
+    other = closed(account, 3, 4, "-1")
+    assert_exact()
+    moved = {"closed_at": T0 + 60 * H, "realised_pnl": Decimal("7.5")}
+
+    def write_plain() -> int:
+        return PairTrade._base_manager.filter(pk=trade.pk).update(**moved)  # the base manager refreshes nothing
+
+    assert update_keeping_totals(trade.pk, moved, write_plain) == 1
+    assert {row[1] for row in assert_exact()} == {date(2021, 3, 1), date(2021, 3, 2), date(2021, 3, 3)}
+    shifted = {"closed_at": F("closed_at") - timedelta(days=2)}
+
+    def write_expression() -> int:
+        return PairTrade._base_manager.filter(pk=trade.pk).update(**shifted)
+
+    assert update_keeping_totals(trade.pk, shifted, write_expression) == 1
+    assert {row[1] for row in assert_exact()} == {date(2021, 3, 1)}
+    assert update_keeping_totals(other.pk, {"state": PairTrade.State.CLOSED}, lambda: 0) == 0  # a lost lease
