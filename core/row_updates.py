@@ -26,27 +26,25 @@ def row_update(
     only if ``exists`` is None or a row of ``exists[0]`` matches every ``column attname = value`` of ``exists[1]``;
     the number of rows matched (0 or 1), or None when the ORM must do it (nothing written)."""
     model = type(instance)
+    other, condition = exists if exists is not None else (None, {})
     connection = connections[DEFAULT_DB_ALIAS]
     fields = [model._meta.get_field(attname) for attname in attnames]
     raw = [getattr(instance, attname) for attname in attnames]
-    if instance.pk is None or (exists is not None and not exists[1]) or any(
+    if instance.pk is None or (other is not None and not condition) or any(
         hasattr(value, "resolve_expression") or hasattr(value, "_meta") for value in raw  # an expression, a row
     ):
         return None
-    condition = tuple(exists[1]) if exists is not None else ()
-    key = (model, tuple(attnames), exists[0] if exists is not None else None, condition, connection.vendor)
+    key = (model, tuple(attnames), other, tuple(condition), connection.vendor)
     if key not in _SQL_CACHE:
-        _SQL_CACHE[key] = _statement(model, fields, exists[0] if exists is not None else None, condition,
-                                     connection)  # fmt: skip
+        _SQL_CACHE[key] = _statement(model, fields, other, tuple(condition), connection)
     sql = _SQL_CACHE[key]
     if sql is None:
         return None
     params = [field.get_db_prep_save(value, connection=connection) for field, value in zip(fields, raw, strict=True)]
     params.append(model._meta.pk.get_db_prep_value(instance.pk, connection))
-    if exists is not None:
-        other = exists[0]._meta
-        params += [other.get_field(attname).get_db_prep_value(value, connection)
-                   for attname, value in exists[1].items()]
+    if other is not None:
+        params += [other._meta.get_field(attname).get_db_prep_value(value, connection)
+                   for attname, value in condition.items()]
     # As the ORM's writes: a database error inside a transaction marks it for rollback, caught or not.
     with transaction.mark_for_rollback_on_error(DEFAULT_DB_ALIAS), connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -118,14 +118,20 @@ def update_keeping_totals(pk: int, values: dict, write: Callable[[], int]) -> in
     if not TOTALS_FIELDS & set(values):
         return write()
     with transaction.atomic(savepoint=False):
-        rows = _ROW_OF.list(pk)
-        count = write()
-        if count:  # nothing written (a lost lease): nothing to refresh
-            if any(hasattr(value, "resolve_expression") for value in values.values()):  # F(), Case...: read back
-                after = stored_days(_trade_model()._base_manager.filter(pk=pk))
-            else:
-                after = _row_days([_updated(row, values) for row in rows])
-            refresh(_row_days(rows) | after)
+        return _write_keeping_totals(_ROW_OF.list(pk), values, write, _trade_model()._base_manager)
+
+
+def _write_keeping_totals(rows: list[tuple], values: dict, write: Callable[[], int], trades,
+                          using: str | None = None) -> int:
+    """``write()`` of ``values`` to the trades ``rows`` (read before it, in the order of ``ROW``), then the rows
+    of the days they were and are in refreshed; ``trades`` reads them back after an expression (F(), Case...)."""
+    count = write()
+    if count:  # nothing written (a lost lease): nothing to refresh
+        if any(hasattr(value, "resolve_expression") for value in values.values()):
+            after = stored_days(trades.filter(pk__in=[row[0] for row in rows]))
+        else:  # the values written, known here: no read
+            after = _row_days([_updated(row, values) for row in rows])
+        refresh(_row_days(rows) | after, using=using)
     return count
 
 
@@ -149,16 +155,10 @@ class PairTradeQuerySet(models.QuerySet):
     def update(self, **values) -> int:
         if not TOTALS_FIELDS & set(values):
             return super().update(**values)
+        update = super().update
         with transaction.atomic(using=self.db, savepoint=False):
-            rows = list(self.order_by().values_list(*ROW))
-            keys = _row_days(rows)
-            count = super().update(**values)
-            if any(hasattr(value, "resolve_expression") for value in values.values()):  # F(), Case...: read back
-                keys |= stored_days(self.model._base_manager.using(self.db).filter(pk__in=[r[0] for r in rows]))
-            else:  # the values written, known here: no read
-                keys |= _row_days([_updated(row, values) for row in rows])
-            refresh(keys, using=self.db)
-        return count
+            return _write_keeping_totals(list(self.order_by().values_list(*ROW)), values, lambda: update(**values),
+                                         self.model._base_manager.using(self.db), using=self.db)
 
     def bulk_create(self, objs, *args, **kwargs):
         objs = list(objs)

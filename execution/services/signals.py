@@ -247,10 +247,8 @@ def _update_states(states: list[SignalState]) -> None:
     changed = [state for state in states if getattr(state, "_written", None) != _state_values(state)]
     for start in range(0, len(changed), _UPDATE_BATCH_ROWS):
         batch = changed[start : start + _UPDATE_BATCH_ROWS]
-        sql, params = _update_statement(batch)
-        if sql:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
+        with connection.cursor() as cursor:
+            cursor.execute(*_update_statement(batch))
         for state in batch:
             state._written = _state_values(state)
 
@@ -260,8 +258,8 @@ def _state_values(state: SignalState) -> tuple:
 
 
 def _update_statement(batch: list[SignalState]) -> tuple[str, list]:
-    """The UPDATE of ``batch`` (states whose values differ from those written, or were never written here) and its
-    parameters."""
+    """The UPDATE of ``batch`` (states whose values differ from those written, or were never written here, so at
+    least one field is assigned) and its parameters."""
     quote = connection.ops.quote_name
     pk = quote(SignalState._meta.pk.column)
     assignments, params = [], []
@@ -282,8 +280,6 @@ def _update_statement(batch: list[SignalState]) -> tuple[str, list]:
             continue
         assignments.append(f"{column} = CASE {pk} {' '.join(['WHEN %s THEN %s'] * len(moved))} ELSE {column} END")
         params += [item for pair in moved for item in pair]
-    if not assignments:
-        return "", []
     sql = (f"UPDATE {quote(SignalState._meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
            f"WHERE {pk} IN ({', '.join(['%s'] * len(batch))})")
     return sql, params + [state.pk for state in batch]
