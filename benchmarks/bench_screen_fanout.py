@@ -184,7 +184,7 @@ def stop_worker(process: subprocess.Popen) -> None:
 # since the Celery app hands logging back to Django ("2021-... 12:00:00,123 INFO celery.app.trace: Task ...").
 _LOG_LINE = re.compile(
     r"^\[?(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})(?::| \w+ [\w.]+:| \w+/[\w-]+\]).*?"
-    r" ?Task (?P<task>[\w.]+)\[[^\]]+\] (?P<what>received|succeeded in (?P<seconds>[\d.e-]+)s)"
+    r" ?Task (?P<task>[\w.]+)\[(?P<id>[^\]]+)\] (?P<what>received|ignored|succeeded in (?P<seconds>[\d.e-]+)s)"
 )
 
 
@@ -196,14 +196,18 @@ def log_phases(log_path: Path) -> dict:
         if match:
             at = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
             events.append((at, match["task"].rsplit(".", 1)[-1], match["what"].split()[0],
-                           float(match["seconds"]) if match["seconds"] else None))
+                           float(match["seconds"]) if match["seconds"] else None, match["id"]))
 
     def times(task, what):
         return [e for e in events if e[1] == task and e[2] == what]
 
     blocks_done = times("screen_pairs_block", "succeeded")
     blocks_received = times("screen_pairs_block", "received")
-    start_done = times("screen_pairs", "succeeded")
+    # The dispatching task replaces itself with the chord (``self.replace``): Celery logs it "ignored", without a
+    # run time, so its time is from its "received" line to that one.
+    start_received = {e[4]: e[0] for e in times("screen_pairs", "received")}
+    start_done = [(e[0], *e[1:3], e[3] if e[3] is not None else e[0] - start_received.get(e[4], e[0]), e[4])
+                  for e in times("screen_pairs", "succeeded") + times("screen_pairs", "ignored")]
     merge_done = times("screen_pairs_merge", "succeeded")
     return {
         "blocks": len(blocks_done),
