@@ -206,12 +206,12 @@ def log_phases(log_path: Path) -> dict:
     # The dispatching task replaces itself with the chord (``self.replace``): Celery logs it "ignored", without a
     # run time, so its time is from its "received" line to that one.
     start_received = {e[4]: e[0] for e in times("screen_pairs", "received")}
-    start_done = [(e[0], *e[1:3], e[3] if e[3] is not None else e[0] - start_received.get(e[4], e[0]), e[4])
-                  for e in times("screen_pairs", "succeeded") + times("screen_pairs", "ignored")]
+    start_times = [e[3] if e[3] is not None else e[0] - start_received.get(e[4], e[0])
+                   for e in times("screen_pairs", "succeeded") + times("screen_pairs", "ignored")]
     merge_done = times("screen_pairs_merge", "succeeded")
     return {
         "blocks": len(blocks_done),
-        "start_task": start_done[0][3] if start_done else None,
+        "start_task": start_times[0] if start_times else None,
         "blocks_first_received": min(e[0] for e in blocks_received) if blocks_received else None,
         "blocks_last_done": max(e[0] for e in blocks_done) if blocks_done else None,
         "block_task_sum": sum(e[3] for e in blocks_done),

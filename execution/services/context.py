@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from core.row_updates import row_update
 from exchanges.base import TradingExchange
+from execution.daily_totals import update_keeping_totals
 from execution.locks import lock_lease
-from execution.models import BotHeartbeat, ExchangeAccount
+from execution.models import BotHeartbeat, ExchangeAccount, PairTrade
 from pairs.market import MarketView
 from pairs.models import Instrument, StrategyConfig
 
@@ -49,9 +50,6 @@ class Fence:
         """Write ``attnames`` of ``instance``'s row from the instance only while the lease is at this generation,
         in one statement built once (``core.row_updates``); LeaseLost otherwise. A trade's write that moves its
         daily totals refreshes them, as ``PairTrade.objects.update`` does."""
-        from execution.daily_totals import update_keeping_totals
-        from execution.models import PairTrade
-
         def write() -> int:
             count = row_update(instance, attnames, exists=(BotHeartbeat, {"account_id": self.account_id,
                                                                           "lease_generation": self.generation}))
