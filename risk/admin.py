@@ -4,7 +4,7 @@ from django.db import transaction
 from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
 from core.audit import audit_record
 from risk.models import DailyPnlSnapshot, GuardEvent, Halt, RiskLimit
-from risk.services import halts_clear
+from risk.services import halt_raise, halts_clear
 
 
 @admin.register(RiskLimit)
@@ -35,13 +35,16 @@ class HaltAdmin(admin.ModelAdmin):
         return request.user.has_perm("risk.clear_halt")
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-            obj.source = Halt.Source.MANUAL
+        # Raised through the service, as every other raise, so ``halt_raised`` fires after the commit (the
+        # notification) and an identical halt in force is reused. Halts are never changed here (no permission).
         with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            audit_record(action="raise_halt", channel="admin", actor=request.user, target=obj,
-                         summary=f"halt of {obj.account or 'all accounts'}: {obj.reason}")
+            halt = halt_raise(account=obj.account, pair=obj.pair, source=Halt.Source.MANUAL, reason=obj.reason,
+                              flatten=obj.flatten, mode=obj.mode, until=obj.until, created_by=request.user)
+            audit_record(action="raise_halt", channel="admin", actor=request.user, target=halt,
+                         summary=f"halt of {halt.account or 'all accounts'}: {halt.reason}")
+        # The admin's messages, log entry and redirect name ``obj``: make it the halt in force.
+        obj.pk, obj._state.adding = halt.pk, False
+        obj.refresh_from_db()
 
     @admin.action(description="Clear the selected halts", permissions=["clear_halt"])
     def clear(self, request, queryset):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import reduce
 from typing import Any
 
 # What a check may do, mildest first (the order decides which of two actions is the stricter).
@@ -98,8 +99,6 @@ class Limits:
 def merge_limits(rows: list[Any]) -> Limits:
     """The strictest of the given RiskLimit rows (or any objects with the same attributes), field by field."""
     values: dict[str, Any] = {}
-    actions = dict(DEFAULT_ACTIONS)
-    explicit: dict[str, str] = {}
     for row in rows:
         for name in (*LIMIT_FIELDS, "error_burst_minutes"):
             value = getattr(row, name, None)
@@ -114,9 +113,19 @@ def merge_limits(rows: list[Any]) -> Limits:
                 values[name] = max(current, value)
             else:
                 values[name] = min(current, value)
-        for check, action in (getattr(row, "actions", None) or {}).items():
-            if check in DEFAULT_ACTIONS and action in ACTIONS:
-                explicit[check] = stricter_action(explicit[check], action) if check in explicit else action
-    actions.update(explicit)
     values.setdefault("error_burst_minutes", 10)
-    return Limits(**values, actions=actions)
+    return Limits(**values, actions=merge_actions(rows))
+
+
+def merge_actions(rows: list[Any]) -> dict[str, str]:
+    """Each check's strictest action over the rows, a row that names none for a check counting as its default, so
+    an account row's explicit milder action can't loosen the system-wide row's default (e.g. daily_loss: halt)."""
+    if not rows:
+        return dict(DEFAULT_ACTIONS)
+    return {check: reduce(stricter_action, (_row_action(row, check) for row in rows)) for check in CHECKS}
+
+
+def _row_action(row: Any, check: str) -> str:
+    action = (getattr(row, "actions", None) or {}).get(check)
+    # An unknown action (the model's clean() refuses it; a row written around it) counts as the default.
+    return action if action in ACTIONS else DEFAULT_ACTIONS[check]

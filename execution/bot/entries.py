@@ -55,10 +55,14 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
     if not fresh:
         return []
     limits = limits_for(account)
-    max_trades = min(account.max_concurrent_trades, limits.max_open_trades or account.max_concurrent_trades)
+    max_trades = account.max_concurrent_trades
+    if limits.max_open_trades is not None:
+        # 0 is a limit (a trader stopping new entries), not "no limit": only None leaves the account's own cap.
+        max_trades = min(max_trades, limits.max_open_trades)
     free = max_trades - len(active)
     if free <= 0:
-        report.skipped.append(f"{len(fresh)} entry signal(s): the account already has {len(active)} trades")
+        report.skipped.append(f"{len(fresh)} entry signal(s): the account already has {len(active)} trades "
+                              f"(limit {max_trades})")
         return []
     used = set(PairTrade.objects.filter(account=account, entry_signal_id__in=fresh)
                .values_list("entry_signal_id", flat=True))
