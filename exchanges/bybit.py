@@ -30,6 +30,7 @@ from exchanges.errors import (
 )
 from exchanges.types import (
     FILLED,
+    FROM_EXECUTIONS,
     AccountSetup,
     BalanceState,
     FillState,
@@ -50,8 +51,6 @@ _EXECUTION_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
 _MAX_FUNDING_PAGES_PER_WINDOW = 200  # 20,000 settlements a week: far more than an account of a few pairs has
 # Execution types that move a position: the account's own trades, and liquidation and auto-deleveraging fills.
 _POSITION_EXEC_TYPES = ("Trade", "BustTrade", "AdlTrade")
-# The raw status of an order known only from its executions (its reduce-only flag is not known then).
-FROM_EXECUTIONS = "(from executions)"
 
 
 def _mapped():

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from exchanges.errors import ExchangeError
+from exchanges.errors import ExchangeError, OrderOutcomeUnknown, Refused
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,9 +61,26 @@ class RetryingExchange:
                           lambda: self.inner.prepare_account(symbols, leverage=leverage))
 
     def place_order(self, *, symbol, side, qty, client_order_id, reduce_only=False, order_type="market", price=None):
-        return self._call(f"order {client_order_id}", lambda: self.inner.place_order(
-            symbol=symbol, side=side, qty=qty, client_order_id=client_order_id, reduce_only=reduce_only,
-            order_type=order_type, price=price))
+        unknown: list[OrderOutcomeUnknown] = []
+
+        def place():
+            try:
+                return self.inner.place_order(symbol=symbol, side=side, qty=qty, client_order_id=client_order_id,
+                                              reduce_only=reduce_only, order_type=order_type, price=price)
+            except OrderOutcomeUnknown as exc:
+                unknown.append(exc)
+                raise
+            except Refused as exc:
+                if not unknown:
+                    raise
+                # A refusal proves only that this attempt did nothing: the earlier one may have executed (and taken
+                # the margin, or flattened the position a reduce-only retry now finds gone), so the order stays
+                # unknown and is looked up by its client id.
+                raise OrderOutcomeUnknown(
+                    f"{type(exc).__name__} on a retry of {client_order_id} after an attempt whose outcome is unknown "
+                    f"({unknown[-1]}): {exc}") from exc
+
+        return self._call(f"order {client_order_id}", place)
 
     def order_by_client_id(self, symbol, client_order_id):
         return self._call(f"look-up of {client_order_id}",

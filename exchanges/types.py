@@ -16,6 +16,9 @@ FILLED = "filled"
 CANCELLED = "cancelled"
 REJECTED = "rejected"
 ORDER_STATUSES = (SUBMITTED, PARTIALLY_FILLED, FILLED, CANCELLED, REJECTED)
+# The raw status of an order known only from its executions (its order lists don't show it yet; its reduce-only
+# flag and its full quantity are not known then).
+FROM_EXECUTIONS = "(from executions)"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from django.db import DatabaseError
+from django.db.models import Q
 from django.utils import timezone
 
 from core.clock import Clock, WallClock
@@ -104,7 +105,8 @@ def bot_tick(
     ctx = TradingContext(account=account, exchange=exchange, now=now, config=config, market=market, sleep=sleep,
                          checkpoint=checkpoint or (lambda step: None),
                          fence=Fence(account.pk, owner, heartbeat.lease_generation),
-                         halted=lambda: active_halts(account=account, now=now).filter(pair__isnull=True).exists(),
+                         halted=lambda pair_id: active_halts(account=account, now=now).filter(
+                             Q(pair__isnull=True) | Q(pair_id=pair_id)).exists(),
                          _lease_renewed=time.monotonic() - lease_age)
     held: list[PairTrade] | None = None  # the tick's trades when it ends normally: the heartbeat counts them
     try:

@@ -101,7 +101,9 @@ class TradingContext:
     checkpoint: Callable[[str], None] = _no_checkpoint
     sleep: Callable[[float], None] = time.sleep
     fence: Fence | None = None  # the lease's generation; None only outside a bot tick (writes unguarded)
-    halted: Callable[[], bool] | None = None  # is an active halt stopping new trades (asked before a first leg)
+    # Does an active halt stop new trades of this pair (the account's, system-wide, or the pair's pause)? Asked
+    # right before every first leg goes out, also one planned this tick: a halt can land while earlier trades fill.
+    halted: Callable[[int], bool] | None = None
     planned_now: set[int] = field(default_factory=set)  # orders written this tick: known not to be sent yet
     settled: set[int] = field(default_factory=set)  # trades compared with the exchange this tick
     _lease_renewed: float = field(default_factory=time.monotonic)

@@ -11,8 +11,8 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from exchanges.errors import ExchangeError, Refused
-from exchanges.types import FillState, OrderState
+from exchanges.errors import DuplicateClientOrderId, ExchangeError, Refused
+from exchanges.types import FROM_EXECUTIONS, FillState, OrderState
 from execution.events import trade_finished
 from execution.models import Fill, Order, PairTrade
 from execution.services.context import TickAborted, TradingContext
@@ -87,7 +87,7 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
     order.avg_price = state.avg_price
     order.fee = state.fee
     # In our table "partially_filled" always means: ended with part filled. An order still working is "submitted".
-    order.status = Status.SUBMITTED if state.is_open else state.status
+    order.status = Status.SUBMITTED if state.is_open or _listing_lags(ctx, order, state) else state.status
     if order.submitted_at is None:
         order.submitted_at = ctx.now
     fills = []
@@ -120,6 +120,14 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
         Fill.objects.bulk_create(fills, ignore_conflicts=True)
 
 
+def _listing_lags(ctx: TradingContext, order: Order, state: OrderState) -> bool:
+    """An order the exchange shows only through executions that fill part of it: its order lists don't show it
+    yet, and more executions may follow. Kept in flight for the grace (a completion now could over-fill the leg);
+    after it, the executions are what it did."""
+    return (state.raw_status == FROM_EXECUTIONS and state.filled_qty < order.qty
+            and (order.submitted_at is None or ctx.now - order.submitted_at <= NOT_FOUND_GRACE))
+
+
 def _lookup(ctx: TradingContext, order: Order) -> OrderState | None:
     symbol = ctx.symbol(order.instrument)
     try:
@@ -150,12 +158,19 @@ def reject(ctx: TradingContext, order: Order, status: str, reason: str) -> None:
 def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
     """Place a planned order (idempotent by its client id) and record what the exchange did with it."""
     symbol = ctx.symbol(order.instrument)
+    resending = order.status == Status.UNKNOWN
     ctx.checkpoint(f"before_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
     ctx.renew_lease(now=True)  # only the lease holder sends: a worker that lost it stops here
     try:
         ack = ctx.exchange.place_order(symbol=symbol, side=order.side, qty=order.qty,
                                        client_order_id=order.client_order_id, reduce_only=order.reduce_only)
     except Refused as exc:
+        if resending:
+            # The refusal proves only that this resend did nothing: the first send may have executed.
+            order.submitted_at = ctx.now
+            reject(ctx, order, Status.UNKNOWN, f"{type(exc).__name__} on a resend, the first send's outcome still "
+                                               f"unknown: {exc}")
+            return
         # The exchange said it did nothing with the order: the one answer that books it as rejected.
         with transaction.atomic(savepoint=False):
             reject(ctx, order, Status.REJECTED, f"{type(exc).__name__}: {exc}")
@@ -164,6 +179,8 @@ def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
     except ExchangeError as exc:
         # Anything else (a duplicate id it can't show yet, 10016, a 5xx page, a timeout, a dropped connection) may
         # have been executed: the order stays unknown and is looked up by its client id before anything is decided.
+        # Its grace before "never arrived" runs from this send, the last.
+        order.submitted_at = ctx.now
         reject(ctx, order, Status.UNKNOWN, f"{type(exc).__name__}: {exc}")
         return
     ctx.checkpoint(f"after_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
@@ -198,7 +215,7 @@ def _first_leg_halted(ctx: TradingContext, trade: PairTrade, order: Order, order
     """An open order about to go out while nothing of the trade has filled, under an active halt."""
     if order.action != Order.Action.OPEN or any(o.filled_qty > 0 for o in orders):
         return False
-    return ctx.halted is not None and ctx.halted()
+    return ctx.halted is not None and ctx.halted(trade.pair_id)
 
 
 def resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> None:
@@ -213,9 +230,17 @@ def resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Or
             return
         refusal = _not_sendable(ctx, trade, order, orders)
         if refusal:
-            reject(ctx, order, Status.CANCELLED, f"never sent: {refusal}")
+            # Not found may be the exchange's lists lagging a send the dead process made: not sent again, and
+            # given up only once it stays unfound for the grace (the unknown order's rule below).
+            order.submitted_at = ctx.now
+            reject(ctx, order, Status.UNKNOWN, f"not sent again ({refusal}); it may have gone out before the "
+                                               "process that planned it stopped: looked up until the grace passes")
             return
     if order.status == Status.PLANNED:
+        if order.pk in ctx.planned_now and _first_leg_halted(ctx, trade, order, orders):
+            # Planned this tick, before a halt that landed while the tick's earlier trades were filling.
+            reject(ctx, order, Status.CANCELLED, "never sent: a halt was raised before the first leg went out")
+            return
         if trade.state == State.PLANNED:
             set_state(ctx, trade, State.OPENING)
         _send(ctx, trade, order)
@@ -224,16 +249,31 @@ def resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Or
     if state is not None:
         _apply_found(ctx, order, state)
     elif order.status == Status.UNKNOWN:
-        refusal = _not_sendable(ctx, trade, order, orders)
-        if refusal:
-            reject(ctx, order, Status.CANCELLED, "not executed: the exchange shows no order, history or execution "
-                                                 f"under its client id, and it is not sent again ({refusal})")
-        else:
-            ctx.events.append(f"{order.client_order_id}: not found at the exchange; sent again under the same id")
-            _send(ctx, trade, order)
+        _unknown_not_found(ctx, trade, order, orders)
     elif order.submitted_at is None or ctx.now - order.submitted_at > NOT_FOUND_GRACE:
         reject(ctx, order, Status.CANCELLED, "acknowledged, but the exchange has not shown it (open orders, "
                                              f"history, executions) for {NOT_FOUND_GRACE}: taken as not executed")
+
+
+def _unknown_not_found(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> None:
+    """An order of unknown outcome that the exchange doesn't show (open orders, history, executions). Sent again
+    under the same id while its decision holds: the exchange can't execute one id twice, so that either places it
+    or proves it exists. Otherwise given up as not executed only after it stays unfound for the grace since its
+    last send (the exchange's lists lag), and never once the exchange has said its id is taken."""
+    refusal = _not_sendable(ctx, trade, order, orders)
+    if not refusal:
+        ctx.events.append(f"{order.client_order_id}: not found at the exchange; sent again under the same id")
+        _send(ctx, trade, order)
+        return
+    if order.error.startswith(DuplicateClientOrderId.__name__):
+        ctx.events.append(f"{order.client_order_id}: the exchange said its id is taken but doesn't show it yet; "
+                          "kept unknown and looked up again")
+        return
+    if order.submitted_at is not None and ctx.now - order.submitted_at <= NOT_FOUND_GRACE:
+        ctx.events.append(f"{order.client_order_id}: not found yet; not sent again ({refusal}), looked up again")
+        return
+    reject(ctx, order, Status.CANCELLED, "not executed: the exchange shows no order, history or execution under "
+                                         f"its client id for {NOT_FOUND_GRACE}, and it is not sent again ({refusal})")
 
 
 def _not_sendable(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> str:

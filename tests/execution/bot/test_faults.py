@@ -15,6 +15,7 @@ import pytest
 from django.db import DatabaseError, connection
 
 from execution.models import BotHeartbeat, Fill, FundingPayment, Order, PairTrade, Signal
+from risk.models import Halt
 from tests.execution.bot.fault_world import CREATE, Killed, assert_consistent, exchange_of, restart, tick
 from tests.factories import HaltFactory
 
@@ -304,6 +305,27 @@ def test_a_halt_raised_after_planning_stops_the_first_leg(world, fake):
         tick(world, checkpoint=killer("planned:trade"))
     HaltFactory(account=world.account, reason="trader stops everything")
     restart(world)
+    # The dead process may have sent it just before it stopped: not sent again under the halt, looked up until the
+    # grace passes (the exchange's lists lag), then given up.
+    order = Order.objects.get(trade=world.trade(), leg="y")
+    assert order.status == Order.Status.UNKNOWN and world.trade().state == PairTrade.State.PLANNED
+    tick(world, owner="bot-restarted", now=world.now + timedelta(minutes=3))
+    trade = world.trade()
+    assert trade.state == PairTrade.State.FAILED and "halt" in trade.error
+    assert fake.orders() == []
+    assert_consistent(world, fake)
+
+
+@pytest.mark.parametrize("scope", ("account", "pair"))
+def test_a_halt_raised_in_the_same_tick_after_planning_stops_the_first_leg(world, fake, scope):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+
+    def halt_after_planning(step):
+        # The guard (or a person) decides while this tick is between planning the trade and sending its first leg.
+        if step.startswith("planned:") and not Halt.objects.exists():
+            HaltFactory(account=world.account, pair=world.pair if scope == "pair" else None, reason="guard: stop")
+
+    tick(world, checkpoint=halt_after_planning)
     trade = world.trade()
     assert trade.state == PairTrade.State.FAILED and "halt" in trade.error
     assert fake.orders() == []

@@ -283,3 +283,30 @@ def test_a_kept_lease_is_renewed_during_the_tick_by_its_age(world, monkeypatch):
     BotHeartbeat.objects.filter(account=world.account).update(lease_expires_at=aged)
     world.tick()
     assert len(seen) == 1 and lease.LEASE_KEEP_S / 2 - 1 < seen[0] < lease.LEASE_KEEP_S
+
+
+def test_a_halt_raised_while_the_first_trade_of_a_batch_fills_stops_the_next_ones(world):
+    """The tick plans every entry first, then sends them one after another: a halt that lands while the first fills
+    must stop the legs not yet sent (the plan-time check saw no halt)."""
+    from risk.services import halt_raise
+
+    a = InstrumentFactory(base="AAA", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
+    b = InstrumentFactory(base="BBB", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
+    other = PairFactory(y_instrument=a, x_instrument=b, level=world.level)
+    world.prices[a.pk], world.prices[b.pk] = Decimal("100"), Decimal("50")
+    world.account.max_concurrent_trades = 5
+    world.account.save()
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.5)
+    world.signal(Signal.Action.ENTER_SHORT, zscore=2.2, pair=other)
+    raised = []
+
+    def halt_while_filling(step):
+        if step.startswith("after_send:") and not raised:
+            raised.append(halt_raise(account=world.account, source=Halt.Source.GUARD, reason="daily loss limit",
+                                     mode=Halt.Mode.HALT, trigger="daily_loss", now=world.now))
+
+    world.tick(checkpoint=halt_while_filling)
+    first, second = world.trades()
+    assert raised and first.state == PairTrade.State.OPEN  # its first leg was out: both legs complete the hedge
+    assert second.state == PairTrade.State.FAILED and "halt" in second.error
+    assert not Order.objects.filter(trade=second, filled_qty__gt=0).exists()

@@ -1,0 +1,92 @@
+"""Answers that don't prove what the exchange did, against the real ccxt client and the fake Bybit v5 server: the
+order stays unknown and is looked up by its client id, its executions decide, and no leg is left behind.
+
+Each case ends with the account consistent (``assert_consistent``: the exchange's positions equal what the open
+trades hold, every order of the bot known to the database with the exchange's filled quantity).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from exchanges.bybit import BybitExchange
+from execution.models import Order, PairTrade, Signal
+from tests.execution.bot.fault_world import CREATE, assert_consistent, tick
+from tests.factories import HaltFactory
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+def _retry_refused_after_lost_answer(monkeypatch, fake, symbol: str, code: int, message: str) -> None:
+    """The next create on ``symbol`` is accepted and its answer lost; the look-up right after fails (10016), and the
+    retry under the same client id is refused with ``code`` (the first attempt took the margin, or flattened the
+    position a reduce-only retry now finds gone)."""
+    original = BybitExchange._order_after_failed_create
+
+    def then_refuse(self, *args):
+        fake.fail_next("/v5/order/realtime", 10016, "Internal System Error.")
+        fake.reject_next_order(symbol, code, message)
+        monkeypatch.setattr(BybitExchange, "_order_after_failed_create", original)
+        return original(self, *args)
+
+    monkeypatch.setattr(BybitExchange, "_order_after_failed_create", then_refuse)
+    fake.timeout_after_accept_next(CREATE, symbol=symbol)
+
+
+def test_a_retry_refused_after_a_lost_answer_is_unknown_not_rejected(world, fake, monkeypatch):
+    _retry_refused_after_lost_answer(monkeypatch, fake, "YYYUSDT", 110007, "ab not enough for new order")
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    y = Order.objects.get(trade=world.trade(), leg="y", action=Order.Action.OPEN)
+    assert y.status != Order.Status.REJECTED and fake.position("YYYUSDT").size == 5
+    for minutes in (1, 2):
+        tick(world, now=world.now + timedelta(minutes=minutes))
+    y.refresh_from_db()
+    assert y.status == Order.Status.FILLED and y.filled_qty == 5
+    assert world.trade().state == PairTrade.State.OPEN
+    assert_consistent(world, fake)
+
+
+def test_a_close_refused_on_retry_keeps_its_fills_and_the_pnl(world, fake, monkeypatch):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    assert world.trade().state == PairTrade.State.OPEN
+    _retry_refused_after_lost_answer(monkeypatch, fake, "YYYUSDT", 110017,
+                                     "current position is zero, cannot fix reduce-only order qty")
+    fake.set_price("YYYUSDT", "90")  # a losing trade: its loss must count against the limits
+    world.next_bar(y="90", action=Signal.Action.EXIT)
+    for minutes in range(4):
+        tick(world, now=world.now + timedelta(minutes=minutes))
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSED and trade.exit_reason != PairTrade.ExitReason.RECONCILED
+    assert trade.realised_pnl is not None and trade.realised_pnl < 0
+    assert_consistent(world, fake)
+
+
+def test_an_unknown_order_is_not_given_up_under_a_halt_before_the_grace(world, fake, monkeypatch):
+    """The order lists lag (three look-ups find nothing): a halt raised meanwhile stops a resend, but the order is
+    looked up until the grace passes; it is found, and the trade completes its hedge rather than leaving y alone."""
+    original = BybitExchange.order_by_client_id
+    lagging = {"left": 3}
+
+    def lagging_lookup(self, symbol, client_order_id):
+        if client_order_id.endswith("yo1") and lagging["left"] > 0:
+            lagging["left"] -= 1
+            return None
+        return original(self, symbol, client_order_id)
+
+    monkeypatch.setattr(BybitExchange, "order_by_client_id", lagging_lookup)
+    fake.timeout_after_accept_next(CREATE, symbol="YYYUSDT")
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    assert Order.objects.get(trade=world.trade(), leg="y").status == Order.Status.UNKNOWN
+    HaltFactory(account=world.account, reason="guard: daily loss")
+    tick(world, now=world.now + timedelta(minutes=1))
+    assert Order.objects.get(trade=world.trade(), leg="y").status == Order.Status.UNKNOWN
+    tick(world, now=world.now + timedelta(minutes=2))
+    y = Order.objects.get(trade=world.trade(), leg="y")
+    assert y.status == Order.Status.FILLED and fake.position("YYYUSDT").size == 5
+    assert world.trade().state in (PairTrade.State.OPEN, PairTrade.State.CLOSING, PairTrade.State.CLOSED)
+    assert_consistent(world, fake)
