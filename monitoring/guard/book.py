@@ -4,12 +4,15 @@ day's start, open trades with their legs, losing streaks.
 Equity is measured one way everywhere: capital + realised PnL of finished trades (net of their fees and funding)
 + the open trades' PnL marked to the latest price (both legs' filled quantities at the mark, minus what they cost,
 minus their fees, plus their funding). The exchange's executions are the truth: open PnL comes from fills, not
-from planned quantities.
+from planned quantities. A leg whose feed stopped (no close in the market's last few bars) is marked at its last
+known close: valuing it at cost would hide its loss from the daily-loss and drawdown limits. A held leg with no
+close at all is a missing mark (``AccountBook.missing_marks``), which stops the account's entries.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -21,6 +24,7 @@ from core.statements import CompiledRead
 from execution.models import ExchangeAccount, Fill, Order, PairTrade
 from monitoring.guard.book_totals import TradeTotals, trade_totals
 from pairs.market import MarketView
+from pairs.selectors import newest_closes
 from risk.models import AccountGuardState, DailyPnlSnapshot
 
 ZERO = Decimal(0)
@@ -37,7 +41,8 @@ class LegPosition:
     qty: Decimal = ZERO  # signed: bought minus sold
     cost: Decimal = ZERO  # signed: what was paid for it (negative when sold)
     fees: Decimal = ZERO
-    mark: Decimal | None = None
+    mark: Decimal | None = None  # the current close, else the last known one (see ``stale``); None: no price at all
+    stale: bool = False  # the mark is a close older than the market gives as a current price
 
     @property
     def value(self) -> Decimal | None:
@@ -77,8 +82,8 @@ class OpenTrade:
 
     @property
     def unrealised(self) -> Decimal:
-        """Marked-to-market PnL of what is held, net of fees paid so far and funding; a leg with no price is
-        valued at its cost (no PnL)."""
+        """Marked-to-market PnL of what is held, net of fees paid so far and funding; a leg with no price at all
+        is valued at its cost (no PnL): the book then lists it in ``missing_marks``, which stops new entries."""
         total = self.trade.funding
         for leg in self.legs.values():
             value = leg.value if leg.value is not None else leg.cost
@@ -100,7 +105,7 @@ class AccountBook(TradeTotals):
     start_of_day_equity: Decimal | None  # from the snapshots; None: the first day the guard sees
     previous_peak: Decimal | None = None  # the last earlier snapshot's peak
     state: AccountGuardState | None = None
-    missing_marks: list[int] = field(default_factory=list)
+    missing_marks: list[int] = field(default_factory=list)  # instruments held without any price: equity is a guess
 
     @cached_property  # the book is read, never changed, once built; every limit asks for it
     def unrealised(self) -> Decimal:
@@ -205,9 +210,27 @@ def _open_trades(ids: list[int], market: MarketView) -> dict[int, list[OpenTrade
         position.cost += signed * price
         position.fees += fee
     marks = market.closes({p.instrument_id for by_leg in legs.values() for p in by_leg.values()})
+    held_without = {p.instrument_id for by_leg in legs.values() for p in by_leg.values()
+                    if p.qty and p.instrument_id not in marks}
+    last_known = last_known_closes(held_without, market) if held_without else {}
     books: dict[int, list[OpenTrade]] = defaultdict(list)
     for trade in trades:
         for position in legs[trade.pk].values():
             position.mark = marks.get(position.instrument_id)
+            if position.mark is None and position.instrument_id in last_known:
+                position.mark, position.stale = last_known[position.instrument_id], True
         books[trade.account_id].append(OpenTrade(trade, legs[trade.pk]))
     return books
+
+
+def last_known_closes(instrument_ids: Iterable[int], market: MarketView) -> dict[int, Decimal]:
+    """The close of each instrument's newest bar closed at the market's clock, however old (``market.closes`` drops
+    those older than a few bars: no price to trade at, but still the best value of a leg that is held). Two
+    queries, only when a held leg has no current price; instruments never priced are absent."""
+    newest = market.newest_bars(instrument_ids, end=None)
+    if not newest:
+        return {}
+    # Each instrument has no bar after its newest up to the clock, so in (oldest newest, newest newest] the newest
+    # close of each is the one at its own newest bar.
+    return newest_closes(list(newest), market.timeframe, newest_open=max(newest.values()),
+                         oldest_open=min(newest.values()) - timedelta(microseconds=1))

@@ -7,14 +7,15 @@ open trades; writes only when something fires, plus one upsert of the snapshots 
 Actions (``risk.policy``): notify records a guard event and tells people; pause_pair stops new entries of one pair;
 reduce stops new entries of the account; halt stops entries and signal exits; halt_flatten also closes every open
 trade through the trade state machine (both legs, reduce-only). Daily limits latch until the next UTC midnight, a
-losing streak for its cooldown, everything else until a person with the trader role clears it.
+losing streak for its cooldown, the guard's own blindness (an exchange it can't read, a held leg without a price)
+for BLIND_LATCH at a time while it lasts, everything else until a person with the trader role clears it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -31,7 +32,7 @@ from notifications.services import notify
 from pairs.market import MarketView
 from pairs.models import Pair
 from risk.models import AccountGuardState, DailyPnlSnapshot, GuardEvent, Halt
-from risk.policy import HALT, HALT_FLATTEN, NOTIFY, PAUSE_PAIR, Limits
+from risk.policy import HALT, HALT_FLATTEN, NOTIFY, PAUSE_PAIR, REDUCE, Limits
 from risk.selectors import account_state, halts_in_force, limits_by_account
 from risk.services import expired_halts_clear, guard_event_record, halt_raise
 
@@ -45,7 +46,15 @@ LABELS = {
     "heartbeat": "bot heartbeat", "position_mismatch": "positions differ from the exchange",
     "one_leg": "one-legged trade", "leg_imbalance": "leg imbalance", "error_burst": "burst of errors",
     "slippage": "fill slippage", "balance": "unexplained balance change", "queue": "Celery queue",
+    "exchange_unreadable": "exchange not readable by the guard", "missing_marks": "held leg without a price",
 }
+# The guard's own blindness: it can't tell whether a limit is crossed, so it fails closed (no new entries). These
+# checks are not in risk.policy's DEFAULT_ACTIONS, so an account's actions can't loosen them; if the policy ever
+# lists them, its (configurable) action is used.
+BLIND_CHECKS = {"exchange_unreadable": REDUCE, "missing_marks": REDUCE}
+# Their halts lift themselves: each holds this long and is raised again while the guard still can't see, so a
+# passing blip doesn't stop an account's entries until a person notices, and an outage keeps them stopped.
+BLIND_LATCH = timedelta(minutes=15)
 
 
 @dataclass
@@ -86,6 +95,8 @@ def guard_run(
         found, exchange_equity = detectors.exchange_checks(books, limits, exchange_for)
         breaches += found
     breaches += detectors.queue_lengths(queue_lengths or {}, limits[0].queue_max_length)
+    breaches = [replace(b, until=now + BLIND_LATCH) if b.check in BLIND_CHECKS and b.until is None else b
+                for b in breaches]
     report.breaches = breaches
     # No savepoint: inside a caller's transaction (a replay's bar) an error here ends the caller's transaction anyway.
     with transaction.atomic(savepoint=False):
@@ -109,6 +120,7 @@ def _breaches(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: 
     found += detectors.leg_problems(books, limits, now=now)
     found += detectors.error_bursts(books, limits, now=now)
     found += detectors.slippage(books, limits, now=now, since=since)
+    found += detectors.missing_marks(books)
     if live:
         found += detectors.stale_heartbeats(books, limits, now=process_now)
     return found
@@ -129,7 +141,7 @@ def _act(report: GuardReport, breaches: list[Breach], books: dict[int, AccountBo
                  .values_list("account_id", "kind", "details__pair"))
     for breach in breaches:
         account = books[breach.account_id].account if breach.account_id else None
-        action = limits[breach.account_id].action(breach.check)
+        action = _action(limits[breach.account_id], breach.check)
         if action == PAUSE_PAIR and breach.pair_id is None:
             action = NOTIFY
         if action == NOTIFY:
@@ -153,6 +165,12 @@ def _act(report: GuardReport, breaches: list[Breach], books: dict[int, AccountBo
                      summary=f"{halt.mode} of {account.name if account else 'all accounts'}: {halt.reason}",
                      details={"check": breach.check, **breach.details})
         report.events.append(_record(breach, account, now=now, severity=GuardEvent.Severity.CRITICAL))
+
+
+def _action(limits: Limits, check: str) -> str:
+    if check in BLIND_CHECKS and check not in limits.actions:
+        return BLIND_CHECKS[check]
+    return limits.action(check)
 
 
 def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None) -> bool:
@@ -186,7 +204,12 @@ def _remember(book: AccountBook, state: str, *, now: datetime, exchange_equity) 
     guard_state = book.state or AccountGuardState(account=book.account)
     guard_state.state = state
     guard_state.peak_equity = peak_equity(book)
-    guard_state.equity = book.equity
+    # The balance check compares the exchange's change with the book's between the same two cycles, so the two
+    # baselines move together: a cycle that did not read the exchange (it failed, or a cycle after a trade closed,
+    # which does not read it) leaves both, or the exchange's change over the gap would be held against the book's
+    # over one cycle. A paper account has no exchange side: its equity alone is remembered.
+    if exchange_equity is not None or book.account.mode == ExchangeAccount.Mode.PAPER:
+        guard_state.equity = book.equity
     if exchange_equity is not None:
         guard_state.exchange_equity = exchange_equity
     guard_state.checked_at = now
@@ -205,7 +228,9 @@ def snapshots_write(books: dict[int, AccountBook], *, now: datetime) -> None:
     rows = []
     for book in books.values():
         equity = book.equity
-        # The history's peak: every earlier day's, the day's start, what the guard saw, and now.
+        # The history's peak: every earlier day's, the day's start, what the guard saw, and now. (While a held leg
+        # has no price, now is a guess that the guard's own peak ignores, limits.peak_equity; the record's peak
+        # still can't be below its ending equity, a constraint of the table.)
         peak = max(x for x in (book.previous_peak, book.day_start_equity, peak_equity(book), equity)
                    if x is not None)
         rows.append(DailyPnlSnapshot(

@@ -2,7 +2,9 @@
 returns what it found as breaches; the cycle applies each check's configured action.
 
 Those that read the exchange (balance, positions) run for demo and real accounts only: a paper account's exchange
-is our own simulator, whose book is the database the guard already reads.
+is our own simulator, whose book is the database the guard already reads. Where the guard can't see (an exchange it
+can't read, a held leg without a price) it reports that as a breach of its own, which stops the account's entries:
+a blind guard fails closed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db import DatabaseError
+
+from core.secrets import redact
 from exchanges.base import TradingExchange
 from exchanges.errors import ExchangeError
 from execution.models import BotHeartbeat, ExchangeAccount, Order, PairTrade
@@ -161,12 +166,41 @@ def exchange_checks(books: dict[int, AccountBook], limits: dict[int, Limits],
             exchange = exchange_for(book.account)
             breaches += _position_mismatches(book, exchange)
             equity = exchange.balance().equity
-        except ExchangeError as exc:
-            logger.warning("guard: account %s: the exchange could not be read: %s", book.account.name, exc)
+        except DatabaseError:
+            raise  # not the exchange: the guard can't record anything without the database either
+        except Exception as exc:  # noqa: BLE001 - one account's failure must not blind the guard to the others
+            # Any failure, not only the exchange's (missing keys, a bug, the cycle's time running out): this
+            # account's positions and balance are unknown, so it fails closed, and the other accounts are still
+            # checked. No exchange equity for it: its balance baselines stay where they were (cycle._remember).
+            breaches.append(_unreadable(book, exc))
             continue
         equities[account_id] = equity
         breaches += _balance_change(book, limits[account_id], equity)
     return breaches, equities
+
+
+def _unreadable(book: AccountBook, exc: Exception) -> Breach:
+    text = redact(f"{type(exc).__name__}: {exc}")[:300]
+    # An exchange error is expected now and then and says enough; anything else gets its traceback.
+    logger.warning("guard: account %s: the exchange could not be read, its new entries stop: %s", book.account.name,
+                   text, exc_info=not isinstance(exc, ExchangeError))
+    return Breach("exchange_unreadable", book.account.pk, f"the guard could not read the exchange: {text}",
+                  details={"error": type(exc).__name__})
+
+
+def missing_marks(books: dict[int, AccountBook]) -> list[Breach]:
+    """A held leg without any price: the account's equity, daily PnL and drawdown are guesses (the leg at cost)."""
+    ids = {i for book in books.values() for i in book.missing_marks}
+    if not ids:
+        return []
+    symbols = dict(Instrument.objects.filter(pk__in=ids).values_list("pk", "symbol"))
+    breaches = []
+    for account_id, book in books.items():
+        if book.missing_marks:
+            names = sorted(symbols.get(i, str(i)) for i in book.missing_marks)
+            breaches.append(Breach("missing_marks", account_id, f"no price for the held legs {', '.join(names)}: "
+                                   "equity, daily loss and drawdown can't be measured", details={"symbols": names}))
+    return breaches
 
 
 def _position_mismatches(book: AccountBook, exchange: TradingExchange) -> list[Breach]:

@@ -27,15 +27,19 @@ def next_utc_midnight(now: datetime) -> datetime:
     return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time.min, tzinfo=UTC)
 
 
-def peak_equity(book: AccountBook) -> Decimal:
-    """The highest equity seen since the last reset, this cycle's included."""
+def peak_equity(book: AccountBook) -> Decimal | None:
+    """The highest equity seen since the last reset, this cycle's included, unless a held leg has no price: that
+    equity is a guess (the leg at cost), and a peak raised by it would stay too high after the price came back, so
+    the stored peak stands (None if none is stored yet)."""
     stored = book.state.peak_equity if book.state is not None else None
+    if book.missing_marks:
+        return stored
     return book.equity if stored is None else max(stored, book.equity)
 
 
 def drawdown(book: AccountBook) -> float:
     peak = peak_equity(book)
-    return float((peak - book.equity) / peak) if peak > 0 else 0.0
+    return float((peak - book.equity) / peak) if peak is not None and peak > 0 else 0.0
 
 
 def limit_breaches(book: AccountBook, limits: Limits, *, now: datetime) -> list[Breach]:

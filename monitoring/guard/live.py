@@ -5,15 +5,20 @@ Celery queues."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from core.clock import ManualClock
 from core.market_clock import market_clock
+from exchanges.base import TradingExchange
+from exchanges.errors import TemporaryExchangeError
 from exchanges.retry import RetryingExchange
 from execution.models import ExchangeAccount
-from execution.venues import account_trading_exchange
+from execution.selectors import account_credentials
+from execution.venues import account_exchange, account_trading_exchange
 from monitoring.guard.cycle import GuardReport, guard_run
 from pairs.market import StoredMarket
 from pairs.models import StrategyConfig
@@ -23,18 +28,46 @@ logger = logging.getLogger(__name__)
 # The queues whose growth says the workers don't keep up (each account's own queue is added).
 WATCHED_QUEUES = ("default", "selection", "signals", "risk", "notifications")
 
+# The guard's exchange reads must end well inside run_guard's soft time limit (50 s): a cycle the limit kills raises
+# no halt for any account. The bots' budget (10 s timeout, 5 attempts: about 57 s a call) is made for orders that
+# must get through; the guard reads, and what it can't read in time stops that account's entries (fails closed),
+# so it asks once more at most, at a shorter timeout: a call takes at most about 5 + 0.6 + 5 s, an account's two
+# (positions, balance) about 21 s.
+EXCHANGE_TIMEOUT_MS = 5_000
+EXCHANGE_ATTEMPTS = 2
+# No account's reads start later than this after the task started; the accounts left are reported unreadable
+# without a call. The last one started ends by about 20 + 21 s, leaving the database work its time before 50 s.
+EXCHANGE_BUDGET_S = 20.0
 
-def guard_run_live(*, queue_lengths: dict[str, int] | None = None) -> GuardReport:
+
+def guard_run_live(*, queue_lengths: dict[str, int] | None = None, started: float | None = None) -> GuardReport:
+    """One cycle at the live clock. ``started``: when the task started (``time.monotonic()``; default now), from
+    which the exchange reads' budget counts."""
+    deadline = (time.monotonic() if started is None else started) + EXCHANGE_BUDGET_S
     now = market_clock().now()
     config = StrategyConfig.current()
     market = StoredMarket(timeframe=config.timeframe, clock=ManualClock(now))
-
-    def exchange_for(account: ExchangeAccount):
-        return RetryingExchange(account_trading_exchange(account, market=market, config=config))
-
+    exchange_for = guard_exchanges(market=market, config=config, deadline=deadline)
     # The bots' heartbeats are written on the wall clock (a process check), whatever clock the market runs on.
     return guard_run(now=now, market=market, exchange_for=exchange_for, queue_lengths=queue_lengths,
                      process_now=timezone.now())
+
+
+def guard_exchanges(*, market: StoredMarket, config: StrategyConfig, deadline: float
+                    ) -> Callable[[ExchangeAccount], TradingExchange]:
+    """The guard's ``exchange_for``: each account's exchange with the guard's read budget, until ``deadline``
+    (``time.monotonic()``), after which it raises (the account is then reported unreadable, without a call)."""
+
+    def exchange_for(account: ExchangeAccount) -> TradingExchange:
+        if account.mode == ExchangeAccount.Mode.PAPER:  # the simulator: no network (the checks skip it anyway)
+            return account_trading_exchange(account, market=market, config=config)
+        if time.monotonic() > deadline:
+            raise TemporaryExchangeError(f"the guard's {EXCHANGE_BUDGET_S:g} s for exchange reads ran out before "
+                                         "this account")
+        venue = account_exchange(account, account_credentials(account=account), timeout_ms=EXCHANGE_TIMEOUT_MS)
+        return RetryingExchange(venue, attempts=EXCHANGE_ATTEMPTS)
+
+    return exchange_for
 
 
 def celery_queue_lengths(app) -> dict[str, int]:
