@@ -76,9 +76,11 @@ class RetryingExchange:
                 # A refusal proves only that this attempt did nothing: the earlier one may have executed (and taken
                 # the margin, or flattened the position a reduce-only retry now finds gone), so the order stays
                 # unknown and is looked up by its client id.
-                raise OrderOutcomeUnknown(
+                outcome = OrderOutcomeUnknown(
                     f"{type(exc).__name__} on a retry of {client_order_id} after an attempt whose outcome is unknown "
-                    f"({unknown[-1]}): {exc}") from exc
+                    f"({unknown[-1]}): {exc}")
+                outcome.retryable = False  # another retry would be refused the same: the look-up decides now
+                raise outcome from exc
 
         return self._call(f"order {client_order_id}", place)
 

@@ -120,6 +120,12 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
         Fill.objects.bulk_create(fills, ignore_conflicts=True)
 
 
+def order_refresh(ctx: TradingContext, order: Order, state: OrderState) -> None:
+    """Bring an order's row (and its fills) up to date with what the exchange reports of it, whatever it was
+    booked as: the exchange's executions are the truth (settlement, when they show more than the row holds)."""
+    _apply_state(ctx, order, state)
+
+
 def _listing_lags(ctx: TradingContext, order: Order, state: OrderState) -> bool:
     """An order the exchange shows only through executions that fill part of it: its order lists don't show it
     yet, and more executions may follow. Kept in flight for the grace (a completion now could over-fill the leg);

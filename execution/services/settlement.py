@@ -3,7 +3,9 @@
 When the exchange holds a different quantity on a trade's leg than the trade's recorded fills add up to (a person
 closed the leg by hand after the bot gave up, a leg was opened by hand, a liquidation), the executions on that
 symbol that no order of the bot accounts for are adopted: recorded, with their real prices and fees, as the fills
-of a ``reconcile`` order of the trade, and the difference written down with its cause. The trade is then decided on
+of a ``reconcile`` order of the trade, and the difference written down with its cause. Executions of the trade's
+own orders that their rows don't hold (an order booked as refused or not executed on an answer that proved
+nothing) bring that order up to date from the exchange instead. The trade is then decided on
 what it holds, like any other (closed when both legs are flat).
 
 One trade per instrument and account (``execution.bot.entries``) is what makes this exact: every execution on a
@@ -21,7 +23,7 @@ from django.db import transaction
 from exchanges.types import FillState
 from execution.models import Fill, Order, PairTrade
 from execution.services.context import TradingContext
-from execution.services.orders import LEGS, Status, client_order_id, leg_net
+from execution.services.orders import LEGS, Status, client_order_id, leg_net, order_refresh
 from notifications.models import Notification
 from notifications.services import notify
 from risk.models import GuardEvent
@@ -89,25 +91,40 @@ def settle_with_exchange(ctx: TradingContext, trade: PairTrade, orders: list[Ord
 
 def _adopt(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str) -> str:
     """Record the executions on ``leg``'s symbol since the trade was planned that no order of the bot accounts
-    for, as fills of reconcile orders (one per side); a note of what was adopted, "" when nothing was."""
+    for, as fills of reconcile orders (one per side), after bringing the trade's own orders that the executions
+    show more of up to date; a note of what changed, "" when nothing did."""
     instrument = instrument_of(trade, leg)
     symbol = ctx.symbol(instrument)
     since = trade.created_at - EXECUTIONS_LOOKBACK
     executions = ctx.exchange.executions(symbol, since_ms=int(since.timestamp() * 1000))
     known = set(Fill.objects.filter(order__trade__account=ctx.account, order__instrument=instrument)
                 .values_list("exchange_fill_id", flat=True))
+    own = {o.client_order_id: o for o in orders if o.leg == leg}
+    missed = sorted({e.client_order_id for e in executions if e.exec_id not in known and e.client_order_id in own})
+    notes = [note for cid in missed if (note := _own_order_corrected(ctx, own[cid]))]
     ours = f"sa{ctx.account.pk}-"
     foreign = [e for e in executions if e.exec_id not in known and not e.client_order_id.startswith(ours)]
     if not foreign:
-        return ""
-    notes = []
+        return " and ".join(notes)
     for side in ("buy", "sell"):
         fills = [e for e in foreign if e.side == side]
         if fills:
             order = _reconcile_order(ctx, trade, orders, leg, side, fills)
-            notes.append(f"{order.leg} leg {side} {order.filled_qty} at {order.avg_price:.8g} in {len(fills)} "
-                         f"execution(s) not placed by the bot ({_who(fills)})")
-    return "adopted " + " and ".join(notes)
+            notes.append(f"adopted {order.leg} leg {side} {order.filled_qty} at {order.avg_price:.8g} in "
+                         f"{len(fills)} execution(s) not placed by the bot ({_who(fills)})")
+    return " and ".join(notes)
+
+
+def _own_order_corrected(ctx: TradingContext, order: Order) -> str:
+    """An order of the trade that the exchange executed more of than it is booked with (an answer taken for a
+    refusal, a look-up that lagged): brought up to date from the exchange, whose executions are the truth."""
+    before = (order.status, order.filled_qty)
+    state = ctx.exchange.order_by_client_id(ctx.symbol(order.instrument), order.client_order_id)
+    if state is None or state.filled_qty <= order.filled_qty:
+        return ""
+    order_refresh(ctx, order, state)
+    return (f"corrected {order.client_order_id}, booked {before[0]} with {before[1]} filled, from the exchange: "
+            f"{order.status} with {order.filled_qty} filled")
 
 
 def _who(fills: list[FillState]) -> str:

@@ -36,7 +36,7 @@ from execution.services.orders import (
     set_state,
     signed,
 )
-from execution.services.settlement import settle_with_exchange
+from execution.services.settlement import Settlement, settle_with_exchange
 from execution.sizing import leg_sides
 from notifications.models import Notification
 from notifications.services import notify
@@ -106,6 +106,9 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
         ctx.events.append(f"trade {trade.pk} open")
         return False
     if all(nets[leg] == 0 for leg in LEGS):
+        if any(o.submitted_at is not None or o.status == Status.REJECTED for o in orders) and _settled_now(
+                ctx, trade, orders):
+            return True  # an order booked as not executed was, after all: decide again on what the legs hold
         errors = "; ".join(o.error for o in orders if o.error) or "no leg filled"
         with transaction.atomic(savepoint=False):
             set_state(ctx, trade, State.FAILED, closed_at=ctx.now, error=errors[:2000])
@@ -113,8 +116,14 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
                    text=describe(trade, f"failed to open, nothing is held: {errors}"))
         ctx.events.append(f"trade {trade.pk} failed: {errors}")
         return False
-    if _settled_now(ctx, trade, orders):
+    settled = _settled_now(ctx, trade, orders, settlement=True)
+    if settled is not None and settled.changed:
         return True  # the exchange's executions changed what the legs hold: decide again on them
+    if settled is not None and settled.unexplained:
+        # The exchange holds something else than the fills say, and no execution explains it: a completion sized
+        # from the fills could over-fill the leg. Left for the next tick's comparison and the reconciliation.
+        ctx.events.append(f"trade {trade.pk}: not completed, the exchange holds {_holdings(settled)}")
+        return False
     placed = False
     for leg in LEGS:
         missing = abs(targets[leg]) - abs(nets[leg]) if nets[leg] * targets[leg] >= 0 else abs(targets[leg])
@@ -232,6 +241,10 @@ def _settled_now(ctx: TradingContext, trade: PairTrade, orders: list[Order], *, 
     ctx.settled.add(trade.pk)
     outcome = settle_with_exchange(ctx, trade, orders)
     return outcome if settlement else outcome.changed
+
+
+def _holdings(settled: Settlement) -> str:
+    return ", ".join(f"{leg} {held} (the fills: {net})" for leg, (held, net) in settled.unexplained.items())
 
 
 def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal) -> None:

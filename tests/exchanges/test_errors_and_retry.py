@@ -26,7 +26,7 @@ from exchanges.errors import (
     RequestTimedOut,
     TemporaryExchangeError,
 )
-from exchanges.retry import call_with_retry
+from exchanges.retry import RetryingExchange, call_with_retry
 
 # ---------------------------------------------------------------------------------------------------- mapping
 
@@ -235,3 +235,42 @@ def test_retryable_flags():
         for cls in (ExchangeError, PermanentExchangeError, AuthenticationFailed, InvalidOrder, InsufficientFunds,
                     DuplicateClientOrderId, OrderNotFound, NotSupported)
     )  # fmt: skip
+
+
+class _Venue:
+    """Answers the given place_order outcomes in turn (an exception is raised, anything else returned)."""
+
+    def __init__(self, *outcomes):
+        self.outcomes, self.calls = list(outcomes), 0
+
+    def place_order(self, **kwargs):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def _place(venue):
+    return RetryingExchange(venue, sleep=lambda s: None).place_order(symbol="Y/USDT:USDT", side="buy", qty=1,
+                                                                     client_order_id="sa1-1-a-yo1")
+
+
+def test_a_refusal_of_a_retry_after_an_unknown_attempt_is_unknown():
+    # The first attempt may have executed (and taken the margin the retry is refused for).
+    venue = _Venue(RequestTimedOut("no answer"), InsufficientFunds("110007 ab not enough"))
+    with pytest.raises(OrderOutcomeUnknown, match="InsufficientFunds on a retry of sa1-1-a-yo1"):
+        _place(venue)
+    assert venue.calls == 2
+
+
+def test_a_refusal_at_the_first_attempt_is_a_refusal():
+    with pytest.raises(InsufficientFunds):
+        _place(_Venue(InsufficientFunds("110007 ab not enough")))
+
+
+def test_a_refusal_after_refused_temporary_attempts_stays_a_refusal():
+    # Rate limits prove nothing was applied: the refusal that follows is the order's answer.
+    venue = _Venue(RateLimited("10006"), InsufficientFunds("110007 ab not enough"))
+    with pytest.raises(InsufficientFunds):
+        _place(venue)

@@ -7,13 +7,18 @@ trades hold, every order of the bot known to the database with the exchange's fi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
 from exchanges.bybit import BybitExchange
+from exchanges.errors import InsufficientFunds
+from exchanges.types import FILLED, FROM_EXECUTIONS
 from execution.models import Order, PairTrade, Signal
-from tests.execution.bot.fault_world import CREATE, assert_consistent, tick
+from notifications.models import Notification
+from tests.execution.bot.fault_world import CREATE, assert_consistent, exchange_of, tick
 from tests.factories import HaltFactory
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -89,4 +94,65 @@ def test_an_unknown_order_is_not_given_up_under_a_halt_before_the_grace(world, f
     y = Order.objects.get(trade=world.trade(), leg="y")
     assert y.status == Order.Status.FILLED and fake.position("YYYUSDT").size == 5
     assert world.trade().state in (PairTrade.State.OPEN, PairTrade.State.CLOSING, PairTrade.State.CLOSED)
+    assert_consistent(world, fake)
+
+
+class RefusalAfterTheFact:
+    """The real adapter, but the y open's create is answered with a refusal after the exchange executed it (a
+    mapping that took an answer for a refusal): the order is booked rejected though it filled."""
+
+    def __init__(self, inner):
+        self._inner, self.lied = inner, False
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def place_order(self, **kwargs):
+        ack = self._inner.place_order(**kwargs)
+        if kwargs["client_order_id"].endswith("yo1") and not self.lied:
+            self.lied = True
+            raise InsufficientFunds("ab not enough for new order (110007)")
+        return ack
+
+
+def test_an_order_booked_rejected_that_filled_is_corrected_from_its_executions(world, fake):
+    """Before a trade is called failed, its legs are compared with the exchange: the executions of its own order
+    bring that order's row up to date, and the trade completes its hedge instead of leaving the y leg alone."""
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    lying = RefusalAfterTheFact(exchange_of(world))
+    world.tick(exchange=lying)
+    assert lying.lied and fake.position("YYYUSDT").size == 5
+    trade = world.trade()
+    y = Order.objects.get(trade=trade, leg="y", action=Order.Action.OPEN)
+    assert (y.status, y.filled_qty) == (Order.Status.FILLED, 5)
+    assert trade.state == PairTrade.State.OPEN and fake.position("XXXUSDT").size == Decimal("-8.5")
+    assert "corrected" in Notification.objects.get(topic="executions_adopted").text
+    assert_consistent(world, fake)
+
+
+def test_an_order_seen_only_in_part_of_its_executions_stays_in_flight(world, fake, monkeypatch):
+    """The order lists don't show the y open yet and its executions are listed in part (2 of 5): taken as final,
+    the trade would top the leg up by 3 and hold 8. It stays in flight until the exchange shows all of it."""
+    original = BybitExchange.order_by_client_id
+    partial = {"left": 1}
+
+    def partly_listed(self, symbol, client_order_id):
+        state = original(self, symbol, client_order_id)
+        if state is not None and client_order_id.endswith("yo1") and partial["left"] > 0:
+            partial["left"] -= 1
+            return replace(state, raw_status=FROM_EXECUTIONS, status=FILLED, is_open=False, qty=Decimal(2),
+                           filled_qty=Decimal(2))
+        return state
+
+    monkeypatch.setattr(BybitExchange, "order_by_client_id", partly_listed)
+    fake.timeout_after_accept_next(CREATE, symbol="YYYUSDT")  # the create's answer is lost: the order is looked up
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    y = Order.objects.get(trade=world.trade(), leg="y", action=Order.Action.OPEN)
+    assert y.status == Order.Status.SUBMITTED and not Order.objects.filter(action=Order.Action.COMPLETE).exists()
+    tick(world, now=world.now + timedelta(minutes=1))
+    y.refresh_from_db()
+    assert (y.status, y.filled_qty) == (Order.Status.FILLED, 5)
+    assert world.trade().state == PairTrade.State.OPEN and fake.position("YYYUSDT").size == 5
+    assert not Order.objects.filter(action=Order.Action.COMPLETE).exists()
     assert_consistent(world, fake)
