@@ -1,4 +1,5 @@
-"""The admin of the parts statarb doesn't own: the beat schedule (django-celery-beat), API tokens (knox) and users.
+"""The admin of the parts statarb doesn't own: the beat schedule (django-celery-beat), API tokens (knox), users and
+roles (auth groups).
 
 Their stock admins let anyone who can open the page run every action (a viewer could run or disable the guard's
 schedule) and audit nothing; here each action needs the permission to change what it changes and is audited.
@@ -11,7 +12,9 @@ from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
@@ -152,7 +155,42 @@ class AccessFailureLogAdmin(ReadOnlyAdmin, axes_admin.AccessFailureLogAdmin):
     pass
 
 
-class UserAdmin(AuditedAdmin, BaseUserAdmin):
+class GrantsAuditedAdmin(AuditedAdmin):
+    """Audits which roles and permissions an edit granted and took away, not only that the field changed: the
+    many-to-many rows are written after ``save_model`` (in ``save_related``), so they are compared there."""
+
+    grant_fields: tuple[str, ...] = ()
+
+    def save_related(self, request, form, formsets, change):
+        obj = form.instance
+        before = {name: self._grants(obj, name) for name in self.grant_fields} if change else {}
+        with transaction.atomic():
+            super().save_related(request, form, formsets, change)
+            for name in self.grant_fields:
+                after = self._grants(obj, name)
+                added, removed = sorted(after - before.get(name, set())), sorted(before.get(name, set()) - after)
+                if added or removed:
+                    audit_record(action=f"grant_{obj._meta.model_name}_{name}", channel="admin", actor=request.user,
+                                 target=obj, details={"field": name, "added": added, "removed": removed},
+                                 summary=f"{name} of {obj._meta.verbose_name} {obj}: added {', '.join(added) or 'none'}"
+                                         f"; removed {', '.join(removed) or 'none'}")
+
+    @staticmethod
+    def _grants(obj, name: str) -> set[str]:
+        related = getattr(obj, name).all()
+        if related.model._meta.model_name == "permission":
+            return {f"{app}.{code}" for app, code in related.values_list("content_type__app_label", "codename")}
+        return {str(item) for item in related}
+
+
+class GroupAdmin(GrantsAuditedAdmin, BaseGroupAdmin):
+    """A role: changing its permissions changes what every member may do, so each grant is audited."""
+
+    grant_fields = ("permissions",)
+
+
+class UserAdmin(GrantsAuditedAdmin, BaseUserAdmin):
+    grant_fields = ("groups", "user_permissions")
     actions = ("revoke_api_tokens",)
 
     def has_revoke_tokens_permission(self, request) -> bool:
@@ -175,7 +213,7 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
 for model, model_admin in ((PeriodicTask, PeriodicTaskAdmin), (IntervalSchedule, IntervalScheduleAdmin),
                            (CrontabSchedule, CrontabScheduleAdmin), (SolarSchedule, SolarScheduleAdmin),
                            (ClockedSchedule, ClockedScheduleAdmin), (AuthToken, AuthTokenAdmin),
-                           (get_user_model(), UserAdmin), (AccessAttempt, AccessAttemptAdmin),
+                           (get_user_model(), UserAdmin), (Group, GroupAdmin), (AccessAttempt, AccessAttemptAdmin),
                            (AccessLog, AccessLogAdmin), (AccessFailureLog, AccessFailureLogAdmin)):
     if admin.site.is_registered(model):
         admin.site.unregister(model)

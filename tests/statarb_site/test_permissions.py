@@ -295,3 +295,44 @@ def test_the_kill_switch_over_the_api_needs_halt_account(users, world, role, sta
         assert Halt.objects.count() == halts
         assert api.post(reverse("api:resume"), {}, format="json").status_code == status
         assert Halt.objects.get(pk=world["halt"].pk).is_active
+
+
+def test_changing_a_roles_permissions_in_the_admin_is_audited_with_what_it_granted(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    superuser = django_user_model.objects.create_superuser(username="root-admin", password="a-long-test-password")
+    client.force_login(superuser)
+    viewer = Group.objects.get(name="viewer")
+    kept = sorted(viewer.permissions.values_list("pk", flat=True))
+    halt = Permission.objects.get(content_type__app_label="execution", codename="halt_account")
+    response = client.post(reverse("admin:auth_group_change", args=[viewer.pk]),
+                           {"name": "viewer", "permissions": [*kept, halt.pk]})
+    assert response.status_code == 302
+    assert viewer.permissions.filter(pk=halt.pk).exists()
+    entry = AuditEntry.objects.get(action="grant_group_permissions")
+    assert entry.actor == superuser and entry.target_id == str(viewer.pk)
+    assert entry.details == {"field": "permissions", "added": ["execution.halt_account"], "removed": []}
+    assert AuditEntry.objects.filter(action="change_group").exists()
+
+    client.post(reverse("admin:auth_group_add"), {"name": "desk", "permissions": [halt.pk]})
+    desk = Group.objects.get(name="desk")
+    added = AuditEntry.objects.filter(action="grant_group_permissions", target_id=str(desk.pk))
+    assert added.get().details["added"] == ["execution.halt_account"]
+
+
+def test_adding_a_user_to_a_role_in_the_admin_is_audited_with_the_role(client, django_user_model, users):
+    superuser = django_user_model.objects.create_superuser(username="root-admin", password="a-long-test-password")
+    client.force_login(superuser)
+    viewer = users["viewer"]
+    page = client.get(reverse("admin:auth_user_change", args=[viewer.pk]))
+    form = page.context["adminform"].form
+    data = {key: value for key, value in form.initial.items() if value is not None and key != "password"}
+    data.update(groups=[Group.objects.get(name="trader").pk, *viewer.groups.values_list("pk", flat=True)],
+                user_permissions=[], date_joined_0=viewer.date_joined.strftime("%Y-%m-%d"),
+                date_joined_1=viewer.date_joined.strftime("%H:%M:%S"), is_staff="on", is_active="on")
+    data.pop("date_joined", None)
+    data.pop("last_login", None)
+    response = client.post(reverse("admin:auth_user_change", args=[viewer.pk]), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    entry = AuditEntry.objects.get(action="grant_user_groups")
+    assert entry.details["added"] == ["trader"] and entry.details["removed"] == []
