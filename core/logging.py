@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 
+from django.views.debug import SafeExceptionReporterFilter
+
 from core.secrets import known_secret_values, redact
 
 # Shapes worth masking even when the value is unknown to us: Telegram bot tokens ("123456:ABC..."), and
@@ -21,13 +23,26 @@ _SECRET_SHAPES = re.compile(
 )
 
 
+# The password of a URL's credentials ("redis://:pw@host", "mysql://user:pw@host").
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)([^@\s/]+)(@)", re.IGNORECASE)
+
+
 def mask_secret_shapes(text: str) -> str:
     def _mask(match: re.Match[str]) -> str:
         if match.group(1):
             return "***"
         return f"{match.group(2)}***"
 
-    return _SECRET_SHAPES.sub(_mask, text)
+    return _URL_PASSWORD.sub(r"\1***\3", _SECRET_SHAPES.sub(_mask, text))
+
+
+class SecretsExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Django's error page (DEBUG only) and error reports: beside its own names (KEY, SECRET, PASS, TOKEN...), the
+    settings and request variables that hold URLs or connection strings are hidden, since a broker, result
+    backend or database URL carries its password."""
+
+    hidden_settings = re.compile("API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|URL|BROKER|BACKEND|DSN",
+                                 flags=re.IGNORECASE)
 
 
 class RedactSecretsFilter(logging.Filter):

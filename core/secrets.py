@@ -8,6 +8,7 @@ so that logs and notifications can mask it wherever it turns up.
 from __future__ import annotations
 
 import threading
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -32,11 +33,25 @@ def register_secret(value: str | None) -> None:
             _registered_secrets.add(value)
 
 
+def _configured_passwords() -> list[str]:
+    """The passwords of the database, the broker, the result backend and the mail server, from the settings."""
+    passwords = [str(db.get("PASSWORD") or "") for db in getattr(settings, "DATABASES", {}).values()]
+    passwords.append(str(getattr(settings, "EMAIL_HOST_PASSWORD", "") or ""))
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REDIS_URL"):
+        url = getattr(settings, name, "") or ""
+        try:
+            passwords.append(urlsplit(str(url)).password or "")
+        except ValueError:  # not a URL: nothing in it to find
+            continue
+    return passwords
+
+
 def known_secret_values() -> frozenset[str]:
     configured = (
         *getattr(settings, "STATARB_SECRETS_KEY", "").split(","),
         getattr(settings, "TELEGRAM_BOT_TOKEN", ""),
         getattr(settings, "SECRET_KEY", ""),
+        *_configured_passwords(),
     )
     with _lock:
         values = set(_registered_secrets)

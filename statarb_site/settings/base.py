@@ -370,6 +370,8 @@ NOTIFICATIONS_NUDGE = env.bool("NOTIFICATIONS_NUDGE", default=True)
 
 
 # --- Logging --------------------------------------------------------------------------------------------------
+# The error page (DEBUG) and error reports hide URL and connection-string settings too (they carry passwords).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.logging.SecretsExceptionReporterFilter"
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
@@ -381,6 +383,11 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own handlers (a console one with DEBUG, the admins' e-mail without) would write its records
+        # unfiltered: none here, so they reach the root's filtered console; django.server (each request line,
+        # whose URL may hold a key) gets the filtered console instead of its own.
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "WARNING"},
         "ccxt": {"level": "WARNING"},
         # httpx logs every request's URL, and a Telegram URL holds the bot token (masked anyway, but not needed).

@@ -181,3 +181,66 @@ def test_a_second_handler_does_not_print_the_traceback_twice(captured):
     # The record was cleaned by the first handler's filter before the second one formatted it.
     assert secret not in second.text
     assert handler.text.count("Traceback") == 1
+
+
+def test_passwords_of_the_database_broker_and_mail_settings_are_masked(captured, settings, monkeypatch):
+    logger, handler = captured
+    settings.CELERY_BROKER_URL = "redis://:broker-Pw-123@redis-host:6379/0"
+    settings.CELERY_RESULT_BACKEND = "redis://:backend-Pw-456@redis-host:6379/1"
+    settings.EMAIL_HOST_PASSWORD = "smtp-Pw-789"
+    monkeypatch.setitem(settings.DATABASES["default"], "PASSWORD", "db-Pw-012")  # read again only to connect
+    logger.error("lost broker-Pw-123, backend-Pw-456, smtp-Pw-789 and db-Pw-012")
+    assert handler.lines == ["ERROR tests.statarb_site.redaction: lost ***, ***, *** and ***"]
+
+
+def test_an_unknown_password_in_a_url_is_masked(captured):
+    logger, handler = captured
+    logger.error("cannot reach mysql://statarb:Unknown-Pw@db-host:3306/statarb or redis://:Other-Pw@r:6379/0")
+    assert "Unknown-Pw" not in handler.text and "Other-Pw" not in handler.text
+    assert "mysql://statarb:***@db-host:3306/statarb" in handler.text and "redis://:***@r:6379/0" in handler.text
+
+
+_DJANGO_LOGGERS_SCRIPT = """
+import logging, django
+django.setup()
+logging.getLogger("django.request").error("Internal Server Error: /bot%s/sendMessage", "123456789:" + "A" * 35)
+logging.getLogger("django.server").info('"GET /api/v1/pnl/?api_key=%s HTTP/1.1" 200', "plainKEYvalue123")
+logging.getLogger("django.security").warning("token %s", __import__("os").environ["TELEGRAM_BOT_TOKEN"])
+"""
+
+
+def test_djangos_own_loggers_write_only_through_the_filtered_console(tmp_path):
+    """In a process of its own (pytest replaces the logging handlers), with DEBUG on as in `make demo`: Django's
+    default handlers would print these unfiltered, once more beside the root's filtered console."""
+    import os
+    import subprocess
+    import sys
+
+    token = "987654321:" + "B" * 35
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "statarb_site.settings.local", "DEBUG": "1",
+           "STATARB_VAR_DIR": str(tmp_path), "TELEGRAM_BOT_TOKEN": token}
+    run = subprocess.run([sys.executable, "-c", _DJANGO_LOGGERS_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    lines = [line for line in run.stderr.splitlines() if "django." in line]
+    assert len(lines) == 3, run.stderr  # each once: no second, unfiltered handler
+    assert "A" * 35 not in run.stderr and "plainKEYvalue123" not in run.stderr and token not in run.stderr
+
+
+def _error_page(rf) -> str:
+    """Django's error page for a request whose environment holds a database URL (as runserver's does)."""
+    from django.views.debug import ExceptionReporter
+
+    request = rf.get("/boom", DATABASE_URL="mysql://statarb:" + "db-Pw" + "-456@db-host/statarb")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as exc:
+        return ExceptionReporter(request, type(exc), exc, exc.__traceback__).get_traceback_html()
+
+
+def test_the_error_page_hides_url_settings_and_environment(rf, settings):
+    settings.DEBUG = True
+    settings.CELERY_BROKER_URL = "redis://:" + "broker-Pw" + "-123@redis-host:6379/0"
+    page = _error_page(rf)
+    # Built, not written out: the page shows the source lines around the error, which are not what is checked.
+    assert "broker-Pw" + "-123" not in page and "db-Pw" + "-456" not in page
+    assert "CELERY_BROKER_URL" in page and "DATABASE_URL" in page  # named, with the value hidden
