@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from core.audit import audit_record
+
 
 @dataclass(frozen=True)
 class DefaultSchedule:
@@ -118,8 +120,9 @@ def _schedule_objects(default: DefaultSchedule) -> dict:
 
 
 @transaction.atomic
-def periodic_tasks_setup(*, reset: bool = False) -> dict[str, list[str]]:
-    """Create the default schedules that are missing (or, with ``reset``, rewrite all of them)."""
+def periodic_tasks_setup(*, reset: bool = False, actor_label: str = "") -> dict[str, list[str]]:
+    """Create the default schedules that are missing (or, with ``reset``, rewrite all of them). Each schedule
+    created or rewritten is audited (by ``actor_label``): the guard's and the bots' schedules decide what runs."""
     created, reset_names, kept = [], [], []
     for default in DEFAULT_SCHEDULES:
         values = {
@@ -132,13 +135,20 @@ def periodic_tasks_setup(*, reset: bool = False) -> dict[str, list[str]]:
         }
         existing = PeriodicTask.objects.filter(name=default.name).first()
         if existing is None:
-            PeriodicTask.objects.create(name=default.name, **values)
+            task = PeriodicTask.objects.create(name=default.name, **values)
             created.append(default.name)
+            audit_record(action="create_periodic_task", channel="command", actor_label=actor_label, target=task,
+                         summary=f"created periodic task {task.name} ({task.task})")
         elif reset:
+            was_enabled = existing.enabled
             for attribute, value in values.items():
                 setattr(existing, attribute, value)
             existing.save()
             reset_names.append(default.name)
+            audit_record(action="reset_periodic_task", channel="command", actor_label=actor_label, target=existing,
+                         summary=f"reset periodic task {existing.name} to its default"
+                                 + ("" if was_enabled else ", enabling it again"),
+                         details={"was_enabled": was_enabled})
         else:
             kept.append(default.name)
     return {"created": created, "reset": reset_names, "kept": kept}

@@ -17,6 +17,7 @@ import pandas as pd
 from django.db import transaction
 from django.utils import timezone
 
+from core.audit import audit_record
 from exchanges.errors import ExchangeError
 from exchanges.retry import call_with_retry
 from exchanges.specs import InstrumentSpec
@@ -121,11 +122,12 @@ class ImportSummary:
 
 def candles_import_directory(
     *, directory: Path, timeframe: str, exchange: str, symbols: list[str] | None = None,
-    now_ms: int | None = None, overwrite: bool = False, progress=None,
+    now_ms: int | None = None, overwrite: bool = False, progress=None, actor_label: str = "",
 ) -> ImportSummary:
     """Import one candle file per symbol. Each file is read and validated whole before it is written, and written
     in one transaction: a file that can't be read, fails validation or (without ``overwrite``) would change a
-    stored bar is reported and leaves nothing behind; the other files still import."""
+    stored bar is reported and leaves nothing behind; the other files still import. Stored bars an ``overwrite``
+    replaced are audited (by ``actor_label``), in the file's transaction."""
     summary = ImportSummary()
     files = candle_files(directory, symbols)
     for symbol, path in files.items():
@@ -135,9 +137,8 @@ def candles_import_directory(
             clean, result.report = _candle_file_validated(path, symbol=symbol, timeframe=timeframe, now_ms=now_ms)
             with transaction.atomic():
                 instrument = instrument_get_or_create_for_import(exchange=exchange, symbol=symbol)
-                result.rows = candles_upsert(
-                    instrument=instrument, timeframe=timeframe, candles=clean, overwrite=overwrite
-                )
+                result.rows = _file_candles_store(instrument, timeframe, clean, overwrite=overwrite,
+                                                  actor_label=actor_label, path=path)
         except (CandleFileError, CandleValidationError) as exc:
             result.error = str(exc)
         except StoredCandlesDifferError as exc:
@@ -149,6 +150,24 @@ def candles_import_directory(
         if progress is not None:
             progress(result)
     return summary
+
+
+def _file_candles_store(instrument: Instrument, timeframe: str, clean: pd.DataFrame, *, overwrite: bool,
+                        actor_label: str, path: Path) -> int:
+    """Store a file's candles; bars they change are refused, or with ``overwrite`` replaced and audited: the
+    signals, the screening and the replay read these bars, so who changed which is kept."""
+    try:
+        return candles_upsert(instrument=instrument, timeframe=timeframe, candles=clean, overwrite=False)
+    except StoredCandlesDifferError as exc:
+        if not overwrite:
+            raise
+        rows = candles_upsert(instrument=instrument, timeframe=timeframe, candles=clean, overwrite=True)
+        audit_record(action="overwrite_candles", channel="command", actor_label=actor_label, target=instrument,
+                     summary=f"{path.name}: replaced {exc.differences.count} stored {timeframe} bar(s) of "
+                             f"{instrument.symbol}",
+                     details={"file": str(path), "timeframe": timeframe, "bars": exc.differences.count,
+                              "examples": exc.differences.examples})
+        return rows
 
 
 def _candle_file_validated(path: Path, *, symbol: str, timeframe: str, now_ms: int | None

@@ -14,6 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 
+from core.models import AuditEntry
 from pairs.models import Candle, Instrument, StrategyConfig
 from pairs.services import market_data
 from tests.fakes.bybit import FakeBybit
@@ -140,6 +141,10 @@ def test_import_candles_refuses_to_change_stored_bars_unless_overwrite(candle_di
     assert good_a.count() == 7
     assert good_a.get(open_time=datetime(2021, 1, 1, 1, tzinfo=UTC)).close == Decimal("101.25")
     assert good_a.get(open_time=datetime(2021, 1, 1, 3, tzinfo=UTC)).volume == Decimal("99")
+    # The replaced bars are audited, by the shell account that ran the command; the file with none changed is not.
+    entry = AuditEntry.objects.get(action="overwrite_candles")
+    assert (entry.channel, entry.target_id, entry.details["bars"]) == ("command", str(good_a.first().instrument_id), 2)
+    assert "(manage.py import_candles)" in entry.actor_label and "GOODAUSDT.csv" in entry.summary
 
 
 def test_import_candles_missing_directory(tmp_path):

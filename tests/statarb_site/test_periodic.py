@@ -127,6 +127,19 @@ def test_management_command_output():
     assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(NAMES)
 
 
+def test_a_reset_that_enables_a_schedule_again_is_audited():
+    from core.models import AuditEntry
+
+    _command()
+    assert AuditEntry.objects.filter(action="create_periodic_task").count() == len(NAMES)
+    PeriodicTask.objects.filter(name=SNAPSHOT).update(enabled=False)  # a person turned it off in the admin
+    _command("--reset")
+    entries = AuditEntry.objects.filter(action="reset_periodic_task")
+    assert entries.count() == len(NAMES)
+    again = entries.get(target_id=str(PeriodicTask.objects.get(name=SNAPSHOT).pk))
+    assert "enabling it again" in again.summary and "(manage.py setup_periodic_tasks)" in again.actor_label
+
+
 def test_every_scheduled_task_is_a_registered_celery_task():
     from statarb_site.celery import app
 

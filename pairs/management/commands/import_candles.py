@@ -3,6 +3,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from core.commands import shell_operator
 from pairs.marketdata.files import CandleFileError
 from pairs.marketdata.validation import TIMEFRAME_MS
 from pairs.services.market_data import candles_import_directory
@@ -42,7 +43,7 @@ class Command(BaseCommand):
         try:
             summary = candles_import_directory(
                 directory=directory, timeframe=timeframe, exchange=exchange, symbols=wanted, overwrite=overwrite,
-                progress=progress,
+                progress=progress, actor_label=shell_operator("import_candles"),
             )  # fmt: skip
         except CandleFileError as exc:
             raise CommandError(str(exc)) from exc

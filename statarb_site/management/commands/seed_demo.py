@@ -6,6 +6,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from core.audit import audit_record
+from core.commands import shell_operator
 from execution.models import ExchangeAccount
 from pairs.models import Level
 from risk.models import RiskLimit
@@ -19,8 +21,11 @@ class Command(BaseCommand):
         "system-wide risk limits, and a staff login for the dashboard (DEBUG only)."
     )
 
+    operator = ""
+
     @transaction.atomic
     def handle(self, *args, **options):
+        self.operator = shell_operator("seed_demo")
         paper_level = Level.objects.filter(number=1).first()
         if paper_level is None:
             raise CommandError("Level 1 is missing: run `python manage.py migrate` first.")
@@ -35,11 +40,17 @@ class Command(BaseCommand):
             },
         )
         self.stdout.write(f"{'created' if created else 'kept'}: paper account {account.name}")
-        _, created = RiskLimit.objects.get_or_create(
+        if created:
+            audit_record(action="add_exchangeaccount", channel="command", actor_label=self.operator, target=account,
+                         summary=f"demo paper account {account.name} created (level 1, capital 10000)")
+        limits, created = RiskLimit.objects.get_or_create(
             account=None,
             defaults={"daily_loss_limit_pct": 0.03, "max_drawdown_pct": 0.10, "max_open_trades": 20},
         )
         self.stdout.write(f"{'created' if created else 'kept'}: system-wide risk limits")
+        if created:
+            audit_record(action="add_risklimit", channel="command", actor_label=self.operator, target=limits,
+                         summary="demo system-wide risk limits created: daily loss 3 %, drawdown 10 %, 20 open trades")
         self._ensure_demo_login()
 
     def _ensure_demo_login(self) -> None:
@@ -52,9 +63,14 @@ class Command(BaseCommand):
             self.stdout.write(f"kept: dashboard login '{DEMO_USERNAME}' (password in {password_file})")
             return
         password = secrets.token_urlsafe(12)
-        user = users.filter(username=DEMO_USERNAME).first() or users.create_superuser(DEMO_USERNAME, password=password)
+        existing = users.filter(username=DEMO_USERNAME).first()
+        user = existing or users.create_superuser(DEMO_USERNAME, password=password)
         user.set_password(password)
         user.save()
+        audit_record(action="change_password" if existing else "add_user", channel="command",
+                     actor_label=self.operator, target=user,
+                     summary=f"demo login {DEMO_USERNAME} " + ("given a new password" if existing else
+                                                               "created (superuser)"))
         password_file.write_text(f"username: {DEMO_USERNAME}\npassword: {password}\n")
         password_file.chmod(0o600)
         self.stdout.write(f"created: dashboard login '{DEMO_USERNAME}' (password in {password_file})")

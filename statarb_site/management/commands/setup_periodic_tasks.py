@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from core.commands import shell_operator
 from statarb_site.periodic import periodic_tasks_setup
 
 
@@ -10,7 +11,7 @@ class Command(BaseCommand):
         parser.add_argument("--reset", action="store_true", help="Rewrite existing schedules to the defaults.")
 
     def handle(self, *args, reset: bool = False, **options):
-        outcome = periodic_tasks_setup(reset=reset)
+        outcome = periodic_tasks_setup(reset=reset, actor_label=shell_operator("setup_periodic_tasks"))
         for verb, names in outcome.items():
             for name in names:
                 self.stdout.write(f"{verb}: {name}")
