@@ -173,6 +173,23 @@ def _flatten(row, prefix: str = "") -> dict:
     return flat
 
 
+# A cell starting with one of these is a formula to Excel (and to what imports CSV like it): text a user stored (a
+# halt's reason, a note) must not become one in a reporting user's spreadsheet.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value):
+    """``value`` as a CSV cell: text that a spreadsheet would run as a formula is quoted with a leading apostrophe;
+    numbers (the API gives decimals as text, "-12.5") stay numbers."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
 class CsvRenderer(BaseRenderer):
     """A list (or one page of it) as CSV, one row per item; nested objects become dotted columns, nested lists a
     JSON cell. An object (an error, a summary) is one row."""
@@ -184,7 +201,8 @@ class CsvRenderer(BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if isinstance(data, dict) and isinstance(data.get("results"), list):
             data = data["results"]
-        rows = [_flatten(item) if isinstance(item, dict) else {"value": item}
+        rows = [{key: _cell(value) for key, value in (_flatten(item) if isinstance(item, dict) else
+                                                       {"value": item}).items()}
                 for item in (data if isinstance(data, list) else [data or {}])]
         columns: list[str] = []
         for row in rows:

