@@ -98,9 +98,11 @@ def guard_today(accounts: list[ExchangeAccount], *, now: datetime | None = None)
     for account in accounts:
         snapshot, state, limit = snapshots.get(account.pk), states.get(account.pk), limits[account.pk]
         start = snapshot.starting_equity if snapshot else None
-        amount = limit.daily_loss_limit
-        if amount is None and limit.daily_loss_limit_pct is not None and start is not None:
-            amount = start * Decimal(repr(limit.daily_loss_limit_pct))
+        # The guard halts on whichever of the two limits a loss crosses first: the nearer one is the day's limit.
+        candidates = [limit.daily_loss_limit]
+        if limit.daily_loss_limit_pct is not None and start is not None:
+            candidates.append(start * Decimal(repr(limit.daily_loss_limit_pct)))
+        amount = min((c for c in candidates if c is not None), default=None)
         rows.append(TodayPnl(account=account, pnl=snapshot.ending_equity - start if snapshot else None,
                              start_equity=start, limit=amount, state=state.state if state else "active",
                              checked_at=state.checked_at if state else None))

@@ -64,6 +64,16 @@ def test_today_is_the_guards_equity_against_the_strictest_daily_limit():
     assert rows["unmeasured"].state == "active" and rows["unmeasured"].checked_at is None
 
 
+def test_today_shows_the_percentage_limit_when_it_is_the_nearer_one():
+    # The guard halts on whichever limit a loss crosses first: 3 % of 10,000 (300) before an amount of 1,000.
+    account = ExchangeAccountFactory(name="wide-amount", capital=Decimal("10000"))
+    RiskLimit.objects.create(account=None, daily_loss_limit_pct=0.03)
+    RiskLimitFactory(account=account, daily_loss_limit=Decimal("1000"))
+    _day(account, "10000", "9850")
+    row = guard_today([account])[0]
+    assert row.limit == Decimal("300") and row.used_pct == pytest.approx(50)
+
+
 def test_system_page_shows_queues_and_today_per_account(viewer_client, monkeypatch):
     account = ExchangeAccountFactory(name="sys-acc", capital=Decimal("1000"))
     RiskLimitFactory(account=account, daily_loss_limit=Decimal("40"))
