@@ -18,6 +18,8 @@ from execution.models import Fill, Order, PairTrade
 from execution.services.context import TickAborted, TradingContext
 from notifications.models import Notification
 from notifications.services import notify
+from risk.models import GuardEvent
+from risk.services import guard_event_record
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ NOT_FOUND_GRACE = timedelta(minutes=2)
 # A planned order found unsent (the process died before sending it) is sent late only within this time; after it,
 # the market has moved on and the trade is treated as if the order had been rejected.
 STALE_PLAN = timedelta(minutes=5)
+# An order of unknown outcome still not found this long after it was planned (its executions included) is taken as
+# not executed, even one whose id the exchange said was taken: the trade is then decided on the exchange's positions.
+UNKNOWN_GIVE_UP = timedelta(minutes=30)
 # A market order still working this long after it was sent is cancelled, and the trade decided on what filled.
 MAX_WORKING = timedelta(seconds=30)
 # Fills lagging the order status are read again this many times before the order is left for the next tick.
@@ -164,7 +169,9 @@ def reject(ctx: TradingContext, order: Order, status: str, reason: str) -> None:
 def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
     """Place a planned order (idempotent by its client id) and record what the exchange did with it."""
     symbol = ctx.symbol(order.instrument)
-    resending = order.status == Status.UNKNOWN
+    # An unknown order, or one an earlier tick planned (its process may have sent it before it stopped): a refusal
+    # now proves only that this send did nothing.
+    resending = order.status == Status.UNKNOWN or order.pk not in ctx.planned_now
     ctx.checkpoint(f"before_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
     ctx.renew_lease(now=True)  # only the lease holder sends: a worker that lost it stops here
     try:
@@ -187,7 +194,7 @@ def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
         # have been executed: the order stays unknown and is looked up by its client id before anything is decided.
         # Its grace before "never arrived" runs from this send, the last.
         order.submitted_at = ctx.now
-        reject(ctx, order, Status.UNKNOWN, f"{type(exc).__name__}: {exc}")
+        reject(ctx, order, Status.UNKNOWN, _unknown_error(order, exc))
         return
     ctx.checkpoint(f"after_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
     if ack.state is not None and not ack.state.is_open and ack.fills is not None:
@@ -204,6 +211,16 @@ def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
         state = _cancel(ctx, order, state)  # a market order should not rest: decide on what filled
     if state is not None:
         _apply_state(ctx, order, state)
+
+
+def _unknown_error(order: Order, exc: ExchangeError) -> str:
+    """The error an unknown order keeps: this send's, after the exchange's word that its id is taken when an earlier
+    send had it (that word is what keeps the order from being given up early, ``_unknown_not_found``)."""
+    error = f"{type(exc).__name__}: {exc}"
+    taken = DuplicateClientOrderId.__name__
+    if order.error.startswith(taken) and not error.startswith(taken):
+        return f"{order.error.splitlines()[0]}\nthen {error}"
+    return error
 
 
 def _cancel(ctx: TradingContext, order: Order, state: OrderState) -> OrderState:
@@ -271,6 +288,10 @@ def _unknown_not_found(ctx: TradingContext, trade: PairTrade, order: Order, orde
         ctx.events.append(f"{order.client_order_id}: not found at the exchange; sent again under the same id")
         _send(ctx, trade, order)
         return
+    planned_at = order.planned_at or trade.state_changed_at
+    if planned_at is not None and ctx.now - planned_at > UNKNOWN_GIVE_UP:
+        _give_up_unknown(ctx, trade, order)
+        return
     if order.error.startswith(DuplicateClientOrderId.__name__):
         ctx.events.append(f"{order.client_order_id}: the exchange said its id is taken but doesn't show it yet; "
                           "kept unknown and looked up again")
@@ -280,6 +301,22 @@ def _unknown_not_found(ctx: TradingContext, trade: PairTrade, order: Order, orde
         return
     reject(ctx, order, Status.CANCELLED, "not executed: the exchange shows no order, history or execution under "
                                          f"its client id for {NOT_FOUND_GRACE}, and it is not sent again ({refusal})")
+
+
+def _give_up_unknown(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
+    """An order still unfound (open orders, history and its executions, by client id) long after it was planned,
+    even one whose id the exchange said was taken: whatever it was, nothing of it executed in that time, so it is
+    taken as not executed and the trade decided on its legs (compared with the exchange's positions), rather than
+    held in flight for good. People are told: an exchange that says an id is taken and never shows it is wrong."""
+    message = (f"trade {trade.pk}: {order.client_order_id} still not found at the exchange {UNKNOWN_GIVE_UP} after "
+               f"it was planned ({order.error.splitlines()[0][:200] if order.error else 'no answer'}); taken as not "
+               "executed, the trade is decided on what the exchange holds")
+    with transaction.atomic(savepoint=False):
+        reject(ctx, order, Status.CANCELLED, message)
+        guard_event_record(account=ctx.account, kind="order_unresolved", severity=GuardEvent.Severity.CRITICAL,
+                           message=message, details={"trade": trade.pk, "order": order.client_order_id})
+        notify(topic="order_unresolved", severity=Notification.Severity.CRITICAL,
+               text=f"[{ctx.account.name}] {message}", dedupe_key=f"order_unresolved:{order.client_order_id}")
 
 
 def _not_sendable(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> str:

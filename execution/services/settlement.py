@@ -123,8 +123,12 @@ def _own_order_corrected(ctx: TradingContext, order: Order) -> str:
     if state is None or state.filled_qty <= order.filled_qty:
         return ""
     order_refresh(ctx, order, state)
-    return (f"corrected {order.client_order_id}, booked {before[0]} with {before[1]} filled, from the exchange: "
+    note = (f"corrected {order.client_order_id}, booked {before[0]} with {before[1]} filled, from the exchange: "
             f"{order.status} with {order.filled_qty} filled")
+    # The answer it was booked on stays readable, after what the exchange showed.
+    order.error = f"{note} (it had been booked on: {order.error})"[:1000] if order.error else note
+    ctx.save(order, ["error", "updated_at"])
+    return note
 
 
 def _who(fills: list[FillState]) -> str:

@@ -21,8 +21,9 @@ from django.db import transaction
 from django.db.models import Sum
 
 from core.formatting import plain
+from exchanges.errors import ExchangeError
 from execution.models import Fill, FundingPayment, Order, PairTrade
-from execution.services.context import TradingContext
+from execution.services.context import TickAborted, TradingContext
 from execution.services.orders import (
     ACTION_CODES,
     FINAL_ORDER_STATUSES,
@@ -120,14 +121,17 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
     if settled is not None and settled.changed:
         return True  # the exchange's executions changed what the legs hold: decide again on them
     if settled is not None and settled.unexplained:
-        # The exchange holds something else than the fills say, and no execution explains it: a completion sized
-        # from the fills could over-fill the leg. Left for the next tick's comparison and the reconciliation.
-        ctx.events.append(f"trade {trade.pk}: not completed, the exchange holds {_holdings(settled)}")
-        return False
+        ctx.contradicted[trade.pk] = set(settled.unexplained)
+        ctx.events.append(f"trade {trade.pk}: the exchange holds {_holdings(settled)}")
     placed = False
     for leg in LEGS:
         missing = abs(targets[leg]) - abs(nets[leg]) if nets[leg] * targets[leg] >= 0 else abs(targets[leg])
         if missing <= 0:
+            continue
+        if leg in ctx.contradicted.get(trade.pk, ()):
+            # The exchange holds something else on this leg than its fills say, and no execution explains it: a
+            # completion sized from the fills could over-fill it. The other leg still completes its hedge; this
+            # one waits for the next tick's comparison (the reconciliation halts if it lasts).
             continue
         if not _tradable(trade, leg, missing, _leg_price(orders, leg)):
             # The rest is below what the exchange accepts: keep the leg as filled (a tiny hedge mismatch) rather
@@ -239,7 +243,11 @@ def _settled_now(ctx: TradingContext, trade: PairTrade, orders: list[Order], *, 
     if trade.pk in ctx.settled:
         return None if settlement else False
     ctx.settled.add(trade.pk)
-    outcome = settle_with_exchange(ctx, trade, orders)
+    try:
+        outcome = settle_with_exchange(ctx, trade, orders)
+    except ExchangeError as exc:
+        # The exchange can't be read: the tick stops (an outage, not this trade's fault), the next one compares.
+        raise TickAborted(f"trade {trade.pk} could not be compared with the exchange: {exc}") from exc
     return outcome if settlement else outcome.changed
 
 

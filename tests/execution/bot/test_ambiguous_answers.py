@@ -7,6 +7,7 @@ trades hold, every order of the bot known to the database with the exchange's fi
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -18,6 +19,7 @@ from exchanges.errors import InsufficientFunds
 from exchanges.types import FILLED, FROM_EXECUTIONS
 from execution.models import Order, PairTrade, Signal
 from notifications.models import Notification
+from risk.models import GuardEvent
 from tests.execution.bot.fault_world import CREATE, assert_consistent, exchange_of, tick
 from tests.factories import HaltFactory
 
@@ -156,3 +158,48 @@ def test_an_order_seen_only_in_part_of_its_executions_stays_in_flight(world, fak
     assert world.trade().state == PairTrade.State.OPEN and fake.position("YYYUSDT").size == 5
     assert not Order.objects.filter(action=Order.Action.COMPLETE).exists()
     assert_consistent(world, fake)
+
+
+def test_an_id_reported_taken_but_never_shown_is_given_up_with_a_critical_alert(world, fake):
+    """The x open's create is answered "id is taken" every time and no look-up ever finds it: kept unknown (never
+    given up early on the exchange's word), then, long after it was planned and with nothing executed under its
+    id, taken as not executed; people are told, and the trade unwinds its y leg instead of holding it for good."""
+    fake.reject_next_order("XXXUSDT", 110072, "OrderLinkedID is duplicate", times=100)
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    x = Order.objects.get(trade=world.trade(), leg="x", action=Order.Action.OPEN)
+    assert x.status == Order.Status.UNKNOWN and x.error.startswith("DuplicateClientOrderId")
+    for minutes in (1, 6, 10, 29):
+        tick(world, now=world.now + timedelta(minutes=minutes))
+    x.refresh_from_db()
+    assert x.status == Order.Status.UNKNOWN  # the exchange's word holds it within UNKNOWN_GIVE_UP
+    fake.clear_faults()
+    tick(world, now=world.now + timedelta(minutes=31))
+    x.refresh_from_db()
+    assert x.status == Order.Status.CANCELLED and "still not found" in x.error
+    assert Notification.objects.filter(topic="order_unresolved", severity="critical").count() == 1
+    assert GuardEvent.objects.filter(kind="order_unresolved", severity="critical").exists()
+    trade = world.trade()
+    assert trade.state != PairTrade.State.OPENING
+    tick(world, now=world.now + timedelta(minutes=32))
+    assert_consistent(world, fake)
+
+
+def test_a_leg_the_exchange_contradicts_does_not_stop_the_other_leg_completing(world, fake):
+    """A person bought 1 YYY by hand before the trade's executions window: y holds 6 against fills of 5, with no
+    execution to explain it. The x leg, refused once, still completes its hedge from its own (agreeing) fills."""
+    def by_hand(step):
+        if step == "planned:trade":
+            real_clock = fake._clock
+            fake._clock = lambda: int(time.time() * 1000) - 2 * 60 * 1000  # before EXECUTIONS_LOOKBACK
+            fake.open_position_by_hand("YYYUSDT", "buy", 1)
+            fake._clock = real_clock
+
+    fake.reject_next_order("XXXUSDT", 110007, "ab not enough for new order")
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    world.tick(exchange=exchange_of(world), checkpoint=by_hand)
+    for minutes in (1, 2):
+        tick(world, now=world.now + timedelta(minutes=minutes))
+    assert fake.position("XXXUSDT").size == Decimal("-8.5") and fake.position("YYYUSDT").size == 6
+    assert Order.objects.filter(trade=world.trade(), leg="x", action=Order.Action.COMPLETE).exists()
+    assert not Order.objects.filter(trade=world.trade(), leg="y", action=Order.Action.COMPLETE).exists()
