@@ -82,26 +82,31 @@ def telegram_users() -> dict[int, str]:
     return users
 
 
-def parse_command(text: str) -> tuple[str, list[str]]:
-    """("/halt@statarb_bot main flatten") -> ("halt", ["main", "flatten"]); ("", []) for anything else."""
+def parse_command(text: str, *, bot_username: str = "") -> tuple[str, list[str]]:
+    """("/halt@statarb_bot main flatten") -> ("halt", ["main", "flatten"]); ("", []) for anything else, and for a
+    command addressed to another bot (``/halt@other_bot`` in a group both bots read), when ``bot_username`` is known."""
     words = text.strip().split()
     if not words or not words[0].startswith("/"):
         return "", []
-    return words[0][1:].split("@", 1)[0].lower(), words[1:]
+    command, _, addressee = words[0][1:].partition("@")
+    if addressee and bot_username and addressee.lower() != bot_username.lower():
+        return "", []
+    return command.lower(), words[1:]
 
 
 class Console:
     """Answers one message at a time (the poller's thread). Pending confirmations live in this object: a restart
     forgets them, so a code never outlives the process that gave it."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, bot_username: str = ""):
         self.clock = clock
         self.pending: dict[tuple[int, int], _Pending] = {}
+        self.bot_username = bot_username  # this bot's (the poller asks getMe): commands to another bot are not ours
 
     def answer(self, message: Incoming) -> str | None:
         if message.chat_id not in command_chats():
             return None  # not even an error: an unknown chat learns nothing
-        command, args = parse_command(message.text)
+        command, args = parse_command(message.text, bot_username=self.bot_username)
         if not command:
             return None
         if command in ("help", "start"):

@@ -23,6 +23,17 @@ from notifications.channels import split_text
 logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25  # Telegram holds the request this long when there is nothing new
+REPLY_PART_INTERVAL_S = 1.0  # Telegram allows about one message a second per chat
+REPLY_ATTEMPTS = 3  # a part refused with 429 (retry_after) is tried this many times
+MAX_REPLY_WAIT_S = 30.0
+
+
+class TelegramRefused(RuntimeError):
+    """The Bot API answered ok=false; ``retry_after_s`` when it asked to wait (429)."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Poller:
@@ -44,11 +55,24 @@ class Poller:
         response = self._client.post(f"{self.api_url}/bot{self.token}/{method}", json=params)
         payload = response.json()
         if not payload.get("ok"):
-            raise RuntimeError(f"{method}: HTTP {response.status_code} {payload.get('description', '')}")
+            retry_after = (payload.get("parameters") or {}).get("retry_after") if response.status_code == 429 else None
+            raise TelegramRefused(f"{method}: HTTP {response.status_code} {payload.get('description', '')}",
+                                  retry_after_s=float(retry_after) if retry_after is not None else None)
         return payload
+
+    def _learn_username(self) -> None:
+        """The bot's own user name (getMe), so that the console ignores commands addressed to another bot; until
+        it is known (Telegram unreachable at start), asked again before each round."""
+        if self.console.bot_username:
+            return
+        try:
+            self.console.bot_username = str(self._call("getMe")["result"].get("username") or "")
+        except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as exc:
+            logger.warning("telegram getMe failed (%s); asked again next round", redact(f"{type(exc).__name__}: {exc}"))
 
     def poll_once(self) -> int:
         """One getUpdates round; returns how many updates it handled. Errors are logged and backed off."""
+        self._learn_username()
         try:
             updates = self._call("getUpdates", offset=self.offset, timeout=self.poll_timeout_s,
                                  allowed_updates=["message"])["result"]  # fmt: skip
@@ -79,13 +103,29 @@ class Poller:
             self._reply(incoming.chat_id, message.get("message_id"), answer)
 
     def _reply(self, chat_id: int, message_id: int | None, text: str) -> None:
-        for part in split_text(redact(text)):
+        """Send a reply, part by part (Telegram's 4,096 characters), a second apart (its limit per chat); a part
+        refused with 429 is sent again after the wait Telegram names, so a long /status arrives whole."""
+        for index, part in enumerate(split_text(redact(text))):
+            if index:
+                self.sleep(REPLY_PART_INTERVAL_S)
+            if not self._reply_part(chat_id, message_id, part):
+                return
+
+    def _reply_part(self, chat_id: int, message_id: int | None, part: str) -> bool:
+        for attempt in range(REPLY_ATTEMPTS):
             try:
                 self._call("sendMessage", chat_id=chat_id, text=html.escape(part), parse_mode="HTML",
                            reply_parameters={"message_id": message_id, "allow_sending_without_reply": True})
-            except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+                return True
+            except TelegramRefused as exc:
+                if exc.retry_after_s is None or attempt + 1 == REPLY_ATTEMPTS:
+                    logger.warning("telegram reply failed: %s", redact(str(exc)))
+                    return False
+                self.sleep(min(exc.retry_after_s, MAX_REPLY_WAIT_S))
+            except (httpx.HTTPError, ValueError) as exc:
                 logger.warning("telegram reply failed: %s", redact(f"{type(exc).__name__}: {exc}"))
-                return
+                return False
+        return False
 
     def run(self, *, rounds: int | None = None) -> None:
         """Poll forever (or ``rounds`` times)."""

@@ -361,6 +361,16 @@ TELEGRAM_API_URL = env("TELEGRAM_API_URL", default=env("TELEGRAM_API_BASE_URL", 
 TELEGRAM_MIN_INTERVAL_S = env.float("TELEGRAM_MIN_INTERVAL_S", default=1.0)
 # E-mail recipients (Django's EMAIL_* settings send): "ops@example.com:warning,desk@example.com:critical".
 NOTIFY_EMAIL_TO = env("NOTIFY_EMAIL_TO", default="")
+# The mail server those e-mails go through. A timeout always: one sender delivers every channel in turn, so a server
+# that accepts and never answers would otherwise hold Telegram's alerts behind it for good.
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="statarb@localhost")
 # The lowest severity written to the log channel (logger "statarb.notifications"), or "off".
 NOTIFY_LOG_SEVERITY = env("NOTIFY_LOG_SEVERITY", default="info")
 # A topic sent to a chat waits this long before its next message; what queued meanwhile goes out folded in one.

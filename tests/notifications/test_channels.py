@@ -35,3 +35,32 @@ def test_secrets_are_masked_on_the_console(settings):
     ConsoleChannel(write=written.append).send(
         "console", Message("error", "warning", f"call failed: {settings.TELEGRAM_BOT_TOKEN}"))
     assert settings.TELEGRAM_BOT_TOKEN not in written[0] and "***" in written[0]
+
+
+def test_a_mail_server_that_never_answers_is_given_up_on_within_the_timeout(settings):
+    """A server that accepts the connection and never greets: without a timeout the one sender (and every Telegram
+    alert queued behind the e-mail) would wait for good."""
+    import socket
+    import time
+
+    from notifications.channels import EmailChannel
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", silent.getsockname()[1]
+    settings.EMAIL_TIMEOUT = 1.0
+    started = time.monotonic()
+    try:
+        outcome = EmailChannel().send("desk@example.com", Message("guard_halt", "critical", "halted"))
+    finally:
+        silent.close()
+    assert outcome.kind == "retry" and "timed out" in outcome.reason, outcome
+    assert time.monotonic() - started < 5
+
+
+def test_the_mail_timeout_is_set_by_default():
+    from django.conf import settings
+
+    assert settings.EMAIL_TIMEOUT == 10.0

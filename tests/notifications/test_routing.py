@@ -29,3 +29,24 @@ def test_routes_for_a_severity(settings):
     assert [(r.channel, r.target) for r in routes_for("warning")] == [
         ("telegram", "1"), ("telegram", "2"), ("log", "statarb.notifications")]
     assert len(routes_for("critical")) == 5
+
+
+@pytest.mark.django_db
+def test_a_typo_never_breaks_what_it_reports_and_the_check_names_it(settings, caplog):
+    """notify() runs inside the transaction of the event it reports (a trade opened, a halt): a mistyped setting
+    must not raise there. The destination gets everything, the log says what is wrong, and manage.py check fails."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    from notifications.models import Delivery
+    from notifications.services import notify
+
+    settings.TELEGRAM_BOT_TOKEN = "123456:token-for-routing"
+    settings.TELEGRAM_CHAT_IDS = "424242:Critical,777:warning"
+    settings.NOTIFY_LOG_SEVERITY = "warn"
+    notification = notify(topic="trade_opened", text="trade 1 opened", severity="info")
+    targets = set(Delivery.objects.filter(notification=notification).values_list("channel", "target"))
+    assert targets == {("telegram", "424242"), ("log", "statarb.notifications")}
+    assert "unknown severity in '424242:Critical'" in caplog.text and "'warn' is none of" in caplog.text
+    with pytest.raises(SystemCheckError, match="notifications.E001"):
+        call_command("check")

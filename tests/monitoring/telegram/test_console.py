@@ -54,6 +54,15 @@ def trader(django_user_model, *perms):
 def test_parse_command():
     assert parse_command("/Halt@statarb_bot main flatten") == ("halt", ["main", "flatten"])
     assert parse_command("hello") == ("", [])
+    assert parse_command("/halt@Statarb_Bot main", bot_username="statarb_bot") == ("halt", ["main"])
+    assert parse_command("/halt@other_bot main", bot_username="statarb_bot") == ("", [])
+
+
+def test_a_command_addressed_to_another_bot_is_not_answered(fake_telegram, console):
+    # In a group two bots read, /status@other_bot is the other bot's: ours learned its own name with getMe.
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, "/status@other_bot") == []
+    assert console.console.bot_username == fake_telegram.bot_username
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/help@{fake_telegram.bot_username}") != []
 
 
 def test_status_answers_with_the_open_trades_marked_to_the_newest_closes(fake_telegram, console):
@@ -168,3 +177,24 @@ def test_profit_never_mixes_paper_with_real_money(fake_telegram, console):
     paper_block, real_block = profit.split("\n\n")
     assert paper_block.startswith("[paper1] paper: closed trades 1, win rate 100.0%")
     assert real_block.startswith("[real1] real: closed trades 0, win rate n/a")
+
+
+def test_a_long_reply_arrives_whole_under_telegrams_rate_limit():
+    """A /status of many trades is split in parts: they go a second apart (Telegram's limit per chat), and a part
+    refused with 429 is sent again after the wait Telegram names, instead of the rest being dropped."""
+    from tests.fakes.telegram import FakeTelegram
+
+    clock = [1000.0]
+    with FakeTelegram(clock=lambda: clock[0]) as fake:
+        fake.add_chat(ALERTS_CHAT_ID, "statarb alerts")
+        fake.force_rate_limit(times=1, retry_after=3, chat_id=ALERTS_CHAT_ID)
+        poller = Poller(token=fake.token, api_url=fake.base_url, poll_timeout_s=0,
+                        sleep=lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+        try:
+            poller._reply(ALERTS_CHAT_ID, None, "\n".join(f"#{i} trade line " + "x" * 60 for i in range(150)))
+        finally:
+            poller.close()
+        parts = fake.delivered(ALERTS_CHAT_ID)
+        assert len(parts) >= 3 and "".join(p.plain_text for p in parts).count("trade line") == 150
+        assert clock[0] >= 1000.0 + 3 + 2  # the 429's wait, then a second before each later part
+        assert fake.errors == []
