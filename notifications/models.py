@@ -53,7 +53,8 @@ class Notification(models.Model):
 
 class Delivery(models.Model):
     """One notification to one destination. ``lease_owner``/``lease_until`` mark the sender holding it; only the
-    oldest pending delivery of a destination is ever claimed, so a destination receives its messages in order."""
+    oldest pending delivery of a destination is ever claimed, so a destination receives its messages in order (save
+    a critical one, which passes those waiting for their topic's fold window: ``notifications.sender``)."""
 
     class Channel(models.TextChoices):
         TELEGRAM = "telegram", "Telegram"

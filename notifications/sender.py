@@ -1,25 +1,29 @@
 """The sender: drains the deliveries of the outbox.
 
-Per destination (a chat, an address, the log) only the oldest pending delivery is ever claimed, so messages arrive
-in the order they were written, and one destination that fails never holds up another. A claim is a conditional
-UPDATE (status pending, no live lease) that sets ``lease_owner``/``lease_until``: of two senders, one claims a row,
-the other sees no row updated and moves on, on every database. The outcome is recorded only under the same lease.
+Per destination (a chat, an address, the log) messages go out one at a time, in the order they were written, and one
+destination that fails never holds up another. The one exception to the order: a critical message passes the
+non-critical ones that wait for their topic's fold window (``notifications.folding``), so a halt is never 15 s late
+behind a burst of rejected orders; each severity class (critical, the rest) keeps its own order. A claim is a
+conditional UPDATE (status pending, no live lease) that sets ``lease_owner``/``lease_until``: of two senders, one
+claims a row, the other sees no row updated and moves on, on every database. The outcome is recorded only under the
+same lease.
 
 A temporary fault (outage, timeout, 5xx) waits with exponential backoff and jitter and never gives up, so an outage
 of any length ends with every message delivered; a 429 waits what Telegram's ``retry_after`` says; a definite
 refusal (400, 403) gives up with the reason stored. A timed-out request may have been delivered: it is retried (a
 duplicate is better than a lost alert); an answered request is never sent again.
 
-Rate control: a destination receives at most one message per ``TELEGRAM_MIN_INTERVAL_S`` from one sender (Telegram's
-limit is about 1 a second per chat, 30 a second overall), and a topic already sent to a destination within
-``NOTIFY_FOLD_WINDOW_S`` waits for the window to end; the messages of that topic written within the window after it
-then go out folded into one, with their count and first lines ("+12 more"). A backlog older than that (after an
-outage) goes out message by message.
+Rate control: a chat receives at most one message (or part of a split message) per ``TELEGRAM_MIN_INTERVAL_S``
+(Telegram's limit is about 1 a second per chat, 30 a second overall). Every commit's nudge starts a new sender, so a
+run starts from the chats' last sends as the database has them, not from nothing. A run keeps going, sleeping, until
+the end of a fold window or a retry's wait when that comes within its budget, so a held message goes out then and
+not at the next nudge or sweep.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import uuid
@@ -30,20 +34,19 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Min, Q
+from django.db.models import Max, Min
 
-from core.clock import Clock, WallClock
+from core.clock import Clock, ManualClock, WallClock
 from notifications.channels import EmailChannel, LogChannel, Message, Outcome, TelegramChannel
+from notifications.folding import folded_severity, folded_text, followers, lease_free, quiet_until
 from notifications.models import Delivery, Notification
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=120)  # far above a send's worst case (parts x 10 s timeout)
+LEASE = timedelta(seconds=120)  # far above a send's worst case (parts x (10 s timeout + 1 s spacing))
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0  # an outage's end is noticed within 5 minutes
-FOLDING_CHANNELS = (Delivery.Channel.TELEGRAM, Delivery.Channel.EMAIL)
 GLOBAL_PER_SECOND = 30
-FOLD_MAX = 500  # messages folded into one at most (their first lines make a message of ~40 Telegram parts at worst)
 
 
 def backoff_s(attempts: int, *, rng: random.Random | None = None) -> float:
@@ -62,94 +65,116 @@ class SendReport:
 
 
 class _Pacer:
-    """Per destination and overall spacing of sends in this process (time.monotonic)."""
+    """Per chat and overall spacing of Telegram sends (on time.monotonic). Each part of a split message counts: to
+    Telegram it is a message."""
 
     def __init__(self) -> None:
-        self.last: dict[tuple[str, str], float] = {}
+        self.last: dict[str, float] = {}
         self.recent: deque[float] = deque()
 
-    def wait_s(self, delivery: Delivery) -> float:
-        if delivery.channel != Delivery.Channel.TELEGRAM:
+    @staticmethod
+    def interval_s() -> float:
+        return float(getattr(settings, "TELEGRAM_MIN_INTERVAL_S", 1.0))
+
+    def load(self, now: datetime) -> None:
+        """The chats' last sends by earlier runs (their deliveries' newest ``sent_at``, recorded after the send was
+        answered, so never earlier than Telegram saw it): a run that starts right after another must not send at
+        once to the same chat."""
+        interval = self.interval_s()
+        if interval <= 0:
+            return
+        rows = (Delivery.objects.filter(channel=Delivery.Channel.TELEGRAM, status=Delivery.Status.SENT,
+                                        sent_at__gt=now - timedelta(seconds=interval))
+                .values("target").annotate(last=Max("sent_at")))  # fmt: skip
+        mono = time.monotonic()
+        for row in rows:
+            ago = max(0.0, (now - row["last"]).total_seconds())  # a send "in the future" (clock skew): a full wait
+            self.last[row["target"]] = max(self.last.get(row["target"], -math.inf), mono - ago)
+
+    def wait_s(self, channel: str, target: str) -> float:
+        if channel != Delivery.Channel.TELEGRAM:
             return 0.0
         now = time.monotonic()
-        interval = float(getattr(settings, "TELEGRAM_MIN_INTERVAL_S", 1.0))
-        waits = [self.last.get((delivery.channel, delivery.target), -1e9) + interval - now]
+        waits = [self.last.get(target, -math.inf) + self.interval_s() - now]
         while self.recent and self.recent[0] <= now - 1.0:
             self.recent.popleft()
         if len(self.recent) >= GLOBAL_PER_SECOND:
             waits.append(self.recent[0] + 1.0 - now)
         return max(0.0, *waits)
 
-    def mark(self, delivery: Delivery) -> None:
-        if delivery.channel == Delivery.Channel.TELEGRAM:
-            now = time.monotonic()
-            self.last[(delivery.channel, delivery.target)] = now
-            self.recent.append(now)
+    def mark(self, target: str) -> None:
+        now = time.monotonic()
+        self.last[target] = now
+        self.recent.append(now)
 
 
-def _lease_free(now: datetime) -> Q:
-    return Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+class _PacedTelegram(TelegramChannel):
+    """The Telegram channel with every request (each part of a split message) spaced by the pacer: parts sent back
+    to back would get a 429 from the second on."""
 
+    def __init__(self, pacer: _Pacer, sleep: Callable[[float], None]):
+        super().__init__()
+        self._pacer = pacer
+        self._sleep = sleep
 
-def _due_heads(now: datetime) -> list[Delivery]:
-    """The oldest pending delivery of every destination, if it is due and nobody holds it."""
-    heads = (Delivery.objects.filter(status=Delivery.Status.PENDING).values("channel", "target")
-             .annotate(head=Min("id")).values_list("head", flat=True))  # fmt: skip
-    return list(
-        Delivery.objects.filter(id__in=list(heads), next_attempt_at__lte=now).filter(_lease_free(now))
-        .select_related("notification").order_by("id")
-    )
+    def _send_one(self, chat_id: str, text: str) -> Outcome:
+        pause = self._pacer.wait_s(Delivery.Channel.TELEGRAM, chat_id)
+        if pause > 0:
+            self._sleep(pause)
+        try:
+            return super()._send_one(chat_id, text)
+        finally:
+            self._pacer.mark(chat_id)  # answered or not, it may have counted
 
 
 def _claim(ids: list[int], owner: str, now: datetime) -> list[int]:
     """The ids of ``ids`` this sender now holds (one conditional UPDATE each: a row goes to one sender only)."""
     won = []
     for pk in ids:
-        if Delivery.objects.filter(pk=pk, status=Delivery.Status.PENDING).filter(_lease_free(now)).update(
+        if Delivery.objects.filter(pk=pk, status=Delivery.Status.PENDING).filter(lease_free(now)).update(
                 lease_owner=owner, lease_until=now + LEASE):
             won.append(pk)
     return won
 
 
-def _fold_window() -> timedelta:
-    return timedelta(seconds=float(getattr(settings, "NOTIFY_FOLD_WINDOW_S", 15)))
+def _queue_heads() -> list[tuple[Delivery, Delivery | None]]:
+    """Per destination, oldest first: its oldest pending delivery, and its oldest pending critical one (None when
+    it has none; the same row when the oldest is critical)."""
+    rows = (Delivery.objects.filter(status=Delivery.Status.PENDING)
+            .values("channel", "target", "notification__severity").annotate(head=Min("id")))  # fmt: skip
+    firsts: dict[tuple[str, str], int] = {}
+    criticals: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row["channel"], row["target"])
+        firsts[key] = min(firsts.get(key, row["head"]), row["head"])
+        if row["notification__severity"] == Notification.Severity.CRITICAL:
+            criticals[key] = row["head"]
+    by_id = Delivery.objects.select_related("notification").in_bulk([*firsts.values(), *criticals.values()])
+    return [(by_id[pk], by_id.get(criticals.get(key, 0))) for key, pk in sorted(firsts.items(), key=lambda kv: kv[1])
+            if pk in by_id]  # fmt: skip
 
 
-def _quiet_until(head: Delivery, now: datetime) -> datetime | None:
-    """When the head's topic was sent to its destination within the fold window: the window's end."""
-    if head.channel not in FOLDING_CHANNELS:
+def _free(delivery: Delivery, now: datetime) -> bool:
+    return delivery.lease_until is None or delivery.lease_until < now
+
+
+def _pick(first: Delivery, critical: Delivery | None, now: datetime) -> Delivery | None:
+    """What a destination sends now, if anything: its oldest pending delivery when due; when that one waits for its
+    topic's fold window, the oldest critical one instead (a halt must not wait 15 s behind an info burst). Whatever
+    else makes the oldest wait (a retry's backoff, another sender sending it) holds the whole destination, critical
+    messages included: it says the chat is failing or busy, and the order is kept."""
+    if not _free(first, now):
         return None
-    window = _fold_window()
-    last = (Delivery.objects.filter(channel=head.channel, target=head.target, status=Delivery.Status.SENT,
-                                    notification__topic=head.notification.topic, sent_at__gt=now - window)
-            .aggregate(last=Max("sent_at"))["last"])  # fmt: skip
-    return last + window if last is not None else None
-
-
-def _followers(head: Delivery, now: datetime) -> list[int]:
-    """Pending deliveries of the head's topic to the same destination written within the fold window after it (a
-    burst): they go out folded into the head's message."""
-    window = _fold_window()
-    if head.channel not in FOLDING_CHANNELS or window <= timedelta(0):
-        return []
-    return list(
-        Delivery.objects.filter(status=Delivery.Status.PENDING, channel=head.channel, target=head.target,
-                                id__gt=head.id, notification__topic=head.notification.topic,
-                                created_at__lte=head.created_at + window)
-        .filter(_lease_free(now)).order_by("id").values_list("id", flat=True)[:FOLD_MAX]
-    )  # fmt: skip
-
-
-def folded_text(head: Notification, others: list[Notification]) -> str:
-    """The head's text, then the count and the first line of every folded message (repeats counted, not listed)."""
-    if not others:
-        return head.text
-    counts: dict[str, int] = {}
-    for note in others:
-        line = (note.text.splitlines() or [""])[0][:300]
-        counts[line] = counts.get(line, 0) + 1
-    lines = [line if count == 1 else f"{line} (x{count})" for line, count in counts.items()]
-    return f"{head.text}\n\n+{len(others)} more {head.topic!r}:\n" + "\n".join(lines)
+    quiet = quiet_until(first, now)
+    if quiet is None or quiet <= now:
+        return first if first.next_attempt_at <= now else None
+    # Held by the window: the wait is stored so that every sender (and run()'s sleep) sees when it ends; a longer
+    # retry wait already there is kept.
+    Delivery.objects.filter(pk=first.pk, status=Delivery.Status.PENDING, next_attempt_at__lt=quiet).filter(
+        lease_free(now)).update(next_attempt_at=quiet)
+    if critical is not None and critical.pk != first.pk and critical.next_attempt_at <= now and _free(critical, now):
+        return critical
+    return None
 
 
 class Sender:
@@ -167,8 +192,9 @@ class Sender:
 
     def channel(self, name: str):
         if name not in self._channels:
-            self._channels[name] = {Delivery.Channel.TELEGRAM: TelegramChannel, Delivery.Channel.EMAIL: EmailChannel,
-                                    Delivery.Channel.LOG: LogChannel}[name]()  # fmt: skip
+            factories = {Delivery.Channel.TELEGRAM: lambda: _PacedTelegram(self.pacer, self.sleep),
+                         Delivery.Channel.EMAIL: EmailChannel, Delivery.Channel.LOG: LogChannel}
+            self._channels[name] = factories[name]()
         return self._channels[name]
 
     def close(self) -> None:
@@ -176,25 +202,42 @@ class Sender:
             if isinstance(channel, TelegramChannel):
                 channel.close()
 
-    def run(self, *, budget_s: float = 25.0) -> SendReport:
-        """Send until nothing is due or ``budget_s`` has passed (wall time); waits only for the per-chat spacing."""
+    def run(self, *, budget_s: float = 25.0, wait_for_due: bool = True) -> SendReport:
+        """Send until nothing more can go out within ``budget_s`` (wall time). Between sends it sleeps for the
+        per-chat spacing, and (``wait_for_due``) for the next fold window's end or retry time when that comes within
+        the budget. The Celery task doesn't wait for those: its worker process serves other queues (the guard's),
+        and beat's sweep every 30 s sends them; a critical message never waits for a fold window anyway."""
         deadline = time.monotonic() + budget_s
         try:
-            while time.monotonic() < deadline:
+            self.pacer.load(self.clock.now())
+            while (left := deadline - time.monotonic()) > 0:
                 progressed, wait = self._pass()
                 if progressed:
                     continue
-                if wait is None:
-                    break
-                self.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+                waits = [w for w in (wait, self._next_due_s() if wait_for_due else None) if w is not None]
+                if not waits or min(waits) > left:
+                    break  # the next nudge or beat's sweep takes it from here
+                self.sleep(min(waits))
         finally:
             self.close()
         return self.report
 
+    def _next_due_s(self) -> float | None:
+        """Seconds until the earliest pending delivery nobody holds comes due (a fold window's end, a retry)."""
+        if isinstance(self.clock, ManualClock):
+            return None  # a clock that stands still (tests, a replay) never brings that moment nearer
+        now = self.clock.now()
+        due = (Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__gt=now)
+               .filter(lease_free(now)).aggregate(due=Min("next_attempt_at"))["due"])  # fmt: skip
+        return (due - now).total_seconds() if due is not None else None
+
     def _pass(self) -> tuple[bool, float | None]:
         progressed, wait = False, None
-        for head in _due_heads(self.clock.now()):
-            pause = self.pacer.wait_s(head)
+        for first, critical in _queue_heads():
+            head = _pick(first, critical, self.clock.now())
+            if head is None:
+                continue
+            pause = self.pacer.wait_s(head.channel, head.target)
             if pause > 0:
                 wait = pause if wait is None else min(wait, pause)
                 continue
@@ -202,27 +245,21 @@ class Sender:
         return progressed, wait
 
     def send_head(self, head: Delivery) -> bool:
+        """Claim ``head`` and its topic's burst, send them as one message and record the outcome."""
         now = self.clock.now()
-        quiet = _quiet_until(head, now)
-        if quiet is not None and quiet > now:
-            Delivery.objects.filter(pk=head.pk, status=Delivery.Status.PENDING).filter(_lease_free(now)).update(
-                next_attempt_at=quiet)
-            return False
         if not _claim([head.pk], self.owner, now):
             return False  # another sender has it
-        follower_ids = _claim(_followers(head, now), self.owner, now)
+        follower_ids = _claim(followers(head, now), self.owner, now)
         others = list(Notification.objects.filter(deliveries__id__in=follower_ids).order_by("deliveries__id"))
         note = head.notification
-        message = Message(topic=note.topic, severity=note.severity, text=folded_text(note, others))
+        message = Message(topic=note.topic, severity=folded_severity(note, others), text=folded_text(note, others))
         try:
             outcome = self.channel(head.channel).send(head.target, message, parts_sent=head.parts_sent)
         except Exception as exc:  # one broken channel must not stop the others; the row retries
             logger.exception("notification channel %s failed", head.channel)
             outcome = Outcome("retry", f"{type(exc).__name__} in the {head.channel} channel")
-        self.pacer.mark(head)
         self._record(head, follower_ids, outcome)
         return True
-
     @transaction.atomic
     def _record(self, head: Delivery, follower_ids: list[int], outcome: Outcome) -> None:
         now = self.clock.now()
@@ -267,9 +304,10 @@ def _notifications_settle(notification_ids: list[int]) -> None:
         note.save(update_fields=["attempts", "last_error", "status", "sent_at"])
 
 
-def notifications_send(*, budget_s: float = 25.0, clock: Clock | None = None) -> SendReport:
+def notifications_send(*, budget_s: float = 25.0, clock: Clock | None = None, wait_for_due: bool = True
+                       ) -> SendReport:
     """Drain the outbox once (what the task, beat's sweep and ``manage.py send_notifications`` run)."""
-    return Sender(clock=clock).run(budget_s=budget_s)
+    return Sender(clock=clock).run(budget_s=budget_s, wait_for_due=wait_for_due)
 
 
 def deliveries_failing() -> dict[str, int]:

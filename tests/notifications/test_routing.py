@@ -48,5 +48,5 @@ def test_a_typo_never_breaks_what_it_reports_and_the_check_names_it(settings, ca
     targets = set(Delivery.objects.filter(notification=notification).values_list("channel", "target"))
     assert targets == {("telegram", "424242"), ("log", "statarb.notifications")}
     assert "unknown severity in '424242:Critical'" in caplog.text and "'warn' is none of" in caplog.text
-    with pytest.raises(SystemCheckError, match="notifications.E001"):
+    with pytest.raises(SystemCheckError, match=r"notifications\.E001"):
         call_command("check")

@@ -21,7 +21,8 @@ def test_it_sends_and_exits_zero_when_all_went_out(telegram, capsys):
 
 def test_it_exits_non_zero_while_telegram_is_down(telegram):
     notify(topic="trade_closed", text="BTC/ETH closed")
+    # a budget shorter than the first backoff (1-2 s): one attempt, then the command reports the delivery retrying
     with telegram.outage("http_502"), pytest.raises(CommandError, match="left failing"):
-        call_command("send_notifications", "--budget", "5")
+        call_command("send_notifications", "--budget", "0.5")
     row = Delivery.objects.get(channel="telegram")
     assert row.status == Delivery.Status.PENDING and row.attempts == 1 and row.last_error.startswith("HTTP 502")

@@ -1,0 +1,207 @@
+"""The sender's folding, priorities and pacing against the fake Telegram Bot API: a folded message carries every
+message whole, critical messages are never folded nor held behind a fold window, a run waits for what comes due
+within its budget, and the per-chat spacing holds across runs and between the parts of a split message."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from core.clock import ManualClock
+from notifications.folding import FOLD_MAX_CHARS
+from notifications.models import Delivery
+from notifications.sender import Sender
+from notifications.services import notify
+from tests.fakes.telegram import ADMIN_CHAT_ID, ALERTS_CHAT_ID
+
+pytestmark = pytest.mark.django_db
+
+
+def _texts(telegram, chat_id: int) -> list[str]:
+    return [m.plain_text for m in telegram.delivered(chat_id)]
+
+
+def _summary(name: str) -> str:
+    return f"[{name}] 2024-01-01 (UTC)\ntrades opened 3, closed 2\nrealised PnL -512 USDT\nequity 10000 -> 9488 USDT"
+
+
+# ------------------------------------------------------------------------------------------------------- folding
+
+
+def test_a_folded_message_carries_every_message_whole(telegram):
+    """Daily summaries share one topic for every account: each account's figures must arrive, not its first line."""
+    for name in ("a", "b", "c"):
+        notify(topic="daily_summary", text=_summary(name), dedupe_key=f"ds:{name}")
+
+    Sender(clock=ManualClock(timezone.now())).run(budget_s=5)
+
+    (text,) = _texts(telegram, ALERTS_CHAT_ID)  # still one message for the burst
+    assert text.splitlines()[1:] == [*_summary("a").splitlines(), "", "+2 more 'daily_summary':",
+                                     *_summary("b").splitlines(), "", *_summary("c").splitlines()]
+    assert Delivery.objects.filter(channel="telegram", status=Delivery.Status.FOLDED).count() == 2
+
+
+def test_critical_messages_are_never_folded(telegram):
+    """Two halts written together: each goes out whole, on its own, to both chats (the second account's reason and
+    flatten notice were lost in the first one's fold)."""
+    halts = ["Halt: acct-a\nreason: daily loss\nby: guard",
+             "Halt: acct-b\nreason: drawdown 12%\nby: guard\nopen trades are being closed (flatten)"]
+    for text in halts:
+        notify(topic="halt_raised", text=text, severity="critical")
+
+    Sender(clock=ManualClock(timezone.now())).run(budget_s=5)
+
+    for chat in (ALERTS_CHAT_ID, ADMIN_CHAT_ID):
+        assert [text.split("\n", 1)[1] for text in _texts(telegram, chat)] == halts
+    assert not Delivery.objects.filter(status=Delivery.Status.FOLDED).exists()
+
+
+def test_a_critical_message_in_a_burst_of_its_topic_is_not_folded_into_a_warning(telegram):
+    notify(topic="reconcile_failed", text="exchange unreachable", severity="warning")
+    notify(topic="reconcile_failed", text="positions differ: BTC 0.5 vs 0.3", severity="critical")
+    notify(topic="reconcile_failed", text="exchange unreachable again", severity="warning")
+
+    Sender(clock=ManualClock(timezone.now())).run(budget_s=5)
+
+    texts = _texts(telegram, ALERTS_CHAT_ID)
+    assert texts[0].splitlines()[1:] == ["exchange unreachable", "", "+1 more 'reconcile_failed':",
+                                         "exchange unreachable again"]
+    assert texts[1].splitlines()[1:] == ["positions differ: BTC 0.5 vs 0.3"]
+
+
+def test_a_burst_longer_than_the_fold_limit_goes_on_in_the_next_message(telegram):
+    """Whole texts make a folded message longer: past FOLD_MAX_CHARS the rest waits for the topic's next message
+    (nothing lost, the order kept), and every part stays within Telegram's 4,096 characters."""
+    texts = [f"tick {index:03d} failed\n" + "detail " * 140 for index in range(20)]  # ~1,000 characters each
+    for text in texts:
+        notify(topic="trade_error", text=text.strip(), severity="warning")
+    clock = ManualClock(timezone.now())
+
+    Sender(clock=clock).run(budget_s=5)
+    first = Delivery.objects.filter(channel="telegram").exclude(status=Delivery.Status.PENDING).count()
+    assert 2 <= first < 20  # some folded, the rest pending
+    clock.advance(timedelta(seconds=16))
+    Sender(clock=clock).run(budget_s=5)
+    clock.advance(timedelta(seconds=16))
+    Sender(clock=clock).run(budget_s=5)
+
+    parts = telegram.delivered(ALERTS_CHAT_ID)
+    assert all(len(part.plain_text) <= 4096 for part in parts)
+    received = "\n".join(part.plain_text for part in parts)
+    assert [received.index(f"tick {index:03d} failed") for index in range(20)] == sorted(
+        received.index(f"tick {index:03d} failed") for index in range(20))
+    assert not Delivery.objects.filter(status=Delivery.Status.PENDING).exists()
+    assert FOLD_MAX_CHARS < 20 * 1000  # the test does cross the limit
+
+
+# ------------------------------------------------------------------------------------------------------- priorities
+
+
+def test_a_critical_message_passes_a_burst_held_by_its_fold_window(telegram):
+    notify(topic="order_rejected", text="rejected 1", severity="warning")
+    clock = ManualClock(timezone.now())
+    Sender(clock=clock).run(budget_s=5)
+    start = clock.now()
+    notify(topic="order_rejected", text="rejected 2", severity="warning")  # held by the topic's window
+    notify(topic="trade_opened", text="BTC/ETH opened")  # behind it, in order
+    notify(topic="halt_raised", text="Halt: main\nreason: daily loss", severity="critical")
+    notify(topic="halt_cleared", text="Halt cleared: main", severity="critical")
+
+    clock.set(start + timedelta(seconds=1))
+    Sender(clock=clock).run(budget_s=5)
+    assert [text.splitlines()[1] for text in _texts(telegram, ALERTS_CHAT_ID)] == [
+        "rejected 1", "Halt: main", "Halt cleared: main"]  # criticals at once, in their order
+
+    clock.set(start + timedelta(seconds=16))
+    Sender(clock=clock).run(budget_s=5)
+    assert [text.splitlines()[1] for text in _texts(telegram, ALERTS_CHAT_ID)] == [
+        "rejected 1", "Halt: main", "Halt cleared: main", "rejected 2", "BTC/ETH opened"]
+
+
+def test_a_retrying_message_still_holds_the_critical_one_behind_it(telegram):
+    """Only a fold window lets a critical message pass: a retry says the chat is failing, and the order holds."""
+    telegram.force_rate_limit(1, retry_after=7, chat_id=ALERTS_CHAT_ID)
+    notify(topic="trade_opened", text="BTC/ETH opened")
+    notify(topic="halt_raised", text="Halt: main", severity="critical")
+    clock = ManualClock(timezone.now())
+
+    Sender(clock=clock).run(budget_s=5)
+
+    assert _texts(telegram, ALERTS_CHAT_ID) == [] and len(_texts(telegram, ADMIN_CHAT_ID)) == 1
+    clock.advance(timedelta(seconds=7))
+    Sender(clock=clock).run(budget_s=5)
+    assert [text.splitlines()[1] for text in _texts(telegram, ALERTS_CHAT_ID)] == ["BTC/ETH opened", "Halt: main"]
+
+
+def test_a_run_waits_for_a_fold_window_that_ends_within_its_budget(telegram, settings):
+    settings.NOTIFY_FOLD_WINDOW_S = 1.0
+    notify(topic="order_rejected", text="rejected 1", severity="warning")
+    Sender().run(budget_s=5)
+    notify(topic="order_rejected", text="rejected 2", severity="warning")
+
+    started = time.monotonic()
+    Sender().run(budget_s=0.3)  # the window ends after the budget: left to the next run
+    assert time.monotonic() - started < 0.3 + 0.5 and len(_texts(telegram, ALERTS_CHAT_ID)) == 1
+
+    Sender().run(budget_s=5)
+    assert [text.splitlines()[1] for text in _texts(telegram, ALERTS_CHAT_ID)] == ["rejected 1", "rejected 2"]
+    first, second = telegram.delivered(ALERTS_CHAT_ID)
+    assert second.time - first.time >= 0.9
+
+
+def test_the_celery_task_does_not_sleep_for_a_fold_window(telegram, settings):
+    """Its worker process serves the guard's queue too: a held (non-critical) message is left to beat's sweep."""
+    from notifications.tasks import send_notifications
+
+    settings.NOTIFY_FOLD_WINDOW_S = 3.0
+    notify(topic="order_rejected", text="rejected 1", severity="warning")
+    send_notifications()
+    notify(topic="order_rejected", text="rejected 2", severity="warning")
+    started = time.monotonic()
+    send_notifications()
+    assert time.monotonic() - started < 1.5 and len(_texts(telegram, ALERTS_CHAT_ID)) == 1
+
+
+def test_a_run_waits_for_a_retry_that_comes_due_within_its_budget(telegram):
+    telegram.force_rate_limit(1, retry_after=1, chat_id=ALERTS_CHAT_ID)
+    notify(topic="trade_opened", text="BTC/ETH opened")
+
+    report = Sender().run(budget_s=5)
+
+    assert report.retried == 1 and report.sent == 2  # the chat after its retry_after, and the log
+    assert [text.splitlines()[1] for text in _texts(telegram, ALERTS_CHAT_ID)] == ["BTC/ETH opened"]
+
+
+# ------------------------------------------------------------------------------------------------------- pacing
+
+
+def test_the_per_chat_spacing_holds_across_runs(telegram, settings):
+    """Every commit's nudge starts a new sender: the second must wait for the first one's send, not get a 429."""
+    settings.TELEGRAM_MIN_INTERVAL_S = 1.0
+    telegram.set_rate_limits(enabled=True)  # 1 a second per chat
+    notify(topic="trade_opened", text="one")
+    Sender().run(budget_s=5)
+    notify(topic="trade_closed", text="two")
+
+    report = Sender().run(budget_s=5)
+
+    assert report.retried == 0 and not [r for r in telegram.requests_to("sendMessage") if r.status == 429]
+    first, second = telegram.delivered(ALERTS_CHAT_ID)
+    assert second.time - first.time >= 1.0
+
+
+def test_the_parts_of_a_long_message_are_spaced_like_messages(telegram, settings):
+    settings.TELEGRAM_MIN_INTERVAL_S = 1.0
+    telegram.set_rate_limits(enabled=True)
+    notify(topic="daily_summary", text="\n".join("y" * 70 for _ in range(120)))  # three parts
+
+    report = Sender().run(budget_s=10)
+
+    assert report.retried == 0 and not [r for r in telegram.requests_to("sendMessage") if r.status == 429]
+    parts = telegram.delivered(ALERTS_CHAT_ID)
+    assert [p.plain_text.splitlines()[0][-5:] for p in parts] == ["(1/3)", "(2/3)", "(3/3)"]
+    assert all(later.time - earlier.time >= 1.0 for earlier, later in itertools.pairwise(parts))
