@@ -107,16 +107,7 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
         ctx.events.append(f"trade {trade.pk} open")
         return False
     if all(nets[leg] == 0 for leg in LEGS):
-        if any(o.submitted_at is not None or o.status == Status.REJECTED for o in orders) and _settled_now(
-                ctx, trade, orders):
-            return True  # an order booked as not executed was, after all: decide again on what the legs hold
-        errors = "; ".join(o.error for o in orders if o.error) or "no leg filled"
-        with transaction.atomic(savepoint=False):
-            set_state(ctx, trade, State.FAILED, closed_at=ctx.now, error=errors[:2000])
-            notify(topic="trade_failed", severity=Notification.Severity.WARNING,
-                   text=describe(trade, f"failed to open, nothing is held: {errors}"))
-        ctx.events.append(f"trade {trade.pk} failed: {errors}")
-        return False
+        return _nothing_filled(ctx, trade, orders)
     settled = _settled_now(ctx, trade, orders, settlement=True)
     if settled is not None and settled.changed:
         return True  # the exchange's executions changed what the legs hold: decide again on them
@@ -125,38 +116,61 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
         ctx.events.append(f"trade {trade.pk}: the exchange holds {_holdings(settled)}")
     placed = False
     for leg in LEGS:
-        missing = abs(targets[leg]) - abs(nets[leg]) if nets[leg] * targets[leg] >= 0 else abs(targets[leg])
-        if missing <= 0:
-            continue
-        if leg in ctx.contradicted.get(trade.pk, ()):
-            # The exchange holds something else on this leg than its fills say, and no execution explains it: a
-            # completion sized from the fills could over-fill it. The other leg still completes its hedge; this
-            # one waits for the next tick's comparison (the reconciliation halts if it lasts).
-            continue
-        if not _tradable(trade, leg, missing, _leg_price(orders, leg)):
-            # The rest is below what the exchange accepts: keep the leg as filled (a tiny hedge mismatch) rather
-            # than unwind both legs over it.
-            field_name = "y_qty" if leg == Order.Leg.Y else "x_qty"
-            note = f"the {leg} leg filled {abs(nets[leg])} of {abs(targets[leg])}; the rest is below the minimum"
-            setattr(trade, field_name, abs(nets[leg]))
-            trade.error = (trade.error + "\n" + note).strip()[:2000]
-            ctx.save(trade, [field_name, "error", "updated_at"])
-            ctx.events.append(f"trade {trade.pk}: {note}")
-            placed = True  # go round again: the targets changed
-            continue
-        if any(o.leg == leg and o.action == Order.Action.COMPLETE for o in orders):
-            reason = (f"the {leg} leg holds {abs(nets[leg])} of {abs(targets[leg])} after completing it failed; "
-                      "unwinding both legs")
-            set_state(ctx, trade, State.CLOSING, exit_reason=PairTrade.ExitReason.UNWOUND,
-                       error=(trade.error + "\n" + reason).strip()[:2000])
-            ctx.events.append(f"trade {trade.pk}: {reason}")
+        outcome = _complete_leg(ctx, trade, orders, leg, targets[leg], nets[leg])
+        if outcome == "unwinding":
             return True
-        side = Order.Side.BUY if targets[leg] > 0 else Order.Side.SELL
-        order = plan_order(ctx, trade, leg=leg, action=Order.Action.COMPLETE, side=side, qty=missing,
-                            reduce_only=False, orders=orders)
-        ctx.checkpoint(f"planned:{order.leg}k{order.attempt}")
-        placed = True
+        placed = placed or outcome == "placed"
     return placed
+
+
+def _nothing_filled(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> bool:
+    """Neither leg holds anything by the fills: compared with the exchange first when an order went out (one booked
+    as not executed may have been, after all: True, decide again), else the trade failed."""
+    if any(o.submitted_at is not None or o.status == Status.REJECTED for o in orders) and _settled_now(
+            ctx, trade, orders):
+        return True
+    errors = "; ".join(o.error for o in orders if o.error) or "no leg filled"
+    with transaction.atomic(savepoint=False):
+        set_state(ctx, trade, State.FAILED, closed_at=ctx.now, error=errors[:2000])
+        notify(topic="trade_failed", severity=Notification.Severity.WARNING,
+               text=describe(trade, f"failed to open, nothing is held: {errors}"))
+    ctx.events.append(f"trade {trade.pk} failed: {errors}")
+    return False
+
+
+def _complete_leg(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str, target: Decimal,
+                  net: Decimal) -> str:
+    """Bring one leg of an opening trade to its target: "placed" (a completion order, or the target lowered to what
+    filled), "unwinding" (completing failed before: both legs are unwound), "" (nothing to do now)."""
+    missing = abs(target) - abs(net) if net * target >= 0 else abs(target)
+    if missing <= 0:
+        return ""
+    if leg in ctx.contradicted.get(trade.pk, ()):
+        # The exchange holds something else on this leg than its fills say, and no execution explains it: a
+        # completion sized from the fills could over-fill it. The other leg still completes its hedge; this
+        # one waits for the next tick's comparison (the reconciliation halts if it lasts).
+        return ""
+    if not _tradable(trade, leg, missing, _leg_price(orders, leg)):
+        # The rest is below what the exchange accepts: keep the leg as filled (a tiny hedge mismatch) rather
+        # than unwind both legs over it.
+        field_name = "y_qty" if leg == Order.Leg.Y else "x_qty"
+        note = f"the {leg} leg filled {abs(net)} of {abs(target)}; the rest is below the minimum"
+        setattr(trade, field_name, abs(net))
+        trade.error = (trade.error + "\n" + note).strip()[:2000]
+        ctx.save(trade, [field_name, "error", "updated_at"])
+        ctx.events.append(f"trade {trade.pk}: {note}")
+        return "placed"  # go round again: the targets changed
+    if any(o.leg == leg and o.action == Order.Action.COMPLETE for o in orders):
+        reason = f"the {leg} leg holds {abs(net)} of {abs(target)} after completing it failed; unwinding both legs"
+        set_state(ctx, trade, State.CLOSING, exit_reason=PairTrade.ExitReason.UNWOUND,
+                   error=(trade.error + "\n" + reason).strip()[:2000])
+        ctx.events.append(f"trade {trade.pk}: {reason}")
+        return "unwinding"
+    side = Order.Side.BUY if target > 0 else Order.Side.SELL
+    order = plan_order(ctx, trade, leg=leg, action=Order.Action.COMPLETE, side=side, qty=missing, reduce_only=False,
+                       orders=orders)
+    ctx.checkpoint(f"planned:{order.leg}k{order.attempt}")
+    return "placed"
 
 
 def _tradable(trade: PairTrade, leg: str, qty: Decimal, price: Decimal | None) -> bool:
