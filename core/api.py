@@ -224,11 +224,15 @@ def id_or_name_filter(field: str, *, name_field: str = "name", help_text: str = 
     """A filter on a foreign key given by id (digits) or by name: ``?account=3`` or ``?account=bybit-main``. The
     matching ids are read first, so the list filters on its own column (an index) rather than through a join."""
 
-    def method(queryset, _name, value):
+    def method(queryset, name, value):
         condition = Q(**{name_field: value})
         if str(value).isascii() and str(value).isdigit():
             condition |= Q(pk=int(value))
-        ids = list(_related_model(queryset.model, field).objects.filter(condition).values_list("pk", flat=True))
+        related = _related_model(queryset.model, field)
+        ids = list(related.objects.filter(condition).values_list("pk", flat=True))
+        if not ids:
+            # A typo in a reporting tool must not read as "nothing happened": 400, naming the parameter.
+            raise ValidationError({name: [f"no {related._meta.verbose_name} with id or {name_field} {value!r}"]})
         return queryset.filter(**{f"{field}__in": ids})
 
     return filters.CharFilter(method=method, help_text=help_text or f"{field} id or {name_field}")

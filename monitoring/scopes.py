@@ -30,14 +30,17 @@ def _moment(value: str, *, end: bool) -> datetime:
     """An ISO date (a whole UTC day: an end date includes its day) or an ISO date-time (UTC when naive)."""
     try:
         if len(value) == 10:
-            day = datetime.combine(datetime.fromisoformat(value).date(), time.min, tzinfo=UTC)
-            return day + timedelta(days=1) if end else day
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moment = datetime.combine(datetime.fromisoformat(value).date(), time.min, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError) as error:
         raise serializers.ValidationError("an ISO 8601 date (2021-03-01) or date-time is expected") from error
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # Checked before a whole end day is added: 9999-12-31 is out of bounds, not out of Python's calendar.
     if not EARLIEST <= moment <= LATEST:
         raise serializers.ValidationError(f"a moment between {EARLIEST.year} and {LATEST.year} is expected")
+    if len(value) == 10 and end:
+        moment += timedelta(days=1)
     return moment
 
 

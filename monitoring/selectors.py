@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import Count, Min, QuerySet, Sum
-from django.utils import timezone
 
+from core.market_clock import market_clock
 from execution.models import ExchangeAccount, PairTrade
 from monitoring.scope_totals import (
     scope_closed_trades,
@@ -134,7 +134,9 @@ def performance_scope(*, account: ExchangeAccount | None = None, mode: str | Non
         mode = modes[0] if modes else mode
         level_text = f" level {level}" if level is not None else ""
         label = f"combined {mode or 'no'}{level_text} accounts: {', '.join(a.name for a in accounts) or 'none'}"
-    end = end or timezone.now()
+    # The market's clock: the wall clock live, the demo's stored-data clock in `make demo` (the period, the open
+    # trades' exposure and the monthly table end where the market the accounts trade on stands).
+    end = end or market_clock().now()
     if start is None:
         # Two queries: MariaDB reads each minimum off its own index, not one of them by scanning.
         trades = scope_trades(accounts, pair)

@@ -161,4 +161,22 @@ def test_pages_know_their_next_page_without_counting_a_long_list(api_client, mon
     monkeypatch.setattr(BoundedPagination, "COUNT_LIMIT", 3)
     capped = api_client.get("/api/v1/trades/", {"account": "pages", "limit": 2, "offset": 2}).json()
     assert capped["count"] is None and "offset=4" in capped["next"] and len(capped["results"]) == 2
-    assert api_client.get("/api/v1/trades/", {"account": "nobody"}).json()["count"] == 0
+    assert api_client.get("/api/v1/trades/", {"account": "nobody"}).status_code == 400  # a typo, not "no trades"
+
+
+@pytest.mark.parametrize("url", ["/api/v1/trades/?account=nope", "/api/v1/trades/?account=999999",
+                                 "/api/v1/pnl/daily/?account=nope"])
+def test_an_unknown_account_is_an_error_naming_it_not_an_empty_list(api_client, url):
+    # A typo in a reporting tool must not read as "no trades".
+    ExchangeAccountFactory(name="bybit-main")
+    response = api_client.get(url)
+    assert response.status_code == 400 and "account" in response.json(), response.content
+    assert "no exchange account with id or name" in response.json()["account"][0]
+
+
+def test_a_known_account_by_name_or_id_still_filters(api_client):
+    account = ExchangeAccountFactory(name="bybit-main")
+    PairTradeFactory(account=account, state=PairTrade.State.OPEN)
+    PairTradeFactory(account=ExchangeAccountFactory(name="other"), state=PairTrade.State.OPEN)
+    for value in ("bybit-main", str(account.pk)):
+        assert api_client.get(f"/api/v1/trades/?account={value}").json()["count"] == 1

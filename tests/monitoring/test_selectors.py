@@ -78,3 +78,19 @@ def test_marks_move_the_daily_curve_and_the_drawdown(account):
 def test_a_scope_without_accounts_has_no_figures():
     summary = scope_performance(performance_scope(level=100))
     assert summary.accounts == () and summary.total_trades == 0 and summary.exposure in (None, 0.0)
+
+
+def test_the_period_ends_at_the_market_clock_on_the_demos_stored_clock(settings):
+    """On `make demo`'s stored-data clock (2021 here), the period, the open trade's exposure and the monthly table
+    end where that clock stands, not at the machine's date years later."""
+    from core.models import StoredDataClock
+
+    moment = datetime(2021, 7, 13, 11, tzinfo=UTC)
+    settings.STATARB_MARKET_CLOCK = "stored"
+    StoredDataClock.objects.create(pk=1, moment=moment, start=moment - timedelta(days=7), end=moment,
+                                   bar=timedelta(hours=1), wall_seconds=10.0)
+    account = ExchangeAccountFactory(capital=Decimal("1000"))
+    PairTradeFactory(account=account, state=PairTrade.State.OPEN, opened_at=moment - timedelta(hours=10))
+    scope = performance_scope(account=account)
+    assert scope.end == moment and scope.start == moment - timedelta(hours=10)
+    assert scope_exposure_hours(scope) == pytest.approx(10.0)

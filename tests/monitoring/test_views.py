@@ -166,3 +166,9 @@ def test_system_page(viewer_client):
     page = viewer_client.get("/system/")
     assert page.status_code == 200
     assert 'id="periodic-tasks"' in page.text and 'id="heartbeats"' in page.text
+
+
+def test_a_bad_scope_is_explained_in_words_not_python(viewer_client):
+    page = viewer_client.get("/?scope=mxyz")
+    assert page.status_code == 200
+    assert "mode: " in page.text and "is not a valid choice." in page.text and "ErrorDetail" not in page.text
