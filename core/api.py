@@ -85,6 +85,17 @@ class BoundedPagination(LimitOffsetPagination):
         url = replace_query_param(self.request.build_absolute_uri(), self.limit_query_param, self.limit)
         return replace_query_param(url, self.offset_query_param, self.offset + self.limit)
 
+    def get_paginated_response(self, data):
+        """The page, and the same paging in headers (``Link: <next>; rel="next"``, ``X-Total-Count`` when
+        counted): a CSV export has no room for ``next`` and ``count``, and must not look complete when it isn't."""
+        response = super().get_paginated_response(data)
+        next_link = self.get_next_link()
+        if next_link:
+            response["Link"] = f'<{next_link}>; rel="next"'
+        if self.count is not None:
+            response["X-Total-Count"] = str(self.count)
+        return response
+
     def get_paginated_response_schema(self, schema):
         answer = super().get_paginated_response_schema(schema)
         answer["properties"]["count"].update(

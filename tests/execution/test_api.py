@@ -180,3 +180,14 @@ def test_a_known_account_by_name_or_id_still_filters(api_client):
     PairTradeFactory(account=ExchangeAccountFactory(name="other"), state=PairTrade.State.OPEN)
     for value in ("bybit-main", str(account.pk)):
         assert api_client.get(f"/api/v1/trades/?account={value}").json()["count"] == 1
+
+
+def test_a_csv_page_says_in_its_headers_that_more_rows_follow(api_client):
+    account = ExchangeAccountFactory(name="csv-pages")
+    for _ in range(3):
+        PairTradeFactory(account=account)
+    response = api_client.get("/api/v1/trades/", {"account": "csv-pages", "limit": 2, "format": "csv"})
+    assert response.status_code == 200 and response.content.decode().count("\r\n") == 3  # header + 2 rows
+    assert response["X-Total-Count"] == "3" and 'rel="next"' in response["Link"] and "offset=2" in response["Link"]
+    last = api_client.get("/api/v1/trades/", {"account": "csv-pages", "limit": 2, "offset": 2, "format": "csv"})
+    assert "Link" not in last and last["X-Total-Count"] == "3"
