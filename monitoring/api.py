@@ -167,7 +167,13 @@ class PositionListApi(APIView):
         exit_band = serializers.FloatField(allow_null=True)
         stop_band = serializers.FloatField(allow_null=True)
         held_hours = serializers.FloatField(allow_null=True)
-        unrealised_pnl = serializers.DecimalField(max_digits=32, decimal_places=12, allow_null=True)
+        unrealised_pnl = serializers.DecimalField(max_digits=32, decimal_places=12, allow_null=True,
+                                                  help_text="Both legs marked to the newest close, before costs")
+        fees_paid = serializers.DecimalField(max_digits=32, decimal_places=12, help_text="The fills' fees so far")
+        funding = serializers.DecimalField(source="trade.funding", max_digits=32, decimal_places=12,
+                                           help_text="Funding received so far (negative: paid)")
+        net_pnl = serializers.DecimalField(max_digits=32, decimal_places=12, allow_null=True,
+                                           help_text="unrealised_pnl - fees_paid + funding: what the equity counts")
         legs = LegOutputSerializer(many=True)
 
     class InputSerializer(serializers.Serializer):

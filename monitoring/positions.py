@@ -44,13 +44,22 @@ class Position:
     exit_band: float | None = None
     stop_band: float | None = None
     held_hours: float | None = None
+    fees_paid: Decimal = Decimal(0)  # the fills' fees so far (the trade's ``fees`` is written at its close)
 
     @property
     def unrealised_pnl(self) -> Decimal | None:
+        """Both legs marked to the newest close, before costs."""
         values = [leg.unrealised_pnl for leg in self.legs]
         if not values or any(v is None for v in values):
             return None
         return sum(values, Decimal(0))
+
+    @property
+    def net_pnl(self) -> Decimal | None:
+        """What closing now would add to equity before the closing fees: the legs' PnL, minus the fees paid, plus
+        the funding received (what the guard's equity and the equity curve count for an open trade)."""
+        gross = self.unrealised_pnl
+        return None if gross is None else gross - self.fees_paid + self.trade.funding
 
 
 def active_trades(*, account: ExchangeAccount | None = None, accounts=None) -> QuerySet[PairTrade]:
@@ -65,14 +74,16 @@ def active_trades(*, account: ExchangeAccount | None = None, accounts=None) -> Q
                            zscore_at=Subquery(latest.values("bar_time")[:1]))
 
 
-def _legs(trades: list[PairTrade]) -> dict[int, dict[str, Leg]]:
-    """Net signed quantity and volume-weighted entry price of each leg, from the orders' fills."""
+def _legs(trades: list[PairTrade], fees: dict[int, Decimal]) -> dict[int, dict[str, Leg]]:
+    """Net signed quantity and volume-weighted entry price of each leg, from the orders' fills; ``fees`` gains each
+    trade's fees paid so far."""
     legs: dict[int, dict[str, Leg]] = defaultdict(dict)
     cost: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
     opened: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
     orders = Order.objects.filter(trade__in=trades, filled_qty__gt=0).select_related("instrument").order_by("pk")
     for order in orders:
         leg = legs[order.trade_id].setdefault(order.leg, Leg(leg=order.leg, symbol=order.instrument.symbol))
+        fees[order.trade_id] = fees.get(order.trade_id, Decimal(0)) + (order.fee or Decimal(0))
         sign = 1 if order.side == Order.Side.BUY else -1
         leg.qty += sign * order.filled_qty
         if order.action in (Order.Action.OPEN, Order.Action.COMPLETE) and order.avg_price is not None:
@@ -91,7 +102,8 @@ def open_positions(*, account: ExchangeAccount | None = None, accounts=None,
     if not trades:
         return []
     config = StrategyConfig.current()
-    legs = _legs(trades)
+    fees: dict[int, Decimal] = {}
+    legs = _legs(trades, fees)
     by_timeframe: dict[str, set[int]] = defaultdict(set)
     for trade in trades:
         by_timeframe[trade.pair.timeframe].update((trade.pair.y_instrument_id, trade.pair.x_instrument_id))
@@ -116,5 +128,6 @@ def open_positions(*, account: ExchangeAccount | None = None, accounts=None,
             trade=trade, legs=trade_legs, zscore=trade.zscore_now, zscore_at=trade.zscore_at,
             entry_band=sign * config.entry_z, exit_band=config.exit_z, stop_band=sign * config.stop_z,
             held_hours=(now - trade.opened_at).total_seconds() / 3600 if trade.opened_at else None,
+            fees_paid=fees.get(trade.pk, Decimal(0)),
         ))
     return positions

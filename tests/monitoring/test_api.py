@@ -96,10 +96,11 @@ def test_equity_curve_is_daily_with_marks_and_drawdown(api_client):
 
 
 def test_positions_with_unrealised_pnl_and_bands(api_client):
-    trade = PairTradeFactory(opened_at=T0, side=PairTrade.Side.LONG_SPREAD)
-    OrderFactory(trade=trade, leg="y", side=Order.Side.BUY, filled_qty=Decimal("10"), avg_price=Decimal("100"))
+    trade = PairTradeFactory(opened_at=T0, side=PairTrade.Side.LONG_SPREAD, funding=Decimal("-0.5"))
+    OrderFactory(trade=trade, leg="y", side=Order.Side.BUY, filled_qty=Decimal("10"), avg_price=Decimal("100"),
+                 fee=Decimal("0.55"))
     OrderFactory(trade=trade, leg="x", instrument=trade.pair.x_instrument, side=Order.Side.SELL,
-                 filled_qty=Decimal("8"), avg_price=Decimal("50"))
+                 filled_qty=Decimal("8"), avg_price=Decimal("50"), fee=Decimal("0.22"))
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     CandleFactory(instrument=trade.pair.y_instrument, open_time=now - H, close=Decimal("103"))
     CandleFactory(instrument=trade.pair.x_instrument, open_time=now - H, close=Decimal("51"))
@@ -110,6 +111,9 @@ def test_positions_with_unrealised_pnl_and_bands(api_client):
     row = rows[0]
     # y: +10 x (103 - 100) = 30; x: -8 x (51 - 50) = -8.
     assert Decimal(row["unrealised_pnl"]) == Decimal("22")
+    # What the equity counts: minus the fees paid (0.77), plus the funding (-0.5).
+    assert (Decimal(row["fees_paid"]), Decimal(row["funding"]), Decimal(row["net_pnl"])) == (
+        Decimal("0.77"), Decimal("-0.5"), Decimal("20.73"))
     assert [(leg["symbol"], leg["entry_price"], leg["current_price"]) for leg in row["legs"]] == [
         (trade.pair.y_instrument.symbol, "100.000000000000", "103.000000000000"),
         (trade.pair.x_instrument.symbol, "50.000000000000", "51.000000000000"),
