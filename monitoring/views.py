@@ -19,7 +19,7 @@ from monitoring.scopes import dashboard_scope
 from monitoring.selectors import account_summaries, daily_pnl, level_summaries, scope_performance
 from pairs.models import LevelChange, Pair, PairStatistics, StrategyConfig
 from pairs.selectors import ladder_pairs, latest_screening_run, level_counts
-from risk.selectors import active_halts, recent_guard_events
+from risk.selectors import active_halts, recent_guard_events, unguarded_accounts
 
 VIEW = "monitoring.view_dashboard"
 TRADES_PER_PAGE = 50
@@ -53,6 +53,7 @@ def _live_context(request: HttpRequest) -> dict:
         "flatten_accounts": sorted({p.trade.account for p in positions}, key=lambda a: a.name),
         "today": data.today_pnl(single) if single else None,
         "halts": active_halts().select_related("account"),
+        "unguarded": unguarded_accounts(scope.accounts),
         "heartbeats": data.heartbeats(),
         "query": request.GET.urlencode(),
     }

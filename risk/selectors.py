@@ -82,3 +82,15 @@ def limits_by_account(account_ids: list[int]) -> dict[int, Limits]:
     limits = {pk: merge_limits(system + [r for r in rows if r.account_id == pk]) for pk in account_ids}
     limits[0] = merge_limits(system)  # the system-wide checks (the Celery queues)
     return limits
+
+
+def unguarded_accounts(accounts) -> list:
+    """The accounts (of ``accounts``) that no loss limit covers: neither a row of their own nor the system-wide row
+    sets a daily loss or a drawdown limit, so the guard measures them but can't stop a bad day."""
+    ids = [a.pk for a in accounts]
+    guarded = RiskLimit.objects.filter(Q(account_id__in=ids) | Q(account__isnull=True), enabled=True).filter(
+        Q(daily_loss_limit__isnull=False) | Q(daily_loss_limit_pct__isnull=False) | Q(max_drawdown_pct__isnull=False))
+    rows = list(guarded.values_list("account_id", flat=True))
+    if None in rows:
+        return []
+    return [a for a in accounts if a.pk not in rows]

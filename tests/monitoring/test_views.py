@@ -172,3 +172,13 @@ def test_a_bad_scope_is_explained_in_words_not_python(viewer_client):
     page = viewer_client.get("/?scope=mxyz")
     assert page.status_code == 200
     assert "mode: " in page.text and "is not a valid choice." in page.text and "ErrorDetail" not in page.text
+
+
+def test_an_account_no_loss_limit_covers_is_named_on_the_dashboard(viewer_client):
+    from risk.models import RiskLimit
+
+    account = ExchangeAccountFactory(name="bare", capital=Decimal("1000"))
+    RiskLimit.objects.create(account=account, max_open_trades=3)  # a row, but no loss limit in it
+    assert 'id="unguarded"' in viewer_client.get(f"/?scope=a{account.pk}").text
+    RiskLimit.objects.create(account=None, daily_loss_limit_pct=0.03)  # the system-wide row covers it
+    assert 'id="unguarded"' not in viewer_client.get(f"/?scope=a{account.pk}").text
