@@ -142,8 +142,13 @@ def grid_window(
     keep = []
     # Column by column below, but counted for all columns at once (a replay calls this every bar).
     reals, starts, gaps = real.sum(axis=0).tolist(), real[0].tolist(), np.isnan(filled).any(axis=0).tolist()
+    flat = _constant_columns(filled).tolist()
     for k, symbol in enumerate(symbols):
         reason = _exclusion(bars, reals[k], starts[k], gaps[k], short_history[k] if short_history else None)
+        if reason is None and flat[k]:
+            # A market that stopped trading but still publishes bars: no spread can be estimated against it (the
+            # regression is undefined), and nothing could be traded on it.
+            reason = "the same close on every bar of the window (a halted or frozen market)"
         if reason is not None:
             window.excluded[symbol] = reason
             continue
@@ -154,6 +159,14 @@ def grid_window(
         window.instrument_ids.append(int(instrument_ids[k]))
     window.closes = filled[:, keep] if keep else np.empty((bars, 0))
     return window
+
+
+def _constant_columns(filled: np.ndarray) -> np.ndarray:
+    """Columns whose every close (NaN aside) is the same; an all-NaN column is not constant."""
+    if filled.size == 0:
+        return np.zeros(filled.shape[1] if filled.ndim == 2 else 0, dtype=bool)
+    missing = np.isnan(filled)
+    return np.where(missing, np.inf, filled).min(axis=0) == np.where(missing, -np.inf, filled).max(axis=0)
 
 
 def _exclusion(bars: int, n_real: int, starts: bool, gap: bool, short_history: str | None) -> str | None:

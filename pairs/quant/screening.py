@@ -264,7 +264,14 @@ def passing_directions(
     with np.errstate(invalid="ignore"):
         passed = (result.pvalue <= max_pvalue) & (result.qvalue <= max_qvalue) & result.preferred
         half_life_ok = (result.half_life >= min_half_life) & (result.half_life <= max_half_life)
-    return passed, half_life_ok
+    # A degenerate test never passes: a constant series (no regression) or an exactly collinear pair (statsmodels'
+    # convention: ADF -inf, p 0, no lag), whose "spread" is rounding noise, not a mean-reverting price difference.
+    return passed & ~degenerate_tests(result), half_life_ok
+
+
+def degenerate_tests(result: ScreenResult) -> np.ndarray:
+    """Directions whose Engle-Granger test is undefined (a constant series) or degenerate (exactly collinear)."""
+    return (result.lag < 0) | ~np.isfinite(result.adf_stat) | ~np.isfinite(result.hedge_ratio)
 
 
 def split_pairs(n_symbols: int, n_blocks: int) -> list[np.ndarray]:

@@ -25,6 +25,7 @@ from pairs.models import CointegrationRun, Instrument, Level, Pair, PairTest, St
 from pairs.quant.screening import (
     Confirmation,
     ScreenResult,
+    degenerate_tests,
     merge_and_adjust,
     pair_tiles,
     passing_directions,
@@ -191,18 +192,18 @@ class ScreeningOutcome:
             tests.append({
                 "y": symbols[r.y_index[k]],
                 "x": symbols[r.x_index[k]],
-                "hedge_ratio": float(r.hedge_ratio[k]),
-                "intercept": float(r.intercept[k]),
-                "adf_stat": float(r.adf_stat[k]),
-                "lag": int(r.lag[k]),
-                "pvalue": float(r.pvalue[k]),
+                "hedge_ratio": _finite_or_none(r.hedge_ratio[k]),
+                "intercept": _finite_or_none(r.intercept[k]),
+                "adf_stat": _finite_or_none(r.adf_stat[k]),  # none for a degenerate test (collinear, constant)
+                "lag": int(r.lag[k]) if r.lag[k] >= 0 else None,
+                "pvalue": _finite_or_none(r.pvalue[k]) if r.lag[k] >= 0 else None,
                 "qvalue": _finite_or_none(r.qvalue[k]),  # none for the direction not preferred
                 "preferred_direction": bool(r.preferred[k]),
                 "half_life": _finite_or_none(r.half_life[k]),
                 "hurst": _finite_or_none(r.hurst[k]),
                 "mean_crossings": int(r.mean_crossings[k]) if r.mean_crossings[k] >= 0 else None,
-                "spread_mean": float(r.spread_mean[k]),
-                "spread_std": float(r.spread_std[k]),
+                "spread_mean": _finite_or_none(r.spread_mean[k]),
+                "spread_std": _finite_or_none(r.spread_std[k]),
                 "zscore": _finite_or_none(r.zscore[k]),
                 "return_correlation": _finite_or_none(r.return_correlation[k]),
                 "passed": bool(self.passed[k]),
@@ -315,6 +316,7 @@ def _write(*, run, window, result, passed, candidate, confirmation) -> None:
                                          x_instrument_id__in=ids.tolist())
         })
     tests, updated = [], []
+    degenerate = degenerate_tests(result)
     for key, pair in existing.items():
         k = int(test_of[column_of[key[0]], column_of[key[1]]])
         if k < 0:
@@ -322,6 +324,10 @@ def _write(*, run, window, result, passed, candidate, confirmation) -> None:
         check = confirmation.get(k)
         _apply_latest_test(pair, result, k, run=run, now=now, passed=bool(passed[k]), check=check)
         updated.append(pair)
+        if degenerate[k]:
+            # A leg that froze (or became a copy of the other): a failure of the pair, with nothing to record as a
+            # test (its statistics are undefined); the pair keeps its last real estimates.
+            continue
         tests.append(PairTest(
             run=run, pair=pair, hedge_ratio=float(result.hedge_ratio[k]), intercept=float(result.intercept[k]),
             adf_stat=float(result.adf_stat[k]), adf_lag=int(result.lag[k]), pvalue=float(result.pvalue[k]),
@@ -362,17 +368,21 @@ def _pairs_update(pairs: list[Pair], field_names: list[str]) -> None:
 
 
 def _apply_latest_test(pair: Pair, result: ScreenResult, k: int, *, run, now, passed: bool, check) -> None:
-    pair.hedge_ratio = float(result.hedge_ratio[k])
-    pair.intercept = float(result.intercept[k])
-    pair.adf_stat = float(result.adf_stat[k])
-    pair.adf_lag = int(result.lag[k])
-    pair.pvalue = float(result.pvalue[k])
+    # A degenerate test's undefined figures (NaN, -inf, lag -1) are never stored: the hedge ratio and intercept
+    # keep their last estimate, the test's statistics read as none.
+    if np.isfinite(result.hedge_ratio[k]) and np.isfinite(result.intercept[k]):
+        pair.hedge_ratio = float(result.hedge_ratio[k])
+        pair.intercept = float(result.intercept[k])
+    defined = result.lag[k] >= 0
+    pair.adf_stat = _finite_or_none(result.adf_stat[k]) if defined else None
+    pair.adf_lag = int(result.lag[k]) if defined else None
+    pair.pvalue = _finite_or_none(result.pvalue[k]) if defined else None
     pair.qvalue = _finite_or_none(result.qvalue[k])
     pair.half_life_bars = _finite_or_none(result.half_life[k])
     pair.hurst = _finite_or_none(result.hurst[k])
     pair.mean_crossings = int(result.mean_crossings[k]) if result.mean_crossings[k] >= 0 else None
-    pair.spread_mean = float(result.spread_mean[k])
-    pair.spread_std = float(result.spread_std[k])
+    pair.spread_mean = _finite_or_none(result.spread_mean[k])
+    pair.spread_std = _finite_or_none(result.spread_std[k])
     pair.screening_zscore = _finite_or_none(result.zscore[k])
     pair.return_correlation = _finite_or_none(result.return_correlation[k])
     if check is not None:

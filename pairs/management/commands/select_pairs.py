@@ -60,7 +60,7 @@ class Command(BaseCommand):
             f"{run.n_candidates} confirmed candidates, {run.duration_seconds:.1f}s"
         )
         if json_path:
-            output_write("--json", json_path, json.dumps(outcome.as_json(), indent=1))
+            output_write("--json", json_path, json.dumps(outcome.as_json(), indent=1, allow_nan=False))
             self.stdout.write(f"wrote {json_path}")
         end_without_teardown()  # all is stored and written: the interpreter's teardown would only add latency
 
