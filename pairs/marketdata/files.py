@@ -37,9 +37,17 @@ def candle_files(directory: Path, symbols: list[str] | None = None) -> dict[str,
     if not directory.is_dir():
         raise CandleFileError(f"{directory}: no such directory")
     found: dict[str, Path] = {}
+    twice: dict[str, list[str]] = {}
     for path in sorted(directory.iterdir()):
         if path.is_file() and path.name.lower().endswith(SUFFIXES):
-            found.setdefault(symbol_of(path), path)
+            symbol = symbol_of(path)
+            if symbol in found:
+                twice.setdefault(symbol, [found[symbol].name]).append(path.name)
+            found.setdefault(symbol, path)
+    if twice:
+        # Which one holds the symbol's bars can't be guessed (BTCUSDT.csv and btcusdt.parquet): nothing is imported.
+        raise CandleFileError(f"{directory}: more than one file for the same symbol, keep one: " + "; ".join(
+            f"{symbol}: {', '.join(names)}" for symbol, names in sorted(twice.items())))
     if symbols is None:
         return found
     wanted = [s.strip().upper() for s in symbols if s.strip()]

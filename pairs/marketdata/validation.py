@@ -23,6 +23,7 @@ is stored. Repairs and gaps are reported in the returned ``ValidationReport``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -144,6 +145,14 @@ def validate_candles(
     return data, report
 
 
+def _cell_text(value) -> str:
+    """A cell as the file shows it: "empty" for a missing one, the text quoted, a number as written (not numpy's
+    repr, np.float64(nan))."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "empty"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _numeric(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
     """The OHLCV columns as numbers (int64 ms timestamps, float64 values; a bad value becomes NaN, checked later);
     a timestamp that is not an integer of ms rejects the batch at once."""
@@ -154,7 +163,8 @@ def _numeric(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
     if bad_ts.any():
         rows = np.flatnonzero(bad_ts.to_numpy())[:MAX_EXAMPLES]
         raise CandleValidationError(
-            symbol, [f"row {r + 1}: timestamp {frame['timestamp'].iloc[r]!r} is not an integer of ms" for r in rows]
+            symbol, [f"row {r + 1} (file line {r + 2}): timestamp {_cell_text(frame['timestamp'].iloc[r])} is not "
+                     "an integer of ms" for r in rows]
         )
     out_of_range = (timestamps < 0) | (timestamps > MAX_TIMESTAMP_MS)
     if out_of_range.any():

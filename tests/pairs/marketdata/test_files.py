@@ -290,3 +290,12 @@ def test_real_shared_directory(shared_candles_dir):
     assert list(frame.columns) == COLUMNS
     assert len(frame) == 5482
     assert frame.iloc[0].tolist() == [1_606_780_800_000, 19695.87, 19720.0, 19479.8, 19565.47, 4570.361518]
+
+
+def test_two_files_for_one_symbol_is_an_error_naming_both(candle_dir):
+    # Which one holds the symbol's bars can't be guessed: the first in name order was silently taken.
+    sample().to_csv(candle_dir / "btcusdt.csv", index=False)
+    with pytest.raises(CandleFileError) as info:
+        candle_files(candle_dir)
+    assert str(info.value) == (f"{candle_dir}: more than one file for the same symbol, keep one: "
+                               "BTCUSDT: BTCUSDT.csv, btcusdt.csv")

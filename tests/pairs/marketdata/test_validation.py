@@ -258,8 +258,13 @@ def test_timestamp_that_is_not_an_integer_of_ms_is_rejected():
     error = rejected(df)
 
     assert len(error.problems) == 1
-    assert error.problems[0].startswith("row 2: timestamp ")
+    assert error.problems[0].startswith("row 2 (file line 3): timestamp ")
     assert error.problems[0].endswith("is not an integer of ms")
+
+
+def test_an_empty_timestamp_is_named_as_empty_not_as_numpy_shows_it():
+    df = frame(bar(0), bar(1, ts=float("nan")), bar(2))  # type: ignore[arg-type]
+    assert rejected(df).problems == ["row 2 (file line 3): timestamp empty is not an integer of ms"]
 
 
 def test_timestamp_outside_what_a_datetime_holds_is_rejected_not_a_traceback():
