@@ -85,12 +85,8 @@ def limits_by_account(account_ids: list[int]) -> dict[int, Limits]:
 
 
 def unguarded_accounts(accounts) -> list:
-    """The accounts (of ``accounts``) that no loss limit covers: neither a row of their own nor the system-wide row
-    sets a daily loss or a drawdown limit, so the guard measures them but can't stop a bad day."""
-    ids = [a.pk for a in accounts]
-    guarded = RiskLimit.objects.filter(Q(account_id__in=ids) | Q(account__isnull=True), enabled=True).filter(
-        Q(daily_loss_limit__isnull=False) | Q(daily_loss_limit_pct__isnull=False) | Q(max_drawdown_pct__isnull=False))
-    rows = list(guarded.values_list("account_id", flat=True))
-    if None in rows:
-        return []
-    return [a for a in accounts if a.pk not in rows]
+    """The accounts (of ``accounts``) that no loss limit covers: the limits they trade under (their row and the
+    system-wide one) set no daily loss nor drawdown limit, so the guard measures them but can't stop a bad day."""
+    limits = limits_by_account([a.pk for a in accounts])
+    return [a for a in accounts if limits[a.pk].daily_loss_limit is None
+            and limits[a.pk].daily_loss_limit_pct is None and limits[a.pk].max_drawdown_pct is None]
