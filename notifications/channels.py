@@ -103,10 +103,13 @@ class TelegramChannel:
             response = self._client.post(url, json=body)
         except httpx.HTTPError as exc:  # refused, reset, timed out: temporary (and possibly delivered: see sender)
             return Outcome("retry", redact(f"{type(exc).__name__}: {exc}"))
-        return _telegram_outcome(response)
+        return telegram_outcome(response)
 
 
-def _telegram_outcome(response: httpx.Response) -> Outcome:
+def telegram_outcome(response: httpx.Response) -> Outcome:
+    """What a Bot API answer means for its sender: sent, retry (with Telegram's own wait on 429) or give up; the
+    reason carries the status and the description, redacted. The delivery channel and the Telegram console read
+    every answer through this one function."""
     try:
         payload = response.json()
     except ValueError:

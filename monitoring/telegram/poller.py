@@ -18,7 +18,7 @@ from django.db import close_old_connections
 
 from core.secrets import redact
 from monitoring.telegram.console import Console, Incoming
-from notifications.channels import split_text
+from notifications.channels import split_text, telegram_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +53,10 @@ class Poller:
 
     def _call(self, method: str, **params) -> dict:
         response = self._client.post(f"{self.api_url}/bot{self.token}/{method}", json=params)
-        payload = response.json()
-        if not payload.get("ok"):
-            retry_after = (payload.get("parameters") or {}).get("retry_after") if response.status_code == 429 else None
-            raise TelegramRefused(f"{method}: HTTP {response.status_code} {payload.get('description', '')}",
-                                  retry_after_s=float(retry_after) if retry_after is not None else None)
-        return payload
+        outcome = telegram_outcome(response)
+        if not outcome.sent:
+            raise TelegramRefused(f"{method}: {outcome.reason}", retry_after_s=outcome.retry_after_s)
+        return response.json()
 
     def _learn_username(self) -> None:
         """The bot's own user name (getMe), so that the console ignores commands addressed to another bot; until
