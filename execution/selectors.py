@@ -80,12 +80,18 @@ class LiveTradeResult:
         return float(self.pnl) / float(self.gross_entry_notional)
 
 
-def live_trade_results(*, pair_ids: Iterable[int]) -> dict[int, list[LiveTradeResult]]:
-    """Each pair's finished paper/demo/real trades with a result, oldest close first; trades whose opening fills
+def live_trade_results(*, pair_ids: Iterable[int], closed_by: datetime | None = None
+                       ) -> dict[int, list[LiveTradeResult]]:
+    """Each pair's finished paper/demo/real trades with a result, oldest close first, closed at or before
+    ``closed_by`` when given (a grading of the past sees only what had finished by then); trades whose opening fills
     have no notional (nothing was held) are left out. Two queries."""
     pair_ids = list(pair_ids)
+    finished = PairTrade.objects.filter(pair_id__in=pair_ids, state__in=PairTrade.FINAL_STATES,
+                                        realised_pnl__isnull=False)
+    if closed_by is not None:
+        finished = finished.filter(closed_at__lte=closed_by)
     trades = (
-        PairTrade.objects.filter(pair_id__in=pair_ids, state__in=PairTrade.FINAL_STATES, realised_pnl__isnull=False)
+        finished
         .order_by("closed_at", "pk")
         .values_list("pk", "pair_id", "realised_pnl", "opened_at", "closed_at")
     )

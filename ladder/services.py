@@ -78,11 +78,12 @@ def _moved(graded: GradedPair) -> int:
     return (graded.level > graded.previous_level) - (graded.level < graded.previous_level)
 
 
-def live_statistics(pairs: list[Pair]) -> dict[int, dict]:
-    """Statistics of each pair's finished paper/demo/real trades: returns on the gross entry notional."""
+def live_statistics(pairs: list[Pair], *, end: datetime | None = None) -> dict[int, dict]:
+    """Statistics of each pair's finished paper/demo/real trades (closed by ``end`` when given): returns on the
+    gross entry notional."""
     timeframes = {pair.pk: pair.timeframe for pair in pairs}
     stats = {}
-    for pair_id, results in live_trade_results(pair_ids=timeframes).items():
+    for pair_id, results in live_trade_results(pair_ids=timeframes, closed_by=end).items():
         bar_ms = timeframe_ms(timeframes[pair_id])
         returns = np.array([r.return_on_notional for r in results])
         held = [(r.closed_at - r.opened_at).total_seconds() * 1000 / bar_ms if r.opened_at and r.closed_at
@@ -125,7 +126,7 @@ def pair_statistics_update(*, config: StrategyConfig, end: datetime | None = Non
     if not pairs:
         return StatisticsOutcome([], time.monotonic() - started, None)
     backtests, window_end = backtest_windows(pairs, config, end)
-    live = live_statistics(pairs)
+    live = live_statistics(pairs, end=end)
     rules, levels = _ladder()
     params = GradingParams(hysteresis=config.grading_hysteresis,
                            max_consecutive_failures=config.max_consecutive_failures,
@@ -154,7 +155,7 @@ def pair_statistics_update(*, config: StrategyConfig, end: datetime | None = Non
     with transaction.atomic():
         pair_statistics_store({g.pair: g.windows for g in graded})
         for pair, level, reason in moves:
-            pair_set_level(pair=pair, level=level, reason=reason)
+            pair_set_level(pair=pair, level=level, reason=reason, from_level_id=pair.level_id)
     return StatisticsOutcome(graded, time.monotonic() - started, window_end)
 
 

@@ -120,6 +120,16 @@ class PairAdmin(AuditedAdmin):
                                lock=new_lock)
                 audit_record(action="set_pair_level", channel="admin", actor=request.user, target=obj,
                              summary=f"{obj}: level {new_level}, locked {new_lock}")
+        elif not change and obj.level_id is not None:
+            # A pair added with a level gets it through the audited service too (its LevelChange row).
+            new_level, obj.level, obj.level_locked = obj.level, None, False
+            with transaction.atomic():
+                super().save_model(request, obj, form, change)
+                pair_set_level(pair=obj, level=new_level, reason="set in the admin when added",
+                               changed_by=request.user, lock=new_lock)
+                audit_record(action="set_pair_level", channel="admin", actor=request.user, target=obj,
+                             summary=f"{obj}: added at level {new_level}, locked {new_lock}")
+            obj.refresh_from_db()
         else:
             super().save_model(request, obj, form, change)
 
@@ -136,7 +146,8 @@ class PairAdmin(AuditedAdmin):
                     audit_record(action=f"{verb}_pair", channel="admin", actor=request.user, target=pair,
                                  summary=f"{pair}: {verb} to L{levels[target].number}")
                 moved += 1
-        messages.success(request, f"{verb.capitalize()} {moved} pair(s); a pair at the end of the ladder stays.")
+        messages.success(request, f"{verb.capitalize()} {moved} pair(s); a pair at the end of the ladder stays. "
+                                  "The next grading may move a pair whose level is not locked: lock it to keep it.")
 
     @admin.action(description="Promote the selected pairs one level", permissions=["change_pair_level"])
     def promote(self, request, queryset):

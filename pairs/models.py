@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from core.db import TimeStampedModel, decimal_field
 from pairs.quant.fills import MAX_EXECUTION_DELAY_BARS, SLIPPAGE_MODELS
+from pairs.quant.spread_rule import RuleParams
 
 
 class Instrument(TimeStampedModel):
@@ -120,30 +122,49 @@ class CointegrationRun(models.Model):
         return f"run {self.pk} {self.exchange} {self.timeframe} {self.status}"
 
 
+FRACTION = [MinValueValidator(0.0), MaxValueValidator(1.0)]
+
+
 class Level(models.Model):
     """A rung of the graduation ladder. Thresholds are data so they can be tuned in the admin."""
 
     number = models.PositiveSmallIntegerField(unique=True)
     name = models.CharField(max_length=64)
     description = models.TextField(blank=True)
-    trades_real_capital = models.BooleanField(default=False)
+    traded = models.BooleanField(
+        default=True, help_text="Accounts on this level open trades; off: its pairs are watched only (no account "
+                                "may be put on it)"
+    )
+    trades_real_capital = models.BooleanField(
+        default=False, help_text="Only on such a level may a real account trade (paper and demo accounts: any level)"
+    )
     requires_live_evidence = models.BooleanField(
         default=False, help_text="Promotion needs paper or live trades, not only backtests"
     )
     min_trades = models.PositiveIntegerField(default=0)
-    min_win_rate = models.FloatField(default=0.0)
-    min_profit_factor = models.FloatField(default=0.0)
-    max_drawdown = models.FloatField(default=1.0, help_text="Largest tolerated drawdown, as a fraction (0.1 = 10%)")
-    max_qvalue = models.FloatField(default=1.0)
-    min_half_life_bars = models.FloatField(default=0.0)
-    max_half_life_bars = models.FloatField(default=1e9)
-    capital_weight = decimal_field(default=0, help_text="Share of an account's budget a trade of this level gets")
+    min_win_rate = models.FloatField(default=0.0, validators=FRACTION)
+    min_profit_factor = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    max_drawdown = models.FloatField(default=1.0, validators=FRACTION,
+                                     help_text="Largest tolerated drawdown, as a fraction (0.1 = 10%)")
+    max_qvalue = models.FloatField(default=1.0, validators=FRACTION)
+    min_half_life_bars = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    max_half_life_bars = models.FloatField(default=1e9, validators=[MinValueValidator(0.0)])
+    capital_weight = decimal_field(default=0, validators=[MinValueValidator(0), MaxValueValidator(1)],
+                                   help_text="Share of an account's budget a trade of this level gets")
 
     class Meta:
         ordering = ["number"]
 
     def __str__(self) -> str:
         return f"L{self.number} {self.name}"
+
+    def clean(self) -> None:
+        if self.min_half_life_bars is not None and self.max_half_life_bars is not None and \
+                self.min_half_life_bars > self.max_half_life_bars:
+            raise ValidationError({"max_half_life_bars": f"{self.max_half_life_bars:g} is below the minimum "
+                                                         f"half-life {self.min_half_life_bars:g}"})
+        if self.trades_real_capital and not self.traded:
+            raise ValidationError({"trades_real_capital": "a level that is not traded can't trade real capital"})
 
 
 class Pair(TimeStampedModel):
@@ -306,13 +327,16 @@ class StrategyConfig(models.Model):
         default=500,
         help_text="Last bars of the window held out: the hedge ratio is fitted before them and must hold on them",
     )
-    max_pvalue = models.FloatField(default=0.05, help_text="Engle-Granger p-value a direction must beat to pass")
-    max_qvalue = models.FloatField(default=0.10, help_text="Benjamini-Hochberg q-value over the run to pass")
+    max_pvalue = models.FloatField(default=0.05, validators=FRACTION,
+                                   help_text="Engle-Granger p-value a direction must beat to pass")
+    max_qvalue = models.FloatField(default=0.10, validators=FRACTION,
+                                   help_text="Benjamini-Hochberg q-value over the run to pass")
     confirmation_max_pvalue = models.FloatField(
-        default=0.10, help_text="ADF p-value of the held-out spread (formation hedge ratio) to confirm"
+        default=0.10, validators=FRACTION,
+        help_text="ADF p-value of the held-out spread (formation hedge ratio) to confirm",
     )
-    min_half_life_bars = models.FloatField(default=2.0)
-    max_half_life_bars = models.FloatField(default=250.0)
+    min_half_life_bars = models.FloatField(default=2.0, validators=[MinValueValidator(0.0)])
+    max_half_life_bars = models.FloatField(default=250.0, validators=[MinValueValidator(0.0)])
     candle_retention_days = models.PositiveIntegerField(default=400, help_text="Older candles are deleted")
     stale_after_bars = models.PositiveIntegerField(
         default=6, help_text="A symbol whose newest bar lags the universe's newest by more bars than this is stale"
@@ -324,10 +348,12 @@ class StrategyConfig(models.Model):
         default=3, help_text="A pair failing this many screening runs in a row has lost its cointegration"
     )
     grading_hysteresis = models.FloatField(
-        default=0.2, help_text="Demotion only when a level's thresholds fail by more than this fraction"
+        default=0.2, validators=[MinValueValidator(0.0), MaxValueValidator(0.99)],
+        help_text="Demotion only when a level's thresholds fail by more than this fraction",
     )
     live_shortfall_margin = models.FloatField(
-        default=0.3, help_text="Demote when live profit factor or win rate is this fraction below the backtest's"
+        default=0.3, validators=FRACTION,
+        help_text="Demote when live profit factor or win rate is this fraction below the backtest's",
     )
     min_live_trades = models.PositiveIntegerField(
         default=10, help_text="Live/paper trades needed before live results are compared with the backtest"
@@ -350,8 +376,10 @@ class StrategyConfig(models.Model):
                   "frozen: the screening window ends this many bars before the newest bar, and these bars are the "
                   "only backtest evidence for level 1",
     )
-    taker_fee = models.FloatField(default=0.00055, help_text="Per fill, fraction of notional (Bybit VIP0 taker)")
-    slippage = models.FloatField(default=0.0002, help_text="Per fill, fraction of notional")
+    taker_fee = models.FloatField(default=0.00055, validators=[MinValueValidator(0.0)],
+                                  help_text="Per fill, fraction of notional (Bybit VIP0 taker)")
+    slippage = models.FloatField(default=0.0002, validators=[MinValueValidator(0.0)],
+                                 help_text="Per fill, fraction of notional")
     default_funding_rate = models.FloatField(
         default=0.0001, help_text="Funding rate per settlement when no rate is stored (longs pay shorts)"
     )
@@ -381,6 +409,24 @@ class StrategyConfig(models.Model):
 
     def __str__(self) -> str:
         return f"strategy on {self.exchange} {self.quote} {self.timeframe}"
+
+    def clean(self) -> None:
+        """The spread rule's thresholds as the rule itself checks them (``RuleParams``), and a half-life range that
+        holds something: a configuration the signals would refuse at every bar is refused here, by field."""
+        errors = {}
+        try:
+            RuleParams(entry_z=self.entry_z, exit_z=self.exit_z, stop_z=self.stop_z,
+                       max_holding_half_lives=self.max_holding_half_lives, cooldown_bars=self.cooldown_bars)
+        except (TypeError, ValueError) as exc:
+            field = next((f for f in ("entry_z", "stop_z", "exit_z", "max_holding_half_lives", "cooldown_bars")
+                          if str(exc).startswith(f)), "entry_z")
+            errors[field] = str(exc)
+        if self.min_half_life_bars is not None and self.max_half_life_bars is not None and \
+                self.min_half_life_bars > self.max_half_life_bars:
+            errors["max_half_life_bars"] = (f"{self.max_half_life_bars:g} is below the minimum half-life "
+                                            f"{self.min_half_life_bars:g}")
+        if errors:
+            raise ValidationError(errors)
 
     @classmethod
     def current(cls) -> StrategyConfig:

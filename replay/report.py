@@ -71,7 +71,8 @@ def replay_summary(*, trades: list[dict], start_equity: Decimal, equity: list[tu
     """The replay's figures, from the one metrics module (``pairs.quant.kpis``) as the dashboard, the API and the
     report compute them.
 
-    - ``total_trades``, ``win_rate``, ``profit_factor``, ``expectancy`` (mean PnL per trade),
+    - ``total_trades``, ``win_rate``, ``profit_factor`` (null without a loss: ``profit_factor_unbounded``),
+      ``expectancy`` (mean PnL per trade),
       ``average_holding_hours``: over the trades with a PnL, which are the finished ones: closed and unwound (an
       unwound trade is a real result of trading the pair, so it counts); trades still open at the end, trades that
       failed to open (nothing was held) and trades closed by reconciliation have none and are left out. A win is a
@@ -99,6 +100,8 @@ def replay_summary(*, trades: list[dict], start_equity: Decimal, equity: list[tu
         "total_trades": kpis.trades,
         "win_rate": kpis.win_rate,
         "profit_factor": finite_or_none(kpis.profit_factor),
+        # null above means either no trade or no losing trade: this says which (the API's flag of the same name).
+        "profit_factor_unbounded": kpis.profit_factor == float("inf"),
         "total_return": float(end_equity / start_equity - 1) if start_equity else None,
         "max_drawdown": 0.0 - figures["max_drawdown"],
         "sharpe": figures["sharpe"],

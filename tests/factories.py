@@ -54,6 +54,11 @@ class LevelFactory(DjangoModelFactory):
 
     number = 1
     name = factory.LazyAttribute(lambda o: f"level {o.number}")
+    # As the data migrations seed them (a transactional test's flush removes those rows): level 0 is watched only,
+    # levels 2 and 3 trade real capital, at a quarter and the whole of the budget.
+    traded = factory.LazyAttribute(lambda o: o.number != 0)
+    trades_real_capital = factory.LazyAttribute(lambda o: o.number >= 2)
+    capital_weight = factory.LazyAttribute(lambda o: {2: Decimal("0.25"), 3: Decimal("1")}.get(o.number, Decimal(0)))
 
 
 class CointegrationRunFactory(DjangoModelFactory):

@@ -12,6 +12,7 @@ from django.db.models import Count, Q, Sum
 
 from core.statements import CompiledRead
 from exchanges.errors import ExchangeError
+from execution.account_checks import level_refusal
 from execution.locks import lock_account
 from execution.models import ExchangeAccount, Order, PairTrade, Signal
 from execution.services.context import TradingContext
@@ -48,6 +49,9 @@ def open_new_trades(ctx: TradingContext, active: list[PairTrade], report: TickRe
     two bots (or a bot and a person raising a halt) can't both pass the checks with stale counts.
     """
     account = ctx.account
+    if refusal := level_refusal(account):
+        report.skipped.append(f"no new trades: {refusal}")
+        return []
     # One trade per instrument at a time: in one-way mode the exchange nets an account's positions per symbol, and
     # only a leg that is alone on its symbol can be closed exactly with reduce-only orders and reconciled.
     held_symbols = {i.pk: i.symbol for t in active for i in (t.pair.y_instrument, t.pair.x_instrument)}
@@ -200,6 +204,17 @@ def _filters(instrument: Instrument) -> LegFilters:
     return LegFilters(instrument.qty_step, instrument.min_qty, instrument.max_qty, instrument.min_notional)
 
 
+def pair_off_level(account: ExchangeAccount, pair_id: int) -> str:
+    """Why ``account`` may not open a trade on the pair as it stands in the database now ("" when it may): a person
+    or the grading moved it off the account's level, or it was retired, since the tick read it."""
+    row = Pair.objects.filter(pk=pair_id).values_list("level_id", "status").first()
+    if row is None or row[1] != Pair.Status.ACTIVE:
+        return f"pair {pair_id} is no longer active"
+    if row[0] != account.level_id:
+        return f"pair {pair_id} has left the account's level"
+    return ""
+
+
 def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_trades: int, exposure_cap: Decimal,
                 report: TickReport) -> PairTrade | None:
     account = ctx.account
@@ -214,6 +229,10 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
         halt = entry_blocked_by(list(active_halts(account=account, now=ctx.now)), pair_id=pair.pk)
         if halt is not None:
             report.skipped.append(f"halted while planning: {halt.reason}"[:500])
+            return None
+        # The level too: the entry signals were matched to the account's level at the start of the tick.
+        if off_level := pair_off_level(account, pair.pk):
+            report.skipped.append(f"{pair}: {off_level} while planning")
             return None
         totals = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).aggregate(
             exposure=Sum("gross_notional"), count=Count("pk"), this_pair=Count("pk", filter=Q(pair=pair))

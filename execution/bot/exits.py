@@ -40,12 +40,14 @@ def close_decisions(
     for pair_id, bar_time, action, zscore in _CLOSE_SIGNALS.list(sorted(pair_ids), ctx.config.timeframe,
                                                                  min(entry_bar.values()), newest_closed_bar):
         close_signals.setdefault(pair_id, []).append((bar_time, action, zscore))
-    account_halts = [h for h in halts if h.pair_id is None]
-    flatten = any(h.flatten for h in account_halts)
-    # Halted (not reducing): nothing trades but what a person asks for and the flatten itself.
-    frozen = any(h.mode == Halt.Mode.HALT for h in account_halts)
     decisions = []
     for trade in open_trades:
+        # The account's and system-wide halts, and the pair's own: a pair halted with "close the open trades"
+        # closes this pair's trade, one in halt mode freezes it, like an account's.
+        standing = [h for h in halts if h.pair_id in (None, trade.pair_id)]
+        flatten = any(h.flatten for h in standing)
+        # Halted (not reducing): nothing trades but what a person asks for and the flatten itself.
+        frozen = any(h.mode == Halt.Mode.HALT for h in standing)
         signals = close_signals.get(trade.pair_id, [])
         reason, zscore = _close_reason(ctx, trade, flatten=flatten, signals=signals, entry_bar=entry_bar[trade.pk])
         if frozen and reason not in (Reason.MANUAL, Reason.GUARD_HALT):

@@ -32,7 +32,7 @@ from exchanges.base import TradingExchange
 from exchanges.errors import ExchangeError
 from exchanges.retry import RetryingExchange
 from execution.bot.book import active_trades, orders_of
-from execution.bot.entries import open_new_trades
+from execution.bot.entries import open_new_trades, pair_off_level
 from execution.bot.exits import close_decisions
 from execution.bot.funding import sync_funding
 from execution.bot.lease import LEASE_TTL, default_lease_owner, lease_for_tick
@@ -105,8 +105,7 @@ def bot_tick(
     ctx = TradingContext(account=account, exchange=exchange, now=now, config=config, market=market, sleep=sleep,
                          checkpoint=checkpoint or (lambda step: None),
                          fence=Fence(account.pk, owner, heartbeat.lease_generation),
-                         halted=lambda pair_id: active_halts(account=account, now=now).filter(
-                             Q(pair__isnull=True) | Q(pair_id=pair_id)).exists(),
+                         entry_refusal=_entry_refusal(account, now),
                          _lease_renewed=time.monotonic() - lease_age)
     held: list[PairTrade] | None = None  # the tick's trades when it ends normally: the heartbeat counts them
     try:
@@ -142,6 +141,17 @@ def bot_tick(
             # The database itself failed (the tick's own error is the one worth raising); the next tick beats.
             logger.exception("account %s: heartbeat not written", account.name)
     return report
+
+
+def _entry_refusal(account: ExchangeAccount, now) -> Callable[[int], str]:
+    """The question asked right before a trade's first leg goes out: why it may not, read afresh."""
+    def refusal(pair_id: int) -> str:
+        if active_halts(account=account, now=now).filter(Q(pair__isnull=True) | Q(pair_id=pair_id)).exists():
+            return "a halt was raised before the first leg went out"
+        if off_level := pair_off_level(account, pair_id):
+            return f"{off_level} before the first leg went out"
+        return ""
+    return refusal
 
 
 def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, fresh_lease: bool,

@@ -101,9 +101,10 @@ class TradingContext:
     checkpoint: Callable[[str], None] = _no_checkpoint
     sleep: Callable[[float], None] = time.sleep
     fence: Fence | None = None  # the lease's generation; None only outside a bot tick (writes unguarded)
-    # Does an active halt stop new trades of this pair (the account's, system-wide, or the pair's pause)? Asked
-    # right before every first leg goes out, also one planned this tick: a halt can land while earlier trades fill.
-    halted: Callable[[int], bool] | None = None
+    # Why a first leg of this pair may not go out now ("" when it may): an active halt (the account's, system-wide,
+    # or the pair's pause), or the pair has left the account's level. Asked right before every first leg goes out,
+    # also one planned this tick: a halt or a level change can land while earlier trades fill.
+    entry_refusal: Callable[[int], str] | None = None
     planned_now: set[int] = field(default_factory=set)  # orders written this tick: known not to be sent yet
     settled: set[int] = field(default_factory=set)  # trades compared with the exchange this tick
     contradicted: dict[int, set[str]] = field(default_factory=dict)  # trade -> legs the exchange holds otherwise

@@ -234,11 +234,12 @@ def _cancel(ctx: TradingContext, order: Order, state: OrderState) -> OrderState:
     return cancelled
 
 
-def _first_leg_halted(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> bool:
-    """An open order about to go out while nothing of the trade has filled, under an active halt."""
-    if order.action != Order.Action.OPEN or any(o.filled_qty > 0 for o in orders):
-        return False
-    return ctx.halted is not None and ctx.halted(trade.pair_id)
+def _first_leg_refusal(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> str:
+    """Why an open order about to go out while nothing of the trade has filled may not (an active halt, the pair
+    off the account's level); "" when it may, or when a leg has filled (the trade is then completed or unwound)."""
+    if order.action != Order.Action.OPEN or any(o.filled_qty > 0 for o in orders) or ctx.entry_refusal is None:
+        return ""
+    return ctx.entry_refusal(trade.pair_id)
 
 
 def resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> None:
@@ -260,9 +261,9 @@ def resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Or
                                                "process that planned it stopped: looked up until the grace passes")
             return
     if order.status == Status.PLANNED:
-        if order.pk in ctx.planned_now and _first_leg_halted(ctx, trade, order, orders):
-            # Planned this tick, before a halt that landed while the tick's earlier trades were filling.
-            reject(ctx, order, Status.CANCELLED, "never sent: a halt was raised before the first leg went out")
+        if order.pk in ctx.planned_now and (refusal := _first_leg_refusal(ctx, trade, order, orders)):
+            # Planned this tick, before a halt (or a level change) that landed while earlier trades were filling.
+            reject(ctx, order, Status.CANCELLED, f"never sent: {refusal}")
             return
         if trade.state == State.PLANNED:
             set_state(ctx, trade, State.OPENING)
@@ -321,13 +322,11 @@ def _give_up_unknown(ctx: TradingContext, trade: PairTrade, order: Order) -> Non
 
 def _not_sendable(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> str:
     """Why an order decided earlier may not go out now ("" when it may): the market has moved on since it was
-    planned, or a halt stands before the first leg of a trade."""
+    planned, or a halt or a level change stands before the first leg of a trade."""
     planned_at = order.planned_at or trade.state_changed_at
     if planned_at and ctx.now - planned_at > STALE_PLAN:
         return f"planned more than {STALE_PLAN} ago"
-    if _first_leg_halted(ctx, trade, order, orders):
-        return "a halt was raised before the first leg went out"
-    return ""
+    return _first_leg_refusal(ctx, trade, order, orders)
 
 
 def _apply_found(ctx: TradingContext, order: Order, state: OrderState) -> None:

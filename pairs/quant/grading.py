@@ -114,7 +114,9 @@ def grade(current: int | None, ladder: list[LevelRule], evidence: PairEvidence, 
         shortfall = _live_shortfall(evidence, params)
         if shortfall:
             return Decision(numbers[index - 1], f"demoted: {shortfall}")
-    if index + 1 < len(rules) and evidence.consecutive_failures == 0:
+    # A pair whose live results fall short of its backtest is not promoted on that backtest: otherwise the
+    # shortfall demotes it and the backtest promotes it back, grading after grading, on the same evidence.
+    if index + 1 < len(rules) and evidence.consecutive_failures == 0 and not _live_shortfall(evidence, params):
         target = rules[index + 1]
         source = evidence.live if target.requires_live_evidence else evidence.backtest
         if not _meets(target, source, evidence, 0.0, count_trades=True):

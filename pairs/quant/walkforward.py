@@ -19,16 +19,18 @@ Forward-in-time protocol, per period (``trade_start`` .. ``trade_end``, weekly b
    index, read from the formation window only) and Benjamini-Hochberg over those directions, each unordered pair
    counted once; pass/half-life rules and the out-of-sample confirmation (held-out tail of the formation window
    and Johansen) as the selection service applies them. The directions that pass all of it are the **pool**.
-3. **Validation**: the ``validation_bars`` bars strictly after the formation window, traded by the rule with the
-   hedge ratio, intercept, spread mean and standard deviation FROZEN from the formation fit
-   (``spread_rule.fixed_zscore``; the hedge ratio of every trade is the formation one). Its trades are the only
-   evidence of the grading: ``grading.grade`` from the bottom of the ladder with this backtest evidence, no live
-   evidence, the formation q-value and half-life. A pair moves one rung per grading, so it reaches level 1 at
-   most; levels that require live evidence are never reached by a backtest (as in production).
+3. **Validation**: the ``validation_bars`` bars strictly after the formation window, traded by the rule on the
+   z-score the trading step uses (``traded_zscore``: ``rolling``, whose fit at each bar reads the
+   ``zscore_window_bars`` bars before it, the last ones of the formation window at first; or ``frozen``, the
+   formation fit's hedge ratio, intercept, spread mean and standard deviation). A level is earned on the rule that
+   is then traded. Its trades are the only evidence of the grading: ``grading.grade`` from the bottom of the
+   ladder with this backtest evidence, no live evidence, the formation q-value and half-life. A pair moves one
+   rung per grading, so it reaches level 1 at most; levels that require live evidence are never reached by a
+   backtest (as in production).
 4. **Trading**: the bars ``trade_start`` .. ``trade_end`` (exclusive), every pool pair traded by the rule:
    z-scores ``rolling`` (the live signal's rolling OLS over the ``zscore_window_bars`` bars strictly before each
-   bar) or ``frozen`` (the formation fit, as in validation). A position still open on the period's last bar is
-   closed there (``end_of_data``), so a period's result depends on no bar after ``trade_end``.
+   bar) or ``frozen`` (the formation fit), the same as in validation. A position still open on the period's last
+   bar is closed there (``end_of_data``), so a period's result depends on no bar after ``trade_end``.
 
 Fills (validation and trading alike): the execution model of the evidence backtest and the replay
 (``pairs.quant.fills``): a decision on bar t fills at the open of bar ``t + 1 + execution_delay_bars`` (the
@@ -305,10 +307,23 @@ def form(market: Market, period: Period, params: WalkForwardParams, *, processes
     )
 
 
-def _frozen_z(market: Market, pool: Formation, rows: slice) -> np.ndarray:
-    log_prices = np.log(market.filled[rows])
-    return fixed_zscore(log_prices[:, pool.y], log_prices[:, pool.x], pool.hedge_ratio, pool.intercept,
-                        pool.spread_mean, pool.spread_std)
+def traded_zscore(market: Market, pool: Formation, rows: slice, params: WalkForwardParams
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(z-score, hedge ratio) of the pool's directions on ``rows`` as the period trades them
+    (``params.trade_zscore``): the formation fit frozen, or the rolling fit over the ``zscore_window_bars`` before
+    each bar (the live signals' rule), which needs that many bars before ``rows``. The validation that grades a
+    direction and the trading after it use this one z-score, so a level is earned on the rule that is traded."""
+    if params.trade_zscore == "frozen":
+        log_prices = np.log(market.filled[rows])
+        z = fixed_zscore(log_prices[:, pool.y], log_prices[:, pool.x], pool.hedge_ratio, pool.intercept,
+                         pool.spread_mean, pool.spread_std)
+        return z, pool.hedge_ratio
+    window = params.zscore_window_bars
+    first = rows.start - window
+    if first < 0:
+        raise ValueError(f"the rolling z-score needs {window} bars before bar {rows.start}")
+    rolling = rolling_zscore_pairs(np.log(market.filled[first:rows.stop]), pool.y, pool.x, window)
+    return rolling.zscore[window:], rolling.hedge_ratio[window:]
 
 
 def _run_backtest(market: Market, pool: Formation, rows: slice, z: np.ndarray, hedge: np.ndarray,
@@ -349,13 +364,14 @@ def _execution(market: Market, pool: Formation, rows: slice, params: WalkForward
 
 def validate_and_grade(market: Market, period: Period, pool: Formation, params: WalkForwardParams,
                        ladder: list[LevelRule], grading: GradingParams, backtest_options: dict) -> np.ndarray:
-    """Level of each pool direction from its validation trades only (frozen formation fit); bottom level if none."""
+    """Level of each pool direction from its validation trades only, on the z-score the period trades
+    (``traded_zscore``); bottom level if none."""
     bottom = min(rule.number for rule in ladder)
     if len(pool.y) == 0:
         return np.zeros(0, dtype=np.int64)
     rows = slice(period.formation_end, period.trade_start)
-    result = _run_backtest(market, pool, rows, _frozen_z(market, pool, rows), pool.hedge_ratio, params,
-                           backtest_options)
+    z, hedge = traded_zscore(market, pool, rows, params)
+    result = _run_backtest(market, pool, rows, z, hedge, params, backtest_options)
     no_live = TradeEvidence(0, None, None, None)
     levels = np.full(len(pool.y), bottom, dtype=np.int64)
     for k, stats in enumerate(result.statistics):
@@ -373,16 +389,7 @@ def trade(market: Market, period: Period, pool: Formation, levels: np.ndarray, p
     rows = slice(period.trade_start, period.trade_end)
     if len(pool.y) == 0:
         return _no_trades(period, pool, levels)
-    if params.trade_zscore == "frozen":
-        z, hedge = _frozen_z(market, pool, rows), pool.hedge_ratio
-    else:
-        window = params.zscore_window_bars
-        first = period.trade_start - window
-        if first < 0:
-            raise ValueError(f"the rolling z-score needs {window} bars before the period of bar {period.trade_start}")
-        log_prices = np.log(market.filled[first:period.trade_end])
-        rolling = rolling_zscore_pairs(log_prices, pool.y, pool.x, window)
-        z, hedge = rolling.zscore[window:], rolling.hedge_ratio[window:]
+    z, hedge = traded_zscore(market, pool, rows, params)
     result = _run_backtest(market, pool, rows, z, hedge, params, backtest_options)
     trades = result.trades
     exit_bar = trades.exit_bar + period.trade_start

@@ -8,9 +8,10 @@ Forward in time (issue #17): formation, then validation, then trading.
 - **in sample**: the formation window (the screening window of the pair's latest test), z-scores from that test
   (hedge ratio, intercept, spread mean and std fitted on that same window: look-ahead by design, labelled so).
 - **validation**: every bar *after* the formation window up to the grading's end (``validation_bars`` of them when
-  the grading follows the screening, as the pipeline runs them), z-scores from the same frozen formation fit and
-  the holding limit from the formation half-life. These bars took no part in selecting the pair or fitting it, so
-  selection bias doesn't flatter them; they are the only backtest evidence the grading weighs (``ladder``).
+  the grading follows the screening, as the pipeline runs them), traded as the bots trade: the live signals'
+  rolling z-score and hedge ratio (fitted on the ``zscore_window_bars`` before each bar) and the holding limit from
+  the formation half-life. These bars took no part in selecting the pair, so selection bias doesn't flatter them;
+  they are the only backtest evidence the grading weighs (``ladder``), and a level is earned on the traded rule.
 
 The same rule (``pairs.quant.spread_rule``) with the same parameters (``StrategyConfig``) drives the backtests,
 the replay and the live signals, and the same execution model (``pairs.quant.fills``): a decision on a bar's close
@@ -33,7 +34,7 @@ from pairs.marketdata.validation import timeframe_ms
 from pairs.models import FundingRate, Instrument, Pair, PairStatistics, StrategyConfig
 from pairs.quant.backtest import BacktestStatistics, Costs, backtest
 from pairs.quant.fills import fill_opens
-from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars
+from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars, rolling_zscore_pairs
 from pairs.quant.stationarity import adf_fixed_lag
 from pairs.selectors import fill_bars, newest_bar, price_window
 
@@ -145,8 +146,10 @@ def backtest_windows(pairs: list[Pair], config: StrategyConfig, end: datetime | 
         validation_bars = int((newest - formed) / bar)
         if validation_bars < 1:
             continue
-        window = _legs_window(group, config, validation_bars, newest)
-        for pair_id, stats in _validation(group, config, window).items():
+        # The rolling fit of the first validation bar reads the zscore_window_bars before it (formation bars).
+        warmup = config.zscore_window_bars
+        window = _legs_window(group, config, warmup + validation_bars, newest)
+        for pair_id, stats in _validation(group, config, window, warmup).items():
             results[pair_id][PairStatistics.Window.VALIDATION] = stats
     return results, newest
 
@@ -205,13 +208,29 @@ def _in_sample(pairs: list[Pair], config: StrategyConfig, formation: PriceWindow
     return results
 
 
-def _validation(pairs: list[Pair], config: StrategyConfig, validation: PriceWindow) -> dict[int, dict]:
-    """The bars after the formation window, traded with the formation fit frozen: nothing of these bars chose the
-    pair or fitted its coefficients, so selection bias doesn't flatter them."""
-    traded, result, _ = _frozen_backtest(pairs, config, validation)
-    if not traded:
+def _validation(pairs: list[Pair], config: StrategyConfig, window: PriceWindow, warmup: int) -> dict[int, dict]:
+    """The bars after the formation window (``window`` without its first ``warmup`` bars), traded by the rule as the
+    bots trade it: the rolling z-score and hedge ratio of the live signals (``rolling_zscore_pairs`` over the
+    ``zscore_window_bars`` before each bar). Nothing of these bars chose the pair, so selection bias doesn't flatter
+    them, and the level they earn is earned on the rule that is then traded."""
+    column = {iid: k for k, iid in enumerate(window.instrument_ids)}
+    traded = [p for p in pairs if p.y_instrument_id in column and p.x_instrument_id in column]
+    if not traded or window.bars <= warmup:
         return {}
-    window_start, window_end = validation.times[0].to_pydatetime(), validation.times[-1].to_pydatetime()
+    params = rule_params(config)
+    y = np.array([column[p.y_instrument_id] for p in traded])
+    x = np.array([column[p.x_instrument_id] for p in traded])
+    rolling = rolling_zscore_pairs(np.log(window.closes), y, x, config.zscore_window_bars)
+    rows = slice(warmup, None)
+    holding = max_holding_bars(np.array([p.half_life_bars or np.nan for p in traded], dtype=float), params)
+    funding = funding_rate_matrix(window)[rows]
+    opens, slippage = (matrix[rows] for matrix in execution_matrices(config, window))
+    closes = window.closes[rows]
+    result = backtest(closes[:, y], closes[:, x], rolling.zscore[rows], rolling.hedge_ratio[rows], params,
+                      costs(config), window.times.as_unit("ms").asi8[rows], funding[:, y], funding[:, x],
+                      max_holding_bars=holding, opens_y=opens[:, y], opens_x=opens[:, x], slippage_y=slippage[:, y],
+                      slippage_x=slippage[:, x], execution_delay_bars=config.execution_delay_bars)
+    window_start, window_end = window.times[warmup].to_pydatetime(), window.times[-1].to_pydatetime()
     return {pair.pk: _stats_dict(result.statistics[k]) | {"window_start": window_start, "window_end": window_end}
             for k, pair in enumerate(traded)}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -9,6 +11,10 @@ from django.utils import timezone
 from notifications.models import Notification
 from notifications.services import notify
 from pairs.models import Level, LevelChange, Pair
+
+logger = logging.getLogger(__name__)
+
+ANY_LEVEL = object()  # pair_set_level's default: move the pair from whatever level it is at
 
 
 @transaction.atomic
@@ -20,14 +26,20 @@ def pair_set_level(
     changed_by: AbstractBaseUser | None = None,
     lock: bool | None = None,
     force: bool = False,
+    from_level_id: int | object | None = ANY_LEVEL,
 ) -> Pair:
     """Move a pair to ``level`` and audit it; a change by a person may also lock or unlock the level.
 
     Automation (``changed_by`` empty) never moves a locked pair, the person's choice stands until unlocked,
-    unless ``force``: retiring a pair whose contract was delisted overrides any choice.
+    unless ``force``: retiring a pair whose contract was delisted overrides any choice. With ``from_level_id`` the
+    move is made only if the pair is still at that level under the row's lock: a grading decided on the level it
+    read, and a person who moved the pair meanwhile is not overruled by a decision about the old level.
     """
     pair = Pair.objects.select_for_update().get(pk=pair.pk)
     if changed_by is None and pair.level_locked and not force:
+        return pair
+    if from_level_id is not ANY_LEVEL and pair.level_id != from_level_id:
+        logger.info("%s: not moved to %s (%s): its level changed since it was graded", pair, level, reason)
         return pair
     if not reason.strip():
         raise ValueError("A level change needs a reason.")

@@ -22,7 +22,9 @@ class BotWorld:
     def __init__(self, *, y_price="100", x_price="50", hedge_ratio=0.85, budget="500", owner="bot-1", start=START,
                  **account):
         # get-or-create: a transactional test's flush removes the levels the data migration seeded
-        self.level = LevelFactory(number=1, name="paper")
+        # A real account trades a level that trades real capital: level 3 (its whole budget, as paper on level 1).
+        real = account.get("mode") == ExchangeAccount.Mode.REAL
+        self.level = LevelFactory(number=3, name="full live") if real else LevelFactory(number=1, name="paper")
         self.y = InstrumentFactory(base="YYY", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
         self.x = InstrumentFactory(base="XXX", qty_step=Decimal("0.01"), min_qty=Decimal("0.01"))
         self.pair = PairFactory(y_instrument=self.y, x_instrument=self.x, level=self.level, hedge_ratio=hedge_ratio)

@@ -23,7 +23,7 @@ from ladder.services import pair_statistics_update
 from pairs.models import Level, LevelChange, Pair, PairStatistics, StrategyConfig
 from pairs.quant.backtest import Costs, backtest
 from pairs.quant.spread import half_life
-from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars
+from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars, rolling_zscore
 from pairs.services.evidence import RECENT_ADF_BARS
 from pairs.services.market_data import candles_upsert
 from tests.factories import ExchangeAccountFactory, FillFactory, InstrumentFactory, OrderFactory, PairTradeFactory
@@ -149,18 +149,26 @@ def rule_and_costs(config: StrategyConfig) -> tuple[RuleParams, Costs]:
 
 
 def reference_backtest(market: Market, pair: Pair, part):
-    """A backtest recomputed from the generated prices on ``part`` of them (``formation`` or ``validation``) with
-    the pair's stored (formation) coefficients frozen."""
+    """A backtest recomputed from the generated prices on ``part`` of them: ``formation`` with the pair's stored
+    (formation) coefficients frozen, ``validation`` as the bots trade, with the rolling fit of the Z_WINDOW bars
+    before each bar (``rolling_zscore``, the live signals' function, on the bars before the part and the part)."""
     window = part(market.closes)
     y, x = window[pair.y_instrument.symbol].to_numpy(), window[pair.x_instrument.symbol].to_numpy()
-    z = fixed_zscore(np.log(y), np.log(x), pair.hedge_ratio, pair.intercept, pair.spread_mean, pair.spread_std)
+    if part is validation:
+        with_warmup = market.closes.iloc[-(Z_WINDOW + VALIDATION):]
+        rolling = rolling_zscore(np.log(with_warmup[pair.y_instrument.symbol].to_numpy()),
+                                 np.log(with_warmup[pair.x_instrument.symbol].to_numpy()), Z_WINDOW)
+        z, hedge = rolling.zscore[Z_WINDOW:], rolling.hedge_ratio[Z_WINDOW:]
+    else:
+        z = fixed_zscore(np.log(y), np.log(x), pair.hedge_ratio, pair.intercept, pair.spread_mean, pair.spread_std)
+        hedge = pair.hedge_ratio
     params, costs = rule_and_costs(market.config)
     # the execution model: fills at the next bar's open, slippage fixed + range of the bar closed at the fill
     legs = [part(bars_frame(market.closes[leg.symbol])) for leg in (pair.y_instrument, pair.x_instrument)]
     opens = [leg["open"].to_numpy() for leg in legs]
     slippage = [costs.slippage_fractions(leg["open"].to_numpy(), leg["high"].to_numpy(), leg["low"].to_numpy())
                 for leg in legs]
-    result = backtest(y, x, z, pair.hedge_ratio, params, costs, window.index.as_unit("ms").asi8,
+    result = backtest(y, x, z, hedge, params, costs, window.index.as_unit("ms").asi8,
                       max_holding_bars=max_holding_bars(pair.half_life_bars, params), opens_y=opens[0],
                       opens_x=opens[1], slippage_y=slippage[0], slippage_x=slippage[1])
     return result.statistics[0]
@@ -236,26 +244,27 @@ def test_in_sample_and_validation_statistics_equal_a_direct_backtest(market):
         assert_stored_equals(stats_of(pair, PairStatistics.Window.VALIDATION),
                              reference_backtest(market, pair, validation))
     # The reverting pairs trade profitably in sample (an unbounded profit factor, without a loss, is stored as None)
-    # and keep doing so on the validation bars with the frozen fit.
+    # and trade on the validation bars as the bots would.
     y1, y2 = (stats_of(p, PairStatistics.Window.IN_SAMPLE) for p in pairs[:2])
     assert y1.trades >= 5 and y1.win_rate >= 0.8 and y1.total_return > 0
     assert y2.trades >= 5 and (y2.profit_factor is None or y2.profit_factor > 1.2) and y2.total_return > 0
-    assert all(stats_of(p, PairStatistics.Window.VALIDATION).total_return > 0 for p in pairs[:2])
+    assert all(stats_of(p, PairStatistics.Window.VALIDATION).trades >= 5 for p in pairs[:2])
 
 
-def test_validation_ignores_the_formation_bars(market):
+def test_validation_ignores_the_formation_bars_before_its_rolling_fit(market):
     pair = market.pair("Y1USDT", "XUSDT")
     pair_statistics_update(config=market.config)
     before = {w: stats_of(pair, w) for w in WINDOWS}
 
-    # Rewrite every close of both legs inside the formation window (the latest test's values stay).
+    # Rewrite the closes of both legs inside the formation window, except its last Z_WINDOW bars: the rolling fit
+    # of the first validation bars reads those (as the live signals do), nothing older.
     changed = market.closes.copy()
     rng = np.random.default_rng(5)
-    # The formation's last close stays: it is the first validation bar's open (the fill price after a signal on it).
-    inside = (changed.index >= before[PairStatistics.Window.IN_SAMPLE].window_start) & (changed.index < FORMATION_END)
-    assert inside.sum() == LOOKBACK - 1
+    rewritten_end = FORMATION_END - timedelta(hours=Z_WINDOW)
+    inside = (changed.index >= before[PairStatistics.Window.IN_SAMPLE].window_start) & (changed.index <= rewritten_end)
+    assert inside.sum() == LOOKBACK - Z_WINDOW
     for symbol in ("Y1USDT", "XUSDT"):
-        noise = np.exp(rng.normal(0, 0.02, LOOKBACK - 1))
+        noise = np.exp(rng.normal(0, 0.02, inside.sum()))
         changed.loc[inside, symbol] = (changed.loc[inside, symbol] * noise).round(6)
     market.write(changed)
     pair_statistics_update(config=market.config)
@@ -270,9 +279,9 @@ def test_validation_ignores_the_formation_bars(market):
     assert (in_before.total_return, in_before.recent_adf_stat) != (in_after.total_return, in_after.recent_adf_stat)
 
 
-def test_validation_trades_the_frozen_formation_fit(market):
-    # Validation z-scores come from the formation coefficients, not a refit on the validation bars: change the
-    # stored hedge ratio and the validation trades change with it, exactly as a direct backtest with it.
+def test_validation_trades_the_rolling_fit_as_the_bots_do(market):
+    # Validation z-scores come from the live signals' rolling fit, not the formation coefficients: a change of the
+    # stored hedge ratio (which the bots don't trade) leaves them as they were, equal to a direct backtest.
     pair = market.pair("Y1USDT", "XUSDT")
     pair_statistics_update(config=market.config)
     before = stats_of(pair, PairStatistics.Window.VALIDATION)
@@ -280,7 +289,7 @@ def test_validation_trades_the_frozen_formation_fit(market):
     pair.refresh_from_db()
     pair_statistics_update(config=market.config)
     after = stats_of(pair, PairStatistics.Window.VALIDATION)
-    assert [getattr(after, name) for name in COMPARED] != [getattr(before, name) for name in COMPARED]
+    assert [getattr(after, name) for name in COMPARED] == [getattr(before, name) for name in COMPARED]
     assert_stored_equals(after, reference_backtest(market, pair, validation))
 
 
@@ -414,7 +423,7 @@ def graded(outcome, pair: Pair):
 
 
 def test_validation_evidence_promotes_to_l1_once(market):
-    pair = market.pair("Y1USDT", "XUSDT", level=0)
+    pair = market.pair("Y2USDT", "XUSDT", level=0)
     outcome = pair_statistics_update(config=market.config)
 
     oos = stats_of(pair, PairStatistics.Window.VALIDATION)
@@ -473,7 +482,7 @@ def test_hysteresis_keeps_a_pair_whose_evidence_is_between_the_bars(market):
 
 
 def test_locked_pair_is_not_moved(market):
-    pair = market.pair("Y1USDT", "XUSDT", level=0, level_locked=True)
+    pair = market.pair("Y2USDT", "XUSDT", level=0, level_locked=True)
     outcome = pair_statistics_update(config=market.config)
     pair.refresh_from_db()
     assert pair.level.number == 0 and pair.level_locked
@@ -547,23 +556,57 @@ def test_too_few_live_trades_do_not_promote_to_l2(market):
 def test_as_json_shape(market):
     import json
 
-    market.pair("Y1USDT", "XUSDT", level=0)
+    market.pair("Y2USDT", "XUSDT", level=0)
     market.pair("RUSDT", "XUSDT", level=0)
     data = pair_statistics_update(config=market.config).as_json()
     json.dumps(data)  # no infinities, no datetimes left
     assert data["window_end"] == LAST_BAR.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert data["n_pairs"] == 2 and data["promoted"] == 1 and data["demoted"] == 0
     by_legs = {(p["y"], p["x"]): p for p in data["pairs"]}
-    assert set(by_legs) == {("Y1USDT", "XUSDT"), ("RUSDT", "XUSDT")}
+    assert set(by_legs) == {("Y2USDT", "XUSDT"), ("RUSDT", "XUSDT")}
     for entry in data["pairs"]:
         assert {"y", "x", "level", "previous_level", "reason", "in_sample", "validation"} <= set(entry)
         for window in ("in_sample", "validation"):
             assert set(entry[window]) == {"trades", "win_rate", "profit_factor", "total_return", "max_drawdown",
                                           "sharpe"}
-    promoted = by_legs[("Y1USDT", "XUSDT")]
+    promoted = by_legs[("Y2USDT", "XUSDT")]
     assert (promoted["previous_level"], promoted["level"]) == (0, 1)
     assert promoted["reason"].startswith("promoted")
-    stored = stats_of(Pair.objects.get(y_instrument__symbol="Y1USDT"), PairStatistics.Window.VALIDATION)
+    stored = stats_of(Pair.objects.get(y_instrument__symbol="Y2USDT"), PairStatistics.Window.VALIDATION)
     assert promoted["validation"]["trades"] == stored.trades
     assert promoted["validation"]["total_return"] == pytest.approx(stored.total_return, abs=1e-12)
     assert promoted["live"] is None
+
+
+def test_a_grading_of_the_past_counts_only_the_trades_closed_by_its_end(market):
+    pair = market.pair("Y1USDT", "XUSDT")
+    account = ExchangeAccountFactory(level=market.levels[1])
+    end = FIRST_BAR + timedelta(hours=N_BARS - 1)
+    closed_trade(pair, account, pnl="10", opened=end - timedelta(hours=10), hours=4,
+                 fills=[("y", "10", "100"), ("x", "10", "100")])
+    closed_trade(pair, account, pnl="-50", opened=end - timedelta(hours=3), hours=5,  # closes after the end
+                 fills=[("y", "10", "100"), ("x", "10", "100")])
+    pair_statistics_update(config=market.config, end=end)
+    live = stats_of(pair, PairStatistics.Window.LIVE)
+    assert (live.trades, live.win_rate) == (1, 1.0)
+    pair_statistics_update(config=market.config)  # today's grading: every finished trade
+    assert stats_of(pair, PairStatistics.Window.LIVE).trades == 2
+
+
+def test_a_level_moved_while_the_grading_ran_is_not_overruled(market, monkeypatch):
+    import ladder.services as services
+    from pairs.services.levels import pair_set_level
+
+    pair = market.pair("Y1USDT", "XUSDT", level=0)  # its evidence promotes it to level 1
+    windows = services.backtest_windows
+
+    def backtests_then_a_person_moves_the_pair(*args, **kwargs):
+        result = windows(*args, **kwargs)
+        pair_set_level(pair=pair, level=market.levels[2], reason="moved by hand during the grading")
+        return result
+
+    monkeypatch.setattr(services, "backtest_windows", backtests_then_a_person_moves_the_pair)
+    pair_statistics_update(config=market.config)
+    pair.refresh_from_db()
+    assert pair.level.number == 2
+    assert [(c.from_level.number, c.to_level.number) for c in LevelChange.objects.filter(pair=pair)] == [(0, 2)]

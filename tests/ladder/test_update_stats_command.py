@@ -28,7 +28,7 @@ def levels() -> dict[int, Level]:
 
 def test_update_stats_writes_statistics_and_the_json(tmp_path):
     market = make_market()
-    reverting = market.pair("Y1USDT", "XUSDT", level=0)
+    reverting = market.pair("Y2USDT", "XUSDT", level=0)
     random_walk = market.pair("RUSDT", "XUSDT", level=0)
     path = tmp_path / "grading.json"
     out = StringIO()
@@ -51,16 +51,16 @@ def test_update_stats_writes_statistics_and_the_json(tmp_path):
     assert data["maintenance"]["feed_stale"] is True
     assert data["maintenance"]["candles_deleted"] == 0
     entries = {(p["y"], p["x"]): p for p in data["pairs"]}
-    assert set(entries) == {("Y1USDT", "XUSDT"), ("RUSDT", "XUSDT")}
+    assert set(entries) == {("Y2USDT", "XUSDT"), ("RUSDT", "XUSDT")}
     for entry in entries.values():
         assert {"y", "x", "level", "previous_level", "reason", "in_sample", "validation", "live"} == set(entry)
         assert set(entry["in_sample"]) == set(entry["validation"]) == WINDOW_KEYS
         assert entry["live"] is None
-    assert entries[("Y1USDT", "XUSDT")]["level"] == 1
-    assert entries[("Y1USDT", "XUSDT")]["reason"].startswith("promoted")
+    assert entries[("Y2USDT", "XUSDT")]["level"] == 1
+    assert entries[("Y2USDT", "XUSDT")]["reason"].startswith("promoted")
     assert entries[("RUSDT", "XUSDT")]["level"] == 0
     stored = PairStatistics.objects.get(pair=reverting, window=PairStatistics.Window.VALIDATION)
-    assert entries[("Y1USDT", "XUSDT")]["validation"]["trades"] == stored.trades > 0
+    assert entries[("Y2USDT", "XUSDT")]["validation"]["trades"] == stored.trades > 0
     assert PairStatistics.objects.filter(pair__in=[reverting, random_walk]).count() == 4
 
     # Again: same statistics, no move, the file rewritten.

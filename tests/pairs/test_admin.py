@@ -197,3 +197,23 @@ def test_level_change_admin_is_read_only(staff_client, levels):
 
     stored = LevelChange.objects.get(pk=change.pk)
     assert (stored.reason, stored.from_level_id, stored.to_level_id) == ("original reason", levels[0].pk, levels[1].pk)
+
+
+def test_a_pair_added_with_a_level_gets_its_level_change_row(staff_client, levels):
+    y, x = InstrumentFactory(symbol="BTCUSDT", base="BTC"), InstrumentFactory(symbol="ETHUSDT", base="ETH")
+    data = {
+        "y_instrument": y.pk, "x_instrument": x.pk, "timeframe": "1h", "status": Pair.Status.ACTIVE,
+        "level": levels[3].pk, "level_locked": "on", "hedge_ratio": 0.9, "intercept": 0.0, "pvalue": 0.01,
+        "qvalue": 0.05, "half_life_bars": 20.0, "johansen_passed": "unknown", "consecutive_failures": 0,
+        "_save": "Save",
+    }
+    for prefix in ("statistics", "level_changes"):
+        data |= {f"{prefix}-TOTAL_FORMS": 0, f"{prefix}-INITIAL_FORMS": 0, f"{prefix}-MIN_NUM_FORMS": 0,
+                 f"{prefix}-MAX_NUM_FORMS": 1000}
+    response = staff_client.post(reverse("admin:pairs_pair_add"), data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    pair = Pair.objects.get(y_instrument=y, x_instrument=x)
+    assert pair.level_id == levels[3].pk and pair.level_locked
+    change = LevelChange.objects.get(pair=pair)
+    assert (change.from_level_id, change.to_level_id, change.changed_by) == (None, levels[3].pk, staff_client.user)

@@ -202,3 +202,35 @@ def test_large_notional_with_twelve_decimals_round_trips_exactly(request):
     assert stored.capital == notional
     assert stored.per_trade_budget == notional
     assert ExchangeAccount.objects.filter(capital=notional).count() == 1
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("capital_weight", Decimal("-3")), ("capital_weight", Decimal("1.5")), ("min_win_rate", 7.0),
+    ("max_drawdown", -1.0), ("max_qvalue", 2.0), ("min_profit_factor", -0.1), ("max_half_life_bars", 4.0),
+])
+def test_a_level_with_an_impossible_threshold_is_refused_by_field(field, value):
+    from django.core.exceptions import ValidationError
+
+    level = Level(number=7, name="x", min_half_life_bars=5.0, max_half_life_bars=50.0)
+    setattr(level, field, value)
+    with pytest.raises(ValidationError) as refused:
+        level.full_clean()
+    assert field in refused.value.message_dict
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("grading_hysteresis", -0.9), ("grading_hysteresis", 1.0), ("live_shortfall_margin", 5.0),
+    ("entry_z", -2.0), ("exit_z", 3.0), ("stop_z", 0.5), ("max_pvalue", 1.5), ("taker_fee", -0.001),
+    ("max_half_life_bars", 1.0),
+])
+def test_a_strategy_configuration_the_rule_would_refuse_is_refused_by_field(field, value):
+    from django.core.exceptions import ValidationError
+
+    from pairs.models import StrategyConfig
+
+    config = StrategyConfig.current()
+    config.full_clean()  # the defaults pass
+    setattr(config, field, value)
+    with pytest.raises(ValidationError) as refused:
+        config.full_clean()
+    assert field in refused.value.message_dict, refused.value.message_dict

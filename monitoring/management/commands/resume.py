@@ -13,7 +13,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--account", help="the account's name (default: the halts of every account)")
+        parser.add_argument("--account", help="the account's name (default: the system-wide halts only; each "
+                            "account's own halts need --account)")
         parser.add_argument("--user", help="act as this user, who needs the permission risk.clear_halt "
                             "(default: the shell account running the command, which is recorded)")
 
@@ -22,4 +23,5 @@ class Command(BaseCommand):
         actor = user_named(user, permission="risk.clear_halt") if user else None
         count = accounts_resume(account=target, user=actor, channel="command",
                                 actor_label="" if actor else shell_operator("resume"))
-        self.stdout.write(f"cleared {count} halt(s) of {target.name if target else 'all accounts'}")
+        scope = f"account {target.name}" if target else "the system-wide halts (accounts' own halts are kept)"
+        self.stdout.write(f"cleared {count} halt(s): {scope}")

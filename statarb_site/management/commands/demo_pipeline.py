@@ -134,7 +134,8 @@ class Command(BaseCommand):
         rows = [
             ("trades", f"{summary['total_trades']} finished, {still_open} still open"),
             ("win rate", _ratio(summary["win_rate"])),
-            ("profit factor", _number(summary["profit_factor"])),
+            ("profit factor", "∞ (no losing trade)" if summary.get("profit_factor_unbounded")
+             else _number(summary["profit_factor"])),
             ("return", _ratio(summary["total_return"], signed=True)
                        + f"  (equity {_money(summary['start_equity'])} -> {_money(summary['end_equity'])} USDT)"),
             ("max drawdown", _ratio(summary["max_drawdown"], signed=True)),

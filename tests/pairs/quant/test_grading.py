@@ -121,3 +121,16 @@ def test_a_grading_moves_at_most_one_rung_up(current, backtest, live, qvalue, ha
     assert decision.level <= start + 1
     if decision.level < start - 1:
         assert decision.level == 0 and "cointegration broken" in decision.reason
+
+
+def test_a_live_shortfall_holds_the_pair_down_instead_of_flapping():
+    # Validation backtest good enough for level 1; paper trades far below it. Before, the shortfall demoted the pair
+    # and the backtest promoted it back at the next grading, on the same evidence: L1, L0, L1, L0...
+    backtest, live = TradeEvidence(12, 0.6, 2.0, 0.05), TradeEvidence(12, 0.5, 0.8, 0.05)
+    levels, level = [], 1
+    for _ in range(6):
+        level = grade(level, LADDER, evidence(backtest=backtest, live=live), PARAMS).level
+        levels.append(level)
+    assert levels == [0, 0, 0, 0, 0, 0]
+    # Once the live results catch up with the backtest, the pair climbs again.
+    assert grade(0, LADDER, evidence(backtest=backtest, live=TradeEvidence(12, 0.6, 1.9, 0.05)), PARAMS).level == 1
