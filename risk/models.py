@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from core.db import TimeStampedModel, decimal_field
+from core.market_clock import market_clock
 
 # Accounts belong to the execution app, a floor above this one: they are named by string, never imported.
 ACCOUNT_MODEL = "execution.ExchangeAccount"
@@ -139,6 +141,12 @@ class Halt(models.Model):
     def __str__(self) -> str:
         scope = self.account or "all accounts"
         return f"halt of {scope}: {self.reason}"
+
+    def clean(self) -> None:
+        # A new halt that ends before the market's clock would be recorded and never be in force.
+        if self.pk is None and self.until is not None and self.until <= (now := market_clock().now()):
+            raise ValidationError({"until": f"{self.until:%Y-%m-%d %H:%M} UTC is already past (the market's clock "
+                                            f"is at {now:%Y-%m-%d %H:%M} UTC): the halt would never stop anything"})
 
     def is_active_at(self, now) -> bool:
         return self.cleared_at is None and (self.until is None or self.until > now)

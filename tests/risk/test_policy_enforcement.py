@@ -117,3 +117,14 @@ def test_the_admin_refuses_a_halt_without_the_permission(client, django_user_mod
     response = _add_halt(client, world.account, "not allowed")
     assert response.status_code == 403
     assert not Halt.objects.exists() and not AuditEntry.objects.filter(action="raise_halt").exists()
+
+
+def test_a_halt_whose_end_is_already_past_is_refused_in_the_admin(halt_adder):
+    world = BotWorld()
+    response = halt_adder.post(reverse("admin:risk_halt_add"), {
+        "account": world.account.pk, "reason": "too late", "mode": Halt.Mode.HALT, "until_0": "2020-01-01",
+        "until_1": "00:00:00",
+    })
+    assert response.status_code == 200
+    assert "is already past" in str(response.context["adminform"].form.errors["until"])
+    assert not Halt.objects.filter(reason="too late").exists()
