@@ -131,6 +131,7 @@ def trade_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@permission_required(VIEW, raise_exception=True)
 @permission_required("execution.close_trade", raise_exception=True)
 @require_http_methods(["GET", "POST"])
 def trade_close(request: HttpRequest, pk: int) -> HttpResponse:

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from core.clock import Clock
+from core.market_clock import market_clock, stored_clock_enabled
 from pairs.marketdata.grid import PriceWindow
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Instrument
@@ -96,6 +97,17 @@ def fill_quote_rule(fill_bar: tuple | None, reference_bar: tuple | None, newest_
 def newest_closed_open(now: datetime, timeframe: str) -> datetime:
     """Open time of the newest bar closed at ``now`` (it opened one bar before ``now``)."""
     return now - timedelta(milliseconds=timeframe_ms(timeframe))
+
+
+def stored_clock_end(timeframe: str) -> datetime | None:
+    """On the demo's stored-data clock, the open time of the newest bar closed at that clock (the bars after it are
+    the clock's future: a screening or a grading must not read them); on the wall clock None (the newest stored
+    bar, with the live universe)."""
+    if not stored_clock_enabled():
+        return None
+    step = timeframe_ms(timeframe)
+    closed = newest_closed_open(market_clock().now(), timeframe)
+    return datetime.fromtimestamp((int(closed.timestamp() * 1000) // step) * step / 1000, tz=UTC)
 
 
 class StoredMarket:

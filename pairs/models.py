@@ -251,8 +251,8 @@ class PairStatistics(models.Model):
 
     class Window(models.TextChoices):
         IN_SAMPLE = "in_sample", "Backtest, formation window"
-        # The bars after the formation window, traded with the formation fit frozen: the only backtest evidence
-        # the grading weighs (issue #17: forward in time, never a backcast).
+        # The bars after the formation window, traded as the bots trade them (rolling z-score): the only backtest
+        # evidence the grading weighs (issue #17: forward in time, never a backcast).
         VALIDATION = "validation", "Backtest, validation after formation"
         LIVE = "live", "Live and paper trades"
 
@@ -372,9 +372,9 @@ class StrategyConfig(models.Model):
     validation_bars = models.PositiveIntegerField(
         # 500: the walk-forward evaluation's validation length (docs/RESEARCH.md)
         default=500, validators=[MinValueValidator(1)],
-        help_text="Bars after the screening (formation) window on which a pair is traded with its formation fit "
-                  "frozen: the screening window ends this many bars before the newest bar, and these bars are the "
-                  "only backtest evidence for level 1",
+        help_text="Bars after the screening (formation) window on which a pair is traded as the bots trade it "
+                  "(the rolling z-score): the screening window ends this many bars before the newest bar, and "
+                  "these bars are the only backtest evidence for level 1",
     )
     taker_fee = models.FloatField(default=0.00055, validators=[MinValueValidator(0.0)],
                                   help_text="Per fill, fraction of notional (Bybit VIP0 taker)")

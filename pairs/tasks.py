@@ -10,6 +10,7 @@ from django.conf import settings
 
 from core.threads import available_cores
 from exchanges.factory import market_data_exchange
+from pairs.market import stored_clock_end
 from pairs.models import CointegrationRun, StrategyConfig
 from pairs.selectors import universe_instruments
 from pairs.services.fanout import block_result_share, run_discard, run_token, shared_window, window_share
@@ -52,11 +53,13 @@ def screen_pairs(self, lookback_bars: int | None = None) -> dict:
     is chained after this task (``statarb_site.pipelines``) runs once the merge has written the run; otherwise the
     run stays in this task."""
     config = StrategyConfig.current()
+    end = stored_clock_end(config.timeframe)
     if not settings.STATARB_SCREEN_FANOUT:
-        outcome = screening_run(config=config, lookback_bars=lookback_bars)
+        outcome = screening_run(config=config, lookback_bars=lookback_bars, end=end)
         return {"run_id": outcome.run.pk, "n_tests": outcome.run.n_tests, "n_candidates": outcome.run.n_candidates}
     # The read before the blocks exist: every core of this machine is free for it (``read_processes``).
-    run, window = screening_run_start(config=config, lookback_bars=lookback_bars, read_processes=available_cores())
+    run, window = screening_run_start(config=config, lookback_bars=lookback_bars, end=end,
+                                      read_processes=available_cores())
     try:
         token = run_token()
         _window_cache.clear()

@@ -5,7 +5,8 @@ A pair moves at most one rung per grading, so capital follows evidence step by s
 - **Promote** to the next level when the evidence for that level meets all its thresholds: at least
   ``min_trades`` trades, win rate >= ``min_win_rate``, profit factor >= ``min_profit_factor``, max drawdown <=
   ``max_drawdown``, and the pair's latest q-value <= ``max_qvalue`` and half-life within the level's range.
-  The evidence is the validation backtest (the bars after the formation window, its fit frozen), or, for a level
+  The evidence is the validation backtest (the bars after the formation window, traded as the bots trade them:
+  the rolling z-score and hedge ratio of the live signals), or, for a level
   that ``requires_live_evidence``, the pair's own paper and live trades: a backtest alone never brings a pair to
   real money.
 - **Demote** one level when the current level's thresholds fail by more than the hysteresis margin (profit
@@ -49,7 +50,7 @@ class TradeEvidence:
 
 @dataclass(frozen=True)
 class PairEvidence:
-    backtest: TradeEvidence  # validation: the bars after the formation window, its fit frozen
+    backtest: TradeEvidence  # validation: the bars after the formation window, traded as the bots trade
     live: TradeEvidence  # the pair's paper and live trades
     qvalue: float | None
     half_life: float | None

@@ -2,18 +2,19 @@
 
 | check | rule |
 |---|---|
-| candle retention | candles older than ``candle_retention_days`` before the newest stored bar are deleted |
+| candle retention | candles older than ``candle_retention_days`` before the newest bar (below) are deleted |
 | stale symbols | a trading instrument whose newest bar lags the universe's newest bar by more than
   ``stale_after_bars`` bars is stale; its active pairs are suspended ("leg lost data") |
-| stale universe | the universe's newest bar older than ``stale_after_bars`` bars of wall-clock time: the data
+| stale universe | the universe's newest bar older than ``stale_after_bars`` bars before ``now``: the data
   feed is down; reported, and no pair is touched (a feed outage is not the pairs' fault) |
 | delisted instruments | every non-retired pair with a delisted leg is retired and leaves its level |
 | pairs whose legs lost data | a suspended pair whose legs are fresh again returns to active; one whose leg
   has been stale for more than ``retire_after_stale_bars`` bars is retired and leaves its level |
 | orphan rows | delisted instruments with no candles, no pairs and no orders are deleted |
 
-Time is the data's clock (the newest stored bar), not the wall clock, so a replay over history or an offline
-import ages nothing by accident; only the feed check looks at the wall clock.
+Time is the data's clock (the newest bar closed at ``now``, the engine's clock: the wall clock live, the stored-data
+clock in the demo, the graded moment of ``update_stats --end``), so a replay over history or an offline import ages
+nothing by accident; only the feed check compares that bar with ``now`` itself.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def selection_maintenance(*, config: StrategyConfig, now: datetime | None = None
     now = now or timezone.now()
     summary = MaintenanceSummary()
     step = timedelta(milliseconds=timeframe_ms(config.timeframe))
-    candles = Candle.objects.filter(instrument__exchange=config.exchange, timeframe=config.timeframe)
+    # The data's clock is the newest bar closed at ``now``: a bar after it (a replay's or the demo's future, or a
+    # grading of history with ``update_stats --end``) is neither the newest nor a reason to call a symbol stale.
+    candles = Candle.objects.filter(instrument__exchange=config.exchange, timeframe=config.timeframe,
+                                    open_time__lte=now - step)
     summary.newest_bar = candles.aggregate(newest=Max("open_time"))["newest"]
     summary.pairs_retired = _retire_pairs_with_delisted_legs()
     if summary.newest_bar is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -70,6 +71,19 @@ def test_update_stats_writes_statistics_and_the_json(tmp_path):
     assert json.loads(path.read_text())["promoted"] == 0
     assert LevelChange.objects.count() == 1
     assert PairStatistics.objects.count() == 4
+
+
+def test_update_stats_at_an_end_reads_and_checks_nothing_after_it(tmp_path):
+    """Grading history with --end: the backtests end there, and so does the maintenance's view of the data (its
+    newest bar is the graded one; the feed, fresh at that moment, is not called stale by today's wall clock)."""
+    make_market().pair("Y2USDT", "XUSDT", level=0)
+    end = LAST_BAR - timedelta(hours=10)
+    path = tmp_path / "grading.json"
+    call_command("update_stats", json_path=path, end=end.replace(tzinfo=None), stdout=StringIO())
+    data = json.loads(path.read_text())
+    assert data["window_end"] == end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert data["maintenance"]["newest_bar"] == end.isoformat()
+    assert data["maintenance"]["feed_stale"] is False and data["maintenance"]["stale_symbols"] == []
 
 
 def test_update_stats_without_pairs_or_json():

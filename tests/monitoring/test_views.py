@@ -88,6 +88,18 @@ def test_pair_page_has_its_chart_statistics_and_trades(viewer_client):
     assert 'id="zscore-chart"' in page.text and f"/trades/{trade.pk}/" in page.text
 
 
+def test_pair_statistics_show_percentages_to_the_hundredth_and_drawdown_as_a_fall(viewer_client):
+    from pairs.models import PairStatistics
+
+    pair = PairTradeFactory().pair
+    PairStatistics.objects.create(pair=pair, window=PairStatistics.Window.VALIDATION, trades=7, win_rate=0.5714,
+                                  profit_factor=1.3, total_return=0.0123, max_drawdown=0.0041)
+    page = viewer_client.get(f"/pairs/{pair.pk}/").text
+    row = page.split('id="statistics"')[1].split("</table>")[0]
+    # A 0.41 % drawdown is not "0%", and it reads as a fall like everywhere else on the dashboard.
+    assert "57.1%" in row and "1.23%" in row and "-0.41%" in row
+
+
 def test_trades_filter_by_symbol_and_trade_page_with_orders_and_fills(viewer_client):
     wanted = PairTradeFactory()
     other = PairTradeFactory()
@@ -103,6 +115,21 @@ def test_trades_filter_by_symbol_and_trade_page_with_orders_and_fills(viewer_cli
 def test_a_viewer_cannot_close_a_trade(viewer_client):
     trade = PairTradeFactory()
     assert viewer_client.post(f"/trades/{trade.pk}/close/").status_code == 403
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None
+
+
+def test_closing_a_trade_needs_the_dashboard_too(client, django_user_model):
+    """The close permission alone (without the dashboard's view) opens neither the confirmation page nor the POST:
+    the page shows the trade, which that user may not see."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username="closer-only", password="a-long-test-password")
+    user.user_permissions.add(Permission.objects.get(codename="close_trade"))
+    client.force_login(user)
+    trade = PairTradeFactory(opened_at=T0)
+    assert client.get(f"/trades/{trade.pk}/close/").status_code == 403
+    assert client.post(f"/trades/{trade.pk}/close/").status_code == 403
     trade.refresh_from_db()
     assert trade.close_requested_at is None
 

@@ -44,6 +44,26 @@ BLOCK_PAIRS = 8  # 30 directions -> 6 blocks: 3 symbol groups, 3 blocks within o
 
 
 @pytest.mark.django_db
+def test_on_the_stored_clock_the_screen_reads_no_bar_after_it(shared_candles_dir, settings):
+    """The demo's stored-data clock stands 48 bars before the newest stored bar: those bars are its future, so the
+    screening ends where the clock stands, as a live screening would have then."""
+    from core.market_clock import stored_clock_start
+    from tests.pairs.services.test_screening import LAST_BAR
+
+    settings.STATARB_SCREEN_FANOUT = False
+    settings.STATARB_MARKET_CLOCK = "stored"
+    import_real(shared_candles_dir, ["ONEUSDT", "OXTUSDT", "VETUSDT"])
+    stored_clock_start(start=LAST_BAR - timedelta(hours=47), end=LAST_BAR + timedelta(hours=1),
+                       bar=timedelta(hours=1), wall_seconds=1)
+
+    screen_pairs(lookback_bars=500)
+
+    run = CointegrationRun.objects.get()
+    assert run.window_end == FORMATION_END - timedelta(hours=48)
+    assert run.parameters["validation_end"] == (LAST_BAR - timedelta(hours=48)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.django_db
 def test_screen_pairs_without_fanout_runs_in_the_task(shared_candles_dir, settings):
     settings.STATARB_SCREEN_FANOUT = False
     import_real(shared_candles_dir, ["ONEUSDT", "OXTUSDT", "VETUSDT"])

@@ -1,11 +1,14 @@
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
 from core.commands import output_write, writable_output_path
+from core.market_clock import market_clock
 from ladder.services import pair_statistics_update
+from pairs.market import stored_clock_end
+from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
 from pairs.services.maintenance import selection_maintenance
 
@@ -25,10 +28,13 @@ class Command(BaseCommand):
     def handle(self, *args, json_path: Path | None, end: datetime | None = None, **options):
         json_path = writable_output_path("--json", json_path)  # before anything is stored, not after
         config = StrategyConfig.current()
-        maintenance = selection_maintenance(config=config)
-        self.stdout.write("maintenance: " + ", ".join(f"{k}={v}" for k, v in maintenance.as_dict().items()))
         if end is not None and end.tzinfo is None:
             end = end.replace(tzinfo=UTC)
+        # The checks run at the grading's moment: with --end, when that bar closed (nothing after it is read).
+        now = end + timedelta(milliseconds=timeframe_ms(config.timeframe)) if end else market_clock().now()
+        end = end or stored_clock_end(config.timeframe)
+        maintenance = selection_maintenance(config=config, now=now)
+        self.stdout.write("maintenance: " + ", ".join(f"{k}={v}" for k, v in maintenance.as_dict().items()))
         outcome = pair_statistics_update(config=config, end=end)
         data = outcome.as_json()
         data["maintenance"] = maintenance.as_dict()

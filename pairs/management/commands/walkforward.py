@@ -45,7 +45,8 @@ class Command(BaseCommand):
     help = (
         "Walk-forward evaluation on stored candles, forward in time: every period (weekly by default) screens the "
         "formation window (the screening window, point-in-time universe), validates the candidates on the bars "
-        "after it with the formation fit frozen, grades them on that validation only, then trades the next period. "
+        "after it, traded on the z-score the trading uses (rolling by default), grades them on that validation "
+        "only, then trades the next period. "
         "Reports per period and overall, for the candidate pool and each level: trades, win rate, profit factor "
         "with a bootstrap 95% interval, Sharpe and deflated Sharpe; with --grid, the nested selection (parameters "
         "chosen on earlier periods only) and the probability of backtest overfitting. Reads only."

@@ -3,7 +3,7 @@
 The synthetic market of the ladder's tests (two legs cointegrated with X, one independent random walk) is screened
 by the real ``screening_run`` and graded by the real ``pair_statistics_update``: the formation window must end
 ``validation_bars`` before the newest bar, nothing of the validation bars may reach the screening, and the grading
-must weigh the validation bars with the formation fit frozen. The point-in-time universe of a run on history reads
+must weigh the validation bars traded as the bots trade them. The point-in-time universe of a run on history reads
 the candles up to the formation end, never today's ticker or status.
 """
 
