@@ -210,13 +210,15 @@ class Command(BaseCommand):
         if delay is not None:
             figures = "; ".join(
                 f"delay {bars}: {kpis['trades']} trade(s), win rate {_ratio(kpis['win_rate'])}, profit factor "
-                f"{_number(kpis['profit_factor'])}, total return {_ratio(kpis['total_return'])}"
+                f"{_number(kpis['profit_factor'])}, mean return per trade {_ratio(kpis['mean_return'])}"
                 for bars, kpis in delay["backtest"].items()
             )
+            # Per trade, not an account's return: every traded pair on every bar, with no capital, level or
+            # concurrency limit, so a sum of its returns would read as a return the account never had.
             self.stdout.write(
                 f"execution: fills at the next bar's open + {delay['replay_delay_bars']} bar(s) of delay; vectorised "
                 f"backtest of the {len(delay['pairs'])} traded pair(s) over the replayed bars (per trade, y notional "
-                f"1) at {figures}"
+                f"1, each pair on every bar: not the account's return) at {figures}"
             )
         halts = data["halts"]
         self.stdout.write(f"guard: {len(halts)} halt(s), {len(data['guard_events'])} event(s)")
