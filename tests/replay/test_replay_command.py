@@ -132,8 +132,8 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     assert lines[0].startswith("replay on 'replay': 168 bars, 2021-03-29 00:00 to 2021-04-04 23:00 UTC, 1 selection")
     assert lines[1].startswith(f"{len(pnls)} finished trade(s) (0 still open), win rate ")
     assert lines[2].startswith("execution: fills at the next bar's open + 0 bar(s) of delay; vectorised backtest of "
-                               f"the {len(traded)} traded pair(s) over the replayed bars (per trade, y notional 1, each "
-                               f"pair on every bar: not the account's return) at delay 0: "
+                               f"the {len(traded)} traded pair(s) over the replayed bars (per trade, y notional 1, "
+                               f"each pair on every bar: not the account's return) at delay 0: "
                                f"{delay['backtest']['0']['trades']} trade(s)")
     assert "; delay 1: " in lines[2] and "mean return per trade " in lines[2] and "total return" not in lines[2]
     assert lines[3] == f"guard: {len(data['halts'])} halt(s), {len(data['guard_events'])} event(s)"
