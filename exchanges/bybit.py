@@ -212,20 +212,32 @@ class BybitExchange(CcxtExchange):
 
         Asks the open-orders list (which, asked by orderLinkId, also holds recently closed orders), then the order
         history, both filtered by orderLinkId (fetch_order would only reach the last 500 orders), then the executions:
-        an order found only there is reported as ended with what its executions filled.
+        an order found only there is reported as ended with what its executions filled. A source that can't be read
+        doesn't end the look-up: what another one shows is proof enough; only "none has it" needs every source, so
+        a failed source then raises its error (the order stays unknown, never taken for absent).
         """
+        failures: list[ExchangeError] = []
         with _mapped():
             self._ensure_markets()
             settle = self._settle_of(symbol)
-            for fetch in (self._client.fetch_open_orders, self._client.fetch_canceled_and_closed_orders):
-                orders = fetch(symbol, None, None, {"orderLinkId": client_order_id})
-                matches = [o for o in orders if o.get("clientOrderId") == client_order_id]
-                if matches:
-                    newest = max(matches, key=lambda o: o.get("timestamp") or 0)
-                    return order_state(newest, settle=settle)
-        # Neither list shows it yet, but its executions may: an order that traded existed.
+        for fetch in (self._client.fetch_open_orders, self._client.fetch_canceled_and_closed_orders):
+            try:
+                with _mapped():
+                    orders = fetch(symbol, None, None, {"orderLinkId": client_order_id})
+            except ExchangeError as exc:
+                failures.append(exc)
+                continue
+            matches = [o for o in orders if o.get("clientOrderId") == client_order_id]
+            if matches:
+                newest = max(matches, key=lambda o: o.get("timestamp") or 0)
+                return order_state(newest, settle=settle)
+        # Neither list shows it (or could be read), but its executions may: an order that traded existed.
         fills = self.fills_of(symbol, client_order_id)
-        return _state_from_fills(fills, settle) if fills else None
+        if fills:
+            return _state_from_fills(fills, settle)
+        if failures:
+            raise failures[0]
+        return None
 
     def fills_of(
         self,

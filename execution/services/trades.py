@@ -7,7 +7,8 @@ Rules that keep an account from ever being left with one leg:
 - Orders are placed with the exchange's idempotency key (Bybit orderLinkId), so re-sending after a timeout or a
   crash can't double a position.
 - The y leg goes first; the x leg is sent only once the y leg has filled. A leg left short (rejected, partly
-  filled) is completed once; if that fails too, both legs are unwound with reduce-only orders.
+  filled) is completed once; if that fails too, both legs are unwound with reduce-only orders. Closes and unwinds
+  go out on both legs at once: one leg's unknown answer never holds the other leg's close back.
 - A trade is decided on only when none of its orders is in flight: the exchange's fills are the truth.
 """
 
@@ -77,21 +78,27 @@ def advance_trade(ctx: TradingContext, trade: PairTrade, orders: list[Order]) ->
 
 
 def _resolve_in_flight(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> bool:
-    """Resolve orders not yet final, y before x. True when none is left in flight."""
+    """Resolve orders not yet final, in the order they were planned. True when none is left in flight.
+
+    Only the x leg's opening waits for the y leg's. Every other order goes out whatever the other leg's order is
+    doing: a close (or an unwind) of x must not wait while y's close is unknown at the exchange, or a flat y leg
+    would leave x held, naked, for as long as y's answer takes."""
+    in_flight = False
     for order in sorted(orders, key=lambda o: o.pk):  # the order they were planned in: y open before x open
         if order.status in FINAL_ORDER_STATUSES:
             continue
         if order.action == Order.Action.OPEN and order.leg == Order.Leg.X:
             first = next((o for o in orders if o.action == Order.Action.OPEN and o.leg == Order.Leg.Y), None)
             if first is not None and first.status not in FINAL_ORDER_STATUSES:
-                return False  # the y leg is still working
+                in_flight = True  # the y leg is still working: x waits
+                continue
             if first is not None and first.filled_qty == 0 and order.status == Status.PLANNED:
                 reject(ctx, order, Status.CANCELLED, "not sent: the y leg did not fill")
                 continue
         resolve(ctx, trade, order, orders)
         if order.status not in FINAL_ORDER_STATUSES:
-            return False
-    return True
+            in_flight = True
+    return not in_flight
 
 
 def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> bool:

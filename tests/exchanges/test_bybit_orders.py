@@ -14,6 +14,7 @@ from core import secrets
 from exchanges.errors import (
     AuthenticationFailed,
     DuplicateClientOrderId,
+    ExchangeError,
     InvalidOrder,
     NotSupported,
     OrderNotFound,
@@ -148,6 +149,17 @@ def test_order_lookup_uses_order_link_id_lists(ex, fake):
     assert all(r.params["orderLinkId"] in ("t1-y-open", "never-placed") for r in fake.requests)
     assert [r.path for r in fake.requests if r.params["orderLinkId"] == "never-placed"] == [
         "/v5/order/realtime", "/v5/order/history", "/v5/execution/list"]
+
+
+def test_a_list_that_cant_be_read_does_not_end_the_lookup(ex, fake):
+    """The open-orders list answers 10016 (an outage of that endpoint only): the history still proves the order; an
+    order no readable source shows is not called absent while one source failed."""
+    buy_btc(ex)
+    fake.fail_next("/v5/order/realtime", 10016, "Internal server error", times=10)
+    state = ex.order_by_client_id(BTC, "t1-y-open")
+    assert state is not None and (state.status, state.filled_qty) == ("filled", Decimal("0.01"))
+    with pytest.raises(ExchangeError):
+        ex.order_by_client_id(BTC, "never-placed")
 
 
 def test_an_order_only_the_executions_show_is_found_there(ex, fake, monkeypatch):

@@ -203,3 +203,28 @@ def test_a_leg_the_exchange_contradicts_does_not_stop_the_other_leg_completing(w
     assert fake.position("XXXUSDT").size == Decimal("-8.5") and fake.position("YYYUSDT").size == 6
     assert Order.objects.filter(trade=world.trade(), leg="x", action=Order.Action.COMPLETE).exists()
     assert not Order.objects.filter(trade=world.trade(), leg="y", action=Order.Action.COMPLETE).exists()
+
+
+def test_a_close_whose_answer_is_lost_does_not_hold_the_other_legs_close_back(world, fake):
+    """y's reduce-only close executes but its answer is lost, and from then on the open-orders list can't be read
+    (10016): x's close still goes out in the same tick, so the flat y leg never leaves x held alone; y's order is
+    proved by the order history and the trade closes on the executions."""
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    assert world.trade().state == PairTrade.State.OPEN
+    fake.error_after_accept_next(CREATE, symbol="YYYUSDT")
+
+    def outage(step):
+        if step == "before_send:yc1":
+            fake.fail_next("/v5/order/realtime", 10016, "Internal System Error.", times=1000)
+
+    world.next_bar(action=Signal.Action.EXIT)
+    tick(world, checkpoint=outage)
+    assert fake.position("YYYUSDT").size == 0 and fake.position("XXXUSDT").size == 0
+    x_close = Order.objects.get(leg="x", action=Order.Action.CLOSE)
+    assert x_close.status == Order.Status.FILLED
+    for minutes in (1, 2):
+        tick(world, now=world.now + timedelta(minutes=minutes))
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSED and trade.realised_pnl is not None
+    assert_consistent(world, fake)
