@@ -258,8 +258,9 @@ def _plan_trade(ctx: TradingContext, signal: Signal, side: str, sizing, *, max_t
         except IntegrityError:
             return None  # this signal was taken by another run of the account's bot
         orders = [
+            # planned_at: when the bot decided, as for every later order (the guard counts refusals by it).
             Order(trade=trade, instrument=instrument, leg=leg, action=Order.Action.OPEN, attempt=1,
-                  side=leg_order.side, qty=leg_order.qty, reference_price=leg_order.price,
+                  side=leg_order.side, qty=leg_order.qty, reference_price=leg_order.price, planned_at=ctx.now,
                   client_order_id=client_order_id(trade, leg, Order.Action.OPEN, 1))
             for leg, leg_order, instrument in ((Order.Leg.Y, sizing.y, pair.y_instrument),
                                                (Order.Leg.X, sizing.x, pair.x_instrument))

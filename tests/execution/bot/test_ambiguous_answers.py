@@ -14,14 +14,17 @@ from decimal import Decimal
 
 import pytest
 
+from core.clock import ManualClock
 from exchanges.bybit import BybitExchange
 from exchanges.errors import InsufficientFunds
 from exchanges.types import FILLED, FROM_EXECUTIONS
 from execution.models import Order, PairTrade, Signal
+from monitoring.guard.cycle import guard_run
 from notifications.models import Notification
+from pairs.market import StoredMarket
 from risk.models import GuardEvent
 from tests.execution.bot.fault_world import CREATE, assert_consistent, exchange_of, tick
-from tests.factories import HaltFactory
+from tests.factories import HaltFactory, RiskLimitFactory
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -228,3 +231,18 @@ def test_a_close_whose_answer_is_lost_does_not_hold_the_other_legs_close_back(wo
     trade = world.trade()
     assert trade.state == PairTrade.State.CLOSED and trade.realised_pnl is not None
     assert_consistent(world, fake)
+
+
+
+def test_a_refused_entry_order_carries_when_it_was_planned_so_the_guard_counts_it(world, fake):
+    """The error-burst check counts refused orders by when they were planned: an entry's orders carry that time
+    like every later order, or the most common refusals (margin, at the opening) would never count."""
+    fake.reject_next_order("YYYUSDT", 110007, "ab not enough for new order")
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    y = Order.objects.get(leg="y", action=Order.Action.OPEN)
+    assert y.status == Order.Status.REJECTED and y.planned_at == world.now
+    RiskLimitFactory(account=world.account, error_burst_count=1, error_burst_minutes=10)
+    market = StoredMarket(timeframe="1h", clock=ManualClock(world.now))
+    report = guard_run(now=world.now, market=market, accounts=[world.account], live=False)
+    assert "error_burst" in [b.check for b in report.breaches]
