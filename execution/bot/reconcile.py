@@ -16,7 +16,7 @@ from execution.models import BotHeartbeat, PairTrade
 from execution.services.context import TradingContext
 from execution.services.orders import FINAL_ORDER_STATUSES, LEGS, leg_net
 from execution.services.settlement import settle_with_exchange
-from execution.services.trades import close_as_reconciled, finish_trade
+from execution.services.trades import close_as_reconciled, finish_trade, start_close
 from notifications.models import Notification
 from notifications.services import notify
 from risk.models import GuardEvent, Halt
@@ -111,6 +111,21 @@ def _reconcile_orders(ctx: TradingContext, trades: list[PairTrade], working) -> 
     return problems
 
 
+def _unwind_one_legged(ctx: TradingContext, trade: PairTrade, orders) -> None:
+    """One leg was closed outside the bot (by hand, a liquidation, auto-deleveraging) and the other is still held:
+    the pair is no longer a hedge, so the rest is closed now (exit reason ``unwound``), whatever halt stands: holding
+    one leg alone is the risk a halt is there to stop."""
+    gone = [leg for leg in LEGS if leg_net(orders, leg) == 0]
+    message = (f"trade {trade.pk}: the {' and '.join(gone)} leg was closed outside the bot (the exchange's "
+               "executions); the other leg is closed now")
+    with transaction.atomic(savepoint=False):
+        start_close(ctx, trade, reason=Reason.UNWOUND)
+        guard_event_record(account=ctx.account, kind="leg_closed_outside", severity=GuardEvent.Severity.WARNING,
+                           message=message, details={"trade": trade.pk, "legs": gone})
+        notify(topic="leg_closed_outside", severity=Notification.Severity.WARNING,
+               text=f"[{ctx.account.name}] {message}", dedupe_key=f"leg_closed_outside:{trade.pk}")
+
+
 def _settle_open_trade(ctx: TradingContext, trade: PairTrade, held: dict[str, Decimal]) -> None:
     orders = orders_of(trade)
     if any(o.status not in FINAL_ORDER_STATUSES for o in orders):
@@ -120,6 +135,8 @@ def _settle_open_trade(ctx: TradingContext, trade: PairTrade, held: dict[str, De
     flat = all(leg_net(orders, leg) == 0 for leg in LEGS)
     if outcome.changed and flat:
         finish_trade(ctx, trade, exit_reason=Reason.MANUAL)
+    elif outcome.changed and any(leg_net(orders, leg) == 0 for leg in LEGS):
+        _unwind_one_legged(ctx, trade, orders)
     elif outcome.unexplained and all(exchange == 0 for exchange, _ in outcome.unexplained.values()) and all(
         leg in outcome.unexplained or leg_net(orders, leg) == 0 for leg in LEGS
     ):

@@ -172,6 +172,10 @@ def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, f
     if fresh_lease or heartbeat.reconciled_at is None or ctx.now - heartbeat.reconciled_at >= reconcile_every:
         if not _reconcile_step(ctx, report, trades, just_traded={t.pk for t in in_flight}):
             return trades
+        # A trade reconciliation found one-legged (a leg closed outside the bot) is unwound now, not a tick later.
+        advanced = {t.pk for t in in_flight}
+        for trade in [t for t in trades if t.state == State.CLOSING and t.pk not in advanced]:
+            _advance_isolated(ctx, trade, report)
         trades = [t for t in trades if t.state in PairTrade.ACTIVE_STATES]
     ctx.renew_lease()
     return _close_then_open(ctx, report, trades)

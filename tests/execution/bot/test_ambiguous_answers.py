@@ -246,3 +246,24 @@ def test_a_refused_entry_order_carries_when_it_was_planned_so_the_guard_counts_i
     market = StoredMarket(timeframe="1h", clock=ManualClock(world.now))
     report = guard_run(now=world.now, market=market, accounts=[world.account], live=False)
     assert "error_burst" in [b.check for b in report.breaches]
+
+
+@pytest.mark.parametrize("halted", [False, True], ids=["no halt", "pair halted"])
+def test_a_leg_closed_outside_the_bot_unwinds_the_other(world, fake, halted):
+    """A liquidation (no client id) closes the y leg of an open trade: reconciliation adopts its execution and,
+    the pair being no longer a hedge, closes x at once, even under a halt that freezes the pair (holding one leg
+    alone is the risk a halt is there to stop)."""
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    assert world.trade().state == PairTrade.State.OPEN
+    if halted:
+        HaltFactory(account=world.account, pair=world.pair, reason="one-legged trade", mode="halt")
+    fake.close_position_by_hand("YYYUSDT", order_link_id="")
+    tick(world, now=world.now + timedelta(minutes=6))  # the next reconciliation
+    trade = world.trade()
+    assert fake.position("YYYUSDT").size == 0 and fake.position("XXXUSDT").size == 0
+    assert (trade.state, trade.exit_reason) == (PairTrade.State.UNWOUND, PairTrade.ExitReason.UNWOUND)
+    assert trade.realised_pnl is not None
+    assert GuardEvent.objects.filter(kind="leg_closed_outside").count() == 1
+    assert Notification.objects.filter(topic="leg_closed_outside").count() == 1
+    assert_consistent(world, fake)
