@@ -121,6 +121,15 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
     if settled is not None and settled.unexplained:
         ctx.contradicted[trade.pk] = set(settled.unexplained)
         ctx.events.append(f"trade {trade.pk}: the exchange holds {_holdings(settled)}")
+    if over := [leg for leg in LEGS if nets[leg] * targets[leg] > 0 and abs(nets[leg]) > abs(targets[leg])]:
+        # More than the target (an execution from outside adopted while it opened): no completion can bring it
+        # back to a hedge, and an opening trade is never closed by a signal: unwind both legs, nothing stays stuck.
+        reason = "; ".join(f"the {leg} leg holds {plain(abs(nets[leg]))} of {plain(abs(targets[leg]))}"
+                           for leg in over) + ", more than planned; unwinding both legs"
+        set_state(ctx, trade, State.CLOSING, exit_reason=PairTrade.ExitReason.UNWOUND,
+                  error=(trade.error + "\n" + reason).strip()[:2000])
+        ctx.events.append(f"trade {trade.pk}: {reason}")
+        return True
     placed = False
     for leg in LEGS:
         outcome = _complete_leg(ctx, trade, orders, leg, targets[leg], nets[leg])

@@ -267,3 +267,23 @@ def test_a_leg_closed_outside_the_bot_unwinds_the_other(world, fake, halted):
     assert GuardEvent.objects.filter(kind="leg_closed_outside").count() == 1
     assert Notification.objects.filter(topic="leg_closed_outside").count() == 1
     assert_consistent(world, fake)
+
+
+def test_an_opening_leg_filled_beyond_its_target_is_unwound_not_left_opening(world, fake):
+    """While the trade opens (x refused once), a person buys 1 YYY by hand: reconciliation of the legs adopts it,
+    y holds more than planned and no completion can restore the hedge: both legs are unwound, so the trade never
+    stays "opening", where no signal, manual close or flatten reaches it."""
+    fake.reject_next_order("XXXUSDT", 110007, "ab not enough for new order")
+
+    def by_hand(step):
+        if step == "after_send:yo1":
+            fake.open_position_by_hand("YYYUSDT", "Buy", "1")
+
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world, checkpoint=by_hand)
+    for minutes in (1, 2, 3):
+        tick(world, now=world.now + timedelta(minutes=minutes))
+    trade = world.trade()
+    assert trade.state in PairTrade.FINAL_STATES, (trade.state, trade.error)
+    assert fake.position("YYYUSDT").size == 0 and fake.position("XXXUSDT").size == 0
+    assert_consistent(world, fake)
