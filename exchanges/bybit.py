@@ -29,7 +29,6 @@ from exchanges.errors import (
     RefusedTemporarily,
 )
 from exchanges.types import (
-    FILLED,
     FROM_EXECUTIONS,
     AccountSetup,
     BalanceState,
@@ -38,6 +37,7 @@ from exchanges.types import (
     OrderAck,
     OrderState,
     PositionState,
+    order_state_from_fills,
 )
 from exchanges.validation import check_leverage, check_order_arguments
 
@@ -234,7 +234,7 @@ class BybitExchange(CcxtExchange):
         # Neither list shows it (or could be read), but its executions may: an order that traded existed.
         fills = self.fills_of(symbol, client_order_id)
         if fills:
-            return _state_from_fills(fills, settle)
+            return order_state_from_fills(fills, settle)
         if failures:
             raise failures[0]
         return None
@@ -450,19 +450,3 @@ class BybitExchange(CcxtExchange):
         if base and base != market_id and base.isalnum():
             return f"{base}/{settle_coin}:{settle_coin}"
         return None
-
-
-
-def _state_from_fills(fills: list[FillState], settle: str) -> OrderState:
-    """An order known only from its executions: ended, with what they filled (a market order that the order lists
-    don't show yet)."""
-    filled = sum((f.qty for f in fills), Decimal(0))
-    notional = sum((f.qty * f.price for f in fills), Decimal(0))
-    first = fills[0]
-    return OrderState(
-        exchange_order_id=first.exchange_order_id, client_order_id=first.client_order_id, symbol=first.symbol,
-        side=first.side, order_type="market", status=FILLED, is_open=False, qty=filled, filled_qty=filled,
-        avg_price=notional / filled if filled else None, fee=sum((f.fee for f in fills), Decimal(0)),
-        fee_currency=first.fee_currency or settle, reduce_only=False, raw_status=FROM_EXECUTIONS,
-        created_ms=first.time_ms, updated_ms=fills[-1].time_ms,
-    )

@@ -145,3 +145,19 @@ class FundingState:
     @property
     def settled_at(self) -> datetime:
         return datetime.fromtimestamp(self.time_ms / 1000, tz=UTC)
+
+
+def order_state_from_fills(fills: list[FillState], settle: str = "") -> OrderState:
+    """An order known only from its executions (oldest first): ended, with what they filled (a market order that the
+    order lists don't show yet). ``settle``: the fee currency when the executions don't say."""
+    filled = sum((f.qty for f in fills), Decimal(0))
+    notional = sum((f.qty * f.price for f in fills), Decimal(0))
+    first = fills[0]
+    return OrderState(
+        exchange_order_id=first.exchange_order_id, client_order_id=first.client_order_id, symbol=first.symbol,
+        side=first.side, order_type="market", status=FILLED, is_open=False, qty=filled, filled_qty=filled,
+        avg_price=notional / filled if filled else None, fee=sum((f.fee for f in fills), Decimal(0)),
+        fee_currency=first.fee_currency or settle, reduce_only=False, raw_status=FROM_EXECUTIONS,
+        created_ms=first.time_ms, updated_ms=fills[-1].time_ms,
+    )
+

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from exchanges.types import FillState
+from exchanges.types import FillState, order_state_from_fills
 from execution.models import Fill, Order, PairTrade
 from execution.services.context import TradingContext
 from execution.services.orders import LEGS, Status, client_order_id, leg_net, order_refresh
@@ -101,7 +101,8 @@ def _adopt(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str)
                 .values_list("exchange_fill_id", flat=True))
     own = {o.client_order_id: o for o in orders if o.leg == leg}
     missed = sorted({e.client_order_id for e in executions if e.exec_id not in known and e.client_order_id in own})
-    notes = [note for cid in missed if (note := _own_order_corrected(ctx, own[cid]))]
+    notes = [note for cid in missed
+             if (note := _own_order_corrected(ctx, own[cid], [e for e in executions if e.client_order_id == cid]))]
     ours = f"sa{ctx.account.pk}-"
     foreign = [e for e in executions if e.exec_id not in known and not e.client_order_id.startswith(ours)]
     if not foreign:
@@ -115,11 +116,14 @@ def _adopt(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str)
     return " and ".join(notes)
 
 
-def _own_order_corrected(ctx: TradingContext, order: Order) -> str:
+def _own_order_corrected(ctx: TradingContext, order: Order, executions: list[FillState]) -> str:
     """An order of the trade that the exchange executed more of than it is booked with (an answer taken for a
-    refusal, a look-up that lagged): brought up to date from the exchange, whose executions are the truth."""
+    refusal, a look-up that lagged): brought up to date from the exchange, whose executions are the truth. Its
+    ``executions`` (carrying its client id) prove what it did even when the order look-up can't find it."""
     before = (order.status, order.filled_qty)
     state = ctx.exchange.order_by_client_id(ctx.symbol(order.instrument), order.client_order_id)
+    if state is None and executions:
+        state = order_state_from_fills(executions)
     if state is None or state.filled_qty <= order.filled_qty:
         return ""
     order_refresh(ctx, order, state)

@@ -287,3 +287,26 @@ def test_an_opening_leg_filled_beyond_its_target_is_unwound_not_left_opening(wor
     assert trade.state in PairTrade.FINAL_STATES, (trade.state, trade.error)
     assert fake.position("YYYUSDT").size == 0 and fake.position("XXXUSDT").size == 0
     assert_consistent(world, fake)
+
+
+def test_an_order_no_lookup_finds_is_proved_by_its_executions(world, fake, monkeypatch):
+    """y's opening times out after the exchange accepted it, and the look-up by client id never finds it (lists
+    that disagree with the executions): the executions carrying its client id are the truth, so the trade is not
+    called failed "nothing is held" while the exchange holds its y leg."""
+    original = BybitExchange.order_by_client_id
+
+    def blind(self, symbol, client_order_id):
+        return None if client_order_id.endswith("yo1") else original(self, symbol, client_order_id)
+
+    monkeypatch.setattr(BybitExchange, "order_by_client_id", blind)
+    fake.timeout_after_accept_next(CREATE, symbol="YYYUSDT")
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    for minutes in (1, 3, 6, 9, 32, 33, 34):
+        tick(world, now=world.now + timedelta(minutes=minutes))
+    trade = world.trade()
+    assert not (trade.state == PairTrade.State.FAILED and fake.position("YYYUSDT").size != 0), trade.error
+    y = Order.objects.get(leg="y", action=Order.Action.OPEN)
+    assert y.filled_qty == 5
+    assert trade.state == PairTrade.State.OPEN
+    assert_consistent(world, fake)
