@@ -15,6 +15,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from core.audit import audit_record
+from core.market_clock import market_clock
 from core.statements import CompiledRead
 from risk.events import halt_cleared, halt_raised
 from risk.models import GuardEvent, Halt
@@ -32,8 +33,9 @@ def halt_raise(
 ) -> Halt:
     """Stop new trades (mode reduce) or all trading (mode halt) of an account, all accounts (``account`` None) or
     one pair of an account. An identical halt in force is reused: it is made stricter (flatten, halt, a later
-    latch) where the new one asks for more, never looser."""
-    now = now or timezone.now()
+    latch) where the new one asks for more, never looser. ``now``: the engine's clock (``core.market_clock``) unless
+    given, so a halt and its latch are on the clock the guard and the bots judge them by."""
+    now = now or market_clock().now()
     existing = (
         Halt.objects.select_for_update()
         .filter(Q(until__isnull=True) | Q(until__gt=now), account=account, pair=pair, source=source, reason=reason,
@@ -74,7 +76,7 @@ def halts_clear(*, halts: QuerySet[Halt], cleared_by: AbstractBaseUser | None, n
     cleared = list(halts.select_for_update().filter(cleared_at__isnull=True))
     if not cleared:
         return 0
-    at = now or timezone.now()
+    at = now or market_clock().now()  # the clock the guard compares a latch's end with
     Halt.objects.filter(pk__in=[h.pk for h in cleared]).update(cleared_at=at, cleared_by=cleared_by)
     for halt in cleared:
         halt.cleared_at, halt.cleared_by = at, cleared_by

@@ -26,7 +26,7 @@ from exchanges.base import TradingExchange
 from execution.models import ExchangeAccount
 from monitoring.guard import detectors
 from monitoring.guard.book import AccountBook, account_books, day_start
-from monitoring.guard.limits import Breach, limit_breaches, peak_equity
+from monitoring.guard.limits import MULTIPLE, Breach, limit_breaches, peak_equity
 from notifications.models import Notification
 from notifications.services import notify
 from pairs.market import MarketView
@@ -174,17 +174,33 @@ def _action(limits: Limits, check: str) -> str:
 
 
 def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None) -> bool:
+    """Is a halt for ``breach`` already standing, or let go of by a person? A latched limit a person cleared today
+    (before its latch ended) is not raised again for the same breach: the trader looked and let it trade. But a
+    clear is not a licence for any loss: the trader accepted the breach as it stood when the halt was raised, and
+    one more limit beyond that (a daily loss of 1.3 % against a 1 % limit, cleared: halted again past 2.3 %) raises
+    it again."""
     account_id = account.pk if account else None
-    for halt in halts:
-        if halt.account_id != account_id or halt.trigger != breach.check or halt.pair_id != breach.pair_id:
-            continue
-        if halt.cleared_at is None:
-            return True
-        expired = halt.until is not None and halt.cleared_at >= halt.until
-        if breach.until is not None and not expired:
-            # A latched limit a person let go of today is not raised again until its latch would have ended.
-            return True
-    return False
+    matching = [h for h in halts
+                if h.account_id == account_id and h.trigger == breach.check and h.pair_id == breach.pair_id]
+    if any(h.cleared_at is None for h in matching):
+        return True
+    let_go = [h for h in matching if breach.until is not None and (h.until is None or h.cleared_at < h.until)]
+    if not let_go:
+        return False
+    multiple = breach.details.get(MULTIPLE)
+    accepted = _accepted_multiple(let_go)
+    return multiple is None or accepted is None or multiple <= accepted + 1
+
+
+def _accepted_multiple(halts: list[Halt]) -> float | None:
+    """How many times its limit the breach was when the latest of ``halts`` was raised (its guard event, written at
+    the same moment, says); None when no event says it (a halt raised before the measure was recorded)."""
+    latest = max(halts, key=lambda h: h.created_at)
+    details = (GuardEvent.objects.filter(account_id=latest.account_id, kind=latest.trigger,
+                                         created_at=latest.created_at, severity=GuardEvent.Severity.CRITICAL)
+               .values_list("details", flat=True).first())
+    value = (details or {}).get(MULTIPLE)
+    return float(value) if value is not None else None
 
 
 def _pair(books: dict[int, AccountBook], breach: Breach):

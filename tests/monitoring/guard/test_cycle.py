@@ -114,6 +114,29 @@ def test_a_percent_daily_limit_uses_start_of_day_equity_and_snapshots_are_writte
     assert Halt.objects.get().trigger == "daily_loss"
 
 
+def test_a_cleared_daily_loss_halt_is_raised_again_when_the_day_loses_another_limit(world, django_user_model):
+    """The trader clears the day's loss halt: the same loss (and noise around it) does not halt again, but the day
+    losing one more limit beyond the loss the halt was raised at does: a clear is not a licence for any loss."""
+    RiskLimitFactory(account=world.account, daily_loss_limit=Decimal("1"))
+    first = lose_one_trade(world)
+    halt = Halt.objects.get(account=world.account, trigger="daily_loss")
+    trader = django_user_model.objects.create_user("t", password="a-long-test-password")
+    with world.capture(execute=True):
+        halts_clear(halts=Halt.objects.filter(pk=halt.pk), cleared_by=trader, now=world.now)
+    assert guard(world).halts_raised == []  # the loss the trader accepted
+
+    # A second losing trade: the day's loss doubles, far more than one more limit.
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    world.tick()
+    world.next_bar(y="90", x="55", action=Signal.Action.STOP, zscore=-4.0, position=0)
+    world.tick()
+    second = PairTrade.objects.exclude(pk=first.pk).get()
+    assert second.state == PairTrade.State.CLOSED and second.realised_pnl < -1
+    again = Halt.objects.filter(account=world.account, trigger="daily_loss", cleared_at__isnull=True)
+    assert again.count() == 1 and again.get().until == datetime(2021, 3, 2, tzinfo=UTC)
+    assert guard(world).halts_raised == []  # standing: not raised twice
+
+
 def test_a_drawdown_halts_until_a_person_clears_it_then_the_peak_starts_afresh(world, django_user_model):
     RiskLimitFactory(account=world.account, daily_loss_limit=None, max_drawdown_pct=0.001)
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
