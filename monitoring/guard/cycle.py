@@ -184,7 +184,10 @@ def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None
                 if h.account_id == account_id and h.trigger == breach.check and h.pair_id == breach.pair_id]
     if any(h.cleared_at is None for h in matching):
         return True
-    let_go = [h for h in matching if breach.until is not None and (h.until is None or h.cleared_at < h.until)]
+    # A latched breach, or one measured against its limit (a losing streak "until cleared" stands until a win, which
+    # can't come while no trade opens: without this its clear could never hold).
+    measured = breach.until is not None or MULTIPLE in breach.details
+    let_go = [h for h in matching if measured and (h.until is None or h.cleared_at < h.until)]
     if not let_go:
         return False
     multiple = breach.details.get(MULTIPLE)

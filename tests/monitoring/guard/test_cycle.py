@@ -177,6 +177,22 @@ def test_a_losing_streak_reduces_for_its_cooldown(world):
     assert guard(world).halts_raised == []  # the same streak does not raise it again
 
 
+def test_a_losing_streak_until_cleared_holds_its_clear(world, django_user_model):
+    """A streak halt "until cleared" (no cooldown): the streak stands until a win, which can't come while no trade
+    opens, so a trader's clear must hold for that streak."""
+    RiskLimitFactory(account=world.account, daily_loss_limit=None, max_consecutive_losses=1,
+                     consecutive_losses_cooldown_minutes=0)
+    lose_one_trade(world)
+    halt = Halt.objects.get()
+    assert (halt.trigger, halt.until) == ("consecutive_losses", None)
+    trader = django_user_model.objects.create_user("t", password="a-long-test-password")
+    with world.capture(execute=True):
+        halts_clear(halts=Halt.objects.filter(pk=halt.pk), cleared_by=trader, now=world.now)
+    world.next_bar(y="90", x="55")
+    assert guard(world).halts_raised == []
+    assert not active_halts(account=world.account, now=world.now).exists()
+
+
 def test_halt_and_flatten_action_closes_every_trade_both_legs(world):
     RiskLimitFactory(account=world.account, daily_loss_limit=None, max_gross_exposure=Decimal("100"),
                      actions={"gross_exposure": "halt_flatten"})
