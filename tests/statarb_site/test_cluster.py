@@ -70,6 +70,20 @@ def test_the_telegram_console_runs_once_and_only_with_a_bot_token(settings):
     assert "123:abc" not in procfile(processes)  # the token stays in the environment, never in the Procfile
 
 
+def test_the_local_settings_serve_only_on_loopback(monkeypatch):
+    """Every process of the cluster inherits the command's settings; the local ones (a public development key, no
+    HTTPS safeguards) are refused on a network address before anything is migrated or started."""
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "statarb_site.settings.local")
+    for bind in ("0.0.0.0:8000", "192.168.1.5:8000", "statarb.example.com:80"):
+        with pytest.raises(CommandError, match="only on loopback"):
+            call_command("cluster", bind=bind)
+    from statarb_site.management.commands.cluster import _loopback
+
+    assert _loopback("127.0.0.1:8000") and _loopback("[::1]:8000") and _loopback("localhost:8000")
+
+
 def _prepare(database_url: str, broker_url: str, env: dict[str, str]) -> None:
     """A fresh start on the dedicated database and Redis db: migrated, the demo's paper account, beat's schedules
     last run an hour ago (so only a running beat makes them fresh) and no bot heartbeat (only a running bot

@@ -4,12 +4,13 @@ stops them all."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from statarb_site.cluster import cluster_processes, procfile
 
@@ -29,6 +30,14 @@ class Command(BaseCommand):
         if print_only:
             self.stdout.write(_text(bind, selection_concurrency), ending="")
             return
+        module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+        if module.endswith(".local") and not _loopback(bind):
+            # Every process inherits this command's settings: the local ones sign sessions with a public
+            # development key and have none of production's HTTPS safeguards. Fine on loopback, never on a network.
+            raise CommandError(
+                f"the cluster runs {module} (a development secret key, no HTTPS safeguards), so it serves only on "
+                f"loopback, not on {bind}: set DJANGO_SETTINGS_MODULE=statarb_site.settings.production with "
+                "SECRET_KEY and ALLOWED_HOSTS (behind an HTTPS proxy) to serve a network")
         if not settings.BROKER_IS_REDIS or settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             self.stderr.write("warning: the cluster is meant for MySQL/MariaDB + Redis (DATABASE_URL, "
                               "CELERY_BROKER_URL); running on the embedded default.")
@@ -41,11 +50,20 @@ class Command(BaseCommand):
         procfile_text = _text(bind, selection_concurrency)
         with open(path, "w") as handle:
             handle.write(procfile_text)
-        self.stdout.write(f"{path}:\n{procfile_text}dashboard: http://{bind}/  health: http://{bind}/health/")
+        self.stdout.write(f"{path}:\n{procfile_text}settings: {module} (every process)\n"
+                          f"dashboard: http://{bind}/  health: http://{bind}/health/")
         self.stdout.flush()
         # honcho replaces this process: the signals of the caller (Ctrl-C, SIGTERM) reach it, and it stops them all.
         honcho = [sys.executable, "-m", "honcho", "-f", path, "-d", str(settings.BASE_DIR), "start"]
         os.execv(sys.executable, honcho)  # noqa: S606 (our interpreter, fixed arguments)
+
+
+def _loopback(bind: str) -> bool:
+    host = bind.rsplit(":", 1)[0].strip("[]") if ":" in bind else bind
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _text(bind: str, selection_concurrency: int) -> str:
