@@ -5,11 +5,13 @@ beat sweeps as well, so a lost nudge only delays a message."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
@@ -93,9 +95,18 @@ def _nudge_on_commit() -> None:
         transaction.on_commit(_nudge, robust=True)
 
 
+_pending_nudges: set[threading.Thread] = set()
+_pending_lock = threading.Lock()
+# How long a process that ends (a command: `manage.py halt`) waits for its nudges to reach the broker.
+NUDGE_FLUSH_S = 5.0
+
+
 def _nudge() -> None:
     # A broker that is down or hung can take seconds to refuse: the committing code (a bot tick) never waits on it.
-    threading.Thread(target=_nudge_now, name="notifications-nudge", daemon=True).start()
+    thread = threading.Thread(target=_nudge_now, name="notifications-nudge", daemon=True)
+    with _pending_lock:
+        _pending_nudges.add(thread)
+    thread.start()
 
 
 def _nudge_now() -> None:
@@ -105,3 +116,17 @@ def _nudge_now() -> None:
         send_notifications.apply_async(retry=False)
     except Exception:  # a broker that is down must not fail anyone; beat's sweep sends within 30 s
         logger.warning("could not enqueue a notification send (beat's sweep will send it)", exc_info=True)
+    finally:
+        with _pending_lock:
+            _pending_nudges.discard(threading.current_thread())
+
+
+@atexit.register
+def flush_nudges(timeout: float = NUDGE_FLUSH_S) -> None:
+    """Let the nudges still on their way reach the broker before the process ends: a command's daemon thread would
+    die with it, and its alert (a kill switch from `manage.py halt`) wait for beat's sweep instead of going now."""
+    deadline = time.monotonic() + timeout
+    with _pending_lock:
+        pending = list(_pending_nudges)
+    for thread in pending:
+        thread.join(max(0.0, deadline - time.monotonic()))

@@ -87,3 +87,35 @@ def test_outside_the_context_nothing_is_echoed(telegram, django_capture_on_commi
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         notify(topic="trade_opened", text="live")
     assert seen == [] and _nudge not in callbacks
+
+
+NUDGE_THEN_EXIT = """
+import pathlib, sys, time
+import django
+django.setup()
+from notifications import services, tasks
+
+def slow_enqueue(**kwargs):
+    time.sleep(0.5)  # a broker a moment slow to answer
+    pathlib.Path(sys.argv[1]).write_text("enqueued")
+
+tasks.send_notifications.apply_async = slow_enqueue
+services._nudge()
+# The process ends here, as `manage.py halt` does once its halt is committed.
+"""
+
+
+def test_a_process_that_ends_right_after_a_nudge_still_enqueues_it(tmp_path):
+    """A command's nudge runs on a daemon thread, which would die with the process: the alert would then wait for
+    beat's sweep. The process waits (up to NUDGE_FLUSH_S) for it at exit."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    marker = tmp_path / "enqueued"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "statarb_site.settings.test", "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run([sys.executable, "-c", NUDGE_THEN_EXIT, str(marker)], cwd=REPO_ROOT, env=env, check=True,
+                   timeout=60)
+    assert marker.read_text() == "enqueued"
