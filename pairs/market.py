@@ -70,9 +70,13 @@ class FillQuote:
 def fill_bar_open(now: datetime, timeframe: str, delay_bars: int) -> datetime:
     """Open time of the bar whose open a market order placed at ``now`` fills at: the bar in progress at ``now``
     (the next bar after the newest closed one) plus ``delay_bars``."""
+    return _bar_in_progress_open(now, timeframe) + timedelta(milliseconds=timeframe_ms(timeframe)) * delay_bars
+
+
+def _bar_in_progress_open(now: datetime, timeframe: str) -> datetime:
     step = timedelta(milliseconds=timeframe_ms(timeframe))
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return epoch + ((now - epoch) // step) * step + step * delay_bars
+    return epoch + ((now - epoch) // step) * step
 
 
 def fill_quote_rule(fill_bar: tuple | None, reference_bar: tuple | None, newest_close: Decimal | None,
@@ -105,9 +109,7 @@ def stored_clock_end(timeframe: str) -> datetime | None:
     bar, with the live universe)."""
     if not stored_clock_enabled():
         return None
-    step = timeframe_ms(timeframe)
-    closed = newest_closed_open(market_clock().now(), timeframe)
-    return datetime.fromtimestamp((int(closed.timestamp() * 1000) // step) * step / 1000, tz=UTC)
+    return fill_bar_open(market_clock().now(), timeframe, -1)  # the bar before the one in progress
 
 
 class StoredMarket:

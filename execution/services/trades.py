@@ -124,11 +124,9 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
     if over := [leg for leg in LEGS if nets[leg] * targets[leg] > 0 and abs(nets[leg]) > abs(targets[leg])]:
         # More than the target (an execution from outside adopted while it opened): no completion can bring it
         # back to a hedge, and an opening trade is never closed by a signal: unwind both legs, nothing stays stuck.
-        reason = "; ".join(f"the {leg} leg holds {plain(abs(nets[leg]))} of {plain(abs(targets[leg]))}"
-                           for leg in over) + ", more than planned; unwinding both legs"
-        set_state(ctx, trade, State.CLOSING, exit_reason=PairTrade.ExitReason.UNWOUND,
-                  error=(trade.error + "\n" + reason).strip()[:2000])
-        ctx.events.append(f"trade {trade.pk}: {reason}")
+        _start_unwind(ctx, trade, "; ".join(f"the {leg} leg holds {plain(abs(nets[leg]))} of "
+                                            f"{plain(abs(targets[leg]))}" for leg in over)
+                      + ", more than planned; unwinding both legs")
         return True
     placed = False
     for leg in LEGS:
@@ -177,16 +175,22 @@ def _complete_leg(ctx: TradingContext, trade: PairTrade, orders: list[Order], le
         ctx.events.append(f"trade {trade.pk}: {note}")
         return "placed"  # go round again: the targets changed
     if any(o.leg == leg and o.action == Order.Action.COMPLETE for o in orders):
-        reason = f"the {leg} leg holds {abs(net)} of {abs(target)} after completing it failed; unwinding both legs"
-        set_state(ctx, trade, State.CLOSING, exit_reason=PairTrade.ExitReason.UNWOUND,
-                   error=(trade.error + "\n" + reason).strip()[:2000])
-        ctx.events.append(f"trade {trade.pk}: {reason}")
+        _start_unwind(ctx, trade, f"the {leg} leg holds {abs(net)} of {abs(target)} after completing it failed; "
+                                  "unwinding both legs")
         return "unwinding"
     side = Order.Side.BUY if target > 0 else Order.Side.SELL
     order = plan_order(ctx, trade, leg=leg, action=Order.Action.COMPLETE, side=side, qty=missing, reduce_only=False,
                        orders=orders)
     ctx.checkpoint(f"planned:{order.leg}k{order.attempt}")
     return "placed"
+
+
+def _start_unwind(ctx: TradingContext, trade: PairTrade, reason: str) -> None:
+    """An opening trade that can't become a hedge: both legs are closed with reduce-only orders (exit reason
+    ``unwound``), the reason kept on the trade."""
+    set_state(ctx, trade, State.CLOSING, exit_reason=PairTrade.ExitReason.UNWOUND,
+              error=(trade.error + "\n" + reason).strip()[:2000])
+    ctx.events.append(f"trade {trade.pk}: {reason}")
 
 
 def _tradable(trade: PairTrade, leg: str, qty: Decimal, price: Decimal | None) -> bool:
