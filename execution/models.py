@@ -402,6 +402,11 @@ class BotHeartbeat(models.Model):
     )
     reconciled_at = models.DateTimeField(null=True, blank=True, help_text="Last successful reconciliation")
     funding_synced_until = models.DateTimeField(null=True, blank=True, help_text="Funding recorded up to here")
+    funding_unsynced_since = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Start of a funding read that failed and has not been read since: trades closed after it may hold "
+                  "funding that is not recorded yet",
+    )
 
     def __str__(self) -> str:
         return f"{self.account} @ {self.beat_at:%Y-%m-%d %H:%M:%S}"

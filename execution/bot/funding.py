@@ -11,23 +11,33 @@ from django.db.models import Q, Sum
 from exchanges.errors import ExchangeError
 from exchanges.types import FundingState
 from execution.bot.book import instrument_of, orders_of
-from execution.models import BotHeartbeat, FundingPayment, PairTrade
+from execution.models import BotHeartbeat, Fill, FundingPayment, Order, PairTrade
 from execution.services.context import TradingContext
-from execution.services.orders import LEGS, leg_net
+from execution.services.orders import LEGS, leg_net, signed
 from pairs.marketdata.funding import funding_interval_minutes, settles_between
 from pairs.models import Instrument
 
 FUNDING_OVERLAP = timedelta(hours=1)
+CLOSING_ACTIONS = (Order.Action.CLOSE, Order.Action.UNWIND)
 
 
 def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHeartbeat) -> int:
-    """Record funding settled since the last sync, split over the trades holding each symbol by their size."""
-    opened = [t.opened_at for t in trades if t.opened_at]
+    """Record funding settled since the last sync, split over the trades holding each symbol by their size.
+
+    When a read fails, the trades that finish before the next read may have held a position through a settlement:
+    the heartbeat keeps the failed read's start (``funding_unsynced_since``) and the next read attributes such a
+    payment to the trade that held it then (its fills up to the settlement), correcting that trade's funding and
+    realised PnL, instead of recording it without a trade (or not at all when no trade is left open)."""
+    late = _closed_while_unsynced(ctx, heartbeat)
+    holders = [*trades, *late]
+    opened = [t.opened_at for t in holders if t.opened_at]
     if not opened:
         return 0  # nothing held: no funding to attribute
     # Funding before the oldest trade opened concerns none of them (and a long idle spell needs no reading).
     since = max(heartbeat.funding_synced_until or min(opened), min(opened) - FUNDING_OVERLAP)
-    if since >= ctx.now or not _settlement_between(since, ctx.now, trades):
+    if since >= ctx.now or not _settlement_between(since, ctx.now, holders):
+        if late:  # nothing settled while they were held: nothing left to find for them
+            _mark_unsynced(heartbeat, None)
         return 0
     # Read an hour back again: a settlement the exchange listed late is caught; one already recorded is skipped.
     since = since - FUNDING_OVERLAP
@@ -36,22 +46,72 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
         payments = ctx.exchange.funding_payments(since_ms=since_ms, until_ms=until_ms)
     except ExchangeError as exc:
         ctx.events.append(f"funding not synced this tick: {exc}")
+        if heartbeat.funding_unsynced_since is None:
+            _mark_unsynced(heartbeat, since)
         return 0
     payments = _not_recorded(ctx, payments, since)
-    rows = _attributed(ctx, trades, payments)
+    rows = _attributed(ctx, trades, late, payments)
     touched = {row.trade_id for row in rows if row.trade_id is not None}
     with transaction.atomic():
         ctx.hold_lease()
         FundingPayment.objects.bulk_create(rows, ignore_conflicts=True)
         if touched:
-            totals = dict(FundingPayment.objects.filter(trade_id__in=touched).values_list("trade_id")
-                          .annotate(total=Sum("amount")).values_list("trade_id", "total"))
-            changed = [trade for trade in trades if trade.pk in totals]
-            for trade in changed:
-                trade.funding = totals[trade.pk]
-            PairTrade.objects.bulk_update(changed, ["funding"])  # one statement, not one per trade
-        BotHeartbeat.objects.filter(pk=heartbeat.pk).update(funding_synced_until=ctx.now)
+            _update_trade_funding(ctx, [t for t in holders if t.pk in touched])
+        BotHeartbeat.objects.filter(pk=heartbeat.pk).update(funding_synced_until=ctx.now, funding_unsynced_since=None)
+    heartbeat.funding_unsynced_since = None
     return len(rows)
+
+
+def _mark_unsynced(heartbeat: BotHeartbeat, since: datetime | None) -> None:
+    BotHeartbeat.objects.filter(pk=heartbeat.pk).update(funding_unsynced_since=since)
+    heartbeat.funding_unsynced_since = since
+
+
+def _closed_while_unsynced(ctx: TradingContext, heartbeat: BotHeartbeat) -> list[PairTrade]:
+    """The account's trades that finished since a funding read failed, with their fills (no query otherwise)."""
+    if heartbeat.funding_unsynced_since is None:
+        return []
+    late = list(PairTrade.objects.filter(account=ctx.account, state__in=PairTrade.FINAL_STATES,
+                                         opened_at__isnull=False,
+                                         closed_at__gte=heartbeat.funding_unsynced_since - FUNDING_OVERLAP)
+                .select_related("pair__y_instrument", "pair__x_instrument").order_by("pk"))
+    held: dict[tuple[int, str], Decimal] = {}
+    # What it held between opening and closing: every fill but those of its closing orders. The bot's own times
+    # bound the holding (its clock is the one the settlement times are compared with), not the fills' times.
+    rows = (Fill.objects.filter(order__trade__in=late).exclude(order__action__in=CLOSING_ACTIONS)
+            .values_list("order__trade_id", "order__leg", "order__side", "qty"))
+    for trade_id, leg, side, qty in rows:
+        held[trade_id, leg] = held.get((trade_id, leg), Decimal(0)) + signed(side, qty)
+    for trade in late:
+        trade.account = ctx.account
+        trade.held_by_leg = {leg: held.get((trade.pk, leg), Decimal(0)) for leg in LEGS}
+    return late
+
+
+def _held_at(trade: PairTrade, leg: str, moment: datetime) -> Decimal:
+    """What a finished trade held in one leg at ``moment``: its opening position while it was open, else nothing."""
+    if trade.opened_at <= moment and (trade.closed_at is None or moment < trade.closed_at):
+        return trade.held_by_leg[leg]
+    return Decimal(0)
+
+
+def _update_trade_funding(ctx: TradingContext, trades: list[PairTrade]) -> None:
+    """Each trade's funding from its recorded payments; a finished trade's realised PnL follows (and, through its
+    save, the daily totals)."""
+    totals = dict(FundingPayment.objects.filter(trade_id__in=[t.pk for t in trades]).values_list("trade_id")
+                  .annotate(total=Sum("amount")).values_list("trade_id", "total"))
+    active = []
+    for trade in trades:
+        before, trade.funding = trade.funding, totals[trade.pk]
+        if trade.state not in PairTrade.FINAL_STATES:
+            active.append(trade)
+            continue
+        if trade.realised_pnl is not None:
+            trade.realised_pnl += trade.funding - before
+        trade.save(update_fields=["funding", "realised_pnl"])
+        ctx.events.append(f"trade {trade.pk}: funding {trade.funding - before:+.4f} recorded after it finished "
+                          f"(the read in its closing tick failed); realised PnL corrected")
+    PairTrade.objects.bulk_update(active, ["funding"])  # one statement, not one per trade
 
 
 def _not_recorded(ctx: TradingContext, payments: list[FundingState], since: datetime) -> list[FundingState]:
@@ -65,17 +125,23 @@ def _not_recorded(ctx: TradingContext, payments: list[FundingState], since: date
     return [p for p in payments if (p.symbol, p.settled_at) not in recorded]
 
 
-def _attributed(ctx: TradingContext, trades: list[PairTrade], payments: list[FundingState]) -> list[FundingPayment]:
+def _attributed(ctx: TradingContext, trades: list[PairTrade], late: list[PairTrade],
+                payments: list[FundingState]) -> list[FundingPayment]:
     """A row per trade holding each payment's position (split by size, same direction only); a payment no trade
-    explains is recorded without a trade when its instrument is known."""
-    by_symbol: dict[str, list[tuple[PairTrade, Instrument, Decimal]]] = {}
+    explains is recorded without a trade when its instrument is known. An active trade holds what it holds now; a
+    trade finished since a failed read holds what its fills held at the settlement."""
+    by_symbol: dict[str, list[tuple[PairTrade, Instrument, str, Decimal | None]]] = {}
     for trade in trades:
         for leg in LEGS:
             net = leg_net(orders_of(trade), leg)
             if net:
                 instrument = instrument_of(trade, leg)
-                by_symbol.setdefault(ctx.symbol(instrument), []).append((trade, instrument, net))
-    holders_of = [[h for h in by_symbol.get(p.symbol, []) if h[2] * p.position_qty > 0] for p in payments]
+                by_symbol.setdefault(ctx.symbol(instrument), []).append((trade, instrument, leg, net))
+    for trade in late:
+        for leg in LEGS:
+            instrument = instrument_of(trade, leg)
+            by_symbol.setdefault(ctx.symbol(instrument), []).append((trade, instrument, leg, None))
+    holders_of = [_holders(by_symbol.get(p.symbol, []), p) for p in payments]
     unknown = _instruments_for_symbols(ctx, {p.symbol for p, h in zip(payments, holders_of, strict=True) if not h})
     rows = []
     for payment, holders in zip(payments, holders_of, strict=True):
@@ -94,6 +160,18 @@ def _attributed(ctx: TradingContext, trades: list[PairTrade], payments: list[Fun
                                        mark_price=payment.mark_price,
                                        amount=(payment.amount * share).quantize(Decimal("1e-12"))))
     return rows
+
+
+def _holders(candidates: list[tuple[PairTrade, Instrument, str, Decimal | None]],
+             payment: FundingState) -> list[tuple[PairTrade, Instrument, Decimal]]:
+    """The trades that held ``payment``'s position on its side (a finished trade: at its settlement)."""
+    holders = []
+    for trade, instrument, leg, net in candidates:
+        if net is None:
+            net = _held_at(trade, leg, payment.settled_at)
+        if net * payment.position_qty > 0:
+            holders.append((trade, instrument, net))
+    return holders
 
 
 def _settlement_between(since: datetime, until: datetime, trades: list[PairTrade]) -> bool:

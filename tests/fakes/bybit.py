@@ -1016,14 +1016,15 @@ class FakeBybit:
         symbol: str | None = None,
         order_link_id: str | None = None,
         http_status: int = 200,
+        params: Mapping[str, str] | None = None,
     ) -> None:
         """The next ``times`` matching requests get {"retCode": ret_code, "retMsg": ret_msg} and change nothing.
 
-        ``path=None`` matches every path.
+        ``path=None`` matches every path; ``params`` narrows the match to requests with those parameters (e.g.
+        ``{"execType": "Funding"}``: the funding read of the execution list, not an order's executions).
         """
-        self._add_fault(
-            _Fault("ret", path, self._match(symbol, order_link_id), times, ret_code, ret_msg, http_status=http_status)
-        )
+        match = {**self._match(symbol, order_link_id), **(params or {})}
+        self._add_fault(_Fault("ret", path, match, times, ret_code, ret_msg, http_status=http_status))
 
     def reject_next_order(
         self, symbol: str, ret_code: int, msg: str, *, times: int = 1, order_link_id: str | None = None

@@ -403,3 +403,34 @@ def test_stray_orders_are_cancelled_if_ours_and_flagged_if_not(world, fake):
     assert fake.order(order_link_id=ours).status == "Cancelled"
     assert fake.order(order_link_id="someone-else-1").status in ("New", "PartiallyFilled")
     assert any("someone-else-1" in m and "not the bot's" in m for m in report.mismatches)
+
+
+def test_funding_whose_read_failed_in_the_closing_tick_is_recorded_on_the_closed_trade(world, fake):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)  # opens at 02:00
+    tick(world)
+    while world.now.hour != 9:  # the 08:00 settlement lies between this tick and the last
+        world.next_bar(action=Signal.Action.HOLD, position=1)
+    settled_ms = int(world.now.replace(hour=8).timestamp() * 1000)
+    fake.settle_funding("YYYUSDT", "0.0001", time_ms=settled_ms)
+    fake.settle_funding("XXXUSDT", "0.0001", time_ms=settled_ms)
+    fake.fail_next("/v5/execution/list", 10016, "Server error", params={"execType": "Funding"}, times=5)  # retries too
+    world.next_bar(action=Signal.Action.EXIT)
+    report = tick(world)  # the trade closes in the tick whose funding read failed
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSED and trade.funding == 0
+    assert any("funding not synced" in event for event in report.events), report.events
+    pnl_before = trade.realised_pnl
+    assert not FundingPayment.objects.exists()
+
+    world.next_bar(action=Signal.Action.HOLD, position=0)
+    tick(world)  # no trade is open any more: the payment still goes to the trade that held the position
+    trade.refresh_from_db()
+    amounts = dict(FundingPayment.objects.filter(trade=trade).values_list("instrument__symbol", "amount"))
+    assert amounts["YYYUSDT"] < 0 < amounts["XXXUSDT"]
+    assert not FundingPayment.objects.filter(trade__isnull=True).exists()
+    assert trade.funding == amounts["YYYUSDT"] + amounts["XXXUSDT"]
+    assert trade.realised_pnl == pnl_before + trade.funding
+    assert BotHeartbeat.objects.get(account=world.account).funding_unsynced_since is None
+    world.next_bar(action=Signal.Action.HOLD, position=0)
+    tick(world)
+    assert FundingPayment.objects.count() == 2  # recorded once
