@@ -21,7 +21,7 @@ class HaltAdmin(admin.ModelAdmin):
     list_display = ("__str__", "mode", "source", "trigger", "flatten", "until", "created_at", "created_by",
                     "cleared_at", "cleared_by")
     list_filter = ("mode", "source", "trigger", "account")
-    readonly_fields = ("source", "trigger", "created_at", "created_by", "cleared_at", "cleared_by")
+    readonly_fields = ("source", "trigger", "breach_multiple", "created_at", "created_by", "cleared_at", "cleared_by")
     raw_id_fields = ("pair",)
     actions = ("clear",)
 

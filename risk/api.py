@@ -32,8 +32,8 @@ class HaltListApi(generics.ListAPIView):
     class HaltListOutputSerializer(serializers.ModelSerializer):
         class Meta:
             model = Halt
-            fields = ("id", "account", "pair", "mode", "source", "trigger", "reason", "flatten", "until", "created_at",
-                      "cleared_at")
+            fields = ("id", "account", "pair", "mode", "source", "trigger", "reason", "flatten", "until",
+                      "breach_multiple", "created_at", "cleared_at")
 
     serializer_class = HaltListOutputSerializer
     class Filter(filters.FilterSet):

@@ -123,6 +123,11 @@ class Halt(models.Model):
     flatten = models.BooleanField(default=False, help_text="Also close the open trades")
     until = models.DateTimeField(null=True, blank=True, db_index=True,
                                  help_text="The latch ends here (empty: until a person clears it)")
+    breach_multiple = models.FloatField(
+        null=True, blank=True,
+        help_text="How many times its limit the breach was when the guard raised it: once cleared, the halt is raised "
+                  "again only past this plus one limit (empty: not a measured limit)",
+    )
     # The raiser's clock: the wall clock live, the bar time in a replay.
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     created_by = models.ForeignKey(

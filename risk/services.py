@@ -30,11 +30,13 @@ def halt_raise(
     *, account: ExchangeAccount | None, source: str, reason: str, flatten: bool = False,
     created_by: AbstractBaseUser | None = None, mode: str = Halt.Mode.REDUCE, trigger: str = "",
     until: datetime | None = None, pair: Pair | None = None, now: datetime | None = None,
+    breach_multiple: float | None = None,
 ) -> Halt:
     """Stop new trades (mode reduce) or all trading (mode halt) of an account, all accounts (``account`` None) or
     one pair of an account. An identical halt in force is reused: it is made stricter (flatten, halt, a later
     latch) where the new one asks for more, never looser. ``now``: the engine's clock (``core.market_clock``) unless
-    given, so a halt and its latch are on the clock the guard and the bots judge them by."""
+    given, so a halt and its latch are on the clock the guard and the bots judge them by. ``breach_multiple``: how
+    many times its limit the guard's breach was (what a person who clears it accepts)."""
     now = now or market_clock().now()
     existing = (
         Halt.objects.select_for_update()
@@ -57,7 +59,8 @@ def halt_raise(
             existing.save(update_fields=changed)
         return existing
     halt = Halt.objects.create(account=account, pair=pair, source=source, reason=reason[:500], flatten=flatten,
-                               created_by=created_by, mode=mode, trigger=trigger, until=until, created_at=now)
+                               created_by=created_by, mode=mode, trigger=trigger, until=until, created_at=now,
+                               breach_multiple=breach_multiple)
     transaction.on_commit(lambda: halt_raised.send(sender=Halt, halt=halt))
     return halt
 

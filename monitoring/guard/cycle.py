@@ -158,7 +158,7 @@ def _act(report: GuardReport, breaches: list[Breach], books: dict[int, AccountBo
         halt = halt_raise(account=account, source=Halt.Source.GUARD, reason=f"{LABELS[breach.check]}: "
                           f"{breach.message}", mode=Halt.Mode.HALT if action in (HALT, HALT_FLATTEN) else
                           Halt.Mode.REDUCE, flatten=action == HALT_FLATTEN, trigger=breach.check, until=breach.until,
-                          pair=_pair(books, breach), now=now)
+                          pair=_pair(books, breach), now=now, breach_multiple=breach.details.get(MULTIPLE))
         guard_halts.append(halt)
         report.halts_raised.append(halt)
         audit_record(action="raise_halt", channel="system", actor_label="guard", target=halt,
@@ -191,19 +191,8 @@ def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None
     if not let_go:
         return False
     multiple = breach.details.get(MULTIPLE)
-    accepted = _accepted_multiple(let_go)
+    accepted = max(let_go, key=lambda h: h.created_at).breach_multiple  # the latest clear's
     return multiple is None or accepted is None or multiple <= accepted + 1
-
-
-def _accepted_multiple(halts: list[Halt]) -> float | None:
-    """How many times its limit the breach was when the latest of ``halts`` was raised (its guard event, written at
-    the same moment, says); None when no event says it (a halt raised before the measure was recorded)."""
-    latest = max(halts, key=lambda h: h.created_at)
-    details = (GuardEvent.objects.filter(account_id=latest.account_id, kind=latest.trigger,
-                                         created_at=latest.created_at, severity=GuardEvent.Severity.CRITICAL)
-               .values_list("details", flat=True).first())
-    value = (details or {}).get(MULTIPLE)
-    return float(value) if value is not None else None
 
 
 def _pair(books: dict[int, AccountBook], breach: Breach):

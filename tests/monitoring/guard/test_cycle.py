@@ -120,6 +120,7 @@ def test_a_cleared_daily_loss_halt_is_raised_again_when_the_day_loses_another_li
     RiskLimitFactory(account=world.account, daily_loss_limit=Decimal("1"))
     first = lose_one_trade(world)
     halt = Halt.objects.get(account=world.account, trigger="daily_loss")
+    assert halt.breach_multiple is not None and halt.breach_multiple >= 1  # what a person clearing it accepts
     trader = django_user_model.objects.create_user("t", password="a-long-test-password")
     with world.capture(execute=True):
         halts_clear(halts=Halt.objects.filter(pk=halt.pk), cleared_by=trader, now=world.now)
