@@ -1,5 +1,6 @@
 """Reads of open positions: each active trade's legs with entry and current prices, unrealised PnL, the pair's
-current z against the rule's bands, and the time held. For the dashboard and ``/api/v1/positions/``."""
+current z against the rule's bands, and the time held. For the dashboard, ``/api/v1/positions/`` and Telegram's
+/status: one marking of an open trade everywhere, the one the guard's book counts (``monitoring.guard.book``)."""
 
 from __future__ import annotations
 
@@ -24,14 +25,18 @@ class Leg:
     leg: str
     symbol: str
     qty: Decimal = Decimal(0)  # signed: + long, - short
+    cost: Decimal = Decimal(0)  # signed: what every fill paid (+ bought, - sold)
     entry_price: Decimal | None = None
     current_price: Decimal | None = None
+    filled: bool = False  # any fill at all
 
     @property
     def unrealised_pnl(self) -> Decimal | None:
-        if self.entry_price is None or self.current_price is None:
+        """What the leg's fills are worth at the current price, before costs: the part held at that price, the part
+        already closed (a partly closed trade) at its own price. None before a fill, or held without a price."""
+        if not self.filled or (self.qty and self.current_price is None):
             return None
-        return self.qty * (self.current_price - self.entry_price)
+        return (self.qty * self.current_price if self.qty else Decimal(0)) - self.cost
 
 
 @dataclass
@@ -86,6 +91,9 @@ def _legs(trades: list[PairTrade], fees: dict[int, Decimal]) -> dict[int, dict[s
         fees[order.trade_id] = fees.get(order.trade_id, Decimal(0)) + (order.fee or Decimal(0))
         sign = 1 if order.side == Order.Side.BUY else -1
         leg.qty += sign * order.filled_qty
+        leg.filled = True
+        if order.avg_price is not None:
+            leg.cost += sign * order.filled_qty * order.avg_price
         if order.action in (Order.Action.OPEN, Order.Action.COMPLETE) and order.avg_price is not None:
             cost[order.trade_id, order.leg] += order.filled_qty * order.avg_price
             opened[order.trade_id, order.leg] += order.filled_qty

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from core.formatting import plain
 from execution.models import ExchangeAccount
-from monitoring.marked_trades import open_trades_marked
+from monitoring.positions import open_positions
 from monitoring.selectors import closed_trades, daily_pnl, performance_summary
 from pairs.selectors import ladder_pairs, level_counts
 from risk.selectors import active_halts
@@ -26,14 +26,16 @@ def _money(value) -> str:
 
 
 def status(args: list[str]) -> str:
-    marked = open_trades_marked()
-    lines = [f"open trades: {len(marked)}"]
-    total = sum((m.unrealised_pnl for m in marked if m.unrealised_pnl is not None), start=Decimal(0))
-    for m in marked:
-        t = m.trade
-        legs = f"{t.pair.y_instrument.symbol} {plain(m.y_qty)}, {t.pair.x_instrument.symbol} {plain(m.x_qty)}"
-        lines.append(f"#{t.pk} [{t.account.name}] {t.pair} {t.side} {t.state}: {legs}, uPnL {_money(m.unrealised_pnl)}")
-    lines.append(f"unrealised PnL (at the newest closes, net of fees paid): {_money(total)} USDT")
+    positions = sorted(open_positions(), key=lambda p: p.trade.pk)
+    lines = [f"open trades: {len(positions)}"]
+    total = sum((p.net_pnl for p in positions if p.net_pnl is not None), start=Decimal(0))
+    unpriced = sum(1 for p in positions if p.net_pnl is None)
+    for p in positions:
+        t = p.trade
+        legs = ", ".join(f"{leg.symbol} {plain(leg.qty)}" for leg in p.legs)
+        lines.append(f"#{t.pk} [{t.account.name}] {t.pair} {t.side} {t.state}: {legs}, uPnL {_money(p.net_pnl)}")
+    lines.append(f"unrealised PnL (at the newest closes, net of fees paid and funding): {_money(total)} USDT"
+                 + (f" ({unpriced} trade(s) without a current price not counted)" if unpriced else ""))
     halts = list(active_halts().select_related("account"))
     lines.append("halts: " + ("; ".join(str(h) for h in halts) if halts else "none"))
     return "\n".join(lines)

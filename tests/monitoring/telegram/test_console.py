@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -72,16 +72,17 @@ def test_status_answers_with_the_open_trades_marked_to_the_newest_closes(fake_te
                  avg_price=Decimal("100"), fee=Decimal("0.1"), status="filled")
     OrderFactory(trade=trade, instrument=pair.x_instrument, leg=Order.Leg.X, side="sell", qty=Decimal("8.5"),
                  filled_qty=Decimal("8.5"), avg_price=Decimal("50"), fee=Decimal("0.1"), status="filled")
-    CandleFactory(instrument=pair.y_instrument, open_time=datetime(2021, 1, 1, tzinfo=UTC), close=Decimal("90"))
-    CandleFactory(instrument=pair.y_instrument, open_time=datetime(2021, 1, 1, 1, tzinfo=UTC), close=Decimal("105"))
-    CandleFactory(instrument=pair.x_instrument, open_time=datetime(2021, 1, 1, 1, tzinfo=UTC), close=Decimal("48"))
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    CandleFactory(instrument=pair.y_instrument, open_time=hour, close=Decimal("90"))
+    CandleFactory(instrument=pair.y_instrument, open_time=hour + timedelta(hours=1), close=Decimal("105"))
+    CandleFactory(instrument=pair.x_instrument, open_time=hour + timedelta(hours=1), close=Decimal("48"))
 
     [answer] = say(fake_telegram, console, ALERTS_CHAT_ID, "/status")
 
     # 10 x (105 - 100) - 8.5 x (48 - 50) - 0.2 fees = 66.8
     assert f"#{trade.pk} [lvl1] {pair} long_spread open:" in answer
     assert f"{pair.y_instrument.symbol} 10, {pair.x_instrument.symbol} -8.5, uPnL 66.8" in answer
-    assert "unrealised PnL (at the newest closes, net of fees paid): 66.8 USDT" in answer
+    assert "unrealised PnL (at the newest closes, net of fees paid and funding): 66.8 USDT" in answer
     assert answer.endswith("halts: none")
 
 
