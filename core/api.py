@@ -22,6 +22,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer
 from rest_framework.utils.urls import replace_query_param
 
+from core.audit import audit_record
 from core.db import count_up_to, page_rows
 from core.permissions import READ_API  # the apps' API modules read it from here too
 
@@ -37,14 +38,23 @@ class CanReadReports(BasePermission):
 
 
 def HasPermission(permission: str) -> type[BasePermission]:
-    """A permission class that requires ``permission`` (``app_label.codename``) besides reading the API."""
+    """A permission class that requires ``permission`` (``app_label.codename``) besides reading the API. It guards
+    the API's changes: a signed-in user refused one is audited (action ``refused``)."""
 
     class _HasPermission(BasePermission):
         message = f"This needs the permission {permission}."
 
         def has_permission(self, request, view) -> bool:
             user = request.user
-            return bool(user and user.is_authenticated and user.has_perm(READ_API) and user.has_perm(permission))
+            if not (user and user.is_authenticated):
+                return False  # 401: nobody to name
+            if user.has_perm(READ_API) and user.has_perm(permission):
+                return True
+            audit_record(action="refused", channel="api", actor=user,
+                         summary=f"{request.method} {request.path} refused: {user.get_username()} lacks the "
+                                 f"permission {permission if user.has_perm(READ_API) else READ_API}",
+                         details={"method": request.method, "path": request.path})
+            return False
 
     _HasPermission.__name__ = f"Has_{permission.replace('.', '_')}"
     return _HasPermission

@@ -71,20 +71,36 @@ def shell_operator(command: str) -> str:
     return f"{user}@{socket.gethostname()} (manage.py {command})"
 
 
-def user_named(username: str, *, permission: str | None = None, active: bool = True):
+def user_named(username: str, *, permission: str | None = None, active: bool = True, command: str = ""):
     """The user called ``username`` (active unless ``active`` is False), who holds ``permission`` when one is
-    named; CommandError otherwise."""
+    named; CommandError otherwise, audited as a refusal of ``command`` (when named) with the shell's operator."""
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.filter(username=username).first()
+    refusal = ""
     if user is None:
-        raise CommandError(f"no user named {username!r} (create it with manage.py createsuperuser, or in the admin)")
-    if active and not user.is_active:
-        raise CommandError(f"user {username!r} is not active")
-    if permission and not user.has_perm(permission):
-        raise CommandError(f"user {username!r} lacks the permission {permission} (give them a role: manage.py "
-                           f"setup_roles, then add them to a group in the admin)")
+        refusal = f"no user named {username!r} (create it with manage.py createsuperuser, or in the admin)"
+    elif active and not user.is_active:
+        refusal = f"user {username!r} is not active"
+    elif permission and not user.has_perm(permission):
+        refusal = (f"user {username!r} lacks the permission {permission} (give them a role: manage.py setup_roles, "
+                   f"then add them to a group in the admin)")
+    if refusal:
+        if command:
+            from core.audit import audit_record
+
+            audit_record(action="refused", channel="command", actor=user, actor_label=shell_operator(command),
+                         summary=f"manage.py {command} --user {username} refused: {refusal}",
+                         details={"user": username, "permission": permission or ""})
+        raise CommandError(refusal)
     return user
+
+
+def operator_label(command: str, user=None) -> str:
+    """Who ran a command for the audit trail: the user it ran as (``--user``, a claim the shell's operator makes)
+    together with that operator, or the operator alone."""
+    operator = shell_operator(command)
+    return f"{user.get_username()} via {operator}" if user is not None else operator
 
 
 # Set by a command that asks to end its process without the interpreter's teardown (see end_without_teardown).

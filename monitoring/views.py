@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 from rest_framework.exceptions import ValidationError
 
+from core.permissions import changes_need
 from execution.api import TradeFilter
 from execution.models import ExchangeAccount, Order, PairTrade
 from execution.services.manual import account_request_flatten, trade_request_close
@@ -131,8 +132,7 @@ def trade_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@permission_required(VIEW, raise_exception=True)
-@permission_required("execution.close_trade", raise_exception=True)
+@changes_need(VIEW, "execution.close_trade")
 @require_http_methods(["GET", "POST"])
 def trade_close(request: HttpRequest, pk: int) -> HttpResponse:
     """Close a trade by hand: a confirmation page, then the same service as the admin and the API (audited)."""
@@ -148,8 +148,7 @@ def trade_close(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@permission_required(VIEW, raise_exception=True)
-@permission_required("execution.close_trade", raise_exception=True)
+@changes_need(VIEW, "execution.close_trade")
 @require_http_methods(["GET", "POST"])
 def account_flatten(request: HttpRequest, pk: int) -> HttpResponse:
     """Close every open trade of an account: a confirmation page listing them, then the close service for each

@@ -6,6 +6,8 @@ from core.audit import audit_record
 from risk.models import DailyPnlSnapshot, GuardEvent, Halt, RiskLimit
 from risk.services import halt_raise, halts_clear
 
+HALT_ACCOUNT = "execution.halt_account"  # the permission every other channel asks to halt or flatten accounts
+
 
 @admin.register(RiskLimit)
 class RiskLimitAdmin(AuditedAdmin):
@@ -33,6 +35,26 @@ class HaltAdmin(admin.ModelAdmin):
 
     def has_clear_halt_permission(self, request) -> bool:
         return request.user.has_perm("risk.clear_halt")
+
+    def get_form(self, request, obj=None, **kwargs):
+        """Flattening closes every open trade of the account, and a halt of all accounts stops every bot: both
+        need what the API, Telegram and ``manage.py halt`` ask for them (execution.halt_account), not only the
+        permission to add a halt (a pause of one account or pair)."""
+        form = super().get_form(request, obj, **kwargs)
+        if request.user.has_perm(HALT_ACCOUNT):
+            return form
+
+        class WithinAddHalt(form):
+            def clean(self):
+                data = super().clean()
+                if data.get("flatten"):
+                    self.add_error("flatten", f"Flattening closes every open trade: it needs the permission "
+                                              f"{HALT_ACCOUNT}.")
+                if "account" in data and data["account"] is None:
+                    self.add_error("account", f"A halt of all accounts needs the permission {HALT_ACCOUNT}.")
+                return data
+
+        return WithinAddHalt
 
     def save_model(self, request, obj, form, change):
         # Raised through the service, as every other raise, so ``halt_raised`` fires after the commit (the

@@ -16,6 +16,8 @@ from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
 from knox.models import AuthToken
@@ -120,6 +122,10 @@ class AuthTokenAdmin(admin.ModelAdmin):
         obj._state.adding, obj._state.db = False, created._state.db
         self.message_user(request, f"API token for {created.user} (shown only now, copy it): {token}",
                           messages.WARNING)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # Not the stock "was added successfully" message: it names the token by its stored hash.
+        return HttpResponseRedirect(reverse("admin:knox_authtoken_changelist"))
 
     def delete_model(self, request, obj):
         with transaction.atomic():

@@ -5,11 +5,14 @@ any other chat gets nothing at all. Reads (/status, /profit, /daily, /balance, /
 whitelisted chat. Changes (/halt, /flatten, /resume) need the Telegram user mapped to a Django user
 (``TELEGRAM_USERS="424242:alice"``) holding the permission the API asks for (execution.halt_account to halt,
 risk.clear_halt to resume); they are confirmed with a one-time code (``/confirm 1a2b3c``, valid 2 minutes, for the
-same user in the same chat) and audited with the Telegram user through ``risk.services``.
+same user in the same chat) and audited with the user the Telegram user is mapped to through ``risk.services``. A
+refused change (or a wrong confirmation code) is audited too, with its reason (action ``refused``); the chat is
+told only the audit entry's number.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -18,10 +21,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from core.audit import audit_record
 from execution.models import ExchangeAccount
 from monitoring.guard.control import accounts_halt, accounts_resume
 from monitoring.telegram import reports
 from risk.models import Halt
+
+logger = logging.getLogger(__name__)
 
 CONFIRM_TTL_S = 120.0
 READS: dict[str, Callable[[list[str]], str]] = {
@@ -119,19 +125,33 @@ class Console:
             return self._confirm(message, args)
         return f"unknown command /{command}; /help lists them"
 
-    def _user(self, message: Incoming):
+    def _user(self, message: Incoming) -> tuple[object | None, str]:
+        """The active user the sender is mapped to, or None and why not (for the audit trail, not the chat)."""
         username = telegram_users().get(message.user_id)
         if username is None:
-            return None
-        return get_user_model().objects.filter(username=username, is_active=True).first()
+            return None, "the Telegram user is not mapped to a user (TELEGRAM_USERS)"
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None:
+            return None, f"mapped to {username!r}, who does not exist or is not active"
+        return user, ""
 
     def _allowed(self, message: Incoming, command: str) -> tuple[object | None, str | None]:
-        user = self._user(message)
-        if user is None:
-            return None, f"not allowed: Telegram user {message.user_id} is not mapped to a user (TELEGRAM_USERS)"
-        if not user.has_perm(PERMISSIONS[command]):
-            return None, f"not allowed: {user.get_username()} lacks the permission {PERMISSIONS[command]}"
+        user, why = self._user(message)
+        if user is not None and not user.has_perm(PERMISSIONS[command]):
+            why = f"{user.get_username()} lacks the permission {PERMISSIONS[command]}"
+        if why:
+            return None, self._refused(message, f"/{command}", why, user=user)
         return user, None
+
+    def _refused(self, message: Incoming, what: str, why: str, *, user=None) -> str:
+        """Record a refused request and answer the chat without the reason: a group's members need not learn who
+        is mapped to whom nor which permission is missing; an administrator reads it in the audit trail."""
+        entry = audit_record(action="refused", channel="telegram", actor=user, actor_label=_label(message, user),
+                             summary=f"{what} refused: {why}",
+                             details={"chat": message.chat_id, "telegram_user": message.user_id,
+                                      "telegram_username": message.username or "", "reason": why})
+        logger.warning("telegram: %s from Telegram user %s refused: %s", what, message.user_id, why)
+        return f"not allowed (refusal #{entry.pk} in the audit trail: ask an administrator)"
 
     def _ask(self, message: Incoming, command: str, args: list[str]) -> str:
         _, refusal = self._allowed(message, command)
@@ -156,13 +176,16 @@ class Console:
     def _confirm(self, message: Incoming, args: list[str]) -> str:
         pending = self.pending.pop((message.chat_id, message.user_id), None)
         if pending is None or not args or not secrets.compare_digest(args[0].lower(), pending.code):
+            if pending is not None:  # a request was waiting and the code was wrong: it is void now
+                self._refused(message, f"/confirm of /{pending.command}", "wrong confirmation code",
+                              user=self._user(message)[0])
             return "nothing to confirm with that code (ask again)"
         if self.clock() > pending.expires:
             return "that code has expired (ask again)"
         user, refusal = self._allowed(message, pending.command)  # the permission may have gone meanwhile
         if refusal:
             return refusal
-        label = f"telegram:{message.user_id} ({message.username or user.get_username()})"
+        label = _label(message, user)
         if pending.command == "resume":
             cleared = accounts_resume(account=pending.account, user=user, channel="telegram", actor_label=label,
                                       source=Halt.Source.TELEGRAM)
@@ -172,3 +195,10 @@ class Console:
                              reason=f"/{pending.command} from Telegram by {user.get_username()}")
         scope = pending.account.name if pending.account else "every account"
         return f"halted {scope}" + (" and flattening its open trades" if halt.flatten else "") + f" (halt #{halt.pk})"
+
+
+def _label(message: Incoming, user) -> str:
+    """Who acted, for the audit trail: the user the sender is mapped to (never the handle the sender chose, which
+    anyone can set), and the Telegram id it came from."""
+    return f"{user.get_username()} via telegram:{message.user_id}" if user is not None else \
+        f"telegram:{message.user_id}"

@@ -149,6 +149,25 @@ def test_only_staff_may_close_trades(client, django_user_model):
     assert trade.close_requested_at is None
 
 
+def test_a_refused_close_is_audited_with_who_asked(django_user_model):
+    from rest_framework.test import APIClient
+
+    from core.models import AuditEntry
+
+    trade = PairTradeFactory(state=PairTrade.State.OPEN)
+    viewer = django_user_model.objects.create_user("viewer", password="pw-Viewer-1")
+    viewer.groups.add(Group.objects.get(name="viewer"))
+    api = APIClient()
+    api.force_authenticate(viewer)
+    assert api.post(f"/api/v1/trades/{trade.pk}/close/").status_code == 403
+    entry = AuditEntry.objects.get(action="refused")
+    assert (entry.channel, entry.actor) == ("api", viewer)
+    assert entry.summary == (f"POST /api/v1/trades/{trade.pk}/close/ refused: viewer lacks the permission "
+                             "execution.close_trade")
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None
+
+
 def test_pages_know_their_next_page_without_counting_a_long_list(api_client, monkeypatch):
     account = ExchangeAccountFactory(name="pages")
     trades = [PairTradeFactory(account=account) for _ in range(5)]

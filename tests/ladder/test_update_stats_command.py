@@ -10,6 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from core.models import AuditEntry
 from pairs.models import Level, LevelChange, Pair, PairStatistics
 from pairs.services.maintenance import MaintenanceSummary
 from tests.factories import InstrumentFactory, PairFactory
@@ -42,6 +43,9 @@ def test_update_stats_writes_statistics_and_the_json(tmp_path):
     assert "feed_stale=True" in lines[0] and "pairs_suspended=0" in lines[0]
     assert lines[1].startswith("2 pair(s) graded: 1 promoted, 0 demoted (")
     assert lines[2] == f"wrote {path}"
+    entry = AuditEntry.objects.get(action="update_stats")
+    assert entry.channel == "command" and entry.actor_label.endswith("(manage.py update_stats)")
+    assert entry.summary.endswith(": 1 promoted, 0 demoted")
 
     data = json.loads(path.read_text())
     assert set(data) == {"window_end", "n_pairs", "promoted", "demoted", "pairs", "maintenance"}

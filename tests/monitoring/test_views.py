@@ -114,9 +114,15 @@ def test_trades_filter_by_symbol_and_trade_page_with_orders_and_fills(viewer_cli
 
 def test_a_viewer_cannot_close_a_trade(viewer_client):
     trade = PairTradeFactory()
+    assert viewer_client.get(f"/trades/{trade.pk}/close/").status_code == 403
     assert viewer_client.post(f"/trades/{trade.pk}/close/").status_code == 403
     trade.refresh_from_db()
     assert trade.close_requested_at is None
+    from core.models import AuditEntry
+
+    entry = AuditEntry.objects.get(action="refused")  # the refused change, not the look at its page
+    assert entry.channel == "dashboard" and entry.summary.startswith(f"POST /trades/{trade.pk}/close/ refused: ")
+    assert entry.summary.endswith("lacks the permission execution.close_trade")
 
 
 def test_closing_a_trade_needs_the_dashboard_too(client, django_user_model):

@@ -12,6 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from statsmodels.tsa.stattools import coint
 
+from core.models import AuditEntry
 from pairs.models import CointegrationRun, Pair, PairTest
 from tests.pairs.services.test_screening import LAST_BAR, import_real, reference_closes
 
@@ -30,6 +31,8 @@ def test_select_pairs_writes_every_test_to_json(shared_candles_dir, tmp_path):
 
     call_command("select_pairs", lookback=1000, json_path=path, stdout=out, verbosity=0)
 
+    entry = AuditEntry.objects.get(action="select_pairs")
+    assert entry.channel == "command" and entry.actor_label.endswith("(manage.py select_pairs)")
     report = json.loads(path.read_text())
     assert {"timeframe", "window_start", "window_end", "n_symbols", "tests"} <= set(report)
     assert report["timeframe"] == "1h"

@@ -71,9 +71,10 @@ def test_the_strictest_explicit_action_wins_and_a_lone_row_sets_its_own():
 
 @pytest.fixture
 def halt_adder(client, django_user_model):
-    """A staff user allowed to raise halts and nothing else of the risk app."""
+    """A staff user allowed to raise halts (and flatten: execution.halt_account) and nothing else of the risk app."""
     user = django_user_model.objects.create_user(username="desk", password="a-long-test-password", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(content_type__app_label="risk", codename="add_halt"))
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="risk", codename="add_halt"),
+                              Permission.objects.get(content_type__app_label="execution", codename="halt_account"))
     client.force_login(user)
     client.user = user
     return client

@@ -17,7 +17,7 @@ class Command(BaseCommand):
     def handle(self, *args, username, days, **options):
         if not 1 <= days <= MAX_TOKEN_DAYS:
             raise CommandError(f"--days must be from 1 to {MAX_TOKEN_DAYS}, got {days}")
-        user = user_named(username, permission="monitoring.read_api")
+        user = user_named(username, permission="monitoring.read_api", command="create_api_token")
         instance, token = api_token_create(user=user, days=days, channel="command",
                                            actor_label=shell_operator("create_api_token"))
         self.stderr.write(f"API token for {username}, expires {instance.expiry:%Y-%m-%d %H:%M} UTC; it is shown "

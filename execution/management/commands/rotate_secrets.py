@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from core.audit import audit_record
+from core.commands import shell_operator
 from core.secrets import SecretsKeyMissing
 from execution.services.accounts import account_credentials_rotate
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 count = account_credentials_rotate()
-                audit_record(action="rotate_secrets", channel="command", actor_label="manage.py rotate_secrets",
+                audit_record(action="rotate_secrets", channel="command", actor_label=shell_operator("rotate_secrets"),
                              summary=f"{count} account(s) re-encrypted with the first key")
         except SecretsKeyMissing as exc:
             raise CommandError(str(exc)) from exc

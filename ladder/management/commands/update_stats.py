@@ -4,7 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from core.commands import output_write, writable_output_path
+from core.audit import audit_record
+from core.commands import output_write, shell_operator, writable_output_path
 from core.market_clock import market_clock
 from ladder.services import pair_statistics_update
 from pairs.market import stored_clock_end
@@ -38,6 +39,12 @@ class Command(BaseCommand):
         outcome = pair_statistics_update(config=config, end=end)
         data = outcome.as_json()
         data["maintenance"] = maintenance.as_dict()
+        # A hand run moves pairs between levels as beat's grading does (a demoted pair's trade closes at the next
+        # tick): the trail says who ran it, the level changes say what moved.
+        audit_record(action="update_stats", channel="command", actor_label=shell_operator("update_stats"),
+                     summary=f"{data['n_pairs']} pair(s) graded up to {end or 'the newest bar'}: "
+                             f"{data['promoted']} promoted, {data['demoted']} demoted",
+                     details={"end": str(end or ""), "promoted": data["promoted"], "demoted": data["demoted"]})
         self.stdout.write(
             f"{data['n_pairs']} pair(s) graded: {data['promoted']} promoted, {data['demoted']} demoted "
             f"({outcome.duration_seconds:.1f}s)"

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from core.commands import shell_operator, user_named
+from core.commands import operator_label, user_named
 from execution.management.accounts import account_option
 from monitoring.guard.control import accounts_halt
 
@@ -22,9 +22,9 @@ class Command(BaseCommand):
         if not reason.strip():
             raise CommandError("--reason must say why (it is shown on the halt and in the audit)")
         target = account_option(account)
-        actor = user_named(user, permission="execution.halt_account") if user else None
+        actor = user_named(user, permission="execution.halt_account", command="halt") if user else None
         halt = accounts_halt(account=target, flatten=flatten, reason=reason, user=actor, channel="command",
-                             actor_label="" if actor else shell_operator("halt"))
+                             actor_label=operator_label("halt", actor))
         scope = target.name if target else "every account"
         self.stdout.write(f"halted {scope}" + (" and flattening its open trades" if flatten else "")
                           + f" (halt {halt.pk}); resume with: manage.py resume" + (f" --account {target.name}"

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from core.commands import shell_operator, user_named
+from core.commands import operator_label, user_named
 from execution.management.accounts import account_option
 from monitoring.guard.control import accounts_resume
 
@@ -20,8 +20,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, account=None, user=None, **options):
         target = account_option(account)
-        actor = user_named(user, permission="risk.clear_halt") if user else None
+        actor = user_named(user, permission="risk.clear_halt", command="resume") if user else None
         count = accounts_resume(account=target, user=actor, channel="command",
-                                actor_label="" if actor else shell_operator("resume"))
+                                actor_label=operator_label("resume", actor))
         scope = f"account {target.name}" if target else "the system-wide halts (accounts' own halts are kept)"
         self.stdout.write(f"cleared {count} halt(s): {scope}")

@@ -5,7 +5,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from core.commands import end_without_teardown, output_write, writable_output_path
+from core.audit import audit_record
+from core.commands import end_without_teardown, output_write, shell_operator, writable_output_path
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
 from pairs.selectors import candle_bounds
@@ -54,6 +55,9 @@ class Command(BaseCommand):
             bar.close()
         run = outcome.run
         window = f"{run.window_start:%Y-%m-%d %H:%M}..{run.window_end:%Y-%m-%d %H:%M} UTC"
+        audit_record(action="select_pairs", channel="command", actor_label=shell_operator("select_pairs"), target=run,
+                     summary=f"screening run {run.pk}: {run.n_symbols} symbols, {window}, {run.n_candidates} "
+                             f"confirmed candidates")
         self.stdout.write(
             f"run {run.pk}: {run.n_symbols} symbols, {window}, {run.n_tests} tests, "
             f"{run.n_passed} passed (p<={config.max_pvalue}, q<={config.max_qvalue}), "

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from core.audit import audit_record
+from core.commands import shell_operator
 from statarb_site.roles import roles_sync
 
 
@@ -9,7 +10,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         counts = roles_sync()
-        audit_record(action="roles_sync", channel="command", actor_label="manage.py setup_roles",
+        audit_record(action="roles_sync", channel="command", actor_label=shell_operator("setup_roles"),
                      summary="role groups set: " + ", ".join(f"{r} ({n} permissions)" for r, n in counts.items()))
         for role, count in counts.items():
             self.stdout.write(f"{role}: {count} permission(s)")

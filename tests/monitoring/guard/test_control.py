@@ -71,6 +71,11 @@ def test_a_user_without_the_permission_can_not_halt_or_resume_through_the_comman
     with pytest.raises(CommandError, match=r"lacks the permission risk\.clear_halt"):
         call_command("resume", "--user", "viewer1")
     assert active_halts().count() == 1
+    # Each refusal is in the trail, with the user named and the shell's operator who named them.
+    refused = list(AuditEntry.objects.filter(action="refused").order_by("pk"))
+    assert [(e.channel, e.actor.username) for e in refused] == [("command", "viewer1")] * 2
+    assert "(manage.py halt)" in refused[0].actor_label and "(manage.py resume)" in refused[1].actor_label
+    assert refused[0].summary.startswith("manage.py halt --user viewer1 refused: user 'viewer1' lacks")
 
 
 def test_a_trader_named_on_the_command_is_the_actor(django_user_model):
@@ -79,7 +84,10 @@ def test_a_trader_named_on_the_command_is_the_actor(django_user_model):
     trader.groups.add(Group.objects.get(name="trader"))
     call_command("halt", "--reason", "x", "--account", "main", "--user", "trader1")
     assert Halt.objects.get().created_by == trader
-    assert AuditEntry.objects.get(action="kill_switch").actor == trader
+    entry = AuditEntry.objects.get(action="kill_switch")
+    # --user is the operator's claim: the trail keeps who ran the command as well.
+    assert entry.actor == trader and entry.actor_label.startswith("trader1 via ")
+    assert entry.actor_label.endswith("(manage.py halt)")
 
 
 def test_the_api_names_an_unknown_account(django_user_model):

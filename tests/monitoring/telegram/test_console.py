@@ -92,13 +92,26 @@ def test_an_unknown_chat_gets_nothing(fake_telegram, console):
 
 
 def test_halt_needs_a_mapped_user_with_the_permission(fake_telegram, console, django_user_model):
+    """A refusal is audited with its reason; the chat (maybe a group) learns neither who is mapped to whom nor which
+    permission is missing, only where an administrator reads it."""
     account = ExchangeAccountFactory(name="lvl1")
-    assert say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1", user_id=999) == [
-        "not allowed: Telegram user 999 is not mapped to a user (TELEGRAM_USERS)"]
-    trader(django_user_model)  # alice, without permissions
-    assert say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1") == [
-        "not allowed: alice lacks the permission execution.halt_account"]
+    [stranger] = say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1", user_id=999)
+    alice = trader(django_user_model)  # without permissions
+    [refused] = say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1")
     assert not Halt.objects.filter(account=account).exists()
+    first, second = AuditEntry.objects.filter(action="refused").order_by("pk")
+    assert stranger == f"not allowed (refusal #{first.pk} in the audit trail: ask an administrator)"
+    assert refused == f"not allowed (refusal #{second.pk} in the audit trail: ask an administrator)"
+    assert "TELEGRAM_USERS" not in stranger and "permission" not in refused
+    assert (first.channel, first.actor, first.actor_label) == ("telegram", None, "telegram:999")
+    assert first.summary == "/halt refused: the Telegram user is not mapped to a user (TELEGRAM_USERS)"
+    assert (second.actor, second.actor_label) == (alice, f"alice via telegram:{ADMIN_CHAT_ID}")
+    assert second.summary == "/halt refused: alice lacks the permission execution.halt_account"
+    alice.is_active = False
+    alice.save()
+    say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1")
+    assert AuditEntry.objects.filter(action="refused").latest("pk").details["reason"] == (
+        "mapped to 'alice', who does not exist or is not active")
 
 
 def test_halt_is_confirmed_with_a_one_time_code_then_applied_and_audited(fake_telegram, console, django_user_model):
@@ -111,6 +124,7 @@ def test_halt_is_confirmed_with_a_one_time_code_then_applied_and_audited(fake_te
     assert not Halt.objects.exists()  # nothing before the confirmation
     assert say(fake_telegram, console, ADMIN_CHAT_ID, "/confirm 000000") == [
         "nothing to confirm with that code (ask again)"]
+    assert AuditEntry.objects.get(action="refused").summary == "/confirm of /halt refused: wrong confirmation code"
     assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == [
         "nothing to confirm with that code (ask again)"]  # one try: the wrong code spent it
 
@@ -122,8 +136,8 @@ def test_halt_is_confirmed_with_a_one_time_code_then_applied_and_audited(fake_te
     assert done == f"halted lvl1 and flattening its open trades (halt #{halt.pk})"
     assert (halt.source, halt.mode, halt.flatten, halt.created_by) == (Halt.Source.TELEGRAM, "halt", True, alice)
     entry = AuditEntry.objects.get(action="kill_switch")
-    assert (entry.channel, entry.actor, entry.actor_label) == ("telegram", alice, f"telegram:{ADMIN_CHAT_ID} "
-                                                                                   "(operator)")
+    # The user the sender is mapped to, not the handle it writes under ("operator": anyone can choose one).
+    assert (entry.channel, entry.actor, entry.actor_label) == ("telegram", alice, f"alice via telegram:{ADMIN_CHAT_ID}")
     assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == [
         "nothing to confirm with that code (ask again)"]  # used once
 
