@@ -132,7 +132,7 @@ class OrderInline(admin.TabularInline):
 
 @admin.register(PairTrade)
 class PairTradeAdmin(ReadOnlyAdmin):
-    list_display = ("id", "account", "pair", "side", "state", "opened_at", "closed_at", "exit_reason",
+    list_display = ("id", "account", "pair", "side_label", "state", "opened_at", "closed_at", "exit_reason",
                     "realised_pnl", "fees", "funding")
     list_filter = ("state", "side", "exit_reason", "account")
     list_select_related = ("account", "pair__y_instrument", "pair__x_instrument")

@@ -149,8 +149,9 @@ class PairTrade(TimeStampedModel):
     """
 
     class Side(models.TextChoices):
-        LONG_SPREAD = "long_spread", "Long spread (buy y, sell x)"
-        SHORT_SPREAD = "short_spread", "Short spread (sell y, buy x)"
+        # What x does depends on the hedge ratio's sign (``side_label``): with a negative ratio both legs go one way.
+        LONG_SPREAD = "long_spread", "Long spread (buy y)"
+        SHORT_SPREAD = "short_spread", "Short spread (sell y)"
 
     class State(models.TextChoices):
         PLANNED = "planned", "Planned"
@@ -191,7 +192,7 @@ class PairTrade(TimeStampedModel):
     closed_at = models.DateTimeField(null=True, blank=True)
     exit_reason = models.CharField(max_length=24, choices=ExitReason.choices, blank=True)
     realised_pnl = decimal_field(null=True, blank=True, help_text="Both legs, net of fees and funding")
-    fees = decimal_field(default=0)
+    fees = decimal_field(default=0, help_text="Fees paid: the opening orders' once open, every fill's once finished")
     funding = decimal_field(default=0, help_text="Funding received (+) or paid (-)")
     error = models.TextField(blank=True)
     close_requested_at = models.DateTimeField(null=True, blank=True, help_text="Someone asked to close it by hand")
@@ -230,6 +231,22 @@ class PairTrade(TimeStampedModel):
         if daily_totals.ROW_ATTNAMES <= set(field_names):  # a deferred field is read on save instead
             trade._stored_days = daily_totals.trade_days(trade)  # the days whose totals it is in, as stored
         return trade
+
+    @property
+    def side_label(self) -> str:
+        """The side with what each leg does: x is sold for a long spread only when the hedge ratio is positive; with
+        a negative one both legs are bought (or both sold), a bet on both rather than a hedge, and it says so."""
+        long = self.side == self.Side.LONG_SPREAD
+        y = "buy y" if long else "sell y"
+        if not self.hedge_ratio:
+            x = "no x"
+        elif (self.hedge_ratio > 0) == long:
+            x = "sell x"
+        else:
+            x = "buy x"
+        same_way = self.hedge_ratio and self.hedge_ratio < 0
+        return (f"{'Long' if long else 'Short'} spread ({y}, {x}"
+                + (", both one way: hedge ratio < 0)" if same_way else ")"))
 
     def save(self, *args, **kwargs):
         daily_totals.save_keeping_totals(self, super().save, *args, **kwargs)

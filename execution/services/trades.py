@@ -107,7 +107,10 @@ def _after_opening(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -
     nets = {leg: leg_net(orders, leg) for leg in LEGS}
     if all(nets[leg] == targets[leg] for leg in LEGS):
         with transaction.atomic(savepoint=False):  # the notification commits with the state, under the lease
-            set_state(ctx, trade, State.OPEN, opened_at=ctx.now)
+            # The fees paid so far go with the state (no write of their own): an open trade's row shows its opening
+            # fees on every report, not 0 until its close writes them all.
+            set_state(ctx, trade, State.OPEN, opened_at=ctx.now,
+                      fees=sum((o.fee or Decimal(0) for o in orders), Decimal(0)))
             notify(topic="trade_opened", text=describe(
                 trade, f"opened ({trade.side}, z={_z(trade.entry_zscore)}, sizes {trade.pair.y_instrument.symbol} "
                        f"{plain(nets[Order.Leg.Y])}, {trade.pair.x_instrument.symbol} {plain(nets[Order.Leg.X])})"))

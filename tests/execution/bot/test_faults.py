@@ -29,6 +29,9 @@ def test_normal_round_trip_on_the_exchange(world, fake):
     report = tick(world)
     assert report.status == "ok" and report.opened == 1, report
     assert fake.position("YYYUSDT").size == Decimal("5") and fake.position("XXXUSDT").size == Decimal("-8.5")
+    opened = world.trade()
+    # An open trade's row carries its opening fees (the reports show them), not 0 until its close.
+    assert opened.fees == sum(f.fee for f in Fill.objects.filter(order__trade=opened)) > 0
     fake.set_price("YYYUSDT", "103")
     world.next_bar(y="103", action=Signal.Action.EXIT)
     tick(world)
