@@ -1,6 +1,8 @@
 """Reporting API of the execution layer (read-only, plus closing a trade by hand for staff). Accounts are shown
 without any credential field."""
 
+from datetime import UTC, datetime, time, timedelta
+
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -46,10 +48,16 @@ class TradeFilter(filters.FilterSet):
     opened_before = filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="lt")
     closed_after = filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="gte")
     closed_before = filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="lt")
+    closed_until = filters.DateFilter(method="filter_closed_until",
+                                      help_text="Closed on or before this UTC day, the whole day included (the "
+                                                "dashboard's date range; closed_before is a moment, excluded)")
 
     class Meta:
         model = PairTrade
         fields = ("state", "side", "exit_reason")
+
+    def filter_closed_until(self, queryset, name, value):
+        return queryset.filter(closed_at__lt=datetime.combine(value + timedelta(days=1), time.min, tzinfo=UTC))
 
 
 class TradeOrderOutputSerializer(serializers.ModelSerializer):

@@ -35,7 +35,8 @@ def _moment(value: str, *, end: bool) -> datetime:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError) as error:
         raise serializers.ValidationError("an ISO 8601 date (2021-03-01) or date-time is expected") from error
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # In UTC whatever offset it was written with: the days of the curve and its daily returns are UTC days.
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     # Checked before a whole end day is added: 9999-12-31 is out of bounds, not out of Python's calendar.
     if not EARLIEST <= moment <= LATEST:
         raise serializers.ValidationError(f"a moment between {EARLIEST.year} and {LATEST.year} is expected")

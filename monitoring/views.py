@@ -64,13 +64,18 @@ def _live_context(request: HttpRequest) -> dict:
 @permission_required(VIEW, raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
     context = _live_context(request)
+    # The tables by account and by level cover the period asked for, as the headline does (each its own default
+    # bounds when none was asked for, and on a scope that could not be read).
+    asked = context["scope_error"] is None
+    period = {"start": context["scope"].start if asked and request.GET.get("start") else None,
+              "end": context["scope"].end if asked and request.GET.get("end") else None}
     context.update({
         "choices": data.scope_choices(),
         "chosen": request.GET.get("scope", ""),
         "start": request.GET.get("start", ""),
         "end": request.GET.get("end", ""),
-        "accounts": account_summaries(),
-        "level_kpis": level_summaries(),
+        "accounts": account_summaries(**period),
+        "level_kpis": level_summaries(**period),
         "levels": level_counts(),
         "latest_run": latest_screening_run(),
         "ladder": ladder_pairs(),

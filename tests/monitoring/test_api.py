@@ -93,6 +93,11 @@ def test_equity_curve_is_daily_with_marks_and_drawdown(api_client):
     summary = api_client.get("/api/v1/performance/", {"account": account.pk, "start": "2021-03-01",
                                                       "end": "2021-03-03"}).json()
     assert summary["max_drawdown"] == pytest.approx(20 / 1070)
+    # The same moments written with another offset are the same UTC days (not the offset's local dates).
+    utc = {"account": account.pk, "start": "2021-03-01T00:00:00Z", "end": "2021-03-04T00:00:00Z"}
+    local = {"account": account.pk, "start": "2021-03-01T02:00:00+02:00", "end": "2021-03-04T02:00:00+02:00"}
+    for path in ("/api/v1/equity/", "/api/v1/performance/"):
+        assert api_client.get(path, local).json() == api_client.get(path, utc).json(), path
 
 
 def test_positions_with_unrealised_pnl_and_bands(api_client):

@@ -14,6 +14,7 @@ from execution.models import ExchangeAccount, PairTrade
 from tests.factories import (
     ExchangeAccountFactory,
     FillFactory,
+    LevelFactory,
     OrderFactory,
     PairTradeFactory,
     SignalFactory,
@@ -74,6 +75,17 @@ def test_default_view_is_one_mode_and_the_switcher_picks_an_account(viewer_clien
     assert live.status_code == 200 and "real-a (real)" in live.text
 
 
+def test_the_tables_by_account_and_level_cover_the_period_asked_for(viewer_client):
+    account = ExchangeAccountFactory(name="paper-a", capital=Decimal("1000"), level=LevelFactory(number=1))
+    _closed(account, 1, "100")
+    _closed(account, 49, "-30")  # two days later
+    whole = viewer_client.get("/").context
+    assert [s.total_trades for s in whole["accounts"]] == [2] and [s.total_trades for s in whole["level_kpis"]] == [2]
+    day = viewer_client.get("/", {"scope": f"a{account.pk}", "start": "2021-03-01", "end": "2021-03-01"}).context
+    assert day["summary"].total_trades == 1
+    assert [s.total_trades for s in day["accounts"]] == [1] and [s.total_trades for s in day["level_kpis"]] == [1]
+
+
 def test_pair_page_has_its_chart_statistics_and_trades(viewer_client):
     trade = _closed(ExchangeAccountFactory(), 2, "5")
     trade.exit_zscore = 0.1
@@ -98,6 +110,22 @@ def test_pair_statistics_show_percentages_to_the_hundredth_and_drawdown_as_a_fal
     row = page.split('id="statistics"')[1].split("</table>")[0]
     # A 0.41 % drawdown is not "0%", and it reads as a fall like everywhere else on the dashboard.
     assert "57.1%" in row and "1.23%" in row and "-0.41%" in row
+
+
+def test_the_trades_page_date_range_includes_its_last_day_as_the_dashboard_does(viewer_client):
+    late = _closed(ExchangeAccountFactory(), 23, "5")  # T0 + 23 h: the same UTC day
+    _closed(ExchangeAccountFactory(), 24, "5")  # the next day
+    day = T0.date().isoformat()
+    page = viewer_client.get("/trades/", {"closed_after": day, "closed_until": day})
+    assert [t.pk for t in page.context["page"].object_list] == [late.pk]
+    assert 'name="closed_until" value="' + day + '"' in page.text
+    # The page's CSV link asks the API the same thing.
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(page.wsgi_request.user)
+    rows = api.get("/api/v1/trades/", {"closed_after": day, "closed_until": day}).json()["results"]
+    assert [r["id"] for r in rows] == [late.pk]
 
 
 def test_trades_filter_by_symbol_and_trade_page_with_orders_and_fills(viewer_client):
