@@ -10,8 +10,6 @@ from contextvars import ContextVar
 from datetime import datetime
 
 from execution.models import PairTrade
-from monitoring.guard.cycle import guard_run
-from pairs.market import StoredMarket
 from pairs.models import StrategyConfig
 from risk.models import AccountGuardState, Halt
 
@@ -41,6 +39,11 @@ def on_trade_finished(sender, *, trade: PairTrade, now, market=None, **kwargs) -
     if (covered := _covered.get()) is not None:
         covered.add((trade.account_id, now))
         return
+    # Imported here, not at the app's start: every process connects this receiver, few finish trades (a
+    # select_pairs command, a web worker), and the guard's modules are a tenth of a command's imports.
+    from monitoring.guard.cycle import guard_run
+    from pairs.market import StoredMarket
+
     try:
         if market is None:
             from core.clock import ManualClock
