@@ -17,8 +17,8 @@ What is timed, in one run of this script:
    imports included, wall time and the process's peak RSS (``wait4``). The child gets no ``*_NUM_THREADS``
    variables: the command limits its own BLAS threads (``core.threads``); nor ``PYTHONDONTWRITEBYTECODE`` (the
    sandboxes here export it): the command runs as deployed, from the bytecode cache the warm-up run writes, instead
-   of compiling the project's modules at every start (about 0.3 s, measured in docs/BENCHMARKS.md section 19;
-   ``--compile-each-run`` keeps the variable). One warm-up run (it creates the pairs),
+   of compiling the project's modules at every start (about 0.35 s, docs/BENCHMARKS.md section 19). One warm-up run
+   (it creates the pairs),
    then ``--repeats`` timed runs on a quiet machine and as many with ``--load-processes`` CPU-bound processes
    (``while True: pass``) running beside it, interleaved;
 2. statsmodels ``coint(trend="c", autolag="aic")`` on ``--sample`` random directions of the same window (this
@@ -140,11 +140,9 @@ def statsmodels_loop(log_prices, sample: int, seed: int = 0) -> tuple[float, lis
     return (time.perf_counter() - start) / sample, directions, pvalues
 
 
-def run_command(database_url: str, json_path: Path | None, processes: int = 1, *, bytecode_cache: bool = True
-                ) -> dict:
+def run_command(database_url: str, json_path: Path | None, processes: int = 1) -> dict:
     """``manage.py select_pairs`` in a fresh process: wall seconds, peak RSS (MiB) and CPU seconds."""
-    dropped = THREAD_VARIABLES + (("PYTHONDONTWRITEBYTECODE",) if bytecode_cache else ())
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env = {k: v for k, v in os.environ.items() if k not in (*THREAD_VARIABLES, "PYTHONDONTWRITEBYTECODE")}
     env.update(DATABASE_URL=database_url, DEBUG="0", DJANGO_SETTINGS_MODULE="statarb_site.settings.local",
                STATARB_SCREEN_PROCESSES=str(processes))  # 0: the command's default (its share of the cores)
     command = [sys.executable, "manage.py", "select_pairs", "--lookback", str(LOOKBACK_BARS), "--verbosity", "0"]
@@ -180,8 +178,6 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=0,
                         help="STATARB_SCREEN_PROCESSES of the command (default 0: the cores it may use)")
     parser.add_argument("--load-processes", type=int, default=3, help="CPU-bound processes for the loaded runs")
-    parser.add_argument("--compile-each-run", action="store_true",
-                        help="keep PYTHONDONTWRITEBYTECODE for the command: it compiles its modules at every start")
     args = parser.parse_args()
 
     with benchmark_database("bench_select_pairs", args.database_url, fresh=args.database_url is not None) as url:
@@ -199,16 +195,15 @@ def main() -> None:
             json_path = Path(scratch) / "selection.json"
             # Only the warm-up writes every test to JSON (the p-values compared below): a list of N (N - 1) dicts is
             # an option of the command, not part of a screening run, and for 1,000 symbols it costs more than the run.
-            cache = not args.compile_each_run
-            warm = run_command(url, json_path if args.symbols <= 500 else None, args.processes, bytecode_cache=cache)
+            warm = run_command(url, json_path if args.symbols <= 500 else None, args.processes)
             quiet, loaded = [], []
             for _ in range(args.repeats):
-                quiet.append(run_command(url, None, args.processes, bytecode_cache=cache))
+                quiet.append(run_command(url, None, args.processes))
                 if args.load_processes:
                     hogs = start_hogs(args.load_processes)
                     try:
                         time.sleep(1.0)
-                        loaded.append(run_command(url, None, args.processes, bytecode_cache=cache))
+                        loaded.append(run_command(url, None, args.processes))
                     finally:
                         stop_hogs(hogs)
             report = json.loads(json_path.read_text()) if json_path.exists() else None
@@ -237,8 +232,7 @@ def report_results(args, stored, n, window, warm, quiet, loaded, loop_per_direct
           + (f" ({report['n_passed']} passed, {report['n_candidates']} confirmed candidates)" if report else "")
           + f". STATARB_SCREEN_PROCESSES={args.processes or '0 (the cores)'}; only the warm-up run writes --json"
           + (" (not for more than 500 symbols: no p-value check)" if report is None else "")
-          + (". Each run compiles the project's modules (PYTHONDONTWRITEBYTECODE kept)" if args.compile_each_run else
-             ". The runs use the bytecode cache the warm-up wrote, as a deployment does") + ".\n")
+          + ". The runs use the bytecode cache the warm-up wrote, as a deployment does.\n")
     print_table_head(["run", "wall (s)", "CPU (s)", "peak RSS (MiB)"], "lrrr")
     print_row("warm-up (creates the pairs)", f"{warm['seconds']:.2f}", f"{warm['cpu']:.2f}",
               f"{warm['peak_rss_mib']:.0f}")

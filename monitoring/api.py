@@ -84,6 +84,9 @@ class PerformanceApi(APIView):
         average_loss = serializers.FloatField(allow_null=True)
         average_holding_hours = serializers.FloatField(allow_null=True)
         exposure = serializers.FloatField(allow_null=True)
+        without_result = serializers.IntegerField(
+            help_text="Trades closed by reconciliation with no execution to say how (a liquidation, a close by hand "
+                      "before the executions' window): no realised PnL, so in none of the figures")
         profit_factor_unbounded = serializers.BooleanField(read_only=True)
 
         def to_representation(self, instance):

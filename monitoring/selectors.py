@@ -76,6 +76,9 @@ class PerformanceSummary:
     average_loss: float | None
     average_holding_hours: float | None
     exposure: float | None
+    # Closed by reconciliation with no execution to say how (a liquidation, a close by hand long ago): no realised
+    # PnL, so in none of the figures above, but their loss is real: the dashboard and the API say how many.
+    without_result: int = 0
 
     @property
     def total_return_pct(self) -> float | None:
@@ -199,6 +202,9 @@ def scope_performance(scope: Scope, *, rollup: bool = True) -> PerformanceSummar
         max_drawdown=kpis.max_drawdown, sharpe=kpis.sharpe, sortino=kpis.sortino, expectancy=kpis.expectancy,
         average_win=kpis.average_win, average_loss=kpis.average_loss,
         average_holding_hours=kpis.average_holding_hours, exposure=kpis.exposure,
+        without_result=scope_trades(scope.accounts, scope.pair).filter(
+            exit_reason=PairTrade.ExitReason.RECONCILED, realised_pnl__isnull=True, closed_at__gte=scope.start,
+            closed_at__lt=scope.end).count(),
     )
 
 

@@ -76,6 +76,20 @@ def test_performance_of_one_pair_and_period(api_client):
     assert data["total_trades"] == 1 and data["realised_pnl"] == "10.000000000000"
 
 
+def test_a_trade_closed_without_a_known_result_is_counted_apart(api_client, staff_client):
+    account = ExchangeAccountFactory(capital=Decimal("1000"))
+    _closed(account, 0, 2, "10")
+    PairTradeFactory(account=account, state=PairTrade.State.CLOSED, opened_at=T0, closed_at=T0 + 3 * H,
+                     realised_pnl=None, exit_reason=PairTrade.ExitReason.RECONCILED)
+    data = api_client.get("/api/v1/performance/", {"account": account.name, "start": "2021-03-01",
+                                                   "end": "2021-03-01"}).json()
+    assert (data["total_trades"], data["without_result"]) == (1, 1)
+    later = api_client.get("/api/v1/performance/", {"account": account.name, "start": "2021-03-02"}).json()
+    assert later["without_result"] == 0
+    page = staff_client.get("/", {"scope": f"a{account.pk}", "start": "2021-03-01", "end": "2021-03-01"}).text
+    assert 'id="without-result">1 trade(s) of this period were closed outside the bot' in page
+
+
 def test_equity_curve_is_daily_with_marks_and_drawdown(api_client):
     # Day 1: +100 realised and -30 unrealised at its end (1,070); day 2: -50 realised, no mark (1,050); day 3 only
     # an open trade's mark of +200 (1,250). The drawdown is the fall from the running peak at each day's end.
