@@ -17,7 +17,7 @@ What is timed, in one run of this script:
    imports included, wall time and the process's peak RSS (``wait4``). The child gets no ``*_NUM_THREADS``
    variables: the command limits its own BLAS threads (``core.threads``); nor ``PYTHONDONTWRITEBYTECODE`` (the
    sandboxes here export it): the command runs as deployed, from the bytecode cache the warm-up run writes, instead
-   of compiling the project's modules at every start (about 0.35 s, docs/BENCHMARKS.md section 19). One warm-up run
+   of compiling the project's modules at every start (about 0.1 s, docs/BENCHMARKS.md section 19). One warm-up run
    (it creates the pairs),
    then ``--repeats`` timed runs on a quiet machine and as many with ``--load-processes`` CPU-bound processes
    (``while True: pass``) running beside it, interleaved;
