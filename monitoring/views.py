@@ -51,7 +51,9 @@ def _live_context(request: HttpRequest) -> dict:
         "charts": data.chart_series(scope),
         "monthly": data.monthly_table(scope),
         "positions": positions,
-        "flatten_accounts": sorted({p.trade.account for p in positions}, key=lambda a: a.name),
+        # A disabled account's bot does not run: a close asked of it would never be carried out.
+        "flatten_accounts": sorted({p.trade.account for p in positions if p.trade.account.enabled},
+                                   key=lambda a: a.name),
         "today": data.today_pnl(single) if single else None,
         "halts": active_halts().select_related("account"),
         "unguarded": unguarded_accounts(scope.accounts),

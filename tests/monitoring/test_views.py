@@ -153,6 +153,13 @@ def test_a_viewer_cannot_close_a_trade(viewer_client):
     assert entry.summary.endswith("lacks the permission execution.close_trade")
 
 
+def test_a_signed_in_user_without_a_role_is_told_what_is_missing(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user(username="nobody", password="a-long-test-password"))
+    page = client.get("/")
+    assert page.status_code == 403
+    assert "Your account <strong>nobody</strong> may not open this page" in page.text and "Log out nobody" in page.text
+
+
 def test_closing_a_trade_needs_the_dashboard_too(client, django_user_model):
     """The close permission alone (without the dashboard's view) opens neither the confirmation page nor the POST:
     the page shows the trade, which that user may not see."""
@@ -168,6 +175,15 @@ def test_closing_a_trade_needs_the_dashboard_too(client, django_user_model):
     assert trade.close_requested_at is None
 
 
+def test_an_open_trade_of_a_disabled_account_is_marked_so_and_offers_no_close(trader_client):
+    """A replay leaves its last trades open in its account, disabled at its end: no bot would carry out a close."""
+    trade = PairTradeFactory(opened_at=T0, account=ExchangeAccountFactory(name="replay", enabled=False))
+    page = trader_client.get("/", {"scope": f"a{trade.account_id}"}).text
+    section = page[page.index('id="open-positions"'):page.index('id="halts"')]
+    assert "disabled: not traded, not guarded" in section
+    assert f'href="/trades/{trade.pk}/close/"' not in section and "Flatten replay" not in section
+
+
 def test_a_trader_closes_a_trade_after_confirming(trader_client):
     trade = PairTradeFactory(opened_at=T0)
     dashboard = trader_client.get("/").text
@@ -179,6 +195,8 @@ def test_a_trader_closes_a_trade_after_confirming(trader_client):
 
     done = trader_client.post(f"/trades/{trade.pk}/close/", follow=True)
     assert done.status_code == 200 and "will be closed" in done.text
+    # The position says the close is asked for, instead of offering it again.
+    assert f'href="/trades/{trade.pk}/close/"' not in done.text and "close asked" in done.text
     trade.refresh_from_db()
     assert trade.close_requested_at is not None and trade.close_requested_by == trader_client.user
     entry = AuditEntry.objects.get(action="close_trade")
