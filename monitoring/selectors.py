@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Min, QuerySet, Sum
+from django.db.models import Count, Max, Min, QuerySet, Sum
 
 from core.market_clock import market_clock
 from execution.models import ExchangeAccount, PairTrade
@@ -116,7 +116,9 @@ def performance_scope(*, account: ExchangeAccount | None = None, mode: str | Non
     """The scope of one account, or of every account of ``mode`` (and of ``level``) combined.
 
     Without ``mode``, a combined scope takes the accounts' only mode and raises MixedModesError when they have
-    several. ``start`` defaults to the first trade's opening (or closing) in scope, ``end`` to now.
+    several. ``start`` defaults to the first trade's opening (or closing) in scope, ``end`` to now, or for accounts
+    that are all disabled (their bots don't run: a finished replay's account) to the end of their last active day:
+    months of a stopped account's flat equity would show as returns of 0 % and dilute its Sharpe.
     """
     if account is not None:
         accounts = [account]
@@ -139,7 +141,10 @@ def performance_scope(*, account: ExchangeAccount | None = None, mode: str | Non
         label = f"combined {mode or 'no'}{level_text} accounts: {', '.join(a.name for a in accounts) or 'none'}"
     # The market's clock: the wall clock live, the demo's stored-data clock in `make demo` (the period, the open
     # trades' exposure and the monthly table end where the market the accounts trade on stands).
-    end = end or market_clock().now()
+    if end is None:
+        end = market_clock().now()
+        if accounts and not any(a.enabled for a in accounts):
+            end = min(end, _after_last_activity(accounts, pair) or end)
     if start is None:
         # Two queries: MariaDB reads each minimum off its own index, not one of them by scanning.
         trades = scope_trades(accounts, pair)
@@ -211,6 +216,19 @@ def scope_performance(scope: Scope, *, rollup: bool = True) -> PerformanceSummar
 def performance_summary(*, account: ExchangeAccount | None = None, **scope) -> PerformanceSummary:
     """The KPIs of one account, or of the accounts of one mode combined (see ``performance_scope``)."""
     return scope_performance(performance_scope(account=account, **scope))
+
+
+def _after_last_activity(accounts: list[ExchangeAccount], pair: Pair | None) -> datetime | None:
+    """The midnight after the last day on which the accounts opened or closed a trade or the guard measured them."""
+    trades = scope_trades(accounts, pair)
+    lasts = [trades.aggregate(last=Max(name))["last"] for name in ("opened_at", "closed_at")]
+    day = DailyPnlSnapshot.objects.filter(account__in=accounts).aggregate(last=Max("date"))["last"]
+    if day is not None:
+        lasts.append(datetime.combine(day, datetime.min.time(), tzinfo=UTC))
+    last = max((m for m in lasts if m is not None), default=None)
+    if last is None:
+        return None
+    return datetime.combine(last.astimezone(UTC).date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,22 @@ def test_a_trade_closed_without_a_known_result_is_counted_apart(api_client, staf
     assert 'id="without-result">1 trade(s) of this period were closed outside the bot' in page
 
 
+def test_a_disabled_accounts_period_ends_with_its_last_active_day(api_client):
+    """A finished replay's account: years of flat equity after it would read as daily returns of 0 %."""
+    stopped = ExchangeAccountFactory(capital=Decimal("1000"), enabled=False)
+    _closed(stopped, 0, 2, "10")
+    _closed(stopped, 20, 30, "-4")  # closed on 2021-03-02
+    data = api_client.get("/api/v1/performance/", {"account": stopped.name}).json()
+    assert data["end"] == "2021-03-03T00:00:00Z" and data["total_trades"] == 2
+    curve = api_client.get("/api/v1/equity/", {"account": stopped.pk}).json()
+    assert curve[-1]["at"].startswith("2021-03-02T23:59:59")
+    asked = api_client.get("/api/v1/performance/", {"account": stopped.name, "end": "2021-06-01"}).json()
+    assert asked["end"] == "2021-06-02T00:00:00Z"  # a period asked for is the period shown
+    running = ExchangeAccountFactory(capital=Decimal("1000"))
+    _closed(running, 0, 2, "10")
+    assert api_client.get("/api/v1/performance/", {"account": running.name}).json()["end"] > "2026"
+
+
 def test_equity_curve_is_daily_with_marks_and_drawdown(api_client):
     # Day 1: +100 realised and -30 unrealised at its end (1,070); day 2: -50 realised, no mark (1,050); day 3 only
     # an open trade's mark of +200 (1,250). The drawdown is the fall from the running peak at each day's end.
