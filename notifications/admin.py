@@ -1,7 +1,11 @@
 from django.contrib import admin
+from django.db import transaction
+from django.utils import timezone
 
 from core.admin_tools import ReadOnlyAdmin
+from core.audit import audit_record
 from notifications.models import Delivery, Notification
+from notifications.services import nudge_after_commit
 
 
 class DeliveryInline(admin.TabularInline):
@@ -27,7 +31,32 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "notification", "channel", "target", "status", "attempts", "next_attempt_at", "sent_at")
+    """Deliveries as the sender left them; one that gave up (a chat removed, the bot blocked) is sent again from
+    here once its destination is fixed (permission notifications.change_delivery, audited)."""
+
+    list_display = ("id", "notification", "channel", "target", "status", "attempts", "next_attempt_at", "sent_at",
+                    "last_error")
     list_filter = ("status", "channel")
     search_fields = ("target", "last_error")
     list_select_related = ("notification",)
+    actions = ("send_again",)
+
+    def has_send_again_permission(self, request) -> bool:
+        return request.user.has_perm("notifications.change_delivery")
+
+    @admin.action(description="Send again (the failed ones, from the part that failed)", permissions=["send_again"])
+    def send_again(self, request, queryset):
+        with transaction.atomic():
+            failed = list(queryset.select_for_update().filter(status=Delivery.Status.FAILED))
+            ids = [d.pk for d in failed]
+            Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.PENDING, next_attempt_at=timezone.now(),
+                                                       lease_owner="", lease_until=None)
+            Notification.objects.filter(deliveries__pk__in=ids).update(status=Notification.Status.PENDING)
+            for delivery in failed:
+                audit_record(action="send_again", channel="admin", actor=request.user, target=delivery,
+                             summary=f"delivery {delivery.pk} ({delivery.channel}:{delivery.target}) sent again "
+                                     f"after: {delivery.last_error}")
+            if failed:
+                nudge_after_commit()
+        self.message_user(request, f"{len(failed)} failed delivery(ies) will be sent again"
+                                   + ("" if len(failed) == queryset.count() else " (the others had not failed)") + ".")

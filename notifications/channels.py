@@ -86,12 +86,17 @@ class TelegramChannel:
     def close(self) -> None:
         self._client.close()
 
-    def send(self, chat_id: str, message: Message, *, parts_sent: int = 0) -> Outcome:
+    def send(self, chat_id: str, message: Message, *, parts_sent: int = 0,
+             progress: Callable[[int], None] | None = None) -> Outcome:
+        """Send the parts from ``parts_sent`` on; ``progress(n)`` is told after each part but the last that ``n``
+        parts are delivered, so that a sender killed in the middle resumes after them instead of repeating them."""
         parts = telegram_parts(message)
         for index in range(parts_sent, len(parts)):
             outcome = self._send_one(chat_id, parts[index])
             if not outcome.sent:
                 return Outcome(outcome.kind, outcome.reason, outcome.retry_after_s, parts_sent=index)
+            if progress is not None and index + 1 < len(parts):
+                progress(index + 1)
         return Outcome("sent", parts_sent=len(parts))
 
     def _send_one(self, chat_id: str, text: str) -> Outcome:
@@ -130,7 +135,7 @@ def telegram_outcome(response: httpx.Response) -> Outcome:
 
 
 class EmailChannel:
-    def send(self, address: str, message: Message, *, parts_sent: int = 0) -> Outcome:
+    def send(self, address: str, message: Message, *, parts_sent: int = 0, progress=None) -> Outcome:
         subject = f"[statarb {message.severity}] {message.topic}"
         try:
             send_mail(subject, message.text, None, [address], fail_silently=False)
@@ -142,7 +147,7 @@ class EmailChannel:
 
 
 class LogChannel:
-    def send(self, logger_name: str, message: Message, *, parts_sent: int = 0) -> Outcome:
+    def send(self, logger_name: str, message: Message, *, parts_sent: int = 0, progress=None) -> Outcome:
         logging.getLogger(logger_name).log(
             LOG_LEVEL.get(message.severity, logging.INFO), "[%s] %s: %s", message.severity, message.topic,
             redact(message.text),
@@ -163,6 +168,6 @@ class ConsoleChannel:
     def __init__(self, write: Callable[[str], None] | None = None):
         self._write = write or (lambda text: print(text, file=sys.stdout, flush=True))
 
-    def send(self, target: str, message: Message, *, parts_sent: int = 0) -> Outcome:
+    def send(self, target: str, message: Message, *, parts_sent: int = 0, progress=None) -> Outcome:
         self._write(console_lines(message))
         return Outcome("sent", parts_sent=1)

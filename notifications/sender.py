@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -254,12 +255,18 @@ class Sender:
         note = head.notification
         message = Message(topic=note.topic, severity=folded_severity(note, others), text=folded_text(note, others))
         try:
-            outcome = self.channel(head.channel).send(head.target, message, parts_sent=head.parts_sent)
+            outcome = self.channel(head.channel).send(head.target, message, parts_sent=head.parts_sent,
+                                                      progress=partial(self._parts_delivered, head.pk))
         except Exception as exc:  # one broken channel must not stop the others; the row retries
             logger.exception("notification channel %s failed", head.channel)
             outcome = Outcome("retry", f"{type(exc).__name__} in the {head.channel} channel")
         self._record(head, follower_ids, outcome)
         return True
+
+    def _parts_delivered(self, delivery_id: int, parts: int) -> None:
+        """Stored at once (its own commit): a sender killed before the next part resumes after these."""
+        Delivery.objects.filter(pk=delivery_id, lease_owner=self.owner).update(parts_sent=parts)
+
     @transaction.atomic
     def _record(self, head: Delivery, follower_ids: list[int], outcome: Outcome) -> None:
         now = self.clock.now()
@@ -280,6 +287,10 @@ class Sender:
                 values.update(status=Delivery.Status.FAILED)
                 self.report.failed += 1
                 self.report.errors.append(f"{head.channel}:{head.target}: {outcome.reason}")
+                # Loud: nobody reads the task's result; /health/ counts these and the admin sends them again.
+                logger.error("notification %s to %s:%s gave up after %s attempt(s): %s (admin: Deliveries, "
+                             "'Send again' once the destination is fixed)", head.notification_id, head.channel,
+                             head.target, attempts, outcome.reason)
             else:
                 wait = outcome.retry_after_s if outcome.retry_after_s is not None else backoff_s(attempts,
                                                                                                   rng=self.rng)
@@ -310,9 +321,14 @@ def notifications_send(*, budget_s: float = 25.0, clock: Clock | None = None, wa
     return Sender(clock=clock).run(budget_s=budget_s, wait_for_due=wait_for_due)
 
 
-def deliveries_failing() -> dict[str, int]:
-    """What is left failing: deliveries given up, and pending ones that have failed at least once."""
-    return {
-        "failed": Delivery.objects.filter(status=Delivery.Status.FAILED).count(),
-        "retrying": Delivery.objects.filter(status=Delivery.Status.PENDING, attempts__gt=0).count(),
-    }
+def deliveries_failing(*, failed_since: datetime | None = None, retrying_before: datetime | None = None
+                       ) -> dict[str, int]:
+    """What is left failing: deliveries given up (made since ``failed_since``), and pending ones that have failed
+    at least once (made before ``retrying_before``: retrying for a while)."""
+    failed = Delivery.objects.filter(status=Delivery.Status.FAILED)
+    retrying = Delivery.objects.filter(status=Delivery.Status.PENDING, attempts__gt=0)
+    if failed_since is not None:
+        failed = failed.filter(created_at__gte=failed_since)
+    if retrying_before is not None:
+        retrying = retrying.filter(created_at__lt=retrying_before)
+    return {"failed": failed.count(), "retrying": retrying.count()}

@@ -72,7 +72,7 @@ def notify(*, topic: str, text: str, severity: str = Notification.Severity.INFO,
             return None
     if not held:
         _deliveries_create(notification)
-        _nudge_on_commit()
+        nudge_after_commit()
     echo = _echo.get()
     if echo is not None:
         transaction.on_commit(functools.partial(echo, notification), robust=True)
@@ -88,7 +88,7 @@ def _deliveries_create(notification: Notification) -> None:
     ])
 
 
-def _nudge_on_commit() -> None:
+def nudge_after_commit() -> None:
     """A send task after the commit (none while NOTIFICATIONS_NUDGE is off: tests). A spare nudge costs one empty
     sweep; a nudge lost with a rollback never mattered."""
     if getattr(settings, "NOTIFICATIONS_NUDGE", True):

@@ -20,12 +20,14 @@ from rest_framework.views import APIView
 from core.api import check_query_parameters
 from execution.models import BotHeartbeat
 from monitoring.dashboard import HEARTBEAT_STALE_AFTER
+from notifications.sender import deliveries_failing
 from statarb_site.celery import app as celery_app
 from statarb_site.worker_check import workers_check
 
 logger = logging.getLogger(__name__)
 
 
+NOTIFICATION_LATE = timedelta(minutes=10)  # a delivery still retrying after this: its destination is down
 BEAT_STALE_AFTER = timedelta(minutes=5)  # the bots' dispatch runs every minute: five without a run mean beat is down
 
 
@@ -75,13 +77,22 @@ def _bots_check(now) -> dict:
     return {"status": "stale" if stale else "ok", "bots": len(beats), "stale": stale}
 
 
+def _notifications_check(now) -> dict:
+    """Deliveries that gave up in the last day, and those still retrying after ``NOTIFICATION_LATE``: an alert that
+    does not arrive is an outage of its own."""
+    found = deliveries_failing(failed_since=now - timedelta(days=1), retrying_before=now - NOTIFICATION_LATE)
+    return {"status": "failing" if any(found.values()) else "ok", "failed_last_day": found["failed"],
+            "retrying_late": found["retrying"]}
+
+
 def health(request: HttpRequest) -> JsonResponse:
     """Health for a load balancer and for monitoring: the database, the broker, beat's last run, the bots'
     heartbeats (stale after 3 minutes) and the workers (every shared queue and each enabled account's queue has a
     live worker, ``statarb_site.worker_check``). Only statuses, counts and queue names go out, no error text.
 
     503 when the database does not answer (the web can't serve); with ``?strict=1`` (monitoring) also when the
-    broker is down, beat or a bot is stale, or a queue has no worker. Otherwise 200, ``status`` "ok" or
+    broker is down, beat or a bot is stale, a queue has no worker, or a notification gave up (last day) or has
+    been retrying for more than 10 minutes. Otherwise 200, ``status`` "ok" or
     "degraded"."""
     now = timezone.now()
     database = _database_ok()
@@ -90,8 +101,10 @@ def health(request: HttpRequest) -> JsonResponse:
         checks["broker"] = {"status": "ok" if _broker_ok() else "unavailable"}
         checks["beat"] = _beat_check(now)
         checks["bots"] = _bots_check(now)
+        checks["notifications"] = _notifications_check(now)
         checks["workers"] = workers_check(celery_app) if checks["broker"]["status"] == "ok" else {"status": "unknown"}
-    failing = [name for name, check in checks.items() if check["status"] in ("unavailable", "stale", "missing")]
+    failing = [name for name, check in checks.items()
+               if check["status"] in ("unavailable", "stale", "missing", "failing")]
     status = "unavailable" if not database else ("degraded" if failing else "ok")
     strict = request.GET.get("strict") in ("1", "true")
     code = 503 if not database or (strict and failing) else 200

@@ -138,20 +138,22 @@ def _act(report: GuardReport, breaches: list[Breach], books: dict[int, AccountBo
                                Q(cleared_at__isnull=True, until__gt=now) | Q(cleared_at__gte=day_start(now))))
     recent = set(GuardEvent.objects.filter(created_at__gt=now - NOTIFY_EVERY, created_at__lte=now,
                                            kind__in=[b.check for b in breaches])
-                 .values_list("account_id", "kind", "details__pair"))
+                 .values_list("account_id", "kind", "details__pair", "details__order"))
     for breach in breaches:
         account = books[breach.account_id].account if breach.account_id else None
         action = _action(limits[breach.account_id], breach.check)
         if action == PAUSE_PAIR and breach.pair_id is None:
             action = NOTIFY
         if action == NOTIFY:
-            key = (account.pk if account else None, breach.check, breach.pair_id)
+            # The same breach again within the hour is muted; another order's slippage is another breach.
+            order = breach.details.get("order")
+            key = (account.pk if account else None, breach.check, breach.pair_id, order)
             if key not in recent:
                 recent.add(key)
                 report.events.append(_record(breach, account, now=now, severity=GuardEvent.Severity.WARNING))
                 notify(topic=f"guard_{breach.check}", severity=Notification.Severity.WARNING,
                        text=_text(breach, account),
-                       dedupe_key=f"guard:{breach.check}:{key[0]}:{breach.pair_id}:{now:%Y%m%d%H}")
+                       dedupe_key=f"guard:{breach.check}:{key[0]}:{breach.pair_id}:{order or ''}:{now:%Y%m%d%H}")
             continue
         if _standing(guard_halts, breach, account):
             continue

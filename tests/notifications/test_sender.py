@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.utils import timezone
 
@@ -112,6 +113,40 @@ def test_a_400_gives_up_with_the_reason_and_does_not_block_the_next(telegram, se
     assert deliveries_failing()["failed"] == 1
 
 
+def test_a_delivery_that_gave_up_is_logged_and_sent_again_from_the_admin(telegram, settings, client,
+                                                                          django_user_model, caplog):
+    from core.models import AuditEntry
+
+    telegram.block_chat(ADMIN_CHAT_ID)
+    notify(topic="guard_halt", text="halted", severity="critical")
+    with caplog.at_level("ERROR", logger="notifications.sender"):
+        notifications_send(budget_s=5)
+    row = Delivery.objects.get(target=str(ADMIN_CHAT_ID))
+    assert row.status == Delivery.Status.FAILED
+    assert any("gave up" in r.getMessage() and "Send again" in r.getMessage() for r in caplog.records)
+    assert settings.TELEGRAM_BOT_TOKEN not in caplog.text
+
+    viewer = django_user_model.objects.create_user("v", password="a-long-test-password", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_delivery"))
+    client.force_login(viewer)
+    changelist = "/admin/notifications/delivery/"
+    client.post(changelist, {"action": "send_again", "_selected_action": [row.pk]})
+    row.refresh_from_db()
+    assert row.status == Delivery.Status.FAILED  # not offered without the permission: nothing changed
+
+    telegram.block_chat(ADMIN_CHAT_ID, blocked=False)
+    admin = django_user_model.objects.create_superuser("root", password="a-long-test-password")
+    client.force_login(admin)
+    client.post(changelist, {"action": "send_again", "_selected_action": [row.pk]})
+    row.refresh_from_db()
+    assert row.status == Delivery.Status.PENDING
+    assert AuditEntry.objects.get(action="send_again").actor == admin
+    notifications_send(budget_s=5)
+    row.refresh_from_db()
+    assert row.status == Delivery.Status.SENT and Notification.objects.get().status == Notification.Status.SENT
+    assert [m.plain_text.splitlines()[-1] for m in telegram.delivered(ADMIN_CHAT_ID)] == ["halted"]
+
+
 def test_a_blocked_bot_gives_up_with_403(telegram):
     telegram.block_chat(ADMIN_CHAT_ID)
     notify(topic="guard_halt", text="halted", severity="critical")
@@ -149,6 +184,35 @@ def test_a_retry_of_a_long_message_goes_on_from_the_part_that_failed(telegram):
     assert [p.plain_text.splitlines()[0][-5:] for p in parts] == ["(1/3)", "(2/3)", "(3/3)"]  # none twice
     row.refresh_from_db()
     assert row.status == Delivery.Status.SENT and row.parts_sent == 3
+
+
+def test_a_sender_killed_between_the_parts_of_a_long_message_resumes_after_the_parts_delivered(telegram,
+                                                                                               monkeypatch):
+    from notifications import channels, sender
+
+    class Killed(BaseException):  # not an Exception: nothing in the sender catches it, as with SIGKILL
+        pass
+
+    notify(topic="daily_summary", text="\n".join("y" * 70 for _ in range(120)))  # three parts
+    real_send_one, sent = channels.TelegramChannel._send_one, []
+
+    def dies_before_the_third(self, chat_id, text):
+        if len(sent) == 2:
+            raise Killed
+        sent.append(text)
+        return real_send_one(self, chat_id, text)
+
+    monkeypatch.setattr(channels.TelegramChannel, "_send_one", dies_before_the_third)
+    clock = ManualClock(timezone.now())
+    with pytest.raises(Killed):
+        Sender(clock=clock).run(budget_s=5)
+    monkeypatch.setattr(channels.TelegramChannel, "_send_one", real_send_one)
+    assert Delivery.objects.get(target=str(ALERTS_CHAT_ID)).parts_sent == 2  # stored as they went
+
+    clock.advance(sender.LEASE + timedelta(seconds=1))  # the dead sender's lease runs out
+    Sender(clock=clock).run(budget_s=5)
+    parts = telegram.delivered(ALERTS_CHAT_ID)
+    assert [p.plain_text.splitlines()[0][-5:] for p in parts] == ["(1/3)", "(2/3)", "(3/3)"]  # none twice
 
 
 def test_a_burst_of_one_topic_folds_into_one_message_with_a_count(telegram):

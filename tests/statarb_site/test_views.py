@@ -202,6 +202,24 @@ def test_health_reports_a_stopped_bot_and_beat(client):
     assert client.get("/health/", {"strict": "1"}).status_code == 503
 
 
+def test_health_reports_a_notification_that_gave_up_or_keeps_retrying(client):
+    from django.utils import timezone
+
+    from notifications.models import Delivery, Notification
+
+    assert client.get("/health/").json()["checks"]["notifications"] == {
+        "status": "ok", "failed_last_day": 0, "retrying_late": 0}
+    note = Notification.objects.create(topic="guard_halt", text="halted", severity="critical")
+    Delivery.objects.create(notification=note, channel="telegram", target="-100999", status=Delivery.Status.FAILED,
+                            attempts=1, last_error="HTTP 400: Bad Request: chat not found")
+    Delivery.objects.create(notification=note, channel="telegram", target="424242", attempts=5,
+                            created_at=timezone.now() - timedelta(minutes=11))
+    data = client.get("/health/").json()
+    assert data["checks"]["notifications"] == {"status": "failing", "failed_last_day": 1, "retrying_late": 1}
+    assert data["status"] == "degraded" and "chat not found" not in str(data)  # statuses and counts only
+    assert client.get("/health/", {"strict": "1"}).status_code == 503
+
+
 def test_schema_is_staff_only(client, django_user_model):
     assert client.get("/api/v1/schema/").status_code in (401, 403)
     client.force_login(django_user_model.objects.create_user(username="viewer", password="a-long-test-password"))

@@ -160,6 +160,25 @@ def test_slippage_beyond_the_tolerance_is_told():
     assert GuardEvent.objects.get().kind == "slippage"
 
 
+def test_another_orders_slippage_on_the_same_pair_is_not_muted_by_the_first():
+    account = ExchangeAccountFactory()
+    RiskLimitFactory(account=account, **only("slippage", slippage_bps=50))
+    trade = open_trade(account, priced_pair())
+
+    def slipped(attempt, price, minutes_ago):
+        OrderFactory(trade=trade, side=BUY, reference_price=Decimal("100"), avg_price=Decimal(price),
+                     filled_qty=Decimal("1"), submitted_at=NOW - timedelta(minutes=minutes_ago),
+                     status=Order.Status.FILLED, attempt=attempt, client_order_id=f"sent-{attempt}")
+
+    slipped(2, "101", 5)
+    run([account])
+    slipped(3, "109", -1)  # the same pair, another order, far worse, within the hour of the first
+    run([account], now=NOW + timedelta(minutes=2))
+    events = list(GuardEvent.objects.filter(kind="slippage").order_by("pk"))
+    assert [e.details["order"] for e in events] == ["sent-2", "sent-3"]
+    assert Notification.objects.filter(topic="guard_slippage").count() == 2
+
+
 def test_a_growing_celery_queue_is_told():
     account = ExchangeAccountFactory()
     RiskLimitFactory(account=None, **only("queue", queue_max_length=100))
