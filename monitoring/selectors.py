@@ -120,31 +120,9 @@ def performance_scope(*, account: ExchangeAccount | None = None, mode: str | Non
     that are all disabled (their bots don't run: a finished replay's account) to the end of their last active day:
     months of a stopped account's flat equity would show as returns of 0 % and dilute its Sharpe.
     """
-    if account is not None:
-        accounts = [account]
-        label = f"{account.name} ({account.mode})"
-    else:
-        candidates = ExchangeAccount.objects.select_related("level").order_by("name")
-        if mode:
-            candidates = candidates.filter(mode=mode)
-        if level is not None:
-            candidates = candidates.filter(level__number=level)
-        accounts = list(candidates)
-        modes = sorted({a.mode for a in accounts})
-        if len(modes) > 1:
-            raise MixedModesError(
-                f"the accounts in scope are {', '.join(modes)}: choose an account or a mode, a combined view never "
-                "mixes paper with real money"
-            )
-        mode = modes[0] if modes else mode
-        level_text = f" level {level}" if level is not None else ""
-        label = f"combined {mode or 'no'}{level_text} accounts: {', '.join(a.name for a in accounts) or 'none'}"
-    # The market's clock: the wall clock live, the demo's stored-data clock in `make demo` (the period, the open
-    # trades' exposure and the monthly table end where the market the accounts trade on stands).
+    accounts, label, mode = _scope_accounts(account, mode, level)
     if end is None:
-        end = market_clock().now()
-        if accounts and not any(a.enabled for a in accounts):
-            end = min(end, _after_last_activity(accounts, pair) or end)
+        end = _default_end(accounts, pair)
     if start is None:
         # Two queries: MariaDB reads each minimum off its own index, not one of them by scanning.
         trades = scope_trades(accounts, pair)
@@ -216,6 +194,39 @@ def scope_performance(scope: Scope, *, rollup: bool = True) -> PerformanceSummar
 def performance_summary(*, account: ExchangeAccount | None = None, **scope) -> PerformanceSummary:
     """The KPIs of one account, or of the accounts of one mode combined (see ``performance_scope``)."""
     return scope_performance(performance_scope(account=account, **scope))
+
+
+def _scope_accounts(account: ExchangeAccount | None, mode: str | None, level: int | None
+                    ) -> tuple[list[ExchangeAccount], str, str | None]:
+    """The scope's accounts, its label and its mode (MixedModesError for accounts of several modes)."""
+    if account is not None:
+        return [account], f"{account.name} ({account.mode})", account.mode
+    candidates = ExchangeAccount.objects.select_related("level").order_by("name")
+    if mode:
+        candidates = candidates.filter(mode=mode)
+    if level is not None:
+        candidates = candidates.filter(level__number=level)
+    accounts = list(candidates)
+    modes = sorted({a.mode for a in accounts})
+    if len(modes) > 1:
+        raise MixedModesError(
+            f"the accounts in scope are {', '.join(modes)}: choose an account or a mode, a combined view never "
+            "mixes paper with real money"
+        )
+    mode = modes[0] if modes else mode
+    level_text = f" level {level}" if level is not None else ""
+    return accounts, f"combined {mode or 'no'}{level_text} accounts: {', '.join(a.name for a in accounts) or 'none'}", \
+        mode
+
+
+def _default_end(accounts: list[ExchangeAccount], pair: Pair | None) -> datetime:
+    """The market's clock: the wall clock live, the demo's stored-data clock in `make demo` (the period, the open
+    trades' exposure and the monthly table end where the market the accounts trade on stands); for accounts that
+    are all disabled, the end of their last active day."""
+    end = market_clock().now()
+    if accounts and not any(a.enabled for a in accounts):
+        end = min(end, _after_last_activity(accounts, pair) or end)
+    return end
 
 
 def _after_last_activity(accounts: list[ExchangeAccount], pair: Pair | None) -> datetime | None:
