@@ -8,6 +8,10 @@ import os
 from celery import Celery
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_init
 
+# A process started as `celery -A statarb_site` without a settings module runs the local (development) settings.
+# This module is imported with the package, before wsgi.py: it notes whether it chose, so that a web server started
+# without one (gunicorn statarb_site.wsgi) gets production as documented, not this development default.
+SETTINGS_DEFAULTED = "DJANGO_SETTINGS_MODULE" not in os.environ
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "statarb_site.settings.local")
 
 app = Celery("statarb")

@@ -6,7 +6,12 @@ import os
 from django.core.wsgi import get_wsgi_application
 from django.urls import get_resolver
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "statarb_site.settings.production")
+from statarb_site import celery as celery_module
+
+# Production unless the environment names the settings (the package's import chose local for Celery meanwhile;
+# nothing has read the settings yet, so the choice is still open).
+if celery_module.SETTINGS_DEFAULTED:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "statarb_site.settings.production"
 
 application = get_wsgi_application()
 

@@ -155,3 +155,21 @@ def test_models_and_migrations_agree(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No changes detected" in result.stdout
 
+
+
+def test_the_web_server_without_a_settings_module_runs_production_and_celery_local(tmp_path):
+    """gunicorn statarb_site.wsgi as the README runs it: the package (with its Celery app) is imported first and
+    chooses local for a Celery process; the WSGI entry point must still end up on production."""
+    env = _env(tmp_path, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com")
+    del env["DJANGO_SETTINGS_MODULE"]
+    probe = ("import {module}\nfrom django.conf import settings\n"
+             "print(settings.SETTINGS_MODULE, settings.SECURE_SSL_REDIRECT, settings.DEBUG)")
+    web = _run(["-c", probe.format(module="statarb_site.wsgi")], env)
+    assert web.returncode == 0, web.stderr
+    assert web.stdout.split()[-3:] == ["statarb_site.settings.production", "True", "False"]
+    worker = _run(["-c", probe.format(module="statarb_site.celery")], env)
+    assert worker.returncode == 0, worker.stderr
+    assert worker.stdout.split()[-3] == "statarb_site.settings.local"
+    named = _run(["-c", probe.format(module="statarb_site.wsgi")], {**env, "DJANGO_SETTINGS_MODULE":
+                                                                      "statarb_site.settings.local"})
+    assert named.stdout.split()[-3] == "statarb_site.settings.local"  # a module the environment names is kept
