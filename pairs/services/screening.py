@@ -317,12 +317,20 @@ def _write(*, run, window, result, passed, candidate, confirmation) -> None:
         })
     tests, updated = [], []
     degenerate = degenerate_tests(result)
+    # A failure counts towards dropping a pair once per window and settings: a run again on the same data with the
+    # same settings (a second demo, a select_pairs by hand after beat's) tells nothing new and must not break a
+    # pair by repetition.
+    # (Both sides as stored: the parameters compared as the database gives them back.)
+    stored = {pk: (end, parameters) for pk, end, parameters in CointegrationRun.objects.filter(
+        pk__in={run.pk, *(p.last_run_id for p in existing.values() if p.last_run_id)}).values_list(
+        "pk", "window_end", "parameters")}
     for key, pair in existing.items():
         k = int(test_of[column_of[key[0]], column_of[key[1]]])
         if k < 0:
             continue
         check = confirmation.get(k)
-        _apply_latest_test(pair, result, k, run=run, now=now, passed=bool(passed[k]), check=check)
+        _apply_latest_test(pair, result, k, run=run, now=now, passed=bool(passed[k]), check=check,
+                           new_evidence=stored.get(pair.last_run_id) != stored[run.pk])
         updated.append(pair)
         if degenerate[k]:
             # A leg that froze (or became a copy of the other): a failure of the pair, with nothing to record as a
@@ -367,7 +375,8 @@ def _pairs_update(pairs: list[Pair], field_names: list[str]) -> None:
         cursor.executemany(sql, rows)
 
 
-def _apply_latest_test(pair: Pair, result: ScreenResult, k: int, *, run, now, passed: bool, check) -> None:
+def _apply_latest_test(pair: Pair, result: ScreenResult, k: int, *, run, now, passed: bool, check,
+                       new_evidence: bool = True) -> None:
     # A degenerate test's undefined figures (NaN, -inf, lag -1) are never stored: the hedge ratio and intercept
     # keep their last estimate, the test's statistics read as none.
     if np.isfinite(result.hedge_ratio[k]) and np.isfinite(result.intercept[k]):
@@ -394,7 +403,7 @@ def _apply_latest_test(pair: Pair, result: ScreenResult, k: int, *, run, now, pa
     if passed:
         pair.last_passed_at = now
         pair.consecutive_failures = 0
-    else:
+    elif new_evidence:
         pair.consecutive_failures += 1
 
 

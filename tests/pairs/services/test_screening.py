@@ -243,6 +243,10 @@ def test_runs_again_without_duplicates_and_count_consecutive_failures(shared_can
     per_pair_per_run = PairTest.objects.values("pair_id", "run_id").distinct().count()
     assert per_pair_per_run == PairTest.objects.count() == 2 * len(pairs_after_first)
 
+    # The same run again (the same window, the same settings): nothing new, no second failure counted.
+    screening_run(config=StrategyConfig.current(), lookback_bars=LOOKBACK)
+    assert set(Pair.objects.values_list("consecutive_failures", flat=True)) == {1}
+
     # Third run passes again: the failure count resets and nothing is duplicated.
     config.max_qvalue = 0.10
     config.save()
@@ -252,8 +256,8 @@ def test_runs_again_without_duplicates_and_count_consecutive_failures(shared_can
     assert set(Pair.objects.values_list("consecutive_failures", flat=True)) == {0}
     for pair in Pair.objects.all():
         assert pair.last_passed_at > pairs_after_first[pair.pk].last_passed_at
-        assert pair.tests.count() == 3
-    assert CointegrationRun.objects.count() == 3
+        assert pair.tests.count() == 4
+    assert CointegrationRun.objects.count() == 4
 
 
 # --- synthetic candles -------------------------------------------------------------------------------------------
