@@ -27,6 +27,15 @@ from core.db import count_up_to, page_rows
 from core.permissions import READ_API  # the apps' API modules read it from here too
 
 
+def readable_errors(detail) -> str:
+    """A form's errors as a person reads them ("mode: "xyz" is not a valid choice."), not as Python shows them."""
+    if isinstance(detail, dict):
+        return "; ".join(f"{name}: {readable_errors(value)}" for name, value in detail.items())
+    if isinstance(detail, list | tuple):
+        return " ".join(readable_errors(item) for item in detail)
+    return str(detail)
+
+
 class CanReadReports(BasePermission):
     """An authenticated user whose role may read the reporting API."""
 

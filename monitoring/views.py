@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 from rest_framework.exceptions import ValidationError
 
+from core.api import readable_errors
 from core.permissions import changes_need
 from execution.api import TradeFilter
 from execution.models import ExchangeAccount, Order, PairTrade
@@ -26,22 +27,13 @@ VIEW = "monitoring.view_dashboard"
 TRADES_PER_PAGE = 50
 
 
-def _readable(detail) -> str:
-    """A form's errors as a person reads them ("mode: "xyz" is not a valid choice."), not as Python shows them."""
-    if isinstance(detail, dict):
-        return "; ".join(f"{name}: {_readable(value)}" for name, value in detail.items())
-    if isinstance(detail, list | tuple):
-        return " ".join(_readable(item) for item in detail)
-    return str(detail)
-
-
 def _live_context(request: HttpRequest) -> dict:
     params = data.scope_params(request.GET)
     try:
         scope = dashboard_scope(params)
         error = None
     except ValidationError as invalid:
-        scope, error = dashboard_scope({}), _readable(invalid.detail)
+        scope, error = dashboard_scope({}), readable_errors(invalid.detail)
     single = scope.accounts[0] if len(scope.accounts) == 1 else None
     positions = open_positions(accounts=[a.pk for a in scope.accounts])
     return {

@@ -18,7 +18,7 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from core.api import check_query_parameters
-from execution.models import BotHeartbeat
+from execution.models import BotHeartbeat, ExchangeAccount
 from monitoring.dashboard import HEARTBEAT_STALE_AFTER
 from notifications.sender import deliveries_failing
 from statarb_site.celery import app as celery_app
@@ -72,9 +72,14 @@ def _beat_check(now) -> dict:
 
 
 def _bots_check(now) -> dict:
+    """Every enabled account's bot beat within the limit; one that has never beaten although the account was
+    enabled (or changed) longer ago than that counts as stale too: a bot that fails before its first beat (its key
+    can't be read) must not look healthy for having no heartbeat to judge."""
     beats = list(BotHeartbeat.objects.filter(account__enabled=True).values_list("beat_at", flat=True))
     stale = sum(1 for beat in beats if now - beat > HEARTBEAT_STALE_AFTER)
-    return {"status": "stale" if stale else "ok", "bots": len(beats), "stale": stale}
+    never = ExchangeAccount.objects.filter(enabled=True, heartbeat__isnull=True,
+                                           updated_at__lt=now - HEARTBEAT_STALE_AFTER).count()
+    return {"status": "stale" if stale or never else "ok", "bots": len(beats), "stale": stale + never}
 
 
 def _notifications_check(now) -> dict:

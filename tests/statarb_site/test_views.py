@@ -202,6 +202,18 @@ def test_health_reports_a_stopped_bot_and_beat(client):
     assert client.get("/health/", {"strict": "1"}).status_code == 503
 
 
+def test_health_reports_an_enabled_account_whose_bot_never_beat(client):
+    from django.utils import timezone
+
+    fresh = ExchangeAccountFactory()  # just enabled: its bot has a few minutes for its first beat
+    assert client.get("/health/").json()["checks"]["bots"] == {"status": "ok", "bots": 0, "stale": 0}
+    ExchangeAccount.objects.filter(pk=fresh.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+    assert client.get("/health/").json()["checks"]["bots"] == {"status": "stale", "bots": 0, "stale": 1}
+    assert client.get("/health/", {"strict": "1"}).status_code == 503
+    ExchangeAccount.objects.filter(pk=fresh.pk).update(enabled=False)
+    assert client.get("/health/").json()["checks"]["bots"]["status"] == "ok"
+
+
 def test_health_reports_a_notification_that_gave_up_or_keeps_retrying(client):
     from django.utils import timezone
 

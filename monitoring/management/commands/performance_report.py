@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.exceptions import ValidationError
 
+from core.api import readable_errors
 from core.commands import writable_output_path
 from monitoring.report import FORMATS, performance_report_write
 from monitoring.scopes import dashboard_scope
@@ -31,6 +32,6 @@ class Command(BaseCommand):
         try:
             scope = dashboard_scope(params)
         except ValidationError as error:
-            raise CommandError(f"{error.detail}") from error
+            raise CommandError(readable_errors(error.detail)) from error
         summary = performance_report_write(scope=scope, out=out)
         self.stdout.write(f"{summary.label}: {summary.total_trades} trades, written to {out}")
