@@ -240,7 +240,8 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "statarb API",
-    "DESCRIPTION": "Read-only reporting API: pairs, levels, trades, orders, daily PnL and risk events.",
+    "DESCRIPTION": "Reporting API: pairs, levels, trades, orders, daily PnL and risk events; three audited writes "
+                   "(close a trade, halt, resume), each with its own permission.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["core.api.CanReadReports"],

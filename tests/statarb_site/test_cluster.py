@@ -70,6 +70,7 @@ def test_the_telegram_console_runs_once_and_only_with_a_bot_token(settings):
     assert "123:abc" not in procfile(processes)  # the token stays in the environment, never in the Procfile
 
 
+@pytest.mark.django_db
 def test_the_local_settings_serve_only_on_loopback(monkeypatch):
     """Every process of the cluster inherits the command's settings; the local ones (a public development key, no
     HTTPS safeguards) are refused on a network address before anything is migrated or started."""
@@ -79,6 +80,8 @@ def test_the_local_settings_serve_only_on_loopback(monkeypatch):
     for bind in ("0.0.0.0:8000", "192.168.1.5:8000", "statarb.example.com:80"):
         with pytest.raises(CommandError, match="only on loopback"):
             call_command("cluster", bind=bind)
+        with pytest.raises(CommandError, match="only on loopback"):  # nor printed as if it would run
+            call_command("cluster", bind=bind, print_only=True)
     from statarb_site.management.commands.cluster import _loopback
 
     assert _loopback("127.0.0.1:8000") and _loopback("[::1]:8000") and _loopback("localhost:8000")
@@ -160,6 +163,7 @@ def test_make_cluster_starts_every_process_and_health_reports_every_part_healthy
             "database": {"status": "ok"}, "broker": {"status": "ok"},
             "beat": {"status": "ok", "seconds_since_last_run": body["checks"]["beat"]["seconds_since_last_run"]},
             "bots": {"status": "ok", "bots": 1, "stale": 0},
+            "notifications": {"status": "ok", "failed_last_day": 0, "retrying_late": 0},
             "workers": {"status": "ok", "queues": 6, "missing": []}}}, body
         assert body["checks"]["beat"]["seconds_since_last_run"] < 120
     finally:

@@ -11,6 +11,7 @@ import sys
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import OperationalError, connection
 
 from statarb_site.cluster import cluster_processes, procfile
 
@@ -27,9 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, bind: str, selection_concurrency: int, procfile: str | None, print_only: bool,
                **options):
-        if print_only:
-            self.stdout.write(_text(bind, selection_concurrency), ending="")
-            return
+        _check_database()
         module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
         if module.endswith(".local") and not _loopback(bind):
             # Every process inherits this command's settings: the local ones sign sessions with a public
@@ -41,6 +40,9 @@ class Command(BaseCommand):
         if not settings.BROKER_IS_REDIS or settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             self.stderr.write("warning: the cluster is meant for MySQL/MariaDB + Redis (DATABASE_URL, "
                               "CELERY_BROKER_URL); running on the embedded default.")
+        if print_only:  # after the checks: what it prints is what a run would start
+            self.stdout.write(_text(bind, selection_concurrency), ending="")
+            return
         self.stdout.write("migrating, seeding the schedules and roles, collecting static files...")
         call_command("migrate", interactive=False, verbosity=0)
         call_command("setup_periodic_tasks", verbosity=0)
@@ -64,6 +66,15 @@ def _loopback(bind: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _check_database() -> None:
+    try:
+        connection.ensure_connection()
+    except OperationalError as exc:
+        raise CommandError(f"the database {settings.DATABASES['default']['NAME']!r} can't be reached ({exc}): start "
+                           "MariaDB and create it first, e.g. mysql -e 'CREATE DATABASE statarb CHARACTER SET "
+                           "utf8mb4'") from exc
 
 
 def _text(bind: str, selection_concurrency: int) -> str:
