@@ -22,8 +22,8 @@ def _scope(halt: Halt) -> str:
     return f"{scope}, pair {halt.pair}" if halt.pair_id else scope
 
 
-def halt_raised_text(halt: Halt) -> str:
-    who = halt.created_by.get_username() if halt.created_by_id else halt.get_source_display()
+def halt_raised_text(halt: Halt, by: str = "") -> str:
+    who = halt.created_by.get_username() if halt.created_by_id else (by or halt.get_source_display())
     parts = [f"{halt.get_mode_display()}: {_scope(halt)}", f"reason: {halt.reason}", f"by: {who}"]
     if halt.flatten:
         parts.append("open trades are being closed (flatten)")
@@ -38,16 +38,16 @@ def _topic(halt: Halt, raised: bool) -> str:
     return "halt_raised" if raised else "halt_cleared"
 
 
-def on_halt_raised(sender, halt: Halt, **kwargs) -> None:
+def on_halt_raised(sender, halt: Halt, by: str = "", **kwargs) -> None:
     try:
-        notify(topic=_topic(halt, True), text=halt_raised_text(halt), severity=Notification.Severity.CRITICAL,
+        notify(topic=_topic(halt, True), text=halt_raised_text(halt, by), severity=Notification.Severity.CRITICAL,
                dedupe_key=f"halt_raised:{halt.pk}")
     except Exception:  # the halt is committed and in force; a lost message must not turn into an error upstream
         logger.exception("could not store the notification of halt %s", halt.pk)
 
 
-def on_halt_cleared(sender, halt: Halt, **kwargs) -> None:
-    who = halt.cleared_by.get_username() if halt.cleared_by_id else "nobody (latch ended or the guard)"
+def on_halt_cleared(sender, halt: Halt, by: str = "", **kwargs) -> None:
+    who = halt.cleared_by.get_username() if halt.cleared_by_id else (by or "nobody (latch ended or the guard)")
     try:
         notify(topic=_topic(halt, False), severity=Notification.Severity.WARNING,
                text=f"cleared: {_scope(halt)}\nwas: {halt.reason}\nby: {who}", dedupe_key=f"halt_cleared:{halt.pk}")

@@ -30,7 +30,7 @@ def halt_raise(
     *, account: ExchangeAccount | None, source: str, reason: str, flatten: bool = False,
     created_by: AbstractBaseUser | None = None, mode: str = Halt.Mode.REDUCE, trigger: str = "",
     until: datetime | None = None, pair: Pair | None = None, now: datetime | None = None,
-    breach_multiple: float | None = None,
+    breach_multiple: float | None = None, by_label: str = "",
 ) -> Halt:
     """Stop new trades (mode reduce) or all trading (mode halt) of an account, all accounts (``account`` None) or
     one pair of an account. An identical halt in force is reused: it is made stricter (flatten, halt, a later
@@ -61,7 +61,8 @@ def halt_raise(
     halt = Halt.objects.create(account=account, pair=pair, source=source, reason=reason[:500], flatten=flatten,
                                created_by=created_by, mode=mode, trigger=trigger, until=until, created_at=now,
                                breach_multiple=breach_multiple)
-    transaction.on_commit(lambda: halt_raised.send(sender=Halt, halt=halt))
+    # ``by_label``: who raised it when no user did (a command's operator), for the notification.
+    transaction.on_commit(lambda: halt_raised.send(sender=Halt, halt=halt, by=by_label))
     return halt
 
 
@@ -74,8 +75,10 @@ def guard_event_record(
 
 
 @transaction.atomic
-def halts_clear(*, halts: QuerySet[Halt], cleared_by: AbstractBaseUser | None, now: datetime | None = None) -> int:
-    """Clear the given halts that are not cleared yet; returns how many."""
+def halts_clear(*, halts: QuerySet[Halt], cleared_by: AbstractBaseUser | None, now: datetime | None = None,
+                by_label: str = "") -> int:
+    """Clear the given halts that are not cleared yet; returns how many. ``by_label``: who did when no user did (a
+    command's operator), for the notification."""
     cleared = list(halts.select_for_update().filter(cleared_at__isnull=True))
     if not cleared:
         return 0
@@ -83,7 +86,7 @@ def halts_clear(*, halts: QuerySet[Halt], cleared_by: AbstractBaseUser | None, n
     Halt.objects.filter(pk__in=[h.pk for h in cleared]).update(cleared_at=at, cleared_by=cleared_by)
     for halt in cleared:
         halt.cleared_at, halt.cleared_by = at, cleared_by
-    transaction.on_commit(lambda: [halt_cleared.send(sender=Halt, halt=h) for h in cleared])
+    transaction.on_commit(lambda: [halt_cleared.send(sender=Halt, halt=h, by=by_label) for h in cleared])
     return len(cleared)
 
 
@@ -97,7 +100,7 @@ def kill_switch_engage(*, account: ExchangeAccount | None, flatten: bool, reason
         raise ValueError("a kill switch needs a reason")
     halt = halt_raise(account=account, source=source, reason=f"kill switch: {reason.strip()}", flatten=flatten,
                       created_by=user if user is not None and user.pk else None, mode=Halt.Mode.HALT,
-                      trigger="kill_switch")
+                      trigger="kill_switch", by_label=actor_label)
     scope = account.name if account is not None else "all accounts"
     audit_record(action="kill_switch", channel=channel, actor=user, actor_label=actor_label, target=halt,
                  summary=f"kill switch on {scope}" + (", flattening" if flatten else "") + f": {reason.strip()}")
@@ -111,7 +114,8 @@ def kill_switch_release(*, account: ExchangeAccount | None, user: AbstractBaseUs
     system-wide ones). Halts the guard raised stay: each is cleared on its own, once its cause is understood."""
     halts = Halt.objects.filter(account=account).filter(
         Q(trigger="kill_switch") | Q(source__in=[Halt.Source.MANUAL, Halt.Source.TELEGRAM]))
-    count = halts_clear(halts=halts, cleared_by=user if user is not None and user.pk else None)
+    count = halts_clear(halts=halts, cleared_by=user if user is not None and user.pk else None,
+                        by_label=actor_label)
     scope = account.name if account is not None else "all accounts"
     audit_record(action="resume", channel=channel, actor=user, actor_label=actor_label,
                  summary=f"{scope} resumed: {count} halt(s) cleared", details={"source": source})

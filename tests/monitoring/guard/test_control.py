@@ -17,6 +17,20 @@ from tests.factories import ExchangeAccountFactory
 pytestmark = pytest.mark.django_db
 
 
+def test_the_commands_notifications_name_who_ran_them(django_capture_on_commit_callbacks):
+    from notifications.models import Notification
+
+    ExchangeAccountFactory(name="main")
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("halt", "--account", "main", "--reason", "exchange outage")
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("resume", "--account", "main")
+    raised, cleared = (Notification.objects.get(topic=t).text for t in ("kill_switch", "kill_switch_released"))
+    # The shell's operator, as the audit trail names them: not "By hand" nor "nobody (latch ended or the guard)".
+    assert raised.splitlines()[-1].startswith("by: ") and raised.splitlines()[-1].endswith("(manage.py halt)")
+    assert cleared.splitlines()[-1].endswith("(manage.py resume)")
+
+
 def test_halt_command_halts_one_account_and_resume_clears_it(capsys):
     account = ExchangeAccountFactory(name="main")
     other = ExchangeAccountFactory(name="other")
