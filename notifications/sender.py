@@ -63,6 +63,8 @@ class SendReport:
     retried: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    # Seconds until something left pending comes due (a retry, a fold window, a chat's spacing); None: nothing.
+    next_due_s: float | None = None
 
 
 class _Pacer:
@@ -215,7 +217,9 @@ class Sender:
                 progressed, wait = self._pass()
                 if progressed:
                     continue
-                waits = [w for w in (wait, self._next_due_s() if wait_for_due else None) if w is not None]
+                due = self._next_due_s()
+                self.report.next_due_s = min((w for w in (wait, due) if w is not None), default=None)
+                waits = [w for w in (wait, due if wait_for_due else None) if w is not None]
                 if not waits or min(waits) > left:
                     break  # the next nudge or beat's sweep takes it from here
                 self.sleep(min(waits))

@@ -166,6 +166,25 @@ def test_the_celery_task_does_not_sleep_for_a_fold_window(telegram, settings):
     assert time.monotonic() - started < 1.5 and len(_texts(telegram, ALERTS_CHAT_ID)) == 1
 
 
+def test_the_celery_task_schedules_a_send_for_when_telegrams_retry_after_ends(telegram, settings, monkeypatch):
+    """The task does not sleep, but a retry due in a few seconds is not left to beat's 30 s sweep either: a send
+    is scheduled for then (Telegram's retry_after), and none when nothing is left."""
+    from notifications import tasks
+
+    settings.NOTIFICATIONS_NUDGE = True
+    scheduled = []
+    monkeypatch.setattr(tasks.send_notifications, "apply_async", lambda **options: scheduled.append(options))
+    telegram.force_rate_limit(1, retry_after=3, chat_id=ALERTS_CHAT_ID)
+    notify(topic="guard_halt", text="halted", severity="critical")
+    result = tasks.send_notifications()
+    assert result["retried"] == 1 and len(scheduled) == 1
+    assert 2.0 <= scheduled[0]["countdown"] <= 3.0
+    time.sleep(scheduled[0]["countdown"])
+    result = tasks.send_notifications()
+    assert result["sent"] >= 1 and len(scheduled) == 1  # delivered; nothing more to schedule
+    assert [t.splitlines()[1] for t in _texts(telegram, ALERTS_CHAT_ID)] == ["halted"]
+
+
 def test_a_run_waits_for_a_retry_that_comes_due_within_its_budget(telegram):
     telegram.force_rate_limit(1, retry_after=1, chat_id=ALERTS_CHAT_ID)
     notify(topic="trade_opened", text="BTC/ETH opened")
