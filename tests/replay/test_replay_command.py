@@ -131,6 +131,8 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("replay on 'replay': 168 bars, 2021-03-29 00:00 to 2021-04-04 23:00 UTC, 1 selection")
     assert lines[1].startswith(f"{len(pnls)} finished trade(s) (0 still open), win rate ")
+    shown = "∞ (no losing trade)" if summary["profit_factor_unbounded"] else f"{summary['profit_factor']:.2f}"
+    assert f"profit factor {shown}, return " in lines[1]  # not "n/a" when no trade lost
     assert lines[2].startswith("execution: fills at the next bar's open + 0 bar(s) of delay; vectorised backtest of "
                                f"the {len(traded)} traded pair(s) over the replayed bars (per trade, y notional 1, "
                                f"each pair on every bar: not the account's return) at delay 0: "

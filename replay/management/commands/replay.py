@@ -202,7 +202,9 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"{summary['total_trades']} finished trade(s) ({still_open} still open), win rate "
-            f"{_ratio(summary['win_rate'])}, profit factor {_number(summary['profit_factor'])}, return "
+            f"{_ratio(summary['win_rate'])}, profit factor "
+            f"{'∞ (no losing trade)' if summary.get('profit_factor_unbounded') else _number(summary['profit_factor'])}"
+            f", return "
             f"{_ratio(summary['total_return'])}, max drawdown {_ratio(summary['max_drawdown'])}, Sharpe "
             f"{_number(summary['sharpe'])}; equity {summary['start_equity']} -> {summary['end_equity']}"
         )
