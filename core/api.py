@@ -237,11 +237,22 @@ class CsvRenderer(BaseRenderer):
         columns: list[str] = []
         for row in rows:
             columns += [key for key in row if key not in columns]
+        if not rows:  # an empty list still has its header: a reporting tool reads the columns from it
+            columns = _serializer_columns(renderer_context)
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue().encode(self.charset)
+
+
+def _serializer_columns(renderer_context) -> list[str]:
+    """The top-level fields of the view's serializer (what the rows would have had), or none."""
+    view = (renderer_context or {}).get("view")
+    try:
+        return list(view.get_serializer().fields) if hasattr(view, "get_serializer") else []
+    except (AssertionError, AttributeError, KeyError, TypeError):  # no serializer to ask: no header, no error
+        return []
 
 
 def _related_model(model, path: str):

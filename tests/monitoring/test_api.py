@@ -201,6 +201,10 @@ def test_every_list_reads_as_csv(api_client):
         assert answer["Content-Type"].startswith("text/csv"), path
     trade_csv = api_client.get("/api/v1/trades/", {"format": "csv"}).content.decode()
     assert "orders" in trade_csv.splitlines()[0]
+    # An empty list still has its header row: a reporting tool takes its columns from it.
+    empty = api_client.get("/api/v1/halts/", {"format": "csv"}).content.decode()
+    assert empty.splitlines() == ["id,account,pair,mode,source,trigger,reason,flatten,until,breach_multiple,created_at,"
+                                  "cleared_at"]
 
 
 def test_accounts_list_has_no_secret(api_client):
