@@ -184,8 +184,21 @@ class StrictQueryParameters(BaseFilterBackend):
             allowed |= set(filterset_class.base_filters)
         if getattr(view, "ordering_fields", None):
             allowed.add(OrderingFilter.ordering_param)
+            _check_ordering(request, view.ordering_fields)
         check_query_parameters(request, allowed)
         return queryset
+
+
+def _check_ordering(request, fields) -> None:
+    """``?ordering=`` names fields the list can be ordered by (DRF drops the others silently: a report would come
+    back in an order nobody asked for)."""
+    asked = request.query_params.get(OrderingFilter.ordering_param)
+    if not asked or fields == "__all__":
+        return
+    unknown = [term.strip() for term in asked.split(",") if term.strip().lstrip("-") not in fields]
+    if unknown:
+        raise ValidationError({OrderingFilter.ordering_param: [
+            f"unknown field {', '.join(repr(t) for t in unknown)}: one of {', '.join(fields)} (- for descending)"]})
 
 
 # --- CSV: every list reads as a table (?format=csv) for Excel and Power BI -----------------------------------------
