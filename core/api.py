@@ -18,7 +18,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.filters import BaseFilterBackend, OrderingFilter
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.renderers import BaseRenderer
 from rest_framework.utils.urls import replace_query_param
 
@@ -59,6 +59,10 @@ def HasPermission(permission: str) -> type[BasePermission]:
                 return False  # 401: nobody to name
             if user.has_perm(READ_API) and user.has_perm(permission):
                 return True
+            # The request as it came: the browsable API asks this of a copy with the method of a form it might
+            # show (a GET of the page is no attempt to change anything).
+            if getattr(request, "_request", request).method in SAFE_METHODS:
+                return False
             audit_record(action="refused", channel="api", actor=user,
                          summary=f"{request.method} {request.path} refused: {user.get_username()} lacks the "
                                  f"permission {permission if user.has_perm(READ_API) else READ_API}",

@@ -159,6 +159,10 @@ def test_a_refused_close_is_audited_with_who_asked(django_user_model):
     viewer.groups.add(Group.objects.get(name="viewer"))
     api = APIClient()
     api.force_authenticate(viewer)
+    # Looking at the endpoint's page in the browsable API (which asks whether it may show a POST form) is no
+    # attempt: nothing is audited.
+    api.get(f"/api/v1/trades/{trade.pk}/close/", HTTP_ACCEPT="text/html")
+    assert not AuditEntry.objects.filter(action="refused").exists()
     assert api.post(f"/api/v1/trades/{trade.pk}/close/").status_code == 403
     entry = AuditEntry.objects.get(action="refused")
     assert (entry.channel, entry.actor) == ("api", viewer)
