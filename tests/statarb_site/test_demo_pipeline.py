@@ -152,6 +152,9 @@ def test_the_last_days_are_held_out_for_the_stored_clock_which_starts_where_the_
     assert latest.parameters["validation_end"] == "2021-04-03T23:00:00Z"
     data = json.loads((var_dir / "demo-replay.json").read_text())
     assert all(t["opened_at"] is None or t["opened_at"] < "2021-04-04" for t in data["trades"])
+    # --replay-days 6: six whole days ending with the batch's last one, 2021-03-29 to 2021-04-03 (not seven).
+    delay = data["execution_delay"]
+    assert (delay["start"], delay["end"]) == ("2021-03-29T00:00:00Z", "2021-04-03T23:00:00Z")
     settings.STATARB_MARKET_CLOCK = "stored"
     clock = demo_clock_setup(bar_seconds=10)
     assert clock.moment == clock.start == datetime(2021, 4, 4, tzinfo=UTC)  # where the replay ended

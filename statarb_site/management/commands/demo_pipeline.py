@@ -76,7 +76,8 @@ class Command(BaseCommand):
         if replayed:
             # A replay needs a database without pairs (its walk-forward selection creates them): so only the first
             # run replays, and later runs show that replay's figures again.
-            start = (newest - timedelta(days=hold_out_days + replay_days)).date().isoformat()
+            # replay_days whole days ending with the last day (the replay's end day is included: not one day more).
+            start = ((last_day or newest.date()) - timedelta(days=replay_days - 1)).isoformat()
             end = {"end": last_day.isoformat()} if last_day else {}
             call_command("replay", start=start, account=REPLAY_ACCOUNT, json_path=replay_json, console=True,
                          verbosity=max(verbosity, 1), stdout=self.stdout, stderr=self.stderr, **end)  # fmt: skip
