@@ -249,7 +249,8 @@ def test_position_closed_outside_the_bot_is_settled_and_orphans_halt(world, fake
     assert not Halt.objects.filter(cleared_at__isnull=True).exists()
 
 
-def test_funding_from_the_exchange_is_recorded_on_the_trade(world, fake):
+def _held_through_the_8am_settlement(world, fake) -> None:
+    """A trade opened at 02:00 and held to 09:00; both legs' funding settled at 08:00 on the exchange."""
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)  # opens at 02:00
     tick(world)
     while world.now.hour != 9:  # the 08:00 settlement lies between this tick and the last
@@ -257,6 +258,10 @@ def test_funding_from_the_exchange_is_recorded_on_the_trade(world, fake):
     settled_ms = int(world.now.replace(hour=8).timestamp() * 1000)
     fake.settle_funding("YYYUSDT", "0.0001", time_ms=settled_ms)
     fake.settle_funding("XXXUSDT", "0.0001", time_ms=settled_ms)
+
+
+def test_funding_from_the_exchange_is_recorded_on_the_trade(world, fake):
+    _held_through_the_8am_settlement(world, fake)
     tick(world)
     trade = world.trade()
     amounts = dict(FundingPayment.objects.filter(trade=trade).values_list("instrument__symbol", "amount"))
@@ -409,13 +414,7 @@ def test_stray_orders_are_cancelled_if_ours_and_flagged_if_not(world, fake):
 
 
 def test_funding_whose_read_failed_in_the_closing_tick_is_recorded_on_the_closed_trade(world, fake):
-    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)  # opens at 02:00
-    tick(world)
-    while world.now.hour != 9:  # the 08:00 settlement lies between this tick and the last
-        world.next_bar(action=Signal.Action.HOLD, position=1)
-    settled_ms = int(world.now.replace(hour=8).timestamp() * 1000)
-    fake.settle_funding("YYYUSDT", "0.0001", time_ms=settled_ms)
-    fake.settle_funding("XXXUSDT", "0.0001", time_ms=settled_ms)
+    _held_through_the_8am_settlement(world, fake)
     fake.fail_next("/v5/execution/list", 10016, "Server error", params={"execType": "Funding"}, times=5)  # retries too
     world.next_bar(action=Signal.Action.EXIT)
     report = tick(world)  # the trade closes in the tick whose funding read failed
