@@ -43,11 +43,13 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.fakes.http_server import TrackingHTTPServer
 
 __all__ = [
     "ALL_RANDOM_FAULT_KINDS",
@@ -455,39 +457,11 @@ class _Reply:
 # HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], fake: FakeBybit):
-        self.fake = fake
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request, client_address):  # type: ignore[override]
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):  # type: ignore[override]
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for conn in connections:
-            with suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30
     disable_nagle_algorithm = True  # headers and body go out in two writes: avoid a 40 ms delayed-ACK stall
-    server: _Server
+    server: TrackingHTTPServer
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -576,7 +550,7 @@ class FakeBybit:
 
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: TrackingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
 
@@ -627,7 +601,7 @@ class FakeBybit:
         if self._server is not None:
             return self
         self._stopping.clear()
-        self._server = _Server(("127.0.0.1", self._port), self)
+        self._server = TrackingHTTPServer(("127.0.0.1", self._port), _Handler, self)
         port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{port}"
         self._thread = threading.Thread(

@@ -55,11 +55,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.fakes.http_server import TrackingHTTPServer
 
 __all__ = [
     "ADMIN_CHAT_ID",
@@ -500,39 +502,11 @@ def _json_reply(payload: dict[str, Any], status: int = 200) -> _Reply:
 # HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], fake: FakeTelegram):
-        self.fake = fake
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request, client_address):  # type: ignore[override]
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):  # type: ignore[override]
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for conn in connections:
-            with suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30
     disable_nagle_algorithm = True
-    server: _Server
+    server: TrackingHTTPServer
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -677,7 +651,7 @@ class FakeTelegram:
         self._updates_cond = threading.Condition(self._lock)
         self._life_lock = threading.RLock()
         self._stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: TrackingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._running = False
         self.base_url = ""
@@ -767,7 +741,7 @@ class FakeTelegram:
         return float(self._clock())
 
     def _open_listener(self, port: int) -> None:
-        server = _Server(("127.0.0.1", port), self)
+        server = TrackingHTTPServer(("127.0.0.1", port), _Handler, self)
         self._port = server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self._port}"
         thread = threading.Thread(

@@ -1,0 +1,42 @@
+"""The HTTP plumbing the fake servers share: a threading server on loopback that knows its open connections, so a
+fake can drop them all at once (a dropped connection is one of the faults the clients must survive)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from contextlib import suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class TrackingHTTPServer(ThreadingHTTPServer):
+    """A ``ThreadingHTTPServer`` holding ``fake`` (the simulation its handler answers from) and the sockets of the
+    requests in progress."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: Any):
+        self.fake = fake
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):  # type: ignore[override]
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):  # type: ignore[override]
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Shut every open connection down: the clients see a reset or an empty answer."""
+        with self.connections_lock:
+            connections = list(self.connections)
+        for conn in connections:
+            with suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
