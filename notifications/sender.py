@@ -44,7 +44,9 @@ from notifications.models import Delivery, Notification
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=120)  # far above a send's worst case (parts x (10 s timeout + 1 s spacing))
+# A claim's hold, renewed after each part of a split message: above one part's worst case (1 s of spacing, a 10 s
+# timeout), short enough that the chats of a sender killed mid-send are taken over within half a minute.
+LEASE = timedelta(seconds=30)
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0  # an outage's end is noticed within 5 minutes
 GLOBAL_PER_SECOND = 30
@@ -268,8 +270,11 @@ class Sender:
         return True
 
     def _parts_delivered(self, delivery_id: int, parts: int) -> None:
-        """Stored at once (its own commit): a sender killed before the next part resumes after these."""
-        Delivery.objects.filter(pk=delivery_id, lease_owner=self.owner).update(parts_sent=parts)
+        """Stored at once (its own commit): a sender killed before the next part resumes after these. The lease of
+        the message (its head and the deliveries folded into it) is renewed for the next part."""
+        mine = Delivery.objects.filter(lease_owner=self.owner)
+        mine.filter(pk=delivery_id).update(parts_sent=parts)
+        mine.update(lease_until=self.clock.now() + LEASE)
 
     @transaction.atomic
     def _record(self, head: Delivery, follower_ids: list[int], outcome: Outcome) -> None:

@@ -311,3 +311,26 @@ def test_two_senders_at_once_send_each_message_once(telegram):
         assert received == texts  # each once, in order
     assert sum(r.sent for r in reports) == 40 * 6  # five chats and the log
     assert all(r.sent > 0 for r in reports)  # both really sent
+
+
+def test_a_long_message_keeps_its_lease_part_after_part_and_a_dead_senders_chat_frees_within_the_lease(
+        telegram, monkeypatch):
+    """The lease is short (a killed sender's chat is free again within half a minute) and renewed after each part,
+    so a slow multi-part send is never taken over (and duplicated) by another sender while it is still going."""
+    from notifications import channels, sender
+
+    notify(topic="daily_summary", text="\n".join("z" * 70 for _ in range(120)))  # three parts
+    clock = ManualClock(timezone.now())
+    real_send_one, held = channels.TelegramChannel._send_one, []
+
+    def slow_part(self, chat_id, text):
+        clock.advance(timedelta(seconds=20))  # each part takes 20 s: three of them outlast one lease
+        row = Delivery.objects.get(target=str(ALERTS_CHAT_ID))
+        held.append(row.lease_until is not None and row.lease_until > clock.now())
+        return real_send_one(self, chat_id, text)
+
+    monkeypatch.setattr(channels.TelegramChannel, "_send_one", slow_part)
+    Sender(clock=clock).run(budget_s=10)
+    assert held == [True, True, True]  # without the renewal, the third part is sent on an expired lease
+    assert Delivery.objects.get(target=str(ALERTS_CHAT_ID)).status == Delivery.Status.SENT
+    assert sender.LEASE <= timedelta(seconds=30)
