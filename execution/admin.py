@@ -74,9 +74,9 @@ class ExchangeAccountAdmin(AuditedAdmin):
                                reason=f"halted by {request.user.get_username()} in the admin")
             transaction.on_commit(lambda pk=account.pk: wake_bot_of(pk))
         self.message_user(request, f"Halted {queryset.count()} account(s)" + (", flattening" if flatten else "")
-                          + ": no entries and no signal exits until they are resumed.")
+                          + ": no entries and no signal exits but stop-losses until they are resumed.")
 
-    @admin.action(description="Kill switch: halt the selected accounts (no entries, no signal exits)",
+    @admin.action(description="Kill switch: halt the selected accounts (no entries, no exits but stop-losses)",
                   permissions=["halt_account"])
     def halt_accounts(self, request, queryset):
         self._halt(request, queryset, flatten=False)

@@ -98,8 +98,9 @@ class Halt(models.Model):
     """A stop of one account (or, account empty, of all), or of one pair of it, until it is cleared or its latch
     ends (``until``).
 
-    Mode *reduce*: no new entries; exits and repairs go on. Mode *halt*: no entries and no signal exits, only what a
-    person asks for and the repair of trades in flight; with ``flatten`` every open trade is closed first.
+    Mode *reduce*: no new entries; exits and repairs go on. Mode *halt*: no entries and no signal exits but
+    stop-losses, only what a person asks for and the repair of trades in flight; with ``flatten`` every open trade
+    is closed first.
     """
 
     class Source(models.TextChoices):
@@ -110,7 +111,7 @@ class Halt(models.Model):
 
     class Mode(models.TextChoices):
         REDUCE = "reduce", "Reducing (no new entries)"
-        HALT = "halt", "Halted (no entries, no signal exits)"
+        HALT = "halt", "Halted (no entries, no exits but stop-losses)"
 
     account = models.ForeignKey(ACCOUNT_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="halts")
     pair = models.ForeignKey(PAIR_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+",

@@ -94,8 +94,8 @@ def halts_clear(*, halts: QuerySet[Halt], cleared_by: AbstractBaseUser | None, n
 def kill_switch_engage(*, account: ExchangeAccount | None, flatten: bool, reason: str,
                        user: AbstractBaseUser | None, source: str = Halt.Source.MANUAL, channel: str = "admin",
                        actor_label: str = "") -> Halt:
-    """Halt one account or (``account`` None) every account: no entries, no signal exits; with ``flatten`` every
-    open trade is closed by its bot, both legs, reduce-only. Holds until a person resumes. Audited."""
+    """Halt one account or (``account`` None) every account: no entries, no signal exits but stop-losses; with
+    ``flatten`` every open trade is closed by its bot, both legs, reduce-only. Holds until a person resumes. Audited."""
     if not reason.strip():
         raise ValueError("a kill switch needs a reason")
     halt = halt_raise(account=account, source=source, reason=f"kill switch: {reason.strip()}", flatten=flatten,

@@ -18,6 +18,9 @@ CLOSE_SIGNALS = {
     Signal.Action.MAX_HOLDING: Reason.MAX_HOLDING,
 }
 
+# What still closes a trade under a halt (mode halt): a person's close, the flatten, and the stop-loss.
+EXITS_THROUGH_A_HALT = frozenset({Reason.MANUAL, Reason.GUARD_HALT, Reason.STOP})
+
 # Every tick with open trades reads this (#18: compiled once per number of pairs, core.statements).
 _CLOSE_SIGNALS = CompiledRead(lambda pair_ids, timeframe, after, until: Signal.objects.filter(
     pair_id__in=pair_ids, timeframe=timeframe, action__in=list(CLOSE_SIGNALS), bar_time__gt=after, bar_time__lte=until
@@ -46,11 +49,13 @@ def close_decisions(
         # closes this pair's trade, one in halt mode freezes it, like an account's.
         standing = [h for h in halts if h.pair_id in (None, trade.pair_id)]
         flatten = any(h.flatten for h in standing)
-        # Halted (not reducing): nothing trades but what a person asks for and the flatten itself.
+        # Halted (not reducing): nothing trades but what a person asks for, the flatten itself and a stop-loss:
+        # a halt (a daily loss limit's above all) is there to stop losses growing, never to hold a trade past its
+        # stop.
         frozen = any(h.mode == Halt.Mode.HALT for h in standing)
         signals = close_signals.get(trade.pair_id, [])
         reason, zscore = _close_reason(ctx, trade, flatten=flatten, signals=signals, entry_bar=entry_bar[trade.pk])
-        if frozen and reason not in (Reason.MANUAL, Reason.GUARD_HALT):
+        if frozen and reason not in EXITS_THROUGH_A_HALT:
             continue
         if reason is not None:
             decisions.append((trade, reason, zscore))

@@ -23,8 +23,8 @@ def test_a_guard_halt_and_its_clearance_are_notified_once(django_user_model):
 
     notes = list(Notification.objects.order_by("pk").values_list("topic", "severity", "text"))
     assert notes == [
-        ("halt_raised", "critical", "Halted (no entries, no signal exits): lvl1\nreason: daily loss -3.1% over -3%\n"
-                                    "by: Guard"),
+        ("halt_raised", "critical", "Halted (no entries, no exits but stop-losses): lvl1\n"
+                                    "reason: daily loss -3.1% over -3%\nby: Guard"),
         ("halt_cleared", "warning", "cleared: lvl1\nwas: daily loss -3.1% over -3%\nby: officer"),
     ]
 

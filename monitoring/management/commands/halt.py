@@ -7,8 +7,9 @@ from monitoring.guard.control import accounts_halt
 
 class Command(BaseCommand):
     help = (
-        "Kill switch: halt one account (--account NAME) or every account: no new entries and no signal exits; with "
-        "--flatten every open trade is closed, both legs, reduce-only. Holds until `manage.py resume`. Audited."
+        "Kill switch: halt one account (--account NAME) or every account: no new entries and no signal exits but "
+        "stop-losses; with --flatten every open trade is closed, both legs, reduce-only. Holds until `manage.py "
+        "resume`. Audited."
     )
 
     def add_arguments(self, parser):

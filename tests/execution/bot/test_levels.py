@@ -151,3 +151,18 @@ def test_a_pair_halt_closes_or_freezes_that_pairs_trade_only(flatten):
         assert halted_trade.exit_reason == PairTrade.ExitReason.GUARD_HALT
     else:
         assert halted_trade.state == PairTrade.State.OPEN
+
+
+def test_a_halt_freezes_signal_exits_but_never_a_stop_loss():
+    """A halt (a daily loss limit's by default) stops entries and profit-taking exits, but a trade whose spread
+    reached its stop closes anyway: a halt is there to stop losses growing, not to hold a trade past its stop."""
+    market = BotMarket(name="hs")
+    market.grow(instruments=4, pairs=2, trades=2)
+    stopped_pair, exiting_pair = market.traded
+    HaltFactory(account=market.account, mode=Halt.Mode.HALT, flatten=False, reason="daily loss over its limit")
+    market.next_bar({stopped_pair.pk: Signal.Action.STOP, exiting_pair.pk: Signal.Action.EXIT},
+                    {stopped_pair.pk: 0, exiting_pair.pk: 0})
+    market.tick()
+    stopped = PairTrade.objects.get(pair=stopped_pair)
+    assert stopped.state == PairTrade.State.CLOSED and stopped.exit_reason == PairTrade.ExitReason.STOP
+    assert PairTrade.objects.get(pair=exiting_pair).state == PairTrade.State.OPEN
