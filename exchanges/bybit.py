@@ -49,8 +49,10 @@ _MAX_PAGES = 50
 # Bybit's execution list spans at most 7 days a request (endTime - startTime <= 7 days).
 _EXECUTION_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
 _MAX_FUNDING_PAGES_PER_WINDOW = 200  # 20,000 settlements a week: far more than an account of a few pairs has
-# Execution types that move a position: the account's own trades, and liquidation and auto-deleveraging fills.
-_POSITION_EXEC_TYPES = ("Trade", "BustTrade", "AdlTrade")
+# Execution types that move a position: the account's own trades, liquidation and auto-deleveraging fills, the
+# settlement of a delisted or delivered contract, block trades and positions moved between accounts (Bybit v5
+# execution list; Funding and Settle move money, not the position).
+_POSITION_EXEC_TYPES = ("Trade", "BustTrade", "AdlTrade", "Delivery", "BlockTrade", "MovePosition")
 
 
 def _mapped():

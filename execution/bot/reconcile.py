@@ -32,8 +32,10 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[
 
     - An open trade whose legs differ from the exchange is settled against the exchange's executions
       (``execution.services.settlement``): executions no bot order accounts for (a person closed or opened a leg by
-      hand) are adopted as fills; a trade that is flat then is closed, exit reason ``manual``. A trade whose legs
-      are all gone with no execution to explain it is closed ``reconciled``, its realised PnL left empty.
+      hand) are adopted as fills; a trade that is flat then is closed, exit reason ``manual``; one left with one
+      leg is unwound. A trade whose legs are all gone with no execution to explain it is closed ``reconciled``,
+      its realised PnL left empty; one whose leg is gone with nothing to explain it while the other is held is
+      unwound. A leg is taken for gone only when a second read of its position says so too.
     - Every other difference (a position no trade explains, a size that doesn't match) is flagged: a guard event
       and a bot halt stop new trades until a clean reconciliation lifts the halt again.
     - Trades that traded in this tick wait for the next pass (a positions list may lag the fills); trades in flight
@@ -111,13 +113,20 @@ def _reconcile_orders(ctx: TradingContext, trades: list[PairTrade], working) -> 
     return problems
 
 
-def _unwind_one_legged(ctx: TradingContext, trade: PairTrade, orders) -> None:
-    """One leg was closed outside the bot (by hand, a liquidation, auto-deleveraging) and the other is still held:
-    the pair is no longer a hedge, so the rest is closed now (exit reason ``unwound``), whatever halt stands: holding
-    one leg alone is the risk a halt is there to stop."""
-    gone = [leg for leg in LEGS if leg_net(orders, leg) == 0]
-    message = (f"trade {trade.pk}: the {' and '.join(gone)} leg was closed outside the bot (the exchange's "
-               "executions); the other leg is closed now")
+def _unwind_one_legged(ctx: TradingContext, trade: PairTrade, orders, *, vanished: str | None = None) -> None:
+    """One leg was closed outside the bot (by hand, a liquidation, auto-deleveraging, a delisting's settlement) and
+    the other is still held: the pair is no longer a hedge, so the rest is closed now (exit reason ``unwound``),
+    whatever halt stands: holding one leg alone is the risk a halt is there to stop. ``vanished``: the leg the
+    exchange shows flat (twice) with no execution to explain it; its close order is refused (reduce-only on
+    nothing) and the trade then ends ``reconciled``."""
+    if vanished is None:
+        gone = [leg for leg in LEGS if leg_net(orders, leg) == 0]
+        message = (f"trade {trade.pk}: the {' and '.join(gone)} leg was closed outside the bot (the exchange's "
+                   "executions); the other leg is closed now")
+    else:
+        gone = [vanished]
+        message = (f"trade {trade.pk}: the exchange shows the {vanished} leg flat (read twice) and no execution "
+                   "explains it; the other leg is closed now")
     with transaction.atomic(savepoint=False):
         start_close(ctx, trade, reason=Reason.UNWOUND)
         guard_event_record(account=ctx.account, kind="leg_closed_outside", severity=GuardEvent.Severity.WARNING,
@@ -141,3 +150,15 @@ def _settle_open_trade(ctx: TradingContext, trade: PairTrade, held: dict[str, De
         leg in outcome.unexplained or leg_net(orders, leg) == 0 for leg in LEGS
     ):
         close_as_reconciled(ctx, trade, orders)
+    elif (vanished := _vanished_leg(orders, outcome.unexplained)) is not None:
+        _unwind_one_legged(ctx, trade, orders, vanished=vanished)
+
+
+def _vanished_leg(orders, unexplained: dict[str, tuple[Decimal, Decimal]]) -> str | None:
+    """The leg the exchange shows flat with nothing to explain it while the other leg is held just as the fills
+    say (any other difference is a mismatch for a person: nothing is sent on a guess)."""
+    flat = [leg for leg, (exchange, _) in unexplained.items() if exchange == 0]
+    if len(flat) != 1 or len(unexplained) != 1:
+        return None
+    other = next(leg for leg in LEGS if leg != flat[0])
+    return flat[0] if leg_net(orders, other) != 0 else None

@@ -78,6 +78,8 @@ def settle_with_exchange(ctx: TradingContext, trade: PairTrade, orders: list[Ord
         net = leg_net(orders, leg)
         if holdings[leg] != net:
             outcome.unexplained[leg] = (holdings[leg], net)
+    if any(exchange == 0 for exchange, _ in outcome.unexplained.values()):
+        _confirm_flat_legs(ctx, trade, outcome, held)
     if outcome.adopted:
         message = f"trade {trade.pk}: " + "; ".join(outcome.adopted)
         with transaction.atomic(savepoint=False):
@@ -87,6 +89,32 @@ def settle_with_exchange(ctx: TradingContext, trade: PairTrade, orders: list[Ord
                    text=f"[{ctx.account.name}] {message}")
         ctx.events.append(message)
     return outcome
+
+
+def _confirm_flat_legs(ctx: TradingContext, trade: PairTrade, outcome: Settlement,
+                       held: dict[str, Decimal] | None) -> None:
+    """A leg the positions list shows flat while the trade's fills hold it and no execution explains it: before the
+    trade is closed or unwound on that, the two symbols' positions are read again on their own. One answer of an
+    empty list (a glitch of the exchange's, HTTP 200) would otherwise close a trade whose legs are still held and
+    leave them with no trade to manage them. A leg the second read shows as the fills say is no longer
+    unexplained; ``held`` (the caller's positions, symbol -> qty) is corrected to the second read."""
+    again = exchange_holdings(ctx, trade)
+    for leg, (exchange, net) in list(outcome.unexplained.items()):
+        if exchange != 0 or again[leg] == 0:
+            continue
+        symbol = ctx.symbol(instrument_of(trade, leg))
+        if held is not None:
+            held[symbol] = again[leg]
+        if again[leg] == net:
+            del outcome.unexplained[leg]
+        else:
+            outcome.unexplained[leg] = (again[leg], net)
+        message = (f"trade {trade.pk}: the positions list showed {symbol} flat, a second read shows {again[leg]} "
+                   f"(the fills: {net}); the second read is kept")
+        guard_event_record(account=ctx.account, kind="positions_read_contradicted",
+                           severity=GuardEvent.Severity.WARNING, message=message,
+                           details={"trade": trade.pk, "symbol": symbol})
+        ctx.events.append(message)
 
 
 def _adopt(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from execution.models import BotHeartbeat, Fill, Order, PairTrade, Signal
 from notifications.models import Notification
 from risk.models import GuardEvent, Halt
-from tests.execution.bot.fault_world import CREATE, assert_consistent, tick
+from tests.execution.bot.fault_world import CREATE, assert_consistent, exchange_of, tick, tick_until_settled
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 MINUTE = timedelta(minutes=1)
@@ -83,3 +83,68 @@ def test_an_opening_leg_filled_by_hand_is_adopted_and_the_trade_opens(world, fak
     assert trade.orders.get(leg="x", action=Order.Action.RECONCILE).filled_qty == Decimal("8.5")
     assert not [o for o in fake.orders(symbol="XXXUSDT") if o.order_link_id.startswith("sa")]
     assert_consistent(world, fake)
+
+
+class _PositionsGlitch:
+    """The account's exchange, but the next ``times`` positions answers are an empty list (HTTP 200, retCode 0)."""
+
+    def __init__(self, inner, times: int = 1):
+        self._inner, self._times = inner, times
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def positions(self, symbols=None, *, settle_coin="USDT"):
+        if self._times > 0:
+            self._times -= 1
+            return []
+        return self._inner.positions(symbols, settle_coin=settle_coin)
+
+
+def test_one_empty_positions_answer_closes_no_trade(world, fake):
+    """Both legs are held and nothing closed them: an empty positions list read once (the next read shows them) must
+    not close the trade as "reconciled" and leave its legs with no trade to manage them."""
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    assert world.trade().state == PairTrade.State.OPEN
+    report = world.tick(exchange=_PositionsGlitch(exchange_of(world)), now=world.now + 6 * MINUTE)  # reconciles
+    trade = world.trade()
+    assert trade.state == PairTrade.State.OPEN and trade.exit_reason == ""
+    assert report.mismatches == []
+    assert GuardEvent.objects.filter(kind="positions_read_contradicted").count() == 2  # one per leg
+    assert not Halt.objects.filter(account=world.account, cleared_at__isnull=True).exists()
+    assert_consistent(world, fake)
+
+
+def test_a_leg_settled_by_the_exchange_on_delisting_is_adopted_and_the_other_leg_unwound(world, fake):
+    """Bybit settles a delisted contract's position with an execution of type "Delivery": it is adopted like any
+    execution the bot did not place, and the trade, left with one leg, unwinds the other at once."""
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    fake.delist("YYYUSDT", status="Closed")
+    assert fake.position("YYYUSDT").size == 0 and fake.position("XXXUSDT").size != 0
+    tick_until_settled(world, ticks=8)
+    tick(world, now=world.now + 6 * MINUTE)
+    trade = world.trade()
+    assert (trade.state, trade.exit_reason) == (PairTrade.State.UNWOUND, PairTrade.ExitReason.UNWOUND), trade.error
+    adopted = trade.orders.get(leg="y", action=Order.Action.RECONCILE)
+    assert adopted.filled_qty == Decimal(5) and adopted.fee == 0
+    assert fake.position("XXXUSDT").size == 0
+    assert trade.realised_pnl is not None
+    assert_consistent(world, fake)
+
+
+def test_a_leg_gone_with_no_execution_is_read_twice_then_the_other_leg_is_unwound(world, fake):
+    """The y position is gone and no execution explains it (read twice): x is closed at once instead of being held
+    alone behind a mismatch halt; the trade ends "reconciled" (y's result is unknown)."""
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    with fake._lock:
+        del fake._positions["YYYUSDT"]
+    for minutes in range(6, 10):  # the reconciliation (every 5 minutes) finds it, then the unwind runs
+        tick(world, now=world.now + minutes * MINUTE)
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSED and trade.exit_reason == PairTrade.ExitReason.RECONCILED, trade.error
+    assert trade.orders.get(leg="x", action=Order.Action.UNWIND).status == Order.Status.FILLED
+    assert fake.position("XXXUSDT").size == 0 and fake.position("YYYUSDT").size == 0
+    assert GuardEvent.objects.filter(kind="leg_closed_outside").exists()
