@@ -26,6 +26,7 @@ from exchanges.base import TradingExchange
 from execution.models import ExchangeAccount
 from monitoring.guard import detectors
 from monitoring.guard.book import AccountBook, account_books, day_start
+from monitoring.guard.exchange_reads import exchange_checks, exchange_read, mark_at_exchange
 from monitoring.guard.limits import MULTIPLE, Breach, limit_breaches, peak_equity
 from notifications.models import Notification
 from notifications.services import notify
@@ -75,7 +76,8 @@ def guard_run(
 ) -> GuardReport:
     """One cycle at ``now`` over ``accounts`` (default: every enabled one), pricing from ``market``. ``live`` False
     (a replay) skips the checks about processes (heartbeats); ``exchange_for`` gives a demo or real account's
-    exchange for the balance and position checks; ``queue_lengths`` the Celery queues' lengths. ``process_now`` is
+    exchange for the balance and position checks and the marks of its legs (the exchange's mark prices, fresher than
+    the hourly closes); ``queue_lengths`` the Celery queues' lengths. ``process_now`` is
     the processes' own time, which the heartbeats are written in (default ``now``): the wall clock, which is not the
     market's time on the demo's stored-data clock."""
     report = GuardReport(at=now)
@@ -87,13 +89,15 @@ def guard_run(
     report.accounts = len(accounts)
     limits = limits_by_account([a.pk for a in accounts])
     books = account_books(accounts, now=now, market=market)
+    # Demo and real accounts: read before anything is measured, so that their legs are marked at the exchange's
+    # prices of this minute, not at the last hourly close.
+    readings = exchange_read(books, exchange_for) if exchange_for is not None else {}
+    mark_at_exchange(books, readings)
     since = min((b.state.checked_at for b in books.values() if b.state and b.state.checked_at), default=None)
     breaches = _breaches(books, limits, now=now, live=live, timeframe=market.timeframe,
                          since=since or now - NOTIFY_EVERY, process_now=process_now or now)
-    exchange_equity: dict[int, object] = {}
-    if exchange_for is not None:
-        found, exchange_equity = detectors.exchange_checks(books, limits, exchange_for)
-        breaches += found
+    found, exchange_equity = exchange_checks(books, limits, readings)
+    breaches += found
     breaches += detectors.queue_lengths(queue_lengths or {}, limits[0].queue_max_length)
     breaches = [replace(b, until=now + BLIND_LATCH) if b.check in BLIND_CHECKS and b.until is None else b
                 for b in breaches]

@@ -1,26 +1,19 @@
 """Detectors of abnormal conditions. Each looks at the accounts' books (and a few reads shared by all accounts) and
 returns what it found as breaches; the cycle applies each check's configured action.
 
-Those that read the exchange (balance, positions) run for demo and real accounts only: a paper account's exchange
-is our own simulator, whose book is the database the guard already reads. Where the guard can't see (an exchange it
-can't read, a held leg without a price) it reports that as a breach of its own, which stops the account's entries:
-a blind guard fails closed.
+Those that read the exchange (balance, positions) are in ``monitoring.guard.exchange_reads``. Where the guard can't
+see (an exchange it can't read, a held leg without a price) it reports that as a breach of its own, which stops the
+account's entries: a blind guard fails closed.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import DatabaseError
-
-from core.secrets import redact
-from exchanges.base import TradingExchange
-from exchanges.errors import ExchangeError
-from execution.models import BotHeartbeat, ExchangeAccount, Order, PairTrade
+from execution.models import BotHeartbeat, Order, PairTrade
 from monitoring.guard.book import AccountBook
 from monitoring.guard.limits import Breach
 from pairs.marketdata.validation import timeframe_ms
@@ -154,40 +147,6 @@ def slippage(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: d
     return breaches
 
 
-def exchange_checks(books: dict[int, AccountBook], limits: dict[int, Limits],
-                    exchange_for: Callable[[ExchangeAccount], TradingExchange]) -> tuple[list[Breach], dict]:
-    """Demo and real accounts: positions that differ from the trades' executions, and a change of the exchange's
-    equity that the book's change does not explain. Returns the breaches and each account's exchange equity."""
-    breaches, equities = [], {}
-    for account_id, book in books.items():
-        if book.account.mode == ExchangeAccount.Mode.PAPER:
-            continue
-        try:
-            exchange = exchange_for(book.account)
-            breaches += _position_mismatches(book, exchange)
-            equity = exchange.balance().equity
-        except DatabaseError:
-            raise  # not the exchange: the guard can't record anything without the database either
-        except Exception as exc:  # noqa: BLE001 - one account's failure must not blind the guard to the others
-            # Any failure, not only the exchange's (missing keys, a bug, the cycle's time running out): this
-            # account's positions and balance are unknown, so it fails closed, and the other accounts are still
-            # checked. No exchange equity for it: its balance baselines stay where they were (cycle._remember).
-            breaches.append(_unreadable(book, exc))
-            continue
-        equities[account_id] = equity
-        breaches += _balance_change(book, limits[account_id], equity)
-    return breaches, equities
-
-
-def _unreadable(book: AccountBook, exc: Exception) -> Breach:
-    text = redact(f"{type(exc).__name__}: {exc}")[:300]
-    # An exchange error is expected now and then and says enough; anything else gets its traceback.
-    logger.warning("guard: account %s: the exchange could not be read, its new entries stop: %s", book.account.name,
-                   text, exc_info=not isinstance(exc, ExchangeError))
-    return Breach("exchange_unreadable", book.account.pk, f"the guard could not read the exchange: {text}",
-                  details={"error": type(exc).__name__})
-
-
 def missing_marks(books: dict[int, AccountBook]) -> list[Breach]:
     """A held leg without any price: the account's equity, daily PnL and drawdown are guesses (the leg at cost)."""
     ids = {i for book in books.values() for i in book.missing_marks}
@@ -201,34 +160,6 @@ def missing_marks(books: dict[int, AccountBook]) -> list[Breach]:
             breaches.append(Breach("missing_marks", account_id, f"no price for the held legs {', '.join(names)}: "
                                    "equity, daily loss and drawdown can't be measured", details={"symbols": names}))
     return breaches
-
-
-def _position_mismatches(book: AccountBook, exchange: TradingExchange) -> list[Breach]:
-    expected: dict[str, Decimal] = defaultdict(Decimal)
-    instruments = Instrument.objects.in_bulk({leg.instrument_id for t in book.open_trades for leg in t.legs.values()})
-    for open_trade in book.open_trades:
-        for leg in open_trade.legs.values():
-            expected[exchange.symbol_for(instruments[leg.instrument_id])] += leg.qty
-    held = {p.symbol: p.qty for p in exchange.positions()}
-    wrong = sorted(f"{s}: exchange {_qty(held.get(s, Decimal(0)))}, trades {_qty(expected.get(s, Decimal(0)))}"
-                   for s in set(expected) | set(held) if held.get(s, Decimal(0)) != expected.get(s, Decimal(0)))
-    if not wrong:
-        return []
-    return [Breach("position_mismatch", book.account.pk, "positions differ from the trades: " + "; ".join(wrong),
-                   details={"positions": wrong})]
-
-
-def _balance_change(book: AccountBook, limit: Limits, exchange_equity: Decimal) -> list[Breach]:
-    state = book.state
-    if limit.balance_tolerance_pct is None or state is None or state.exchange_equity is None or state.equity is None:
-        return []
-    unexplained = (exchange_equity - state.exchange_equity) - (book.equity - state.equity)
-    tolerance = book.account.capital * Decimal(repr(limit.balance_tolerance_pct))
-    if abs(unexplained) <= tolerance:
-        return []
-    return [Breach("balance", book.account.pk, f"the exchange's equity moved {unexplained:+.2f} more than trades, "
-                   f"fees and funding explain (tolerance {tolerance:.2f})",
-                   details={"unexplained": str(unexplained)})]
 
 
 def queue_lengths(lengths: dict[str, int], maximum: int | None) -> list[Breach]:

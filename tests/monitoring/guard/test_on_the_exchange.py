@@ -3,6 +3,7 @@ switch flattens both legs, positions that differ from the trades and an unexplai
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,7 @@ from execution.venues import account_exchange
 from monitoring.guard.control import accounts_halt
 from monitoring.guard.cycle import guard_run
 from pairs.market import StoredMarket
+from risk.models import DailyPnlSnapshot
 from tests.execution.bot_world import BotWorld
 from tests.factories import RiskLimitFactory
 from tests.fakes.bybit import FakeBybit
@@ -82,3 +84,22 @@ def test_a_position_changed_by_hand_and_an_unexplained_balance_change_are_caught
     assert "YYY/USDT:USDT: exchange 6, trades 5" in mismatch.message
     assert sorted((h.trigger, h.mode) for h in report.halts_raised) == [("balance", "reduce"),
                                                                         ("position_mismatch", "halt")]
+
+
+def test_a_crash_within_the_hour_is_a_daily_loss_at_the_exchanges_marks_not_a_balance_anomaly(world, fake):
+    """The candles close hourly, the guard runs every minute: a demo or real account's legs are marked at the
+    exchange's mark prices, so a crash before the next candle is a daily loss now, and the balance check (the
+    exchange's equity against the book's) sees nothing unexplained."""
+    RiskLimitFactory(account=world.account, daily_loss_limit=Decimal("100"), balance_tolerance_pct=0.001)
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    world.tick(exchange=exchange_of(world))
+    y_held = world.trade().orders.get(leg="y").filled_qty
+    assert guard(world).breaches == []
+
+    fake.set_price("YYYUSDT", "75")  # the long y leg (5) loses 125; no candle has closed since
+    later = world.now + timedelta(minutes=20)
+    report = guard_run(now=later, market=StoredMarket(timeframe="1h", clock=ManualClock(later)),
+                       accounts=[world.account], live=False, exchange_for=lambda account: exchange_of(world))
+    assert [b.check for b in report.breaches] == ["daily_loss"], report.breaches
+    snapshot = DailyPnlSnapshot.objects.get(account=world.account)
+    assert snapshot.unrealised_pnl < -y_held * 25 + Decimal(1)  # y's drop is in the book, not only x's move
