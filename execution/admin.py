@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin
@@ -7,6 +9,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
 from core.audit import audit_record
+from core.market_clock import market_clock
 from execution.models import (
     BotHeartbeat,
     DailyTradeTotals,
@@ -21,7 +24,7 @@ from execution.models import (
 from execution.selectors import credentials_source
 from execution.services.accounts import account_store_credentials
 from execution.services.manual import trade_request_close, wake_bot_of
-from risk.services import kill_switch_engage, kill_switch_release
+from risk.services import guard_baselines_move_with_capital, kill_switch_engage, kill_switch_release
 
 
 class ExchangeAccountForm(forms.ModelForm):
@@ -102,7 +105,11 @@ class ExchangeAccountAdmin(AuditedAdmin):
 
     @method_decorator(sensitive_variables("form"))
     def save_model(self, request, obj, form, change):
+        capital_before = form.initial.get("capital") if change else None
         super().save_model(request, obj, form, change)
+        if change and "capital" in form.changed_data and capital_before is not None:
+            guard_baselines_move_with_capital(account=obj, delta=obj.capital - Decimal(capital_before),
+                                              today=market_clock().now().date())
         if form.cleaned_data.get("new_api_key"):
             with transaction.atomic():
                 account_store_credentials(account=obj, api_key=form.cleaned_data["new_api_key"],

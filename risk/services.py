@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from core.audit import audit_record
 from core.market_clock import market_clock
 from core.statements import CompiledRead
 from risk.events import halt_cleared, halt_raised
-from risk.models import GuardEvent, Halt
+from risk.models import AccountGuardState, DailyPnlSnapshot, GuardEvent, Halt
 
 if TYPE_CHECKING:
     from execution.models import ExchangeAccount
@@ -136,3 +136,26 @@ def expired_halts_clear(*, now: datetime) -> list[Halt]:
                 audit_record(action="halt_expired", channel="system", actor_label="guard", target=halt,
                              summary=f"latch ended: {halt.reason}")
     return halts
+
+
+def guard_baselines_move_with_capital(*, account, delta, today) -> None:
+    """An account's capital changed by ``delta`` (a deposit, a new allocation): its equity (capital + PnL) moves by
+    it without any trade, so the guard's baselines move with it, or the change would be read as the day's profit or
+    loss, a drawdown or a new peak, and an unexplained balance change. Today's snapshot's start, end and peak move;
+    without one yet today, one is written from the newest earlier day's end (earlier days stay as they were). The
+    guard's next cycle rewrites the rest of today's row."""
+    if not delta:
+        return
+    with transaction.atomic():
+        AccountGuardState.objects.filter(account=account).update(equity=F("equity") + delta,
+                                                                 peak_equity=F("peak_equity") + delta)
+        moved = DailyPnlSnapshot.objects.filter(account=account, date=today).update(
+            starting_equity=F("starting_equity") + delta, ending_equity=F("ending_equity") + delta,
+            peak_equity=F("peak_equity") + delta)
+        if moved:
+            return
+        before = DailyPnlSnapshot.objects.filter(account=account, date__lt=today).order_by("-date").first()
+        if before is not None:
+            start = before.ending_equity + delta
+            DailyPnlSnapshot.objects.create(account=account, date=today, starting_equity=start,
+                                            ending_equity=start, peak_equity=before.peak_equity + delta)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 
@@ -140,3 +142,34 @@ def test_admin_action_closes_trades_by_hand(staff_client):
     open_trade.refresh_from_db()
     closed_trade.refresh_from_db()
     assert open_trade.close_requested_at is not None and closed_trade.close_requested_at is None
+
+
+def test_lowering_an_accounts_capital_in_the_admin_is_no_loss_for_the_guard(staff_client):
+    """Equity is capital + PnL: a capital of 10,000 lowered to 5,000 mid-day moves equity by -5,000 without any
+    trade. The guard's baselines move with it: no daily loss, no drawdown, no unexplained balance change."""
+    from django.utils import timezone
+
+    from core.clock import ManualClock
+    from monitoring.guard.cycle import guard_run
+    from pairs.market import StoredMarket
+    from risk.models import DailyPnlSnapshot
+    from tests.factories import RiskLimitFactory
+
+    account = ExchangeAccountFactory(name="capital-cut", capital=Decimal(10000), mode=ExchangeAccount.Mode.PAPER)
+    RiskLimitFactory(account=account, daily_loss_limit=Decimal(100), max_drawdown_pct=0.05)
+
+    def cycle():
+        now = timezone.now()
+        report = guard_run(now=now, market=StoredMarket(timeframe="1h", clock=ManualClock(now)),
+                           accounts=[account], live=False)
+        return [b.check for b in report.breaches if b.check != "stale_data"]  # no candles stored in this test
+
+    assert cycle() == []
+    url = reverse("admin:execution_exchangeaccount_change", args=[account.pk])
+    form = _account_form(name="capital-cut", capital="5000", level=account.level_id)
+    assert staff_client.post(url, form).status_code == 302
+    account.refresh_from_db()
+    assert account.capital == 5000
+    assert cycle() == []  # without the baselines moved: daily_loss and drawdown
+    today = DailyPnlSnapshot.objects.get(account=account)
+    assert (today.starting_equity, today.ending_equity, today.peak_equity) == (5000, 5000, 5000)

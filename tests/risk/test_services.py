@@ -203,3 +203,15 @@ def test_halts_clear_clears_only_active_ones(account, django_user_model):
     assert already.cleared_at == old_time
     assert already.cleared_by is None
     assert halts_clear(halts=Halt.objects.all(), cleared_by=user) == 0
+
+
+def test_a_capital_change_before_the_days_first_cycle_starts_the_day_from_yesterdays_end_moved_by_it():
+    from risk.services import guard_baselines_move_with_capital
+
+    yesterday = DailyPnlSnapshotFactory(date=DAY - timedelta(days=1), ending_equity=Decimal("10050"),
+                                        peak_equity=Decimal("10100"))
+    guard_baselines_move_with_capital(account=yesterday.account, delta=Decimal("2000"), today=DAY)
+    today = DailyPnlSnapshot.objects.get(account=yesterday.account, date=DAY)
+    assert (today.starting_equity, today.ending_equity, today.peak_equity) == (12050, 12050, 12100)
+    yesterday.refresh_from_db()
+    assert (yesterday.ending_equity, yesterday.peak_equity) == (10050, 10100)  # history stays as it was
