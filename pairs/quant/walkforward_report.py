@@ -8,9 +8,13 @@ Definitions (all from net trade returns of ``backtest.backtest``, one unit of y 
 - daily returns: the sum of the returns of the trades closed on each UTC day of the span (the day of the exit
   fill, ``exit_ms - 1``: the close of the exit's reference bar), 0 on days without a close. ``sharpe`` = their
   mean over standard deviation times sqrt(365); ``deflated_sharpe`` = ``evaluation.deflated_sharpe_ratio`` of
-  the same daily returns, the selection being the grid: the per-day Sharpe ratios of every grid point over the
-  same span and group are the trials (one point, or fewer than two defined Sharpe ratios: SR0 = 0, i.e. the
-  probabilistic Sharpe ratio against zero).
+  the same daily returns, the selection being the grid: the per-day Sharpe ratios of every distinct grid point
+  over the same span and group are the trials (one point, or fewer than two defined Sharpe ratios: SR0 = 0, i.e.
+  the probabilistic Sharpe ratio against zero).
+- distinct points (``distinct_points``): grid points whose trades are identical in every period (returns, exit
+  times, levels) are one trial, not several: a grid value that changes nothing (``max_pvalue`` 0.01 and 0.05 when
+  the q-value limit binds) would otherwise count twice in the deflated Sharpe ratio and put exact twins into the
+  PBO's ranks. Both use the first point of each group only; ``overall.nested.points[p].same_as`` names it.
 - levels: trades of the pairs graded exactly to that level in their period (``walkforward.level_numbers``).
 - nested selection (with a grid): period k is traded with the point whose chosen book (``select_on``: the level
   trades, or the whole pool) had the highest total return over periods 0..k-1; ties, and period 0 (no evidence
@@ -19,8 +23,10 @@ Definitions (all from net trade returns of ``backtest.backtest``, one unit of y 
   point's own statistics over the whole run (``points``: chosen with hindsight, for comparison only), and
   ``next_choice``, the point the rule picks on all the periods (to trade next: the default the evidence supports).
 - ``pbo``: ``evaluation.probability_of_backtest_overfitting`` of the (days x points) matrix of daily returns of
-  the chosen book over the whole run, S = the largest even number of blocks up to 16 that leaves each half at
-  least 2 days; None when there are fewer than 2 points or 4 days.
+  the chosen book over the whole run, one column per distinct point, S = the largest even number of blocks up to
+  16 that leaves each half at least 2 days; None when there are fewer than 2 distinct points or 4 days. The blocks
+  are days // S days long: the oldest days % S days are left out, and ``pbo_detail`` says how many
+  (``dropped_days``) and which day is the first used (``first_day``).
 """
 
 from __future__ import annotations
@@ -128,6 +134,18 @@ def _stats_of_books(books: list[_Book], chosen: _Book, levels: list[int], start_
     return {"pool": out["pool"], "levels": {str(n): out[str(n)] for n in levels}}
 
 
+def distinct_points(results: list[list[PeriodTrades]]) -> list[int]:
+    """For each point, the index of the first point whose trades are identical in every period (itself if none
+    is): same returns, exit times and levels, period by period."""
+    first: dict[tuple, int] = {}
+    same_as = []
+    for p, per_period in enumerate(results):
+        key = tuple((r.ret.tobytes(), np.asarray(r.exit_ms, dtype=np.int64).tobytes(), r.trade_level().tobytes())
+                    for r in per_period)
+        same_as.append(first.setdefault(key, p))
+    return same_as
+
+
 def nested_choices(results: list[list[PeriodTrades]], levels: list[int], select_on: str) -> list[int]:
     """Point index trading each period: the best total return of the ``select_on`` book on earlier periods; one
     more entry at the end, the point chosen on all periods (what the rule would trade next: the evidence-based
@@ -147,7 +165,10 @@ def nested_choices(results: list[list[PeriodTrades]], levels: list[int], select_
 
 def pbo_of(results: list[list[PeriodTrades]], levels: list[int], select_on: str, times_ms: np.ndarray,
            bar_ms: int) -> dict | None:
-    """CSCV over the daily returns of the chosen book of every point, or None (fewer than 2 points or 4 days)."""
+    """CSCV over the daily returns of the chosen book of every distinct point (``distinct_points``), or None
+    (fewer than 2 distinct points or 4 days)."""
+    same_as = distinct_points(results)
+    results = [per_period for p, per_period in enumerate(results) if same_as[p] == p]
     if len(results) < 2:
         return None
     group = "book" if select_on == "levels" else "pool"
@@ -165,7 +186,9 @@ def pbo_of(results: list[list[PeriodTrades]], levels: list[int], select_on: str,
         return None
     outcome = probability_of_backtest_overfitting(matrix, n_splits=splits)
     return {"pbo": outcome.pbo, "n_splits": splits, "n_combinations": outcome.n_combinations,
-            "probability_of_loss": outcome.probability_of_loss, "book": select_on}
+            "probability_of_loss": outcome.probability_of_loss, "book": select_on, "points": len(results),
+            "days": n_days, "block_days": outcome.block_size, "dropped_days": outcome.dropped_rows,
+            "first_day": _iso(start_ms + outcome.dropped_rows * MS_PER_DAY)[:10]}
 
 
 def report(results: list[list[PeriodTrades]], levels: list[int], times_ms: np.ndarray, bar_ms: int, *,
@@ -173,6 +196,8 @@ def report(results: list[list[PeriodTrades]], levels: list[int], times_ms: np.nd
     """The walk-forward JSON (module docstring). ``results`` is ``[point][period]``; one point without a grid."""
     n_periods = len(results[0])
     grid = len(results) > 1
+    same_as = distinct_points(results)
+    distinct = [p for p, first in enumerate(same_as) if first == p]
     choices = nested_choices(results, levels, select_on) if grid else [0] * (n_periods + 1)
     next_choice = choices.pop()
     period_rows = []
@@ -194,18 +219,19 @@ def report(results: list[list[PeriodTrades]], levels: list[int], times_ms: np.nd
             "formation_start": _iso(times_ms[period.period.formation_start]),
             "trade_start": _iso(times_ms[period.period.trade_start]),
             "trade_end": _iso(times_ms[period.period.trade_end - 1] + bar_ms),
-            **_stats_of_books(books, chosen, levels, start_ms, end_ms),
+            **_stats_of_books([books[p] for p in distinct], chosen, levels, start_ms, end_ms),
         }
         period_rows.append(row)
     start_ms, end_ms = _span(results[0], times_ms, bar_ms)
-    overall = _stats_of_books(all_books, chosen_all, levels, start_ms, end_ms)
+    trial_books = [all_books[p] for p in distinct]
+    overall = _stats_of_books(trial_books, chosen_all, levels, start_ms, end_ms)
     if grid:
         detail = pbo_of(results, levels, select_on, times_ms, bar_ms)
         overall["pbo"] = None if detail is None else detail["pbo"]
         overall["nested"] = {"select_on": select_on, "choices": choices, "next_choice": next_choice,
-                             "pbo_detail": detail, "points": [
-            {"parameters": (points or [{}] * len(results))[p],
-             **_stats_of_books(all_books, book, levels, start_ms, end_ms)}
+                             "distinct_points": len(distinct), "pbo_detail": detail, "points": [
+            {"parameters": (points or [{}] * len(results))[p], "same_as": None if same_as[p] == p else same_as[p],
+             **_stats_of_books(trial_books, book, levels, start_ms, end_ms)}
             for p, book in enumerate(all_books)
         ]}
     return {"periods": period_rows, "overall": overall}

@@ -241,9 +241,13 @@ def report_html(data: dict, *, settings: dict | None = None, title: str = "Walk-
              f"<h2>Overall</h2><table>{head}", *_rows("all periods", overall), "</table>"]
     if "pbo" in overall:
         nested = overall.get("nested") or {}
-        parts.append(f"<p>Probability of backtest overfitting (CSCV): {_cell(overall['pbo'])}; nested selection on "
-                     f"the {html.escape(str(nested.get('select_on')))} book, points chosen per period: "
-                     f"{html.escape(str(nested.get('choices')))}.</p>")
+        detail = nested.get("pbo_detail") or {}
+        cscv = (f" over {detail['points']} distinct points, {detail['n_splits']} blocks of {detail['block_days']} "
+                f"days from {detail['first_day']} (the oldest {detail['dropped_days']} of {detail['days']} days left "
+                f"out)" if detail else "")
+        parts.append(f"<p>Probability of backtest overfitting (CSCV): {_cell(overall['pbo'])}{html.escape(cscv)}; "
+                     f"nested selection on the {html.escape(str(nested.get('select_on')))} book, points chosen per "
+                     f"period: {html.escape(str(nested.get('choices')))}.</p>")
     parts.append(f"<h2>Periods</h2><table>{head}")
     for period in data["periods"]:
         parts.extend(_rows(f"{period['trade_start']} .. {period['trade_end']}", period))

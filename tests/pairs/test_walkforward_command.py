@@ -73,16 +73,29 @@ def test_walkforward_writes_json_and_a_self_contained_html_report(stored_market,
 
 def test_walkforward_with_a_grid_reports_pbo_and_the_nested_selection(stored_market, tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("points:\n  - {}\n  - {entry_z: 2.5}\n  - {exit_z: 0.5, trade_zscore: frozen}\n")
-    path = tmp_path / "wf.json"
-    _run("--start", "2021-02-17", "--end", "2021-03-09", "--grid", str(grid), "--json", str(path))
+    # The last point sets the default entry, so it trades as point 0 does; on this market (spikes beyond 2.5) so
+    # does entry 2.5: three of the four points are one trial of the grid, not three.
+    grid.write_text("points:\n  - {}\n  - {entry_z: 2.5}\n  - {exit_z: 0.5, trade_zscore: frozen}\n"
+                    "  - {entry_z: 2.0}\n")
+    path, page = tmp_path / "wf.json", tmp_path / "wf.html"
+    out = _run("--start", "2021-02-17", "--end", "2021-03-09", "--grid", str(grid), "--json", str(path),
+               "--report", str(page))
     data = json.loads(path.read_text())
     _check_shape(data, grid=True)
     overall = data["overall"]
     assert 0 <= overall["pbo"] <= 1
     assert overall["nested"]["choices"][0] == 0 and len(overall["nested"]["choices"]) == 3
     assert [p["parameters"] for p in overall["nested"]["points"]] == [
-        {}, {"entry_z": 2.5}, {"exit_z": 0.5, "trade_zscore": "frozen"}]
+        {}, {"entry_z": 2.5}, {"exit_z": 0.5, "trade_zscore": "frozen"}, {"entry_z": 2.0}]
+    assert [p["same_as"] for p in overall["nested"]["points"]] == [None, 0, None, 0]
+    assert overall["nested"]["distinct_points"] == 2
+    # 21 days in 16 blocks of 1 day: the oldest 5 are in no block, and the summary and the report say so.
+    detail = overall["nested"]["pbo_detail"]
+    assert (detail["points"], detail["days"], detail["block_days"], detail["dropped_days"]) == (2, 21, 1, 5)
+    assert detail["first_day"] == "2021-02-22"
+    assert "(2 distinct of 4 points; 16 blocks of 1 days, the oldest 5 of 21 days left out)" in out
+    assert "over 2 distinct points, 16 blocks of 1 days from 2021-02-22 (the oldest 5 of 21 days left out)" in \
+        page.read_text()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -151,3 +164,4 @@ def test_the_execution_delay_option_fills_later_and_the_reports_say_so(stored_ma
         assert f"execution delay <b>{delay} bar(s)</b>" in page.read_text()
     # The synthetic spikes revert within a bar: one bar later, the entries miss the reversion.
     assert runs[1]["overall"]["pool"]["win_rate"] < runs[0]["overall"]["pool"]["win_rate"]
+

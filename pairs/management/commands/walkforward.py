@@ -116,11 +116,21 @@ class Command(BaseCommand):
     def _summary(self, run) -> None:
         overall = run.data["overall"]
         parts = [f"pool: {_brief(overall['pool'])}"] + [f"L{n}: {_brief(s)}" for n, s in overall["levels"].items()]
-        extra = f", PBO {overall['pbo']:.2f}" if overall.get("pbo") is not None else ""
+        extra = _pbo_brief(overall, run.n_points)
         delay = run.data["execution"]["execution_delay_bars"]
         self.stdout.write(f"{run.n_periods} periods x {run.n_points} point(s), {len(run.market.symbols)} symbols, "
                           f"execution delay {delay} bar(s); "
                           + "; ".join(parts) + extra)
+
+
+def _pbo_brief(overall: dict, n_points: int) -> str:
+    """", PBO x (distinct points, blocks, days left out)" of a grid run; "" without a PBO."""
+    detail = (overall.get("nested") or {}).get("pbo_detail")
+    if overall.get("pbo") is None or not detail:
+        return ""
+    return (f", PBO {overall['pbo']:.2f} ({detail['points']} distinct of {n_points} points; {detail['n_splits']} "
+            f"blocks of {detail['block_days']} days, the oldest {detail['dropped_days']} of {detail['days']} days "
+            f"left out)")
 
 
 def _brief(stats: dict) -> str:

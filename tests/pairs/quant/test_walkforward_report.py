@@ -1,5 +1,6 @@
 """Walk-forward statistics: the JSON shape, the statistics by hand, the nested selection and the PBO."""
 
+import itertools
 import math
 
 import numpy as np
@@ -123,3 +124,42 @@ def test_grid_run_reports_pbo_and_the_nested_result():
     expected = sum(len(results[c][k].ret) for k, c in enumerate(choices))
     assert overall["pool"]["trades"] == expected
     assert not math.isnan(overall["pool"]["sharpe"])
+
+
+def _random_grid(n_points: int, n_days: int, seed: int = 7) -> list[list[PeriodTrades]]:
+    """``n_points`` points of 3 periods, one trade a day each with random returns."""
+    rng = np.random.default_rng(seed)
+    spans = list(itertools.pairwise(int(b) for b in np.linspace(0, n_days, 4)))
+    return [[_fake(Period(0, 0, 24 * a, 24 * b), rng.normal(0.0, 0.01, b - a), np.arange(a, b)) for a, b in spans]
+            for _ in range(n_points)]
+
+
+def test_identical_points_are_one_trial_in_the_deflated_sharpe_and_the_pbo():
+    """A grid value that changes nothing (max_pvalue 0.01 and 0.05 when the q-value binds) gives points with the
+    same trades: they must not count twice in the deflated Sharpe ratio nor sit as twins in the PBO's ranks."""
+    distinct = _random_grid(5, 40)
+    # Points 5..9 repeat points 0..4, 10 and 11 point 0 again (uneven copies move the PBO's ranks too).
+    twins = [*distinct, *distinct, distinct[0], distinct[0]]
+    times = _times(40)
+    alone = report(distinct, [1], times, HOUR_MS, select_on="pool")["overall"]
+    doubled = report(twins, [1], times, HOUR_MS, select_on="pool")["overall"]
+
+    assert doubled["pool"]["deflated_sharpe"] == pytest.approx(alone["pool"]["deflated_sharpe"])
+    mirrors = alone["nested"]["points"] * 2 + alone["nested"]["points"][:1] * 2
+    for mine, theirs in zip(doubled["nested"]["points"], mirrors, strict=True):
+        assert mine["pool"]["deflated_sharpe"] == pytest.approx(theirs["pool"]["deflated_sharpe"])
+    assert doubled["pbo"] == alone["pbo"]
+    assert doubled["nested"]["distinct_points"] == 5 and alone["nested"]["distinct_points"] == 5
+    assert [p["same_as"] for p in doubled["nested"]["points"]] == [None] * 5 + [0, 1, 2, 3, 4, 0, 0]
+    assert doubled["nested"]["pbo_detail"]["points"] == 5
+    # The same returns with different exit times or levels are different points.
+    moved = [[_fake(r.period, r.ret, (r.exit_ms - START_MS) // MS_PER_DAY + 1) for r in distinct[0]]]
+    assert report([*distinct, *moved], [1], _times(41), HOUR_MS)["overall"]["nested"]["distinct_points"] == 6
+
+
+def test_the_pbo_says_which_days_its_blocks_leave_out():
+    """78 days in 16 blocks: blocks of 4 days, the oldest 14 days are not in any block, and the report says so."""
+    overall = report(_random_grid(4, 78), [1], _times(78), HOUR_MS, select_on="pool")["overall"]
+    detail = overall["nested"]["pbo_detail"]
+    assert (detail["n_splits"], detail["block_days"], detail["days"], detail["dropped_days"]) == (16, 4, 78, 14)
+    assert detail["first_day"] == "2021-01-15"  # START_MS is 2021-01-01: days 0..13 left out
