@@ -141,6 +141,11 @@ def walkforward_run(
         raise WalkForwardError(f"--start {start_ts:%Y-%m-%d %H:%M} is too early: the first period needs {history} "
                                f"bars of history and the candles start at {pd.Timestamp(first):%Y-%m-%d %H:%M}; "
                                f"the earliest start is {earliest:%Y-%m-%d %H:%M} UTC")
+    if start is not None and start_ts >= pd.Timestamp(last):
+        where = "after" if start_ts > pd.Timestamp(last) else "at"
+        raise WalkForwardError(f"--start {start_ts:%Y-%m-%d %H:%M} is {where} the last stored candle "
+                               f"({pd.Timestamp(last):%Y-%m-%d %H:%M} UTC): nothing is left to trade; the latest "
+                               f"start is {pd.Timestamp(last) - bar:%Y-%m-%d %H:%M} UTC")
     if end_ts <= start_ts:
         raise WalkForwardError(f"--end {end_ts:%Y-%m-%d %H:%M} is not after --start {start_ts:%Y-%m-%d %H:%M} "
                                f"(the candles end at {pd.Timestamp(last):%Y-%m-%d %H:%M} UTC)")

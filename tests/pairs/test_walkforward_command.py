@@ -103,6 +103,11 @@ def test_walkforward_with_a_grid_reports_pbo_and_the_nested_selection(stored_mar
     (["--end", "yesterday"], "--end 'yesterday' is not an ISO 8601 date"),
     (["--start", "2021-02-20", "--end", "2021-02-10"], "--end 2021-02-10 is not after --start 2021-02-20"),
     (["--start", "2021-01-10"], "--start 2021-01-10 00:00 is too early: the first period needs 1100 bars"),
+    # No --end: the error is about --start, the one option given (it used to blame "--end 2021-03-12 19:00").
+    (["--start", "2022-01-01"], "--start 2022-01-01 00:00 is after the last stored candle (2021-03-12 19:00 UTC): "
+                                "nothing is left to trade; the latest start is 2021-03-12 18:00 UTC"),
+    (["--start", "2021-03-12T19:00"], "--start 2021-03-12 19:00 is at the last stored candle (2021-03-12 19:00 UTC)"),
+    (["--start", "2022-01-01", "--end", "2022-01-31"], "--start 2022-01-01 00:00 is after the last stored candle"),
     (["--symbols", "AAAUSDT,NOPEUSDT"], "--symbols: unknown symbol(s) NOPEUSDT"),
     (["--every-days", "nan"], "--every-days must be a number"),
     (["--execution-delay-bars", "25"], "--execution-delay-bars: execution_delay_bars must be an integer from 0 to 24"),
@@ -165,3 +170,7 @@ def test_the_execution_delay_option_fills_later_and_the_reports_say_so(stored_ma
     # The synthetic spikes revert within a bar: one bar later, the entries miss the reversion.
     assert runs[1]["overall"]["pool"]["win_rate"] < runs[0]["overall"]["pool"]["win_rate"]
 
+
+def test_the_latest_start_the_error_names_is_accepted(stored_market):
+    """The bar before the last stored candle, which the "--start is after the last stored candle" error offers."""
+    assert "1 periods x 1 point(s)" in _run("--start", "2021-03-12T18:00")
