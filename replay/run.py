@@ -278,8 +278,11 @@ def _replay_locked(
     """``replay_run`` once it holds the replay lock (``owner``), which it renews between bars."""
     started = time.monotonic()
     step = timedelta(milliseconds=timeframe_ms(config.timeframe))
-    start, end = _stored_range(config, _floor_to_bar(start, step), _floor_to_bar(end, step))
+    requested = _floor_to_bar(start, step)
+    start, end = _stored_range(config, requested, _floor_to_bar(end, step))
     reselect_every = reselect_every or None
+    if reselect_every is not None:
+        _check_selection_history(config, requested, start)
     account = _replay_account_checked(config, account, start, reselect=reselect_every is not None)
     if daily_loss_limit_pct is not None:
         RiskLimit.objects.update_or_create(account=account, defaults={"daily_loss_limit_pct": daily_loss_limit_pct,
@@ -335,6 +338,21 @@ def _stored_range(config: StrategyConfig, start: datetime, end: datetime) -> tup
     if first is None:
         raise ReplayError(f"no {config.timeframe} candles of {config.exchange} between {_iso(start)} and {_iso(end)}")
     return first, last
+
+
+def _check_selection_history(config: StrategyConfig, requested: datetime, start: datetime) -> None:
+    """ReplayError when the first bar replayed (``start``) lacks the history the first selection reads: every
+    selection step would fail for want of history, and the replay would trade nothing."""
+    earliest, _ = replay_default_range(config)
+    if start < earliest:
+        first, _ = candle_bounds(exchange=config.exchange, timeframe=config.timeframe)
+        raise ReplayError(
+            f"--start {_iso(requested)} is too early for the replay's selection: a selection step reads "
+            f"{history_bars_needed(config)} bars (lookback {config.lookback_bars} or min_history_bars "
+            f"{config.min_history_bars}, + validation_bars {config.validation_bars}) and the candles start at "
+            f"{_iso(first)}; the earliest start is {_iso(earliest)} (or --reselect-every-days 0 trades the pairs "
+            "already stored, without a selection)"
+        )
 
 
 def _replay_account_checked(config: StrategyConfig, account: ExchangeAccount | None, start: datetime, *,

@@ -170,6 +170,9 @@ def test_replay_with_notify_sends_its_notifications(shared_candles_dir, fake_tel
         ({"end": "yesterday"}, r"--end 'yesterday' is not an ISO 8601 date"),
         ({"start": "2021-04-05", "end": "2021-04-01"}, r"--start 2021-04-05 00:00 is after --end 2021-04-01 23:00"),
         ({"start": "2022-01-01", "end": "2022-01-31"}, r"no 1h candles of bybit between 2022-01-01T00:00:00Z"),
+        # It used to exit 0 with "0 selection(s)" and all-zero figures, the reason an INFO log line only.
+        ({"start": "2020-12-10", "end": "2020-12-12"}, r"^--start 2020-12-10T00:00:00Z is too early for the replay's "
+                                                       r"selection: .* the earliest start is 2020-12-30T03:00:00Z"),
         ({"reselect_every_days": -1}, r"^--reselect-every-days must be a number from 0 to 3650 days, got -1$"),
         ({"reselect_every_days": math.nan}, r"^--reselect-every-days must be a number from 0 to 3650 days, got nan$"),
         ({"reselect_every_days": math.inf}, r"^--reselect-every-days must be a number from 0 to 3650 days, got inf$"),

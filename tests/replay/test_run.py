@@ -108,6 +108,26 @@ def test_an_enabled_or_live_account_is_handled_before_anything_runs(shared_candl
     assert [e for _, e in result.equity] == [mine.capital] * 3
 
 
+def test_a_start_without_the_history_of_a_selection_is_refused_before_anything_runs(shared_candles_dir):
+    """Every selection step would fail for want of history (logged at INFO only) and the replay would trade
+    nothing, exit 0 and print all-zero figures: refused instead, naming the earliest start. The candles start on
+    2020-12-01; a selection reads 500 + 200 bars (replay_world's windows)."""
+    config = import_market(shared_candles_dir)
+    early = datetime(2020, 12, 10, tzinfo=UTC)
+    with pytest.raises(ReplayError, match=r"^--start 2020-12-10T00:00:00Z is too early for the replay's selection: "
+                                          r"a selection step reads 700 bars \(lookback 500 or min_history_bars 500, "
+                                          r"\+ validation_bars 200\) and the candles start at 2020-12-01T00:00:00Z; "
+                                          r"the earliest start is 2020-12-30T03:00:00Z"):
+        replay_run(start=early, end=early + 2 * 24 * HOUR, config=config)
+    assert not ExchangeAccount.objects.exists() and not CointegrationRun.objects.exists()
+    assert_free()
+    # Without a selection an early start is fine (it trades the pairs as they are); the earliest start named is.
+    assert replay_run(start=early, end=early + 2 * HOUR, config=config, reselect_every=None).bars == 3
+    wipe_replay()
+    earliest = datetime(2020, 12, 30, 3, tzinfo=UTC)
+    assert replay_run(start=earliest, end=earliest + HOUR, config=config).bars == 2
+
+
 # ---------------------------------------------------------------------------------------------------- the lock
 
 

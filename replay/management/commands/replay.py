@@ -20,7 +20,6 @@ from replay.run import (
     DEFAULT_ACCOUNT_NAME,
     DEFAULT_RESELECT_EVERY,
     ReplayError,
-    history_bars_needed,
     replay_default_range,
     replay_run,
 )
@@ -104,7 +103,7 @@ class Command(BaseCommand):
         if daily_loss_limit is not None:
             finite_number("--daily-loss-limit", daily_loss_limit, minimum=0, maximum=100, unit="percent")
         json_path = writable_output_path("--json", json_path)
-        start_at, end_at = self._range(config, start, end, reselecting=bool(reselect_every_days))
+        start_at, end_at = self._range(config, start, end)
         target = ExchangeAccount.objects.filter(name=account).first()
         if target is None and account != DEFAULT_ACCOUNT_NAME:
             raise CommandError(f"no account named {account!r}")
@@ -145,8 +144,7 @@ class Command(BaseCommand):
                 f"least {bar / timedelta(days=1):g}"
             )
 
-    def _range(self, config: StrategyConfig, start: str | None, end: str | None, *, reselecting: bool
-               ) -> tuple[datetime, datetime]:
+    def _range(self, config: StrategyConfig, start: str | None, end: str | None) -> tuple[datetime, datetime]:
         """The replayed range from the options, the stored candles filling in what is not given."""
         bar = timedelta(milliseconds=timeframe_ms(config.timeframe))
         first_start = last_end = None
@@ -159,11 +157,7 @@ class Command(BaseCommand):
         end_at = parse_moment(end, "--end", end_of_day=True, bar=bar) if end else last_end
         if start_at > end_at:
             raise CommandError(f"--start {start_at:%Y-%m-%d %H:%M} is after --end {end_at:%Y-%m-%d %H:%M} (UTC)")
-        if first_start is not None and start_at < first_start and reselecting:
-            self.stderr.write(
-                f"note: {start_at:%Y-%m-%d %H:%M} has less than the {history_bars_needed(config)} bars of history a "
-                f"selection reads (first full-history bar: {first_start:%Y-%m-%d %H:%M} UTC)"
-            )
+        # A --start without the history the first selection reads is refused by the run (replay_run).
         return start_at, end_at
 
     def _run(self, config: StrategyConfig, start_at: datetime, end_at: datetime, target: ExchangeAccount | None,
