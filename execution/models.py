@@ -421,7 +421,8 @@ class BotHeartbeat(models.Model):
     funding_synced_until = models.DateTimeField(null=True, blank=True, help_text="Funding recorded up to here")
     funding_unsynced_since = models.DateTimeField(
         null=True, blank=True,
-        help_text="Start of a funding read that failed and has not been read since: trades closed after it may hold "
+        help_text="Start of a funding read that failed and has not been read since, or a settlement held through "
+                  "that the exchange did not list yet (read again for an hour): trades closed after it may hold "
                   "funding that is not recorded yet",
     )
 

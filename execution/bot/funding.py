@@ -14,10 +14,12 @@ from execution.bot.book import instrument_of, orders_of
 from execution.models import BotHeartbeat, Fill, FundingPayment, Order, PairTrade
 from execution.services.context import TradingContext
 from execution.services.orders import LEGS, leg_net, signed
-from pairs.marketdata.funding import funding_interval_minutes, settles_between
+from pairs.marketdata.funding import funding_interval_minutes, settlement_times, settles_between
 from pairs.models import Instrument
 
 FUNDING_OVERLAP = timedelta(hours=1)
+# A watermark held back for a settlement not listed yet stays this much before it (settlements fall on whole hours).
+_JUST_BEFORE = timedelta(seconds=1)
 CLOSING_ACTIONS = (Order.Action.CLOSE, Order.Action.UNWIND)
 
 
@@ -27,7 +29,12 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
     When a read fails, the trades that finish before the next read may have held a position through a settlement:
     the heartbeat keeps the failed read's start (``funding_unsynced_since``) and the next read attributes such a
     payment to the trade that held it then (its fills up to the settlement), correcting that trade's funding and
-    realised PnL, instead of recording it without a trade (or not at all when no trade is left open)."""
+    realised PnL, instead of recording it without a trade (or not at all when no trade is left open).
+
+    The exchange lists a settlement's payments some seconds after it: a read right after a settlement at which the
+    trades held a position may not show its payment yet. The watermark then stays just before that settlement and
+    ``funding_unsynced_since`` is set to it, so the next ticks read it again (and a trade that finishes meanwhile
+    still gets it), until it is listed or an hour (``FUNDING_OVERLAP``) has passed since it."""
     late = _closed_while_unsynced(ctx, heartbeat)
     holders = [*trades, *late]
     opened = [t.opened_at for t in holders if t.opened_at]
@@ -40,25 +47,28 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
             _mark_unsynced(heartbeat, None)
         return 0
     # Read an hour back again: a settlement the exchange listed late is caught; one already recorded is skipped.
-    since = since - FUNDING_OVERLAP
-    since_ms, until_ms = int(since.timestamp() * 1000) + 1, int(ctx.now.timestamp() * 1000)
+    read_from = since - FUNDING_OVERLAP
+    since_ms, until_ms = int(read_from.timestamp() * 1000) + 1, int(ctx.now.timestamp() * 1000)
     try:
-        payments = ctx.exchange.funding_payments(since_ms=since_ms, until_ms=until_ms)
+        listed = ctx.exchange.funding_payments(since_ms=since_ms, until_ms=until_ms)
     except ExchangeError as exc:
         ctx.events.append(f"funding not synced this tick: {exc}")
         if heartbeat.funding_unsynced_since is None:
-            _mark_unsynced(heartbeat, since)
+            _mark_unsynced(heartbeat, read_from)
         return 0
-    payments = _not_recorded(ctx, payments, since)
-    rows = _attributed(ctx, trades, late, payments)
+    rows = _attributed(ctx, trades, late, _not_recorded(ctx, listed, read_from))
     touched = {row.trade_id for row in rows if row.trade_id is not None}
+    # A settlement held through whose payment is not listed yet: the watermark stays before it (read again).
+    unlisted = _first_unlisted(ctx, since, trades, late, listed)
+    synced_until = ctx.now if unlisted is None else unlisted - _JUST_BEFORE
     with transaction.atomic():
         ctx.hold_lease()
         FundingPayment.objects.bulk_create(rows, ignore_conflicts=True)
         if touched:
             _update_trade_funding(ctx, [t for t in holders if t.pk in touched])
-        BotHeartbeat.objects.filter(pk=heartbeat.pk).update(funding_synced_until=ctx.now, funding_unsynced_since=None)
-    heartbeat.funding_unsynced_since = None
+        BotHeartbeat.objects.filter(pk=heartbeat.pk).update(funding_synced_until=synced_until,
+                                                            funding_unsynced_since=unlisted)
+    heartbeat.funding_synced_until, heartbeat.funding_unsynced_since = synced_until, unlisted
     return len(rows)
 
 
@@ -95,6 +105,48 @@ def _held_at(trade: PairTrade, leg: str, moment: datetime) -> Decimal:
     return Decimal(0)
 
 
+def _first_unlisted(ctx: TradingContext, since: datetime, trades: list[PairTrade], late: list[PairTrade],
+                    listed: list[FundingState]) -> datetime | None:
+    """The first settlement in (since, now], less than ``FUNDING_OVERLAP`` ago, at which the trades held a position
+    in a symbol (net over the trades opened before it, and for a finished trade not closed yet: the exchange's
+    position) the exchange lists no payment for: the next tick reads it again. One older than that is reported and
+    not waited for any longer (nothing was paid on it, or the exchange's position was not the trades'). No query:
+    the trades' orders are loaded already."""
+    paid = {(p.symbol, _settlement_of(p.settled_at)) for p in listed}
+    held: dict[tuple[str, datetime], Decimal] = {}
+    finished = {trade.pk for trade in late}
+    for trade in [*trades, *late]:
+        if trade.opened_at is None:
+            continue
+        for leg in LEGS:
+            instrument = instrument_of(trade, leg)
+            symbol = ctx.symbol(instrument)
+            # an active trade holds what it holds now (as ``_attributed`` splits it), a finished one its opening
+            net = None if trade.pk in finished else leg_net(orders_of(trade), leg)
+            interval = funding_interval_minutes(instrument.funding_interval_minutes)
+            for at in settlement_times(max(since, trade.opened_at), ctx.now, interval):
+                qty = net if net is not None else _held_at(trade, leg, at)
+                held[symbol, at] = held.get((symbol, at), Decimal(0)) + qty
+    missing: dict[datetime, set[str]] = {}
+    for (symbol, at), qty in held.items():
+        if qty and (symbol, at) not in paid:
+            missing.setdefault(at, set()).add(symbol)
+    waited = ctx.now - FUNDING_OVERLAP
+    for at, symbols in sorted(missing.items()):
+        if at <= waited:
+            ctx.events.append(f"no funding listed for {', '.join(sorted(symbols))} at {at:%Y-%m-%d %H:%M} UTC, "
+                              f"held then: not waited for any longer")
+        else:
+            ctx.events.append(f"funding of {', '.join(sorted(symbols))} at {at:%Y-%m-%d %H:%M} UTC not listed by "
+                              f"the exchange yet: read again next tick")
+    return min((at for at in missing if at > waited), default=None)
+
+
+def _settlement_of(moment: datetime) -> datetime:
+    """The settlement a payment belongs to: every settlement falls on a whole hour (``FUNDING_GRID_MINUTES``)."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 def _update_trade_funding(ctx: TradingContext, trades: list[PairTrade]) -> None:
     """Each trade's funding from its recorded payments; a finished trade's realised PnL follows (and, through its
     save, the daily totals)."""
@@ -110,7 +162,7 @@ def _update_trade_funding(ctx: TradingContext, trades: list[PairTrade]) -> None:
             trade.realised_pnl += trade.funding - before
         trade.save(update_fields=["funding", "realised_pnl"])
         ctx.events.append(f"trade {trade.pk}: funding {trade.funding - before:+.4f} recorded after it finished "
-                          f"(the read in its closing tick failed); realised PnL corrected")
+                          f"(not read, or not listed by the exchange yet, when it closed); realised PnL corrected")
     PairTrade.objects.bulk_update(active, ["funding"])  # one statement, not one per trade
 
 
