@@ -134,6 +134,23 @@ def _fresh_entry_signals(ctx: TradingContext, active: list[PairTrade], held_symb
     return fresh
 
 
+def entry_lapsed(trade: PairTrade, *, now, timeframe: str) -> str:
+    """Why a trade's entry would not be taken now by the rules above ("" when it would): its entry signal is no
+    longer fresh (its bar more than MAX_ENTRY_SIGNAL_AGE_BARS behind the newest closed one), or the pair's rule has
+    left that position since. (Halts and the account's level are entry_refusal's.)"""
+    signal = trade.entry_signal
+    if signal is None:
+        return "its entry signal is gone"
+    bar = timedelta(milliseconds=timeframe_ms(signal.timeframe or timeframe))
+    if signal.bar_time <= now - bar - bar * (MAX_ENTRY_SIGNAL_AGE_BARS + 1):
+        return f"its entry signal of {signal.bar_time:%Y-%m-%d %H:%M} is no longer fresh"
+    position = (Pair.objects.filter(pk=trade.pair_id).values_list("signal_state__position", flat=True).first())
+    wanted = 1 if trade.side == PairTrade.Side.LONG_SPREAD else -1
+    if position != wanted:
+        return "the pair's rule has left the position since"
+    return ""
+
+
 def _plan_candidates(ctx: TradingContext, candidates: list[tuple[Signal, str]], *, busy_instruments: set[int],
                      max_trades: int, exposure_cap: Decimal, budget: Decimal, report: TickReport
                      ) -> list[PairTrade]:

@@ -32,7 +32,7 @@ from exchanges.base import TradingExchange
 from exchanges.errors import ExchangeError
 from exchanges.retry import RetryingExchange
 from execution.bot.book import active_trades, orders_of
-from execution.bot.entries import open_new_trades, pair_off_level
+from execution.bot.entries import entry_lapsed, open_new_trades, pair_off_level
 from execution.bot.exits import close_decisions
 from execution.bot.funding import sync_funding
 from execution.bot.lease import LEASE_TTL, default_lease_owner, lease_for_tick
@@ -106,6 +106,7 @@ def bot_tick(
                          checkpoint=checkpoint or (lambda step: None),
                          fence=Fence(account.pk, owner, heartbeat.lease_generation),
                          entry_refusal=_entry_refusal(account, now),
+                         entry_lapsed=_entry_lapsed(account, now, config.timeframe),
                          _lease_renewed=time.monotonic() - lease_age)
     held: list[PairTrade] | None = None  # the tick's trades when it ends normally: the heartbeat counts them
     try:
@@ -152,6 +153,16 @@ def _entry_refusal(account: ExchangeAccount, now) -> Callable[[int], str]:
             return f"{off_level} before the first leg went out"
         return ""
     return refusal
+
+
+def _entry_lapsed(account: ExchangeAccount, now, timeframe: str) -> Callable[[PairTrade], str]:
+    """The question asked before a stale second leg goes out late: would the trade's entry still be taken now (its
+    signal fresh, the rule in the position, no halt, the pair on the account's level)? Why not, read afresh."""
+    refusal = _entry_refusal(account, now)
+
+    def lapsed(trade: PairTrade) -> str:
+        return entry_lapsed(trade, now=now, timeframe=timeframe) or refusal(trade.pair_id)
+    return lapsed
 
 
 def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, fresh_lease: bool,

@@ -105,6 +105,9 @@ class TradingContext:
     # or the pair's pause), or the pair has left the account's level. Asked right before every first leg goes out,
     # also one planned this tick: a halt or a level change can land while earlier trades fill.
     entry_refusal: Callable[[int], str] | None = None
+    # Why a trade's entry no longer holds now ("" when it does): its signal is no longer fresh, the rule has left the
+    # position, or entry_refusal's halt or level change. Asked before a stale second opening leg is sent late.
+    entry_lapsed: Callable[[PairTrade], str] | None = None
     planned_now: set[int] = field(default_factory=set)  # orders written this tick: known not to be sent yet
     settled: set[int] = field(default_factory=set)  # trades compared with the exchange this tick
     contradicted: dict[int, set[str]] = field(default_factory=dict)  # trade -> legs the exchange holds otherwise

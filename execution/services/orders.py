@@ -35,8 +35,13 @@ ORDER_POLL_INTERVAL_S = 0.2
 # An order the exchange doesn't know this long after it was sent never arrived.
 NOT_FOUND_GRACE = timedelta(minutes=2)
 # A planned order found unsent (the process died before sending it) is sent late only within this time; after it,
-# the market has moved on and the trade is treated as if the order had been rejected.
+# the market has moved on and the trade is treated as if the order had been rejected. It protects entries: a first
+# leg is not sent late. A close or an unwind never goes stale, and a stale second opening leg is decided at once
+# (sent while the entry holds, else the filled leg unwound: ``_late_second_leg``).
 STALE_PLAN = timedelta(minutes=5)
+# Orders found planned and unsent after a restart that are sent whatever their age: reduce-only, they can only take
+# a position away, and a resend under the same client id can't execute twice (the exchange refuses the id).
+ACTIONS_NEVER_STALE = frozenset({Order.Action.CLOSE, Order.Action.UNWIND})
 # An order of unknown outcome still not found this long after it was planned (its executions included) is taken as
 # not executed, even one whose id the exchange said was taken: the trade is then decided on the exchange's positions.
 UNKNOWN_GIVE_UP = timedelta(minutes=30)
@@ -252,7 +257,13 @@ def resolve(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Or
         if state is not None:
             _apply_found(ctx, order, state)
             return
-        refusal = _not_sendable(ctx, trade, order, orders)
+        late = _late_second_leg(ctx, trade, order, orders)
+        if late == "unwound":
+            return
+        if order.action in ACTIONS_NEVER_STALE or late == "send":
+            refusal = ""  # sent now, under its id: see ACTIONS_NEVER_STALE and _late_second_leg
+        else:
+            refusal = _not_sendable(ctx, trade, order, orders)
         if refusal:
             # Not found may be the exchange's lists lagging a send the dead process made: not sent again, and
             # given up only once it stays unfound for the grace (the unknown order's rule below).
@@ -320,11 +331,44 @@ def _give_up_unknown(ctx: TradingContext, trade: PairTrade, order: Order) -> Non
                text=f"[{ctx.account.name}] {message}", dedupe_key=f"order_unresolved:{order.client_order_id}")
 
 
+def _stale(ctx: TradingContext, trade: PairTrade, order: Order) -> bool:
+    planned_at = order.planned_at or trade.state_changed_at
+    return planned_at is not None and ctx.now - planned_at > STALE_PLAN
+
+
+def _late_second_leg(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> str:
+    """A stale plan of a second opening leg (an open or a completion while a leg of the trade has filled), found
+    unsent after a restart (not found by its client id, its executions included): decided at once rather than held
+    for the grace while the filled leg is alone. Its entry still holding (the signal fresh, the rule still in the
+    position, no halt or level change): "send" (it goes out now, under its id, which the exchange can't execute
+    twice). Otherwise "unwound": it is not sent and the trade unwinds its filled leg. "" for any other order.
+
+    Not found more than STALE_PLAN after it was planned, a send the stopped process made would show by now (its
+    lease had to expire first); should it show later all the same, the trade's settlement adopts its executions, or
+    the reconciliation flags the position. STALE_PLAN keeps its protection where it was meant: a first leg planned
+    before the market moved on is not sent late. A close or an unwind never goes stale (ACTIONS_NEVER_STALE)."""
+    if (order.action not in (Order.Action.OPEN, Order.Action.COMPLETE) or not any(o.filled_qty > 0 for o in orders)
+            or not _stale(ctx, trade, order)):
+        return ""
+    lapsed = ctx.entry_lapsed(trade) if ctx.entry_lapsed is not None else ""
+    if not lapsed:
+        ctx.events.append(f"{order.client_order_id}: planned more than {STALE_PLAN} ago and not found at the "
+                          "exchange; the entry still holds: sent now")
+        return "send"
+    reason = (f"the {order.leg} leg's {order.action} planned more than {STALE_PLAN} ago was not found at the exchange "
+              f"and is not sent ({lapsed}): unwinding the filled leg")
+    with transaction.atomic(savepoint=False):
+        reject(ctx, order, Status.CANCELLED, f"never sent: {reason}")
+        set_state(ctx, trade, State.CLOSING, exit_reason=PairTrade.ExitReason.UNWOUND,
+                  error=(trade.error + "\n" + reason).strip()[:2000])
+    ctx.events.append(f"trade {trade.pk}: {reason}")
+    return "unwound"
+
+
 def _not_sendable(ctx: TradingContext, trade: PairTrade, order: Order, orders: list[Order]) -> str:
     """Why an order decided earlier may not go out now ("" when it may): the market has moved on since it was
     planned, or a halt or a level change stands before the first leg of a trade."""
-    planned_at = order.planned_at or trade.state_changed_at
-    if planned_at and ctx.now - planned_at > STALE_PLAN:
+    if _stale(ctx, trade, order):
         return f"planned more than {STALE_PLAN} ago"
     return _first_leg_refusal(ctx, trade, order, orders)
 
