@@ -38,7 +38,8 @@ class TradingExchange(Protocol):
         order_type: str = "market", price: Decimal | None = None,
     ) -> OrderAck: ...
 
-    def order_by_client_id(self, symbol: str, client_order_id: str) -> OrderState | None: ...
+    def order_by_client_id(self, symbol: str, client_order_id: str, *, since_ms: int | None = None
+                           ) -> OrderState | None: ...
 
     def fills_of(
         self, symbol: str, client_order_id: str | None = None, *, exchange_order_id: str | None = None,

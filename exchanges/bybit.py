@@ -209,11 +209,13 @@ class BybitExchange(CcxtExchange):
                        type(exc).__name__, state.status)
         return OrderAck(state.exchange_order_id, client_order_id, symbol, existing=True, state=state)
 
-    def order_by_client_id(self, symbol: str, client_order_id: str) -> OrderState | None:
+    def order_by_client_id(self, symbol: str, client_order_id: str, *, since_ms: int | None = None
+                           ) -> OrderState | None:
         """The order with this client id (orderLinkId) on ``symbol``, or None if the exchange has none.
 
         Asks the open-orders list (which, asked by orderLinkId, also holds recently closed orders), then the order
-        history, both filtered by orderLinkId (fetch_order would only reach the last 500 orders), then the executions:
+        history, both filtered by orderLinkId (fetch_order would only reach the last 500 orders), then the executions
+        since ``since_ms`` (no earlier than the order was planned: Bybit answers only the last 7 days without it):
         an order found only there is reported as ended with what its executions filled. A source that can't be read
         doesn't end the look-up: what another one shows is proof enough; only "none has it" needs every source, so
         a failed source then raises its error (the order stays unknown, never taken for absent).
@@ -234,7 +236,7 @@ class BybitExchange(CcxtExchange):
                 newest = max(matches, key=lambda o: o.get("timestamp") or 0)
                 return order_state(newest, settle=settle)
         # Neither list shows it (or could be read), but its executions may: an order that traded existed.
-        fills = self.fills_of(symbol, client_order_id)
+        fills = self.fills_of(symbol, client_order_id, since_ms=since_ms)
         if fills:
             return order_state_from_fills(fills, settle)
         if failures:
@@ -249,9 +251,10 @@ class BybitExchange(CcxtExchange):
         exchange_order_id: str | None = None,
         since_ms: int | None = None,
     ) -> list[FillState]:
-        """The trades (executions) of one order, oldest first; give its client id or its exchange id.
-
-        Bybit's execution list covers the last 7 days unless ``since_ms`` says otherwise.
+        """The trades (executions) of one order since ``since_ms``, oldest first; give its client id or its exchange
+        id. Give ``since_ms`` (no later than the order was placed): Bybit's execution list answers only the last 7
+        days without it, so an older order's fills would be missing. From ``since_ms`` on, the list is read in
+        7-day windows (Bybit's limit per request) up to now, as ``executions`` does.
         """
         if (client_order_id is None) == (exchange_order_id is None):
             raise ValueError("give exactly one of client_order_id and exchange_order_id")
@@ -262,7 +265,21 @@ class BybitExchange(CcxtExchange):
                 return fill.client_order_id == client_order_id
             return fill.exchange_order_id == exchange_order_id
 
-        return self._execution_pages(symbol, params, since_ms, keep=mine)
+        if since_ms is None:
+            return self._execution_pages(symbol, params, None, keep=mine)
+        now_ms = self._client.milliseconds()
+        found: list[FillState] = []
+        start = since_ms
+        while True:
+            # The last window reaches 7 days past its start, beyond our clock: an exchange clock a little ahead of
+            # ours still shows its newest executions.
+            end = start + _EXECUTION_WINDOW_MS
+            found.extend(self._execution_pages(symbol, dict(params, endTime=end), start, keep=mine))
+            if end >= now_ms:
+                break
+            start = end + 1
+        unique = {fill.exec_id: fill for fill in found}  # windows don't overlap; a fill is kept once all the same
+        return sorted(unique.values(), key=lambda fill: fill.time_ms)
 
     def executions(self, symbol: str, *, since_ms: int) -> list[FillState]:
         """Every execution that moved the account's position on ``symbol`` since ``since_ms``, oldest first: its own

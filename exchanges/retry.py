@@ -84,9 +84,9 @@ class RetryingExchange:
 
         return self._call(f"order {client_order_id}", place)
 
-    def order_by_client_id(self, symbol, client_order_id):
+    def order_by_client_id(self, symbol, client_order_id, *, since_ms=None):
         return self._call(f"look-up of {client_order_id}",
-                          lambda: self.inner.order_by_client_id(symbol, client_order_id))
+                          lambda: self.inner.order_by_client_id(symbol, client_order_id, since_ms=since_ms))
 
     def fills_of(self, symbol, client_order_id=None, *, exchange_order_id=None, since_ms=None):
         return self._call(f"fills of {client_order_id or exchange_order_id}", lambda: self.inner.fills_of(

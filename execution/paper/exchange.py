@@ -276,8 +276,10 @@ class PaperExchange(PaperBase):
             updated_ms=created_ms,
         )
 
-    def order_by_client_id(self, symbol: str, client_order_id: str) -> OrderState | None:
-        """The order with this client id on ``symbol``, or None."""
+    def order_by_client_id(self, symbol: str, client_order_id: str, *, since_ms: int | None = None
+                           ) -> OrderState | None:
+        """The order with this client id on ``symbol``, or None (``since_ms`` needs no use here: every order is
+        kept)."""
         order = PaperOrder.objects.filter(account=self.account, symbol=symbol, client_order_id=client_order_id).first()
         return None if order is None else self._order_state(order)
 

@@ -49,6 +49,12 @@ UNKNOWN_GIVE_UP = timedelta(minutes=30)
 MAX_WORKING = timedelta(seconds=30)
 # Fills lagging the order status are read again this many times before the order is left for the next tick.
 FILL_READS = 3
+# An order's executions are read from this long before it was created (the exchange's clock, or the row's): without
+# a start, Bybit's execution list answers only the last 7 days, and an older order's fills would never show.
+FILLS_LOOKBACK = timedelta(hours=1)
+# An order whose listed fills stay short of its filled quantity this long after it was sent is reported (a critical
+# guard event and notification, once): its trade can't be decided meanwhile, and one leg may be held alone.
+FILLS_MISSING_ALERT = timedelta(minutes=5)
 
 
 # ----------------------------------------------------------------------------------------------------- quantities
@@ -101,6 +107,7 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
     if order.submitted_at is None:
         order.submitted_at = ctx.now
     fills = []
+    fills_missing = listed = missing_since = None
     if state.filled_qty > 0:
         symbol = ctx.symbol(order.instrument)
         for attempt in range(FILL_READS):
@@ -110,7 +117,8 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
                 if attempt:
                     ctx.sleep(ORDER_POLL_INTERVAL_S)
                 try:
-                    found = ctx.exchange.fills_of(symbol, order.client_order_id)
+                    found = ctx.exchange.fills_of(symbol, order.client_order_id,
+                                                  since_ms=order_fills_since_ms(order, state))
                 except ExchangeError as exc:
                     raise TickAborted(f"fills of {order.client_order_id} could not be read: {exc}") from exc
             if sum((f.qty for f in found), Decimal(0)) >= state.filled_qty:
@@ -119,7 +127,11 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
             # The execution list lags the order: an order isn't final until its fills are all recorded (the PnL
             # is computed from them), so it is read again next tick.
             order.status = Status.SUBMITTED
-            ctx.events.append(f"{order.client_order_id}: {state.filled_qty} filled, fewer fills listed yet")
+            listed = sum((f.qty for f in found), Decimal(0))
+            ctx.events.append(f"{order.client_order_id}: {state.filled_qty} filled, fewer fills listed yet"
+                              f" ({listed})")
+            missing_since = order.submitted_at or order.planned_at
+            fills_missing = missing_since is not None and ctx.now - missing_since > FILLS_MISSING_ALERT
         fills = [Fill(order=order, exchange_fill_id=f.exec_id, qty=f.qty, price=f.price, fee=f.fee,
                       fee_currency=f.fee_currency, is_maker=f.is_maker, filled_at=f.filled_at) for f in found]
     # No savepoint inside a caller's transaction (a replay's bar): nothing in the block raises but the database, and a
@@ -128,6 +140,33 @@ def _apply_state(ctx: TradingContext, order: Order, state: OrderState,
         ctx.save(order, ["exchange_order_id", "filled_qty", "avg_price", "fee", "status", "submitted_at",
                          "updated_at"])
         Fill.objects.bulk_create(fills, ignore_conflicts=True)
+        if fills_missing:
+            _report_fills_missing(ctx, order, state.filled_qty, listed, since=missing_since)
+
+
+def order_fills_since_ms(order: Order, state: OrderState | None = None) -> int | None:
+    """Where an order's executions are read from: the exchange's creation time of the order when it reported one,
+    else when its row was written (the database's clock, as the settlement's executions: the bot's clock may be a
+    replay's), less FILLS_LOOKBACK; None (the exchange's default window) only for a row not written yet."""
+    if state is not None and state.created_ms:
+        return state.created_ms - int(FILLS_LOOKBACK.total_seconds() * 1000)
+    if order.created_at is None:
+        return None
+    return int((order.created_at - FILLS_LOOKBACK).timestamp() * 1000)
+
+
+def _report_fills_missing(ctx: TradingContext, order: Order, filled: Decimal, listed: Decimal, *, since) -> None:
+    """An order the exchange reports filled whose executions stay fewer than that past FILLS_MISSING_ALERT: the
+    order stays in flight (its fills make the PnL, and the trade is decided on them), and people are told once
+    (a critical guard event with the notification: its trade is held, one leg possibly alone)."""
+    message = (f"trade {order.trade_id}: {order.client_order_id} is reported filled {filled}, but its executions "
+               f"list only {listed} since {since:%Y-%m-%d %H:%M} UTC; the order stays in flight and its trade "
+               "undecided until they show: check the order's executions on the exchange")
+    if notify(topic="fills_missing", severity=Notification.Severity.CRITICAL, text=f"[{ctx.account.name}] {message}",
+              dedupe_key=f"fills_missing:{order.client_order_id}") is not None:
+        guard_event_record(account=ctx.account, kind="fills_missing", severity=GuardEvent.Severity.CRITICAL,
+                           message=message, details={"trade": order.trade_id, "order": order.client_order_id,
+                                                     "filled": str(filled), "listed": str(listed)})
 
 
 def order_refresh(ctx: TradingContext, order: Order, state: OrderState) -> None:
@@ -147,7 +186,7 @@ def _listing_lags(ctx: TradingContext, order: Order, state: OrderState) -> bool:
 def _lookup(ctx: TradingContext, order: Order) -> OrderState | None:
     symbol = ctx.symbol(order.instrument)
     try:
-        return ctx.exchange.order_by_client_id(symbol, order.client_order_id)
+        return ctx.exchange.order_by_client_id(symbol, order.client_order_id, since_ms=order_fills_since_ms(order))
     except ExchangeError as exc:
         raise TickAborted(f"order {order.client_order_id} could not be looked up: {exc}") from exc
 

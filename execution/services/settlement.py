@@ -23,7 +23,7 @@ from django.db import transaction
 from exchanges.types import FillState, order_state_from_fills
 from execution.models import Fill, Order, PairTrade
 from execution.services.context import TradingContext
-from execution.services.orders import LEGS, Status, client_order_id, leg_net, order_refresh
+from execution.services.orders import LEGS, Status, client_order_id, leg_net, order_fills_since_ms, order_refresh
 from notifications.models import Notification
 from notifications.services import notify
 from risk.models import GuardEvent
@@ -149,7 +149,8 @@ def _own_order_corrected(ctx: TradingContext, order: Order, executions: list[Fil
     refusal, a look-up that lagged): brought up to date from the exchange, whose executions are the truth. Its
     ``executions`` (carrying its client id) prove what it did even when the order look-up can't find it."""
     before = (order.status, order.filled_qty)
-    state = ctx.exchange.order_by_client_id(ctx.symbol(order.instrument), order.client_order_id)
+    state = ctx.exchange.order_by_client_id(ctx.symbol(order.instrument), order.client_order_id,
+                                            since_ms=order_fills_since_ms(order))
     if state is None and executions:
         state = order_state_from_fills(executions)
     if state is None or state.filled_qty <= order.filled_qty:

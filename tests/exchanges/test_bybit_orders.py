@@ -7,6 +7,7 @@ ExchangeAccount by account_exchange and pointed at the fake through base_url_ove
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 
@@ -215,6 +216,54 @@ def test_fills_of_a_partly_filled_order_and_its_completion(ex, fake):
     state = ex.order_by_client_id(BTC, "t1-y-open")
     assert (state.status, state.filled_qty, state.avg_price) == ("filled", Decimal("0.01"), Decimal(50050))
     assert state.fee == sum(f.fee for f in fills)
+
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+def _exchange_clock_ahead(fake, monkeypatch, ms: int) -> None:
+    """The exchange's clock moves ``ms`` on (a bot that was down that long): its default execution window follows."""
+    real_clock = fake._clock
+    monkeypatch.setattr(fake, "_clock", lambda: real_clock() + ms)
+
+
+def test_fills_of_an_order_older_than_seven_days_need_a_start(ex, fake, monkeypatch):
+    """Bybit's execution list answers only the last 7 days when no time is given: the fills of an order placed 8
+    days ago are read from a start at or before it, which also reaches executions 7 days past our own clock."""
+    buy_btc(ex, qty="0.02")
+    (execution,) = fake.executions(order_link_id="t1-y-open")
+    _exchange_clock_ahead(fake, monkeypatch, 8 * DAY_MS)
+
+    assert ex.fills_of(BTC, "t1-y-open") == []  # the exchange's default window: the last 7 days
+    fills = ex.fills_of(BTC, "t1-y-open", since_ms=execution.exec_time_ms - 60_000)
+    assert [(f.exec_id, f.qty) for f in fills] == [(execution.exec_id, Decimal("0.02"))]
+
+
+def test_fills_of_walk_seven_day_windows_from_the_start(ex, fake):
+    """A start weeks back is read window by window (endTime - startTime <= 7 days each, Bybit's limit) up to now."""
+    buy_btc(ex, qty="0.02")
+    (execution,) = fake.executions(order_link_id="t1-y-open")
+    fake.clear_requests()
+
+    fills = ex.fills_of(BTC, "t1-y-open", since_ms=execution.exec_time_ms - 20 * DAY_MS)
+
+    assert [f.exec_id for f in fills] == [execution.exec_id]
+    windows = [(int(r.params["startTime"]), int(r.params["endTime"])) for r in fake.requests_to("/v5/execution/list")]
+    assert len(windows) == 3 and all(end - start <= 7 * DAY_MS for start, end in windows)
+    assert windows[0][0] == execution.exec_time_ms - 20 * DAY_MS and windows[-1][1] >= execution.exec_time_ms
+    assert all(later[0] == earlier[1] + 1 for earlier, later in pairwise(windows))
+
+
+def test_an_order_only_older_executions_show_is_found_from_its_start(ex, fake, monkeypatch):
+    """The lists no longer hold an order placed 8 days ago: its executions, read from the start given, prove it."""
+    buy_btc(ex, qty="0.02")
+    (execution,) = fake.executions(order_link_id="t1-y-open")
+    monkeypatch.setattr(fake, "_filter_orders", lambda params: [])
+    _exchange_clock_ahead(fake, monkeypatch, 8 * DAY_MS)
+
+    assert ex.order_by_client_id(BTC, "t1-y-open") is None  # the last 7 days hold none of it
+    state = ex.order_by_client_id(BTC, "t1-y-open", since_ms=execution.exec_time_ms - 60_000)
+    assert state is not None and (state.status, state.filled_qty) == ("filled", Decimal("0.02"))
 
 
 def test_positions_are_signed(ex, fake):

@@ -81,11 +81,11 @@ def test_an_unknown_order_is_not_given_up_under_a_halt_before_the_grace(world, f
     original = BybitExchange.order_by_client_id
     lagging = {"left": 3}
 
-    def lagging_lookup(self, symbol, client_order_id):
+    def lagging_lookup(self, symbol, client_order_id, **kwargs):
         if client_order_id.endswith("yo1") and lagging["left"] > 0:
             lagging["left"] -= 1
             return None
-        return original(self, symbol, client_order_id)
+        return original(self, symbol, client_order_id, **kwargs)
 
     monkeypatch.setattr(BybitExchange, "order_by_client_id", lagging_lookup)
     fake.timeout_after_accept_next(CREATE, symbol="YYYUSDT")
@@ -141,8 +141,8 @@ def test_an_order_seen_only_in_part_of_its_executions_stays_in_flight(world, fak
     original = BybitExchange.order_by_client_id
     partial = {"left": 1}
 
-    def partly_listed(self, symbol, client_order_id):
-        state = original(self, symbol, client_order_id)
+    def partly_listed(self, symbol, client_order_id, **kwargs):
+        state = original(self, symbol, client_order_id, **kwargs)
         if state is not None and client_order_id.endswith("yo1") and partial["left"] > 0:
             partial["left"] -= 1
             return replace(state, raw_status=FROM_EXECUTIONS, status=FILLED, is_open=False, qty=Decimal(2),
@@ -295,8 +295,8 @@ def test_an_order_no_lookup_finds_is_proved_by_its_executions(world, fake, monke
     called failed "nothing is held" while the exchange holds its y leg."""
     original = BybitExchange.order_by_client_id
 
-    def blind(self, symbol, client_order_id):
-        return None if client_order_id.endswith("yo1") else original(self, symbol, client_order_id)
+    def blind(self, symbol, client_order_id, **kwargs):
+        return None if client_order_id.endswith("yo1") else original(self, symbol, client_order_id, **kwargs)
 
     monkeypatch.setattr(BybitExchange, "order_by_client_id", blind)
     fake.timeout_after_accept_next(CREATE, symbol="YYYUSDT")

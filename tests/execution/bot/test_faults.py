@@ -294,11 +294,11 @@ class LaggingExchange:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def order_by_client_id(self, symbol, client_order_id):
+    def order_by_client_id(self, symbol, client_order_id, **kwargs):
         if self._lookups > 0:
             self._lookups -= 1
             return None
-        return self._inner.order_by_client_id(symbol, client_order_id)
+        return self._inner.order_by_client_id(symbol, client_order_id, **kwargs)
 
     def fills_of(self, symbol, client_order_id=None, **kwargs):
         if self._fills > 0:
