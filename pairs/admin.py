@@ -98,9 +98,20 @@ class PairAdmin(AuditedAdmin):
     def has_change_pair_level_permission(self, request) -> bool:
         return request.user.has_perm("pairs.change_pair_level")
 
+    # What a stored pair is: its legs and timeframe (its trades, orders and statistics were made on them) and what
+    # the screening fitted (the trades' spread, bands and grading read it). Only the screening rewrites them; a
+    # changed leg would silently rewrite the trade history. A new pair is typed in whole.
+    FIXED_ONCE_STORED = ("y_instrument", "x_instrument", "timeframe", "hedge_ratio", "intercept", "adf_stat",
+                         "adf_lag", "pvalue", "qvalue", "johansen_trace", "johansen_passed", "half_life_bars",
+                         "hurst", "mean_crossings", "spread_mean", "spread_std", "screening_zscore",
+                         "return_correlation", "last_run", "last_tested_at", "last_passed_at",
+                         "consecutive_failures", "level_changed_at")
+
     def get_readonly_fields(self, request, obj=None):
         # The level (real capital) moves only with the permission to move it, whatever else the user may edit.
         readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.pk is not None:
+            readonly += [name for name in self.FIXED_ONCE_STORED if name not in readonly]
         if not self.has_change_pair_level_permission(request):
             readonly += ["level", "level_locked"]
         return readonly

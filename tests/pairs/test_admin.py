@@ -127,12 +127,12 @@ def test_editing_other_fields_writes_no_level_change(staff_client, levels):
     pair = _pair("BTC", "ETH", levels[1])
 
     response = staff_client.post(
-        reverse("admin:pairs_pair_change", args=[pair.pk]), _change_form_data(pair, hedge_ratio="0.9")
+        reverse("admin:pairs_pair_change", args=[pair.pk]), _change_form_data(pair, status=Pair.Status.SUSPENDED)
     )
 
     assert response.status_code == 302
     stored = Pair.objects.get(pk=pair.pk)
-    assert stored.hedge_ratio == 0.9
+    assert stored.status == Pair.Status.SUSPENDED
     assert stored.level_id == levels[1].pk
     assert LevelChange.objects.count() == 0
 
@@ -217,3 +217,31 @@ def test_a_pair_added_with_a_level_gets_its_level_change_row(staff_client, level
     assert pair.level_id == levels[3].pk and pair.level_locked
     change = LevelChange.objects.get(pair=pair)
     assert (change.from_level_id, change.to_level_id, change.changed_by) == (None, levels[3].pk, staff_client.user)
+
+
+def test_a_stored_pairs_legs_timeframe_and_fit_are_read_only_its_level_is_not(staff_client, levels):
+    """Changing a leg, the timeframe or the fit of a pair with trades would rewrite what those trades were."""
+    pair = _pair("BTC", "ETH", levels[1], hedge_ratio=0.5, timeframe="1h")
+    other = InstrumentFactory(symbol="SOLUSDT", base="SOL")
+    url = reverse("admin:pairs_pair_change", args=[pair.pk])
+
+    form = staff_client.get(url).context["adminform"].form
+    assert {"y_instrument", "x_instrument", "timeframe", "hedge_ratio", "pvalue", "qvalue"}.isdisjoint(form.fields)
+    assert {"level", "level_locked", "status"} <= set(form.fields)
+
+    response = staff_client.post(url, _change_form_data(pair, y_instrument=other.pk, x_instrument=other.pk,
+                                                        timeframe="4h", hedge_ratio="5", pvalue="0.9",
+                                                        level=levels[2].pk))
+
+    assert response.status_code == 302
+    stored = Pair.objects.get(pk=pair.pk)
+    assert (stored.y_instrument_id, stored.x_instrument_id, stored.timeframe, stored.hedge_ratio) == (
+        pair.y_instrument_id, pair.x_instrument_id, "1h", 0.5)
+    assert stored.pvalue == pair.pvalue
+    assert stored.level_id == levels[2].pk  # the level assignment stays editable
+
+
+def test_a_new_pair_is_typed_in_whole(staff_client):
+    form = staff_client.get(reverse("admin:pairs_pair_add")).context["adminform"].form
+    assert {"y_instrument", "x_instrument", "timeframe", "hedge_ratio", "level"} <= set(form.fields)
+
