@@ -7,8 +7,11 @@ transaction as the change.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from django import forms
 from django.contrib import admin
-from django.db import transaction
+from django.db import models, transaction
 
 from core.audit import audit_record
 
@@ -27,12 +30,24 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class PlainDecimalInput(forms.NumberInput):
+    """A stored Decimal as a person writes it: 0 and 0.25, not 0E-12 and 0.250000000000 (a 12-place column)."""
+
+    def format_value(self, value):
+        if isinstance(value, Decimal) and value.is_finite():
+            text = f"{value:f}"
+            return text.rstrip("0").rstrip(".") if "." in text else text
+        return super().format_value(value)
+
+
 def _model_name(obj) -> str:
     return obj._meta.model_name
 
 
 class AuditedAdmin(admin.ModelAdmin):
     """An editable table whose every add, change and delete in the admin is audited."""
+
+    formfield_overrides = {models.DecimalField: {"widget": PlainDecimalInput}}
 
     def save_model(self, request, obj, form, change):
         with transaction.atomic():

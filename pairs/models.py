@@ -210,7 +210,9 @@ class Pair(TimeStampedModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["y_instrument", "x_instrument", "timeframe"], name="pair_legs_uniq"),
-            models.CheckConstraint(condition=~Q(y_instrument=models.F("x_instrument")), name="pair_legs_differ"),
+            models.CheckConstraint(
+                condition=~Q(y_instrument=models.F("x_instrument")), name="pair_legs_differ",
+                violation_error_message="The y instrument and the x instrument must differ: a pair needs two legs."),
         ]
         indexes = [models.Index(fields=["level", "status"], name="pair_level_status_idx")]
         ordering = ["y_instrument__symbol", "x_instrument__symbol"]

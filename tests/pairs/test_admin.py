@@ -245,3 +245,21 @@ def test_a_new_pair_is_typed_in_whole(staff_client):
     form = staff_client.get(reverse("admin:pairs_pair_add")).context["adminform"].form
     assert {"y_instrument", "x_instrument", "timeframe", "hedge_ratio", "level"} <= set(form.fields)
 
+
+def test_the_level_form_shows_decimals_as_written(staff_client, levels):
+    text = staff_client.get(reverse("admin:pairs_level_change", args=[levels[1].pk])).text
+    assert 'name="capital_weight" value="0"' in text and "0E-12" not in text
+    text = staff_client.get(reverse("admin:pairs_level_change", args=[levels[2].pk])).text
+    assert 'name="capital_weight" value="0.25"' in text
+
+
+def test_a_pair_with_the_same_leg_twice_is_refused_naming_the_legs(staff_client, levels):
+    leg = InstrumentFactory(symbol="BTCUSDT", base="BTC")
+    response = staff_client.post(reverse("admin:pairs_pair_add"), {
+        "y_instrument": leg.pk, "x_instrument": leg.pk, "timeframe": "1h", "status": Pair.Status.CANDIDATE,
+        "hedge_ratio": 0.9, "intercept": 0.0, "consecutive_failures": 0, "johansen_passed": "unknown",
+        "statistics-TOTAL_FORMS": 0, "statistics-INITIAL_FORMS": 0, "level_changes-TOTAL_FORMS": 0,
+        "level_changes-INITIAL_FORMS": 0})
+    assert response.status_code == 200
+    assert "The y instrument and the x instrument must differ" in response.text
+    assert not Pair.objects.exists()
