@@ -11,17 +11,34 @@ import csv
 import io
 import json
 
-from django.db.models import Q
-from django_filters import rest_framework as filters
 from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import BaseFilterBackend, OrderingFilter
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.renderers import BaseRenderer
-from rest_framework.utils.urls import replace_query_param
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+# The shared filters live beside this module (core.api_filters); the apps read them from here.
+from core.api_filters import (  # noqa: F401
+    EARLIEST,
+    KEYSET_PARAMETER,
+    LATEST,
+    DayFilter,
+    FilterSet,
+    MomentFilter,
+    StableOrderingFilter,
+    StrictBooleanFilter,
+    bounded_moment,
+    by_id_or_name,
+    day_end,
+    id_filter,
+    id_or_name_filter,
+    keyset_filter,
+    symbol_filter,
+)
 from core.audit import audit_record
 from core.db import count_up_to, page_rows
 from core.permissions import READ_API  # the apps' API modules read it from here too
@@ -87,6 +104,17 @@ class BoundedPagination(LimitOffsetPagination):
     # No list has a trillion rows; a larger offset would overflow a database integer: an empty page.
     MAX_OFFSET = 10**12
 
+    def get_limit(self, request):
+        limit = _whole_number(request, self.limit_query_param, minimum=1)
+        return self.default_limit if limit is None else min(limit, self.max_limit)
+
+    def get_offset(self, request):
+        offset = _whole_number(request, self.offset_query_param, minimum=0) or 0
+        if offset and request.query_params.get(KEYSET_PARAMETER) not in (None, ""):
+            raise ValidationError({self.offset_query_param: [
+                f"{KEYSET_PARAMETER} pages by id: leave {self.offset_query_param} out"]})
+        return offset
+
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
         self.limit = self.get_limit(request)
@@ -100,13 +128,23 @@ class BoundedPagination(LimitOffsetPagination):
         else:
             self.count = count_up_to(queryset, self.COUNT_LIMIT)
         self.display_page_controls = self.count is not None and self.count > self.limit
+        self.last_pk = rows[-1].pk if rows and hasattr(rows[-1], "pk") else None
         return rows
 
     def get_next_link(self):
         if not self.has_next:
             return None
         url = replace_query_param(self.request.build_absolute_uri(), self.limit_query_param, self.limit)
+        if self.request.query_params.get(KEYSET_PARAMETER) not in (None, ""):
+            # Keyset paging: on from the page's last id, whatever was added or removed meanwhile.
+            return replace_query_param(remove_query_param(url, self.offset_query_param), KEYSET_PARAMETER,
+                                       self.last_pk)
         return replace_query_param(url, self.offset_query_param, self.offset + self.limit)
+
+    def get_previous_link(self):
+        if self.request.query_params.get(KEYSET_PARAMETER) not in (None, ""):
+            return None  # a keyset page knows where it goes, not where it came from
+        return super().get_previous_link()
 
     def get_paginated_response(self, data):
         """The page, and the same paging in headers (``Link: <next>; rel="next"``, ``X-Total-Count`` when
@@ -119,11 +157,32 @@ class BoundedPagination(LimitOffsetPagination):
             response["X-Total-Count"] = str(self.count)
         return response
 
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:  # what get_limit and get_offset accept; anything else is a 400
+            parameter["schema"]["minimum"] = 1 if parameter["name"] == self.limit_query_param else 0
+        return parameters
+
     def get_paginated_response_schema(self, schema):
         answer = super().get_paginated_response_schema(schema)
         answer["properties"]["count"].update(
             nullable=True, description=f"Rows in the whole list; null when more than {self.COUNT_LIMIT:,}")
         return answer
+
+
+def _whole_number(request, name: str, *, minimum: int) -> int | None:
+    """The query parameter ``name`` as a whole number of at least ``minimum``; None when absent or empty. Anything
+    else answers 400 naming it: ``?limit=abc`` must not quietly become 100 rows."""
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    text = raw.strip()
+    digits = text.lstrip("0") or "0"
+    # More than 19 digits is beyond any limit and MAX_OFFSET (clamped, or an empty page), and never parsed whole.
+    value = (int(digits) if len(digits) <= 19 else 10**19) if text.isascii() and text.isdigit() else None
+    if value is None or value < minimum:
+        raise ValidationError({name: [f"a whole number of at least {minimum} is expected, not {raw[:40]!r}"]})
+    return value
 
 
 ERROR_RESPONSES = {
@@ -207,12 +266,14 @@ def _check_ordering(request, fields) -> None:
 
 # --- CSV: every list reads as a table (?format=csv) for Excel and Power BI -----------------------------------------
 
-def _flatten(row, prefix: str = "") -> dict:
+def _flatten(row, prefix: str = "", json_columns: frozenset[str] = frozenset()) -> dict:
     flat: dict = {}
     for key, value in row.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
+        if name in json_columns:  # free-form JSON (a guard event's details): one cell, the same columns every page
+            flat[name] = None if value is None else json.dumps(value, default=str, sort_keys=True)
+        elif isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}.", json_columns))
         elif isinstance(value, list):
             flat[name] = json.dumps(value, default=str)
         else:
@@ -238,8 +299,9 @@ def _cell(value):
 
 
 class CsvRenderer(BaseRenderer):
-    """A list (or one page of it) as CSV, one row per item; nested objects become dotted columns, nested lists a
-    JSON cell. An object (an error, a summary) is one row."""
+    """A list (or one page of it) as CSV, one row per item; nested objects become dotted columns, nested lists and
+    free-form JSON fields a JSON cell. A list's columns are its serializer's, empty or not, page after page; an
+    object (an error, a summary) is one row."""
 
     media_type = "text/csv"
     format = "csv"
@@ -248,14 +310,14 @@ class CsvRenderer(BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if isinstance(data, dict) and isinstance(data.get("results"), list):
             data = data["results"]
-        rows = [{key: _cell(value) for key, value in (_flatten(item) if isinstance(item, dict) else
-                                                       {"value": item}).items()}
+        # A list has its serializer's columns (an empty one too: a reporting tool reads them from the header).
+        columns, json_columns = _serializer_columns(renderer_context) if isinstance(data, list) else ([], set())
+        json_columns = frozenset(json_columns)
+        rows = [{key: _cell(value) for key, value in (_flatten(item, "", json_columns) if isinstance(item, dict)
+                                                       else {"value": item}).items()}
                 for item in (data if isinstance(data, list) else [data or {}])]
-        columns: list[str] = []
         for row in rows:
             columns += [key for key in row if key not in columns]
-        if not rows:  # an empty list still has its header: a reporting tool reads the columns from it
-            columns = _serializer_columns(renderer_context)
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
         writer.writeheader()
@@ -263,52 +325,34 @@ class CsvRenderer(BaseRenderer):
         return out.getvalue().encode(self.charset)
 
 
-def _serializer_columns(renderer_context) -> list[str]:
-    """The top-level fields of the view's serializer (what the rows would have had), or none."""
+def _serializer_columns(renderer_context) -> tuple[list[str], set[str]]:
+    """The columns of the view's serializer (what its rows have: nested objects dotted) and which of them are
+    free-form JSON; none when the view has no serializer to ask."""
     view = (renderer_context or {}).get("view")
     try:
-        return list(view.get_serializer().fields) if hasattr(view, "get_serializer") else []
+        if hasattr(view, "get_serializer"):
+            serializer = view.get_serializer()
+        elif getattr(view, "serializer_class", None) is not None:
+            serializer = view.serializer_class()
+        else:
+            return [], set()
+        columns: list[str] = []
+        json_columns: set[str] = set()
+        _serializer_layout(serializer, "", columns, json_columns)
+        return columns, json_columns
     except (AssertionError, AttributeError, KeyError, TypeError):  # no serializer to ask: no header, no error
-        return []
+        return [], set()
 
 
-def _related_model(model, path: str):
-    for part in path.split("__"):
-        model = model._meta.get_field(part).related_model
-    return model
+def _serializer_layout(serializer, prefix: str, columns: list[str], json_columns: set[str]) -> None:
+    for name, field in serializer.fields.items():
+        if field.write_only:
+            continue
+        path = f"{prefix}{name}"
+        if isinstance(field, serializers.Serializer):
+            _serializer_layout(field, f"{path}.", columns, json_columns)
+            continue
+        columns.append(path)
+        if isinstance(field, serializers.JSONField | serializers.DictField | serializers.HStoreField):
+            json_columns.add(path)
 
-
-def id_or_name_filter(field: str, *, name_field: str = "name", help_text: str = "") -> filters.CharFilter:
-    """A filter on a foreign key given by id (digits) or by name: ``?account=3`` or ``?account=bybit-main``. The
-    matching ids are read first, so the list filters on its own column (an index) rather than through a join."""
-
-    def method(queryset, name, value):
-        condition = Q(**{name_field: value})
-        if str(value).isascii() and str(value).isdigit():
-            condition |= Q(pk=int(value))
-        related = _related_model(queryset.model, field)
-        ids = list(related.objects.filter(condition).values_list("pk", flat=True))
-        if not ids:
-            # A typo in a reporting tool must not read as "nothing happened": 400, naming the parameter.
-            raise ValidationError({name: [f"no {related._meta.verbose_name} with id or {name_field} {value!r}"]})
-        return queryset.filter(**{f"{field}__in": ids})
-
-    return filters.CharFilter(method=method, help_text=help_text or f"{field} id or {name_field}")
-
-
-def symbol_filter(*prefixes: str) -> filters.CharFilter:
-    """A filter on an instrument symbol reached through any of ``prefixes`` (e.g. a pair's two legs)."""
-
-    def method(queryset, _name, value):
-        condition = Q()
-        for prefix in prefixes:
-            condition |= Q(**{f"{prefix}__symbol": value.upper()})
-        return queryset.filter(condition)
-
-    return filters.CharFilter(method=method, help_text="Instrument symbol, e.g. BTCUSDT")
-
-
-def id_filter(field: str, help_text: str = "") -> filters.NumberFilter:
-    """A filter on a whole-number id, bounded so that no value can overflow a database integer."""
-    return filters.NumberFilter(field_name=field, min_value=0, max_value=2**62, decimal_places=0,
-                                help_text=help_text or f"{field} (an id)")

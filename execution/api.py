@@ -1,8 +1,6 @@
 """Reporting API of the execution layer (read-only, plus closing a trade by hand for staff). Accounts are shown
 without any credential field."""
 
-from datetime import UTC, datetime, time, timedelta
-
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -10,7 +8,17 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import HasPermission, id_filter, id_or_name_filter, symbol_filter
+from core.api import (
+    DayFilter,
+    FilterSet,
+    HasPermission,
+    MomentFilter,
+    day_end,
+    id_filter,
+    id_or_name_filter,
+    keyset_filter,
+    symbol_filter,
+)
 from execution.models import ExchangeAccount, Fill, FundingPayment, Order, PairTrade
 from execution.services.manual import trade_request_close
 
@@ -25,7 +33,7 @@ class AccountListApi(generics.ListAPIView):
             fields = ("id", "name", "exchange", "mode", "level", "capital", "per_trade_budget",
                       "max_concurrent_trades", "leverage", "position_mode", "enabled")
 
-    class Filter(filters.FilterSet):
+    class Filter(FilterSet):
         level = id_filter("level__number")
 
         class Meta:
@@ -38,17 +46,18 @@ class AccountListApi(generics.ListAPIView):
     ordering_fields = ("id", "name", "capital")
 
 
-class TradeFilter(filters.FilterSet):
+class TradeFilter(FilterSet):
+    id_after = keyset_filter()
     account = id_or_name_filter("account")
     pair = id_filter("pair_id", "Pair id")
     symbol = symbol_filter("pair__y_instrument", "pair__x_instrument")
     level = id_filter("account__level__number", "The account's level")
     mode = filters.ChoiceFilter(field_name="account__mode", choices=ExchangeAccount.Mode.choices)
-    opened_after = filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="gte")
-    opened_before = filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="lt")
-    closed_after = filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="gte")
-    closed_before = filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="lt")
-    closed_until = filters.DateFilter(method="filter_closed_until",
+    opened_after = MomentFilter(field_name="opened_at", lookup_expr="gte")
+    opened_before = MomentFilter(field_name="opened_at", lookup_expr="lt")
+    closed_after = MomentFilter(field_name="closed_at", lookup_expr="gte")
+    closed_before = MomentFilter(field_name="closed_at", lookup_expr="lt")
+    closed_until = DayFilter(method="filter_closed_until",
                                       help_text="Closed on or before this UTC day, the whole day included (the "
                                                 "dashboard's date range; closed_before is a moment, excluded)")
 
@@ -57,7 +66,7 @@ class TradeFilter(filters.FilterSet):
         fields = ("state", "side", "exit_reason")
 
     def filter_closed_until(self, queryset, name, value):
-        return queryset.filter(closed_at__lt=datetime.combine(value + timedelta(days=1), time.min, tzinfo=UTC))
+        return queryset.filter(closed_at__lt=day_end(value))
 
 
 class TradeOrderOutputSerializer(serializers.ModelSerializer):
@@ -103,12 +112,13 @@ class OrderListApi(generics.ListAPIView):
                       "attempt", "side", "order_type", "qty", "filled_qty", "avg_price", "fee", "status",
                       "reduce_only", "planned_at", "submitted_at", "created_at")
 
-    class Filter(filters.FilterSet):
+    class Filter(FilterSet):
+        id_after = keyset_filter()
         account = id_or_name_filter("trade__account")
         symbol = symbol_filter("instrument")
         pair = id_filter("trade__pair_id", "Pair id")
-        created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-        created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+        created_after = MomentFilter(field_name="created_at", lookup_expr="gte")
+        created_before = MomentFilter(field_name="created_at", lookup_expr="lt")
 
         class Meta:
             model = Order
@@ -133,13 +143,14 @@ class FillListApi(generics.ListAPIView):
             fields = ("id", "order", "trade", "account", "symbol", "side", "action", "exchange_fill_id", "qty",
                       "price", "fee", "fee_currency", "is_maker", "filled_at")
 
-    class Filter(filters.FilterSet):
+    class Filter(FilterSet):
+        id_after = keyset_filter()
         account = id_or_name_filter("order__trade__account")
         symbol = symbol_filter("order__instrument")
         trade = id_filter("order__trade_id")
         pair = id_filter("order__trade__pair_id", "Pair id")
-        filled_after = filters.IsoDateTimeFilter(field_name="filled_at", lookup_expr="gte")
-        filled_before = filters.IsoDateTimeFilter(field_name="filled_at", lookup_expr="lt")
+        filled_after = MomentFilter(field_name="filled_at", lookup_expr="gte")
+        filled_before = MomentFilter(field_name="filled_at", lookup_expr="lt")
 
         class Meta:
             model = Fill
@@ -161,12 +172,13 @@ class FundingListApi(generics.ListAPIView):
             fields = ("id", "account", "trade", "symbol", "settled_at", "rate", "position_qty", "mark_price",
                       "amount")
 
-    class Filter(filters.FilterSet):
+    class Filter(FilterSet):
+        id_after = keyset_filter()
         account = id_or_name_filter("account")
         symbol = symbol_filter("instrument")
         pair = id_filter("trade__pair_id", "Pair id")
-        settled_after = filters.IsoDateTimeFilter(field_name="settled_at", lookup_expr="gte")
-        settled_before = filters.IsoDateTimeFilter(field_name="settled_at", lookup_expr="lt")
+        settled_after = MomentFilter(field_name="settled_at", lookup_expr="gte")
+        settled_before = MomentFilter(field_name="settled_at", lookup_expr="lt")
 
         class Meta:
             model = FundingPayment

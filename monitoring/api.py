@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from core.api import check_query_parameters, id_or_name_filter
+from core.api import DayFilter, FilterSet, check_query_parameters, id_or_name_filter
 from execution.models import ExchangeAccount
 from monitoring.positions import open_positions
 from monitoring.scopes import SCOPE_PARAMETERS, ScopeInputSerializer, scope_from_params
@@ -19,10 +19,13 @@ from monitoring.selectors import scope_equity, scope_performance
 from risk.models import DailyPnlSnapshot
 
 SCOPE_DOC = [
-    OpenApiParameter("account", str, description="Account id or name (one account: its own capital)"),
+    OpenApiParameter("account", str, description="Account id or name (digits: the id if there is one, else the "
+                                                  "name); one account: its own capital"),
     OpenApiParameter("mode", str, enum=[m for m, _ in ExchangeAccount.Mode.choices],
-                     description="Without an account: combine the accounts of this mode (never paper with real)"),
-    OpenApiParameter("level", int, description="Without an account: the accounts trading this level"),
+                     description="Without an account: combine the accounts of this mode (never paper with real); "
+                                 "with one, a mode it doesn't have is a 400"),
+    OpenApiParameter("level", int, description="Without an account: the accounts trading this level; with one, a "
+                                               "level it doesn't trade is a 400"),
     OpenApiParameter("pair", int, description="Only this pair's trades (pair id)"),
     OpenApiParameter("start", str, description="From this ISO date or date-time (UTC), inclusive"),
     OpenApiParameter("end", str, description="Up to this ISO date (inclusive) or date-time (exclusive)"),
@@ -39,11 +42,11 @@ class DailyPnlListApi(generics.ListAPIView):
             fields = ("date", "account", "mode", "starting_equity", "ending_equity", "peak_equity", "realised_pnl",
                       "unrealised_pnl", "fees", "funding", "trades_opened", "trades_closed")
 
-    class Filter(filters.FilterSet):
+    class Filter(FilterSet):
         account = id_or_name_filter("account")
         mode = filters.ChoiceFilter(field_name="account__mode", choices=ExchangeAccount.Mode.choices)
-        date_from = filters.DateFilter(field_name="date", lookup_expr="gte")
-        date_to = filters.DateFilter(field_name="date", lookup_expr="lte")
+        date_from = DayFilter(field_name="date", lookup_expr="gte")
+        date_to = DayFilter(field_name="date", lookup_expr="lte")
 
         class Meta:
             model = DailyPnlSnapshot
@@ -182,12 +185,16 @@ class PositionListApi(APIView):
     class InputSerializer(serializers.Serializer):
         account = serializers.CharField(required=False, help_text="Account id or name")
 
+        def validate_account(self, value):  # a 400 keyed by the parameter, as every list's
+            return ScopeInputSerializer().validate_account(value)
+
+    # The CSV's columns when there is no open position (core.api.CsvRenderer reads them from here).
+    serializer_class = PositionOutputSerializer
+
     @extend_schema(parameters=[InputSerializer], responses=PositionOutputSerializer(many=True))
     def get(self, request):
         check_query_parameters(request, ("account",))
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        account = None
-        if "account" in params.validated_data:
-            account = ScopeInputSerializer().validate_account(params.validated_data["account"])
+        account = params.validated_data.get("account")
         return Response(self.PositionOutputSerializer(open_positions(account=account), many=True).data)

@@ -6,24 +6,19 @@ from datetime import UTC, datetime, time, timedelta
 
 from rest_framework import serializers
 
+# The bounds of a moment (2010 to 2100) are the API's date filters' too: core.api.bounded_moment.
+from core.api import bounded_moment, by_id_or_name
 from execution.models import ExchangeAccount
 from monitoring.selectors import MixedModesError, Scope, performance_scope
 from pairs.models import Pair
 
 SCOPE_PARAMETERS = ("account", "mode", "level", "pair", "start", "end")
-# Crypto perpetuals began in 2016; the bounds keep a period's daily curve a few thousand days long at most.
-EARLIEST = datetime(2010, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def account_by_id_or_name(value: str) -> ExchangeAccount | None:
-    """The account whose id (digits) or name is ``value``; None when there is none."""
-    text = str(value).strip()
-    if text.isascii() and text.isdigit():
-        found = ExchangeAccount.objects.select_related("level").filter(pk=int(text)).first()
-        if found is not None:
-            return found
-    return ExchangeAccount.objects.select_related("level").filter(name=text).first()
+    """The account ``value`` names: all digits, the account with that id if there is one, else the one of that name
+    (core.api.by_id_or_name, the rule of every ``account`` parameter); None when there is none."""
+    return by_id_or_name(ExchangeAccount.objects.select_related("level"), value)
 
 
 def _moment(value: str, *, end: bool) -> datetime:
@@ -35,11 +30,12 @@ def _moment(value: str, *, end: bool) -> datetime:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError) as error:
         raise serializers.ValidationError("an ISO 8601 date (2021-03-01) or date-time is expected") from error
-    # In UTC whatever offset it was written with: the days of the curve and its daily returns are UTC days.
-    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    # Checked before a whole end day is added: 9999-12-31 is out of bounds, not out of Python's calendar.
-    if not EARLIEST <= moment <= LATEST:
-        raise serializers.ValidationError(f"a moment between {EARLIEST.year} and {LATEST.year} is expected")
+    # In UTC whatever offset it was written with: the days of the curve and its daily returns are UTC days. Checked
+    # before a whole end day is added: 9999-12-31 is out of bounds, not out of Python's calendar.
+    try:
+        moment = bounded_moment(moment)
+    except ValueError as error:
+        raise serializers.ValidationError(str(error)) from error
     if len(value) == 10 and end:
         moment += timedelta(days=1)
     return moment
@@ -75,11 +71,26 @@ class ScopeInputSerializer(serializers.Serializer):
     def validate(self, attrs):
         if attrs.get("start") and attrs.get("end") and attrs["end"] <= attrs["start"]:
             raise serializers.ValidationError({"end": "must be after start"})
+        _check_account_agrees(attrs)
         try:
             attrs["scope"] = performance_scope(**{k: v for k, v in attrs.items() if k in SCOPE_PARAMETERS})
         except MixedModesError as error:
             raise serializers.ValidationError({"mode": str(error)}) from error
         return attrs
+
+
+def _check_account_agrees(attrs) -> None:
+    """One account is its own scope: a ``mode`` or ``level`` beside it that it doesn't have is a contradiction (400),
+    not something to ignore."""
+    account = attrs.get("account")
+    if account is None:
+        return
+    if attrs.get("mode") and attrs["mode"] != account.mode:
+        raise serializers.ValidationError({"mode": f"account {account.name} is {account.mode}, not {attrs['mode']}: "
+                                                   "leave mode out with an account"})
+    if attrs.get("level") is not None and attrs["level"] != account.level.number:
+        raise serializers.ValidationError({"level": f"account {account.name} trades level {account.level.number}, "
+                                                    f"not {attrs['level']}: leave level out with an account"})
 
 
 def scope_from_params(params) -> Scope:

@@ -1,9 +1,8 @@
 """Read-only reporting API of the selection layer."""
 
-from django_filters import rest_framework as filters
 from rest_framework import generics, serializers
 
-from core.api import id_filter, symbol_filter
+from core.api import FilterSet, id_filter, symbol_filter
 from pairs.models import Level, Pair, PairStatistics
 from pairs.selectors import pairs_with_legs
 
@@ -21,7 +20,7 @@ class LevelListApi(generics.ListAPIView):
     ordering_fields = ("number",)
 
 
-class PairFilter(filters.FilterSet):
+class PairFilter(FilterSet):
     level = id_filter("level__number", "Level number")
     symbol = symbol_filter("y_instrument", "x_instrument")
 
@@ -60,7 +59,7 @@ class PairStatisticsListApi(generics.ListAPIView):
                       "win_rate", "profit_factor", "total_return", "mean_return", "max_drawdown", "sharpe",
                       "sortino", "expectancy", "avg_holding_bars", "recent_adf_stat", "recent_adf_pvalue")
 
-    class Filter(filters.FilterSet):
+    class Filter(FilterSet):
         pair = id_filter("pair_id", "Pair id")
         symbol = symbol_filter("pair__y_instrument", "pair__x_instrument")
         level = id_filter("pair__level__number", "The pair's level")

@@ -1,9 +1,8 @@
 """Read-only reporting API of the risk policy: halts and guard events."""
 
-from django_filters import rest_framework as filters
 from rest_framework import generics, serializers
 
-from core.api import id_or_name_filter
+from core.api import FilterSet, MomentFilter, StrictBooleanFilter, id_or_name_filter
 from risk.models import GuardEvent, Halt
 
 
@@ -14,10 +13,10 @@ class GuardEventListApi(generics.ListAPIView):
             fields = ("id", "created_at", "account", "kind", "severity", "message", "details")
 
     serializer_class = GuardEventListOutputSerializer
-    class Filter(filters.FilterSet):
+    class Filter(FilterSet):
         account = id_or_name_filter("account")
-        created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-        created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+        created_after = MomentFilter(field_name="created_at", lookup_expr="gte")
+        created_before = MomentFilter(field_name="created_at", lookup_expr="lt")
 
         class Meta:
             model = GuardEvent
@@ -36,11 +35,11 @@ class HaltListApi(generics.ListAPIView):
                       "breach_multiple", "created_at", "cleared_at")
 
     serializer_class = HaltListOutputSerializer
-    class Filter(filters.FilterSet):
+    class Filter(FilterSet):
         account = id_or_name_filter("account")
-        active = filters.BooleanFilter(field_name="cleared_at", lookup_expr="isnull", help_text="Not cleared yet")
-        created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-        created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+        active = StrictBooleanFilter(field_name="cleared_at", lookup_expr="isnull", help_text="Not cleared yet")
+        created_after = MomentFilter(field_name="created_at", lookup_expr="gte")
+        created_before = MomentFilter(field_name="created_at", lookup_expr="lt")
 
         class Meta:
             model = Halt

@@ -8,7 +8,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import HasPermission
+from core.api import HasPermission, by_id_or_name
 from execution.models import ExchangeAccount
 from monitoring.guard.control import accounts_halt, accounts_resume
 
@@ -18,9 +18,7 @@ class AccountRefField(serializers.CharField):
 
     def to_internal_value(self, data):
         text = str(super().to_internal_value(data)).strip()
-        by_id = text.isascii() and text.isdigit()  # "²".isdigit() is True, int("²") fails
-        account = (ExchangeAccount.objects.filter(pk=int(text)).first() if by_id else None) or \
-            ExchangeAccount.objects.filter(name=text).first()
+        account = by_id_or_name(ExchangeAccount.objects.all(), text)
         if account is None:
             raise serializers.ValidationError(f"no account with id or name {text!r}")
         return account

@@ -227,7 +227,7 @@ REST_FRAMEWORK = {
                                "user": env("API_THROTTLE_USER", default="600/minute")},
     # An unknown query parameter answers 400 (core.api.StrictQueryParameters) instead of being ignored.
     "DEFAULT_FILTER_BACKENDS": ["core.api.StrictQueryParameters", "django_filters.rest_framework.DjangoFilterBackend",
-                                "rest_framework.filters.OrderingFilter"],
+                                "core.api.StableOrderingFilter"],
     # ?format=csv on every list, for Excel and Power BI.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
                                  "rest_framework.renderers.BrowsableAPIRenderer", "core.api.CsvRenderer"],

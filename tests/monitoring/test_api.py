@@ -242,3 +242,32 @@ def test_dates_outside_the_bounds_are_refused_whatever_their_form(api_client, st
     response = api_client.get("/api/v1/performance/", params)
     assert response.status_code == 400
     assert "a moment between 2010 and 2100 is expected" in str(response.json())
+
+
+def test_positions_csv_without_positions_still_has_its_header(api_client):
+    account = ExchangeAccountFactory(name="idle")
+
+    response = api_client.get("/api/v1/positions/", {"account": account.name, "format": "csv"})
+
+    assert response.status_code == 200
+    header = response.content.decode().splitlines()[0].split(",")
+    assert header[:4] == ["trade", "account", "mode", "pair"] and header[-1] == "legs"
+
+
+def test_positions_of_an_unknown_account_is_a_400_keyed_by_account(api_client):
+    response = api_client.get("/api/v1/positions/", {"account": "zzz"})
+    assert response.status_code == 400
+    assert response.json() == {"account": ["no account with id or name 'zzz'"]}
+
+
+@pytest.mark.parametrize("path", ["performance", "equity"])
+def test_a_mode_or_level_that_contradicts_the_account_is_refused(api_client, path):
+    account = ExchangeAccountFactory(name="replay", mode=ExchangeAccount.Mode.PAPER)
+
+    wrong_mode = api_client.get(f"/api/v1/{path}/", {"account": "replay", "mode": "demo"})
+    assert wrong_mode.status_code == 400 and "mode" in wrong_mode.json()
+    wrong_level = api_client.get(f"/api/v1/{path}/", {"account": "replay", "level": account.level.number + 2})
+    assert wrong_level.status_code == 400 and "level" in wrong_level.json()
+    agreeing = api_client.get(f"/api/v1/{path}/", {"account": "replay", "mode": "paper",
+                                                   "level": account.level.number})
+    assert agreeing.status_code == 200
