@@ -356,3 +356,17 @@ def _serializer_layout(serializer, prefix: str, columns: list[str], json_columns
         if isinstance(field, serializers.JSONField | serializers.DictField | serializers.HStoreField):
             json_columns.add(path)
 
+
+class StrictInputSerializer(serializers.Serializer):
+    """The base of every API write's input: a field it doesn't know answers 400 naming it (``acount=`` must not
+    halt every account)."""
+
+    IGNORED = ("csrfmiddlewaretoken",)  # the browsable API's form posts it beside the fields
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields) - set(self.IGNORED))
+            if unknown:
+                known = ", ".join(self.fields) or "no field"
+                raise ValidationError({name: [f"unknown field (this takes {known})"] for name in unknown})
+        return super().to_internal_value(data)

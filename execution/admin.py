@@ -2,7 +2,7 @@ from decimal import Decimal
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import transaction
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
@@ -23,7 +23,7 @@ from execution.models import (
 )
 from execution.selectors import credentials_source
 from execution.services.accounts import account_store_credentials
-from execution.services.manual import trade_request_close, wake_bot_of
+from execution.services.manual import TradeCloseRefused, trade_request_close, wake_bot_of
 from risk.services import guard_baselines_move_with_capital, kill_switch_engage, kill_switch_release
 
 
@@ -155,10 +155,18 @@ class PairTradeAdmin(ReadOnlyAdmin):
     @admin.action(description="Close the selected trades (the bot closes them at once, reason: by hand)",
                   permissions=["close_trade"])
     def close_by_hand(self, request, queryset):
-        asked = [trade.pk for trade in queryset if trade_request_close(trade=trade, user=request.user)]
-        skipped = queryset.count() - len(asked)
+        asked, refused = [], []
+        for trade in queryset.select_related("account"):
+            try:
+                if trade_request_close(trade=trade, user=request.user):
+                    asked.append(trade.pk)
+            except TradeCloseRefused as refusal:
+                refused.append(str(refusal))
+        skipped = queryset.count() - len(asked) - len(refused)
         self.message_user(request, f"Close requested for {len(asked)} trade(s)"
                                    + (f"; {skipped} had already finished" if skipped else "") + ".")
+        for reason in refused:
+            self.message_user(request, f"Refused: {reason}.", level=messages.ERROR)
 
 
 @admin.register(DailyTradeTotals)

@@ -13,6 +13,7 @@ from core.api import (
     FilterSet,
     HasPermission,
     MomentFilter,
+    StrictInputSerializer,
     day_end,
     id_filter,
     id_or_name_filter,
@@ -20,7 +21,7 @@ from core.api import (
     symbol_filter,
 )
 from execution.models import ExchangeAccount, Fill, FundingPayment, Order, PairTrade
-from execution.services.manual import trade_request_close
+from execution.services.manual import TradeCloseRefused, trade_request_close
 
 
 class AccountListApi(generics.ListAPIView):
@@ -193,16 +194,25 @@ class FundingListApi(generics.ListAPIView):
 class TradeCloseApi(APIView):
     """Ask the account's bot to close an active trade (exit reason "manual"); needs the permission
     ``execution.close_trade``. Answered at once: the close is recorded, and the bot acts on it at its next tick
-    even if the wake-up message can't be sent (the broker down)."""
+    even if the wake-up message can't be sent (the broker down). 409 when there is nothing to close or nothing to
+    close it (the account is disabled: its bot does not run; audited as refused). The body takes no field."""
 
     permission_classes = (HasPermission("execution.close_trade"),)
+
+    class TradeCloseInputSerializer(StrictInputSerializer):
+        pass
 
     @extend_schema(request=None, responses={202: inline_serializer("TradeCloseOutput", {
         "id": serializers.IntegerField(), "state": serializers.CharField(),
         "close_requested_at": serializers.DateTimeField()}), 409: None})
     def post(self, request, pk: int):
-        trade = get_object_or_404(PairTrade, pk=pk)
-        if not trade_request_close(trade=trade, user=request.user, channel="api"):
+        self.TradeCloseInputSerializer(data=request.data).is_valid(raise_exception=True)
+        trade = get_object_or_404(PairTrade.objects.select_related("account"), pk=pk)
+        try:
+            active = trade_request_close(trade=trade, user=request.user, channel="api")
+        except TradeCloseRefused as refused:
+            return Response({"detail": str(refused)}, status=status.HTTP_409_CONFLICT)
+        if not active:
             return Response({"detail": f"trade {trade.pk} is already {trade.state}: nothing to close"},
                             status=status.HTTP_409_CONFLICT)
         trade.refresh_from_db()

@@ -14,7 +14,7 @@ from core.api import readable_errors
 from core.permissions import changes_need
 from execution.api import TradeFilter
 from execution.models import ExchangeAccount, Order, PairTrade
-from execution.services.manual import account_request_flatten, trade_request_close
+from execution.services.manual import TradeCloseRefused, account_request_flatten, trade_request_close
 from monitoring import dashboard as data
 from monitoring.positions import open_positions
 from monitoring.scopes import dashboard_scope
@@ -138,7 +138,12 @@ def trade_close(request: HttpRequest, pk: int) -> HttpResponse:
     trade = get_object_or_404(PairTrade.objects.select_related("account", "pair__y_instrument", "pair__x_instrument"),
                               pk=pk)
     if request.method == "POST":
-        if trade_request_close(trade=trade, user=request.user, channel="dashboard"):
+        try:
+            active = trade_request_close(trade=trade, user=request.user, channel="dashboard")
+        except TradeCloseRefused as refused:
+            messages.error(request, f"Not closed: {refused}.")
+            return redirect("dashboard")
+        if active:
             messages.success(request, f"Trade {trade.pk} will be closed by its bot at its next tick.")
         else:
             messages.warning(request, f"Trade {trade.pk} is already {trade.state}: nothing to close.")

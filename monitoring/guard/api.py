@@ -8,7 +8,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import HasPermission, by_id_or_name
+from core.api import HasPermission, StrictInputSerializer, by_id_or_name
 from execution.models import ExchangeAccount
 from monitoring.guard.control import accounts_halt, accounts_resume
 
@@ -27,7 +27,7 @@ class AccountRefField(serializers.CharField):
 class HaltCreateApi(APIView):
     permission_classes = (HasPermission("execution.halt_account"),)
 
-    class HaltCreateInputSerializer(serializers.Serializer):
+    class HaltCreateInputSerializer(StrictInputSerializer):
         account = AccountRefField(required=False, allow_null=True, help_text="id or name; omitted: every account")
         flatten = serializers.BooleanField(default=False)
         reason = serializers.CharField(max_length=400, trim_whitespace=True)
@@ -48,7 +48,7 @@ class HaltCreateApi(APIView):
 class ResumeApi(APIView):
     permission_classes = (HasPermission("risk.clear_halt"),)
 
-    class ResumeInputSerializer(serializers.Serializer):
+    class ResumeInputSerializer(StrictInputSerializer):
         account = AccountRefField(required=False, allow_null=True, help_text="id or name; omitted: the "
                                   "system-wide halts")
 

@@ -105,3 +105,16 @@ def test_guard_events_csv_has_fixed_columns_whatever_their_details(api_client):
         text = api_client.get(f"/api/v1/guard-events/?format=csv&{limit_offset}").content.decode()
         assert text.splitlines()[0] == "id,created_at,account,kind,severity,message,details"
 
+
+def test_an_api_write_refuses_a_field_it_does_not_know():
+    from rest_framework import serializers
+
+    from core.api import StrictInputSerializer
+
+    class Input(StrictInputSerializer):
+        account = serializers.CharField(required=False)
+
+    typo = Input(data={"acount": "main", "account": "x"})
+    assert not typo.is_valid()
+    assert typo.errors == {"acount": ["unknown field (this takes account)"]}
+    assert Input(data={"account": "x", "csrfmiddlewaretoken": "t"}).is_valid()

@@ -214,3 +214,26 @@ def test_a_csv_page_says_in_its_headers_that_more_rows_follow(api_client):
     assert response["X-Total-Count"] == "3" and 'rel="next"' in response["Link"] and "offset=2" in response["Link"]
     last = api_client.get("/api/v1/trades/", {"account": "csv-pages", "limit": 2, "offset": 2, "format": "csv"})
     assert "Link" not in last and last["X-Total-Count"] == "3"
+
+
+def test_closing_a_trade_of_a_disabled_account_is_a_conflict_saying_why_and_audited(api_client):
+    from core.models import AuditEntry
+
+    trade = PairTradeFactory(state=PairTrade.State.OPEN, account=ExchangeAccountFactory(name="replay", enabled=False))
+
+    response = api_client.post(f"/api/v1/trades/{trade.pk}/close/")
+
+    assert response.status_code == 409
+    assert "replay is disabled" in response.json()["detail"]
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None  # nothing stored that no bot would act on
+    entry = AuditEntry.objects.get(action="refused")
+    assert entry.target_id == str(trade.pk) and "disabled" in entry.summary
+
+
+def test_a_close_takes_no_body_field(api_client):
+    trade = PairTradeFactory(state=PairTrade.State.OPEN)
+    response = api_client.post(f"/api/v1/trades/{trade.pk}/close/", {"reason": "x"}, format="json")
+    assert response.status_code == 400 and "reason" in response.json()
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None

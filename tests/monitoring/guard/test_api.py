@@ -1,0 +1,40 @@
+"""The kill switch over the API (monitoring.guard.api): a field it doesn't know is refused, never ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.models import AuditEntry
+from risk.models import Halt
+from tests.factories import ExchangeAccountFactory, HaltFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_typo_in_a_halts_field_is_refused_and_halts_nothing(api_client):
+    ExchangeAccountFactory(name="main")
+
+    response = api_client.post("/api/v1/halt/", {"acount": "main", "reason": "typo"}, format="json")
+
+    assert response.status_code == 400
+    assert "acount" in response.json() and "unknown field" in response.json()["acount"][0]
+    assert not Halt.objects.exists()  # not every account halted
+
+
+def test_a_halt_with_known_fields_halts_the_account(api_client):
+    account = ExchangeAccountFactory(name="main")
+    response = api_client.post("/api/v1/halt/", {"account": str(account.pk), "reason": "incident"}, format="json")
+    assert response.status_code == 201, response.content
+    assert Halt.objects.get().account == account
+
+
+def test_a_typo_in_a_resumes_field_is_refused_and_clears_nothing(api_client):
+    account = ExchangeAccountFactory(name="main")
+    halt = HaltFactory(account=None)
+
+    response = api_client.post("/api/v1/resume/", {"acount": account.name}, format="json")
+
+    assert response.status_code == 400 and "acount" in response.json()
+    halt.refresh_from_db()
+    assert halt.cleared_at is None
+    assert not AuditEntry.objects.filter(action__icontains="resume").exists()
