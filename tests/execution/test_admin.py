@@ -126,6 +126,21 @@ def test_only_one_of_key_and_secret_is_a_form_error(staff_client, secrets_key, g
     assert PLAIN_KEY not in response.text and PLAIN_SECRET not in response.text
 
 
+def test_admin_action_refuses_to_close_a_trade_of_a_disabled_account(staff_client):
+    from core.models import AuditEntry
+    from execution.models import PairTrade
+    from tests.factories import ExchangeAccountFactory, PairTradeFactory
+
+    trade = PairTradeFactory(state=PairTrade.State.OPEN, account=ExchangeAccountFactory(name="replay", enabled=False))
+    response = staff_client.post("/admin/execution/pairtrade/",
+                                 {"action": "close_by_hand", "_selected_action": [trade.pk]}, follow=True)
+    assert "Close requested for 0 trade(s)." in response.text
+    assert "Refused: account replay is disabled" in response.text
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None
+    assert AuditEntry.objects.filter(action="refused", target_id=str(trade.pk)).exists()
+
+
 def test_admin_action_closes_trades_by_hand(staff_client):
     from execution.models import PairTrade
     from tests.factories import PairTradeFactory

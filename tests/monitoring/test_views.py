@@ -261,3 +261,14 @@ def test_an_account_no_loss_limit_covers_is_named_on_the_dashboard(viewer_client
     assert 'id="unguarded"' in viewer_client.get(f"/?scope=a{account.pk}").text
     RiskLimit.objects.create(account=None, daily_loss_limit_pct=0.03)  # the system-wide row covers it
     assert 'id="unguarded"' not in viewer_client.get(f"/?scope=a{account.pk}").text
+
+
+def test_a_direct_post_to_close_a_disabled_accounts_trade_is_refused_and_audited(trader_client):
+    trade = PairTradeFactory(opened_at=T0, account=ExchangeAccountFactory(name="replay", enabled=False))
+
+    done = trader_client.post(f"/trades/{trade.pk}/close/", follow=True)
+
+    assert done.status_code == 200 and "Not closed: account replay is disabled" in done.text
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None
+    assert AuditEntry.objects.get(action="refused").channel == "dashboard"
