@@ -119,6 +119,7 @@ def fill_state(trade: dict) -> FillState:
         fee_currency=fee_info.get("currency") or str(info.get("feeCoin") or info.get("feeCurrency") or ""),
         is_maker=trade.get("takerOrMaker") == "maker",
         time_ms=int(trade.get("timestamp") or info.get("execTime") or 0),
+        exec_type=str(info.get("execType") or "Trade"),
     )
 
 

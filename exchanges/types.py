@@ -73,6 +73,9 @@ class OrderAck:
     fills: tuple[FillState, ...] | None = None
 
 
+EXCHANGE_EXEC_TYPES = frozenset({"BustTrade", "AdlTrade", "Delivery"})
+
+
 @dataclass(frozen=True)
 class FillState:
     """One execution (trade) of an order."""
@@ -88,6 +91,14 @@ class FillState:
     fee_currency: str
     is_maker: bool
     time_ms: int
+    # What made it (Bybit's execType): "Trade" for an order's fill; "BustTrade" (liquidation), "AdlTrade"
+    # (auto-deleveraging), "Delivery" (a delisted or delivered contract settled) are the exchange's own.
+    exec_type: str = "Trade"
+
+    @property
+    def by_exchange(self) -> bool:
+        """Made by the exchange itself (liquidation, auto-deleveraging, delivery), not by an order of anyone's."""
+        return self.exec_type in EXCHANGE_EXEC_TYPES
 
     @property
     def filled_at(self) -> datetime:

@@ -175,6 +175,7 @@ class PairTrade(TimeStampedModel):
         MANUAL = "manual", "Closed by hand"
         UNWOUND = "unwound", "Unwound after a failed leg"
         RECONCILED = "reconciled", "Found closed on the exchange"
+        EXCHANGE = "exchange", "Closed by the exchange (liquidation, auto-deleveraging, delivery)"
 
     account = models.ForeignKey(ExchangeAccount, on_delete=models.PROTECT, related_name="trades")
     pair = models.ForeignKey(Pair, on_delete=models.PROTECT, related_name="trades")

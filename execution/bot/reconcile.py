@@ -32,7 +32,8 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[
 
     - An open trade whose legs differ from the exchange is settled against the exchange's executions
       (``execution.services.settlement``): executions no bot order accounts for (a person closed or opened a leg by
-      hand) are adopted as fills; a trade that is flat then is closed, exit reason ``manual``; one left with one
+      hand) are adopted as fills; a trade that is flat then is closed, exit reason ``manual`` (``exchange`` when
+      those executions were all the exchange's own: liquidation, auto-deleveraging, delivery); one left with one
       leg is unwound. A trade whose legs are all gone with no execution to explain it is closed ``reconciled``,
       its realised PnL left empty; one whose leg is gone with nothing to explain it while the other is held is
       unwound. A leg is taken for gone only when a second read of its position says so too.
@@ -143,7 +144,7 @@ def _settle_open_trade(ctx: TradingContext, trade: PairTrade, held: dict[str, De
     ctx.settled.add(trade.pk)
     flat = all(leg_net(orders, leg) == 0 for leg in LEGS)
     if outcome.changed and flat:
-        finish_trade(ctx, trade, exit_reason=Reason.MANUAL)
+        finish_trade(ctx, trade, exit_reason=outcome.exit_reason)
     elif outcome.changed and any(leg_net(orders, leg) == 0 for leg in LEGS):
         _unwind_one_legged(ctx, trade, orders)
     elif outcome.unexplained and all(exchange == 0 for exchange, _ in outcome.unexplained.values()) and all(

@@ -41,10 +41,18 @@ class Settlement:
     differing: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)  # notes, one per adopted order
     unexplained: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # leg -> (exchange, trade)
+    # Of the executions adopted that no order of the bot made: were they all the exchange's own (liquidation,
+    # auto-deleveraging, delivery)? None when none was adopted.
+    by_exchange: bool | None = None
 
     @property
     def changed(self) -> bool:
         return bool(self.adopted)
+
+    @property
+    def exit_reason(self) -> str:
+        """Why a trade these adoptions flattened ended: closed by the exchange itself, else by hand."""
+        return PairTrade.ExitReason.EXCHANGE if self.by_exchange else PairTrade.ExitReason.MANUAL
 
 
 def instrument_of(trade: PairTrade, leg: str):
@@ -72,7 +80,7 @@ def settle_with_exchange(ctx: TradingContext, trade: PairTrade, orders: list[Ord
         if holdings[leg] != leg_net(orders, leg):
             outcome.differing.append(leg)
     for leg in outcome.differing:
-        note = _adopt(ctx, trade, orders, leg)
+        note = _adopt(ctx, trade, orders, leg, outcome)
         if note:
             outcome.adopted.append(note)
         net = leg_net(orders, leg)
@@ -117,10 +125,11 @@ def _confirm_flat_legs(ctx: TradingContext, trade: PairTrade, outcome: Settlemen
         ctx.events.append(message)
 
 
-def _adopt(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str) -> str:
+def _adopt(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str, outcome: Settlement) -> str:
     """Record the executions on ``leg``'s symbol since the trade was planned that no order of the bot accounts
     for, as fills of reconcile orders (one per side), after bringing the trade's own orders that the executions
-    show more of up to date; a note of what changed, "" when nothing did."""
+    show more of up to date; a note of what changed, "" when nothing did. ``outcome.by_exchange`` says whether
+    what was adopted was all the exchange's own doing."""
     instrument = instrument_of(trade, leg)
     symbol = ctx.symbol(instrument)
     since = trade.created_at - EXECUTIONS_LOOKBACK
@@ -135,6 +144,7 @@ def _adopt(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str)
     foreign = [e for e in executions if e.exec_id not in known and not e.client_order_id.startswith(ours)]
     if not foreign:
         return " and ".join(notes)
+    outcome.by_exchange = all(f.by_exchange for f in foreign) and outcome.by_exchange is not False
     for side in ("buy", "sell"):
         fills = [e for e in foreign if e.side == side]
         if fills:
@@ -164,9 +174,14 @@ def _own_order_corrected(ctx: TradingContext, order: Order, executions: list[Fil
     return note
 
 
+_EXCHANGE_DOINGS = {"BustTrade": "liquidation", "AdlTrade": "auto-deleveraging", "Delivery": "delivery"}
+
+
 def _who(fills: list[FillState]) -> str:
-    ids = sorted({f.client_order_id or f.exchange_order_id for f in fills})
-    return "orders " + ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    doings = sorted({_EXCHANGE_DOINGS[f.exec_type] for f in fills if f.by_exchange})
+    ids = sorted({f.client_order_id or f.exchange_order_id for f in fills if not f.by_exchange})
+    orders = "orders " + ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "") if ids else ""
+    return ", ".join([*(f"the exchange's {d}" for d in doings), *([orders] if orders else [])])
 
 
 def _reconcile_order(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: str, side: str,

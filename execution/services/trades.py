@@ -252,7 +252,7 @@ def _flat_at_exchange(ctx: TradingContext, trade: PairTrade, orders: list[Order]
     if outcome is None:
         return set()
     if outcome.changed and all(leg_net(orders, leg) == 0 for leg in LEGS):
-        finish_trade(ctx, trade, exit_reason=PairTrade.ExitReason.MANUAL)
+        finish_trade(ctx, trade, exit_reason=outcome.exit_reason)
         return None
     return {leg for leg, (held, _) in outcome.unexplained.items() if held == 0}
 

@@ -916,6 +916,18 @@ class FakeBybit:
                 raise ValueError("nothing filled (reduce-only order without a position to reduce?)")
             return replace(self._executions[-1])
 
+    def liquidate(self, symbol: str, *, qty: Decimal | str | None = None, kind: str = "BustTrade") -> None:
+        """The exchange closes ``qty`` of the position (default all of it) itself, at the current price with no fee:
+        a liquidation (``kind="BustTrade"``) or auto-deleveraging (``"AdlTrade"``); an execution with no order link
+        id and that execType, as Bybit lists them."""
+        with self._lock:
+            pos = self._position(symbol)
+            amount = abs(pos.size) if qty is None else Decimal(str(qty))
+            if not pos.size or amount <= 0:
+                return
+            self._settle_at(self._instrument(symbol), pos, "Sell" if pos.size > 0 else "Buy", amount,
+                            self._current_price(symbol), kind)
+
     def close_position_by_hand(self, symbol: str, *, order_link_id: str | None = None) -> FakeExecution | None:
         """A person flattens the position in the exchange's UI; returns the execution, None if already flat.
 

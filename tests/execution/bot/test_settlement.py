@@ -148,3 +148,20 @@ def test_a_leg_gone_with_no_execution_is_read_twice_then_the_other_leg_is_unwoun
     assert trade.orders.get(leg="x", action=Order.Action.UNWIND).status == Order.Status.FILLED
     assert fake.position("XXXUSDT").size == 0 and fake.position("YYYUSDT").size == 0
     assert GuardEvent.objects.filter(kind="leg_closed_outside").exists()
+
+
+@pytest.mark.parametrize("kind", ["BustTrade", "AdlTrade"])
+def test_legs_the_exchange_closed_itself_end_the_trade_closed_by_the_exchange_not_by_hand(world, fake, kind):
+    """Both legs liquidated (or auto-deleveraged): the executions are adopted with their prices, and the trade's
+    exit reason says the exchange closed it, not a person."""
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    fake.liquidate("YYYUSDT", kind=kind)
+    fake.liquidate("XXXUSDT", kind=kind)
+    tick(world, now=world.now + 6 * MINUTE)  # the next reconciliation
+    trade = world.trade()
+    assert (trade.state, trade.exit_reason) == (PairTrade.State.CLOSED, PairTrade.ExitReason.EXCHANGE), trade.error
+    assert trade.realised_pnl is not None
+    doing = {"BustTrade": "liquidation", "AdlTrade": "auto-deleveraging"}[kind]
+    assert all(f"the exchange's {doing}" in o.error for o in trade.orders.filter(action=Order.Action.RECONCILE))
+    assert_consistent(world, fake)
