@@ -6,11 +6,18 @@ from core.api import FilterSet, MomentFilter, StrictBooleanFilter, id_or_name_fi
 from risk.models import GuardEvent, Halt
 
 
+def account_name_field() -> serializers.CharField:
+    """The account's name beside its id (the other lists give the name; null: every account)."""
+    return serializers.CharField(source="account.name", read_only=True, allow_null=True)
+
+
 class GuardEventListApi(generics.ListAPIView):
     class GuardEventListOutputSerializer(serializers.ModelSerializer):
+        account_name = account_name_field()
+
         class Meta:
             model = GuardEvent
-            fields = ("id", "created_at", "account", "kind", "severity", "message", "details")
+            fields = ("id", "created_at", "account", "account_name", "kind", "severity", "message", "details")
 
     serializer_class = GuardEventListOutputSerializer
     class Filter(FilterSet):
@@ -22,17 +29,19 @@ class GuardEventListApi(generics.ListAPIView):
             model = GuardEvent
             fields = ("kind", "severity")
 
-    queryset = GuardEvent.objects.order_by("-id")
+    queryset = GuardEvent.objects.select_related("account").order_by("-id")
     filterset_class = Filter
     ordering_fields = ("id", "created_at")
 
 
 class HaltListApi(generics.ListAPIView):
     class HaltListOutputSerializer(serializers.ModelSerializer):
+        account_name = account_name_field()
+
         class Meta:
             model = Halt
-            fields = ("id", "account", "pair", "mode", "source", "trigger", "reason", "flatten", "until",
-                      "breach_multiple", "created_at", "cleared_at")
+            fields = ("id", "account", "account_name", "pair", "mode", "source", "trigger", "reason", "flatten",
+                      "until", "breach_multiple", "created_at", "cleared_at")
 
     serializer_class = HaltListOutputSerializer
     class Filter(FilterSet):
@@ -45,6 +54,6 @@ class HaltListApi(generics.ListAPIView):
             model = Halt
             fields = ("source", "flatten", "mode", "trigger")
 
-    queryset = Halt.objects.order_by("-id")
+    queryset = Halt.objects.select_related("account").order_by("-id")
     filterset_class = Filter
     ordering_fields = ("id", "created_at", "cleared_at")

@@ -168,3 +168,17 @@ def test_daily_pnl_rejects_a_malformed_date(api_client):
 @pytest.mark.parametrize("path", ["/api/v1/performance/", "/api/v1/pnl/daily/"])
 def test_anonymous_requests_are_refused(client, path):
     assert client.get(path).status_code in (401, 403)
+
+
+def test_halts_and_guard_events_name_their_account_beside_its_id(api_client):
+    from tests.factories import GuardEventFactory, HaltFactory
+
+    account = ExchangeAccountFactory(name="named-acct")
+    HaltFactory(account=account, reason="by hand")
+    HaltFactory(account=None, reason="every account")
+    GuardEventFactory(account=account)
+    halts = api_client.get("/api/v1/halts/").json()["results"]
+    assert sorted((h["account"], h["account_name"]) for h in halts if h["account"]) == [(account.pk, "named-acct")]
+    assert [h["account_name"] for h in halts if h["account"] is None] == [None]
+    events = api_client.get("/api/v1/guard-events/").json()["results"]
+    assert [(e["account"], e["account_name"]) for e in events] == [(account.pk, "named-acct")]
