@@ -357,6 +357,14 @@ def _serializer_layout(serializer, prefix: str, columns: list[str], json_columns
             json_columns.add(path)
 
 
+class StrictBooleanInput(serializers.BooleanField):
+    """A write's true/false: true/false/1/0 as the query parameters take them (DRF's own also reads "yes", "on",
+    "y": ``flatten=yes`` must not be a flatten by accident of spelling while ``?flatten=yes`` is refused)."""
+
+    TRUE_VALUES = {"true", "True", "TRUE", "1", True}
+    FALSE_VALUES = {"false", "False", "FALSE", "0", False}
+
+
 class StrictInputSerializer(serializers.Serializer):
     """The base of every API write's input: a field it doesn't know answers 400 naming it (``acount=`` must not
     halt every account)."""

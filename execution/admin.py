@@ -163,8 +163,9 @@ class PairTradeAdmin(ReadOnlyAdmin):
             except TradeCloseRefused as refusal:
                 refused.append(str(refusal))
         skipped = queryset.count() - len(asked) - len(refused)
-        self.message_user(request, f"Close requested for {len(asked)} trade(s)"
-                                   + (f"; {skipped} had already finished" if skipped else "") + ".")
+        if asked or skipped:  # a selection that was all refused gets the refusals only, no "0 requested"
+            self.message_user(request, f"Close requested for {len(asked)} trade(s)"
+                                       + (f"; {skipped} had already finished" if skipped else "") + ".")
         for reason in refused:
             self.message_user(request, f"Refused: {reason}.", level=messages.ERROR)
 

@@ -110,15 +110,19 @@ def pair_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def trade_list(request: HttpRequest) -> HttpResponse:
     trades = PairTrade.objects.select_related("account", "pair__y_instrument", "pair__x_instrument").order_by("-id")
     filters = TradeFilter(request.GET, queryset=trades)
-    page = data.list_page(filters.qs if filters.is_valid() else trades.none(), request.GET.get("page"),
-                          TRADES_PER_PAGE)
+    refused = ""
+    try:
+        chosen = filters.qs if filters.is_valid() else trades.none()
+    except ValidationError as exc:  # a filter that checks its value against the database (an unknown account)
+        chosen, refused = trades.none(), readable_errors(exc.detail)
+    page = data.list_page(chosen, request.GET.get("page"), TRADES_PER_PAGE)
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "dashboard/trades.html", {
-        "filters": filters, "page": page, "query": query.urlencode(),
+        "filters": filters, "refused": refused, "page": page, "query": query.urlencode(),
         "accounts": ExchangeAccount.objects.order_by("name"), "states": PairTrade.State.choices,
         "reasons": PairTrade.ExitReason.choices,
-    })
+    }, status=400 if refused or filters.errors else 200)
 
 
 @login_required

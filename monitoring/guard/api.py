@@ -8,7 +8,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import HasPermission, StrictInputSerializer, by_id_or_name
+from core.api import HasPermission, StrictBooleanInput, StrictInputSerializer, by_id_or_name
 from execution.models import ExchangeAccount
 from monitoring.guard.control import accounts_halt, accounts_resume
 
@@ -29,7 +29,7 @@ class HaltCreateApi(APIView):
 
     class HaltCreateInputSerializer(StrictInputSerializer):
         account = AccountRefField(required=False, allow_null=True, help_text="id or name; omitted: every account")
-        flatten = serializers.BooleanField(default=False)
+        flatten = StrictBooleanInput(default=False)
         reason = serializers.CharField(max_length=400, trim_whitespace=True)
 
     @extend_schema(request=HaltCreateInputSerializer, responses={201: inline_serializer("HaltCreateOutput", {

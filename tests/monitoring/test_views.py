@@ -272,3 +272,11 @@ def test_a_direct_post_to_close_a_disabled_accounts_trade_is_refused_and_audited
     trade.refresh_from_db()
     assert trade.close_requested_at is None
     assert AuditEntry.objects.get(action="refused").channel == "dashboard"
+
+
+def test_trades_page_with_an_unknown_account_says_so_instead_of_failing(viewer_client):
+    PairTradeFactory()
+    page = viewer_client.get("/trades/", {"account": "no-such-account"})
+    assert page.status_code == 400
+    assert "no-such-account" in page.text and 'id="filter-refused"' in page.text
+    assert list(page.context["page"].object_list) == []

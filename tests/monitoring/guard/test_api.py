@@ -38,3 +38,17 @@ def test_a_typo_in_a_resumes_field_is_refused_and_clears_nothing(api_client):
     halt.refresh_from_db()
     assert halt.cleared_at is None
     assert not AuditEntry.objects.filter(action__icontains="resume").exists()
+
+
+@pytest.mark.parametrize("spelling", ["yes", "on", "y"])
+def test_a_flatten_spelled_other_than_true_false_1_0_is_refused(api_client, spelling):
+    ExchangeAccountFactory(name="main")
+    response = api_client.post("/api/v1/halt/", {"account": "main", "reason": "x", "flatten": spelling})
+    assert response.status_code == 400 and "flatten" in response.json()
+    assert not Halt.objects.exists()
+
+
+def test_a_flatten_of_true_or_1_flattens(api_client):
+    ExchangeAccountFactory(name="main")
+    response = api_client.post("/api/v1/halt/", {"account": "main", "reason": "x", "flatten": "1"})
+    assert response.status_code == 201 and Halt.objects.get().flatten
