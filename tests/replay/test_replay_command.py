@@ -135,7 +135,9 @@ def test_replay_writes_trades_and_a_json_that_matches_the_database(shared_candle
     assert f"profit factor {shown}, return " in lines[1]  # not "n/a" when no trade lost
     assert lines[2].startswith("execution: fills at the next bar's open + 0 bar(s) of delay; vectorised backtest of "
                                f"the {len(traded)} traded pair(s) over the replayed bars (per trade, y notional 1, "
-                               f"each pair on every bar: not the account's return) at delay 0: "
+                               f"each pair on every bar: not the account's return; in sample, the bars before each "
+                               f"pair was chosen included: read the difference between the delays, not the figures) "
+                               f"at delay 0: "
                                f"{delay['backtest']['0']['trades']} trade(s)")
     assert "; delay 1: " in lines[2] and "mean return per trade " in lines[2] and "total return" not in lines[2]
     assert lines[3] == f"guard: {len(data['halts'])} halt(s), {len(data['guard_events'])} event(s)"

@@ -210,11 +210,14 @@ class Command(BaseCommand):
                 for bars, kpis in delay["backtest"].items()
             )
             # Per trade, not an account's return: every traded pair on every bar, with no capital, level or
-            # concurrency limit, so a sum of its returns would read as a return the account never had.
+            # concurrency limit, so a sum of its returns would read as a return the account never had. And in
+            # sample: the pairs are those the replay chose to trade, backtested on bars before it chose them too;
+            # only the difference between the delays is a measurement.
             self.stdout.write(
                 f"execution: fills at the next bar's open + {delay['replay_delay_bars']} bar(s) of delay; vectorised "
                 f"backtest of the {len(delay['pairs'])} traded pair(s) over the replayed bars (per trade, y notional "
-                f"1, each pair on every bar: not the account's return) at {figures}"
+                f"1, each pair on every bar: not the account's return; in sample, the bars before each pair was "
+                f"chosen included: read the difference between the delays, not the figures) at {figures}"
             )
         halts = data["halts"]
         self.stdout.write(f"guard: {len(halts)} halt(s), {len(data['guard_events'])} event(s)")
