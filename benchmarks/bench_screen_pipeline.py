@@ -156,7 +156,7 @@ def screen_worker(data_dir: Path, n_symbols: int | None) -> dict:
 
     sys.path.insert(0, str(REPO_ROOT))
     import pairs.quant.screening as quant_screening
-    from pairs.quant.screening import add_series_statistics, merge_and_adjust, screen
+    from pairs.quant.screening import add_series_statistics, merge_and_adjust, passing_directions, screen
 
     closes = load_closes(data_dir)
     log_prices = build_universe(closes, n_symbols or closes.shape[1])
@@ -168,7 +168,9 @@ def screen_worker(data_dir: Path, n_symbols: int | None) -> dict:
     screen_seconds = time.perf_counter() - start
     # What screening_run_finish adds before the confirmations (default max p-value 0.05, max q-value 0.10).
     result = merge_and_adjust([result])
-    passed = np.flatnonzero((result.pvalue <= 0.05) & (result.qvalue <= 0.10))
+    # The selection's decision (``passing_directions``: the family p-value, twice the lower of a pair's two).
+    passed = np.flatnonzero(passing_directions(result, max_pvalue=0.05, max_qvalue=0.10, min_half_life=0.0,
+                                               max_half_life=np.inf)[0])
     add_series_statistics(result, log_prices, passed)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return {

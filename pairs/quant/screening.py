@@ -15,8 +15,15 @@ Steps, all batched over pairs:
    graded and promoted twice and would inflate the number of tests the false-discovery control divides by.
    ``preferred_directions`` keeps, for each unordered pair, the direction with the lower Engle-Granger p-value
    (ties: the more negative ADF statistic, then the lower y index), a rule that reads the formation window only,
-   before any confirmation or backtest. The q-values are computed over the preferred directions, one per
-   unordered pair; the other direction has none (NaN), so it cannot pass.
+   before any confirmation or backtest. Keeping the lower of two p-values is a choice made after seeing both, and
+   the minimum of two p-values is not a p-value (on independent random walks P(min < 0.01) is about 0.020, not
+   0.01), so the p-value a pair enters the multiple-testing family with is Bonferroni's over its two directions:
+   ``family_pvalue = min(1, 2 * min(p_yx, p_xy))`` when both directions were tested, the direction's own p when
+   its reverse was not (``family_pvalues``). The q-values are Benjamini-Hochberg's over the family p-values of the
+   preferred directions, one per unordered pair; the other direction has neither (NaN), so it cannot pass. Both
+   selection thresholds (``max_pvalue``, ``max_qvalue``: ``passing_directions``) read the family p-value and its
+   q-value; ``pvalue`` stays each direction's raw Engle-Granger p-value (statsmodels' ``coint``), as stored and
+   displayed.
 5. Out-of-sample confirmation of candidates (``confirm_out_of_sample``): the hedge ratio is re-fitted on the
    window without its last ``confirmation_bars`` bars and its spread must be stationary on those held-out bars
    (ADF with constant, AIC lag); plus the Johansen trace test on the whole window.
@@ -66,6 +73,10 @@ class ScreenResult:
     qvalue: np.ndarray | None = None
     # The direction kept for its unordered pair (``preferred_directions``); set with the q-values.
     preferred: np.ndarray | None = None
+    # The p-value the pair enters the multiple-testing family with (``family_pvalues``: twice the lower of its two
+    # directions' p-values, at most 1; NaN for the direction not preferred): what ``max_pvalue`` and the q-values
+    # read. ``pvalue`` above is the raw Engle-Granger p-value of the direction. Set with the q-values.
+    family_pvalue: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.pvalue)
@@ -240,29 +251,55 @@ def preferred_directions(result: ScreenResult) -> np.ndarray:
     return preferred
 
 
+def reverse_tested(result: ScreenResult) -> np.ndarray:
+    """Boolean mask: the directions (y, x) whose reverse (x, y) is also in ``result``."""
+    y, x = result.y_index.astype(np.int64), result.x_index.astype(np.int64)
+    if len(y) == 0:
+        return np.zeros(0, dtype=bool)
+    n = int(max(y.max(), x.max())) + 1
+    return np.isin(x * n + y, y * n + x)
+
+
+def family_pvalues(result: ScreenResult, preferred: np.ndarray) -> np.ndarray:
+    """The p-value each ``preferred`` direction enters the multiple-testing family with; NaN for the others.
+
+    Preferring the lower of a pair's two Engle-Granger p-values selects on the data, and the minimum of two
+    p-values is not a valid p-value (under the null it falls below alpha with probability up to 2 alpha). The
+    Bonferroni correction over the two directions, ``min(1, 2 * min(p_yx, p_xy))``, is one whatever the
+    dependence between them. A direction whose reverse was not tested keeps its own p-value."""
+    factor = np.where(reverse_tested(result), 2.0, 1.0)
+    family = np.full(len(result), np.nan)
+    family[preferred] = np.minimum(1.0, factor[preferred] * result.pvalue[preferred])
+    return family
+
+
 def merge_and_adjust(parts: list[ScreenResult]) -> ScreenResult:
-    """Join the blocks of one run, keep one direction per unordered pair (``preferred``) and set the
-    Benjamini-Hochberg q-values over the preferred directions, each unordered pair counted once; the other
-    direction's q-value is NaN (it is not in the family: it cannot pass)."""
+    """Join the blocks of one run, keep one direction per unordered pair (``preferred``), set its family p-value
+    (``family_pvalues``: twice the lower p-value when both directions were tested) and the Benjamini-Hochberg
+    q-values over the family p-values, each unordered pair counted once; the other direction's family p-value and
+    q-value are NaN (it is not in the family: it cannot pass)."""
     merged = ScreenResult.concatenate(parts) if len(parts) != 1 else parts[0]
     merged.preferred = preferred_directions(merged)
+    merged.family_pvalue = family_pvalues(merged, merged.preferred)
     merged.qvalue = np.full(len(merged), np.nan)
-    merged.qvalue[merged.preferred] = benjamini_hochberg(merged.pvalue[merged.preferred])
+    merged.qvalue[merged.preferred] = benjamini_hochberg(merged.family_pvalue[merged.preferred])
     return merged
 
 
 def passing_directions(
     result: ScreenResult, *, max_pvalue: float, max_qvalue: float, min_half_life: float, max_half_life: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(passed, half_life_ok)`` masks of a merged run (``merge_and_adjust``): passed = p <= ``max_pvalue``, q <=
-    ``max_qvalue`` and the preferred direction of its unordered pair (only it has a q-value); half_life_ok = the
-    half-life within [``min_half_life``, ``max_half_life``] bars. Candidates are the passed directions with a
-    half-life in range that the out-of-sample confirmation then confirms (``confirmation.confirm_candidates``).
-    The selection service and the walk-forward evaluation both decide with this one function."""
-    if result.qvalue is None or result.preferred is None:
+    """``(passed, half_life_ok)`` masks of a merged run (``merge_and_adjust``): passed = the family p-value (twice
+    the lower of the pair's two Engle-Granger p-values, ``family_pvalues``; not the direction's raw ``pvalue``) <=
+    ``max_pvalue``, its q-value <= ``max_qvalue`` and the preferred direction of its unordered pair (only it has
+    them); half_life_ok = the half-life within [``min_half_life``, ``max_half_life``] bars. Candidates are the
+    passed directions with a half-life in range that the out-of-sample confirmation then confirms
+    (``confirmation.confirm_candidates``). The selection service and the walk-forward evaluation both decide with
+    this one function; the grading's ``max_qvalue`` reads the q-value it set."""
+    if result.qvalue is None or result.preferred is None or result.family_pvalue is None:
         raise ValueError("passing_directions needs a merged run (merge_and_adjust sets q-values and directions)")
     with np.errstate(invalid="ignore"):
-        passed = (result.pvalue <= max_pvalue) & (result.qvalue <= max_qvalue) & result.preferred
+        passed = (result.family_pvalue <= max_pvalue) & (result.qvalue <= max_qvalue) & result.preferred
         half_life_ok = (result.half_life >= min_half_life) & (result.half_life <= max_half_life)
     # A degenerate test never passes: a constant series (no regression) or an exactly collinear pair (statsmodels'
     # convention: ADF -inf, p 0, no lag), whose "spread" is rounding noise, not a mean-reverting price difference.

@@ -197,7 +197,10 @@ class ScreeningOutcome:
                 "adf_stat": _finite_or_none(r.adf_stat[k]),  # none for a degenerate test (collinear, constant)
                 "lag": int(r.lag[k]) if r.lag[k] >= 0 else None,
                 "pvalue": _finite_or_none(r.pvalue[k]) if r.lag[k] >= 0 else None,
-                "qvalue": _finite_or_none(r.qvalue[k]),  # none for the direction not preferred
+                # The p-value the selection reads (twice the lower of the pair's two, ``family_pvalues``) and its
+                # q-value; none for the direction not preferred. "pvalue" is the direction's raw Engle-Granger p.
+                "family_pvalue": _finite_or_none(r.family_pvalue[k]),
+                "qvalue": _finite_or_none(r.qvalue[k]),
                 "preferred_direction": bool(r.preferred[k]),
                 "half_life": _finite_or_none(r.half_life[k]),
                 "hurst": _finite_or_none(r.hurst[k]),
@@ -265,7 +268,8 @@ def _finish(*, run: CointegrationRun, window: PriceWindow, parts: list[ScreenRes
             ) -> ScreeningOutcome:
     params = run.parameters
     result = merge_and_adjust(parts)
-    # Only the preferred direction of each unordered pair can pass (``pairs.quant.screening.merge_and_adjust``).
+    # Only the preferred direction of each unordered pair can pass, on its family p-value (twice the lower of the
+    # pair's two) and q-value (``pairs.quant.screening.merge_and_adjust``); ``pvalue`` stays the raw one.
     passed, half_life_ok = passing_directions(result, max_pvalue=params["max_pvalue"], max_qvalue=params["max_qvalue"],
                                               min_half_life=params["min_half_life_bars"],
                                               max_half_life=params["max_half_life_bars"])
