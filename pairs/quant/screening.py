@@ -19,11 +19,11 @@ Steps, all batched over pairs:
    the minimum of two p-values is not a p-value (on independent random walks P(min < 0.01) is about 0.020, not
    0.01), so the p-value a pair enters the multiple-testing family with is Bonferroni's over its two directions:
    ``family_pvalue = min(1, 2 * min(p_yx, p_xy))`` when both directions were tested, the direction's own p when
-   its reverse was not (``family_pvalues``). The q-values are Benjamini-Hochberg's over the family p-values of the
-   preferred directions, one per unordered pair; the other direction has neither (NaN), so it cannot pass. Both
-   selection thresholds (``max_pvalue``, ``max_qvalue``: ``passing_directions``) read the family p-value and its
-   q-value; ``pvalue`` stays each direction's raw Engle-Granger p-value (statsmodels' ``coint``), as stored and
-   displayed.
+   its reverse was not (or has no p-value: ``family_pvalues``). The q-values are Benjamini-Hochberg's over the
+   family p-values of the preferred directions, one per unordered pair; the other direction has neither (NaN), so
+   it cannot pass. Both selection thresholds (``max_pvalue``, ``max_qvalue``: ``passing_directions``) read the
+   family p-value and its q-value; ``pvalue`` stays each direction's raw Engle-Granger p-value (statsmodels'
+   ``coint``), as stored and displayed.
 5. Out-of-sample confirmation of candidates (``confirm_out_of_sample``): the hedge ratio is re-fitted on the
    window without its last ``confirmation_bars`` bars and its spread must be stationary on those held-out bars
    (ADF with constant, AIC lag); plus the Johansen trace test on the whole window.
@@ -252,12 +252,13 @@ def preferred_directions(result: ScreenResult) -> np.ndarray:
 
 
 def reverse_tested(result: ScreenResult) -> np.ndarray:
-    """Boolean mask: the directions (y, x) whose reverse (x, y) is also in ``result``."""
+    """Boolean mask: the directions (y, x) whose reverse (x, y) is also in ``result`` with a p-value (not NaN: an
+    undefined test, a constant series, offers no second p-value to choose from)."""
     y, x = result.y_index.astype(np.int64), result.x_index.astype(np.int64)
     if len(y) == 0:
         return np.zeros(0, dtype=bool)
     n = int(max(y.max(), x.max())) + 1
-    return np.isin(x * n + y, y * n + x)
+    return np.isin(x * n + y, (y * n + x)[~np.isnan(result.pvalue)])
 
 
 def family_pvalues(result: ScreenResult, preferred: np.ndarray) -> np.ndarray:

@@ -18,8 +18,9 @@ Forward-in-time protocol, per period (``trade_start`` .. ``trade_end``, weekly b
    (``screening.preferred_directions``: the lower p-value, then the more negative ADF statistic, then the lower y
    index, read from the formation window only) and Benjamini-Hochberg over those directions, each unordered pair
    counted once with its family p-value (``screening.family_pvalues``: twice the lower of its two p-values, which
-   ``max_pvalue`` reads too); pass/half-life rules and the out-of-sample confirmation (held-out tail of the formation window
-   and Johansen) as the selection service applies them. The directions that pass all of it are the **pool**.
+   ``max_pvalue`` reads too); pass/half-life rules and the out-of-sample confirmation (held-out tail of the
+   formation window and Johansen) as the selection service applies them. The directions that pass all of it are
+   the **pool**.
 3. **Validation**: the ``validation_bars`` bars strictly after the formation window, traded by the rule on the
    z-score the trading step uses (``traded_zscore``: ``rolling``, whose fit at each bar reads the
    ``zscore_window_bars`` bars before it, the last ones of the formation window at first; or ``frozen``, the

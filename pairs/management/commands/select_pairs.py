@@ -60,7 +60,7 @@ class Command(BaseCommand):
                              f"confirmed candidates")
         self.stdout.write(
             f"run {run.pk}: {run.n_symbols} symbols, {window}, {run.n_tests} tests, "
-            f"{run.n_passed} passed (p<={config.max_pvalue}, q<={config.max_qvalue}), "
+            f"{run.n_passed} passed (family p<={config.max_pvalue}, q<={config.max_qvalue}), "
             f"{run.n_candidates} confirmed candidates, {run.duration_seconds:.1f}s"
         )
         if json_path:
