@@ -25,8 +25,11 @@ from pairs.quant.screening import (
     ScreenResult,
     add_series_statistics,
     confirm_out_of_sample,
+    family_pvalues,
     merge_and_adjust,
+    passing_directions,
     preferred_directions,
+    reverse_tested,
     screen,
     split_pairs,
 )
@@ -244,22 +247,28 @@ def test_merge_of_split_blocks_equals_one_block(log_prices, n_blocks):
     np.testing.assert_array_equal(merged.mean_crossings, whole.mean_crossings)
     np.testing.assert_allclose(merged.hurst, whole.hurst, rtol=1e-12)
     np.testing.assert_array_equal(merged.preferred, whole.preferred)
-    # q-values are Benjamini-Hochberg over the preferred directions of the whole run, not per block.
+    # q-values are Benjamini-Hochberg over the preferred directions of the whole run, not per block, each with its
+    # family p-value: both directions of every pair were tested, so twice the lower p-value (at most 1).
     kept = merged.preferred
-    np.testing.assert_allclose(merged.qvalue[kept], benjamini_hochberg(whole.pvalue[kept]), rtol=1e-10)
-    assert np.isnan(merged.qvalue[~kept]).all()
+    np.testing.assert_allclose(merged.family_pvalue, whole.family_pvalue, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(merged.family_pvalue[kept], np.minimum(1.0, 2 * whole.pvalue[kept]), rtol=1e-10)
+    np.testing.assert_allclose(merged.qvalue[kept], benjamini_hochberg(np.minimum(1.0, 2 * whole.pvalue[kept])),
+                               rtol=1e-10)
+    assert np.isnan(merged.qvalue[~kept]).all() and np.isnan(merged.family_pvalue[~kept]).all()
     # (and not over both directions: each unordered pair is counted once)
-    assert not np.allclose(merged.qvalue[kept], benjamini_hochberg(merged.pvalue)[kept])
-    assert np.all(merged.qvalue[kept] >= merged.pvalue[kept] - 1e-15)
+    assert not np.allclose(merged.qvalue[kept], benjamini_hochberg(np.minimum(1.0, 2 * merged.pvalue))[kept])
+    assert np.all(merged.qvalue[kept] >= merged.family_pvalue[kept] - 1e-15)
 
 
 def test_q_values_follow_benjamini_hochberg_by_hand():
     pvalues = np.array([0.01, 0.04, 0.03, 0.2])
     part = ScreenResult(**{name: np.zeros(4) for name in ScreenResult.__dataclass_fields__
-                           if name not in ("qvalue", "preferred")})
+                           if name not in ("qvalue", "preferred", "family_pvalue")})
     part.pvalue = pvalues
-    part.y_index, part.x_index = np.arange(4), np.arange(4, 8)  # four unordered pairs
+    part.y_index, part.x_index = np.arange(4), np.arange(4, 8)  # four unordered pairs, one direction each
     merged = merge_and_adjust([part])
+    # No reverse was tested: each direction enters the family with its own p-value.
+    np.testing.assert_array_equal(merged.family_pvalue, pvalues)
     # sorted: 0.01, 0.03, 0.04, 0.2 -> p * m / rank = 0.04, 0.06, 0.0533, 0.2 -> monotone from the top
     np.testing.assert_allclose(merged.qvalue, [0.04, 0.05333333333333334, 0.05333333333333334, 0.2], rtol=1e-12)
 
@@ -326,15 +335,73 @@ def test_one_direction_per_unordered_pair_by_the_documented_rule():
     pvalue = np.array([0.2, 0.01, 0.05, 0.05, 0.3, 0.3, 0.9, np.nan, 0.5])
     adf = np.array([-2.0, -4.0, -3.5, -3.0, -1.0, -1.0, -0.5, np.nan, -2.0])
     part = ScreenResult(**{name: np.zeros(len(y)) for name in ScreenResult.__dataclass_fields__
-                           if name not in ("qvalue", "preferred")})
+                           if name not in ("qvalue", "preferred", "family_pvalue")})
     part.y_index, part.x_index, part.pvalue, part.adf_stat = y, x, pvalue, adf
     assert preferred_directions(part).tolist() == [False, True, True, False, True, False, True, False, True]
 
     merged = merge_and_adjust([part])
     kept = merged.preferred
-    # Benjamini-Hochberg over the five unordered pairs once each: p 0.01, 0.05, 0.3, 0.9, 0.5
-    np.testing.assert_allclose(merged.qvalue[kept], benjamini_hochberg(np.array([0.01, 0.05, 0.3, 0.9, 0.5])))
-    assert np.isnan(merged.qvalue[~kept]).all()
+    # Benjamini-Hochberg over the five unordered pairs once each, with their family p-values: the lower p doubled
+    # where both directions have one ({0, 1}: 0.02, {0, 2}: 0.10, {1, 2}: 0.6), the direction's own p where the
+    # reverse was not tested ({3, 4}: 0.9) or has no p-value ({5, 6}: 0.5).
+    np.testing.assert_allclose(merged.family_pvalue[kept], [0.02, 0.10, 0.6, 0.9, 0.5])
+    np.testing.assert_allclose(merged.qvalue[kept], benjamini_hochberg(np.array([0.02, 0.10, 0.6, 0.9, 0.5])))
+    assert np.isnan(merged.qvalue[~kept]).all() and np.isnan(merged.family_pvalue[~kept]).all()
+    np.testing.assert_array_equal(merged.pvalue, pvalue)  # the raw Engle-Granger p-values are kept as they are
     # Through JSON and back, as fanned-out results travel.
     restored = ScreenResult.from_columns(json.loads(json.dumps(merged.to_columns())))
     assert restored.preferred.dtype == bool and restored.preferred.tolist() == kept.tolist()
+
+
+def _hand_part(y, x, pvalue) -> ScreenResult:
+    n = len(y)
+    part = ScreenResult(**{name: np.zeros(n) for name in ScreenResult.__dataclass_fields__
+                           if name not in ("qvalue", "preferred", "family_pvalue")})
+    part.y_index, part.x_index, part.pvalue = np.asarray(y), np.asarray(x), np.asarray(pvalue, dtype=float)
+    part.adf_stat, part.hedge_ratio, part.half_life = np.full(n, -3.0), np.ones(n), np.full(n, 20.0)
+    return part
+
+
+def test_a_pair_tested_both_ways_enters_the_family_with_twice_its_lower_p_value():
+    # {0, 1} tested both ways (p 0.03 and 0.2), {2, 3} both ways (0.004, 0.7), {4, 5} one way only (0.03).
+    part = _hand_part([0, 1, 2, 3, 4], [1, 0, 3, 2, 5], [0.03, 0.2, 0.004, 0.7, 0.03])
+    assert reverse_tested(part).tolist() == [True, True, True, True, False]
+    merged = merge_and_adjust([part])
+    assert merged.preferred.tolist() == [True, False, True, False, True]
+    np.testing.assert_allclose(merged.family_pvalue, [0.06, np.nan, 0.008, np.nan, 0.03])
+    # Benjamini-Hochberg of the family p-values (0.06, 0.008, 0.03), not of the minima (0.03, 0.004, 0.03).
+    np.testing.assert_allclose(merged.qvalue[merged.preferred], benjamini_hochberg(np.array([0.06, 0.008, 0.03])))
+    np.testing.assert_allclose(merged.qvalue[merged.preferred], [0.06, 0.024, 0.045])
+    np.testing.assert_array_equal(merged.pvalue, [0.03, 0.2, 0.004, 0.7, 0.03])  # raw p-values untouched
+    # The thresholds read the family p-value: {0, 1}'s 0.03 would pass p <= 0.05, its family p-value 0.06 does not;
+    # {4, 5}'s 0.03 (one direction, nothing chosen) does.
+    passed, _ = passing_directions(merged, max_pvalue=0.05, max_qvalue=1.0, min_half_life=1, max_half_life=100)
+    assert passed.tolist() == [False, False, True, False, True]
+    passed, _ = passing_directions(merged, max_pvalue=1.0, max_qvalue=0.05, min_half_life=1, max_half_life=100)
+    assert passed.tolist() == [False, False, True, False, True]
+    # min(1, ...): a pair whose lower p-value is above one half enters with 1.
+    assert family_pvalues(_hand_part([0, 1], [1, 0], [0.6, 0.8]), np.array([True, False]))[0] == 1.0
+
+
+def test_on_independent_random_walks_the_selection_keeps_its_error_rates():
+    """Under the null (no pair cointegrated), with the lower of two p-values the preferred direction passed p <= 0.05
+    for about 9 % of pairs and BH at q 0.10 rejected something in about 18 % of universes; with the family p-value
+    both rates are at most their level, within three standard errors of the simulation."""
+    rng = np.random.default_rng(20261207)
+    universes, n_walks, n_bars, alpha, q_level = 600, 8, 400, 0.05, 0.10
+    passed_p = any_q = pairs = 0
+    for _ in range(universes):
+        walks = np.cumsum(rng.standard_normal((n_bars, n_walks)), axis=0)
+        merged = merge_and_adjust([screen(walks)])
+        by_p, _ = passing_directions(merged, max_pvalue=alpha, max_qvalue=1.0, min_half_life=0.0,
+                                     max_half_life=np.inf)
+        by_q, _ = passing_directions(merged, max_pvalue=1.0, max_qvalue=q_level, min_half_life=0.0,
+                                     max_half_life=np.inf)
+        passed_p += int(by_p.sum())
+        any_q += bool(by_q.any())
+        pairs += n_walks * (n_walks - 1) // 2
+    # Per pair: P(family p <= alpha) <= alpha (16,800 pairs; pairs of one universe share walks, so the bound is
+    # loose enough for that correlation).
+    assert passed_p / pairs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / pairs)
+    # Per universe (every null true: the false-discovery rate is the family-wise rate): P(any q <= 0.10) <= 0.10.
+    assert any_q / universes <= q_level + 3 * math.sqrt(q_level * (1 - q_level) / universes)

@@ -55,13 +55,24 @@ def reference_closes(directory: Path, symbols: list[str], bars: int) -> pd.DataF
     return frame.iloc[-(bars + VALIDATION):-VALIDATION]
 
 
+def doubled_thresholds_config() -> StrategyConfig:
+    """The configuration with ``max_pvalue`` 0.10 and ``max_qvalue`` 0.20: since a pair's family p-value is twice
+    its lower p-value (both directions are tested here), these pass exactly the directions the defaults (0.05,
+    0.10) passed when the lower p-value itself entered the family. These tests check the run's numbers and writes
+    on a window with candidates; at the defaults this 12-symbol window has none."""
+    config = StrategyConfig.current()
+    config.max_pvalue, config.max_qvalue = 0.10, 0.20
+    config.save()
+    return config
+
+
 def pair_keys() -> set[tuple[str, str]]:
     return set(Pair.objects.values_list("y_instrument__symbol", "x_instrument__symbol"))
 
 
 def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_candles_dir):
     import_real(shared_candles_dir, REAL_SYMBOLS)
-    config = StrategyConfig.current()
+    config = doubled_thresholds_config()
 
     outcome = screening_run(config=config, lookback_bars=LOOKBACK)
 
@@ -112,18 +123,22 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
     preferred = [rank((t["y"], t["x"])) <= rank((t["x"], t["y"])) for t in tests]
     assert [t["preferred_direction"] for t in tests] == preferred
     assert sum(preferred) == 66  # each of the 12 * 11 / 2 unordered pairs once
-    # q-values: Benjamini-Hochberg over the run's preferred directions, counting each unordered pair once; none
-    # for the other direction.
+    # q-values: Benjamini-Hochberg over the run's preferred directions, counting each unordered pair once, each
+    # with its family p-value (both directions tested: twice the lower statsmodels p-value, at most 1); none for
+    # the other direction.
     kept = np.flatnonzero(preferred)
-    np.testing.assert_allclose([tests[k]["qvalue"] for k in kept], benjamini_hochberg(reference_p[kept]), rtol=1e-8)
-    assert all(t["qvalue"] is None and not t["passed"] for t, keep in zip(tests, preferred, strict=True) if not keep)
+    family = np.minimum(1.0, 2 * reference_p[kept])
+    np.testing.assert_allclose([tests[k]["family_pvalue"] for k in kept], family, rtol=1e-8)
+    np.testing.assert_allclose([tests[k]["qvalue"] for k in kept], benjamini_hochberg(family), rtol=1e-8)
+    assert all(t["qvalue"] is None and t["family_pvalue"] is None and not t["passed"]
+               for t, keep in zip(tests, preferred, strict=True) if not keep)
 
     # Passing and candidates follow the configuration.
     for test in tests:
         half_life_ok = test["half_life"] is not None and (
             config.min_half_life_bars <= test["half_life"] <= config.max_half_life_bars
         )
-        assert test["passed"] == (test["preferred_direction"] and test["pvalue"] <= config.max_pvalue
+        assert test["passed"] == (test["preferred_direction"] and test["family_pvalue"] <= config.max_pvalue
                                   and test["qvalue"] <= config.max_qvalue)
         assert (test["confirmed_out_of_sample"] is not None) == (test["passed"] and half_life_ok)
         assert test["candidate"] == bool(test["confirmed_out_of_sample"])
@@ -163,7 +178,7 @@ def test_run_on_real_candles_matches_statsmodels_and_writes_candidates(shared_ca
 def test_run_confirmations_match_statsmodels_adfuller_and_coint_johansen(shared_candles_dir):
     """The run confirms its candidates in one batch; every stored confirmation is statsmodels' own numbers."""
     import_real(shared_candles_dir, REAL_SYMBOLS)
-    config = StrategyConfig.current()
+    config = doubled_thresholds_config()
     outcome = screening_run(config=config, lookback_bars=LOOKBACK)
 
     log_closes = np.log(reference_closes(shared_candles_dir, REAL_SYMBOLS, LOOKBACK)[REAL_SYMBOLS].to_numpy())
@@ -206,7 +221,7 @@ def test_run_confirmations_match_statsmodels_adfuller_and_coint_johansen(shared_
 
 def test_run_shared_over_forked_processes_gives_the_same_results(shared_candles_dir, settings):
     import_real(shared_candles_dir, REAL_SYMBOLS)
-    config = StrategyConfig.current()
+    config = doubled_thresholds_config()
     settings.STATARB_SCREEN_PROCESSES = 1
     single = screening_run(config=config, lookback_bars=LOOKBACK).as_json()
     settings.STATARB_SCREEN_PROCESSES = 2
@@ -217,7 +232,7 @@ def test_run_shared_over_forked_processes_gives_the_same_results(shared_candles_
 
 def test_runs_again_without_duplicates_and_count_consecutive_failures(shared_candles_dir):
     import_real(shared_candles_dir, REAL_SYMBOLS)
-    config = StrategyConfig.current()
+    config = doubled_thresholds_config()
     first = screening_run(config=config, lookback_bars=LOOKBACK)
     pairs_after_first = {p.pk: p for p in Pair.objects.all()}
     assert len(pairs_after_first) == first.run.n_candidates > 0
@@ -248,7 +263,7 @@ def test_runs_again_without_duplicates_and_count_consecutive_failures(shared_can
     assert set(Pair.objects.values_list("consecutive_failures", flat=True)) == {1}
 
     # Third run passes again: the failure count resets and nothing is duplicated.
-    config.max_qvalue = 0.10
+    config.max_qvalue = 0.20
     config.save()
     third = screening_run(config=StrategyConfig.current(), lookback_bars=LOOKBACK)
     assert third.run.n_candidates == first.run.n_candidates
