@@ -15,8 +15,8 @@ Per database: ``screening_run`` with a 2,000-bar lookback, twice: run 1 finds no
 window) updates them. Phases are timed by wrapping the module-level functions ``screening_run`` calls
 (no change to its code): window load (``screening_run_start``, of which ``price_window``), screen
 (``screening_block`` calls), finish (``screening_run_finish``, of which q-values ``merge_and_adjust``, the
-Hurst exponent and mean crossings of the passing directions ``add_series_statistics``, the out-of-sample + Johansen
-confirmations ``confirm_candidates`` (batched) and the writes ``_write``), and the total.
+Hurst exponent and mean crossings of the passing directions and the out-of-sample + Johansen confirmations of the
+candidates, batched, ``series_and_confirmations``, and the writes ``_write``), and the total.
 
 Then, without a database, the pure screen on the 126-symbol and 500-symbol universes that bench_cointegration.py
 builds, each in a fresh process so its peak RSS (ru_maxrss, including loading the files) is its own: ``screen``
@@ -71,8 +71,8 @@ PHASES = (
     ("screening_block", "screen (screening_block)"),
     ("screening_run_finish", "finish (screening_run_finish)"),
     ("merge_and_adjust", "  of which q-values (merge_and_adjust)"),
-    ("add_series_statistics", "  of which Hurst + crossings of the passing (add_series_statistics)"),
-    ("confirm_candidates", "  of which confirmations (confirm_candidates, batched)"),
+    ("series_and_confirmations", "  of which Hurst + crossings and confirmations of the passing "
+                                 "(series_and_confirmations)"),
     ("_write", "  of which writes (_write)"),
 )
 
@@ -225,7 +225,7 @@ def print_database_report(results: dict[str, dict]) -> None:
         for label, k in columns:
             run = results[label]["runs"][k]
             count = run["calls"][name]
-            suffix = f" ({count} calls)" if name in ("screening_block", "confirm_candidates") else ""
+            suffix = f" ({count} calls)" if name == "screening_block" else ""
             cells.append(f"{run['seconds'][name]:.2f}{suffix}")
         print(f"| {text} | " + " | ".join(cells) + " |")
     print("| **total (screening_run)** | " + " | ".join(
