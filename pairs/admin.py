@@ -146,19 +146,26 @@ class PairAdmin(AuditedAdmin):
 
     def _move(self, request, queryset, step: int, verb: str) -> None:
         levels = list(Level.objects.order_by("number"))
-        moved = 0
+        moved, raced = 0, 0
         for pair in queryset.select_related("level"):
             index = levels.index(pair.level) if pair.level in levels else -1
             target = index + step
             if 0 <= target < len(levels):
                 with transaction.atomic():
-                    pair_set_level(pair=pair, level=levels[target], reason=f"{verb} in the admin",
-                                   changed_by=request.user)
+                    # One rung from the level read here: a grading that moved the pair meanwhile is not stepped
+                    # over (the row's lock decides; the pair then stays where the grading put it).
+                    after = pair_set_level(pair=pair, level=levels[target], reason=f"{verb} in the admin",
+                                           changed_by=request.user, from_level_id=pair.level_id)
+                    if after.level_id != levels[target].pk:
+                        raced += 1
+                        continue
                     audit_record(action=f"{verb}_pair", channel="admin", actor=request.user, target=pair,
                                  summary=f"{pair}: {verb} to L{levels[target].number}")
                 moved += 1
         messages.success(request, f"{verb.capitalize()} {moved} pair(s); a pair at the end of the ladder stays. "
-                                  "The next grading may move a pair whose level is not locked: lock it to keep it.")
+                                  "The next grading may move a pair whose level is not locked: lock it to keep it."
+                                  + (f" {raced} pair(s) changed level meanwhile and were left where they are."
+                                     if raced else ""))
 
     @admin.action(description="Promote the selected pairs one level", permissions=["change_pair_level"])
     def promote(self, request, queryset):

@@ -175,3 +175,23 @@ def test_admin_promote_puts_a_pair_without_level_on_the_bottom_rung(staff_client
     assert off_ladder.level == levels[0]
     change = LevelChange.objects.get(pair=off_ladder)
     assert change.from_level is None and change.to_level == levels[0]
+
+
+def test_admin_promote_does_not_step_over_a_grading_that_moved_the_pair_meanwhile(staff_client, levels, monkeypatch):
+    """The action reads the pair at level 1 and means level 2; a grading demotes it to 0 before the action's write:
+    the pair is not moved two rungs up from 0, it stays where the grading put it, and the person is told."""
+    from pairs import admin as pairs_admin
+
+    pair = _pair("KKK", "LLL", levels[1])
+    real = pairs_admin.pair_set_level
+
+    def grading_first(*, pair, **kwargs):
+        Pair.objects.filter(pk=pair.pk).update(level=levels[0])  # the grading's demotion lands first
+        return real(pair=pair, **kwargs)
+
+    monkeypatch.setattr(pairs_admin, "pair_set_level", grading_first)
+    response = _action(staff_client, "promote", pair)
+    pair.refresh_from_db()
+    assert pair.level.number == 0
+    assert "1 pair(s) changed level meanwhile" in response.content.decode()
+    assert not LevelChange.objects.filter(pair=pair).exists()
