@@ -126,6 +126,7 @@ def _unwind_one_legged(ctx: TradingContext, trade: PairTrade, orders, *, vanishe
                    "executions); the other leg is closed now")
     else:
         gone = [vanished]
+        ctx.gone.setdefault(trade.pk, set()).add(vanished)  # a reduce-only close of nothing would only be refused
         message = (f"trade {trade.pk}: the exchange shows the {vanished} leg flat (read twice) and no execution "
                    "explains it; the other leg is closed now")
     with transaction.atomic(savepoint=False):

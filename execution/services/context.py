@@ -111,6 +111,8 @@ class TradingContext:
     planned_now: set[int] = field(default_factory=set)  # orders written this tick: known not to be sent yet
     settled: set[int] = field(default_factory=set)  # trades compared with the exchange this tick
     contradicted: dict[int, set[str]] = field(default_factory=dict)  # trade -> legs the exchange holds otherwise
+    # trade -> legs the exchange showed flat (read twice) with no execution to explain it: not closed again
+    gone: dict[int, set[str]] = field(default_factory=dict)
     _lease_renewed: float = field(default_factory=time.monotonic)
     events: list[str] = field(default_factory=list)
     _symbols: dict[int, str] = field(default_factory=dict)

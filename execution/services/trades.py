@@ -230,6 +230,7 @@ def _drive_close(ctx: TradingContext, trade: PairTrade, orders: list[Order]) -> 
     flat_at_exchange = _flat_at_exchange(ctx, trade, orders, action)
     if flat_at_exchange is None:
         return False  # settled: closed by hand
+    flat_at_exchange |= ctx.gone.get(trade.pk, set())
     if flat_at_exchange and all(leg in flat_at_exchange or leg_net(orders, leg) == 0 for leg in LEGS):
         close_as_reconciled(ctx, trade, orders)
         return False

@@ -146,6 +146,7 @@ def test_a_leg_gone_with_no_execution_is_read_twice_then_the_other_leg_is_unwoun
     trade = world.trade()
     assert trade.state == PairTrade.State.CLOSED and trade.exit_reason == PairTrade.ExitReason.RECONCILED, trade.error
     assert trade.orders.get(leg="x", action=Order.Action.UNWIND).status == Order.Status.FILLED
+    assert not trade.orders.filter(leg="y", action=Order.Action.UNWIND).exists()  # nothing to close there
     assert fake.position("XXXUSDT").size == 0 and fake.position("YYYUSDT").size == 0
     assert GuardEvent.objects.filter(kind="leg_closed_outside").exists()
 
