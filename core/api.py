@@ -211,9 +211,11 @@ def document_error_responses(result: dict, generator, request, public) -> dict:
 PAGINATION_PARAMETERS = ("limit", "offset", "format")
 
 
-def check_query_parameters(request, allowed) -> None:
-    """Raise a 400 naming every query parameter of ``request`` not in ``allowed`` (nor pagination or format)."""
-    unknown = sorted(set(request.query_params) - set(allowed) - set(PAGINATION_PARAMETERS))
+def check_query_parameters(request, allowed, *, paginated: bool = True) -> None:
+    """Raise a 400 naming every query parameter of ``request`` not in ``allowed`` (nor format, nor pagination's
+    unless the answer is not ``paginated``: a limit that limits nothing must not read as if it did)."""
+    unknown = sorted(set(request.query_params) - set(allowed)
+                     - set(PAGINATION_PARAMETERS if paginated else ("format",)))
     if unknown:
         raise ValidationError({name: ["unknown query parameter"] for name in unknown})
     check_format(request)

@@ -102,7 +102,7 @@ class PerformanceApi(APIView):
 
     @extend_schema(parameters=SCOPE_DOC, responses=PerformanceOutputSerializer)
     def get(self, request):
-        check_query_parameters(request, SCOPE_PARAMETERS)
+        check_query_parameters(request, SCOPE_PARAMETERS, paginated=False)
         summary = scope_performance(scope_from_params(request.query_params))
         return Response(self.PerformanceOutputSerializer(asdict(summary)).data)
 
@@ -138,7 +138,7 @@ class EquityListApi(APIView):
 
     @extend_schema(parameters=SCOPE_DOC, responses=EquityOutputSerializer(many=True))
     def get(self, request):
-        check_query_parameters(request, SCOPE_PARAMETERS)
+        check_query_parameters(request, SCOPE_PARAMETERS, paginated=False)
         points = scope_equity(scope_from_params(request.query_params))
         # One point per day for years: no serializer per point (4x faster), and the time zone looked up once, not
         # per point as DateTimeField.to_representation does (half of the rest); the same ISO 8601 text.
@@ -193,7 +193,7 @@ class PositionListApi(APIView):
 
     @extend_schema(parameters=[InputSerializer], responses=PositionOutputSerializer(many=True))
     def get(self, request):
-        check_query_parameters(request, ("account",))
+        check_query_parameters(request, ("account",), paginated=False)
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         account = params.validated_data.get("account")

@@ -121,7 +121,7 @@ class ApiRoot(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, format=None):
-        check_query_parameters(request, ())
+        check_query_parameters(request, (), paginated=False)
         names = ("levels", "pairs", "pair-statistics", "accounts", "trades", "orders", "fills", "funding",
                  "positions", "daily-pnl", "performance", "equity", "guard-events", "halts", "schema", "docs", "redoc")
         return Response({name: reverse(f"api:{name}", request=request, format=format) for name in names})

@@ -90,7 +90,7 @@ def test_free_form_json_is_one_cell_so_the_columns_stay_the_same_page_after_page
                                                  "severity": "info", "message": "m", "details": None}]
     pages = [CsvRenderer().render(page, renderer_context=context).decode() for page in (first, second, [])]
     headers = {page.splitlines()[0] for page in pages}
-    assert headers == {"id,created_at,account,kind,severity,message,details"}
+    assert headers == {"id,created_at,account,account_name,kind,severity,message,details"}
     rows = list(csv.DictReader(io.StringIO(pages[0]))) + list(csv.DictReader(io.StringIO(pages[1])))
     assert [r["details"] for r in rows] == ['{"limit": {"daily": "10"}, "loss": "12.5"}', '{"orders": [1, 2]}', ""]
 
@@ -103,7 +103,7 @@ def test_guard_events_csv_has_fixed_columns_whatever_their_details(api_client):
     GuardEventFactory(details={"orders": [1, 2], "symbol": "BTCUSDT"})
     for limit_offset in ("limit=1&offset=0", "limit=1&offset=1"):
         text = api_client.get(f"/api/v1/guard-events/?format=csv&{limit_offset}").content.decode()
-        assert text.splitlines()[0] == "id,created_at,account,kind,severity,message,details"
+        assert text.splitlines()[0] == "id,created_at,account,account_name,kind,severity,message,details"
 
 
 def test_an_api_write_refuses_a_field_it_does_not_know():

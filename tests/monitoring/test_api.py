@@ -164,6 +164,16 @@ def test_an_unknown_query_parameter_is_refused_by_name(api_client):
         assert response.json() == {"symbl": ["unknown query parameter"]}
 
 
+def test_a_limit_or_offset_on_an_answer_that_is_not_paged_is_refused(api_client):
+    account = ExchangeAccountFactory(name="unpaged")
+    for path, params in (("/api/v1/performance/", {"account": account.name}), ("/api/v1/equity/",
+                         {"account": account.name}), ("/api/v1/positions/", {}), ("/api/v1/", {})):
+        for name in ("limit", "offset"):
+            response = api_client.get(path, {**params, name: "10"})
+            assert response.status_code == 400 and response.json() == {name: ["unknown query parameter"]}, path
+    assert api_client.get("/api/v1/trades/", {"limit": "10", "offset": "0"}).status_code == 200
+
+
 def test_trades_filter_by_symbol_pair_and_account_name(api_client):
     wanted = PairTradeFactory()
     PairTradeFactory()
@@ -207,8 +217,8 @@ def test_every_list_reads_as_csv(api_client):
     assert "orders" in trade_csv.splitlines()[0]
     # An empty list still has its header row: a reporting tool takes its columns from it.
     empty = api_client.get("/api/v1/halts/", {"format": "csv"}).content.decode()
-    assert empty.splitlines() == ["id,account,pair,mode,source,trigger,reason,flatten,until,breach_multiple,created_at,"
-                                  "cleared_at"]
+    assert empty.splitlines() == ["id,account,account_name,pair,mode,source,trigger,reason,flatten,until,"
+                                  "breach_multiple,created_at,cleared_at"]
 
 
 def test_accounts_list_has_no_secret(api_client):
