@@ -13,6 +13,13 @@ try:
     SECRET_KEY = env("SECRET_KEY")
 except ImproperlyConfigured as exc:
     raise ImproperlyConfigured("SECRET_KEY must be set in the environment in production.") from exc
+# The example file's placeholder, the local settings' key or a short one would sign the sessions and the password
+# resets of a system that trades money: refused at start (manage.py check --deploy only warns, and nobody runs it
+# in a unit file).
+if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure") or "change-me" in SECRET_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY in production must be 50 or more random characters, not a placeholder: e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(64))'")
 
 # https://docs.djangoproject.com/en/5.2/ref/settings/#allowed-hosts
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STRONG_SECRET_KEY = "Vq3$kP9!zL2@wR7#xT5%nB8^mC4&hJ6*dF1(gS0)yU2-eA9_iO3+pQ7=rW5~tZ8"
 
@@ -109,6 +111,15 @@ def test_production_without_secret_key_fails_naming_it(tmp_path):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert "SECRET_KEY must be set" in result.stderr
+
+
+@pytest.mark.parametrize("key", ["change-me-to-50-or-more-random-characters", "short-but-random-Xk29",
+                                 "django-insecure-local-development-only-never-use-in-production"])
+def test_production_refuses_a_placeholder_or_short_secret_key(tmp_path, key):
+    result = _run(["-c", "import django; django.setup()"],
+                  _production(tmp_path, SECRET_KEY=key, ALLOWED_HOSTS="statarb.example.com"))
+    assert result.returncode != 0
+    assert "SECRET_KEY in production must be 50 or more random characters" in result.stderr
 
 
 def test_production_without_allowed_hosts_fails_naming_it(tmp_path):
