@@ -178,10 +178,6 @@ def _times_by_account(rows) -> dict[int, list[datetime]]:
     return by_account
 
 
-def _qty(value: Decimal) -> str:
-    return format(value.normalize(), "f")
-
-
 def _at(moment: datetime | None) -> str:
     return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
 
