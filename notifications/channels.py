@@ -3,8 +3,10 @@ outage, timeout, 5xx, 429) or give up (a definite refusal: 400, 403, a refused r
 
 Telegram is the Bot API's sendMessage over HTTP (httpx), HTML parse mode with every text escaped. A message longer
 than Telegram's 4,096 characters goes out in parts marked (1/3), (2/3)...; ``parts_sent`` lets a retry go on from
-the part that failed instead of sending the first ones again. The bot token is part of the URL: nothing here ever
-stores or logs an error text that has not passed ``core.secrets.redact``.
+the part that failed instead of sending the first ones again. A group upgraded to a supergroup (400 with
+migrate_to_chat_id) gets its messages at the supergroup's id, and the error log asks for the setting to be fixed. The
+bot token is part of the URL: nothing here ever stores or logs an error text that has not passed
+``core.secrets.redact``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Outcome:
     reason: str = ""
     retry_after_s: float | None = None  # the server's own wait (Telegram's 429 retry_after)
     parts_sent: int = 0
+    migrate_to: str = ""  # Telegram's migrate_to_chat_id: the group became this supergroup
 
     @property
     def sent(self) -> bool:
@@ -82,6 +85,8 @@ class TelegramChannel:
         self.token = token if token is not None else settings.TELEGRAM_BOT_TOKEN
         self.api_url = (api_url or settings.TELEGRAM_API_URL).rstrip("/")
         self._client = httpx.Client(timeout=timeout_s)
+        # chat id -> (the supergroup it was upgraded to, the note that says so), as Telegram told this channel
+        self._migrated: dict[str, tuple[str, str]] = {}
 
     def close(self) -> None:
         self._client.close()
@@ -92,12 +97,27 @@ class TelegramChannel:
         parts are delivered, so that a sender killed in the middle resumes after them instead of repeating them."""
         parts = telegram_parts(message)
         for index in range(parts_sent, len(parts)):
-            outcome = self._send_one(chat_id, parts[index])
+            target, note = self._migrated.get(chat_id, (chat_id, ""))
+            outcome = self._send_one(target, parts[index])
+            if outcome.migrate_to and not note:
+                target, note = self._migrate(chat_id, outcome.migrate_to)
+                outcome = self._send_one(target, parts[index])
             if not outcome.sent:
-                return Outcome(outcome.kind, outcome.reason, outcome.retry_after_s, parts_sent=index)
+                return Outcome(outcome.kind, (outcome.reason + ("; " + note if note else ""))[:1000],
+                               outcome.retry_after_s, parts_sent=index)
             if progress is not None and index + 1 < len(parts):
                 progress(index + 1)
-        return Outcome("sent", parts_sent=len(parts))
+        return Outcome("sent", self._migrated.get(chat_id, ("", ""))[1], parts_sent=len(parts))
+
+    def _migrate(self, chat_id: str, new_chat_id: str) -> tuple[str, str]:
+        """The group ``chat_id`` became the supergroup ``new_chat_id`` (Telegram answers 400 with
+        migrate_to_chat_id and never takes a message for the old id again): this channel sends there from now on,
+        and the error log asks for the setting to be fixed, so no alert is lost in the meantime."""
+        note = (f"chat {chat_id} was upgraded to the supergroup {new_chat_id}: sent there; replace {chat_id} with "
+                f"{new_chat_id} in TELEGRAM_CHAT_IDS (and TELEGRAM_COMMAND_CHAT_IDS)")
+        logger.error("telegram: %s", note)
+        self._migrated[chat_id] = (new_chat_id, note)
+        return self._migrated[chat_id]
 
     def _send_one(self, chat_id: str, text: str) -> Outcome:
         if not self.token:
@@ -130,7 +150,9 @@ def telegram_outcome(response: httpx.Response) -> Outcome:
         retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
         return Outcome("retry", reason, retry_after_s=float(retry_after) if retry_after is not None else None)
     if response.status_code in (400, 403):
-        return Outcome("give_up", reason)
+        parameters = payload.get("parameters")
+        migrate_to = parameters.get("migrate_to_chat_id") if isinstance(parameters, dict) else None
+        return Outcome("give_up", reason, migrate_to=str(migrate_to) if migrate_to is not None else "")
     return Outcome("retry", reason)  # 5xx, 401/404 (a token being fixed), anything else: try again later
 
 

@@ -283,8 +283,10 @@ class Sender:
         attempts = head.attempts + 1
         release = {"lease_owner": "", "lease_until": None}
         if outcome.kind == "sent":
+            # A sent message's reason is a note (a group upgraded to a supergroup: the setting to fix), else empty.
             mine.filter(pk=head.pk).update(status=Delivery.Status.SENT, attempts=attempts, sent_at=now,
-                                           parts_sent=outcome.parts_sent, last_error="", **release)
+                                           parts_sent=outcome.parts_sent, last_error=outcome.reason[:1000],
+                                           **release)
             folded = mine.filter(pk__in=follower_ids).update(status=Delivery.Status.FOLDED, folded_into=head,
                                                              sent_at=now, **release)
             self.report.sent += 1

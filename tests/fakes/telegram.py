@@ -664,6 +664,7 @@ class FakeTelegram:
 
         self._chats: dict[int, Chat] = {}
         self._blocked: set[int] = set()
+        self._migrated: dict[int, int] = {}  # a group upgraded to a supergroup -> the supergroup's id
         self._message_ids: dict[int, itertools.count] = {}
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}  # every message, for reply_to lookups
         self._delivered: list[DeliveredMessage] = []
@@ -800,6 +801,16 @@ class FakeTelegram:
                 self._blocked.add(int(chat_id))
             else:
                 self._blocked.discard(int(chat_id))
+
+    def migrate_chat(self, chat_id: int, new_chat_id: int, title: str | None = None) -> Chat:
+        """The group ``chat_id`` was upgraded to the supergroup ``new_chat_id``: sendMessage to the old id answers
+        400 "group chat was upgraded to a supergroup chat" with ``parameters.migrate_to_chat_id``, as on Telegram;
+        the supergroup is a known chat from now on."""
+        with self._lock:
+            old = self._chats.get(int(chat_id))
+            self._migrated[int(chat_id)] = int(new_chat_id)
+        return self.add_chat(int(new_chat_id), title or (old.title if old is not None else None),
+                             chat_type="supergroup")
 
     def chats(self) -> dict[int, Chat]:
         with self._lock:
@@ -1178,8 +1189,13 @@ class FakeTelegram:
         """Checks, in order: chat (400 chat_id is empty / chat not found), forced 429, text (400 message text is
         empty), parse_mode (400 unsupported parse_mode), entities (400 can't parse entities: ...), length (400 message
         is too long), reply_markup, reply target (400 message to be replied not found, unless
-        allow_sending_without_reply), blocked (403), flood limits (429). Only a message passing all is delivered."""
+        allow_sending_without_reply), blocked (403), flood limits (429). A chat upgraded to a supergroup
+        (:meth:`migrate_chat`) answers 400 with ``migrate_to_chat_id`` right after the chat is found. Only a message
+        passing all is delivered."""
         chat = self._resolve_chat(params)
+        if chat.id in self._migrated:
+            raise TelegramError(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                                {"migrate_to_chat_id": self._migrated[chat.id]})
         self._check_forced_limit(chat.id)
         raw_text = params.get("text")
         text = "" if raw_text is None else str(raw_text)

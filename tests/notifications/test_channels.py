@@ -1,4 +1,4 @@
-"""The console channel: what the demo prints for each notification."""
+"""The channels: what the demo prints for each notification, and Telegram's answers the Telegram channel meets."""
 
 from __future__ import annotations
 
@@ -64,3 +64,27 @@ def test_the_mail_timeout_is_set_by_default():
     from django.conf import settings
 
     assert settings.EMAIL_TIMEOUT == 10.0
+
+
+@pytest.mark.django_db
+def test_a_group_upgraded_to_a_supergroup_still_gets_its_alerts_and_the_log_says_what_to_fix(telegram, settings,
+                                                                                             caplog):
+    """Telegram answers 400 with migrate_to_chat_id for a group upgraded to a supergroup and never takes a message for
+    the old id again: giving up there lost every alert of the desk's group until someone noticed."""
+    from notifications.models import Delivery
+    from notifications.sender import notifications_send
+    from notifications.services import notify
+
+    settings.TELEGRAM_CHAT_IDS = "-4001:info"
+    telegram.add_chat(-4001, "desk", chat_type="group")
+    telegram.migrate_chat(-4001, -1004001)
+    notify(topic="trade_opened", text="first")
+    notify(topic="guard_halt", text="second", severity="critical")
+    with caplog.at_level("ERROR", logger="statarb.notifications"):
+        notifications_send(budget_s=5)
+
+    assert [m.plain_text.splitlines()[1] for m in telegram.delivered(-1004001)] == ["first", "second"]
+    rows = Delivery.objects.filter(target="-4001").order_by("id")
+    assert [row.status for row in rows] == [Delivery.Status.SENT, Delivery.Status.SENT]
+    assert all("replace -4001 with -1004001 in TELEGRAM_CHAT_IDS" in row.last_error for row in rows)
+    assert "upgraded to the supergroup -1004001" in caplog.text
