@@ -3,7 +3,8 @@ outage, timeout, 5xx, 429) or give up (a definite refusal: 400, 403, a refused r
 
 Telegram is the Bot API's sendMessage over HTTP (httpx), HTML parse mode with every text escaped. A message longer
 than Telegram's 4,096 characters goes out in parts marked (1/3), (2/3)...; ``parts_sent`` lets a retry go on from
-the part that failed instead of sending the first ones again. A group upgraded to a supergroup (400 with
+the part that failed instead of sending the first ones again; a message sent again after a try that may have arrived
+is marked so in its header (``Message.repeat``). A group upgraded to a supergroup (400 with
 migrate_to_chat_id) gets its messages at the supergroup's id, and the error log asks for the setting to be fixed. The
 bot token is part of the URL: nothing here ever stores or logs an error text that has not passed
 ``core.secrets.redact``.
@@ -38,6 +39,12 @@ class Message:
     topic: str
     severity: str
     text: str
+    # An earlier try may have arrived (it timed out after the request went out, or its sender died before recording
+    # the answer): the reader is told, so that a repeated "trade opened" is not read as a second trade.
+    repeat: bool = False
+
+
+REPEAT_MARK = " (sent again: the last try may have arrived)"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Outcome:
     reason: str = ""
     retry_after_s: float | None = None  # the server's own wait (Telegram's 429 retry_after)
     parts_sent: int = 0
+    maybe_delivered: bool = False  # a retry whose request went out unanswered: it may have arrived
     migrate_to: str = ""  # Telegram's migrate_to_chat_id: the group became this supergroup
 
     @property
@@ -73,10 +81,11 @@ def telegram_parts(message: Message) -> list[str]:
     """The HTML texts to send: a bold header with the topic, then the escaped text, split as needed."""
     chunks = split_text(message.text)
     mark = SEVERITY_MARK.get(message.severity, "")
+    again = REPEAT_MARK if message.repeat else ""
     out = []
     for index, chunk in enumerate(chunks, start=1):
         counter = f" ({index}/{len(chunks)})" if len(chunks) > 1 else ""
-        out.append(f"{mark} <b>{html.escape(message.topic)}</b>{counter}\n{html.escape(chunk)}")
+        out.append(f"{mark} <b>{html.escape(message.topic)}</b>{again}{counter}\n{html.escape(chunk)}")
     return out
 
 
@@ -104,7 +113,7 @@ class TelegramChannel:
                 outcome = self._send_one(target, parts[index])
             if not outcome.sent:
                 return Outcome(outcome.kind, (outcome.reason + ("; " + note if note else ""))[:1000],
-                               outcome.retry_after_s, parts_sent=index)
+                               outcome.retry_after_s, parts_sent=index, maybe_delivered=outcome.maybe_delivered)
             if progress is not None and index + 1 < len(parts):
                 progress(index + 1)
         return Outcome("sent", self._migrated.get(chat_id, ("", ""))[1], parts_sent=len(parts))
@@ -126,8 +135,10 @@ class TelegramChannel:
         body = {"chat_id": chat_id, "text": text, "parse_mode": "HTML", "disable_web_page_preview": True}
         try:
             response = self._client.post(url, json=body)
-        except httpx.HTTPError as exc:  # refused, reset, timed out: temporary (and possibly delivered: see sender)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # it never went out
             return Outcome("retry", redact(f"{type(exc).__name__}: {exc}"))
+        except httpx.HTTPError as exc:  # reset, timed out, no answer after the request: possibly delivered
+            return Outcome("retry", redact(f"{type(exc).__name__}: {exc}"), maybe_delivered=True)
         return telegram_outcome(response)
 
 
@@ -158,7 +169,7 @@ def telegram_outcome(response: httpx.Response) -> Outcome:
 
 class EmailChannel:
     def send(self, address: str, message: Message, *, parts_sent: int = 0, progress=None) -> Outcome:
-        subject = f"[statarb {message.severity}] {message.topic}"
+        subject = f"[statarb {message.severity}] {message.topic}" + (REPEAT_MARK if message.repeat else "")
         try:
             send_mail(subject, message.text, None, [address], fail_silently=False)
         except smtplib.SMTPRecipientsRefused as exc:

@@ -77,6 +77,9 @@ class Delivery(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     parts_sent = models.PositiveSmallIntegerField(
         default=0, help_text="parts of a long message already delivered; a retry goes on from the next one")
+    maybe_sent = models.BooleanField(
+        default=False, help_text="an earlier try may have arrived (a timeout after the request went out, or a sender "
+                                 "that died holding it): the next one is marked as possibly a repeat")
     folded_into = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="folded")
     last_error = models.CharField(max_length=1000, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -11,7 +11,8 @@ same lease.
 A temporary fault (outage, timeout, 5xx) waits with exponential backoff and jitter and never gives up, so an outage
 of any length ends with every message delivered; a 429 waits what Telegram's ``retry_after`` says; a definite
 refusal (400, 403) gives up with the reason stored. A timed-out request may have been delivered: it is retried (a
-duplicate is better than a lost alert); an answered request is never sent again.
+duplicate is better than a lost alert), marked in its header as possibly a repeat, as is a message taken over from a
+sender that died before it could record the answer; an answered request is never sent again.
 
 Rate control: a chat receives at most one message (or part of a split message) per ``TELEGRAM_MIN_INTERVAL_S``
 (Telegram's limit is about 1 a second per chat, 30 a second overall). Every commit's nudge starts a new sender, so a
@@ -35,7 +36,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Min
+from django.db.models import Max, Min, Q
 
 from core.clock import Clock, ManualClock, WallClock
 from notifications.channels import EmailChannel, LogChannel, Message, Outcome, TelegramChannel
@@ -256,17 +257,20 @@ class Sender:
         now = self.clock.now()
         if not _claim([head.pk], self.owner, now):
             return False  # another sender has it
-        follower_ids = _claim(followers(head, now), self.owner, now)
+        candidates = followers(head, now)
+        repeat = _maybe_sent_before(head, candidates)  # read before the claim overwrites a dead sender's lease
+        follower_ids = _claim(candidates, self.owner, now)
         others = list(Notification.objects.filter(deliveries__id__in=follower_ids).order_by("deliveries__id"))
         note = head.notification
-        message = Message(topic=note.topic, severity=folded_severity(note, others), text=folded_text(note, others))
+        message = Message(topic=note.topic, severity=folded_severity(note, others), text=folded_text(note, others),
+                          repeat=repeat)
         try:
             outcome = self.channel(head.channel).send(head.target, message, parts_sent=head.parts_sent,
                                                       progress=partial(self._parts_delivered, head.pk))
         except Exception as exc:  # one broken channel must not stop the others; the row retries
             logger.exception("notification channel %s failed", head.channel)
             outcome = Outcome("retry", f"{type(exc).__name__} in the {head.channel} channel")
-        self._record(head, follower_ids, outcome)
+        self._record(head, follower_ids, outcome, repeat=repeat)
         return True
 
     def _parts_delivered(self, delivery_id: int, parts: int) -> None:
@@ -277,7 +281,7 @@ class Sender:
         mine.update(lease_until=self.clock.now() + LEASE)
 
     @transaction.atomic
-    def _record(self, head: Delivery, follower_ids: list[int], outcome: Outcome) -> None:
+    def _record(self, head: Delivery, follower_ids: list[int], outcome: Outcome, *, repeat: bool = False) -> None:
         now = self.clock.now()
         mine = Delivery.objects.filter(lease_owner=self.owner)
         attempts = head.attempts + 1
@@ -293,7 +297,7 @@ class Sender:
             self.report.folded += folded
         else:
             values = {"attempts": attempts, "last_error": outcome.reason[:1000], "parts_sent": outcome.parts_sent,
-                      **release}
+                      "maybe_sent": repeat or outcome.maybe_delivered, **release}
             if outcome.kind == "give_up":
                 values.update(status=Delivery.Status.FAILED)
                 self.report.failed += 1
@@ -308,9 +312,20 @@ class Sender:
                 values.update(next_attempt_at=now + timedelta(seconds=wait))
                 self.report.retried += 1
             mine.filter(pk=head.pk).update(**values)
-            mine.filter(pk__in=follower_ids).update(**release)  # they go out with a later head
+            # They go out with a later head, marked as the head is when this message may have arrived.
+            mine.filter(pk__in=follower_ids).update(**release, **({"maybe_sent": True} if outcome.maybe_delivered
+                                                                  else {}))
         _notifications_settle([head.notification_id, *Delivery.objects.filter(pk__in=follower_ids)
                               .values_list("notification_id", flat=True)])  # fmt: skip
+
+
+def _maybe_sent_before(head: Delivery, follower_ids: list[int]) -> bool:
+    """Whether an earlier try of this message may have arrived: one of its deliveries timed out after its request
+    went out, or was left by a sender that died holding it (a lease owner that is still set: the lease ran out before
+    the outcome was recorded, and the message may have been sent)."""
+    if head.maybe_sent or head.lease_owner:
+        return True
+    return Delivery.objects.filter(pk__in=follower_ids).filter(Q(maybe_sent=True) | ~Q(lease_owner="")).exists()
 
 
 def _notifications_settle(notification_ids: list[int]) -> None:

@@ -1,0 +1,74 @@
+"""A message that may already have arrived is sent again (never lost) and says so (never read as a second event)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from core.clock import ManualClock
+from notifications.channels import REPEAT_MARK
+from notifications.models import Delivery
+from notifications.sender import LEASE, Sender
+from notifications.services import notify
+from tests.fakes.telegram import ALERTS_CHAT_ID
+
+pytestmark = pytest.mark.django_db
+
+
+def headers(fake) -> list[str]:
+    return [m.plain_text.splitlines()[0] for m in fake.delivered(ALERTS_CHAT_ID)]
+
+
+def test_a_resend_after_an_unanswered_request_is_marked_as_a_possible_repeat(telegram):
+    """The request went out, Telegram delivered it, the answer never came back: the retry is a duplicate in the chat,
+    and without a mark a trader reads two "trade opened" as two trades."""
+    notify(topic="trade_opened", text="[lvl1] BTC/ETH trade 7 opened")
+    clock = ManualClock(timezone.now())
+    with telegram.outage("after_deliver_drop"):
+        assert Sender(clock=clock).run(budget_s=5).retried == 1
+    row = Delivery.objects.get(target=str(ALERTS_CHAT_ID))
+    assert row.status == Delivery.Status.PENDING and row.maybe_sent
+
+    clock.advance(timedelta(minutes=1))
+    Sender(clock=clock).run(budget_s=5)
+
+    first, second = headers(telegram)
+    assert REPEAT_MARK.strip() not in first
+    assert second.endswith(f"trade_opened{REPEAT_MARK}")
+    assert [m.plain_text.splitlines()[1] for m in telegram.delivered(ALERTS_CHAT_ID)] == [
+        "[lvl1] BTC/ETH trade 7 opened"] * 2
+
+
+def test_a_resend_after_a_refused_connection_is_not_marked(telegram):
+    notify(topic="trade_opened", text="opened")
+    clock = ManualClock(timezone.now())
+    with telegram.outage("refuse"):
+        Sender(clock=clock).run(budget_s=1)
+    assert not Delivery.objects.get(target=str(ALERTS_CHAT_ID)).maybe_sent  # it never went out
+    clock.advance(timedelta(minutes=1))
+    Sender(clock=clock).run(budget_s=5)
+    assert [REPEAT_MARK.strip() in header for header in headers(telegram)] == [False]
+
+
+def test_a_message_taken_over_from_a_sender_that_died_before_recording_is_marked(telegram, monkeypatch):
+    class Killed(BaseException):  # as SIGKILL: nothing in the sender catches it
+        pass
+
+    def dies(self, *args, **kwargs):
+        raise Killed
+
+    notify(topic="guard_halt", text="halted lvl1", severity="critical")
+    clock = ManualClock(timezone.now())
+    monkeypatch.setattr(Sender, "_record", dies)
+    with pytest.raises(Killed):
+        Sender(clock=clock).run(budget_s=5)
+    monkeypatch.undo()
+    assert len(telegram.delivered(ALERTS_CHAT_ID)) == 1  # delivered, but nobody recorded it
+
+    clock.advance(LEASE + timedelta(seconds=1))
+    Sender(clock=clock).run(budget_s=5)
+    first, second = headers(telegram)
+    assert second.endswith(f"guard_halt{REPEAT_MARK}") and REPEAT_MARK.strip() not in first
+    assert Delivery.objects.get(target=str(ALERTS_CHAT_ID)).status == Delivery.Status.SENT
