@@ -7,7 +7,9 @@ whitelisted chat. Changes (/halt, /flatten, /resume) need the Telegram user mapp
 risk.clear_halt to resume); they are confirmed with a one-time code (``/confirm 1a2b3c``, valid 2 minutes, for the
 same user in the same chat) and audited with the user the Telegram user is mapped to through ``risk.services``. A
 refused change (or a wrong confirmation code) is audited too, with its reason (action ``refused``); the chat is
-told only the audit entry's number.
+told only the audit entry's number. A change asked with arguments that name no account, more than one, or words
+it does not take is refused (audited) with its usage, never carried out on a guess; one asked in a chat that is not
+whitelisted is audited and not answered. A read with a malformed number or too many arguments answers its usage.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from risk.models import Halt
 logger = logging.getLogger(__name__)
 
 CONFIRM_TTL_S = 120.0
-READS: dict[str, Callable[[list[str]], str]] = {
-    "status": reports.status, "profit": reports.profit, "daily": reports.daily, "balance": reports.balance,
-    "trades": reports.trades, "pairs": reports.pairs,
+# Each read and the most arguments it takes: more is a mistake answered with its usage, never silently dropped.
+READS: dict[str, tuple[Callable[[list[str]], str], int]] = {
+    "status": (reports.status, 0), "profit": (reports.profit, 1), "daily": (reports.daily, 1),
+    "balance": (reports.balance, 0), "trades": (reports.trades, 1), "pairs": (reports.pairs, 1),
 }  # fmt: skip
 PERMISSIONS = {"halt": "execution.halt_account", "flatten": "execution.halt_account", "resume": "risk.clear_halt"}
 HELP = """/status - open trades with unrealised PnL, halts
@@ -110,20 +113,34 @@ class Console:
         self.bot_username = bot_username  # this bot's (the poller asks getMe): commands to another bot are not ours
 
     def answer(self, message: Incoming) -> str | None:
-        if message.chat_id not in command_chats():
-            return None  # not even an error: an unknown chat learns nothing
         command, args = parse_command(message.text, bot_username=self.bot_username)
+        if message.chat_id not in command_chats():
+            if command in PERMISSIONS or command == "confirm":  # a change asked from elsewhere: on the record
+                self._audit_refusal(message, f"/{command}", f"chat {message.chat_id} is not a command chat",
+                                    user=self._user(message)[0])
+            return None  # not even an error: an unknown chat learns nothing
         if not command:
             return None
         if command in ("help", "start"):
             return HELP
         if command in READS:
-            return READS[command](args)
+            return self._read(command, args)
         if command in PERMISSIONS:
             return self._ask(message, command, args)
         if command == "confirm":
             return self._confirm(message, args)
         return f"unknown command /{command}; /help lists them"
+
+    @staticmethod
+    def _read(command: str, args: list[str]) -> str:
+        read, most = READS[command]
+        if len(args) > most:
+            return f"/{command} takes {'no argument' if not most else f'at most {most} argument'}; usage: " \
+                   f"{usage(command)}"  # fmt: skip
+        try:
+            return read(args)
+        except reports.BadArgument as exc:
+            return f"{exc}; usage: {usage(command)}"
 
     def _user(self, message: Incoming) -> tuple[object | None, str]:
         """The active user the sender is mapped to, or None and why not (for the audit trail, not the chat)."""
@@ -146,24 +163,30 @@ class Console:
     def _refused(self, message: Incoming, what: str, why: str, *, user=None) -> str:
         """Record a refused request and answer the chat without the reason: a group's members need not learn who
         is mapped to whom nor which permission is missing; an administrator reads it in the audit trail."""
+        entry = self._audit_refusal(message, what, why, user=user)
+        return f"not allowed (refusal #{entry.pk} in the audit trail: ask an administrator)"
+
+    @staticmethod
+    def _audit_refusal(message: Incoming, what: str, why: str, *, user=None):
         entry = audit_record(action="refused", channel="telegram", actor=user, actor_label=_label(message, user),
                              summary=f"{what} refused: {why}",
                              details={"chat": message.chat_id, "telegram_user": message.user_id,
                                       "telegram_username": message.username or "", "reason": why})
         logger.warning("telegram: %s from Telegram user %s refused: %s", what, message.user_id, why)
-        return f"not allowed (refusal #{entry.pk} in the audit trail: ask an administrator)"
+        return entry
 
     def _ask(self, message: Incoming, command: str, args: list[str]) -> str:
-        _, refusal = self._allowed(message, command)
+        # A new request voids the one waiting for its code, refused or not: a /confirm never carries out a request
+        # older than the sender's last.
+        self.pending.pop((message.chat_id, message.user_id), None)
+        user, refusal = self._allowed(message, command)
         if refusal:
             return refusal
-        flatten = command == "flatten" or "flatten" in [a.lower() for a in args]
-        names = [a for a in args if a.lower() != "flatten"]
-        account = None
-        if names:
-            account = ExchangeAccount.objects.filter(name=names[0]).first()
-            if account is None:
-                return f"no account named {names[0]!r}"
+        request = _change_request(command, args)
+        if isinstance(request, str):  # never carried out on a guess: the whole request is refused
+            entry = self._audit_refusal(message, f"/{command} {' '.join(args)}".strip(), request, user=user)
+            return f"{request} (refusal #{entry.pk}); usage: {usage(command)}"
+        account, flatten = request
         code = secrets.token_hex(3)
         self.pending[(message.chat_id, message.user_id)] = _Pending(
             code=code, command=command, account=account, flatten=flatten, expires=self.clock() + CONFIRM_TTL_S)
@@ -195,6 +218,29 @@ class Console:
                              reason=f"/{pending.command} from Telegram by {user.get_username()}")
         scope = pending.account.name if pending.account else "every account"
         return f"halted {scope}" + (" and flattening its open trades" if halt.flatten else "") + f" (halt #{halt.pk})"
+
+
+def usage(command: str) -> str:
+    """The command's line of HELP, without its description."""
+    return next((line.split(" - ")[0] for line in HELP.splitlines() if line.split()[0] == f"/{command}"),
+                f"/{command}")
+
+
+def _change_request(command: str, args: list[str]) -> tuple[ExchangeAccount | None, bool] | str:
+    """(the account, flatten) a /halt, /flatten or /resume asks for, or what is wrong with its arguments: at most one
+    account name, and the word ``flatten`` only after /halt."""
+    flags = [a for a in args if a.lower() == "flatten"]
+    names = [a for a in args if a.lower() != "flatten"]
+    if len(names) > 1:
+        return f"more than one account ({', '.join(map(repr, names))}): name one, or none for all"
+    if flags and (command != "halt" or len(flags) > 1):
+        return f"/{command} does not take 'flatten' here"
+    account = None
+    if names:
+        account = ExchangeAccount.objects.filter(name=names[0]).first()
+        if account is None:
+            return f"no account named {names[0]!r}"
+    return account, command == "flatten" or bool(flags)
 
 
 def _label(message: Incoming, user) -> str:

@@ -14,11 +14,18 @@ from risk.selectors import active_halts
 MAX_ROWS = 30
 
 
+class BadArgument(ValueError):
+    """An argument the read can't use: the console answers its text and the command's usage."""
+
+
 def _count(args: list[str], default: int) -> int:
-    try:
-        return max(1, min(MAX_ROWS, int(args[0]))) if args else default
-    except ValueError:
+    """The number of rows the first argument asks for (at most MAX_ROWS); a word or a number below 1 is a mistake
+    to be told, not a reason to answer something else than was asked."""
+    if not args:
         return default
+    if not (args[0].isascii() and args[0].isdigit()) or int(args[0]) < 1:
+        raise BadArgument(f"{args[0]!r} is not a number of rows (1 to {MAX_ROWS})")
+    return min(MAX_ROWS, int(args[0]))
 
 
 def _money(value) -> str:

@@ -213,3 +213,62 @@ def test_a_long_reply_arrives_whole_under_telegrams_rate_limit():
         assert len(parts) >= 3 and "".join(p.plain_text for p in parts).count("trade line") == 150
         assert clock[0] >= 1000.0 + 3 + 2  # the 429's wait, then a second before each later part
         assert fake.errors == []
+
+
+def test_a_change_with_arguments_it_cannot_take_is_refused_audited_and_never_guessed(fake_telegram, console,
+                                                                                   django_user_model):
+    """`/halt lvl1 lvl2` halted lvl1 alone, `/halt lvl1 flaten` halted without flattening and `/resume lvl1 flatten`
+    resumed: words it did not take were dropped and a guess was carried out."""
+    ExchangeAccountFactory(name="lvl1")
+    ExchangeAccountFactory(name="lvl2")
+    trader(django_user_model, "execution.halt_account", "risk.clear_halt")
+    asked = {
+        "/halt lvl1 lvl2": "more than one account ('lvl1', 'lvl2'): name one, or none for all",
+        "/halt lvl1 flaten": "more than one account ('lvl1', 'flaten'): name one, or none for all",
+        "/resume lvl1 flatten": "/resume does not take 'flatten' here",
+        "/flatten lvl1 flatten": "/flatten does not take 'flatten' here",
+        "/halt nope": "no account named 'nope'",
+    }
+    for text, why in asked.items():
+        [answer] = say(fake_telegram, console, ADMIN_CHAT_ID, text)
+        entry = AuditEntry.objects.filter(action="refused").latest("pk")
+        assert answer.startswith(f"{why} (refusal #{entry.pk}); usage: /")
+        assert entry.summary == f"{text} refused: {why}" and entry.actor.username == "alice"
+        assert "/confirm" not in answer
+    assert not console.console.pending and not Halt.objects.exists()
+
+
+def test_a_new_request_voids_the_one_waiting_for_its_code(fake_telegram, console, django_user_model):
+    ExchangeAccountFactory(name="lvl1")
+    trader(django_user_model, "execution.halt_account")
+    [question] = say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl1")
+    code = question.split("/confirm ")[1].split()[0]
+    say(fake_telegram, console, ADMIN_CHAT_ID, "/halt lvl9")  # refused (no such account): the first is void too
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == [
+        "nothing to confirm with that code (ask again)"]
+    assert not Halt.objects.exists()
+
+
+def test_a_change_asked_in_a_chat_not_on_the_whitelist_is_audited_and_not_answered(fake_telegram, console,
+                                                                                   django_user_model):
+    ExchangeAccountFactory(name="lvl1")
+    alice = trader(django_user_model, "execution.halt_account")
+    assert say(fake_telegram, console, STRANGER_CHAT, "/flatten lvl1") == []
+    assert say(fake_telegram, console, STRANGER_CHAT, "/status") == []
+    entry = AuditEntry.objects.get(action="refused")
+    assert entry.summary == f"/flatten refused: chat {STRANGER_CHAT} is not a command chat"
+    assert (entry.actor, entry.details["chat"]) == (alice, STRANGER_CHAT)
+    assert not Halt.objects.exists()
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    ("/trades ten", "'ten' is not a number of rows (1 to 30); usage: /trades [n]"),
+    ("/daily 0", "'0' is not a number of rows (1 to 30); usage: /daily [n]"),
+    ("/pairs -3", "'-3' is not a number of rows (1 to 30); usage: /pairs [n]"),
+    ("/trades 5 lvl1", "/trades takes at most 1 argument; usage: /trades [n]"),
+    ("/status lvl1", "/status takes no argument; usage: /status"),
+])
+def test_a_read_with_a_malformed_number_or_too_many_arguments_answers_its_usage(fake_telegram, console, text,
+                                                                                  answer):
+    """`/trades ten` answered the default ten trades, `/status lvl1` every account's: not what was asked."""
+    assert say(fake_telegram, console, ALERTS_CHAT_ID, text) == [answer]
