@@ -305,7 +305,13 @@ def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal) -> Non
                        reason=f"{stuck_halt_prefix(trade)} {message}"[:500])
             guard_event_record(account=ctx.account, kind="trade_stuck", severity=GuardEvent.Severity.CRITICAL,
                                message=message, details={"trade": trade.pk, "leg": leg, "qty": str(net)})
-            notify(topic="trade_stuck", severity=Notification.Severity.CRITICAL, text=message,
+            # The phone's text names the account and the symbol to close by hand, which the trail's message leaves
+            # to the trade's row.
+            symbol = (trade.pair.y_instrument if leg == Order.Leg.Y else trade.pair.x_instrument).symbol
+            notify(topic="trade_stuck", severity=Notification.Severity.CRITICAL,
+                   text=describe(trade, f"is stuck: the {leg} leg ({symbol}) still holds {plain(net)} after "
+                                        f"{MAX_CLOSE_ATTEMPTS} close orders; {STUCK_NOTE} on the exchange: the next "
+                                        "tick settles the trade on the exchange's executions"),
                    dedupe_key=f"trade_stuck:{trade.pk}:{leg}")
     ctx.events.append(message)
 

@@ -28,7 +28,11 @@ def test_a_close_refused_five_times_then_closed_by_hand_settles_and_lifts_the_ha
     assert trade.state == PairTrade.State.CLOSING and "close it by hand" in trade.error
     assert trade.orders.filter(leg="y", action=Order.Action.CLOSE).count() == 5
     assert Halt.objects.filter(account=world.account, cleared_at__isnull=True).exists()  # no new trades meanwhile
-    assert Notification.objects.filter(topic="trade_stuck").count() == 1
+    # The phone's message says which account and which symbol to close by hand.
+    assert Notification.objects.get(topic="trade_stuck").text == (
+        f"[{world.account.name}] YYYUSDT/XXXUSDT trade {trade.pk} is stuck: the y leg (YYYUSDT) still holds 5 after "
+        "5 close orders; close it by hand on the exchange: the next tick settles the trade on the exchange's "
+        "executions")
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.3)
     assert tick(world).opened == 0
 
