@@ -7,6 +7,7 @@ the trades closed that day, already net of fees and funding.
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 from django.db import transaction
 
@@ -18,6 +19,12 @@ from notifications.services import notify
 from risk.selectors import active_halts
 
 
+def _money(value: Decimal) -> str:
+    """USDT to the cent, as /daily, /balance and the trade_closed message write it: the snapshot's nine decimals
+    ("17.111377035") are noise on a phone."""
+    return plain(round(value, 2))
+
+
 def daily_summary_text(*, account: ExchangeAccount, day: date) -> str:
     snapshot = daily_pnl_snapshot_update(account=account, day=day)
     open_trades = PairTrade.objects.filter(account=account, state__in=PairTrade.ACTIVE_STATES).count()
@@ -25,9 +32,9 @@ def daily_summary_text(*, account: ExchangeAccount, day: date) -> str:
     lines = [
         f"[{account.name}] {day.isoformat()} (UTC)",
         f"trades opened {snapshot.trades_opened}, closed {snapshot.trades_closed}, open now {open_trades}",
-        f"realised PnL {plain(snapshot.realised_pnl)} USDT (net of fees {plain(snapshot.fees)} and funding "
-        f"{plain(snapshot.funding)})",
-        f"equity {plain(snapshot.starting_equity)} -> {plain(snapshot.ending_equity)} USDT",
+        f"realised PnL {_money(snapshot.realised_pnl)} USDT (net of fees {_money(snapshot.fees)} and funding "
+        f"{_money(snapshot.funding)})",
+        f"equity {_money(snapshot.starting_equity)} -> {_money(snapshot.ending_equity)} USDT",
     ]
     lines.append(f"halted: {'; '.join(halts)}" if halts else "no halt")
     return "\n".join(lines)

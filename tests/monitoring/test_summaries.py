@@ -37,3 +37,17 @@ def test_each_enabled_account_gets_one_summary_of_the_day_net_of_fees_and_fundin
         "equity 10000 -> 10012.5 USDT",
         "halted: daily loss limit",
     ]
+
+
+def test_the_figures_are_written_to_the_cent_as_every_other_message_writes_them():
+    """The snapshot keeps nine decimals: "realised PnL 17.111377035 USDT (net of fees 1.018322965 ...)" on the phone,
+    beside a trade_closed of "PnL 17.11" for the same trade."""
+    account = ExchangeAccountFactory(name="level-1")
+    closed_at = datetime(2026, 3, 2, 14, tzinfo=UTC)
+    PairTradeFactory(account=account, state="closed", opened_at=closed_at, closed_at=closed_at,
+                     realised_pnl=Decimal("17.111377035"), fees=Decimal("1.018322965"), funding=Decimal("-0.004"))
+    daily_summaries_notify(day=DAY)
+    assert Notification.objects.get(topic="daily_summary").text.splitlines()[2:4] == [
+        "realised PnL 17.11 USDT (net of fees 1.02 and funding 0)",
+        "equity 10000 -> 10017.11 USDT",
+    ]

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from execution.models import Fill, PairTrade, Signal
+from monitoring.summaries import daily_summaries_notify
 from monitoring.telegram.console import Console
 from monitoring.telegram.poller import Poller
 from notifications.sender import notifications_send
@@ -76,6 +77,10 @@ def test_a_trade_opened_and_closed_then_a_halt_and_resume_from_telegram(fake_tel
     flows = [(f.qty * f.price * (-1 if f.order.side == "buy" else 1), f.fee)
              for f in Fill.objects.filter(order__trade=trade).select_related("order")]
     assert f"PnL {sum(c for c, _ in flows) - sum(fee for _, fee in flows):.2f} " in closed  # from the fills
+
+    daily_summaries_notify(day=trade.closed_at.date())
+    summary = alerts(fake_telegram)[-1]
+    assert f"realised PnL {trade.realised_pnl:.2f} USDT" in summary
 
     # A name with spaces can't be written as one argument: refused, never taken for another account.
     assert command(fake_telegram, phone, f"/halt {world.account.name}").startswith("more than one account")
