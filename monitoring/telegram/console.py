@@ -28,6 +28,7 @@ from execution.models import ExchangeAccount
 from monitoring.guard.control import accounts_halt, accounts_resume
 from monitoring.telegram import reports
 from risk.models import Halt
+from risk.selectors import active_halts
 
 logger = logging.getLogger(__name__)
 
@@ -212,12 +213,26 @@ class Console:
         if pending.command == "resume":
             cleared = accounts_resume(account=pending.account, user=user, channel="telegram", actor_label=label,
                                       source=Halt.Source.TELEGRAM)
-            return f"resumed {pending.account.name if pending.account else 'system-wide'}: {cleared} halt(s) cleared"
+            return f"resumed {pending.account.name if pending.account else 'system-wide'}: {cleared} halt(s) cleared" \
+                + _still_halted(pending.account)  # fmt: skip
         halt = accounts_halt(account=pending.account, flatten=pending.flatten, user=user, channel="telegram",
                              actor_label=label, source=Halt.Source.TELEGRAM,
                              reason=f"/{pending.command} from Telegram by {user.get_username()}")
         scope = pending.account.name if pending.account else "every account"
         return f"halted {scope}" + (" and flattening its open trades" if halt.flatten else "") + f" (halt #{halt.pk})"
+
+
+STILL_LISTED = 5
+
+
+def _still_halted(account: ExchangeAccount | None) -> str:
+    """What still stops trading after a /resume (the guard's halts, which /resume leaves, and a system-wide halt
+    over an account): without it "resumed lvl1: 0 halt(s) cleared" reads as trading again when it is not."""
+    halts = list(active_halts(account=account).select_related("account").order_by("pk")[:STILL_LISTED + 1])
+    if not halts:
+        return "; no halt in force"
+    more = " (and more: /status lists them)" if len(halts) > STILL_LISTED else ""
+    return "; still in force: " + "; ".join(str(h) for h in halts[:STILL_LISTED]) + more
 
 
 def usage(command: str) -> str:

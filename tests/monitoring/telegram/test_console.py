@@ -146,7 +146,8 @@ def test_halt_is_confirmed_with_a_one_time_code_then_applied_and_audited(fake_te
 
     [question] = say(fake_telegram, console, ADMIN_CHAT_ID, "/resume lvl1")
     code = question.split("/confirm ")[1].split()[0]
-    assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == ["resumed lvl1: 1 halt(s) cleared"]
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == [
+        "resumed lvl1: 1 halt(s) cleared; no halt in force"]
     halt.refresh_from_db()
     assert halt.cleared_by == alice and AuditEntry.objects.filter(action="resume", channel="telegram").exists()
 
@@ -272,3 +273,15 @@ def test_a_read_with_a_malformed_number_or_too_many_arguments_answers_its_usage(
                                                                                   answer):
     """`/trades ten` answered the default ten trades, `/status lvl1` every account's: not what was asked."""
     assert say(fake_telegram, console, ALERTS_CHAT_ID, text) == [answer]
+
+
+def test_a_resume_says_what_still_stops_trading(fake_telegram, console, django_user_model):
+    """/resume clears the halts a person raised; the guard's stay. "resumed lvl1: 0 halt(s) cleared" alone read as
+    trading again while the guard's daily loss halt still held the account."""
+    account = ExchangeAccountFactory(name="lvl1")
+    trader(django_user_model, "risk.clear_halt")
+    guard = Halt.objects.create(account=account, source=Halt.Source.GUARD, reason="daily loss 3.2% >= 3%")
+    [question] = say(fake_telegram, console, ADMIN_CHAT_ID, "/resume lvl1")
+    code = question.split("/confirm ")[1].split()[0]
+    assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == [
+        f"resumed lvl1: 0 halt(s) cleared; still in force: {guard}"]

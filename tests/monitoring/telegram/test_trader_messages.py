@@ -98,7 +98,7 @@ def test_a_trade_opened_and_closed_then_a_halt_and_resume_from_telegram(fake_tel
     question = command(fake_telegram, phone, "/resume")
     with django_capture_on_commit_callbacks(execute=True):
         resumed = command(fake_telegram, phone, "/confirm " + question.split("/confirm ")[1].split()[0])
-    assert resumed == "resumed system-wide: 1 halt(s) cleared"
+    assert resumed == "resumed system-wide: 1 halt(s) cleared; no halt in force"
     cleared = alerts(fake_telegram)[-1]
     assert cleared.splitlines() == ["⚠️ kill_switch_released", "cleared: all accounts",
                                     "was: kill switch: /halt from Telegram by alice", "by: alice"]
