@@ -347,6 +347,16 @@ def test_blocked_and_kicked(fake):
     assert len(fake.delivered()) == 1
 
 
+def test_a_group_upgraded_to_a_supergroup_answers_migrate_to_chat_id(fake):
+    fake.add_chat(-4001, "desk", chat_type="group")
+    fake.migrate_chat(-4001, -1004001)
+    status, body = send(fake, -4001, "hi")
+    assert (status, body["description"]) == (400, "Bad Request: group chat was upgraded to a supergroup chat")
+    assert body["parameters"] == {"migrate_to_chat_id": -1004001}
+    assert send(fake, -1004001, "hi")[0] == 200
+    assert fake.chats()[-1004001].type == "supergroup" and len(fake.delivered()) == 1
+
+
 # ---------------------------------------------------------------------------------------------------- rate limits
 
 
