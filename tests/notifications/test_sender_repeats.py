@@ -72,3 +72,16 @@ def test_a_message_taken_over_from_a_sender_that_died_before_recording_is_marked
     first, second = headers(telegram)
     assert second.endswith(f"guard_halt{REPEAT_MARK}") and REPEAT_MARK.strip() not in first
     assert Delivery.objects.get(target=str(ALERTS_CHAT_ID)).status == Delivery.Status.SENT
+
+
+def test_a_request_that_timed_out_waiting_for_its_answer_may_have_arrived(telegram):
+    from notifications.channels import Message, TelegramChannel
+
+    channel = TelegramChannel(token=telegram.token, api_url=telegram.base_url, timeout_s=0.2)
+    try:
+        with telegram.outage("timeout", hold_s=1.0):
+            outcome = channel.send(str(ALERTS_CHAT_ID), Message("trade_opened", "info", "opened"))
+    finally:
+        channel.close()
+    assert (outcome.kind, outcome.maybe_delivered) == ("retry", True)
+    assert outcome.reason.startswith("ReadTimeout")
