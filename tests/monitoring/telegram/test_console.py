@@ -285,3 +285,14 @@ def test_a_resume_says_what_still_stops_trading(fake_telegram, console, django_u
     code = question.split("/confirm ")[1].split()[0]
     assert say(fake_telegram, console, ADMIN_CHAT_ID, f"/confirm {code}") == [
         f"resumed lvl1: 0 halt(s) cleared; still in force: {guard}"]
+
+
+def test_a_read_never_shows_a_secret(fake_telegram, console):
+    from core.secrets import register_secret
+
+    register_secret("exchange-key-abcdef123456")  # an account's key, as its exchange client registers it
+    Halt.objects.create(source=Halt.Source.BOT, reason="bybit said: apiKey=exchange-key-abcdef123456 for "
+                                                       f"https://api.telegram.org/bot{fake_telegram.token}/x")
+    [answer] = say(fake_telegram, console, ALERTS_CHAT_ID, "/status")
+    assert "exchange-key-abcdef123456" not in answer and fake_telegram.token not in answer
+    assert "apiKey=*** for https://api.telegram.org/bot***/x" in answer
