@@ -85,3 +85,36 @@ def test_a_request_that_timed_out_waiting_for_its_answer_may_have_arrived(telegr
         channel.close()
     assert (outcome.kind, outcome.maybe_delivered) == ("retry", True)
     assert outcome.reason.startswith("ReadTimeout")
+
+
+def test_a_sender_killed_mid_batch_loses_nothing_and_repeats_only_the_message_it_had_not_recorded(telegram,
+                                                                                                  monkeypatch):
+    class Killed(BaseException):
+        pass
+
+    texts = [f"event {index}" for index in range(5)]
+    for index, text in enumerate(texts):
+        notify(topic=f"topic_{index}", text=text)
+    telegram_records = []
+    real_record = Sender._record
+
+    def dies_on_the_third_telegram_message(self, head, follower_ids, outcome, **kwargs):
+        if head.channel == Delivery.Channel.TELEGRAM:
+            telegram_records.append(head.pk)
+            if len(telegram_records) == 3:
+                raise Killed
+        return real_record(self, head, follower_ids, outcome, **kwargs)
+
+    clock = ManualClock(timezone.now())
+    monkeypatch.setattr(Sender, "_record", dies_on_the_third_telegram_message)
+    with pytest.raises(Killed):
+        Sender(clock=clock).run(budget_s=5)
+    monkeypatch.undo()
+    clock.advance(LEASE + timedelta(seconds=1))
+    Sender(clock=clock).run(budget_s=5)
+
+    delivered = telegram.delivered(ALERTS_CHAT_ID)
+    assert [m.plain_text.splitlines()[1] for m in delivered] == [*texts[:3], *texts[2:]]
+    assert [REPEAT_MARK in m.plain_text.splitlines()[0] for m in delivered] == [False, False, False, True, False,
+                                                                                 False]
+    assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.Status.SENT}
