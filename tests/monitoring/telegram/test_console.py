@@ -296,3 +296,20 @@ def test_a_read_never_shows_a_secret(fake_telegram, console):
     [answer] = say(fake_telegram, console, ALERTS_CHAT_ID, "/status")
     assert "exchange-key-abcdef123456" not in answer and fake_telegram.token not in answer
     assert "apiKey=*** for https://api.telegram.org/bot***/x" in answer
+
+
+@pytest.mark.parametrize("mode", ["refuse", "http_502", "drop"])
+def test_the_console_waits_out_an_outage_then_answers_what_came_meanwhile_once(fake_telegram, console, caplog, mode):
+    slept = []
+    console.sleep = slept.append
+    fake_telegram.push_message(ALERTS_CHAT_ID, "/help", from_user_id=ADMIN_CHAT_ID)
+    with fake_telegram.outage(mode):
+        with caplog.at_level("WARNING", logger="monitoring.telegram.poller"):
+            assert console.poll_once() == 0
+            assert console.poll_once() == 0
+    assert slept == [2.0, 4.0]  # backed off
+    assert "getUpdates failed" in caplog.text and fake_telegram.token not in caplog.text
+    assert console.poll_once() == 1
+    assert console.poll_once() == 0  # confirmed: never answered twice
+    assert [m.plain_text.splitlines()[0] for m in fake_telegram.delivered(ALERTS_CHAT_ID)] == [
+        "/status - open trades with unrealised PnL, halts"]
