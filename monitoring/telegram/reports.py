@@ -83,7 +83,10 @@ def profit(args: list[str]) -> str:
 
 
 def daily(args: list[str]) -> str:
-    rows = list(daily_pnl().order_by("-date", "account__name")[:_count(args, 7)])
+    """Every account's PnL on each of the last n days that have one (n days, not n rows: with three accounts, rows
+    would have shown a little over two days for /daily 7)."""
+    days = list(daily_pnl().order_by("-date").values_list("date", flat=True).distinct()[:_count(args, 7)])
+    rows = list(daily_pnl().filter(date__in=days).order_by("-date", "account__name"))
     if not rows:
         return "no daily PnL yet"
     return "\n".join(f"{r.date} [{r.account.name}] PnL {_money(r.realised_pnl)}, trades {r.trades_closed} closed, "

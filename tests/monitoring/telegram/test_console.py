@@ -313,3 +313,19 @@ def test_the_console_waits_out_an_outage_then_answers_what_came_meanwhile_once(f
     assert console.poll_once() == 0  # confirmed: never answered twice
     assert [m.plain_text.splitlines()[0] for m in fake_telegram.delivered(ALERTS_CHAT_ID)] == [
         "/status - open trades with unrealised PnL, halts"]
+
+
+def test_daily_answers_the_last_n_days_of_every_account(fake_telegram, console):
+    """/daily n answered n rows: with three accounts, /daily 2 showed not even the whole of the last day."""
+    from datetime import date
+
+    from tests.factories import DailyPnlSnapshotFactory
+
+    for name in ("a1", "a2", "a3"):
+        account = ExchangeAccountFactory(name=name)
+        for day in (1, 2, 3):
+            DailyPnlSnapshotFactory(account=account, date=date(2026, 3, day), realised_pnl=Decimal(day))
+    [answer] = say(fake_telegram, console, ALERTS_CHAT_ID, "/daily 2")
+    assert [line.split(" PnL")[0] for line in answer.splitlines()] == [
+        "2026-03-03 [a1]", "2026-03-03 [a2]", "2026-03-03 [a3]", "2026-03-02 [a1]", "2026-03-02 [a2]",
+        "2026-03-02 [a3]"]
