@@ -6,6 +6,7 @@ the halt again.
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 
 from django.db import transaction
@@ -77,7 +78,7 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[
                                message=message, details={"mismatches": mismatches})
             notify(topic="reconcile_mismatch", severity=Notification.Severity.CRITICAL,
                    text=f"[{ctx.account.name}] {message}. New trades are halted until it is resolved.",
-                   dedupe_key=f"reconcile_mismatch:{ctx.account.pk}:{hash(tuple(mismatches)) & 0xFFFFFFFF:x}")
+                   dedupe_key=mismatch_dedupe_key(ctx.account.pk, mismatches))
     else:
         if bot_halts.exists():
             halts_clear(halts=bot_halts, cleared_by=None)
@@ -86,6 +87,14 @@ def reconcile(ctx: TradingContext, trades: list[PairTrade], *, just_traded: set[
         BotHeartbeat.objects.filter(account=ctx.account).update(reconciled_at=ctx.now)
     ctx.events.extend(f"mismatch {m}" for m in mismatches)
     return mismatches
+
+
+def mismatch_dedupe_key(account_id: int, mismatches: list[str]) -> str:
+    """One message per account and set of mismatches, in every process: ``hash()`` of strings differs from one
+    process to the next (PYTHONHASHSEED), so each restart of the account's worker sent the standing mismatch's
+    critical alert again."""
+    digest = hashlib.sha256("\n".join(mismatches).encode()).hexdigest()[:16]
+    return f"reconcile_mismatch:{account_id}:{digest}"
 
 
 def _reconcile_orders(ctx: TradingContext, trades: list[PairTrade], working) -> list[str]:
