@@ -3,6 +3,9 @@ sent through the fake Telegram, and the figures of each message compared with th
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth.models import Permission
 
@@ -13,6 +16,7 @@ from monitoring.telegram.poller import Poller
 from notifications.sender import notifications_send
 from risk.models import Halt
 from tests.execution.bot_world import BotWorld
+from tests.factories import RiskLimitFactory
 from tests.fakes.telegram import ADMIN_CHAT_ID, ALERTS_CHAT_ID
 
 pytestmark = pytest.mark.django_db
@@ -103,3 +107,24 @@ def test_a_trade_opened_and_closed_then_a_halt_and_resume_from_telegram(fake_tel
     assert cleared.splitlines() == ["⚠️ kill_switch_released", "cleared: all accounts",
                                     "was: kill switch: /halt from Telegram by alice", "by: alice"]
     assert account_name in opened
+
+
+def test_a_daily_loss_halt_says_the_loss_the_database_holds(fake_telegram, phone, django_capture_on_commit_callbacks):
+    world = BotWorld(start=datetime(2021, 3, 1, 18, tzinfo=UTC))
+    RiskLimitFactory(account=world.account, daily_loss_limit=Decimal("1"))
+    with django_capture_on_commit_callbacks(execute=True):
+        world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+        world.tick()
+    with django_capture_on_commit_callbacks(execute=True):
+        world.next_bar(y="90", x="55", action=Signal.Action.STOP, zscore=-4.0, position=0)
+        world.tick()
+    trade = world.trade()
+    halt = Halt.objects.get(account=world.account)
+    _opened, closed, raised = alerts(fake_telegram)
+    assert f"closed (Stop): PnL {trade.realised_pnl:.2f} " in closed and trade.realised_pnl < -1
+    assert raised.splitlines() == [
+        "🚨 halt_raised", f"Halted (no entries, no exits but stop-losses): {world.account.name}",
+        f"reason: daily loss limit: daily loss {-trade.realised_pnl:.2f} is beyond the limit 1.00", "by: Guard",
+        "until 2021-03-02 00:00 UTC"]
+    assert raised.splitlines()[2] == f"reason: {halt.reason}"
+    assert fake_telegram.delivered(ADMIN_CHAT_ID)[-1].plain_text == raised  # critical: the private chat too
