@@ -13,7 +13,7 @@ class DeliveryInline(admin.TabularInline):
     fk_name = "notification"
     extra = 0
     can_delete = False
-    fields = ("channel", "target", "status", "attempts", "next_attempt_at", "sent_at", "last_error")
+    fields = ("channel", "target", "status", "attempts", "next_attempt_at", "sent_at", "maybe_sent", "last_error")
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):

@@ -118,3 +118,10 @@ def test_a_sender_killed_mid_batch_loses_nothing_and_repeats_only_the_message_it
     assert [REPEAT_MARK in m.plain_text.splitlines()[0] for m in delivered] == [False, False, False, True, False,
                                                                                  False]
     assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.Status.SENT}
+
+
+def test_the_admin_shows_a_delivery_sent_as_a_possible_repeat(telegram, admin_client):
+    note = notify(topic="trade_opened", text="opened")
+    Delivery.objects.filter(notification=note).update(maybe_sent=True)
+    page = admin_client.get(f"/admin/notifications/notification/{note.pk}/change/")
+    assert page.status_code == 200 and b"Maybe sent" in page.content
