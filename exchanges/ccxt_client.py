@@ -8,6 +8,7 @@ quirks, lives in a subclass (``exchanges.bybit.BybitExchange``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -108,13 +109,44 @@ def build_ccxt_client(
         )
     if api_key and secret:
         config.update({"apiKey": api_key, "secret": secret})
-    client = exchange_class(config)
+    client = _strict_class(exchange_class)(config)
     if demo:
         with ccxt_errors_mapped():
             client.enable_demo_trading(True)
     if base_url:
         client.urls["api"] = {name: base_url.rstrip("/") for name in client.urls["api"]}
     return client
+
+
+def _unreadable(exchange_id: str, status: int, response) -> bool:
+    """Whether a 2xx answer can't be read as the venue's JSON: an HTML page, an empty or truncated body (ccxt hands
+    these over as ``None``), or on Bybit a retCode 0 without its ``result`` object. ccxt would read such an answer
+    as an empty list (no order, no position, no instrument), which proves nothing."""
+    if not isinstance(status, int) or not 200 <= status < 300:
+        return False  # ccxt's own status handling decides
+    if response is None:
+        return True
+    if exchange_id == "bybit":
+        return not isinstance(response, dict) or (
+            str(response.get("retCode")) == "0" and not isinstance(response.get("result"), dict))
+    return False
+
+
+@functools.cache
+def _strict_class(exchange_class: type[ccxt.Exchange]) -> type[ccxt.Exchange]:
+    """``exchange_class`` raising ccxt's BadResponse (an unknown outcome) on an answer it can't read, instead of
+    taking it for an empty one."""
+
+    class Strict(exchange_class):
+        def handle_errors(self, code, reason, url, method, headers, body, response, request_headers, request_body):
+            if _unreadable(self.id, code, response):
+                raise ccxt.BadResponse(f"{self.id} {method} {url} {code}: an answer that can't be read: "
+                                       f"{str(body or '')[:200]!r}")
+            return super().handle_errors(code, reason, url, method, headers, body, response, request_headers,
+                                         request_body)
+
+    Strict.__name__ = Strict.__qualname__ = exchange_class.__name__
+    return Strict
 
 
 def _decimal(value) -> Decimal | None:

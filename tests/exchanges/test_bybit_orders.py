@@ -19,6 +19,7 @@ from exchanges.errors import (
     InvalidOrder,
     NotSupported,
     OrderNotFound,
+    OrderOutcomeUnknown,
     PermanentExchangeError,
     RateLimited,
     TemporaryExchangeError,
@@ -383,6 +384,53 @@ def test_rate_limited_create_is_raised_without_a_lookup(ex, fake):
         buy_btc(ex)
 
     assert [r.path for r in fake.requests] == [CREATE]
+
+
+HTML_200 = "<html><body><h1>Maintenance</h1></body></html>"
+
+
+def test_an_unreadable_answer_to_a_create_that_was_applied_is_looked_up(ex, fake):
+    """A 2xx page that isn't the exchange's JSON proves nothing (ccxt read it as an order without an id): the order is
+    looked up by its client id, and found."""
+    fake.http_error_after_accept_next(CREATE, 200, body=HTML_200)
+
+    ack = buy_btc(ex)
+
+    assert ack.existing is True
+    assert ack.exchange_order_id == fake.orders()[0].order_id
+    assert ack.state.status == "filled"
+    assert len(fake.orders()) == 1
+
+
+def test_an_unreadable_answer_to_a_create_that_was_not_applied_stays_unknown(ex, fake):
+    fake.http_error_next(CREATE, 200, body=HTML_200)
+
+    with pytest.raises(OrderOutcomeUnknown, match="an answer that can't be read"):
+        buy_btc(ex)
+
+    assert fake.orders() == []
+    assert fake.requests_to("/v5/order/realtime", orderLinkId="t1-y-open")  # it looked before giving up
+
+
+@pytest.mark.parametrize(
+    ("paths", "read"),
+    [
+        (("/v5/position/list",), lambda ex: ex.positions()),
+        (("/v5/order/realtime",), lambda ex: ex.open_orders()),
+        (("/v5/account/wallet-balance",), lambda ex: ex.balance()),
+        (("/v5/order/realtime", "/v5/order/history", "/v5/execution/list"),
+         lambda ex: ex.order_by_client_id(BTC, "t1-y-open")),
+    ],
+    ids=["positions", "open-orders", "balance", "lookup"],
+)  # fmt: skip
+def test_an_unreadable_read_is_unknown_not_empty(ex, fake, paths, read):
+    """A position, an open order or a filled order is never taken for absent on an answer that can't be read."""
+    buy_btc(ex)
+    for path in paths:
+        fake.http_error_next(path, 200, body=HTML_200)
+
+    with pytest.raises(OrderOutcomeUnknown, match="an answer that can't be read"):
+        read(ex)
 
 
 # ---------------------------------------------------------------------------------------------------- rejections

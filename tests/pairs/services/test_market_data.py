@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from exchanges.ccxt_client import CcxtExchange, build_ccxt_client
+from exchanges.errors import ExchangeError
 from exchanges.specs import InstrumentSpec
 from pairs.marketdata.files import CandleFileError
 from pairs.models import Candle, Instrument
@@ -331,6 +332,20 @@ def test_universe_refresh_marks_delisted_instruments(fake):
     btc = Instrument.objects.get(symbol="BTCUSDT")
     assert btc.turnover_24h == Decimal("3000000000")
     assert (btc.excluded, btc.exclusion_reason) == (True, "by hand")
+
+
+def test_an_unreadable_instrument_list_delists_nothing(fake, retry_sleeps):
+    """A maintenance page answered with 200 is not an empty universe: the refresh fails (after its retries) and every
+    instrument keeps its status."""
+    seed_universe(fake)
+    universe_refresh(exchange_client=client_for(fake), exchange="bybit", quote="USDT")
+    fake.http_error_next("/v5/market/instruments-info", 200, body="<html>Maintenance</html>", times=5)
+
+    with pytest.raises(ExchangeError, match="an answer that can't be read"):
+        universe_refresh(exchange_client=client_for(fake), exchange="bybit", quote="USDT")
+
+    assert len(retry_sleeps) == 4
+    assert set(Instrument.objects.values_list("status", flat=True)) == {Instrument.Status.TRADING}
 
 
 def hourly_rows(first: int, last: int) -> list[tuple]:
