@@ -169,8 +169,12 @@ class BybitExchange(CcxtExchange):
             unknown = exc if isinstance(exc, OrderOutcomeUnknown) else OrderOutcomeUnknown(
                 redact(f"{type(exc).__name__}: {exc}"))
             return self._order_after_failed_create(symbol, client_order_id, unknown)
+        if not created.get("id"):
+            # An answer without the order's id doesn't show that the order exists: it is looked up like any other.
+            return self._order_after_failed_create(symbol, client_order_id, OrderOutcomeUnknown(
+                f"the create of {client_order_id} on {symbol} was answered without an order id"))
         return OrderAck(
-            exchange_order_id=str(created.get("id") or ""),
+            exchange_order_id=str(created["id"]),
             client_order_id=str(created.get("clientOrderId") or client_order_id),
             symbol=symbol,
         )

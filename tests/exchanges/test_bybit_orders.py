@@ -412,6 +412,23 @@ def test_an_unreadable_answer_to_a_create_that_was_not_applied_stays_unknown(ex,
     assert fake.requests_to("/v5/order/realtime", orderLinkId="t1-y-open")  # it looked before giving up
 
 
+@pytest.mark.parametrize("applied", [True, False], ids=["applied", "not-applied"])
+def test_a_create_answered_without_an_order_id_is_looked_up(ex, fake, applied):
+    """retCode 0 with an empty result names no order: it proves nothing, the order is looked up by its client id."""
+    body = '{"retCode":0,"retMsg":"OK","result":{},"retExtInfo":{},"time":1}'
+    if applied:
+        fake.http_error_after_accept_next(CREATE, 200, body=body)
+        ack = buy_btc(ex)
+        assert (ack.existing, ack.exchange_order_id) == (True, fake.orders()[0].order_id)
+        assert ack.state.status == "filled"
+    else:
+        fake.http_error_next(CREATE, 200, body=body)
+        with pytest.raises(OrderOutcomeUnknown, match="answered without an order id"):
+            buy_btc(ex)
+        assert fake.orders() == []
+    assert fake.requests_to("/v5/order/realtime", orderLinkId="t1-y-open")
+
+
 @pytest.mark.parametrize(
     ("paths", "read"),
     [
