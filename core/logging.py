@@ -14,11 +14,13 @@ from django.views.debug import SafeExceptionReporterFilter
 
 from core.secrets import known_secret_values, redact
 
-# Shapes worth masking even when the value is unknown to us: Telegram bot tokens ("123456:ABC..."), and
-# query or JSON parameters that carry keys and signatures.
+# Shapes worth masking even when the value is unknown to us: Telegram bot tokens ("123456:ABC..."), query or JSON
+# parameters that carry keys and signatures, and Bybit's echo of a refused request's credentials
+# ("apiKey[..] apiSignature[..]", "origin_string[<timestamp><key>...]").
 _SECRET_SHAPES = re.compile(
     r"((?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}(?![A-Za-z0-9_-]))"  # also inside .../bot<token>/ URLs
-    r"|((?:api[_-]?key|secret|sign|signature|password|token|X-BAPI-API-KEY|X-BAPI-SIGN)[\"']?\s*[=:]\s*[\"']?)([^\s&\"',}]+)",
+    r"|((?:api[_-]?key|secret|sign|signature|password|token|origin_string|X-BAPI-API-KEY|X-BAPI-SIGN)"
+    r"[\"']?\s*[=:\[]\s*[\"']?)([^\s&\"',}\]]+)",
     re.IGNORECASE,
 )
 

@@ -13,10 +13,9 @@ from decimal import Decimal
 import ccxt
 
 from core.formatting import plain as _plain
-from core.secrets import redact
 from exchanges.bybit_codes import LEVERAGE_NOT_MODIFIED, POSITION_MODE_NOT_MODIFIED, map_bybit_error, ret_code
 from exchanges.bybit_parsing import fill_state, funding_state, next_cursor, order_state, position_state
-from exchanges.ccxt_client import CcxtExchange, ccxt_errors_mapped, first_decimal
+from exchanges.ccxt_client import CcxtExchange, ccxt_errors_mapped, error_text, first_decimal
 from exchanges.errors import (
     DuplicateClientOrderId,
     ExchangeError,
@@ -166,8 +165,7 @@ class BybitExchange(CcxtExchange):
         except (Refused, RefusedTemporarily):
             raise  # the exchange said it did not apply it
         except Exception as exc:  # noqa: BLE001 - any other answer (or none, or one we can't read) proves nothing
-            unknown = exc if isinstance(exc, OrderOutcomeUnknown) else OrderOutcomeUnknown(
-                redact(f"{type(exc).__name__}: {exc}"))
+            unknown = exc if isinstance(exc, OrderOutcomeUnknown) else OrderOutcomeUnknown(error_text(exc))
             return self._order_after_failed_create(symbol, client_order_id, unknown)
         if not created.get("id"):
             # An answer without the order's id doesn't show that the order exists: it is looked up like any other.

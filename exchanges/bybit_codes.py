@@ -14,8 +14,7 @@ import re
 
 import ccxt
 
-from core.secrets import redact
-from exchanges.ccxt_client import map_ccxt_error
+from exchanges.ccxt_client import error_text, map_ccxt_error
 from exchanges.errors import (
     AuthenticationFailed,
     DuplicateClientOrderId,
@@ -79,7 +78,7 @@ def map_bybit_error(exc: Exception) -> ExchangeError:
     code = ret_code(exc) if isinstance(exc, ccxt.ExchangeError) else None
     if code is None:
         return map_ccxt_error(exc)
-    message = redact(f"{type(exc).__name__}: {exc}")
+    message = error_text(exc)
     if code in DUPLICATE_ORDER:
         return DuplicateClientOrderId(message)
     if code in REFUSED:

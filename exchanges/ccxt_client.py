@@ -16,6 +16,7 @@ from decimal import Decimal
 
 import ccxt
 
+from core.logging import mask_secret_shapes
 from core.secrets import redact
 from exchanges.errors import (
     AuthenticationFailed,
@@ -64,9 +65,15 @@ _ERROR_MAP: tuple[tuple[type[Exception], type[ExchangeError]], ...] = (
 )
 
 
+def error_text(exc: Exception) -> str:
+    """An exception's class and text, for an error of ours: every known secret masked, and whatever has the shape of a
+    key or a signature (a venue's answer may quote the refused request's own credentials)."""
+    return mask_secret_shapes(redact(f"{type(exc).__name__}: {exc}"))
+
+
 def map_ccxt_error(exc: Exception) -> ExchangeError:
     """Our error for a ccxt exception, by ccxt's class (``_ERROR_MAP``); a venue refines it by its own codes."""
-    message = redact(f"{type(exc).__name__}: {exc}")
+    message = error_text(exc)
     for ccxt_type, our_type in _ERROR_MAP:
         if isinstance(exc, ccxt_type):
             return our_type(message)

@@ -142,6 +142,18 @@ def test_api_key_and_signature_parameters_are_masked(captured):
     assert "password=***" in text
 
 
+def test_bybits_echo_of_a_refused_requests_credentials_is_masked(captured):
+    logger, handler = captured
+    logger.warning('{"retCode":10001,"retMsg":"empty value: apiTimestamp[1700000000000] apiKey[KeyValue987] '
+                   'apiSignature[5f0e9d8c7b6a5f0e9d8c7b6a]: openapi sign params error!"}')
+    logger.warning('{"retCode":10004,"retMsg":"error sign! origin_string[1700000000000KeyValue9875000category=x]"}')
+
+    text = handler.text
+    assert "KeyValue987" not in text and "5f0e9d8c7b6a5f0e9d8c7b6a" not in text
+    assert "apiTimestamp[1700000000000] apiKey[***] apiSignature[***]: openapi sign params error!" in text
+    assert "error sign! origin_string[***]" in text
+
+
 def test_secret_inside_an_exception_traceback_is_masked(captured):
     logger, handler = captured
     secret = "traceback-Secret-5q4w3e"

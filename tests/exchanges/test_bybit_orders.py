@@ -6,6 +6,7 @@ ExchangeAccount by account_exchange and pointed at the fake through base_url_ove
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from itertools import pairwise
 
@@ -617,3 +618,21 @@ def test_account_exchange_registers_the_credentials(make_exchange, fake):
         ex.order_by_client_id(BTC, "t1-y-open")
 
     assert API_KEY not in str(info.value)
+
+
+@pytest.mark.parametrize("code", [10001, 10004])
+def test_an_answer_that_echoes_the_signature_is_masked(make_exchange, fake, registered, code):
+    """Bybit's answers to a bad signature quote the request's key, timestamp and (10001) signature: none of it
+    reaches the error the bot keeps, logs and notifies, and the answer is still a refusal."""
+    ex = make_exchange(credentials=Credentials(API_KEY, API_SECRET))
+    fake.auth_error_next(CREATE, code)
+
+    with pytest.raises(ExchangeError) as info:
+        buy_btc(ex)
+
+    message = str(info.value)
+    assert API_KEY not in message and API_SECRET not in message
+    assert not re.search(r"[0-9a-f]{64}", message)  # the signature, a hex HMAC-SHA256
+    assert ("apiSignature[***]" in message) if code == 10001 else ("origin_string[***]" in message)
+    assert isinstance(info.value, AuthenticationFailed if code == 10004 else InvalidOrder)
+    assert fake.orders() == []

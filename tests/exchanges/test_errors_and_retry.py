@@ -118,7 +118,7 @@ def test_mapped_message_never_contains_a_registered_secret(registered, ccxt_type
     assert type(mapped) is ours
     assert api_key not in str(mapped)
     assert api_secret not in str(mapped)
-    assert str(mapped).endswith(f"api_key={secrets.MASK}&sign={secrets.MASK}x 10003 API key is invalid")
+    assert str(mapped).endswith(f"api_key={secrets.MASK}&sign={secrets.MASK} 10003 API key is invalid")
 
 
 def test_configured_secrets_are_masked_too(registered, settings):

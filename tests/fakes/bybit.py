@@ -419,6 +419,7 @@ class _Fault:
     after_accept: bool = False
     fraction: Decimal = Decimal(1)
     then: str = "rest"
+    echo_auth: bool = False  # ret_msg is a template of the request's auth headers (auth_error_next)
 
     def matches(self, path: str, params: Mapping[str, Any]) -> bool:
         if self.path is not None and self.path != path:
@@ -494,7 +495,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = dict(query)
         if method != "GET" and isinstance(body, dict):
             params.update(body)
-        reply = fake._dispatch(method, split.path, params, bad_json=bad_json)
+        reply = fake._dispatch(method, split.path, params, bad_json=bad_json, headers=dict(self.headers.items()))
         if reply.disconnect:
             self.close_connection = True
             with suppress(OSError):
@@ -1018,6 +1019,19 @@ class FakeBybit:
         """The next order(s) created on ``symbol`` are rejected with this retCode; nothing is created."""
         self.fail_next("/v5/order/create", ret_code, msg, times=times, symbol=symbol, order_link_id=order_link_id)
 
+    def auth_error_next(self, path: str | None, ret_code: int = 10004, *, times: int = 1) -> None:
+        """The next request(s) are refused for their signature with Bybit's own text, which echoes what the request
+        sent: 10004 "error sign! origin_string[<timestamp><api key><recv window>...]", or 10001 "empty value:
+        apiTimestamp[..] apiKey[..] apiSignature[..]: openapi sign params error!" (with the request's signature)."""
+        templates = {
+            10004: "error sign! origin_string[{timestamp}{api_key}{recv_window}category=linear]",
+            10001: "empty value: apiTimestamp[{timestamp}] apiKey[{api_key}] apiSignature[{sign}]: openapi sign "
+                   "params error!",
+        }  # fmt: skip
+        if ret_code not in templates:
+            raise ValueError(f"ret_code must be one of {sorted(templates)}")
+        self._add_fault(_Fault("ret", path, {}, times, ret_code, templates[ret_code], echo_auth=True))
+
     def rate_limit_next(self, path: str | None, *, times: int = 1, symbol: str | None = None) -> None:
         """retCode 10006 "Too many visits!" (HTTP 200, as Bybit answers a per-key limit); nothing is applied."""
         self.fail_next(path, 10006, "Too many visits!", times=times, symbol=symbol)
@@ -1346,7 +1360,8 @@ class FakeBybit:
 
     # ---------------------------------------------------------------------------------------------------- dispatch
 
-    def _dispatch(self, method: str, path: str, params: dict[str, Any], *, bad_json: bool = False) -> _Reply:
+    def _dispatch(self, method: str, path: str, params: dict[str, Any], *, bad_json: bool = False,
+                  headers: Mapping[str, str] | None = None) -> _Reply:
         """Answer one request: faults before it, the route, faults after it. Never sleeps: delays go in the reply."""
         with self._lock:
             self._requests.append(RecordedRequest(method, path, dict(params)))
@@ -1356,7 +1371,7 @@ class FakeBybit:
                 self._record_random_fault(method, path, params, *drawn)
                 fault = drawn[1]
             if fault is not None:
-                return self._fault_reply(fault, None)
+                return self._fault_reply(fault, None, headers)
             if bad_json:
                 return self._json_reply(self._envelope(10001, "request body is not valid JSON", {}))
             route = self._routes.get((method, path))
@@ -1379,12 +1394,17 @@ class FakeBybit:
             if after is None and drawn is not None and drawn[1].after_accept:
                 self._record_random_fault(method, path, params, *drawn)
                 after = drawn[1]
-            return self._fault_reply(after, reply) if after is not None else reply
+            return self._fault_reply(after, reply, headers) if after is not None else reply
 
-    def _fault_reply(self, fault: _Fault, reply: _Reply | None) -> _Reply:
+    def _fault_reply(self, fault: _Fault, reply: _Reply | None, headers: Mapping[str, str] | None = None) -> _Reply:
         """The answer a fault gives; ``reply`` is the real answer of an applied request (None before applying)."""
         if fault.kind == "ret":
-            return self._json_reply(self._envelope(fault.ret_code, fault.ret_msg, {}), fault.http_status)
+            msg = fault.ret_msg
+            if fault.echo_auth:
+                auth = {k.lower(): v for k, v in (headers or {}).items()}
+                msg = msg.format(timestamp=auth.get("x-bapi-timestamp", ""), api_key=auth.get("x-bapi-api-key", ""),
+                                 sign=auth.get("x-bapi-sign", ""), recv_window=auth.get("x-bapi-recv-window", ""))
+            return self._json_reply(self._envelope(fault.ret_code, msg, {}), fault.http_status)
         if fault.kind == "http":
             text = fault.body if fault.body is not None else _http_error_page(fault.http_status)
             return _Reply(fault.http_status, text.encode(), content_type="text/html")

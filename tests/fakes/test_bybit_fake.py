@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import suppress
 from decimal import Decimal
@@ -263,6 +264,23 @@ def test_min_notional_qty_step_and_min_qty_are_enforced(fake, ex):
     with pytest.raises(ccxt.InvalidOrder, match="170134"):
         ex.privatePostV5OrderCreate({**raw, "orderType": "Limit", "qty": "0.01", "price": "49999.95"})
     assert fake.orders() == []
+
+
+def test_a_signature_refusal_echoes_what_the_request_sent(fake, ex):
+    """Bybit's answers to a bad signature quote the request's own auth headers: the key, the timestamp and (10001
+    "openapi sign params error!") the signature itself."""
+    fake.auth_error_next("/v5/order/create", 10001)
+    with pytest.raises(ccxt.BaseError) as params_error:
+        ex.create_order(BTC, "market", "buy", 0.01)
+    fake.auth_error_next("/v5/order/create", 10004)
+    with pytest.raises(ccxt.AuthenticationError) as sign_error:
+        ex.create_order(BTC, "market", "buy", 0.01)
+
+    assert re.search(r"apiKey\[k\] apiSignature\[[0-9a-f]{64}\]: openapi sign params error!", str(params_error.value))
+    assert re.search(r"error sign! origin_string\[\d{13}k5000category=linear\]", str(sign_error.value))
+    assert fake.orders() == []
+    with pytest.raises(ValueError, match="ret_code"):
+        fake.auth_error_next(None, 10003)
 
 
 def test_insufficient_balance(fake, ex):
