@@ -46,6 +46,7 @@ REFUSED: dict[str, tuple[type[ExchangeError], str]] = {
     "110017": (ReduceOnlyRejected, "reduce-only: the position is zero or the order would increase it"),
     "110020": (InvalidOrder, "more than 500 active orders"),
     "110021": (InvalidOrder, "the open-interest limit would be exceeded"),
+    "110023": (InvalidOrder, "the contract is being delisted: it takes reduce-only orders only"),
     "110040": (InvalidOrder, "the order would trigger a liquidation"),
     "110094": (InvalidOrder, "order value below the minimum notional"),
 }

@@ -467,6 +467,22 @@ def test_second_leg_rejected_is_a_permanent_invalid_order(ex, fake):
     assert fake.positions().keys() == {"BTCUSDT"}
 
 
+def test_an_opening_order_on_a_contract_being_delisted_is_refused(ex, fake):
+    """A contract in delivery (being delisted) takes reduce-only orders only; Bybit refuses any other with 110023,
+    which proves the order was not applied: a rejection, not an unknown outcome to look up and send again."""
+    buy_btc(ex)
+    fake.delist("BTCUSDT", status="Delivering")
+    fake.clear_requests()
+
+    with pytest.raises(InvalidOrder, match="110023") as info:
+        buy_btc(ex, client_order_id="t2-y-open")
+
+    assert not info.value.retryable
+    assert [r.path for r in fake.requests] == [CREATE]  # nothing to look up
+    ex.place_order(symbol=BTC, side="sell", qty=Decimal("0.01"), client_order_id="t1-y-close", reduce_only=True)
+    assert fake.position("BTCUSDT").size == 0
+
+
 def test_reduce_only_that_would_increase_is_invalid(ex, fake):
     buy_btc(ex)
 
