@@ -198,6 +198,10 @@ class CcxtExchange:
             if not (market.get("swap") and market.get("linear") and market.get("settle") == quote):
                 continue
             info = market.get("info") or {}
+            max_qty = _decimal(market["limits"]["amount"].get("max"))
+            max_market_qty = first_decimal((info.get("lotSizeFilter") or {}).get("maxMktOrderQty"))
+            if max_market_qty is not None and (max_qty is None or max_market_qty < max_qty):
+                max_qty = max_market_qty  # the bots trade with market orders, which Bybit caps lower than limits
             launch_ms = info.get("launchTime")
             funding_minutes = info.get("fundingInterval")
             specs.append(
@@ -211,7 +215,7 @@ class CcxtExchange:
                     tick_size=_decimal(market["precision"].get("price")),
                     qty_step=_decimal(market["precision"].get("amount")),
                     min_qty=_decimal(market["limits"]["amount"].get("min")),
-                    max_qty=_decimal(market["limits"]["amount"].get("max")),
+                    max_qty=max_qty,
                     min_notional=_decimal(market["limits"].get("cost", {}).get("min")),
                     funding_interval_minutes=int(funding_minutes) if funding_minutes else None,
                     listed_at=datetime.fromtimestamp(int(launch_ms) / 1000, tz=UTC) if launch_ms else None,

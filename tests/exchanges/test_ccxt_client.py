@@ -3,6 +3,8 @@ Bybit v5 server."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from exchanges.ccxt_client import CcxtExchange, build_ccxt_client
@@ -63,3 +65,15 @@ def test_an_unreadable_answer_is_an_unknown_outcome_not_an_empty_one(fake, clien
         read(client)
 
     assert info.value.retryable
+
+
+def test_the_largest_order_is_the_largest_market_order(fake, client):
+    """The bots place market orders, which Bybit caps at maxMktOrderQty, below maxOrderQty (a limit order's cap): an
+    order sized up to maxOrderQty would be refused."""
+    fake.add_instrument("ETHUSDT", base="ETH", tick_size="0.01", qty_step="0.01", min_qty="0.01", max_qty="7240",
+                        max_mkt_qty="724", price="3000")  # fmt: skip
+
+    specs = {spec.symbol: spec for spec in client.linear_instruments()}
+
+    assert specs["ETHUSDT"].max_qty == Decimal("724")
+    assert specs["BTCUSDT"].max_qty == Decimal("1000000")  # no lower market cap: maxOrderQty
