@@ -43,10 +43,13 @@ REFUSED: dict[str, tuple[type[ExchangeError], str]] = {
     "110007": (InsufficientFunds, "available balance insufficient"),
     "110009": (InvalidOrder, "too many stop orders"),
     "110012": (InsufficientFunds, "available balance insufficient"),
+    "110013": (InvalidOrder, "the leverage is refused by the risk limit"),
     "110017": (ReduceOnlyRejected, "reduce-only: the position is zero or the order would increase it"),
     "110020": (InvalidOrder, "more than 500 active orders"),
     "110021": (InvalidOrder, "the open-interest limit would be exceeded"),
     "110023": (InvalidOrder, "the contract is being delisted: it takes reduce-only orders only"),
+    "110024": (InvalidOrder, "the position mode can't be switched while a position is open"),
+    "110028": (InvalidOrder, "the position mode can't be switched while orders are open"),
     "110040": (InvalidOrder, "the order would trigger a liquidation"),
     "110094": (InvalidOrder, "order value below the minimum notional"),
 }

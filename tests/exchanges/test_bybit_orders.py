@@ -25,6 +25,7 @@ from exchanges.errors import (
     RateLimited,
     TemporaryExchangeError,
 )
+from exchanges.retry import RetryingExchange
 from exchanges.types import BalanceState, FillState, OrderAck, OrderState, PositionState
 from execution.models import ExchangeAccount
 from execution.selectors import Credentials
@@ -601,6 +602,26 @@ def test_prepare_account_surfaces_other_errors(ex, fake):
     with pytest.raises(PermanentExchangeError, match="leverage invalid") as info:
         ex.prepare_account([BTC], leverage=5)
     assert not info.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "message"),
+    [
+        ("/v5/position/switch-mode", 110024, "You have an existing position, so position mode cannot be switched"),
+        ("/v5/position/switch-mode", 110028, "Open orders exist, so you cannot change position mode"),
+        ("/v5/position/set-leverage", 110013, "Due to risk limit, cannot set leverage"),
+    ],
+)
+def test_prepare_account_refusals_are_refusals(ex, fake, path, code, message):
+    """An account in hedge mode with positions or orders, or a leverage its risk limit forbids: the exchange refused
+    the setting, which a retry won't change; said at once, not retried as an unknown outcome."""
+    fake.fail_next(path, code, message, times=5)
+
+    with pytest.raises(InvalidOrder, match=message) as info:
+        RetryingExchange(ex, sleep=lambda s: None).prepare_account([BTC], leverage=5)
+
+    assert not info.value.retryable
+    assert len(fake.requests_to(path)) == 1
 
 
 # ---------------------------------------------------------------------------------------------------- secrets
