@@ -117,6 +117,11 @@ def build_ccxt_client(
     if api_key and secret:
         config.update({"apiKey": api_key, "secret": secret})
     client = _strict_class(exchange_class)(config)
+    if exchange_id == "bybit":
+        # With keys, ccxt's load_markets would also sign GET /v5/asset/coin/query-info (an asset endpoint whose
+        # answers nothing here uses), and only on the live API: demo trading skips it. Off, a real account's every
+        # call doesn't hang on an endpoint the demo never tried.
+        client.has["fetchCurrencies"] = False
     if demo:
         with ccxt_errors_mapped():
             client.enable_demo_trading(True)

@@ -105,6 +105,18 @@ def test_demo_and_real_clients(ex, mode):
     assert ex._client.urls["api"]["public"].startswith("http://127.0.0.1:")
 
 
+def test_loading_markets_signs_no_asset_request(make_exchange, fake, mode):
+    """ccxt signs GET /v5/asset/coin/query-info in load_markets on the live API only (demo trading skips it): the
+    adapter doesn't ask it, so a key without asset permissions trades on real money as it did on demo."""
+    fake.fail_next("/v5/asset/coin/query-info", 10005, "Permission denied, please check your API key permissions.")
+
+    ex = make_exchange()
+    buy_btc(ex)
+
+    assert [path for _, path, _, _ in fake.pending_faults()] == ["/v5/asset/coin/query-info"]  # never asked
+    assert fake.position("BTCUSDT").size == Decimal("0.01")
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [({"mode": "paper"}, "'paper' mode"), ({"position_mode": "hedge"}, "one-way"), ({"exchange": "binance"}, "bybit")],
