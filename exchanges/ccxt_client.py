@@ -244,18 +244,28 @@ class CcxtExchange:
         return _MAX_CANDLES_PER_REQUEST.get(self.exchange_id, DEFAULT_MAX_CANDLES_PER_REQUEST)
 
     def fetch_funding_rates(self, ccxt_symbol: str, *, since_ms: int, until_ms: int) -> list[tuple[int, Decimal]]:
-        """Funding settlements in [since_ms, until_ms], oldest first, as (time ms, rate)."""
+        """Funding settlements in [since_ms, until_ms], oldest first, as (time ms, rate).
+
+        Bybit answers the newest 200 of a window: a full page is followed by the rest of the window before its oldest
+        settlement (a contract whose interval was shorter than today's has more settlements than a caller counted).
+        """
+        rates: dict[int, Decimal] = {}
+        until = until_ms
         with ccxt_errors_mapped():
             if not self._client.markets:
                 self._client.load_markets()
-            rows = self._client.fetch_funding_rate_history(
-                ccxt_symbol, since=since_ms, limit=FUNDING_RATES_PER_REQUEST, params={"until": until_ms}
-            )
-        return sorted(
-            (int(r["timestamp"]), Decimal(str(r["fundingRate"])))
-            for r in rows
-            if r.get("timestamp") is not None and r.get("fundingRate") is not None
-        )
+            while until >= since_ms:
+                rows = self._client.fetch_funding_rate_history(
+                    ccxt_symbol, since=since_ms, limit=FUNDING_RATES_PER_REQUEST, params={"until": until}
+                )
+                page = {int(r["timestamp"]): Decimal(str(r["fundingRate"])) for r in rows
+                        if r.get("timestamp") is not None and r.get("fundingRate") is not None
+                        and since_ms <= int(r["timestamp"]) <= until}  # fmt: skip
+                rates.update(page)
+                if len(rows) < FUNDING_RATES_PER_REQUEST or not page:
+                    break
+                until = min(page) - 1
+        return sorted(rates.items())
 
     def fetch_candles(self, ccxt_symbol: str, timeframe: str, *, since_ms: int, limit: int) -> list[list]:
         """Up to ``limit`` bars from ``since_ms`` on, oldest first: [open_time_ms, open, high, low, close, volume]."""

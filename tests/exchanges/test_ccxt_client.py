@@ -77,3 +77,18 @@ def test_the_largest_order_is_the_largest_market_order(fake, client):
 
     assert specs["ETHUSDT"].max_qty == Decimal("724")
     assert specs["BTCUSDT"].max_qty == Decimal("1000000")  # no lower market cap: maxOrderQty
+
+
+def test_funding_rates_of_a_window_with_more_than_one_page_are_all_read(fake, client):
+    """Bybit answers a funding window's newest 200 settlements: a window holding more (hourly settlements where the
+    caller counted 8-hourly ones) is read page by page back to its start, not cut to its newest 200."""
+    hourly = [(T0 + i * H, f"0.0000{i % 10}") for i in range(450)]
+    fake.set_funding_history("BTCUSDT", hourly)
+
+    rates = client.fetch_funding_rates("BTC/USDT:USDT", since_ms=T0 + 10 * H, until_ms=T0 + 440 * H)
+
+    assert [ts for ts, _ in rates] == [T0 + i * H for i in range(10, 441)]
+    assert rates[0][1] == Decimal("0.00000") and isinstance(rates[0][1], Decimal)
+    windows = [(int(r.params["startTime"]), int(r.params["endTime"]))
+               for r in fake.requests_to("/v5/market/funding/history")]  # fmt: skip
+    assert windows == [(T0 + 10 * H, T0 + 440 * H), (T0 + 10 * H, T0 + 241 * H - 1), (T0 + 10 * H, T0 + 41 * H - 1)]

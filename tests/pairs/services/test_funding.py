@@ -61,6 +61,24 @@ def test_funding_history_is_fetched_in_windows_and_stored_once(fake):
     assert len(fake.requests_to("/v5/market/funding/history")) == 1
 
 
+def test_settlements_closer_than_the_instruments_interval_today_are_all_stored(fake):
+    """An 8-hour contract that settled hourly for a while (Bybit shortens the interval when the rate hits its cap):
+    its windows, counted in today's 8-hour interval, hold more than the 200 settlements a request answers."""
+    fake.add_instrument("BTCUSDT", base="BTC", tick_size="0.1", qty_step="0.001", min_qty="0.001", price="50000")
+    fake.set_funding_history("BTCUSDT", [(T0 + k * H, "0.0001") for k in range(500)])
+    client = CcxtExchange(build_ccxt_client("bybit", base_url=fake.base_url, enable_rate_limit=False,
+                                            timeout_ms=3000))
+    instruments_sync(exchange="bybit", specs=client.linear_instruments())
+    instrument = Instrument.objects.get(symbol="BTCUSDT")
+    assert instrument.funding_interval_minutes == 480
+
+    stored = funding_rates_fetch_instrument(exchange_client=client, instrument=instrument, backfill_ms=500 * H,
+                                            now_ms=T0 + 500 * H)
+
+    assert stored == 500
+    assert FundingRate.objects.filter(instrument=instrument).count() == 500
+
+
 def test_a_settlement_belongs_to_the_bar_it_closes():
     a, b = InstrumentFactory(symbol="AAAUSDT"), InstrumentFactory(symbol="BBBUSDT")
     times = pd.date_range("2021-01-01 00:00", periods=24, freq="h", tz="UTC")
