@@ -55,17 +55,30 @@ def secrets_key(settings):
     return settings.STATARB_SECRETS_KEY
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
 @pytest.fixture(autouse=True)
 def only_loopback(monkeypatch):
-    """Fail any connection that is not to this machine: no test may reach a real exchange or any other host."""
+    """Fail any connection that is not to this machine: no test may reach a real exchange or any other host. Names
+    are refused before they are resolved too: the resolver is another host, and asking it for an exchange's name is
+    already traffic off this machine."""
     real_connect = socket.socket.connect
+    real_getaddrinfo = socket.getaddrinfo
 
     def guarded(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK_HOSTS:
             raise AssertionError(f"test tried to reach {address!r}")
         return real_connect(self, address)
 
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and name not in LOOPBACK_HOSTS:
+            raise AssertionError(f"test tried to resolve {name!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
     monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
 
 
 @pytest.fixture
