@@ -269,17 +269,9 @@ class BybitExchange(CcxtExchange):
 
         if since_ms is None:
             return self._execution_pages(symbol, params, None, keep=mine)
-        now_ms = self._client.milliseconds()
         found: list[FillState] = []
-        start = since_ms
-        while True:
-            # The last window reaches 7 days past its start, beyond our clock: an exchange clock a little ahead of
-            # ours still shows its newest executions.
-            end = start + _EXECUTION_WINDOW_MS
+        for start, end in self._execution_windows(since_ms):
             found.extend(self._execution_pages(symbol, dict(params, endTime=end), start, keep=mine))
-            if end >= now_ms:
-                break
-            start = end + 1
         unique = {fill.exec_id: fill for fill in found}  # windows don't overlap; a fill is kept once all the same
         return sorted(unique.values(), key=lambda fill: fill.time_ms)
 
@@ -287,16 +279,25 @@ class BybitExchange(CcxtExchange):
         """Every execution that moved the account's position on ``symbol`` since ``since_ms``, oldest first: its own
         trades whoever placed them (the bot, a person, another program) and liquidation or auto-deleveraging fills.
         Read in 7-day windows (Bybit's limit per request)."""
-        now_ms = self._client.milliseconds()
         found: list[FillState] = []
-        start = since_ms
-        while start <= now_ms:
-            end = min(start + _EXECUTION_WINDOW_MS, now_ms)
+        for start, end in self._execution_windows(since_ms):
             for exec_type in _POSITION_EXEC_TYPES:
                 found.extend(self._execution_pages(symbol, {"execType": exec_type, "endTime": end}, start))
-            start = end + 1
         unique = {fill.exec_id: fill for fill in found}
         return sorted(unique.values(), key=lambda fill: fill.time_ms)
+
+    def _execution_windows(self, since_ms: int):
+        """(start, end) windows of the execution list from ``since_ms`` on, 7 days each (Bybit's limit), up to now.
+        The last one reaches 7 days past its start, beyond our clock: an exchange clock a little ahead of ours still
+        shows its newest executions."""
+        now_ms = self._client.milliseconds()
+        start = since_ms
+        while True:
+            end = start + _EXECUTION_WINDOW_MS
+            yield start, end
+            if end >= now_ms:
+                return
+            start = end + 1
 
     def _execution_pages(self, symbol: str, params: dict, since_ms: int | None, keep=None) -> list[FillState]:
         """The executions the list answers for ``params``, every page, oldest first (Bybit's seq orders executions of

@@ -281,6 +281,20 @@ def test_an_order_only_older_executions_show_is_found_from_its_start(ex, fake, m
     assert state is not None and (state.status, state.filled_qty) == ("filled", Decimal("0.02"))
 
 
+def test_executions_read_past_our_clock(ex, fake, monkeypatch):
+    """The exchange's clock a few seconds ahead of ours: the execution list's last window still reaches its newest
+    executions (a close by hand just now), as fills_of's does, instead of ending at our clock."""
+    _exchange_clock_ahead(fake, monkeypatch, 5_000)
+    buy_btc(ex)
+    fake.close_position_by_hand("BTCUSDT")
+    since = fake.now_ms() - 60_000
+
+    executions = ex.executions(BTC, since_ms=since)
+
+    assert [(e.side, e.qty) for e in executions] == [("buy", Decimal("0.01")), ("sell", Decimal("0.01"))]
+    assert executions[1].client_order_id.startswith("manual-")
+
+
 def test_positions_are_signed(ex, fake):
     buy_btc(ex)
     ex.place_order(symbol=ETH, side="sell", qty=Decimal("0.5"), client_order_id="t1-x-open")
