@@ -82,6 +82,20 @@ def universe_instruments(*, config: StrategyConfig, at: datetime | None = None) 
     return [i for i in candidates if daily.get(i.pk) is None or daily[i.pk] >= minimum]
 
 
+def candle_fetch_instruments(*, config: StrategyConfig) -> list[Instrument]:
+    """The instruments whose bars the market-data fetch brings in, by symbol: the live universe, and the legs of the
+    active pairs whatever their turnover or exclusion today (the pairs' signals, and the exit of a trade open on
+    one, read their bars), and of the pairs suspended for a stale leg (fresh bars are what resumes them). An
+    instrument the exchange no longer trades is not asked for."""
+    active = {"status__in": (Pair.Status.ACTIVE, Pair.Status.SUSPENDED), "timeframe": config.timeframe}
+    legs = (Instrument.objects.filter(exchange=config.exchange, status=Instrument.Status.TRADING)
+            .filter(Q(pk__in=Pair.objects.filter(**active).values("y_instrument"))
+                    | Q(pk__in=Pair.objects.filter(**active).values("x_instrument"))))
+    instruments = {i.pk: i for i in universe_instruments(config=config)}
+    instruments.update((i.pk, i) for i in legs if i.pk not in instruments)
+    return sorted(instruments.values(), key=lambda i: i.symbol)
+
+
 def universe_candidates(*, config: StrategyConfig) -> QuerySet[Instrument]:
     """Every instrument a point-in-time universe can hold: the exchange and quote's, whatever its status today,
     except those excluded by hand."""

@@ -12,7 +12,7 @@ from core.threads import available_cores
 from exchanges.factory import market_data_exchange
 from pairs.market import stored_clock_end
 from pairs.models import CointegrationRun, StrategyConfig
-from pairs.selectors import universe_instruments
+from pairs.selectors import candle_fetch_instruments
 from pairs.services.fanout import block_result_share, run_discard, run_token, shared_window, window_share
 from pairs.services.fanout import block_results as stored_block_results
 from pairs.services.market_data import candles_fetch, universe_refresh
@@ -35,7 +35,7 @@ def fetch_market_data() -> dict:
     config = StrategyConfig.current()
     client = market_data_exchange(config.exchange)
     sync = universe_refresh(exchange_client=client, exchange=config.exchange, quote=config.quote)
-    results = candles_fetch(exchange_client=client, instruments=list(universe_instruments(config=config)),
+    results = candles_fetch(exchange_client=client, instruments=candle_fetch_instruments(config=config),
                             timeframe=config.timeframe, backfill_bars=config.backfill_bars)
     return {
         "instruments_created": len(sync.created),

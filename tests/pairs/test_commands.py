@@ -15,8 +15,9 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count
 
 from core.models import AuditEntry
-from pairs.models import Candle, Instrument, StrategyConfig
+from pairs.models import Candle, Instrument, Pair, StrategyConfig
 from pairs.services import market_data
+from tests.factories import InstrumentFactory, PairFactory
 from tests.fakes.bybit import FakeBybit
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("retry_sleeps")]
@@ -231,6 +232,29 @@ def test_fetch_candles_refreshes_the_universe_and_stores_closed_bars(fake):
 
     assert out.splitlines() == ["universe: 0 new, 0 updated, 0 delisted", "0 candle(s) stored for 2 symbol(s)."]
     assert Candle.objects.count() == 96
+
+
+def test_fetch_candles_keeps_fetching_the_legs_of_active_pairs_that_left_the_universe(fake):
+    """An active pair's leg whose turnover fell below the universe's minimum (or that a person excluded) still gets
+    its bars: the pair's signals, and the exit of a trade open on it, read them (without them its signals stop, the
+    guard halts the account on stale data, and the maintenance suspends, then retires the pair). A suspended pair's
+    legs too: fresh bars are what resumes it. A leg the exchange no longer trades is not asked for."""
+    run("fetch_candles", verbosity=0)
+    low, btc = Instrument.objects.get(symbol="LOWUSDT"), Instrument.objects.get(symbol="BTCUSDT")
+    PairFactory(y_instrument=btc, x_instrument=low)
+    eth = Instrument.objects.get(symbol="ETHUSDT")
+    eth.excluded = True
+    eth.save()
+    PairFactory(y_instrument=eth, x_instrument=btc, status=Pair.Status.SUSPENDED)  # suspended for its stale leg
+    gone = InstrumentFactory(symbol="GONEUSDT", status=Instrument.Status.DELISTED)
+    PairFactory(y_instrument=btc, x_instrument=gone)
+
+    out, err = run("fetch_candles", skip_universe=True, verbosity=0)
+
+    assert (out.splitlines(), err) == (["48 candle(s) stored for 3 symbol(s)."], "")
+    counts = dict(Candle.objects.values("instrument__symbol").annotate(n=Count("id")).values_list(
+        "instrument__symbol", "n"))  # fmt: skip
+    assert counts == {"BTCUSDT": 48, "ETHUSDT": 48, "LOWUSDT": 48}
 
 
 def test_fetch_candles_for_named_symbols_without_universe_refresh(fake):

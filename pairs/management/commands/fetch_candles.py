@@ -4,7 +4,7 @@ from tqdm import tqdm
 from exchanges.errors import ExchangeError
 from exchanges.factory import market_data_exchange
 from pairs.models import Instrument, StrategyConfig
-from pairs.selectors import universe_instruments
+from pairs.selectors import candle_fetch_instruments
 from pairs.services.market_data import candles_fetch, universe_refresh
 
 
@@ -15,7 +15,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--symbols", default="", help="comma-separated symbols (default: the universe)")
+        parser.add_argument("--symbols", default="",
+                            help="comma-separated symbols (default: the universe and the active pairs' legs)")
         parser.add_argument("--skip-universe", action="store_true", help="don't refresh instruments first")
         parser.add_argument("--timeframe", default=None, help="default: the strategy configuration's")
 
@@ -38,7 +39,7 @@ class Command(BaseCommand):
             if missing:
                 raise CommandError(f"unknown symbol(s) on {config.exchange}: {', '.join(missing)}")
         else:
-            instruments = list(universe_instruments(config=config))
+            instruments = candle_fetch_instruments(config=config)
         with tqdm(total=len(instruments), unit="symbol", disable=options["verbosity"] == 0) as bar:
             def progress(result):
                 bar.update(1)
