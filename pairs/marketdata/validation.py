@@ -175,8 +175,18 @@ def _numeric(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
         )  # fmt: skip
     data = frame.loc[:, list(OHLCV_COLUMNS)].copy()
     data["timestamp"] = timestamps.astype("int64")
-    for column in (*PRICE_COLUMNS, "volume"):
-        data[column] = pd.to_numeric(data[column], errors="coerce").astype("float64")
+    not_numbers: list[tuple[int, int, str]] = []
+    for order, column in enumerate((*PRICE_COLUMNS, "volume")):
+        values = pd.to_numeric(data[column], errors="coerce").astype("float64")
+        # Text that is not a number ("1,000.5", "abc") is named with its row, column and value; an empty cell
+        # stays NaN, rejected below with its timestamp.
+        unreadable = np.flatnonzero((values.isna() & data[column].notna()).to_numpy())
+        not_numbers.extend((r, order, f"row {r + 1} (file line {r + 2}): {column} "
+                                      f"{_cell_text(data[column].iloc[r])} is not a number")
+                           for r in unreadable[:MAX_EXAMPLES])
+        data[column] = values
+    if not_numbers:
+        raise CandleValidationError(symbol, [text for _, _, text in sorted(not_numbers)])
     return data
 
 

@@ -175,8 +175,19 @@ def test_nan_or_non_positive_price_is_rejected(column, value):
     assert error.problems == [f"NaN or non-positive price at {iso(2)}"]
 
 
-def test_unparseable_price_text_is_rejected_as_nan():
-    error = rejected(frame(bar(0), (at(1), "100", "101", "99", "n/a", "1")))
+def test_unparseable_text_is_rejected_naming_its_row_column_and_value():
+    error = rejected(frame(bar(0), (at(1), "100", "101", "99", "n/a", "1"), (at(2), "1,000.5", "101", "99", "100",
+                                                                             "x")))
+
+    assert error.problems == [
+        "row 2 (file line 3): close 'n/a' is not a number",
+        "row 3 (file line 4): open '1,000.5' is not a number",
+        "row 3 (file line 4): volume 'x' is not a number",
+    ]
+
+
+def test_an_empty_price_cell_is_rejected_as_nan():
+    error = rejected(frame(bar(0), (at(1), "100", "101", "99", None, "1")))
     assert error.problems == [f"NaN or non-positive price at {iso(1)}"]
 
 
