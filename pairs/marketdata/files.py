@@ -13,6 +13,8 @@ import pandas as pd
 
 SUFFIXES = (".csv.gz", ".csv", ".parquet", ".feather")
 _TIME_COLUMNS = ("timestamp", "date", "datetime_utc", "open_time", "datetime")
+# A column naming each row's symbol, as some exports carry: every row must be the file's own symbol.
+_SYMBOL_COLUMNS = ("symbol", "pair", "ticker")
 # What the readers raise on a damaged file: a truncated gzip ends in EOFError, a corrupt deflate stream in
 # zlib.error, a broken CSV in ParserError or UnicodeDecodeError (a ValueError), a broken Parquet or Feather in
 # pyarrow's errors (each also a ValueError, OSError, TypeError, NotImplementedError or LookupError).
@@ -87,4 +89,32 @@ def read_candle_file(path: Path) -> pd.DataFrame:
     missing = [c for c in ("open", "high", "low", "close", "volume") if c not in frame.columns]
     if missing:
         raise CandleFileError(f"{path}: missing column(s) {', '.join(missing)}")
+    _check_symbol_column(path, frame)
     return frame[["timestamp", "open", "high", "low", "close", "volume"]]
+
+
+def _bare_symbol(name) -> str:
+    """BTCUSDT for BTCUSDT, btc/usdt, BTC/USDT:USDT or BTC-USDT: the exchange's id as the file names carry it."""
+    text = "" if pd.isna(name) else str(name)
+    return "".join(ch for ch in text.split(":")[0].upper() if ch not in "/-_ ")
+
+
+def _check_symbol_column(path: Path, frame: pd.DataFrame) -> None:
+    """A file whose symbol column names another symbol (two exports concatenated, a file renamed) would store that
+    symbol's prices as the file's: rejected, naming the rows."""
+    column = next((c for c in _SYMBOL_COLUMNS if c in frame.columns), None)
+    if column is None:
+        return
+    own = symbol_of(path)
+    foreign = [r for r, name in enumerate(frame[column]) if _bare_symbol(name) != own]
+    if foreign:
+        cells = frame[column]
+        shown = ", ".join(
+            f"row {r + 1} (file line {r + 2}): {'empty' if pd.isna(cells.iloc[r]) else repr(cells.iloc[r])}"
+            for r in foreign[:5]
+        )
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise CandleFileError(
+            f"{path}: column {column} names another symbol than the file's {own} in {len(foreign)} row(s): "
+            f"{shown}{more} (one file holds one symbol)"
+        )

@@ -8,6 +8,7 @@ being the source of truth for its own bars (it corrects the last ones now and th
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from pairs.models import Candle, FundingRate, Instrument
 from pairs.services.candles import StoredCandlesDifferError, candles_upsert
 
 logger = logging.getLogger(__name__)
+_SYMBOL_NAME = re.compile(r"[A-Z0-9][A-Z0-9._-]*")
 
 
 @dataclass
@@ -134,6 +136,7 @@ def candles_import_directory(
         result = FileImportResult(symbol=symbol, path=path)
         summary.files.append(result)
         try:
+            _import_symbol_check(path, symbol)
             clean, result.report = _candle_file_validated(path, symbol=symbol, timeframe=timeframe, now_ms=now_ms)
             with transaction.atomic():
                 instrument = instrument_get_or_create_for_import(exchange=exchange, symbol=symbol)
@@ -150,6 +153,22 @@ def candles_import_directory(
         if progress is not None:
             progress(result)
     return summary
+
+
+def _import_symbol_check(path: Path, symbol: str, quote: str = "USDT") -> None:
+    """The symbol a file's name gives must be one an exchange could list and the instrument table can hold: an
+    empty one (".csv"), one with spaces or accents (a copy named "BTCUSDT (1).csv") or one longer than the columns
+    would be stored as nonsense, or fail MariaDB's strict mode half way through the run."""
+    longest = Instrument._meta.get_field("symbol").max_length
+    longest_base = Instrument._meta.get_field("base").max_length
+    base = symbol[: -len(quote)] if symbol.endswith(quote) and len(symbol) > len(quote) else symbol
+    if not _SYMBOL_NAME.fullmatch(symbol):
+        problem = "letters A-Z, digits, '.', '-' or '_' only, starting with a letter or digit"
+    elif len(symbol) > longest or len(base) > longest_base:
+        problem = f"at most {longest} characters, of which {longest_base} before the quote {quote}"
+    else:
+        return
+    raise CandleFileError(f"{path}: the file's name gives the symbol {symbol!r}, which is not a symbol ({problem})")
 
 
 def _file_candles_store(instrument: Instrument, timeframe: str, clean: pd.DataFrame, *, overwrite: bool,

@@ -112,6 +112,63 @@ def test_import_candles_truncated_gzip_is_named_and_the_later_files_are_imported
     assert Candle.objects.count() == 9
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        (".csv", "letters A-Z, digits, '.', '-' or '_' only, starting with a letter or digit"),
+        ("GOOD AUSDT (1).csv", "letters A-Z, digits, '.', '-' or '_' only, starting with a letter or digit"),
+        ("BTC\u00dcSDT.csv", "letters A-Z, digits, '.', '-' or '_' only, starting with a letter or digit"),
+        ("A" * 33 + "USDT.csv", "at most 64 characters, of which 32 before the quote USDT"),
+        ("B" * 65 + ".csv", "at most 64 characters, of which 32 before the quote USDT"),
+    ],
+)
+def test_import_candles_a_file_name_that_is_no_symbol_is_rejected_and_the_others_imported(candle_dir, name,
+                                                                                          problem):
+    # MariaDB's strict mode raised DataError (a traceback ending the run) on a name longer than the columns; SQLite
+    # stored an instrument named "" or "GOOD AUSDT (1)".
+    path = candle_dir / name
+    pd.DataFrame(rows(3), columns=COLUMNS).to_csv(path, index=False)
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError) as info:
+        call_command("import_candles", str(candle_dir), stdout=out, stderr=err)
+
+    assert str(info.value) == f"1 file(s) rejected: {name}"
+    symbol = name[: -len(".csv")].upper()
+    assert err.getvalue() == (
+        f"REJECTED {path}: the file's name gives the symbol {symbol!r}, which is not a symbol ({problem})\n"
+    )
+    assert "2 file(s), 9 candle(s) imported (1h, bybit)." in out.getvalue()
+    assert sorted(Instrument.objects.values_list("symbol", flat=True)) == ["GOODAUSDT", "GOODBUSDT"]
+    assert Candle.objects.count() == 9
+
+
+@pytest.mark.parametrize("exchange", ["", "By bit", "x" * 33])
+def test_import_candles_an_exchange_that_is_no_ccxt_id_is_refused_before_anything_is_stored(candle_dir, exchange):
+    with pytest.raises(CommandError) as info:
+        run("import_candles", str(candle_dir), exchange=exchange)
+
+    assert str(info.value).startswith(f"--exchange {exchange!r}: a ccxt exchange id (lower-case letters, digits")
+    assert not Instrument.objects.exists()
+
+
+def test_import_candles_a_file_holding_another_symbols_rows_is_rejected_and_nothing_of_it_stored(candle_dir):
+    mixed = pd.DataFrame(rows(4), columns=COLUMNS)
+    mixed.insert(0, "symbol", ["MIXUSDT", "MIXUSDT", "ETHUSDT", "MIXUSDT"])
+    path = candle_dir / "MIXUSDT.csv"
+    mixed.to_csv(path, index=False)
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError) as info:
+        call_command("import_candles", str(candle_dir), stdout=out, stderr=err)
+
+    assert str(info.value) == "1 file(s) rejected: MIXUSDT.csv"
+    assert f"REJECTED {path}: column symbol names another symbol than the file's MIXUSDT in 1 row(s): row 3" in (
+        err.getvalue())
+    assert not Instrument.objects.filter(symbol="MIXUSDT").exists()
+    assert Candle.objects.count() == 9
+
+
 def test_import_candles_refuses_to_change_stored_bars_unless_overwrite(candle_dir):
     run("import_candles", str(candle_dir), verbosity=0)
     revised = rows(7)  # two new bars ...

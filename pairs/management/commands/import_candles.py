@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 from django.conf import settings
@@ -6,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from core.commands import shell_operator
 from pairs.marketdata.files import CandleFileError
 from pairs.marketdata.validation import TIMEFRAME_MS
+from pairs.models import Instrument
 from pairs.services.market_data import candles_import_directory
 
 
@@ -30,6 +32,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, directory: Path, timeframe: str, symbols: str, exchange: str, overwrite: bool,
                verbosity: int, **options):  # fmt: skip
+        longest = Instrument._meta.get_field("exchange").max_length
+        if not re.fullmatch(rf"[a-z0-9_]{{1,{longest}}}", exchange):
+            raise CommandError(f"--exchange {exchange!r}: a ccxt exchange id (lower-case letters, digits and '_', at "
+                               f"most {longest} characters), e.g. bybit")
         wanted = [s for s in symbols.split(",") if s.strip()] or None
 
         def progress(result):

@@ -299,3 +299,40 @@ def test_two_files_for_one_symbol_is_an_error_naming_both(candle_dir):
         candle_files(candle_dir)
     assert str(info.value) == (f"{candle_dir}: more than one file for the same symbol, keep one: "
                                "BTCUSDT: BTCUSDT.csv, btcusdt.csv")
+
+
+# ---------------------------------------------------------------------------------------------------- symbol column
+
+
+def test_a_symbol_column_naming_another_symbol_is_rejected_with_its_rows(tmp_path):
+    df = sample()
+    df.insert(0, "symbol", ["BTCUSDT", "ETHUSDT", "ETHUSDT"])
+    path = tmp_path / "BTCUSDT.csv"
+    df.to_csv(path, index=False)
+
+    with pytest.raises(CandleFileError) as info:
+        read_candle_file(path)
+
+    assert str(info.value) == (
+        f"{path}: column symbol names another symbol than the file's BTCUSDT in 2 row(s): "
+        "row 2 (file line 3): 'ETHUSDT', row 3 (file line 4): 'ETHUSDT' (one file holds one symbol)"
+    )
+
+
+def test_a_symbol_column_of_the_files_own_symbol_is_accepted_in_any_spelling(tmp_path):
+    df = sample()
+    df.insert(0, "Pair", ["BTCUSDT", "BTC/USDT", "btc/usdt:usdt"])
+    path = tmp_path / "BTCUSDT.csv"
+    df.to_csv(path, index=False)
+
+    assert_sample(read_candle_file(path))
+
+
+def test_an_empty_symbol_cell_is_rejected(tmp_path):
+    df = sample()
+    df.insert(0, "symbol", ["BTCUSDT", None, "BTCUSDT"])
+    path = tmp_path / "BTCUSDT.parquet"
+    df.to_parquet(path, index=False)
+
+    with pytest.raises(CandleFileError, match=r"in 1 row\(s\): row 2 \(file line 3\): empty"):
+        read_candle_file(path)
