@@ -6,10 +6,12 @@ after the results were stored: the user would run it again and store them twice.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import math
 import os
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 from django.core.management.base import CommandError
@@ -59,6 +61,30 @@ def finite_number(option: str, value: float, *, minimum: float, maximum: float, 
     if not math.isfinite(value) or not minimum <= value <= maximum:
         raise CommandError(f"{option} must be a number from {minimum:g} to {maximum:g}{unit}, got {value:g}")
     return value
+
+
+# The open times a candle may have (pairs.marketdata.validation), with a year to spare at the end for the windows and
+# bars a command adds to the moment it is given.
+_EARLIEST_MOMENT = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST_MOMENT = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def utc_moment(value: str) -> datetime:
+    """argparse ``type`` of an option naming a moment: ISO 8601, UTC unless it says otherwise, from 1970 to 9998.
+    ``datetime.fromisoformat`` alone takes 0001-01-01, and the command's arithmetic on it ends in a traceback."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 date or date-time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)") from None
+    try:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first day a datetime holds, in UTC
+        moment = None
+    if moment is None or not _EARLIEST_MOMENT <= moment < _LATEST_MOMENT:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is outside the times candles can have (1970-01-01 to 9998-12-31, UTC)")
+    return moment
 
 
 def shell_operator(command: str) -> str:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from django.core.management.base import CommandError
 
-from core.commands import finite_number, output_write, writable_output_path
+from core.commands import finite_number, output_write, utc_moment, writable_output_path
 
 
 @pytest.fixture
@@ -132,3 +134,41 @@ def test_a_command_that_asks_ends_without_teardown_after_its_exit_handlers(tmp_p
     assert done.returncode == 0, done.stderr
     assert done.stdout == "the command's output"
     assert marker.read_text() == expected
+
+
+# ---------------------------------------------------------------------------------------------------- utc_moment
+
+
+@pytest.mark.parametrize(
+    ("value", "moment"),
+    [
+        ("2021-07-24", datetime(2021, 7, 24, tzinfo=UTC)),
+        ("2021-07-24T23:00", datetime(2021, 7, 24, 23, tzinfo=UTC)),
+        ("2021-07-25T01:00+02:00", datetime(2021, 7, 24, 23, tzinfo=UTC)),
+        ("1970-01-01", datetime(1970, 1, 1, tzinfo=UTC)),
+        ("9998-12-31T23:00Z", datetime(9998, 12, 31, 23, tzinfo=UTC)),
+    ],
+)
+def test_utc_moment_reads_iso_8601_as_utc(value, moment):
+    assert utc_moment(value) == moment
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2021-13-01", "'2021-13-01' is not an ISO 8601 date or date-time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)"),
+        ("yesterday", "'yesterday' is not an ISO 8601 date or date-time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)"),
+        ("0001-01-01", "'0001-01-01' is outside the times candles can have (1970-01-01 to 9998-12-31, UTC)"),
+        ("0001-01-01T00:00+01:00", "'0001-01-01T00:00+01:00' is outside the times candles can have (1970-01-01 to "
+                                   "9998-12-31, UTC)"),
+        ("1969-12-31T23:00", "'1969-12-31T23:00' is outside the times candles can have (1970-01-01 to 9998-12-31, "
+                             "UTC)"),
+        ("9999-12-31T23:00", "'9999-12-31T23:00' is outside the times candles can have (1970-01-01 to 9998-12-31, "
+                             "UTC)"),
+    ],
+)
+def test_utc_moment_refuses_what_is_no_moment_or_outside_the_candles_range(value, message):
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        utc_moment(value)
+
+    assert str(info.value) == message

@@ -195,3 +195,16 @@ def test_admin_promote_does_not_step_over_a_grading_that_moved_the_pair_meanwhil
     assert pair.level.number == 0
     assert "1 pair(s) changed level meanwhile" in response.content.decode()
     assert not LevelChange.objects.filter(pair=pair).exists()
+
+
+@pytest.mark.parametrize("end", ["9999-12-31T23:00", "0001-01-01", "2021-02-30"])
+def test_update_stats_end_outside_the_calendar_is_an_error_naming_the_option_not_a_traceback(end):
+    # 9999-12-31T23:00 was taken, and adding the bar to it for the maintenance's clock raised OverflowError.
+    make_market().pair("Y2USDT", "XUSDT", level=0)
+
+    with pytest.raises(CommandError) as info:
+        call_command("update_stats", "--end", end, stdout=StringIO())
+
+    assert str(info.value).startswith(f"Error: argument --end: {end!r} is ")
+    assert not AuditEntry.objects.filter(action="update_stats").exists()
+    assert not PairStatistics.objects.exists()

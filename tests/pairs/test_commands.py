@@ -359,3 +359,12 @@ def test_fetch_candles_a_failing_symbol_is_reported_and_the_others_stored(fake):
     assert "10001" in err.getvalue()
     assert Candle.objects.filter(instrument__symbol="BTCUSDT").count() == 48
     assert Candle.objects.filter(instrument__symbol="ETHUSDT").count() == 0
+
+
+def test_fetch_candles_unknown_timeframe_is_refused_before_the_exchange_is_asked(fake):
+    # --timeframe 7h was taken: with no symbol stored the command answered "0 candle(s) stored" and exit code 0.
+    with pytest.raises(CommandError) as info:
+        run("fetch_candles", "--timeframe", "7h", "--skip-universe")
+
+    assert str(info.value).startswith("Error: argument --timeframe: invalid choice: '7h' (choose from '1m', '3m',")
+    assert fake.requests == []

@@ -147,3 +147,16 @@ def test_select_pairs_checks_the_json_path_before_it_screens(shared_candles_dir,
     assert str(info.value) == f"--json {path}: the directory {path.parent} does not exist"
     assert not CointegrationRun.objects.exists()
     assert not Pair.objects.exists()
+
+
+@pytest.mark.parametrize("end", ["0001-01-01", "1969-06-01T00:00", "2021-07-24T25:00"])
+def test_select_pairs_end_outside_the_calendar_is_an_error_naming_the_option_not_a_traceback(end,
+                                                                                             shared_candles_dir):
+    # 0001-01-01 was taken, and the formation window before it raised OverflowError.
+    import_real(shared_candles_dir, ["BTCUSDT", "ETHUSDT"])
+
+    with pytest.raises(CommandError) as info:
+        call_command("select_pairs", "--end", end, stdout=StringIO(), stderr=StringIO())
+
+    assert str(info.value).startswith(f"Error: argument --end: {end!r} is ")
+    assert not CointegrationRun.objects.exists()

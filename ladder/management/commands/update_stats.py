@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand
 
 from core.audit import audit_record
-from core.commands import output_write, shell_operator, writable_output_path
+from core.commands import output_write, shell_operator, utc_moment, writable_output_path
 from core.market_clock import market_clock
 from ladder.services import pair_statistics_update
 from pairs.market import stored_clock_end
@@ -22,14 +22,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write the grading to FILE")
-        parser.add_argument("--end", type=datetime.fromisoformat, default=None,
+        parser.add_argument("--end", type=utc_moment, default=None,
                             help="open time (UTC) of the backtests' last bar, e.g. 2021-07-24T23:00 (default: the "
                                  "newest stored bar)")
 
     def handle(self, *args, json_path: Path | None, end: datetime | None = None, **options):
         json_path = writable_output_path("--json", json_path)  # before anything is stored, not after
         config = StrategyConfig.current()
-        if end is not None and end.tzinfo is None:
+        if end is not None and end.tzinfo is None:  # passed in-process (call_command), which argparse doesn't see
             end = end.replace(tzinfo=UTC)
         # The checks run at the grading's moment: with --end, when that bar closed (nothing after it is read).
         now = end + timedelta(milliseconds=timeframe_ms(config.timeframe)) if end else market_clock().now()

@@ -3,6 +3,7 @@ from tqdm import tqdm
 
 from exchanges.errors import ExchangeError
 from exchanges.factory import market_data_exchange
+from pairs.marketdata.validation import TIMEFRAME_MS
 from pairs.models import Instrument, StrategyConfig
 from pairs.selectors import candle_fetch_instruments
 from pairs.services.market_data import candles_fetch, universe_refresh
@@ -18,7 +19,8 @@ class Command(BaseCommand):
         parser.add_argument("--symbols", default="",
                             help="comma-separated symbols (default: the universe and the active pairs' legs)")
         parser.add_argument("--skip-universe", action="store_true", help="don't refresh instruments first")
-        parser.add_argument("--timeframe", default=None, help="default: the strategy configuration's")
+        parser.add_argument("--timeframe", default=None, choices=sorted(TIMEFRAME_MS, key=TIMEFRAME_MS.get),
+                            help="default: the strategy configuration's")
 
     def handle(self, *args, symbols: str, skip_universe: bool, timeframe: str | None, **options):
         config = StrategyConfig.current()

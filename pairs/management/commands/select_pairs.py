@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from core.audit import audit_record
-from core.commands import end_without_teardown, output_write, shell_operator, writable_output_path
+from core.commands import end_without_teardown, output_write, shell_operator, utc_moment, writable_output_path
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
 from pairs.selectors import candle_bounds
@@ -30,7 +30,7 @@ class Command(BaseCommand):
                                  "bars the stored candles span)")
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write every test to FILE")
         parser.add_argument("--symbols", default="", help="comma-separated subset of the universe")
-        parser.add_argument("--end", type=datetime.fromisoformat, default=None,
+        parser.add_argument("--end", type=utc_moment, default=None,
                             help="open time (UTC) of the window's last bar, e.g. 2021-07-24T23:00 (default: the "
                                  "newest stored bar)")
 
@@ -86,4 +86,5 @@ def _check_lookback(config: StrategyConfig, lookback: int) -> None:
 
 
 def _utc(moment: datetime | None) -> datetime | None:
+    """A moment passed in-process (``call_command(end=...)``, which argparse doesn't see) is UTC when naive."""
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
