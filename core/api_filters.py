@@ -87,7 +87,10 @@ class StrictBooleanField(forms.Field):
             return True
         if text in self.FALSE:
             return False
-        raise forms.ValidationError(f"true or false (1 or 0) is expected, not {str(value)[:40]!r}", code="invalid")
+        # The value goes in as a parameter, not into the message: django-filter %-formats every message, and a
+        # "%" in the value ("?active=100%") raised TypeError, a 500.
+        raise forms.ValidationError("true or false (1 or 0) is expected, not %(value)s", code="invalid",
+                                    params={"value": repr(str(value)[:40])})
 
 
 class StrictBooleanFilter(filters.BooleanFilter):

@@ -156,6 +156,17 @@ def test_a_boolean_filter_takes_true_false_1_or_0_only(api_client, path, paramet
     assert parameter in response.json()
 
 
+@pytest.mark.parametrize(("path", "parameter"), [("halts", "active"), ("halts", "flatten"), ("accounts", "enabled"),
+                                                 ("pairs", "level_locked")])
+@pytest.mark.parametrize("value", ["100%", "%s", "%(x)s", "%"])
+def test_a_boolean_filter_value_with_a_percent_sign_is_a_400_naming_it_not_a_500(api_client, path, parameter, value):
+    # django-filter %-formats each message: the value written into it raised TypeError ("not enough arguments").
+    response = api_client.get(f"/api/v1/{path}/", {parameter: value})
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {parameter: [f"true or false (1 or 0) is expected, not {value!r}"]}
+
+
 def test_a_boolean_filter_filters(api_client):
     active = HaltFactory()
     cleared = HaltFactory(cleared_at=T0)
