@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from notifications.models import Notification
-from pairs.models import Candle, Level, StrategyConfig
+from pairs.models import Candle, Level, Pair, StrategyConfig
 from risk.models import RiskLimit
 from tests.replay.replay_world import L1_MIN_TRADES, SHORT_WINDOWS, SYMBOLS
 
@@ -76,6 +76,20 @@ def test_the_data_directory_comes_from_the_environment(var_dir, tmp_path, monkey
 def test_a_bad_replay_length_is_refused(var_dir, few_symbols_dir):
     with pytest.raises(CommandError, match=r"^--replay-days must be at least 1, got 0$"):
         call_command("demo_pipeline", data=few_symbols_dir, replay_days=0, stdout=StringIO())
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("replay_days", 10**11, r"^--replay-days must be at most 3650, got 100000000000$"),
+    ("hold_out_days", 10**11, r"^--hold-out-days 100000000000 holds out more than the 124 day\(s\) the stored candles "
+                              r"span \(2020-12-01 to 2021-04-04 UTC\)$"),
+    ("hold_out_days", 125, r"^--hold-out-days 125 holds out more than the 124 day"),
+])
+def test_a_hold_out_or_replay_beyond_the_calendar_is_refused_not_a_traceback(var_dir, few_symbols_dir, option, value,
+                                                                            message):
+    # --hold-out-days 99999999999 took the newest bar that many days back: OverflowError.
+    with pytest.raises(CommandError, match=message):
+        call_command("demo_pipeline", data=few_symbols_dir, stdout=StringIO(), **{option: value})
+    assert not Pair.objects.exists()
 
 
 # Real commits: the replay prints each bar's notifications once the bar commits, halts after theirs.

@@ -25,6 +25,7 @@ DEMO_REPLAY_DAYS = 56
 # The last days of the stored data are kept out of the batch (replay, screening, grading): the served demo's paper
 # account trades them afterwards on the stored-data clock, which starts where the replay ended.
 DEMO_HOLD_OUT_DAYS = 7
+MAX_REPLAY_DAYS = 3650  # ten years of hourly bars; more reaches before the calendar's first day (OverflowError)
 REPLAY_ACCOUNT = "replay"  # the replay's default paper account (replay sits beside this floor: named, not imported)
 DATA_ENV = "STATARB_DATA_DIR"
 DEMO_TIMEFRAME = "1h"  # the shared data's bars
@@ -58,13 +59,19 @@ class Command(BaseCommand):
                verbosity: int, **options):
         if replay_days < 1:
             raise CommandError(f"--replay-days must be at least 1, got {replay_days}")
+        if replay_days > MAX_REPLAY_DAYS:
+            raise CommandError(f"--replay-days must be at most {MAX_REPLAY_DAYS}, got {replay_days}")
         if hold_out_days < 0:
             raise CommandError(f"--hold-out-days can't be negative, got {hold_out_days}")
         data = Path(data) if data is not None else None  # call_command passes options as given
         replay_json = settings.VAR_DIR / "demo-replay.json"
         self._step(1, "candles")
         self._candles_ensure(data, verbosity)
-        newest = candle_bounds()[1]
+        first, newest = candle_bounds()
+        span_days = (newest.date() - first.date()).days
+        if hold_out_days > span_days:  # (and an absurd number of days overflowed the calendar: a traceback)
+            raise CommandError(f"--hold-out-days {hold_out_days} holds out more than the {span_days} day(s) the stored "
+                               f"candles span ({first:%Y-%m-%d} to {newest:%Y-%m-%d} UTC)")
         last_day = (newest - timedelta(days=hold_out_days)).date() if hold_out_days else None
         # The open of the batch's last hourly bar (None: the newest stored one); the served clock starts at its close.
         batch_end = datetime.combine(last_day, time(23), tzinfo=UTC) if last_day else None
