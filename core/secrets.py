@@ -92,6 +92,12 @@ def _fernet() -> MultiFernet:
     return MultiFernet(fernets)
 
 
+def secrets_key_check() -> None:
+    """SecretsKeyMissing, saying what is wrong, unless STATARB_SECRETS_KEY is set and each of its keys is a Fernet
+    key: asked before credentials are taken (the admin's form) or rotated, not found out half way through a save."""
+    _fernet()
+
+
 def rotate_secret(token: str) -> str:
     """``token`` re-encrypted with the first key (it may have been made with any configured key)."""
     try:

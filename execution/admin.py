@@ -10,6 +10,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
 from core.audit import audit_record
 from core.market_clock import market_clock
+from core.secrets import SecretsKeyMissing, secrets_key_check
 from execution.models import (
     BotHeartbeat,
     DailyTradeTotals,
@@ -51,6 +52,11 @@ class ExchangeAccountForm(forms.ModelForm):
                 "STATARB_SECRETS_KEY is not set, so credentials can't be stored encrypted. Set it, or name "
                 "environment variables in 'API key env' and 'API secret env' instead."
             )
+        if cleaned.get("new_api_key"):
+            try:  # a malformed key was found out only in save_model: an error page, the account half saved
+                secrets_key_check()
+            except SecretsKeyMissing as error:
+                raise forms.ValidationError(str(error)) from None
         return cleaned
 
 

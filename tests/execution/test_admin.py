@@ -126,6 +126,22 @@ def test_only_one_of_key_and_secret_is_a_form_error(staff_client, secrets_key, g
     assert PLAIN_KEY not in response.text and PLAIN_SECRET not in response.text
 
 
+@pytest.mark.parametrize("key", ["not-a-fernet-key", "Zm9v,"])
+def test_a_malformed_secrets_key_is_a_form_error_not_an_error_page(staff_client, settings, key):
+    # The form only asked whether STATARB_SECRETS_KEY was set; encrypting in save_model raised SecretsKeyMissing.
+    settings.STATARB_SECRETS_KEY = key
+
+    response = staff_client.post(reverse("admin:execution_exchangeaccount_add"),
+                                 _account_form(new_api_key=PLAIN_KEY, new_api_secret=PLAIN_SECRET))
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["__all__"]
+    assert errors == ["STATARB_SECRETS_KEY: key 1 of 1 is not a valid Fernet key (32 url-safe base64 bytes, as "
+                      "Fernet.generate_key() makes; several keys are separated by commas)."]
+    assert not ExchangeAccount.objects.filter(name="bybit-paper-1").exists()
+    assert PLAIN_KEY not in response.text and PLAIN_SECRET not in response.text
+
+
 def test_admin_action_refuses_to_close_a_trade_of_a_disabled_account(staff_client):
     from core.models import AuditEntry
     from execution.models import PairTrade

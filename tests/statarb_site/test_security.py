@@ -303,6 +303,17 @@ def test_rotate_secrets_re_encrypts_with_the_first_key(settings):
     assert AuditEntry.objects.filter(action="rotate_secrets").exists()
 
 
+@pytest.mark.parametrize("key", ["", "garbage", f"{Fernet.generate_key().decode()},garbage"],
+                         ids=["unset", "malformed", "second-malformed"])
+def test_rotate_secrets_with_no_usable_key_is_an_error_even_with_nothing_stored(settings, key):
+    # With no credential stored, a malformed or missing key was reported as "re-encrypted ... with the first key".
+    settings.STATARB_SECRETS_KEY = key
+
+    with pytest.raises(CommandError, match=r"^STATARB_SECRETS_KEY"):
+        call_command("rotate_secrets", stdout=StringIO())
+    assert not AuditEntry.objects.filter(action="rotate_secrets").exists()
+
+
 def test_rotate_secrets_without_the_old_key_changes_nothing(settings):
     settings.STATARB_SECRETS_KEY = Fernet.generate_key().decode()
     account = ExchangeAccountFactory()

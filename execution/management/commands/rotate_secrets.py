@@ -3,7 +3,7 @@ from django.db import transaction
 
 from core.audit import audit_record
 from core.commands import shell_operator
-from core.secrets import SecretsKeyMissing
+from core.secrets import SecretsKeyMissing, secrets_key_check
 from execution.services.accounts import account_credentials_rotate
 
 
@@ -15,6 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
+            secrets_key_check()  # with no credential stored yet, a malformed key was reported as rotated to
             with transaction.atomic():
                 count = account_credentials_rotate()
                 audit_record(action="rotate_secrets", channel="command", actor_label=shell_operator("rotate_secrets"),
