@@ -48,6 +48,7 @@ TIMEFRAME_MS: dict[str, int] = {
 }
 OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
+VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
 # The database keeps 12 digits after the point and 32 in all (core.db).
 MIN_STORABLE_PRICE = 1e-12
 MAX_STORABLE_VALUE = 1e20
@@ -105,8 +106,9 @@ def _iso(ms: int | np.integer) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _examples(label: str, timestamps: np.ndarray) -> list[str]:
-    shown = [f"{label} at {_iso(ts)}" for ts in timestamps[:MAX_EXAMPLES]]
+def _examples(label: str, timestamps: np.ndarray, details: list[str] | None = None) -> list[str]:
+    shown = [f"{label} at {_iso(ts)}" + (f" ({details[i]})" if details else "")
+             for i, ts in enumerate(timestamps[:MAX_EXAMPLES])]
     if len(timestamps) > MAX_EXAMPLES:
         shown.append(f"{label}: {len(timestamps) - MAX_EXAMPLES} more")
     return shown
@@ -227,20 +229,39 @@ def _value_problems(data: pd.DataFrame, ts: np.ndarray) -> list[str]:
     high, low = data["high"].to_numpy(), data["low"].to_numpy()
     body_max = np.maximum(data["open"].to_numpy(), data["close"].to_numpy())
     body_min = np.minimum(data["open"].to_numpy(), data["close"].to_numpy())
-    values = data[[*PRICE_COLUMNS, "volume"]].to_numpy()
+    values = data[list(VALUE_COLUMNS)].to_numpy()
     with np.errstate(invalid="ignore"):
         inverted = (high < low) & ~not_positive
         outside = ((body_max > high) | (body_min < low)) & ~not_positive & ~inverted
         bad_volume = ~(data["volume"].to_numpy() >= 0)
         too_small = (prices < MIN_STORABLE_PRICE).any(axis=1) & ~not_positive
         out_of_range = too_small | (values >= MAX_STORABLE_VALUE).any(axis=1)
+        is_price = np.array([c in PRICE_COLUMNS for c in VALUE_COLUMNS])
+        # The cells each example names beside its timestamp: the column and the value that broke the rule.
+        cells = (
+            ("NaN or non-positive price", not_positive, ~(values > 0) & is_price),
+            ("high below low", inverted, np.isin(VALUE_COLUMNS, ("high", "low"))),
+            ("open or close outside [low, high]", outside, is_price),
+            ("NaN or negative volume", bad_volume, ~(values >= 0) & ~is_price),
+            ("value outside the stored range [1e-12, 1e20)", out_of_range,
+             ((values < MIN_STORABLE_PRICE) & is_price) | (values >= MAX_STORABLE_VALUE)),
+        )
     problems = []
-    for label, rows in (("NaN or non-positive price", not_positive), ("high below low", inverted),
-                        ("open or close outside [low, high]", outside), ("NaN or negative volume", bad_volume),
-                        ("value outside the stored range [1e-12, 1e20)", out_of_range)):
+    for label, rows, offending in cells:
         if rows.any():
-            problems.extend(_examples(label, ts[rows]))
+            shown = np.flatnonzero(rows)[:MAX_EXAMPLES]
+            details = [", ".join(f"{c} {_value_text(values[r, k])}" for k, c in enumerate(VALUE_COLUMNS)
+                                 if np.broadcast_to(offending, values.shape)[r, k]) for r in shown]
+            problems.extend(_examples(label, ts[rows], details))
     return problems
+
+
+def _value_text(value: float) -> str:
+    """A value as short as it reads back: 100 (not 100.0), 0.5, -1, NaN, inf, 1e+20."""
+    if math.isnan(value):
+        return "NaN"
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _report_gaps(report: ValidationReport, ts: np.ndarray, step: int) -> None:

@@ -172,7 +172,8 @@ def test_nan_or_non_positive_price_is_rejected(column, value):
 
     error = rejected(frame(bar(0), bar(1), bar(2, **values), bar(3)))
 
-    assert error.problems == [f"NaN or non-positive price at {iso(2)}"]
+    shown = "NaN" if math.isnan(value) else f"{value:g}"
+    assert error.problems == [f"NaN or non-positive price at {iso(2)} ({column} {shown})"]
 
 
 def test_unparseable_text_is_rejected_naming_its_row_column_and_value():
@@ -188,13 +189,13 @@ def test_unparseable_text_is_rejected_naming_its_row_column_and_value():
 
 def test_an_empty_price_cell_is_rejected_as_nan():
     error = rejected(frame(bar(0), (at(1), "100", "101", "99", None, "1")))
-    assert error.problems == [f"NaN or non-positive price at {iso(1)}"]
+    assert error.problems == [f"NaN or non-positive price at {iso(1)} (close NaN)"]
 
 
 def test_high_below_low_is_rejected():
     error = rejected(frame(bar(0), bar(1, o=100, h=99, lo=101, c=100)))
 
-    assert error.problems == [f"high below low at {iso(1)}"]
+    assert error.problems == [f"high below low at {iso(1)} (high 99, low 101)"]
 
 
 @pytest.mark.parametrize(
@@ -209,7 +210,9 @@ def test_high_below_low_is_rejected():
 def test_open_or_close_outside_the_range_is_rejected(values):
     error = rejected(frame(bar(0), bar(1, **values)))
 
-    assert error.problems == [f"open or close outside [low, high] at {iso(1)}"]
+    shown = ", ".join(f"{name} {values[key]:g}" for name, key in (("open", "o"), ("high", "h"), ("low", "lo"),
+                                                                  ("close", "c")))
+    assert error.problems == [f"open or close outside [low, high] at {iso(1)} ({shown})"]
 
 
 def test_open_and_close_on_the_range_edges_are_accepted():
@@ -221,7 +224,7 @@ def test_open_and_close_on_the_range_edges_are_accepted():
 def test_nan_or_negative_volume_is_rejected(volume):
     error = rejected(frame(bar(0), bar(1, v=volume)))
 
-    assert error.problems == [f"NaN or negative volume at {iso(1)}"]
+    assert error.problems == [f"NaN or negative volume at {iso(1)} (volume {'NaN' if math.isnan(volume) else volume})"]
 
 
 def test_every_problem_is_listed_with_its_timestamp():
@@ -237,9 +240,9 @@ def test_every_problem_is_listed_with_its_timestamp():
 
     assert error.problems == [
         "timestamp off the 1h grid at 2021-01-01T04:00:00Z",
-        f"NaN or non-positive price at {iso(1)}",
-        f"high below low at {iso(2)}",
-        f"NaN or negative volume at {iso(3)}",
+        f"NaN or non-positive price at {iso(1)} (close NaN)",
+        f"high below low at {iso(2)} (high 98, low 99)",
+        f"NaN or negative volume at {iso(3)} (volume -1)",
     ]
     for problem in error.problems:
         assert problem in str(error)
@@ -251,7 +254,7 @@ def test_examples_are_capped_but_the_count_of_the_rest_is_given():
     error = rejected(frame(*rows))
 
     assert len(error.problems) == MAX_EXAMPLES + 1
-    assert error.problems[0] == f"NaN or non-positive price at {iso(0)}"
+    assert error.problems[0] == f"NaN or non-positive price at {iso(0)} (close -1)"
     assert error.problems[-1] == "NaN or non-positive price: 5 more"
 
 
@@ -392,3 +395,13 @@ def test_real_btcusdt_file(shared_candles_dir):
         831.839377,
     ]
     assert timeframe_ms("1h") == H
+
+
+def test_a_value_outside_the_stored_range_names_its_columns_and_values():
+    error = rejected(frame(bar(0), bar(1, o=1e-13, lo=1e-13), bar(2, v=math.inf), bar(3, h=1e20, c=1e20)))
+
+    assert error.problems == [
+        f"value outside the stored range [1e-12, 1e20) at {iso(1)} (open 1e-13, low 1e-13)",
+        f"value outside the stored range [1e-12, 1e20) at {iso(2)} (volume inf)",
+        f"value outside the stored range [1e-12, 1e20) at {iso(3)} (high 1e+20, close 1e+20)",
+    ]
