@@ -56,6 +56,8 @@ MAX_STORABLE_VALUE = 1e20
 MAX_EXAMPLES = 10
 # Open times a candle may have, in epoch ms: 1970-01-01 to 9999-12-31 (what datetime and the database can hold).
 MAX_TIMESTAMP_MS = 253_402_300_799_999
+# Epoch seconds of any date up to 5138 read as milliseconds before 1973-03-03: no market data of ours is that old.
+SECONDS_LOOK_BELOW_MS = 100_000_000_000
 
 
 class CandleValidationError(ValueError):
@@ -215,6 +217,9 @@ def _time_problems(ts: np.ndarray, step: int, timeframe: str, now_ms: int) -> li
     off_grid = ts % step != 0
     if off_grid.any():
         problems.extend(_examples(f"timestamp off the {timeframe} grid", ts[off_grid]))
+        if ts.max() < SECONDS_LOOK_BELOW_MS:
+            problems.append("every timestamp lies before 1973: they look like epoch seconds, and the column "
+                            "takes epoch milliseconds (or ISO 8601 date-times in a date column)")
     future = ts > now_ms
     if future.any():
         problems.extend(_examples("timestamp in the future", ts[future]))

@@ -405,3 +405,13 @@ def test_a_value_outside_the_stored_range_names_its_columns_and_values():
         f"value outside the stored range [1e-12, 1e20) at {iso(2)} (volume inf)",
         f"value outside the stored range [1e-12, 1e20) at {iso(3)} (high 1e+20, close 1e+20)",
     ]
+
+
+def test_timestamps_in_seconds_get_a_hint_beside_the_off_grid_ones():
+    seconds = [bar(i, ts=at(i) // 1000) for i in range(3)]
+
+    error = rejected(frame(*seconds))
+
+    assert error.problems[-1] == ("every timestamp lies before 1973: they look like epoch seconds, and the column "
+                                  "takes epoch milliseconds (or ISO 8601 date-times in a date column)")
+    assert error.problems[0] == "timestamp off the 1h grid at 1970-01-19T15:04:19Z"
