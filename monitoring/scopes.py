@@ -10,7 +10,7 @@ from rest_framework import serializers
 from core.api import bounded_moment, by_id_or_name
 from execution.models import ExchangeAccount
 from monitoring.selectors import MixedModesError, Scope, performance_scope
-from pairs.models import Pair
+from pairs.models import Level, Pair
 
 SCOPE_PARAMETERS = ("account", "mode", "level", "pair", "start", "end")
 
@@ -55,6 +55,13 @@ class ScopeInputSerializer(serializers.Serializer):
         if account is None:
             raise serializers.ValidationError(f"no account with id or name {value!r}")
         return account
+
+    def validate_level(self, value):
+        # Like an unknown account or pair: a level that doesn't exist is a typo, not a scope without accounts.
+        if not Level.objects.filter(number=value).exists():
+            known = ", ".join(str(n) for n in Level.objects.order_by("number").values_list("number", flat=True))
+            raise serializers.ValidationError(f"no level {value} (levels: {known or 'none'})")
+        return value
 
     def validate_pair(self, value):
         pair = Pair.objects.select_related("y_instrument", "x_instrument").filter(pk=value).first()

@@ -271,6 +271,15 @@ def test_positions_of_an_unknown_account_is_a_400_keyed_by_account(api_client):
 
 
 @pytest.mark.parametrize("path", ["performance", "equity"])
+def test_an_unknown_level_is_a_400_naming_the_levels(api_client, path):
+    # Like an unknown account or pair: level=99 answered a scope of no account, 0 trades, 200.
+    response = api_client.get(f"/api/v1/{path}/", {"mode": "paper", "level": 99})
+
+    assert response.status_code == 400
+    assert response.json() == {"level": ["no level 99 (levels: 0, 1, 2, 3)"]}
+
+
+@pytest.mark.parametrize("path", ["performance", "equity"])
 def test_a_mode_or_level_that_contradicts_the_account_is_refused(api_client, path):
     account = ExchangeAccountFactory(name="replay", mode=ExchangeAccount.Mode.PAPER)
 

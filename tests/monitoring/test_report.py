@@ -58,3 +58,12 @@ def test_bad_options_are_refused_before_any_work(account, tmp_path):
         call_command("performance_report", "--account", "nobody", "--out", str(tmp_path / "r.png"))
     assert str(refused.value) == "account: no account with id or name 'nobody'"  # not Python's ErrorDetail(...)
     assert not (tmp_path / "r.png").exists()
+
+
+def test_an_unknown_level_is_refused_naming_the_levels(account, tmp_path):
+    # --mode paper --level 99 wrote a report of no account, exit code 0.
+    with pytest.raises(CommandError) as refused:
+        call_command("performance_report", "--mode", "paper", "--level", "99", "--out", str(tmp_path / "r.png"))
+
+    assert str(refused.value) == "level: no level 99 (levels: 0, 1, 2, 3)"
+    assert not (tmp_path / "r.png").exists()
