@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from core.db import TimeStampedModel, decimal_field
+from pairs.marketdata.validation import TIMEFRAME_MS
 from pairs.quant.fills import MAX_EXECUTION_DELAY_BARS, SLIPPAGE_MODELS
 from pairs.quant.spread_rule import RuleParams
 
@@ -423,6 +424,8 @@ class StrategyConfig(models.Model):
             field = next((f for f in ("entry_z", "stop_z", "exit_z", "max_holding_half_lives", "cooldown_bars")
                           if str(exc).startswith(f)), "entry_z")
             errors[field] = str(exc)
+        if self.timeframe not in TIMEFRAME_MS:  # every command and task would stop on it (ValueError)
+            errors["timeframe"] = f"{self.timeframe!r} is not a timeframe: one of {', '.join(TIMEFRAME_MS)}"
         if self.min_half_life_bars is not None and self.max_half_life_bars is not None and \
                 self.min_half_life_bars > self.max_half_life_bars:
             errors["max_half_life_bars"] = (f"{self.max_half_life_bars:g} is below the minimum half-life "

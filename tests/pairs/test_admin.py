@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from pairs.models import Level, LevelChange, Pair
+from pairs.models import Level, LevelChange, Pair, StrategyConfig
 from tests.factories import InstrumentFactory, PairFactory
 
 pytestmark = pytest.mark.django_db
@@ -263,3 +263,28 @@ def test_a_pair_with_the_same_leg_twice_is_refused_naming_the_legs(staff_client,
     assert response.status_code == 200
     assert "The y instrument and the x instrument must differ" in response.text
     assert not Pair.objects.exists()
+
+
+def _form_data(form) -> dict:
+    """What the change form posts back as it was rendered (check boxes: "on" when checked, left out otherwise)."""
+    values = {name: form[name].value() for name in form.fields}
+    return {name: ("on" if value is True else str(value)) for name, value in values.items()
+            if value is not None and value is not False}
+
+
+@pytest.mark.parametrize("timeframe", ["7h", "1H", "hourly"])
+def test_a_strategy_configuration_with_an_unknown_timeframe_is_a_form_error(staff_client, timeframe):
+    # It was stored, and update_stats (every grading, every command reading the timeframe) then stopped with
+    # ValueError: unknown timeframe.
+    config = StrategyConfig.current()
+    url = reverse("admin:pairs_strategyconfig_change", args=[config.pk])
+    data = _form_data(staff_client.get(url).context["adminform"].form)
+
+    response = staff_client.post(url, {**data, "timeframe": timeframe})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["timeframe"] == [
+        f"{timeframe!r} is not a timeframe: one of 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 12h, 1d"]
+    assert StrategyConfig.current().timeframe == "1h"
+    assert staff_client.post(url, {**data, "timeframe": "4h"}).status_code == 302  # a known one is taken
+    assert StrategyConfig.current().timeframe == "4h"
