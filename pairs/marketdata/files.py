@@ -80,6 +80,11 @@ def read_candle_file(path: Path) -> pd.DataFrame:
     time_column = next((c for c in _TIME_COLUMNS if c in frame.columns), None)
     if time_column is None:
         raise CandleFileError(f"{path}: no time column (one of {', '.join(_TIME_COLUMNS)})")
+    if time_column == "timestamp" and not pd.api.types.is_numeric_dtype(frame[time_column]):
+        # Epoch ms written as text (a Parquet or Feather string column): numbers, not dates to guess at.
+        numbers = pd.to_numeric(frame[time_column], errors="coerce")
+        if numbers.notna().all():
+            frame[time_column] = numbers
     if time_column != "timestamp" or not pd.api.types.is_numeric_dtype(frame[time_column]):
         times = pd.to_datetime(frame[time_column], utc=True, errors="coerce")
         if times.isna().any():

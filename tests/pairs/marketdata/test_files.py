@@ -336,3 +336,14 @@ def test_an_empty_symbol_cell_is_rejected(tmp_path):
 
     with pytest.raises(CandleFileError, match=r"in 1 row\(s\): row 2 \(file line 3\): empty"):
         read_candle_file(path)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".feather"])
+def test_epoch_ms_stored_as_text_are_read_as_numbers(tmp_path, suffix):
+    # A string column of epoch ms was parsed as dates: "row 1: unreadable time '1609459200000'".
+    df = sample()
+    df["timestamp"] = df["timestamp"].astype(str)
+    path = tmp_path / f"BTCUSDT{suffix}"
+    getattr(df, f"to_{suffix[1:]}")(path)
+
+    assert_sample(read_candle_file(path))
