@@ -11,7 +11,7 @@ from django.db.models import Q
 from core.db import TimeStampedModel, decimal_field
 from pairs.marketdata.validation import TIMEFRAME_MS
 from pairs.quant.fills import MAX_EXECUTION_DELAY_BARS, SLIPPAGE_MODELS
-from pairs.quant.spread_rule import RuleParams
+from pairs.quant.spread_rule import MIN_ZSCORE_WINDOW_BARS, RuleParams
 
 
 class Instrument(TimeStampedModel):
@@ -424,6 +424,9 @@ class StrategyConfig(models.Model):
             field = next((f for f in ("entry_z", "stop_z", "exit_z", "max_holding_half_lives", "cooldown_bars")
                           if str(exc).startswith(f)), "entry_z")
             errors[field] = str(exc)
+        if self.zscore_window_bars is not None and self.zscore_window_bars < MIN_ZSCORE_WINDOW_BARS:
+            errors["zscore_window_bars"] = (f"{self.zscore_window_bars} bar(s) have no spread to fit: at least "
+                                            f"{MIN_ZSCORE_WINDOW_BARS}")
         if self.timeframe not in TIMEFRAME_MS:  # every command and task would stop on it (ValueError)
             errors["timeframe"] = f"{self.timeframe!r} is not a timeframe: one of {', '.join(TIMEFRAME_MS)}"
         if self.min_half_life_bars is not None and self.max_half_life_bars is not None and \

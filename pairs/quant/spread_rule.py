@@ -63,6 +63,8 @@ import numpy as np
 # A residual sum of squares below this fraction of the window's variance of log y is treated as a perfect fit:
 # its standard deviation is rounding noise and would give absurd z-scores.
 _PERFECT_FIT_TOLERANCE = 1e-10
+# The fewest bars a rolling hedge ratio, mean and standard deviation are fitted on (fewer have no spread).
+MIN_ZSCORE_WINDOW_BARS = 2
 
 
 class Action(enum.IntEnum):

@@ -57,7 +57,13 @@ from pairs.quant.confirmation import confirm_candidates
 from pairs.quant.fills import check_delay
 from pairs.quant.grading import GradingParams, LevelRule, PairEvidence, TradeEvidence, grade
 from pairs.quant.screening import merge_and_adjust, passing_directions, screen
-from pairs.quant.spread_rule import RuleParams, fixed_zscore, max_holding_bars, rolling_zscore_pairs
+from pairs.quant.spread_rule import (
+    MIN_ZSCORE_WINDOW_BARS,
+    RuleParams,
+    fixed_zscore,
+    max_holding_bars,
+    rolling_zscore_pairs,
+)
 
 MS_PER_DAY = 86_400_000
 # Days of turnover averaged for the point-in-time universe filter.
@@ -106,6 +112,12 @@ class WalkForwardParams:
             raise ValueError(f"confirmation_bars must be at least 10, got {self.confirmation_bars}")
         if self.validation_bars < 2:
             raise ValueError("validation_bars must be at least 2")
+        if self.zscore_window_bars < MIN_ZSCORE_WINDOW_BARS:  # 0 or 1 bar has no spread: no trade, silently
+            raise ValueError(f"zscore_window_bars must be at least {MIN_ZSCORE_WINDOW_BARS}, got "
+                             f"{self.zscore_window_bars}")
+        for name in ("max_pvalue", "max_qvalue", "confirmation_max_pvalue"):
+            if not 0.0 <= getattr(self, name) <= 1.0:  # (NaN too) a p- or q-value above 1 passes every pair
+                raise ValueError(f"{name} must be a probability from 0 to 1, got {getattr(self, name)!r}")
         if self.trade_zscore not in ZSCORE_MODES:
             raise ValueError(f"trade_zscore must be one of {', '.join(ZSCORE_MODES)}, got {self.trade_zscore!r}")
         self.rule_params()  # the rule checks its own thresholds

@@ -221,7 +221,7 @@ def test_a_level_with_an_impossible_threshold_is_refused_by_field(field, value):
 @pytest.mark.parametrize(("field", "value"), [
     ("grading_hysteresis", -0.9), ("grading_hysteresis", 1.0), ("live_shortfall_margin", 5.0),
     ("entry_z", -2.0), ("exit_z", 3.0), ("stop_z", 0.5), ("max_pvalue", 1.5), ("taker_fee", -0.001),
-    ("max_half_life_bars", 1.0),
+    ("max_half_life_bars", 1.0), ("zscore_window_bars", 0), ("zscore_window_bars", 1), ("timeframe", "7h"),
 ])
 def test_a_strategy_configuration_the_rule_would_refuse_is_refused_by_field(field, value):
     from django.core.exceptions import ValidationError

@@ -126,6 +126,10 @@ def test_bad_arguments_are_command_errors_naming_them(stored_market, args, messa
     ("g.json", "[{\"entry\": 2.0}]", "point 0: unknown parameter(s) entry"),
     ("g.json", "[{\"lookback_bars\": \"2000\"}]", "point 0: parameter lookback_bars must be a int"),
     ("g.json", "[{\"entry_z\": 5.0}]", "point 0: stop_z must be above entry_z"),
+    # Taken, and the walk-forward answered 0 trades without saying why:
+    ("g.json", "[{\"zscore_window_bars\": 1}]", "point 0: zscore_window_bars must be at least 2, got 1"),
+    ("g.json", "[{\"max_pvalue\": 5}]", "point 0: max_pvalue must be a probability from 0 to 1, got 5.0"),
+    ("g.json", "[{\"confirmation_max_pvalue\": -0.1}]", "point 0: confirmation_max_pvalue must be a probability"),
     ("g.yaml", "points: [entry_z: 2", "not valid yaml"),
 ])
 def test_a_malformed_grid_is_a_command_error_naming_the_problem(stored_market, tmp_path, name, text, message):
