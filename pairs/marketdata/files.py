@@ -61,25 +61,41 @@ def candle_files(directory: Path, symbols: list[str] | None = None) -> dict[str,
 
 def read_candle_file(path: Path) -> pd.DataFrame:
     """A frame with columns timestamp (epoch ms), open, high, low, close, volume, in file order."""
+    frame = _read_table(path)
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    _timestamps_in_ms(path, frame)
+    missing = [c for c in ("open", "high", "low", "close", "volume") if c not in frame.columns]
+    if missing:
+        raise CandleFileError(f"{path}: missing column(s) {', '.join(missing)}")
+    _check_symbol_column(path, frame)
+    return frame[["timestamp", "open", "high", "low", "close", "volume"]]
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """The file as the reader of its format gives it; CandleFileError naming the file when it can't be read."""
     name = path.name.lower()
     try:
         if name.endswith((".csv", ".csv.gz")):
-            frame = pd.read_csv(path, compression="infer")
-        elif name.endswith(".parquet"):
-            frame = pd.read_parquet(path)
-        elif name.endswith(".feather"):
-            frame = pd.read_feather(path)
-        else:
-            raise CandleFileError(f"{path}: unsupported format")
-    except CandleFileError:
-        raise
+            return pd.read_csv(path, compression="infer")
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        if name.endswith(".feather"):
+            return pd.read_feather(path)
     except READ_ERRORS as exc:
         damaged = " (the file is truncated or corrupt)" if isinstance(exc, _DAMAGED) else ""
         raise CandleFileError(f"{path}: cannot be read: {exc}{damaged}") from exc
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    raise CandleFileError(f"{path}: unsupported format")
+
+
+def _timestamps_in_ms(path: Path, frame: pd.DataFrame) -> None:
+    """Set the frame's ``timestamp`` column to epoch ms, from whichever time column it has."""
     time_column = next((c for c in _TIME_COLUMNS if c in frame.columns), None)
     if time_column is None:
-        raise CandleFileError(f"{path}: no time column (one of {', '.join(_TIME_COLUMNS)})")
+        header = frame.columns[0] if len(frame.columns) == 1 else ""
+        delimiter = next((d for d in (";", "\t", "|") if d in header), None)
+        hint = f" (its header {header!r} is one column: the file looks delimited by {delimiter!r}, and a CSV " \
+               "file is delimited by commas)" if delimiter else ""
+        raise CandleFileError(f"{path}: no time column (one of {', '.join(_TIME_COLUMNS)}){hint}")
     if time_column == "timestamp" and not pd.api.types.is_numeric_dtype(frame[time_column]):
         # Epoch ms written as text (a Parquet or Feather string column): numbers, not dates to guess at.
         numbers = pd.to_numeric(frame[time_column], errors="coerce")
@@ -91,11 +107,6 @@ def read_candle_file(path: Path) -> pd.DataFrame:
             row = int(times.isna().to_numpy().nonzero()[0][0]) + 1
             raise CandleFileError(f"{path}: row {row}: unreadable time {frame[time_column].iloc[row - 1]!r}")
         frame["timestamp"] = times.astype("datetime64[ms, UTC]").astype("int64")
-    missing = [c for c in ("open", "high", "low", "close", "volume") if c not in frame.columns]
-    if missing:
-        raise CandleFileError(f"{path}: missing column(s) {', '.join(missing)}")
-    _check_symbol_column(path, frame)
-    return frame[["timestamp", "open", "high", "low", "close", "volume"]]
 
 
 def _bare_symbol(name) -> str:

@@ -347,3 +347,18 @@ def test_epoch_ms_stored_as_text_are_read_as_numbers(tmp_path, suffix):
     getattr(df, f"to_{suffix[1:]}")(path)
 
     assert_sample(read_candle_file(path))
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_a_csv_delimited_otherwise_than_by_commas_says_so(tmp_path, delimiter):
+    path = tmp_path / "BTCUSDT.csv"
+    sample().to_csv(path, index=False, sep=delimiter)
+
+    with pytest.raises(CandleFileError) as info:
+        read_candle_file(path)
+
+    header = delimiter.join(COLUMNS)
+    assert str(info.value) == (
+        f"{path}: no time column (one of timestamp, date, datetime_utc, open_time, datetime) (its header {header!r} "
+        f"is one column: the file looks delimited by {delimiter!r}, and a CSV file is delimited by commas)"
+    )
