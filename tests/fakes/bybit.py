@@ -34,7 +34,6 @@ from __future__ import annotations
 import calendar
 import json
 import random
-import socket
 import threading
 import time
 import uuid
@@ -49,7 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.fakes.http_server import TrackingHTTPServer
+from tests.fakes.http_server import TrackingHTTPServer, reply_write
 
 __all__ = [
     "ALL_RANDOM_FAULT_KINDS",
@@ -496,22 +495,9 @@ class _Handler(BaseHTTPRequestHandler):
         if method != "GET" and isinstance(body, dict):
             params.update(body)
         reply = fake._dispatch(method, split.path, params, bad_json=bad_json, headers=dict(self.headers.items()))
-        if reply.disconnect:
-            self.close_connection = True
-            with suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if reply.delay_s:
+        if reply.delay_s and not reply.disconnect:
             fake._stopping.wait(reply.delay_s)
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            self.wfile.write(reply.body)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
+        reply_write(self, reply)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -40,3 +40,23 @@ class TrackingHTTPServer(ThreadingHTTPServer):
         for conn in connections:
             with suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+
+
+def reply_write(handler: BaseHTTPRequestHandler, reply: Any) -> None:
+    """Answer ``handler``'s request with a fake's ``reply`` (``status``, ``content_type``, ``body``, ``disconnect``):
+    drop the connection without an answer when the reply says so, else send it; a client that went away meanwhile
+    only ends the connection."""
+    if reply.disconnect:
+        handler.close_connection = True
+        with suppress(OSError):
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        return
+    try:
+        handler.send_response(reply.status)
+        handler.send_header("Content-Type", reply.content_type)
+        handler.send_header("Content-Length", str(len(reply.body)))
+        handler.end_headers()
+        handler.wfile.write(reply.body)
+        handler.wfile.flush()
+    except OSError:
+        handler.close_connection = True

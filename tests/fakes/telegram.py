@@ -47,13 +47,11 @@ import itertools
 import json
 import math
 import re
-import socket
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -61,7 +59,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.fakes.http_server import TrackingHTTPServer
+from tests.fakes.http_server import TrackingHTTPServer, reply_write
 
 __all__ = [
     "ADMIN_CHAT_ID",
@@ -566,20 +564,7 @@ class _Handler(BaseHTTPRequestHandler):
         reply = fake._dispatch(http_method, split.path, params, body_error)
         if reply.delay_s:
             fake._stopping.wait(reply.delay_s)
-        if reply.disconnect:
-            self.close_connection = True
-            with suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            self.wfile.write(reply.body)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
+        reply_write(self, reply)
 
 
 # --------------------------------------------------------------------------------------------------------------------
