@@ -75,9 +75,14 @@ class TodayPnl:
     account: ExchangeAccount
     pnl: Decimal | None  # None until the guard has measured the account today
     start_equity: Decimal | None
-    limit: Decimal | None  # the loss (positive) that halts the account today; None without a limit
+    limit: Decimal | None  # the loss (positive) that halts the account today; None until measured or without a limit
     state: str  # the guard's trading state: active, reducing or halted
     checked_at: datetime | None
+    limit_pct: float | None = None  # the percentage limit (a fraction) while the day's start is not measured yet
+
+    @property
+    def limit_percent(self) -> float | None:
+        return None if self.limit_pct is None else 100 * self.limit_pct
 
     @property
     def used_pct(self) -> float | None:
@@ -103,9 +108,11 @@ def guard_today(accounts: list[ExchangeAccount], *, now: datetime | None = None)
         if limit.daily_loss_limit_pct is not None and start is not None:
             candidates.append(start * Decimal(repr(limit.daily_loss_limit_pct)))
         amount = min((c for c in candidates if c is not None), default=None)
+        # Before the guard has measured the day a percentage has no amount yet, but it is a limit all the same.
+        pct = limit.daily_loss_limit_pct if start is None else None
         rows.append(TodayPnl(account=account, pnl=snapshot.ending_equity - start if snapshot else None,
                              start_equity=start, limit=amount, state=state.state if state else "active",
-                             checked_at=state.checked_at if state else None))
+                             checked_at=state.checked_at if state else None, limit_pct=pct))
     return rows
 
 
@@ -147,9 +154,11 @@ def list_page(queryset, number: str | None, per_page: int) -> ListPage:
 
 
 def heartbeats(*, now: datetime | None = None) -> list[dict]:
-    """Every bot's last beat, flagged stale when older than HEARTBEAT_STALE_AFTER."""
+    """Every bot's last beat, flagged stale when older than HEARTBEAT_STALE_AFTER. A disabled account's bot does not
+    run (a finished replay's account): its old beat is no alarm, as /health/ and the guard don't count it either."""
     now = now or timezone.now()
-    return [{"beat": hb, "stale": now - hb.beat_at > HEARTBEAT_STALE_AFTER}
+    return [{"beat": hb, "disabled": not hb.account.enabled,
+             "stale": hb.account.enabled and now - hb.beat_at > HEARTBEAT_STALE_AFTER}
             for hb in BotHeartbeat.objects.select_related("account").order_by("account__name")]
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from execution.models import PairTrade
+from execution.models import BotHeartbeat, PairTrade
 from monitoring import dashboard
 from monitoring.dashboard import guard_today
 from risk.models import AccountGuardState, RiskLimit
@@ -107,3 +107,32 @@ def test_dashboard_has_kpis_per_level_and_mode(viewer_client):
     assert [(r.label, r.total_trades) for r in rows] == [
         ("combined paper level 1 accounts: l1-a, l1-b", 1), ("combined paper level 2 accounts: l2-a", 1)]
     assert rows[0].total_return == pytest.approx(100 / 2000) and rows[1].total_return == pytest.approx(-25 / 500)
+
+
+def test_a_percentage_limit_before_the_guard_measured_the_day_is_shown_not_none(viewer_client):
+    # At midnight, before the guard's first cycle of the day, there is no start-of-day equity to turn 3 % into an
+    # amount; the page said "none" as if no limit covered the account.
+    account = ExchangeAccountFactory(name="new-day", capital=Decimal("10000"))
+    RiskLimit.objects.create(account=None, daily_loss_limit_pct=0.03)
+    row = guard_today([account])[0]
+    assert (row.pnl, row.limit, row.limit_pct) == (None, None, 0.03)
+    page = viewer_client.get("/system/").text
+    assert "-3.00% of the day's start" in page
+    assert "-3.00% of the day's start" in viewer_client.get(f"/?scope=a{account.pk}").text
+    _day(account, "10000", "9900")
+    assert guard_today([account])[0].limit_pct is None  # measured: the amount, 300, is shown
+
+
+def test_a_disabled_accounts_old_heartbeat_is_not_flagged_stale(viewer_client):
+    # A finished replay's account is disabled: its bot never beats again, which is no alarm (/health/ and the guard
+    # leave it out); the dashboard and /system/ flagged it "stale" in red.
+    old = timezone.now() - timedelta(hours=1)
+    live = ExchangeAccountFactory(name="live-bot")
+    replay = ExchangeAccountFactory(name="replay-bot", enabled=False)
+    for account in (live, replay):
+        BotHeartbeat.objects.create(account=account, beat_at=old)
+    rows = {row["beat"].account.name: row for row in dashboard.heartbeats()}
+    assert rows["live-bot"]["stale"] and not rows["live-bot"]["disabled"]
+    assert not rows["replay-bot"]["stale"] and rows["replay-bot"]["disabled"]
+    page = viewer_client.get("/system/").text
+    assert page.count("badge critical\">stale") == 1 and "account disabled" in page
