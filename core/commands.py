@@ -105,7 +105,10 @@ def user_named(username: str, *, permission: str | None = None, active: bool = T
     user = get_user_model().objects.filter(username=username).first()
     refusal = ""
     if user is None:
-        refusal = f"no user named {username!r} (create it with manage.py createsuperuser, or in the admin)"
+        # Not createsuperuser: a superuser holds every permission, and a reporting tool's token (create_api_token)
+        # would then close trades and halt accounts. A user gets what its role (group) gives it.
+        refusal = (f"no user named {username!r}: add it in the admin (Users > Add user) and put it in a role group "
+                   f"(reporting for a reporting tool's token, trader to halt, resume and close trades)")
     elif active and not user.is_active:
         refusal = f"user {username!r} is not active"
     elif permission and not user.has_perm(permission):

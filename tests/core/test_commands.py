@@ -172,3 +172,16 @@ def test_utc_moment_refuses_what_is_no_moment_or_outside_the_candles_range(value
         utc_moment(value)
 
     assert str(info.value) == message
+
+
+@pytest.mark.django_db
+def test_a_missing_user_is_not_sent_to_createsuperuser():
+    # `create_api_token powerbi` before the user exists: the hint was "create it with manage.py createsuperuser",
+    # which gives a reporting tool's token every permission (closing trades, halting accounts).
+    from core.commands import user_named
+
+    with pytest.raises(CommandError) as refused:
+        user_named("powerbi", permission="monitoring.read_api", command="create_api_token")
+    text = str(refused.value)
+    assert "createsuperuser" not in text
+    assert "no user named 'powerbi'" in text and "role" in text and "reporting" in text
