@@ -54,6 +54,8 @@ def roles_sync() -> dict[str, int]:
             if role in WITH_VIEW:
                 permissions += list(Permission.objects.filter(content_type__app_label__in=VIEWED_APPS,
                                                               codename__startswith="view_"))
+        # One permission may come twice (monitoring.view_dashboard is named and is a view_ one too): count each once.
+        permissions = list(set(permissions))
         group.permissions.set(permissions)
         counts[role] = len(permissions)
     return counts
