@@ -52,12 +52,15 @@ class PairStatisticsListApi(generics.ListAPIView):
     class PairStatisticsListOutputSerializer(serializers.ModelSerializer):
         y = serializers.CharField(source="pair.y_instrument.symbol")
         x = serializers.CharField(source="pair.x_instrument.symbol")
+        profit_factor_unbounded = serializers.BooleanField(
+            read_only=True, help_text="wins and no losing trade: profit_factor is null for +inf")
 
         class Meta:
             model = PairStatistics
             fields = ("id", "pair", "y", "x", "window", "window_start", "window_end", "computed_at", "trades",
-                      "win_rate", "profit_factor", "total_return", "mean_return", "max_drawdown", "sharpe",
-                      "sortino", "expectancy", "avg_holding_bars", "recent_adf_stat", "recent_adf_pvalue")
+                      "win_rate", "profit_factor", "profit_factor_unbounded", "total_return", "mean_return",
+                      "max_drawdown", "sharpe", "sortino", "expectancy", "avg_holding_bars", "recent_adf_stat",
+                      "recent_adf_pvalue")
 
     class Filter(FilterSet):
         pair = id_filter("pair_id", "Pair id")

@@ -284,6 +284,11 @@ class PairStatistics(models.Model):
     def __str__(self) -> str:
         return f"{self.pair_id} {self.window}"
 
+    @property
+    def profit_factor_unbounded(self) -> bool:
+        """Wins and no losing trade: the profit factor is +inf, stored as null (as is one with no trade or no win)."""
+        return self.profit_factor is None and (self.win_rate or 0) > 0
+
 
 class LevelChange(models.Model):
     """Audit of every level change, automatic or by hand."""
