@@ -119,7 +119,7 @@ def user_named(username: str, *, permission: str | None = None, active: bool = T
             from core.audit import audit_record
 
             audit_record(action="refused", channel="command", actor=user, actor_label=shell_operator(command),
-                         summary=f"manage.py {command} --user {username} refused: {refusal}",
+                         summary=f"manage.py {command} for user {username!r} refused: {refusal}",
                          details={"user": username, "permission": permission or ""})
         raise CommandError(refusal)
     return user

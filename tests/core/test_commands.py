@@ -185,3 +185,18 @@ def test_a_missing_user_is_not_sent_to_createsuperuser():
     text = str(refused.value)
     assert "createsuperuser" not in text
     assert "no user named 'powerbi'" in text and "role" in text and "reporting" in text
+
+
+@pytest.mark.django_db
+def test_a_refusal_is_audited_with_the_user_as_the_command_took_it():
+    # create_api_token takes the user as a positional argument: its refusal read "manage.py create_api_token --user
+    # powerbi", an option the command does not have.
+    from django.core.management import call_command
+
+    from core.models import AuditEntry
+
+    with pytest.raises(CommandError):
+        call_command("create_api_token", "powerbi")
+    summary = AuditEntry.objects.get(action="refused").summary
+    assert summary.startswith("manage.py create_api_token for user 'powerbi' refused: no user named 'powerbi'")
+    assert "--user" not in summary

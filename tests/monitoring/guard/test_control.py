@@ -89,7 +89,7 @@ def test_a_user_without_the_permission_can_not_halt_or_resume_through_the_comman
     refused = list(AuditEntry.objects.filter(action="refused").order_by("pk"))
     assert [(e.channel, e.actor.username) for e in refused] == [("command", "viewer1")] * 2
     assert "(manage.py halt)" in refused[0].actor_label and "(manage.py resume)" in refused[1].actor_label
-    assert refused[0].summary.startswith("manage.py halt --user viewer1 refused: user 'viewer1' lacks")
+    assert refused[0].summary.startswith("manage.py halt for user 'viewer1' refused: user 'viewer1' lacks")
 
 
 def test_a_trader_named_on_the_command_is_the_actor(django_user_model):
