@@ -22,12 +22,7 @@ STRANGER_CHAT = -100777
 
 
 @pytest.fixture
-def console(fake_telegram, settings):
-    settings.TELEGRAM_BOT_TOKEN = fake_telegram.token
-    settings.TELEGRAM_API_URL = fake_telegram.base_url
-    settings.TELEGRAM_CHAT_IDS = f"{ALERTS_CHAT_ID}:info,{ADMIN_CHAT_ID}:critical"
-    settings.TELEGRAM_USERS = f"{ADMIN_CHAT_ID}:alice"
-    fake_telegram.set_rate_limits(enabled=False)
+def console(telegram_settings, fake_telegram):
     fake_telegram.add_chat(STRANGER_CHAT, "someone else's group")
     clock = [1000.0]
     poller = Poller(console=Console(clock=lambda: clock[0]), poll_timeout_s=0)

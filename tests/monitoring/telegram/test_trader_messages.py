@@ -23,14 +23,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def phone(fake_telegram, settings):
-    settings.TELEGRAM_BOT_TOKEN = fake_telegram.token
-    settings.TELEGRAM_API_URL = fake_telegram.base_url
-    settings.TELEGRAM_CHAT_IDS = f"{ALERTS_CHAT_ID}:info,{ADMIN_CHAT_ID}:critical"
-    settings.TELEGRAM_USERS = f"{ADMIN_CHAT_ID}:alice"
-    settings.TELEGRAM_MIN_INTERVAL_S = 0.0
-    settings.NOTIFY_FOLD_WINDOW_S = 0
-    fake_telegram.set_rate_limits(enabled=False)
+def phone(telegram_settings):
+    telegram_settings.TELEGRAM_MIN_INTERVAL_S = 0.0
+    telegram_settings.NOTIFY_FOLD_WINDOW_S = 0
     poller = Poller(console=Console(), poll_timeout_s=0)
     yield poller
     poller.close()
