@@ -85,7 +85,8 @@ def universe_instruments(*, config: StrategyConfig, at: datetime | None = None) 
 def candle_fetch_instruments(*, config: StrategyConfig) -> list[Instrument]:
     """The instruments whose bars the market-data fetch brings in, by symbol: the live universe, and the legs of the
     active pairs whatever their turnover or exclusion today (the pairs' signals, and the exit of a trade open on
-    one, read their bars), and of the pairs suspended for a stale leg (fresh bars are what resumes them). An
+    one, read their bars), and of the suspended pairs, whatever set the status (maintenance suspends a pair for a
+    stale leg and fresh bars are what resumes it; a trade open on a suspended pair still needs its exit). An
     instrument the exchange no longer trades is not asked for."""
     active = {"status__in": (Pair.Status.ACTIVE, Pair.Status.SUSPENDED), "timeframe": config.timeframe}
     legs = (Instrument.objects.filter(exchange=config.exchange, status=Instrument.Status.TRADING)
