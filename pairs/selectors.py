@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from django.db import connection
-from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from pairs.marketdata.grid import BarGrid, PriceWindow, empty_window, grid_window
 from pairs.marketdata.validation import timeframe_ms
@@ -105,14 +106,17 @@ def universe_candidates(*, config: StrategyConfig) -> QuerySet[Instrument]:
 
 def turnover_24h_at(instrument_ids: list[int], timeframe: str, *, at: datetime) -> dict[int, float]:
     """Average 24-hour quote turnover per instrument over the ``TURNOVER_DAYS`` days of bars ending with the bar
-    that opens at ``at`` (bars without a stored turnover count as zero, the average is over the days, as
-    ``pairs.quant.walkforward.universe_at`` computes it); an instrument with no stored turnover there is absent."""
+    that opens at ``at``, as ``pairs.quant.walkforward.universe_at`` computes it: each bar's stored turnover, or
+    close x volume where none is stored (candle files carry volume only), missing bars counting as zero, the
+    average over the days; an instrument with no bar there is absent (unknown)."""
     bar_ms = timeframe_ms(timeframe)
     bars = TURNOVER_DAYS * MS_PER_DAY // bar_ms
     since = at - timedelta(milliseconds=bar_ms * (bars - 1))
+    quote_turnover = Coalesce("turnover", F("close") * F("volume"))
     rows = (Candle.objects.filter(instrument_id__in=instrument_ids, timeframe=timeframe, open_time__gte=since,
-                                  open_time__lte=at, turnover__isnull=False)
-            .order_by().values("instrument_id").annotate(total=Sum("turnover")).values_list("instrument_id", "total"))
+                                  open_time__lte=at)
+            .order_by().values("instrument_id").annotate(total=Sum(quote_turnover))
+            .values_list("instrument_id", "total"))
     return {instrument_id: float(total) / bars * (MS_PER_DAY // bar_ms) for instrument_id, total in rows}
 
 

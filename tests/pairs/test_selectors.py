@@ -236,3 +236,30 @@ def test_candle_bounds_per_instrument_seeks_equal_the_plain_aggregate():
     assert candle_bounds(exchange="bybit", timeframe="1h") == (plain["open_time__min"], plain["open_time__max"])
 
 
+
+
+def test_point_in_time_turnover_of_imported_candles_is_close_times_volume_as_the_walkforward_reads_it(
+        shared_candles_dir):
+    """Files carry volume, not turnover: the replay's point-in-time universe must filter on close x volume as the
+    walk-forward's ``universe_at`` does (ATM, COCOS and NMR traded under 5M USDT a day in May 2021), not let every
+    imported symbol through as one of unknown turnover."""
+    from pairs.quant.walkforward import WalkForwardParams, universe_at
+    from pairs.services.walkforward import load_market
+
+    symbols = ["ATMUSDT", "BTCUSDT", "COCOSUSDT", "ETHUSDT", "NMRUSDT"]
+    summary = candles_import_directory(directory=shared_candles_dir, timeframe="1h", exchange="bybit",
+                                       symbols=symbols)
+    assert summary.failed == []
+    config = StrategyConfig.current()
+    config.min_turnover_24h = Decimal("5000000")
+    config.save()
+    at = pd.Timestamp("2021-05-11T03:00:00Z")
+
+    point_in_time = {i.symbol for i in universe_instruments(config=config, at=at.to_pydatetime())}
+
+    instruments = list(Instrument.objects.filter(symbol__in=symbols).order_by("symbol"))
+    market = load_market(config=config, instruments=instruments, start=at - pd.Timedelta(hours=199), end=at)
+    params = WalkForwardParams(lookback_bars=100, min_history_bars=100, min_turnover_24h=5_000_000.0)
+    walkforward = {market.symbols[k] for k in universe_at(market, 100, 200, params)}
+    assert walkforward == {"BTCUSDT", "ETHUSDT"}
+    assert point_in_time == walkforward

@@ -41,6 +41,8 @@ def market():
     market.config.min_history_bars = LOOKBACK
     market.config.max_qvalue = 0.5  # four symbols: let the two constructed pairs through Benjamini-Hochberg
     market.config.save()
+    # Liquid markets: a run on history reads close x volume where no turnover is stored (40M USDT a bar here).
+    Candle.objects.update(volume=Decimal("1000000"))
     return market
 
 
@@ -139,7 +141,8 @@ def test_a_run_on_history_takes_its_universe_from_the_candles_up_to_the_formatio
     # Today's ticker says R is illiquid and it is delisted since; at the time it traded 2.4M a day.
     Instrument.objects.filter(pk=r.pk).update(turnover_24h=Decimal("10"), status=Instrument.Status.DELISTED)
     Candle.objects.filter(instrument=r).update(turnover=Decimal("100000"))
-    # X: unknown turnover (no ticker, no stored turnover) passes; Y1: liquid until the formation end only.
+    # X: no ticker and no stored turnover: its candles' close x volume says it was liquid (as the walk-forward
+    # reads it); Y1: liquid until the formation end only.
     Candle.objects.filter(instrument=y1, open_time__lte=FORMATION_END).update(turnover=Decimal("100000"))
     Candle.objects.filter(instrument=y1, open_time__gt=FORMATION_END).update(turnover=Decimal("1"))
 
