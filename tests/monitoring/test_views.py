@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 from core.models import AuditEntry
 from execution.models import ExchangeAccount, PairTrade
 from tests.factories import (
+    DailyPnlSnapshotFactory,
     ExchangeAccountFactory,
     FillFactory,
     LevelFactory,
@@ -84,6 +85,28 @@ def test_the_tables_by_account_and_level_cover_the_period_asked_for(viewer_clien
     day = viewer_client.get("/", {"scope": f"a{account.pk}", "start": "2021-03-01", "end": "2021-03-01"}).context
     assert day["summary"].total_trades == 1
     assert [s.total_trades for s in day["accounts"]] == [1] and [s.total_trades for s in day["level_kpis"]] == [1]
+
+
+def _kpi(html: str, label: str) -> str:
+    return html.split(f">{label}</div>")[1].split('class="value')[1].split(">", 1)[1].split("</div>")[0]
+
+
+def test_the_headline_drawdown_of_an_open_loss_is_shown_before_any_trade_closed(viewer_client):
+    """An open trade 5 % under water at a day's end is a drawdown of the equity curve (the chart, the table by
+    account and the API show it) even while no trade has closed yet: the headline must not show a dash for it."""
+    account = ExchangeAccountFactory(name="real-x", mode=ExchangeAccount.Mode.REAL, capital=Decimal("10000"))
+    PairTradeFactory(account=account, state=PairTrade.State.OPEN, opened_at=T0 + 10 * H)
+    DailyPnlSnapshotFactory(account=account, date=(T0 + 24 * H).date(), starting_equity=Decimal("10000"),
+                            ending_equity=Decimal("9500"), peak_equity=Decimal("10000"),
+                            unrealised_pnl=Decimal("-500"), realised_pnl=Decimal("0"))
+    page = viewer_client.get("/", {"scope": f"a{account.pk}", "start": "2021-03-01", "end": "2021-03-03"})
+    assert page.context["summary"].total_trades == 0
+    assert page.context["summary"].max_drawdown == pytest.approx(0.05)
+    assert _kpi(page.text, "Max drawdown") == "-5.00%"
+    # Nothing happened to an account without trades or marks: still a dash, not "-0.00%".
+    quiet = ExchangeAccountFactory(name="real-quiet", mode=ExchangeAccount.Mode.REAL)
+    page = viewer_client.get("/", {"scope": f"a{quiet.pk}", "start": "2021-03-01", "end": "2021-03-03"})
+    assert _kpi(page.text, "Max drawdown") == "\N{EN DASH}"
 
 
 def test_pair_page_has_its_chart_statistics_and_trades(viewer_client):
