@@ -109,6 +109,17 @@ def test_the_headline_drawdown_of_an_open_loss_is_shown_before_any_trade_closed(
     assert _kpi(page.text, "Max drawdown") == "\N{EN DASH}"
 
 
+def test_the_headline_win_rate_is_the_one_the_table_by_account_shows(viewer_client):
+    """5 wins in 8 trades are 62.5 %: the headline showed 62 % (a whole percent, rounded half to even) beside the
+    table's 62.5, and one win in 250 trades read as a win rate of 0 %."""
+    account = ExchangeAccountFactory(name="paper-w", capital=Decimal("1000"))
+    for n, pnl in enumerate(["5", "5", "5", "5", "5", "-1", "-1", "-1"]):
+        _closed(account, n + 1, pnl)
+    html = viewer_client.get("/", {"scope": f"a{account.pk}"}).text
+    assert _kpi(html, "Win rate") == "62.5%"
+    assert "<td class=\"num\">62.5</td>" in html.split('id="accounts"')[1]
+
+
 def test_pair_page_has_its_chart_statistics_and_trades(viewer_client):
     trade = _closed(ExchangeAccountFactory(), 2, "5")
     trade.exit_zscore = 0.1

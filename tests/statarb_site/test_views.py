@@ -104,7 +104,7 @@ def test_dashboard_shows_kpis_from_closed_trades(staff_client, dashboard_data):
     assert summary.profit_factor == pytest.approx(2.0)
     html = response.text
     assert '<div class="label">Closed trades</div><div class="value">2</div>' in html
-    assert '<div class="label">Win rate</div><div class="value">50%</div>' in html
+    assert '<div class="label">Win rate</div><div class="value">50.0%</div>' in html
     assert '<div class="label">Profit factor</div><div class="value">2.00</div>' in html
     assert '<div class="value pos">50.00</div>' in html  # realised PnL 100 - 50
     assert '<div class="label">Return on capital</div><div class="value">0.50%</div>' in html
@@ -162,7 +162,7 @@ def test_dashboard_shows_infinite_profit_factor(staff_client):
     PairTradeFactory(state=PairTrade.State.CLOSED, closed_at=T0, realised_pnl=Decimal("5"))
     html = staff_client.get("/").text
     assert '<div class="label">Profit factor</div><div class="value">∞</div>' in html
-    assert '<div class="label">Win rate</div><div class="value">100%</div>' in html
+    assert '<div class="label">Win rate</div><div class="value">100.0%</div>' in html
 
 
 def test_health(client):
