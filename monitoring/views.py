@@ -61,6 +61,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     # The tables by account and by level cover the period asked for, as the headline does (each its own default
     # bounds when none was asked for, and on a scope that could not be read).
     asked = context["scope_error"] is None
+    # The recent trades and days are those of the accounts in view, as the KPIs and the charts: never paper or demo
+    # rows among real ones.
+    in_view = [a.pk for a in context["scope"].accounts]
     period = {"start": context["scope"].start if asked and request.GET.get("start") else None,
               "end": context["scope"].end if asked and request.GET.get("end") else None}
     context.update({
@@ -73,9 +76,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "levels": level_counts(),
         "latest_run": latest_screening_run(),
         "ladder": ladder_pairs(),
-        "recent_closed": PairTrade.objects.exclude(state__in=PairTrade.ACTIVE_STATES)
+        "recent_closed": PairTrade.objects.filter(account__in=in_view).exclude(state__in=PairTrade.ACTIVE_STATES)
         .select_related("account", "pair__y_instrument", "pair__x_instrument").order_by("-closed_at", "-id")[:25],
-        "daily_pnl": daily_pnl()[:30],
+        "daily_pnl": daily_pnl().filter(account__in=in_view)[:30],
         "guard_events": recent_guard_events(limit=15),
     })
     return render(request, "dashboard/index.html", context)

@@ -120,6 +120,28 @@ def test_the_headline_win_rate_is_the_one_the_table_by_account_shows(viewer_clie
     assert "<td class=\"num\">62.5</td>" in html.split('id="accounts"')[1]
 
 
+def test_recent_trades_and_daily_pnl_are_those_of_the_accounts_in_view(viewer_client):
+    """The real view's tables of recent closed trades and daily PnL listed every account's rows: a paper account
+    trading often (a replay's) filled them, pushing the real trades out, with no mode to tell them apart."""
+    real = ExchangeAccountFactory(name="real-a", mode=ExchangeAccount.Mode.REAL)
+    paper = ExchangeAccountFactory(name="paper-busy", mode=ExchangeAccount.Mode.PAPER)
+    real_trade = _closed(real, 1, "7.5")
+    for n in range(30):
+        _closed(paper, 2 + n, "1")
+    DailyPnlSnapshotFactory(account=real, date=T0.date())
+    for n in range(31):
+        DailyPnlSnapshotFactory(account=paper, date=(T0 + (n + 1) * 24 * H).date())
+    page = viewer_client.get("/")  # the default view: the real accounts
+    assert page.context["scope"].label.startswith("combined real")
+    assert [t.pk for t in page.context["recent_closed"]] == [real_trade.pk]
+    assert [d.account.name for d in page.context["daily_pnl"]] == ["real-a"]
+    closed = page.text.split('id="closed-trades"')[1].split('id="daily-pnl"')[0]
+    assert "paper-busy" not in closed and '<span class="badge real">real</span>' in closed
+    chosen = viewer_client.get("/", {"scope": f"a{paper.pk}"}).context
+    assert {t.account.name for t in chosen["recent_closed"]} == {"paper-busy"}
+    assert len(chosen["recent_closed"]) == 25 and len(chosen["daily_pnl"]) == 30
+
+
 def test_pair_page_has_its_chart_statistics_and_trades(viewer_client):
     trade = _closed(ExchangeAccountFactory(), 2, "5")
     trade.exit_zscore = 0.1

@@ -154,7 +154,7 @@ def test_dashboard_shows_levels_trades_halts_events_and_bots(staff_client, dashb
     ) in bots
 
     pnl = html[html.index('id="daily-pnl"') : html.index('id="guard-events"')]
-    assert "<td>March 1, 2021</td><td>bybit-live-main</td>" in pnl
+    assert "<td>March 1, 2021</td><td>bybit-live-main <span class=\"badge real\">real</span></td>" in pnl
     assert '<td class="num">10050.00</td>' in pnl
 
 
