@@ -156,6 +156,24 @@ def test_pair_page_has_its_chart_statistics_and_trades(viewer_client):
     assert 'id="zscore-chart"' in page.text and f"/trades/{trade.pk}/" in page.text
 
 
+def test_pair_page_tells_the_watch_level_from_no_level(viewer_client):
+    """Level 0 (watch) is a level: the pair page showed a pair dropped to it as "L" and a dash, and its level
+    history as "2 -> dash", as it shows a retired pair (no level)."""
+    from pairs.models import LevelChange
+
+    pair = PairTradeFactory(pair__level=LevelFactory(number=0)).pair
+    LevelChange.objects.create(pair=pair, from_level=LevelFactory(number=2), to_level=pair.level,
+                               reason="cointegration broke")
+    LevelChange.objects.create(pair=pair, from_level=None, to_level=LevelFactory(number=2), reason="new")
+    page = viewer_client.get(f"/pairs/{pair.pk}/").text
+    assert '<span class="badge">L0</span>' in page.split("</h1>")[0]
+    history = page.split('id="level-history"')[1].split("</table>")[0]
+    assert "<td>2</td><td>0</td>" in history and "<td>\N{EN DASH}</td><td>2</td>" in history
+    pair.level = None
+    pair.save()
+    assert '<span class="badge">no level</span>' in viewer_client.get(f"/pairs/{pair.pk}/").text.split("</h1>")[0]
+
+
 def test_pair_statistics_show_percentages_to_the_hundredth_and_drawdown_as_a_fall(viewer_client):
     from pairs.models import PairStatistics
 
