@@ -174,6 +174,18 @@ def test_pair_page_tells_the_watch_level_from_no_level(viewer_client):
     assert '<span class="badge">no level</span>' in viewer_client.get(f"/pairs/{pair.pk}/").text.split("</h1>")[0]
 
 
+def test_the_ladder_shows_the_validation_win_rate_as_a_percentage(viewer_client):
+    """The dashboard's ladder showed a validation win rate of 57 % as "0.57", beside KPIs in percent: a 0.57 %
+    win rate to whoever reads the page as it reads every other win rate on it."""
+    from pairs.models import PairStatistics
+
+    pair = PairTradeFactory(pair__level=LevelFactory(number=1)).pair
+    PairStatistics.objects.create(pair=pair, window=PairStatistics.Window.VALIDATION, trades=7, win_rate=0.5714,
+                                  profit_factor=1.3, total_return=0.0123, max_drawdown=0.0041)
+    row = viewer_client.get("/").text.split('id="ladder"')[1].split("</table>")[0]
+    assert '<td class="num">57.1%</td>' in row and "0.57<" not in row
+
+
 def test_pair_statistics_show_percentages_to_the_hundredth_and_drawdown_as_a_fall(viewer_client):
     from pairs.models import PairStatistics
 
