@@ -7,9 +7,10 @@ the database columns' zero padding (``0.01``, ``50000``), the way exchanges writ
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+CENT = Decimal("0.01")
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -34,3 +35,9 @@ def plain(number: Decimal) -> str:
 
 def plain_or_none(number: Decimal | None) -> str | None:
     return None if number is None else plain(number)
+
+
+def cents(amount: Decimal) -> Decimal:
+    """An amount of money to the cent, half up, as the dashboard shows it (Django's ``floatformat``): Decimal's own
+    ``round()`` and ``format()`` go half to even, so a message read 1.92 where the page read 1.93."""
+    return Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+from decimal import Decimal
 from html import escape
 from pathlib import Path
 
@@ -16,6 +17,7 @@ matplotlib.use("Agg")  # no display: files only
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
+from core.formatting import cents
 from monitoring.selectors import (
     PerformanceSummary,
     Scope,
@@ -35,6 +37,8 @@ def _pct(value: float | None, digits: int = 2) -> str:
 
 
 def _num(value, digits: int = 2) -> str:
+    if isinstance(value, Decimal):  # money: to the cent on the exact decimal, as the dashboard (not via a double)
+        return format(cents(value), ",f")
     return NONE if value is None else f"{float(value):,.{digits}f}"
 
 

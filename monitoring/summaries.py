@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from core.formatting import plain
+from core.formatting import cents, plain
 from execution.models import ExchangeAccount, PairTrade
 from monitoring.services import daily_pnl_snapshot_update
 from notifications.models import Notification
@@ -20,9 +20,9 @@ from risk.selectors import active_halts
 
 
 def _money(value: Decimal) -> str:
-    """USDT to the cent, as /daily, /balance and the trade_closed message write it: the snapshot's nine decimals
-    ("17.111377035") are noise on a phone."""
-    return plain(round(value, 2))
+    """USDT to the cent (half up, as the dashboard), as /daily, /balance and the trade_closed message write it: the
+    snapshot's nine decimals ("17.111377035") are noise on a phone."""
+    return plain(cents(value))
 
 
 def daily_summary_text(*, account: ExchangeAccount, day: date) -> str:

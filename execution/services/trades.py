@@ -21,7 +21,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import Sum
 
-from core.formatting import plain
+from core.formatting import cents, plain
 from exchanges.errors import ExchangeError
 from execution.models import Fill, FundingPayment, Order, PairTrade
 from execution.services.context import TickAborted, TradingContext
@@ -343,8 +343,8 @@ def finish_trade(ctx: TradingContext, trade: PairTrade, *, exit_reason: str | No
         verb = "unwound after a failed leg" if unwound else f"closed ({trade.get_exit_reason_display()})"
         notify(topic="trade_unwound" if unwound else "trade_closed",
                severity=Notification.Severity.WARNING if unwound else Notification.Severity.INFO,
-               text=describe(trade, f"{verb}: PnL {pnl.realised:.2f} (fees {pnl.fees:.2f}, "
-                                     f"funding {pnl.funding:.2f})"))
+               text=describe(trade, f"{verb}: PnL {cents(pnl.realised)} (fees {cents(pnl.fees)}, "
+                                     f"funding {cents(pnl.funding)})"))
         _lift_stuck_halt(trade)
     ctx.events.append(f"trade {trade.pk} {trade.state}: {pnl.realised}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from core.formatting import plain
+from core.formatting import cents, plain
 from execution.models import ExchangeAccount
 from monitoring.positions import open_positions
 from monitoring.selectors import closed_trades, daily_pnl, performance_summary
@@ -29,7 +29,7 @@ def _count(args: list[str], default: int) -> int:
 
 
 def _money(value) -> str:
-    return "n/a" if value is None else plain(round(Decimal(value), 2))
+    return "n/a" if value is None else plain(cents(value))
 
 
 def status(args: list[str]) -> str:

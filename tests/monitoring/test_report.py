@@ -67,3 +67,16 @@ def test_an_unknown_level_is_refused_naming_the_levels(account, tmp_path):
 
     assert str(refused.value) == "level: no level 99 (levels: 0, 1, 2, 3)"
     assert not (tmp_path / "r.png").exists()
+
+
+def test_money_is_rounded_to_the_cent_as_the_dashboard_rounds_it():
+    """The report wrote money through a float: fees of 2.675 (2.67499999... as a double) read 2.67 there and 2.68
+    on the dashboard (half up, on the exact decimal)."""
+    from monitoring.report import kpi_rows
+    from monitoring.selectors import performance_summary
+
+    account = ExchangeAccountFactory(name="fees", capital=Decimal("1000"))
+    PairTradeFactory(account=account, state=PairTrade.State.CLOSED, opened_at=T0, closed_at=T0 + timedelta(hours=1),
+                     realised_pnl=Decimal("1234.505"), fees=Decimal("2.675"), exit_reason="exit_signal")
+    rows = dict(kpi_rows(performance_summary(account=account, start=T0, end=T0 + timedelta(days=1))))
+    assert (rows["Fees"], rows["Net PnL"], rows["Capital"]) == ("2.68", "1,234.51", "1,000.00")

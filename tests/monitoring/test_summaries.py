@@ -51,3 +51,18 @@ def test_the_figures_are_written_to_the_cent_as_every_other_message_writes_them(
         "realised PnL 17.11 USDT (net of fees 1.02 and funding 0)",
         "equity 10000 -> 10017.11 USDT",
     ]
+
+
+def test_half_a_cent_is_rounded_up_as_the_dashboard_rounds_it():
+    """Decimal's round() goes half to even: a day's fees of 1.925 (0.055 % of a 3,500 notional) read 1.92 in the
+    summary and 1.93 on the dashboard's daily PnL table (Django's floatformat rounds half up)."""
+    from django.template.defaultfilters import floatformat
+
+    account = ExchangeAccountFactory(name="level-1")
+    closed_at = datetime(2026, 3, 2, 14, tzinfo=UTC)
+    PairTradeFactory(account=account, state="closed", opened_at=closed_at, closed_at=closed_at,
+                     realised_pnl=Decimal("120.505"), fees=Decimal("1.925"), funding=Decimal("-0.125"))
+    daily_summaries_notify(day=DAY)
+    assert [floatformat(Decimal(v), 2) for v in ("120.505", "1.925", "-0.125")] == ["120.51", "1.93", "-0.13"]
+    assert Notification.objects.get(topic="daily_summary").text.splitlines()[2] == \
+        "realised PnL 120.51 USDT (net of fees 1.93 and funding -0.13)"
