@@ -89,6 +89,13 @@ def test_dashboard_in_a_real_browser(django_user_model):
             page.wait_for_function("() => typeof Chart !== 'undefined' && Chart.getChart('equity-chart')")
             for canvas in ("equity-chart", "drawdown-chart", "daily-chart", "pair-chart", "reason-chart"):
                 assert page.evaluate(CANVAS_DRAWN, canvas), canvas
+            # What is drawn is the endpoint's curve: the equity and the drawdown under it, point for point.
+            drawn = page.evaluate("() => ['equity-chart', 'drawdown-chart']"
+                                  ".map(id => Chart.getChart(id).data.datasets[0].data)")
+            curve = page.evaluate("async () => (await fetch('/api/v1/equity/?mode=paper', "
+                                  "{headers: {Accept: 'application/json'}})).json()")
+            assert [p["equity"] for p in curve] == [10000, 10120, 10080, 10155, 10135]
+            assert drawn == [[round(p["equity"], 2) for p in curve], [round(-100 * p["drawdown"], 3) for p in curve]]
             assert "60500" in page.inner_text("#open-positions")
 
             page.click(f"#open-positions a[href='/pairs/{pair.pk}/']")
