@@ -142,6 +142,19 @@ def test_recent_trades_and_daily_pnl_are_those_of_the_accounts_in_view(viewer_cl
     assert len(chosen["recent_closed"]) == 25 and len(chosen["daily_pnl"]) == 30
 
 
+def test_the_date_ranges_and_the_times_say_they_are_utc(viewer_client):
+    """The pages take and show UTC days and times; a trader in New York read "closed 02:00" and chose "To 7 June"
+    as his own day, nothing on the dashboard or the trades page said otherwise."""
+    account = ExchangeAccountFactory(mode=ExchangeAccount.Mode.REAL)
+    _closed(account, 2, "5")
+    html = viewer_client.get("/").text
+    form = html.split('id="scope-form"')[1].split("</form>")[0]
+    assert "From (UTC)" in form and "To (UTC)" in form
+    assert "<th>Closed (UTC)</th>" in html.split('id="closed-trades"')[1]
+    trades = viewer_client.get("/trades/").text
+    assert "Closed from (UTC)" in trades and "<th>Opened (UTC)</th><th>Closed (UTC)</th>" in trades
+
+
 def test_pair_page_has_its_chart_statistics_and_trades(viewer_client):
     trade = _closed(ExchangeAccountFactory(), 2, "5")
     trade.exit_zscore = 0.1
