@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from decimal import Decimal
 
 from core.formatting import cents, plain
@@ -94,12 +95,26 @@ def daily(args: list[str]) -> str:
 
 
 def balance(args: list[str]) -> str:
+    """Capital, realised PnL, the open trades marked as /status marks them, and the equity of the three (the
+    guard's and the dashboard's equity); unknown while a held leg has no current price."""
+    positions: dict[int, list] = defaultdict(list)
+    for position in open_positions():
+        positions[position.trade.account_id].append(position)
     lines = []
     for account in ExchangeAccount.objects.order_by("name"):
         s = performance_summary(account=account)
         state = "" if account.enabled else " (disabled)"
+        marks = [p.net_pnl for p in positions[account.pk]]
+        if not marks:
+            open_part, equity = "", _money(s.capital + s.realised_pnl)
+        elif None in marks:
+            open_part = f", {len(marks)} open trade(s), {marks.count(None)} without a current price"
+            equity = "n/a"
+        else:
+            open_pnl = sum(marks, Decimal(0))
+            open_part, equity = f", open trades {_money(open_pnl)}", _money(s.capital + s.realised_pnl + open_pnl)
         lines.append(f"[{account.name}] {account.mode}{state}: capital {_money(s.capital)}, realised "
-                     f"{_money(s.realised_pnl)}, equity {_money(s.capital + s.realised_pnl)}")
+                     f"{_money(s.realised_pnl)}{open_part}, equity {equity}")
     return "\n".join(lines) or "no accounts"
 
 

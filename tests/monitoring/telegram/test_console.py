@@ -81,6 +81,33 @@ def test_status_answers_with_the_open_trades_marked_to_the_newest_closes(fake_te
     assert answer.endswith("halts: none")
 
 
+def test_balance_counts_the_open_trades_in_the_equity(fake_telegram, console):
+    """Equity is capital + realised + the open trades marked to market, everywhere (the guard, the dashboard's
+    chart, /status's net): /balance said "equity 10010" for an account whose open trade had lost 100.2."""
+    account = ExchangeAccountFactory(name="lvl1")
+    PairTradeFactory(account=account, state="closed", closed_at=datetime(2021, 1, 2, tzinfo=UTC),
+                     realised_pnl=Decimal("10"), exit_reason="exit_signal")
+    trade = PairTradeFactory(account=account, state="open")
+    pair = trade.pair
+    OrderFactory(trade=trade, leg=Order.Leg.Y, side="buy", qty=Decimal("10"), filled_qty=Decimal("10"),
+                 avg_price=Decimal("100"), fee=Decimal("0.1"), status="filled")
+    OrderFactory(trade=trade, instrument=pair.x_instrument, leg=Order.Leg.X, side="sell", qty=Decimal("8.5"),
+                 filled_qty=Decimal("8.5"), avg_price=Decimal("50"), fee=Decimal("0.1"), status="filled")
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    CandleFactory(instrument=pair.y_instrument, open_time=hour, close=Decimal("90"))
+    CandleFactory(instrument=pair.x_instrument, open_time=hour, close=Decimal("50"))
+    ExchangeAccountFactory(name="lvl2")  # nothing open: no open part
+    unpriced = PairTradeFactory(account=ExchangeAccountFactory(name="lvl3"), state="open")
+    OrderFactory(trade=unpriced, leg=Order.Leg.Y, side="buy", qty=Decimal("1"), filled_qty=Decimal("1"),
+                 avg_price=Decimal("100"), status="filled")
+
+    # 10 x (90 - 100) - 0.2 fees = -100.2; 10000 + 10 - 100.2 = 9909.8
+    assert say(fake_telegram, console, ALERTS_CHAT_ID, "/balance") == [
+        "[lvl1] paper: capital 10000, realised 10, open trades -100.2, equity 9909.8\n"
+        "[lvl2] paper: capital 10000, realised 0, equity 10000\n"
+        "[lvl3] paper: capital 10000, realised 0, 1 open trade(s), 1 without a current price, equity n/a"]
+
+
 def test_an_unknown_chat_gets_nothing(fake_telegram, console):
     assert say(fake_telegram, console, STRANGER_CHAT, "/status") == []
     assert say(fake_telegram, console, STRANGER_CHAT, "/help") == []
