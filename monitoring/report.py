@@ -59,7 +59,8 @@ def kpi_rows(summary: PerformanceSummary) -> list[tuple[str, str]]:
         ("Sortino", _num(summary.sortino)),
         ("Expectancy", _num(summary.expectancy)),
         ("Average win / loss", f"{_num(summary.average_win)} / {_num(summary.average_loss)}"),
-        ("Average holding", _num(summary.average_holding_hours, 1) + " h"),
+        ("Average holding", NONE if summary.average_holding_hours is None
+         else _num(summary.average_holding_hours, 1) + " h"),
         ("Exposure", _pct(summary.exposure, 0)),
         ("Fees", _num(summary.fees)),
         ("Funding", _num(summary.funding)),

@@ -80,3 +80,13 @@ def test_money_is_rounded_to_the_cent_as_the_dashboard_rounds_it():
                      realised_pnl=Decimal("1234.505"), fees=Decimal("2.675"), exit_reason="exit_signal")
     rows = dict(kpi_rows(performance_summary(account=account, start=T0, end=T0 + timedelta(days=1))))
     assert (rows["Fees"], rows["Net PnL"], rows["Capital"]) == ("2.68", "1,234.51", "1,000.00")
+
+
+def test_a_scope_without_trades_reads_n_a_not_n_a_hours():
+    """The report of a period without a trade read "Average holding: n/a h"."""
+    from monitoring.report import kpi_rows
+    from monitoring.selectors import performance_summary
+
+    account = ExchangeAccountFactory(name="quiet")
+    rows = dict(kpi_rows(performance_summary(account=account, start=T0, end=T0 + timedelta(days=1))))
+    assert rows["Average holding"] == "n/a" and rows["Win rate"] == "n/a"
