@@ -28,6 +28,12 @@ class Breach:
 MULTIPLE = "multiple_of_limit"
 
 
+def _multiple(amount, limit) -> float | None:
+    """``amount`` as a multiple of ``limit``; None for a limit of 0 (any loss is beyond it, and no multiple of it
+    measures how far: a trader who clears such a halt lets the day go on)."""
+    return float(amount / limit) if limit else None
+
+
 def next_utc_midnight(now: datetime) -> datetime:
     return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time.min, tzinfo=UTC)
 
@@ -57,14 +63,14 @@ def limit_breaches(book: AccountBook, limits: Limits, *, now: datetime) -> list[
         breaches.append(Breach("daily_loss", account, f"daily loss {loss:.2f} is beyond the limit "
                                f"{limits.daily_loss_limit:.2f}", until=next_utc_midnight(now),
                                details={"day_pnl": str(book.day_pnl), "limit": str(limits.daily_loss_limit),
-                                        MULTIPLE: float(loss / limits.daily_loss_limit)}))
+                                        MULTIPLE: _multiple(loss, limits.daily_loss_limit)}))
     elif limits.daily_loss_limit_pct is not None and day_start > 0 and \
             loss > day_start * Decimal(repr(limits.daily_loss_limit_pct)):
         breaches.append(Breach("daily_loss", account, f"daily loss {loss:.2f} ({float(loss / day_start):.2%} of "
                                f"{day_start:.2f}) is beyond {limits.daily_loss_limit_pct:.2%}",
                                until=next_utc_midnight(now),
                                details={"day_pnl": str(book.day_pnl), "limit_pct": limits.daily_loss_limit_pct,
-                                        MULTIPLE: float(loss / day_start) / limits.daily_loss_limit_pct}))
+                                        MULTIPLE: _multiple(float(loss / day_start), limits.daily_loss_limit_pct)}))
     dd = drawdown(book)
     if limits.max_drawdown_pct is not None and dd > limits.max_drawdown_pct:
         breaches.append(Breach("drawdown", account, f"drawdown {dd:.2%} from the peak {peak_equity(book):.2f} is "
@@ -84,7 +90,9 @@ def _streak_and_size_breaches(book: AccountBook, limits: Limits, *, now: datetim
         if until is None or until > now:
             breaches.append(Breach("consecutive_losses", account, f"{book.losing_streak} losing trades in a row "
                                    f"(limit {streak})", until=until,
-                                   details={"streak": book.losing_streak, MULTIPLE: book.losing_streak / streak}))
+                                   # A limit of 0 fires at the first loss; a clear then holds until one more.
+                                   details={"streak": book.losing_streak,
+                                            MULTIPLE: book.losing_streak / max(streak, 1)}))
     open_count = len([t for t in book.open_trades if t.trade.state != "planned"])
     if limits.max_open_trades is not None and open_count > limits.max_open_trades:
         breaches.append(Breach("open_trades", account, f"{open_count} open trades, above the limit "

@@ -241,3 +241,21 @@ def test_a_pair_pause_stops_only_that_pairs_entries(world):
     report = world.tick()
     assert world.trades() == [] and "paused" in " ".join(report.skipped)
     assert guard(world).states[world.account.name] == "active"
+
+
+@pytest.mark.parametrize(("limit", "trigger"), [
+    ({"daily_loss_limit": Decimal(0)}, "daily_loss"),
+    ({"daily_loss_limit": None, "daily_loss_limit_pct": 0.0}, "daily_loss"),
+    ({"daily_loss_limit": None, "max_consecutive_losses": 0}, "consecutive_losses"),
+])
+def test_a_limit_of_zero_halts_at_the_first_loss_instead_of_failing_the_guard(world, limit, trigger):
+    """A limit of 0 (the admin takes it: no loss at all) is crossed by any loss. Its breach was measured as a
+    multiple of the limit, a division by zero: the guard's whole cycle failed, for every account, exactly when it had
+    to halt."""
+    RiskLimitFactory(account=world.account, **limit)
+    lose_one_trade(world)
+    assert [(h.trigger, h.source) for h in Halt.objects.all()] == [(trigger, Halt.Source.GUARD)]
+    world.next_bar(y="90", x="55", action=Signal.Action.ENTER_LONG, zscore=-2.5)
+    world.tick()
+    assert len(world.trades()) == 1
+    assert guard(world).halts_raised == []  # standing: raised once
