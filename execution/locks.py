@@ -21,6 +21,14 @@ def lock_account(account: ExchangeAccount) -> None:
     ExchangeAccount.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).first()
 
 
+def lock_accounts(account_ids: list[int]) -> None:
+    """Lock several accounts' rows, in primary-key order (one statement): the guard acts on their breaches under
+    them, so two guard cycles at once (the minute's and a trade close's, or two risk workers) take turns, and the
+    second sees the first's halts and events instead of raising them again."""
+    list(ExchangeAccount.objects.select_for_update().filter(pk__in=account_ids).order_by("pk")
+         .values_list("pk", flat=True))
+
+
 def lock_paper_books(account: ExchangeAccount, *, symbol: str | None = None) -> list[tuple]:
     """Lock the account's row and its paper wallet and open positions (with ``symbol``'s row even at zero), in that
     order, in one statement; returns the rows as (wallet id, wallet balance, funding settled until, position id,

@@ -23,6 +23,7 @@ from django.db.models import Q
 
 from core.audit import audit_record
 from exchanges.base import TradingExchange
+from execution.locks import lock_accounts
 from execution.models import ExchangeAccount
 from monitoring.guard import detectors
 from monitoring.guard.book import AccountBook, account_books, day_start
@@ -137,6 +138,9 @@ def _act(report: GuardReport, breaches: list[Breach], books: dict[int, AccountBo
     if not breaches:
         return
     ids = [a for a in books]
+    # Before reading what stands: another cycle acting on these accounts at the same moment has committed (its
+    # halts are read below) or waits for this one.
+    lock_accounts(ids)
     guard_halts = list(Halt.objects.filter(Q(account_id__in=ids) | Q(account__isnull=True), source=Halt.Source.GUARD)
                        .filter(Q(cleared_at__isnull=True, until__isnull=True) |
                                Q(cleared_at__isnull=True, until__gt=now) | Q(cleared_at__gte=day_start(now))))
@@ -231,7 +235,7 @@ def _remember(book: AccountBook, state: str, *, now: datetime, exchange_equity) 
 
 
 def _write_states(books: dict[int, AccountBook]) -> None:
-    states = [b.state for b in books.values() if b.state is not None]
+    states = [b.state for b in sorted(books.values(), key=lambda b: b.account.pk) if b.state is not None]
     _upsert(AccountGuardState, states, unique=["account"],
             update=["state", "peak_equity", "equity", "exchange_equity", "checked_at"])
 
@@ -240,7 +244,9 @@ def snapshots_write(books: dict[int, AccountBook], *, now: datetime) -> None:
     """Today's (UTC) snapshot of each account, rewritten every cycle; the day's start stays what it was."""
     today = now.date()
     rows = []
-    for book in books.values():
+    # In the accounts' primary-key order: each row's foreign key check share-locks its account row, and a guard cycle
+    # holds its accounts' rows in that order (execution.locks.lock_accounts): the same order never deadlocks.
+    for book in sorted(books.values(), key=lambda b: b.account.pk):
         equity = book.equity
         # The history's peak: every earlier day's, the day's start, what the guard saw, and now. (While a held leg
         # has no price, now is a guess that the guard's own peak ignores, limits.peak_equity; the record's peak
