@@ -86,9 +86,12 @@ class TodayPnl:
 
     @property
     def used_pct(self) -> float | None:
-        if not self.limit or self.pnl is None:
+        if self.limit is None or self.pnl is None:
             return None
-        return float(max(-self.pnl, Decimal(0)) / self.limit * 100)
+        loss = max(-self.pnl, Decimal(0))
+        if not self.limit:  # a limit of 0: any loss is all of it
+            return 100.0 if loss else 0.0
+        return float(loss / self.limit * 100)
 
 
 def guard_today(accounts: list[ExchangeAccount], *, now: datetime | None = None) -> list[TodayPnl]:

@@ -136,3 +136,18 @@ def test_a_disabled_accounts_old_heartbeat_is_not_flagged_stale(viewer_client):
     assert not rows["replay-bot"]["stale"] and rows["replay-bot"]["disabled"]
     page = viewer_client.get("/system/").text
     assert page.count("badge critical\">stale") == 1 and "account disabled" in page
+
+
+def test_a_daily_loss_limit_of_zero_is_shown_as_the_limit_the_guard_enforces_not_none(viewer_client):
+    # A limit of 0 halts at the first loss of the day (monitoring.guard.limits); the page read it as no limit at all.
+    measured = ExchangeAccountFactory(name="zero-amount", capital=Decimal("10000"))
+    RiskLimitFactory(account=measured, daily_loss_limit=Decimal(0))
+    _day(measured, "10000", "10000")
+    unmeasured = ExchangeAccountFactory(name="zero-pct", capital=Decimal("10000"))
+    RiskLimitFactory(account=unmeasured, daily_loss_limit=None, daily_loss_limit_pct=0.0)
+    page = viewer_client.get("/system/").text
+    rows = {name: page[page.index(f"<td>{name} "):].split("</tr>")[0] for name in ("zero-amount", "zero-pct")}
+    assert ">-0.00<" in rows["zero-amount"] and "none" not in rows["zero-amount"]
+    assert "-0.00% of the day's start" in rows["zero-pct"]
+    for account, text in ((measured, "/ -0.00<"), (unmeasured, "/ -0.00% of the day's start")):
+        assert text in viewer_client.get(f"/?scope=a{account.pk}").text
