@@ -131,6 +131,8 @@ def expired_halts_clear(*, now: datetime) -> list[Halt]:
     halts = _EXPIRED.list(now)
     if halts:
         with transaction.atomic():
+            # Those still not cleared once locked: another guard cycle may have cleared (and audited) them meanwhile.
+            halts = list(Halt.objects.select_for_update().filter(pk__in=[h.pk for h in halts], cleared_at__isnull=True))
             halts_clear(halts=Halt.objects.filter(pk__in=[h.pk for h in halts]), cleared_by=None, now=now)
             for halt in halts:
                 audit_record(action="halt_expired", channel="system", actor_label="guard", target=halt,
