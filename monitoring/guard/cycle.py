@@ -57,6 +57,8 @@ BLIND_CHECKS = {"exchange_unreadable": REDUCE, "missing_marks": REDUCE}
 # Their halts lift themselves: each holds this long and is raised again while the guard still can't see, so a
 # passing blip doesn't stop an account's entries until a person notices, and an outage keeps them stopped.
 BLIND_LATCH = timedelta(minutes=15)
+# Limits that fire on reaching their value (a losing streak of N at a limit of N), not on going past it (a loss).
+REACHED_CHECKS = frozenset({"consecutive_losses"})
 
 
 @dataclass
@@ -202,7 +204,12 @@ def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None
         return False
     multiple = breach.details.get(MULTIPLE)
     accepted = max(let_go, key=lambda h: h.created_at).breach_multiple  # the latest clear's
-    return multiple is None or accepted is None or multiple <= accepted + 1
+    if multiple is None or accepted is None:
+        return True
+    if breach.check in REACHED_CHECKS:
+        # A count fires on reaching its limit, so it fires again on reaching one more (1e-9: the float quotients).
+        return multiple < accepted + 1 - 1e-9
+    return multiple <= accepted + 1
 
 
 def _pair(books: dict[int, AccountBook], breach: Breach):

@@ -259,3 +259,27 @@ def test_a_limit_of_zero_halts_at_the_first_loss_instead_of_failing_the_guard(wo
     world.tick()
     assert len(world.trades()) == 1
     assert guard(world).halts_raised == []  # standing: raised once
+
+
+def test_a_cleared_losing_streak_stops_entries_again_when_it_grows_by_one_more_limit(world, django_user_model):
+    """Streak limit 1: the first loss reduces; the trader clears it and the bot trades on. "A clear holds until the
+    streak grows by one more limit": the next loss (a streak of 2, one more limit) reduces again. It took two more
+    (the streak fires on reaching its limit, the re-raise waited to pass it)."""
+    RiskLimitFactory(account=world.account, daily_loss_limit=None, max_consecutive_losses=1,
+                     consecutive_losses_cooldown_minutes=0)
+    first = lose_one_trade(world)
+    halt = Halt.objects.get(trigger="consecutive_losses")
+    trader = django_user_model.objects.create_user("t", password="a-long-test-password")
+    with world.capture(execute=True):
+        halts_clear(halts=Halt.objects.filter(pk=halt.pk), cleared_by=trader, now=world.now)
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    world.tick()
+    world.next_bar(y="90", x="55", action=Signal.Action.STOP, zscore=-4.0, position=0)
+    world.tick()
+    second = PairTrade.objects.exclude(pk=first.pk).get()
+    assert second.state == PairTrade.State.CLOSED and second.realised_pnl < 0
+    again = Halt.objects.filter(trigger="consecutive_losses", cleared_at__isnull=True)
+    assert again.count() == 1 and again.get().breach_multiple == 2
+    world.next_bar(y="90", x="55", action=Signal.Action.ENTER_LONG, zscore=-2.5)
+    world.tick()
+    assert len(world.trades()) == 2
