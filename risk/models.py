@@ -15,6 +15,11 @@ from core.market_clock import market_clock
 # Accounts belong to the execution app, a floor above this one: they are named by string, never imported.
 ACCOUNT_MODEL = "execution.ExchangeAccount"
 PAIR_MODEL = "pairs.Pair"
+# Bounds of the guard's durations (a larger one read as "never" ran the guard's dates past the year 9999, and each
+# cycle failed for every account): a year, a year, a week.
+MAX_COOLDOWN_MINUTES = 525_600
+MAX_STALE_DATA_MINUTES = 525_600
+MAX_ERROR_BURST_MINUTES = 10_080
 
 
 class RiskLimit(TimeStampedModel):
@@ -41,12 +46,15 @@ class RiskLimit(TimeStampedModel):
         null=True, blank=True, validators=[MinValueValidator(0)],
         help_text="Largest notional (both legs) one pair trade may open with; a bigger budget is cut to it",
     )
+    # The guard adds or subtracts these durations to its clock: beyond the bounds a cycle's dates would overflow.
     consecutive_losses_cooldown_minutes = models.PositiveIntegerField(
-        default=720, help_text="How long a consecutive-losses stop lasts (0: until a person clears it)"
+        default=720, validators=[MaxValueValidator(MAX_COOLDOWN_MINUTES)],
+        help_text="How long a consecutive-losses stop lasts, at most a year (0: until a person clears it)"
     )
     # Detectors of abnormal conditions; empty turns one off.
     stale_data_minutes = models.PositiveIntegerField(
-        null=True, blank=True, default=150, help_text="Market data older than this (newest stored bar) is stale"
+        null=True, blank=True, default=150, validators=[MaxValueValidator(MAX_STALE_DATA_MINUTES)],
+        help_text="Market data older than this (newest stored bar) is stale; at most a year (empty: off)"
     )
     heartbeat_stale_seconds = models.PositiveIntegerField(
         null=True, blank=True, default=300, help_text="A bot that has not beaten for this long is stale"
@@ -61,8 +69,9 @@ class RiskLimit(TimeStampedModel):
     error_burst_count = models.PositiveIntegerField(
         null=True, blank=True, default=5, help_text="This many rejected orders or API errors within the window..."
     )
-    error_burst_minutes = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)],
-                                                      help_text="...of this many minutes is a burst")
+    error_burst_minutes = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(MAX_ERROR_BURST_MINUTES)],
+        help_text="...of this many minutes (at most a week) is a burst")
     slippage_bps = models.FloatField(
         null=True, blank=True, default=50, validators=[MinValueValidator(0)],
         help_text="Largest fill price distance from the price the bot planned with, basis points",

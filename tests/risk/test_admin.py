@@ -48,3 +48,23 @@ def test_with_halt_account_the_admin_flattens(client, django_user_model):
     assert post(client, None).status_code == 302
     assert Halt.objects.filter(flatten=True, account__isnull=False).count() == 1
     assert Halt.objects.filter(account__isnull=True).count() == 1
+
+
+LIMIT_FORM = {"account": "", "consecutive_losses_cooldown_minutes": "720", "stale_data_minutes": "150",
+              "error_burst_minutes": "10", "actions": "{}", "enabled": "on"}
+
+
+@pytest.mark.parametrize(("field", "bound"), [("consecutive_losses_cooldown_minutes", 525_600),
+                                              ("stale_data_minutes", 525_600), ("error_burst_minutes", 10_080)])
+def test_a_limit_duration_the_guard_cannot_count_is_refused_naming_it(admin_client, field, bound):
+    """A cooldown, stale-data age or burst window read as "never" (2147483647 minutes, 4,000 years) was stored, and
+    every guard cycle then failed on a date past the year 9999 or before the year 1: no account guarded."""
+    from risk.models import RiskLimit
+
+    response = admin_client.post("/admin/risk/risklimit/add/", {**LIMIT_FORM, field: "2147483647"})
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == [field] and str(bound) in errors[field][0]
+    assert not RiskLimit.objects.exists()
+    response = admin_client.post("/admin/risk/risklimit/add/", {**LIMIT_FORM, field: str(bound)})
+    assert response.status_code == 302 and RiskLimit.objects.count() == 1
