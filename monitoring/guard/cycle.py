@@ -165,12 +165,14 @@ def _act(report: GuardReport, breaches: list[Breach], books: dict[int, AccountBo
                        text=_text(breach, account),
                        dedupe_key=f"guard:{breach.check}:{key[0]}:{breach.pair_id}:{order or ''}:{now:%Y%m%d%H}")
             continue
-        if _standing(guard_halts, breach, account):
+        # Only pause_pair stops one pair; reduce and halt are the account's states, whatever check fired them.
+        pair_id = breach.pair_id if action == PAUSE_PAIR else None
+        if _standing(guard_halts, breach, account, pair_id=pair_id):
             continue
         halt = halt_raise(account=account, source=Halt.Source.GUARD, reason=f"{LABELS[breach.check]}: "
                           f"{breach.message}", mode=Halt.Mode.HALT if action in (HALT, HALT_FLATTEN) else
                           Halt.Mode.REDUCE, flatten=action == HALT_FLATTEN, trigger=breach.check, until=breach.until,
-                          pair=_pair(books, breach), now=now, breach_multiple=breach.details.get(MULTIPLE))
+                          pair=_pair(pair_id), now=now, breach_multiple=breach.details.get(MULTIPLE))
         guard_halts.append(halt)
         report.halts_raised.append(halt)
         audit_record(action="raise_halt", channel="system", actor_label="guard", target=halt,
@@ -185,7 +187,7 @@ def _action(limits: Limits, check: str) -> str:
     return limits.action(check)
 
 
-def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None) -> bool:
+def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None, *, pair_id: int | None) -> bool:
     """Is a halt for ``breach`` already standing, or let go of by a person? A latched limit a person cleared today
     (before its latch ended) is not raised again for the same breach: the trader looked and let it trade. But a
     clear is not a licence for any loss: the trader accepted the breach as it stood when the halt was raised, and
@@ -193,7 +195,7 @@ def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None
     it again."""
     account_id = account.pk if account else None
     matching = [h for h in halts
-                if h.account_id == account_id and h.trigger == breach.check and h.pair_id == breach.pair_id]
+                if h.account_id == account_id and h.trigger == breach.check and h.pair_id == pair_id]
     if any(h.cleared_at is None for h in matching):
         return True
     # A latched breach, or one measured against its limit (a losing streak "until cleared" stands until a win, which
@@ -212,8 +214,8 @@ def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None
     return multiple <= accepted + 1
 
 
-def _pair(books: dict[int, AccountBook], breach: Breach):
-    return None if breach.pair_id is None else Pair.objects.filter(pk=breach.pair_id).first()
+def _pair(pair_id: int | None):
+    return None if pair_id is None else Pair.objects.filter(pk=pair_id).first()
 
 
 def _record(breach: Breach, account: ExchangeAccount | None, *, now: datetime, severity: str) -> GuardEvent:

@@ -15,6 +15,7 @@ from monitoring.guard.cycle import guard_run
 from notifications.models import Notification
 from pairs.market import StoredMarket
 from risk.models import GuardEvent, Halt
+from risk.selectors import entry_blocked_by, halts_in_force
 from tests.factories import (
     CandleFactory,
     ExchangeAccountFactory,
@@ -121,6 +122,21 @@ def test_a_one_legged_trade_halts_the_account():
     report = run([account])
     assert [(h.trigger, h.mode) for h in report.halts_raised] == [("one_leg", Halt.Mode.HALT)]
     assert "holds only its y leg" in report.halts_raised[0].reason
+    # The account, not only the pair (that is pause_pair's): every new entry stops, as the state says. The halt
+    # was raised on the pair alone, so the account read "active" and the bot opened its other pairs.
+    assert report.halts_raised[0].pair_id is None and report.states[account.name] == "halted"
+    assert entry_blocked_by(halts_in_force(now=NOW, account_ids=[account.pk]), pair_id=PairFactory().pk)
+    assert run([account], now=NOW + timedelta(minutes=1)).halts_raised == []  # standing: raised once
+
+
+def test_a_pair_check_configured_to_reduce_reduces_the_account_and_pause_pair_only_the_pair():
+    account = ExchangeAccountFactory()
+    RiskLimitFactory(account=account, **only("leg_imbalance", leg_imbalance_pct=0.2),
+                     actions={"leg_imbalance": "reduce"})
+    open_trade(account, priced_pair(y="100", x="20"))
+    report = run([account])
+    assert [(h.trigger, h.pair_id, h.mode) for h in report.halts_raised] == [("leg_imbalance", None, "reduce")]
+    assert report.states[account.name] == "reducing"
 
 
 def test_legs_out_of_balance_pause_the_pair():
