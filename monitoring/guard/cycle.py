@@ -167,7 +167,7 @@ def _act(report: GuardReport, breaches: list[Breach], books: dict[int, AccountBo
             continue
         # Only pause_pair stops one pair; reduce and halt are the account's states, whatever check fired them.
         pair_id = breach.pair_id if action == PAUSE_PAIR else None
-        if _standing(guard_halts, breach, account, pair_id=pair_id):
+        if _standing(guard_halts, breach, account, pair_id=pair_id, now=now):
             continue
         halt = halt_raise(account=account, source=Halt.Source.GUARD, reason=f"{LABELS[breach.check]}: "
                           f"{breach.message}", mode=Halt.Mode.HALT if action in (HALT, HALT_FLATTEN) else
@@ -187,7 +187,8 @@ def _action(limits: Limits, check: str) -> str:
     return limits.action(check)
 
 
-def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None, *, pair_id: int | None) -> bool:
+def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None, *, pair_id: int | None,
+              now: datetime) -> bool:
     """Is a halt for ``breach`` already standing, or let go of by a person? A latched limit a person cleared today
     (before its latch ended) is not raised again for the same breach: the trader looked and let it trade. But a
     clear is not a licence for any loss: the trader accepted the breach as it stood when the halt was raised, and
@@ -198,10 +199,7 @@ def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None
                 if h.account_id == account_id and h.trigger == breach.check and h.pair_id == pair_id]
     if any(h.cleared_at is None for h in matching):
         return True
-    # A latched breach, or one measured against its limit (a losing streak "until cleared" stands until a win, which
-    # can't come while no trade opens: without this its clear could never hold).
-    measured = breach.until is not None or MULTIPLE in breach.details
-    let_go = [h for h in matching if measured and (h.until is None or h.cleared_at < h.until)]
+    let_go = [h for h in matching if _let_go(h, breach, now=now)]
     if not let_go:
         return False
     multiple = breach.details.get(MULTIPLE)
@@ -212,6 +210,19 @@ def _standing(halts: list[Halt], breach: Breach, account: ExchangeAccount | None
         # A count fires on reaching its limit, so it fires again on reaching one more (1e-9: the float quotients).
         return multiple < accepted + 1 - 1e-9
     return multiple <= accepted + 1
+
+
+def _let_go(halt: Halt, breach: Breach, *, now: datetime) -> bool:
+    """Did a person clear ``halt`` (of ``breach``'s check) in a way that lets ``breach`` trade on? Only a latched
+    breach, or one measured against its limit (a losing streak "until cleared" stands until a win, which can't come
+    while no trade opens: without this its clear could never hold), cleared before its latch ended (an expiry is no
+    one's decision). The guard's own blindness is let go for the latch a person cleared, not for the day: a later
+    outage stops the entries again."""
+    if breach.until is None and MULTIPLE not in breach.details:
+        return False
+    if halt.until is None:
+        return True
+    return halt.cleared_at < halt.until and (breach.check not in BLIND_CHECKS or now < halt.until)
 
 
 def _pair(pair_id: int | None):

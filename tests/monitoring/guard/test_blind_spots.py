@@ -31,6 +31,7 @@ from monitoring.tasks import run_guard
 from pairs.market import StoredMarket
 from pairs.models import Candle
 from risk.models import AccountGuardState, GuardEvent, Halt, RiskLimit
+from risk.services import halts_clear
 from tests.execution.bot_world import BotWorld
 from tests.factories import ExchangeAccountFactory, PairTradeFactory, RiskLimitFactory
 from tests.fakes.bybit import FakeBybit
@@ -135,6 +136,32 @@ def test_any_error_of_an_account_is_caught_and_its_text_redacted(caplog):
     for text in (halt.reason, event.message, *(r.getMessage() for r in caplog.records)):
         assert secret not in text
     assert "RuntimeError" in halt.reason and "***" in halt.reason
+
+
+def test_a_blind_halt_a_person_cleared_holds_only_its_latch_not_the_rest_of_the_day(django_user_model):
+    """The trader clears an 'exchange not readable' stop (a key being rotated, say). It was taken as a latched breach
+    let go for the day: a new outage hours later never stopped the account's entries again until midnight."""
+    world = BotWorld(mode=ExchangeAccount.Mode.DEMO)
+    RiskLimit.objects.create(account=None, stale_data_minutes=None, one_leg_seconds=None)
+    exchange = StubExchange()
+    exchange.down = True
+    first = cycle(world, exchange).halts_raised
+    assert [h.trigger for h in first] == ["exchange_unreadable"]
+    trader = django_user_model.objects.create_user("t", password="a-long-test-password")
+    halts_clear(halts=Halt.objects.filter(pk=first[0].pk), cleared_by=trader, now=world.now)
+    assert cycle(world, exchange).halts_raised == []  # within its latch the clear holds: the trader looked
+    exchange.down = False
+    world.next_bar()
+    assert cycle(world, exchange).halts_raised == []
+    for _ in range(3):  # hours later, the same day: a new outage
+        world.next_bar()
+    exchange.down = True
+    assert [h.trigger for h in cycle(world, exchange).halts_raised] == ["exchange_unreadable"]
+    assert report_state(world) == "reducing"
+
+
+def report_state(world: BotWorld) -> str:
+    return AccountGuardState.objects.get(account=world.account).state
 
 
 @pytest.fixture
