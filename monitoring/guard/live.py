@@ -13,6 +13,7 @@ from kombu.exceptions import ChannelError
 
 from core.clock import ManualClock
 from core.market_clock import market_clock
+from core.secrets import redact
 from exchanges.base import TradingExchange
 from exchanges.errors import TemporaryExchangeError
 from exchanges.retry import RetryingExchange
@@ -20,6 +21,8 @@ from execution.models import ExchangeAccount
 from execution.selectors import account_credentials
 from execution.venues import account_exchange, account_trading_exchange
 from monitoring.guard.cycle import GuardReport, guard_run
+from notifications.models import Notification
+from notifications.services import notify
 from pairs.market import StoredMarket
 from pairs.models import StrategyConfig
 
@@ -42,7 +45,29 @@ EXCHANGE_BUDGET_S = 20.0
 
 def guard_run_live(*, queue_lengths: dict[str, int] | None = None, started: float | None = None) -> GuardReport:
     """One cycle at the live clock. ``started``: when the task started (``time.monotonic()``; default now), from
-    which the exchange reads' budget counts."""
+    which the exchange reads' budget counts. A cycle that fails guards no account: that is told (critical, once an
+    hour), not only logged, and the error raised again."""
+    try:
+        return _guard_run_live(queue_lengths=queue_lengths, started=started)
+    except Exception as exc:
+        _tell_failed(exc)
+        raise
+
+
+def _tell_failed(exc: Exception) -> None:
+    # The worker is alive and beat sends every minute, so /health/ sees nothing wrong: only this says no account
+    # is guarded. Each cycle's failure ends its transaction; this writes in one of its own (it fails too when the
+    # database is what failed: logged).
+    text = redact(f"the guard's cycle failed, no account's limits are being checked: {type(exc).__name__}: {exc}")
+    logger.error("%s", text)
+    try:
+        notify(topic="guard_failed", severity=Notification.Severity.CRITICAL, text=text[:1000],
+               dedupe_key=f"guard_failed:{timezone.now():%Y%m%d%H}")
+    except Exception:
+        logger.exception("guard: the failure could not be told")
+
+
+def _guard_run_live(*, queue_lengths: dict[str, int] | None, started: float | None) -> GuardReport:
     deadline = (time.monotonic() if started is None else started) + EXCHANGE_BUDGET_S
     now = market_clock().now()
     config = StrategyConfig.current()
