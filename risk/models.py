@@ -67,7 +67,8 @@ class RiskLimit(TimeStampedModel):
         help_text="Largest |y notional - |beta| x notional| / (y notional + x notional) of an open trade",
     )
     error_burst_count = models.PositiveIntegerField(
-        null=True, blank=True, default=5, help_text="This many rejected orders or API errors within the window..."
+        null=True, blank=True, default=5, validators=[MinValueValidator(1)],
+        help_text="This many rejected orders or API errors (at least 1; empty: off) within the window..."
     )
     error_burst_minutes = models.PositiveIntegerField(
         default=10, validators=[MinValueValidator(1), MaxValueValidator(MAX_ERROR_BURST_MINUTES)],

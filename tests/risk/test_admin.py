@@ -68,3 +68,15 @@ def test_a_limit_duration_the_guard_cannot_count_is_refused_naming_it(admin_clie
     assert not RiskLimit.objects.exists()
     response = admin_client.post("/admin/risk/risklimit/add/", {**LIMIT_FORM, field: str(bound)})
     assert response.status_code == 302 and RiskLimit.objects.count() == 1
+
+
+def test_an_error_burst_of_zero_errors_is_refused(admin_client):
+    """'0 rejected orders or API errors in the last 10 min (limit 0)' was a burst at every cycle: the account reduced
+    for good, raised again the minute after each clear (empty turns the check off)."""
+    from risk.models import RiskLimit
+
+    response = admin_client.post("/admin/risk/risklimit/add/", {**LIMIT_FORM, "error_burst_count": "0"})
+    assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == ["error_burst_count"]
+    assert not RiskLimit.objects.exists()
+    assert admin_client.post("/admin/risk/risklimit/add/", {**LIMIT_FORM, "error_burst_count": "1"}).status_code == 302
