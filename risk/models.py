@@ -20,6 +20,7 @@ PAIR_MODEL = "pairs.Pair"
 MAX_COOLDOWN_MINUTES = 525_600
 MAX_STALE_DATA_MINUTES = 525_600
 MAX_ERROR_BURST_MINUTES = 10_080
+QUEUE_MAX_LENGTH_DEFAULT = 200
 
 
 class RiskLimit(TimeStampedModel):
@@ -83,7 +84,9 @@ class RiskLimit(TimeStampedModel):
                   "as a fraction of capital (demo and real accounts)",
     )
     queue_max_length = models.PositiveIntegerField(
-        null=True, blank=True, default=200, help_text="Largest number of tasks waiting on one Celery queue"
+        null=True, blank=True, default=QUEUE_MAX_LENGTH_DEFAULT,
+        help_text="Largest number of tasks waiting on one Celery queue; the queues serve every account, so only the "
+                  "system-wide row's value counts (an account's row may not set another)",
     )
     actions = models.JSONField(
         default=dict, blank=True,
@@ -99,6 +102,11 @@ class RiskLimit(TimeStampedModel):
 
         if problems := actions_problems(self.actions):
             raise ValidationError({"actions": problems})
+        # The guard reads the queues' limit from the system-wide row alone: a value on an account's row would be
+        # shown and never enforced. The default is let through, as rows made without the form carry it.
+        if self.account_id is not None and self.queue_max_length not in (None, QUEUE_MAX_LENGTH_DEFAULT):
+            raise ValidationError({"queue_max_length": "the Celery queues serve every account: set their limit on "
+                                                       "the system-wide row (no account), where the guard reads it"})
 
     def __str__(self) -> str:
         return f"limits for {self.account or 'all accounts'}"

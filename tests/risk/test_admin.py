@@ -80,3 +80,21 @@ def test_an_error_burst_of_zero_errors_is_refused(admin_client):
     assert list(response.context["adminform"].form.errors) == ["error_burst_count"]
     assert not RiskLimit.objects.exists()
     assert admin_client.post("/admin/risk/risklimit/add/", {**LIMIT_FORM, "error_burst_count": "1"}).status_code == 302
+
+
+def test_a_queue_limit_on_an_account_row_is_refused_where_the_guard_would_never_read_it(admin_client):
+    """The guard and /system/ read the Celery queues' limit from the system-wide row alone (the queues serve every
+    account): an account's row took 50, showed it, and the guard went on alerting at 200."""
+    from risk.models import RiskLimit
+
+    account = ExchangeAccountFactory()
+    form = {**LIMIT_FORM, "account": str(account.pk), "queue_max_length": "50"}
+    response = admin_client.post("/admin/risk/risklimit/add/", form)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["queue_max_length"] and "system-wide row" in errors["queue_max_length"][0]
+    assert not RiskLimit.objects.exists()
+    assert admin_client.post("/admin/risk/risklimit/add/", {**form, "account": ""}).status_code == 302
+    assert admin_client.post("/admin/risk/risklimit/add/", {**form, "queue_max_length": "200"}).status_code == 302
+    assert sorted(RiskLimit.objects.values_list("account", "queue_max_length"), key=str) == sorted(
+        [(None, 50), (account.pk, 200)], key=str)
