@@ -125,7 +125,7 @@ def _breaches(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: 
         found += limit_breaches(book, limits[account_id], now=now)
     found += detectors.stale_data(books, limits, now=now, timeframe=timeframe)
     found += detectors.leg_problems(books, limits, now=now)
-    found += detectors.error_bursts(books, limits, now=now)
+    found += detectors.error_bursts(books, limits, now=now, process_now=process_now)
     found += detectors.slippage(books, limits, now=now, since=since)
     found += detectors.missing_marks(books)
     if live:

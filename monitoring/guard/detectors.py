@@ -25,7 +25,7 @@ from risk.policy import Limits
 logger = logging.getLogger(__name__)
 
 # Guard events that count as API errors in a burst (the bots record them when the exchange fails them).
-ERROR_EVENT_KINDS = ("exchange_unreachable", "reconcile_failed", "order_error")
+ERROR_EVENT_KINDS = ("exchange_unreachable", "reconcile_failed")
 
 
 def stale_data(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: datetime, timeframe: str
@@ -102,24 +102,30 @@ def leg_problems(books: dict[int, AccountBook], limits: dict[int, Limits], *, no
 
 
 def error_bursts(books: dict[int, AccountBook], limits: dict[int, Limits], *, now: datetime,
-                 count_events: bool = True) -> list[Breach]:
-    """Rejected orders and API errors within the window (the widest any account uses, counted per account)."""
+                 process_now: datetime) -> list[Breach]:
+    """Rejected orders and API errors within the window (the widest any account uses, counted per account).
+
+    The orders are planned on the market's clock (``now``); the API errors are events the processes record on
+    theirs (``process_now``, the wall clock). Each is counted on its own clock, up to its own now: on the demo's
+    stored-data clock (market time years behind the wall clock) every event ever recorded fell after the market's
+    window start, and a replay's would count the wall clock's events."""
     windows = {a: limits[a].error_burst_minutes for a in books if limits[a].error_burst_count is not None}
     if not windows:
         return []
-    since = now - timedelta(minutes=max(windows.values()))
+    widest = timedelta(minutes=max(windows.values()))
     rejected = _times_by_account(Order.objects.filter(
-        trade__account_id__in=list(windows), status=Order.Status.REJECTED, planned_at__gt=since
+        trade__account_id__in=list(windows), status=Order.Status.REJECTED, planned_at__gt=now - widest,
+        planned_at__lte=now,
     ).values_list("trade__account_id", "planned_at"))
-    events: dict[int, list[datetime]] = defaultdict(list)
-    if count_events:  # the events carry the wall clock, which a replay does not run on
-        events = _times_by_account(GuardEvent.objects.filter(
-            account_id__in=list(windows), kind__in=ERROR_EVENT_KINDS, created_at__gt=since
-        ).values_list("account_id", "created_at"))
+    events = _times_by_account(GuardEvent.objects.filter(
+        account_id__in=list(windows), kind__in=ERROR_EVENT_KINDS, created_at__gt=process_now - widest,
+        created_at__lte=process_now,
+    ).values_list("account_id", "created_at"))
     breaches = []
     for account_id, minutes in windows.items():
-        start = now - timedelta(minutes=minutes)
-        n = sum(1 for t in rejected.get(account_id, []) + events.get(account_id, []) if t > start)
+        window = timedelta(minutes=minutes)
+        n = (sum(1 for t in rejected.get(account_id, []) if t > now - window)
+             + sum(1 for t in events.get(account_id, []) if t > process_now - window))
         if n >= limits[account_id].error_burst_count:
             breaches.append(Breach("error_burst", account_id, f"{n} rejected orders or API errors in the last "
                                    f"{minutes} min (limit {limits[account_id].error_burst_count})"))

@@ -162,6 +162,27 @@ def test_a_burst_of_rejected_orders_reduces_the_account():
     assert "3 rejected orders" in report.halts_raised[0].reason
 
 
+def test_api_errors_count_on_the_processes_clock_not_the_markets():
+    """On the demo's stored-data clock the market's time is years behind the wall clock the bots record their API
+    errors on: every error ever recorded fell after the market's window start, so two errors of last week stopped
+    the account at every cycle. Errors count when they are within the window of the processes' own time."""
+    account = ExchangeAccountFactory()
+    RiskLimitFactory(account=account, **only("error_burst", error_burst_count=2, error_burst_minutes=10))
+    wall = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    old = [GuardEvent.objects.create(account=account, kind="exchange_unreachable", message="timeout")
+           for _ in range(2)]
+    GuardEvent.objects.filter(pk__in=[e.pk for e in old]).update(created_at=wall - timedelta(days=7))
+    assert run([account], process_now=wall).halts_raised == []
+    recent = GuardEvent.objects.create(account=account, kind="reconcile_failed", message="unreadable")
+    GuardEvent.objects.filter(pk=recent.pk).update(created_at=wall - timedelta(minutes=3))
+    assert run([account], process_now=wall).halts_raised == []  # one error in the window, limit 2
+    late = GuardEvent.objects.create(account=account, kind="exchange_unreachable", message="timeout")
+    GuardEvent.objects.filter(pk=late.pk).update(created_at=wall - timedelta(minutes=1))
+    report = run([account], process_now=wall)
+    assert [h.trigger for h in report.halts_raised] == ["error_burst"]
+    assert "2 rejected orders or API errors in the last 10 min" in report.halts_raised[0].reason
+
+
 def test_slippage_beyond_the_tolerance_is_told():
     account = ExchangeAccountFactory()
     RiskLimitFactory(account=account, **only("slippage", slippage_bps=50))
