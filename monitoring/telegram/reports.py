@@ -74,7 +74,7 @@ def profit(args: list[str]) -> str:
         win = "n/a" if s.win_rate is None else f"{100 * s.win_rate:.1f}%"
         factor = _factor(s.profit_factor, unbounded=s.profit_factor_unbounded)
         ret = "n/a" if s.total_return_pct is None else f"{s.total_return_pct:.2f}%"
-        drawdown = "n/a" if s.max_drawdown_pct is None else f"{s.max_drawdown_pct:.2f}%"
+        drawdown = "n/a" if s.max_drawdown_pct is None else f"-{s.max_drawdown_pct:.2f}%"  # a fall, as on the dashboard
         sharpe = "n/a" if s.sharpe is None else f"{s.sharpe:.2f}"
         blocks.append(f"[{account.name}] {account.mode}: closed trades {s.total_trades}, win rate {win}, profit "
                       f"factor {factor}\nrealised PnL {_money(s.realised_pnl)} USDT (net of fees {_money(s.fees)} and "

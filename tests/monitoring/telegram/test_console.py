@@ -189,10 +189,12 @@ def test_reads_answer_from_the_dashboard_selectors(fake_telegram, console):
     closed = datetime(2021, 1, 2, tzinfo=UTC)
     PairTradeFactory(account=account, state="closed", closed_at=closed, realised_pnl=Decimal("12.5"),
                      fees=Decimal("1"), funding=Decimal("0"), exit_reason="exit_signal")
-    PairTradeFactory(account=account, state="closed", closed_at=closed, realised_pnl=Decimal("-2.5"),
-                     fees=Decimal("1"), funding=Decimal("0"), exit_reason="stop")
+    PairTradeFactory(account=account, state="closed", closed_at=closed + timedelta(days=1),
+                     realised_pnl=Decimal("-2.5"), fees=Decimal("1"), funding=Decimal("0"), exit_reason="stop")
     [profit] = say(fake_telegram, console, ALERTS_CHAT_ID, "/profit")
     assert profit.splitlines()[0] == "[lvl1] paper: closed trades 2, win rate 50.0%, profit factor 5.00"
+    # A fall from 10,012.50 to 10,010.00, signed as the dashboard and the report sign it (it read '0.02%').
+    assert "max drawdown -0.02%," in profit
     assert "realised PnL 10 USDT" in profit and "Sharpe" in profit
     assert say(fake_telegram, console, ALERTS_CHAT_ID, "/profit lvl1") == [profit]
     assert say(fake_telegram, console, ALERTS_CHAT_ID, "/profit nope") == ["no account named 'nope'"]
