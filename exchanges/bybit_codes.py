@@ -52,6 +52,11 @@ REFUSED: dict[str, tuple[type[ExchangeError], str]] = {
     "110028": (InvalidOrder, "the position mode can't be switched while orders are open"),
     "110040": (InvalidOrder, "the order would trigger a liquidation"),
     "110094": (InvalidOrder, "order value below the minimum notional"),
+    # The order's quantity and value checks (the unified account's codes, which the fake Bybit answers too).
+    "170135": (InvalidOrder, "order quantity above the maximum"),
+    "170136": (InvalidOrder, "order quantity below the minimum"),
+    "170137": (InvalidOrder, "order quantity off the quantity step"),
+    "170140": (InvalidOrder, "order value below the minimum notional"),
 }
 # A re-used orderLinkId: the order exists (a retried create reached it before). 110072 "OrderLinkedID is duplicate"
 # is the derivatives (linear) answer; the others come from spot and older APIs.

@@ -699,3 +699,23 @@ def test_an_answer_that_echoes_the_signature_is_masked(make_exchange, fake, regi
     assert ("apiSignature[***]" in message) if code == 10001 else ("origin_string[***]" in message)
     assert isinstance(info.value, AuthenticationFailed if code == 10004 else InvalidOrder)
     assert fake.orders() == []
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    (170136, "Order quantity exceeded lower limit."),
+    (170137, "Order volume decimal too long"),
+    (170135, "Order quantity exceeded upper limit."),
+    (170140, "Order value exceeded lower limit."),
+])
+def test_an_order_refused_for_its_quantity_or_value_is_invalid_not_unknown(ex, fake, code, message):
+    """Bybit's validation of an order's quantity (below the minimum, off the step, above the maximum) and value
+    proves the order was not placed: a rejection the bot books at once, not an unknown outcome it looks up and sends
+    again under the same id for minutes while the other leg of the trade may be closed already."""
+    fake.reject_next_order("ETHUSDT", code, message)
+    fake.clear_requests()
+
+    with pytest.raises(InvalidOrder, match=str(code)) as info:
+        ex.place_order(symbol=ETH, side="sell", qty=Decimal("0.5"), client_order_id="t3-x-close")
+
+    assert not info.value.retryable
+    assert [r.path for r in fake.requests] == [CREATE]
