@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from django.db import transaction
 from django.db.models import Sum
@@ -38,7 +38,7 @@ from execution.services.orders import (
     set_state,
     signed,
 )
-from execution.services.settlement import Settlement, settle_with_exchange
+from execution.services.settlement import Settlement, instrument_of, settle_with_exchange
 from execution.sizing import leg_sides
 from notifications.models import Notification
 from notifications.services import notify
@@ -269,10 +269,25 @@ def _close_leg(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: 
     if any(o.leg == leg and o.pk in ctx.planned_now for o in orders if o.action == action):
         return False  # one attempt per leg and tick: the next tries again a minute later, not a millisecond
     side = Order.Side.SELL if net > 0 else Order.Side.BUY
-    order = plan_order(ctx, trade, leg=leg, action=action, side=side, qty=abs(net), reduce_only=True,
-                       orders=orders)
+    order = plan_order(ctx, trade, leg=leg, action=action, side=side,
+                       qty=reduce_only_qty(instrument_of(trade, leg), abs(net)), reduce_only=True, orders=orders)
     ctx.checkpoint(f"planned:{order.leg}{ACTION_CODES[action]}{order.attempt}")
     return True
+
+
+def reduce_only_qty(instrument, held: Decimal) -> Decimal:
+    """The quantity of a reduce-only order that closes ``held``: what is held, raised to the instrument's quantity
+    step and minimum quantity when the exchange changed them after the leg was opened (or a partial close left a
+    remainder below them). The exchange refuses an order below its minimum or off its step, whatever it reduces, so
+    the leg could never be closed by the bot; a reduce-only market order above the position is cut to it (Bybit, the
+    paper exchange), so the larger order closes exactly what is held."""
+    qty = held
+    step = instrument.qty_step
+    if step is not None and step > 0 and qty % step:
+        qty = (qty / step).to_integral_value(rounding=ROUND_CEILING) * step
+    if instrument.min_qty is not None and qty < instrument.min_qty:
+        qty = instrument.min_qty
+    return qty
 
 
 def _settled_now(ctx: TradingContext, trade: PairTrade, orders: list[Order], *, settlement: bool = False):
