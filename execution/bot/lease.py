@@ -76,3 +76,10 @@ def lease_for_tick(account: ExchangeAccount, owner: str, *, ttl: timedelta = LEA
 
 def lease_release(account: ExchangeAccount, owner: str) -> None:
     BotHeartbeat.objects.filter(account=account, lease_owner=owner).update(lease_expires_at=None)
+
+
+def leases_release(owner: str) -> int:
+    """Give back every lease ``owner`` holds (a worker that stops): the next bot of those accounts takes them at
+    once, with the next generation. Returns how many it held."""
+    return BotHeartbeat.objects.filter(lease_owner=owner, lease_expires_at__isnull=False).update(
+        lease_expires_at=None)

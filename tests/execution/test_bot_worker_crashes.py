@@ -147,6 +147,45 @@ def test_worker_killed_mid_opening_is_finished_by_the_next_worker(world, fake, p
 
 
 
+def test_a_worker_stopped_and_started_again_trades_at_its_first_tick(world, fake):
+    """A planned restart of the account's worker (an upgrade, new keys: SIGTERM, then a new process): the stopped
+    worker gives its lease back, so the new one trades at once. It kept it until it expired (2 minutes): every tick
+    of the new worker answered "locked", and an exit decided meanwhile waited."""
+    with start_worker(world.account.queue_name, extra_env=WORKER_ENV):
+        assert tick_in_worker(world)["opened"] == 1
+    world.next_bar(action=Signal.Action.EXIT)
+    with start_worker(world.account.queue_name, extra_env=WORKER_ENV):
+        report = tick_in_worker(world)
+    assert report["status"] == "ok" and report["closed"] == 1, report
+    assert world.trade().state == PairTrade.State.CLOSED
+    assert_consistent(world, fake)
+
+@pytest.mark.parametrize("symbol", ["YYYUSDT", "XXXUSDT"])
+def test_worker_killed_mid_closing_is_finished_by_the_next_worker(world, fake, symbol):
+    """Both legs' closes go out in one tick; the worker is killed while the exchange holds the answer to one of
+    them (applied): the next worker finds it by its client id and closes the trade, with no second close sent."""
+    with start_worker(world.account.queue_name, extra_env=WORKER_ENV):
+        assert tick_in_worker(world)["opened"] == 1
+    world.next_bar(action=Signal.Action.EXIT)
+    fake.timeout_after_accept_next(CREATE, symbol=symbol, delay_s=HOLD_S)
+    with start_worker(world.account.queue_name, extra_env=WORKER_ENV):
+        run_bot.apply_async((world.account.pk,), queue=world.account.queue_name)
+        wait_for(lambda: held_requests(fake, CREATE, symbol=symbol) >= 2, f"the close on {symbol}")
+        time.sleep(0.2)
+        kill_the_lease_holder(world)
+    assert world.trade().state == PairTrade.State.CLOSING
+    lease_expires(world)
+    fake.clear_faults()
+    with start_worker(world.account.queue_name, extra_env=WORKER_ENV):
+        report = tick_in_worker(world)
+    assert report["status"] == "ok", report
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSED and trade.realised_pnl is not None
+    assert fake.position("YYYUSDT").size == 0 and fake.position("XXXUSDT").size == 0
+    assert len(fake.orders()) == 4
+    assert_consistent(world, fake)
+    assert topics() == ["trade_closed", "trade_opened"]
+
 def test_a_502_to_the_second_leg_that_filled_opens_the_trade_once(world, fake):
     fake.http_error_after_accept_next(CREATE, 502, symbol="XXXUSDT")
     with start_worker(world.account.queue_name, extra_env=WORKER_ENV):
