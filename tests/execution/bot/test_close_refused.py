@@ -35,3 +35,20 @@ def test_a_leg_the_exchange_changed_the_quantity_rules_of_still_closes(world, fa
     assert fake.position("XXXUSDT").size == 0 and fake.position("YYYUSDT").size == 0
     assert_consistent(world, fake)
     assert sorted(Notification.objects.values_list("topic", flat=True)) == ["trade_closed", "trade_opened"]
+
+
+def test_on_the_paper_exchange_too():
+    """The paper exchange enforces the same rules (minimum quantity, step, reduce-only cut to the position)."""
+    from tests.execution.bot_world import BotWorld
+
+    world = BotWorld()
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    world.tick()
+    assert world.trade().state == PairTrade.State.OPEN
+    world.x.min_qty = Decimal("10")
+    world.x.save()
+    world.next_bar(action=Signal.Action.EXIT)
+    world.tick()
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSED, trade.error
+    assert world.paper_positions(world.account) == {}
