@@ -49,3 +49,30 @@ def test_exchange_down_between_the_legs(world, fake, minutes, outcome, told):
     assert Order.objects.filter(trade=trade, leg="y", action=Order.Action.OPEN).get().status == "filled"
     # What the bot tells the trader (the outage itself is the guard's to report: exchange_unreachable, one_leg).
     assert list(Notification.objects.values_list("topic", flat=True)) == [told]
+
+
+@pytest.mark.parametrize("minutes", [3, 40])
+def test_exchange_down_between_the_closes(world, fake, minutes):
+    """The first leg's close went out, then the exchange went down: once it is back the other leg's close goes out
+    (a close never goes stale) and the trade closes; nothing closed twice."""
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    tick(world)
+    world.next_bar(action=Signal.Action.EXIT)
+    start = world.now
+
+    def down(step: str) -> None:
+        if step == "after_send:yc1":
+            fake.http_error_next(None, 503, times=100_000)
+
+    report = tick(world, checkpoint=down)
+    assert report.status == "exchange_unreachable", report
+    for minute in range(1, minutes, 7):
+        tick(world, now=start + timedelta(minutes=minute))
+    fake.clear_faults()
+    for minute in range(minutes, minutes + 4):
+        report = tick(world, now=start + timedelta(minutes=minute))
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSED, (trade.error, report)
+    assert fake.position("XXXUSDT").size == 0 and fake.position("YYYUSDT").size == 0
+    assert_consistent(world, fake)
+    assert sorted(Notification.objects.values_list("topic", flat=True)) == ["trade_closed", "trade_opened"]
