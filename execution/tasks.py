@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from celery import shared_task
+from django.conf import settings
 
 from execution.bot.tick import bot_tick_live
 from execution.models import ExchangeAccount
@@ -34,5 +35,13 @@ def dispatch_bots() -> list[int]:
     """Send one tick to the queue of every enabled account."""
     accounts = list(ExchangeAccount.objects.filter(enabled=True).values_list("pk", flat=True))
     for account_id in accounts:
-        run_bot.apply_async((account_id,), queue=f"execution.account.{account_id}")
+        tick_send(account_id)
     return accounts
+
+
+def tick_send(account_id: int, **options) -> str:
+    """Send one tick to the account's queue. It expires: a tick still queued after ``STATARB_BOT_TICK_EXPIRES_S``
+    is discarded by the worker instead of run late (another comes every minute; each acts on the time it runs at,
+    so the queued ones only repeated the same work back to back after an outage)."""
+    return run_bot.apply_async((account_id,), queue=f"execution.account.{account_id}",
+                               expires=settings.STATARB_BOT_TICK_EXPIRES_S, **options).id

@@ -91,10 +91,10 @@ def _wake_in_background(account_id: int) -> None:
 def wake_bot_of(account_id: int) -> None:
     """Send the account's bot a tick now; if the broker can't take it, the scheduled tick comes within a minute.
     Never waits for a broker that is down (no connection retries) and never fails the caller."""
-    from execution.tasks import run_bot
+    from execution.tasks import tick_send
 
     try:
-        run_bot.apply_async((account_id,), queue=f"execution.account.{account_id}", retry=False)
+        tick_send(account_id, retry=False)
     except Exception:
         logger.warning("account %s: the bot could not be woken now (broker unavailable); its next tick acts",
                        account_id, exc_info=True)

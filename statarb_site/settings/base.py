@@ -344,6 +344,11 @@ STATARB_SCREEN_PROCESSES = env.int("STATARB_SCREEN_PROCESSES", default=0)
 # (a worker's concurrency); more threads than cores spin against each other under load.
 STATARB_BLAS_THREADS = env.int("STATARB_BLAS_THREADS", default=0)
 
+# Seconds a bot tick may wait on its account's queue before the worker discards it: ticks come every minute (and after
+# each signal run), so a tick older than this is stale; without it, a worker back from an outage ran every tick
+# queued while it was away, one after the other.
+STATARB_BOT_TICK_EXPIRES_S = env.int("STATARB_BOT_TICK_EXPIRES_S", default=120)
+
 # The clock the live processes run on (README, "Quick start"; core.market_clock): "wall" (the machine's clock; the
 # default, and the only value production accepts) or "stored", THE DEMO'S SIMULATED CLOCK: `make demo` sets it for
 # the served part only, so the paper accounts trade through the stored candles, one bar every
