@@ -262,9 +262,10 @@ def _close_leg(ctx: TradingContext, trade: PairTrade, orders: list[Order], leg: 
                ) -> bool:
     """Plan one reduce-only order for the leg (at most one per leg and tick); hand the trade to a person after
     MAX_CLOSE_ATTEMPTS. True when an order was planned."""
-    attempts = sum(1 for o in orders if o.leg == leg and o.action == action)
-    if attempts >= MAX_CLOSE_ATTEMPTS:
-        _stuck(ctx, trade, leg, net)
+    closes = [o for o in orders if o.leg == leg and o.action == action]
+    if len(closes) >= MAX_CLOSE_ATTEMPTS:
+        refusal = next((o.error for o in sorted(closes, key=lambda o: o.attempt, reverse=True) if o.error), "")
+        _stuck(ctx, trade, leg, net, refusal=refusal)
         return False
     if any(o.leg == leg and o.pk in ctx.planned_now for o in orders if o.action == action):
         return False  # one attempt per leg and tick: the next tries again a minute later, not a millisecond
@@ -308,7 +309,7 @@ def _holdings(settled: Settlement) -> str:
     return ", ".join(f"{leg} {held} (the fills: {net})" for leg, (held, net) in settled.unexplained.items())
 
 
-def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal) -> None:
+def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal, *, refusal: str = "") -> None:
     message = (f"trade {trade.pk}: the {leg} leg still holds {net} after {MAX_CLOSE_ATTEMPTS} close orders; "
                f"{STUCK_NOTE} on the exchange: the next tick settles the trade on the exchange's executions")
     if message not in trade.error:
@@ -322,11 +323,14 @@ def _stuck(ctx: TradingContext, trade: PairTrade, leg: str, net: Decimal) -> Non
                                message=message, details={"trade": trade.pk, "leg": leg, "qty": str(net)})
             # The phone's text names the account and the symbol to close by hand, which the trail's message leaves
             # to the trade's row.
+            # The exchange's last refusal tells the person what they face: a rule they can act on, or a contract
+            # the exchange is settling (no order can close it; its settlement will).
             symbol = (trade.pair.y_instrument if leg == Order.Leg.Y else trade.pair.x_instrument).symbol
+            why = f" (the exchange's last refusal: {refusal[:300]})" if refusal else ""
             notify(topic="trade_stuck", severity=Notification.Severity.CRITICAL,
                    text=describe(trade, f"is stuck: the {leg} leg ({symbol}) still holds {plain(net)} after "
-                                        f"{MAX_CLOSE_ATTEMPTS} close orders; {STUCK_NOTE} on the exchange: the next "
-                                        "tick settles the trade on the exchange's executions"),
+                                        f"{MAX_CLOSE_ATTEMPTS} close orders{why}; {STUCK_NOTE} on the exchange: the "
+                                        "next tick settles the trade on the exchange's executions"),
                    dedupe_key=f"trade_stuck:{trade.pk}:{leg}")
     ctx.events.append(message)
 

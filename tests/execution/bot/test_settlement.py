@@ -29,10 +29,14 @@ def test_a_close_refused_five_times_then_closed_by_hand_settles_and_lifts_the_ha
     assert trade.orders.filter(leg="y", action=Order.Action.CLOSE).count() == 5
     assert Halt.objects.filter(account=world.account, cleared_at__isnull=True).exists()  # no new trades meanwhile
     # The phone's message says which account and which symbol to close by hand.
-    assert Notification.objects.get(topic="trade_stuck").text == (
-        f"[{world.account.name}] YYYUSDT/XXXUSDT trade {trade.pk} is stuck: the y leg (YYYUSDT) still holds 5 after "
-        "5 close orders; close it by hand on the exchange: the next tick settles the trade on the exchange's "
-        "executions")
+    text = Notification.objects.get(topic="trade_stuck").text
+    head, refusal = text.split(" (the exchange's last refusal: ", 1)
+    assert head == (f"[{world.account.name}] YYYUSDT/XXXUSDT trade {trade.pk} is stuck: the y leg (YYYUSDT) still "
+                    "holds 5 after 5 close orders")
+    # Why the exchange refused, so the person knows what they face (a rule to act on, or a contract it is settling).
+    assert "params error: something the bot can't fix" in refusal
+    assert refusal.endswith("); close it by hand on the exchange: the next tick settles the trade on the exchange's "
+                            "executions")
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.3)
     assert tick(world).opened == 0
 
