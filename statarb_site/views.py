@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Count, Max
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -71,6 +71,23 @@ def _beat_check(now) -> dict:
             "seconds_since_last_run": int((now - last).total_seconds())}
 
 
+GUARD_TASK = "monitoring.tasks.run_guard"
+
+
+def _guard_check(now) -> dict:
+    """The guard's own schedule: enabled, and sent by beat within ``BEAT_STALE_AFTER``. Beat's check reads any task:
+    the guard's schedule switched off (the admin's periodic tasks) left every account trading without its limits
+    while /health/ stayed green. "missing" while an enabled account trades without a guard schedule."""
+    last = PeriodicTask.objects.filter(task=GUARD_TASK, enabled=True).aggregate(
+        last=Max("last_run_at"), schedules=Count("pk"))
+    if not last["schedules"]:
+        return {"status": "missing" if ExchangeAccount.objects.filter(enabled=True).exists() else "ok"}
+    if last["last"] is None:
+        return {"status": "unknown"}
+    return {"status": "stale" if now - last["last"] > BEAT_STALE_AFTER else "ok",
+            "seconds_since_last_run": int((now - last["last"]).total_seconds())}
+
+
 def _bots_check(now) -> dict:
     """Every enabled account's bot beat within the limit; one that has never beaten although the account was
     enabled (or changed) longer ago than that counts as stale too: a bot that fails before its first beat (its key
@@ -91,20 +108,22 @@ def _notifications_check(now) -> dict:
 
 
 def health(request: HttpRequest) -> JsonResponse:
-    """Health for a load balancer and for monitoring: the database, the broker, beat's last run, the bots'
-    heartbeats (stale after 3 minutes) and the workers (every shared queue and each enabled account's queue has a
-    live worker, ``statarb_site.worker_check``). Only statuses, counts and queue names go out, no error text.
+    """Health for a load balancer and for monitoring: the database, the broker, beat's last run, the guard's
+    schedule (enabled and sent by beat in the last 5 minutes), the bots' heartbeats (stale after 3 minutes) and the
+    workers (every shared queue and each enabled account's queue has a live worker, ``statarb_site.worker_check``).
+    Only statuses, counts and queue names go out, no error text.
 
     503 when the database does not answer (the web can't serve); with ``?strict=1`` (monitoring) also when the
-    broker is down, beat or a bot is stale, a queue has no worker, or a notification gave up (last day) or has
-    been retrying for more than 10 minutes. Otherwise 200, ``status`` "ok" or
-    "degraded"."""
+    broker is down, beat, the guard or a bot is stale (or the guard has no schedule while an account is enabled), a
+    queue has no worker, or a notification gave up (last day) or has been retrying for more than 10 minutes.
+    Otherwise 200, ``status`` "ok" or "degraded"."""
     now = timezone.now()
     database = _database_ok()
     checks: dict = {"database": {"status": "ok" if database else "unavailable"}}
     if database:
         checks["broker"] = {"status": "ok" if _broker_ok() else "unavailable"}
         checks["beat"] = _beat_check(now)
+        checks["guard"] = _guard_check(now)
         checks["bots"] = _bots_check(now)
         checks["notifications"] = _notifications_check(now)
         checks["workers"] = workers_check(celery_app) if checks["broker"]["status"] == "ok" else {"status": "unknown"}

@@ -154,7 +154,7 @@ def test_make_cluster_starts_every_process_and_health_reports_every_part_healthy
             except OSError:
                 status = None
             if status == 200 and body["checks"]["beat"]["status"] == "ok" and body["checks"]["bots"]["bots"] and \
-                    body["checks"]["workers"]["status"] == "ok":
+                    body["checks"]["workers"]["status"] == "ok" and body["checks"]["guard"]["status"] == "ok":
                 break
             time.sleep(1)
         assert process.poll() is None, "make cluster exited:\n" + "".join(output[-80:])
@@ -162,10 +162,12 @@ def test_make_cluster_starts_every_process_and_health_reports_every_part_healthy
         assert body == {"status": "ok", "checks": {
             "database": {"status": "ok"}, "broker": {"status": "ok"},
             "beat": {"status": "ok", "seconds_since_last_run": body["checks"]["beat"]["seconds_since_last_run"]},
+            "guard": {"status": "ok", "seconds_since_last_run": body["checks"]["guard"]["seconds_since_last_run"]},
             "bots": {"status": "ok", "bots": 1, "stale": 0},
             "notifications": {"status": "ok", "failed_last_day": 0, "retrying_late": 0},
             "workers": {"status": "ok", "queues": 6, "missing": []}}}, body
         assert body["checks"]["beat"]["seconds_since_last_run"] < 120
+        assert body["checks"]["guard"]["seconds_since_last_run"] < 120
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as a user stops it

@@ -202,6 +202,32 @@ def test_health_reports_a_stopped_bot_and_beat(client):
     assert client.get("/health/", {"strict": "1"}).status_code == 503
 
 
+def test_health_reports_a_guard_switched_off_or_stale(client):
+    """Beat's check reads any task: with the guard's schedule disabled in the admin's periodic tasks, every account
+    traded without its limits while /health/ (strict too) stayed green."""
+    from django.utils import timezone
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    now = timezone.now()
+    every = IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="dispatch", task="execution.tasks.dispatch_bots", interval=every,
+                                last_run_at=now - timedelta(seconds=30))
+    assert client.get("/health/").json()["checks"]["guard"] == {"status": "ok"}  # nothing trades: nothing to guard
+    account = ExchangeAccountFactory()
+    BotHeartbeat.objects.create(account=account, beat_at=now)
+    data = client.get("/health/").json()
+    assert data["checks"]["beat"]["status"] == "ok" and data["checks"]["bots"]["status"] == "ok"
+    assert data["checks"]["guard"] == {"status": "missing"} and data["status"] == "degraded"
+    assert client.get("/health/", {"strict": "1"}).status_code == 503
+    guard = PeriodicTask.objects.create(name="guard", task="monitoring.tasks.run_guard", interval=every,
+                                        last_run_at=now - timedelta(seconds=40))
+    assert client.get("/health/").json()["checks"]["guard"] == {"status": "ok", "seconds_since_last_run": 40}
+    PeriodicTask.objects.filter(pk=guard.pk).update(last_run_at=now - timedelta(minutes=6))
+    assert client.get("/health/").json()["checks"]["guard"]["status"] == "stale"
+    PeriodicTask.objects.filter(pk=guard.pk).update(enabled=False, last_run_at=now)
+    assert client.get("/health/").json()["checks"]["guard"] == {"status": "missing"}
+
+
 def test_health_reports_an_enabled_account_whose_bot_never_beat(client):
     from django.utils import timezone
 
