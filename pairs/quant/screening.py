@@ -278,12 +278,15 @@ def merge_and_adjust(parts: list[ScreenResult]) -> ScreenResult:
     """Join the blocks of one run, keep one direction per unordered pair (``preferred``), set its family p-value
     (``family_pvalues``: twice the lower p-value when both directions were tested) and the Benjamini-Hochberg
     q-values over the family p-values, each unordered pair counted once; the other direction's family p-value and
-    q-value are NaN (it is not in the family: it cannot pass)."""
+    q-value are NaN (it is not in the family: it cannot pass). A degenerate test (``degenerate_tests``: an exactly
+    collinear pair, p 0 by statsmodels' convention) is left out of the family too (q-value NaN): it never passes,
+    and its p of 0 would take the first rank and count in m, lowering every other pair's q-value."""
     merged = ScreenResult.concatenate(parts) if len(parts) != 1 else parts[0]
     merged.preferred = preferred_directions(merged)
     merged.family_pvalue = family_pvalues(merged, merged.preferred)
+    family = np.where(degenerate_tests(merged), np.nan, merged.family_pvalue)
     merged.qvalue = np.full(len(merged), np.nan)
-    merged.qvalue[merged.preferred] = benjamini_hochberg(merged.family_pvalue[merged.preferred])
+    merged.qvalue[merged.preferred] = benjamini_hochberg(family[merged.preferred])
     return merged
 
 

@@ -273,6 +273,21 @@ def test_q_values_follow_benjamini_hochberg_by_hand():
     np.testing.assert_allclose(merged.qvalue, [0.04, 0.05333333333333334, 0.05333333333333334, 0.2], rtol=1e-12)
 
 
+def test_a_degenerate_test_is_left_out_of_the_family():
+    """An exactly collinear pair (ADF -inf, p 0, no lag: statsmodels' convention) never passes, but its p of 0 took
+    the first rank and counted in m: every other pair's q-value came out lower than the family without it."""
+    pvalues = np.array([0.0, 0.01, 0.04, 0.03, 0.2])
+    part = ScreenResult(**{name: np.zeros(5) for name in ScreenResult.__dataclass_fields__
+                           if name not in ("qvalue", "preferred", "family_pvalue")})
+    part.pvalue = pvalues
+    part.y_index, part.x_index = np.arange(5), np.arange(5, 10)
+    part.lag[0], part.adf_stat[0] = -1, -np.inf  # the collinear pair
+    merged = merge_and_adjust([part])
+    assert np.isnan(merged.qvalue[0]) and merged.family_pvalue[0] == 0.0
+    np.testing.assert_allclose(merged.qvalue[1:], benjamini_hochberg(pvalues[1:]), rtol=1e-12)
+    np.testing.assert_allclose(merged.qvalue[1:], [0.04, 0.05333333333333334, 0.05333333333333334, 0.2], rtol=1e-12)
+
+
 @pytest.mark.parametrize(("n_symbols", "n_blocks"), [(2, 1), (2, 5), (5, 1), (5, 3), (7, 4), (12, 10), (6, 0),
                                                      (4, 100)])
 def test_split_pairs_covers_every_ordered_pair_exactly_once(n_symbols, n_blocks):
