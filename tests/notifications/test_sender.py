@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import connection
 from django.utils import timezone
 
 from core.clock import ManualClock
 from notifications.models import Delivery, Notification
 from notifications.sender import Sender, backoff_s, deliveries_failing, notifications_send
 from notifications.services import notify
+from tests.concurrency import twice_at_once
 from tests.fakes.telegram import ADMIN_CHAT_ID, ALERTS_CHAT_ID
 
 pytestmark = pytest.mark.django_db
@@ -288,24 +287,8 @@ def test_two_senders_at_once_send_each_message_once(telegram):
     texts = [f"message {index}" for index in range(40)]
     for index, text in enumerate(texts):
         notify(topic=f"t{index}", text=text)
-    start = threading.Barrier(2)
-    reports, errors = [], []
-
-    def run():
-        try:
-            start.wait()
-            reports.append(Sender().run(budget_s=30))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    reports = []
+    assert twice_at_once(lambda: reports.append(Sender().run(budget_s=30)), timeout_s=60) == []
     for chat in range(5):
         received = [m.plain_text.splitlines()[1] for m in telegram.delivered(-200 - chat)]
         assert received == texts  # each once, in order

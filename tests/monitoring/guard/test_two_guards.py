@@ -18,6 +18,7 @@ from notifications.models import Notification
 from pairs.market import StoredMarket
 from risk import services
 from risk.models import GuardEvent, Halt
+from tests.concurrency import twice_at_once
 from tests.factories import ExchangeAccountFactory, HaltFactory, PairTradeFactory, RiskLimitFactory
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -43,25 +44,6 @@ def wait_for_the_other_before(module, name: str, monkeypatch) -> None:
     monkeypatch.setattr(module, name, after_the_other)
 
 
-def at_once(work) -> list[Exception]:
-    errors = []
-
-    def run():
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - returned to the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return errors
-
-
 @MYSQL_ONLY
 def test_two_guard_cycles_at_once_raise_one_halt(monkeypatch):
     limit = RiskLimitFactory(daily_loss_limit=Decimal("100"), stale_data_minutes=None, heartbeat_stale_seconds=None)
@@ -70,7 +52,7 @@ def test_two_guard_cycles_at_once_raise_one_halt(monkeypatch):
     # Both cycles measure the loss before either raises its halt.
     wait_for_the_other_before(cycle, "halt_raise", monkeypatch)
     market = StoredMarket(timeframe="1h", clock=ManualClock(NOW))
-    errors = at_once(lambda: cycle.guard_run(now=NOW, market=market, accounts=[limit.account], live=False))
+    errors = twice_at_once(lambda: cycle.guard_run(now=NOW, market=market, accounts=[limit.account], live=False))
     assert errors == []
     assert list(Halt.objects.values_list("trigger", flat=True)) == ["daily_loss"]
     assert GuardEvent.objects.filter(kind="daily_loss").count() == 1
@@ -85,7 +67,7 @@ def test_two_guard_cycles_at_once_end_a_latch_once(monkeypatch):
                 created_at=NOW - timedelta(hours=2))
     wait_for_the_other_before(services, "halts_clear", monkeypatch)
     results = []
-    assert at_once(lambda: results.append(services.expired_halts_clear(now=NOW))) == []
+    assert twice_at_once(lambda: results.append(services.expired_halts_clear(now=NOW))) == []
     assert sorted(len(r) for r in results) == [0, 1]
     assert AuditEntry.objects.filter(action="halt_expired").count() == 1
     assert Halt.objects.get().cleared_at == NOW
