@@ -41,3 +41,9 @@ def cents(amount: Decimal) -> Decimal:
     """An amount of money to the cent, half up, as the dashboard shows it (Django's ``floatformat``): Decimal's own
     ``round()`` and ``format()`` go half to even, so a message read 1.92 where the page read 1.93."""
     return Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def cents_text(amount: Decimal | None, *, missing: str = "n/a") -> str:
+    """Money as people read it in messages and reports: to the cent, half up (``cents``), without padding ("17.11",
+    "5"); ``missing`` for None. The snapshots' nine decimals ("17.111377035") are noise on a phone."""
+    return missing if amount is None else plain(cents(amount))

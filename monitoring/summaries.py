@@ -7,22 +7,15 @@ the trades closed that day, already net of fees and funding.
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 
 from django.db import transaction
 
-from core.formatting import cents, plain
+from core.formatting import cents_text
 from execution.models import ExchangeAccount, PairTrade
 from monitoring.services import daily_pnl_snapshot_update
 from notifications.models import Notification
 from notifications.services import notify
 from risk.selectors import active_halts
-
-
-def _money(value: Decimal) -> str:
-    """USDT to the cent (half up, as the dashboard), as /daily, /balance and the trade_closed message write it: the
-    snapshot's nine decimals ("17.111377035") are noise on a phone."""
-    return plain(cents(value))
 
 
 def daily_summary_text(*, account: ExchangeAccount, day: date) -> str:
@@ -32,9 +25,9 @@ def daily_summary_text(*, account: ExchangeAccount, day: date) -> str:
     lines = [
         f"[{account.name}] {day.isoformat()} (UTC)",
         f"trades opened {snapshot.trades_opened}, closed {snapshot.trades_closed}, open now {open_trades}",
-        f"realised PnL {_money(snapshot.realised_pnl)} USDT (net of fees {_money(snapshot.fees)} and funding "
-        f"{_money(snapshot.funding)})",
-        f"equity {_money(snapshot.starting_equity)} -> {_money(snapshot.ending_equity)} USDT",
+        f"realised PnL {cents_text(snapshot.realised_pnl)} USDT (net of fees {cents_text(snapshot.fees)} and funding "
+        f"{cents_text(snapshot.funding)})",
+        f"equity {cents_text(snapshot.starting_equity)} -> {cents_text(snapshot.ending_equity)} USDT",
     ]
     lines.append(f"halted: {'; '.join(halts)}" if halts else "no halt")
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from decimal import Decimal
 
-from core.formatting import cents, plain
+from core.formatting import cents_text, plain
 from execution.models import ExchangeAccount
 from monitoring.positions import open_positions
 from monitoring.selectors import closed_trades, daily_pnl, performance_summary
@@ -29,10 +29,6 @@ def _count(args: list[str], default: int) -> int:
     return min(MAX_ROWS, int(args[0]))
 
 
-def _money(value) -> str:
-    return "n/a" if value is None else plain(cents(value))
-
-
 def status(args: list[str]) -> str:
     positions = sorted(open_positions(), key=lambda p: p.trade.pk)
     lines = [f"open trades: {len(positions)}"]
@@ -41,8 +37,8 @@ def status(args: list[str]) -> str:
     for p in positions:
         t = p.trade
         legs = ", ".join(f"{leg.symbol} {plain(leg.qty)}" for leg in p.legs)
-        lines.append(f"#{t.pk} [{t.account.name}] {t.pair} {t.side} {t.state}: {legs}, uPnL {_money(p.net_pnl)}")
-    lines.append(f"unrealised PnL (at the newest closes, net of fees paid and funding): {_money(total)} USDT"
+        lines.append(f"#{t.pk} [{t.account.name}] {t.pair} {t.side} {t.state}: {legs}, uPnL {cents_text(p.net_pnl)}")
+    lines.append(f"unrealised PnL (at the newest closes, net of fees paid and funding): {cents_text(total)} USDT"
                  + (f" ({unpriced} trade(s) without a current price not counted)" if unpriced else ""))
     halts = list(active_halts().select_related("account"))
     lines.append("halts: " + ("; ".join(str(h) for h in halts) if halts else "none"))
@@ -77,9 +73,9 @@ def profit(args: list[str]) -> str:
         drawdown = "n/a" if s.max_drawdown_pct is None else f"-{s.max_drawdown_pct:.2f}%"  # a fall, as on the dashboard
         sharpe = "n/a" if s.sharpe is None else f"{s.sharpe:.2f}"
         blocks.append(f"[{account.name}] {account.mode}: closed trades {s.total_trades}, win rate {win}, profit "
-                      f"factor {factor}\nrealised PnL {_money(s.realised_pnl)} USDT (net of fees {_money(s.fees)} and "
-                      f"funding {_money(s.funding)})\nreturn {ret} on {_money(s.capital)} capital, max drawdown "
-                      f"{drawdown}, Sharpe {sharpe}")
+                      f"factor {factor}\nrealised PnL {cents_text(s.realised_pnl)} USDT (net of fees "
+                      f"{cents_text(s.fees)} and funding {cents_text(s.funding)})\nreturn {ret} on "
+                      f"{cents_text(s.capital)} capital, max drawdown {drawdown}, Sharpe {sharpe}")
     return "\n\n".join(blocks) or "no accounts"
 
 
@@ -90,8 +86,8 @@ def daily(args: list[str]) -> str:
     rows = list(daily_pnl().filter(date__in=days).order_by("-date", "account__name"))
     if not rows:
         return "no daily PnL yet"
-    return "\n".join(f"{r.date} [{r.account.name}] PnL {_money(r.realised_pnl)}, trades {r.trades_closed} closed, "
-                     f"equity {_money(r.ending_equity)}" for r in rows)
+    return "\n".join(f"{r.date} [{r.account.name}] PnL {cents_text(r.realised_pnl)}, trades {r.trades_closed} closed, "
+                     f"equity {cents_text(r.ending_equity)}" for r in rows)
 
 
 def balance(args: list[str]) -> str:
@@ -106,15 +102,16 @@ def balance(args: list[str]) -> str:
         state = "" if account.enabled else " (disabled)"
         marks = [p.net_pnl for p in positions[account.pk]]
         if not marks:
-            open_part, equity = "", _money(s.capital + s.realised_pnl)
+            open_part, equity = "", cents_text(s.capital + s.realised_pnl)
         elif None in marks:
             open_part = f", {len(marks)} open trade(s), {marks.count(None)} without a current price"
             equity = "n/a"
         else:
             open_pnl = sum(marks, Decimal(0))
-            open_part, equity = f", open trades {_money(open_pnl)}", _money(s.capital + s.realised_pnl + open_pnl)
-        lines.append(f"[{account.name}] {account.mode}{state}: capital {_money(s.capital)}, realised "
-                     f"{_money(s.realised_pnl)}{open_part}, equity {equity}")
+            open_part = f", open trades {cents_text(open_pnl)}"
+            equity = cents_text(s.capital + s.realised_pnl + open_pnl)
+        lines.append(f"[{account.name}] {account.mode}{state}: capital {cents_text(s.capital)}, realised "
+                     f"{cents_text(s.realised_pnl)}{open_part}, equity {equity}")
     return "\n".join(lines) or "no accounts"
 
 
@@ -124,7 +121,7 @@ def trades(args: list[str]) -> str:
     if not rows:
         return "no closed trades yet"
     return "\n".join(f"#{t.pk} [{t.account.name}] {t.pair} {t.side} {t.state} {t.closed_at:%m-%d %H:%M}: PnL "
-                     f"{_money(t.realised_pnl)} ({t.get_exit_reason_display() or '-'})" for t in rows)
+                     f"{cents_text(t.realised_pnl)} ({t.get_exit_reason_display() or '-'})" for t in rows)
 
 
 def pairs(args: list[str]) -> str:
