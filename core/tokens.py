@@ -10,11 +10,33 @@ from datetime import timedelta
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from knox.models import AuthToken
+from rest_framework.exceptions import AuthenticationFailed
 
 from core.audit import audit_record
 
 MAX_TOKEN_DAYS = 3650
+
+
+class TokenAuthentication(KnoxTokenAuthentication):
+    """knox's "Authorization: Token <token>", with a header that is not UTF-8 (a token pasted with an accented
+    character: HTTP sends it as Latin-1) answered 401 like any other wrong token: knox decodes it as UTF-8 and its
+    UnicodeDecodeError was a 500, for anyone, before any authentication."""
+
+    def authenticate_credentials(self, token: bytes):
+        try:
+            token.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise AuthenticationFailed("Invalid token.") from error
+        return super().authenticate_credentials(token)
+
+
+class TokenScheme(KnoxTokenScheme):
+    """The OpenAPI schema's security scheme for the class above (drf-spectacular matches knox's class exactly)."""
+
+    target_class = "core.tokens.TokenAuthentication"
 
 
 @transaction.atomic

@@ -215,10 +215,10 @@ CONTENT_SECURITY_POLICY = {
 REST_FRAMEWORK = {
     # Reading needs a role that may read (core.api); each write adds the permission of what it changes.
     "DEFAULT_PERMISSION_CLASSES": ["core.api.CanReadReports"],
-    # Tokens are stored hashed and expire (django-rest-knox): "Authorization: Token <token>".
+    # Tokens are stored hashed and expire (django-rest-knox, through core.tokens): "Authorization: Token <token>".
     # The token first: an anonymous request is answered 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "core.tokens.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle",

@@ -323,3 +323,20 @@ def test_rotate_secrets_without_the_old_key_changes_nothing(settings):
     with pytest.raises(CommandError, match="could not be decrypted"):
         call_command("rotate_secrets", stdout=StringIO())
     assert ExchangeAccount.objects.get(pk=account.pk).api_key_encrypted == before
+
+
+@pytest.mark.parametrize("header", [b"Token \xe9\xe9\xe9", b"Token \xff" + b"a" * 80, b"token \xc3"])
+def test_a_token_header_that_is_not_utf8_is_refused_like_any_wrong_token(header):
+    """HTTP headers travel as Latin-1: a token pasted with an accent was a 500 (knox decodes it as UTF-8)."""
+    api = APIClient(raise_request_exception=False)
+    answer = api.get("/api/v1/trades/", HTTP_AUTHORIZATION=header.decode("latin-1"))
+    assert answer.status_code == 401 and answer.json() == {"detail": "Invalid token."}
+    assert answer["WWW-Authenticate"] == "Token"
+
+
+def test_the_schema_documents_the_token_scheme(reporter):
+    api = APIClient()
+    api.force_authenticate(reporter)
+    schemes = api.get("/api/v1/schema/?format=json").json()["components"]["securitySchemes"]
+    assert schemes["knoxApiToken"] == {"type": "apiKey", "in": "header", "name": "Authorization",
+                                       "description": 'Token-based authentication with required prefix "Token"'}
