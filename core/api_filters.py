@@ -52,6 +52,11 @@ class BoundedIsoDateTimeField(filter_fields.IsoDateTimeField):
 
 
 class BoundedDateField(forms.DateField):
+    # ISO 8601 only, as every other date of the API: Django's own input formats also read 01/02/2024 as the 2nd of
+    # January (US), the 1st of February to most of the world.
+    input_formats = ["%Y-%m-%d"]
+    default_error_messages = {"invalid": "an ISO 8601 date (2024-03-01) is expected"}
+
     def to_python(self, value):
         day = super().to_python(value)
         if day is not None and not EARLIEST.date() <= day <= LATEST.date():

@@ -147,6 +147,24 @@ def test_dates_within_the_bounds_still_filter(api_client):
     assert api_client.get("/api/v1/trades/", {"closed_until": "2024-02-29"}).json()["results"] == []
 
 
+@pytest.mark.parametrize(("path", "parameter"), [("trades", "closed_until"), ("pnl/daily", "date_from"),
+                                                  ("pnl/daily", "date_to")])
+@pytest.mark.parametrize("value", ["01/02/2024", "01/02/24", "2024/01/02"])
+def test_a_day_is_an_iso_date_only_not_a_us_one(api_client, path, parameter, value):
+    """01/02/2024 is the 1st of February to most of the world and was read as the 2nd of January (Django's US input
+    formats): a report filtered on the wrong month, without a word. performance/ and equity/ already refuse it."""
+    response = api_client.get(f"/api/v1/{path}/", {parameter: value})
+    assert response.status_code == 400, response.content
+    assert response.json() == {parameter: ["an ISO 8601 date (2024-03-01) is expected"]}
+
+
+def test_an_iso_day_still_filters_the_daily_pnl(api_client):
+    kept = DailyPnlSnapshotFactory(date=T0.date())
+    DailyPnlSnapshotFactory(account=kept.account, date=T0.date() + timedelta(days=1))
+    days = api_client.get("/api/v1/pnl/daily/", {"date_from": "2024-03-01", "date_to": "2024-03-01"}).json()
+    assert [row["date"] for row in days["results"]] == ["2024-03-01"]
+
+
 @pytest.mark.parametrize(("path", "parameter"), [("halts", "active"), ("halts", "flatten"), ("accounts", "enabled"),
                                                  ("pairs", "level_locked")])
 @pytest.mark.parametrize("value", ["yes", "maybe", "2", "on"])
