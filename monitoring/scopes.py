@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from rest_framework import serializers
 
@@ -21,11 +21,21 @@ def account_by_id_or_name(value: str) -> ExchangeAccount | None:
     return by_id_or_name(ExchangeAccount.objects.select_related("level"), value)
 
 
+def _iso_date(value: str) -> date | None:
+    """``value`` as an ISO 8601 date in any of its forms (2021-03-01, 20210301, 2021-W09-1), None when it is not one
+    (a date-time)."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
 def _moment(value: str, *, end: bool) -> datetime:
     """An ISO date (a whole UTC day: an end date includes its day) or an ISO date-time (UTC when naive)."""
+    day = _iso_date(value)
     try:
-        if len(value) == 10:
-            moment = datetime.combine(datetime.fromisoformat(value).date(), time.min, tzinfo=UTC)
+        if day is not None:
+            moment = datetime.combine(day, time.min, tzinfo=UTC)
         else:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError) as error:
@@ -36,7 +46,7 @@ def _moment(value: str, *, end: bool) -> datetime:
         moment = bounded_moment(moment)
     except ValueError as error:
         raise serializers.ValidationError(str(error)) from error
-    if len(value) == 10 and end:
+    if day is not None and end:
         moment += timedelta(days=1)
     return moment
 

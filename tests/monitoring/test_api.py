@@ -254,6 +254,21 @@ def test_dates_outside_the_bounds_are_refused_whatever_their_form(api_client, st
     assert "a moment between 2010 and 2100 is expected" in str(response.json())
 
 
+@pytest.mark.parametrize("path", ["performance", "equity"])
+def test_an_end_date_in_the_basic_iso_form_includes_its_day_as_the_extended_form_does(api_client, path):
+    """20210302 is the ISO 8601 date 2021-03-02: it was read as the moment of its midnight (exclusive), so the whole
+    last day of the period was left out of the figures without a word."""
+    account = ExchangeAccountFactory(name="main")
+    _closed(account, 0, 12, "100")
+    _closed(account, 24, 36, "-40")  # closed on 2 March
+    extended, basic = ({"account": "main", "start": start, "end": end}
+                       for start, end in (("2021-03-01", "2021-03-02"), ("20210301", "20210302")))
+    assert api_client.get(f"/api/v1/{path}/", basic).json() == api_client.get(f"/api/v1/{path}/", extended).json()
+    if path == "performance":
+        figures = api_client.get("/api/v1/performance/", basic).json()
+        assert figures["end"] == "2021-03-03T00:00:00Z" and figures["total_trades"] == 2
+
+
 def test_positions_csv_without_positions_still_has_its_header(api_client):
     account = ExchangeAccountFactory(name="idle")
 
