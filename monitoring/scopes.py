@@ -93,7 +93,25 @@ class ScopeInputSerializer(serializers.Serializer):
             attrs["scope"] = performance_scope(**{k: v for k, v in attrs.items() if k in SCOPE_PARAMETERS})
         except MixedModesError as error:
             raise serializers.ValidationError({"mode": str(error)}) from error
+        _check_period(attrs)
         return attrs
+
+
+def _check_period(attrs) -> None:
+    """One end of the period asked for, the other by default (now, a disabled account's last active day, the first
+    trade in scope): a period that would end before it starts is a 400 naming the end that was asked for, not
+    figures of a period that does not exist."""
+    scope = attrs["scope"]
+    if scope.start <= scope.end:
+        return
+    start, end = (f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC" for moment in (scope.start, scope.end))
+    if attrs.get("start"):
+        raise serializers.ValidationError({"start": (
+            f"the period would end before it starts: start {start} is after its end, {end} (now, or the end of the "
+            "last active day of accounts that are all disabled); give an end after it")})
+    raise serializers.ValidationError({"end": (
+        f"the period would end before it starts: end {end} is before the first trade in scope, {start}; give a "
+        "start before it")})
 
 
 def _check_account_agrees(attrs) -> None:

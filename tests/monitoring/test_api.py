@@ -269,6 +269,23 @@ def test_an_end_date_in_the_basic_iso_form_includes_its_day_as_the_extended_form
         assert figures["end"] == "2021-03-03T00:00:00Z" and figures["total_trades"] == 2
 
 
+@pytest.mark.parametrize("path", ["performance", "equity"])
+@pytest.mark.parametrize(("account", "query", "named"), [
+    ("live", {"start": "2099-01-01"}, "start"),  # after now: the period ended before it began
+    ("stopped", {"start": "2022-01-01"}, "start"),  # after the disabled account's last active day
+    ("stopped", {"end": "2020-12-31"}, "end"),  # before its first trade, where the period starts by default
+])
+def test_a_period_that_would_end_before_it_starts_is_a_400_naming_the_parameter(api_client, path, account, query,
+                                                                                  named):
+    """Only one end of the period given, the other by default: an answer for start 2099-01-01, end today, came back
+    200 with figures (a return and a drawdown of 0) of a period that does not exist."""
+    ExchangeAccountFactory(name="live")
+    _closed(ExchangeAccountFactory(name="stopped", enabled=False), 0, 5, "10")
+    response = api_client.get(f"/api/v1/{path}/", {"account": account, **query})
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [named] and "before it starts" in response.json()[named][0]
+
+
 def test_positions_csv_without_positions_still_has_its_header(api_client):
     account = ExchangeAccountFactory(name="idle")
 
