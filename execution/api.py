@@ -14,6 +14,7 @@ from core.api import (
     HasPermission,
     MomentFilter,
     StrictInputSerializer,
+    check_query_parameters,
     day_end,
     id_filter,
     id_or_name_filter,
@@ -206,6 +207,7 @@ class TradeCloseApi(APIView):
         "id": serializers.IntegerField(), "state": serializers.CharField(),
         "close_requested_at": serializers.DateTimeField()}), 409: None})
     def post(self, request, pk: int):
+        check_query_parameters(request, (), paginated=False)  # a write reads its body: ?dry_run=1 is refused
         self.TradeCloseInputSerializer(data=request.data).is_valid(raise_exception=True)
         trade = get_object_or_404(PairTrade.objects.select_related("account"), pk=pk)
         try:

@@ -8,7 +8,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import HasPermission, StrictBooleanInput, StrictInputSerializer, by_id_or_name
+from core.api import HasPermission, StrictBooleanInput, StrictInputSerializer, by_id_or_name, check_query_parameters
 from execution.models import ExchangeAccount
 from monitoring.guard.control import accounts_halt, accounts_resume
 
@@ -36,6 +36,8 @@ class HaltCreateApi(APIView):
         "id": serializers.IntegerField(), "account": serializers.CharField(allow_null=True),
         "flatten": serializers.BooleanField(), "mode": serializers.CharField()}), 400: None, 403: None})
     def post(self, request):
+        # The fields are the body's: ?account=main beside a body without one halted every account.
+        check_query_parameters(request, (), paginated=False)
         data = self.HaltCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         account = data.validated_data.get("account")
@@ -55,6 +57,7 @@ class ResumeApi(APIView):
     @extend_schema(request=ResumeInputSerializer, responses={200: inline_serializer("ResumeOutput", {
         "cleared": serializers.IntegerField()}), 400: None, 403: None})
     def post(self, request):
+        check_query_parameters(request, (), paginated=False)  # ?account=main cleared the system-wide halts
         data = self.ResumeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         cleared = accounts_resume(account=data.validated_data.get("account"), user=request.user, channel="api")

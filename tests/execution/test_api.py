@@ -237,3 +237,14 @@ def test_a_close_takes_no_body_field(api_client):
     assert response.status_code == 400 and "reason" in response.json()
     trade.refresh_from_db()
     assert trade.close_requested_at is None
+
+
+def test_a_close_with_a_query_parameter_is_refused_and_closes_nothing(api_client):
+    """A write reads its body only: ?dry_run=1 must not read as honoured while the trade is asked to close."""
+    trade = PairTradeFactory(state=PairTrade.State.OPEN)
+    response = api_client.post(f"/api/v1/trades/{trade.pk}/close/?dry_run=1", {}, format="json")
+    assert response.status_code == 400 and response.json() == {"dry_run": ["unknown query parameter"]}
+    trade.refresh_from_db()
+    assert trade.close_requested_at is None
+    # ?format= still chooses how the answer is written.
+    assert api_client.post(f"/api/v1/trades/{trade.pk}/close/?format=json", {}, format="json").status_code == 202

@@ -52,3 +52,29 @@ def test_a_flatten_of_true_or_1_flattens(api_client):
     ExchangeAccountFactory(name="main")
     response = api_client.post("/api/v1/halt/", {"account": "main", "reason": "x", "flatten": "1"})
     assert response.status_code == 201 and Halt.objects.get().flatten
+
+
+def test_an_account_given_in_the_query_string_is_refused_not_a_halt_of_every_account(api_client):
+    """The fields are the body's: POST halt/?account=main&flatten=true with the reason in the body halted and
+    flattened every account, the query string ignored."""
+    ExchangeAccountFactory(name="main")
+    ExchangeAccountFactory(name="other")
+
+    response = api_client.post("/api/v1/halt/?account=main&flatten=true", {"reason": "incident"}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {"account": ["unknown query parameter"], "flatten": ["unknown query parameter"]}
+    assert not Halt.objects.exists()
+    assert not AuditEntry.objects.exists()
+
+
+def test_an_account_given_in_the_query_string_of_a_resume_is_refused_not_a_clear_of_the_system_wide_halts(
+        api_client):
+    ExchangeAccountFactory(name="main")
+    system_wide = HaltFactory(account=None)
+
+    response = api_client.post("/api/v1/resume/?account=main", {}, format="json")
+
+    assert response.status_code == 400 and response.json() == {"account": ["unknown query parameter"]}
+    system_wide.refresh_from_db()
+    assert system_wide.cleared_at is None
