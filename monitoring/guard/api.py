@@ -6,6 +6,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
+from rest_framework.utils import html
 from rest_framework.views import APIView
 
 from core.api import HasPermission, StrictBooleanInput, StrictInputSerializer, by_id_or_name, check_query_parameters
@@ -14,7 +15,20 @@ from monitoring.guard.control import accounts_halt, accounts_resume
 
 
 class AccountRefField(serializers.CharField):
-    """An account by id or by name; empty means every account."""
+    """An account by id or by name. Left out (or left empty in the browsable API's form) it means every account,
+    or the system-wide halts; a JSON ``null`` is refused: a script whose account variable is unset would otherwise
+    halt, or flatten, every account, or clear the system-wide halts, instead of acting on the one it meant."""
+
+    default_error_messages = {"null": "null is not an account: leave the field out to mean {scope}"}
+
+    def __init__(self, *, scope: str, **kwargs):
+        super().__init__(required=False, allow_null=True, **kwargs)
+        self.scope = scope
+
+    def validate_empty_values(self, data):
+        if data is None and not html.is_html_input(self.parent.initial_data):
+            self.fail("null", scope=self.scope)
+        return super().validate_empty_values(data)
 
     def to_internal_value(self, data):
         text = str(super().to_internal_value(data)).strip()
@@ -28,7 +42,7 @@ class HaltCreateApi(APIView):
     permission_classes = (HasPermission("execution.halt_account"),)
 
     class HaltCreateInputSerializer(StrictInputSerializer):
-        account = AccountRefField(required=False, allow_null=True, help_text="id or name; omitted: every account")
+        account = AccountRefField(scope="every account", help_text="id or name; omitted: every account")
         flatten = StrictBooleanInput(default=False)
         reason = serializers.CharField(max_length=400, trim_whitespace=True)
 
@@ -51,8 +65,8 @@ class ResumeApi(APIView):
     permission_classes = (HasPermission("risk.clear_halt"),)
 
     class ResumeInputSerializer(StrictInputSerializer):
-        account = AccountRefField(required=False, allow_null=True, help_text="id or name; omitted: the "
-                                  "system-wide halts")
+        account = AccountRefField(scope="the system-wide halts", help_text="id or name; omitted: the system-wide "
+                                  "halts")
 
     @extend_schema(request=ResumeInputSerializer, responses={200: inline_serializer("ResumeOutput", {
         "cleared": serializers.IntegerField()}), 400: None, 403: None})

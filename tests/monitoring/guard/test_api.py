@@ -78,3 +78,36 @@ def test_an_account_given_in_the_query_string_of_a_resume_is_refused_not_a_clear
     assert response.status_code == 400 and response.json() == {"account": ["unknown query parameter"]}
     system_wide.refresh_from_db()
     assert system_wide.cleared_at is None
+
+
+def test_a_null_account_is_refused_not_a_halt_and_flatten_of_every_account(api_client):
+    """A script whose account variable is unset sends ``"account": null``: that flattened every account."""
+    ExchangeAccountFactory(name="main")
+
+    response = api_client.post("/api/v1/halt/", {"account": None, "reason": "x", "flatten": True}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {"account": ["null is not an account: leave the field out to mean every account"]}
+    assert not Halt.objects.exists()
+
+
+def test_a_null_account_is_refused_not_a_clear_of_the_system_wide_halts(api_client):
+    system_wide = HaltFactory(account=None)
+
+    response = api_client.post("/api/v1/resume/", {"account": None}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert "leave the field out to mean the system-wide halts" in response.json()["account"][0]
+    system_wide.refresh_from_db()
+    assert system_wide.cleared_at is None
+
+
+def test_an_account_left_empty_in_the_browsable_forms_halts_every_account(api_client):
+    """The browsable API's HTML form sends an empty field for 'every account' (form-encoded, not JSON)."""
+    ExchangeAccountFactory(name="main")
+    ExchangeAccountFactory(name="other")
+
+    response = api_client.post("/api/v1/halt/", {"account": "", "reason": "incident"})
+
+    assert response.status_code == 201, response.content
+    assert Halt.objects.get().account is None
