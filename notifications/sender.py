@@ -143,6 +143,17 @@ def _claim(ids: list[int], owner: str, now: datetime) -> list[int]:
     return won
 
 
+def _claim_head(head: Delivery, owner: str, now: datetime) -> bool:
+    """Claim ``head`` only as it was read: due, and not tried since (its attempts, parts sent and possible delivery
+    unchanged). Another sender may have tried it between this sender's read of the queue and now (a timeout after
+    Telegram delivered it, a 429, a part that failed): the stale copy would go out at once, unmarked as a possible
+    repeat, from its first part and before the retry's wait. Left alone, the next pass reads it again."""
+    return bool(Delivery.objects.filter(pk=head.pk, status=Delivery.Status.PENDING, attempts=head.attempts,
+                                        parts_sent=head.parts_sent, maybe_sent=head.maybe_sent,
+                                        next_attempt_at__lte=now)
+                .filter(lease_free(now)).update(lease_owner=owner, lease_until=now + LEASE))  # fmt: skip
+
+
 def _queue_heads() -> list[tuple[Delivery, Delivery | None]]:
     """Per destination, oldest first: its oldest pending delivery, and its oldest pending critical one (None when
     it has none; the same row when the oldest is critical)."""
@@ -255,8 +266,8 @@ class Sender:
     def send_head(self, head: Delivery) -> bool:
         """Claim ``head`` and its topic's burst, send them as one message and record the outcome."""
         now = self.clock.now()
-        if not _claim([head.pk], self.owner, now):
-            return False  # another sender has it
+        if not _claim_head(head, self.owner, now):
+            return False  # another sender has it, or tried it since this one read it
         candidates = followers(head, now)
         repeat = _maybe_sent_before(head, candidates)  # read before the claim overwrites a dead sender's lease
         follower_ids = _claim(candidates, self.owner, now)

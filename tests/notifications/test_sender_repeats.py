@@ -125,3 +125,39 @@ def test_the_admin_shows_a_delivery_sent_as_a_possible_repeat(telegram, admin_cl
     Delivery.objects.filter(notification=note).update(maybe_sent=True)
     page = admin_client.get(f"/admin/notifications/notification/{note.pk}/change/")
     assert page.status_code == 200 and b"Maybe sent" in page.content
+
+
+def test_a_sender_that_read_the_queue_before_another_tried_the_message_leaves_it_to_its_retry(telegram, settings,
+                                                                                            monkeypatch):
+    """Two senders (a nudge and beat's sweep): A reads the chat's head, B tries that message first and its answer is
+    lost after Telegram delivered it. A must not send its stale copy at once, unmarked and ignoring the retry's wait:
+    the message goes again only when its retry comes due, marked as a possible repeat."""
+    import notifications.sender as sender_module
+
+    settings.TELEGRAM_CHAT_IDS = str(ALERTS_CHAT_ID)
+    settings.NOTIFY_LOG_SEVERITY = "off"
+    notify(topic="trade_opened", text="[lvl1] BTC/ETH trade 7 opened")
+    clock = ManualClock(timezone.now())
+    real_heads = sender_module._queue_heads
+    calls = []
+
+    def heads_then_another_sender_tries():
+        heads = real_heads()
+        calls.append(1)
+        if len(calls) == 1:  # A has read the queue; B runs before A claims
+            with telegram.outage("after_deliver_drop"):
+                assert Sender(clock=clock).run(budget_s=1, wait_for_due=False).retried == 1
+        return heads
+
+    monkeypatch.setattr(sender_module, "_queue_heads", heads_then_another_sender_tries)
+    Sender(clock=clock).run(budget_s=1, wait_for_due=False)
+    monkeypatch.undo()
+    assert len(telegram.delivered(ALERTS_CHAT_ID)) == 1  # B's, delivered though its answer was lost
+    row = Delivery.objects.get()
+    assert (row.status, row.attempts, row.maybe_sent) == (Delivery.Status.PENDING, 1, True)
+
+    clock.advance(timedelta(minutes=1))
+    Sender(clock=clock).run(budget_s=5)
+    first, second = headers(telegram)
+    assert REPEAT_MARK.strip() not in first and second.endswith(f"trade_opened{REPEAT_MARK}")
+    assert Delivery.objects.get().status == Delivery.Status.SENT
