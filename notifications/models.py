@@ -87,7 +87,12 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["status", "channel", "target", "id"], name="notif_delivery_queue")]
+        indexes = [
+            models.Index(fields=["status", "channel", "target", "id"], name="notif_delivery_queue"),
+            # The sends of the last seconds (a topic's fold window, a chat's spacing: every pass of every sender)
+            # are read through this one; without it each read went through every delivery ever sent to the chat.
+            models.Index(fields=["channel", "sent_at"], name="notif_delivery_recent_sends"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel}:{self.target} #{self.notification_id} ({self.status})"
