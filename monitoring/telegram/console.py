@@ -92,6 +92,24 @@ def telegram_users() -> dict[int, str]:
     return users
 
 
+def console_problems() -> list[str]:
+    """What is wrong in the console's settings, each naming the entry (the system check reports them as errors, so
+    ``manage.py telegram_console`` does not start on them). An entry read as nothing is otherwise dropped without a
+    word: a mistyped command chat is answered nothing at all (a /halt in an emergency included), and a mistyped
+    user mapping turns that person's every /halt into "not allowed"."""
+    problems = []
+    for item in (part.strip() for part in getattr(settings, "TELEGRAM_COMMAND_CHAT_IDS", "").split(",")):
+        if item and not _ids(item):
+            problems.append(f"TELEGRAM_COMMAND_CHAT_IDS: {item!r} is not a chat id (a number: -1001234567890 for a "
+                            "group, your user id for a private chat); entries are separated by commas")
+    for item in (part.strip() for part in getattr(settings, "TELEGRAM_USERS", "").split(",")):
+        telegram_id, colon, username = item.partition(":")
+        if item and not (colon and telegram_id.strip() and _ids(telegram_id) and username.strip()):
+            problems.append(f"TELEGRAM_USERS: {item!r} is not '<Telegram user id>:<user name>' (424242:alice); "
+                            "entries are separated by commas")
+    return problems
+
+
 def parse_command(text: str, *, bot_username: str = "") -> tuple[str, list[str]]:
     """("/halt@statarb_bot main flatten") -> ("halt", ["main", "flatten"]); ("", []) for anything else, and for a
     command addressed to another bot (``/halt@other_bot`` in a group both bots read), when ``bot_username`` is known."""

@@ -353,3 +353,25 @@ def test_daily_answers_the_last_n_days_of_every_account(fake_telegram, console):
     assert [line.split(" PnL")[0] for line in answer.splitlines()] == [
         "2026-03-03 [a1]", "2026-03-03 [a2]", "2026-03-03 [a3]", "2026-03-02 [a1]", "2026-03-02 [a2]",
         "2026-03-02 [a3]"]
+
+
+def test_a_mistyped_command_chat_or_user_mapping_stops_the_console_from_starting_and_names_the_entry(settings):
+    """Read leniently, a mistyped entry was dropped without a word: the console started, answered nothing in the
+    chat (a /halt in an emergency included), or refused the trader's every /halt as not mapped."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.TELEGRAM_BOT_TOKEN = "123456:not-used-here"
+    settings.TELEGRAM_COMMAND_CHAT_IDS = f"{ALERTS_CHAT_ID};{ADMIN_CHAT_ID}, 77"
+    settings.TELEGRAM_USERS = f"alice:{ADMIN_CHAT_ID},{ADMIN_CHAT_ID}:,88:bob"
+    with pytest.raises(SystemCheckError) as refused:
+        call_command("telegram_console", rounds=0, skip_checks=False)  # as manage.py runs it
+    text = str(refused.value)
+    assert f"TELEGRAM_COMMAND_CHAT_IDS: '{ALERTS_CHAT_ID};{ADMIN_CHAT_ID}' is not a chat id" in text
+    assert f"TELEGRAM_USERS: 'alice:{ADMIN_CHAT_ID}' is not '<Telegram user id>:<user name>'" in text
+    assert f"TELEGRAM_USERS: '{ADMIN_CHAT_ID}:' is not" in text
+    assert "'77'" not in text and "88:bob" not in text  # the good entries are not named
+
+    settings.TELEGRAM_COMMAND_CHAT_IDS = f"{ALERTS_CHAT_ID}, {ADMIN_CHAT_ID}:critical"
+    settings.TELEGRAM_USERS = f"{ADMIN_CHAT_ID}:alice, 88:bob"
+    call_command("check")  # raises on any error
