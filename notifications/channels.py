@@ -143,9 +143,9 @@ class TelegramChannel:
 
 
 def telegram_outcome(response: httpx.Response) -> Outcome:
-    """What a Bot API answer means for its sender: sent, retry (with Telegram's own wait on 429) or give up; the
-    reason carries the status and the description, redacted. The delivery channel and the Telegram console read
-    every answer through this one function."""
+    """What a Bot API answer means for its sender: sent, retry (with Telegram's own wait on 429; after a 5xx, as
+    possibly delivered) or give up; the reason carries the status and the description, redacted. The delivery
+    channel and the Telegram console read every answer through this one function."""
     try:
         payload = response.json()
     except ValueError:
@@ -164,7 +164,9 @@ def telegram_outcome(response: httpx.Response) -> Outcome:
         parameters = payload.get("parameters")
         migrate_to = parameters.get("migrate_to_chat_id") if isinstance(parameters, dict) else None
         return Outcome("give_up", reason, migrate_to=str(migrate_to) if migrate_to is not None else "")
-    return Outcome("retry", reason)  # 5xx, 401/404 (a token being fixed), anything else: try again later
+    if response.status_code >= 500:  # a gateway that lost the server's answer (502) or gave up waiting (504)
+        return Outcome("retry", reason, maybe_delivered=True)  # proves nothing: the message may have arrived
+    return Outcome("retry", reason)  # 401/404 (a token being fixed), anything else: try again later
 
 
 class EmailChannel:

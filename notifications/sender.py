@@ -10,9 +10,10 @@ same lease.
 
 A temporary fault (outage, timeout, 5xx) waits with exponential backoff and jitter and never gives up, so an outage
 of any length ends with every message delivered; a 429 waits what Telegram's ``retry_after`` says; a definite
-refusal (400, 403) gives up with the reason stored. A timed-out request may have been delivered: it is retried (a
-duplicate is better than a lost alert), marked in its header as possibly a repeat, as is a message taken over from a
-sender that died before it could record the answer; an answered request is never sent again.
+refusal (400, 403) gives up with the reason stored. A timed-out request (or one answered 5xx) may have been
+delivered: it is retried (a duplicate is better than a lost alert), marked in its header as possibly a repeat, as is
+a message taken over from a sender that died before it could record the answer; an answered request is never sent
+again.
 
 Rate control: a chat receives at most one message (or part of a split message) per ``TELEGRAM_MIN_INTERVAL_S``
 (Telegram's limit is about 1 a second per chat, 30 a second overall). Every commit's nudge starts a new sender, so a

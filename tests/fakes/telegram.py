@@ -81,7 +81,7 @@ __all__ = [
 
 DEFAULT_TOKEN = "123456:TEST-TOKEN-abcdefghijklmnopqrstuvwxyz0123"
 MAX_MESSAGE_LENGTH = 4096
-OUTAGE_MODES = ("refuse", "http_502", "timeout", "drop", "after_deliver_drop")
+OUTAGE_MODES = ("refuse", "http_502", "timeout", "drop", "after_deliver_drop", "after_deliver_502")
 ALERTS_CHAT_ID = -1001234567890  # the fixture's supergroup
 ADMIN_CHAT_ID = 424242  # the fixture's private chat with an operator
 DEFAULT_FROM_USER_ID = ADMIN_CHAT_ID  # the operator who writes to the bot
@@ -853,7 +853,9 @@ class FakeTelegram:
           nothing delivered. Use a hold longer than the client's timeout;
         - "drop": the connection is closed without an answer, nothing delivered;
         - "after_deliver_drop": the request is carried out (a message IS delivered) and then the connection is closed
-          without an answer, so the client cannot know it was.
+          without an answer, so the client cannot know it was;
+        - "after_deliver_502": the request is carried out (a message IS delivered) and answered HTTP 502 with nginx's
+          page, as a gateway that lost the server's answer does.
         A new outage replaces the current one.
         """
         return self.start_outage(mode, methods=methods, hold_s=hold_s)
@@ -1133,6 +1135,8 @@ class FakeTelegram:
                 reply = _json_reply(error.payload(), 500)
         if outage is not None and outage.mode == "after_deliver_drop":
             reply.disconnect = True
+        if outage is not None and outage.mode == "after_deliver_502":
+            reply = _Reply(502, _gateway_page(502), content_type="text/html")
         return reply
 
     # ---------------------------------------------------------------------------------------------------- methods

@@ -464,6 +464,14 @@ def test_outage_after_deliver_drop_delivers_but_does_not_answer(fake, clock):
     assert fake.requests_to("sendMessage")[0].status is None
 
 
+def test_outage_after_deliver_502_delivers_and_answers_a_gateway_error(fake):
+    with fake.outage("after_deliver_502"):
+        status, page = send(fake, ALERTS_CHAT_ID, "did it arrive?")
+    assert status == 502 and "<h1>502 Bad Gateway</h1>" in page
+    assert fake.delivered_texts() == ["did it arrive?"]  # the client cannot know this
+    assert fake.requests_to("sendMessage")[0].status == 502
+
+
 def test_outage_refuse_then_recover_on_the_same_port(fake):
     port, base_url = fake.port, fake.base_url
     fake.outage("refuse")

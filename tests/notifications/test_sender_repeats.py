@@ -41,6 +41,23 @@ def test_a_resend_after_an_unanswered_request_is_marked_as_a_possible_repeat(tel
         "[lvl1] BTC/ETH trade 7 opened"] * 2
 
 
+@pytest.mark.parametrize("mode", ["after_deliver_502", "timeout"])
+def test_a_resend_after_a_5xx_answer_is_marked_as_a_possible_repeat(telegram, mode):
+    """A gateway in front of the Bot API answers 502 when it lost the server's answer, 504 when the server did not
+    answer in time: neither proves the message was not delivered (after_deliver_502: it was)."""
+    notify(topic="trade_opened", text="[lvl1] BTC/ETH trade 7 opened")
+    clock = ManualClock(timezone.now())
+    with telegram.outage(mode, hold_s=0.1):
+        assert Sender(clock=clock).run(budget_s=1, wait_for_due=False).retried == 1
+    row = Delivery.objects.get(target=str(ALERTS_CHAT_ID))
+    assert row.status == Delivery.Status.PENDING and row.maybe_sent and row.last_error.startswith("HTTP 50")
+
+    clock.advance(timedelta(minutes=1))
+    Sender(clock=clock).run(budget_s=5)
+    assert headers(telegram)[-1].endswith(f"trade_opened{REPEAT_MARK}")
+    assert Delivery.objects.get(target=str(ALERTS_CHAT_ID)).status == Delivery.Status.SENT
+
+
 def test_a_resend_after_a_refused_connection_is_not_marked(telegram):
     notify(topic="trade_opened", text="opened")
     clock = ManualClock(timezone.now())
