@@ -281,7 +281,12 @@ class Sender:
                                                       progress=partial(self._parts_delivered, head.pk))
         except Exception as exc:  # one broken channel must not stop the others; the row retries
             logger.exception("notification channel %s failed", head.channel)
-            outcome = Outcome("retry", f"{type(exc).__name__} in the {head.channel} channel")
+            # Raised anywhere, the task's soft time limit too, perhaps while a part's answer was read: the retry goes
+            # on after the parts already stored as delivered, and says the part cut short may have arrived.
+            delivered = Delivery.objects.filter(pk=head.pk, lease_owner=self.owner).values_list("parts_sent",
+                                                                                               flat=True).first()
+            outcome = Outcome("retry", f"{type(exc).__name__} in the {head.channel} channel",
+                              parts_sent=head.parts_sent if delivered is None else delivered, maybe_delivered=True)
         self._record(head, follower_ids, outcome, repeat=repeat)
         return True
 

@@ -178,3 +178,36 @@ def test_a_sender_that_read_the_queue_before_another_tried_the_message_leaves_it
     first, second = headers(telegram)
     assert REPEAT_MARK.strip() not in first and second.endswith(f"trade_opened{REPEAT_MARK}")
     assert Delivery.objects.get().status == Delivery.Status.SENT
+
+
+def test_a_send_cut_by_an_exception_goes_on_after_the_parts_delivered_and_says_it_may_repeat(telegram, monkeypatch):
+    """The task's soft time limit (prefork workers: 50 s) is raised wherever the sender is, here while the answer to
+    part 2 is read: parts 1 and 2 are in the chat. The retry must go on from part 2 (it may have arrived), marked, not
+    send the whole message again unmarked."""
+    from billiard.exceptions import SoftTimeLimitExceeded
+
+    from notifications import channels
+
+    text = "\n".join("y" * 70 for _ in range(120))  # three parts
+    notify(topic="daily_summary", text=text)
+    real_send_one, calls = channels.TelegramChannel._send_one, []
+
+    def limit_hits_while_reading_part_2(self, chat_id, text):
+        calls.append(text)
+        outcome = real_send_one(self, chat_id, text)
+        if len(calls) == 2:
+            raise SoftTimeLimitExceeded()
+        return outcome
+
+    monkeypatch.setattr(channels.TelegramChannel, "_send_one", limit_hits_while_reading_part_2)
+    clock = ManualClock(timezone.now())
+    Sender(clock=clock).run(budget_s=1, wait_for_due=False)
+    monkeypatch.undo()
+    row = Delivery.objects.get(target=str(ALERTS_CHAT_ID))
+    assert (row.status, row.parts_sent, row.maybe_sent) == (Delivery.Status.PENDING, 1, True)
+
+    clock.advance(timedelta(minutes=1))
+    Sender(clock=clock).run(budget_s=5)
+    assert [header[-5:] for header in headers(telegram)] == ["(1/3)", "(2/3)", "(2/3)", "(3/3)"]
+    assert [REPEAT_MARK in header for header in headers(telegram)] == [False, False, True, True]
+    assert Delivery.objects.get(target=str(ALERTS_CHAT_ID)).status == Delivery.Status.SENT
