@@ -163,8 +163,13 @@ class Halt(models.Model):
         permissions = [("clear_halt", "Can clear a halt")]
 
     def __str__(self) -> str:
+        # What it stops, in the words a trader reads on the phone: a pair's pause is not the account stopped, and
+        # "reducing" still closes trades where "halted" doesn't.
         scope = self.account or "all accounts"
-        return f"halt of {scope}: {self.reason}"
+        if self.pair_id is not None:
+            scope = f"pair {self.pair} of {scope}"
+        state = "halted" if self.mode == self.Mode.HALT else "reduce-only"
+        return f"{scope} {state}{' and flattening' if self.flatten else ''}: {self.reason}"
 
     def clean(self) -> None:
         # A new halt that ends before the market's clock would be recorded and never be in force.

@@ -246,7 +246,8 @@ STILL_LISTED = 5
 def _still_halted(account: ExchangeAccount | None) -> str:
     """What still stops trading after a /resume (the guard's halts, which /resume leaves, and a system-wide halt
     over an account): without it "resumed lvl1: 0 halt(s) cleared" reads as trading again when it is not."""
-    halts = list(active_halts(account=account).select_related("account").order_by("pk")[:STILL_LISTED + 1])
+    halts = list(active_halts(account=account).select_related(
+        "account", "pair__y_instrument", "pair__x_instrument").order_by("pk")[:STILL_LISTED + 1])
     if not halts:
         return "; no halt in force"
     more = " (and more: /status lists them)" if len(halts) > STILL_LISTED else ""

@@ -40,7 +40,7 @@ def status(args: list[str]) -> str:
         lines.append(f"#{t.pk} [{t.account.name}] {t.pair} {t.side} {t.state}: {legs}, uPnL {cents_text(p.net_pnl)}")
     lines.append(f"unrealised PnL (at the newest closes, net of fees paid and funding): {cents_text(total)} USDT"
                  + (f" ({unpriced} trade(s) without a current price not counted)" if unpriced else ""))
-    halts = list(active_halts().select_related("account"))
+    halts = list(active_halts().select_related("account", "pair__y_instrument", "pair__x_instrument"))
     lines.append("halts: " + ("; ".join(str(h) for h in halts) if halts else "none"))
     return "\n".join(lines)
 

@@ -11,7 +11,13 @@ from execution.models import PairTrade
 from monitoring.services import daily_pnl_snapshot_update, daily_pnl_snapshots_update
 from risk.models import DailyPnlSnapshot, Halt
 from risk.services import halt_raise, halts_clear
-from tests.factories import DailyPnlSnapshotFactory, ExchangeAccountFactory, HaltFactory, PairTradeFactory
+from tests.factories import (
+    DailyPnlSnapshotFactory,
+    ExchangeAccountFactory,
+    HaltFactory,
+    PairFactory,
+    PairTradeFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -215,3 +221,16 @@ def test_a_capital_change_before_the_days_first_cycle_starts_the_day_from_yester
     assert (today.starting_equity, today.ending_equity, today.peak_equity) == (12050, 12050, 12100)
     yesterday.refresh_from_db()
     assert (yesterday.ending_equity, yesterday.peak_equity) == (10050, 10100)  # history stays as it was
+
+
+def test_a_halt_reads_as_what_it_stops_its_mode_and_pair():
+    """Telegram's /status and /resume list halts by their text: "halt of lvl1" for a pair's reduce-only pause read
+    as the whole account stopped."""
+    account = ExchangeAccountFactory(name="lvl1")
+    pair = PairFactory(y_instrument__symbol="AAAUSDT", x_instrument__symbol="BBBUSDT")
+
+    paused = HaltFactory(account=account, pair=pair, mode=Halt.Mode.REDUCE, reason="slippage")
+    stopped = HaltFactory(account=None, mode=Halt.Mode.HALT, flatten=True, reason="kill switch")
+
+    assert str(paused) == f"pair AAAUSDT/BBBUSDT of {account} reduce-only: slippage"
+    assert str(stopped) == "all accounts halted and flattening: kill switch"

@@ -164,7 +164,7 @@ def test_halt_is_confirmed_with_a_one_time_code_then_applied_and_audited(fake_te
         "nothing to confirm with that code (ask again)"]  # used once
 
     [answer] = say(fake_telegram, console, ALERTS_CHAT_ID, "/status")
-    assert "halts: halt of lvl1 (paper): kill switch: /halt from Telegram by alice" in answer
+    assert "halts: lvl1 (paper) halted and flattening: kill switch: /halt from Telegram by alice" in answer
 
     [question] = say(fake_telegram, console, ADMIN_CHAT_ID, "/resume lvl1")
     code = question.split("/confirm ")[1].split()[0]
