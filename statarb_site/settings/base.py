@@ -96,7 +96,36 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------------------------
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
 DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'statarb.sqlite3'}"
-DATABASES = {"default": env.db("DATABASE_URL", default=DEFAULT_DATABASE_URL)}
+
+
+def _url_checked(name: str, value: str, schemes: tuple[str, ...], example: str) -> str:
+    """``value`` of the variable ``name`` when it is a URL whose scheme (before any '+') is one of ``schemes``;
+    ImproperlyConfigured naming the variable otherwise. Unchecked, an empty or mistyped DATABASE_URL ended in
+    ``KeyError: 'ENGINE'`` and a mistyped broker URL became an AMQP host name the workers retried forever. The
+    message quotes the scheme only: the rest of the URL may hold a password."""
+    scheme, separator, _ = value.partition("://")
+    if not value.strip():
+        problem = "is set but empty (unset it for the default)"
+    elif not separator or not scheme:
+        problem = "is not a URL (no scheme://)"
+    elif scheme.split("+", 1)[0].lower() not in schemes:
+        problem = f"has the scheme {scheme!r}, which is none of {', '.join(schemes)}"
+    else:
+        return value
+    raise ImproperlyConfigured(f"{name} {problem}: e.g. {example}")
+
+
+_database_url = _url_checked("DATABASE_URL", env("DATABASE_URL", default=DEFAULT_DATABASE_URL),
+                             ("mysql", "mysql2", "sqlite"),
+                             "mysql://user:password@host:3306/name, or sqlite:////absolute/path.sqlite3")
+DATABASES = {"default": env.db_url_config(_database_url)}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3") and DATABASES["default"].get("HOST"):
+    # sqlite://name.sqlite3 (two slashes) reads "name.sqlite3" as a host, which django-environ drops with a
+    # warning and opens an in-memory database: migrations and imports would succeed and vanish with the process.
+    raise ImproperlyConfigured("DATABASE_URL: an SQLite URL takes three slashes before a relative path and four "
+                               "before an absolute one (sqlite:///var/statarb.sqlite3, sqlite:////srv/statarb.sqlite3)")
+if DATABASES["default"]["ENGINE"].endswith("mysql") and not DATABASES["default"].get("NAME"):
+    raise ImproperlyConfigured("DATABASE_URL names no database: mysql://user:password@host:3306/name")
 DATABASE_ENGINE = DATABASES["default"]["ENGINE"]
 
 if DATABASE_ENGINE.endswith("mysql"):
@@ -262,7 +291,15 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ------------------------------
 DEFAULT_BROKER_URL = f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=env("REDIS_URL", default=DEFAULT_BROKER_URL))
+# The transports of kombu this project runs on (README: Redis; the embedded default: SQLAlchemy) and RabbitMQ's.
+_BROKER_SCHEMES = ("redis", "rediss", "sqla", "sqlalchemy", "amqp", "amqps", "pyamqp")
+_BROKER_EXAMPLE = "redis://host:6379/0"
+if "CELERY_BROKER_URL" in env:
+    CELERY_BROKER_URL = _url_checked("CELERY_BROKER_URL", env("CELERY_BROKER_URL"), _BROKER_SCHEMES, _BROKER_EXAMPLE)
+elif "REDIS_URL" in env:
+    CELERY_BROKER_URL = _url_checked("REDIS_URL", env("REDIS_URL"), ("redis", "rediss"), _BROKER_EXAMPLE)
+else:
+    CELERY_BROKER_URL = DEFAULT_BROKER_URL
 BROKER_IS_REDIS = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
 CELERY_RESULT_BACKEND = env(
     "CELERY_RESULT_BACKEND",

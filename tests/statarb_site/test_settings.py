@@ -101,6 +101,43 @@ def test_explicit_broker_url_wins_over_redis_url(tmp_path):
     assert values["CELERY_BROKER_URL"] == "redis://broker.internal:6379/0"
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        # Each ended in "KeyError: 'ENGINE'" naming no variable.
+        ("DATABASE_URL", "", "DATABASE_URL is set but empty (unset it for the default)"),
+        ("DATABASE_URL", "mysql//statarb:db-Pw-123@db-host/statarb", "DATABASE_URL is not a URL (no scheme://)"),
+        # Was "Error loading psycopg2 or psycopg module": the candle writes exist for MySQL and SQLite only.
+        ("DATABASE_URL", "postgres://statarb:db-Pw-123@db-host/statarb",
+         "DATABASE_URL has the scheme 'postgres', which is none of mysql, mysql2, sqlite"),
+        # Was taken: an in-memory database whose migrations and imports vanished with the process.
+        ("DATABASE_URL", "sqlite://statarb.sqlite3", "DATABASE_URL: an SQLite URL takes three slashes"),
+        ("DATABASE_URL", "mysql://statarb:db-Pw-123@db-host:3306/", "DATABASE_URL names no database"),
+        # Each was taken as an AMQP broker (on localhost, or on a host called "redis//127.0.0.1:6379/0"): the workers
+        # connected to another broker than the one meant, or retried a name that doesn't resolve, forever.
+        ("CELERY_BROKER_URL", "", "CELERY_BROKER_URL is set but empty (unset it for the default)"),
+        ("CELERY_BROKER_URL", "redis//:db-Pw-123@127.0.0.1:6379/0", "CELERY_BROKER_URL is not a URL (no scheme://)"),
+        ("CELERY_BROKER_URL", "reddis://:db-Pw-123@127.0.0.1:6379/0",
+         "CELERY_BROKER_URL has the scheme 'reddis', which is none of redis, rediss,"),
+        ("REDIS_URL", "127.0.0.1:6379", "REDIS_URL is not a URL (no scheme://)"),
+        ("REDIS_URL", "amqp://guest:db-Pw-123@h//", "REDIS_URL has the scheme 'amqp', which is none of redis, rediss"),
+    ],
+)  # fmt: skip
+def test_a_malformed_database_or_broker_url_stops_the_start_naming_the_variable(tmp_path, name, value, message):
+    result = _run(["manage.py", "check"], _env(tmp_path, **{name: value}))
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr
+    assert "db-Pw-123" not in result.stderr  # the URL's password is not quoted
+
+
+def test_the_database_and_broker_urls_of_the_readme_are_taken(tmp_path):
+    values = _settings(tmp_path, ["DATABASES", "CELERY_BROKER_URL"],
+                       DATABASE_URL="sqlite:///var/statarb.sqlite3", CELERY_BROKER_URL="rediss://h:6380/0")
+    assert values["DATABASES"]["default"]["NAME"] == "var/statarb.sqlite3"
+    assert values["CELERY_BROKER_URL"] == "rediss://h:6380/0"
+
+
 def test_debug_is_on_only_when_set(tmp_path):
     assert _settings(tmp_path, ["DEBUG"], DEBUG="1")["DEBUG"] is True
     assert _settings(tmp_path, ["DEBUG"])["DEBUG"] is False
