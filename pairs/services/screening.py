@@ -52,6 +52,23 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
+def _symbols_check(config: StrategyConfig, symbols: list[str], universe: list[Instrument]) -> None:
+    """Every symbol asked for must be in the universe the run takes: one left out silently (a typo, a symbol excluded
+    by hand) gave a run, stored and audited, over fewer symbols than asked, with nothing said."""
+    missing = sorted(set(symbols) - {i.symbol for i in universe})
+    if not missing:
+        return
+    known = set(Instrument.objects.filter(exchange=config.exchange, symbol__in=missing)
+                .values_list("symbol", flat=True))
+    parts = []
+    if unknown := [s for s in missing if s not in known]:
+        parts.append(f"no instrument of {config.exchange}: {', '.join(unknown)}")
+    if outside := [s for s in missing if s in known]:
+        parts.append(f"not in the run's universe (excluded by hand, not trading, quoted in another currency than "
+                     f"{config.quote}, or 24h turnover below min_turnover_24h): {', '.join(outside)}")
+    raise ScreeningError("symbol(s) asked for that the screening can't take: " + "; ".join(parts))
+
+
 @dataclass(frozen=True)
 class FormationWindow:
     """What a screening reads: the universe, the formation window and its bounds (nothing is written)."""
@@ -84,6 +101,7 @@ def formation_window(
     instruments = universe_instruments(config=config, at=None if end is None else formation_end)
     if symbols:
         instruments = [i for i in instruments if i.symbol in set(symbols)]
+        _symbols_check(config, symbols, instruments)
     window = price_window(instruments=instruments, timeframe=config.timeframe, bars=lookback, end=formation_end,
                           min_history_bars=config.min_history_bars, processes=read_processes or screen_processes())
     if len(window.symbols) < 2:

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from statsmodels.tsa.stattools import coint
 
 from core.models import AuditEntry
-from pairs.models import CointegrationRun, Pair, PairTest
+from pairs.models import CointegrationRun, Instrument, Pair, PairTest
 from tests.pairs.services.test_screening import LAST_BAR, import_real, reference_closes
 
 pytestmark = pytest.mark.django_db
@@ -94,6 +94,23 @@ def test_select_pairs_on_a_subset_of_symbols(shared_candles_dir, tmp_path):
     assert {t["y"] for t in report["tests"]} == {"ONEUSDT", "VETUSDT", "ZILUSDT"}
     assert report["window_start"] == "2021-06-06T05:00:00Z"  # 500 bars ending 500 bars before the newest
     assert CointegrationRun.objects.get().lookback_bars == 500
+
+
+def test_select_pairs_refuses_symbols_it_cannot_screen_naming_them_before_anything_is_stored(shared_candles_dir):
+    # A typo and a symbol excluded by hand were left out silently: the run over the others was stored and audited.
+    import_real(shared_candles_dir, SYMBOLS)
+    Instrument.objects.filter(symbol="ZILUSDT").update(excluded=True)
+
+    with pytest.raises(CommandError) as info:
+        call_command("select_pairs", lookback=500, symbols="vetusdt,oneusdt,ZILUSDT,VETUSD", verbosity=0,
+                     stdout=StringIO())
+
+    assert str(info.value) == (
+        "symbol(s) asked for that the screening can't take: no instrument of bybit: VETUSD; not in the run's "
+        "universe (excluded by hand, not trading, quoted in another currency than USDT, or 24h turnover below "
+        "min_turnover_24h): ZILUSDT")
+    assert not CointegrationRun.objects.exists()
+    assert not AuditEntry.objects.filter(action="select_pairs").exists()
 
 
 def test_select_pairs_without_a_json_path_writes_no_file(shared_candles_dir, tmp_path, monkeypatch):

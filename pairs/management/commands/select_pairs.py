@@ -29,7 +29,8 @@ class Command(BaseCommand):
                             help="bars of the window (default: the strategy configuration's, 2000; at most the "
                                  "bars the stored candles span)")
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write every test to FILE")
-        parser.add_argument("--symbols", default="", help="comma-separated subset of the universe")
+        parser.add_argument("--symbols", default="",
+                            help="comma-separated subset of the universe (one outside it is refused, naming it)")
         parser.add_argument("--end", type=utc_moment, default=None,
                             help="open time (UTC) of the window's last bar, e.g. 2021-07-24T23:00 (default: the "
                                  "newest stored bar)")
