@@ -22,7 +22,7 @@ from core.audit import audit_record
 from exchanges.errors import ExchangeError
 from exchanges.retry import call_with_retry
 from exchanges.specs import InstrumentSpec
-from pairs.marketdata.files import READ_ERRORS, CandleFileError, candle_files, read_candle_file
+from pairs.marketdata.files import READ_ERRORS, SUFFIXES, CandleFileError, candle_files, read_candle_file
 from pairs.marketdata.funding import funding_interval_minutes
 from pairs.marketdata.validation import CandleValidationError, ValidationReport, timeframe_ms, validate_candles
 from pairs.models import Candle, FundingRate, Instrument
@@ -132,12 +132,17 @@ def candles_import_directory(
     replaced are audited (by ``actor_label``), in the file's transaction."""
     summary = ImportSummary()
     files = candle_files(directory, symbols)
+    if not files:
+        # An empty directory, or one of other files (BTCUSDT.json, a .zip): importing nothing is no success.
+        raise CandleFileError(f"{directory}: no candle file (one per symbol, named like BTCUSDT.csv.gz; formats "
+                              f"{', '.join(SUFFIXES)})")
     for symbol, path in files.items():
         result = FileImportResult(symbol=symbol, path=path)
         summary.files.append(result)
         try:
             _import_symbol_check(path, symbol)
             clean, result.report = _candle_file_validated(path, symbol=symbol, timeframe=timeframe, now_ms=now_ms)
+            _bars_check(path, result.report)
             with transaction.atomic():
                 instrument = instrument_get_or_create_for_import(exchange=exchange, symbol=symbol)
                 result.rows = _file_candles_store(instrument, timeframe, clean, overwrite=overwrite,
@@ -153,6 +158,16 @@ def candles_import_directory(
         if progress is not None:
             progress(result)
     return summary
+
+
+def _bars_check(path: Path, report: ValidationReport) -> None:
+    """A file with no bar to store (a header only, or only the bar still open) is rejected: it was reported as
+    imported, with 0 bars, and left an instrument without candles behind."""
+    if report.rows_out:
+        return
+    what = (f"its {report.unclosed_dropped} bar(s) are still open" if report.unclosed_dropped
+            else "it holds a header and no rows")
+    raise CandleFileError(f"{path}: no bar to import ({what})")
 
 
 def _import_symbol_check(path: Path, symbol: str, quote: str = "USDT") -> None:

@@ -211,6 +211,34 @@ def test_import_candles_missing_directory(tmp_path):
     assert str(tmp_path / "nowhere") in str(info.value)
 
 
+@pytest.mark.parametrize("names", [[], ["BTCUSDT.json", "ETHUSDT.zip"]])
+def test_import_candles_a_directory_without_candle_files_is_an_error(tmp_path, names):
+    # It answered "0 file(s), 0 candle(s) imported" and exit code 0.
+    for name in names:
+        (tmp_path / name).write_text("timestamp,open,high,low,close,volume\n")
+
+    with pytest.raises(CommandError) as info:
+        run("import_candles", str(tmp_path))
+
+    assert str(info.value) == (f"{tmp_path}: no candle file (one per symbol, named like BTCUSDT.csv.gz; formats "
+                               ".csv.gz, .csv, .parquet, .feather)")
+
+
+def test_import_candles_a_file_without_bars_is_rejected_and_leaves_no_instrument(candle_dir):
+    # A header-only file was reported as imported with 0 bars, and its instrument was created without candles.
+    (candle_dir / "EMPTYUSDT.csv").write_text("timestamp,open,high,low,close,volume\n")
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError) as info:
+        call_command("import_candles", str(candle_dir), stdout=out, stderr=err)
+
+    assert str(info.value) == "1 file(s) rejected: EMPTYUSDT.csv"
+    rejected = f"REJECTED {candle_dir / 'EMPTYUSDT.csv'}: no bar to import (it holds a header and no rows)"
+    assert rejected in err.getvalue()
+    assert "2 file(s), 9 candle(s) imported (1h, bybit)." in out.getvalue()
+    assert not Instrument.objects.filter(symbol="EMPTYUSDT").exists()
+
+
 def test_import_candles_missing_symbol(candle_dir):
     with pytest.raises(CommandError, match=r"no file for symbol\(s\) XRPUSDT"):
         run("import_candles", str(candle_dir), symbols="GOODAUSDT,XRPUSDT")
