@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from django.db import connection
-from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from pairs.marketdata.grid import BarGrid, PriceWindow, empty_window, grid_window
@@ -344,6 +344,12 @@ def candle_bounds(*, exchange: str | None = None, timeframe: str | None = None, 
                                 last=Subquery(own.order_by("-open_time")[:1]))
     rows = [(first, last) for first, last in ends.values_list("first", "last") if first is not None]
     return (min(r[0] for r in rows), max(r[1] for r in rows)) if rows else (None, None)
+
+
+def symbols_with_candles(*, exchange: str, timeframe: str) -> set[str]:
+    """The symbols of ``exchange`` with at least one stored ``timeframe`` bar (one index seek per instrument)."""
+    bars = Candle.objects.filter(instrument_id=OuterRef("pk"), timeframe=timeframe)
+    return set(Instrument.objects.filter(exchange=exchange).filter(Exists(bars)).values_list("symbol", flat=True))
 
 
 # ------------------------------------------------------------------------------------------- walk-forward history

@@ -10,9 +10,11 @@ from io import StringIO
 import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models import Count
 
 from notifications.models import Notification
 from pairs.models import Candle, Level, Pair, StrategyConfig
+from pairs.services.market_data import candles_import_directory
 from risk.models import RiskLimit
 from tests.replay.replay_world import L1_MIN_TRADES, SHORT_WINDOWS, SYMBOLS
 
@@ -71,6 +73,28 @@ def test_the_data_directory_comes_from_the_environment(var_dir, tmp_path, monkey
     monkeypatch.setenv("STATARB_DATA_DIR", tmp_path.name)
     with pytest.raises(CommandError, match=rf"STATARB_DATA_DIR={tmp_path.name} \({tmp_path}\) holds no candle file"):
         call_command("demo_pipeline", stdout=StringIO())
+
+
+def test_an_import_stopped_half_way_is_resumed_by_the_next_run(var_dir, few_symbols_dir):
+    """Ctrl-C during step 1 leaves whole files stored (one transaction each); the next run imported nothing more
+    ("kept: candles already stored") and replayed and screened the symbols the first run had reached."""
+    first, *rest = sorted(SYMBOLS)
+    candles_import_directory(directory=few_symbols_dir, timeframe="1h", exchange="bybit", symbols=[first])
+    out = StringIO()
+
+    # Stopped after step 1 by a hold-out longer than the data: what matters here is what step 1 stored.
+    with pytest.raises(CommandError, match="holds out more than"):
+        call_command("demo_pipeline", data=few_symbols_dir, hold_out_days=10**6, stdout=out, stderr=StringIO())
+
+    assert (f"kept: candles already stored (2020-12-01 to 2021-04-04 UTC); importing the {len(rest)} file(s) of "
+            f"{few_symbols_dir} not stored yet (an import stopped before the end)") in out.getvalue()
+    stored = dict(Candle.objects.values_list("instrument__symbol").annotate(n=Count("id")))
+    assert stored == {symbol: len(pd.read_csv(few_symbols_dir / f"{symbol}.csv.gz")) for symbol in SYMBOLS}
+
+    out = StringIO()
+    with pytest.raises(CommandError, match="holds out more than"):
+        call_command("demo_pipeline", data=few_symbols_dir, hold_out_days=10**6, stdout=out, stderr=StringIO())
+    assert "kept: candles already stored (2020-12-01 to 2021-04-04 UTC)\n" in out.getvalue()
 
 
 def test_a_bad_replay_length_is_refused(var_dir, few_symbols_dir):

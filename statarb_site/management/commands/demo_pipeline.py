@@ -15,7 +15,7 @@ from execution.models import ExchangeAccount
 from notifications.models import Notification
 from pairs.marketdata.files import CandleFileError, candle_files
 from pairs.models import Pair
-from pairs.selectors import candle_bounds
+from pairs.selectors import candle_bounds, symbols_with_candles
 from pairs.services.market_data import candles_import_directory
 from risk.selectors import limits_for
 
@@ -104,12 +104,18 @@ class Command(BaseCommand):
 
     def _candles_ensure(self, data: Path | None, verbosity: int) -> None:
         """Import the files of ``data`` unless candles are stored; CommandError naming STATARB_DATA_DIR when there is
-        nothing to import. The demo never fetches from the exchange: it must work without network."""
+        nothing to import. With candles stored, the files whose symbol has none are imported: an import stopped half
+        way (Ctrl-C) has stored whole files only, and the demo went on with the symbols it had reached, saying only
+        that candles were kept. The demo never fetches from the exchange: it must work without network."""
         first, last = candle_bounds()
+        files = _data_files(data) if last is None else _files_not_stored(data)
         if last is not None:
-            self.stdout.write(f"kept: candles already stored ({first:%Y-%m-%d} to {last:%Y-%m-%d} UTC)")
-            return
-        files = _data_files(data)
+            kept = f"kept: candles already stored ({first:%Y-%m-%d} to {last:%Y-%m-%d} UTC)"
+            if not files:
+                self.stdout.write(kept)
+                return
+            self.stdout.write(f"{kept}; importing the {len(files)} file(s) of {data} not stored yet (an import "
+                              "stopped before the end)")
         bar = tqdm(total=len(files), unit="file", desc="import", disable=verbosity == 0)
         rejected: list[str] = []
 
@@ -119,7 +125,7 @@ class Command(BaseCommand):
                 rejected.append(result.error)
 
         try:
-            summary = candles_import_directory(directory=data, timeframe=DEMO_TIMEFRAME,
+            summary = candles_import_directory(directory=data, timeframe=DEMO_TIMEFRAME, symbols=list(files),
                                                exchange=settings.STATARB_EXCHANGE, progress=progress)  # fmt: skip
         finally:
             bar.close()
@@ -181,6 +187,17 @@ def _data_files(data: Path | None) -> dict[str, Path]:
         where = f"{data} ({data.resolve()})" if str(data) != str(data.resolve()) else str(data)
         raise CommandError(f"no candles stored and {DATA_ENV}={where} holds no candle file. {fix}")
     return files
+
+
+def _files_not_stored(data: Path | None) -> dict[str, Path]:
+    """The candle files of ``data`` whose symbol has no stored bar; none when ``data`` is unset or unusable (the
+    stored candles are enough for the demo then)."""
+    try:
+        files = candle_files(data) if data is not None else {}
+    except CandleFileError:
+        return {}
+    stored = symbols_with_candles(exchange=settings.STATARB_EXCHANGE, timeframe=DEMO_TIMEFRAME)
+    return {symbol: path for symbol, path in files.items() if symbol not in stored}
 
 
 def _limits_text() -> str:
