@@ -15,7 +15,19 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    """django-environ's reader, whose lists drop the spaces around their items: it read "a.com, 127.0.0.1" as
+    "a.com" and " 127.0.0.1", a host name no request's Host header matches (every request to it answered 400), and
+    a trusted origin or a base URL that nothing equals."""
+
+    def list(self, var, cast=None, default=environ.Env.NOTSET):
+        items = super().list(var, cast=cast, default=default)
+        items = [item.strip() if isinstance(item, str) else item for item in items]
+        return [item for item in items if item != ""]
+
+
+env = _Env()
 # A .env file beside manage.py is read when present; real environment variables win over it.
 if (BASE_DIR / ".env").is_file():
     env.read_env(str(BASE_DIR / ".env"), overwrite=False)

@@ -165,6 +165,32 @@ def test_production_without_allowed_hosts_fails_naming_it(tmp_path):
     assert "ALLOWED_HOSTS must be set" in result.stderr
 
 
+HOST_PROBE = """
+import django
+django.setup()
+from django.test import Client
+client = Client()
+for host in ("statarb.example.com", "127.0.0.1", "evil.example.com"):
+    print(host, client.get("/no-such-page/", HTTP_HOST=host, secure=True).status_code)
+"""
+
+
+def test_comma_separated_lists_take_spaces_after_the_commas(tmp_path):
+    # "statarb.example.com, 127.0.0.1" was read as "statarb.example.com" and " 127.0.0.1": every request to
+    # 127.0.0.1 was answered 400 (and a trusted origin after a space never matched: CSRF failures at login).
+    env = _production(tmp_path, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com, 127.0.0.1",
+                      CSRF_TRUSTED_ORIGINS="https://statarb.example.com, https://127.0.0.1 ,")
+    result = _run(["-c", HOST_PROBE], env)
+    assert result.returncode == 0, result.stderr
+    codes = dict(line.split() for line in result.stdout.splitlines() if line.count(" ") == 1)
+    assert codes["statarb.example.com"] == codes["127.0.0.1"] != "400"
+    assert codes["evil.example.com"] == "400"
+    values = _settings(tmp_path, ["ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS"], **{
+        k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS")})
+    assert values == {"ALLOWED_HOSTS": ["statarb.example.com", "127.0.0.1"],
+                      "CSRF_TRUSTED_ORIGINS": ["https://statarb.example.com", "https://127.0.0.1"]}
+
+
 def test_the_market_clock_is_the_wall_clock_unless_set_and_production_refuses_the_stored_one(tmp_path):
     assert _settings(tmp_path, ["STATARB_MARKET_CLOCK"])["STATARB_MARKET_CLOCK"] == "wall"
     assert _settings(tmp_path, ["STATARB_MARKET_CLOCK"], STATARB_MARKET_CLOCK="stored")["STATARB_MARKET_CLOCK"] == \
