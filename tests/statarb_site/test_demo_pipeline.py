@@ -13,9 +13,10 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count
 
 from notifications.models import Notification
-from pairs.models import Candle, Level, Pair, StrategyConfig
+from pairs.models import Candle, Instrument, Level, Pair, StrategyConfig
 from pairs.services.market_data import candles_import_directory
 from risk.models import RiskLimit
+from tests.factories import PairFactory
 from tests.replay.replay_world import L1_MIN_TRADES, SHORT_WINDOWS, SYMBOLS
 
 pytestmark = pytest.mark.django_db
@@ -95,6 +96,24 @@ def test_an_import_stopped_half_way_is_resumed_by_the_next_run(var_dir, few_symb
     with pytest.raises(CommandError, match="holds out more than"):
         call_command("demo_pipeline", data=few_symbols_dir, hold_out_days=10**6, stdout=out, stderr=StringIO())
     assert "kept: candles already stored (2020-12-01 to 2021-04-04 UTC)\n" in out.getvalue()
+
+
+def test_pairs_without_a_replay_are_not_said_to_be_the_first_runs_replay(var_dir, few_symbols_dir):
+    """A replay stopped half way (Ctrl-C) leaves its pairs and no var/demo-replay.json; the next run said "kept: pairs
+    exist, so the first run's replay stands" of a replay that never finished."""
+    candles_import_directory(directory=few_symbols_dir, timeframe="1h", exchange="bybit")
+    symbols = sorted(SYMBOLS)
+    y, x = (Instrument.objects.get(symbol=s) for s in symbols[:2])
+    PairFactory(y_instrument=y, x_instrument=x)
+    (var_dir / "demo-selection.json").mkdir()  # stops step 3 before it screens: step 2 is what matters here
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError, match="is a directory"):
+        call_command("demo_pipeline", data=few_symbols_dir, replay_days=6, hold_out_days=0, stdout=out, stderr=err)
+
+    assert "kept: pairs exist" not in out.getvalue()
+    assert (f"not replayed: pairs exist (a replay needs a database without pairs) and {var_dir / 'demo-replay.json'} "
+            "is missing: the first run's replay did not finish") in err.getvalue()
 
 
 def test_a_bad_replay_length_is_refused(var_dir, few_symbols_dir):

@@ -88,8 +88,14 @@ class Command(BaseCommand):
             end = {"end": last_day.isoformat()} if last_day else {}
             call_command("replay", start=start, account=REPLAY_ACCOUNT, json_path=replay_json, console=True,
                          verbosity=max(verbosity, 1), stdout=self.stdout, stderr=self.stderr, **end)  # fmt: skip
-        else:
+        elif replay_json.exists():
             self.stdout.write("kept: pairs exist, so the first run's replay stands (its figures are below)")
+        else:
+            # Said as kept, and the replay was never there: stopped half way (Ctrl-C), or pairs made before it.
+            self.stderr.write(self.style.WARNING(
+                f"not replayed: pairs exist (a replay needs a database without pairs) and {replay_json} is missing: "
+                "the first run's replay did not finish, or the pairs were made before it (select_pairs); `make "
+                "clean` starts over"))
         self._step(3, "screening the whole universe on the stored candles")
         window_end = {"end": batch_end} if batch_end else {}
         call_command("select_pairs", json_path=settings.VAR_DIR / "demo-selection.json", verbosity=max(verbosity, 1),
