@@ -313,9 +313,11 @@ elif "REDIS_URL" in env:
 else:
     CELERY_BROKER_URL = DEFAULT_BROKER_URL
 BROKER_IS_REDIS = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
-CELERY_RESULT_BACKEND = env(
+CELERY_RESULT_BACKEND = _url_checked(
     "CELERY_RESULT_BACKEND",
-    default=CELERY_BROKER_URL if BROKER_IS_REDIS else f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}",
+    env("CELERY_RESULT_BACKEND",
+        default=CELERY_BROKER_URL if BROKER_IS_REDIS else f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"),
+    ("redis", "rediss", "db", "rpc"), "redis://host:6379/1",  # empty, the chords of the screening's fan-out fail
 )
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"

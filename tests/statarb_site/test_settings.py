@@ -121,6 +121,9 @@ def test_explicit_broker_url_wins_over_redis_url(tmp_path):
          "CELERY_BROKER_URL has the scheme 'reddis', which is none of redis, rediss,"),
         ("REDIS_URL", "127.0.0.1:6379", "REDIS_URL is not a URL (no scheme://)"),
         ("REDIS_URL", "amqp://guest:db-Pw-123@h//", "REDIS_URL has the scheme 'amqp', which is none of redis, rediss"),
+        # An empty one turned the results off (the screening's fan-out chord then fails); a typo was a module name.
+        ("CELERY_RESULT_BACKEND", "", "CELERY_RESULT_BACKEND is set but empty (unset it for the default)"),
+        ("CELERY_RESULT_BACKEND", "redis:/:db-Pw-123@h:6379/1", "CELERY_RESULT_BACKEND is not a URL (no scheme://)"),
     ],
 )  # fmt: skip
 def test_a_malformed_database_or_broker_url_stops_the_start_naming_the_variable(tmp_path, name, value, message):
