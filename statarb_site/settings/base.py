@@ -26,6 +26,15 @@ class _Env(environ.Env):
         items = [item.strip() if isinstance(item, str) else item for item in items]
         return [item for item in items if item != ""]
 
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        # A number that isn't one (CONN_MAX_AGE=60s) raised "invalid literal for int() with base 10: '60s'", which
+        # names neither the variable nor what it takes.
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError as exc:
+            kind = {int: "a whole number", float: "a number"}.get(cast, "a value of its kind")
+            raise ImproperlyConfigured(f"{var} must be {kind} ({exc})") from None
+
 
 env = _Env()
 # A .env file beside manage.py is read when present; real environment variables win over it.

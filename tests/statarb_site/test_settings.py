@@ -124,9 +124,12 @@ def test_explicit_broker_url_wins_over_redis_url(tmp_path):
         # An empty one turned the results off (the screening's fan-out chord then fails); a typo was a module name.
         ("CELERY_RESULT_BACKEND", "", "CELERY_RESULT_BACKEND is set but empty (unset it for the default)"),
         ("CELERY_RESULT_BACKEND", "redis:/:db-Pw-123@h:6379/1", "CELERY_RESULT_BACKEND is not a URL (no scheme://)"),
+        # "invalid literal for int() with base 10: '60s'", naming neither the variable nor what it takes.
+        ("CONN_MAX_AGE", "60s", "CONN_MAX_AGE must be a whole number (invalid literal for int() with base 10: '60s')"),
+        ("NOTIFY_FOLD_WINDOW_S", "fifteen", "NOTIFY_FOLD_WINDOW_S must be a number ("),
     ],
 )  # fmt: skip
-def test_a_malformed_database_or_broker_url_stops_the_start_naming_the_variable(tmp_path, name, value, message):
+def test_a_malformed_url_or_number_stops_the_start_naming_the_variable(tmp_path, name, value, message):
     result = _run(["manage.py", "check"], _env(tmp_path, **{name: value}))
 
     assert result.returncode != 0
