@@ -87,6 +87,22 @@ def test_the_local_settings_serve_only_on_loopback(monkeypatch):
     assert _loopback("127.0.0.1:8000") and _loopback("[::1]:8000") and _loopback("localhost:8000")
 
 
+@pytest.mark.django_db
+def test_an_unreachable_broker_is_refused_before_anything_starts(settings, monkeypatch):
+    """Started without its Redis, the cluster ran the web while every worker and beat retried in the background."""
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "statarb_site.settings.local")
+    settings.CELERY_BROKER_URL = f"redis://:broker-Pw-123@127.0.0.1:{free_port()}/0"
+
+    with pytest.raises(CommandError) as info:
+        call_command("cluster", print_only=True)
+
+    message = str(info.value)
+    assert message.startswith("the broker redis://:**@127.0.0.1:") and "can't be reached (" in message
+    assert message.endswith("start Redis first, or set CELERY_BROKER_URL") and "broker-Pw-123" not in message
+
+
 def _prepare(database_url: str, broker_url: str, env: dict[str, str]) -> None:
     """A fresh start on the dedicated database and Redis db: migrated, the demo's paper account, beat's schedules
     last run an hour ago (so only a running beat makes them fresh) and no bot heartbeat (only a running bot

@@ -29,6 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args, bind: str, selection_concurrency: int, procfile: str | None, print_only: bool,
                **options):
         _check_database()
+        _check_broker()
         module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
         if module.endswith(".local") and not _loopback(bind):
             # Every process inherits this command's settings: the local ones sign sessions with a public
@@ -75,6 +76,22 @@ def _check_database() -> None:
         raise CommandError(f"the database {settings.DATABASES['default']['NAME']!r} can't be reached ({exc}): start "
                            "MariaDB and create it first, e.g. mysql -e 'CREATE DATABASE statarb CHARACTER SET "
                            "utf8mb4'") from exc
+
+
+def _check_broker() -> None:
+    """The broker answers before anything starts: without it every worker and beat retried for minutes in the
+    background while the web served, and nothing ran. Its address is shown with the password masked."""
+    from kombu import Connection
+    from kombu.exceptions import OperationalError as BrokerError
+
+    broker = Connection(settings.CELERY_BROKER_URL, connect_timeout=3)
+    try:
+        broker.ensure_connection(max_retries=1, timeout=5)
+    except (BrokerError, OSError) as exc:
+        raise CommandError(f"the broker {broker.as_uri()} can't be reached ({exc}): start Redis first, or set "
+                           "CELERY_BROKER_URL") from None
+    finally:
+        broker.release()
 
 
 def _text(bind: str, selection_concurrency: int) -> str:
