@@ -181,6 +181,12 @@ def _import_symbol_check(path: Path, symbol: str, quote: str = "USDT") -> None:
         problem = "letters A-Z, digits, '.', '-' or '_' only, starting with a letter or digit"
     elif len(symbol) > longest or len(base) > longest_base:
         problem = f"at most {longest} characters, of which {longest_base} before the quote {quote}"
+    elif base == symbol:
+        # ETHBTC.csv (prices in BTC) or BTCUSD.csv was stored as a USDT contract named so, and the screening and the
+        # replay took it into the USDT universe with prices that are not in USDT.
+        raise CandleFileError(f"{path}: the file's name gives the symbol {symbol!r}, which is no {quote} contract "
+                              f"(a linear {quote} perpetual's symbol ends with {quote}, like BTC{quote}): its prices "
+                              f"would join the {quote} universe in another currency")
     else:
         return
     raise CandleFileError(f"{path}: the file's name gives the symbol {symbol!r}, which is not a symbol ({problem})")

@@ -143,6 +143,26 @@ def test_import_candles_a_file_name_that_is_no_symbol_is_rejected_and_the_others
     assert Candle.objects.count() == 9
 
 
+@pytest.mark.parametrize("name", ["ETHBTC.csv", "BTCUSD.csv", "btcusdc.csv", "USDT.csv"])
+def test_import_candles_a_file_of_another_quote_is_rejected_not_stored_as_a_usdt_contract(candle_dir, name):
+    # ETHBTC.csv (prices in BTC) was stored as the USDT instrument "ETHBTC", and screened and replayed with the
+    # USDT contracts.
+    path = candle_dir / name
+    pd.DataFrame(rows(3, 0.05), columns=COLUMNS).to_csv(path, index=False)
+    out, err = StringIO(), StringIO()
+
+    with pytest.raises(CommandError) as info:
+        call_command("import_candles", str(candle_dir), stdout=out, stderr=err)
+
+    assert str(info.value) == f"1 file(s) rejected: {name}"
+    symbol = name[: -len(".csv")].upper()
+    assert err.getvalue() == (
+        f"REJECTED {path}: the file's name gives the symbol {symbol!r}, which is no USDT contract (a linear USDT "
+        "perpetual's symbol ends with USDT, like BTCUSDT): its prices would join the USDT universe in another "
+        "currency\n")
+    assert sorted(Instrument.objects.values_list("symbol", flat=True)) == ["GOODAUSDT", "GOODBUSDT"]
+
+
 @pytest.mark.parametrize("exchange", ["", "By bit", "x" * 33])
 def test_import_candles_an_exchange_that_is_no_ccxt_id_is_refused_before_anything_is_stored(candle_dir, exchange):
     with pytest.raises(CommandError) as info:
