@@ -119,13 +119,28 @@ def _schedule_objects(default: DefaultSchedule) -> dict:
     return {"interval": interval, "crontab": None}
 
 
+def _default_row(default: DefaultSchedule) -> PeriodicTask | None:
+    """The default's row: by its name, else the row of its task, renamed in the admin (recreating it under the
+    default name would run the guard or the bots' dispatch twice a minute)."""
+    return (PeriodicTask.objects.filter(name=default.name).first()
+            or PeriodicTask.objects.filter(task=default.task).order_by("pk").first())
+
+
+def _differences(row: PeriodicTask, values: dict) -> dict[str, tuple[str, str]]:
+    return {attribute: (str(getattr(row, attribute)), str(value)) for attribute, value in values.items()
+            if getattr(row, attribute) != value}
+
+
 @transaction.atomic
 def periodic_tasks_setup(*, reset: bool = False, actor_label: str = "") -> dict[str, list[str]]:
-    """Create the default schedules that are missing (or, with ``reset``, rewrite all of them). Each schedule
-    created or rewritten is audited (by ``actor_label``): the guard's and the bots' schedules decide what runs."""
+    """Create the default schedules that are missing (or, with ``reset``, rewrite those that differ from their
+    default). A default renamed in the admin is found by its task and kept (or, with ``reset``, renamed back). Each
+    schedule created or rewritten is audited (by ``actor_label``), with what the reset changed: the guard's and
+    the bots' schedules decide what runs."""
     created, reset_names, kept = [], [], []
     for default in DEFAULT_SCHEDULES:
         values = {
+            "name": default.name,
             "task": default.task,
             "queue": default.queue,
             "kwargs": json.dumps(default.kwargs),
@@ -133,22 +148,24 @@ def periodic_tasks_setup(*, reset: bool = False, actor_label: str = "") -> dict[
             "enabled": True,
             **_schedule_objects(default),
         }
-        existing = PeriodicTask.objects.filter(name=default.name).first()
+        existing = _default_row(default)
         if existing is None:
-            task = PeriodicTask.objects.create(name=default.name, **values)
+            task = PeriodicTask.objects.create(**values)
             created.append(default.name)
             audit_record(action="create_periodic_task", channel="command", actor_label=actor_label, target=task,
                          summary=f"created periodic task {task.name} ({task.task})")
-        elif reset:
-            was_enabled = existing.enabled
+        elif reset and (changes := _differences(existing, values)):
             for attribute, value in values.items():
                 setattr(existing, attribute, value)
             existing.save()
-            reset_names.append(default.name)
+            changed = ", ".join(f"{attribute} {before} -> {after}" for attribute, (before, after) in changes.items())
+            reset_names.append(f"{default.name} ({changed})")
+            was_enabled = "enabled" not in changes
             audit_record(action="reset_periodic_task", channel="command", actor_label=actor_label, target=existing,
-                         summary=f"reset periodic task {existing.name} to its default"
+                         summary=f"reset periodic task {existing.name} to its default ({changed})"
                                  + ("" if was_enabled else ", enabling it again"),
-                         details={"was_enabled": was_enabled})
+                         details={"was_enabled": was_enabled,
+                                  "changes": {attribute: list(pair) for attribute, pair in changes.items()}})
         else:
-            kept.append(default.name)
+            kept.append(default.name if existing.name == default.name else f"{default.name} (as {existing.name!r})")
     return {"created": created, "reset": reset_names, "kept": kept}

@@ -98,7 +98,12 @@ def test_reset_restores_the_defaults():
 
     outcome = periodic_tasks_setup(reset=True)
 
-    assert outcome == {"created": [], "reset": NAMES, "kept": []}
+    assert outcome == {
+        "created": [],
+        "reset": [f'{SNAPSHOT} (queue default -> risk, kwargs {{"day": "2021-01-01"}} -> {{}}, enabled False -> True)',
+                  f"{CLOSE_DAY} (crontab 30 1 * * * (m/h/dM/MY/d) UTC -> 5 0 * * * (m/h/dM/MY/d) UTC)"],
+        "kept": [n for n in NAMES if n not in (SNAPSHOT, CLOSE_DAY)],  # unchanged: not reported (nor audited) as reset
+    }
     snapshot = PeriodicTask.objects.get(name=SNAPSHOT)
     assert (snapshot.enabled, snapshot.queue, json.loads(snapshot.kwargs)) == (True, "risk", {})
     assert _crontab(PeriodicTask.objects.get(name=CLOSE_DAY)) == ("5", "0", "*", "*", "*", "UTC")
@@ -109,7 +114,7 @@ def test_reset_recreates_a_deleted_schedule():
     periodic_tasks_setup()
     PeriodicTask.objects.filter(name=CLOSE_DAY).delete()
     assert periodic_tasks_setup(reset=True) == {
-        "created": [CLOSE_DAY], "reset": [n for n in NAMES if n != CLOSE_DAY], "kept": []
+        "created": [CLOSE_DAY], "reset": [], "kept": [n for n in NAMES if n != CLOSE_DAY]
     }
     assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(NAMES)
 
@@ -123,7 +128,7 @@ def _command(*args: str) -> list[str]:
 def test_management_command_output():
     assert _command() == [*(f"created: {n}" for n in NAMES), f"{len(NAMES)} schedule(s) created."]
     assert _command() == [*(f"kept: {n}" for n in NAMES), "0 schedule(s) created."]
-    assert _command("--reset") == [*(f"reset: {n}" for n in NAMES), "0 schedule(s) created."]
+    assert _command("--reset") == [*(f"kept: {n}" for n in NAMES), "0 schedule(s) created."]  # nothing to reset
     assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(NAMES)
 
 
@@ -134,10 +139,27 @@ def test_a_reset_that_enables_a_schedule_again_is_audited():
     assert AuditEntry.objects.filter(action="create_periodic_task").count() == len(NAMES)
     PeriodicTask.objects.filter(name=SNAPSHOT).update(enabled=False)  # a person turned it off in the admin
     _command("--reset")
-    entries = AuditEntry.objects.filter(action="reset_periodic_task")
-    assert entries.count() == len(NAMES)
-    again = entries.get(target_id=str(PeriodicTask.objects.get(name=SNAPSHOT).pk))
+    again = AuditEntry.objects.get(action="reset_periodic_task")  # the one schedule the reset changed
+    assert again.target_id == str(PeriodicTask.objects.get(name=SNAPSHOT).pk)
+    assert again.summary == f"reset periodic task {SNAPSHOT} to its default (enabled False -> True), enabling it again"
+    assert again.details["changes"] == {"enabled": ["False", "True"]}
     assert "enabling it again" in again.summary and "(manage.py setup_periodic_tasks)" in again.actor_label
+
+
+def test_a_default_renamed_in_the_admin_is_kept_not_created_again_and_a_reset_renames_it_back():
+    """Found by name only, a renamed guard schedule came back under the default name at the next make run: the
+    guard (or the bots' dispatch) then ran twice a minute."""
+    periodic_tasks_setup()
+    PeriodicTask.objects.filter(name="risk: guard").update(name="guard (every minute)")
+
+    assert periodic_tasks_setup()["kept"][5] == "risk: guard (as 'guard (every minute)')"
+    assert PeriodicTask.objects.filter(task="monitoring.tasks.run_guard").count() == 1
+
+    outcome = periodic_tasks_setup(reset=True)
+
+    assert outcome["reset"] == ["risk: guard (name guard (every minute) -> risk: guard)"]
+    assert list(PeriodicTask.objects.filter(task="monitoring.tasks.run_guard").values_list("name", flat=True)) == [
+        "risk: guard"]
 
 
 def test_every_scheduled_task_is_a_registered_celery_task():
