@@ -1,4 +1,5 @@
-"""Production: DEBUG off whatever the environment says, the secret key and host names required, HTTPS on."""
+"""Production: DEBUG off whatever the environment says, the secret key, host names, database and broker required,
+HTTPS on."""
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -25,6 +26,17 @@ if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure") or "change-m
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in the environment in production (comma-separated).")
+
+# The shared database and broker are named, never defaulted: a process whose unit file lacks them ran on a SQLite
+# database and broker of its own under var/, its bots trading beside the guard's database, unseen by the dashboard.
+if not env("DATABASE_URL", default=""):
+    raise ImproperlyConfigured("DATABASE_URL must be set in the environment in production (the shared database, e.g. "
+                               "mysql://statarb:password@db-host:3306/statarb): without it this process would run "
+                               "on a SQLite database of its own")
+if not env("CELERY_BROKER_URL", default="") and not env("REDIS_URL", default=""):
+    raise ImproperlyConfigured("CELERY_BROKER_URL (or REDIS_URL) must be set in the environment in production (the "
+                               "shared broker, e.g. redis://redis-host:6379/0): without it this process would use a "
+                               "broker of its own, and its tasks would never reach the workers")
 
 # The demo's simulated clock never runs in production (core.market_clock).
 if env("STATARB_MARKET_CLOCK", default="wall") != "wall":

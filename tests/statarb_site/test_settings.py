@@ -36,8 +36,15 @@ def _env(tmp_path: Path, **values: str) -> dict[str, str]:
     return env
 
 
+def _shared_servers(tmp_path: Path) -> dict[str, str]:
+    """What production requires besides the key and hosts (files here: nothing needs to answer)."""
+    return {"DATABASE_URL": f"sqlite:///{tmp_path / 'shared.sqlite3'}",
+            "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"}
+
+
 def _production(tmp_path: Path, **values: str) -> dict[str, str]:
-    return _env(tmp_path, DJANGO_SETTINGS_MODULE="statarb_site.settings.production", **values)
+    return _env(tmp_path, DJANGO_SETTINGS_MODULE="statarb_site.settings.production",
+                **{**_shared_servers(tmp_path), **values})
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -171,6 +178,18 @@ def test_production_without_allowed_hosts_fails_naming_it(tmp_path):
     assert "ALLOWED_HOSTS must be set" in result.stderr
 
 
+@pytest.mark.parametrize("missing", ["DATABASE_URL", "CELERY_BROKER_URL"])
+def test_production_without_the_shared_database_or_broker_fails_naming_it(tmp_path, missing):
+    """Defaulted, a worker whose unit file lacked DATABASE_URL traded on a SQLite database of its own."""
+    env = _production(tmp_path, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com")
+    del env[missing]
+    result = _run(["-c", "import django; django.setup()"], env)
+    assert result.returncode != 0
+    assert f"{missing} " in result.stderr and "must be set in the environment in production" in result.stderr
+    with_redis_url = _run(["-c", "import django; django.setup()"], {**env, "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert (with_redis_url.returncode == 0) is (missing == "CELERY_BROKER_URL"), with_redis_url.stderr
+
+
 HOST_PROBE = """
 import django
 django.setup()
@@ -192,7 +211,8 @@ def test_comma_separated_lists_take_spaces_after_the_commas(tmp_path):
     assert codes["statarb.example.com"] == codes["127.0.0.1"] != "400"
     assert codes["evil.example.com"] == "400"
     values = _settings(tmp_path, ["ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS"], **{
-        k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS")})
+        k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
+                            "DATABASE_URL", "CELERY_BROKER_URL")})
     assert values == {"ALLOWED_HOSTS": ["statarb.example.com", "127.0.0.1"],
                       "CSRF_TRUSTED_ORIGINS": ["https://statarb.example.com", "https://127.0.0.1"]}
 
@@ -212,7 +232,7 @@ def test_the_market_clock_is_the_wall_clock_unless_set_and_production_refuses_th
 def test_production_keeps_debug_off_whatever_the_environment_says(tmp_path):
     values = _settings(tmp_path, ["DEBUG", "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE"],
                        DJANGO_SETTINGS_MODULE="statarb_site.settings.production", DEBUG="1",
-                       SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com")
+                       SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com", **_shared_servers(tmp_path))
     assert values == {"DEBUG": False, "SECURE_SSL_REDIRECT": True, "SESSION_COOKIE_SECURE": True}
 
 
@@ -240,7 +260,7 @@ def test_models_and_migrations_agree(tmp_path):
 def test_the_web_server_without_a_settings_module_runs_production_and_celery_local(tmp_path):
     """gunicorn statarb_site.wsgi as the README runs it: the package (with its Celery app) is imported first and
     chooses local for a Celery process; the WSGI entry point must still end up on production."""
-    env = _env(tmp_path, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com")
+    env = _env(tmp_path, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com", **_shared_servers(tmp_path))
     del env["DJANGO_SETTINGS_MODULE"]
     probe = ("import {module}\nfrom django.conf import settings\n"
              "print(settings.SETTINGS_MODULE, settings.SECURE_SSL_REDIRECT, settings.DEBUG)")
