@@ -9,7 +9,8 @@ Every path that brings candles in (exchange fetch, file import) passes through `
 | duplicate timestamp, different values | rejected: which one is right can't be known |
 | timestamp not an integer of ms, or outside 1970..9999 | rejected |
 | timestamp off the timeframe grid | rejected: the source is not of this timeframe |
-| timestamp in the future (open time > now) | rejected: clock or data error |
+| timestamp in the future (open time > now + 60 s) | rejected: clock or data error |
+| timestamp up to 60 s ahead of now (the exchange's clock a little ahead at a bar's start) | as unclosed, below |
 | bar not closed yet (open time + timeframe > now) | repaired: dropped, it will be fetched again once closed |
 | NaN or non-positive open/high/low/close | rejected |
 | high below low, or open/close outside [low, high] | rejected |
@@ -212,6 +213,12 @@ def _sorted_and_unique(data: pd.DataFrame, report: ValidationReport, problems: l
     return data
 
 
+# An exchange whose clock runs a little ahead of ours answers, just after its bar boundary, with the bar it has just
+# opened, whose open time is then a moment after our now: a bar that has not closed, not a data error (rejecting it
+# failed the symbol's whole page for that run).
+CLOCK_AHEAD_TOLERANCE_MS = 60_000
+
+
 def _time_problems(ts: np.ndarray, step: int, timeframe: str, now_ms: int) -> list[str]:
     problems = []
     off_grid = ts % step != 0
@@ -220,7 +227,7 @@ def _time_problems(ts: np.ndarray, step: int, timeframe: str, now_ms: int) -> li
         if ts.max() < SECONDS_LOOK_BELOW_MS:
             problems.append("every timestamp lies before 1973: they look like epoch seconds, and the column "
                             "takes epoch milliseconds (or ISO 8601 date-times in a date column)")
-    future = ts > now_ms
+    future = ts > now_ms + CLOCK_AHEAD_TOLERANCE_MS
     if future.any():
         problems.extend(_examples("timestamp in the future", ts[future]))
     return problems

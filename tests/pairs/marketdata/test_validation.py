@@ -164,6 +164,17 @@ def test_timestamp_in_the_future_is_rejected():
     assert error.problems == [f"timestamp in the future at {iso(5)}"]
 
 
+def test_a_bar_opened_a_moment_ahead_of_our_clock_is_dropped_as_unclosed_not_a_rejected_page():
+    """The exchange's clock a second ahead at 02:00: it answers with the bar it has just opened, 02:00, while our
+    clock reads 01:59:59. That failed the symbol's whole page for the run; the bar is only not closed yet."""
+    clean, report = validate(frame(bar(0), bar(1), bar(2)), now_ms=at(2) - 1_000)
+
+    assert clean["timestamp"].tolist() == [at(0)]  # 01:00 closes at 02:00, not yet by our clock
+    assert report.unclosed_dropped == 2
+    error = rejected(frame(bar(0), bar(2)), now_ms=at(2) - 61_000)
+    assert error.problems == [f"timestamp in the future at {iso(2)}"]  # a minute ahead: a clock or data error
+
+
 @pytest.mark.parametrize("column", ["open", "high", "low", "close"])
 @pytest.mark.parametrize("value", [math.nan, 0.0, -1.0])
 def test_nan_or_non_positive_price_is_rejected(column, value):
