@@ -223,7 +223,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Messages wait for the next page in the session (server side), not in a cookie: a message can carry a secret shown
 # once (a new API token), and a cookie's value is only signed, not encrypted.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
-if env.bool("BEHIND_TLS_PROXY", default=False):
+# Behind our own reverse proxy, which sets X-Forwarded-Proto and appends the client's address to X-Forwarded-For.
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
     # Only behind a proxy that sets this header itself; otherwise a client could claim HTTPS.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -235,6 +237,9 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one over the limit locks
 AXES_RESET_ON_SUCCESS = True
+# The client's address, not the reverse proxy's (core.web.client_address): behind the proxy every attempt came from
+# its address, and one stranger's wrong passwords locked everyone out.
+AXES_CLIENT_IP_CALLABLE = "core.web.client_address"
 # The log names the user name and address of a lock-out (the password is always masked): the operator must see who.
 AXES_SENSITIVE_PARAMETERS: list[str] = []
 # Its start-up line on every command is noise.
@@ -275,6 +280,9 @@ REST_FRAMEWORK = {
                                  "rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": env("API_THROTTLE_ANON", default="60/minute"),
                                "user": env("API_THROTTLE_USER", default="600/minute")},
+    # An anonymous client is counted by the address the proxy appended (as core.web.client_address), else by
+    # REMOTE_ADDR: DRF's default read the whole X-Forwarded-For, a header any client writes as it likes.
+    "NUM_PROXIES": 1 if BEHIND_TLS_PROXY else 0,
     # An unknown query parameter answers 400 (core.api.StrictQueryParameters) instead of being ignored.
     "DEFAULT_FILTER_BACKENDS": ["core.api.StrictQueryParameters", "django_filters.rest_framework.DjangoFilterBackend",
                                 "core.api.StableOrderingFilter"],

@@ -9,6 +9,7 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
+from axes.models import AccessAttempt
 from cryptography.fernet import Fernet
 from django.contrib.auth.models import Group
 from django.contrib.staticfiles import finders
@@ -18,6 +19,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from knox.models import AuthToken
 from rest_framework.test import APIClient
+from rest_framework.throttling import AnonRateThrottle
 
 from core.models import AuditEntry
 from core.secrets import decrypt_secret
@@ -132,6 +134,50 @@ def test_one_address_guessing_many_users_is_locked(client, victim):
     response = client.post("/admin/login/", {"username": "victim", "password": "the-right-password-42"},
                            REMOTE_ADDR="10.1.1.1")
     assert response.status_code == 429 and "_auth_user_id" not in client.session
+
+
+def test_behind_the_proxy_a_guesser_locks_its_own_address_not_everyone_elses(client, victim, settings):
+    # Behind the reverse proxy every request comes from the proxy's address: a stranger's wrong passwords locked
+    # that address, so nobody could log in (the dashboard's and the admin's kill switch) for AXES_COOLOFF_HOURS.
+    settings.BEHIND_TLS_PROXY = True
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    for attempt in range(6):  # spoofed entries in front of what the proxy appended don't move the guesser
+        client.post("/accounts/login/", {"username": f"nobody{attempt}", "password": "x"}, **proxy,
+                    HTTP_X_FORWARDED_FOR=f"10.0.0.{attempt}, 203.0.113.9")
+    operator = type(client)()
+    response = operator.post("/accounts/login/", {"username": "victim", "password": "the-right-password-42"},
+                             **proxy, HTTP_X_FORWARDED_FOR="198.51.100.7")
+    assert response.status_code == 302 and operator.session.get("_auth_user_id") == str(victim.pk)
+    response = type(client)().post("/accounts/login/", {"username": "victim", "password": "the-right-password-42"},
+                                   **proxy, HTTP_X_FORWARDED_FOR="10.9.9.9, 203.0.113.9")
+    assert response.status_code == 429  # the guesser's own address stays locked
+    assert AccessAttempt.objects.filter(ip_address="203.0.113.9").exists()
+    assert not AccessAttempt.objects.filter(ip_address="127.0.0.1").exists()
+
+
+@pytest.mark.parametrize("forwarded", ["", "not-an-address", "10.0.0.1, 300.1.2.3"])
+def test_behind_the_proxy_a_missing_or_malformed_forwarded_address_counts_as_the_proxys(client, victim, settings,
+                                                                                       forwarded):
+    settings.BEHIND_TLS_PROXY = True
+    for attempt in range(6):
+        client.post("/accounts/login/", {"username": f"nobody{attempt}", "password": "x"}, REMOTE_ADDR="127.0.0.5",
+                    HTTP_X_FORWARDED_FOR=forwarded)
+    assert AccessAttempt.objects.filter(ip_address="127.0.0.5").exists()
+
+
+def test_without_the_proxy_a_forwarded_header_is_the_clients_word_and_ignored(client, victim):
+    for attempt in range(6):
+        client.post("/accounts/login/", {"username": f"nobody{attempt}", "password": "x"}, REMOTE_ADDR="10.3.3.3",
+                    HTTP_X_FORWARDED_FOR=f"192.0.2.{attempt}")
+    response = client.post("/accounts/login/", {"username": "victim", "password": "the-right-password-42"},
+                           REMOTE_ADDR="10.3.3.3", HTTP_X_FORWARDED_FOR="192.0.2.99")
+    assert response.status_code == 429 and "_auth_user_id" not in client.session
+
+
+def test_the_apis_throttle_counts_an_anonymous_client_by_its_address_not_by_a_header_it_writes(rf):
+    # DRF's default counted the whole X-Forwarded-For: a new value per request was a new client, never throttled.
+    request = rf.get("/api/v1/", REMOTE_ADDR="10.4.4.4", HTTP_X_FORWARDED_FOR="192.0.2.1")
+    assert AnonRateThrottle().get_ident(request) == "10.4.4.4"
 
 
 def test_the_lock_out_is_listed_in_the_admin(client, victim, django_user_model):
