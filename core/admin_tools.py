@@ -1,19 +1,22 @@
 """What the apps' admins share: read-only records, an audit of every edit, and permission checks for custom actions.
 
 Django's own permissions (add/change/delete/view per model) guard the admin's forms; every add, change and delete
-made through them is also written to the audit trail (core.AuditEntry) with the fields that changed, in the same
-transaction as the change.
+made through them is also written to the audit trail (core.AuditEntry) with the fields that changed and their values
+before and after, in the same transaction as the change.
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models, transaction
 
 from core.audit import audit_record
+from core.secrets import redact
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -44,6 +47,36 @@ def _model_name(obj) -> str:
     return obj._meta.model_name
 
 
+# Columns whose values never go to the trail, whatever admin edits them (a password's hash, an encrypted credential).
+_UNSHOWN = re.compile(r"password|encrypted|digest", re.IGNORECASE)
+_SHOWN_CHARACTERS = 120  # of one value in the summary; the details keep it whole
+
+
+def _values(obj, names: list[str]) -> dict[str, str]:
+    """The stored values of the model columns among ``names`` (a form's own fields, such as a new API key, and
+    many-to-many fields are left out), as text: a related row by what it shows, known secrets masked."""
+    values = {}
+    for name in names:
+        try:
+            field = obj._meta.get_field(name)
+        except FieldDoesNotExist:
+            continue
+        if not field.concrete or field.many_to_many or _UNSHOWN.search(name):
+            continue
+        value = getattr(obj, name) if field.is_relation else field.value_from_object(obj)
+        values[name] = redact("" if value is None else PlainDecimalInput().format_value(value)
+                              if isinstance(value, Decimal) else str(value))
+    return values
+
+
+def _change_summary(before: dict[str, str], after: dict[str, str], fields: list[str]) -> str:
+    def shown(text: str) -> str:
+        return text if len(text) <= _SHOWN_CHARACTERS else text[:_SHOWN_CHARACTERS] + "..."
+
+    return ", ".join(f"{name} {shown(before.get(name, ''))!r} -> {shown(after[name])!r}" if name in after else name
+                     for name in fields) or "no field"
+
+
 class AuditedAdmin(admin.ModelAdmin):
     """An editable table whose every add, change and delete in the admin is audited."""
 
@@ -51,12 +84,24 @@ class AuditedAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         with transaction.atomic():
-            super().save_model(request, obj, form, change)
             fields = sorted(form.changed_data) if form is not None else []
+            # What was stored, read again: an auditor asks what a limit was before someone changed it, not only that
+            # it changed (the form has already written the new values onto ``obj``).
+            stored = type(obj)._default_manager.filter(pk=obj.pk).first() if change and obj.pk else None
+            before = _values(stored, fields) if stored is not None else {}
+            super().save_model(request, obj, form, change)
+            after = _values(obj, fields)
+            if change:  # a field the form changed but this save left as it was (a pair's level: its own service)
+                for name in [name for name in after if before.get(name) == after[name]]:
+                    del after[name]
+                    before.pop(name, None)
             verb = "change" if change else "add"
             audit_record(action=f"{verb}_{_model_name(obj)}", channel="admin", actor=request.user, target=obj,
-                         summary=f"{verb} {obj._meta.verbose_name} {obj}: {', '.join(fields) or 'no field'}",
-                         details={"fields": fields})
+                         summary=f"{verb} {obj._meta.verbose_name} {obj}: "
+                                 + (_change_summary(before, after, fields) if change else ", ".join(fields)
+                                    or "no field"),
+                         details={"fields": fields, "before": before, "after": after} if change else
+                         {"fields": fields, "after": after})
 
     def delete_model(self, request, obj):
         with transaction.atomic():
