@@ -39,11 +39,11 @@ def mask_secret_shapes(text: str) -> str:
 
 
 class SecretsExceptionReporterFilter(SafeExceptionReporterFilter):
-    """Django's error page (DEBUG only) and error reports: beside its own names (KEY, SECRET, PASS, TOKEN...), the
-    settings and request variables that hold URLs or connection strings are hidden, since a broker, result
-    backend or database URL carries its password."""
+    """Django's error page (DEBUG only) and error reports: beside its own names (AUTH, KEY, SECRET, PASS, TOKEN...:
+    AUTH covers the Authorization header, an API token), the settings and request variables that hold URLs or
+    connection strings are hidden, since a broker, result backend or database URL carries its password."""
 
-    hidden_settings = re.compile("API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|URL|BROKER|BACKEND|DSN",
+    hidden_settings = re.compile("API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|URL|BROKER|BACKEND|DSN",
                                  flags=re.IGNORECASE)
 
 

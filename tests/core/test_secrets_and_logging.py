@@ -238,11 +238,11 @@ def test_djangos_own_loggers_write_only_through_the_filtered_console(tmp_path):
     assert "A" * 35 not in run.stderr and "plainKEYvalue123" not in run.stderr and token not in run.stderr
 
 
-def _error_page(rf) -> str:
+def _error_page(rf, request=None) -> str:
     """Django's error page for a request whose environment holds a database URL (as runserver's does)."""
     from django.views.debug import ExceptionReporter
 
-    request = rf.get("/boom", DATABASE_URL="mysql://statarb:" + "db-Pw" + "-456@db-host/statarb")
+    request = request or rf.get("/boom", DATABASE_URL="mysql://statarb:" + "db-Pw" + "-456@db-host/statarb")
     try:
         raise RuntimeError("boom")
     except RuntimeError as exc:
@@ -256,3 +256,11 @@ def test_the_error_page_hides_url_settings_and_environment(rf, settings):
     # Built, not written out: the page shows the source lines around the error, which are not what is checked.
     assert "broker-Pw" + "-123" not in page and "db-Pw" + "-456" not in page
     assert "CELERY_BROKER_URL" in page and "DATABASE_URL" in page  # named, with the value hidden
+
+
+def test_the_error_page_hides_the_api_token_of_the_request(rf, settings):
+    # Our filter's list of names replaced Django's and left out its AUTH: the Authorization header, an API token,
+    # was shown whole among the request's variables.
+    settings.DEBUG = True
+    page = _error_page(rf, rf.get("/api/v1/trades/", HTTP_AUTHORIZATION="Token " + "0123456789abcdef" * 4))
+    assert "0123456789abcdef" * 4 not in page and "HTTP_AUTHORIZATION" in page
