@@ -51,6 +51,8 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Before the admin's own: the same page, audited.
+    path("admin/password_change/", views.own_password_change),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_patterns, "api"))),
     path("api/", RedirectView.as_view(pattern_name="api:root", permanent=False)),

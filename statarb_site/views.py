@@ -6,9 +6,10 @@ import logging
 import threading
 from datetime import timedelta
 
-from django.db import connection
+from django.contrib import admin
+from django.db import connection, transaction
 from django.db.models import Count, Max
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from drf_spectacular.types import OpenApiTypes
@@ -18,6 +19,7 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from core.api import check_query_parameters
+from core.audit import audit_record
 from execution.models import BotHeartbeat, ExchangeAccount
 from monitoring.dashboard import HEARTBEAT_STALE_AFTER
 from notifications.sender import deliveries_failing
@@ -144,3 +146,18 @@ class ApiRoot(APIView):
         names = ("levels", "pairs", "pair-statistics", "accounts", "trades", "orders", "fills", "funding",
                  "positions", "daily-pnl", "performance", "equity", "guard-events", "halts", "schema", "docs", "redoc")
         return Response({name: reverse(f"api:{name}", request=request, format=format) for name in names})
+
+
+def _own_password_change(request: HttpRequest) -> HttpResponse:
+    """The admin's "Change password" (a signed-in user's own password), audited: Django's view leaves no trace, so a
+    stolen session that changed its owner's password to lock them out left nothing in the trail. A POST answered by
+    the redirect to "done" is a saved password; the audit is written in the same transaction."""
+    with transaction.atomic():
+        response = admin.site.password_change(request)
+        if request.method == "POST" and response.status_code == 302:
+            audit_record(action="change_password", channel="admin", actor=request.user, target=request.user,
+                         summary=f"{request.user.get_username()} changed their own password")
+    return response
+
+
+own_password_change = admin.site.admin_view(_own_password_change, cacheable=True)

@@ -336,3 +336,31 @@ def test_adding_a_user_to_a_role_in_the_admin_is_audited_with_the_role(client, d
     assert response.status_code == 302, response.context["adminform"].form.errors
     entry = AuditEntry.objects.get(action="grant_user_groups")
     assert entry.details["added"] == ["trader"] and entry.details["removed"] == []
+
+
+def test_a_user_changing_their_own_password_in_the_admin_is_audited(client, users):
+    # Django's page left no trace: a stolen session could change its owner's password, locking them out, unseen.
+    viewer = users["viewer"]
+    client.force_login(viewer)
+    page = client.get(reverse("admin:password_change"))
+    assert page.status_code == 200 and b"old_password" in page.content
+    wrong = client.post(reverse("admin:password_change"), {"old_password": "not-it", "new_password1": "x-Ray-77-tango",
+                                                          "new_password2": "x-Ray-77-tango"})
+    assert wrong.status_code == 200 and not AuditEntry.objects.filter(action="change_password").exists()
+    response = client.post(reverse("admin:password_change"), {
+        "old_password": "a-long-test-password", "new_password1": "x-Ray-77-tango", "new_password2": "x-Ray-77-tango"})
+    assert response.status_code == 302
+    viewer.refresh_from_db()
+    assert viewer.check_password("x-Ray-77-tango")
+    entry = AuditEntry.objects.get(action="change_password")
+    assert entry.actor == viewer and entry.channel == "admin" and entry.target_id == str(viewer.pk)
+    assert "x-Ray-77-tango" not in entry.summary and "x-Ray-77-tango" not in str(entry.details)
+
+
+def test_the_own_password_page_still_needs_a_staff_login(client, django_user_model):
+    assert client.get(reverse("admin:password_change")).status_code == 302  # to the admin's login
+    client.force_login(django_user_model.objects.create_user("plain", password="a-long-test-password"))
+    response = client.post(reverse("admin:password_change"), {
+        "old_password": "a-long-test-password", "new_password1": "x-Ray-77-tango", "new_password2": "x-Ray-77-tango"})
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    assert django_user_model.objects.get(username="plain").check_password("a-long-test-password")
