@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from knox.models import AuthToken
+from kombu.exceptions import OperationalError
 from rest_framework.test import APIClient
 
 from core.models import AuditEntry
@@ -364,3 +365,29 @@ def test_the_own_password_page_still_needs_a_staff_login(client, django_user_mod
         "old_password": "a-long-test-password", "new_password1": "x-Ray-77-tango", "new_password2": "x-Ray-77-tango"})
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     assert django_user_model.objects.get(username="plain").check_password("a-long-test-password")
+
+
+def test_running_a_task_the_workers_do_not_know_is_not_audited_as_run(client, users, world, monkeypatch):
+    # django-celery-beat's action sends nothing when one selected task is unknown (renamed, its app removed); the
+    # trail said it had been run all the same.
+    sent = []
+    monkeypatch.setattr("celery.app.task.Task.apply_async", lambda self, *a, **k: sent.append(self.name))
+    gone = PeriodicTask.objects.create(name="gone", task="nowhere.tasks.gone", interval=world["task"].interval)
+    client.force_login(users["admin"])
+    response = client.post(reverse("admin:django_celery_beat_periodictask_changelist"),
+                           {"action": "run_tasks", "_selected_action": [world["task"].pk, gone.pk]}, follow=True)
+    assert 'task "nowhere.tasks.gone" not found' in [str(message) for message in response.context["messages"]]
+    assert sent == [] and not AuditEntry.objects.filter(action="run_periodic_task").exists()
+
+
+def test_a_task_the_broker_refuses_to_take_is_not_audited_as_run(client, users, world, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise OperationalError("broker down")
+
+    monkeypatch.setattr("celery.app.task.Task.apply_async", refuse)
+    client.raise_request_exception = False
+    client.force_login(users["admin"])
+    response = client.post(reverse("admin:django_celery_beat_periodictask_changelist"),
+                           {"action": "run_tasks", "_selected_action": [world["task"].pk]})
+    assert response.status_code == 500
+    assert not AuditEntry.objects.filter(action="run_periodic_task").exists()
