@@ -207,11 +207,18 @@ class UserAdmin(GrantsAuditedAdmin, BaseUserAdmin):
     def has_revoke_tokens_permission(self, request) -> bool:
         return request.user.has_perm("knox.delete_authtoken")
 
+    def user_change_password(self, request, id, form_url=""):
+        # Django saves the password, then logs (and we audit) in log_change: one transaction, so a password is never
+        # changed without its audit.
+        with transaction.atomic():
+            return super().user_change_password(request, id, form_url)
+
     def log_change(self, request, obj, message):
         # The password form doesn't go through save_model; Django logs it here, and so do we.
         if request.path.rstrip("/").endswith("/password"):
             audit_record(action="change_password", channel="admin", actor=request.user, target=obj,
-                         summary=f"password of {obj.get_username()} changed")
+                         summary=f"password of {obj.get_username()} changed" if obj.has_usable_password() else
+                         f"password-based login of {obj.get_username()} disabled")
         return super().log_change(request, obj, message)
 
     @admin.action(description="Revoke the API tokens of the selected users", permissions=["revoke_tokens"])
