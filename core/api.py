@@ -63,6 +63,14 @@ class CanReadReports(BasePermission):
         return bool(user and user.is_authenticated and user.has_perm(READ_API))
 
 
+def api_actor_label(request) -> str:
+    """Who acted over the API, for the audit: the user and the token's key (its public prefix, as the token's own
+    audit names it when it is created), so that after a leak the changes one token made can be told from those of the
+    user's other tokens (a Power BI, a script) and of a browser session."""
+    key = getattr(request.auth, "token_key", None)
+    return f"{request.user.get_username()} via " + (f"API token {key}" if key else "a session")
+
+
 def HasPermission(permission: str) -> type[BasePermission]:
     """A permission class that requires ``permission`` (``app_label.codename``) besides reading the API. It guards
     the API's changes: a signed-in user refused one is audited (action ``refused``)."""
@@ -80,7 +88,7 @@ def HasPermission(permission: str) -> type[BasePermission]:
             # show (a GET of the page is no attempt to change anything).
             if getattr(request, "_request", request).method in SAFE_METHODS:
                 return False
-            audit_record(action="refused", channel="api", actor=user,
+            audit_record(action="refused", channel="api", actor=user, actor_label=api_actor_label(request),
                          summary=f"{request.method} {request.path} refused: {user.get_username()} lacks the "
                                  f"permission {permission if user.has_perm(READ_API) else READ_API}",
                          details={"method": request.method, "path": request.path})

@@ -14,6 +14,7 @@ from core.api import (
     HasPermission,
     MomentFilter,
     StrictInputSerializer,
+    api_actor_label,
     check_query_parameters,
     day_end,
     id_filter,
@@ -211,7 +212,8 @@ class TradeCloseApi(APIView):
         self.TradeCloseInputSerializer(data=request.data).is_valid(raise_exception=True)
         trade = get_object_or_404(PairTrade.objects.select_related("account"), pk=pk)
         try:
-            active = trade_request_close(trade=trade, user=request.user, channel="api")
+            active = trade_request_close(trade=trade, user=request.user, channel="api",
+                                          actor_label=api_actor_label(request))
         except TradeCloseRefused as refused:
             return Response({"detail": str(refused)}, status=status.HTTP_409_CONFLICT)
         if not active:

@@ -9,7 +9,14 @@ from rest_framework.response import Response
 from rest_framework.utils import html
 from rest_framework.views import APIView
 
-from core.api import HasPermission, StrictBooleanInput, StrictInputSerializer, by_id_or_name, check_query_parameters
+from core.api import (
+    HasPermission,
+    StrictBooleanInput,
+    StrictInputSerializer,
+    api_actor_label,
+    by_id_or_name,
+    check_query_parameters,
+)
 from execution.models import ExchangeAccount
 from monitoring.guard.control import accounts_halt, accounts_resume
 
@@ -56,7 +63,8 @@ class HaltCreateApi(APIView):
         data.is_valid(raise_exception=True)
         account = data.validated_data.get("account")
         halt = accounts_halt(account=account, flatten=data.validated_data["flatten"],
-                             reason=data.validated_data["reason"], user=request.user, channel="api")
+                             reason=data.validated_data["reason"], user=request.user, channel="api",
+                             actor_label=api_actor_label(request))
         return Response({"id": halt.pk, "account": account.name if account else None, "flatten": halt.flatten,
                          "mode": halt.mode}, status=status.HTTP_201_CREATED)
 
@@ -74,5 +82,6 @@ class ResumeApi(APIView):
         check_query_parameters(request, (), paginated=False)  # ?account=main cleared the system-wide halts
         data = self.ResumeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        cleared = accounts_resume(account=data.validated_data.get("account"), user=request.user, channel="api")
+        cleared = accounts_resume(account=data.validated_data.get("account"), user=request.user, channel="api",
+                                  actor_label=api_actor_label(request))
         return Response({"cleared": cleared})

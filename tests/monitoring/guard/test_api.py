@@ -111,3 +111,25 @@ def test_an_account_left_empty_in_the_browsable_forms_halts_every_account(api_cl
 
     assert response.status_code == 201, response.content
     assert Halt.objects.get().account is None
+
+
+def test_a_halt_over_the_api_is_audited_with_the_token_that_asked_for_it(staff_client, client):
+    """After a leak, the changes one token made must be told from those of the user's other tokens and sessions."""
+    from knox.models import AuthToken
+    from rest_framework.test import APIClient
+
+    ExchangeAccountFactory(name="main")
+    stored, token = AuthToken.objects.create(user=staff_client.user)
+    by_token = APIClient()
+    by_token.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    response = by_token.post("/api/v1/halt/", {"account": "main", "reason": "incident"}, format="json")
+    assert response.status_code == 201, response.content
+    assert staff_client.post("/api/v1/resume/", {"account": "main"},
+                             content_type="application/json").status_code == 200
+
+    halted, resumed = AuditEntry.objects.filter(channel="api").order_by("pk")
+    assert halted.actor == staff_client.user
+    assert halted.actor_label == f"trader via API token {stored.token_key}"
+    assert token not in halted.actor_label  # the key is the token's public prefix, never the token
+    assert resumed.actor_label == "trader via a session"
