@@ -198,7 +198,7 @@ class PairTrade(TimeStampedModel):
     error = models.TextField(blank=True)
     close_requested_at = models.DateTimeField(null=True, blank=True, help_text="Someone asked to close it by hand")
     close_requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
 
     # Every write through the ORM (save, delete, update, bulk_create, bulk_update) refreshes the account's daily

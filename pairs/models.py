@@ -298,8 +298,9 @@ class LevelChange(models.Model):
     from_level = models.ForeignKey(Level, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     to_level = models.ForeignKey(Level, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     reason = models.CharField(max_length=500)
+    # PROTECT: deleting a person must not turn their level changes into the system's (deactivate users instead).
     changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     automatic = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

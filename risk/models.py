@@ -149,12 +149,13 @@ class Halt(models.Model):
     )
     # The raiser's clock: the wall clock live, the bar time in a replay.
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # PROTECT: who raised or cleared a halt outlives the user's account (deactivate users instead of deleting them).
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     cleared_at = models.DateTimeField(null=True, blank=True, db_index=True)
     cleared_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
 
     class Meta:

@@ -234,3 +234,25 @@ def test_a_halt_reads_as_what_it_stops_its_mode_and_pair():
 
     assert str(paused) == f"pair AAAUSDT/BBBUSDT of {account} reduce-only: slippage"
     assert str(stopped) == "all accounts halted and flattening: kill switch"
+
+
+def test_a_user_who_raised_a_halt_or_moved_a_level_cant_be_deleted_so_the_history_keeps_who_it_was(
+        django_user_model):
+    """Deleting the user set these to NULL: a person's manual level change then read 'system' in the level history."""
+    from django.db.models import ProtectedError
+
+    from pairs.models import LevelChange
+
+    officer = django_user_model.objects.create_user(username="officer", password="a-long-test-password")
+    halt = HaltFactory(account=None, created_by=officer)
+    with pytest.raises(ProtectedError):
+        officer.delete()
+    halt.delete()
+    pair = PairFactory()
+    LevelChange.objects.create(pair=pair, from_level=None, to_level=pair.level, reason="by hand", changed_by=officer,
+                               automatic=False)
+    with pytest.raises(ProtectedError):
+        officer.delete()
+    officer.is_active = False  # what the admin does instead: the login goes, the history stays
+    officer.save()
+    assert LevelChange.objects.get().actor == "officer"
