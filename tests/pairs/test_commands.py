@@ -74,6 +74,18 @@ def test_import_candles_symbols_subset_other_exchange_and_quiet(candle_dir):
     assert list(Instrument.objects.values_list("exchange", "symbol")) == [("binance", "GOODBUSDT")]
 
 
+def test_import_candles_defaults_to_the_exchange_the_configuration_screens(candle_dir, settings):
+    """The default came from STATARB_EXCHANGE: with the configuration's exchange changed in the admin, the candles
+    landed under an exchange the fetch and the screening never read."""
+    settings.STATARB_EXCHANGE = "bybit"
+    StrategyConfig.objects.update_or_create(pk=1, defaults={"exchange": "binance"})
+
+    out, _ = run("import_candles", str(candle_dir), symbols="GOODAUSDT", verbosity=0)
+
+    assert out == "1 file(s), 5 candle(s) imported (1h, binance).\n"
+    assert list(Instrument.objects.values_list("exchange", flat=True)) == ["binance"]
+
+
 def test_import_candles_bad_file_is_named_and_the_good_ones_are_stored(candle_dir):
     bad = rows(5, 50.0)
     bad[2] = (bad[2][0], 52.0, 53.0, 51.0, math.nan, 12.0)

@@ -1,13 +1,12 @@
 import re
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from core.commands import shell_operator
 from pairs.marketdata.files import CandleFileError
 from pairs.marketdata.validation import TIMEFRAME_MS
-from pairs.models import Instrument
+from pairs.models import Instrument, StrategyConfig
 from pairs.services.market_data import candles_import_directory
 
 
@@ -24,7 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("directory", type=Path)
         parser.add_argument("--timeframe", default="1h", choices=sorted(TIMEFRAME_MS, key=TIMEFRAME_MS.get))
         parser.add_argument("--symbols", default="", help="comma-separated symbols (default: every file)")
-        parser.add_argument("--exchange", default=settings.STATARB_EXCHANGE, help="exchange the symbols belong to")
+        parser.add_argument("--exchange", default=None,
+                            help="exchange the symbols belong to (default: the strategy configuration's, which the "
+                                 "fetch and the screening read)")
         parser.add_argument(
             "--overwrite", action="store_true",
             help="replace stored bars whose values differ from the file's (default: refuse such a file)",
@@ -32,6 +33,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, directory: Path, timeframe: str, symbols: str, exchange: str, overwrite: bool,
                verbosity: int, **options):  # fmt: skip
+        # The configuration's exchange, as the fetch and the screening use: with STATARB_EXCHANGE's, an exchange
+        # changed in the admin left the imported candles under one the screening never reads.
+        exchange = StrategyConfig.current().exchange if exchange is None else exchange
         longest = Instrument._meta.get_field("exchange").max_length
         if not re.fullmatch(rf"[a-z0-9_]{{1,{longest}}}", exchange):
             raise CommandError(f"--exchange {exchange!r}: a ccxt exchange id (lower-case letters, digits and '_', at "
