@@ -69,12 +69,13 @@ class ExchangeAccount(TimeStampedModel):
             name = getattr(self, field)
             if name and not name.startswith(prefix):
                 errors[field] = f"{name!r}: credential variables must start with {prefix!r}"
-        from execution.account_checks import disable_refusal, level_refusal  # they read this module's tables
+        from execution.account_checks import disable_refusal, level_refusal, venue_change_refusal  # read this module
 
         if self.level_id is not None and (refusal := level_refusal(self)):
             errors["level"] = refusal
         if refusal := disable_refusal(self):
             errors["enabled"] = refusal
+        errors.update(venue_change_refusal(self))
         if self.base_url_override:
             try:
                 check_base_url(self.base_url_override)

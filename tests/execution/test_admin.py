@@ -204,3 +204,33 @@ def test_lowering_an_accounts_capital_in_the_admin_is_no_loss_for_the_guard(staf
     assert cycle() == []  # without the baselines moved: daily_loss and drawdown
     today = DailyPnlSnapshot.objects.get(account=account)
     assert (today.starting_equity, today.ending_equity, today.peak_equity) == (5000, 5000, 5000)
+
+
+@pytest.mark.parametrize(("before", "after"), [("real", "paper"), ("demo", "real"), ("paper", "demo")])
+def test_an_account_holding_open_trades_keeps_its_mode_until_they_are_closed(staff_client, before, after):
+    """The mode says where the open trades' legs are: switched under them, the bot looked for the legs on the new
+    venue and left the positions on the old one unmanaged. Refused, naming the field; once flat it switches."""
+    from execution.models import PairTrade
+    from tests.factories import PairTradeFactory
+
+    level = Level.objects.get(number=3)  # a level that trades real capital: the only refusal is the open trade
+    env = {"api_key_env": "STATARB_CRED_K", "api_secret_env": "STATARB_CRED_S"}
+    account = ExchangeAccountFactory(name="switched", mode=before, level=level, **env)
+    trade = PairTradeFactory(account=account, state=PairTrade.State.OPEN)
+    url = reverse("admin:execution_exchangeaccount_change", args=[account.pk])
+    form = _account_form(name="switched", mode=after, level=level.pk, **env)
+
+    response = staff_client.post(url, form)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["mode"]
+    assert "holds 1 open trade(s)" in errors["mode"][0] and "close them first" in errors["mode"][0]
+    account.refresh_from_db()
+    assert account.mode == before
+
+    trade.state = PairTrade.State.CLOSED
+    trade.save(update_fields=["state"])
+    assert staff_client.post(url, form).status_code == 302
+    account.refresh_from_db()
+    assert account.mode == after
