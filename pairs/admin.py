@@ -116,33 +116,74 @@ class PairAdmin(AuditedAdmin):
             readonly += ["level", "level_locked"]
         return readonly
 
+    # What automation writes too (the grading the level, the maintenance the status): the change form carries the
+    # values the person saw (hidden), and only what the person changed from them is written. A form opened before a
+    # grading demoted the pair posted its old level, which was taken for the person's choice and undid the demotion.
+    SHARED_WITH_AUTOMATION = ("status", "level", "level_locked")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:
+            for name in self.SHARED_WITH_AUTOMATION:
+                if name in form.base_fields:
+                    form.base_fields[name].show_hidden_initial = True
+        return form
+
+    @staticmethod
+    def _seen(form, name: str, stored: Pair):
+        """The value of ``name`` the person saw (the form's hidden initial; a client that posts none saw the stored
+        one)."""
+        if name in form.fields and form.add_initial_prefix(name) in form.data:
+            field = form.fields[name]
+            return field.to_python(form._widget_data_value(field.hidden_widget(), form.add_initial_prefix(name)))
+        return getattr(stored, name)
+
     def save_model(self, request, obj, form, change):
         # A level edited here goes through the audited service, not a bare save.
-        new_level = obj.level
-        new_lock = obj.level_locked
-        if change and ("level" in form.changed_data or "level_locked" in form.changed_data):
-            if not self.has_change_pair_level_permission(request):
-                raise PermissionDenied("moving a pair between levels needs the permission pairs.change_pair_level")
-            original = Pair.objects.get(pk=obj.pk)
-            obj.level, obj.level_locked = original.level, original.level_locked
-            super().save_model(request, obj, form, change)
-            with transaction.atomic():
-                pair_set_level(pair=obj, level=new_level, reason="set in the admin", changed_by=request.user,
-                               lock=new_lock)
-                audit_record(action="set_pair_level", channel="admin", actor=request.user, target=obj,
-                             summary=f"{obj}: level {new_level}, locked {new_lock}")
-        elif not change and obj.level_id is not None:
-            # A pair added with a level gets it through the audited service too (its LevelChange row).
-            new_level, obj.level, obj.level_locked = obj.level, None, False
-            with transaction.atomic():
-                super().save_model(request, obj, form, change)
-                pair_set_level(pair=obj, level=new_level, reason="set in the admin when added",
-                               changed_by=request.user, lock=new_lock)
-                audit_record(action="set_pair_level", channel="admin", actor=request.user, target=obj,
-                             summary=f"{obj}: added at level {new_level}, locked {new_lock}")
-            obj.refresh_from_db()
-        else:
-            super().save_model(request, obj, form, change)
+        if not change:
+            return self._save_new(request, obj, form)
+        stored = Pair.objects.get(pk=obj.pk)
+        seen = {name: self._seen(form, name, stored) for name in self.SHARED_WITH_AUTOMATION}
+        changed = {name for name in self.SHARED_WITH_AUTOMATION
+                   if name in form.fields and getattr(obj, name) != seen[name]}
+        new_level, new_lock = obj.level, obj.level_locked
+        obj.status = obj.status if "status" in changed else stored.status
+        obj.level, obj.level_locked = stored.level, stored.level_locked
+        if not changed & {"level", "level_locked"}:
+            return super().save_model(request, obj, form, change)
+        if not self.has_change_pair_level_permission(request):
+            raise PermissionDenied("moving a pair between levels needs the permission pairs.change_pair_level")
+        super().save_model(request, obj, form, change)
+        target = new_level if "level" in changed else seen["level"]
+        lock = new_lock if "level_locked" in changed else None
+        with transaction.atomic():
+            # Only from the level the person saw: a grading that moved the pair meanwhile is not undone unseen.
+            after = pair_set_level(pair=obj, level=target, reason="set in the admin", changed_by=request.user,
+                                   lock=lock, from_level_id=seen["level"].pk if seen["level"] else None)
+            if after.level_id != (target.pk if target else None) or (lock is not None and after.level_locked != lock):
+                messages.warning(request, f"{obj}: its level changed to {after.level or 'none'} since the form was "
+                                          "opened; the level and lock set there were not applied. Look at its level "
+                                          "changes and set it again.")
+                obj.level, obj.level_locked = after.level, after.level_locked
+                return None
+            audit_record(action="set_pair_level", channel="admin", actor=request.user, target=obj,
+                         summary=f"{obj}: level {after.level}, locked {after.level_locked}")
+        obj.level, obj.level_locked = after.level, after.level_locked
+        return None
+
+    def _save_new(self, request, obj, form):
+        if obj.level_id is None:
+            return super().save_model(request, obj, form, False)
+        # A pair added with a level gets it through the audited service too (its LevelChange row).
+        new_level, new_lock, obj.level, obj.level_locked = obj.level, obj.level_locked, None, False
+        with transaction.atomic():
+            super().save_model(request, obj, form, False)
+            pair_set_level(pair=obj, level=new_level, reason="set in the admin when added",
+                           changed_by=request.user, lock=new_lock)
+            audit_record(action="set_pair_level", channel="admin", actor=request.user, target=obj,
+                         summary=f"{obj}: added at level {new_level}, locked {new_lock}")
+        obj.refresh_from_db()
+        return None
 
     def _move(self, request, queryset, step: int, verb: str) -> None:
         levels = list(Level.objects.order_by("number"))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
+from core.models import AuditEntry
 from pairs.models import Level, LevelChange, Pair, StrategyConfig
+from pairs.services.levels import pair_set_level
 from tests.factories import InstrumentFactory, PairFactory
 
 pytestmark = pytest.mark.django_db
@@ -135,6 +139,57 @@ def test_editing_other_fields_writes_no_level_change(staff_client, levels):
     assert stored.status == Pair.Status.SUSPENDED
     assert stored.level_id == levels[1].pk
     assert LevelChange.objects.count() == 0
+
+
+def _opened_form(client, pair: Pair, **overrides) -> dict:
+    """What the browser posts for a change form opened now: the fields as shown, with the hidden values the person
+    saw (``initial-*``), then the person's edits."""
+    html = client.get(reverse("admin:pairs_pair_change", args=[pair.pk])).text
+    seen = dict(re.findall(r'<input type="hidden" name="(initial-[a-z_]+)" value="([^"]*)"', html))
+    return _change_form_data(pair, **seen) | overrides
+
+
+def test_a_form_opened_before_the_grading_moved_the_pair_does_not_move_it_back(staff_client, levels):
+    """Opened at L2, the grading demotes the pair to L1, the person saves a status: the level posted (L2, as shown)
+    was taken for the person's choice and put the pair back on L2, as 'set in the admin'."""
+    pair = _pair("BTC", "ETH", levels[2])
+    form = _opened_form(staff_client, pair, status=Pair.Status.SUSPENDED)
+    assert {"initial-status", "initial-level", "initial-level_locked"} <= set(form)
+    pair_set_level(pair=pair, level=levels[1], reason="demoted: below L2 thresholds")
+
+    response = staff_client.post(reverse("admin:pairs_pair_change", args=[pair.pk]), form)
+
+    assert response.status_code == 302
+    stored = Pair.objects.get(pk=pair.pk)
+    assert (stored.level_id, stored.level_locked, stored.status) == (levels[1].pk, False, Pair.Status.SUSPENDED)
+    assert list(LevelChange.objects.values_list("reason", flat=True)) == ["demoted: below L2 thresholds"]
+
+
+def test_a_level_set_on_a_form_opened_before_the_grading_moved_the_pair_is_not_applied_and_says_so(staff_client,
+                                                                                                   levels):
+    pair = _pair("BTC", "ETH", levels[2])
+    form = _opened_form(staff_client, pair, level=levels[3].pk, level_locked="on")
+    pair_set_level(pair=pair, level=levels[1], reason="demoted: below L2 thresholds")
+
+    response = staff_client.post(reverse("admin:pairs_pair_change", args=[pair.pk]), form, follow=True)
+
+    stored = Pair.objects.get(pk=pair.pk)
+    assert (stored.level_id, stored.level_locked) == (levels[1].pk, False)
+    assert "its level changed to L1" in response.text and "were not applied" in response.text
+    assert LevelChange.objects.count() == 1
+    assert not AuditEntry.objects.filter(action="set_pair_level").exists()
+
+
+def test_a_status_the_maintenance_set_after_the_form_was_opened_stays(staff_client, levels):
+    pair = _pair("BTC", "ETH", levels[2])
+    form = _opened_form(staff_client, pair, level=levels[3].pk)
+    Pair.objects.filter(pk=pair.pk).update(status=Pair.Status.SUSPENDED)  # a leg went stale meanwhile
+
+    assert staff_client.post(reverse("admin:pairs_pair_change", args=[pair.pk]), form).status_code == 302
+
+    stored = Pair.objects.get(pk=pair.pk)
+    assert (stored.level_id, stored.status) == (levels[3].pk, Pair.Status.SUSPENDED)
+    assert AuditEntry.objects.filter(action="set_pair_level", actor=staff_client.user).count() == 1
 
 
 def test_lock_and_unlock_actions(staff_client, levels):
