@@ -234,3 +234,27 @@ def test_an_account_holding_open_trades_keeps_its_mode_until_they_are_closed(sta
     assert staff_client.post(url, form).status_code == 302
     account.refresh_from_db()
     assert account.mode == after
+
+
+def test_an_account_edit_is_audited_with_its_values_before_and_after_and_no_credential(staff_client, stored_account):
+    """The audit named the fields only ('mode, capital'): who switched an account to real, or doubled its capital,
+    from what, was not on record. The new credentials are named, never shown."""
+    from core.models import AuditEntry
+
+    level = Level.objects.get(number=3)
+    url = reverse("admin:execution_exchangeaccount_change", args=[stored_account.pk])
+    response = staff_client.post(url, _account_form(name="stored-bot", mode="real", capital="20000.50", level=level.pk,
+                                                    new_api_key=PLAIN_KEY + "2", new_api_secret=PLAIN_SECRET + "2"))
+
+    assert response.status_code == 302
+    entry = AuditEntry.objects.get(action="change_exchangeaccount")
+    assert entry.actor == staff_client.user
+    before, after = entry.details["before"], entry.details["after"]
+    assert {name: (before[name], after[name]) for name in ("mode", "capital", "level")} == {
+        "mode": ("paper", "real"), "capital": ("10000", "20000.5"), "level": ("L1 paper", "L3 full live")}
+    for text in ("mode 'paper' -> 'real'", "capital '10000' -> '20000.5'", "level 'L1 paper' -> 'L3 full live'",
+                 "new_api_key"):
+        assert text in entry.summary
+    for entry in AuditEntry.objects.all():
+        for secret in (PLAIN_KEY, PLAIN_SECRET):
+            assert secret not in entry.summary and secret not in str(entry.details)
