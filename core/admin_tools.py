@@ -77,10 +77,44 @@ def _change_summary(before: dict[str, str], after: dict[str, str], fields: list[
                      for name in fields) or "no field"
 
 
+def _refusing_stale_edits(form_class: type[forms.ModelForm]) -> type[forms.ModelForm]:
+    """``form_class`` that carries the row's ``updated_at`` as the person saw it and refuses a save when the row
+    changed since: two people editing one row each saved every field as their form showed it, so the second save
+    put back what the first had changed, silently."""
+
+    class RefusingStaleEdits(form_class):
+        seen_updated_at = forms.CharField(required=False, widget=forms.HiddenInput)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stored = getattr(self.instance, "updated_at", None)
+            self.fields["seen_updated_at"].initial = stored.isoformat() if stored else ""
+
+        def clean(self):
+            data = super().clean()
+            seen, stored = data.get("seen_updated_at"), getattr(self.instance, "updated_at", None)
+            if seen and stored and seen != stored.isoformat():
+                raise forms.ValidationError(
+                    f"{self.instance} was changed by someone else after this form was opened (at "
+                    f"{stored:%Y-%m-%d %H:%M:%S} UTC; see the audit entries): nothing was saved. Open it again and "
+                    "make your change on what is stored now.")
+            return data
+
+    return RefusingStaleEdits
+
+
 class AuditedAdmin(admin.ModelAdmin):
     """An editable table whose every add, change and delete in the admin is audited."""
 
     formfield_overrides = {models.DecimalField: {"widget": PlainDecimalInput}}
+    # True on tables only people edit (they have updated_at): an edit of a row changed since its form was opened is
+    # refused rather than saved over the other change.
+    refuse_stale_edits = False
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if self.refuse_stale_edits and obj is not None:
+            kwargs["form"] = _refusing_stale_edits(kwargs.get("form", self.form))
+        return super().get_form(request, obj, change=change, **kwargs)
 
     def save_model(self, request, obj, form, change):
         with transaction.atomic():

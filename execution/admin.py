@@ -68,6 +68,7 @@ class ExchangeAccountAdmin(AuditedAdmin):
     list_filter = ("mode", "exchange", "enabled", "level")
     readonly_fields = ("credentials",)
     actions = ("halt_accounts", "halt_and_flatten_accounts", "resume_accounts")
+    refuse_stale_edits = True
 
     # The credential fields never reach an error page or a log, even with DEBUG on.
     @method_decorator(sensitive_post_parameters("new_api_key", "new_api_secret"))

@@ -13,6 +13,7 @@ HALT_ACCOUNT = "execution.halt_account"  # the permission every other channel as
 class RiskLimitAdmin(AuditedAdmin):
     list_display = ("__str__", "daily_loss_limit", "daily_loss_limit_pct", "max_drawdown_pct", "max_open_trades",
                     "max_gross_exposure", "max_consecutive_losses", "max_pair_notional", "enabled")
+    refuse_stale_edits = True
 
 
 @admin.register(Halt)

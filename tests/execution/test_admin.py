@@ -258,3 +258,32 @@ def test_an_account_edit_is_audited_with_its_values_before_and_after_and_no_cred
     for entry in AuditEntry.objects.all():
         for secret in (PLAIN_KEY, PLAIN_SECRET):
             assert secret not in entry.summary and secret not in str(entry.details)
+
+
+def test_two_people_editing_one_account_the_second_save_is_refused_not_saved_over_the_first(staff_client):
+    """Both open the form; one cuts the capital, then the other raises the leverage: the second save wrote every
+    field as its form showed it and put the capital back, silently (the audit even read 'capital 5000 -> 10000')."""
+    import re
+
+    account = ExchangeAccountFactory(name="shared", capital=Decimal(10000))
+    url = reverse("admin:execution_exchangeaccount_change", args=[account.pk])
+
+    def opened(**edits) -> dict:
+        html = staff_client.get(url).text
+        seen = re.search(r'name="seen_updated_at" value="([^"]*)"', html)
+        return _account_form(name="shared", level=account.level_id,
+                             seen_updated_at=seen.group(1) if seen else "") | edits
+
+    first, second = opened(capital="5000"), opened(leverage="2")
+    assert staff_client.post(url, first).status_code == 302
+
+    response = staff_client.post(url, second)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.non_field_errors()
+    assert "was changed by someone else after this form was opened" in errors[0] and "nothing was saved" in errors[0]
+    account.refresh_from_db()
+    assert (account.capital, account.leverage) == (5000, 1)
+    assert staff_client.post(url, opened(capital="5000", leverage="2")).status_code == 302  # opened again
+    account.refresh_from_db()
+    assert (account.capital, account.leverage) == (5000, 2)

@@ -98,3 +98,27 @@ def test_a_queue_limit_on_an_account_row_is_refused_where_the_guard_would_never_
     assert admin_client.post("/admin/risk/risklimit/add/", {**form, "queue_max_length": "200"}).status_code == 302
     assert sorted(RiskLimit.objects.values_list("account", "queue_max_length"), key=str) == sorted(
         [(None, 50), (account.pk, 200)], key=str)
+
+
+
+def test_a_limit_changed_after_the_form_was_opened_is_not_saved_over(admin_client):
+    """Two people on one limit: the second save wrote the daily loss limit its form showed over the first's."""
+    import re
+
+    from risk.models import RiskLimit
+
+    assert admin_client.post("/admin/risk/risklimit/add/", {**LIMIT_FORM, "daily_loss_limit": "100"}).status_code == 302
+    limit = RiskLimit.objects.get()
+    url = f"/admin/risk/risklimit/{limit.pk}/change/"
+
+    def opened(**edits) -> dict:
+        seen = re.search(r'name="seen_updated_at" value="([^"]*)"', admin_client.get(url).text)
+        return {**LIMIT_FORM, "daily_loss_limit": "100", "seen_updated_at": seen.group(1) if seen else "", **edits}
+
+    first, second = opened(daily_loss_limit="50"), opened(max_open_trades="4")
+    assert admin_client.post(url, first).status_code == 302
+    response = admin_client.post(url, second)
+    assert response.status_code == 200
+    assert "changed by someone else" in response.context["adminform"].form.non_field_errors()[0]
+    limit.refresh_from_db()
+    assert (limit.daily_loss_limit, limit.max_open_trades) == (50, None)
