@@ -35,6 +35,7 @@ class GradedPair:
     level: int | None
     reason: str
     windows: dict[str, dict] = field(default_factory=dict)
+    moved_by_ladder: bool = True  # False: its move was not made (a person moved or locked it while it was graded)
 
 
 @dataclass
@@ -72,8 +73,8 @@ class StatisticsOutcome:
 
 
 def _moved(graded: GradedPair) -> int:
-    """+1 promoted, -1 demoted, 0 otherwise (entering the ladder at its bottom is neither)."""
-    if graded.previous_level is None or graded.level is None:
+    """+1 promoted, -1 demoted, 0 otherwise (entering the ladder at its bottom is neither, nor a person's move)."""
+    if graded.previous_level is None or graded.level is None or not graded.moved_by_ladder:
         return 0
     return (graded.level > graded.previous_level) - (graded.level < graded.previous_level)
 
@@ -143,19 +144,25 @@ def pair_statistics_update(*, config: StrategyConfig, end: datetime | None = Non
             qvalue=pair.qvalue, half_life=pair.half_life_bars, consecutive_failures=pair.consecutive_failures,
         )
         decision = grade(previous, rules, evidence, params) if rules else None
-        level, reason = previous, "no levels defined"
+        level, reason, move = previous, "no levels defined", None
         if decision is not None:
             level, reason = decision.level, decision.reason
             if pair.level_locked:
                 level, reason = previous, f"locked at L{previous} ({decision.reason})"
             elif decision.level != previous:
-                moves.append((pair, levels[decision.level], decision.reason))
+                move = levels[decision.level]
         graded.append(GradedPair(pair=pair, previous_level=previous, level=level, reason=reason, windows=windows))
+        if move is not None:
+            moves.append((graded[-1], move))
     # The evidence and the moves it justifies are written together, or not at all.
     with transaction.atomic():
         pair_statistics_store({g.pair: g.windows for g in graded})
-        for pair, level, reason in moves:
-            pair_set_level(pair=pair, level=level, reason=reason, from_level_id=pair.level_id)
+        for entry, level in moves:
+            after = pair_set_level(pair=entry.pair, level=level, reason=entry.reason,
+                                   from_level_id=entry.pair.level_id)
+            if after.level_id != level.pk:  # a person moved or locked it meanwhile: the report says what is
+                entry.level, entry.moved_by_ladder = (after.level.number if after.level else None), False
+                entry.reason = f"left where a person put it meanwhile ({entry.reason})"
     return StatisticsOutcome(graded, time.monotonic() - started, window_end)
 
 

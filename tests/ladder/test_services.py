@@ -597,7 +597,9 @@ def test_a_level_moved_while_the_grading_ran_is_not_overruled(market, monkeypatc
     import ladder.services as services
     from pairs.services.levels import pair_set_level
 
-    pair = market.pair("Y1USDT", "XUSDT", level=0)  # its evidence promotes it to level 1
+    # Its evidence promotes it to level 1 (test_validation_evidence_promotes_to_l1_once); Y1's did not, and the
+    # grading had no move to overrule.
+    pair = market.pair("Y2USDT", "XUSDT", level=0)
     windows = services.backtest_windows
 
     def backtests_then_a_person_moves_the_pair(*args, **kwargs):
@@ -606,7 +608,13 @@ def test_a_level_moved_while_the_grading_ran_is_not_overruled(market, monkeypatc
         return result
 
     monkeypatch.setattr(services, "backtest_windows", backtests_then_a_person_moves_the_pair)
-    pair_statistics_update(config=market.config)
+    outcome = pair_statistics_update(config=market.config)
     pair.refresh_from_db()
     assert pair.level.number == 2
     assert [(c.from_level.number, c.to_level.number) for c in LevelChange.objects.filter(pair=pair)] == [(0, 2)]
+    # The report (update_stats' JSON and audit, the task's result) says where the pair is, and counts no promotion
+    # the grading didn't make: it said 'level 1, promoted' while the pair stood at level 2 by hand.
+    g = graded(outcome, pair)
+    assert (g.previous_level, g.level) == (0, 2)
+    assert g.reason.startswith("left where a person put it meanwhile (promoted")
+    assert outcome.as_json()["promoted"] == outcome.as_json()["demoted"] == 0
