@@ -76,6 +76,11 @@ class ExchangeAccount(TimeStampedModel):
         if refusal := disable_refusal(self):
             errors["enabled"] = refusal
         errors.update(venue_change_refusal(self))
+        if self.position_mode != self.PositionMode.ONE_WAY:
+            # Offered by the exchange, not by the bots: a demo or real account's every tick failed on it (its open
+            # trades left with no exit or stop), and a paper account traded one-way while it read "hedge".
+            errors["position_mode"] = ("the bots trade in one-way position mode only (one net position per symbol; "
+                                       "prepare_account switches the exchange account to it)")
         if self.base_url_override:
             try:
                 check_base_url(self.base_url_override)

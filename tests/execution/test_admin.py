@@ -287,3 +287,21 @@ def test_two_people_editing_one_account_the_second_save_is_refused_not_saved_ove
     assert staff_client.post(url, opened(capital="5000", leverage="2")).status_code == 302  # opened again
     account.refresh_from_db()
     assert (account.capital, account.leverage) == (5000, 2)
+
+
+@pytest.mark.parametrize("mode", ["paper", "demo", "real"])
+def test_hedge_position_mode_is_refused_naming_the_field(staff_client, mode):
+    """Offered in the form, done by nothing: a demo or real account in hedge mode failed every tick (the venue refuses
+    to build its client), so its open trades went on with no exit and no stop; a paper one traded one-way."""
+    level = Level.objects.get(number=3)
+    env = {"api_key_env": "STATARB_CRED_K", "api_secret_env": "STATARB_CRED_S"}
+    form = _account_form(name="hedged", mode=mode, level=level.pk, position_mode="hedge", **env)
+
+    response = staff_client.post(reverse("admin:execution_exchangeaccount_add"), form)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["position_mode"] and "one-way position mode only" in errors["position_mode"][0]
+    assert not ExchangeAccount.objects.filter(name="hedged").exists()
+    assert staff_client.post(reverse("admin:execution_exchangeaccount_add"),
+                             form | {"position_mode": "one_way"}).status_code == 302
