@@ -1,5 +1,5 @@
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
@@ -135,7 +135,10 @@ class PairAdmin(AuditedAdmin):
         one)."""
         if name in form.fields and form.add_initial_prefix(name) in form.data:
             field = form.fields[name]
-            return field.to_python(form._widget_data_value(field.hidden_widget(), form.add_initial_prefix(name)))
+            try:
+                return field.to_python(form._widget_data_value(field.hidden_widget(), form.add_initial_prefix(name)))
+            except ValidationError:
+                pass  # not a value this field could have shown: the stored one
         return getattr(stored, name)
 
     def save_model(self, request, obj, form, change):

@@ -192,6 +192,14 @@ def test_a_status_the_maintenance_set_after_the_form_was_opened_stays(staff_clie
     assert AuditEntry.objects.filter(action="set_pair_level", actor=staff_client.user).count() == 1
 
 
+def test_a_seen_level_no_level_could_have_is_taken_as_the_stored_one(staff_client, levels):
+    pair = _pair("BTC", "ETH", levels[2])
+    form = _opened_form(staff_client, pair, level=levels[3].pk) | {"initial-level": "999999"}
+
+    assert staff_client.post(reverse("admin:pairs_pair_change", args=[pair.pk]), form).status_code == 302
+    assert Pair.objects.get(pk=pair.pk).level_id == levels[3].pk
+
+
 def test_lock_and_unlock_actions(staff_client, levels):
     first = _pair("BTC", "ETH", levels[1])
     second = _pair("SOL", "AVAX", levels[2])
