@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.views.decorators.debug import sensitive_variables
 
 MASK = "***"
 # Values shorter than this are not masked: masking "1" or "ab" everywhere would garble logs without hiding
@@ -108,11 +109,13 @@ def rotate_secret(token: str) -> str:
         ) from exc
 
 
+@sensitive_variables()  # every variable of it and of what it calls: the plain secret is in each
 def encrypt_secret(plain: str) -> str:
     register_secret(plain)
     return _fernet().encrypt(plain.encode()).decode()
 
 
+@sensitive_variables()
 def decrypt_secret(token: str) -> str:
     try:
         plain = _fernet().decrypt(token.encode()).decode()

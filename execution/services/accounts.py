@@ -10,14 +10,16 @@ from execution.models import ExchangeAccount
 
 
 @sensitive_variables("api_key", "api_secret")
-@transaction.atomic
 def account_store_credentials(*, account: ExchangeAccount, api_key: str, api_secret: str) -> ExchangeAccount:
     """Encrypt and store an account's API key and secret (needs STATARB_SECRETS_KEY)."""
+    # atomic as a block, not a decorator: the decorator's frame holds the arguments under a name (kwds) that
+    # sensitive_variables doesn't cover, and an error page listed the plain key there.
     if not api_key or not api_secret:
         raise ValueError("Both the API key and the API secret are needed.")
-    account.api_key_encrypted = encrypt_secret(api_key)
-    account.api_secret_encrypted = encrypt_secret(api_secret)
-    account.save(update_fields=["api_key_encrypted", "api_secret_encrypted", "updated_at"])
+    with transaction.atomic():
+        account.api_key_encrypted = encrypt_secret(api_key)
+        account.api_secret_encrypted = encrypt_secret(api_secret)
+        account.save(update_fields=["api_key_encrypted", "api_secret_encrypted", "updated_at"])
     return account
 
 

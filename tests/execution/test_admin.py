@@ -305,3 +305,36 @@ def test_hedge_position_mode_is_refused_naming_the_field(staff_client, mode):
     assert not ExchangeAccount.objects.filter(name="hedged").exists()
     assert staff_client.post(reverse("admin:execution_exchangeaccount_add"),
                              form | {"position_mode": "one_way"}).status_code == 302
+
+
+@pytest.mark.parametrize("failing", ["after_the_save", "in_the_encryption"])
+def test_the_debug_error_page_of_a_failed_credential_save_shows_no_credential(staff_client, secrets_key, settings,
+                                                                              monkeypatch, failing):
+    """With DEBUG on (make demo, .env.example) Django cleanses nothing: its page listed the posted new_api_key and
+    new_api_secret, and the arguments of account_store_credentials, in full."""
+    from django.test import Client
+
+    import core.secrets
+    import execution.admin
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("a failure in the middle of the save")
+
+    if failing == "after_the_save":
+        monkeypatch.setattr(execution.admin, "guard_baselines_move_with_capital", fails)
+    else:
+        monkeypatch.setattr(core.secrets, "_fernet", lambda: type("Refusing", (), {"encrypt": fails})())
+    settings.DEBUG = True
+    account = ExchangeAccountFactory(name="failing")
+    browser = Client(raise_request_exception=False)
+    browser.force_login(staff_client.user)
+
+    response = browser.post(reverse("admin:execution_exchangeaccount_change", args=[account.pk]),
+                            _account_form(name="failing", level=account.level_id, capital="5000",
+                                          new_api_key=PLAIN_KEY, new_api_secret=PLAIN_SECRET))
+
+    assert response.status_code == 500 and "a failure in the middle of the save" in response.text
+    assert PLAIN_KEY not in response.text and PLAIN_SECRET not in response.text
+    assert "new_api_key" in response.text  # named, its value hidden
+    account.refresh_from_db()
+    assert not account.api_key_encrypted and account.capital == 10000  # nothing half-written
