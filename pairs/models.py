@@ -166,6 +166,10 @@ class Level(models.Model):
                                                          f"half-life {self.min_half_life_bars:g}"})
         if self.trades_real_capital and not self.traded:
             raise ValidationError({"trades_real_capital": "a level that is not traded can't trade real capital"})
+        if self.trades_real_capital and not self.requires_live_evidence:
+            # The grading promotes to a level on what it requires: without live evidence, on the backtest alone.
+            raise ValidationError({"requires_live_evidence": "a level that trades real capital requires live "
+                                                             "evidence: a backtest alone never reaches real money"})
 
 
 class Pair(TimeStampedModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 import pytest
 from django.urls import reverse
@@ -314,6 +315,26 @@ def test_the_level_form_shows_decimals_as_written(staff_client, levels):
     assert 'name="capital_weight" value="0"' in text and "0E-12" not in text
     text = staff_client.get(reverse("admin:pairs_level_change", args=[levels[2].pk])).text
     assert 'name="capital_weight" value="0.25"' in text
+
+
+def test_a_real_capital_level_without_live_evidence_is_refused_naming_the_field(staff_client, levels):
+    """Unticked on level 2, the grading promoted pairs to real money on the validation backtest alone, which the
+    README says never happens."""
+    url = reverse("admin:pairs_level_change", args=[levels[2].pk])
+    form = staff_client.get(url).context["adminform"].form
+    data = {name: ("" if value is None else value) for name, value in form.initial.items()
+            if name not in ("requires_live_evidence",) and value is not False}
+    data["capital_weight"] = "0.25"
+
+    response = staff_client.post(url, data)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["requires_live_evidence"] and "a backtest alone never reaches" in errors[
+        "requires_live_evidence"][0]
+    assert Level.objects.get(pk=levels[2].pk).requires_live_evidence
+    assert staff_client.post(url, data | {"requires_live_evidence": "on", "capital_weight": "0.5"}).status_code == 302
+    assert Level.objects.get(pk=levels[2].pk).capital_weight == Decimal("0.5")
 
 
 def test_a_pair_with_the_same_leg_twice_is_refused_naming_the_legs(staff_client, levels):
