@@ -77,13 +77,20 @@ def _change_summary(before: dict[str, str], after: dict[str, str], fields: list[
                      for name in fields) or "no field"
 
 
+class _SeenField(forms.CharField):
+    """What the form was opened on: never a change of the row (not in the audit's or the history's changed fields)."""
+
+    def has_changed(self, initial, data) -> bool:
+        return False
+
+
 def _refusing_stale_edits(form_class: type[forms.ModelForm]) -> type[forms.ModelForm]:
     """``form_class`` that carries the row's ``updated_at`` as the person saw it and refuses a save when the row
     changed since: two people editing one row each saved every field as their form showed it, so the second save
     put back what the first had changed, silently."""
 
     class RefusingStaleEdits(form_class):
-        seen_updated_at = forms.CharField(required=False, widget=forms.HiddenInput)
+        seen_updated_at = _SeenField(required=False, widget=forms.HiddenInput)
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)

@@ -249,6 +249,7 @@ def test_an_account_edit_is_audited_with_its_values_before_and_after_and_no_cred
     assert response.status_code == 302
     entry = AuditEntry.objects.get(action="change_exchangeaccount")
     assert entry.actor == staff_client.user
+    assert entry.details["fields"] == ["capital", "level", "mode", "new_api_key", "new_api_secret"]
     before, after = entry.details["before"], entry.details["after"]
     assert {name: (before[name], after[name]) for name in ("mode", "capital", "level")} == {
         "mode": ("paper", "real"), "capital": ("10000", "20000.5"), "level": ("L1 paper", "L3 full live")}
