@@ -275,6 +275,7 @@ class LevelChangeAdmin(admin.ModelAdmin):
 class SelectionConfigAdmin(AuditedAdmin):
     list_display = ("__str__", "lookback_bars", "confirmation_bars", "max_pvalue", "max_qvalue", "min_turnover_24h",
                     "min_history_bars", "updated_at")
+    refuse_stale_edits = True  # one row every signal, grading and backtest reads: never saved over a colleague's edit
 
     def has_add_permission(self, request):
         return not StrategyConfig.objects.exists()

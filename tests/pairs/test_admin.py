@@ -372,3 +372,19 @@ def test_a_strategy_configuration_with_an_unknown_timeframe_is_a_form_error(staf
     assert StrategyConfig.current().timeframe == "1h"
     assert staff_client.post(url, {**data, "timeframe": "4h"}).status_code == 302  # a known one is taken
     assert StrategyConfig.current().timeframe == "4h"
+
+
+def test_a_strategy_configuration_changed_after_its_form_was_opened_is_not_saved_over(staff_client):
+    """Two people on the one configuration: the second save put back the entry z the first had just changed."""
+    config = StrategyConfig.current()
+    url = reverse("admin:pairs_strategyconfig_change", args=[config.pk])
+    first = _form_data(staff_client.get(url).context["adminform"].form)
+    second = _form_data(staff_client.get(url).context["adminform"].form)
+
+    assert staff_client.post(url, {**first, "entry_z": "2.5"}).status_code == 302
+    response = staff_client.post(url, {**second, "stop_z": "5"})
+
+    assert response.status_code == 200
+    assert "changed by someone else" in response.context["adminform"].form.non_field_errors()[0]
+    stored = StrategyConfig.current()
+    assert (stored.entry_z, stored.stop_z) == (2.5, config.stop_z)
