@@ -62,7 +62,8 @@ class ExchangeAccount(TimeStampedModel):
 
     def clean(self) -> None:
         """The credential variables must carry the configured prefix (a name like SECRET_KEY would send the server's
-        own secrets to the exchange), and a base URL override must be on the allow-list."""
+        own secrets to the exchange), a base URL override must be on the allow-list, and what the bots can't trade
+        (a venue without orders, hedge mode) or would lose track of (a venue changed under open trades) is refused."""
         errors = {}
         prefix = settings.STATARB_CREDENTIAL_ENV_PREFIX
         for field in ("api_key_env", "api_secret_env"):
@@ -76,6 +77,12 @@ class ExchangeAccount(TimeStampedModel):
         if refusal := disable_refusal(self):
             errors["enabled"] = refusal
         errors.update(venue_change_refusal(self))
+        from exchanges.factory import TRADING_VENUES  # here: it loads ccxt, which a model import shouldn't
+
+        if self.mode != self.Mode.PAPER and self.exchange not in TRADING_VENUES:
+            # Saved, the account's every tick failed on it (its client is never built), its open trades unmanaged.
+            errors.setdefault("exchange", f"{self.exchange!r}: a {self.mode} account trades on an exchange whose "
+                                          f"orders are implemented: {', '.join(TRADING_VENUES)}")
         if self.position_mode != self.PositionMode.ONE_WAY:
             # Offered by the exchange, not by the bots: a demo or real account's every tick failed on it (its open
             # trades left with no exit or stop), and a paper account traded one-way while it read "hedge".

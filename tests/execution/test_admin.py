@@ -339,3 +339,22 @@ def test_the_debug_error_page_of_a_failed_credential_save_shows_no_credential(st
     assert "new_api_key" in response.text  # named, its value hidden
     account.refresh_from_db()
     assert not account.api_key_encrypted and account.capital == 10000  # nothing half-written
+
+
+@pytest.mark.parametrize(("mode", "refused"), [("demo", True), ("real", True), ("paper", False)])
+def test_a_demo_or_real_account_on_an_exchange_without_orders_is_refused_naming_it(staff_client, mode, refused):
+    """'binance' (or 'Bybit') was saved, and the account's every tick then failed: its client is built for bybit
+    only. A paper account simulates whatever exchange the universe is on."""
+    level = Level.objects.get(number=3)
+    env = {"api_key_env": "STATARB_CRED_K", "api_secret_env": "STATARB_CRED_S"}
+    form = _account_form(name="elsewhere", mode=mode, level=level.pk, exchange="binance", **env)
+
+    response = staff_client.post(reverse("admin:execution_exchangeaccount_add"), form)
+
+    if not refused:
+        assert response.status_code == 302
+        return
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["exchange"] and "orders are implemented: bybit" in errors["exchange"][0]
+    assert not ExchangeAccount.objects.filter(name="elsewhere").exists()
