@@ -112,6 +112,9 @@ class PairAdmin(AuditedAdmin):
         readonly = list(super().get_readonly_fields(request, obj))
         if obj is not None and obj.pk is not None:
             readonly += [name for name in self.FIXED_ONCE_STORED if name not in readonly]
+            # The status is the screening's and the maintenance's (README): a pair suspended here was resumed by the
+            # next maintenance run without a word. To take a pair out by hand, lock it at level 0.
+            readonly.append("status")
         if not self.has_change_pair_level_permission(request):
             readonly += ["level", "level_locked"]
         return readonly

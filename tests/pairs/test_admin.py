@@ -128,16 +128,19 @@ def test_level_and_lock_edited_together_in_the_change_form(staff_client, levels)
     )
 
 
-def test_editing_other_fields_writes_no_level_change(staff_client, levels):
+def test_a_stored_pairs_status_is_the_maintenances_not_the_forms(staff_client, levels):
+    """A pair suspended in the admin was resumed by the next maintenance run without a word (its legs were fresh):
+    the status is read-only on a stored pair (README: to take a pair out by hand, lock it at level 0), and a save
+    writes no level change."""
     pair = _pair("BTC", "ETH", levels[1])
+    url = reverse("admin:pairs_pair_change", args=[pair.pk])
+    assert "status" not in staff_client.get(url).context["adminform"].form.fields
 
-    response = staff_client.post(
-        reverse("admin:pairs_pair_change", args=[pair.pk]), _change_form_data(pair, status=Pair.Status.SUSPENDED)
-    )
+    response = staff_client.post(url, _change_form_data(pair, status=Pair.Status.SUSPENDED))
 
     assert response.status_code == 302
     stored = Pair.objects.get(pk=pair.pk)
-    assert stored.status == Pair.Status.SUSPENDED
+    assert stored.status == pair.status
     assert stored.level_id == levels[1].pk
     assert LevelChange.objects.count() == 0
 
@@ -151,18 +154,18 @@ def _opened_form(client, pair: Pair, **overrides) -> dict:
 
 
 def test_a_form_opened_before_the_grading_moved_the_pair_does_not_move_it_back(staff_client, levels):
-    """Opened at L2, the grading demotes the pair to L1, the person saves a status: the level posted (L2, as shown)
-    was taken for the person's choice and put the pair back on L2, as 'set in the admin'."""
+    """Opened at L2, the grading demotes the pair to L1, the person saves the form unchanged: the level posted (L2, as
+    shown) was taken for the person's choice and put the pair back on L2, as 'set in the admin'."""
     pair = _pair("BTC", "ETH", levels[2])
-    form = _opened_form(staff_client, pair, status=Pair.Status.SUSPENDED)
-    assert {"initial-status", "initial-level", "initial-level_locked"} <= set(form)
+    form = _opened_form(staff_client, pair)
+    assert {"initial-level", "initial-level_locked"} <= set(form)
     pair_set_level(pair=pair, level=levels[1], reason="demoted: below L2 thresholds")
 
     response = staff_client.post(reverse("admin:pairs_pair_change", args=[pair.pk]), form)
 
     assert response.status_code == 302
     stored = Pair.objects.get(pk=pair.pk)
-    assert (stored.level_id, stored.level_locked, stored.status) == (levels[1].pk, False, Pair.Status.SUSPENDED)
+    assert (stored.level_id, stored.level_locked) == (levels[1].pk, False)
     assert list(LevelChange.objects.values_list("reason", flat=True)) == ["demoted: below L2 thresholds"]
 
 
@@ -291,7 +294,7 @@ def test_a_stored_pairs_legs_timeframe_and_fit_are_read_only_its_level_is_not(st
 
     form = staff_client.get(url).context["adminform"].form
     assert {"y_instrument", "x_instrument", "timeframe", "hedge_ratio", "pvalue", "qvalue"}.isdisjoint(form.fields)
-    assert {"level", "level_locked", "status"} <= set(form.fields)
+    assert {"level", "level_locked"} <= set(form.fields)
 
     response = staff_client.post(url, _change_form_data(pair, y_instrument=other.pk, x_instrument=other.pk,
                                                         timeframe="4h", hedge_ratio="5", pvalue="0.9",
