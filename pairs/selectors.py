@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from pairs.marketdata.grid import BarGrid, PriceWindow, empty_window, grid_window
+from pairs.marketdata.grid import LEAD_BARS, BarGrid, PriceWindow, empty_window, grid_window
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, CointegrationRun, Instrument, Level, Pair, PairStatistics, StrategyConfig
 from pairs.quant.walkforward import MS_PER_DAY, TURNOVER_DAYS
@@ -148,7 +148,10 @@ def price_window(
     # Built without pandas (a screening never needs the DatetimeIndex; ``PriceWindow.times`` makes it on demand).
     grid = BarGrid.ending(end, step_s=int(step.total_seconds()), bars=bars)
     ordered = sorted(instruments, key=lambda i: i.symbol)
-    block = grid_block(ordered, timeframe, grid, processes=processes)
+    # Read with the LEAD_BARS before the window: a window starting in a gap is filled from them (grid rules).
+    with_lead = BarGrid.ending(end, step_s=grid.step_s, bars=bars + LEAD_BARS)
+    block = grid_block(ordered, timeframe, with_lead, processes=processes)
+    lead, block = block[:LEAD_BARS], block[LEAD_BARS:]
     # A bar at the window's start already proves `bars` of history; more than that is checked on the first bar.
     short = None
     if min_history_bars and min_history_bars > bars:
@@ -158,7 +161,7 @@ def price_window(
         reason = f"short history: less than {min_history_bars} bars"
         short = [reason if i.pk in firsts and _utc(firsts[i.pk]) > first_allowed else None for i in ordered]
     return grid_window(timeframe=timeframe, times=grid, block=block, symbols=[i.symbol for i in ordered],
-                       instrument_ids=[i.pk for i in ordered], short_history=short)
+                       instrument_ids=[i.pk for i in ordered], short_history=short, lead=lead)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from core.clock import Clock
 from pairs.market import MAX_PRICE_AGE_BARS, FillQuote, fill_bar_open, fill_quote_rule
-from pairs.marketdata.grid import PriceWindow, grid_window
+from pairs.marketdata.grid import LEAD_BARS, PriceWindow, grid_window
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Instrument
 from pairs.selectors import candle_closes_frame, decimal_bars, decimal_closes
@@ -132,15 +132,16 @@ class ReplayMarket:
         end_ts = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
         grid = pd.date_range(end=end_ts, periods=bars, freq=pd.Timedelta(self._step_ns, unit="ns"))
         last = (_ns(end) - self._first_ns) // self._step_ns
-        first = last - bars + 1
+        first = last - bars + 1 - LEAD_BARS  # with the bars a window starting in a gap is filled from
         ordered = sorted(instruments, key=lambda i: i.symbol)
         columns = [self._column[i.pk] for i in ordered]
-        block = np.full((bars, len(ordered)), np.nan)
+        block = np.full((bars + LEAD_BARS, len(ordered)), np.nan)
         lo, hi = max(first, 0), min(last, len(self.times_ns) - 1)
         if lo <= hi:
             block[lo - first : hi - first + 1] = self._matrix[lo : hi + 1][:, columns]
-        return grid_window(timeframe=self.timeframe, times=grid, block=block, symbols=[i.symbol for i in ordered],
-                           instrument_ids=[i.pk for i in ordered])
+        return grid_window(timeframe=self.timeframe, times=grid, block=block[LEAD_BARS:],
+                           symbols=[i.symbol for i in ordered], instrument_ids=[i.pk for i in ordered],
+                           lead=block[:LEAD_BARS])
 
     def closes(self, instrument_ids: Iterable[int]) -> dict[int, Decimal]:
         """Each instrument's newest closed bar as of the clock (open time + timeframe <= now), at most

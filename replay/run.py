@@ -70,6 +70,7 @@ from ladder.services import pair_statistics_update
 from monitoring.guard.cycle import guard_run
 from monitoring.guard.receivers import trade_finished_cycles_covered
 from notifications.services import notifications_held
+from pairs.marketdata.grid import LEAD_BARS
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Level, Pair, StrategyConfig
 from pairs.quant.fills import check_delay
@@ -376,14 +377,14 @@ def _replay_account_checked(config: StrategyConfig, account: ExchangeAccount | N
 
 def _replay_market(config: StrategyConfig, start: datetime, end: datetime, clock: ManualClock) -> ReplayMarket:
     """The history the replay reads, in memory: the universe and every stored pair's legs, from as far back as the
-    signals read (zscore_window_bars + 1 + MAX_CATCH_UP_BARS bars before the clock)."""
+    signals read (zscore_window_bars + 1 + MAX_CATCH_UP_BARS bars before the clock, and the grid's lead before them)."""
     step = timedelta(milliseconds=timeframe_ms(config.timeframe))
     instruments = {i.pk: i for i in universe_candidates(config=config)}  # any selection's universe
     pairs = Pair.objects.filter(timeframe=config.timeframe, y_instrument__exchange=config.exchange)
     for pair in pairs.select_related("y_instrument", "x_instrument"):
         instruments.setdefault(pair.y_instrument_id, pair.y_instrument)
         instruments.setdefault(pair.x_instrument_id, pair.x_instrument)
-    first = start - step * (config.zscore_window_bars + MAX_CATCH_UP_BARS + 1)
+    first = start - step * (config.zscore_window_bars + MAX_CATCH_UP_BARS + 1 + LEAD_BARS)
     # The fills of the last bar's decisions are at the open of a bar after it (the execution model): loaded too,
     # read by ``fill_quotes`` only (signals and marks never read past the clock).
     last = end + step * (1 + config.execution_delay_bars)

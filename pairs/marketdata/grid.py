@@ -8,9 +8,14 @@ signals and the replay exclude and fill symbols by the same rules:
 
 - a missing bar (exchange maintenance) is forward-filled from the previous close when the gap is at most
   ``MAX_FORWARD_FILL_BARS`` long;
+- a window whose first bars fall in such a gap is filled from the ``MAX_FORWARD_FILL_BARS`` bars before it (the
+  ``lead`` both reads hand over), as the same bars are filled inside a longer window: where the window starts must
+  not decide whether a symbol is in it (a window starting in an exchange-wide gap left every symbol out, and the
+  live signals, whose window start stays put until the pairs advance, stopped for a week);
 - a symbol is left out, with the reason recorded, when it has no bar in the window, no bar at the window's start
-  (listed later: short history), too little history before the window (``history_ok``), a longer gap, or more bars
-  missing than ``MAX_FILLED_FRACTION`` of the window (at least ``MAX_FORWARD_FILL_BARS`` are tolerated).
+  nor in the lead to fill it from (listed later: short history), too little history before the window
+  (``history_ok``), a longer gap, or more bars missing than ``MAX_FILLED_FRACTION`` of the window (at least
+  ``MAX_FORWARD_FILL_BARS`` are tolerated).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ if TYPE_CHECKING:
 
 # A gap longer than this many bars is not papered over: the symbol is left out of the window.
 MAX_FORWARD_FILL_BARS = 6
+# The bars before a window that its first bars may be forward-filled from (``grid_window``'s ``lead``).
+LEAD_BARS = MAX_FORWARD_FILL_BARS
 # Nor a symbol with more of its window filled in than this share (or than MAX_FORWARD_FILL_BARS, for short
 # windows): many small gaps mean a thin market, not exchange maintenance.
 MAX_FILLED_FRACTION = 0.02
@@ -130,18 +137,26 @@ def forward_fill(block: np.ndarray, *, limit: int) -> np.ndarray:
 
 def grid_window(
     *, timeframe: str, times: pd.DatetimeIndex | BarGrid, block: np.ndarray, symbols: Sequence[str],
-    instrument_ids: Sequence[int], short_history: Sequence[str | None] | None = None,
+    instrument_ids: Sequence[int], short_history: Sequence[str | None] | None = None, lead: np.ndarray | None = None,
 ) -> PriceWindow:
     """The window of ``block`` (bars x instruments, NaN where a bar is missing; columns in ``symbols`` order, which
     the window keeps) after the grid rules of the module docstring. ``short_history[k]``: the reason instrument k
-    lacks history before the window (None when it has enough), checked after the window-start rule."""
+    lacks history before the window (None when it has enough), checked after the window-start rule. ``lead``: the
+    ``LEAD_BARS`` bars before the window (same columns, NaN where missing), which the window's first bars are
+    forward-filled from; None: the window alone."""
     bars = len(times)
     real = ~np.isnan(block)
-    filled = block if real.all() else forward_fill(block, limit=MAX_FORWARD_FILL_BARS)
+    if real.all():
+        filled = block
+    elif lead is not None and len(lead) and np.isnan(block[0]).any():
+        filled = forward_fill(np.vstack((lead, block)), limit=MAX_FORWARD_FILL_BARS)[len(lead):]
+    else:
+        filled = forward_fill(block, limit=MAX_FORWARD_FILL_BARS)
     window = PriceWindow(timeframe=timeframe, times=times, symbols=[], instrument_ids=[], closes=np.empty((0, 0)))
     keep = []
     # Column by column below, but counted for all columns at once (a replay calls this every bar).
-    reals, starts, gaps = real.sum(axis=0).tolist(), real[0].tolist(), np.isnan(filled).any(axis=0).tolist()
+    reals, gaps = real.sum(axis=0).tolist(), np.isnan(filled).any(axis=0).tolist()
+    starts = (~np.isnan(filled[0])).tolist()  # a real first bar, or one filled from the lead
     flat = _constant_columns(filled).tolist()
     for k, symbol in enumerate(symbols):
         reason = _exclusion(bars, reals[k], starts[k], gaps[k], short_history[k] if short_history else None)

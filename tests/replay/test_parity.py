@@ -7,11 +7,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
+from core.market_clock import stored_clock_start, stored_clock_step
+from execution.models import Signal
 from pairs.models import Instrument, Level, Pair
+from pairs.quant.spread_rule import ACTION_LABELS
 from replay.report import replay_trades
 from replay.run import replay_run
 from replay.sensitivity import pairs_backtest
+from statarb_site.celery import app as celery_app
+from statarb_site.pipelines import signals_pipeline
 from tests.factories import PairFactory
 from tests.replay.replay_world import START, import_market, parsed, wipe_replay
 
@@ -86,3 +92,74 @@ def test_replay_and_backtest_fill_the_same_trades_at_the_same_prices(shared_cand
                                                                           for t in prompt[: len(late)]]
     assert all(leg_fills(t, "open")["NEOUSDT"]["filled_at"] == leg_fills(p, "open")["NEOUSDT"]["filled_at"] + HOUR
                for t, p in zip(late, prompt, strict=False))
+
+
+# Binance stopped trading from 2021-04-20 02:00 to 03:59 UTC (no bar of any symbol): with the test's 150-bar z-score,
+# the signals' window starts on those missing bars from 2021-04-26 09:00.
+AFTER_THE_GAP = datetime(2021, 4, 26, tzinfo=UTC)
+
+
+def stored_signals() -> list[tuple[datetime, str, float]]:
+    return list(Signal.objects.order_by("bar_time").values_list("bar_time", "action", "zscore"))
+
+
+def live_signals_on_the_stored_clock(settings, start: datetime, end: datetime) -> list[tuple[datetime, str, float]]:
+    """The live signals pipeline (``signals_pipeline``: signals, then the bots) run once per bar of [start, end],
+    at the demo's stored-data clock moved to each bar's close, over the stored candles."""
+    settings.STATARB_MARKET_CLOCK = "stored"
+    stored_clock_start(start=start + HOUR, end=end + HOUR, bar=HOUR, wall_seconds=1)
+    wall = timezone.now()
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    try:
+        for k in range((end - start) // HOUR + 1):
+            signals_pipeline.apply().get()
+            stored_clock_step(wall_now=wall + timedelta(seconds=2 * (k + 1)))
+    finally:
+        celery_app.conf.task_always_eager = eager
+    return stored_signals()
+
+
+def test_backtest_replay_and_live_signals_agree_bar_for_bar_through_an_exchange_wide_gap(shared_candles_dir,
+                                                                                         settings):
+    """Every bar gets the same action and z-score from the vectorised backtest, the replay and the live pipeline,
+    also once the z-score's window starts on bars no symbol has (the grid fills them from the bars before, as it
+    fills them inside a window). The window's start stayed on those bars until the pairs advanced, so every
+    pair's signals stopped for a week (MAX_CATCH_UP_BARS) in the replay and live, while the backtest traded on."""
+    config = import_market(shared_candles_dir)
+    start, end = AFTER_THE_GAP, AFTER_THE_GAP + timedelta(days=2, hours=23)
+    pair = fixed_pair()
+    _, result, times = pairs_backtest(config=config, pairs=[pair], start=start, end=end, execution_delay_bars=0)
+    backtested = [(datetime.fromtimestamp(t / 1000, tz=UTC), ACTION_LABELS[a], z)
+                  for t, a, z in zip(times.tolist(), result.actions[:, 0], result_zscores(config, pair, start, end),
+                                     strict=True)]
+    assert backtested[-1][1] == "end_of_data"  # the backtest's own close of what is open at the end
+    backtested[-1] = (*backtested[-1][:1], "hold", backtested[-1][2])
+    assert any(action.startswith("enter") for _, action, _ in backtested[10:]), "the data should make the rule trade"
+
+    replay_run(start=start, end=end, config=config, reselect_every=None, execution_delay_bars=0)
+    replayed = stored_signals()
+    wipe_replay()
+    fixed_pair()
+    live = live_signals_on_the_stored_clock(settings, start, end)
+
+    for path in (replayed, live):
+        assert [(t, action) for t, action, _ in path] == [(t, action) for t, action, _ in backtested]
+        assert [z for *_, z in path] == pytest.approx([z for *_, z in backtested], rel=1e-9)
+
+
+def result_zscores(config, pair: Pair, start: datetime, end: datetime) -> list[float]:
+    """The z-scores the backtest traded on, bar by bar (``pairs_backtest``'s rolling fit)."""
+    import numpy as np
+
+    from pairs.quant.spread_rule import rolling_zscore
+    from pairs.selectors import price_window
+
+    bars = (end - start) // HOUR + 1
+    window = price_window(instruments=[pair.y_instrument, pair.x_instrument], timeframe=config.timeframe,
+                          bars=bars + config.zscore_window_bars, end=end)
+    column = {iid: k for k, iid in enumerate(window.instrument_ids)}
+    log = np.log(window.closes)
+    rolling = rolling_zscore(log[:, column[pair.y_instrument_id]], log[:, column[pair.x_instrument_id]],
+                             config.zscore_window_bars)
+    return rolling.zscore[config.zscore_window_bars:].tolist()

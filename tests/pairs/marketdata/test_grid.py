@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairs.marketdata.grid import MAX_FORWARD_FILL_BARS, BarGrid, PriceWindow, empty_window, forward_fill, grid_window
+from pairs.marketdata.grid import (
+    LEAD_BARS,
+    MAX_FORWARD_FILL_BARS,
+    BarGrid,
+    PriceWindow,
+    empty_window,
+    forward_fill,
+    grid_window,
+)
 
 
 def test_bar_grid_gives_the_index_pandas_built_before():
@@ -50,3 +58,25 @@ def test_price_window_builds_its_datetime_index_only_when_asked():
     given = PriceWindow(timeframe="1h", times=grid.index(), symbols=[], instrument_ids=[], closes=np.empty((4, 0)))
     assert given.bar_time(1) == datetime(2021, 1, 1, 22, tzinfo=UTC)
     assert len(empty_window("1h").times) == 0 and empty_window("1h").times.tz is not None
+
+
+def test_a_window_starting_in_a_gap_is_filled_from_the_bars_before_it():
+    """Where a window starts must not decide whether a symbol is in it: its first bars, missing in a gap, are filled
+    from the lead (the bars before the window) as they are inside a longer window; a symbol listed inside the
+    window, with nothing before it, is still left out."""
+    closes = np.array([[1.0, 5.0, np.nan], [1.1, np.nan, np.nan], [np.nan, np.nan, np.nan], [np.nan, np.nan, 3.0],
+                       [1.4, 5.4, 3.1], [1.5, 5.5, 3.2]])
+    grid = BarGrid.ending(datetime(2021, 1, 2, tzinfo=UTC), step_s=3600, bars=4)
+    lead = np.full((LEAD_BARS, 3), np.nan)
+    lead[-2:] = closes[:2]
+
+    window = grid_window(timeframe="1h", times=grid, block=closes[2:], symbols=["A", "B", "C"],
+                         instrument_ids=[1, 2, 3], lead=lead)
+    longer = grid_window(timeframe="1h", times=BarGrid.ending(datetime(2021, 1, 2, tzinfo=UTC), step_s=3600, bars=6),
+                         block=closes, symbols=["A", "B", "C"], instrument_ids=[1, 2, 3])
+
+    assert window.symbols == ["A", "B"] and window.excluded["C"].startswith("short history")
+    np.testing.assert_array_equal(window.closes, longer.closes[2:, :2])
+    assert window.filled_bars == {"A": 2, "B": 2}
+    alone = grid_window(timeframe="1h", times=grid, block=closes[2:], symbols=["A", "B", "C"], instrument_ids=[1, 2, 3])
+    assert alone.symbols == []  # without the lead nothing starts the window (as before)
