@@ -52,7 +52,8 @@ def signal_pairs(config: StrategyConfig) -> list[Pair]:
     )
 
 
-# An outage longer than this (a week of hourly bars) is not replayed bar by bar: the rule restarts from the window.
+# An outage longer than this (a week of hourly bars) is not replayed bar by bar: the rule restarts flat from the
+# window (``_restart``).
 MAX_CATCH_UP_BARS = 168
 
 
@@ -123,6 +124,8 @@ def _advance(config: StrategyConfig, window: PriceWindow, tradable: list[Pair], 
     states = [_state_of(pair, times) for pair in tradable]
     open_ns = window.times.as_unit("ns").asi8
     last_seen = np.array([np.searchsorted(open_ns, _ns(s.last_bar_time), side="right") - 1 for s in states])
+    for k in np.flatnonzero(last_seen < config.zscore_window_bars - 1):
+        _restart(states[k])  # behind by more than the catch-up: its bars up to the window are not replayed
     params = rule_params(config)
     holding = max_holding_bars(np.array([p.half_life_bars or np.nan for p in tradable], dtype=float), params)
     rule = RuleState(
@@ -174,6 +177,15 @@ def _state_of(pair: Pair, times: list[datetime]) -> SignalState:
     if state is None:
         state = SignalState(pair=pair, last_bar_time=times[-2] if len(times) > 1 else times[-1])
     return state
+
+
+def _restart(state: SignalState) -> None:
+    """Flat and without cooldown, as a new pair starts: a state more than ``MAX_CATCH_UP_BARS`` behind (a long
+    outage, a pair active again after weeks) has bars no catch-up steps through, so its position, holding time and
+    cooldown would go on as if those bars never happened (a position held past its holding limit, or one the rule
+    left long ago still blocking the pair's entries). A trade still open on it is closed by the bot (the rule no
+    longer holds it)."""
+    state.position, state.entry_bar, state.bars_held, state.cooldown = 0, -1, 0, 0
 
 
 def _ns(moment: datetime) -> int:

@@ -197,3 +197,19 @@ def test_a_store_that_rolls_back_makes_the_next_one_write_every_field(market, mo
     signals_update(config=config, end=bar_time(BARS - 1), pairs=kept)
     fields = ("last_bar_time", "bar_index", "position", "entry_bar", "bars_held", "cooldown")
     assert SignalState.objects.values_list(*fields).get(pk=state.pk) == tuple(getattr(state, f) for f in fields)
+
+
+def test_a_state_further_behind_than_the_catch_up_restarts_flat_from_the_window(market):
+    """Behind by more than MAX_CATCH_UP_BARS (a long outage, a pair active again after weeks), the bars before the
+    window are not stepped through: the rule restarts flat on the window's bars, as documented, instead of going on
+    with a position, holding time and cooldown that missed those bars."""
+    config, pair, closes_y, closes_x = market
+    signals_update(config=config, end=bar_time(WINDOW + 10))
+    SignalState.objects.filter(pair=pair).update(position=1, entry_bar=5, bars_held=2, cooldown=0)
+    Signal.objects.all().delete()
+
+    run = signals_update(config=config, end=bar_time(BARS - 1), max_catch_up_bars=168)
+
+    first = BARS - 1 - 168  # the first bar the window's rolling fit covers
+    assert run.bars == 169
+    assert signalled(pair) == expected_actions(config, closes_y, closes_x, first, BARS - 1)
