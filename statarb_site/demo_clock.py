@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
@@ -25,6 +25,7 @@ from pairs.selectors import candle_bounds
 
 SCHEDULE_NAME = "demo: stored-data clock"
 STEP_TASK = "statarb_site.pipelines.stored_clock_pipeline"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Where a first start puts the clock when no signals were computed before it: this far before the end of the data.
 DEFAULT_DAYS_BEFORE_END = 7
 
@@ -51,6 +52,11 @@ def demo_clock_setup(*, start: datetime | None = None, bar_seconds: float) -> St
     end = last + bar  # the newest stored bar closes here
     if start is None and not StoredDataClock.objects.filter(pk=1).exists():
         start = _where_the_signals_end(end, bar) or max(first + bar, end - timedelta(days=DEFAULT_DAYS_BEFORE_END))
+    if start is not None and (start - _EPOCH) % bar:
+        # Mid-bar, every step would stay mid-bar: the paper fills, at the open of the bar in progress, would take a
+        # price from before the decision, which the replay and the backtest never do.
+        raise ValueError(f"the stored-data clock starts at a bar close (a whole {config.timeframe} bar, like "
+                         f"{_EPOCH + (start - _EPOCH) // bar * bar:%Y-%m-%dT%H:%M}): got {start:%Y-%m-%dT%H:%M:%S} UTC")
     if start is not None and start < first + bar:
         raise ValueError(f"the stored {config.timeframe} candles begin at {first:%Y-%m-%d %H:%M} UTC: the clock can't "
                          f"start at {start:%Y-%m-%d %H:%M}")

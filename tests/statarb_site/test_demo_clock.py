@@ -252,3 +252,15 @@ def test_run_stack_starts_the_clock_and_says_so(settings):
             "to 2021-03-01 06:00 UTC, one 1:00:00 bar every 2.5 s of wall time (4 bars") in out.getvalue()
     with pytest.raises(CommandError, match="can't go back"):
         Command(stdout=out)._clock_setup(bars[0], None)
+
+
+@pytest.mark.django_db
+def test_a_clock_start_between_two_bar_closes_is_refused_naming_the_bar_close(settings):
+    """Started mid-bar, the clock would stay mid-bar at every step, and each paper fill (the open of the bar in
+    progress) would take a price from before the decision."""
+    settings.STATARB_MARKET_CLOCK = "stored"
+    _, bars = stored_world()
+    with pytest.raises(ValueError, match=r"starts at a bar close .*like 2021-03-01T02:00.*got 2021-03-01T02:30:00"):
+        demo_clock_setup(start=bars[0] + HOUR + timedelta(minutes=30), bar_seconds=5)
+    assert not StoredDataClock.objects.exists()
+    assert demo_clock_setup(start=bars[0] + HOUR, bar_seconds=5).moment == bars[0] + HOUR
