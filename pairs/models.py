@@ -443,8 +443,25 @@ class StrategyConfig(models.Model):
                 self.min_half_life_bars > self.max_half_life_bars:
             errors["max_half_life_bars"] = (f"{self.max_half_life_bars:g} is below the minimum half-life "
                                             f"{self.min_half_life_bars:g}")
+        if (retention := self._retention_error()) is not None:
+            errors["candle_retention_days"] = retention
         if errors:
             raise ValidationError(errors)
+
+    def _retention_error(self) -> str | None:
+        """The maintenance deletes candles older than ``candle_retention_days`` before the newest bar, at every
+        grading: a retention shorter than the bars a screening reads (its universe's history up to the formation
+        end, then the validation bars) deleted them, and no run found a symbol again (0, or 400 days of 4h bars)."""
+        if self.timeframe not in TIMEFRAME_MS or None in (self.candle_retention_days, self.lookback_bars,
+                                                          self.min_history_bars, self.validation_bars):
+            return None
+        needed_bars = max(self.lookback_bars, self.min_history_bars) + self.validation_bars
+        needed_days = -(-needed_bars * TIMEFRAME_MS[self.timeframe] // 86_400_000)
+        if self.candle_retention_days >= needed_days:
+            return None
+        return (f"{self.candle_retention_days} day(s) keep fewer {self.timeframe} candles than a screening reads: "
+                f"max(lookback_bars, min_history_bars) + validation_bars = {needed_bars} bars, at least "
+                f"{needed_days} days; the maintenance would delete the rest at the next grading")
 
     @classmethod
     def current(cls) -> StrategyConfig:

@@ -234,3 +234,24 @@ def test_a_strategy_configuration_the_rule_would_refuse_is_refused_by_field(fiel
     with pytest.raises(ValidationError) as refused:
         config.full_clean()
     assert field in refused.value.message_dict, refused.value.message_dict
+
+
+@pytest.mark.parametrize(("timeframe", "retention_days", "refused"), [
+    ("1h", 0, True), ("1h", 104, True), ("1h", 105, False), ("4h", 400, True), ("4h", 417, False),
+])
+def test_a_candle_retention_shorter_than_a_screening_reads_is_refused(timeframe, retention_days, refused):
+    # The maintenance deletes candles older than the retention before the newest bar at every grading: 0 days (or
+    # the default 400 days of 4h bars, 2,400 bars) deleted the 2,000 + 500 bars a screening reads.
+    from django.core.exceptions import ValidationError
+
+    from pairs.models import StrategyConfig
+
+    config = StrategyConfig.current()
+    config.timeframe, config.candle_retention_days = timeframe, retention_days
+    if not refused:
+        config.full_clean()
+        return
+    with pytest.raises(ValidationError) as error:
+        config.full_clean()
+    message = error.value.message_dict["candle_retention_days"][0]
+    assert "2500 bars" in message and "lookback_bars" in message, message
