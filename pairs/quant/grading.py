@@ -12,8 +12,9 @@ A pair moves at most one rung per grading, so capital follows evidence step by s
 - **Demote** one level when the current level's thresholds fail by more than the hysteresis margin (profit
   factor below ``min_profit_factor * (1 - h)``, win rate below ``min_win_rate * (1 - h)``, drawdown above
   ``max_drawdown * (1 + h)``, q-value above ``max_qvalue * (1 + h)``, half-life outside the range widened by
-  ``h``). Trade counts don't demote: evidence only grows. The gap between the promotion and the demotion bars
-  is what keeps a pair from flapping between two levels on noise.
+  ``h``). Trade counts don't demote: a validation window without a trade has no statistic to fail (a live level
+  without a live trade does). The gap between the promotion and the demotion bars is what keeps a pair from
+  flapping between two levels on noise.
 - **Demote to level 0** when cointegration broke: ``consecutive_failures`` screening runs failed in a row.
 - **Demote** one level when live results fall short of the backtest: with at least ``min_live_trades``
   live/paper trades, live profit factor below ``(1 - live_shortfall_margin)`` x the validation backtest's, or
@@ -75,8 +76,23 @@ def _value(x: float | None, missing: float) -> float:
     return missing if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
-def _meets(rule: LevelRule, evidence: TradeEvidence, pair: PairEvidence, slack: float, count_trades: bool) -> str:
-    """'' when the thresholds hold (relaxed by ``slack``), else the first reason they don't."""
+def _meets(rule: LevelRule, evidence: TradeEvidence | None, pair: PairEvidence, slack: float, count_trades: bool
+           ) -> str:
+    """'' when the thresholds hold (relaxed by ``slack``), else the first reason they don't (``evidence`` None: the
+    pair's own thresholds only, q-value and half-life)."""
+    failure = "" if evidence is None else _trades_meet(rule, evidence, slack, count_trades)
+    if failure:
+        return failure
+    qvalue = _value(pair.qvalue, 1.0)
+    if qvalue > rule.max_qvalue * (1 + slack):
+        return f"q-value {qvalue:.3f} > {rule.max_qvalue * (1 + slack):.3f}"
+    half_life = _value(pair.half_life, math.inf)
+    if not rule.min_half_life * (1 - slack) <= half_life <= rule.max_half_life * (1 + slack):
+        return f"half-life {half_life:.1f} bars outside [{rule.min_half_life:g}, {rule.max_half_life:g}]"
+    return ""
+
+
+def _trades_meet(rule: LevelRule, evidence: TradeEvidence, slack: float, count_trades: bool) -> str:
     if count_trades and evidence.trades < rule.min_trades:
         return f"{evidence.trades} trades < {rule.min_trades}"
     win_rate = _value(evidence.win_rate, 0.0)
@@ -88,12 +104,6 @@ def _meets(rule: LevelRule, evidence: TradeEvidence, pair: PairEvidence, slack: 
     drawdown = _value(evidence.max_drawdown, 0.0)
     if drawdown > rule.max_drawdown * (1 + slack):
         return f"max drawdown {drawdown:.3f} > {rule.max_drawdown * (1 + slack):.3f}"
-    qvalue = _value(pair.qvalue, 1.0)
-    if qvalue > rule.max_qvalue * (1 + slack):
-        return f"q-value {qvalue:.3f} > {rule.max_qvalue * (1 + slack):.3f}"
-    half_life = _value(pair.half_life, math.inf)
-    if not rule.min_half_life * (1 - slack) <= half_life <= rule.max_half_life * (1 + slack):
-        return f"half-life {half_life:.1f} bars outside [{rule.min_half_life:g}, {rule.max_half_life:g}]"
     return ""
 
 
@@ -108,8 +118,12 @@ def grade(current: int | None, ladder: list[LevelRule], evidence: PairEvidence, 
         return Decision(bottom, f"cointegration broken: {evidence.consecutive_failures} failed screenings in a row")
     if level != bottom:
         rule = rules[index]
-        failure = _meets(rule, evidence.live if rule.requires_live_evidence else evidence.backtest, evidence,
-                         params.hysteresis, count_trades=False)
+        source = evidence.live if rule.requires_live_evidence else evidence.backtest
+        # The validation window slides with every screening: one without a trade (no signal, or a leg left out of it
+        # for a gap) has no win rate, profit factor or drawdown to fail, and trade counts don't demote. Live trades
+        # only accumulate, so a live level without any still fails: real money is never held on no evidence.
+        unweighed = not rule.requires_live_evidence and source.trades == 0
+        failure = _meets(rule, None if unweighed else source, evidence, params.hysteresis, count_trades=False)
         if failure:
             return Decision(numbers[index - 1], f"demoted: below L{level} thresholds ({failure})")
         shortfall = _live_shortfall(evidence, params)

@@ -618,3 +618,17 @@ def test_a_level_moved_while_the_grading_ran_is_not_overruled(market, monkeypatc
     assert (g.previous_level, g.level) == (0, 2)
     assert g.reason.startswith("left where a person put it meanwhile (promoted")
     assert outcome.as_json()["promoted"] == outcome.as_json()["demoted"] == 0
+
+
+def test_a_paper_pair_whose_validation_window_has_no_trade_keeps_its_level(market):
+    # No validation bar reaches the entry z: no trade, so no win rate or profit factor. They were read as 0 and
+    # the pair was demoted from paper ("win rate 0.00 < 0.40"), though trade counts never demote.
+    market.config.entry_z, market.config.stop_z = 50.0, 60.0
+    market.config.save()
+    pair = market.pair("Y1USDT", "XUSDT", level=1)
+    outcome = pair_statistics_update(config=market.config)
+    pair.refresh_from_db()
+    assert stats_of(pair, PairStatistics.Window.VALIDATION).trades == 0
+    assert pair.level.number == 1
+    assert graded(outcome, pair).reason == "unchanged"
+    assert not LevelChange.objects.filter(pair=pair).exists()

@@ -134,3 +134,20 @@ def test_a_live_shortfall_holds_the_pair_down_instead_of_flapping():
     assert levels == [0, 0, 0, 0, 0, 0]
     # Once the live results catch up with the backtest, the pair climbs again.
     assert grade(0, LADDER, evidence(backtest=backtest, live=TradeEvidence(12, 0.6, 1.9, 0.05)), PARAMS).level == 1
+
+
+def test_a_validation_window_without_a_trade_does_not_demote():
+    # No entry signal in the window, or a leg left out of it for a gap: the pair's win rate and profit factor were
+    # read as 0 and a paper pair was demoted ("win rate 0.00 < 0.40"), though trade counts never demote.
+    assert grade(1, LADDER, evidence(backtest=NO_TRADES), PARAMS) == Decision(1, "unchanged")
+    # Its own thresholds still hold it: a q-value beyond the margin demotes it.
+    decision = grade(1, LADDER, evidence(backtest=NO_TRADES, qvalue=0.2), PARAMS)
+    assert decision.level == 0 and "q-value" in decision.reason
+    # A losing trade is evidence, and demotes.
+    assert grade(1, LADDER, evidence(backtest=TradeEvidence(1, 0.0, 0.0, 0.01)), PARAMS).level == 0
+
+
+def test_a_live_level_without_a_live_trade_is_demoted():
+    # Live trades only accumulate: a pair on real money (moved there by hand) with none has no evidence at all.
+    decision = grade(2, LADDER, evidence(backtest=GOOD_BACKTEST, live=NO_TRADES), PARAMS)
+    assert decision.level == 1 and "win rate 0.00" in decision.reason
