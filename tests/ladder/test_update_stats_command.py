@@ -208,3 +208,29 @@ def test_update_stats_end_outside_the_calendar_is_an_error_naming_the_option_not
     assert str(info.value).startswith(f"Error: argument --end: {end!r} is ")
     assert not AuditEntry.objects.filter(action="update_stats").exists()
     assert not PairStatistics.objects.exists()
+
+
+@pytest.mark.parametrize("days", [1, 365 * 6])
+def test_update_stats_end_after_the_newest_bar_is_refused_and_keeps_the_statistics(days):
+    # A grading there has no bar to weigh: it replaced every pair's statistics with none (a mistyped year erased
+    # them all), and a paper pair was demoted on the missing trades.
+    market = make_market()
+    pair = market.pair("Y2USDT", "XUSDT", level=0)
+    call_command("update_stats", stdout=StringIO())
+    pair.refresh_from_db()
+    assert pair.level.number == 1
+    stored = sorted(PairStatistics.objects.filter(pair=pair).values_list("window", "trades"))
+    assert len(stored) == 2
+
+    end = LAST_BAR + timedelta(days=days)
+    with pytest.raises(CommandError) as refused:
+        call_command("update_stats", end=end.replace(tzinfo=None), stdout=StringIO())
+
+    assert str(refused.value) == (f"--end {end:%Y-%m-%dT%H:%M} is after the newest stored 1h bar of bybit, "
+                                  f"{LAST_BAR:%Y-%m-%dT%H:%M} UTC: nothing is graded or stored")
+    assert sorted(PairStatistics.objects.filter(pair=pair).values_list("window", "trades")) == stored
+    pair.refresh_from_db()
+    assert pair.level.number == 1
+    assert AuditEntry.objects.filter(action="update_stats").count() == 1
+    # At the newest bar itself it grades.
+    call_command("update_stats", end=LAST_BAR.replace(tzinfo=None), stdout=StringIO())

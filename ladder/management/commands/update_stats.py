@@ -2,7 +2,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from core.audit import audit_record
 from core.commands import output_write, shell_operator, utc_moment, writable_output_path
@@ -11,6 +11,7 @@ from ladder.services import pair_statistics_update
 from pairs.market import stored_clock_end
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import StrategyConfig
+from pairs.selectors import candle_bounds
 from pairs.services.maintenance import selection_maintenance
 
 
@@ -31,6 +32,8 @@ class Command(BaseCommand):
         config = StrategyConfig.current()
         if end is not None and end.tzinfo is None:  # passed in-process (call_command), which argparse doesn't see
             end = end.replace(tzinfo=UTC)
+        if end is not None:
+            _check_end(end, config)
         # The checks run at the grading's moment: with --end, when that bar closed (nothing after it is read).
         now = end + timedelta(milliseconds=timeframe_ms(config.timeframe)) if end else market_clock().now()
         end = end or stored_clock_end(config.timeframe)
@@ -52,3 +55,14 @@ class Command(BaseCommand):
         if json_path:
             output_write("--json", json_path, json.dumps(data, indent=1, default=str))
             self.stdout.write(f"wrote {json_path}")
+
+
+def _check_end(end: datetime, config: StrategyConfig) -> None:
+    """A grading ending after the newest stored bar has no validation bars to weigh: it replaced every pair's
+    statistics with none (a mistyped year erased them all), and read missing trades as failing ones."""
+    newest = candle_bounds(exchange=config.exchange, timeframe=config.timeframe)[1]
+    if newest is None:
+        raise CommandError(f"--end {end:%Y-%m-%dT%H:%M}: no {config.timeframe} candles of {config.exchange} are stored")
+    if end > newest:
+        raise CommandError(f"--end {end:%Y-%m-%dT%H:%M} is after the newest stored {config.timeframe} bar of "
+                           f"{config.exchange}, {newest:%Y-%m-%dT%H:%M} UTC: nothing is graded or stored")
