@@ -101,8 +101,11 @@ def selection_maintenance(*, config: StrategyConfig, now: datetime | None = None
             i for i in stale_ids
             if newest_per_instrument.get(i) is None or newest_per_instrument[i] < long_stale_before
         }
+        # Staleness is of the configuration's timeframe: a pair of another one (kept from before a switch) is not
+        # judged on bars it doesn't read, as the suspension above doesn't judge it either.
         summary.pairs_retired_stale = _retire(
-            Pair.objects.filter(Q(y_instrument_id__in=long_stale_ids) | Q(x_instrument_id__in=long_stale_ids)),
+            Pair.objects.filter(timeframe=config.timeframe)
+            .filter(Q(y_instrument_id__in=long_stale_ids) | Q(x_instrument_id__in=long_stale_ids)),
             reason=f"retired: a leg has had no data for more than {config.retire_after_stale_bars} bars",
         )
     summary.orphan_instruments_deleted = _delete_orphan_instruments()

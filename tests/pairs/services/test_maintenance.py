@@ -281,3 +281,22 @@ def test_orphans_are_deleted_even_without_any_candle(config):
     summary = selection_maintenance(config=config, now=FRESH_NOW)
     assert summary.orphan_instruments_deleted == 1
     assert not Instrument.objects.filter(pk=orphan.pk).exists()
+
+
+def test_a_pair_of_another_timeframe_is_not_retired_for_the_configured_timeframe_s_stale_bars(config, levels):
+    # After a switch of StrategyConfig.timeframe, the pairs of the old one (their legs' bars of the new timeframe not
+    # fetched) were retired, locked or not, by bars they never read; the suspension already left them alone.
+    a, b = instrument("AUSDT"), instrument("BUSDT")
+    bars(a, first=NEWEST - 100 * HOUR, last=NEWEST)
+    bars(b, first=NEWEST - 100 * HOUR, last=NEWEST - 21 * HOUR)
+    hourly = pair(a, b, level=levels[1])
+    four_hourly = pair(a, b, level=levels[2], level_locked=True, timeframe="4h")
+
+    summary = selection_maintenance(config=config, now=FRESH_NOW)
+
+    assert summary.pairs_retired_stale == 1
+    assert status(hourly) == Pair.Status.RETIRED
+    assert status(four_hourly) == Pair.Status.ACTIVE
+    four_hourly.refresh_from_db()
+    assert four_hourly.level == levels[2]
+    assert not LevelChange.objects.filter(pair=four_hourly).exists()
