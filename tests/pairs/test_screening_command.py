@@ -177,3 +177,18 @@ def test_select_pairs_end_outside_the_calendar_is_an_error_naming_the_option_not
 
     assert str(info.value).startswith(f"Error: argument --end: {end!r} is ")
     assert not CointegrationRun.objects.exists()
+
+
+def test_select_pairs_end_after_the_newest_bar_is_refused_and_stores_no_run(shared_candles_dir):
+    # The formation window ended validation_bars before a moment no bar has reached: the run was stored, its pairs
+    # counted a failure, and its validation end was in the future.
+    import_real(shared_candles_dir, ["BTCUSDT", "ETHUSDT", "LTCUSDT"])
+    end = LAST_BAR + timedelta(hours=100)
+
+    with pytest.raises(CommandError) as info:
+        call_command("select_pairs", lookback=300, end=end.replace(tzinfo=None), stdout=StringIO(), verbosity=0)
+
+    assert str(info.value) == (f"--end {end:%Y-%m-%dT%H:%M} is after the newest stored 1h bar of bybit, "
+                               f"{LAST_BAR:%Y-%m-%dT%H:%M} UTC")
+    assert not CointegrationRun.objects.exists()
+    assert not AuditEntry.objects.filter(action="select_pairs").exists()

@@ -39,6 +39,8 @@ class Command(BaseCommand):
         config = StrategyConfig.current()
         if lookback is not None:
             _check_lookback(config, lookback)
+        if end is not None:
+            _check_end(config, _utc(end))
         json_path = writable_output_path("--json", json_path)
         wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] or None
         bar = tqdm(total=0, unit="pair", disable=verbosity == 0, desc="screening")
@@ -84,6 +86,15 @@ def _check_lookback(config: StrategyConfig, lookback: int) -> None:
             f"--lookback {lookback} is more than the {stored} bars the stored {config.timeframe} candles of "
             f"{config.exchange} span ({first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC)"
         )
+
+
+def _check_end(config: StrategyConfig, end: datetime) -> None:
+    """No window after the newest stored bar: its validation bars, the formation's last ``validation_bars``, would be
+    bars nobody has, and a run ending there was stored as a screening with a validation in the future."""
+    last = candle_bounds(exchange=config.exchange, timeframe=config.timeframe)[1]
+    if last is not None and end > last:
+        raise CommandError(f"--end {end:%Y-%m-%dT%H:%M} is after the newest stored {config.timeframe} bar of "
+                           f"{config.exchange}, {last:%Y-%m-%dT%H:%M} UTC")
 
 
 def _utc(moment: datetime | None) -> datetime | None:
