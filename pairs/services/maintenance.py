@@ -27,6 +27,7 @@ from django.db import models, transaction
 from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
+from core.audit import audit_record
 from pairs.marketdata.validation import timeframe_ms
 from pairs.models import Candle, Instrument, Pair, StrategyConfig
 from pairs.services.levels import pair_set_level
@@ -139,16 +140,25 @@ def _retire(pairs, *, reason: str) -> int:
 
 def _suspend_or_resume(stale_ids: set[int], config: StrategyConfig) -> tuple[int, int]:
     stale_leg = Q(y_instrument_id__in=stale_ids) | Q(x_instrument_id__in=stale_ids)
-    now = timezone.now()
-    suspended = Pair.objects.filter(status=Pair.Status.ACTIVE, timeframe=config.timeframe).filter(stale_leg).update(
-        status=Pair.Status.SUSPENDED, updated_at=now
-    )
-    resumed = (
-        Pair.objects.filter(status=Pair.Status.SUSPENDED, timeframe=config.timeframe)
-        .exclude(stale_leg)
-        .update(status=Pair.Status.ACTIVE, updated_at=now)
-    )
-    return suspended, resumed
+    suspend = Pair.objects.filter(status=Pair.Status.ACTIVE, timeframe=config.timeframe).filter(stale_leg)
+    resume = Pair.objects.filter(status=Pair.Status.SUSPENDED, timeframe=config.timeframe).exclude(stale_leg)
+    return (_set_status(suspend, Pair.Status.SUSPENDED, "suspend_pairs", "suspended: a leg's data is stale"),
+            _set_status(resume, Pair.Status.ACTIVE, "resume_pairs", "resumed: its legs' data is fresh again"))
+
+
+def _set_status(pairs, status: str, action: str, reason: str) -> int:
+    """Set ``status`` on ``pairs`` and leave it in the audit, naming them: the status decides whether a pair trades,
+    and a pair that stopped trading without a trace had nobody able to say when or why."""
+    with transaction.atomic():
+        ids = sorted(pairs.select_for_update().values_list("pk", flat=True))  # the pairs' rows only, not their legs'
+        if not ids:
+            return 0
+        Pair.objects.filter(pk__in=ids).update(status=status, updated_at=timezone.now())
+        names = sorted(str(p) for p in Pair.objects.filter(pk__in=ids).select_related("y_instrument", "x_instrument"))
+        audit_record(action=action, channel="system", actor_label="maintenance",
+                     summary=f"{len(ids)} pair(s) {reason}: {', '.join(names)}",
+                     details={"pairs": names, "pair_ids": ids})
+    return len(ids)
 
 
 def _delete_orphan_instruments() -> int:

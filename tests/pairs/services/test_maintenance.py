@@ -300,3 +300,30 @@ def test_a_pair_of_another_timeframe_is_not_retired_for_the_configured_timeframe
     four_hourly.refresh_from_db()
     assert four_hourly.level == levels[2]
     assert not LevelChange.objects.filter(pair=four_hourly).exists()
+
+
+def test_a_suspension_and_a_resumption_are_in_the_audit_naming_the_pairs(config, levels):
+    # The status decides whether a pair trades; it changed with no trace, so nobody could say when or why a pair
+    # stopped trading.
+    from core.models import AuditEntry
+
+    a, b, c = (instrument(s) for s in ("AUSDT", "BUSDT", "CUSDT"))
+    bars(a, first=NEWEST - 50 * HOUR, last=NEWEST)
+    bars(b, first=NEWEST - 50 * HOUR, last=NEWEST - 7 * HOUR)
+    bars(c, first=NEWEST - 50 * HOUR, last=NEWEST)
+    pair(a, b, level=levels[1])
+    pair(c, b, level=levels[0])
+    pair(a, c, level=levels[1])
+
+    selection_maintenance(config=config, now=FRESH_NOW)
+    selection_maintenance(config=config, now=FRESH_NOW)  # nothing changes: nothing recorded
+
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.channel, entry.actor_label) == ("suspend_pairs", "system", "maintenance")
+    assert entry.summary == "2 pair(s) suspended: a leg's data is stale: AUSDT/BUSDT, CUSDT/BUSDT"
+    assert entry.details["pairs"] == ["AUSDT/BUSDT", "CUSDT/BUSDT"]
+
+    bars(b, first=NEWEST - 6 * HOUR, last=NEWEST)
+    selection_maintenance(config=config, now=FRESH_NOW)
+    entry = AuditEntry.objects.get(action="resume_pairs")
+    assert entry.summary == "2 pair(s) resumed: its legs' data is fresh again: AUSDT/BUSDT, CUSDT/BUSDT"
