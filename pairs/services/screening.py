@@ -204,6 +204,7 @@ class ScreeningOutcome:
     def as_json(self) -> dict:
         symbols = self.window.symbols
         r = self.result
+        degenerate = degenerate_tests(r)
         tests = []
         for k in range(len(r)):
             check = self.confirmation.get(k)
@@ -217,7 +218,8 @@ class ScreeningOutcome:
                 "pvalue": _finite_or_none(r.pvalue[k]) if r.lag[k] >= 0 else None,
                 # The p-value the selection reads (twice the lower of the pair's two, ``family_pvalues``) and its
                 # q-value; none for the direction not preferred. "pvalue" is the direction's raw Engle-Granger p.
-                "family_pvalue": _finite_or_none(r.family_pvalue[k]),
+                # A degenerate test is left out of the family (its p of 0 is statsmodels' convention, not evidence).
+                "family_pvalue": None if degenerate[k] else _finite_or_none(r.family_pvalue[k]),
                 "qvalue": _finite_or_none(r.qvalue[k]),
                 "preferred_direction": bool(r.preferred[k]),
                 "half_life": _finite_or_none(r.half_life[k]),

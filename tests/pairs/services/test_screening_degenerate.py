@@ -47,6 +47,10 @@ def test_an_exact_multiple_and_a_frozen_market_are_never_candidates_and_the_json
     collinear = tests[("DOUBLEUSDT", "WALKAUSDT")]
     assert not collinear["passed"] and not collinear["candidate"]
     assert collinear["adf_stat"] is None and collinear["lag"] is None
+    # Neither direction has a p-value to show, nor a family p-value (it was 0.0, the best there is, on the direction
+    # kept), since the test is left out of the family.
+    for key in [("DOUBLEUSDT", "WALKAUSDT"), ("WALKAUSDT", "DOUBLEUSDT")]:
+        assert tests[key]["pvalue"] is tests[key]["family_pvalue"] is tests[key]["qvalue"] is None, tests[key]
     assert not {key for key in Pair.objects.values_list("y_instrument__symbol", "x_instrument__symbol")
                 if "DOUBLEUSDT" in key}
     assert ("YLEGUSDT", "XLEGUSDT") in {(t["y"], t["x"]) for t in tests.values() if t["candidate"]}
