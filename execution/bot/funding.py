@@ -12,7 +12,7 @@ from exchanges.errors import ExchangeError
 from exchanges.types import FundingState
 from execution.bot.book import instrument_of, orders_of
 from execution.models import BotHeartbeat, Fill, FundingPayment, Order, PairTrade
-from execution.services.context import TradingContext
+from execution.services.context import LEASE_TTL, TradingContext
 from execution.services.orders import LEGS, leg_net, signed
 from pairs.marketdata.funding import funding_interval_minutes, settlement_times, settles_between
 from pairs.models import Instrument
@@ -72,6 +72,15 @@ def sync_funding(ctx: TradingContext, trades: list[PairTrade], heartbeat: BotHea
     return len(rows)
 
 
+def funding_after_closes(heartbeat: BotHeartbeat, finished: list[PairTrade]) -> None:
+    """Trades that finished in a tick: their close orders went out after the tick's clock was read, and a settlement
+    may have fallen before they filled (the exchange then charges it on the position). The next funding read treats
+    them as it treats trades finished while a read failed: a payment it finds goes to the trade that held it."""
+    closed = [t.closed_at for t in finished if t.opened_at is not None and t.closed_at is not None]
+    if closed and (heartbeat.funding_unsynced_since is None or min(closed) < heartbeat.funding_unsynced_since):
+        _mark_unsynced(heartbeat, min(closed))
+
+
 def _mark_unsynced(heartbeat: BotHeartbeat, since: datetime | None) -> None:
     BotHeartbeat.objects.filter(pk=heartbeat.pk).update(funding_unsynced_since=since)
     heartbeat.funding_unsynced_since = since
@@ -86,23 +95,37 @@ def _closed_while_unsynced(ctx: TradingContext, heartbeat: BotHeartbeat) -> list
                                          closed_at__gte=heartbeat.funding_unsynced_since - FUNDING_OVERLAP)
                 .select_related("pair__y_instrument", "pair__x_instrument").order_by("pk"))
     held: dict[tuple[int, str], Decimal] = {}
+    closes: dict[tuple[int, str], list[tuple[datetime, Decimal]]] = {}
     # What it held between opening and closing: every fill but those of its closing orders. The bot's own times
-    # bound the holding (its clock is the one the settlement times are compared with), not the fills' times.
-    rows = (Fill.objects.filter(order__trade__in=late).exclude(order__action__in=CLOSING_ACTIONS)
-            .values_list("order__trade_id", "order__leg", "order__side", "qty"))
-    for trade_id, leg, side, qty in rows:
-        held[trade_id, leg] = held.get((trade_id, leg), Decimal(0)) + signed(side, qty)
+    # bound the holding (its clock is the one the settlement times are compared with), not the fills' times; past
+    # its close, the closing fills' own times say what was still held (``_held_at``).
+    rows = (Fill.objects.filter(order__trade__in=late)
+            .values_list("order__trade_id", "order__leg", "order__side", "qty", "order__action", "filled_at"))
+    for trade_id, leg, side, qty, action, filled_at in rows:
+        if action in CLOSING_ACTIONS:
+            closes.setdefault((trade_id, leg), []).append((filled_at, signed(side, qty)))
+        else:
+            held[trade_id, leg] = held.get((trade_id, leg), Decimal(0)) + signed(side, qty)
     for trade in late:
         trade.account = ctx.account
         trade.held_by_leg = {leg: held.get((trade.pk, leg), Decimal(0)) for leg in LEGS}
+        trade.closes_by_leg = {leg: closes.get((trade.pk, leg), []) for leg in LEGS}
     return late
 
 
 def _held_at(trade: PairTrade, leg: str, moment: datetime) -> Decimal:
-    """What a finished trade held in one leg at ``moment``: its opening position while it was open, else nothing."""
-    if trade.opened_at <= moment and (trade.closed_at is None or moment < trade.closed_at):
+    """What a finished trade held in one leg at ``moment``: its opening position while it was open; after its close
+    (the tick's clock, read before its close orders went out), what its closing fills that the exchange executed
+    after ``moment`` had not closed yet: a settlement between the tick's start and those fills is paid on it."""
+    if trade.opened_at > moment:
+        return Decimal(0)
+    if trade.closed_at is None or moment < trade.closed_at:
         return trade.held_by_leg[leg]
-    return Decimal(0)
+    if moment - trade.closed_at >= LEASE_TTL:
+        # No tick runs longer than its lease: a closing fill timed later is a fill model's (the paper exchange's
+        # execution delay), whose position was closed when the order was placed.
+        return Decimal(0)
+    return trade.held_by_leg[leg] + sum((qty for at, qty in trade.closes_by_leg[leg] if at <= moment), Decimal(0))
 
 
 def _first_unlisted(ctx: TradingContext, since: datetime, trades: list[PairTrade], late: list[PairTrade],

@@ -34,7 +34,7 @@ from exchanges.retry import RetryingExchange
 from execution.bot.book import active_trades, orders_of
 from execution.bot.entries import entry_lapsed, open_new_trades, pair_off_level
 from execution.bot.exits import close_decisions
-from execution.bot.funding import sync_funding
+from execution.bot.funding import funding_after_closes, sync_funding
 from execution.bot.lease import LEASE_TTL, default_lease_owner, lease_for_tick
 from execution.bot.reconcile import reconcile
 from execution.models import BotHeartbeat, ExchangeAccount, PairTrade
@@ -168,7 +168,15 @@ def _entry_lapsed(account: ExchangeAccount, now, timeframe: str) -> Callable[[Pa
 def _tick(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, fresh_lease: bool,
           reconcile_every: timedelta) -> list[PairTrade]:
     """Run steps 2-6; returns every trade the tick holds at its end (the lease keeps other bots out, so these are
-    all of the account's trades that were active at its start or planned by it)."""
+    all of the account's trades that were active at its start or planned by it). The trades it finished are left to
+    the next funding read: their close orders may have filled after a settlement."""
+    held = _tick_steps(ctx, report, heartbeat, fresh_lease=fresh_lease, reconcile_every=reconcile_every)
+    funding_after_closes(heartbeat, [t for t in held if t.state in PairTrade.FINAL_STATES])
+    return held
+
+
+def _tick_steps(ctx: TradingContext, report: TickReport, heartbeat: BotHeartbeat, *, fresh_lease: bool,
+                reconcile_every: timedelta) -> list[PairTrade]:
     trades = active_trades(ctx.account)
     # Funding first, while every trade that held a position through a settlement is still active (one closing
     # in this tick takes its funding into its PnL).

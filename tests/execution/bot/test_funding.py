@@ -10,6 +10,7 @@ otherwise.
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -144,3 +145,48 @@ def test_a_trade_opened_after_the_settlement_waits_for_no_payment(world, fake):
     assert exchange.reads == 1  # the settlement after the watermark read once: nothing paid, nothing waited for
     heartbeat = _heartbeat(world)
     assert heartbeat.funding_synced_until > settled and heartbeat.funding_unsynced_since is None
+
+
+class SettlesBeforeTheClose(FundingListedLate):
+    """The exchange settles 08:00's funding between the tick's start (07:59:50, the trade's close) and its close
+    orders' fills: the position is still held at 08:00 and pays."""
+
+    def __init__(self, world, fake, settled):
+        super().__init__(world)
+        self.fake, self.settled = fake, settled
+
+    def place_order(self, **kwargs):
+        if kwargs.get("reduce_only") and self.settled is not None:
+            for symbol, rate in (("YYYUSDT", "0.001"), ("XXXUSDT", "-0.001")):
+                self.fake.settle_funding(symbol, rate, time_ms=int(self.settled.timestamp() * 1000))
+            self.settled = None
+        return self._inner.place_order(**kwargs)
+
+
+def test_funding_settled_while_the_close_orders_went_out_goes_to_the_closed_trade(world, fake):
+    """A tick that starts at 07:59:50 closes the trade (its closed_at: the tick's clock) but its close orders fill
+    after 08:00: the exchange charges 08:00's funding on the position. The next tick reads it; no trade is open any
+    more, and the payment belongs to the trade that held the position then, whatever the tick's clock said."""
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)  # opens at 02:00
+    tick(world)
+    while world.now.hour != 7:
+        world.next_bar(action=Signal.Action.HOLD, position=1)
+        tick(world)
+    world.next_bar(action=Signal.Action.EXIT)  # the exit signal comes at 07:00 and is acted on at 07:59:50
+    settled = world.now + timedelta(hours=1)
+    world.tick(exchange=SettlesBeforeTheClose(world, fake, settled), now=settled - timedelta(seconds=10))
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSED and trade.closed_at < settled
+    charged = -sum(e.exec_fee for e in fake.executions() if e.exec_type == "Funding")
+    assert charged != 0
+    pnl_before = trade.realised_pnl
+
+    world.next_bar(action=Signal.Action.HOLD, position=0)
+    world.tick(exchange=FundingListedLate(world), now=settled + timedelta(seconds=50))
+    trade.refresh_from_db()
+    assert not FundingPayment.objects.filter(trade__isnull=True).exists()
+    assert trade.funding == charged and trade.realised_pnl == pnl_before + charged
+    # the exchange's wallet moved by the trade's realised PnL, to the last digit (the fixture's balance: 100000)
+    assert fake.balance() - Decimal("100000") == trade.realised_pnl
+    totals = DailyTradeTotals.objects.get(account=world.account, day=settled.date())
+    assert totals.funding == charged and totals.pnl == trade.realised_pnl
