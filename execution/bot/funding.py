@@ -200,23 +200,40 @@ def _not_recorded(ctx: TradingContext, payments: list[FundingState], since: date
     return [p for p in payments if (p.symbol, p.settled_at) not in recorded]
 
 
-def _attributed(ctx: TradingContext, trades: list[PairTrade], late: list[PairTrade],
-                payments: list[FundingState]) -> list[FundingPayment]:
-    """A row per trade holding each payment's position (split by size, same direction only); a payment no trade
-    explains is recorded without a trade when its instrument is known. An active trade holds what it holds now; a
-    trade finished since a failed read holds what its fills held at the settlement."""
+def _candidates(ctx: TradingContext, trades: list[PairTrade], late: list[PairTrade]):
+    """By symbol: the trades that may have held a payment's position (active ones with what they hold now, finished
+    ones with None: what they held is read at the settlement), and the legs active trades have closed (the trade,
+    instrument, what it opened, by when its close had filled)."""
     by_symbol: dict[str, list[tuple[PairTrade, Instrument, str, Decimal | None]]] = {}
+    closed_legs: dict[str, list[tuple[PairTrade, Instrument, Decimal, datetime]]] = {}
     for trade in trades:
+        orders = orders_of(trade)
         for leg in LEGS:
-            net = leg_net(orders_of(trade), leg)
+            net = leg_net(orders, leg)
+            instrument = instrument_of(trade, leg)
             if net:
-                instrument = instrument_of(trade, leg)
                 by_symbol.setdefault(ctx.symbol(instrument), []).append((trade, instrument, leg, net))
+            elif (opening := _opening_net(orders, leg)) and (closed := _leg_closed_at(orders, leg)) is not None:
+                # Closed since (a trade still closing its other leg): it held the leg at a settlement before its
+                # close filled, and a payment listed late is read only now.
+                closed_legs.setdefault(ctx.symbol(instrument), []).append((trade, instrument, opening, closed))
     for trade in late:
         for leg in LEGS:
             instrument = instrument_of(trade, leg)
             by_symbol.setdefault(ctx.symbol(instrument), []).append((trade, instrument, leg, None))
-    holders_of = [_holders(by_symbol.get(p.symbol, []), p) for p in payments]
+    return by_symbol, closed_legs
+
+
+def _attributed(ctx: TradingContext, trades: list[PairTrade], late: list[PairTrade],
+                payments: list[FundingState]) -> list[FundingPayment]:
+    """A row per trade holding each payment's position (split by size, same direction only); a payment no trade
+    explains is recorded without a trade when its instrument is known. An active trade holds what it holds now (a
+    leg it has closed since, what it had opened, when no one holds the payment's position now and the leg's close
+    filled after the settlement); a trade finished since a failed read holds what its fills held at the settlement."""
+    by_symbol, closed_legs = _candidates(ctx, trades, late)
+    holders_of = [_holders(by_symbol.get(p.symbol, []), p)
+                  or [(t, instrument, opening) for t, instrument, opening, closed in closed_legs.get(p.symbol, [])
+                      if opening * p.position_qty > 0 and p.settled_at < closed] for p in payments]
     unknown = _instruments_for_symbols(ctx, {p.symbol for p, h in zip(payments, holders_of, strict=True) if not h})
     rows = []
     for payment, holders in zip(payments, holders_of, strict=True):
@@ -235,6 +252,20 @@ def _attributed(ctx: TradingContext, trades: list[PairTrade], late: list[PairTra
                                        mark_price=payment.mark_price,
                                        amount=(payment.amount * share).quantize(Decimal("1e-12"))))
     return rows
+
+
+def _opening_net(orders: list[Order], leg: str) -> Decimal:
+    """What a trade's fills opened on one leg: every fill but those of its closing orders."""
+    return sum((signed(o.side, o.filled_qty) for o in orders if o.leg == leg and o.action not in CLOSING_ACTIONS),
+               Decimal(0))
+
+
+def _leg_closed_at(orders: list[Order], leg: str) -> datetime | None:
+    """By when a leg's last closing order had filled: sent on the tick's clock, filled within the tick (which no
+    lease outlasts)."""
+    sent = [o.submitted_at for o in orders if o.leg == leg and o.action in CLOSING_ACTIONS and o.filled_qty
+            and o.submitted_at is not None]
+    return max(sent) + LEASE_TTL if sent else None
 
 
 def _holders(candidates: list[tuple[PairTrade, Instrument, str, Decimal | None]],

@@ -190,3 +190,21 @@ def test_funding_settled_while_the_close_orders_went_out_goes_to_the_closed_trad
     assert fake.balance() - Decimal("100000") == trade.realised_pnl
     totals = DailyTradeTotals.objects.get(account=world.account, day=settled.date())
     assert totals.funding == charged and totals.pnl == trade.realised_pnl
+
+
+def test_funding_of_a_leg_closed_before_its_payment_was_listed_goes_to_the_trade_still_closing(world, fake):
+    """08:00's payment is listed late; the tick at 08:00:30 closes the y leg but its x close is refused. At the next
+    read the trade is still closing and holds no y any more: y's payment is still the trade's (it held y at 08:00)."""
+    settled, charged = _held_into_the_8am_settlement(world, fake, last_bar=Signal.Action.EXIT)
+    fake.reject_next_order("XXXUSDT", 10001, "params error: not now")
+    world.tick(exchange=FundingListedLate(world, hidden_from=int(settled.timestamp() * 1000)),
+               now=settled + timedelta(seconds=30))
+    trade = world.trade()
+    assert trade.state == PairTrade.State.CLOSING
+    world.next_bar(action=Signal.Action.HOLD, position=0)
+    world.tick(exchange=FundingListedLate(world), now=settled + timedelta(minutes=1, seconds=30))
+    trade.refresh_from_db()
+    assert trade.state == PairTrade.State.CLOSED
+    assert not FundingPayment.objects.filter(trade__isnull=True).exists()
+    assert trade.funding == charged
+    assert fake.balance() - Decimal("100000") == trade.realised_pnl
