@@ -119,10 +119,10 @@ class PairAdmin(AuditedAdmin):
             readonly += ["level", "level_locked"]
         return readonly
 
-    # What automation writes too (the grading the level, the maintenance the status): the change form carries the
-    # values the person saw (hidden), and only what the person changed from them is written. A form opened before a
-    # grading demoted the pair posted its old level, which was taken for the person's choice and undid the demotion.
-    SHARED_WITH_AUTOMATION = ("status", "level", "level_locked")
+    # What the grading writes too: the change form carries the values the person saw (hidden), and only what the
+    # person changed from them is written. A form opened before a grading demoted the pair posted its old level,
+    # which was taken for the person's choice and undid the demotion. (The status, the maintenance's, is read-only.)
+    SHARED_WITH_AUTOMATION = ("level", "level_locked")
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
@@ -153,7 +153,7 @@ class PairAdmin(AuditedAdmin):
         changed = {name for name in self.SHARED_WITH_AUTOMATION
                    if name in form.fields and getattr(obj, name) != seen[name]}
         new_level, new_lock = obj.level, obj.level_locked
-        obj.status = obj.status if "status" in changed else stored.status
+        obj.status = stored.status  # the maintenance's, as stored now (the form was opened before)
         obj.level, obj.level_locked = stored.level, stored.level_locked
         if not changed & {"level", "level_locked"}:
             return super().save_model(request, obj, form, change)
