@@ -80,6 +80,9 @@ class Delivery(models.Model):
     maybe_sent = models.BooleanField(
         default=False, help_text="an earlier try may have arrived (a timeout after the request went out, or a sender "
                                  "that died holding it): the next one is marked as possibly a repeat")
+    server_wait = models.BooleanField(
+        default=False, help_text="the wait before the next try is the server's own (Telegram's 429 retry_after): "
+                                 "nothing goes to this destination before it ends, a critical message included")
     folded_into = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="folded")
     last_error = models.CharField(max_length=1000, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

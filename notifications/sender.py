@@ -2,8 +2,10 @@
 
 Per destination (a chat, an address, the log) messages go out one at a time, in the order they were written, and one
 destination that fails never holds up another. The one exception to the order: a critical message passes the
-non-critical ones that wait for their topic's fold window (``notifications.folding``), so a halt is never 15 s late
-behind a burst of rejected orders; each severity class (critical, the rest) keeps its own order. A claim is a
+non-critical ones that wait for their topic's fold window (``notifications.folding``) or for our backoff after a
+failed try, so a halt is never 15 s late behind a burst of rejected orders nor minutes late behind a message that
+failed while the chat was out (it is the probe: sent, it releases what waited); each severity class (critical, the
+rest) keeps its own order. A claim is a
 conditional UPDATE (status pending, no live lease) that sets ``lease_owner``/``lease_until``: of two senders, one
 claims a row, the other sees no row updated and moves on, on every database. The outcome is recorded only under the
 same lease.
@@ -178,21 +180,27 @@ def _free(delivery: Delivery, now: datetime) -> bool:
 
 def _pick(first: Delivery, critical: Delivery | None, now: datetime) -> Delivery | None:
     """What a destination sends now, if anything: its oldest pending delivery when due; when that one waits for its
-    topic's fold window, the oldest critical one instead (a halt must not wait 15 s behind an info burst). Whatever
-    else makes the oldest wait (a retry's backoff, another sender sending it) holds the whole destination, critical
-    messages included: it says the chat is failing or busy, and the order is kept."""
+    topic's fold window or for our own backoff after a failed try, the oldest critical one instead (a halt must not
+    wait 15 s behind an info burst, nor up to 5 minutes for a failed message's next try: the critical message is
+    itself the probe of whether the destination is back). The server's own wait (Telegram's 429 retry_after) and
+    another sender holding the oldest hold the whole destination, critical messages included."""
     if not _free(first, now):
         return None
     quiet = quiet_until(first, now)
     if quiet is None or quiet <= now:
-        return first if first.next_attempt_at <= now else None
+        if first.next_attempt_at <= now:
+            return first
+        return critical if not first.server_wait and _may_pass(first, critical, now) else None
     # Held by the window: the wait is stored so that every sender (and run()'s sleep) sees when it ends; a longer
     # retry wait already there is kept.
     Delivery.objects.filter(pk=first.pk, status=Delivery.Status.PENDING, next_attempt_at__lt=quiet).filter(
         lease_free(now)).update(next_attempt_at=quiet)
-    if critical is not None and critical.pk != first.pk and critical.next_attempt_at <= now and _free(critical, now):
-        return critical
-    return None
+    return critical if _may_pass(first, critical, now) else None
+
+
+def _may_pass(first: Delivery, critical: Delivery | None, now: datetime) -> bool:
+    return (critical is not None and critical.pk != first.pk and critical.next_attempt_at <= now
+            and _free(critical, now))
 
 
 class Sender:
@@ -312,6 +320,11 @@ class Sender:
                                                              sent_at=now, **release)
             self.report.sent += 1
             self.report.folded += folded
+            # The destination answers again: what waits for our backoff after an earlier failure goes out now, in
+            # its order, instead of up to 5 minutes later (the server's own wait still holds).
+            Delivery.objects.filter(channel=head.channel, target=head.target, status=Delivery.Status.PENDING,
+                                    attempts__gt=0, server_wait=False, next_attempt_at__gt=now).update(
+                next_attempt_at=now)
         else:
             values = {"attempts": attempts, "last_error": outcome.reason[:1000], "parts_sent": outcome.parts_sent,
                       "maybe_sent": repeat or outcome.maybe_delivered, **release}
@@ -326,7 +339,8 @@ class Sender:
             else:
                 wait = outcome.retry_after_s if outcome.retry_after_s is not None else backoff_s(attempts,
                                                                                                   rng=self.rng)
-                values.update(next_attempt_at=now + timedelta(seconds=wait))
+                values.update(next_attempt_at=now + timedelta(seconds=wait),
+                              server_wait=outcome.retry_after_s is not None)
                 self.report.retried += 1
             mine.filter(pk=head.pk).update(**values)
             # They go out with a later head, marked as the head is when this message may have arrived.

@@ -5,6 +5,7 @@ within its budget, and the per-chat spacing holds across runs and between the pa
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from datetime import timedelta
 
@@ -135,6 +136,40 @@ def test_a_retrying_message_still_holds_the_critical_one_behind_it(telegram):
     clock.advance(timedelta(seconds=7))
     Sender(clock=clock).run(budget_s=5)
     assert [text.splitlines()[1] for text in _texts(telegram, ALERTS_CHAT_ID)] == ["BTC/ETH opened", "Halt: main"]
+
+
+def test_a_critical_message_does_not_wait_for_a_failed_messages_backoff(telegram):
+    """After an outage the chat's oldest message waits for our backoff (up to 5 minutes); a halt raised meanwhile is
+    tried at once, and once it gets through, what waited goes out right after it, in its order."""
+    with telegram.outage("http_502"):
+        notify(topic="trade_opened", text="BTC/ETH opened")
+        notify(topic="trade_closed", text="BTC/ETH closed")
+        clock = ManualClock(timezone.now())
+        Sender(clock=clock, rng=random.Random(7)).run(budget_s=5)
+    waiting = Delivery.objects.get(channel="telegram", target=str(ALERTS_CHAT_ID), notification__topic="trade_opened")
+    assert waiting.attempts == 1 and waiting.next_attempt_at > clock.now() and not waiting.server_wait
+
+    notify(topic="halt_raised", text="Halt: main", severity="critical")
+    clock.set(timezone.now())  # the chat is back, the backoff (at least 1 s) still runs
+    Sender(clock=clock).run(budget_s=5)
+    assert [text.splitlines()[1] for text in _texts(telegram, ALERTS_CHAT_ID)] == [
+        "Halt: main", "BTC/ETH opened", "BTC/ETH closed"]
+
+
+def test_a_critical_message_that_fails_too_keeps_the_chat_waiting(telegram):
+    """The critical probe finds the chat still out: it waits for its own backoff, and nothing else is released."""
+    with telegram.outage("http_502"):
+        notify(topic="trade_opened", text="BTC/ETH opened")
+        clock = ManualClock(timezone.now())
+        Sender(clock=clock).run(budget_s=5)
+        notify(topic="halt_raised", text="Halt: main", severity="critical")
+        clock.set(timezone.now())
+        Sender(clock=clock).run(budget_s=5)
+    rows = {d.notification.topic: d for d in Delivery.objects.filter(channel="telegram",
+                                                                     target=str(ALERTS_CHAT_ID))}
+    assert rows["halt_raised"].attempts == 1 and rows["trade_opened"].attempts == 1
+    assert all(row.status == Delivery.Status.PENDING and row.next_attempt_at > clock.now() for row in rows.values())
+    assert _texts(telegram, ALERTS_CHAT_ID) == []
 
 
 def test_a_run_waits_for_a_fold_window_that_ends_within_its_budget(telegram, settings):
