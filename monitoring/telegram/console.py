@@ -33,6 +33,9 @@ from risk.selectors import active_halts
 logger = logging.getLogger(__name__)
 
 CONFIRM_TTL_S = 120.0
+# A chat that is not a command chat gets one audit entry for its change requests per this many seconds; the
+# rest are counted into its next entry (someone scripting /halt at the bot must not bury the audit trail).
+STRANGER_AUDIT_INTERVAL_S = 60.0
 # Each read and the most arguments it takes: more is a mistake answered with its usage, never silently dropped.
 READS: dict[str, tuple[Callable[[list[str]], str], int]] = {
     "status": (reports.status, 0), "profit": (reports.profit, 1), "daily": (reports.daily, 1),
@@ -130,13 +133,13 @@ class Console:
         self.clock = clock
         self.pending: dict[tuple[int, int], _Pending] = {}
         self.bot_username = bot_username  # this bot's (the poller asks getMe): commands to another bot are not ours
+        self._stranger_audits: dict[int, tuple[float, int]] = {}  # chat -> (last entry's time, requests since)
 
     def answer(self, message: Incoming) -> str | None:
         command, args = parse_command(message.text, bot_username=self.bot_username)
         if message.chat_id not in command_chats():
             if command in PERMISSIONS or command == "confirm":  # a change asked from elsewhere: on the record
-                self._audit_refusal(message, f"/{command}", f"chat {message.chat_id} is not a command chat",
-                                    user=self._user(message)[0])
+                self._stranger_refusal(message, command)
             return None  # not even an error: an unknown chat learns nothing
         if not command:
             return None
@@ -149,6 +152,21 @@ class Console:
         if command == "confirm":
             return self._confirm(message, args)
         return f"unknown command /{command}; /help lists them"
+
+    def _stranger_refusal(self, message: Incoming, command: str) -> None:
+        now = self.clock()
+        # Forgotten once their interval is over, unless requests were counted: those go into the chat's next entry.
+        self._stranger_audits = {chat: seen for chat, seen in self._stranger_audits.items()
+                                 if seen[1] or now - seen[0] < STRANGER_AUDIT_INTERVAL_S}  # fmt: skip
+        last, unrecorded = self._stranger_audits.get(message.chat_id, (None, 0))
+        if last is not None and now - last < STRANGER_AUDIT_INTERVAL_S:
+            self._stranger_audits[message.chat_id] = (last, unrecorded + 1)
+            return
+        why = f"chat {message.chat_id} is not a command chat"
+        if unrecorded:
+            why += f" (and {unrecorded} more change request(s) from this chat since its last record)"
+        self._audit_refusal(message, f"/{command}", why, user=self._user(message)[0])
+        self._stranger_audits[message.chat_id] = (now, 0)
 
     @staticmethod
     def _read(command: str, args: list[str]) -> str:

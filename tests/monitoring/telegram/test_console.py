@@ -286,6 +286,21 @@ def test_a_change_asked_in_a_chat_not_on_the_whitelist_is_audited_and_not_answer
     assert not Halt.objects.exists()
 
 
+def test_a_stranger_chat_flooding_change_requests_gets_one_audit_entry_a_minute(fake_telegram, console):
+    """Someone scripting /halt at the bot from their own chat: the first request is on the record at once, the rest
+    of the minute only counted, and the count goes into the chat's next entry."""
+    for _ in range(5):
+        assert say(fake_telegram, console, STRANGER_CHAT, "/halt lvl1") == []
+    assert AuditEntry.objects.filter(action="refused").count() == 1
+    console.clock[0] += 61
+    assert say(fake_telegram, console, STRANGER_CHAT, "/confirm 123456") == []
+    first, second = AuditEntry.objects.filter(action="refused").order_by("pk")
+    assert first.summary == f"/halt refused: chat {STRANGER_CHAT} is not a command chat"
+    assert second.summary == (f"/confirm refused: chat {STRANGER_CHAT} is not a command chat (and 4 more change "
+                              "request(s) from this chat since its last record)")
+    assert not Halt.objects.exists()
+
+
 @pytest.mark.parametrize(("text", "answer"), [
     ("/trades ten", "'ten' is not a number of rows (1 to 30); usage: /trades [n]"),
     ("/daily 0", "'0' is not a number of rows (1 to 30); usage: /daily [n]"),
