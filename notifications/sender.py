@@ -45,6 +45,7 @@ from core.clock import Clock, ManualClock, WallClock
 from notifications.channels import EmailChannel, LogChannel, Message, Outcome, TelegramChannel
 from notifications.folding import folded_severity, folded_text, followers, lease_free, quiet_until
 from notifications.models import Delivery, Notification
+from notifications.services import notify_destination_lost
 
 logger = logging.getLogger(__name__)
 
@@ -336,6 +337,7 @@ class Sender:
                 logger.error("notification %s to %s:%s gave up after %s attempt(s): %s (admin: Deliveries, "
                              "'Send again' once the destination is fixed)", head.notification_id, head.channel,
                              head.target, attempts, outcome.reason)
+                notify_destination_lost(head.channel, head.target, outcome.reason)
             else:
                 wait = outcome.retry_after_s if outcome.retry_after_s is not None else backoff_s(attempts,
                                                                                                   rng=self.rng)

@@ -79,12 +79,31 @@ def notify(*, topic: str, text: str, severity: str = Notification.Severity.INFO,
     return notification
 
 
-def _deliveries_create(notification: Notification) -> None:
+def notify_destination_lost(channel: str, target: str, reason: str) -> Notification | None:
+    """A destination refused a message for good (a chat deleted, the bot blocked): its alerts stop until a person
+    fixes the setting, so the other destinations are told, once a day per destination (every later message to it
+    gives up the same way). Never to the destination itself."""
+    day = timezone.now().date().isoformat()
+    text = (f"Notifications to {channel} {target} stopped: {reason}\n"
+            "Its messages are kept (admin: Notifications > Deliveries, 'Send again' once the setting is fixed).")
+    try:
+        with transaction.atomic():
+            notification = Notification.objects.create(
+                topic="notification_destination_lost", text=redact(text)[:MAX_TEXT],
+                severity=Notification.Severity.CRITICAL, dedupe_key=f"destination_lost:{channel}:{target}:{day}"[:191])
+    except IntegrityError:
+        return None
+    _deliveries_create(notification, skip=(channel, target))
+    nudge_after_commit()
+    return notification
+
+
+def _deliveries_create(notification: Notification, *, skip: tuple[str, str] | None = None) -> None:
     now = timezone.now()
     Delivery.objects.bulk_create([
         Delivery(notification=notification, channel=route.channel, target=route.target, created_at=now,
                  next_attempt_at=now)
-        for route in routes_for(notification.severity)
+        for route in routes_for(notification.severity) if (route.channel, route.target) != skip
     ])
 
 

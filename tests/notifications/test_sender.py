@@ -107,9 +107,26 @@ def test_a_400_gives_up_with_the_reason_and_does_not_block_the_next(telegram, se
     report = notifications_send(budget_s=5)
     dead = Delivery.objects.get(target="-100999")
     assert dead.status == Delivery.Status.FAILED and dead.last_error == "HTTP 400: Bad Request: chat not found"
-    assert report.failed == 1 and len(telegram.delivered(ALERTS_CHAT_ID)) == 1
-    assert Notification.objects.get().status == Notification.Status.FAILED
+    assert report.failed == 1 and len(telegram.delivered(ALERTS_CHAT_ID)) == 2  # the message, then the loss
+    assert Notification.objects.get(topic="trade_opened").status == Notification.Status.FAILED
     assert deliveries_failing()["failed"] == 1
+
+
+def test_a_destination_that_gives_up_is_announced_to_the_others_once_a_day(telegram, settings):
+    """A blocked bot or a deleted chat silences every alert to it: the other chats hear of it at once (the log alone
+    was read by nobody), not from the chat itself, and not again for each later message that gives up."""
+    telegram.block_chat(ADMIN_CHAT_ID)
+    notify(topic="guard_halt", text="halted", severity="critical")
+    notify(topic="guard_halt", text="halted again", severity="critical")
+    notifications_send(budget_s=5)
+
+    lost = Notification.objects.get(topic="notification_destination_lost")
+    assert lost.severity == "critical" and lost.text.startswith(f"Notifications to telegram {ADMIN_CHAT_ID} stopped")
+    assert sorted(d.target for d in lost.deliveries.all()) == sorted([str(ALERTS_CHAT_ID), "statarb.notifications"])
+    alerts = [m.plain_text.splitlines()[1] for m in telegram.delivered(ALERTS_CHAT_ID)]
+    assert alerts.count(f"Notifications to telegram {ADMIN_CHAT_ID} stopped: HTTP 403: Forbidden: bot was blocked "
+                        "by the user") == 1
+    assert Delivery.objects.filter(target=str(ADMIN_CHAT_ID), status=Delivery.Status.FAILED).count() == 2
 
 
 def test_a_delivery_that_gave_up_is_logged_and_sent_again_from_the_admin(telegram, settings, client,
@@ -142,7 +159,8 @@ def test_a_delivery_that_gave_up_is_logged_and_sent_again_from_the_admin(telegra
     assert AuditEntry.objects.get(action="send_again").actor == admin
     notifications_send(budget_s=5)
     row.refresh_from_db()
-    assert row.status == Delivery.Status.SENT and Notification.objects.get().status == Notification.Status.SENT
+    assert row.status == Delivery.Status.SENT
+    assert Notification.objects.get(topic="guard_halt").status == Notification.Status.SENT
     assert [m.plain_text.splitlines()[-1] for m in telegram.delivered(ADMIN_CHAT_ID)] == ["halted"]
 
 
