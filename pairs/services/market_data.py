@@ -260,7 +260,12 @@ def candles_fetch_instrument(
     step = timeframe_ms(timeframe)
     now_ms = int(timezone.now().timestamp() * 1000) if now_ms is None else now_ms
     last = last_candle_time(instrument=instrument, timeframe=timeframe)
-    since = int(last.timestamp() * 1000) + step if last else (now_ms // step - backfill_bars) * step
+    last_ms = int(last.timestamp() * 1000) if last else None
+    since = last_ms + step if last_ms is not None else (now_ms // step - backfill_bars) * step
+    if last_ms is not None and since + step <= now_ms:
+        # The newest stored bar is read again with the new ones: it may have been fetched moments after its close,
+        # before the exchange had every trade of it (its volume, a late print), and only a re-read corrects it.
+        since = last_ms
     page_size = exchange_client.max_candles_per_request()
     result = FetchResult(symbol=instrument.symbol)
     ccxt_symbol = instrument.ccxt_symbol or instrument.symbol
@@ -281,7 +286,8 @@ def candles_fetch_instrument(
             logger.warning("fetched candles rejected: %s", exc)
             break
         # overwrite: the exchange is the source of truth for its bars, and corrects the last ones now and then.
-        result.rows += candles_upsert(instrument=instrument, timeframe=timeframe, candles=clean, overwrite=True)
+        stored = candles_upsert(instrument=instrument, timeframe=timeframe, candles=clean, overwrite=True)
+        result.rows += stored - int(last_ms is not None and bool((clean["timestamp"] == last_ms).any()))
         newest = int(frame["timestamp"].max())
         if newest < since:
             break

@@ -391,9 +391,29 @@ def test_fetch_pages_through_all_closed_bars_then_resumes_from_the_last_one(fake
                              backfill_bars=3000, now_ms=T0 + 2502 * H + 1)  # fmt: skip
 
     assert (result.rows, result.requests, result.error) == (3, 1, "")
-    assert kline_starts(fake) == [T0 + 2499 * H]
+    assert kline_starts(fake) == [T0 + 2498 * H]  # the newest stored bar is read again with the new ones
     assert Candle.objects.filter(instrument=btc).count() == 2502
     assert last_candle_time(instrument=btc, timeframe="1h") == utc(T0 + 2501 * H)
+
+
+def test_the_newest_stored_bar_is_read_again_and_corrected(fake, btc):
+    """Fetched moments after its close, a bar can lack its last trades; the exchange's later version replaces it."""
+    early = hourly_rows(0, 9)
+    early[9] = (T0 + 9 * H, "1009.5", "1010", "1008", "1009.25", "0.5")  # bar 9 as first seen: little volume
+    fake.set_candles("BTCUSDT", "1h", early)
+    client = client_for(fake)
+    candles_fetch(exchange_client=client, instruments=[btc], timeframe="1h", backfill_bars=10, now_ms=T0 + 10 * H)
+    assert Candle.objects.get(instrument=btc, open_time=utc(T0 + 9 * H)).volume == Decimal("0.5")
+
+    fake.set_candles("BTCUSDT", "1h", hourly_rows(0, 12))  # bar 9 in full (volume 9.125, a late print), 10 to 12
+    fake.clear_requests()
+    [result] = candles_fetch(exchange_client=client, instruments=[btc], timeframe="1h", backfill_bars=10,
+                             now_ms=T0 + 12 * H + 1)  # fmt: skip
+
+    assert (result.rows, result.requests, result.error) == (2, 1, "")  # the new bars 10 and 11 (9 re-read)
+    bar9 = Candle.objects.get(instrument=btc, open_time=utc(T0 + 9 * H))
+    assert (bar9.high, bar9.volume) == (Decimal("1010"), Decimal("9.125"))
+    assert kline_starts(fake) == [T0 + 9 * H]
 
 
 def test_fetch_with_nothing_new_makes_no_request(fake, btc):
