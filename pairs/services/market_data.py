@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.audit import audit_record
-from exchanges.errors import ExchangeError
+from exchanges.errors import ExchangeError, TemporaryExchangeError
 from exchanges.retry import call_with_retry
 from exchanges.specs import InstrumentSpec
 from pairs.marketdata.files import READ_ERRORS, SUFFIXES, CandleFileError, candle_files, read_candle_file
@@ -295,12 +295,26 @@ def candles_fetch_instrument(
     return result
 
 
+# After this many symbols in a row failed with a temporary error (retries spent), the exchange is taken as down and
+# the rest are reported as not fetched, instead of spending every symbol's retries (about 8 s each) on it.
+FETCH_STOP_AFTER_FAILURES = 3
+
+
 def candles_fetch(
     *, exchange_client, instruments: Iterable[Instrument], timeframe: str, backfill_bars: int,
     now_ms: int | None = None, progress=None,
 ) -> list[FetchResult]:
     results = []
+    failing: list[str] = []  # the symbols that failed in a row, temporarily
     for instrument in instruments:
+        if len(failing) >= FETCH_STOP_AFTER_FAILURES:
+            result = FetchResult(symbol=instrument.symbol, error=(
+                f"not fetched: the exchange failed for {', '.join(failing)} in a row (temporary errors after "
+                "retries); the next run fetches it"))
+            results.append(result)
+            if progress is not None:
+                progress(result)
+            continue
         try:
             result = candles_fetch_instrument(
                 exchange_client=exchange_client, instrument=instrument, timeframe=timeframe,
@@ -315,6 +329,9 @@ def candles_fetch(
             # One instrument's failure (after retries) doesn't stop the others; it is reported.
             result = FetchResult(symbol=instrument.symbol, error=str(exc))
             logger.warning("fetching %s failed: %s", instrument.symbol, exc)
+            failing = [*failing, instrument.symbol] if isinstance(exc, TemporaryExchangeError) else []
+        else:
+            failing = []
         results.append(result)
         if progress is not None:
             progress(result)

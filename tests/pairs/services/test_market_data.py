@@ -449,6 +449,44 @@ def test_a_temporary_error_is_retried_and_the_fetch_succeeds(fake, btc, retry_sl
     assert fake.pending_faults() == []
 
 
+def test_an_exchange_down_for_three_symbols_in_a_row_ends_the_fetch(fake, btc, retry_sleeps):
+    """Every symbol spends its retries (about 8 s) on an exchange that is down: 500 symbols took over an hour to
+    fail. After three in a row the rest are reported as not fetched, without a request."""
+    symbols = ["BTCUSDT"]
+    instruments = [btc]
+    for base in ("ETH", "SOL", "XRP", "ADA"):
+        fake.add_instrument(f"{base}USDT", base=base, tick_size="0.01", qty_step="0.01", min_qty="0.01", price="10")
+        instruments.append(InstrumentFactory(symbol=f"{base}USDT", base=base, ccxt_symbol=f"{base}/USDT:USDT"))
+        symbols.append(f"{base}USDT")
+    for symbol in symbols:
+        fake.set_candles(symbol, "1h", hourly_rows(0, 10))
+    fake.http_error_next(KLINE, 502, times=1000)
+
+    results = candles_fetch(exchange_client=client_for(fake), instruments=instruments, timeframe="1h",
+                            backfill_bars=10, now_ms=T0 + 10 * H + 1)  # fmt: skip
+
+    assert [r.symbol for r in results] == symbols and all(r.error and r.rows == 0 for r in results)
+    assert {r.params["symbol"] for r in fake.requests_to(KLINE)} == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert results[3].error == ("not fetched: the exchange failed for BTCUSDT, ETHUSDT, SOLUSDT in a row (temporary "
+                                "errors after retries); the next run fetches it")
+    assert not Candle.objects.exists()
+
+
+def test_a_symbol_that_gets_through_resets_the_count_of_failures(fake, btc, retry_sleeps):
+    eth = InstrumentFactory(symbol="ETHUSDT", base="ETH", ccxt_symbol="ETH/USDT:USDT")
+    fake.add_instrument("ETHUSDT", base="ETH", tick_size="0.01", qty_step="0.01", min_qty="0.01", price="3000")
+    fake.set_candles("BTCUSDT", "1h", hourly_rows(0, 10))
+    fake.set_candles("ETHUSDT", "1h", hourly_rows(0, 10))
+    instruments = [btc, btc, eth, btc, btc, eth]  # two failures, one through, two failures: never three in a row
+    fake.http_error_next(KLINE, 502, times=1000, symbol="BTCUSDT")  # BTCUSDT is down, ETHUSDT answers
+
+    results = candles_fetch(exchange_client=client_for(fake), instruments=instruments, timeframe="1h",
+                            backfill_bars=10, now_ms=T0 + 10 * H + 1)  # fmt: skip
+
+    assert [bool(r.error) for r in results] == [True, True, False, True, True, False]
+    assert not results[-1].error.startswith("not fetched")
+
+
 def test_a_permanent_error_fails_one_symbol_and_the_others_are_fetched(fake, btc, retry_sleeps):
     fake.add_instrument("ETHUSDT", base="ETH", tick_size="0.01", qty_step="0.01", min_qty="0.01", price="3000")
     eth = InstrumentFactory(symbol="ETHUSDT", base="ETH", ccxt_symbol="ETH/USDT:USDT")
