@@ -10,7 +10,12 @@ Definitions (all from net trade returns of ``backtest.backtest``, one unit of y 
   mean over standard deviation times sqrt(365); ``deflated_sharpe`` = ``evaluation.deflated_sharpe_ratio`` of
   the same daily returns, the selection being the grid: the per-day Sharpe ratios of every distinct grid point
   over the same span and group are the trials (one point, or fewer than two defined Sharpe ratios: SR0 = 0, i.e.
-  the probabilistic Sharpe ratio against zero).
+  the probabilistic Sharpe ratio against zero). None when fewer than ``MIN_DEFLATED_SHARPE_DAYS`` (30) days have a
+  closed trade: the days without one are zeros, and a series of a few non-zero days among zeros has a skewness and
+  kurtosis for which the PSR's normal approximation (Mertens' standard error) fails. Measured on 47 days of
+  zero-mean trades (t(4) returns, one trade a day on k random days, no edge at all): the PSR exceeds 0.95 on 27 %
+  of the samples with k = 2, 12 % with k = 9, 7.5 % with k = 30, against the 5 % it claims (0.99: 20 %, 6 %, 2.6
+  %). Two winning trades printed 0.996, "99.6 % that the Sharpe ratio is positive", from two trades.
 - distinct points (``distinct_points``): grid points whose trades are identical in every period (returns, exit
   times, levels) are one trial, not several: a grid value that changes nothing (``max_pvalue`` 0.01 and 0.05 when
   the q-value limit binds) would otherwise count twice in the deflated Sharpe ratio and put exact twins into the
@@ -45,6 +50,8 @@ from pairs.quant.performance import sharpe_ratio, trade_metrics
 from pairs.quant.walkforward import MS_PER_DAY, PeriodTrades
 
 DAYS_PER_YEAR = 365
+# Fewest days with a closed trade for a deflated (probabilistic) Sharpe ratio; see the module docstring.
+MIN_DEFLATED_SHARPE_DAYS = 30
 SELECT_ON = ("levels", "pool")
 MAX_PBO_SPLITS = 16
 
@@ -76,7 +83,9 @@ def statistics(ret: np.ndarray, daily: np.ndarray, trial_sharpes: Sequence[float
     metrics = trade_metrics(ret)
     low, high = bootstrap_profit_factor_ci(ret) if len(ret) >= 2 else (None, None)
     trials = [s for s in trial_sharpes if math.isfinite(s)]
-    if len(trials) >= 2:
+    if np.count_nonzero(daily) < MIN_DEFLATED_SHARPE_DAYS:
+        deflated = None
+    elif len(trials) >= 2:
         deflated = deflated_sharpe_ratio(daily, trial_sharpes=trials, n_trials=len(trial_sharpes))
     else:
         deflated = deflated_sharpe_ratio(daily, n_trials=max(1, len(trial_sharpes)), sr_variance=0.0)

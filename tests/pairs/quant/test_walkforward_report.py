@@ -9,7 +9,13 @@ import pytest
 from pairs.quant.evaluation import bootstrap_profit_factor_ci, deflated_sharpe_ratio, probabilistic_sharpe_ratio
 from pairs.quant.performance import sharpe_ratio
 from pairs.quant.walkforward import MS_PER_DAY, Period, PeriodTrades, level_numbers, periods, run_walkforward
-from pairs.quant.walkforward_report import daily_returns, nested_choices, report, statistics
+from pairs.quant.walkforward_report import (
+    MIN_DEFLATED_SHARPE_DAYS,
+    daily_returns,
+    nested_choices,
+    report,
+    statistics,
+)
 from tests.pairs.quant.walkforward_data import HOUR_MS, LADDER, PARAMS, START_MS, market
 
 STATS_KEYS = {"trades", "win_rate", "profit_factor", "profit_factor_ci", "sharpe", "deflated_sharpe"}
@@ -37,7 +43,9 @@ def test_daily_returns_sum_the_trades_closed_each_day():
 
 def test_statistics_by_hand():
     returns = np.array([0.02, -0.01, 0.03, 0.01])
-    daily = np.array([0.02, 0.0, -0.01, 0.04, 0.0])
+    # 30 days with a closed trade, the fewest the deflated Sharpe ratio is given on (two zero days among them).
+    daily = np.concatenate((np.tile([0.02, -0.01, 0.04, 0.01, -0.02, 0.03], 5), [0.0, 0.0]))
+    assert np.count_nonzero(daily) == MIN_DEFLATED_SHARPE_DAYS
     stats = statistics(returns, daily)
     assert set(stats) == STATS_KEYS
     assert stats["trades"] == 4 and stats["win_rate"] == 0.75
@@ -48,13 +56,38 @@ def test_statistics_by_hand():
     # One configuration: the DSR is the PSR against a zero Sharpe ratio.
     centred = daily - daily.mean()
     m2 = np.mean(centred**2)
-    psr = probabilistic_sharpe_ratio(daily.mean() / daily.std(ddof=1), 0.0, 5, np.mean(centred**3) / m2**1.5,
+    psr = probabilistic_sharpe_ratio(daily.mean() / daily.std(ddof=1), 0.0, 32, np.mean(centred**3) / m2**1.5,
                                      np.mean(centred**4) / m2**2)
     assert stats["deflated_sharpe"] == pytest.approx(psr)
     # Over a grid the trials deflate it.
     trials = [0.1, 0.5, -0.2, 0.3]
     assert statistics(returns, daily, trials)["deflated_sharpe"] == pytest.approx(
         deflated_sharpe_ratio(daily, trial_sharpes=trials))
+
+
+def test_no_deflated_sharpe_from_a_few_trades_among_days_without_one():
+    """Two winning trades in 47 days printed a deflated Sharpe ratio of 0.996 (the 500-bar window's level 1 on
+    the reported part, docs/RESEARCH.md): "99.6 % that the true Sharpe ratio is positive" from two trades. With a
+    few non-zero days among zeros the PSR's normal approximation fails: without an edge it passed 0.95 on about a
+    quarter of such samples."""
+    daily = np.zeros(47)
+    daily[[3, 30]] = [0.012, 0.008]
+    stats = statistics(np.array([0.012, 0.008]), daily)
+    assert stats["deflated_sharpe"] is None
+    assert stats["sharpe"] == pytest.approx(sharpe_ratio(daily, 365))  # the description stays
+    assert statistics(np.array([0.012, 0.008]), daily, [0.1, -0.2, 0.3])["deflated_sharpe"] is None
+    # No edge at all (zero-mean trades on k of 47 days): below 30 days no probability is printed, from 30 on it
+    # is, and then it is not far from what it claims.
+    rng = np.random.default_rng(5)
+    for k, defined in ((2, False), (9, False), (29, False), (30, True), (47, True)):
+        values = []
+        for _ in range(400):
+            sample = np.zeros(47)
+            sample[rng.choice(47, size=k, replace=False)] = rng.standard_t(4, size=k) * 0.01
+            values.append(statistics(sample[sample != 0], sample)["deflated_sharpe"])
+        assert all((v is not None) == defined for v in values), k
+        if defined:
+            assert np.mean(np.array(values) > 0.95) < 0.11, k
 
 
 def test_unbounded_and_undefined_values_are_null():
