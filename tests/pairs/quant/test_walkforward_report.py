@@ -84,7 +84,7 @@ def test_no_deflated_sharpe_from_a_few_trades_among_days_without_one():
         for _ in range(400):
             sample = np.zeros(47)
             sample[rng.choice(47, size=k, replace=False)] = rng.standard_t(4, size=k) * 0.01
-            values.append(statistics(sample[sample != 0], sample)["deflated_sharpe"])
+            values.append(statistics(np.zeros(0), sample)["deflated_sharpe"])  # the daily series decides
         assert all((v is not None) == defined for v in values), k
         if defined:
             assert np.mean(np.array(values) > 0.95) < 0.11, k
