@@ -79,6 +79,7 @@ TRADE_COLUMNS = ("pk", "account_id", "pair_id", "state", "state_changed_at", "cr
 class OpenTrade:
     trade: TradeRow
     legs: dict[str, LegPosition]  # "y" and "x"
+    fills: int = 0  # how many fills the legs were built from (what the guard read of the trade)
 
     @property
     def unrealised(self) -> Decimal:
@@ -201,10 +202,12 @@ def _open_trades(ids: list[int], market: MarketView) -> dict[int, list[OpenTrade
     legs: dict[int, dict[str, LegPosition]] = {
         t.pk: {"y": LegPosition(t.y_instrument_id), "x": LegPosition(t.x_instrument_id)} for t in trades
     }
+    fills: dict[int, int] = defaultdict(int)
     for trade_id, leg, side, qty, price, fee in _ACTIVE_FILLS.list(ids):
         signed = qty if side == Order.Side.BUY else -qty
         if trade_id not in legs:
             continue  # it became active between the two reads: the next cycle counts it
+        fills[trade_id] += 1
         position = legs[trade_id][leg]
         position.qty += signed
         position.cost += signed * price
@@ -219,7 +222,7 @@ def _open_trades(ids: list[int], market: MarketView) -> dict[int, list[OpenTrade
             position.mark = marks.get(position.instrument_id)
             if position.mark is None and position.instrument_id in last_known:
                 position.mark, position.stale = last_known[position.instrument_id], True
-        books[trade.account_id].append(OpenTrade(trade, legs[trade.pk]))
+        books[trade.account_id].append(OpenTrade(trade, legs[trade.pk], fills[trade.pk]))
     return books
 
 

@@ -99,7 +99,7 @@ def guard_run(
     since = min((b.state.checked_at for b in books.values() if b.state and b.state.checked_at), default=None)
     breaches = _breaches(books, limits, now=now, live=live, timeframe=market.timeframe,
                          since=since or now - NOTIFY_EVERY, process_now=process_now or now)
-    found, exchange_equity = exchange_checks(books, limits, readings)
+    found, exchange_equity = exchange_checks(books, limits, readings, now=now)
     breaches += found
     breaches += detectors.queue_lengths(queue_lengths or {}, limits[0].queue_max_length)
     breaches = [replace(b, until=now + BLIND_LATCH) if b.check in BLIND_CHECKS and b.until is None else b
