@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from core.market_clock import market_clock
 from core.statements import CompiledRead
 from risk.models import GuardEvent, Halt, RiskLimit
-from risk.policy import Limits, merge_limits
+from risk.policy import ACTIONS, REDUCE, Limits, merge_limits
 
 if TYPE_CHECKING:
     from execution.models import ExchangeAccount
@@ -86,7 +86,15 @@ def limits_by_account(account_ids: list[int]) -> dict[int, Limits]:
 
 def unguarded_accounts(accounts) -> list:
     """The accounts (of ``accounts``) that no loss limit covers: the limits they trade under (their row and the
-    system-wide one) set no daily loss nor drawdown limit, so the guard measures them but can't stop a bad day."""
+    system-wide one) set no daily loss nor drawdown limit whose action stops new entries (a limit that only
+    notifies tells people and stops nothing), so the guard measures them but can't stop a bad day."""
     limits = limits_by_account([a.pk for a in accounts])
-    return [a for a in accounts if limits[a.pk].daily_loss_limit is None
-            and limits[a.pk].daily_loss_limit_pct is None and limits[a.pk].max_drawdown_pct is None]
+    return [a for a in accounts if not _stops_a_bad_day(limits[a.pk])]
+
+
+def _stops_a_bad_day(limits: Limits) -> bool:
+    def stops(check: str) -> bool:  # reduce or stricter (pause_pair can't be a loss limit's: risk.policy)
+        return ACTIONS.index(limits.action(check)) >= ACTIONS.index(REDUCE)
+
+    daily = limits.daily_loss_limit is not None or limits.daily_loss_limit_pct is not None
+    return (daily and stops("daily_loss")) or (limits.max_drawdown_pct is not None and stops("drawdown"))

@@ -362,6 +362,20 @@ def test_an_account_no_loss_limit_covers_is_named_on_the_dashboard(viewer_client
     assert 'id="unguarded"' not in viewer_client.get(f"/?scope=a{account.pk}").text
 
 
+def test_an_account_whose_loss_limits_only_notify_is_named_on_the_dashboard(viewer_client):
+    """A daily loss limit whose action is notify tells people and stops nothing: the account is as unguarded as one
+    without a limit (the dashboard said it was covered)."""
+    from risk.models import RiskLimit
+
+    account = ExchangeAccountFactory(name="told", capital=Decimal("1000"))
+    limit = RiskLimit.objects.create(account=account, daily_loss_limit_pct=0.03, actions={"daily_loss": "notify"})
+    page = viewer_client.get(f"/?scope=a{account.pk}").text
+    assert 'id="unguarded"' in page and "told" in page
+    limit.max_drawdown_pct = 0.1  # its default action halts
+    limit.save()
+    assert 'id="unguarded"' not in viewer_client.get(f"/?scope=a{account.pk}").text
+
+
 def test_a_direct_post_to_close_a_disabled_accounts_trade_is_refused_and_audited(trader_client):
     trade = PairTradeFactory(opened_at=T0, account=ExchangeAccountFactory(name="replay", enabled=False))
 
