@@ -58,19 +58,8 @@ def limit_breaches(book: AccountBook, limits: Limits, *, now: datetime) -> list[
     account = book.account.pk
     breaches = []
     loss = -book.day_pnl
-    day_start = book.day_start_equity
-    if limits.daily_loss_limit is not None and loss > limits.daily_loss_limit:
-        breaches.append(Breach("daily_loss", account, f"daily loss {loss:.2f} is beyond the limit "
-                               f"{limits.daily_loss_limit:.2f}", until=next_utc_midnight(now),
-                               details={"day_pnl": str(book.day_pnl), "limit": str(limits.daily_loss_limit),
-                                        MULTIPLE: _multiple(loss, limits.daily_loss_limit)}))
-    elif limits.daily_loss_limit_pct is not None and day_start > 0 and \
-            loss > day_start * Decimal(repr(limits.daily_loss_limit_pct)):
-        breaches.append(Breach("daily_loss", account, f"daily loss {loss:.2f} ({float(loss / day_start):.2%} of "
-                               f"{day_start:.2f}) is beyond {limits.daily_loss_limit_pct:.2%}",
-                               until=next_utc_midnight(now),
-                               details={"day_pnl": str(book.day_pnl), "limit_pct": limits.daily_loss_limit_pct,
-                                        MULTIPLE: _multiple(float(loss / day_start), limits.daily_loss_limit_pct)}))
+    if daily := _daily_loss_breach(book, limits, loss=loss, now=now):
+        breaches.append(daily)
     dd = drawdown(book)
     if limits.max_drawdown_pct is not None and dd > limits.max_drawdown_pct:
         breaches.append(Breach("drawdown", account, f"drawdown {dd:.2%} from the peak {peak_equity(book):.2f} is "
@@ -78,6 +67,28 @@ def limit_breaches(book: AccountBook, limits: Limits, *, now: datetime) -> list[
                                details={"drawdown": dd, "equity": str(book.equity)}))
     breaches += _streak_and_size_breaches(book, limits, now=now)
     return breaches
+
+
+def _daily_loss_breach(book: AccountBook, limits: Limits, *, loss: Decimal, now: datetime) -> Breach | None:
+    """Today's loss beyond the nearer of the two daily limits (the amount, the fraction of the day's start), measured
+    in that one's units: a clear accepts a multiple of the limit that halted, and a later breach is held to it in
+    the same units (its multiple of the other limit, farther away, let the day lose many more limits)."""
+    day_start = book.day_start_equity
+    amount = limits.daily_loss_limit
+    by_pct = limits.daily_loss_limit_pct is not None and day_start > 0 and (
+        amount is None or day_start * Decimal(repr(limits.daily_loss_limit_pct)) < amount)
+    if by_pct:
+        amount = day_start * Decimal(repr(limits.daily_loss_limit_pct))
+    if amount is None or loss <= amount:
+        return None
+    if by_pct:
+        return Breach("daily_loss", book.account.pk, f"daily loss {loss:.2f} ({float(loss / day_start):.2%} of "
+                      f"{day_start:.2f}) is beyond {limits.daily_loss_limit_pct:.2%}", until=next_utc_midnight(now),
+                      details={"day_pnl": str(book.day_pnl), "limit_pct": limits.daily_loss_limit_pct,
+                               MULTIPLE: _multiple(float(loss / day_start), limits.daily_loss_limit_pct)})
+    return Breach("daily_loss", book.account.pk, f"daily loss {loss:.2f} is beyond the limit {amount:.2f}",
+                  until=next_utc_midnight(now), details={"day_pnl": str(book.day_pnl), "limit": str(amount),
+                                                         MULTIPLE: _multiple(loss, amount)})
 
 
 def _streak_and_size_breaches(book: AccountBook, limits: Limits, *, now: datetime) -> list[Breach]:

@@ -138,6 +138,30 @@ def test_a_cleared_daily_loss_halt_is_raised_again_when_the_day_loses_another_li
     assert guard(world).halts_raised == []  # standing: not raised twice
 
 
+def test_a_cleared_daily_loss_halt_is_measured_against_the_nearer_limit_when_both_are_set(world, django_user_model):
+    """Both daily limits set: the percentage (0.5 % of 10000: 50) is the nearer and halts the first loss (about 94,
+    1.9 limits). The trader clears it; the day then loses as much again (about 188, 3.8 of those limits, one more
+    than accepted and then some). That loss is also past the absolute limit (150), by 1.25 of it: measured in that
+    limit's units against the 1.9 accepted in the other's, the day was let go on until it lost 20 times the nearer
+    limit."""
+    RiskLimitFactory(account=world.account, daily_loss_limit=Decimal("150"), daily_loss_limit_pct=0.005)
+    first = lose_one_trade(world)
+    halt = Halt.objects.get(account=world.account, trigger="daily_loss")
+    assert 1.5 < halt.breach_multiple < 2.5
+    trader = django_user_model.objects.create_user("t", password="a-long-test-password")
+    with world.capture(execute=True):
+        halts_clear(halts=Halt.objects.filter(pk=halt.pk), cleared_by=trader, now=world.now)
+
+    world.next_bar(y="90", x="55", action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    world.tick()
+    world.next_bar(y="81", x="60.5", action=Signal.Action.STOP, zscore=-4.0, position=0)
+    world.tick()
+    second = PairTrade.objects.exclude(pk=first.pk).get()
+    assert second.state == PairTrade.State.CLOSED and -(first.realised_pnl + second.realised_pnl) > 150
+    again = Halt.objects.get(account=world.account, trigger="daily_loss", cleared_at__isnull=True)
+    assert again.breach_multiple > halt.breach_multiple + 1
+
+
 def test_a_drawdown_halts_until_a_person_clears_it_then_the_peak_starts_afresh(world, django_user_model):
     RiskLimitFactory(account=world.account, daily_loss_limit=None, max_drawdown_pct=0.001)
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
