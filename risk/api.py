@@ -3,7 +3,9 @@
 from rest_framework import generics, serializers
 
 from core.api import FilterSet, MomentFilter, StrictBooleanFilter, id_or_name_filter
+from core.market_clock import market_clock
 from risk.models import GuardEvent, Halt
+from risk.selectors import active_halts
 
 
 def account_name_field() -> serializers.CharField:
@@ -46,13 +48,20 @@ class HaltListApi(generics.ListAPIView):
     serializer_class = HaltListOutputSerializer
     class Filter(FilterSet):
         account = id_or_name_filter("account")
-        active = StrictBooleanFilter(field_name="cleared_at", lookup_expr="isnull", help_text="Not cleared yet")
+        active = StrictBooleanFilter(method="in_force", help_text="In force now: not cleared, and latched past the "
+                                     "market's clock (a latch that ended is no longer obeyed, even before the guard "
+                                     "marks it cleared)")
         created_after = MomentFilter(field_name="created_at", lookup_expr="gte")
         created_before = MomentFilter(field_name="created_at", lookup_expr="lt")
 
         class Meta:
             model = Halt
             fields = ("source", "flatten", "mode", "trigger")
+
+        def in_force(self, queryset, name, value):
+            in_force = active_halts(now=market_clock().now())
+            return queryset.filter(pk__in=in_force.values("pk")) if value else queryset.exclude(
+                pk__in=in_force.values("pk"))
 
     queryset = Halt.objects.select_related("account").order_by("-id")
     filterset_class = Filter

@@ -182,3 +182,24 @@ def test_halts_and_guard_events_name_their_account_beside_its_id(api_client):
     assert [h["account_name"] for h in halts if h["account"] is None] == [None]
     events = api_client.get("/api/v1/guard-events/").json()["results"]
     assert [(e["account"], e["account_name"]) for e in events] == [(account.pk, "named-acct")]
+
+
+def test_active_halts_are_those_in_force_not_those_whose_latch_ended_before_the_guard_swept_them(api_client):
+    """A daily-loss halt latches until midnight; until the guard's next cycle marks it cleared, it stays uncleared.
+    ``?active=true`` listed it as active although the bots no longer obey it (and while the guard is stopped, for
+    good); ``?active=false`` left it out."""
+    from django.utils import timezone
+
+    from tests.factories import HaltFactory
+
+    now = timezone.now()
+    standing = HaltFactory(reason="kill switch", until=None)
+    latched = HaltFactory(reason="daily loss", until=now + timedelta(hours=1))
+    ended = HaltFactory(reason="daily loss yesterday", until=now - timedelta(minutes=1))
+    cleared = HaltFactory(reason="cleared", cleared_at=now - timedelta(hours=1))
+
+    def ids(active: str) -> set[int]:
+        return {h["id"] for h in api_client.get("/api/v1/halts/", {"active": active}).json()["results"]}
+
+    assert ids("true") == {standing.pk, latched.pk}
+    assert ids("false") == {ended.pk, cleared.pk}
