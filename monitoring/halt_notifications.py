@@ -47,12 +47,20 @@ def on_halt_raised(sender, halt: Halt, by: str = "", **kwargs) -> None:
 
 
 def on_halt_cleared(sender, halt: Halt, by: str = "", **kwargs) -> None:
-    who = halt.cleared_by.get_username() if halt.cleared_by_id else (by or "nobody (latch ended or the guard)")
+    who = halt.cleared_by.get_username() if halt.cleared_by_id else (by or _cleared_by_no_one(halt))
     try:
         notify(topic=_topic(halt, False), severity=Notification.Severity.WARNING,
                text=f"cleared: {_scope(halt)}\nwas: {halt.reason}\nby: {who}", dedupe_key=f"halt_cleared:{halt.pk}")
     except Exception:
         logger.exception("could not store the notification of the clearance of halt %s", halt.pk)
+
+
+def _cleared_by_no_one(halt: Halt) -> str:
+    # The bot lifts its own halts (a reconciliation clean again, a stuck trade settled); every other halt cleared by
+    # no one is a latch that ended.
+    if halt.source == Halt.Source.BOT:
+        return f"{halt.get_source_display()}, once what stopped it was resolved"
+    return "nobody (latch ended or the guard)"
 
 
 def connect() -> None:

@@ -38,3 +38,13 @@ def test_the_kill_switch_is_notified_with_flatten(django_user_model):
     assert topics == ["kill_switch", "kill_switch_released"]
     assert "open trades are being closed (flatten)" in Notification.objects.get(topic="kill_switch").text
     assert "by: alice" in Notification.objects.get(topic="kill_switch").text
+
+
+def test_a_bot_halt_lifted_by_the_bot_says_the_bot_lifted_it():
+    """A reconciliation or stuck-trade halt is lifted by the bot once what stopped it is resolved: the message said
+    "by: nobody (latch ended or the guard)", which sent the trader looking for a latch or a guard that did nothing."""
+    account = ExchangeAccountFactory(name="lvl3")
+    halt = halt_raise(account=account, source=Halt.Source.BOT, reason="reconciliation mismatch: YYY 6 != 5")
+    halts_clear(halts=Halt.objects.filter(pk=halt.pk), cleared_by=None)
+    text = Notification.objects.get(topic="halt_cleared").text
+    assert text.endswith("by: Bot (reconciliation), once what stopped it was resolved"), text
