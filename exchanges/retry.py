@@ -60,10 +60,18 @@ class RetryingExchange:
         return self._call(f"account set-up for {', '.join(symbols)}",
                           lambda: self.inner.prepare_account(symbols, leverage=leverage))
 
-    def place_order(self, *, symbol, side, qty, client_order_id, reduce_only=False, order_type="market", price=None):
+    def place_order(self, *, symbol, side, qty, client_order_id, reduce_only=False, order_type="market", price=None,
+                    before_retry: Callable[[], None] | None = None):
+        """Place an order, retrying temporary errors under the same client id. ``before_retry`` runs before every
+        attempt after the first: a retry is a send too, and the caller may no longer be allowed to send (the bot's
+        lease passed to another worker while this one waited: it raises, and nothing more goes out)."""
         unknown: list[OrderOutcomeUnknown] = []
+        attempts: list[int] = []
 
         def place():
+            if attempts and before_retry is not None:
+                before_retry()
+            attempts.append(1)
             try:
                 return self.inner.place_order(symbol=symbol, side=side, qty=qty, client_order_id=client_order_id,
                                               reduce_only=reduce_only, order_type=order_type, price=price)

@@ -219,8 +219,10 @@ def _send(ctx: TradingContext, trade: PairTrade, order: Order) -> None:
     ctx.checkpoint(f"before_send:{order.leg}{ACTION_CODES[order.action]}{order.attempt}")
     ctx.renew_lease(now=True)  # only the lease holder sends: a worker that lost it stops here
     try:
+        # Its retries (the same id after a temporary error) are sends too: each renews the lease first.
         ack = ctx.exchange.place_order(symbol=symbol, side=order.side, qty=order.qty,
-                                       client_order_id=order.client_order_id, reduce_only=order.reduce_only)
+                                       client_order_id=order.client_order_id, reduce_only=order.reduce_only,
+                                       before_retry=lambda: ctx.renew_lease(now=True))
     except Refused as exc:
         if resending:
             # The refusal proves only that this resend did nothing: the first send may have executed.
