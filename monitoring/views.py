@@ -3,10 +3,15 @@ gather what selectors return; every KPI comes from ``monitoring.selectors``."""
 
 from __future__ import annotations
 
+from functools import wraps
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 from rest_framework.exceptions import ValidationError
 
@@ -51,6 +56,7 @@ def _live_context(request: HttpRequest) -> dict:
         "unguarded": unguarded_accounts(scope.accounts),
         "heartbeats": data.heartbeats(),
         "query": request.GET.urlencode(),
+        "refreshed_at": timezone.now(),
     }
 
 
@@ -84,7 +90,26 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/index.html", context)
 
 
-@login_required
+def _login_for_refresh(view):
+    """The refresh's answer once the session is gone (logged out, expired): a page that is not the live part must
+    not be swapped into the dashboard (the login form inside it, the figures gone), so htmx is told to take the
+    browser to the login page, which returns to the dashboard with the same filters."""
+    @wraps(view)
+    def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        query = request.GET.urlencode()
+        login = redirect_to_login(reverse("dashboard") + (f"?{query}" if query else ""))
+        if not request.headers.get("HX-Request"):
+            return login
+        response = HttpResponse("Signed out: log in again.", status=401, content_type="text/plain")
+        response["HX-Redirect"] = login["Location"]
+        return response
+
+    return checked
+
+
+@_login_for_refresh
 @permission_required(VIEW, raise_exception=True)
 def dashboard_live(request: HttpRequest) -> HttpResponse:
     """The part of the dashboard that htmx reloads every 30 s: KPIs, charts, positions, halts, bots."""

@@ -62,6 +62,20 @@
     drawPair();
   }
 
+  // A refresh that fails (the server down, an error page) swaps nothing: the figures on screen stay those of the
+  // last refresh, so say so, and since when, until a refresh succeeds and replaces the note with its own time.
+  function refreshFailed(event) {
+    const status = document.getElementById("live-status");
+    if (!status || !event.detail.elt || event.detail.elt.id !== "live") return;
+    const xhr = event.detail.xhr;
+    const why = xhr && xhr.status ? "the server answered " + xhr.status : "the server does not answer";
+    status.textContent = "Not refreshed since " + status.dataset.refreshed + " UTC: " + why +
+      ". The figures below are from then; they update when the server answers again.";
+    status.classList.add("stale");
+  }
+
   document.addEventListener("DOMContentLoaded", drawAll);
+  document.addEventListener("htmx:sendError", refreshFailed);
+  document.addEventListener("htmx:responseError", refreshFailed);
   document.addEventListener("htmx:afterSwap", drawAll);
 })();

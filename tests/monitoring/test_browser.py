@@ -129,3 +129,50 @@ def test_dashboard_in_a_real_browser(django_user_model):
     second.refresh_from_db()
     assert second.close_requested_by.username == "browser-trader"
     assert not errors, errors  # no script error, no Content-Security-Policy violation
+
+
+def test_the_refresh_keeps_the_filters_and_says_when_its_figures_are_stale(django_user_model):
+    """The 30 s refresh asks for the view on screen; once the session is gone it goes to the login (and back to the
+    same view), and when the server stops answering the page says since when its figures are not refreshed
+    (htmx swaps nothing on a failed request: the old figures stayed, unmarked)."""
+    user = django_user_model.objects.create_user(username="browser-viewer", password=PASSWORD)
+    user.groups.add(Group.objects.get(name="viewer"))
+    account = ExchangeAccountFactory(name="paper-x", capital=Decimal("1000"))
+    day = (NOW - 48 * H).date()
+    PairTradeFactory(account=account, state=PairTrade.State.CLOSED, realised_pnl=Decimal("25"),
+                     opened_at=datetime.combine(day, datetime.min.time(), UTC) + 20 * H,
+                     closed_at=datetime.combine(day, datetime.min.time(), UTC) + 23.5 * H)
+    view = f"/?scope=a{account.pk}&start={day}&end={day}"
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.clock.install()
+            with live_server({"DEBUG": "1"}) as base_url:
+                page.goto(f"{base_url}{view}")
+                page.fill("input[name=username]", "browser-viewer")
+                page.fill("input[name=password]", PASSWORD)
+                page.click("button[type=submit], input[type=submit]")
+                page.wait_for_selector("#live-status")
+                with page.expect_response("**/dashboard/live/**") as refresh:
+                    page.clock.run_for(31_000)
+                assert refresh.value.url == f"{base_url}/dashboard/live/{view[1:]}"
+                page.wait_for_selector("#live-status:not(.stale)")
+                assert page.locator(".kpi", has_text="Realised PnL").locator(".value").inner_text() == "25.00"
+
+                context.clear_cookies()  # the session is gone: the refresh leads to the login, then back here
+                page.clock.run_for(31_000)
+                page.wait_for_url("**/accounts/login/**")
+                page.fill("input[name=username]", "browser-viewer")
+                page.fill("input[name=password]", PASSWORD)
+                page.click("button[type=submit], input[type=submit]")
+                page.wait_for_selector("#kpis")
+                assert page.url == f"{base_url}{view}"
+                shown = page.get_attribute("#live-status", "data-refreshed")
+            page.clock.run_for(31_000)  # the server has stopped
+            page.wait_for_selector("#live-status.stale")
+            assert page.inner_text("#live-status").startswith(f"Not refreshed since {shown} UTC: the server does not")
+            assert page.locator(".kpi", has_text="Realised PnL").locator(".value").inner_text() == "25.00"
+        finally:
+            browser.close()

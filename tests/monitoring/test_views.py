@@ -393,3 +393,14 @@ def test_trades_page_with_an_unknown_account_says_so_instead_of_failing(viewer_c
     assert page.status_code == 400
     assert "no-such-account" in page.text and 'id="filter-refused"' in page.text
     assert list(page.context["page"].object_list) == []
+
+
+def test_a_refresh_after_the_session_is_gone_sends_the_browser_to_log_in_not_a_login_form_into_the_page(client):
+    # htmx swaps whatever a 200 carries: the login page the redirect led to took the place of the figures.
+    refresh = client.get("/dashboard/live/", {"scope": "a7", "start": "2021-03-01"}, HTTP_HX_REQUEST="true")
+    assert refresh.status_code == 401
+    assert refresh["HX-Redirect"] == "/accounts/login/?next=/%3Fscope%3Da7%26start%3D2021-03-01"
+    assert "Password" not in refresh.text
+    # Opened by hand, the part leads to the login and back to the whole dashboard.
+    opened = client.get("/dashboard/live/", {"scope": "a7"})
+    assert opened.status_code == 302 and opened["Location"] == "/accounts/login/?next=/%3Fscope%3Da7"
