@@ -72,6 +72,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     in_view = [a.pk for a in context["scope"].accounts]
     period = {"start": context["scope"].start if asked and request.GET.get("start") else None,
               "end": context["scope"].end if asked and request.GET.get("end") else None}
+    # ... and, when a period was asked for, those of the period, as the KPIs above them (trades closed in
+    # [start, end), the UTC days from start's to the one before end's).
+    closed = PairTrade.objects.filter(account__in=in_view).exclude(state__in=PairTrade.ACTIVE_STATES)
+    days = daily_pnl().filter(account__in=in_view)
+    if period["start"]:
+        closed, days = closed.filter(closed_at__gte=period["start"]), days.filter(date__gte=period["start"].date())
+    if period["end"]:
+        closed, days = closed.filter(closed_at__lt=period["end"]), days.filter(date__lt=period["end"].date())
     context.update({
         "choices": data.scope_choices(),
         "chosen": request.GET.get("scope", ""),
@@ -82,9 +90,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "levels": level_counts(),
         "latest_run": latest_screening_run(),
         "ladder": ladder_pairs(),
-        "recent_closed": PairTrade.objects.filter(account__in=in_view).exclude(state__in=PairTrade.ACTIVE_STATES)
-        .select_related("account", "pair__y_instrument", "pair__x_instrument").order_by("-closed_at", "-id")[:25],
-        "daily_pnl": daily_pnl().filter(account__in=in_view)[:30],
+        "recent_closed": closed.select_related("account", "pair__y_instrument", "pair__x_instrument")
+        .order_by("-closed_at", "-id")[:25],
+        "daily_pnl": days[:30],
         "guard_events": recent_guard_events(limit=15),
     })
     return render(request, "dashboard/index.html", context)

@@ -404,3 +404,21 @@ def test_a_refresh_after_the_session_is_gone_sends_the_browser_to_log_in_not_a_l
     # Opened by hand, the part leads to the login and back to the whole dashboard.
     opened = client.get("/dashboard/live/", {"scope": "a7"})
     assert opened.status_code == 302 and opened["Location"] == "/accounts/login/?next=/%3Fscope%3Da7"
+
+
+def test_recent_trades_and_daily_pnl_are_those_of_the_period_asked_for(viewer_client):
+    """A period chosen narrowed the KPIs above to its trades but the tables of recent closed trades and daily PnL
+    under them still listed the newest rows of any day: one closed trade in the headline, 25 in the table."""
+    account = ExchangeAccountFactory(name="paper-p", capital=Decimal("1000"))
+    before, late, after = _closed(account, -2, "5"), _closed(account, 23.5, "7"), _closed(account, 24.5, "-3")
+    for day in range(-1, 2):
+        DailyPnlSnapshotFactory(account=account, date=(T0 + day * 24 * H).date())
+    page = viewer_client.get("/", {"scope": f"a{account.pk}", "start": "2021-03-01", "end": "2021-03-01"})
+    assert page.context["summary"].total_trades == 1
+    assert [t.pk for t in page.context["recent_closed"]] == [late.pk]  # closed at 23:30 UTC, in the day
+    assert [d.date for d in page.context["daily_pnl"]] == [T0.date()]
+    assert "Recent closed trades (of the accounts in view, in the period)" in page.text
+    # Without a period, the newest of every day.
+    everything = viewer_client.get("/", {"scope": f"a{account.pk}"}).context
+    assert [t.pk for t in everything["recent_closed"]] == [after.pk, late.pk, before.pk]
+    assert len(everything["daily_pnl"]) == 3
