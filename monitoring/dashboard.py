@@ -63,6 +63,8 @@ def chart_series(scope: Scope) -> dict:
 
 
 def monthly_table(scope: Scope) -> list[dict]:
+    if not scope.accounts:  # a new install: no capital, so no month has a return (not a month of a dash)
+        return []
     rows = scope_monthly_returns(scope)
     return [dict(row, pct=None if row["return"] is None else 100 * row["return"]) for row in rows]
 

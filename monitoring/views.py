@@ -57,6 +57,7 @@ def _live_context(request: HttpRequest) -> dict:
         "heartbeats": data.heartbeats(),
         "query": request.GET.urlencode(),
         "refreshed_at": timezone.now(),
+        "new_install": not scope.accounts and not ExchangeAccount.objects.exists(),
     }
 
 

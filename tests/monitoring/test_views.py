@@ -422,3 +422,18 @@ def test_recent_trades_and_daily_pnl_are_those_of_the_period_asked_for(viewer_cl
     everything = viewer_client.get("/", {"scope": f"a{account.pk}"}).context
     assert [t.pk for t in everything["recent_closed"]] == [after.pk, late.pk, before.pk]
     assert len(everything["daily_pnl"]) == 3
+
+
+def test_a_new_install_says_it_has_no_account_and_a_zero_drawdown_has_no_minus(viewer_client):
+    """A new install's dashboard was titled "combined no accounts: none" over a month "2026-12" with a dash; a drawdown
+    of exactly 0 read "-0.00%" in the headline and the tables."""
+    page = viewer_client.get("/")
+    assert "No account in this view" in page.text and 'id="no-account"' in page.text
+    assert "combined no accounts" not in page.text and page.context["monthly"] == []
+    account = ExchangeAccountFactory(name="paper-up", capital=Decimal("1000"))
+    _closed(account, 1, "10")
+    page = viewer_client.get("/", {"scope": f"a{account.pk}"})
+    assert _kpi(page.text, "Max drawdown") == "0.00%"
+    row = page.text.split('id="accounts"')[1].split("</tr>")[1]
+    assert '<td class="num">0.00%</td>' in row and "-0.00%" not in page.text
+    assert 'id="no-account"' not in viewer_client.get("/", {"scope": "mreal"}).text
