@@ -3,11 +3,13 @@ the system's health. Every figure comes from ``monitoring.selectors`` (one metri
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from celery import current_app
+from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
@@ -187,20 +189,26 @@ def pair_chart(pair: Pair) -> dict:
     signals = list(Signal.objects.filter(pair=pair).order_by("-bar_time")
                    .values_list("bar_time", "zscore", "spread")[:PAIR_CHART_BARS])[::-1]
     labels = [s[0].strftime("%Y-%m-%d %H:%M") for s in signals]
-    index = {s[0]: i for i, s in enumerate(signals)}
+    bars = [s[0] for s in signals]
     entries, exits = [None] * len(signals), [None] * len(signals)
-    for trade in PairTrade.objects.filter(pair=pair).exclude(opened_at=None):
-        for moment, z, marks in ((trade.opened_at, trade.entry_zscore, entries),
-                                 (trade.closed_at, trade.exit_zscore, exits)):
-            slot = _bar_at_or_before(index, moment)
+    # Only the trades that can be marked: open, or closed since the first bar drawn (a pair traded for years has
+    # thousands before it).
+    trades = [] if not bars else (
+        PairTrade.objects.filter(pair=pair).exclude(opened_at=None)
+        .filter(Q(closed_at=None) | Q(closed_at__gte=bars[0]))
+        .values_list("opened_at", "entry_zscore", "closed_at", "exit_zscore"))
+    for opened_at, entry_z, closed_at, exit_z in trades:
+        for moment, z, marks in ((opened_at, entry_z, entries), (closed_at, exit_z, exits)):
+            slot = _bar_at_or_before(bars, moment)
             if slot is not None and z is not None:
                 marks[slot] = z
     return {"labels": labels, "z": [s[1] for s in signals], "spread": [s[2] for s in signals],
             "entries": entries, "exits": exits}
 
 
-def _bar_at_or_before(index: dict, moment: datetime | None) -> int | None:
+def _bar_at_or_before(bars: list[datetime], moment: datetime | None) -> int | None:
+    """The index of the last bar at or before ``moment`` in ``bars`` (ascending), None before the first."""
     if moment is None:
         return None
-    earlier = [t for t in index if t <= moment]
-    return index[max(earlier)] if earlier else None
+    slot = bisect_right(bars, moment) - 1
+    return slot if slot >= 0 else None

@@ -137,7 +137,8 @@ def pair_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "statistics": PairStatistics.objects.filter(pair=pair).order_by("window"),
         "level_changes": LevelChange.objects.filter(pair=pair).select_related("from_level", "to_level", "changed_by")
         .order_by("-created_at")[:50],
-        "trades": PairTrade.objects.filter(pair=pair).select_related("account").order_by("-id")[:100],
+        "trades": PairTrade.objects.filter(pair=pair)
+        .select_related("account", "pair__y_instrument", "pair__x_instrument").order_by("-id")[:100],
     }
     return render(request, "dashboard/pair.html", context)
 

@@ -437,3 +437,29 @@ def test_a_new_install_says_it_has_no_account_and_a_zero_drawdown_has_no_minus(v
     row = page.text.split('id="accounts"')[1].split("</tr>")[1]
     assert '<td class="num">0.00%</td>' in row and "-0.00%" not in page.text
     assert 'id="no-account"' not in viewer_client.get("/", {"scope": "mreal"}).text
+
+
+def test_the_pair_page_reads_its_trades_in_a_fixed_number_of_queries(viewer_client, django_assert_max_num_queries):
+    """Each row of the pair's trades read its pair and both legs again: 3 queries a trade, 311 for a page of 100
+    trades (1.2 s on SQLite)."""
+    account = ExchangeAccountFactory(name="paper-q")
+    first = _closed(account, 1, "1")
+    for n in range(2, 40):
+        _closed(account, n, "1", pair=first.pair)
+    viewer_client.get(f"/pairs/{first.pair_id}/")  # the session and the permissions, read once
+    with django_assert_max_num_queries(20):
+        page = viewer_client.get(f"/pairs/{first.pair_id}/")
+    assert page.status_code == 200 and len(page.context["trades"]) == 39
+
+
+def test_the_pair_chart_marks_each_entry_and_exit_on_the_bar_at_or_before_it(viewer_client):
+    account = ExchangeAccountFactory(name="paper-m")
+    pair = _closed(account, -30, "1", entry_zscore=-9.0, exit_zscore=9.0).pair  # closed before the first bar drawn
+    for hour in range(4):
+        SignalFactory(pair=pair, bar_time=T0 + hour * H, zscore=0.0, spread=0.0)
+    PairTradeFactory(account=account, pair=pair, state=PairTrade.State.CLOSED, realised_pnl=Decimal("1"),
+                     opened_at=T0 - 5 * H, closed_at=T0 + 1.5 * H, entry_zscore=-2.2, exit_zscore=0.3)
+    PairTradeFactory(account=account, pair=pair, opened_at=T0 + 3 * H, entry_zscore=2.4)  # open, on the last bar
+    chart = viewer_client.get(f"/pairs/{pair.pk}/").context["chart"]
+    assert chart["entries"] == [None, None, None, 2.4]  # an entry before the first bar has no bar
+    assert chart["exits"] == [None, 0.3, None, None]  # 01:30 is marked on the 01:00 bar
