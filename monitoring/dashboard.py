@@ -27,22 +27,30 @@ PAIR_CHART_BARS = 500
 
 
 def scope_choices() -> list[dict]:
-    """The account switcher: every account with its mode, then each mode's accounts combined."""
-    accounts = list(ExchangeAccount.objects.order_by("name").values("id", "name", "mode"))
+    """The account switcher: every account with its mode, then each mode's accounts combined, then the accounts of
+    one mode on one level combined (the rows of the table by level)."""
+    accounts = list(ExchangeAccount.objects.order_by("name").values("id", "name", "mode", "level__number"))
     choices = [{"value": f"a{a['id']}", "label": a["name"], "mode": a["mode"]} for a in accounts]
     for mode in sorted({a["mode"] for a in accounts}):
         choices.append({"value": f"m{mode}", "label": f"all {mode} accounts (combined)", "mode": mode})
+    levels = sorted({(a["level__number"], a["mode"]) for a in accounts if a["level__number"] is not None})
+    for number, mode in levels:
+        choices.append({"value": f"l{number}-{mode}", "label": f"level {number} {mode} accounts (combined)",
+                        "mode": mode})
     return choices
 
 
 def scope_params(query) -> dict:
-    """Translate the switcher's ``scope`` (a<id> or m<mode>) and the date range into scope parameters."""
+    """Translate the switcher's ``scope`` (a<id>, m<mode> or l<level>-<mode>) and the date range into scope
+    parameters."""
     params = {k: query.get(k) for k in ("start", "end") if query.get(k)}
     chosen = query.get("scope", "")
     if chosen.startswith("a") and chosen.isascii() and chosen[1:].isdigit():
         params["account"] = chosen[1:]
     elif chosen.startswith("m"):
         params["mode"] = chosen[1:]
+    elif chosen.startswith("l"):
+        params["level"], _, params["mode"] = chosen[1:].partition("-")
     return params
 
 

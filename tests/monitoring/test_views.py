@@ -463,3 +463,26 @@ def test_the_pair_chart_marks_each_entry_and_exit_on_the_bar_at_or_before_it(vie
     chart = viewer_client.get(f"/pairs/{pair.pk}/").context["chart"]
     assert chart["entries"] == [None, None, None, 2.4]  # an entry before the first bar has no bar
     assert chart["exits"] == [None, 0.3, None, None]  # 01:30 is marked on the 01:00 bar
+
+
+def test_the_switcher_shows_one_level_of_one_mode_combined(viewer_client):
+    """The table by level showed each level's KPIs but the switcher had no level: its charts, positions and trades
+    could not be seen."""
+    one, two = LevelFactory(number=1), LevelFactory(number=2)
+    a = ExchangeAccountFactory(name="paper-l1a", capital=Decimal("1000"), level=one)
+    b = ExchangeAccountFactory(name="paper-l1b", capital=Decimal("3000"), level=one)
+    c = ExchangeAccountFactory(name="paper-l2", capital=Decimal("1000"), level=two)
+    _closed(a, 1, "40")
+    _closed(b, 2, "-20")
+    other = _closed(c, 3, "500")
+    page = viewer_client.get("/", {"scope": "l1-paper"})
+    assert '<option value="l1-paper" selected>level 1 paper accounts (combined) · paper</option>' in page.text
+    summary = page.context["summary"]
+    assert {x.name for x in page.context["scope"].accounts} == {"paper-l1a", "paper-l1b"}
+    assert summary.total_trades == 2 and summary.total_return == pytest.approx(20 / 4000)
+    assert other.pk not in [t.pk for t in page.context["recent_closed"]]
+    assert 'hx-get="/dashboard/live/?scope=l1-paper"' in page.text
+    live = viewer_client.get("/dashboard/live/", {"scope": "l1-paper"})
+    assert live.context["summary"].total_trades == 2
+    wrong = viewer_client.get("/", {"scope": "l7-paper"})
+    assert "no level 7" in wrong.context["scope_error"]
