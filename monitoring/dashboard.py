@@ -12,6 +12,7 @@ from celery import current_app
 from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
+from rest_framework.exceptions import ValidationError
 
 from core.db import page_rows
 from core.market_clock import market_clock
@@ -51,6 +52,9 @@ def scope_params(query) -> dict:
         params["mode"] = chosen[1:]
     elif chosen.startswith("l"):
         params["level"], _, params["mode"] = chosen[1:].partition("-")
+    elif chosen:  # not silently the default view in place of the one asked for (a link typed or cut short)
+        raise ValidationError({"scope": f"{chosen!r} is none of the switcher's views (a<account id>, m<mode>, "
+                                        "l<level>-<mode>)"})
     return params
 
 

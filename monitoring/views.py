@@ -33,9 +33,8 @@ TRADES_PER_PAGE = 50
 
 
 def _live_context(request: HttpRequest) -> dict:
-    params = data.scope_params(request.GET)
     try:
-        scope = dashboard_scope(params)
+        scope = dashboard_scope(data.scope_params(request.GET))
         error = None
     except ValidationError as invalid:
         scope, error = dashboard_scope({}), readable_errors(invalid.detail)

@@ -486,3 +486,12 @@ def test_the_switcher_shows_one_level_of_one_mode_combined(viewer_client):
     assert live.context["summary"].total_trades == 2
     wrong = viewer_client.get("/", {"scope": "l7-paper"})
     assert "no level 7" in wrong.context["scope_error"]
+
+
+def test_a_view_the_switcher_does_not_have_is_named_not_replaced_by_the_default(viewer_client):
+    ExchangeAccountFactory(name="paper-s")
+    page = viewer_client.get("/", {"scope": "paper-s"})  # a name typed where the switcher puts a<id>
+    assert page.status_code == 200
+    assert page.context["scope_error"] == ("scope: 'paper-s' is none of the switcher's views (a<account id>, "
+                                           "m<mode>, l<level>-<mode>)")
+    assert "is none of the switcher" in viewer_client.get("/dashboard/live/", {"scope": "x"}).text
