@@ -495,3 +495,6 @@ def test_a_view_the_switcher_does_not_have_is_named_not_replaced_by_the_default(
     assert page.context["scope_error"] == ("scope: 'paper-s' is none of the switcher's views (a<account id>, "
                                            "m<mode>, l<level>-<mode>)")
     assert "is none of the switcher" in viewer_client.get("/dashboard/live/", {"scope": "x"}).text
+    # The figures under the error are the default view's, and the page says so, not only in the heading.
+    assert ("these are the figures of the default view, combined paper accounts: paper-s." in
+            page.text.split('id="scope-error"')[1].split("</p>")[0])
