@@ -51,7 +51,7 @@ def _live_context(request: HttpRequest) -> dict:
         "flatten_accounts": sorted({p.trade.account for p in positions if p.trade.account.enabled},
                                    key=lambda a: a.name),
         "today": data.today_pnl(single) if single else None,
-        "halts": active_halts().select_related("account"),
+        "halts": active_halts().select_related("account", "pair__y_instrument", "pair__x_instrument"),
         "unguarded": unguarded_accounts(scope.accounts),
         "heartbeats": data.heartbeats(),
         "query": request.GET.urlencode(),
@@ -220,6 +220,6 @@ def system_health(request: HttpRequest) -> HttpResponse:
         "queues": data.queue_lengths(),
         "today": data.guard_today(accounts),
         "heartbeats": data.heartbeats(),
-        "halts": active_halts().select_related("account"),
+        "halts": active_halts().select_related("account", "pair__y_instrument", "pair__x_instrument"),
         "guard_events": recent_guard_events(limit=50),
     })

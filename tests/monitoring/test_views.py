@@ -15,6 +15,7 @@ from tests.factories import (
     DailyPnlSnapshotFactory,
     ExchangeAccountFactory,
     FillFactory,
+    HaltFactory,
     LevelFactory,
     OrderFactory,
     PairTradeFactory,
@@ -498,3 +499,18 @@ def test_a_view_the_switcher_does_not_have_is_named_not_replaced_by_the_default(
     # The figures under the error are the default view's, and the page says so, not only in the heading.
     assert ("these are the figures of the default view, combined paper accounts: paper-s." in
             page.text.split('id="scope-error"')[1].split("</p>")[0])
+
+
+def test_a_halt_shows_what_it_stops_a_pair_halt_is_not_its_whole_account(viewer_client):
+    """The halts table showed a halt of one pair as its account's name alone (the account read as stopped), and
+    neither a halt's mode (no new entries, or no exits but stop-losses) nor the end of its latch."""
+    account = ExchangeAccountFactory(name="real-h", mode=ExchangeAccount.Mode.REAL)
+    pair = _closed(account, 1, "1").pair
+    HaltFactory(account=account, pair=pair, source="manual", reason="pause it")
+    HaltFactory(account=account, source="guard", trigger="daily_loss", mode="halt", reason="loss",
+                until=datetime(2099, 1, 1, 6, tzinfo=UTC))
+    for page in (viewer_client.get("/"), viewer_client.get("/system/")):
+        rows = [row.split("</tr>")[0] for row in page.text.split('id="halts"')[1].split("<tr>")[2:4]]
+        assert rows[1].startswith(f"<td>real-h (real): pair {pair} only</td><td>new entries of the pair</td>")
+        assert "<td>Halted (no entries, no exits but stop-losses)</td><td>Guard (daily_loss)</td>" in rows[0]
+        assert "<td>2099-01-01 06:00</td>" in rows[0] and "<td>until cleared</td>" in rows[1]

@@ -110,7 +110,7 @@ def test_dashboard_shows_kpis_from_closed_trades(staff_client, dashboard_data):
     assert '<div class="label">Return on capital</div><div class="value">0.50%</div>' in html
     # The drawdown is measured on the end-of-day equity: both trades close on 1 March (+100, then -50), whose end
     # is 10050, above the capital: no drawdown (the intraday 10100 is no point of the daily curve).
-    assert 'Max drawdown</div><div class="value">-0.00%</div>' in html
+    assert 'Max drawdown</div><div class="value">0.00%</div>' in html
     assert '<div class="label">Fees / funding</div><div class="value">3.25 / -0.50</div>' in html
 
 
