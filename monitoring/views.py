@@ -8,7 +8,7 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -60,6 +60,24 @@ def _live_context(request: HttpRequest) -> dict:
     }
 
 
+def _closed_trades_query(scope, period: dict) -> str:
+    """The trade list's filters for every trade the view's KPIs count (the table shows the newest 25): its account,
+    or its mode and level, closed from its start (to its end when one was asked for)."""
+    if not scope.accounts:
+        return ""
+    query = QueryDict(mutable=True)
+    if len(scope.accounts) == 1:
+        query["account"] = scope.accounts[0].pk
+    else:
+        query["mode"] = scope.mode
+        if scope.level is not None:
+            query["level"] = scope.level
+    query["closed_after"] = scope.start.isoformat()
+    if period["end"]:
+        query["closed_before"] = period["end"].isoformat()
+    return query.urlencode()
+
+
 @login_required
 @permission_required(VIEW, raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -93,6 +111,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "recent_closed": closed.select_related("account", "pair__y_instrument", "pair__x_instrument")
         .order_by("-closed_at", "-id")[:25],
         "daily_pnl": days[:30],
+        "all_closed_query": _closed_trades_query(context["scope"], period),
         "guard_events": recent_guard_events(limit=15),
     })
     return render(request, "dashboard/index.html", context)

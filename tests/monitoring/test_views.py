@@ -514,3 +514,25 @@ def test_a_halt_shows_what_it_stops_a_pair_halt_is_not_its_whole_account(viewer_
         assert rows[1].startswith(f"<td>real-h (real): pair {pair} only</td><td>new entries of the pair</td>")
         assert "<td>Halted (no entries, no exits but stop-losses)</td><td>Guard (daily_loss)</td>" in rows[0]
         assert "<td>2099-01-01 06:00</td>" in rows[0] and "<td>until cleared</td>" in rows[1]
+
+
+def test_the_recent_closed_trades_lead_to_all_the_trades_the_kpis_count(viewer_client):
+    """The dashboard showed the newest 25 closed trades of the view with no way to the others: the trade list
+    opened unfiltered, every account and every day."""
+    one = ExchangeAccountFactory(name="paper-1", capital=Decimal("1000"))
+    two = ExchangeAccountFactory(name="paper-2", capital=Decimal("1000"))
+    real = ExchangeAccountFactory(name="real-z", mode=ExchangeAccount.Mode.REAL)
+    for n in range(30):
+        _closed(one if n % 2 else two, 1 + n, "1")  # 1 March 01:00 to 2 March 06:00
+    _closed(real, 2, "1")
+    _closed(one, 80, "1")  # 4 March
+    for query, expected in (({"scope": "mpaper", "start": "2021-03-01", "end": "2021-03-02"}, 30),
+                            ({"scope": f"a{one.pk}", "start": "2021-03-01", "end": "2021-03-02"}, 15),
+                            ({"scope": f"a{one.pk}"}, 16)):
+        page = viewer_client.get("/", query)
+        assert page.context["summary"].total_trades == expected
+        link = page.text.split('id="all-closed-trades" href="')[1].split('"')[0].replace("&amp;", "&")
+        listed = viewer_client.get(link)
+        assert listed.status_code == 200, listed.text
+        rows = listed.context["page"].object_list
+        assert len(rows) == expected and {t.account.mode for t in rows} == {"paper"}, query
