@@ -171,3 +171,9 @@ def test_the_recent_closed_trades_lead_to_all_the_trades_the_kpis_count(viewer_c
         assert listed.status_code == 200, listed.text
         rows = listed.context["page"].object_list
         assert len(rows) == expected and {t.account.mode for t in rows} == {"paper"}, query
+
+
+def test_today_not_measured_yet_is_not_coloured_as_a_gain(viewer_client):
+    account = ExchangeAccountFactory(name="paper-t")
+    html = viewer_client.get("/", {"scope": f"a{account.pk}"}).text
+    assert '<div class="value">not measured yet' in html  # was class "value pos": green, as a profit
