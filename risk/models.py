@@ -246,6 +246,10 @@ class AccountGuardState(models.Model):
     peak_equity = decimal_field(null=True, blank=True, help_text="Highest equity seen since the last reset")
     exchange_equity = decimal_field(null=True, blank=True, help_text="The exchange's equity at the last cycle")
     checked_at = models.DateTimeField(null=True, blank=True)
+    live_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="Wall clock of the last scheduled cycle that checked the account (not one run "
+                                         "by a bot after a trade, nor a replay's): the bots open no trade when it is "
+                                         "too old (STATARB_GUARD_MAX_AGE_S)")
 
     def __str__(self) -> str:
         return f"guard state of {self.account}: {self.state}"

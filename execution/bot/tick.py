@@ -35,6 +35,7 @@ from execution.bot.book import active_trades, orders_of
 from execution.bot.entries import entry_lapsed, open_new_trades, pair_off_level
 from execution.bot.exits import close_decisions
 from execution.bot.funding import funding_after_closes, sync_funding
+from execution.bot.guard_watch import configured_guard_max_age, unguarded_refusal
 from execution.bot.lease import LEASE_TTL, default_lease_owner, lease_for_tick
 from execution.bot.reconcile import reconcile
 from execution.models import BotHeartbeat, ExchangeAccount, PairTrade
@@ -78,9 +79,11 @@ def bot_tick(
     clock: Clock | None = None, config: StrategyConfig | None = None, owner: str | None = None,
     require_enabled: bool = True, checkpoint: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep, task_id: str = "", reconcile_every: timedelta = RECONCILE_EVERY,
+    guard_max_age: timedelta | None = None,
 ) -> TickReport:
     """One tick of ``account``'s bot at ``clock``'s time (read once: the tick's ``now``), trading on ``exchange``
     (wrapped once in ``RetryingExchange``) and pricing from ``market`` (by default the stored candles at the clock).
+    With ``guard_max_age`` no trade is opened when the scheduled guard has not checked the account for that long.
     """
     started = time.monotonic()
     clock = clock or (market.clock if market is not None else WallClock())
@@ -106,7 +109,7 @@ def bot_tick(
                          checkpoint=checkpoint or (lambda step: None),
                          fence=Fence(account.pk, owner, heartbeat.lease_generation),
                          entry_refusal=_entry_refusal(account, now),
-                         entry_lapsed=_entry_lapsed(account, now, config.timeframe),
+                         entry_lapsed=_entry_lapsed(account, now, config.timeframe), guard_max_age=guard_max_age,
                          _lease_renewed=time.monotonic() - lease_age)
     held: list[PairTrade] | None = None  # the tick's trades when it ends normally: the heartbeat counts them
     try:
@@ -212,6 +215,9 @@ def _close_then_open(ctx: TradingContext, report: TickReport, trades: list[PairT
     if account_halts := [h for h in halts if h.pair_id is None]:
         report.skipped.append("no new trades: " + "; ".join(h.reason for h in account_halts)[:500])
         return trades
+    if refusal := unguarded_refusal(ctx.account, ctx.guard_max_age, now=ctx.now):
+        report.skipped.append(refusal[:500])
+        return trades
     return _open_step(ctx, report, [t for t in trades if t.state in PairTrade.ACTIVE_STATES],
                       paused={h.pair_id: h for h in halts if h.pair_id is not None})
 
@@ -287,4 +293,5 @@ def bot_tick_live(account: ExchangeAccount, *, task_id: str = "") -> TickReport:
     config = StrategyConfig.current()
     market = StoredMarket(timeframe=config.timeframe, clock=clock)
     exchange = account_trading_exchange(account, market=market, config=config)
-    return bot_tick(account=account, exchange=exchange, market=market, config=config, task_id=task_id)
+    return bot_tick(account=account, exchange=exchange, market=market, config=config, task_id=task_id,
+                    guard_max_age=configured_guard_max_age())

@@ -108,6 +108,9 @@ class TradingContext:
     # Why a trade's entry no longer holds now ("" when it does): its signal is no longer fresh, the rule has left the
     # position, or entry_refusal's halt or level change. Asked before a stale second opening leg is sent late.
     entry_lapsed: Callable[[PairTrade], str] | None = None
+    # No new trade when the scheduled guard has not checked the account for this long (``execution.bot.guard_watch``;
+    # live ticks only, None: not asked).
+    guard_max_age: timedelta | None = None
     planned_now: set[int] = field(default_factory=set)  # orders written this tick: known not to be sent yet
     settled: set[int] = field(default_factory=set)  # trades compared with the exchange this tick
     contradicted: dict[int, set[str]] = field(default_factory=dict)  # trade -> legs the exchange holds otherwise

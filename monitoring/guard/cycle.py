@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from core.audit import audit_record
 from exchanges.base import TradingExchange
@@ -112,7 +113,8 @@ def guard_run(
         for account_id, book in books.items():
             state = account_state([h for h in halts if h.account_id in (None, account_id)])
             report.states[book.account.name] = state
-            _remember(book, state, now=now, exchange_equity=exchange_equity.get(account_id))
+            _remember(book, state, now=now, exchange_equity=exchange_equity.get(account_id),
+                      scheduled_at=(process_now or timezone.now()) if live else None)
         _write_states(books)
         snapshots_write(books, now=now)
     return report
@@ -238,7 +240,8 @@ def _text(breach: Breach, account: ExchangeAccount | None) -> str:
     return f"[{account.name if account else 'all accounts'}] {LABELS[breach.check]}: {breach.message}"
 
 
-def _remember(book: AccountBook, state: str, *, now: datetime, exchange_equity) -> None:
+def _remember(book: AccountBook, state: str, *, now: datetime, exchange_equity, scheduled_at: datetime | None
+              ) -> None:
     guard_state = book.state or AccountGuardState(account=book.account)
     guard_state.state = state
     guard_state.peak_equity = peak_equity(book)
@@ -251,13 +254,15 @@ def _remember(book: AccountBook, state: str, *, now: datetime, exchange_equity) 
     if exchange_equity is not None:
         guard_state.exchange_equity = exchange_equity
     guard_state.checked_at = now
+    if scheduled_at is not None:  # a live cycle: the bots read it to know the guard is running
+        guard_state.live_checked_at = scheduled_at
     book.state = guard_state
 
 
 def _write_states(books: dict[int, AccountBook]) -> None:
     states = [b.state for b in sorted(books.values(), key=lambda b: b.account.pk) if b.state is not None]
     _upsert(AccountGuardState, states, unique=["account"],
-            update=["state", "peak_equity", "equity", "exchange_equity", "checked_at"])
+            update=["state", "peak_equity", "equity", "exchange_equity", "checked_at", "live_checked_at"])
 
 
 def snapshots_write(books: dict[int, AccountBook], *, now: datetime) -> None:

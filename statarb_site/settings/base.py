@@ -417,6 +417,14 @@ STATARB_BLAS_THREADS = env.int("STATARB_BLAS_THREADS", default=0)
 # queued while it was away, one after the other.
 STATARB_BOT_TICK_EXPIRES_S = env.int("STATARB_BOT_TICK_EXPIRES_S", default=120)
 
+# Seconds since the scheduled guard cycle last checked an account (wall clock) after which its bot opens no new
+# trade: with beat, the risk worker or every cycle down, nothing enforces the loss limits, so entries stop (exits
+# and repairs go on) until the guard checks the account again. 0 turns the check off.
+STATARB_GUARD_MAX_AGE_S = env.int("STATARB_GUARD_MAX_AGE_S", default=300)
+if STATARB_GUARD_MAX_AGE_S < 0:
+    raise ImproperlyConfigured(f"STATARB_GUARD_MAX_AGE_S must be 0 (off) or a number of seconds, got "
+                               f"{STATARB_GUARD_MAX_AGE_S}")
+
 # The clock the live processes run on (README, "Quick start"; core.market_clock): "wall" (the machine's clock; the
 # default, and the only value production accepts) or "stored", THE DEMO'S SIMULATED CLOCK: `make demo` sets it for
 # the served part only, so the paper accounts trade through the stored candles, one bar every

@@ -18,3 +18,6 @@ NOTIFICATIONS_NUDGE = False
 # result backend), and a child forked after that runs Celery's after-fork hooks on the inherited sockets and can hang
 # in recv. The forked screen is tested with its process counts set explicitly (tests/pairs/quant, test_screening).
 STATARB_SCREEN_PROCESSES = 1
+# The bot tests tick accounts through Celery with no guard process beside them; the bots' check that the guard is
+# running has tests of its own (tests/execution/bot/test_guard_watch.py), which turn it on.
+STATARB_GUARD_MAX_AGE_S = 0

@@ -1,0 +1,110 @@
+"""The bots' check that the guard is running: with the scheduled guard silent for STATARB_GUARD_MAX_AGE_S (beat,
+the risk worker or every cycle down), no loss limit is enforced, so no new trade is opened; exits go on."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from core.clock import ManualClock
+from execution.bot import tick as tick_module
+from execution.bot.guard_watch import configured_guard_max_age
+from execution.bot.tick import bot_tick
+from execution.models import ExchangeAccount, PairTrade, Signal
+from monitoring.guard.cycle import guard_run
+from notifications.models import Notification
+from pairs.market import StoredMarket
+from risk.models import AccountGuardState, GuardEvent
+from tests.execution.bot_world import BotWorld
+
+pytestmark = pytest.mark.django_db
+MAX_AGE = timedelta(minutes=5)
+
+
+@pytest.fixture
+def world() -> BotWorld:
+    world = BotWorld()
+    # enabled and set up an hour ago: a silent guard is an alarm, not a new account waiting for its first cycle
+    ExchangeAccount.objects.filter(pk=world.account.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    return world
+
+
+def _tick(world: BotWorld, max_age: timedelta | None = MAX_AGE):
+    world.account.refresh_from_db()
+    exchange, market = world.paper_exchange()
+    return bot_tick(account=world.account, exchange=exchange, market=market, config=world.config,
+                    owner=world.owner, sleep=lambda s: None, guard_max_age=max_age)
+
+
+def _guard_checked(world: BotWorld, ago: timedelta) -> None:
+    AccountGuardState.objects.update_or_create(account=world.account,
+                                               defaults={"live_checked_at": timezone.now() - ago})
+
+
+def test_a_guard_that_never_checked_the_account_stops_its_entries_and_says_so_once(world):
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    first = _tick(world)
+    second = _tick(world)
+
+    assert first.opened == second.opened == 0 and not PairTrade.objects.exists()
+    assert "the guard has not checked this account within 300 s (never)" in first.skipped[-1]
+    assert Notification.objects.filter(topic="guard_silent", severity="critical").count() == 1
+    assert GuardEvent.objects.filter(kind="guard_silent", account=world.account).count() == 1
+
+
+def test_a_guard_that_checked_the_account_lately_lets_it_trade(world):
+    _guard_checked(world, timedelta(seconds=90))
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    assert _tick(world).opened == 1
+    assert not Notification.objects.filter(topic="guard_silent").exists()
+
+
+def test_with_the_guard_silent_exits_go_on_but_nothing_new_opens(world):
+    _guard_checked(world, timedelta(seconds=30))
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    assert _tick(world).opened == 1
+    _guard_checked(world, timedelta(minutes=6))  # the guard stopped six minutes ago
+
+    world.next_bar(y="102", x="49", action=Signal.Action.EXIT, zscore=0.1)
+    report = _tick(world)
+    assert report.closed == 1 and world.trade().state == PairTrade.State.CLOSED
+    world.next_bar(action=Signal.Action.ENTER_SHORT, zscore=2.3)
+    report = _tick(world)
+    assert report.opened == 0 and "last at" in report.skipped[-1]
+    assert PairTrade.objects.count() == 1
+
+
+def test_a_new_account_waits_for_the_guards_first_cycle_without_an_alarm(world):
+    ExchangeAccount.objects.filter(pk=world.account.pk).update(updated_at=timezone.now())
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    assert _tick(world).opened == 0
+    assert not Notification.objects.filter(topic="guard_silent").exists()
+
+
+def test_only_the_scheduled_live_cycle_counts_as_the_guard_running(world):
+    """The cycle a bot runs itself after a trade finishes, and a replay's, prove nothing about beat or the risk
+    worker: they leave the stamp alone."""
+    market = StoredMarket(timeframe="1h", clock=ManualClock(world.now))
+    guard_run(now=world.now, market=market, accounts=[world.account], live=False)
+    assert AccountGuardState.objects.get(account=world.account).live_checked_at is None
+    before = timezone.now()
+    guard_run(now=world.now, market=market, accounts=[world.account], process_now=timezone.now())
+    assert AccountGuardState.objects.get(account=world.account).live_checked_at >= before
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    assert _tick(world).opened == 1
+
+
+def test_live_ticks_read_the_setting_and_zero_turns_the_check_off(settings, monkeypatch):
+    settings.STATARB_GUARD_MAX_AGE_S = 300
+    assert configured_guard_max_age() == MAX_AGE
+    settings.STATARB_GUARD_MAX_AGE_S = 0
+    assert configured_guard_max_age() is None
+
+    settings.STATARB_GUARD_MAX_AGE_S = 120
+    asked = {}
+    monkeypatch.setattr(tick_module, "bot_tick", lambda **kwargs: asked.update(kwargs))
+    world = BotWorld()
+    tick_module.bot_tick_live(world.account)
+    assert asked["guard_max_age"] == timedelta(seconds=120)
