@@ -55,11 +55,27 @@ def api_token_create(*, user: AbstractBaseUser, days: int, channel: str, actor_l
 
 @transaction.atomic
 def api_tokens_revoke(*, user: AbstractBaseUser, channel: str, actor_label: str,
-                      actor: AbstractBaseUser | None = None) -> int:
-    """Delete every token of ``user``; returns how many there were."""
+                      actor: AbstractBaseUser | None = None, reason: str = "") -> int:
+    """Delete every token of ``user``; returns how many there were. Asked for by hand (no ``reason``), it is audited
+    even when there was none; revoked because of something else (``reason``: a password change, a deactivation),
+    only when there were some: that change has its own entry."""
     tokens = AuthToken.objects.filter(user=user)
     keys = list(tokens.values_list("token_key", flat=True))
+    if reason and not keys:
+        return 0
     tokens.delete()
     audit_record(action="revoke_api_tokens", channel=channel, actor=actor, actor_label=actor_label, target=user,
-                 summary=f"{len(keys)} API token(s) of {user.get_username()} revoked", details={"token_keys": keys})
+                 summary=f"{len(keys)} API token(s) of {user.get_username()} revoked"
+                         + (f": {reason}" if reason else ""),
+                 details={"token_keys": keys, **({"reason": reason} if reason else {})})
     return len(keys)
+
+
+def credentials_changed(*, user: AbstractBaseUser, change: str, channel: str, actor_label: str,
+                        actor: AbstractBaseUser | None = None) -> int:
+    """What follows a change of ``user``'s password or a deactivation (``change`` says which), in the caller's
+    transaction: every API token of the user is revoked. A token is a password of its own that knox checks without
+    the account's password, so whoever had stolen a token kept it after its owner changed a compromised password;
+    and a deactivated user's tokens came back to life with a reactivation. The user's sessions end through Django's
+    session hash (a new password) or the backend's refusal of inactive users."""
+    return api_tokens_revoke(user=user, channel=channel, actor=actor, actor_label=actor_label, reason=change)

@@ -25,7 +25,7 @@ from knox.models import AuthToken
 from core.admin_tools import AuditedAdmin, ReadOnlyAdmin
 from core.audit import audit_record
 from core.permissions import READ_API
-from core.tokens import MAX_TOKEN_DAYS, api_token_create, api_tokens_revoke
+from core.tokens import MAX_TOKEN_DAYS, api_token_create, api_tokens_revoke, credentials_changed
 
 
 def _audit_tasks(request, queryset, verb: str) -> None:
@@ -216,10 +216,19 @@ class UserAdmin(GrantsAuditedAdmin, BaseUserAdmin):
     def log_change(self, request, obj, message):
         # The password form doesn't go through save_model; Django logs it here, and so do we.
         if request.path.rstrip("/").endswith("/password"):
-            audit_record(action="change_password", channel="admin", actor=request.user, target=obj,
-                         summary=f"password of {obj.get_username()} changed" if obj.has_usable_password() else
-                         f"password-based login of {obj.get_username()} disabled")
+            change = (f"password of {obj.get_username()} changed" if obj.has_usable_password() else
+                      f"password-based login of {obj.get_username()} disabled")
+            audit_record(action="change_password", channel="admin", actor=request.user, target=obj, summary=change)
+            credentials_changed(user=obj, change=change, channel="admin", actor=request.user,
+                                actor_label=request.user.get_username())
         return super().log_change(request, obj, message)
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if change and "is_active" in form.changed_data and not obj.is_active:
+                credentials_changed(user=obj, change=f"{obj.get_username()} deactivated", channel="admin",
+                                    actor=request.user, actor_label=request.user.get_username())
 
     @admin.action(description="Revoke the API tokens of the selected users", permissions=["revoke_tokens"])
     def revoke_api_tokens(self, request, queryset):

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from core.api import check_query_parameters
 from core.audit import audit_record
+from core.tokens import credentials_changed
 from execution.models import BotHeartbeat, ExchangeAccount
 from monitoring.dashboard import HEARTBEAT_STALE_AFTER
 from notifications.sender import deliveries_failing
@@ -155,8 +156,11 @@ def _own_password_change(request: HttpRequest) -> HttpResponse:
     with transaction.atomic():
         response = admin.site.password_change(request)
         if request.method == "POST" and response.status_code == 302:
+            change = f"{request.user.get_username()} changed their own password"
             audit_record(action="change_password", channel="admin", actor=request.user, target=request.user,
-                         summary=f"{request.user.get_username()} changed their own password")
+                         summary=change)
+            credentials_changed(user=request.user, change=change, channel="admin", actor=request.user,
+                                actor_label=request.user.get_username())
     return response
 
 

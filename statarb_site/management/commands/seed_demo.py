@@ -8,6 +8,7 @@ from django.db import transaction
 
 from core.audit import audit_record
 from core.commands import shell_operator
+from core.tokens import credentials_changed
 from execution.models import ExchangeAccount
 from pairs.models import Level
 from risk.models import RiskLimit
@@ -64,13 +65,15 @@ class Command(BaseCommand):
             return
         password = secrets.token_urlsafe(12)
         existing = users.filter(username=DEMO_USERNAME).first()
-        user = existing or users.create_superuser(DEMO_USERNAME, password=password)
-        user.set_password(password)
-        user.save()
-        audit_record(action="change_password" if existing else "add_user", channel="command",
-                     actor_label=self.operator, target=user,
-                     summary=f"demo login {DEMO_USERNAME} " + ("given a new password" if existing else
-                                                               "created (superuser)"))
+        with transaction.atomic():
+            user = existing or users.create_superuser(DEMO_USERNAME, password=password)
+            user.set_password(password)
+            user.save()
+            change = f"demo login {DEMO_USERNAME} " + ("given a new password" if existing else "created (superuser)")
+            audit_record(action="change_password" if existing else "add_user", channel="command",
+                         actor_label=self.operator, target=user, summary=change)
+            if existing:
+                credentials_changed(user=user, change=change, channel="command", actor_label=self.operator)
         password_file.write_text(f"username: {DEMO_USERNAME}\npassword: {password}\n")
         password_file.chmod(0o600)
         self.stdout.write(f"created: dashboard login '{DEMO_USERNAME}' (password in {password_file})")
