@@ -52,6 +52,9 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 
 INSTALLED_APPS = [
+    # First: of two apps with a management command of one name, Django runs the first app's, and core overrides the
+    # state-changing commands of Django and django-axes with audited ones (core/command_audit.py).
+    "core",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -66,7 +69,6 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_celery_beat",
-    "core",
     "statarb_site",
     "pairs",
     "execution",

@@ -44,6 +44,8 @@ if env("STATARB_MARKET_CLOCK", default="wall") != "wall":
 
 # No account may point at a loopback address in production.
 STATARB_ALLOW_LOOPBACK_BASE_URLS = False
+# manage.py flush would empty the audit trail and every trade: refused (core/management/commands/flush.py).
+STATARB_REFUSE_FLUSH = True
 
 # https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -236,6 +236,17 @@ def test_production_keeps_debug_off_whatever_the_environment_says(tmp_path):
     assert values == {"DEBUG": False, "SECURE_SSL_REDIRECT": True, "SESSION_COOKIE_SECURE": True}
 
 
+def test_production_refuses_flush_and_local_settings_keep_it(tmp_path):
+    # manage.py flush empties the audit trail and every trade (core/management/commands/flush.py refuses it then).
+    production = _settings(tmp_path, ["STATARB_REFUSE_FLUSH"],
+                           DJANGO_SETTINGS_MODULE="statarb_site.settings.production", SECRET_KEY=STRONG_SECRET_KEY,
+                           ALLOWED_HOSTS="statarb.example.com", **_shared_servers(tmp_path))
+    assert production == {"STATARB_REFUSE_FLUSH": True}
+    result = _run(["-c", "import django; django.setup(); from django.conf import settings; "
+                         "print(getattr(settings, 'STATARB_REFUSE_FLUSH', False))"], _env(tmp_path))
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "False", result.stderr
+
+
 def test_production_settings_pass_the_deploy_check(tmp_path):
     env = _production(tmp_path, SECRET_KEY=STRONG_SECRET_KEY, ALLOWED_HOSTS="statarb.example.com")
     result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
