@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from io import StringIO
 
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
@@ -46,6 +47,25 @@ def test_createsuperuser_is_audited_without_the_password(monkeypatch):
     assert entry.target_type == "auth.User" and entry.details["user"] == "boss"
     assert "--username=boss" in entry.details["arguments"]
     assert PASSWORD not in str(entry.summary) + json.dumps(entry.details)
+
+
+def test_createsuperuser_asks_as_djangos_and_audits_the_user_it_creates(monkeypatch, django_user_model):
+    # The questions (user name checked against the stored ones, e-mail, password twice, validated) go through the
+    # audited user model as through Django's.
+    from django.contrib.auth.management.commands import createsuperuser
+
+    django_user_model.objects.create_user("taken", password="a-long-test-password")
+    answers = iter(["taken", "boss", "boss@example.com", "N"])  # N: no bypass of the password validation
+    passwords = iter(["short", "short", PASSWORD, PASSWORD])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    monkeypatch.setattr(createsuperuser.getpass, "getpass", lambda prompt="": next(passwords))
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
+    errors = StringIO()
+    call_command("createsuperuser", stdout=StringIO(), stderr=errors)
+    assert "That username is already taken." in errors.getvalue() and "too short" in errors.getvalue()
+    boss = django_user_model.objects.get(username="boss")
+    assert boss.is_superuser and boss.check_password(PASSWORD)
+    assert AuditEntry.objects.get(action="add_user").target_id == str(boss.pk)
 
 
 def test_a_superuser_is_not_created_without_its_audit(monkeypatch, django_user_model):
