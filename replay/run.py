@@ -50,7 +50,9 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from core.audit import audit_record
 from core.clock import ManualClock
+from core.commands import shell_operator
 from core.formatting import iso as _iso
 from execution.bot.lease import lease_release
 from execution.bot.tick import bot_tick
@@ -138,10 +140,19 @@ def _check_account(account: ExchangeAccount, config: StrategyConfig) -> None:
 
 @transaction.atomic
 def _prepare_account(account: ExchangeAccount) -> ExchangeAccount:
-    """Disable the account's live bot and start its simulated exchange afresh (it has no trades: checked)."""
+    """Disable the account's live bot and start its simulated exchange afresh (it has no trades: checked). What a
+    person had set on it (the bot enabled, halts: a kill switch raised by hand) is audited as it goes."""
+    was_enabled = account.enabled
+    halts = [f"#{halt.pk} {halt.source}" + ("" if halt.cleared_at else " (in force)")
+             for halt in Halt.objects.filter(account=account).order_by("pk")]
     if account.enabled:
         account.enabled = False  # the live beat must not tick it in between the replay's own ticks
         account.save(update_fields=["enabled", "updated_at"])
+    if was_enabled or halts:
+        changes = (["bot disabled"] if was_enabled else []) + ([f"halts deleted: {', '.join(halts)}"] if halts else [])
+        audit_record(action="prepare_replay_account", channel="command", actor_label=shell_operator("replay"),
+                     target=account, summary=f"paper account {account.name} taken for a replay: {'; '.join(changes)}",
+                     details={"disabled": was_enabled, "halts_deleted": halts})
     # No trades, so nothing the bot knows of lives there: start the simulated exchange afresh from the capital.
     PaperOrder.objects.filter(account=account).delete()
     PaperPosition.objects.filter(account=account).delete()

@@ -108,6 +108,24 @@ def test_an_enabled_or_live_account_is_handled_before_anything_runs(shared_candl
     assert [e for _, e in result.equity] == [mine.capital] * 3
 
 
+def test_taking_a_paper_account_for_a_replay_is_audited_with_the_halts_it_deletes(shared_candles_dir):
+    # A paper account with no trade yet: the replay disabled its bot and deleted its halts, a kill switch raised by
+    # hand included, with nothing on the audit trail.
+    from core.models import AuditEntry
+    from tests.factories import HaltFactory
+
+    config = import_market(shared_candles_dir)
+    mine = ExchangeAccountFactory(name="mine", mode="paper", level=Level.objects.get(number=1), enabled=True)
+    halt = HaltFactory(account=mine)
+    replay_run(start=START, end=START + 2 * HOUR, config=config, account=mine, reselect_every=None)
+    entry = AuditEntry.objects.get(action="prepare_replay_account")
+    assert entry.channel == "command" and "(manage.py replay)" in entry.actor_label
+    assert entry.target_id == str(mine.pk) and entry.details["disabled"] is True
+    assert entry.details["halts_deleted"] == [f"#{halt.pk} manual (in force)"]
+    assert entry.summary == (f"paper account mine taken for a replay: bot disabled; halts deleted: #{halt.pk} manual "
+                             "(in force)")
+
+
 def test_a_start_without_the_history_of_a_selection_is_refused_before_anything_runs(shared_candles_dir):
     """Every selection step would fail for want of history (logged at INFO only) and the replay would trade
     nothing, exit 0 and print all-zero figures: refused instead, naming the earliest start. The candles start on
