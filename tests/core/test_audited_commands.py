@@ -208,7 +208,26 @@ def test_loaddata_is_audited_with_what_it_loaded(tmp_path):
     assert Group.objects.filter(name="night-desk").exists()
     entry = AuditEntry.objects.get(action="loaddata")
     assert entry.details["objects_loaded"] == 1 and str(fixture) in entry.details["arguments"]
-    assert entry.summary.endswith("1 object(s) loaded from 1 fixture(s)")
+    assert entry.summary.endswith("1 object(s) loaded from 1 fixture(s)") and entry.details["models"] == ["auth.Group"]
+
+
+def test_loaddata_refuses_fixtures_that_rewrite_the_audit_trail(tmp_path):
+    # A fixture writes rows by primary key: audit entries in it rewrote who did what, over the stored ones.
+    first = AuditEntry.objects.create(actor_label="root", channel="admin", action="clear_halt", summary="cleared")
+    fixture = tmp_path / "history.json"
+    fixture.write_text(json.dumps([
+        {"model": "auth.group", "fields": {"name": "night-desk", "permissions": []}},
+        {"model": "core.auditentry", "pk": first.pk, "fields": {
+            "created_at": "2026-01-01T00:00:00Z", "actor_label": "someone-else", "channel": "admin",
+            "action": "clear_halt", "summary": "cleared", "details": {}}}]))
+    with pytest.raises(CommandError, match=r"the fixtures hold audit entries \(core.AuditEntry\).*nothing was loaded"):
+        call_command("loaddata", str(fixture))
+    first.refresh_from_db()
+    assert first.actor_label == "root" and not Group.objects.filter(name="night-desk").exists()
+    refusal = AuditEntry.objects.get(action="refused")
+    assert "(manage.py loaddata)" in refusal.actor_label and refusal.summary.startswith("manage.py loaddata ")
+    call_command("loaddata", str(fixture), "--exclude", "core.AuditEntry")
+    assert Group.objects.filter(name="night-desk").exists()
 
 
 def test_flush_is_refused_and_audited_where_the_settings_refuse_it(settings, django_user_model):
