@@ -201,6 +201,19 @@ def test_remove_stale_contenttypes_is_audited():
     assert AuditEntry.objects.get(action="remove_stale_contenttypes").details["rows_removed"] == 1
 
 
+def test_remove_stale_contenttypes_asked_on_the_terminal_is_audited_once_it_deleted(monkeypatch):
+    # Asking, it runs outside a transaction (SQLite's write lock is not held while a person reads the question);
+    # its entry follows the deletion, and a "no" leaves none.
+    ContentType.objects.create(app_label="core", model="gone")
+    answers = iter(["no", "yes"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    call_command("remove_stale_contenttypes", stdout=StringIO())
+    assert ContentType.objects.filter(app_label="core", model="gone").exists() and not AuditEntry.objects.exists()
+    call_command("remove_stale_contenttypes", stdout=StringIO())
+    assert not ContentType.objects.filter(app_label="core", model="gone").exists()
+    assert AuditEntry.objects.get(action="remove_stale_contenttypes").details["rows_removed"] == 1
+
+
 def test_loaddata_is_audited_with_what_it_loaded(tmp_path):
     fixture = tmp_path / "roles.json"
     fixture.write_text(json.dumps([{"model": "auth.group", "fields": {"name": "night-desk", "permissions": []}}]))
