@@ -178,8 +178,8 @@ def _complete_leg(ctx: TradingContext, trade: PairTrade, orders: list[Order], le
         ctx.events.append(f"trade {trade.pk}: {note}")
         return "placed"  # go round again: the targets changed
     if any(o.leg == leg and o.action == Order.Action.COMPLETE for o in orders):
-        _start_unwind(ctx, trade, f"the {leg} leg holds {abs(net)} of {abs(target)} after completing it failed; "
-                                  "unwinding both legs")
+        _start_unwind(ctx, trade, f"the {leg} leg holds {plain(abs(net))} of {plain(abs(target))} after "
+                                  "completing it failed; unwinding both legs")
         return "unwinding"
     side = Order.Side.BUY if target > 0 else Order.Side.SELL
     order = plan_order(ctx, trade, leg=leg, action=Order.Action.COMPLETE, side=side, qty=missing, reduce_only=False,

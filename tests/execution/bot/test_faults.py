@@ -68,7 +68,7 @@ def test_second_leg_rejected_twice_unwinds_the_first(world, fake):
     assert trade.realised_pnl is not None and trade.realised_pnl < 0  # fees of the lone leg, both ways
     unwind = trade.orders.get(action=Order.Action.UNWIND)
     assert unwind.reduce_only and unwind.leg == "y" and unwind.side == "sell"
-    assert "unwinding" in trade.error
+    assert "the x leg holds 0 of 8.5 after completing it failed; unwinding both legs" in trade.error, trade.error
     assert_consistent(world, fake)
 
 
