@@ -27,7 +27,8 @@ def unguarded_refusal(account: ExchangeAccount, max_age: timedelta | None, *, no
     """Why ``account`` may open no trade for want of a running guard ("" when it may). ``now`` is the tick's
     market time (for the event); the age is measured on the wall clock, which the guard's cycles are stamped in.
     Told (critical, once an hour per account) unless the account was enabled or changed within ``max_age``: a new
-    account waits for the guard's first cycle without an alarm."""
+    account, or one enabled again (the guard checks enabled accounts only, so its stamp is as old as its pause), waits
+    for the guard's next cycle without an alarm."""
     if max_age is None:
         return ""
     wall = timezone.now()
@@ -38,7 +39,7 @@ def unguarded_refusal(account: ExchangeAccount, max_age: timedelta | None, *, no
     seen = "never" if checked is None else f"last at {checked:%Y-%m-%d %H:%M:%S} UTC"
     refusal = (f"no new trades: the guard has not checked this account within {max_age.total_seconds():g} s "
                f"({seen}), so its loss limits are not enforced; is beat or the risk worker down?")
-    if checked is not None or account.updated_at < wall - max_age:
+    if account.updated_at < wall - max_age:  # the stamp is older than max_age too (or missing): the guard is silent
         told = notify(topic="guard_silent", severity=Notification.Severity.CRITICAL,
                       text=f"[{account.name}] {refusal}", dedupe_key=f"guard_silent:{account.pk}:{wall:%Y%m%d%H}")
         if told is not None:  # one event with each message, not one a tick

@@ -108,3 +108,19 @@ def test_live_ticks_read_the_setting_and_zero_turns_the_check_off(settings, monk
     world = BotWorld()
     tick_module.bot_tick_live(world.account)
     assert asked["guard_max_age"] == timedelta(seconds=120)
+
+
+def test_an_account_enabled_again_waits_for_the_guards_next_cycle_without_an_alarm(world):
+    """The guard checks enabled accounts only: one disabled for a day and enabled again has an old stamp, which says
+    nothing about the guard. Like a new account it opens nothing until the next cycle, with no critical alarm; the
+    alarm comes once the guard stays silent for max_age after the change."""
+    _guard_checked(world, timedelta(days=1))
+    ExchangeAccount.objects.filter(pk=world.account.pk).update(updated_at=timezone.now())
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    assert _tick(world).opened == 0
+    assert not Notification.objects.filter(topic="guard_silent").exists()
+    assert not GuardEvent.objects.filter(kind="guard_silent").exists()
+
+    ExchangeAccount.objects.filter(pk=world.account.pk).update(updated_at=timezone.now() - timedelta(minutes=6))
+    assert "last at" in _tick(world).skipped[-1]
+    assert Notification.objects.filter(topic="guard_silent", severity="critical").count() == 1
