@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from core.clock import ManualClock
+from execution.bot import guard_watch
 from execution.bot import tick as tick_module
 from execution.bot.guard_watch import configured_guard_max_age
 from execution.bot.tick import bot_tick
@@ -24,8 +25,10 @@ MAX_AGE = timedelta(minutes=5)
 
 
 @pytest.fixture
-def world() -> BotWorld:
+def world(monkeypatch) -> BotWorld:
     world = BotWorld()
+    # the bot's process has run for an hour: the guard was silent while it ran
+    monkeypatch.setattr(guard_watch, "PROCESS_STARTED", timezone.now() - timedelta(hours=1))
     # enabled and set up an hour ago: a silent guard is an alarm, not a new account waiting for its first cycle
     ExchangeAccount.objects.filter(pk=world.account.pk).update(updated_at=timezone.now() - timedelta(hours=1))
     return world
@@ -122,5 +125,20 @@ def test_an_account_enabled_again_waits_for_the_guards_next_cycle_without_an_ala
     assert not GuardEvent.objects.filter(kind="guard_silent").exists()
 
     ExchangeAccount.objects.filter(pk=world.account.pk).update(updated_at=timezone.now() - timedelta(minutes=6))
+    assert "last at" in _tick(world).skipped[-1]
+    assert Notification.objects.filter(topic="guard_silent", severity="critical").count() == 1
+
+
+def test_a_stack_started_again_waits_for_the_guards_first_cycle_without_an_alarm(world, monkeypatch):
+    """After the whole stack was down (a deploy, a reboot), the stamp is as old as the stop: the first ticks, which
+    may come before the guard's first cycle (the demo's every 10 s, the guard's at the next minute), open nothing and
+    raise no alarm; the alarm comes once the guard stays silent for max_age while the bot's process runs."""
+    _guard_checked(world, timedelta(hours=2))
+    monkeypatch.setattr(guard_watch, "PROCESS_STARTED", timezone.now() - timedelta(seconds=20))
+    world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
+    assert _tick(world).opened == 0
+    assert not Notification.objects.filter(topic="guard_silent").exists()
+
+    monkeypatch.setattr(guard_watch, "PROCESS_STARTED", timezone.now() - timedelta(minutes=6))
     assert "last at" in _tick(world).skipped[-1]
     assert Notification.objects.filter(topic="guard_silent", severity="critical").count() == 1
