@@ -115,7 +115,7 @@ def guard_run(
             report.states[book.account.name] = state
             _remember(book, state, now=now, exchange_equity=exchange_equity.get(account_id),
                       scheduled_at=(process_now or timezone.now()) if live else None)
-        _write_states(books)
+        _write_states(books, live=live)
         snapshots_write(books, now=now)
     return report
 
@@ -259,10 +259,13 @@ def _remember(book: AccountBook, state: str, *, now: datetime, exchange_equity, 
     book.state = guard_state
 
 
-def _write_states(books: dict[int, AccountBook]) -> None:
+def _write_states(books: dict[int, AccountBook], *, live: bool) -> None:
     states = [b.state for b in sorted(books.values(), key=lambda b: b.account.pk) if b.state is not None]
+    # Only a scheduled cycle writes its stamp: a bot's or a replay's would write back the one it read, over a newer
+    # one a scheduled cycle committed in between.
     _upsert(AccountGuardState, states, unique=["account"],
-            update=["state", "peak_equity", "equity", "exchange_equity", "checked_at", "live_checked_at"])
+            update=["state", "peak_equity", "equity", "exchange_equity", "checked_at"]
+            + (["live_checked_at"] if live else []))
 
 
 def snapshots_write(books: dict[int, AccountBook], *, now: datetime) -> None:

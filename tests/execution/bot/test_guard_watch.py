@@ -142,3 +142,23 @@ def test_a_stack_started_again_waits_for_the_guards_first_cycle_without_an_alarm
     monkeypatch.setattr(guard_watch, "PROCESS_STARTED", timezone.now() - timedelta(minutes=6))
     assert "last at" in _tick(world).skipped[-1]
     assert Notification.objects.filter(topic="guard_silent", severity="critical").count() == 1
+
+
+def test_a_bots_own_cycle_does_not_write_back_an_older_stamp(world, monkeypatch):
+    """The cycle a bot runs after a trade reads the account's guard state, then writes it: a scheduled cycle that
+    committed in between (its stamp newer) must keep its stamp, which the bot's cycle has no news of."""
+    from monitoring.guard import cycle
+
+    market = StoredMarket(timeframe="1h", clock=ManualClock(world.now))
+    _guard_checked(world, timedelta(minutes=4))
+    newer = timezone.now()
+    read = cycle.account_books
+
+    def books_then_a_scheduled_cycle(*args, **kwargs):
+        books = read(*args, **kwargs)
+        AccountGuardState.objects.filter(account=world.account).update(live_checked_at=newer)
+        return books
+
+    monkeypatch.setattr(cycle, "account_books", books_then_a_scheduled_cycle)
+    guard_run(now=world.now, market=market, accounts=[world.account], live=False)
+    assert AccountGuardState.objects.get(account=world.account).live_checked_at == newer
