@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from core.api import check_query_parameters
 from core.audit import audit_record
 from core.tokens import credentials_changed
+from execution.bot.guard_watch import configured_guard_max_age
 from execution.models import BotHeartbeat, ExchangeAccount
 from monitoring.dashboard import HEARTBEAT_STALE_AFTER
 from notifications.sender import deliveries_failing
@@ -87,8 +88,22 @@ def _guard_check(now) -> dict:
         return {"status": "missing" if ExchangeAccount.objects.filter(enabled=True).exists() else "ok"}
     if last["last"] is None:
         return {"status": "unknown"}
-    return {"status": "stale" if now - last["last"] > BEAT_STALE_AFTER else "ok",
-            "seconds_since_last_run": int((now - last["last"]).total_seconds())}
+    check = {"status": "stale" if now - last["last"] > BEAT_STALE_AFTER else "ok",
+             "seconds_since_last_run": int((now - last["last"]).total_seconds())}
+    if unchecked := _accounts_unchecked(now):
+        check.update(status="stale", accounts_unchecked=unchecked)
+    return check
+
+
+def _accounts_unchecked(now) -> int:
+    """Enabled accounts no scheduled cycle has checked within STATARB_GUARD_MAX_AGE_S, whose bots open no trade
+    (execution.bot.guard_watch): beat sending the task does not say its cycles end. A new or re-enabled account has
+    that long for its first cycle, as the bots give it."""
+    max_age = configured_guard_max_age()
+    if max_age is None:
+        return 0
+    return ExchangeAccount.objects.filter(enabled=True, updated_at__lt=now - max_age).exclude(
+        guard_state__live_checked_at__gte=now - max_age).count()
 
 
 def _bots_check(now) -> dict:
@@ -117,7 +132,8 @@ def health(request: HttpRequest) -> JsonResponse:
     Only statuses, counts and queue names go out, no error text.
 
     503 when the database does not answer (the web can't serve); with ``?strict=1`` (monitoring) also when the
-    broker is down, beat, the guard or a bot is stale (or the guard has no schedule while an account is enabled), a
+    broker is down, beat, the guard or a bot is stale (or the guard has no schedule while an account is enabled, or
+    has not checked an enabled account within STATARB_GUARD_MAX_AGE_S: its bot opens no trade), a
     queue has no worker, or a notification gave up (last day) or has been retrying for more than 10 minutes.
     Otherwise 200, ``status`` "ok" or "degraded"."""
     now = timezone.now()

@@ -228,6 +228,32 @@ def test_health_reports_a_guard_switched_off_or_stale(client):
     assert client.get("/health/").json()["checks"]["guard"] == {"status": "missing"}
 
 
+def test_health_reports_accounts_the_guard_has_not_checked_in_time(client, settings):
+    """Beat sending the guard's task says nothing of its cycles ending (the risk worker down, every cycle failing):
+    then the bots open no trade (STATARB_GUARD_MAX_AGE_S) and /health/ says so, as it says stale heartbeats. A new
+    account is given the setting's time for its first cycle, as the bots give it."""
+    from django.utils import timezone
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from risk.models import AccountGuardState
+
+    settings.STATARB_GUARD_MAX_AGE_S = 300
+    now = timezone.now()
+    every = IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="guard", task="monitoring.tasks.run_guard", interval=every,
+                                last_run_at=now - timedelta(seconds=20))
+    checked, silent = ExchangeAccountFactory(), ExchangeAccountFactory()
+    AccountGuardState.objects.create(account=checked, live_checked_at=now - timedelta(seconds=70))
+    AccountGuardState.objects.create(account=silent, live_checked_at=now - timedelta(minutes=20))
+    ExchangeAccountFactory()  # new, never checked yet
+    assert client.get("/health/").json()["checks"]["guard"] == {"status": "ok", "seconds_since_last_run": 20}
+
+    ExchangeAccount.objects.update(updated_at=now - timedelta(hours=1))
+    assert client.get("/health/").json()["checks"]["guard"] == {"status": "stale", "seconds_since_last_run": 20,
+                                                                "accounts_unchecked": 2}
+    assert client.get("/health/", {"strict": "1"}).status_code == 503
+
+
 def test_health_reports_an_enabled_account_whose_bot_never_beat(client):
     from django.utils import timezone
 
