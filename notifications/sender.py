@@ -187,6 +187,8 @@ def _pick(first: Delivery, critical: Delivery | None, now: datetime) -> Delivery
     another sender holding the oldest hold the whole destination, critical messages included."""
     if not _free(first, now):
         return None
+    if critical is not None and critical.server_wait and critical.next_attempt_at > now:
+        return None  # a critical message that passed got Telegram's 429: the wait is the chat's, not the message's
     quiet = quiet_until(first, now)
     if quiet is None or quiet <= now:
         if first.next_attempt_at <= now:

@@ -172,6 +172,35 @@ def test_a_critical_message_that_fails_too_keeps_the_chat_waiting(telegram):
     assert _texts(telegram, ALERTS_CHAT_ID) == []
 
 
+def test_a_429_on_a_critical_message_that_passed_holds_the_older_one_too(telegram):
+    """The critical message passed a failed one's backoff and Telegram answered 429 (retry after 60 s): the chat's
+    wait is Telegram's, so the older message, whose own backoff ends sooner, waits for it too (sent meanwhile, it
+    would be refused again, and flooding a chat that asked us to wait lengthens the wait)."""
+    with telegram.outage("http_502"):
+        notify(topic="trade_opened", text="BTC/ETH opened")
+        clock = ManualClock(timezone.now())
+        Sender(clock=clock, rng=random.Random(7)).run(budget_s=5)
+    waiting = Delivery.objects.get(channel="telegram", target=str(ALERTS_CHAT_ID), notification__topic="trade_opened")
+    notify(topic="halt_raised", text="Halt: main", severity="critical")
+    clock.set(timezone.now())  # the old message's backoff (at least 1 s) still runs
+    assert waiting.next_attempt_at > clock.now()
+    telegram.force_rate_limit(retry_after=60, chat_id=ALERTS_CHAT_ID)
+    Sender(clock=clock).run(budget_s=5)
+    halt = Delivery.objects.get(channel="telegram", target=str(ALERTS_CHAT_ID), notification__topic="halt_raised")
+    assert halt.server_wait and halt.next_attempt_at == clock.now() + timedelta(seconds=60)
+
+    clock.set(waiting.next_attempt_at + timedelta(seconds=1))  # the old message's backoff is over, Telegram's isn't
+    assert clock.now() < halt.next_attempt_at
+    before = len(telegram.requests_to("sendMessage"))
+    Sender(clock=clock).run(budget_s=5)
+    assert [r.params for r in telegram.requests_to("sendMessage")[before:]
+            if str(r.params.get("chat_id")) == str(ALERTS_CHAT_ID)] == []
+
+    clock.set(halt.next_attempt_at)
+    Sender(clock=clock).run(budget_s=5)
+    assert [text.splitlines()[1] for text in _texts(telegram, ALERTS_CHAT_ID)] == ["BTC/ETH opened", "Halt: main"]
+
+
 def test_a_run_waits_for_a_fold_window_that_ends_within_its_budget(telegram, settings):
     settings.NOTIFY_FOLD_WINDOW_S = 1.0
     notify(topic="order_rejected", text="rejected 1", severity="warning")
