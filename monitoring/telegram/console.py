@@ -133,7 +133,8 @@ class Console:
         self.clock = clock
         self.pending: dict[tuple[int, int], _Pending] = {}
         self.bot_username = bot_username  # this bot's (the poller asks getMe): commands to another bot are not ours
-        self._stranger_audits: dict[int, tuple[float, int]] = {}  # chat -> (last entry's time, requests since)
+        # chat -> (last entry's time, requests counted since, the last of them and its command)
+        self._stranger_audits: dict[int, tuple[float, int, Incoming | None, str]] = {}
 
     def answer(self, message: Incoming) -> str | None:
         command, args = parse_command(message.text, bot_username=self.bot_username)
@@ -158,15 +159,26 @@ class Console:
         # Forgotten once their interval is over, unless requests were counted: those go into the chat's next entry.
         self._stranger_audits = {chat: seen for chat, seen in self._stranger_audits.items()
                                  if seen[1] or now - seen[0] < STRANGER_AUDIT_INTERVAL_S}  # fmt: skip
-        last, unrecorded = self._stranger_audits.get(message.chat_id, (None, 0))
+        last, unrecorded, _, _ = self._stranger_audits.get(message.chat_id, (None, 0, None, ""))
         if last is not None and now - last < STRANGER_AUDIT_INTERVAL_S:
-            self._stranger_audits[message.chat_id] = (last, unrecorded + 1)
+            self._stranger_audits[message.chat_id] = (last, unrecorded + 1, message, command)
             return
         why = f"chat {message.chat_id} is not a command chat"
         if unrecorded:
             why += f" (and {unrecorded} more change request(s) from this chat since its last record)"
         self._audit_refusal(message, f"/{command}", why, user=self._user(message)[0])
-        self._stranger_audits[message.chat_id] = (now, 0)
+        self._stranger_audits[message.chat_id] = (now, 0, None, "")
+
+    def stranger_audits_flush(self) -> None:
+        """Write the requests counted from a chat whose minute is over (the poller asks after each round): a flood
+        that stops has no next request to carry its count."""
+        now = self.clock()
+        for chat, (last, unrecorded, message, command) in list(self._stranger_audits.items()):
+            if unrecorded and message is not None and now - last >= STRANGER_AUDIT_INTERVAL_S:
+                self._audit_refusal(message, f"/{command}", f"chat {chat} is not a command chat ({unrecorded} more "
+                                    "change request(s) from this chat since its last record, the last this one)",
+                                    user=self._user(message)[0])
+                self._stranger_audits[chat] = (now, 0, None, "")
 
     @staticmethod
     def _read(command: str, args: list[str]) -> str:

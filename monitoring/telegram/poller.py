@@ -83,6 +83,10 @@ class Poller:
         for update in updates:
             self._handle(update)
             self.offset = max(self.offset, int(update["update_id"]) + 1)
+        try:
+            self.console.stranger_audits_flush()
+        except Exception:  # the database away: the counts stay, written at a later round
+            logger.exception("telegram: the counted requests of stranger chats could not be audited")
         return len(updates)
 
     def _handle(self, update: dict) -> None:

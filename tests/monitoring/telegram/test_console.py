@@ -301,6 +301,24 @@ def test_a_stranger_chat_flooding_change_requests_gets_one_audit_entry_a_minute(
     assert not Halt.objects.exists()
 
 
+def test_a_stranger_chats_counted_requests_are_recorded_when_it_stops(fake_telegram, console):
+    """A flood that stops: its count must not wait for a next request that never comes (nor die with the poller).
+    Once the chat's minute is over, the poller's next round writes the requests it counted."""
+    for _ in range(5):
+        say(fake_telegram, console, STRANGER_CHAT, "/halt lvl1")
+    console.poll_once()  # a round within the minute: nothing more yet
+    assert AuditEntry.objects.filter(action="refused").count() == 1
+    console.clock[0] += 61
+    console.poll_once()  # a round with no message at all
+    _, second = AuditEntry.objects.filter(action="refused").order_by("pk")
+    assert second.summary == (f"/halt refused: chat {STRANGER_CHAT} is not a command chat (4 more change "
+                              "request(s) from this chat since its last record, the last this one)")
+    assert second.details["chat"] == STRANGER_CHAT
+    console.clock[0] += 61
+    console.poll_once()
+    assert AuditEntry.objects.filter(action="refused").count() == 2  # nothing left to record
+
+
 @pytest.mark.parametrize(("text", "answer"), [
     ("/trades ten", "'ten' is not a number of rows (1 to 30); usage: /trades [n]"),
     ("/daily 0", "'0' is not a number of rows (1 to 30); usage: /daily [n]"),
