@@ -17,7 +17,7 @@ import logging
 import smtplib
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from django.conf import settings
@@ -45,6 +45,10 @@ class Message:
 
 
 REPEAT_MARK = " (sent again: the last try may have arrived)"
+# Telegram's 400 descriptions that say the chat is gone or closed to the bot (403 always does); any other 400 is about
+# the one message (too long, unparsable) and later messages may go through.
+DESTINATION_GONE = ("chat not found", "peer_id_invalid", "not enough rights", "have no rights", "not a member",
+                    "kicked", "deactivated", "need administrator rights")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class Outcome:
     parts_sent: int = 0
     maybe_delivered: bool = False  # a retry whose request went out unanswered: it may have arrived
     migrate_to: str = ""  # Telegram's migrate_to_chat_id: the group became this supergroup
+    # A give-up that says the destination itself is gone (a deleted chat, a blocked or removed bot, a refused
+    # recipient), not this one message (too long, unparsable): every later message to it will give up too.
+    destination_lost: bool = False
 
     @property
     def sent(self) -> bool:
@@ -112,8 +119,8 @@ class TelegramChannel:
                 target, note = self._migrate(chat_id, outcome.migrate_to)
                 outcome = self._send_one(target, parts[index])
             if not outcome.sent:
-                return Outcome(outcome.kind, (outcome.reason + ("; " + note if note else ""))[:1000],
-                               outcome.retry_after_s, parts_sent=index, maybe_delivered=outcome.maybe_delivered)
+                return replace(outcome, reason=(outcome.reason + ("; " + note if note else ""))[:1000],
+                               parts_sent=index, migrate_to="")
             if progress is not None and index + 1 < len(parts):
                 progress(index + 1)
         return Outcome("sent", self._migrated.get(chat_id, ("", ""))[1], parts_sent=len(parts))
@@ -163,7 +170,9 @@ def telegram_outcome(response: httpx.Response) -> Outcome:
     if response.status_code in (400, 403):
         parameters = payload.get("parameters")
         migrate_to = parameters.get("migrate_to_chat_id") if isinstance(parameters, dict) else None
-        return Outcome("give_up", reason, migrate_to=str(migrate_to) if migrate_to is not None else "")
+        lost = response.status_code == 403 or any(word in description.lower() for word in DESTINATION_GONE)
+        return Outcome("give_up", reason, migrate_to=str(migrate_to) if migrate_to is not None else "",
+                       destination_lost=lost and migrate_to is None)
     if response.status_code >= 500:  # a gateway that lost the server's answer (502) or gave up waiting (504)
         return Outcome("retry", reason, maybe_delivered=True)  # proves nothing: the message may have arrived
     return Outcome("retry", reason)  # 401/404 (a token being fixed), anything else: try again later
@@ -175,7 +184,7 @@ class EmailChannel:
         try:
             send_mail(subject, message.text, None, [address], fail_silently=False)
         except smtplib.SMTPRecipientsRefused as exc:
-            return Outcome("give_up", redact(f"recipient refused: {exc}")[:500])
+            return Outcome("give_up", redact(f"recipient refused: {exc}")[:500], destination_lost=True)
         except (smtplib.SMTPException, OSError) as exc:
             return Outcome("retry", redact(f"{type(exc).__name__}: {exc}")[:500])
         return Outcome("sent", parts_sent=1)

@@ -339,7 +339,8 @@ class Sender:
                 logger.error("notification %s to %s:%s gave up after %s attempt(s): %s (admin: Deliveries, "
                              "'Send again' once the destination is fixed)", head.notification_id, head.channel,
                              head.target, attempts, outcome.reason)
-                notify_destination_lost(head.channel, head.target, outcome.reason)
+                if outcome.destination_lost:
+                    notify_destination_lost(head.channel, head.target, outcome.reason)
             else:
                 wait = outcome.retry_after_s if outcome.retry_after_s is not None else backoff_s(attempts,
                                                                                                   rng=self.rng)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
@@ -127,6 +128,27 @@ def test_a_destination_that_gives_up_is_announced_to_the_others_once_a_day(teleg
     assert alerts.count(f"Notifications to telegram {ADMIN_CHAT_ID} stopped: HTTP 403: Forbidden: bot was blocked "
                         "by the user") == 1
     assert Delivery.objects.filter(target=str(ADMIN_CHAT_ID), status=Delivery.Status.FAILED).count() == 2
+
+
+def test_a_message_refused_for_its_own_content_is_not_announced_as_a_lost_destination(telegram, monkeypatch):
+    """A 400 about the one message (Telegram's 'message text is empty') says nothing of the chat: later messages go
+    through, so the others are not told that its notifications stopped."""
+    from notifications import channels
+
+    notify(topic="trade_opened", text="one")
+    outcome = channels.telegram_outcome(httpx.Response(400, json={
+        "ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}))
+    assert outcome.kind == "give_up" and not outcome.destination_lost
+    for description, code in (("Bad Request: chat not found", 400), ("Forbidden: bot was blocked by the user", 403),
+                              ("Forbidden: bot was kicked from the group chat", 403)):
+        lost = channels.telegram_outcome(httpx.Response(code, json={"ok": False, "error_code": code,
+                                                                     "description": description}))
+        assert lost.kind == "give_up" and lost.destination_lost, description
+
+    monkeypatch.setattr(channels, "telegram_outcome", lambda response: outcome)
+    report = notifications_send(budget_s=5)
+    assert report.failed == 1  # the alerts chat gave up on this message
+    assert not Notification.objects.filter(topic="notification_destination_lost").exists()
 
 
 def test_a_delivery_that_gave_up_is_logged_and_sent_again_from_the_admin(telegram, settings, client,
