@@ -78,3 +78,20 @@ def tick_until_settled(world: BotWorld, *, ticks: int = 6, minutes: int = 1):
                                                    PairTrade.State.CLOSING)).exists():
             break
     return report
+
+
+def lag_order_lookups(monkeypatch, *, client_id_suffix: str, times: int) -> None:
+    """The exchange's order lists lag: the first ``times`` look-ups of the order whose client id ends with
+    ``client_id_suffix`` find nothing, later ones find it (what Bybit does for a few seconds after an accept)."""
+    from exchanges.bybit import BybitExchange
+
+    original = BybitExchange.order_by_client_id
+    left = {"n": times}
+
+    def lagging_lookup(self, symbol, client_order_id, **kwargs):
+        if client_order_id.endswith(client_id_suffix) and left["n"] > 0:
+            left["n"] -= 1
+            return None
+        return original(self, symbol, client_order_id, **kwargs)
+
+    monkeypatch.setattr(BybitExchange, "order_by_client_id", lagging_lookup)

@@ -23,7 +23,7 @@ from monitoring.guard.cycle import guard_run
 from notifications.models import Notification
 from pairs.market import StoredMarket
 from risk.models import GuardEvent
-from tests.execution.bot.fault_world import CREATE, assert_consistent, exchange_of, tick
+from tests.execution.bot.fault_world import CREATE, assert_consistent, exchange_of, lag_order_lookups, tick
 from tests.factories import HaltFactory, RiskLimitFactory
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -78,16 +78,7 @@ def test_a_close_refused_on_retry_keeps_its_fills_and_the_pnl(world, fake, monke
 def test_an_unknown_order_is_not_given_up_under_a_halt_before_the_grace(world, fake, monkeypatch):
     """The order lists lag (three look-ups find nothing): a halt raised meanwhile stops a resend, but the order is
     looked up until the grace passes; it is found, and the trade completes its hedge rather than leaving y alone."""
-    original = BybitExchange.order_by_client_id
-    lagging = {"left": 3}
-
-    def lagging_lookup(self, symbol, client_order_id, **kwargs):
-        if client_order_id.endswith("yo1") and lagging["left"] > 0:
-            lagging["left"] -= 1
-            return None
-        return original(self, symbol, client_order_id, **kwargs)
-
-    monkeypatch.setattr(BybitExchange, "order_by_client_id", lagging_lookup)
+    lag_order_lookups(monkeypatch, client_id_suffix="yo1", times=3)
     fake.timeout_after_accept_next(CREATE, symbol="YYYUSDT")
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
     tick(world)

@@ -11,13 +11,12 @@ from datetime import timedelta
 import pytest
 
 from core.clock import ManualClock
-from exchanges.bybit import BybitExchange
 from execution.models import ExchangeAccount, Order, PairTrade, Signal
 from monitoring.guard.cycle import guard_run
 from monitoring.guard.exchange_reads import IN_FLIGHT_GRACE
 from pairs.market import StoredMarket
 from risk.models import Halt
-from tests.execution.bot.fault_world import CREATE, assert_consistent, exchange_of, tick
+from tests.execution.bot.fault_world import CREATE, assert_consistent, exchange_of, lag_order_lookups, tick
 from tests.execution.bot_world import BotWorld
 from tests.factories import RiskLimitFactory
 from tests.fakes.bybit import FakeBybit
@@ -57,16 +56,7 @@ def guard(world: BotWorld, *, before_the_exchange=None, at=None):
 def test_a_leg_whose_answer_was_lost_is_no_position_difference_while_the_bot_settles_it(world, fake, monkeypatch):
     """The y open's answer is lost and the order lists lag (two look-ups find nothing): the exchange holds y, the
     trades don't know it yet. The bot finds the order a tick later and completes the hedge by itself."""
-    original = BybitExchange.order_by_client_id
-    lagging = {"left": 2}
-
-    def lagging_lookup(self, symbol, client_order_id, **kwargs):
-        if client_order_id.endswith("yo1") and lagging["left"] > 0:
-            lagging["left"] -= 1
-            return None
-        return original(self, symbol, client_order_id, **kwargs)
-
-    monkeypatch.setattr(BybitExchange, "order_by_client_id", lagging_lookup)
+    lag_order_lookups(monkeypatch, client_id_suffix="yo1", times=2)
     fake.timeout_after_accept_next(CREATE, symbol="YYYUSDT")
     world.next_bar(action=Signal.Action.ENTER_LONG, zscore=-2.2)
     tick(world)
